@@ -1,0 +1,88 @@
+"""Threshold and error-rate maths shared by export and evaluation (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``value = mean + k * std`` of validation scores, std with ``ddof=1`` as ``torch.std``."""
+
+    value: float
+    mean: float
+    std: float
+    k: float
+    n: int
+
+
+def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
+    """Compute the anomaly threshold from validation scores (float [N], N >= 2).
+
+    The statistics are taken in float64 so the result does not depend on summation order.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size < 2:
+        raise ValueError("need at least two validation scores to estimate a standard deviation")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("validation scores contain NaN or Inf")
+    mean = float(s.mean())
+    std = float(s.std(ddof=1))
+    return Threshold(value=mean + k * std, mean=mean, std=std, k=float(k), n=int(s.size))
+
+
+def flag_rate(scores: np.ndarray, threshold: float) -> float:
+    """Share of scores strictly above the threshold (flagged as anomalies)."""
+    s = np.asarray(scores).ravel()
+    return float(np.mean(s > threshold)) if s.size else float("nan")
+
+
+def type_i_error(normal_scores: np.ndarray, threshold: float) -> float:
+    """Share of in-distribution images flagged (false alarms)."""
+    return flag_rate(normal_scores, threshold)
+
+
+def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
+    """Share of anomalies not flagged (score <= threshold), as in the homework."""
+    s = np.asarray(anomaly_scores).ravel()
+    return float(np.mean(s <= threshold)) if s.size else float("nan")
+
+
+def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
+    """Area under the ROC curve for "anomaly scores higher" (Mann-Whitney U, ties count half)."""
+    a = np.asarray(normal_scores, dtype=np.float64).ravel()
+    b = np.asarray(anomaly_scores, dtype=np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    both = np.concatenate([a, b])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(both.size, dtype=np.float64)
+    sorted_vals = both[order]
+    # average ranks over ties
+    uniq, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
+    return float(u / (a.size * b.size))
+
+
+def roc_curve(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates over every distinct threshold, highest first.
+
+    Returns ``(fpr, tpr, thresholds)``, float64 arrays starting at (0, 0)."""
+    a = np.asarray(normal_scores, dtype=np.float64).ravel()
+    b = np.asarray(anomaly_scores, dtype=np.float64).ravel()
+    thresholds = np.unique(np.concatenate([a, b]))[::-1]
+    a_sorted, b_sorted = np.sort(a), np.sort(b)
+    fpr = (a.size - np.searchsorted(a_sorted, thresholds, side="left")) / a.size
+    tpr = (b.size - np.searchsorted(b_sorted, thresholds, side="left")) / b.size
+    return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
+
+
+def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float:
+    """Smallest threshold whose type I error (share of ``normal_scores`` above it) is <= ``rate``."""
+    s = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
+    allowed = int(np.floor(rate * s.size))
+    return float(s[s.size - allowed - 1]) if allowed < s.size else float(s[0])

@@ -1,0 +1,79 @@
+"""Comparing ONNX outputs with PyTorch's: one tolerance policy for export, ``aeflow verify``
+and the tests (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|.
+# log p(x) reaches -100 and below in the tails, where float32's own spacing exceeds 1e-5, so it is
+# held to 1e-5 absolute up to |log p| = 1 and 1e-5 relative beyond.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "reconstruction": (1e-5, 0.0),
+    "score": (1e-5, 0.0),
+    "z": (1e-5, 0.0),
+    "dz_dx": (1e-30, 1e-5),
+    "log_prob": (1e-5, 1e-5),
+    "sample": (1e-5, 0.0),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One output compared: the largest absolute and relative differences, and the verdict."""
+
+    name: str
+    n: int
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    passed: bool
+
+    @property
+    def tolerance(self) -> str:
+        parts = ([f"{self.atol:g} abs"] if self.atol > 1e-20 else []) + ([f"{self.rtol:g} rel"] if self.rtol else [])
+        return " + ".join(parts)
+
+
+def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | None = None,
+            rtol: float | None = None) -> Comparison:
+    """Compare two arrays of the same shape (float, computed in float64); tolerances default to
+    ``TOLERANCES[name]``. Non-finite values must match exactly."""
+    d_atol, d_rtol = TOLERANCES.get(name, (1e-5, 0.0))
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    a = np.asarray(actual, dtype=np.float64).ravel()
+    e = np.asarray(expected, dtype=np.float64).ravel()
+    if a.shape != e.shape:
+        return Comparison(name, int(e.size), float("inf"), float("inf"), atol, rtol, False)
+    finite = np.isfinite(a) & np.isfinite(e)
+    same_nonfinite = bool(np.all((a[~finite] == e[~finite]) | (np.isnan(a[~finite]) & np.isnan(e[~finite]))))
+    diff = np.abs(a[finite] - e[finite])
+    rel = diff / np.maximum(np.abs(e[finite]), np.finfo(np.float64).tiny)
+    ok = bool(np.all(diff <= atol + rtol * np.abs(e[finite]))) and same_nonfinite
+    return Comparison(name, int(e.size), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok)
+
+
+def format_table(rows: list[Comparison], title: str = "") -> str:
+    """A plain-text table of comparisons, one line per output."""
+    lines = [title] if title else []
+    lines.append(f"{'output':<16}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<18}result")
+    for r in rows:
+        lines.append(f"{r.name:<16}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<18}"
+                     f"{'pass' if r.passed else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def flow_check_points(seed: int = 0) -> np.ndarray:
+    """Inputs for the flow's parity checks: a grid over [-5, 5], random points, and the tails
+    (float32 [N])."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([
+        np.linspace(-5, 5, 2001),
+        rng.normal(0, 2, 2000),
+        rng.uniform(-5, 5, 1000),
+        [-50.0, -20.0, -10.0, -8.0, -6.0, 6.0, 8.0, 10.0, 20.0, 50.0],
+    ]).astype(np.float32)

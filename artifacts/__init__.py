@@ -1,0 +1,1 @@
+"""The bundled reference artifacts (ONNX graphs, JSON metadata, PyTorch checkpoints, demo set)."""

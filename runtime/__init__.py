@@ -1,0 +1,1 @@
+"""The edge runtime: numpy + onnxruntime only, never torch."""

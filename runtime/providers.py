@@ -1,0 +1,109 @@
+"""onnxruntime sessions on the CPU or CUDA execution provider, with an honest report of which
+one really runs.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` even where no GPU exists and then silently
+falls back to the CPU; only ``session.get_providers()`` after creation tells the truth.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from aeflow.errors import ArtifactError, DeviceError, UsageError
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def _loadable(*names: str) -> bool:
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def cuda_missing() -> list[str]:
+    """What the CUDA provider lacks here, in words (empty when nothing obvious is missing)."""
+    if CUDA not in ort.get_available_providers():
+        return ["a CUDA build of onnxruntime (pip install onnxruntime-gpu)"]
+    missing = []
+    if not _loadable("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        missing.append("an NVIDIA GPU driver (libcuda.so.1 not found)")
+        return missing
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
+        except Exception:
+            pass
+    if not _loadable("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        missing.append("the CUDA runtime libraries (libcudart, libcublas)")
+    if not _loadable("libcudnn.so.9", "libcudnn.so"):
+        missing.append("cuDNN 9 (libcudnn.so.9)")
+    return missing
+
+
+def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+    """Session options: all graph optimisations, ``threads`` intra-op threads (None: onnxruntime's
+    choice), thread spinning on or off (off when another framework shares the CPU)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
+                   spinning: bool = True) -> ort.InferenceSession:
+    """An ``InferenceSession`` for ``model`` (a path or serialized bytes) on ``device``.
+
+    ``cpu``: the CPU provider. ``cuda``: the CUDA provider or ``DeviceError`` naming what is
+    missing. ``auto``: CUDA where it really runs, else CPU. ``session.get_providers()[0]`` is the
+    provider that runs. A corrupted model raises ``ArtifactError``.
+    """
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    opts = session_options(threads, spinning)
+    name = Path(model).name if not isinstance(model, bytes) else "model"
+    source = model if isinstance(model, bytes) else str(model)
+    want_cuda = device == "cuda" or (device == "auto" and not cuda_missing())
+    providers = [CUDA, CPU] if want_cuda else [CPU]
+    previous = None
+    try:
+        if want_cuda:
+            # a CUDA provider that fails to load logs a page of errors; the check below says it in one line
+            ort.set_default_logger_severity(4)
+        session = ort.InferenceSession(source, opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{name}: onnxruntime cannot load it ({first[:200]}); re-export or restore the file") from None
+    finally:
+        if want_cuda:
+            ort.set_default_logger_severity(2 if previous is None else previous)
+    if device == "cuda" and session.get_providers()[0] != CUDA:
+        missing = cuda_missing() or ["a working CUDA device (the provider failed to start)"]
+        raise DeviceError(f"--device cuda: the CUDA provider cannot run here, missing {'; '.join(missing)}; "
+                          f"use --device cpu or auto")
+    return session
+
+
+def provider_of(session: ort.InferenceSession) -> str:
+    """The provider that really runs the session, e.g. ``CPUExecutionProvider``."""
+    return session.get_providers()[0]
+
+
+def short_provider(name: str) -> str:
+    """``CUDAExecutionProvider`` -> ``CUDA``."""
+    return name.replace("ExecutionProvider", "")

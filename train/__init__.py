@@ -1,0 +1,1 @@
+"""PyTorch training of the homework's two models (needs the ``train`` extra)."""
