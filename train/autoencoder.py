@@ -33,7 +33,7 @@ class AEConfig:
 
 def data_source(data_dir: str | os.PathLike | None) -> str:
     """How the training data is named in artifacts."""
-    return f"IDX files in {Path(data_dir).name or data_dir}" if data_dir else "torchvision download"
+    return f"IDX files in {data_dir}" if data_dir else "torchvision download"
 
 
 def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False

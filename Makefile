@@ -1,0 +1,41 @@
+# aeflow: the two commands a new user runs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ../shared/data
+AE_EPOCHS ?= 200
+
+.PHONY: demo test artifacts bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# stamps keep both targets idempotent: a second run installs nothing
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[train,test]'
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(BIN)/aeflow score
+	$(BIN)/aeflow sample -n 10000 --seed 0 --output samples.npy --force
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+# regenerate every bundled artifact from scratch (offline: DATA_DIR holds IDX files)
+artifacts: $(VENV)/.dev
+	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) --out artifacts --quiet
+	$(BIN)/aeflow train flow --out artifacts --quiet
+	$(BIN)/aeflow export --data-dir $(DATA_DIR) --out artifacts
+	$(BIN)/python -m aeflow.export.demo_set --data-dir $(DATA_DIR) --out artifacts/demo.npz
+
+bench: $(VENV)/.dev
+	$(BIN)/aeflow bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache samples.npy
