@@ -74,3 +74,7 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     cli.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from aeflow.files import write_bytes_atomic
-from aeflow.train.datasets import available, load_images
+from aeflow.datasets import available, load_images
 
 
 def make_demo_set(data_dir: str | os.PathLike | None, n_per_set: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:

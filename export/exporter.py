@@ -26,7 +26,7 @@ from aeflow.metrics import auroc, threshold_from_scores, type_i_error, type_ii_e
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
 from aeflow.train.checkpoint import load_checkpoint
-from aeflow.train.datasets import available, load_images, mixture_log_density, split_indices, to_float
+from aeflow.datasets import available, load_images, mixture_log_density, split_indices, to_float
 from aeflow.train.flow import FlowConfig, flow_data
 from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 

@@ -11,7 +11,7 @@ import torch
 
 from aeflow.progress import progress_bar
 from aeflow.train.checkpoint import save_checkpoint
-from aeflow.train.datasets import load_images, split_indices, to_float
+from aeflow.datasets import load_images, split_indices, to_float
 from aeflow.train.models import Autoencoder
 from aeflow.train.plots import plot_ae_loss
 

@@ -11,7 +11,7 @@ import torch
 
 from aeflow.progress import progress_bar
 from aeflow.train.checkpoint import save_checkpoint
-from aeflow.train.datasets import mixture_log_density, mixture_of_gaussians
+from aeflow.datasets import mixture_log_density, mixture_of_gaussians
 from aeflow.train.models import Flow1d, nll
 from aeflow.train.plots import plot_flow_figures
 

@@ -1,0 +1,5 @@
+"""``python -m aeflow``: the command line."""
+
+from aeflow.cli import main
+
+main()
