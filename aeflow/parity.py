@@ -60,9 +60,9 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
 def format_table(rows: list[Comparison], title: str = "") -> str:
     """A plain-text table of comparisons, one line per output."""
     lines = [title] if title else []
-    lines.append(f"{'output':<16}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<18}result")
+    lines.append(f"{'output':<16}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<24}result")
     for r in rows:
-        lines.append(f"{r.name:<16}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<18}"
+        lines.append(f"{r.name:<16}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<24}"
                      f"{'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)
 

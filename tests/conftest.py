@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny synthetic IDX data folder, the bundled artifacts, a torch-blocking path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aeflow.idx import write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_digits(n: int, seed: int) -> np.ndarray:
+    """Blurry strokes on black, uint8 [n, 28, 28]: enough structure for an autoencoder to learn."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for i in range(n):
+        r0, c0 = rng.integers(4, 12, size=2)
+        images[i, r0:r0 + rng.integers(8, 14), c0:c0 + 3] = 255
+        images[i, r0:r0 + 3, c0:c0 + rng.integers(6, 12)] = 200
+    return images
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """An IDX data folder shaped like ../shared/data, with small synthetic sets (gz and raw)."""
+    d = tmp_path_factory.mktemp("data")
+    (d / "mnist").mkdir()
+    (d / "fashion-mnist").mkdir()
+    write_idx(d / "mnist" / "train-images-idx3-ubyte.gz", synthetic_digits(120, 0))
+    write_idx(d / "mnist" / "t10k-images-idx3-ubyte", synthetic_digits(40, 1))
+    noise = np.random.default_rng(2).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    write_idx(d / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", noise)
+    return d
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Path:
+    """The artifacts folder shipped in the repository."""
+    from aeflow.runtime.artifacts import bundled_dir
+
+    return bundled_dir()
+
+
+@pytest.fixture(scope="session")
+def no_torch_env(tmp_path_factory) -> dict:
+    """Environment for a subprocess in which ``import torch`` fails."""
+    shim = tmp_path_factory.mktemp("notorch")
+    (shim / "torch").mkdir()
+    (shim / "torch" / "__init__.py").write_text('raise ImportError("torch is blocked in this test")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m aeflow ARGS`` in a subprocess and capture its output."""
+    return subprocess.run([sys.executable, "-m", "aeflow", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
+    """The process failed with ``code`` and printed exactly one line on stderr, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

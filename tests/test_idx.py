@@ -1,0 +1,67 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from aeflow.errors import InputError
+from aeflow.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, read_idx_header, write_idx
+
+
+@pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
+def test_round_trip_images(tmp_path, name):
+    images = np.random.default_rng(0).integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+    path = tmp_path / name
+    write_idx(path, images)
+    header = read_idx_header(path)
+    assert header.shape == (7, 28, 28) and header.magic == IMAGES_MAGIC
+    assert header.gzipped == name.endswith(".gz")
+    np.testing.assert_array_equal(read_idx(path), images)
+
+
+def test_labels_and_mmap(tmp_path):
+    labels = np.arange(10, dtype=np.uint8)
+    write_idx(tmp_path / "labels", labels)
+    assert read_idx_header(tmp_path / "labels").magic == LABELS_MAGIC
+    np.testing.assert_array_equal(read_idx(tmp_path / "labels", mmap=True), labels)
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+    images = np.ones((2, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "plain-name", images, compress=True)
+    np.testing.assert_array_equal(read_idx(tmp_path / "plain-name"), images)
+
+
+def test_bad_magic(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(InputError, match="bad IDX magic number"):
+        read_idx(tmp_path / "bad")
+
+
+def test_header_promises_more_bytes(tmp_path):
+    path = tmp_path / "short"
+    write_idx(path, np.zeros((5, 28, 28), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated"):
+        read_idx(path)
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "short.gz"
+    write_idx(path, np.random.default_rng(1).integers(0, 256, (50, 28, 28), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(InputError):
+        read_idx(path)
+
+
+def test_gzip_of_garbage(tmp_path):
+    (tmp_path / "junk.gz").write_bytes(gzip.compress(b"not an idx file at all"))
+    with pytest.raises(InputError, match="magic"):
+        read_idx(tmp_path / "junk.gz")
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_idx(tmp_path / "nope")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(InputError, match="too short"):
+        read_idx(tmp_path / "empty")

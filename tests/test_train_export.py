@@ -1,0 +1,181 @@
+"""A tiny end-to-end run: train both models briefly on synthetic data, export, check the files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from aeflow.files import sha256_file  # noqa: E402
+from aeflow.metrics import threshold_from_scores  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art")
+    for args in (["train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20", "--out", str(out), "-q"],
+                 ["train", "flow", "--epochs", "3", "--n-train", "600", "--n-test", "200", "--out", str(out), "-q"],
+                 ["export", "--checkpoints", str(out), "--out", str(out), "--data-dir", str(tiny_data_dir)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_export_writes_self_contained_checked_graphs(exported):
+    names = {p.name for p in exported.iterdir()}
+    assert {"ae.onnx", "flow.onnx", "threshold.json", "flow.json", "ae.pt", "flow.pt", "ae_loss.png"} <= names
+    assert not any(n.endswith(".onnx.data") or n.startswith(".aeflow-tmp") for n in names)
+    for name in ("ae.onnx", "flow.onnx"):
+        onnx.checker.check_model(onnx.load(str(exported / name)), full_check=True)
+
+
+def test_onnx_matches_pytorch_within_1e5(exported, tiny_data_dir):
+    import onnxruntime as ort
+
+    from aeflow.datasets import load_images, to_float
+    from aeflow.export.exporter import load_autoencoder, load_flow, torch_ae
+
+    images = to_float(load_images("mnist", "test", tiny_data_dir))
+    sess = ort.InferenceSession(str(exported / "ae.onnx"), providers=["CPUExecutionProvider"])
+    rec, score = sess.run(None, {"images": images})
+    t_rec, t_score = torch_ae(load_autoencoder(exported / "ae.pt")[0], images)
+    assert rec.shape == (40, 1, 28, 28) and score.shape == (40,)
+    assert np.abs(rec - t_rec).max() <= 1e-5 and np.abs(score - t_score).max() <= 1e-5
+    np.testing.assert_allclose(score, ((images - rec) ** 2).reshape(40, -1).mean(1), rtol=1e-5)
+
+    flow, _ = load_flow(exported / "flow.pt")
+    x = np.linspace(-5, 5, 501, dtype=np.float32)
+    fs = ort.InferenceSession(str(exported / "flow.onnx"), providers=["CPUExecutionProvider"])
+    z, dz, lp = fs.run(None, {"x": x})
+    with torch.inference_mode():
+        tz, tdz, tlp = (v.numpy() for v in flow(torch.from_numpy(x)))
+    assert np.abs(z - tz).max() <= 1e-5
+    assert np.all(np.abs(dz - tdz) <= 1e-5 * np.abs(tdz))
+    assert np.abs(lp - tlp).max() <= 1e-5 * max(1.0, np.abs(tlp).max())
+
+
+def test_threshold_json_comes_from_the_graphs_scores(exported, tiny_data_dir):
+    import onnxruntime as ort
+
+    from aeflow.datasets import load_images, split_indices, to_float
+
+    meta = json.loads((exported / "threshold.json").read_text())
+    assert meta["schema_version"] == 1 and meta["k"] == 3.0 and meta["validation"]["ddof"] == 1
+    assert meta["sha256"] == sha256_file(exported / "ae.onnx")
+    images = load_images("mnist", "train", tiny_data_dir)
+    _, val = split_indices(len(images), meta["data"]["split_seed"])
+    sess = ort.InferenceSession(str(exported / "ae.onnx"), providers=["CPUExecutionProvider"])
+    scores = sess.run(["score"], {"images": to_float(images[val])})[0]
+    th = threshold_from_scores(scores, 3)
+    assert meta["validation"]["n"] == len(val) == 20
+    assert th.value == pytest.approx(meta["threshold"], rel=1e-6)
+    assert set(meta["evaluation"]["type_ii"]) == {"fashion-mnist-test"}
+    assert 0 <= meta["evaluation"]["type_i"]["rate"] <= 1
+
+
+def test_flow_metadata_records_range_and_components(exported):
+    meta = json.loads((exported / "flow.json").read_text())
+    assert meta["sha256"] == sha256_file(exported / "flow.onnx")
+    w = sum(meta["components"]["weight"])
+    assert meta["W"] == pytest.approx(w) and meta["z_range"] == pytest.approx([-w / 2, w / 2])
+    assert meta["n_components"] == 5 and len(meta["components"]["mu"]) == 5
+    lo, hi = meta["x_bracket"]
+    assert meta["z_at_bracket"][0] == pytest.approx(-w / 2, abs=1e-5) and meta["z_at_bracket"][1] == pytest.approx(w / 2, abs=1e-5)
+    assert lo < min(meta["components"]["mu"]) and hi > max(meta["components"]["mu"])
+
+
+def test_checkpoints_load_weights_only_and_training_is_reproducible(exported, tiny_data_dir, tmp_path):
+    ckpt = torch.load(exported / "ae.pt", weights_only=True)
+    assert set(ckpt) == {"kind", "state_dict", "config", "history"}
+    assert ckpt["config"]["epochs"] == 2 and len(ckpt["history"]["loss"]) == 2 * 5
+    proc = run_cli("train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20",
+                   "--out", str(tmp_path), "-q")
+    assert proc.returncode == 0, proc.stderr
+    again = torch.load(tmp_path / "ae.pt", weights_only=True)
+    for k, v in ckpt["state_dict"].items():
+        assert torch.equal(v, again["state_dict"][k]), k
+
+
+def test_crafted_checkpoint_is_refused(tmp_path):
+    import pickle
+
+    from aeflow.errors import ArtifactError
+    from aeflow.train.checkpoint import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    with open(tmp_path / "ae.pt", "wb") as f:
+        pickle.dump({"kind": "autoencoder", "state_dict": Evil()}, f)
+    with pytest.raises(ArtifactError):
+        load_checkpoint(tmp_path / "ae.pt", "autoencoder")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_failed_parity_writes_nothing(exported, tiny_data_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from aeflow import parity
+    from aeflow.errors import ParityError
+    from aeflow.export.exporter import export_artifacts
+
+    for name in ("ae.pt", "flow.pt"):
+        shutil.copy(exported / name, tmp_path / name)
+    monkeypatch.setitem(parity.TOLERANCES, "score", (0.0, 0.0))
+    monkeypatch.setitem(parity.TOLERANCES, "reconstruction", (0.0, 0.0))
+    with pytest.raises(ParityError, match="nothing was written"):
+        export_artifacts(tmp_path, tmp_path, tiny_data_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ae.pt", "flow.pt"]
+
+
+def test_kill_during_export_keeps_previous_artifacts(exported, tiny_data_dir, tmp_path):
+    import shutil
+
+    for p in exported.iterdir():
+        shutil.copy(p, tmp_path / p.name)
+    before = {n: sha256_file(tmp_path / n) for n in ("ae.onnx", "flow.onnx", "threshold.json", "flow.json")}
+    proc = subprocess.Popen([sys.executable, "-m", "aeflow", "export", "--checkpoints", str(tmp_path), "--out", str(tmp_path),
+                             "--data-dir", str(tiny_data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".aeflow-tmp") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = {n: sha256_file(tmp_path / n) for n in before}
+    assert after == before
+    meta = json.loads((tmp_path / "threshold.json").read_text())
+    assert meta["sha256"] == sha256_file(tmp_path / "ae.onnx")
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["train", "ae", "--epochs", "0"], 2, "--epochs must be positive"),
+    (["train", "ae", "--epochs", "ten"], 2, "not a valid integer"),
+    (["train", "flow", "--lr", "-1"], 2, "--lr must be positive"),
+    (["train", "ae", "--bogus"], 2, "No such option"),
+    (["export", "--opset", "5"], 2, "--opset"),
+])
+def test_bad_options_one_line(args, code, needle):
+    line = assert_one_line_error(run_cli(*args), code)
+    assert needle in line
+
+
+def test_missing_data_folder_one_line(tmp_path):
+    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path)), 1)
+    assert "does not exist" in line and "--data-dir" in line
+    assert not (tmp_path / "ae.pt").exists()
+
+
+def test_data_folder_without_mnist(tmp_path):
+    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path), "--out", str(tmp_path)), 1)
+    assert "no mnist train images" in line
