@@ -18,7 +18,10 @@ from aeflow.errors import UsageError
               help="IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
 @click.option("--opset", type=click.IntRange(17, 23), default=None, help="ONNX opset; default: the exporter's.")
 @click.option("--no-eval", is_flag=True, help="Skip type I/II evaluation on the test sets.")
-def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval):
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write ae.int8.onnx (dynamic int8) with its own threshold; fails unless its decisions "
+                   "agree with float32 on >= 99.5% of each test set.")
+def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval, quantize):
     """Export both models to ONNX, compute the threshold and check the graphs against PyTorch.
 
     Writes nothing unless every check passes (max abs difference <= 1e-5).
@@ -26,16 +29,19 @@ def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval):
     \b
     Example:
       aeflow export --data-dir ../shared/data --out artifacts
+      aeflow export --data-dir ../shared/data --out artifacts --quantize int8
     """
     try:
         import onnx  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("export needs PyTorch and onnx: pip install 'aeflow[train]'") from None
+    if quantize and no_eval:
+        raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
     from aeflow.parity import format_table
 
-    report = export_artifacts(checkpoints, out_dir, data_dir, opset, evaluate=not no_eval)
+    report = export_artifacts(checkpoints, out_dir, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold
     click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
@@ -45,6 +51,11 @@ def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval):
         click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
         for name, v in ev["type_ii"].items():
             click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
+    if "int8" in th:
+        q = th["int8"]
+        click.echo(f"int8: threshold {q['threshold']:.6f}, type I {q['evaluation']['type_i']['rate']:.2%}, "
+                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q["evaluation"]["type_ii"].items())
+                   + f", decisions agree with float32 on {q['evaluation']['decision_agreement_with_fp32']:.2%}")
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"flow: W = {report.flow_meta['W']:.4f}, test NLL {report.flow_meta['nll']['test']:.4f} "

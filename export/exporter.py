@@ -21,6 +21,7 @@ import torch
 
 from aeflow.errors import ArtifactError, ParityError
 from aeflow.export.graphs import export_autoencoder, export_flow
+from aeflow.export.quantize import INT8_FILE, quantize_int8
 from aeflow.files import sha256_file
 from aeflow.metrics import auroc, threshold_from_scores, type_i_error, type_ii_error
 from aeflow.parity import Comparison, compare, flow_check_points
@@ -150,12 +151,14 @@ def _evaluate(session: ort.InferenceSession, data_dir, threshold: float) -> tupl
 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                     opset: int | None = None, evaluate: bool = True) -> ExportReport:
+                     opset: int | None = None, evaluate: bool = True, quantize: str | None = None) -> ExportReport:
     """Export both checkpoints in ``checkpoints`` (ae.pt, flow.pt) into ``out_dir``.
 
     ``data_dir`` overrides where the validation images come from (default: the folder the
     autoencoder was trained from). Raises ``ParityError`` (writing nothing) when ONNX and
-    PyTorch differ beyond ``aeflow.parity.TOLERANCES``.
+    PyTorch differ beyond ``aeflow.parity.TOLERANCES``. ``quantize="int8"`` also writes
+    ae.int8.onnx and threshold.json's ``"int8"`` entry (``aeflow.export.quantize``), or raises
+    ``ParityError`` (writing nothing) when the int8 graph misses its targets.
     """
     checkpoints, out = Path(checkpoints), Path(out_dir)
     model, ae_ckpt = load_autoencoder(checkpoints / "ae.pt")
@@ -205,12 +208,15 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
             "evaluation": evaluation,
             "versions": versions,
         }
+        if quantize == "int8":
+            threshold["int8"], int8_checks = quantize_int8(tmp, val, data_dir, ANOMALY_SETS)
+            checks += int8_checks
         meta = {"schema_version": SCHEMA_VERSION, "onnx_file": "flow.onnx", "sha256": sha256_file(tmp / "flow.onnx"),
                 "opset": flow_opset, "inputs": {"x": ["N"]}, "outputs": {o: ["N"] for o in ("z", "dz_dx", "log_prob")}}
         meta |= flow_metadata(flow, flow_ckpt, flow_sess) | {"versions": versions}
         (tmp / "threshold.json").write_text(json.dumps(threshold, indent=2) + "\n")
         (tmp / "flow.json").write_text(json.dumps(meta, indent=2) + "\n")
-        files = ["ae.onnx", "flow.onnx", "threshold.json", "flow.json"]
+        files = ["ae.onnx", "flow.onnx", "threshold.json", "flow.json"] + ([INT8_FILE] if quantize else [])
         if checkpoints.resolve() != out.resolve():
             for name in ("ae.pt", "flow.pt"):
                 shutil.copy2(checkpoints / name, tmp / name)
@@ -221,6 +227,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         # the JSON files go last: they name the graphs' hashes, so a reader never trusts a stale graph
         for name in sorted(files, key=lambda n: n.endswith(".json")):
             os.replace(tmp / name, out / name)
+        if not quantize:
+            (out / INT8_FILE).unlink(missing_ok=True)  # a stale int8 graph that threshold.json no longer names
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportReport(out, files, checks, threshold, meta, notes)

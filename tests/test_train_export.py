@@ -116,7 +116,7 @@ def test_crafted_checkpoint_is_refused(tmp_path):
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     with open(tmp_path / "ae.pt", "wb") as f:
-        pickle.dump({"kind": "autoencoder", "state_dict": Evil()}, f)
+        pickle.dump({"kind": "autoencoder", "state_dict": Evil()}, f, protocol=2)
     with pytest.raises(ArtifactError):
         load_checkpoint(tmp_path / "ae.pt", "autoencoder")
     assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,316 @@
+"""Measuring the runtime: autoencoder images/s and latency per engine and batch size, and the time
+to draw samples from the flow per inversion method, all in one process on the same inputs.
+
+Engines: PyTorch eager (only where torch and the train extra are installed; imported here, inside
+functions, never by the rest of the runtime), onnxruntime float32 (ae.onnx) and onnxruntime int8
+(ae.int8.onnx, where threshold.json names one). Method: every engine is warmed up on every input
+buffer first; then each repeat runs every engine in turn (interleaved, so a burst of load from
+elsewhere hits all of them alike) over ``BUFFERS`` distinct input buffers in rotation, so no timing
+measures a cache that holds one input; images/s is the median over repeats, latency percentiles are
+over all timed calls. onnxruntime's threads do not spin while torch shares the process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from aeflow.errors import ArtifactError
+from aeflow.files import sha256_file
+from aeflow.provenance import cpu_name, package_versions
+from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_threshold
+from aeflow.runtime.providers import create_session, provider_of, short_provider
+
+# multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
+FLOPS_PER_IMAGE = 2 * (784 * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * 784)
+BATCHES = (1, 64, 1024, 8192)
+BUFFERS = 3
+SAMPLES = 1_000_000
+QUICK_SAMPLES = 20_000
+HOMEWORK_STEPS = 30
+HOMEWORK_BRACKET = (-3.0, 3.0)
+TORCH, FP32, INT8 = "torch-eager", "ort-fp32", "ort-int8"
+HOMEWORK = "torch-bisection (homework)"
+
+
+@dataclass
+class BenchSettings:
+    """What to measure: ``repeats`` per measurement, ``batches``, ``n_samples`` drawn per sampling
+    run, ``seconds_per_repeat`` (each repeat times enough calls to last about this long),
+    ``threads`` (None: the CPUs this process may use)."""
+
+    artifacts: str | os.PathLike | None = None
+    device: str = "auto"
+    repeats: int = 5
+    batches: tuple[int, ...] = BATCHES
+    n_samples: int = SAMPLES
+    seconds_per_repeat: float = 0.2
+    threads: int | None = None
+    verify: bool = True
+    quick: bool = False
+    progress: Callable[[str], None] | None = None
+
+    @classmethod
+    def quick_settings(cls, **kw) -> "BenchSettings":
+        """Few repeats, short repeats, ``QUICK_SAMPLES`` samples: for tests and smoke runs."""
+        return cls(**({"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True} | kw))
+
+
+@dataclass
+class Timing:
+    """One engine at one batch size: images/s per repeat and the latency of every timed call (s)."""
+
+    per_repeat: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def summary(self, batch: int) -> dict:
+        ips = np.array(self.per_repeat)
+        lat = np.array(self.latencies) * 1e3
+        med = float(np.median(ips))
+        return {"batch": batch, "images_per_s": med, "images_per_s_min": float(ips.min()),
+                "images_per_s_max": float(ips.max()), "latency_ms": {"p50": float(np.percentile(lat, 50)),
+                                                                    "p99": float(np.percentile(lat, 99))},
+                "gflops": med * FLOPS_PER_IMAGE / 1e9, "calls": int(lat.size), "repeats": int(ips.size)}
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 0) -> list[np.ndarray]:
+    """``n`` distinct float32 [batch, 1, 28, 28] buffers in [0, 1], drawn (with replacement) from
+    uint8 ``images`` [M, 28, 28]."""
+    rng = np.random.default_rng(seed + batch)
+    return [np.ascontiguousarray(images[rng.integers(0, len(images), batch)], dtype=np.float32)
+            .reshape(batch, 1, 28, 28) / np.float32(255) for _ in range(n)]
+
+
+def demo_images(directory: Path) -> np.ndarray:
+    """The bundled demo images (uint8 [2000, 28, 28]), or synthetic ones where there is no demo.npz."""
+    path = directory / "demo.npz"
+    if path.is_file():
+        with np.load(path) as d:
+            return np.asarray(d["images"], dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, size=(2000, 28, 28), dtype=np.uint8)
+
+
+def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np.ndarray], repeats: int,
+            seconds_per_repeat: float) -> dict[str, Timing]:
+    """Time every engine on the buffers (all the same batch size): warm-up, then ``repeats``
+    interleaved rounds of enough calls to last about ``seconds_per_repeat`` each."""
+    batch = len(buffers[0])
+    slowest = 0.0
+    for fn in engines.values():
+        for x in buffers:
+            fn(x)
+        t0 = time.perf_counter()
+        fn(buffers[0])
+        slowest = max(slowest, time.perf_counter() - t0)
+    calls = max(1, min(2000, math.ceil(seconds_per_repeat / max(slowest, 1e-6))))
+    timings = {name: Timing() for name in engines}
+    for r in range(repeats):
+        for name, fn in engines.items():
+            times = []
+            for c in range(calls):
+                x = buffers[(r * calls + c) % len(buffers)]
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+            timings[name].per_repeat.append(calls * batch / sum(times))
+            timings[name].latencies.extend(times)
+    return timings
+
+
+def _torch_engines(directory: Path, threads: int, notes: list[str]):
+    """(torch module, autoencoder scoring function, homework sampler) or (None, None, None) with a
+    note when PyTorch or the checkpoints are missing."""
+    try:
+        import torch
+
+        from aeflow.export.exporter import load_autoencoder, load_flow
+        from aeflow.train.models import ScoringAutoencoder
+    except ImportError:
+        notes.append("PyTorch (the train extra) is not installed: no torch-eager or homework-bisection rows")
+        return None, None, None
+    missing = [n for n in ("ae.pt", "flow.pt") if not (directory / n).is_file()]
+    if missing:
+        notes.append(f"{' and '.join(missing)} not in {directory}: no PyTorch rows")
+        return None, None, None
+    torch.set_num_threads(threads)
+    model = ScoringAutoencoder(load_autoencoder(directory / "ae.pt")[0]).eval()
+    flow = load_flow(directory / "flow.pt")[0]
+
+    def score(x: np.ndarray):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))[1]
+
+    def homework_sample(n: int, seed: int):
+        """The homework's loop: 30 bisection steps on [-3, 3] for z ~ N(0, 1)."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            z = torch.normal(torch.zeros(n), torch.ones(n), generator=gen)
+            x_low = torch.full((n,), HOMEWORK_BRACKET[0])
+            x_high = torch.full((n,), HOMEWORK_BRACKET[1])
+            for _ in range(HOMEWORK_STEPS):
+                m = (x_low + x_high) / 2
+                f = flow(m)[0]
+                x_high[f >= z] = m[f >= z]
+                x_low[f < z] = m[f < z]
+            return (x_low + x_high) / 2
+
+    return torch, score, homework_sample
+
+
+def _int8_session(directory: Path, meta: dict, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
+    entry = meta.get("int8")
+    if not isinstance(entry, dict) or not isinstance(entry.get("onnx_file"), str):
+        notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
+        return None
+    path = directory / entry["onnx_file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found; re-export with --quantize int8")
+    if verify and sha256_file(path) != entry.get("sha256"):
+        raise ArtifactError(f"{path}: sha256 does not match threshold.json's int8 entry; re-export, or pass --no-verify")
+    session = create_session(path, device, threads, spinning=spinning)
+    check_signature(session, AE_SIGNATURE, path.name)
+    return session
+
+
+def _time_sampling(fn: Callable[[int, int], object], n: int, repeats: int) -> list[float]:
+    fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        fn(n, r)  # a new seed each repeat: new targets
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_bench(settings: BenchSettings) -> dict:
+    """Run every measurement; returns the result as a JSON-ready dict (see ``format_table``)."""
+    say = settings.progress or (lambda msg: None)
+    directory = artifacts_dir(settings.artifacts)
+    threads = settings.threads or default_threads()
+    notes: list[str] = []
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    meta = read_threshold(directory, settings.verify)
+    torch, torch_score, homework = _torch_engines(directory, threads, notes)
+    spinning = torch is None
+    fp32 = create_session(meta["onnx_path"], settings.device, threads, spinning=spinning)
+    check_signature(fp32, AE_SIGNATURE, meta["onnx_path"].name)
+    int8 = _int8_session(directory, meta, settings.device, threads, spinning, settings.verify, notes)
+    providers = {FP32: provider_of(fp32)} | ({INT8: provider_of(int8)} if int8 else {})
+    if torch is not None and providers[FP32] != "CPUExecutionProvider":
+        notes.append("torch-eager runs on the CPU while onnxruntime runs on " + short_provider(providers[FP32]))
+
+    engines: dict[str, Callable] = {}
+    if torch_score:
+        engines[TORCH] = torch_score
+    engines[FP32] = lambda x: fp32.run(["score"], {"images": x})
+    if int8:
+        engines[INT8] = lambda x: int8.run(["score"], {"images": x})
+    images = demo_images(directory)
+    scoring = []
+    for batch in settings.batches:
+        say(f"scoring, batch {batch}")
+        timings = measure(engines, input_buffers(images, batch), settings.repeats, settings.seconds_per_repeat)
+        for name, t in timings.items():
+            scoring.append({"engine": name} | t.summary(batch))
+    speedups = _speedups(scoring)
+
+    from aeflow.runtime.sampler import FlowSampler
+
+    sampler = FlowSampler(settings.artifacts, settings.device, threads=threads, verify=settings.verify)
+    providers["sampler"] = sampler.provider
+    sample_repeats = max(1, min(settings.repeats, 3))
+    sampling = []
+    runs: list[tuple[str, Callable[[int, int], object]]] = []
+    if homework:
+        runs.append((HOMEWORK, homework))
+    for method in sampler.methods:
+        runs.append((f"ort-{method}", lambda n, seed, m=method: sampler.sample(n, seed=seed, method=m)))
+    for name, fn in runs:
+        say(f"sampling, {name}")
+        times = np.array(_time_sampling(fn, settings.n_samples, sample_repeats))
+        sampling.append({"method": name, "n": settings.n_samples, "seconds": float(np.median(times)),
+                         "seconds_min": float(times.min()), "seconds_max": float(times.max()),
+                         "samples_per_s": settings.n_samples / float(np.median(times)), "repeats": int(times.size)})
+    if homework:
+        base = sampling[0]["seconds"]
+        for row in sampling:
+            row["speedup_vs_homework"] = base / row["seconds"]
+    if torch is not None:
+        notes.append("the homework bisection clamps z outside the flow's range to +-3 and stops at 30 steps; the "
+                     "runtime's methods truncate z to the range and reach float32 resolution (see aeflow sample --help)")
+    return {
+        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
+                    "load_average_before": list(load_before) if load_before else None,
+                    "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "providers": providers,
+        "settings": {"repeats": settings.repeats, "sampling_repeats": sample_repeats, "batches": list(settings.batches),
+                     "n_samples": settings.n_samples, "input_buffers": BUFFERS, "quick": settings.quick,
+                     "device": settings.device, "onnxruntime_spinning": spinning,
+                     "flops_per_image": FLOPS_PER_IMAGE},
+        "scoring": scoring,
+        "speedups": speedups,
+        "sampling": sampling,
+        "versions": package_versions(),
+        "notes": notes,
+    }
+
+
+def _speedups(scoring: list[dict]) -> dict[str, dict[str, float]]:
+    """images/s ratios per batch: ort-fp32/torch, ort-int8/torch, ort-int8/ort-fp32 (where both ran)."""
+    ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in scoring}
+    out: dict[str, dict[str, float]] = {}
+    for num, den in ((FP32, TORCH), (INT8, TORCH), (INT8, FP32)):
+        ratios = {str(b): ips[(num, b)] / ips[(den, b)] for (e, b) in ips if e == num and (den, b) in ips}
+        if ratios:
+            out[f"{num}/{den}"] = ratios
+    return out
+
+
+def format_table(result: dict) -> str:
+    """The result as plain-text tables."""
+    m, s = result["machine"], result["settings"]
+    prov = ", ".join(f"{k} {short_provider(v)}" for k, v in result["providers"].items())
+    lines = [f"aeflow bench: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['threads']} threads; providers: {prov}"]
+    if m.get("load_average_before"):
+        lines.append(f"load average before/after: {m['load_average_before'][0]:.2f} / {m['load_average_after'][0]:.2f}"
+                     f" (other processes share the CPU when these exceed 0)")
+    lines.append("")
+    lines.append(f"scoring the autoencoder (images/s: median of {s['repeats']} repeats [min-max]; latency per call; "
+                 f"GFLOP/s at {s['flops_per_image'] / 1e6:.2f} MFLOP per image)")
+    lines.append(f"{'batch':>6}  {'engine':<12}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
+                 f"{'GFLOP/s':>9}{'vs torch':>10}{'vs fp32':>9}")
+    ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in result["scoring"]}
+    for r in result["scoring"]:
+        t = ips.get((TORCH, r["batch"]))
+        f = ips.get((FP32, r["batch"]))
+        vs_t = f"{r['images_per_s'] / t:.2f}x" if t and r["engine"] != TORCH else ""
+        vs_f = f"{r['images_per_s'] / f:.2f}x" if f and r["engine"] == INT8 else ""
+        rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
+        lines.append(f"{r['batch']:>6}  {r['engine']:<12}{r['images_per_s']:>11,.0f} {rng:>21}"
+                     f"{r['latency_ms']['p50']:>10.3f}{r['latency_ms']['p99']:>10.3f}{r['gflops']:>9.1f}"
+                     f"{vs_t:>10}{vs_f:>9}")
+    lines.append("")
+    n = result["sampling"][0]["n"] if result["sampling"] else 0
+    lines.append(f"sampling the flow: time for {n:,} samples (median of {s['sampling_repeats']} [min-max])")
+    lines.append(f"{'method':<28}{'seconds':>9} {'[min - max]':>17}{'samples/s':>13}{'vs homework':>13}")
+    for r in result["sampling"]:
+        rng = f"[{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]"
+        vs = f"{r['speedup_vs_homework']:.2f}x" if "speedup_vs_homework" in r else ""
+        lines.append(f"{r['method']:<28}{r['seconds']:>9.3f} {rng:>17}{r['samples_per_s']:>13,.0f}{vs:>13}")
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""``aeflow bench``: images/s and latency of scoring per engine and batch size, time to sample the flow."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+
+
+@click.command("bench")
+@artifacts_option
+@device_option
+@click.option("--repeats", type=click.IntRange(1, 1000), default=None,
+              help="Repeats per measurement (medians are reported; sampling uses at most 3). Default: 5, with --quick 2.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Threads for onnxruntime and PyTorch alike; default: the CPUs this process may use.")
+@click.option("--quick", is_flag=True, help="2 repeats, short repeats, 20,000 samples: a smoke test, not a benchmark.")
+@no_verify_option
+@json_option
+def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
+    """Benchmark scoring (PyTorch eager, onnxruntime float32 and int8) and sampling (the homework's
+    PyTorch bisection and every runtime method), in one process on the same inputs.
+
+    Scoring: batches of 1, 64, 1024 and 8192 images; images/s (median over repeats), latency p50/p99,
+    GFLOP/s. Sampling: time for 1,000,000 samples. PyTorch rows need the train extra; without it they
+    are skipped with a note. Run it on a quiet machine: other processes skew every number.
+
+    \b
+    Example:
+      aeflow bench
+      aeflow bench --quick --json > bench.json
+    """
+    from aeflow.runtime.bench import BenchSettings, format_table, run_bench
+
+    def say(msg: str) -> None:
+        if sys.stderr.isatty():
+            click.echo(f"bench: {msg}", err=True)
+
+    kw = {"artifacts": artifacts, "device": device, "threads": threads, "verify": not no_verify, "progress": say}
+    if repeats is not None:
+        kw["repeats"] = repeats
+    settings = BenchSettings.quick_settings(**kw) if quick else BenchSettings(**kw)
+    result = run_bench(settings)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_table(result))

@@ -1,0 +1,68 @@
+"""``aeflow evaluate``: the homework's figures (type I/II errors, AUROC, the flow's fit) recomputed
+through the runtime on whole data sets, side by side with the homework's, optionally as a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.runtime.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
+
+
+@click.command("evaluate")
+@artifacts_option
+@click.option("--in-dist", "in_dist", metavar="DATA", default=DEFAULT_IN_DIST, show_default=True,
+              help="In-distribution set: a name (mnist-test, kmnist-test, fashion-mnist-test) or a path "
+                   "(IDX, .npy, .npz, PNG folder).")
+@click.option("--anomalies", "anomalies", metavar="DATA", multiple=True,
+              help="Anomaly set, repeatable (default: kmnist-test, as the homework; offline use "
+                   "--data-dir ../shared/data --anomalies fashion-mnist-test).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of IDX files for the named sets (default: download with torchvision).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
+@click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
+                                            "(always part of --report).")
+@device_option
+@no_verify_option
+@json_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, no_verify, as_json, quiet):
+    """Score whole data sets through ONNX Runtime and compare with the homework's figures.
+
+    Prints type I error on the in-distribution set, type II error and AUROC per anomaly set, the
+    threshold that would give 1% type I with the type II it would give, beside the homework's
+    (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds histograms, ROC curves,
+    best/worst reconstructions, the training loss and the flow's figures in one HTML file.
+
+    \b
+    Example:
+      aeflow evaluate                                  # MNIST vs KMNIST, downloaded
+      aeflow evaluate --data-dir ../shared/data --anomalies fashion-mnist-test --report report
+      aeflow evaluate --in-dist digits.npy --anomalies odd.npy --json
+    """
+    if report_dir is not None:
+        from aeflow.runtime.report import check_report_dir, require_matplotlib
+
+        require_matplotlib()
+        check_report_dir(report_dir)
+        flow = True
+    result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,
+                      with_extremes=report_dir is not None, verify=not no_verify, quiet=quiet or as_json)
+    summary = result.summary
+    summary["report"] = None
+    if report_dir is not None:
+        from aeflow.runtime.report import write_report
+
+        summary["report"] = str(report_dir / "report.html")
+        write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],
+                     result.extremes, Path(summary["artifacts"]), result.flow)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(format_table(summary))
+    if summary["report"]:
+        click.echo(f"report: {summary['report']}")

@@ -1,0 +1,382 @@
+"""What ``aeflow evaluate`` computes: error rates and AUROC of the anomaly scorer on whole data
+sets, and how well the flow's density matches the true mixture (numpy + onnxruntime only)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from aeflow import metrics
+from aeflow.datasets import DATASETS, load_images, mixture_log_density, mixture_of_gaussians
+from aeflow.errors import DataError, UsageError
+from aeflow.progress import progress_bar
+from aeflow.runtime.artifacts import artifacts_dir
+
+# The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
+# epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
+HOMEWORK_REFERENCE = {
+    "in_dist": "mnist-test",
+    "in_dist_n": 10_000,
+    "anomaly_set": "kmnist-test",
+    "threshold": 0.0329,
+    "type_i": 0.0104,
+    "type_ii": 0.0295,
+    "final_loss": 0.011,
+    "train_images": 50_000,
+    "validation_images": 10_000,
+    "epochs": 10,
+}
+DEFAULT_IN_DIST = "mnist-test"
+DEFAULT_ANOMALIES = ("kmnist-test",)
+OFFLINE_ANOMALIES = "fashion-mnist-test"
+DATA_SET_NAMES = tuple(f"{name}-{split}" for name in DATASETS for split in ("test", "train"))
+TARGET_TYPE_I = 0.01
+SCORE_CHUNK = 4096
+EXTREMES = 8
+
+
+@dataclass
+class ImageSet:
+    """One evaluated set: ``images`` [N, ...] in a layout the scorer accepts (uint8 0..255 or
+    float in [0, 1]; named sets are uint8 [N, 28, 28]), ``scores`` float32 [N] (filled by
+    ``score_sets``), ``origin``: where it came from in words."""
+
+    name: str
+    origin: str
+    images: np.ndarray
+    scores: np.ndarray | None = None
+
+
+def _split_name(spec: str) -> tuple[str, str]:
+    name, _, split = spec.rpartition("-")
+    return name, split
+
+
+def load_set(spec: str, data_dir=None) -> ImageSet:
+    """Load DATA: a data set name (``mnist-test``, ``kmnist-test``, ``fashion-mnist-test``, or a
+    ``-train`` split) through ``aeflow.datasets.load_images``, or a path (IDX, .npy, .npz, PNG
+    folder) through the runtime's ``open_source``. Unknown names raise ``UsageError``."""
+    if spec in DATA_SET_NAMES:
+        name, split = _split_name(spec)
+        origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
+        return ImageSet(spec, origin, load_images(name, split, data_dir))
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
+                         f"nor an existing file or folder")
+    from aeflow.runtime.inputs import open_source
+
+    with open_source(path) as source:
+        # copies: memory-mapped batches must not outlive the source
+        parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]
+        name = source.name
+    if not parts:
+        raise DataError(f"{path}: holds no images; pass a file or folder with at least one 28x28 image")
+    return ImageSet(name, str(path), np.concatenate(parts))
+
+
+def load_anomaly_sets(specs: tuple[str, ...] | None, data_dir=None) -> list[ImageSet]:
+    """Load every anomaly set; ``None`` or empty means the homework's default (KMNIST test), and
+    when that cannot be had the error says in one line how to run offline."""
+    if specs:
+        return [load_set(s, data_dir) for s in specs]
+    try:
+        return [load_set(s, data_dir) for s in DEFAULT_ANOMALIES]
+    except DataError as e:
+        where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
+        raise DataError(f"the default anomaly set {DEFAULT_ANOMALIES[0]} {where}; offline, pass "
+                        f"--data-dir ../shared/data --anomalies {OFFLINE_ANOMALIES} (or --anomalies PATH)") from None
+
+
+def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
+    """Fill each set's ``scores`` (float32 [N]) with ``scorer.score``, showing progress."""
+    total = sum(len(s.images) for s in sets)
+    with progress_bar(total, "scoring", quiet, show=lambda item: item) as bar:
+        for s in sets:
+            out = []
+            for i in range(0, len(s.images), SCORE_CHUNK):
+                chunk = s.images[i:i + SCORE_CHUNK]
+                out.append(np.asarray(scorer.score(chunk), dtype=np.float32))
+                bar.update(len(chunk), s.name)
+            s.scores = np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float,
+                  target_type_i: float = TARGET_TYPE_I) -> dict:
+    """Type I error of ``in_scores`` (float [N]) and, per anomaly set, type II error and AUROC at
+    ``threshold``; plus the threshold that gives ``target_type_i`` (``metrics.threshold_for_type_i``)
+    with the type I and type II errors it gives. Returns a JSON-ready dict."""
+    t1 = metrics.threshold_for_type_i(in_scores, target_type_i)
+    return {
+        "threshold": float(threshold),
+        "type_i": metrics.type_i_error(in_scores, threshold),
+        "n_in_dist": int(np.size(in_scores)),
+        "anomalies": {
+            name: {
+                "n": int(np.size(s)),
+                "type_ii": metrics.type_ii_error(s, threshold),
+                "auroc": metrics.auroc(in_scores, s),
+                "type_ii_at_target": metrics.type_ii_error(s, t1),
+            }
+            for name, s in anomaly_scores.items()
+        },
+        "at_target": {"type_i_target": float(target_type_i), "threshold": t1,
+                      "type_i": metrics.type_i_error(in_scores, t1)},
+    }
+
+
+def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
+    """The ``k`` lowest- and ``k`` highest-scoring images of a scored set with their
+    reconstructions: ``{"best"|"worst": {"index": int [k], "scores": float32 [k],
+    "originals": float32 [k, 28, 28], "reconstructions": float32 [k, 28, 28]}}``."""
+    order = np.argsort(image_set.scores, kind="stable")
+    k = min(k, len(order))
+    out = {}
+    for label, idx in (("best", order[:k]), ("worst", order[::-1][:k])):
+        chunk = image_set.images[idx]
+        originals = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk.astype(np.float32)
+        out[label] = {
+            "index": idx,
+            "scores": image_set.scores[idx],
+            "originals": originals.reshape(len(idx), 28, 28),
+            "reconstructions": np.asarray(scorer.reconstruct(chunk), dtype=np.float32).reshape(len(idx), 28, 28),
+        }
+    return out
+
+
+@dataclass
+class FlowEvaluation:
+    """The flow against the true mixture: ``summary`` (JSON-ready numbers) and ``curves``
+    (arrays for the report's figures)."""
+
+    summary: dict
+    curves: dict = field(repr=False)
+
+
+def kl_estimate(log_p_data: np.ndarray, log_p_model: np.ndarray) -> tuple[float, float]:
+    """Monte Carlo KL(data || model) = E_data[log p_data(x) - log p_model(x)] from points drawn
+    from the data distribution (log densities float [n], n >= 2): ``(estimate, standard error)``,
+    the error being std / sqrt(n) of the per-point differences."""
+    d = np.asarray(log_p_data, dtype=np.float64) - np.asarray(log_p_model, dtype=np.float64)
+    if d.size < 2 or not np.all(np.isfinite(d)):
+        raise ValueError("need at least two finite log-density differences")
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: int = 0,
+                  quiet: bool = False) -> FlowEvaluation:
+    """Evaluate the flow (a ``FlowSampler``) as homework Problems 2 and 4 ask.
+
+    Regenerates the training and test data exactly as ``aeflow train flow`` did (flow.json's
+    ``training``: ``mixture_of_gaussians(n_train, seed)`` and ``(n_test, seed + 1)``), computes
+    their NLL under the model and under the true mixture, the z statistics on the training data,
+    KL(data || model) over ``n_kl`` fresh points from the true mixture (seed ``training seed + 2``,
+    never used in training), and draws ``n_samples`` samples with ``seed``."""
+    meta = sampler.metadata
+    cfg = meta.get("training") or {}
+    try:
+        n_train, n_test, train_seed = int(cfg["n_train"]), int(cfg["n_test"]), int(cfg["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError("flow.json has no training section (n_train, n_test, seed); re-export the flow") from None
+    if n_kl < 2 or n_samples < 1:
+        raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
+    with progress_bar(4, "evaluating flow", quiet, show=lambda item: item) as bar:
+        train_x = mixture_of_gaussians(n_train, train_seed)
+        test_x = mixture_of_gaussians(n_test, train_seed + 1)
+        z_train, _, lp_train = (np.asarray(v) for v in sampler.forward(train_x))
+        _, _, lp_test = (np.asarray(v) for v in sampler.forward(test_x))
+        bar.update(1, "train/test NLL")
+        kl_x = mixture_of_gaussians(n_kl, train_seed + 2)
+        _, _, lp_kl = sampler.forward(kl_x)
+        kl, kl_se = kl_estimate(mixture_log_density(kl_x), lp_kl)
+        bar.update(1, "KL")
+        samples = np.asarray(sampler.sample(n_samples, seed))
+        bar.update(1, "samples")
+        grid = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
+        z_grid, _, lp_grid = (np.asarray(v) for v in sampler.forward(grid))
+        bar.update(1, "curves")
+    recorded = meta.get("nll") or {}
+    summary = {
+        "provider": getattr(sampler, "provider", None),
+        "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
+        "nll": {
+            "train": float(-np.mean(lp_train, dtype=np.float64)),
+            "test": float(-np.mean(lp_test, dtype=np.float64)),
+            "true_mixture_test": float(-np.mean(mixture_log_density(test_x))),
+            "true_mixture_train": float(-np.mean(mixture_log_density(train_x))),
+        },
+        "nll_recorded": {k: recorded.get(k) for k in ("train", "test", "true_mixture_test")},
+        "z_train": {"mean": float(np.mean(z_train, dtype=np.float64)), "std": float(np.std(z_train, dtype=np.float64, ddof=1))},
+        "kl": {"estimate": kl, "stderr": kl_se, "n": int(n_kl), "seed": train_seed + 2},
+        "true_mixture_sample": {"mean": float(np.mean(kl_x, dtype=np.float64)),
+                                "std": float(np.std(kl_x, dtype=np.float64, ddof=1))},
+        "samples": {"n": int(n_samples), "seed": int(seed), "mean": float(np.mean(samples, dtype=np.float64)),
+                    "std": float(np.std(samples, dtype=np.float64, ddof=1))},
+        "z_range": [float(v) for v in meta.get("z_range", [])],
+    }
+    mass = float(getattr(sampler, "truncation_mass", 1.0))
+    summary["model_mass"] = mass
+    # samples follow the model density normalised over the flow's range (its mass is just below 1)
+    curves = {"grid": grid, "z_grid": z_grid, "log_prob_grid": lp_grid,
+              "sample_density_grid": np.exp(lp_grid.astype(np.float64)) / mass,
+              "true_log_prob_grid": mixture_log_density(grid), "z_train": z_train, "samples": samples,
+              "train_x": train_x}
+    return FlowEvaluation(summary, curves)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``aeflow evaluate`` found: ``summary`` (JSON-ready), the scored ``sets`` (the
+    in-distribution set first), ``extremes`` per set name (for the report; empty unless asked)
+    and the ``flow`` evaluation (or None)."""
+
+    summary: dict
+    sets: list[ImageSet]
+    extremes: dict = field(default_factory=dict)
+    flow: FlowEvaluation | None = None
+
+
+def _notes(summary: dict) -> list[str]:
+    ref = HOMEWORK_REFERENCE
+    notes = []
+    names = [a["name"] for a in summary["anomalies"]]
+    if ref["anomaly_set"] not in names:
+        notes.append(f"the anomaly set{'s' if len(names) > 1 else ''} ({', '.join(names)}) "
+                     f"{'differ' if len(names) > 1 else 'differs'} from the homework's {ref['anomaly_set']} (KMNIST): "
+                     f"the type II errors are not directly comparable with its {ref['type_ii']:.2%}")
+    if summary["in_dist"]["name"] != ref["in_dist"]:
+        notes.append(f"the in-distribution set {summary['in_dist']['name']} is not the homework's {ref['in_dist']}")
+    n_train = (summary["artifacts_data"] or {}).get("train_images")
+    if n_train != ref["train_images"]:
+        epochs = (summary["artifacts_training"] or {}).get("epochs")
+        notes.append(f"these artifacts were trained on {n_train:,} images for {epochs} epochs, the homework on "
+                     f"{ref['train_images']:,} for {ref['epochs']}" if isinstance(n_train, int) else
+                     "threshold.json does not say how many images the artifacts were trained on")
+    return notes
+
+
+def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
+             data_dir=None, device: str = "auto", flow: bool = False, with_extremes: bool = False,
+             verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
+    """Score ``in_dist`` and every anomaly set (DATA names or paths, see ``load_set``) with the
+    runtime's ``AnomalyScorer`` on ``device`` and compute the homework's figures; with ``flow``
+    also evaluate the flow (``evaluate_flow``); with ``with_extremes`` keep the best and worst
+    reconstructions per set. Returns an ``Evaluation``."""
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify)
+    sampler = None
+    if flow:
+        from aeflow.runtime.sampler import FlowSampler
+
+        sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify)
+    try:
+        normal = load_set(in_dist, data_dir)
+    except DataError as e:
+        if in_dist != DEFAULT_IN_DIST or data_dir is not None or anomalies:
+            raise
+        reason = e.message.split(";")[0]
+        raise DataError(f"cannot load the default sets {DEFAULT_IN_DIST} and {DEFAULT_ANOMALIES[0]} ({reason}); "
+                        f"offline, pass --data-dir ../shared/data --anomalies {OFFLINE_ANOMALIES}") from None
+    anomaly_sets = load_anomaly_sets(anomalies, data_dir)
+    names = [normal.name] + [a.name for a in anomaly_sets]
+    if len(set(names)) != len(names):
+        raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
+    sets = [normal] + anomaly_sets
+    score_sets(scorer, sets, quiet)
+    meta = scorer.metadata
+    m = image_metrics(normal.scores, {a.name: a.scores for a in anomaly_sets}, scorer.threshold, target_type_i)
+    validation = meta.get("validation") or {}
+    summary = {
+        "artifacts": str(artifacts_dir(artifacts)),
+        "provider": scorer.provider,
+        "device_requested": device,
+        "threshold": {"value": float(scorer.threshold), "k": meta.get("k"), "validation_n": validation.get("n"),
+                      "source": "threshold.json"},
+        "artifacts_data": meta.get("data"),
+        "artifacts_training": meta.get("training"),
+        "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
+                    "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
+        "anomalies": [{"name": a.name, "origin": a.origin, **m["anomalies"][a.name],
+                       "mean_score": float(np.mean(a.scores, dtype=np.float64))} for a in anomaly_sets],
+        "at_target": m["at_target"],
+        "homework": HOMEWORK_REFERENCE,
+        "flow": None,
+    }
+    summary["notes"] = _notes(summary)
+    result = Evaluation(summary, sets)
+    if with_extremes:
+        result.extremes = {s.name: extremes(scorer, s) for s in sets}
+    if sampler is not None:
+        result.flow = evaluate_flow(sampler, quiet=quiet)
+        summary["flow"] = result.flow.summary
+    return result
+
+
+def _pct(v) -> str:
+    return f"{v:.2%}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def table_rows(summary: dict) -> list[tuple[str, str, str]]:
+    """The summary side by side with the homework: ``(metric, this run, homework)`` strings."""
+    ref = summary["homework"]
+    ind, at = summary["in_dist"], summary["at_target"]
+    th = summary["threshold"]
+    data, train = summary["artifacts_data"] or {}, summary["artifacts_training"] or {}
+    rows = [
+        ("in-distribution set", f"{ind['name']} ({ind['n']:,})", f"{ref['in_dist']} ({ref['in_dist_n']:,})"),
+        ("threshold", f"{th['value']:.6f} (mean + {th['k']:g} std of {th['validation_n']} validation scores)",
+         f"{ref['threshold']} (mean + 3 std of {ref['validation_images']:,})"),
+        ("type I error", _pct(ind["type_i"]), _pct(ref["type_i"])),
+    ]
+    for a in summary["anomalies"]:
+        same = a["name"] == ref["anomaly_set"]
+        rows.append((f"type II error ({a['name']})", _pct(a["type_ii"]),
+                     _pct(ref["type_ii"]) + ("" if same else f" ({ref['anomaly_set']})")))
+        rows.append((f"AUROC ({a['name']})", f"{a['auroc']:.4f}", "-"))
+    rows.append((f"threshold for {at['type_i_target']:.0%} type I", f"{at['threshold']:.6f} (type I {_pct(at['type_i'])})", "-"))
+    for a in summary["anomalies"]:
+        rows.append((f"  type II there ({a['name']})", _pct(a["type_ii_at_target"]), "-"))
+    n_train = data.get("train_images")
+    rows += [
+        ("training images", f"{n_train:,} ({data.get('source')})" if isinstance(n_train, int) else "-",
+         f"{ref['train_images']:,} (MNIST train)"),
+        ("epochs", str(train.get("epochs", "-")), str(ref["epochs"])),
+        ("final training loss", f"{train['final_loss']:.4f}" if isinstance(train.get("final_loss"), (int, float)) else "-",
+         f"about {ref['final_loss']}"),
+    ]
+    fl = summary.get("flow")
+    if fl:
+        nll, rec = fl["nll"], fl["nll_recorded"]
+        rows += [
+            ("flow train NLL (nats)", f"{nll['train']:.4f} (flow.json's last-epoch running mean "
+             f"{rec.get('train') or float('nan'):.4f})", "-"),
+            ("flow test NLL (nats)", f"{nll['test']:.4f} (flow.json {rec.get('test') or float('nan'):.4f})", "-"),
+            ("true mixture test NLL", f"{nll['true_mixture_test']:.4f}", "-"),
+            (f"KL(data || model), n = {fl['kl']['n']:,}", f"{fl['kl']['estimate']:.4f} ± {fl['kl']['stderr']:.4f} nats",
+             ">= 0 (Problem 4)"),
+            ("z on training data", f"mean {fl['z_train']['mean']:+.4f}, std {fl['z_train']['std']:.4f}", "N(0, 1)"),
+            (f"samples (n = {fl['samples']['n']:,})", f"mean {fl['samples']['mean']:+.4f}, std {fl['samples']['std']:.4f}",
+             f"true mixture: mean {fl['true_mixture_sample']['mean']:+.4f}, std {fl['true_mixture_sample']['std']:.4f}"),
+        ]
+    return rows
+
+
+def format_table(summary: dict) -> str:
+    """The side-by-side table and the notes as plain text for the terminal."""
+    rows = [("", "this run", "homework")] + table_rows(summary)
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    ind = summary["in_dist"]
+    lines = [f"aeflow evaluate: ae.onnx on {summary['provider']}, artifacts {summary['artifacts']}",
+             f"data: in-distribution {ind['name']} from {ind['origin']}; anomalies "
+             + ", ".join(f"{a['name']} from {a['origin']}" for a in summary["anomalies"])]
+    if summary.get("flow"):
+        lines.append(f"flow: flow.onnx on {summary['flow']['provider']}")
+    lines.append("")
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
+    lines += [f"note: {n}" for n in summary.get("notes", [])]
+    return "\n".join(lines)

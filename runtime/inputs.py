@@ -1,0 +1,489 @@
+"""Image inputs for scoring: checks on arrays, and readers that stream batches from files.
+
+Accepted arrays (``check_layout``): shape ``[N, 1, 28, 28]``, ``[N, 28, 28]``, ``[N, 28, 28, 1]``
+or ``[N, 784]`` with N >= 1, dtype uint8 (0..255, scaled by 1/255) or float16/32/64 in [0, 1].
+A single ``[28, 28]`` image is refused: add the batch dimension (``x[None]``), so that a
+mislaid array never passes as one image.
+
+The reader protocol, ``ImageSource``:
+
+- ``name``: what tables and output files call it (the path as given, or "array");
+- ``n``: the number of images (known before reading: every format here records it);
+- ``labels``: bool [n] (``True`` = anomaly) when the file carries them, else ``None``;
+- ``batches(size)``: yields arrays ``[b, ...]`` of the source's own dtype, b <= size, in file
+  order, n images in all; values are not checked yet (``to_float32`` does that per batch);
+- ``close()``; sources are context managers.
+
+``open_source(path)`` picks the reader: a folder -> PNG folder; ``.npy``; ``.npz`` (array
+``images``, or its only array; optional ``is_anomaly``); ``.png``; anything else by its first
+bytes: gzip -> gzipped IDX, else raw IDX. Large files are never read whole: ``.npy``, raw IDX
+and uncompressed ``.npz`` members are memory-mapped (pages released batch by batch), gzip and
+compressed ``.npz`` members are decompressed one batch at a time. Every problem is a one-line
+``InputError``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import mmap
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from aeflow.errors import InputError
+from aeflow.idx import is_gzip, read_idx_header
+from aeflow.runtime import png
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+ACCEPTED = "[N, 1, 28, 28], [N, 28, 28] or [N, 784] (uint8 0..255 or float in [0, 1])"
+_ACCEPTED_SAMPLES = {(1, SIDE, SIDE), (SIDE, SIDE), (SIDE, SIDE, 1), (PIXELS,)}
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_RANGE_SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
+_SHOW = 5  # image indices named in an error message
+
+
+# ---------------------------------------------------------------- array checks
+
+def _dtype_problem(dtype: np.dtype) -> str | None:
+    if dtype == np.uint8 or dtype.kind == "f":
+        return None
+    if dtype.kind == "b":
+        return "dtype bool (a mask?): pass pixels as uint8 0..255 or float32 in [0, 1]"
+    if dtype.kind in "iu":
+        return (f"dtype {dtype}: pass uint8 (0..255) or float32 in [0, 1], "
+                f"e.g. x.astype(np.uint8) when the values are 0..255")
+    if dtype.kind == "c":
+        return f"complex values (dtype {dtype}): pass real uint8 or float32 images"
+    if dtype.kind == "O":
+        return "dtype object (Python objects): pass a numeric uint8 or float32 array"
+    if dtype.kind in "US":
+        return f"strings (dtype {dtype}): pass a numeric uint8 or float32 array"
+    return f"dtype {dtype}: pass a numeric uint8 or float32 array"
+
+
+def _shape_problem(shape: tuple[int, ...]) -> str | None:
+    if len(shape) >= 2 and tuple(shape[1:]) in _ACCEPTED_SAMPLES:
+        return None if shape[0] > 0 else f"no images (shape {shape})"
+    found = f"shape {shape}"
+    if shape == (SIDE, SIDE):
+        hint = "a single 28x28 image: add a batch dimension, x[None] (shape [1, 28, 28])"
+    elif len(shape) <= 1:
+        k = shape[0] if shape else 1
+        hint = (f"a 1-D array of {k} values: reshape flat pixels with x.reshape(-1, 28, 28)" if k and k % PIXELS == 0
+                else f"a {'scalar' if not shape else '1-D array'}: pass a batch of 28x28 images")
+    elif len(shape) == 4 and (shape[1] in (3, 4) or shape[3] in (3, 4)):
+        hint = "colour images: aeflow scores greyscale, convert them to one channel"
+    elif len(shape) in (3, 4) and shape[-2:] != (SIDE, SIDE) and shape[-1] != 1:
+        hint = f"images of {shape[-1]}x{shape[-2]} pixels: resize them to 28x28"
+    elif len(shape) == 2:
+        hint = f"rows of {shape[1]} values: each image needs 784 pixels"
+    else:
+        hint = "not a batch of 28x28 greyscale images"
+    return f"{found} ({hint}); expected {ACCEPTED}"
+
+
+def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    """Raise a one-line ``InputError`` naming ``name`` unless ``shape``/``dtype`` is an accepted
+    batch of images (see the module docstring)."""
+    problem = _dtype_problem(np.dtype(dtype)) or _shape_problem(tuple(int(d) for d in shape))
+    if problem:
+        raise InputError(f"{name}: {problem}")
+
+
+def _indices(bad: np.ndarray, offset: int) -> str:
+    shown = ", ".join(str(int(i) + offset) for i in bad[:_SHOW])
+    more = f" and {bad.size - _SHOW} more ({bad.size} in all)" if bad.size > _SHOW else ""
+    return f"image{'s' if bad.size > 1 else ''} {shown}{more}"
+
+
+def _range_hint(lo: float, hi: float) -> str:
+    if lo >= 0 and 1 < hi <= 255:
+        return "they look like 0..255: pass uint8 or divide by 255"
+    if lo >= -1 - _RANGE_SLACK and hi <= 1 + _RANGE_SLACK:
+        return "they look like [-1, 1] normalisation: pass (x + 1) / 2"
+    if -5 < lo < 0 and 1 < hi < 10:
+        return "they look standardised (mean/std): undo it (for MNIST x * 0.3081 + 0.1307)"
+    return "rescale the pixels to [0, 1]"
+
+
+def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
+    """Raise ``InputError`` when float images ``x`` [b, ...] hold NaN or Inf (naming the image
+    indices, counted from ``offset``) or values outside [0, 1] (naming the range found and the
+    rescaling that fits)."""
+    lo, hi = float(x.min()), float(x.max())
+    if np.isfinite(lo) and np.isfinite(hi) and lo >= -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK:
+        return
+    flat = x.reshape(len(x), -1)
+    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if bad.size:
+        raise InputError(f"{name}: NaN or Inf in {_indices(bad, offset)}; fix or drop those images")
+    first = int(np.flatnonzero(((flat < -_RANGE_SLACK) | (flat > 1 + _RANGE_SLACK)).any(axis=1))[0]) + offset
+    raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; "
+                     f"{_range_hint(lo, hi)}")
+
+
+def to_float32(batch: np.ndarray, name: str, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """A checked batch ([b, ...] of an accepted layout) as C-contiguous float32 [b, 1, 28, 28] in
+    [0, 1]. uint8 is divided by 255 (as in training); float32 C-contiguous input is returned
+    without a copy; everything else is converted into ``out`` (float32 [>= b, 1, 28, 28]) when
+    given, else into a new array."""
+    b = len(batch)
+    flat = batch.reshape(b, PIXELS)
+    if batch.dtype == np.float32 and flat.flags.c_contiguous:
+        result = flat.reshape(b, 1, SIDE, SIDE)
+        check_values(result, name, offset)
+        return result
+    dest = (out[:b] if out is not None else np.empty((b, 1, SIDE, SIDE), dtype=np.float32))
+    dest2 = dest.reshape(b, PIXELS)
+    if batch.dtype == np.uint8:
+        np.divide(flat, np.float32(255.0), out=dest2, dtype=np.float32)
+        return dest
+    np.copyto(dest2, flat, casting="unsafe")
+    check_values(dest, name, offset)
+    return dest
+
+
+# ---------------------------------------------------------------- sources
+
+class ImageSource:
+    """Base of the readers: see the module docstring for the protocol."""
+
+    name: str = "images"
+    n: int = 0
+    labels: np.ndarray | None = None
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, n={self.n})"
+
+
+def _check_labels(labels, n: int, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype != np.bool_:
+        if labels.dtype.kind not in "iu" or not np.isin(labels, (0, 1)).all():
+            raise InputError(f"{name}: 'is_anomaly' must be bool (or 0/1), found dtype {labels.dtype}; fix or drop it")
+        labels = labels.astype(bool)
+    if labels.shape != (n,):
+        raise InputError(f"{name}: 'is_anomaly' has shape {labels.shape} but there are {n} images; fix or drop it")
+    return labels
+
+
+class ArraySource(ImageSource):
+    """Images already in an array (in memory or memory-mapped), checked at construction.
+
+    ``mapping``: the ``FileMap`` the array lives in; pages of a batch already scored are then
+    handed back to the page cache, so the resident memory stays about one batch, whatever the
+    file size."""
+
+    def __init__(self, array: np.ndarray, name: str = "array", labels: np.ndarray | None = None,
+                 mapping: "FileMap | None" = None):
+        if not isinstance(array, np.ndarray):
+            try:
+                array = np.asarray(array)
+            except (ValueError, TypeError) as e:
+                raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array {ACCEPTED}") from None
+        check_layout(array.shape, array.dtype, name)
+        self.array, self.name, self.n = array, name, int(array.shape[0])
+        self.labels = None if labels is None else _check_labels(labels, self.n, name)
+        self._mapping = mapping
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.n, size):
+            stop = min(start + size, self.n)
+            yield self.array[start:stop]
+            if self._mapping is not None:
+                self._mapping.release(start, stop)
+
+    def close(self) -> None:
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
+
+
+class FileMap:
+    """A read-only memory map of a C-ordered array at byte ``offset`` of a file."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype, fortran: bool = False):
+        with open(path, "rb") as f:
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        count = int(np.prod(shape, dtype=np.int64))
+        flat = np.frombuffer(self._mm, dtype=dtype, count=count, offset=offset)
+        self.array = flat.reshape(shape, order="F" if fortran else "C")
+        self._offset, self._fortran = offset, fortran
+        self._row = count // shape[0] * np.dtype(dtype).itemsize if shape[0] else 0
+
+    def release(self, start: int, stop: int) -> None:
+        """Drop rows [start, stop) from this process's resident memory (they stay readable:
+        a later access reads them from the file again)."""
+        if self._fortran or not hasattr(self._mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        lo, hi = self._offset + start * self._row, self._offset + stop * self._row
+        lo -= lo % mmap.PAGESIZE
+        self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def close(self) -> None:
+        try:
+            self._mm.close()
+        except BufferError:  # arrays still point into it; the map goes with the last of them
+            pass
+
+
+class StreamSource(ImageSource):
+    """Fixed-size records read from a file object one batch at a time (gzip, zip members)."""
+
+    def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
+                 labels: np.ndarray | None = None):
+        check_layout(shape, dtype, name)
+        self._opener, self.name, self.n = opener, name, int(shape[0])
+        self.sample_shape, self.dtype, self._what = tuple(shape[1:]), np.dtype(dtype), what
+        self.labels = labels
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        record = self.dtype.itemsize * int(np.prod(self.sample_shape))
+        done = 0
+        try:
+            with self._opener() as f:
+                while done < self.n:
+                    b = min(size, self.n - done)
+                    data = f.read(b * record)
+                    if len(data) < b * record:
+                        got = done + len(data) // record
+                        raise InputError(f"{self.name}: header promises {self.n} images but the {self._what} "
+                                         f"holds {got}; the file is truncated")
+                    done += b
+                    yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.sample_shape))
+                f.read(1)  # reaching the end makes gzip check its CRC
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            raise InputError(f"{self.name}: cannot decompress the {self._what} ({str(e) or type(e).__name__}); "
+                             f"the file is corrupted or truncated") from None
+
+
+class PngFolderSource(ImageSource):
+    """A folder of 28x28 8-bit greyscale PNGs, read in name order; every header is checked
+    when the folder is opened, so a wrong file is found before any scoring."""
+
+    def __init__(self, folder: Path, name: str | None = None):
+        self.name = name or str(folder)
+        try:
+            entries = sorted(folder.iterdir(), key=lambda p: p.name)
+        except OSError as e:
+            raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+        files = [p for p in entries if not p.name.startswith(".") and p.is_file()]
+        self.files = [p for p in files if p.suffix.lower() == ".png"]
+        others = [p.name for p in files if p.suffix.lower() != ".png"]
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise InputError(f"{folder}: holds files that are not PNG images ({shown}); "
+                             f"move them out or pass the PNG files themselves")
+        if not self.files:
+            subdirs = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+            hint = (f"; it has sub-folders ({', '.join(subdirs[:3])}): pass those" if subdirs
+                    else "; pass a folder of 28x28 greyscale PNGs")
+            raise InputError(f"{folder}: no PNG images in the folder{hint}")
+        for p in self.files:
+            png.check_mode(png.read_header(_head(p, 33), str(p)), str(p), (SIDE, SIDE))
+        self.n = len(self.files)
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.n, size):
+            chunk = self.files[start:start + size]
+            out = np.empty((len(chunk), SIDE, SIDE), dtype=np.uint8)
+            for i, p in enumerate(chunk):
+                out[i] = png.read_png(p, (SIDE, SIDE))
+            yield out
+
+
+def _head(path: Path, k: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(k)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------- formats
+
+def _npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read a .npy header from ``f``; leaves ``f`` at the first data byte."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        raise InputError(f"{name}: not a readable .npy array ({' '.join(str(e).split())[:120]}); "
+                         f"the file is corrupted or not saved with numpy.save") from None
+    return tuple(shape), fortran, dtype
+
+
+def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if have < need:
+        raise InputError(f"{name}: header promises {need} data bytes {shape} but the file holds {have}; "
+                         f"the file is truncated")
+
+
+def _memmap_npy(path: Path, offset: int, name: str, labels=None) -> ArraySource:
+    """A memory-mapped array whose .npy header starts at byte ``offset`` of ``path``."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        shape, fortran, dtype = _npy_header(f, name)
+        check_layout(shape, dtype, name)
+        data_at = f.tell()
+    _check_size(path.stat().st_size - data_at, shape, dtype, name)
+    mapping = FileMap(path, data_at, shape, dtype, fortran)
+    return ArraySource(mapping.array, name, labels, mapping)
+
+
+def open_npy(path: Path, name: str) -> ArraySource:
+    """A .npy file, memory-mapped."""
+    if _head(path, 6) != _NPY_MAGIC:
+        raise InputError(f"{name}: not a .npy file (bad magic bytes); save arrays with numpy.save")
+    return _memmap_npy(path, 0, name)
+
+
+def open_npz(path: Path, name: str) -> ImageSource:
+    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present.
+    Stored members are memory-mapped, compressed ones decompressed one batch at a time."""
+    try:
+        zf = zipfile.ZipFile(path)
+        members = {Path(i.filename).stem: i for i in zf.infolist() if i.filename.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise InputError(f"{name}: not a readable .npz archive ({e}); the file is corrupted or truncated") from None
+    with zf:
+        if "images" in members:
+            info = members["images"]
+        elif len(members) == 1:
+            info = next(iter(members.values()))
+        else:
+            found = ", ".join(sorted(members)) or "nothing"
+            raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
+        labels = None
+        if "is_anomaly" in members and info is not members["is_anomaly"]:
+            try:
+                with zf.open(members["is_anomaly"]) as f:
+                    labels = np.lib.format.read_array(f, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+                raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
+        try:
+            with zf.open(info) as f:
+                shape, fortran, dtype = _npy_header(f, name)
+                header_bytes = f.tell() if info.compress_type == zipfile.ZIP_STORED else None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+            raise InputError(f"{name}: cannot read {info.filename} ({e}); the file is corrupted or truncated") from None
+    check_layout(shape, dtype, name)
+    if labels is not None:
+        labels = _check_labels(labels, int(shape[0]), name)
+    if header_bytes is not None:
+        # a stored member is the .npy file itself, at a fixed place: memory-map it
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+        if len(local) < 30 or local[:4] != _ZIP_MAGIC:
+            raise InputError(f"{name}: the .npz archive is corrupted (bad local header)")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        return _memmap_npy(path, start, name, labels)
+    if fortran:
+        raise InputError(f"{name}: a compressed Fortran-ordered array cannot be streamed; "
+                         f"save it with np.savez_compressed(f, images=np.ascontiguousarray(x))")
+
+    def opener():
+        z = zipfile.ZipFile(path)
+        f = z.open(info)
+        _npy_header(f, name)
+        return _Closing(f, z)
+
+    return StreamSource(opener, name, shape, dtype, "compressed .npz member", labels)
+
+
+class _Closing(io.BufferedIOBase):
+    def __init__(self, f, *others):
+        self._f, self._others = f, others
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+    def close(self):
+        self._f.close()
+        for o in self._others:
+            o.close()
+        super().close()
+
+
+def _idx_shape_check(shape: tuple[int, ...], name: str) -> None:
+    if len(shape) != 3:
+        hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
+        raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, 28, 28]")
+
+
+def open_idx(path: Path, name: str) -> ImageSource:
+    """An IDX images file: raw ones memory-mapped, gzipped ones decompressed a batch at a time."""
+    header = read_idx_header(path)
+    _idx_shape_check(header.shape, name)
+    if not header.gzipped:
+        mapping = FileMap(path, header.offset, header.shape, np.dtype(np.uint8))
+        return ArraySource(mapping.array, name, mapping=mapping)
+
+    def opener():
+        f = gzip.open(path, "rb")
+        f.read(header.offset)
+        return f
+
+    return StreamSource(opener, name, header.shape, np.dtype(np.uint8), ".gz data")
+
+
+def open_png(path: Path, name: str) -> ArraySource:
+    """One 28x28 8-bit greyscale PNG, as a batch of one."""
+    return ArraySource(png.read_png(path, (SIDE, SIDE))[None], name)
+
+
+def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource:
+    """The reader for ``path``: a folder of PNGs, .npy, .npz, .png, or IDX (raw or gzip, by
+    content). ``name`` (default: the path as given) labels it in tables and outputs. Raises a
+    one-line ``InputError`` for anything missing, empty, unreadable or of the wrong layout."""
+    p = Path(path)
+    name = name or str(path)
+    if p.is_dir():
+        return PngFolderSource(p, name)
+    if not p.exists():
+        raise InputError(f"{name}: no such file or folder; check the path")
+    if not p.is_file():
+        raise InputError(f"{name}: not a regular file")
+    head = _head(p, 8)
+    if not head:
+        raise InputError(f"{name}: the file is empty")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return open_npy(p, name)
+    if suffix == ".npz":
+        return open_npz(p, name)
+    if suffix == ".png":
+        return open_png(p, name)
+    if head.startswith(_NPY_MAGIC):
+        return open_npy(p, name)
+    if head.startswith(_ZIP_MAGIC):
+        return open_npz(p, name)
+    if head.startswith(png.SIGNATURE):
+        return open_png(p, name)
+    if not is_gzip(p) and len(head) >= 4 and head[:2] != b"\x00\x00":
+        raise InputError(f"{name}: unknown format; pass .npy, .npz, IDX (raw or .gz), a .png or a folder of PNGs")
+    return open_idx(p, name)

@@ -1,0 +1,254 @@
+"""The ``aeflow evaluate --report`` page: one self-contained HTML file (figures embedded as base64
+PNG data URIs, so it can be mailed alone) plus the same PNGs and the numbers as JSON beside it.
+
+matplotlib is not a runtime dependency: it is imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.errors import OutputError, UsageError
+from aeflow.files import write_bytes_atomic, write_text_atomic
+
+REPORT_HTML = "report.html"
+REPORT_JSON = "evaluation.json"
+TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)"),
+                 ("flow_loss.png", "Flow training and test NLL (from the artifacts)"))
+
+
+def require_matplotlib() -> None:
+    """Raise ``UsageError`` in one line when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--report needs matplotlib: pip install matplotlib") from None
+
+
+def check_report_dir(path: str | os.PathLike) -> Path:
+    """The report folder, checked before any work: it may exist (its files are overwritten) but
+    must be a folder, and its parent must exist and be writable. Raises ``OutputError``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"--report {p}: exists and is not a folder; pass a folder path")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"--report {p}: parent folder {parent} does not exist; create it first")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise OutputError(f"--report {p}: {target} is not writable; choose another folder")
+    return p
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, threshold_at_target: float,
+                         target_type_i: float) -> bytes:
+    """Histograms of each set's scores (``(name, float [N])``, the in-distribution set first) on
+    log-spaced bins, with the artifacts' threshold and the target-type-I threshold as lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
+    bins = np.geomspace(positive.min(), positive.max(), 80)
+    for name, s in sets:
+        ax.hist(np.clip(s, bins[0], None), bins=bins, density=True, histtype="stepfilled", alpha=0.45,
+                label=f"{name} (n = {len(s):,})")
+    ax.axvline(threshold, color="black", lw=1.5, label=f"threshold {threshold:.4f}")
+    ax.axvline(threshold_at_target, color="black", lw=1.2, ls="--",
+               label=f"threshold for {target_type_i:.0%} type I: {threshold_at_target:.4f}")
+    ax.set_xscale("log")
+    ax.set_title("Anomaly scores (reconstruction MSE) per set")
+    ax.set_xlabel("score (log scale)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dict[str, float],
+            threshold: float) -> bytes:
+    """ROC curves (linear and log false-positive axis), AUROC in the legend, the artifacts'
+    threshold marked on each curve."""
+    from aeflow import metrics
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, s in anomalies.items():
+        fpr, tpr, _ = metrics.roc_curve(in_scores, s)
+        op = (metrics.type_i_error(in_scores, threshold), 1 - metrics.type_ii_error(s, threshold))
+        for ax in axes:
+            line, = ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUROC {aurocs[name]:.4f})")
+            ax.plot(*op, "o", color=line.get_color(), label=f"threshold on {name}")
+    axes[0].plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    axes[1].set_xscale("log")
+    axes[1].set_xlim(max(1.0 / max(len(in_scores), 1), 1e-4), 1)
+    for ax, title in zip(axes, ("ROC curve", "ROC curve, log false-positive axis")):
+        ax.set_title(title)
+        ax.set_xlabel("false-positive rate (type I error)")
+        ax.set_ylabel("true-positive rate (1 - type II error)")
+        ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def reconstructions_png(name: str, ext: dict) -> bytes:
+    """A grid for one set: the lowest-scoring images (rows 1-2: originals above reconstructions)
+    and the highest-scoring ones (rows 3-4), each titled with its score (``evaluation.extremes``)."""
+    plt = _pyplot()
+    k = len(ext["best"]["scores"])
+    fig, axes = plt.subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
+    for block, label in ((0, "best"), (2, "worst")):
+        part = ext[label]
+        for j in range(k):
+            top, bottom = axes[block, j], axes[block + 1, j]
+            top.imshow(part["originals"][j], cmap="gray", vmin=0, vmax=1)
+            bottom.imshow(part["reconstructions"][j], cmap="gray", vmin=0, vmax=1)
+            top.set_title(f"{part['scores'][j]:.4f}", fontsize=8)
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[block, 0].set_ylabel(f"{label}\noriginal", fontsize=8)
+        axes[block + 1, 0].set_ylabel(f"{label}\nreconstruction", fontsize=8)
+    fig.suptitle(f"{name}: {k} lowest (best) and {k} highest (worst) scores, score above each original")
+    fig.supxlabel("image (ordered by score)", fontsize=9)
+    return _png(fig)
+
+
+def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
+    """The flow's four figures from ``FlowEvaluation.curves``: file name -> (caption, PNG bytes)."""
+    plt = _pyplot()
+    out = {}
+    grid = curves["grid"]
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, np.exp(curves["log_prob_grid"]), label="learned density (flow.onnx)")
+    ax.plot(grid, np.exp(curves["true_log_prob_grid"]), "--", label="true mixture density")
+    ax.set_title("Learned density against the true mixture")
+    ax.set_xlabel("x")
+    ax.set_ylabel("p(x)")
+    ax.legend()
+    kl = summary["kl"]
+    out["flow_density.png"] = (f"Learned vs true density; KL(data || model) = {kl['estimate']:.4f} "
+                               f"± {kl['stderr']:.4f} nats", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, curves["z_grid"], label="z = f(x)")
+    lo, hi = summary["z_range"] or (None, None)
+    if lo is not None:
+        ax.axhline(lo, color="gray", ls=":", label=f"range of f: ({lo:.3f}, {hi:.3f})")
+        ax.axhline(hi, color="gray", ls=":")
+    ax.set_title("Flow map x -> z")
+    ax.set_xlabel("x")
+    ax.set_ylabel("z")
+    ax.legend()
+    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    z = curves["z_train"]
+    ax.hist(z, bins=60, density=True, alpha=0.6, label=f"z = f(x) on the {len(z):,} training points")
+    zz = np.linspace(-4, 4, 400)
+    ax.plot(zz, np.exp(-0.5 * zz * zz) / np.sqrt(2 * np.pi), color="black", label="N(0, 1)")
+    ax.set_title("z on the training data against the target N(0, 1)")
+    ax.set_xlabel("z")
+    ax.set_ylabel("density")
+    ax.legend()
+    zs = summary["z_train"]
+    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    s = curves["samples"]
+    width = (float(grid[-1]) - float(grid[0])) / 120
+    # normalised by all samples, so the few outside the plotted range do not inflate the bars
+    ax.hist(s, bins=120, range=(float(grid[0]), float(grid[-1])), weights=np.full(len(s), 1.0 / (len(s) * width)),
+            alpha=0.6, label=f"{len(s):,} samples (FlowSampler.sample)")
+    ax.plot(grid, curves["sample_density_grid"], color="black", label="model density (normalised over its range)")
+    ax.set_title("Samples from the flow against its density")
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.legend()
+    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", _png(fig))
+    return out
+
+
+def _img(data: bytes, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    head = "<tr><th>metric</th><th>this run</th><th>homework</th></tr>"
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+                   for a, b, c in rows)
+    return f"<table>{head}{body}</table>"
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+        "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:90%}"
+        ".note{background:#fff7e0;padding:6px 10px;border-left:4px solid #e0a000}")
+
+
+def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[str, str, str]],
+                 sets: list[tuple[str, np.ndarray]], extremes: dict[str, dict], artifacts: Path,
+                 flow=None) -> Path:
+    """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` into
+    ``directory`` (created if missing; each file written atomically). ``sets``: ``(name, scores)``
+    with the in-distribution set first; ``extremes``: ``evaluation.extremes`` per set name;
+    ``flow``: a ``FlowEvaluation`` or None. Returns the HTML path."""
+    require_matplotlib()
+    directory = Path(directory)
+    figures: list[tuple[str, str, bytes]] = []
+    at = summary["at_target"]
+    figures.append(("scores.png", "Score histograms; solid line: the artifacts' threshold",
+                    score_histograms_png(sets, summary["threshold"]["value"], at["threshold"], at["type_i_target"])))
+    anomalies = dict(sets[1:])
+    aurocs = {a["name"]: a["auroc"] for a in summary["anomalies"]}
+    figures.append(("roc.png", "ROC curves; dots: the artifacts' threshold",
+                    roc_png(sets[0][1], anomalies, aurocs, summary["threshold"]["value"])))
+    for i, (name, ext) in enumerate(extremes.items()):
+        figures.append((f"reconstructions_{i}.png", f"{name}: best and worst reconstructions",
+                        reconstructions_png(name, ext)))
+    for file_name, caption in TRAINING_PNGS[: 2 if flow is not None else 1]:
+        path = artifacts / file_name
+        if path.is_file():
+            figures.append((file_name, caption, path.read_bytes()))
+    if flow is not None:
+        figures += [(k, cap, data) for k, (cap, data) in flow_pngs(flow.curves, flow.summary).items()]
+
+    directory.mkdir(exist_ok=True)
+    for file_name, _, data in figures:
+        write_bytes_atomic(directory / file_name, data)
+    write_text_atomic(directory / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary.get("notes", []))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title>"
+            f"<style>{_CSS}</style></head><body><h1>aeflow evaluation</h1>"
+            f"<p>Artifacts {html.escape(str(summary['artifacts']))}, run on "
+            f"{html.escape(str(summary['provider']))}, {stamp}.</p>"
+            f"{_table(rows)}{notes}"
+            + "".join(_img(data, caption) for _, caption, data in figures)
+            + "</body></html>\n")
+    out = directory / REPORT_HTML
+    write_text_atomic(out, page)
+    return out

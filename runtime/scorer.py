@@ -1,0 +1,182 @@
+"""``AnomalyScorer``: the exported autoencoder as a batch anomaly scorer (numpy + onnxruntime).
+
+The score of an image is the mean over its 784 pixels of (image - reconstruction)^2 with pixels
+in [0, 1]; an image is an anomaly when its score is strictly above the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from aeflow.errors import ArtifactError, UsageError
+from aeflow.files import sha256_file
+from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_threshold
+from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
+from aeflow.runtime.providers import CUDA, create_session, provider_of
+
+PRECISIONS = ("fp32", "int8")
+
+
+def check_threshold(value, what: str = "threshold") -> float:
+    """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(t) or t < 0:
+        raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
+    return t
+
+
+def _int8_graph(directory: Path, meta: dict, verify: bool) -> tuple[Path, float]:
+    """The int8 graph's path and threshold from threshold.json's "int8" entry, checked."""
+    entry = meta.get("int8")
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
+    name = entry.get("onnx_file")
+    where = f"{directory / 'threshold.json'} (int8)"
+    if not isinstance(name, str) or "/" in name or "\\" in name:
+        raise ArtifactError(f"{where}: 'onnx_file' must name a graph in the same folder; re-export")
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found; run 'aeflow export --quantize int8' or restore the file")
+    if verify:
+        have, want = sha256_file(path), entry.get("sha256")
+        if have != want:
+            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match threshold.json's {str(want)[:12]}...; "
+                                f"re-export, or pass --no-verify to load it anyway")
+    t = entry.get("threshold")
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+        raise ArtifactError(f"{where}: threshold must be a finite positive number, found {t!r}; re-export")
+    return path, float(t)
+
+
+class AnomalyScorer:
+    """Score, flag and reconstruct 28x28 greyscale images with the exported autoencoder.
+
+    ``artifacts``: folder holding threshold.json and the graphs (None: the bundled one).
+    ``device``: "auto" (CUDA where it really runs, else CPU), "cpu" or "cuda" (strict).
+    ``batch_size``: images per onnxruntime call; N itself is unbounded.
+    ``precision``: "fp32" (ae.onnx) or "int8" (the quantised graph threshold.json names under
+    "int8", with its own threshold). ``verify``: check the graph's sha256 before loading.
+    ``threads``: intra-op threads (None: onnxruntime's choice).
+
+    Inputs: uint8 0..255 or float in [0, 1], shaped [N, 1, 28, 28], [N, 28, 28], [N, 28, 28, 1]
+    or [N, 784] (see ``aeflow.runtime.inputs``); a lone [28, 28] image needs ``x[None]``.
+    Bad inputs raise one-line ``InputError``s.
+    """
+
+    def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1024,
+                 precision: str = "fp32", verify: bool = True, threads: int | None = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.directory = artifacts_dir(artifacts)
+        meta = read_threshold(self.directory, verify)
+        if precision == "int8":
+            graph, threshold = _int8_graph(self.directory, meta, verify)
+        else:
+            graph, threshold = meta["onnx_path"], float(meta["threshold"])
+        self._session = create_session(graph, device, threads)
+        check_signature(self._session, AE_SIGNATURE, graph.name)
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.graph = graph
+        self.default_threshold = threshold
+        self._threshold = threshold
+        self._provider = provider_of(self._session)
+        self._meta = {k: v for k, v in meta.items() if k != "onnx_path"}
+        self._buffer: np.ndarray | None = None
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def threshold(self) -> float:
+        """Scores strictly above it are anomalies; defaults to the recorded one, settable."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = check_threshold(value)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that really runs the graph, e.g. ``CPUExecutionProvider``."""
+        return self._provider
+
+    @property
+    def metadata(self) -> dict:
+        """threshold.json as recorded (a copy), plus ``graph``, ``precision`` and ``provider``."""
+        return dict(self._meta, graph=str(self.graph), precision=self.precision, provider=self._provider)
+
+    def __repr__(self) -> str:
+        return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self._provider!r}, "
+                f"threshold={self._threshold:.6g})")
+
+    # ------------------------------------------------------------ running
+
+    def _run(self, output: str, images: np.ndarray) -> np.ndarray:
+        """One onnxruntime call: float32 [b, 1, 28, 28] -> the named output (a new array)."""
+        if self._provider == CUDA:
+            # input copied to the GPU once, output left there until the single copy back
+            binding = self._session.io_binding()
+            binding.bind_cpu_input("images", images)
+            binding.bind_output(output, "cuda")
+            self._session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        return self._session.run([output], {"images": images})[0]
+
+    def _float_batch(self, batch: np.ndarray, name: str, offset: int) -> np.ndarray:
+        if self._buffer is None and batch.dtype != np.float32:
+            self._buffer = np.empty((self.batch_size, 1, SIDE, SIDE), dtype=np.float32)
+        out = self._buffer if self._buffer is not None and len(batch) <= len(self._buffer) else None
+        return to_float32(batch, name, offset, out)
+
+    def _each_batch(self, source: ImageSource, output: str, on_batch: Callable[[int], None] | None):
+        offset = 0
+        for batch in source.batches(self.batch_size):
+            result = self._run(output, self._float_batch(batch, source.name, offset))
+            yield offset, result
+            offset += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+
+    def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Scores of every image of ``source`` (see ``aeflow.runtime.inputs``), float32 [n].
+
+        ``on_batch(b)`` is called after each batch of b images (progress bars)."""
+        scores = np.empty(source.n, dtype=np.float32)
+        for offset, s in self._each_batch(source, "score", on_batch):
+            scores[offset:offset + len(s)] = s
+        return scores
+
+    def score(self, x) -> np.ndarray:
+        """Anomaly scores (mean squared reconstruction error), float32 [N]; higher = more anomalous."""
+        return self.score_source(_as_source(x))
+
+    def decision_function(self, x) -> np.ndarray:
+        """Same as ``score`` (scikit-learn's name): float32 [N], higher = more anomalous."""
+        return self.score(x)
+
+    def predict(self, x) -> np.ndarray:
+        """bool [N]: True where the score is strictly above ``threshold``."""
+        return self.score(x) > self._threshold
+
+    def reconstruct(self, x) -> np.ndarray:
+        """The autoencoder's reconstructions, float32 [N, 1, 28, 28] in pixel units [0, 1]."""
+        source = _as_source(x)
+        out = np.empty((source.n, 1, SIDE, SIDE), dtype=np.float32)
+        for offset, r in self._each_batch(source, "reconstruction", None):
+            out[offset:offset + len(r)] = r
+        return out
+
+
+def _as_source(x) -> ImageSource:
+    return x if isinstance(x, ImageSource) else ArraySource(x, "images")
+

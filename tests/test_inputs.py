@@ -1,0 +1,371 @@
+"""Image inputs: the PNG codec, the readers (npy, npz, IDX raw/gz, PNG folders) and every input error."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from aeflow.errors import InputError
+from aeflow.idx import write_idx
+from aeflow.runtime import png
+from aeflow.runtime.inputs import ArraySource, check_layout, open_source, to_float32
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+
+
+def read_all(source, size: int = 7) -> np.ndarray:
+    with source:
+        batches = list(source.batches(size))
+    assert all(len(b) <= size for b in batches)
+    return np.concatenate(batches)
+
+
+def one_line_error(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def png_with_header(width=28, height=28, depth=8, colour=0, interlace=0) -> bytes:
+    """A PNG whose IHDR says what we like (the pixel data is a valid 28x28 greyscale stream)."""
+    data = bytearray(png.encode_png(images(1)[0]))
+    body = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    data[16:29] = body
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + body))
+    return bytes(data)
+
+
+# ---------------------------------------------------------------- PNG codec
+
+@pytest.mark.parametrize("filters", ["none", "sub", "up", "average", "paeth", ["none", "sub", "up", "average", "paeth"]])
+def test_png_round_trip_every_filter(filters):
+    img = images(1, seed=3)[0]
+    img[:, :5] = 255  # runs of equal pixels and wrap-arounds for the predictors
+    assert np.array_equal(png.decode_png(png.encode_png(img, filters)), img)
+
+
+def test_png_round_trip_other_size():
+    img = np.random.default_rng(1).integers(0, 256, size=(5, 9), dtype=np.uint8)
+    assert np.array_equal(png.decode_png(png.encode_png(img, ["paeth", "average"])), img)
+
+
+@pytest.mark.parametrize("header, found", [
+    (dict(colour=2), "8-bit RGB"),
+    (dict(colour=3), "8-bit palette"),
+    (dict(colour=6), "8-bit RGBA"),
+    (dict(colour=4), "greyscale+alpha"),
+    (dict(depth=16), "16-bit greyscale"),
+    (dict(depth=1), "1-bit greyscale"),
+    (dict(interlace=1), "interlaced"),
+])
+def test_png_other_modes_refused(header, found):
+    with pytest.raises(InputError) as e:
+        png.decode_png(png_with_header(**header), "x.png", (28, 28))
+    msg = one_line_error(e)
+    assert found in msg and "8-bit greyscale" in msg
+
+
+def test_png_wrong_size_refused():
+    data = png.encode_png(np.zeros((32, 32), dtype=np.uint8))
+    with pytest.raises(InputError) as e:
+        png.decode_png(data, "x.png", (28, 28))
+    assert "32x32" in one_line_error(e) and "28x28" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "crc", "zlib", "signature"])
+def test_png_corruption_refused(damage):
+    data = bytearray(png.encode_png(images(1)[0], "paeth"))
+    if damage == "truncate":
+        data = data[:60]
+    elif damage == "crc":
+        data[40] ^= 0xFF
+    elif damage == "zlib":
+        # rewrite the IDAT with garbage but a valid CRC, so only zlib can notice
+        start = 33
+        length = struct.unpack(">I", data[start:start + 4])[0]
+        garbage = bytes(range(length % 256)) * (length // 256 + 1)
+        body = garbage[:length]
+        data[start + 8:start + 8 + length] = body
+        data[start + 8 + length:start + 12 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    else:
+        data[1:4] = b"GIF"
+    with pytest.raises(InputError) as e:
+        png.decode_png(bytes(data), "x.png", (28, 28))
+    one_line_error(e)
+
+
+# ---------------------------------------------------------------- readers
+
+def test_raw_and_gzip_idx_stream_the_same_images(tmp_path):
+    x = images(50)
+    write_idx(tmp_path / "a-idx3-ubyte", x)
+    write_idx(tmp_path / "a-idx3-ubyte.gz", x)
+    raw, gz = open_source(tmp_path / "a-idx3-ubyte"), open_source(tmp_path / "a-idx3-ubyte.gz")
+    assert raw.n == gz.n == 50 and raw.labels is None
+    assert np.array_equal(read_all(raw), x)
+    assert np.array_equal(read_all(gz, 16), x)
+
+
+def test_gzip_idx_is_read_batch_by_batch(tmp_path):
+    x = images(40)
+    write_idx(tmp_path / "a.gz", x)
+    src = open_source(tmp_path / "a.gz")
+    sizes = [len(b) for b in src.batches(16)]
+    assert sizes == [16, 16, 8]
+
+
+def test_npy_memory_mapped_and_float(tmp_path):
+    x = images(30)
+    np.save(tmp_path / "u8.npy", x)
+    np.save(tmp_path / "f32.npy", (x / 255).astype(np.float32)[:, None])
+    src = open_source(tmp_path / "u8.npy")
+    assert not src.array.flags.owndata and not src.array.flags.writeable and src.n == 30
+    assert np.array_equal(read_all(src), x)
+    assert np.array_equal(read_all(open_source(tmp_path / "f32.npy")), (x / 255).astype(np.float32)[:, None])
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_images_and_labels(tmp_path, save):
+    x, labels = images(25), np.arange(25) % 3 == 0
+    save(tmp_path / "a.npz", images=x, is_anomaly=labels, other=np.zeros(3))
+    src = open_source(tmp_path / "a.npz")
+    assert src.n == 25 and np.array_equal(src.labels, labels)
+    assert np.array_equal(read_all(src), x)
+
+
+def test_npz_single_unnamed_array(tmp_path):
+    x = images(4)
+    np.savez(tmp_path / "a.npz", x)
+    assert np.array_equal(read_all(open_source(tmp_path / "a.npz")), x)
+
+
+def test_png_folder_in_name_order_and_single_png(tmp_path):
+    x = images(5)
+    for i, name in enumerate(["b.png", "a.png", "d.PNG", "c.png", "e.png"]):
+        png.write_png(tmp_path / name, x[i], ["sub", "paeth", "average", "up", "none"][i])
+    (tmp_path / ".DS_Store").write_bytes(b"junk")  # hidden files are ignored
+    src = open_source(tmp_path)
+    assert src.n == 5 and [p.name for p in src.files] == ["a.png", "b.png", "c.png", "d.PNG", "e.png"]
+    assert np.array_equal(read_all(src, 2), x[[1, 0, 3, 2, 4]])
+    assert np.array_equal(read_all(open_source(tmp_path / "c.png")), x[3:4])
+
+
+def test_sniffs_format_without_suffix(tmp_path):
+    x = images(3)
+    np.save(tmp_path / "a.npy", x)
+    (tmp_path / "a.npy").rename(tmp_path / "plain")
+    write_idx(tmp_path / "idxgz", x, compress=True)
+    assert np.array_equal(read_all(open_source(tmp_path / "plain")), x)
+    assert np.array_equal(read_all(open_source(tmp_path / "idxgz")), x)
+
+
+# ---------------------------------------------------------------- array checks
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (3, 28, 28), (3, 784), (3, 28, 28, 1)])
+def test_accepted_shapes_give_the_same_floats(shape):
+    x = images(3)
+    out = to_float32(x.reshape(shape), "x")
+    assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32
+    assert np.array_equal(out, x[:, None].astype(np.float32) / np.float32(255))
+
+
+def test_float32_batch_is_not_copied_and_uint8_fills_the_buffer():
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    assert np.shares_memory(to_float32(x, "x"), x)
+    buf = np.empty((8, 1, 28, 28), dtype=np.float32)
+    assert np.shares_memory(to_float32(images(4), "x", out=buf), buf)
+
+
+@pytest.mark.parametrize("shape, words", [
+    ((28, 28), ["(28, 28)", "x[None]"]),
+    ((784,), ["1-D", "reshape"]),
+    ((10,), ["1-D"]),
+    ((2, 32, 32), ["32x32", "resize"]),
+    ((2, 3, 28, 28), ["colour", "greyscale"]),
+    ((2, 28, 28, 3), ["colour"]),
+    ((2, 100), ["100 values"]),
+    ((0, 28, 28), ["no images"]),
+])
+def test_shape_errors_name_the_shape_and_what_is_accepted(shape, words):
+    with pytest.raises(InputError) as e:
+        check_layout(shape, np.uint8, "x.npy")
+    msg = one_line_error(e)
+    assert msg.startswith("x.npy: ") and str(shape) in msg
+    assert all(w in msg for w in words), msg
+    if shape[0] != 0:
+        assert "[N, 28, 28]" in msg
+
+
+@pytest.mark.parametrize("dtype, word", [
+    (np.int64, "int64"), (np.bool_, "bool"), (np.complex64, "complex"), (object, "object"), ("<U3", "strings"),
+    (np.uint16, "uint16"),
+])
+def test_dtype_errors_name_the_dtype_and_what_to_pass(dtype, word):
+    with pytest.raises(InputError) as e:
+        check_layout((2, 28, 28), np.dtype(dtype), "x")
+    msg = one_line_error(e)
+    assert word in msg and "uint8" in msg
+
+
+def test_nan_and_inf_name_the_images():
+    x = np.full((20, 28, 28), 0.5)
+    bad = [2, 5, 7, 11, 12, 13, 19]
+    x[bad, 3, 3] = np.nan
+    x[7, 0, 0] = np.inf
+    with pytest.raises(InputError) as e:
+        to_float32(x, "x", offset=100)
+    msg = one_line_error(e)
+    assert "images 102, 105, 107, 111, 112 and 2 more (7 in all)" in msg and "NaN or Inf" in msg
+
+
+@pytest.mark.parametrize("scale, hint", [
+    (255.0, "divide by 255"), (2.0, "pass (x + 1) / 2"), (1.0, "standardised"), (1000.0, "rescale"),
+])
+def test_out_of_range_floats_suggest_the_scale(scale, hint):
+    x = images(4).astype(np.float32) / 255
+    if scale == 2.0:
+        x = x * 2 - 1
+    elif scale == 1.0:
+        x = (x - 0.1307) / 0.3081
+    else:
+        x = x * scale
+    with pytest.raises(InputError) as e:
+        to_float32(x, "x")
+    msg = one_line_error(e)
+    assert hint in msg and "expected [0, 1]" in msg
+
+
+def test_labels_must_match_the_images(tmp_path):
+    np.savez(tmp_path / "a.npz", images=images(4), is_anomaly=np.zeros(3, bool))
+    with pytest.raises(InputError) as e:
+        open_source(tmp_path / "a.npz")
+    assert "is_anomaly" in one_line_error(e)
+
+
+def test_array_source_refuses_ragged_lists():
+    with pytest.raises(InputError) as e:
+        ArraySource([[1, 2], [3]])
+    one_line_error(e)
+
+
+# ---------------------------------------------------------------- file errors
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep if keep >= 0 else len(data) + keep])
+
+
+def make_error_case(tmp_path, case: str):
+    x = images(40)
+    p = tmp_path / "in"
+    if case == "missing":
+        return tmp_path / "nope.npy"
+    if case == "empty file":
+        p = tmp_path / "e.npy"
+        p.write_bytes(b"")
+    elif case == "empty folder":
+        p.mkdir()
+    elif case == "folder with other files":
+        p.mkdir()
+        png.write_png(p / "a.png", x[0])
+        (p / "notes.txt").write_text("hi")
+    elif case == "folder of sub-folders":
+        (p / "0").mkdir(parents=True)
+        png.write_png(p / "0" / "a.png", x[0])
+    elif case == "png folder wrong size":
+        p.mkdir()
+        png.write_png(p / "a.png", x[0])
+        png.write_png(p / "b.png", np.zeros((32, 32), np.uint8))
+    elif case == "png rgb":
+        p = tmp_path / "a.png"
+        p.write_bytes(png_with_header(colour=2))
+    elif case == "npy truncated":
+        p = tmp_path / "a.npy"
+        np.save(p, x)
+        _cut(p, -100)
+    elif case == "npy bad magic":
+        p = tmp_path / "a.npy"
+        p.write_bytes(b"this is not numpy at all")
+    elif case == "npy object":
+        p = tmp_path / "a.npy"
+        np.save(p, np.array([None, 1], dtype=object), allow_pickle=True)
+    elif case == "npy zero images":
+        p = tmp_path / "a.npy"
+        np.save(p, np.zeros((0, 28, 28), np.uint8))
+    elif case == "npz truncated":
+        p = tmp_path / "a.npz"
+        np.savez_compressed(p, images=x)
+        _cut(p, 200)
+    elif case == "npz stored truncated":
+        p = tmp_path / "a.npz"
+        np.savez(p, images=x)
+        _cut(p, -40)
+    elif case == "npz corrupted":
+        p = tmp_path / "a.npz"
+        np.savez_compressed(p, images=x)
+        data = bytearray(p.read_bytes())
+        for i in range(300, len(data) - 400, 37):
+            data[i] ^= 0x5A
+        p.write_bytes(bytes(data))
+    elif case == "npz no images":
+        p = tmp_path / "a.npz"
+        np.savez(p, a=x, b=x)
+    elif case == "idx bad magic":
+        p = tmp_path / "a-idx3-ubyte"
+        write_idx(p, x)
+        data = bytearray(p.read_bytes())
+        data[2] = 0x0D  # float type code
+        p.write_bytes(bytes(data))
+    elif case == "idx promises more":
+        p = tmp_path / "a-idx3-ubyte"
+        write_idx(p, x)
+        _cut(p, -1)
+    elif case == "idx labels":
+        p = tmp_path / "a-idx1-ubyte"
+        write_idx(p, np.arange(10, dtype=np.uint8))
+    elif case == "gz truncated":
+        p = tmp_path / "a.gz"
+        write_idx(p, x, compress=True)
+        _cut(p, -500)
+    elif case == "gz short data":
+        p = tmp_path / "a.gz"
+        raw = struct.pack(">HBB3I", 0, 8, 3, 40, 28, 28) + x[:30].tobytes()
+        p.write_bytes(gzip.compress(raw))
+    elif case == "gz corrupted":
+        p = tmp_path / "a.gz"
+        write_idx(p, x, compress=True)
+        data = bytearray(p.read_bytes())
+        for i in range(100, len(data) - 20, 50):
+            data[i] ^= 0x5A
+        p.write_bytes(bytes(data))
+    elif case == "unknown format":
+        p = tmp_path / "a.txt"
+        p.write_text("hello, world\n")
+    return p
+
+
+ERROR_CASES = {
+    "missing": "no such file", "empty file": "empty", "empty folder": "no PNG images",
+    "folder with other files": "notes.txt", "folder of sub-folders": "sub-folders", "png folder wrong size": "32x32",
+    "png rgb": "RGB", "npy truncated": "truncated", "npy bad magic": "not a .npy", "npy object": "object",
+    "npy zero images": "no images", "npz truncated": "npz", "npz stored truncated": "truncated",
+    "npz no images": "'images'", "idx bad magic": "magic", "idx promises more": "truncated", "idx labels": "labels",
+    "gz truncated": "corrupted or truncated", "npz corrupted": "corrupted", "gz short data": "truncated", "gz corrupted": "corrupted", "unknown format": "unknown format",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_every_file_error_is_one_input_error(tmp_path, case):
+    path = make_error_case(tmp_path, case)
+    with pytest.raises(InputError) as e:
+        src = open_source(path)
+        for _ in src.batches(16):  # some damage only shows while streaming
+            pass
+    msg = one_line_error(e)
+    assert ERROR_CASES[case] in msg, msg
