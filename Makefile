@@ -31,7 +31,7 @@ test: $(VENV)/.dev
 artifacts: $(VENV)/.dev
 	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) --out artifacts --quiet
 	$(BIN)/aeflow train flow --out artifacts --quiet
-	$(BIN)/aeflow export --data-dir $(DATA_DIR) --out artifacts
+	$(BIN)/aeflow export --data-dir $(DATA_DIR) --out artifacts --quantize int8
 	$(BIN)/python -m aeflow.export.demo_set --data-dir $(DATA_DIR) --out artifacts/demo.npz
 
 bench: $(VENV)/.dev
