@@ -50,7 +50,7 @@ def cli():
     Examples:
       aeflow score                      # score the bundled demo set
       aeflow sample -n 10000 -o samples.npy
-      aeflow train ae --data-dir ../shared/data --epochs 100
+      aeflow train ae --data-dir ../shared/data --epochs 200
       aeflow export --data-dir ../shared/data
     """
 
