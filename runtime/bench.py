@@ -7,7 +7,8 @@ functions, never by the rest of the runtime), onnxruntime float32 (ae.onnx) and 
 buffer first; then each repeat runs every engine in turn (interleaved, so a burst of load from
 elsewhere hits all of them alike) over ``BUFFERS`` distinct input buffers in rotation, so no timing
 measures a cache that holds one input; images/s is the median over repeats, latency percentiles are
-over all timed calls. onnxruntime's threads do not spin while torch shares the process.
+over all timed calls. onnxruntime's threads do not spin while torch shares the process (a separate
+ort-fp32-spin row shows the graph with spinning on, as `aeflow score` runs it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ QUICK_SAMPLES = 20_000
 HOMEWORK_STEPS = 30
 HOMEWORK_BRACKET = (-3.0, 3.0)
 TORCH, FP32, INT8 = "torch-eager", "ort-fp32", "ort-int8"
+FP32_SPIN = "ort-fp32-spin"  # threads spinning, as `aeflow score` runs it; only measured beside torch
+PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
 HOMEWORK = "torch-bisection (homework)"
 
 
@@ -120,6 +123,7 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
     timings = {name: Timing() for name in engines}
     for r in range(repeats):
         for name, fn in engines.items():
+            time.sleep(PHASE_GAP_S)
             times = []
             for c in range(calls):
                 x = buffers[(r * calls + c) % len(buffers)]
@@ -219,6 +223,11 @@ def run_bench(settings: BenchSettings) -> dict:
     engines[FP32] = lambda x: fp32.run(["score"], {"images": x})
     if int8:
         engines[INT8] = lambda x: int8.run(["score"], {"images": x})
+    if torch is not None:
+        fp32_spin = create_session(meta["onnx_path"], settings.device, threads, spinning=True)
+        engines[FP32_SPIN] = lambda x: fp32_spin.run(["score"], {"images": x})
+        notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the process; "
+                     f"{FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
     images = demo_images(directory)
     scoring = []
     for batch in settings.batches:
@@ -273,7 +282,7 @@ def _speedups(scoring: list[dict]) -> dict[str, dict[str, float]]:
     """images/s ratios per batch: ort-fp32/torch, ort-int8/torch, ort-int8/ort-fp32 (where both ran)."""
     ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in scoring}
     out: dict[str, dict[str, float]] = {}
-    for num, den in ((FP32, TORCH), (INT8, TORCH), (INT8, FP32)):
+    for num, den in ((FP32, TORCH), (FP32_SPIN, TORCH), (INT8, TORCH), (INT8, FP32)):
         ratios = {str(b): ips[(num, b)] / ips[(den, b)] for (e, b) in ips if e == num and (den, b) in ips}
         if ratios:
             out[f"{num}/{den}"] = ratios
@@ -291,7 +300,7 @@ def format_table(result: dict) -> str:
     lines.append("")
     lines.append(f"scoring the autoencoder (images/s: median of {s['repeats']} repeats [min-max]; latency per call; "
                  f"GFLOP/s at {s['flops_per_image'] / 1e6:.2f} MFLOP per image)")
-    lines.append(f"{'batch':>6}  {'engine':<12}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
+    lines.append(f"{'batch':>6}  {'engine':<14}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
                  f"{'GFLOP/s':>9}{'vs torch':>10}{'vs fp32':>9}")
     ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in result["scoring"]}
     for r in result["scoring"]:
@@ -300,7 +309,7 @@ def format_table(result: dict) -> str:
         vs_t = f"{r['images_per_s'] / t:.2f}x" if t and r["engine"] != TORCH else ""
         vs_f = f"{r['images_per_s'] / f:.2f}x" if f and r["engine"] == INT8 else ""
         rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
-        lines.append(f"{r['batch']:>6}  {r['engine']:<12}{r['images_per_s']:>11,.0f} {rng:>21}"
+        lines.append(f"{r['batch']:>6}  {r['engine']:<14}{r['images_per_s']:>11,.0f} {rng:>21}"
                      f"{r['latency_ms']['p50']:>10.3f}{r['latency_ms']['p99']:>10.3f}{r['gflops']:>9.1f}"
                      f"{vs_t:>10}{vs_f:>9}")
     lines.append("")

@@ -45,11 +45,12 @@ def test_bench_quick_json_with_torch():
     proc = run_cli("bench", "--quick", "--json", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    _check_common(result, {"torch-eager", "ort-fp32", "ort-int8"})
+    _check_common(result, {"torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"})
     assert result["settings"]["onnxruntime_spinning"] is False  # torch shares the process
     assert result["sampling"][0]["method"] == "torch-bisection (homework)"
     assert result["sampling"][0]["speedup_vs_homework"] == pytest.approx(1.0)
-    assert set(result["speedups"]) == {"ort-fp32/torch-eager", "ort-int8/torch-eager", "ort-int8/ort-fp32"}
+    assert set(result["speedups"]) == {"ort-fp32/torch-eager", "ort-fp32-spin/torch-eager", "ort-int8/torch-eager",
+                                       "ort-int8/ort-fp32"}
     assert all(_positive(v) for ratios in result["speedups"].values() for v in ratios.values())
 
 
