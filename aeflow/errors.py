@@ -1,7 +1,28 @@
 """The one exception family aeflow raises for anything a user can fix.
 
-Every message is a single line that says what was wrong and what to do. The CLI prints it
-without a traceback and exits with ``exit_code``.
+Every message is a single line that says what was wrong and what to do. The CLI prints it as
+``aeflow: error: <message>`` without a traceback and exits with ``exit_code``; the Python API
+raises the same exception with the same message. Catch ``AeflowError`` to catch them all::
+
+    AeflowError          exit 1  base class
+    +-- UsageError       exit 2  an option or argument that cannot work: -n 0, --iterations out of
+    |                            range, unknown device/precision/method, --threshold NaN, a
+    |                            missing extra (matplotlib, torch) for the option asked for
+    +-- InputError       exit 1  images that cannot be read or scored: missing/empty/corrupted
+    |                            files, wrong shape or dtype, NaN/Inf, values outside [0, 1],
+    |                            z values outside the flow's range
+    +-- DataError        exit 1  a training/evaluation data set that cannot be found or downloaded
+    +-- ArtifactError    exit 1  missing, corrupted or mismatched artifacts: ONNX graphs that do not
+    |                            load or have other inputs/outputs, malformed threshold.json or
+    |                            flow.json, unknown schema_version, bad threshold, sha256
+    |                            mismatch (--no-verify loads anyway), unsafe or foreign checkpoints
+    +-- DeviceError      exit 1  --device cuda where the CUDA provider cannot run (names what is
+    |                            missing: onnxruntime-gpu, driver, CUDA or cuDNN libraries)
+    +-- OutputError      exit 1  an output that cannot be written: missing or read-only folder,
+    |                            existing file without --force, not enough disk space
+    +-- ParityError      exit 1  exported ONNX outputs that differ from PyTorch beyond tolerance
+    +-- Interrupted      exit 130 Ctrl-C; the message says what was finished and whether any
+                                 output was written (outputs are complete or absent, never partial)
 """
 
 
@@ -46,3 +67,9 @@ class OutputError(AeflowError):
 
 class ParityError(AeflowError):
     """ONNX outputs that differ from PyTorch by more than the tolerance."""
+
+
+class Interrupted(AeflowError):
+    """Ctrl-C during a long command (exit code 130); the message says whether output was written."""
+
+    exit_code = 130

@@ -8,6 +8,7 @@ labels 1 (magic 2049).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -38,7 +39,7 @@ class IdxHeader:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: a crafted header must not overflow int64
 
 
 def is_gzip(path: str | os.PathLike) -> bool:
@@ -108,7 +109,15 @@ def read_idx(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             f.seek(header.offset)
-            raw = f.read(header.nbytes)
+            # read what is there, up to what the header promises (a crafted header may promise terabytes)
+            parts, left = [], header.nbytes
+            while left:
+                part = f.read(min(left, 1 << 24))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            raw = b"".join(parts)
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{path}: cannot decompress ({e}); the .gz file is corrupted or truncated") from None
     if len(raw) < header.nbytes:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from aeflow.errors import Interrupted
 from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
 from aeflow.runtime.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
 
@@ -50,16 +51,20 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
         require_matplotlib()
         check_report_dir(report_dir)
         flow = True
-    result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,
-                      with_extremes=report_dir is not None, verify=not no_verify, quiet=quiet or as_json)
-    summary = result.summary
-    summary["report"] = None
-    if report_dir is not None:
-        from aeflow.runtime.report import write_report
+    try:
+        result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,
+                          with_extremes=report_dir is not None, verify=not no_verify, quiet=quiet or as_json)
+        summary = result.summary
+        summary["report"] = None
+        if report_dir is not None:
+            from aeflow.runtime.report import write_report
 
-        summary["report"] = str(report_dir / "report.html")
-        write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],
-                     result.extremes, Path(summary["artifacts"]), result.flow)
+            summary["report"] = str(report_dir / "report.html")
+            write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],
+                         result.extremes, Path(summary["artifacts"]), result.flow)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; " + ("no report written" if report_dir is not None else "nothing was written")
+                          ) from None
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return

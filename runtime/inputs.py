@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import mmap
 import os
 import zipfile
@@ -329,14 +330,14 @@ def _npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, EOFError, OSError, SyntaxError) as e:
+    except Exception as e:  # numpy's parser of an untrusted header: ValueError, SyntaxError, TokenError, ...
         raise InputError(f"{name}: not a readable .npy array ({' '.join(str(e).split())[:120]}); "
                          f"the file is corrupted or not saved with numpy.save") from None
     return tuple(shape), fortran, dtype
 
 
 def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(shape) * dtype.itemsize  # Python ints: a crafted header must not overflow int64
     if have < need:
         raise InputError(f"{name}: header promises {need} data bytes {shape} but the file holds {have}; "
                          f"the file is truncated")

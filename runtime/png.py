@@ -37,6 +37,9 @@ def read_header(data: bytes, name: str = "PNG") -> tuple[int, int, int, int, int
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise InputError(f"{name}: PNG header is truncated or missing; the file is corrupted")
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if width >= 2**31 or height >= 2**31:  # the PNG specification's limit
+        raise InputError(f"{name}: PNG header gives {width}x{height} pixels, beyond the format's limit; "
+                         f"the file is corrupted")
     return width, height, depth, colour, interlace
 
 

@@ -11,6 +11,8 @@ import html
 import io
 import json
 import os
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -213,7 +215,8 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
                  sets: list[tuple[str, np.ndarray]], extremes: dict[str, dict], artifacts: Path,
                  flow=None) -> Path:
     """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` into
-    ``directory`` (created if missing; each file written atomically). ``sets``: ``(name, scores)``
+    ``directory`` (created if missing), through a staging folder beside it: after an error or
+    Ctrl-C no file of the report is there. ``sets``: ``(name, scores)``
     with the in-distribution set first; ``extremes``: ``evaluation.extremes`` per set name;
     ``flow``: a ``FlowEvaluation`` or None. Returns the HTML path."""
     require_matplotlib()
@@ -236,10 +239,27 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
     if flow is not None:
         figures += [(k, cap, data) for k, (cap, data) in flow_pngs(flow.curves, flow.summary).items()]
 
-    directory.mkdir(exist_ok=True)
+    # every file goes into a staging folder first, so an error or Ctrl-C leaves no half report
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.resolve().parent))
+    except OSError as e:
+        raise OutputError(f"--report {directory}: cannot write beside it ({e.strerror or e}); choose another folder") from None
+    try:
+        _write_files(staging, figures, summary, rows)
+        _move_into_place(staging, directory, [f for f, _, _ in figures] + [REPORT_JSON, REPORT_HTML])
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"--report {directory}: cannot write it ({e.strerror or e}); no report written") from None
+        raise
+    return directory / REPORT_HTML
+
+
+def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: dict,
+                 rows: list[tuple[str, str, str]]) -> None:
     for file_name, _, data in figures:
-        write_bytes_atomic(directory / file_name, data)
-    write_text_atomic(directory / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+        write_bytes_atomic(staging / file_name, data)
+    write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n")
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary.get("notes", []))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title>"
@@ -249,6 +269,18 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
             f"{_table(rows)}{notes}"
             + "".join(_img(data, caption) for _, caption, data in figures)
             + "</body></html>\n")
-    out = directory / REPORT_HTML
-    write_text_atomic(out, page)
-    return out
+    write_text_atomic(staging / REPORT_HTML, page)
+
+
+def _move_into_place(staging: Path, directory: Path, names: list[str]) -> None:
+    """A new ``directory``: rename the staging folder onto it (one step). An existing one: move the
+    files in, report.html last, leaving its other files alone."""
+    if not directory.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        os.replace(staging, directory)
+        return
+    for name in names:
+        os.replace(staging / name, directory / name)
+    staging.rmdir()

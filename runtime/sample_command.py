@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aeflow.errors import OutputError, UsageError
+from aeflow.errors import Interrupted, OutputError, UsageError
 from aeflow.files import atomic_path
 from aeflow.progress import progress_bar
 from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
@@ -163,16 +163,20 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
     counts = np.zeros(HIST_BINS, dtype=np.int64)
     stats = running_stats()
     start = time.perf_counter()
-    with _sink(output, n) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
-        for chunk in sampler.sample_chunks(n, seed, method, iterations):
-            store(chunk)
-            stats.add(chunk)
-            if edges is not None:
-                counts += np.histogram(chunk, bins=edges)[0]
-            bar.update(chunk.size)
-        seconds = time.perf_counter() - start
-        if histogram is not None:
-            _histogram(plt, histogram, sampler, edges, counts, n, method)
+    try:
+        with _sink(output, n) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
+            for chunk in sampler.sample_chunks(n, seed, method, iterations):
+                store(chunk)
+                stats.add(chunk)
+                if edges is not None:
+                    counts += np.histogram(chunk, bins=edges)[0]
+                bar.update(chunk.size)
+            seconds = time.perf_counter() - start
+            if histogram is not None:
+                _histogram(plt, histogram, sampler, edges, counts, n, method)
+    except KeyboardInterrupt:
+        written = "no output written" if output is not None or histogram is not None else "nothing was written"
+        raise Interrupted(f"interrupted after {stats.n:,} of {n:,} samples; {written}") from None
     s = stats.stats()
     z_lo, z_hi = sampler.z_range
     summary = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aeflow.errors import AeflowError
+from aeflow.errors import Interrupted
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
@@ -23,12 +23,6 @@ from aeflow.runtime.scorer import PRECISIONS, AnomalyScorer, check_threshold
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
-
-
-class Interrupted(AeflowError):
-    """Ctrl-C during scoring or writing; the message says whether the output was written."""
-
-    exit_code = 130
 
 
 @dataclass
