@@ -40,6 +40,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
+    """Before any work: ``OutputError`` unless ``path``'s folder exists and is writable, ``path``
+    is not a folder, and it does not exist yet (or ``force``). Returns ``path`` as a Path."""
+    from aeflow.errors import OutputError
+
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        what_is = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"{what} {path}: {folder} {what_is}; create the folder or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: folder {folder} is not writable; choose another path")
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -8,7 +8,6 @@ leaves the previous artifacts as they were.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile

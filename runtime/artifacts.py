@@ -50,28 +50,48 @@ def read_metadata(directory: Path, name: str, verify: bool = True) -> dict:
     if version not in SCHEMA_VERSIONS:
         raise ArtifactError(f"{path}: unknown schema_version {version!r} (this aeflow reads {SCHEMA_VERSIONS}); "
                             f"upgrade aeflow or re-export")
-    onnx_name = meta.get("onnx_file")
-    if not isinstance(onnx_name, str) or "/" in onnx_name or "\\" in onnx_name:
-        raise ArtifactError(f"{path}: 'onnx_file' must name a graph in the same folder")
-    onnx_path = directory / onnx_name
-    if not onnx_path.is_file():
-        raise ArtifactError(f"{onnx_path}: not found; run 'aeflow export' or restore the file")
-    if verify:
-        have, want = sha256_file(onnx_path), meta.get("sha256")
-        if have != want:
-            raise ArtifactError(f"{onnx_path}: sha256 {have[:12]}... does not match {name}'s {str(want)[:12]}...; "
-                                f"the graph was changed or replaced - re-export, or pass --no-verify to load it anyway")
-    meta["onnx_path"] = onnx_path
+    meta["onnx_path"] = _graph_path(directory, meta, path.name, verify)
     return meta
+
+
+def _graph_path(directory: Path, entry: dict, where: str, verify: bool, export_hint: str = "aeflow export") -> Path:
+    """The graph ``entry["onnx_file"]`` names in ``directory``, checked to exist and, when
+    ``verify``, to have the sha256 ``entry["sha256"]``."""
+    name = entry.get("onnx_file")
+    if not isinstance(name, str) or "/" in name or "\\" in name:
+        raise ArtifactError(f"{directory / where}: 'onnx_file' must name a graph in the same folder; re-export")
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found; run '{export_hint}' or restore the file")
+    if verify:
+        have, want = sha256_file(path), entry.get("sha256")
+        if have != want:
+            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {where}'s {str(want)[:12]}...; "
+                                f"the graph was changed or replaced - re-export, or pass --no-verify to load it anyway")
+    return path
+
+
+def _positive_threshold(value, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ArtifactError(f"{where}: threshold must be a finite positive number, found {value!r}; re-export")
+    return float(value)
 
 
 def read_threshold(directory: Path, verify: bool = True) -> dict:
     """threshold.json checked: a finite, positive threshold, plus ``read_metadata``'s checks."""
     meta = read_metadata(directory, "threshold.json", verify)
-    t = meta.get("threshold")
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-        raise ArtifactError(f"{directory / 'threshold.json'}: threshold must be a finite positive number, found {t!r}; re-export")
+    _positive_threshold(meta.get("threshold"), str(directory / "threshold.json"))
     return meta
+
+
+def read_int8(directory: Path, meta: dict, verify: bool = True) -> tuple[Path, float]:
+    """The int8 graph's path and threshold from threshold.json's "int8" entry (``meta`` as
+    ``read_threshold`` returns it), checked like the float32 graph."""
+    entry = meta.get("int8")
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
+    path = _graph_path(directory, entry, "threshold.json (int8)", verify, "aeflow export --quantize int8")
+    return path, _positive_threshold(entry.get("threshold"), f"{directory / 'threshold.json'} (int8)")
 
 
 def read_flow_metadata(directory: Path, verify: bool = True) -> dict:

@@ -22,10 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from aeflow.errors import ArtifactError
-from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_threshold
+from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
 from aeflow.runtime.providers import create_session, provider_of, short_provider
 
 # multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
@@ -176,15 +174,10 @@ def _torch_engines(directory: Path, threads: int, notes: list[str]):
 
 
 def _int8_session(directory: Path, meta: dict, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
-    entry = meta.get("int8")
-    if not isinstance(entry, dict) or not isinstance(entry.get("onnx_file"), str):
+    if "int8" not in meta:
         notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
         return None
-    path = directory / entry["onnx_file"]
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found; re-export with --quantize int8")
-    if verify and sha256_file(path) != entry.get("sha256"):
-        raise ArtifactError(f"{path}: sha256 does not match threshold.json's int8 entry; re-export, or pass --no-verify")
+    path, _ = read_int8(directory, meta, verify)
     session = create_session(path, device, threads, spinning=spinning)
     check_signature(session, AE_SIGNATURE, path.name)
     return session

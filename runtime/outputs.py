@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path
+from aeflow.files import atomic_path, check_writable
 
 FORMATS = (".csv", ".json", ".npy")
 
@@ -38,16 +38,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise OutputError(f"--output {path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"--output {path}: folder {parent} is not writable; choose another place")
-    if path.is_dir():
-        raise OutputError(f"--output {path}: is a folder; give a file name")
-    if path.exists() and not force:
-        raise OutputError(f"--output {path}: file exists; pass --force to overwrite it")
-    return path
+    return check_writable(path, force)
 
 
 def results_array(results: list[ScoredInput]) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import click
 import numpy as np
 
 from aeflow.errors import Interrupted, OutputError, UsageError
-from aeflow.files import atomic_path
+from aeflow.files import atomic_path, check_writable
 from aeflow.progress import progress_bar
 from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
 from aeflow.runtime.providers import short_provider
@@ -25,19 +24,6 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 CSV_BYTES_PER_SAMPLE = 16  # "%.9g" plus newline, generously
 HIST_BINS = 200
 PROGRESS_ABOVE = 1 << 20
-
-
-def check_output_path(path: Path, force: bool, what: str) -> None:
-    """OutputError unless ``path``'s folder exists and is writable and ``path`` is new (or ``force``)."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{what} {path}: folder {folder} does not exist; create it or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: folder {folder} is not writable; choose another path")
-    if path.is_dir():
-        raise OutputError(f"{what} {path} is a folder; give a file name")
-    if path.exists() and not force:
-        raise OutputError(f"{what} {path} already exists; pass --force to overwrite it")
 
 
 def check_disk(path: Path, need: int) -> None:
@@ -148,11 +134,11 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
         raise UsageError("--output and --histogram name the same file")
     plt = _load_pyplot() if histogram is not None else None
     if output is not None:
-        check_output_path(output, force, "output")
+        check_writable(output, force, "--output")
         per_sample = 4 if output.suffix.lower() == ".npy" else CSV_BYTES_PER_SAMPLE
         check_disk(output, n * per_sample + 4096)
     if histogram is not None:
-        check_output_path(histogram, force, "histogram")
+        check_writable(histogram, force, "--histogram")
 
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify)
     method = sampler.method

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import sha256_file
-from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_threshold
+from aeflow.errors import UsageError
+from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
@@ -31,29 +29,6 @@ def check_threshold(value, what: str = "threshold") -> float:
     if isinstance(value, bool) or not math.isfinite(t) or t < 0:
         raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
     return t
-
-
-def _int8_graph(directory: Path, meta: dict, verify: bool) -> tuple[Path, float]:
-    """The int8 graph's path and threshold from threshold.json's "int8" entry, checked."""
-    entry = meta.get("int8")
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
-    name = entry.get("onnx_file")
-    where = f"{directory / 'threshold.json'} (int8)"
-    if not isinstance(name, str) or "/" in name or "\\" in name:
-        raise ArtifactError(f"{where}: 'onnx_file' must name a graph in the same folder; re-export")
-    path = directory / name
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found; run 'aeflow export --quantize int8' or restore the file")
-    if verify:
-        have, want = sha256_file(path), entry.get("sha256")
-        if have != want:
-            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match threshold.json's {str(want)[:12]}...; "
-                                f"re-export, or pass --no-verify to load it anyway")
-    t = entry.get("threshold")
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-        raise ArtifactError(f"{where}: threshold must be a finite positive number, found {t!r}; re-export")
-    return path, float(t)
 
 
 class AnomalyScorer:
@@ -80,7 +55,7 @@ class AnomalyScorer:
         self.directory = artifacts_dir(artifacts)
         meta = read_threshold(self.directory, verify)
         if precision == "int8":
-            graph, threshold = _int8_graph(self.directory, meta, verify)
+            graph, threshold = read_int8(self.directory, meta, verify)
         else:
             graph, threshold = meta["onnx_path"], float(meta["threshold"])
         self._session = create_session(graph, device, threads)

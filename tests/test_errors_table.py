@@ -7,10 +7,8 @@ the same thing through the Python API; its ``AeflowError`` message must equal th
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import resource
 import signal
 import struct
 import subprocess
@@ -420,7 +418,7 @@ OTHER_CASES = [
     Case("score -o missing folder", args("score", "-o", "{tmp}/missing/s.csv", *CPU), 1, "does not exist",
          lambda t: check_output_path(t / "missing" / "s.csv")),
     Case("score -o parent is a file", args("score", "-o", "{tmp}/f/s.csv", *CPU, files=regular_file("f")), 1,
-         "does not exist", lambda t: check_output_path(t / "f" / "s.csv")),
+         "is not a folder", lambda t: check_output_path(t / "f" / "s.csv")),
     Case("score -o read-only folder", args("score", "-o", "{tmp}/ro/s.csv", *CPU, files=read_only), 1,
          "not writable", lambda t: check_output_path(t / "ro" / "s.csv"), skip=as_root),
     Case("score -o exists", args("score", "-o", "{tmp}/s.csv", *CPU, files=existing("s.csv")), 1, "--force",
@@ -431,7 +429,7 @@ OTHER_CASES = [
     Case("sample -o missing folder", args("sample", "-n", "10", "-o", "{tmp}/missing/s.npy", *CPU), 1,
          "does not exist"),
     Case("sample -o parent is a file", args("sample", "-n", "10", "-o", "{tmp}/f/s.npy", *CPU,
-                                            files=regular_file("f")), 1, "does not exist"),
+                                            files=regular_file("f")), 1, "is not a folder"),
     Case("sample -o read-only folder", args("sample", "-n", "10", "-o", "{tmp}/ro/s.npy", *CPU, files=read_only), 1,
          "not writable", skip=as_root),
     Case("sample -o exists", args("sample", "-n", "10", "-o", "{tmp}/s.npy", *CPU, files=existing("s.npy")), 1,
