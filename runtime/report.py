@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 import shutil
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aeflow.errors import OutputError, UsageError
+from aeflow.errors import OutputError
 from aeflow.files import write_bytes_atomic, write_text_atomic
+from aeflow.plotting import png_bytes, pyplot
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "evaluation.json"
@@ -29,10 +29,7 @@ TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)
 
 def require_matplotlib() -> None:
     """Raise ``UsageError`` in one line when matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--report needs matplotlib: pip install matplotlib") from None
+    pyplot("--report")
 
 
 def check_report_dir(path: str | os.PathLike) -> Path:
@@ -50,27 +47,11 @@ def check_report_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
 def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, threshold_at_target: float,
                          target_type_i: float) -> bytes:
     """Histograms of each set's scores (``(name, float [N])``, the in-distribution set first) on
     log-spaced bins, with the artifacts' threshold and the target-type-I threshold as lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
     bins = np.geomspace(positive.min(), positive.max(), 80)
@@ -85,7 +66,7 @@ def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, t
     ax.set_xlabel("score (log scale)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dict[str, float],
@@ -94,7 +75,7 @@ def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dic
     threshold marked on each curve."""
     from aeflow import metrics
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, s in anomalies.items():
         fpr, tpr, _ = metrics.roc_curve(in_scores, s)
@@ -110,13 +91,13 @@ def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dic
         ax.set_xlabel("false-positive rate (type I error)")
         ax.set_ylabel("true-positive rate (1 - type II error)")
         ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def reconstructions_png(name: str, ext: dict) -> bytes:
     """A grid for one set: the lowest-scoring images (rows 1-2: originals above reconstructions)
     and the highest-scoring ones (rows 3-4), each titled with its score (``evaluation.extremes``)."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(ext["best"]["scores"])
     fig, axes = plt.subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
     for block, label in ((0, "best"), (2, "worst")):
@@ -133,12 +114,12 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
         axes[block + 1, 0].set_ylabel(f"{label}\nreconstruction", fontsize=8)
     fig.suptitle(f"{name}: {k} lowest (best) and {k} highest (worst) scores, score above each original")
     fig.supxlabel("image (ordered by score)", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     """The flow's four figures from ``FlowEvaluation.curves``: file name -> (caption, PNG bytes)."""
-    plt = _pyplot()
+    plt = pyplot()
     out = {}
     grid = curves["grid"]
 
@@ -151,7 +132,7 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     ax.legend()
     kl = summary["kl"]
     out["flow_density.png"] = (f"Learned vs true density; KL(data || model) = {kl['estimate']:.4f} "
-                               f"± {kl['stderr']:.4f} nats", _png(fig))
+                               f"± {kl['stderr']:.4f} nats", png_bytes(fig))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(grid, curves["z_grid"], label="z = f(x)")
@@ -163,7 +144,7 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     ax.set_xlabel("x")
     ax.set_ylabel("z")
     ax.legend()
-    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", _png(fig))
+    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", png_bytes(fig))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     z = curves["z_train"]
@@ -175,7 +156,7 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     ax.set_ylabel("density")
     ax.legend()
     zs = summary["z_train"]
-    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", _png(fig))
+    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", png_bytes(fig))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     s = curves["samples"]
@@ -188,7 +169,7 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     ax.set_xlabel("x")
     ax.set_ylabel("density")
     ax.legend()
-    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", _png(fig))
+    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", png_bytes(fig))
     return out
 
 

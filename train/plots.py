@@ -6,27 +6,12 @@ import os
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> None:
-    from aeflow.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+from aeflow.plotting import pyplot, save_png
 
 
 def plot_ae_loss(losses: list[float], path: str | os.PathLike, iters_per_epoch: int) -> None:
     """Per-iteration training loss with a per-epoch mean."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     it = np.arange(1, len(losses) + 1)
     ax.plot(it, losses, color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")
@@ -39,14 +24,14 @@ def plot_ae_loss(losses: list[float], path: str | os.PathLike, iters_per_epoch: 
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: np.ndarray,
                       history: dict, grid: np.ndarray, model_log_prob: np.ndarray, z_grid: np.ndarray,
                       true_log_prob: np.ndarray) -> list[str]:
     """The homework's four flow figures; returns the file names written in ``out_dir``."""
-    plt = _pyplot()
+    plt = pyplot()
     names = []
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -56,7 +41,7 @@ def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: n
         ax.set_xlabel("x")
         ax.set_ylabel("count")
         ax.legend()
-    _save(fig, os.path.join(out_dir, "flow_data.png"))
+    save_png(fig, os.path.join(out_dir, "flow_data.png"))
     names.append("flow_data.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -66,7 +51,7 @@ def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: n
     ax.set_xlabel("epoch")
     ax.set_ylabel("NLL (nats per point)")
     ax.legend()
-    _save(fig, os.path.join(out_dir, "flow_loss.png"))
+    save_png(fig, os.path.join(out_dir, "flow_loss.png"))
     names.append("flow_loss.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -76,7 +61,7 @@ def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: n
     ax.set_xlabel("x")
     ax.set_ylabel("p(x)")
     ax.legend()
-    _save(fig, os.path.join(out_dir, "flow_density.png"))
+    save_png(fig, os.path.join(out_dir, "flow_density.png"))
     names.append("flow_density.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -85,6 +70,6 @@ def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: n
     ax.set_xlabel("x")
     ax.set_ylabel("z")
     ax.legend()
-    _save(fig, os.path.join(out_dir, "flow_map.png"))
+    save_png(fig, os.path.join(out_dir, "flow_map.png"))
     names.append("flow_map.png")
     return names
