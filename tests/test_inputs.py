@@ -256,6 +256,14 @@ def test_array_source_refuses_ragged_lists():
 
 # ---------------------------------------------------------------- file errors
 
+def _flip(path, start: int, stop_from_end: int, step: int) -> None:
+    """Flip bits in every ``step``-th byte of ``path`` from ``start`` to ``stop_from_end``."""
+    data = bytearray(path.read_bytes())
+    for i in range(start, len(data) + stop_from_end, step):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
 def _cut(path, keep):
     data = path.read_bytes()
     path.write_bytes(data[:keep if keep >= 0 else len(data) + keep])
@@ -309,10 +317,7 @@ def make_error_case(tmp_path, case: str):
     elif case == "npz corrupted":
         p = tmp_path / "a.npz"
         np.savez_compressed(p, images=x)
-        data = bytearray(p.read_bytes())
-        for i in range(300, len(data) - 400, 37):
-            data[i] ^= 0x5A
-        p.write_bytes(bytes(data))
+        _flip(p, 300, -400, 37)
     elif case == "npz no images":
         p = tmp_path / "a.npz"
         np.savez(p, a=x, b=x)
@@ -340,10 +345,7 @@ def make_error_case(tmp_path, case: str):
     elif case == "gz corrupted":
         p = tmp_path / "a.gz"
         write_idx(p, x, compress=True)
-        data = bytearray(p.read_bytes())
-        for i in range(100, len(data) - 20, 50):
-            data[i] ^= 0x5A
-        p.write_bytes(bytes(data))
+        _flip(p, 100, -20, 50)
     elif case == "unknown format":
         p = tmp_path / "a.txt"
         p.write_text("hello, world\n")
