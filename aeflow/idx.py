@@ -81,6 +81,9 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise InputError(f"{path}: cannot read the IDX header ({e}); the file is corrupted") from None
     header = IdxHeader(shape=tuple(int(d) for d in shape), offset=4 + 4 * ndim, gzipped=gz)
+    # numpy refuses shapes whose non-zero dimensions multiply beyond 2**63, even with a zero among them
+    if math.prod(d for d in header.shape if d) >= 2**62:
+        raise InputError(f"{path}: IDX header gives an impossible shape {header.shape}; the file is corrupted")
     if not gz:
         have = path.stat().st_size - header.offset
         if have < header.nbytes:

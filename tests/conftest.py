@@ -9,6 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# the suite must give the same verdict on every run: fuzz with fixed seeds by default, and
+# explore new ones with HYPOTHESIS_PROFILE=explore (or pytest --hypothesis-seed=N)
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from aeflow.idx import write_idx
 

@@ -65,3 +65,12 @@ def test_missing_and_empty(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(InputError, match="too short"):
         read_idx(tmp_path / "empty")
+
+
+def test_header_with_a_zero_and_huge_dimensions(tmp_path):
+    # found by fuzzing: numpy cannot even describe this shape, though it holds no bytes
+    import struct
+
+    (tmp_path / "odd").write_bytes(struct.pack(">HBB4I", 0, 8, 4, 0, 2**21, 2**21, 2**21))
+    with pytest.raises(InputError, match="impossible shape"):
+        read_idx(tmp_path / "odd")
