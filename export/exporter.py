@@ -101,11 +101,17 @@ def check_autoencoder(session: ort.InferenceSession, model: Autoencoder, images:
     return [compare("reconstruction", rec, t_rec), compare("score", score, t_score)], score
 
 
+def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch reference for flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
+    with torch.inference_mode():
+        z, dz, lp = flow(torch.from_numpy(x))
+    return z.numpy(), dz.numpy(), lp.numpy()
+
+
 def check_flow(session: ort.InferenceSession, flow: Flow1d, x: np.ndarray) -> list[Comparison]:
     """Compare flow.onnx with PyTorch at float32 points x [N]."""
     z, dz, lp = session.run(None, {"x": x})
-    with torch.inference_mode():
-        tz, tdz, tlp = (t.numpy() for t in flow(torch.from_numpy(x)))
+    tz, tdz, tlp = torch_flow(flow, x)
     return [compare("z", z, tz), compare("dz_dx", dz, tdz), compare("log_prob", lp, tlp)]
 
 

@@ -1,8 +1,8 @@
 """Measuring the runtime: autoencoder images/s and latency per engine and batch size, and the time
 to draw samples from the flow per inversion method, all in one process on the same inputs.
 
-Engines: PyTorch eager (only where torch and the train extra are installed; imported here, inside
-functions, never by the rest of the runtime), onnxruntime float32 (ae.onnx) and onnxruntime int8
+Engines: PyTorch eager (only where torch and the train extra are installed, through
+``aeflow.export.reference``, which only this command and ``verify`` load), onnxruntime float32 (ae.onnx) and onnxruntime int8
 (ae.int8.onnx, where threshold.json names one). Method: every engine is warmed up on every input
 buffer first; then each repeat runs every engine in turn (interleaved, so a burst of load from
 elsewhere hits all of them alike) over ``BUFFERS`` distinct input buffers in rotation, so no timing
@@ -32,8 +32,6 @@ BATCHES = (1, 64, 1024, 8192)
 BUFFERS = 3
 SAMPLES = 1_000_000
 QUICK_SAMPLES = 20_000
-HOMEWORK_STEPS = 30
-HOMEWORK_BRACKET = (-3.0, 3.0)
 TORCH, FP32, INT8 = "torch-eager", "ort-fp32", "ort-int8"
 FP32_SPIN = "ort-fp32-spin"  # threads spinning, as `aeflow score` runs it; only measured beside torch
 PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
@@ -134,43 +132,19 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
 
 
 def _torch_engines(directory: Path, threads: int, notes: list[str]):
-    """(torch module, autoencoder scoring function, homework sampler) or (None, None, None) with a
-    note when PyTorch or the checkpoints are missing."""
+    """(autoencoder scoring function, homework sampler) from ``aeflow.export.reference``, or
+    (None, None) with a note when PyTorch or the checkpoints are missing."""
     try:
-        import torch
-
-        from aeflow.export.exporter import load_autoencoder, load_flow
-        from aeflow.train.models import ScoringAutoencoder
+        from aeflow.export import reference
     except ImportError:
         notes.append("PyTorch (the train extra) is not installed: no torch-eager or homework-bisection rows")
-        return None, None, None
+        return None, None
     missing = [n for n in ("ae.pt", "flow.pt") if not (directory / n).is_file()]
     if missing:
         notes.append(f"{' and '.join(missing)} not in {directory}: no PyTorch rows")
-        return None, None, None
-    torch.set_num_threads(threads)
-    model = ScoringAutoencoder(load_autoencoder(directory / "ae.pt")[0]).eval()
-    flow = load_flow(directory / "flow.pt")[0]
-
-    def score(x: np.ndarray):
-        with torch.inference_mode():
-            return model(torch.from_numpy(x))[1]
-
-    def homework_sample(n: int, seed: int):
-        """The homework's loop: 30 bisection steps on [-3, 3] for z ~ N(0, 1)."""
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            z = torch.normal(torch.zeros(n), torch.ones(n), generator=gen)
-            x_low = torch.full((n,), HOMEWORK_BRACKET[0])
-            x_high = torch.full((n,), HOMEWORK_BRACKET[1])
-            for _ in range(HOMEWORK_STEPS):
-                m = (x_low + x_high) / 2
-                f = flow(m)[0]
-                x_high[f >= z] = m[f >= z]
-                x_low[f < z] = m[f < z]
-            return (x_low + x_high) / 2
-
-    return torch, score, homework_sample
+        return None, None
+    reference.set_threads(threads)
+    return reference.autoencoder_scorer(directory / "ae.pt"), reference.homework_sampler(directory / "flow.pt")
 
 
 def _int8_session(directory: Path, meta: dict, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
@@ -201,13 +175,14 @@ def run_bench(settings: BenchSettings) -> dict:
     notes: list[str] = []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = read_threshold(directory, settings.verify)
-    torch, torch_score, homework = _torch_engines(directory, threads, notes)
-    spinning = torch is None
+    torch_score, homework = _torch_engines(directory, threads, notes)
+    with_torch = torch_score is not None
+    spinning = not with_torch
     fp32 = create_session(meta["onnx_path"], settings.device, threads, spinning=spinning)
     check_signature(fp32, AE_SIGNATURE, meta["onnx_path"].name)
     int8 = _int8_session(directory, meta, settings.device, threads, spinning, settings.verify, notes)
     providers = {FP32: provider_of(fp32)} | ({INT8: provider_of(int8)} if int8 else {})
-    if torch is not None and providers[FP32] != "CPUExecutionProvider":
+    if with_torch and providers[FP32] != "CPUExecutionProvider":
         notes.append("torch-eager runs on the CPU while onnxruntime runs on " + short_provider(providers[FP32]))
 
     engines: dict[str, Callable] = {}
@@ -216,7 +191,7 @@ def run_bench(settings: BenchSettings) -> dict:
     engines[FP32] = lambda x: fp32.run(["score"], {"images": x})
     if int8:
         engines[INT8] = lambda x: int8.run(["score"], {"images": x})
-    if torch is not None:
+    if with_torch:
         fp32_spin = create_session(meta["onnx_path"], settings.device, threads, spinning=True)
         engines[FP32_SPIN] = lambda x: fp32_spin.run(["score"], {"images": x})
         notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the process; "
@@ -251,7 +226,7 @@ def run_bench(settings: BenchSettings) -> dict:
         base = sampling[0]["seconds"]
         for row in sampling:
             row["speedup_vs_homework"] = base / row["seconds"]
-    if torch is not None:
+    if with_torch:
         notes.append("the homework bisection clamps z outside the flow's range to +-3 and stops at 30 steps; the "
                      "runtime's methods truncate z to the range and reach float32 resolution (see aeflow sample --help)")
     return {

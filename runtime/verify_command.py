@@ -32,8 +32,7 @@ def run_parity(artifacts=None, device: str = "auto", verify: bool = True) -> tup
     Returns the provider that ran and one Comparison per output: reconstruction, score, the
     anomaly decisions (identical except within 1e-6 of the threshold), z, dz_dx, log_prob."""
     try:
-        from aeflow.export.exporter import load_autoencoder, load_flow, torch_ae
-        import torch
+        from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
     except ImportError:
         raise UsageError("verify compares against PyTorch: pip install 'aeflow[train]'") from None
     directory = artifacts_dir(artifacts)
@@ -62,8 +61,7 @@ def run_parity(artifacts=None, device: str = "auto", verify: bool = True) -> tup
     flow, _ = load_flow(directory / "flow.pt")
     x = flow_check_points()
     z, dz, lp = flow_sess.run(None, {"x": x})
-    with torch.inference_mode():
-        tz, tdz, tlp = (v.numpy() for v in flow(torch.from_numpy(x)))
+    tz, tdz, tlp = torch_flow(flow, x)
     rows += [compare("z", z, tz), compare("dz_dx", dz, tdz), compare("log_prob", lp, tlp)]
     return provider_of(ae), rows
 
