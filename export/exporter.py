@@ -1,4 +1,4 @@
-"""``aeflow export``: checkpoints -> ae.onnx, flow.onnx, threshold.json, flow.json.
+"""``aeflow export``: checkpoints -> ae.onnx, flow.onnx, flow_sampler.onnx, threshold.json, flow.json.
 
 Everything is written into a temporary folder beside the output, checked there (onnxruntime
 against PyTorch on real inputs), and only then moved into place, so a failed or killed export
@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
 from aeflow.errors import ArtifactError, ParityError
 from aeflow.export.graphs import export_autoencoder, export_flow
 from aeflow.export.quantize import INT8_FILE, quantize_int8
+from aeflow.export.sampler_graph import SAMPLER_FILE, write_sampler_graph
 from aeflow.files import sha256_file
 from aeflow.metrics import auroc, threshold_from_scores, type_i_error, type_ii_error
 from aeflow.parity import Comparison, compare, flow_check_points
@@ -163,7 +165,9 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     autoencoder was trained from). Raises ``ParityError`` (writing nothing) when ONNX and
     PyTorch differ beyond ``aeflow.parity.TOLERANCES``. ``quantize="int8"`` also writes
     ae.int8.onnx and threshold.json's ``"int8"`` entry (``aeflow.export.quantize``), or raises
-    ``ParityError`` (writing nothing) when the int8 graph misses its targets.
+    ``ParityError`` (writing nothing) when the int8 graph misses its targets. flow_sampler.onnx
+    (``aeflow.export.sampler_graph``) and flow.json's ``"sampler_graph"`` entry are always written,
+    or ``ParityError`` (writing nothing) when that graph misses its accuracy targets.
     """
     checkpoints, out = Path(checkpoints), Path(out_dir)
     model, ae_ckpt = load_autoencoder(checkpoints / "ae.pt")
@@ -218,10 +222,15 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
             checks += int8_checks
         meta = {"schema_version": SCHEMA_VERSION, "onnx_file": "flow.onnx", "sha256": sha256_file(tmp / "flow.onnx"),
                 "opset": flow_opset, "inputs": {"x": ["N"]}, "outputs": {o: ["N"] for o in ("z", "dz_dx", "log_prob")}}
-        meta |= flow_metadata(flow, flow_ckpt, flow_sess) | {"versions": versions}
+        meta |= flow_metadata(flow, flow_ckpt, flow_sess)
+        meta["sampler_graph"] = write_sampler_graph(flow, meta["components"], tuple(meta["x_bracket"]),
+                                                    tmp / SAMPLER_FILE, flow_opset,
+                                                    onnx.load(str(tmp / "flow.onnx")).ir_version)
+        meta["sampler_graph"]["sha256"] = sha256_file(tmp / SAMPLER_FILE)
+        meta["versions"] = versions
         (tmp / "threshold.json").write_text(json.dumps(threshold, indent=2) + "\n")
         (tmp / "flow.json").write_text(json.dumps(meta, indent=2) + "\n")
-        files = ["ae.onnx", "flow.onnx", "threshold.json", "flow.json"] + ([INT8_FILE] if quantize else [])
+        files = ["ae.onnx", "flow.onnx", SAMPLER_FILE, "threshold.json", "flow.json"] + ([INT8_FILE] if quantize else [])
         if checkpoints.resolve() != out.resolve():
             for name in ("ae.pt", "flow.pt"):
                 shutil.copy2(checkpoints / name, tmp / name)

@@ -16,6 +16,7 @@ from aeflow.files import sha256_file
 SCHEMA_VERSIONS = (1,)
 AE_SIGNATURE = (["images"], ["reconstruction", "score"])
 FLOW_SIGNATURE = (["x"], ["z", "dz_dx", "log_prob"])
+SAMPLER_SIGNATURE = (["z"], ["x"])
 
 
 def bundled_dir() -> Path:
@@ -92,6 +93,24 @@ def read_int8(directory: Path, meta: dict, verify: bool = True) -> tuple[Path, f
         raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
     path = _graph_path(directory, entry, "threshold.json (int8)", verify, "aeflow export --quantize int8")
     return path, _positive_threshold(entry.get("threshold"), f"{directory / 'threshold.json'} (int8)")
+
+
+def read_sampler_graph(directory: Path, meta: dict, verify: bool = True) -> tuple[Path, dict]:
+    """The sampler graph's path and flow.json's "sampler_graph" entry (``meta`` as
+    ``read_flow_metadata`` returns it), the graph checked like flow.onnx and the entry's
+    ``float64_z_intervals`` checked to be a list of ordered [a, b] pairs."""
+    entry = meta.get("sampler_graph")
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"no sampler graph in {directory}: re-export with 'aeflow export'")
+    path = _graph_path(directory, entry, "flow.json (sampler_graph)", verify)
+    intervals = entry.get("float64_z_intervals")
+    try:
+        ok = isinstance(intervals, list) and all(len(p) == 2 and float(p[0]) <= float(p[1]) for p in intervals)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ArtifactError(f"{directory / 'flow.json'}: malformed sampler_graph float64_z_intervals; re-export")
+    return path, entry
 
 
 def read_flow_metadata(directory: Path, verify: bool = True) -> dict:

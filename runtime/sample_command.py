@@ -97,9 +97,11 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 @click.option("--histogram", type=click.Path(path_type=Path), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=None,
-              help=f"Inversion method (default: {METHODS[0]}, the fastest exact one).")
+              help=f"Inversion method (default: {METHODS[0]}, the fastest exact one, where the artifacts hold "
+                   f"flow_sampler.onnx; else table).")
 @click.option("--iterations", type=int, default=None,
               help=f"bisection: steps (default from the bracket width); newton/table: most graph calls "
+                   f"(graph: fixed in flow_sampler.onnx, not settable) "
                    f"before the float64 polish (1 to {MAX_ITERATIONS}).")
 @device_option
 @artifacts_option
@@ -141,7 +143,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
         check_writable(histogram, force, "--histogram")
 
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify)
-    method = sampler.method
+    method, iterations = sampler.resolve(method, iterations)
     edges = None
     if histogram is not None:
         lo, hi = (float(v) for v in sampler.invert([-3.0, 3.0]))
@@ -167,7 +169,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
     z_lo, z_hi = sampler.z_range
     summary = {
         "n": s.n, "seed": seed, "method": method,
-        "iterations": iterations if iterations is not None else sampler.default_iterations(method),
+        "iterations": iterations,
         "provider": sampler.provider, "seconds": seconds, "samples_per_second": s.n / seconds if seconds > 0 else None,
         "mean": s.mean, "std": s.std, "min": s.min, "max": s.max,
         "z_range": [z_lo, z_hi], "truncation_mass": sampler.truncation_mass,

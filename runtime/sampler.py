@@ -13,6 +13,11 @@ about noise / f'(x). Valid z are those strictly inside (-W/2, W/2) in float64; t
 (``inversion.polish64``) finds their preimage to 1e-13 however close they are to the edge, and
 every method except the plain "bisection" uses it wherever the float32 solve cannot guarantee
 4e-6. "bisection" is the homework's algorithm kept for parity: float32 through and through.
+
+"graph" runs the whole float32 solve as one graph, flow_sampler.onnx (``aeflow.export.sampler_graph``:
+table start, a fixed number of Newton steps; float32 z in, x out), loaded on first use, and polishes
+in float64 the targets inside flow.json's ``float64_z_intervals`` (where f' < 0.1, so the float32 x
+could miss 1e-5): about 0.5% of the samples.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import numpy as np
 
 from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.runtime import inversion
-from aeflow.runtime.artifacts import FLOW_SIGNATURE, artifacts_dir, check_signature, read_flow_metadata
+from aeflow.runtime.artifacts import (FLOW_SIGNATURE, SAMPLER_SIGNATURE, artifacts_dir, check_signature,
+                                      read_flow_metadata, read_sampler_graph)
 from aeflow.runtime.providers import create_session, provider_of
 
-METHODS = ("table", "newton", "bisection")
-DEFAULT_METHOD = "table"
+METHODS = ("graph", "table", "newton", "bisection")
+# "graph" where the artifacts hold flow_sampler.onnx (exports before it existed do not), else "table"
+DEFAULT_METHOD, FALLBACK_METHOD = "graph", "table"
 DEFAULT_CHUNK = 1 << 16
 MAX_ITERATIONS = 200
 # onnxruntime's CPU kernels round a point's z differently depending on its place in the batch
@@ -105,6 +112,28 @@ def check_count(n) -> int:
     return int(n)
 
 
+def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None = None) -> list[np.ndarray]:
+    """``session``'s outputs for its float32 [M] input ``name`` = ``values``, each point placed at
+    a batch position congruent to ``index`` (int64 [M]; default 0..M-1) modulo SLOTS."""
+    n = values.size
+    if index is None:
+        index = np.arange(n)
+    if n and index[-1] - index[0] == n - 1 and np.all(np.diff(index) == 1):
+        lead = int(index[0] % SLOTS)  # a run of positions: shift it, pad the end
+        batch = np.zeros(lead + n + (-(lead + n) % SLOTS), dtype=np.float32)
+        batch[lead:lead + n] = values
+        return [o[lead:lead + n] for o in session.run(None, {name: batch})]
+    slot = index % SLOTS
+    order = np.argsort(slot, kind="stable")
+    counts = np.bincount(slot, minlength=SLOTS)
+    rank = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = rank * SLOTS + slot[order]
+    batch = np.zeros(int(counts.max(initial=0)) * SLOTS, dtype=np.float32)
+    batch[pos] = values
+    return [o[pos] for o in session.run(None, {name: batch})]
+
+
 class FlowSampler:
     """flow.onnx on an onnxruntime session, inverted to sample the flow.
 
@@ -137,6 +166,9 @@ class FlowSampler:
         self._bracket = (lo, hi)
         self._session = create_session(path, device, threads)
         check_signature(self._session, FLOW_SIGNATURE, path.name)
+        self._directory, self._device, self._threads, self._verify = directory, device, threads, verify
+        if method is None and "sampler_graph" not in self._meta:
+            self._method = FALLBACK_METHOD
 
     # -- properties -------------------------------------------------------------------------
 
@@ -162,8 +194,9 @@ class FlowSampler:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The inversion methods by name, the default first."""
-        return METHODS
+        """The inversion methods these artifacts support by name, the default first."""
+        usable = [m for m in METHODS if m != "graph" or "sampler_graph" in self._meta]
+        return tuple(sorted(usable, key=lambda m: m != self._method))
 
     @property
     def method(self) -> str:
@@ -183,31 +216,23 @@ class FlowSampler:
         return 2.0 * inversion.graph_noise(self._evaluate, self._comp, grid)
 
     @cached_property
+    def _sampler_graph(self) -> tuple:
+        """(session of flow_sampler.onnx, its flow.json entry), loaded on first use of "graph"."""
+        path, entry = read_sampler_graph(self._directory, self._meta, self._verify)
+        session = create_session(path, self._device, self._threads)
+        check_signature(session, SAMPLER_SIGNATURE, path.name)
+        return session, entry
+
+    @cached_property
     def _table(self) -> inversion.InverseTable:
         return inversion.InverseTable(self._evaluate, self._bracket, self._comp.half_w)
 
     # -- graph evaluation ---------------------------------------------------------------------
 
     def _run(self, x32: np.ndarray, index: np.ndarray | None = None) -> list[np.ndarray]:
-        """The graph's three outputs at x32 float32 [M], each point placed at a batch position
+        """flow.onnx's three outputs at x32 float32 [M], each point placed at a batch position
         congruent to ``index`` (int64 [M]; default 0..M-1) modulo SLOTS."""
-        n = x32.size
-        if index is None:
-            index = np.arange(n)
-        if n and index[-1] - index[0] == n - 1 and np.all(np.diff(index) == 1):
-            lead = int(index[0] % SLOTS)  # a run of positions: shift it, pad the end
-            batch = np.zeros(lead + n + (-(lead + n) % SLOTS), dtype=np.float32)
-            batch[lead:lead + n] = x32
-            return [o[lead:lead + n] for o in self._session.run(None, {"x": batch})]
-        slot = index % SLOTS
-        order = np.argsort(slot, kind="stable")
-        counts = np.bincount(slot, minlength=SLOTS)
-        rank = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
-        pos = np.empty(n, dtype=np.int64)
-        pos[order] = rank * SLOTS + slot[order]
-        batch = np.zeros(int(counts.max(initial=0)) * SLOTS, dtype=np.float32)
-        batch[pos] = x32
-        return [o[pos] for o in self._session.run(None, {"x": batch})]
+        return run_placed(self._session, "x", x32, index)
 
     def _evaluate(self, x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, dz, _ = self._run(np.ascontiguousarray(x, dtype=np.float32), index)
@@ -243,10 +268,33 @@ class FlowSampler:
 
     def default_iterations(self, method: str | None = None) -> int:
         """Bisection: ceil(log2(bracket width / float32 resolution)) steps; newton/table: the most
-        graph evaluations before the float64 polish takes over."""
-        if self._check_method(method) == "bisection":
+        graph evaluations before the float64 polish takes over; graph: the Newton steps built into
+        flow_sampler.onnx."""
+        method = self._check_method(method)
+        if method == "bisection":
             return inversion.bisection_steps(*self._bracket)
+        if method == "graph":
+            return int(self._sampler_graph[1].get("newton_steps", 0))
         return inversion.NEWTON_MAX_EVALS
+
+    def resolve(self, method: str | None = None, iterations: int | None = None) -> tuple[str, int]:
+        """The method and iteration count a call runs with. "graph" has its Newton steps built in,
+        so a call that asks for ``iterations`` without naming a method runs "table" instead."""
+        if method is None and iterations is not None and self._method == "graph":
+            method = FALLBACK_METHOD
+        method = self._check_method(method)
+        return method, self._iterations(method, iterations)
+
+    def _iterations(self, method: str, iterations) -> int:
+        """``iterations`` checked for ``method``, or its default."""
+        iterations = self._check_iterations(iterations)
+        if method == "graph":
+            steps = self.default_iterations("graph")
+            if iterations not in (None, steps):
+                raise UsageError(f"method graph runs the {steps} Newton steps built into flow_sampler.onnx; "
+                                 f"drop iterations or choose another method")
+            return steps
+        return iterations or self.default_iterations(method)
 
     def _invert_chunk(self, z: np.ndarray, start: int, method: str, iterations: int) -> np.ndarray:
         """x float64 for targets z float64 [M] that sit at positions start..start+M-1."""
@@ -254,6 +302,16 @@ class FlowSampler:
         index = np.arange(start, start + z.size, dtype=np.int64)
         if method == "bisection":
             return inversion.bisect(self._evaluate, z, index, lo, hi, iterations)
+        if method == "graph":
+            session, entry = self._sampler_graph
+            x = run_placed(session, "z", z.astype(np.float32), index)[0].astype(np.float64)
+            unsure = ~np.isfinite(x)
+            for a, b in entry["float64_z_intervals"]:
+                unsure |= (z >= a) & (z <= b)
+            if unsure.any():
+                x[unsure] = inversion.polish64(self._comp, z[unsure], np.where(np.isfinite(x[unsure]), x[unsure], 0.0),
+                                               lo, hi)
+            return x
         if method == "table":
             x0, a, b = self._table.start(z)
         else:
@@ -280,8 +338,7 @@ class FlowSampler:
         """x with f(x) = z for z array-like [N] (taken as float64), every z strictly inside
         ``z_range`` (InputError naming how many are not). ``method``: one of ``methods``;
         ``iterations``: see ``default_iterations``. Returns x float32 [N]."""
-        method = self._check_method(method)
-        iterations = self._check_iterations(iterations) or self.default_iterations(method)
+        method, iterations = self.resolve(method, iterations)
         z = np.asarray(z, dtype=np.float64).ravel()
         self.check_targets(z)
         out = np.empty(z.size, dtype=np.float32)
@@ -309,8 +366,7 @@ class FlowSampler:
         """Yield ``n`` samples as float32 chunks of at most ``chunk_size`` (same values for the same
         seed whatever the chunk size). Memory stays O(chunk_size)."""
         n = check_count(n)
-        method = self._check_method(method)
-        iterations = self._check_iterations(iterations) or self.default_iterations(method)
+        method, iterations = self.resolve(method, iterations)
         rng = np.random.default_rng(seed)
         for i in range(0, n, self.chunk_size):
             z = self.draw_z(rng, min(self.chunk_size, n - i))

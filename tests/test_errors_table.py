@@ -36,7 +36,7 @@ from aeflow.runtime.providers import cuda_missing
 from aeflow.runtime.sampler import FlowSampler
 from aeflow.runtime.scorer import AnomalyScorer
 
-ARTIFACT_FILES = ("ae.onnx", "threshold.json", "flow.onnx", "flow.json")
+ARTIFACT_FILES = ("ae.onnx", "threshold.json", "flow.onnx", "flow_sampler.onnx", "flow.json")
 CPU = ["--device", "cpu"]
 
 

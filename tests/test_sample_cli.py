@@ -38,7 +38,7 @@ def test_npy_output_and_summary(tmp_path, expected):
     x = np.load(out)
     assert x.dtype == np.float32 and np.array_equal(x, expected)
     text = r.stdout
-    for part in ("sampled 3,000 x", "method table", "provider CPU", f"mean {expected.mean(dtype=np.float64):.6f}",
+    for part in ("sampled 3,000 x", "method graph", "provider CPU", f"mean {expected.mean(dtype=np.float64):.6f}",
                  f"std {expected.std(dtype=np.float64):.6f}", f"written to {out}", " s "):
         assert part in text, (part, text)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -52,7 +52,7 @@ def test_csv_and_json(tmp_path, expected):
     assert lines[0] == "x" and len(lines) == 3001
     assert np.array_equal(np.array(lines[1:], dtype=np.float32), expected)
     summary = json.loads(r.stdout)
-    assert summary["n"] == 3000 and summary["method"] == "table" and summary["provider"] == "CPUExecutionProvider"
+    assert summary["n"] == 3000 and summary["method"] == "graph" and summary["provider"] == "CPUExecutionProvider"
     assert summary["mean"] == pytest.approx(float(expected.mean(dtype=np.float64)), abs=1e-9)
     assert summary["output"] == str(out) and summary["seconds"] > 0
 

@@ -93,8 +93,8 @@ def test_properties(sampler):
     meta = sampler.metadata
     assert sampler.provider == "CPUExecutionProvider"
     assert sampler.z_range == pytest.approx((-meta["W"] / 2, meta["W"] / 2), rel=1e-12)
-    assert sampler.methods[0] == sampler.method == "table"
-    assert set(sampler.methods) == {"table", "newton", "bisection"}
+    assert sampler.methods[0] == sampler.method == "graph"
+    assert set(sampler.methods) == {"table", "graph", "newton", "bisection"}
     # default bisection steps follow the bracket: ceil(log2(width / float32 resolution))
     lo, hi = meta["x_bracket"]
     assert sampler.default_iterations("bisection") == math.ceil(math.log2((hi - lo) / np.finfo(np.float32).eps))
@@ -260,7 +260,7 @@ def test_iterations_for_bisection(sampler):
 
 
 def test_sha256_checked(tmp_path, bundled):
-    for name in ("flow.json", "flow.onnx"):
+    for name in ("flow.json", "flow.onnx", "flow_sampler.onnx"):
         shutil.copy2(bundled / name, tmp_path / name)
     meta = json.loads((tmp_path / "flow.json").read_text())
     meta["sha256"] = "0" * 64
