@@ -14,17 +14,7 @@ from aeflow.files import sha256_file
 from aeflow.runtime.sampler import FlowSampler
 
 from conftest import run_cli
-from test_sampler import Reference64
-
-
-@pytest.fixture(scope="module")
-def sampler() -> FlowSampler:
-    return FlowSampler(device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ref(sampler) -> Reference64:
-    return Reference64(sampler.metadata)
+from test_sampler import ref, sampler  # noqa: F401  (shared fixtures: the bundled sampler, its float64 reference)
 
 
 @pytest.fixture(scope="module")
