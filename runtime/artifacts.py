@@ -8,6 +8,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from aeflow.errors import ArtifactError
@@ -22,6 +23,16 @@ SAMPLER_SIGNATURE = (["z"], ["x"])
 def bundled_dir() -> Path:
     """The artifacts shipped with the package (works for editable installs and wheels)."""
     return Path(str(resources.files("aeflow.artifacts")))
+
+
+def demo_images(directory: Path | None = None) -> np.ndarray:
+    """The demo images, uint8 [N, 28, 28]: ``directory/demo.npz`` where it exists, else the
+    bundled demo set."""
+    path = directory / "demo.npz" if directory is not None else None
+    if path is None or not path.is_file():
+        path = bundled_dir() / "demo.npz"
+    with np.load(path) as demo:
+        return np.asarray(demo["images"], dtype=np.uint8)
 
 
 def artifacts_dir(path: str | os.PathLike | None = None) -> Path:

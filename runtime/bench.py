@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
+from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, demo_images, read_int8, read_threshold
 from aeflow.runtime.providers import create_session, provider_of, short_provider
 
 # multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
@@ -92,15 +92,6 @@ def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 
     rng = np.random.default_rng(seed + batch)
     return [np.ascontiguousarray(images[rng.integers(0, len(images), batch)], dtype=np.float32)
             .reshape(batch, 1, 28, 28) / np.float32(255) for _ in range(n)]
-
-
-def demo_images(directory: Path) -> np.ndarray:
-    """The bundled demo images (uint8 [2000, 28, 28]), or synthetic ones where there is no demo.npz."""
-    path = directory / "demo.npz"
-    if path.is_file():
-        with np.load(path) as d:
-            return np.asarray(d["images"], dtype=np.uint8)
-    return np.random.default_rng(0).integers(0, 256, size=(2000, 28, 28), dtype=np.uint8)
 
 
 def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np.ndarray], repeats: int,

@@ -7,23 +7,15 @@ import json
 import click
 import numpy as np
 
+from aeflow.datasets import to_float
 from aeflow.errors import ParityError, UsageError
 from aeflow.parity import Comparison, compare, flow_check_points, format_table
-from aeflow.runtime.artifacts import (AE_SIGNATURE, FLOW_SIGNATURE, artifacts_dir, check_signature,
+from aeflow.runtime.artifacts import (AE_SIGNATURE, FLOW_SIGNATURE, artifacts_dir, check_signature, demo_images,
                                       read_flow_metadata, read_threshold)
 from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
 from aeflow.runtime.providers import create_session, provider_of
 
 DECISION_MARGIN = 1e-6
-
-
-def verify_images(directory) -> np.ndarray:
-    """The images verify runs: the bundled demo set's (float32 [N, 1, 28, 28] in [0, 1])."""
-    from aeflow.runtime.artifacts import bundled_dir
-
-    with np.load(bundled_dir() / "demo.npz") as demo:
-        images = demo["images"]
-    return (images.astype(np.float32) / np.float32(255))[:, None]
 
 
 def run_parity(artifacts=None, device: str = "auto", verify: bool = True) -> tuple[str, list[Comparison]]:
@@ -43,7 +35,7 @@ def run_parity(artifacts=None, device: str = "auto", verify: bool = True) -> tup
     flow_sess = create_session(fm["onnx_path"], device)
     check_signature(flow_sess, FLOW_SIGNATURE, fm["onnx_path"].name)
 
-    images = verify_images(directory)
+    images = to_float(demo_images(directory))
     model, _ = load_autoencoder(directory / "ae.pt")
     t_rec, t_score = torch_ae(model, images)
     recs, scores = [], []
