@@ -29,9 +29,9 @@ test: $(VENV)/.dev
 
 # regenerate every bundled artifact from scratch (offline: DATA_DIR holds IDX files)
 artifacts: $(VENV)/.dev
-	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) --out artifacts --quiet
-	$(BIN)/aeflow train flow --out artifacts --quiet
-	$(BIN)/aeflow export --data-dir $(DATA_DIR) --out artifacts --quantize int8
+	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) -o artifacts --quiet --force
+	$(BIN)/aeflow train flow -o artifacts --quiet --force
+	$(BIN)/aeflow export --data-dir $(DATA_DIR) -o artifacts --quantize int8
 	$(BIN)/python -m aeflow.export.demo_set --data-dir $(DATA_DIR) --out artifacts/demo.npz
 
 bench: $(VENV)/.dev

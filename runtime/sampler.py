@@ -33,7 +33,7 @@ import numpy as np
 
 from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.runtime import inversion
-from aeflow.runtime.artifacts import (FLOW_SIGNATURE, SAMPLER_SIGNATURE, artifacts_dir, check_signature,
+from aeflow.runtime.contract import (FLOW_SIGNATURE, SAMPLER_SIGNATURE, artifacts_dir, check_signature,
                                       read_flow_metadata, read_sampler_graph)
 from aeflow.runtime.providers import create_session, provider_of
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from aeflow.errors import UsageError
-from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
+from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 

@@ -77,6 +77,6 @@ def test_hierarchy_is_documented():
     assert len(subclasses) >= 7 and Interrupted.exit_code == 130 and UsageError.exit_code == 2
     for c in subclasses:
         assert c.__name__ in errors.__doc__ and c.__doc__
-    from aeflow.runtime import score_command
+    from aeflow.cli import score as score_command
 
     assert issubclass(score_command.Interrupted, AeflowError)

@@ -17,7 +17,7 @@ def _positive(v) -> bool:
 
 
 def _check_common(result: dict, engines: set[str]) -> None:
-    from aeflow.runtime.bench import BATCHES, FLOPS_PER_IMAGE, QUICK_SAMPLES
+    from aeflow.analysis.bench import BATCHES, FLOPS_PER_IMAGE, QUICK_SAMPLES
 
     assert FLOPS_PER_IMAGE == 950_272
     assert result["machine"]["threads"] >= 1 and result["machine"]["cpu"]

@@ -35,7 +35,7 @@ def test_threshold_metadata_is_consistent(bundled):
 def test_parity_with_pytorch(bundled, device):
     pytest.importorskip("torch")
     from aeflow.errors import DeviceError
-    from aeflow.runtime.verify_command import run_parity
+    from aeflow.cli.verify import run_parity
 
     try:
         provider, rows = run_parity(bundled, device)

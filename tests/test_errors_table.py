@@ -29,7 +29,7 @@ from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
 from aeflow.idx import write_idx
 from aeflow.runtime import png
-from aeflow.runtime.artifacts import bundled_dir
+from aeflow.runtime.contract import bundled_dir
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import check_output_path
 from aeflow.runtime.providers import cuda_missing
@@ -347,13 +347,13 @@ def crafted_checkpoint(tmp: Path) -> list[str]:
         pickle.dump({"kind": "autoencoder", "state_dict": Evil()}, f, protocol=2)
     (ck / "flow.pt").write_bytes((ck / "ae.pt").read_bytes())
     (tmp / "out").mkdir()
-    return ["export", "--checkpoints", str(ck), "--out", str(tmp / "out"), "--no-eval"]
+    return ["export", "--checkpoints", str(ck), "-o", str(tmp / "out"), "--no-eval"]
 
 
 def missing_checkpoints(tmp: Path) -> list[str]:
     pytest.importorskip("torch")
     (tmp / "out").mkdir()
-    return ["export", "--checkpoints", str(tmp / "none"), "--out", str(tmp / "out"), "--no-eval"]
+    return ["export", "--checkpoints", str(tmp / "none"), "-o", str(tmp / "out"), "--no-eval"]
 
 
 def api_checkpoint(tmp: Path):
@@ -559,7 +559,7 @@ def test_ctrl_c_while_writing_report_leaves_no_half_report(tmp_path, monkeypatch
     pytest.importorskip("matplotlib")
     from click.testing import CliRunner
 
-    import aeflow.runtime.report as report
+    import aeflow.analysis.report as report
     from aeflow.cli import cli
 
     with np.load(bundled_dir() / "demo.npz") as demo:

@@ -15,7 +15,7 @@ from conftest import assert_one_line_error, run_cli
 
 from aeflow import metrics
 from aeflow.cli import cli
-from aeflow.runtime.evaluation import HOMEWORK_REFERENCE, kl_estimate
+from aeflow.analysis.evaluation import HOMEWORK_REFERENCE, kl_estimate
 
 JSON_KEYS = {"artifacts", "provider", "device_requested", "threshold", "artifacts_data", "artifacts_training",
              "in_dist", "anomalies", "at_target", "homework", "flow", "notes", "report"}

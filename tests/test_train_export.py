@@ -22,9 +22,9 @@ from aeflow.metrics import threshold_from_scores  # noqa: E402
 @pytest.fixture(scope="module")
 def exported(tiny_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("art")
-    for args in (["train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20", "--out", str(out), "-q"],
-                 ["train", "flow", "--epochs", "3", "--n-train", "600", "--n-test", "200", "--out", str(out), "-q"],
-                 ["export", "--checkpoints", str(out), "--out", str(out), "--data-dir", str(tiny_data_dir)]):
+    for args in (["train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20", "-o", str(out), "-q"],
+                 ["train", "flow", "--epochs", "3", "--n-train", "600", "--n-test", "200", "-o", str(out), "-q"],
+                 ["export", "--checkpoints", str(out), "-o", str(out), "--data-dir", str(tiny_data_dir)]):
         proc = run_cli(*args)
         assert proc.returncode == 0, proc.stderr
     return out
@@ -98,7 +98,7 @@ def test_checkpoints_load_weights_only_and_training_is_reproducible(exported, ti
     assert set(ckpt) == {"kind", "state_dict", "config", "history"}
     assert ckpt["config"]["epochs"] == 2 and len(ckpt["history"]["loss"]) == 2 * 5
     proc = run_cli("train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20",
-                   "--out", str(tmp_path), "-q")
+                   "-o", str(tmp_path), "-q")
     assert proc.returncode == 0, proc.stderr
     again = torch.load(tmp_path / "ae.pt", weights_only=True)
     for k, v in ckpt["state_dict"].items():
@@ -144,7 +144,7 @@ def test_kill_during_export_keeps_previous_artifacts(exported, tiny_data_dir, tm
     for p in exported.iterdir():
         shutil.copy(p, tmp_path / p.name)
     before = {n: sha256_file(tmp_path / n) for n in ("ae.onnx", "flow.onnx", "threshold.json", "flow.json")}
-    proc = subprocess.Popen([sys.executable, "-m", "aeflow", "export", "--checkpoints", str(tmp_path), "--out", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "aeflow", "export", "--checkpoints", str(tmp_path), "-o", str(tmp_path),
                              "--data-dir", str(tiny_data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".aeflow-tmp") for p in tmp_path.iterdir()):
@@ -171,11 +171,11 @@ def test_bad_options_one_line(args, code, needle):
 
 
 def test_missing_data_folder_one_line(tmp_path):
-    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path)), 1)
+    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path / "nope"), "-o", str(tmp_path)), 1)
     assert "does not exist" in line and "--data-dir" in line
     assert not (tmp_path / "ae.pt").exists()
 
 
 def test_data_folder_without_mnist(tmp_path):
-    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path), "--out", str(tmp_path)), 1)
+    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path), "-o", str(tmp_path)), 1)
     assert "no mnist train images" in line

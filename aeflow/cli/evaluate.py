@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from aeflow.errors import Interrupted
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
-from aeflow.runtime.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
+from aeflow.cli.options import artifacts_option, data_dir_option, device_option, json_option, no_verify_option, quiet_option
+from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
 
 
 @click.command("evaluate")
@@ -21,16 +21,15 @@ from aeflow.runtime.evaluation import DEFAULT_IN_DIST, evaluate, format_table, t
 @click.option("--anomalies", "anomalies", metavar="DATA", multiple=True,
               help="Anomaly set, repeatable (default: kmnist-test, as the homework; offline use "
                    "--data-dir ../shared/data --anomalies fashion-mnist-test).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of IDX files for the named sets (default: download with torchvision).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+@data_dir_option("Folder of IDX files for the named sets (default: download with torchvision).")
+@click.option("-o", "--output", "--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
                                             "(always part of --report).")
 @device_option
 @no_verify_option
 @json_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, no_verify, as_json, quiet):
     """Score whole data sets through ONNX Runtime and compare with the homework's figures.
 
@@ -46,7 +45,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
       aeflow evaluate --in-dist digits.npy --anomalies odd.npy --json
     """
     if report_dir is not None:
-        from aeflow.runtime.report import check_report_dir, require_matplotlib
+        from aeflow.analysis.report import check_report_dir, require_matplotlib
 
         require_matplotlib()
         check_report_dir(report_dir)
@@ -57,7 +56,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
         summary = result.summary
         summary["report"] = None
         if report_dir is not None:
-            from aeflow.runtime.report import write_report
+            from aeflow.analysis.report import write_report
 
             summary["report"] = str(report_dir / "report.html")
             write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],

@@ -6,30 +6,31 @@ from pathlib import Path
 
 import click
 
+from aeflow.cli.options import data_dir_option, output_option
 from aeflow.errors import UsageError
 
 
 @click.command("export")
-@click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
-              show_default=True, help="Folder holding ae.pt and flow.pt.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
-              show_default=True, help="Folder for ae.onnx, flow.onnx, threshold.json, flow.json.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
+@output_option("Run folder: ae.onnx, flow.onnx, threshold.json, flow.json ... are written here, and the "
+               "checkpoints are read from here unless --checkpoints names another folder.",
+               default=Path("artifacts"), file_okay=False)
+@click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding ae.pt and flow.pt; default: the -o folder (never the bundled one).")
+@data_dir_option("IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
 @click.option("--opset", type=click.IntRange(17, 23), default=None, help="ONNX opset; default: the exporter's.")
 @click.option("--no-eval", is_flag=True, help="Skip type I/II evaluation on the test sets.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also write ae.int8.onnx (dynamic int8) with its own threshold; fails unless its decisions "
                    "agree with float32 on >= 99.5% of each test set.")
-def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval, quantize):
+def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     """Export both models to ONNX, compute the threshold and check the graphs against PyTorch.
 
     Writes nothing unless every check passes (max abs difference <= 1e-5).
 
     \b
     Example:
-      aeflow export --data-dir ../shared/data --out artifacts
-      aeflow export --data-dir ../shared/data --out artifacts --quantize int8
+      aeflow export --data-dir ../shared/data -o artifacts
+      aeflow export --data-dir ../shared/data -o artifacts --quantize int8
     """
     try:
         import onnx  # noqa: F401
@@ -41,7 +42,7 @@ def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval, quantize):
     from aeflow.export.exporter import export_artifacts
     from aeflow.parity import format_table
 
-    report = export_artifacts(checkpoints, out_dir, data_dir, opset, evaluate=not no_eval, quantize=quantize)
+    report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold
     click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
@@ -60,4 +61,4 @@ def export_cmd(checkpoints, out_dir, data_dir, opset, no_eval, quantize):
         click.echo(f"note: {note}")
     click.echo(f"flow: W = {report.flow_meta['W']:.4f}, test NLL {report.flow_meta['nll']['test']:.4f} "
                f"(true mixture {report.flow_meta['nll']['true_mixture_test']:.4f})")
-    click.echo(f"wrote {', '.join(report.files)} to {out_dir}")
+    click.echo(f"wrote {', '.join(report.files)} to {output}")

@@ -10,8 +10,8 @@ import onnxruntime as ort
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.artifacts import artifacts_dir, read_metadata
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option
+from aeflow.runtime.contract import artifacts_dir, read_metadata
+from aeflow.cli.options import artifacts_option, device_option, json_option
 from aeflow.runtime.providers import create_session, provider_of
 
 

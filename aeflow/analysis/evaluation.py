@@ -13,7 +13,7 @@ from aeflow import metrics
 from aeflow.datasets import DATASETS, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
-from aeflow.runtime.artifacts import artifacts_dir
+from aeflow.runtime.contract import artifacts_dir
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.

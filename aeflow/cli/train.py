@@ -6,19 +6,25 @@ from pathlib import Path
 
 import click
 
-from aeflow.errors import UsageError
+from aeflow.cli.options import data_dir_option, force_option, output_option, quiet_option
+from aeflow.errors import OutputError, UsageError
 
-_data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         help="Folder of IDX files (mnist/, fashion-mnist/, kmnist/); default: download with torchvision.")
-_out = click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
-                    show_default=True, help="Folder for the checkpoint and figures.")
+_data_dir = data_dir_option()
+_out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
+                     default=Path("artifacts"), file_okay=False)
 _seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the init and the shuffling.")
-_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 
 def _positive(name: str, value) -> None:
     if value <= 0:
         raise UsageError(f"{name} must be positive, got {value}")
+
+
+def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
+    """Training never replaces a checkpoint silently (the bundled ones included)."""
+    path = output / name
+    if path.exists() and not force:
+        raise OutputError(f"{path} exists; pass --force to overwrite it, or -o a new run folder")
 
 
 def _need_torch() -> None:
@@ -28,43 +34,45 @@ def _need_torch() -> None:
         raise UsageError("training needs PyTorch: pip install 'aeflow[train]'") from None
 
 
-@click.group()
-def train():
+@click.group("train")
+def command():
     """Train the homework's models (needs the train extra)."""
 
 
-@train.command("ae")
+@command.command("ae")
 @_data_dir
 @_out
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per step.")
 @_seed
-@_quiet
-def train_ae(data_dir, out_dir, epochs, lr, batch_size, seed, quiet):
+@quiet_option
+@force_option
+def train_ae(data_dir, output, epochs, lr, batch_size, seed, quiet, force):
     """Train the 784-256-128-32 autoencoder on MNIST with MSE.
 
     \b
     Example:
-      aeflow train ae --data-dir ../shared/data --epochs 100 --out artifacts
+      aeflow train ae --data-dir ../shared/data --epochs 100 -o runs/a
     """
     for name, v in (("--epochs", epochs), ("--lr", lr), ("--batch-size", batch_size)):
         _positive(name, v)
+    _refuse_overwrite(output, "ae.pt", force)
     _need_torch()
     from aeflow.train.autoencoder import AEConfig, train_autoencoder
 
     config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                       data_dir=str(data_dir) if data_dir else None)
-    path = train_autoencoder(out_dir, config, quiet)
+    path = train_autoencoder(output, config, quiet)
     from aeflow.train.checkpoint import load_checkpoint
 
     hist = load_checkpoint(path, "autoencoder")["history"]
     click.echo(f"trained on {config.n_train} images ({config.n_val} held out), {epochs} epochs: "
                f"final epoch loss {hist['epoch_loss'][-1]:.6f}")
-    click.echo(f"wrote {path} and {out_dir / 'ae_loss.png'}")
+    click.echo(f"wrote {path} and {output / 'ae_loss.png'}")
 
 
-@train.command("flow")
+@command.command("flow")
 @_out
 @click.option("--components", "n_components", type=int, default=5, show_default=True, help="Number of Gaussian CDFs K.")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Passes over the training set.")
@@ -73,24 +81,26 @@ def train_ae(data_dir, out_dir, epochs, lr, batch_size, seed, quiet):
 @click.option("--n-train", type=int, default=5000, show_default=True, help="Training points from the mixture.")
 @click.option("--n-test", type=int, default=1000, show_default=True, help="Test points from the mixture.")
 @_seed
-@_quiet
-def train_flow_cmd(out_dir, n_components, epochs, lr, batch_size, n_train, n_test, seed, quiet):
+@quiet_option
+@force_option
+def train_flow_cmd(output, n_components, epochs, lr, batch_size, n_train, n_test, seed, quiet, force):
     """Train the 1-D flow on the three-Gaussian mixture by maximum likelihood.
 
     \b
     Example:
-      aeflow train flow --out artifacts
+      aeflow train flow -o runs/a
     """
     for name, v in (("--components", n_components), ("--epochs", epochs), ("--lr", lr),
                     ("--batch-size", batch_size), ("--n-train", n_train), ("--n-test", n_test)):
         _positive(name, v)
+    _refuse_overwrite(output, "flow.pt", force)
     _need_torch()
     from aeflow.train.checkpoint import load_checkpoint
     from aeflow.train.flow import FlowConfig, train_flow
 
     config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
                         n_train=n_train, n_test=n_test, seed=seed)
-    path = train_flow(out_dir, config, quiet)
+    path = train_flow(output, config, quiet)
     hist = load_checkpoint(path, "flow")["history"]
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}")
-    click.echo(f"wrote {path} and the flow_*.png figures in {out_dir}")
+    click.echo(f"wrote {path} and the flow_*.png figures in {output}")

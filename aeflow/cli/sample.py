@@ -14,7 +14,8 @@ import numpy as np
 from aeflow.errors import Interrupted, OutputError, UsageError
 from aeflow.files import atomic_path, check_writable
 from aeflow.progress import progress_bar
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
+                                output_option, quiet_option)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.sampler import MAX_ITERATIONS, METHODS, FlowSampler, running_stats
 
@@ -92,8 +93,7 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 @click.command("sample")
 @click.option("-n", "n", type=int, required=True, help="Number of samples (a positive integer).")
 @click.option("--seed", type=int, default=None, help="Random seed (numpy Generator) for reproducible samples.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Write the samples (float32) to FILE.npy or FILE.csv.")
+@output_option("Write the samples (float32) to FILE.npy or FILE.csv.")
 @click.option("--histogram", type=click.Path(path_type=Path), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=None,
@@ -106,9 +106,9 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 @device_option
 @artifacts_option
 @no_verify_option
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@force_option
 @json_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def command(n, seed, output, histogram, method, iterations, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 

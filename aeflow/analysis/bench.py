@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.artifacts import AE_SIGNATURE, artifacts_dir, check_signature, demo_images, read_int8, read_threshold
+from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, demo_images, read_int8, read_threshold
 from aeflow.runtime.providers import create_session, provider_of, short_provider
 
 # multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)

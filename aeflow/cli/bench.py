@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
 
 
 @click.command("bench")
@@ -33,7 +33,7 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
       aeflow bench
       aeflow bench --quick --json > bench.json
     """
-    from aeflow.runtime.bench import BenchSettings, format_table, run_bench
+    from aeflow.analysis.bench import BenchSettings, format_table, run_bench
 
     def say(msg: str) -> None:
         if sys.stderr.isatty():

@@ -14,8 +14,9 @@ import numpy as np
 from aeflow.errors import Interrupted
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
-from aeflow.runtime.artifacts import bundled_dir
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.runtime.contract import bundled_dir
+from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
+                                output_option, quiet_option)
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import FORMATS, ScoredInput, check_output_path, write_results
 from aeflow.runtime.providers import short_provider
@@ -127,13 +128,11 @@ def _print_table(head: dict, summaries: list[InputSummary], total: InputSummary)
               help="Flag scores above this instead of the threshold recorded in threshold.json.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
-              help=f"Write one row per image (index, score, is_anomaly, source) as {', '.join(FORMATS)} "
-                   f"by extension.")
-@click.option("--force", is_flag=True, help="Overwrite --output when it exists.")
+@output_option(f"Write one row per image (index, score, is_anomaly, source) as {', '.join(FORMATS)} by extension.")
+@force_option
 @json_option
 @no_verify_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no table (errors still show).")
+@quiet_option
 def command(inputs, artifacts, device, batch_size, threshold, precision, output, force, as_json, no_verify, quiet):
     """Score images with the autoencoder and flag those above the threshold.
 

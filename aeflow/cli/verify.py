@@ -10,9 +10,9 @@ import numpy as np
 from aeflow.datasets import to_float
 from aeflow.errors import ParityError, UsageError
 from aeflow.parity import Comparison, compare, flow_check_points, format_table
-from aeflow.runtime.artifacts import (AE_SIGNATURE, FLOW_SIGNATURE, artifacts_dir, check_signature, demo_images,
+from aeflow.runtime.contract import (AE_SIGNATURE, FLOW_SIGNATURE, artifacts_dir, check_signature, demo_images,
                                       read_flow_metadata, read_threshold)
-from aeflow.runtime.cli_options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
 from aeflow.runtime.providers import create_session, provider_of
 
 DECISION_MARGIN = 1e-6

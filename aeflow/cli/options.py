@@ -1,0 +1,39 @@
+"""The options every aeflow command shares, spelled one way for all of them.
+
+``-o/--output`` names whatever a command writes (a file or a folder), ``-q/--quiet`` silences
+progress, ``--force`` allows overwriting, ``--data-dir``, ``--device`` and ``--artifacts`` name
+inputs. This module imports only click, so ``aeflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEVICES = ("auto", "cpu", "cuda")  # the same tuple as aeflow.runtime.providers.DEVICES (tested)
+
+artifacts_option = click.option(
+    "--artifacts", "artifacts", type=click.Path(path_type=Path), default=None,
+    help="Artifacts folder (ae.onnx, threshold.json, ...); default: the bundled one.")
+device_option = click.option(
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+    help="Execution provider: cuda (strict), cpu, or auto (CUDA where it really runs).")
+no_verify_option = click.option(
+    "--no-verify", is_flag=True,
+    help="Load files even when their sha256 or golden outputs do not match (not recommended).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def data_dir_option(help: str = "Folder of IDX files (mnist/, fashion-mnist/, kmnist/); default: download "
+                                "with torchvision."):
+    """``--data-dir DIR``."""
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
+
+
+def output_option(help: str, default: Path | None = None, file_okay: bool = True):
+    """``-o/--output PATH``: what the command writes."""
+    return click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=file_okay),
+                        default=default, show_default=default is not None, help=help)
