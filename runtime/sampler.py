@@ -35,6 +35,7 @@ from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import (FLOW_SIGNATURE, SAMPLER_SIGNATURE, artifacts_dir, check_signature,
                                       read_flow_metadata, read_sampler_graph)
+from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import create_session, provider_of
 
 METHODS = ("graph", "table", "newton", "bisection")
@@ -134,18 +135,24 @@ def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None 
     return [o[pos] for o in session.run(None, {name: batch})]
 
 
-class FlowSampler:
+class FlowSampler(Rebuildable):
     """flow.onnx on an onnxruntime session, inverted to sample the flow.
 
     ``artifacts``: folder with flow.json + flow.onnx (default: the bundled one); ``device``: auto,
     cpu or cuda; ``method``: default inversion method (one of ``METHODS``; None: the fastest exact,
     "table"); ``chunk_size``: targets per graph call (memory stays O(chunk_size) besides the
     float32 output); ``verify``: check flow.onnx's sha256 against flow.json; ``threads``: intra-op
-    threads (None: onnxruntime's choice)."""
+    threads (None: onnxruntime's choice).
+
+    Picklable like ``AnomalyScorer``: a pickle holds ``settings()``, the receiver rebuilds the
+    sessions on first use and refuses a flow.json that differs from the sender's."""
+
+    METADATA = "flow.json"
 
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", method: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, verify: bool = True, threads: int | None = None):
         self._method = self._check_method(method)
+        check_threads(threads)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.chunk_size = int(chunk_size)
@@ -169,8 +176,30 @@ class FlowSampler:
         self._directory, self._device, self._threads, self._verify = directory, device, threads, verify
         if method is None and "sampler_graph" not in self._meta:
             self._method = FALLBACK_METHOD
+        # where a pickle points: fixed now, as a relative path depends on the current folder
+        self._portable, self._digest = portable_artifacts(directory), metadata_digest(directory, self.METADATA)
+
+    # -- pickling ---------------------------------------------------------------------------
+
+    def settings(self) -> dict:
+        """What a pickle of this sampler holds: the constructor's arguments (``artifacts`` an
+        absolute path, or None for the bundled folder; ``method`` the default in force) and
+        ``digest`` (flow.json's sha256)."""
+        return {"artifacts": self._portable, "device": self._device, "method": self._method,
+                "chunk_size": self.chunk_size, "verify": self._verify, "threads": self._threads,
+                "digest": self._digest}
+
+    @classmethod
+    def _rebuild(cls, settings: dict) -> "FlowSampler":
+        return cls(settings["artifacts"], settings["device"], settings["method"], settings["chunk_size"],
+                   settings["verify"], settings["threads"])
 
     # -- properties -------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """The artifacts folder the sampler loaded."""
+        return self._directory
 
     @property
     def provider(self) -> str:

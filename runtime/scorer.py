@@ -15,6 +15,7 @@ import numpy as np
 from aeflow.errors import UsageError
 from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
+from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 PRECISIONS = ("fp32", "int8")
@@ -31,7 +32,7 @@ def check_threshold(value, what: str = "threshold") -> float:
     return t
 
 
-class AnomalyScorer:
+class AnomalyScorer(Rebuildable):
     """Score, flag and reconstruct 28x28 greyscale images with the exported autoencoder.
 
     ``artifacts``: folder holding threshold.json and the graphs (None: the bundled one).
@@ -44,7 +45,14 @@ class AnomalyScorer:
     Inputs: uint8 0..255 or float in [0, 1], shaped [N, 1, 28, 28], [N, 28, 28], [N, 28, 28, 1]
     or [N, 784] (see ``aeflow.runtime.inputs``); a lone [28, 28] image needs ``x[None]``.
     Bad inputs raise one-line ``InputError``s.
+
+    Picklable: a pickle holds the settings (see ``settings()``), not the session; the receiver
+    (a Dask worker, a process pool) rebuilds the session on first use, from its own copy of the
+    bundled artifacts when these are the bundled ones, and refuses artifacts whose threshold.json
+    differs from the sender's. ``replace(threads=1)`` gives a copy with settings changed.
     """
+
+    METADATA = "threshold.json"
 
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1024,
                  precision: str = "fp32", verify: bool = True, threads: int | None = None):
@@ -52,6 +60,7 @@ class AnomalyScorer:
             raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_threads(threads)
         self.directory = artifacts_dir(artifacts)
         meta = read_threshold(self.directory, verify)
         if precision == "int8":
@@ -68,6 +77,30 @@ class AnomalyScorer:
         self._provider = provider_of(self._session)
         self._meta = {k: v for k, v in meta.items() if k != "onnx_path"}
         self._buffer: np.ndarray | None = None
+        self._device, self._verify, self._threads = device, verify, threads
+        # where a pickle points: fixed now, as a relative path depends on the current folder
+        self._portable = portable_artifacts(self.directory)
+        self._digest = metadata_digest(self.directory, self.METADATA)
+
+    # ------------------------------------------------------------ pickling
+
+    def settings(self) -> dict:
+        """What a pickle of this scorer holds: the constructor's arguments (``artifacts`` an
+        absolute path, or None for the bundled folder), ``threshold`` (None unless set to
+        another value than the recorded one) and ``digest`` (threshold.json's sha256)."""
+        return {"artifacts": self._portable, "device": self._device,
+                "batch_size": self.batch_size, "precision": self.precision, "verify": self._verify,
+                "threads": self._threads,
+                "threshold": None if self._threshold == self.default_threshold else self._threshold,
+                "digest": self._digest}
+
+    @classmethod
+    def _rebuild(cls, settings: dict) -> "AnomalyScorer":
+        scorer = cls(settings["artifacts"], settings["device"], settings["batch_size"], settings["precision"],
+                     settings["verify"], settings["threads"])
+        if settings["threshold"] is not None:
+            scorer.threshold = settings["threshold"]
+        return scorer
 
     # ------------------------------------------------------------ properties
 

@@ -1,0 +1,113 @@
+"""Pickling runtime objects by their settings: an onnxruntime session cannot be pickled, so
+``AnomalyScorer`` and ``FlowSampler`` pickle what they were built from and rebuild the session on
+the receiving side, lazily, on first use (a Dask worker, a ``multiprocessing`` pool, a file).
+
+What travels (``settings()``): the artifacts folder as an absolute path, or ``None`` for the
+bundled folder (resolved again where the object is unpickled, so a worker uses its own installed
+copy), device, batch/chunk size, precision or method, threshold override, threads, verify, and the
+sha256 of the metadata file (threshold.json or flow.json) the sender loaded. The receiver refuses,
+with one ``ArtifactError``, artifacts whose metadata differs from the sender's: two machines with
+different models never score one job silently.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from aeflow.errors import ArtifactError, UsageError
+from aeflow.files import sha256_file
+from aeflow.runtime.contract import bundled_dir
+
+_PENDING = "_pending_settings"
+_LOCK = "_pending_lock"
+
+
+def portable_artifacts(directory: Path) -> str | None:
+    """``None`` for the bundled folder (the receiver resolves its own), else the absolute path."""
+    try:
+        if Path(directory).resolve() == bundled_dir().resolve():
+            return None
+    except OSError:
+        pass
+    return os.path.abspath(directory)
+
+
+def metadata_digest(directory: Path, name: str) -> str | None:
+    """sha256 of ``directory/name`` (threshold.json or flow.json), None when unreadable."""
+    try:
+        return sha256_file(Path(directory) / name)
+    except OSError:
+        return None
+
+
+def check_threads(threads) -> int | None:
+    """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+class Rebuildable:
+    """Mixin: pickle by ``settings()``, rebuild from them on first attribute access.
+
+    A subclass defines ``METADATA`` (the file whose digest travels), ``settings() -> dict`` and
+    ``_rebuild(settings) -> instance`` (a fully loaded object built from the settings). After
+    unpickling (or ``replace``), the object holds only its settings; the first access to any
+    attribute it lacks builds the real one, once, under a lock (threads may share it)."""
+
+    METADATA = ""
+
+    def settings(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def _rebuild(cls, settings: dict):
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        pending = self.__dict__.get(_PENDING)
+        return dict(pending) if pending is not None else self.settings()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__[_PENDING] = dict(state)
+        self.__dict__[_LOCK] = threading.Lock()
+
+    def replace(self, **changes):
+        """A copy with some settings changed (e.g. ``threads=1``), built on first use."""
+        state = self.__getstate__()
+        unknown = sorted(set(changes) - set(state))
+        if unknown:
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
+        if "threads" in changes:
+            check_threads(changes["threads"])
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(state | changes)
+        return clone
+
+    @property
+    def loaded(self) -> bool:
+        """False while an unpickled object has not built its session yet."""
+        return _PENDING not in self.__dict__
+
+    def __getattr__(self, name: str):
+        d = self.__dict__
+        if _PENDING not in d or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with d[_LOCK]:
+            if _PENDING in d:
+                settings = d[_PENDING]
+                fresh = type(self)._rebuild(settings)
+                digest = metadata_digest(fresh.directory, self.METADATA)
+                if settings.get("digest") and digest != settings["digest"]:
+                    where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
+                    raise ArtifactError(f"{where}: {self.METADATA} here differs from the one the "
+                                        f"{type(self).__name__} was created with (sha256 {str(digest)[:12]}... vs "
+                                        f"{settings['digest'][:12]}...); install the same artifacts on every machine")
+                d.update(fresh.__dict__)
+                del d[_PENDING]
+        return object.__getattribute__(self, name)
+

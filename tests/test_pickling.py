@@ -1,0 +1,123 @@
+"""Pickling AnomalyScorer and FlowSampler: settings travel, sessions are rebuilt on first use, and
+results are bit for bit those of the original object."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from aeflow.errors import ArtifactError, UsageError
+from aeflow.runtime import AnomalyScorer, FlowSampler, demo_images
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return demo_images()[:300]
+
+
+def round_trip(obj):
+    return pickle.loads(pickle.dumps(obj))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_scorer_round_trip_bit_for_bit(images, precision):
+    scorer = AnomalyScorer(device="cpu", precision=precision, batch_size=128)
+    copy = round_trip(scorer)
+    assert not copy.loaded  # nothing built until first use
+    assert np.array_equal(copy.score(images), scorer.score(images))
+    assert copy.loaded
+    assert np.array_equal(copy.reconstruct(images[:5]), scorer.reconstruct(images[:5]))
+    assert (copy.precision, copy.batch_size, copy.threshold) == (precision, 128, scorer.threshold)
+    assert copy.provider == scorer.provider
+
+
+def test_scorer_threshold_override_travels(images):
+    scorer = AnomalyScorer(device="cpu")
+    scorer.threshold = 0.01
+    copy = round_trip(round_trip(scorer))  # a pending copy pickles its settings again
+    assert copy.threshold == 0.01
+    assert np.array_equal(copy.predict(images), scorer.predict(images))
+    assert round_trip(AnomalyScorer(device="cpu")).settings()["threshold"] is None
+
+
+def test_bundled_artifacts_travel_as_none_others_as_absolute_paths(bundled, tmp_path, monkeypatch):
+    assert AnomalyScorer(device="cpu").settings()["artifacts"] is None
+    shutil.copytree(bundled, tmp_path / "art")
+    monkeypatch.chdir(tmp_path)
+    scorer = AnomalyScorer("art", device="cpu")
+    assert scorer.settings()["artifacts"] == str(tmp_path / "art")
+    monkeypatch.chdir("/")
+    assert round_trip(scorer).directory == tmp_path / "art"
+
+
+def test_receiver_refuses_different_artifacts(bundled, tmp_path, images):
+    shutil.copytree(bundled, tmp_path / "art")
+    scorer = AnomalyScorer(tmp_path / "art", device="cpu")
+    sampler = FlowSampler(tmp_path / "art", device="cpu")
+    blob, blob_s = pickle.dumps(scorer), pickle.dumps(sampler)
+    for name in ("threshold.json", "flow.json"):
+        path = tmp_path / "art" / name
+        path.write_text(path.read_text() + "\n")  # still valid, but another file
+    copy = pickle.loads(blob)
+    with pytest.raises(ArtifactError, match="threshold.json here differs"):
+        copy.score(images)
+    with pytest.raises(ArtifactError, match="flow.json here differs"):
+        pickle.loads(blob_s).sample(10, seed=0)
+
+
+def test_replace_and_thread_settings(images):
+    scorer = AnomalyScorer(device="cpu")
+    one = scorer.replace(threads=1)
+    assert one.settings()["threads"] == 1 and scorer.settings()["threads"] is None
+    assert np.array_equal(one.score(images), scorer.score(images))
+    with pytest.raises(UsageError, match="unknown setting"):
+        scorer.replace(thread=1)
+    with pytest.raises(UsageError, match="threads"):
+        scorer.replace(threads=0)
+    with pytest.raises(UsageError, match="threads"):
+        AnomalyScorer(device="cpu", threads=-2)
+
+
+def test_lazy_rebuild_happens_once_when_threads_race():
+    copy = round_trip(AnomalyScorer(device="cpu", batch_size=64))
+    barrier = threading.Barrier(4)
+    results = [None] * 4
+
+    def work(i):
+        barrier.wait()
+        results[i] = (copy.threshold, id(copy._session))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0][0] == AnomalyScorer(device="cpu").threshold
+
+
+def test_sampler_round_trip_bit_for_bit():
+    for method in ("graph", "table"):
+        sampler = FlowSampler(device="cpu", method=method, chunk_size=4096)
+        copy = round_trip(sampler)
+        assert not copy.loaded
+        assert copy.method == method and copy.chunk_size == 4096
+        assert np.array_equal(copy.sample(20_000, seed=3), sampler.sample(20_000, seed=3))
+
+
+def test_unpickled_in_another_process(tmp_path, images):
+    """The receiving process resolves the bundled artifacts itself and scores bit for bit."""
+    scorer = AnomalyScorer(device="cpu", batch_size=100)
+    (tmp_path / "scorer.pkl").write_bytes(pickle.dumps(scorer))
+    np.save(tmp_path / "x.npy", images)
+    code = ("import pickle, sys, numpy as np\n"
+            "s = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+            "np.save(sys.argv[3], s.score(np.load(sys.argv[2])))\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "scorer.pkl"), str(tmp_path / "x.npy"),
+                    str(tmp_path / "s.npy")], check=True, timeout=120)
+    assert np.array_equal(np.load(tmp_path / "s.npy"), scorer.score(images))
