@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -145,7 +145,13 @@ class FlowSampler(Rebuildable):
     threads (None: onnxruntime's choice).
 
     Picklable like ``AnomalyScorer``: a pickle holds ``settings()``, the receiver rebuilds the
-    sessions on first use and refuses a flow.json that differs from the sender's."""
+    sessions on first use and refuses a flow.json that differs from the sender's.
+
+    Thread safety: one sampler may be shared by any number of threads. Calls keep no state on the
+    sampler (each ``sample`` has its own random Generator), the parts built on first use (the
+    inverse table, the sampler graph's session, the graph noise) are built once under a lock, and
+    onnxruntime's ``InferenceSession.run`` is thread-safe; concurrent calls give bit for bit the
+    results of the same calls made one after another."""
 
     METADATA = "flow.json"
 
@@ -174,6 +180,7 @@ class FlowSampler(Rebuildable):
         self._session = create_session(path, device, threads)
         check_signature(self._session, FLOW_SIGNATURE, path.name)
         self._directory, self._device, self._threads, self._verify = directory, device, threads, verify
+        self._lazy_lock = threading.RLock()  # cached_property has no lock from Python 3.12 on
         if method is None and "sampler_graph" not in self._meta:
             self._method = FALLBACK_METHOD
         # where a pickle points: fixed now, as a relative path depends on the current folder
@@ -237,24 +244,42 @@ class FlowSampler(Rebuildable):
         """P(|Z| < W/2) for Z ~ N(0, 1): the model's total probability, which samples are normalised by."""
         return math.erf(self._comp.half_w / math.sqrt(2.0))
 
-    @cached_property
+    @property
     def graph_noise(self) -> float:
         """Twice the largest |z| error of the graph's float32 f against float64 f, measured at load
         (first use) over the inverse table's nodes and a grid; the float32 solves trust x to noise / f'."""
+        return self._once("_graph_noise", self._measure_noise)
+
+    def _once(self, attr: str, build: Callable[[], object]):
+        """``build()``'s value, computed once per sampler even when threads ask at the same time."""
+        value = self.__dict__.get(attr)
+        if value is None:
+            with self._lazy_lock:
+                value = self.__dict__.get(attr)
+                if value is None:
+                    value = build()
+                    self.__dict__[attr] = value
+        return value
+
+    def _measure_noise(self) -> float:
         grid = np.concatenate([self._table.x, np.linspace(*np.percentile(self._table.x, [0, 100]), 4097)])
         return 2.0 * inversion.graph_noise(self._evaluate, self._comp, grid)
 
-    @cached_property
+    @property
     def _sampler_graph(self) -> tuple:
         """(session of flow_sampler.onnx, its flow.json entry), loaded on first use of "graph"."""
+        return self._once("_sampler_graph_value", self._load_sampler_graph)
+
+    def _load_sampler_graph(self) -> tuple:
         path, entry = read_sampler_graph(self._directory, self._meta, self._verify)
         session = create_session(path, self._device, self._threads)
         check_signature(session, SAMPLER_SIGNATURE, path.name)
         return session, entry
 
-    @cached_property
+    @property
     def _table(self) -> inversion.InverseTable:
-        return inversion.InverseTable(self._evaluate, self._bracket, self._comp.half_w)
+        return self._once("_table_value", lambda: inversion.InverseTable(self._evaluate, self._bracket,
+                                                                          self._comp.half_w))
 
     # -- graph evaluation ---------------------------------------------------------------------
 

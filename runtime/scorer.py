@@ -50,6 +50,11 @@ class AnomalyScorer(Rebuildable):
     (a Dask worker, a process pool) rebuilds the session on first use, from its own copy of the
     bundled artifacts when these are the bundled ones, and refuses artifacts whose threshold.json
     differs from the sender's. ``replace(threads=1)`` gives a copy with settings changed.
+
+    Thread safety: one scorer may be shared by any number of threads. Every call keeps its own
+    buffers and onnxruntime's ``InferenceSession.run`` is thread-safe, so concurrent calls give
+    bit for bit the results of the same calls made one after another. Setting ``threshold``
+    while other threads call ``predict`` is the one thing to avoid (they see either value).
     """
 
     METADATA = "threshold.json"
@@ -76,7 +81,6 @@ class AnomalyScorer(Rebuildable):
         self._threshold = threshold
         self._provider = provider_of(self._session)
         self._meta = {k: v for k, v in meta.items() if k != "onnx_path"}
-        self._buffer: np.ndarray | None = None
         self._device, self._verify, self._threads = device, verify, threads
         # where a pickle points: fixed now, as a relative path depends on the current folder
         self._portable = portable_artifacts(self.directory)
@@ -140,16 +144,15 @@ class AnomalyScorer(Rebuildable):
             return binding.copy_outputs_to_cpu()[0]
         return self._session.run([output], {"images": images})[0]
 
-    def _float_batch(self, batch: np.ndarray, name: str, offset: int) -> np.ndarray:
-        if self._buffer is None and batch.dtype != np.float32:
-            self._buffer = np.empty((self.batch_size, 1, SIDE, SIDE), dtype=np.float32)
-        out = self._buffer if self._buffer is not None and len(batch) <= len(self._buffer) else None
-        return to_float32(batch, name, offset, out)
-
     def _each_batch(self, source: ImageSource, output: str, on_batch: Callable[[int], None] | None):
+        # the conversion buffer belongs to this call, never to the scorer: threads share a scorer
+        buffer = None
         offset = 0
         for batch in source.batches(self.batch_size):
-            result = self._run(output, self._float_batch(batch, source.name, offset))
+            if buffer is None and batch.dtype != np.float32:
+                buffer = np.empty((min(self.batch_size, source.n), 1, SIDE, SIDE), dtype=np.float32)
+            out = buffer if buffer is not None and len(batch) <= len(buffer) else None
+            result = self._run(output, to_float32(batch, source.name, offset, out))
             yield offset, result
             offset += len(batch)
             if on_batch is not None:
