@@ -70,3 +70,16 @@ def test_sampler_threads_match_serial_bit_for_bit(method):
     for per_thread in run_threads(lambda s: shared.sample(3000 + 37 * s, seed=s), seeds):
         for got, w in zip(per_thread, want):
             assert got.tobytes() == w.tobytes()
+
+
+def test_unpickled_scorer_builds_once_under_threads():
+    """An unpickled scorer builds its session on first use; threads racing for it get serial results."""
+    import pickle
+
+    scorer = AnomalyScorer(device="cpu", batch_size=16)
+    items = mixed_inputs()[:20]
+    want = [scorer.score(x) for x in items]
+    shared = pickle.loads(pickle.dumps(scorer))
+    for per_thread in run_threads(shared.score, items):
+        for got, w in zip(per_thread, want):
+            assert got.tobytes() == w.tobytes()
