@@ -35,7 +35,7 @@ class Comparison:
     @property
     def tolerance(self) -> str:
         parts = ([f"{self.atol:g} abs"] if self.atol > 1e-20 else []) + ([f"{self.rtol:g} rel"] if self.rtol else [])
-        return " + ".join(parts)
+        return " + ".join(parts) or "0 (bit-identical)"
 
 
 def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | None = None,

@@ -11,14 +11,17 @@ from aeflow.files import sha256_file
 from aeflow.idx import write_idx
 from aeflow.metrics import threshold_from_scores
 
-# Measured on the 2,000 demo images at batches 1, 64, 1000 and 1024 (Xeon with AVX-512 VNNI):
-# decisions agree on 99.8-99.9%; |int8 - fp32| reaches 3.1e-3 absolute and 24% relative (on scores
-# near 0.001), and every image satisfies |int8 - fp32| <= 1e-3 + 0.036 * fp32. The error is a floor
-# of ~1e-3 plus a part proportional to the score, hence atol + rtol; rtol 0.1 leaves ~3x room for
-# other CPUs' kernels (reduce_range makes the integer products the same everywhere, the float
-# parts may round differently) while a graph whose scores drift by 10% fails.
+# Measured on the 2,000 demo images (static int8, Xeon with AVX-512 VNNI; the same at every batch
+# size): decisions agree on 99.6%; where float32 scores below twice the threshold, |int8 - fp32|
+# reaches 3.1e-3 absolute and every image satisfies |int8 - fp32| <= 1e-3 + 0.1 * fp32. Above that
+# (far anomalies, 0.07-0.5) int8 comes out up to 11% low: their activations exceed the ranges
+# calibrated on normal images and are clipped, which cannot flip a decision that far from the
+# threshold, hence rtol 0.15 there. reduce_range makes the integer products the same on every
+# x86 CPU; a graph whose scores drift by 10% near the threshold fails.
 AGREEMENT = 0.995
 SCORE_ATOL, SCORE_RTOL = 1e-3, 0.1
+FAR_RTOL = 0.15  # scores above FAR x the float32 threshold
+FAR = 2.0
 
 
 def _session(path):
@@ -79,7 +82,39 @@ def test_int8_decisions_and_scores_follow_fp32_on_demo_images(bundled, meta, dem
     assert s8.dtype == np.float32 and np.all(np.isfinite(s8)) and np.all(s8 >= 0)
     agree = np.mean((s8 > meta["int8"]["threshold"]) == (s32 > meta["threshold"]))
     assert agree >= AGREEMENT, agree
-    np.testing.assert_allclose(s8, s32, rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    near = s32 < FAR * meta["threshold"]
+    np.testing.assert_allclose(s8[near], s32[near], rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    np.testing.assert_allclose(s8[~near], s32[~near], rtol=FAR_RTOL)
+
+
+def _assert_batch_invariant(session, x):
+    """Scores of ``x`` at batch len(x), 1 and 7, and shuffled among other images, bit for bit."""
+    ref = _scores(session, x, len(x))
+    for batch in (1, 7):
+        np.testing.assert_array_equal(_scores(session, x, batch), ref)
+    rng = np.random.default_rng(0)
+    mixed = np.concatenate([x, rng.random((3 * len(x), 1, 28, 28), np.float32), x[::-1] * 0.5])
+    order = rng.permutation(len(mixed))
+    back = np.empty(len(mixed), np.float32)
+    back[order] = _scores(session, mixed[order], 97)
+    np.testing.assert_array_equal(back[:len(x)], ref)
+
+
+def test_int8_scores_do_not_depend_on_the_batch(bundled, meta, demo):
+    """The static int8 graph: an image's score is the same bit for bit at any batch size and with
+    any companions (the dynamic graph it replaced moved by up to 1e-3 and flipped decisions)."""
+    x, _ = demo
+    assert meta["int8"]["method"]["batch_invariant"] is True
+    session = _session(bundled / "ae.int8.onnx")
+    _assert_batch_invariant(session, x[::7])
+    # one session per thread count: the integer kernels' thread split does not change a score either
+    ref = _scores(session, x[::7], 1000)
+    for threads in (1, 3):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
+        other = ort.InferenceSession(str(bundled / "ae.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(_scores(other, x[::7], 13), ref)
 
 
 # --- export --quantize int8 (needs torch + onnx) ------------------------------------------------
@@ -120,8 +155,10 @@ def test_export_quantize_writes_checked_int8_graph(checkpoints, demo_data_dir, t
     th = json.loads((out / "threshold.json").read_text())
     q = th["int8"]
     assert sha256_file(out / "ae.int8.onnx") == q["sha256"]
-    assert {c.name for c in report.checks} >= {"int8-src rec", "int8-src score"}
+    assert "int8 any batch" in {c.name for c in report.checks}
     assert all(c.passed for c in report.checks)
+    assert q["method"]["batch_invariant"] is True
+    _assert_batch_invariant(_session(out / "ae.int8.onnx"), np.random.default_rng(1).random((50, 1, 28, 28), np.float32))
     # the int8 threshold is mean + 3 std of the int8 graph's scores on the same validation images
     from aeflow.datasets import load_images, split_indices, to_float
 

@@ -20,8 +20,8 @@ from aeflow.errors import UsageError
 @click.option("--opset", type=click.IntRange(17, 23), default=None, help="ONNX opset; default: the exporter's.")
 @click.option("--no-eval", is_flag=True, help="Skip type I/II evaluation on the test sets.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Also write ae.int8.onnx (dynamic int8) with its own threshold; fails unless its decisions "
-                   "agree with float32 on >= 99.5% of each test set.")
+              help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "
+                   "fails unless its decisions agree with float32 on >= 99.5% of each test set.")
 def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     """Export both models to ONNX, compute the threshold and check the graphs against PyTorch.
 
