@@ -31,6 +31,7 @@ import mmap
 import os
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.idx import is_gzip, read_idx_header
-from aeflow.runtime import png
+from aeflow.runtime import pngfiles
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -278,10 +279,12 @@ class StreamSource(ImageSource):
 
 
 class PngFolderSource(ImageSource):
-    """A folder of 28x28 8-bit greyscale PNGs, read in name order; every header is checked
-    when the folder is opened, so a wrong file is found before any scoring."""
+    """A folder of 28x28 greyscale PNGs (see ``aeflow.runtime.pngfiles``), read in name order.
+    Files are read and decoded with Pillow by a pool of ``threads`` threads (default: up to 4),
+    the next batch while the caller works on the current one; a file that is not an accepted
+    PNG stops the reading with one ``InputError`` naming it."""
 
-    def __init__(self, folder: Path, name: str | None = None):
+    def __init__(self, folder: Path, name: str | None = None, threads: int | None = None):
         self.name = name or str(folder)
         try:
             entries = sorted(folder.iterdir(), key=lambda p: p.name)
@@ -299,17 +302,44 @@ class PngFolderSource(ImageSource):
             hint = (f"; it has sub-folders ({', '.join(subdirs[:3])}): pass those" if subdirs
                     else "; pass a folder of 28x28 greyscale PNGs")
             raise InputError(f"{folder}: no PNG images in the folder{hint}")
-        for p in self.files:
-            png.check_mode(png.read_header(_head(p, 33), str(p)), str(p), (SIDE, SIDE))
+        pngfiles.pillow()  # a missing Pillow is said before any work
         self.n = len(self.files)
+        self._threads = threads or min(4, os.cpu_count() or 1)
+
+    @staticmethod
+    def _decode(chunk: list[Path]) -> np.ndarray:
+        return pngfiles.decode_many([_read(p) for p in chunk], [str(p) for p in chunk])
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
-        for start in range(0, self.n, size):
+        def submit(pool, start):
             chunk = self.files[start:start + size]
-            out = np.empty((len(chunk), SIDE, SIDE), dtype=np.uint8)
-            for i, p in enumerate(chunk):
-                out[i] = png.read_png(p, (SIDE, SIDE))
-            yield out
+            step = max(64, -(-len(chunk) // self._threads))
+            return [pool.submit(self._decode, chunk[i:i + step]) for i in range(0, len(chunk), step)]
+
+        with ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png") as pool:
+            pending = submit(pool, 0)
+            try:
+                for start in range(0, self.n, size):
+                    parts = [f.result() for f in pending]
+                    pending = submit(pool, start + size) if start + size < self.n else []
+                    yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+            finally:
+                for f in pending:
+                    f.cancel()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            parts = [os.read(fd, 1 << 16)]
+            while len(parts[-1]) == 1 << 16:
+                parts.append(os.read(fd, 1 << 20))
+        finally:
+            os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
 def _head(path: Path, k: int) -> bytes:
@@ -453,8 +483,8 @@ def open_idx(path: Path, name: str) -> ImageSource:
 
 
 def open_png(path: Path, name: str) -> ArraySource:
-    """One 28x28 8-bit greyscale PNG, as a batch of one."""
-    return ArraySource(png.read_png(path, (SIDE, SIDE))[None], name)
+    """One 28x28 greyscale PNG (see ``aeflow.runtime.pngfiles``), as a batch of one."""
+    return ArraySource(pngfiles.decode_many([_read(path)], [name]), name)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource:
@@ -483,7 +513,7 @@ def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource
         return open_npy(p, name)
     if head.startswith(_ZIP_MAGIC):
         return open_npz(p, name)
-    if head.startswith(png.SIGNATURE):
+    if head.startswith(pngfiles.SIGNATURE):
         return open_png(p, name)
     if not is_gzip(p) and len(head) >= 4 and head[:2] != b"\x00\x00":
         raise InputError(f"{name}: unknown format; pass .npy, .npz, IDX (raw or .gz), a .png or a folder of PNGs")

@@ -38,6 +38,12 @@ def _check_common(result: dict, engines: set[str]) -> None:
         assert SAMPLING_KEYS <= set(r) and r["n"] == QUICK_SAMPLES
         assert _positive(r["seconds"]) and r["seconds_min"] <= r["seconds"] <= r["seconds_max"]
         assert r["samples_per_s"] == pytest.approx(r["n"] / r["seconds"])
+    files = result["files"]
+    assert files["n"] == 2000 and files["repeats"] >= 3
+    for key in ("npy", "png_folder"):
+        r = files[key]
+        assert _positive(r["images_per_s"]) and r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+    assert files["png_vs_npy"]["min"] <= files["png_vs_npy"]["median"] <= files["png_vs_npy"]["max"]
 
 
 def test_bench_quick_json_with_torch():

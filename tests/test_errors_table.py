@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from pngdata import SIGNATURE
 
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
 from aeflow.idx import write_idx
-from aeflow.runtime import png
 from aeflow.runtime.contract import bundled_dir
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import check_output_path
@@ -85,7 +85,7 @@ def png_bytes(width: int, height: int, colour: int = 0) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    return png.SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def artifacts(tmp: Path) -> Path:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from aeflow.errors import AeflowError  # noqa: E402
 from aeflow.idx import read_idx, write_idx  # noqa: E402
-from aeflow.runtime import png  # noqa: E402
+from aeflow.runtime import pngfiles  # noqa: E402
 from aeflow.runtime.inputs import open_source, to_float32  # noqa: E402
+from pngdata import SIGNATURE, encode_png  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
@@ -51,7 +52,7 @@ VALID = {
     "-compressed.npz": npz_bytes(True),
     "-idx3-ubyte": idx_bytes(False),
     "-idx3-ubyte.gz": idx_bytes(True),
-    ".png": png.encode_png(IMAGES[0], ["none", "sub", "up", "average", "paeth"]),
+    ".png": encode_png(IMAGES[0], ["none", "sub", "up", "average", "paeth"]),
 }
 
 
@@ -122,7 +123,7 @@ def test_random_bytes(suffix, raw):
 
 
 @FUZZ
-@given(prefix=st.sampled_from([b"\x93NUMPY", b"PK\x03\x04", b"\x1f\x8b", b"\x00\x00\x08\x03", png.SIGNATURE]),
+@given(prefix=st.sampled_from([b"\x93NUMPY", b"PK\x03\x04", b"\x1f\x8b", b"\x00\x00\x08\x03", SIGNATURE]),
        rest=st.binary(max_size=512))
 def test_random_bytes_after_a_format_magic(prefix, rest):
     fuzz_file(".bin", prefix + rest)
@@ -132,8 +133,8 @@ def test_random_bytes_after_a_format_magic(prefix, rest):
 @given(data=st.data())
 def test_decode_png(data):
     blob = data.draw(st.one_of(st.binary(max_size=512), mutated(VALID[".png"])))
-    only_aeflow_errors(png.decode_png, blob, "fuzz.png", (28, 28))
-    only_aeflow_errors(png.decode_png, blob, "fuzz.png")
+    only_aeflow_errors(pngfiles.decode_many, [blob], ["fuzz.png"])
+    only_aeflow_errors(pngfiles.decode_png, blob, "fuzz.png")
 
 
 @FUZZ
@@ -192,7 +193,7 @@ def test_png_headers_with_any_size_and_mode(width, height, depth, colour, interl
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
-    blob = (png.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace))
+    blob = (SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace))
             + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b""))
-    only_aeflow_errors(png.decode_png, blob, "fuzz.png")
+    only_aeflow_errors(pngfiles.decode_many, [blob], ["fuzz.png"])
     fuzz_file(".png", blob)

@@ -158,6 +158,51 @@ def _time_sampling(fn: Callable[[int, int], object], n: int, repeats: int) -> li
     return times
 
 
+FILE_IMAGES, QUICK_FILE_IMAGES = 20_000, 2_000
+
+
+def time_files(directory: Path, device: str, verify: bool, n: int, repeats: int) -> dict:
+    """End to end scoring from files: the same ``n`` demo images (uint8) as one .npy and as a
+    folder of PNGs (written to a temporary folder), each opened and scored by ``AnomalyScorer``
+    as ``aeflow score`` does; the two alternate ``repeats`` times after a warm-up. Returns
+    {"n", "npy": {images_per_s, min, max}, "png_folder": {...}, "png_vs_npy": median of the
+    per-repeat ratios, ratios measured back to back in the same repeat}."""
+    import tempfile
+
+    from aeflow.runtime.inputs import open_source
+    from aeflow.runtime.pngfiles import pillow
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    Image = pillow()
+    base = demo_images(directory)
+    images = base[np.arange(n) % len(base)]
+    scorer = AnomalyScorer(directory, device, verify=verify)
+    rates: dict[str, list[float]] = {"npy": [], "png_folder": []}
+    with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
+        npy, folder = Path(tmp) / "images.npy", Path(tmp) / "pngs"
+        np.save(npy, images)
+        folder.mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(folder / f"{i:06d}.png")
+        inputs = {"npy": npy, "png_folder": folder}
+        for path in inputs.values():  # warm-up: sessions, page cache
+            with open_source(path) as src:
+                scorer.score_source(src)
+        for _ in range(repeats):
+            for key, path in inputs.items():
+                time.sleep(PHASE_GAP_S)
+                t0 = time.perf_counter()
+                with open_source(path) as src:
+                    scorer.score_source(src)
+                rates[key].append(n / (time.perf_counter() - t0))
+    out: dict = {"n": n, "repeats": repeats, "provider": scorer.provider}
+    for key, r in rates.items():
+        out[key] = {"images_per_s": float(np.median(r)), "images_per_s_min": min(r), "images_per_s_max": max(r)}
+    ratios = [p / q for p, q in zip(rates["png_folder"], rates["npy"])]
+    out["png_vs_npy"] = {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios)}
+    return out
+
+
 def run_bench(settings: BenchSettings) -> dict:
     """Run every measurement; returns the result as a JSON-ready dict (see ``format_table``)."""
     say = settings.progress or (lambda msg: None)
@@ -217,6 +262,9 @@ def run_bench(settings: BenchSettings) -> dict:
         base = sampling[0]["seconds"]
         for row in sampling:
             row["speedup_vs_homework"] = base / row["seconds"]
+    say("scoring from files: .npy versus a PNG folder")
+    files = time_files(directory, settings.device, settings.verify,
+                       QUICK_FILE_IMAGES if settings.quick else FILE_IMAGES, max(3, settings.repeats))
     if with_torch:
         notes.append("the homework bisection clamps z outside the flow's range to +-3 and stops at 30 steps; the "
                      "runtime's methods truncate z to the range and reach float32 resolution (see aeflow sample --help)")
@@ -232,6 +280,7 @@ def run_bench(settings: BenchSettings) -> dict:
         "scoring": scoring,
         "speedups": speedups,
         "sampling": sampling,
+        "files": files,
         "versions": package_versions(),
         "notes": notes,
     }
@@ -246,6 +295,21 @@ def _speedups(scoring: list[dict]) -> dict[str, dict[str, float]]:
         if ratios:
             out[f"{num}/{den}"] = ratios
     return out
+
+
+def format_files(files: dict | None) -> list[str]:
+    """The .npy versus PNG folder rows of ``time_files``'s result, as lines."""
+    if not files:
+        return []
+    lines = ["", f"scoring from files: {files['n']:,} images, opened and scored end to end (images/s: median of "
+                 f"{files['repeats']} [min-max]; the two inputs alternate)"]
+    for key, label in (("npy", "one .npy (uint8)"), ("png_folder", "folder of PNGs")):
+        r = files[key]
+        rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
+        lines.append(f"{label:<20}{r['images_per_s']:>11,.0f} {rng:>21}")
+    q = files["png_vs_npy"]
+    lines.append(f"PNG folder / .npy: {q['median']:.2f} (min {q['min']:.2f}, max {q['max']:.2f}, ratio per repeat)")
+    return lines
 
 
 def format_table(result: dict) -> str:
@@ -279,6 +343,7 @@ def format_table(result: dict) -> str:
         rng = f"[{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]"
         vs = f"{r['speedup_vs_homework']:.2f}x" if "speedup_vs_homework" in r else ""
         lines.append(f"{r['method']:<28}{r['seconds']:>9.3f} {rng:>17}{r['samples_per_s']:>13,.0f}{vs:>13}")
+    lines.extend(format_files(result.get("files")))
     for note in result["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
