@@ -68,3 +68,22 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str]) -> Path:
+    """Put the files ``names``, written into ``staging`` (a folder beside ``directory``, on the
+    same file system), into ``directory``. A new ``directory``: the staging folder is renamed onto
+    it in one step (given the usual permissions). An existing one: the files are moved in one by
+    one, in the order given (put the file that indexes the others last), its other files left
+    alone, and the empty staging folder removed. Returns ``directory`` as a Path."""
+    staging, directory = Path(staging), Path(directory)
+    if not directory.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        os.replace(staging, directory)
+        return directory
+    for name in names:
+        os.replace(staging / name, directory / name)
+    staging.rmdir()
+    return directory

@@ -86,3 +86,35 @@ def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float
     s = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
     allowed = int(np.floor(rate * s.size))
     return float(s[s.size - allowed - 1]) if allowed < s.size else float(s[0])
+
+
+def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Scores mapped to [0, 1] with the threshold at 0.5, for reading, float32 [N].
+
+    anomalib's min-max normalisation, ``(score - threshold) / (max - min) + 0.5`` clipped to
+    [0, 1], with ``min = 0`` (a perfect reconstruction) and ``max = 2 * threshold``, which is
+
+        normalized = min(score / (2 * threshold), 1)
+
+    so 0 is a perfect reconstruction, 0.5 the threshold and 1 twice the threshold or more. It is
+    computed in float64 and rounded to float32; decisions use the raw score (``score >
+    threshold``), since a score within float32 rounding of the threshold reads 0.5 exactly. A
+    threshold of 0 flags every positive score: those read 1, scores of 0 read 0.5.
+
+    Arguments:
+        scores: float [N], >= 0.
+        threshold: float >= 0.
+
+    Returns:
+        float32 [N] in [0, 1].
+
+    >>> normalized_scores(np.array([0.0, 0.01, 0.02, 0.05], np.float32), 0.02).tolist()
+    [0.0, 0.25, 0.5, 1.0]
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    t = float(threshold)
+    if t > 0:
+        ratio = s / (2.0 * t)
+    else:
+        ratio = np.where(s > 0, 1.0, 0.5)
+    return np.clip(ratio, 0.0, 1.0).astype(np.float32)

@@ -1,8 +1,18 @@
-"""Writing score results: CSV, JSON or NPY (chosen by the extension), atomically.
+"""Writing score results: CSV, JSON or NPY (chosen by the extension), atomically, or rows to a
+stream (CSV or JSON lines, for ``-o -``).
 
-Every format holds one row per image with the columns ``index`` (the image's position in its
-input), ``score`` (float32), ``is_anomaly`` (score > threshold) and ``source`` (the input it came
-from). JSON wraps the rows with the threshold and provider used; NPY is a structured array.
+Every format holds one row per image with the columns (``COLUMNS``):
+
+- ``index``: the image's position in its input, from 0;
+- ``score``: the raw anomaly score (float32, mean squared reconstruction error);
+- ``normalized_score``: the score in [0, 1] with the threshold at 0.5,
+  ``min(score / (2 * threshold), 1)`` (``aeflow.metrics.normalized_scores``);
+- ``predicted_anomaly``: aeflow's decision, ``score > threshold``;
+- ``label_anomaly``: the input's own label (a .npz file's ``is_anomaly``), empty / null / -1
+  where the input has no labels;
+- ``source``: the input the image came from.
+
+JSON wraps the rows with the threshold and provider used; NPY is a structured array.
 """
 
 from __future__ import annotations
@@ -12,22 +22,39 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import atomic_path, check_writable
+from aeflow.metrics import normalized_scores
 
 FORMATS = (".csv", ".json", ".npy")
 
 
+COLUMNS = ("index", "score", "normalized_score", "predicted_anomaly", "label_anomaly", "source")
+
+
 @dataclass
 class ScoredInput:
-    """The results for one input: its ``name``, scores float32 [n], flags bool [n]."""
+    """The results for one input: its ``name``, scores float32 [n], the ``threshold`` they were
+    judged against, and the input's own labels (bool [n], True = anomaly) or None."""
 
     name: str
     scores: np.ndarray
-    flags: np.ndarray
+    threshold: float
+    labels: np.ndarray | None = None
+
+    @property
+    def flags(self) -> np.ndarray:
+        """The predictions, bool [n]: score > threshold."""
+        return self.scores > self.threshold
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """float32 [n] in [0, 1], the threshold at 0.5 (``aeflow.metrics.normalized_scores``)."""
+        return normalized_scores(self.scores, self.threshold)
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
@@ -42,10 +69,12 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 def results_array(results: list[ScoredInput]) -> np.ndarray:
-    """All rows as a structured array with fields index int64, score float32, is_anomaly bool,
-    source str."""
+    """All rows as a structured array with the fields of ``COLUMNS``: index int64, score float32,
+    normalized_score float32, predicted_anomaly bool, label_anomaly int8 (1 anomaly, 0 normal,
+    -1 unknown), source str."""
     width = max([1] + [len(r.name) for r in results])
-    dtype = np.dtype([("index", "<i8"), ("score", "<f4"), ("is_anomaly", "?"), ("source", f"<U{width}")])
+    dtype = np.dtype([("index", "<i8"), ("score", "<f4"), ("normalized_score", "<f4"), ("predicted_anomaly", "?"),
+                      ("label_anomaly", "i1"), ("source", f"<U{width}")])
     out = np.empty(sum(len(r.scores) for r in results), dtype=dtype)
     at = 0
     for r in results:
@@ -53,27 +82,60 @@ def results_array(results: list[ScoredInput]) -> np.ndarray:
         rows = out[at:at + n]
         rows["index"] = np.arange(n)
         rows["score"] = r.scores
-        rows["is_anomaly"] = r.flags
+        rows["normalized_score"] = r.normalized
+        rows["predicted_anomaly"] = r.flags
+        rows["label_anomaly"] = -1 if r.labels is None else r.labels.astype(np.int8)
         rows["source"] = r.name
         at += n
     return out
 
 
+def iter_rows(results: list[ScoredInput]):
+    """Yield one dict per image with the keys of ``COLUMNS``: index int, score float (9
+    significant digits, which round-trip a float32), normalized_score float (4 decimals),
+    predicted_anomaly bool, label_anomaly bool or None, source str."""
+    for r in results:
+        scores = [float(f"{v:.9g}") for v in r.scores.tolist()]
+        normalized = [round(v, 4) for v in r.normalized.tolist()]
+        flags = r.flags.tolist()
+        labels = r.labels.tolist() if r.labels is not None else [None] * len(scores)
+        for i, (s, z, f, lab) in enumerate(zip(scores, normalized, flags, labels)):
+            yield {"index": i, "score": s, "normalized_score": z, "predicted_anomaly": f,
+                   "label_anomaly": lab, "source": r.name}
+
+
+def _csv_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.9g}"
+    return str(v)
+
+
+def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
+    """Write a header (``COLUMNS``) and one CSV row per image to a text stream: booleans as
+    true/false, an unknown label as an empty field."""
+    w = csv.writer(stream, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for row in iter_rows(results):
+        w.writerow([_csv_value(row[c]) for c in COLUMNS])
+
+
+def write_json_lines(stream: TextIO, results: list[ScoredInput]) -> None:
+    """Write one JSON object per line and image (keys ``COLUMNS``; an unknown label is null)."""
+    for row in iter_rows(results):
+        stream.write(json.dumps(row) + "\n")
+
+
 def _write_csv(tmp: Path, results: list[ScoredInput]) -> None:
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "score", "is_anomaly", "source"])
-        for r in results:
-            # 9 significant digits round-trip a float32 exactly
-            scores = [f"{v:.9g}" for v in r.scores.tolist()]
-            flags = np.where(r.flags, "true", "false").tolist()
-            w.writerows(zip(range(len(scores)), scores, flags, [r.name] * len(scores)))
+        write_csv_rows(f, results)
 
 
 def _write_json(tmp: Path, results: list[ScoredInput], context: dict) -> None:
-    rows = [{"index": i, "score": float(f"{s:.9g}"), "is_anomaly": bool(a), "source": r.name}
-            for r in results for i, (s, a) in enumerate(zip(r.scores.tolist(), r.flags.tolist()))]
-    tmp.write_text(json.dumps(dict(context, rows=rows)) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(dict(context, rows=list(iter_rows(results)))) + "\n", encoding="utf-8")
 
 
 def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None) -> Path:

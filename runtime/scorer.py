@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from aeflow.errors import UsageError
+from aeflow.metrics import normalized_scores
 from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
@@ -133,18 +134,20 @@ class AnomalyScorer(Rebuildable):
 
     # ------------------------------------------------------------ running
 
-    def _run(self, output: str, images: np.ndarray) -> np.ndarray:
-        """One onnxruntime call: float32 [b, 1, 28, 28] -> the named output (a new array)."""
+    def _run(self, outputs: tuple[str, ...], images: np.ndarray) -> list[np.ndarray]:
+        """One onnxruntime call: float32 [b, 1, 28, 28] -> the named outputs (new arrays)."""
         if self._provider == CUDA:
-            # input copied to the GPU once, output left there until the single copy back
+            # input copied to the GPU once, outputs left there until the single copy back
             binding = self._session.io_binding()
             binding.bind_cpu_input("images", images)
-            binding.bind_output(output, "cuda")
+            for output in outputs:
+                binding.bind_output(output, "cuda")
             self._session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-        return self._session.run([output], {"images": images})[0]
+            return binding.copy_outputs_to_cpu()
+        return self._session.run(list(outputs), {"images": images})
 
-    def _each_batch(self, source: ImageSource, output: str, on_batch: Callable[[int], None] | None):
+    def _each_batch(self, source: ImageSource, outputs: tuple[str, ...], on_batch: Callable[[int], None] | None):
+        """Yield ``(offset, images float32 [b, 1, 28, 28], [one array per output])`` per batch."""
         # the conversion buffer belongs to this call, never to the scorer: threads share a scorer
         buffer = None
         offset = 0
@@ -152,19 +155,30 @@ class AnomalyScorer(Rebuildable):
             if buffer is None and batch.dtype != np.float32:
                 buffer = np.empty((min(self.batch_size, source.n), 1, SIDE, SIDE), dtype=np.float32)
             out = buffer if buffer is not None and len(batch) <= len(buffer) else None
-            result = self._run(output, to_float32(batch, source.name, offset, out))
-            yield offset, result
+            images = to_float32(batch, source.name, offset, out)
+            yield offset, images, self._run(outputs, images)
             offset += len(batch)
             if on_batch is not None:
                 on_batch(len(batch))
 
-    def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None,
+                     on_reconstruction: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+                     ) -> np.ndarray:
         """Scores of every image of ``source`` (see ``aeflow.runtime.inputs``), float32 [n].
 
-        ``on_batch(b)`` is called after each batch of b images (progress bars)."""
+        ``on_batch(b)`` is called after each batch of b images (progress bars).
+        ``on_reconstruction(offset, images, reconstructions, scores)``, when given, is called for
+        each batch with the images the graph saw (float32 [b, 28, 28] in [0, 1]), its
+        reconstructions (float32 [b, 28, 28]) and scores (float32 [b]) from the same graph call,
+        so ``(images - reconstructions) ** 2`` averages to the scores also on the int8 graph (whose
+        scores depend on the batch). The arrays are reused after the call: copy what you keep."""
         scores = np.empty(source.n, dtype=np.float32)
-        for offset, s in self._each_batch(source, "score", on_batch):
+        outputs = ("score",) if on_reconstruction is None else ("reconstruction", "score")
+        for offset, images, out in self._each_batch(source, outputs, on_batch):
+            s = out[-1]
             scores[offset:offset + len(s)] = s
+            if on_reconstruction is not None:
+                on_reconstruction(offset, images.reshape(-1, SIDE, SIDE), out[0].reshape(-1, SIDE, SIDE), s)
         return scores
 
     def score(self, x) -> np.ndarray:
@@ -172,8 +186,16 @@ class AnomalyScorer(Rebuildable):
         return self.score_source(_as_source(x))
 
     def decision_function(self, x) -> np.ndarray:
-        """Same as ``score`` (scikit-learn's name): float32 [N], higher = more anomalous."""
+        """Same as ``score``, float32 [N], under PyOD's name and sign convention: higher = more
+        anomalous. (scikit-learn's ``decision_function`` on outlier detectors has the opposite
+        sign: there, lower = more anomalous.)"""
         return self.score(x)
+
+    def normalized_score(self, x) -> np.ndarray:
+        """Scores mapped to [0, 1] with the threshold at 0.5, float32 [N]:
+        ``min(score / (2 * threshold), 1)``, anomalib's min-max normalisation with min 0 and max
+        twice the threshold (see ``aeflow.metrics.normalized_scores``). Follows ``threshold``."""
+        return normalized_scores(self.score(x), self._threshold)
 
     def predict(self, x) -> np.ndarray:
         """bool [N]: True where the score is strictly above ``threshold``."""
@@ -183,8 +205,20 @@ class AnomalyScorer(Rebuildable):
         """The autoencoder's reconstructions, float32 [N, 1, 28, 28] in pixel units [0, 1]."""
         source = _as_source(x)
         out = np.empty((source.n, 1, SIDE, SIDE), dtype=np.float32)
-        for offset, r in self._each_batch(source, "reconstruction", None):
+        for offset, _, (r,) in self._each_batch(source, ("reconstruction",), None):
             out[offset:offset + len(r)] = r
+        return out
+
+    def anomaly_map(self, x) -> np.ndarray:
+        """Per-pixel squared reconstruction error, float32 [N, 28, 28]:
+        ``(image - reconstruction) ** 2`` with the image in [0, 1] as the graph saw it, so its
+        mean over the 784 pixels is the image's score (to float32 rounding). Higher = the
+        autoencoder could not reproduce that pixel."""
+        source = _as_source(x)
+        out = np.empty((source.n, SIDE, SIDE), dtype=np.float32)
+        for offset, images, (r,) in self._each_batch(source, ("reconstruction",), None):
+            diff = images.reshape(-1, SIDE, SIDE) - r.reshape(-1, SIDE, SIDE)
+            np.square(diff, out=out[offset:offset + len(diff)])
         return out
 
 

@@ -16,6 +16,8 @@ from conftest import assert_one_line_error, run_cli
 from aeflow import metrics
 from aeflow.cli import cli
 from aeflow.analysis.evaluation import HOMEWORK_REFERENCE, kl_estimate
+from aeflow.analysis.report import MAPS_PER_SET
+from aeflow.runtime.scorer import AnomalyScorer
 
 JSON_KEYS = {"artifacts", "provider", "device_requested", "threshold", "artifacts_data", "artifacts_training",
              "in_dist", "anomalies", "at_target", "homework", "flow", "notes", "report"}
@@ -132,9 +134,16 @@ def test_report_is_self_contained(demo_split, tmp_path, bundled):
                                 "--json").output)
     page = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    # scores, ROC, two reconstruction grids, 4 flow figures, plus the training PNGs bundled
-    expected = 8 + sum((bundled / n).is_file() for n in ("ae_loss.png", "flow_loss.png"))
+    # scores, ROC, two reconstruction grids, 4 flow figures, the worst images' anomaly maps, plus
+    # the training PNGs bundled
+    expected = 8 + 2 * MAPS_PER_SET + sum((bundled / n).is_file() for n in ("ae_loss.png", "flow_loss.png"))
     assert len(images) == expected
+    # the anomaly maps of the highest-scoring anomalies, worst first, each titled with its score
+    odd_scores = AnomalyScorer(device="cpu").score(np.load(odd))
+    worst = np.argsort(odd_scores, kind="stable")[::-1][:MAPS_PER_SET]
+    for j, index in enumerate(worst.tolist()):
+        assert (out / f"map_1_{j}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"highest score no. {j + 1}: image {index}," in page
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["report"] == str(out / "report.html") and summary["flow"] is not None

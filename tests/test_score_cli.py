@@ -13,6 +13,7 @@ from conftest import assert_one_line_error, run_cli
 
 from aeflow.cli import cli
 from aeflow.idx import write_idx
+from aeflow.runtime.outputs import COLUMNS
 from aeflow.runtime.scorer import AnomalyScorer
 
 
@@ -58,25 +59,36 @@ def test_outputs_are_readable(tmp_path, demo_scores, ext):
     r = score("--device", "cpu", "-o", str(out), "--quiet")
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
-    scores, _, t = demo_scores
+    scores, labels, t = demo_scores
     if ext == ".csv":
         with open(out, newline="") as f:
             rows = list(csv.DictReader(f))
+        assert tuple(rows[0]) == COLUMNS
         got = np.array([float(row["score"]) for row in rows], dtype=np.float32)
-        flags = np.array([row["is_anomaly"] == "true" for row in rows])
+        normalized = np.array([float(row["normalized_score"]) for row in rows])
+        flags = np.array([row["predicted_anomaly"] == "true" for row in rows])
+        got_labels = np.array([row["label_anomaly"] == "true" for row in rows])
+        assert {row["label_anomaly"] for row in rows} == {"true", "false"}
         index, source = [int(row["index"]) for row in rows], {row["source"] for row in rows}
     elif ext == ".json":
         doc = json.loads(out.read_text())
         assert doc["threshold"] == t and doc["provider"] == "CPUExecutionProvider"
         got = np.array([row["score"] for row in doc["rows"]], dtype=np.float32)
-        flags = np.array([row["is_anomaly"] for row in doc["rows"]])
+        normalized = np.array([row["normalized_score"] for row in doc["rows"]])
+        flags = np.array([row["predicted_anomaly"] for row in doc["rows"]])
+        got_labels = np.array([row["label_anomaly"] for row in doc["rows"]])
         index, source = [row["index"] for row in doc["rows"]], {row["source"] for row in doc["rows"]}
     else:
         arr = np.load(out)
-        assert arr.dtype.names == ("index", "score", "is_anomaly", "source")
-        got, flags, index, source = arr["score"], arr["is_anomaly"], arr["index"].tolist(), set(arr["source"].tolist())
+        assert arr.dtype.names == COLUMNS
+        got, flags, index, source = arr["score"], arr["predicted_anomaly"], arr["index"].tolist(), set(arr["source"].tolist())
+        normalized, got_labels = arr["normalized_score"], arr["label_anomaly"]
+        assert got_labels.dtype == np.int8 and set(got_labels.tolist()) == {0, 1}
     np.testing.assert_array_equal(got, scores)
     np.testing.assert_array_equal(flags, scores > t)
+    np.testing.assert_array_equal(got_labels.astype(bool), labels)  # the label apart from the prediction
+    assert np.any(flags != labels)
+    np.testing.assert_allclose(normalized, np.minimum(scores.astype(np.float64) / (2 * t), 1), atol=5e-5)
     assert index == list(range(2000)) and source == {"demo.npz"}
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
@@ -89,7 +101,7 @@ def test_force_needed_to_overwrite(tmp_path):
     assert out.read_text() == "keep me"
     r = score("-o", str(out), "--force", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert out.read_text().startswith("index,score,is_anomaly,source")
+    assert out.read_text().startswith("index,score,normalized_score,predicted_anomaly,label_anomaly,source\n")
     assert f"wrote {out}" in r.stdout
 
 

@@ -130,8 +130,9 @@ def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], 
 
 def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
     """The ``k`` lowest- and ``k`` highest-scoring images of a scored set with their
-    reconstructions: ``{"best"|"worst": {"index": int [k], "scores": float32 [k],
-    "originals": float32 [k, 28, 28], "reconstructions": float32 [k, 28, 28]}}``."""
+    reconstructions and anomaly maps (``AnomalyScorer.anomaly_map``): ``{"best"|"worst": {"index":
+    int [k], "scores": float32 [k], "originals": float32 [k, 28, 28], "reconstructions": float32
+    [k, 28, 28], "maps": float32 [k, 28, 28]}}``."""
     order = np.argsort(image_set.scores, kind="stable")
     k = min(k, len(order))
     out = {}
@@ -143,6 +144,7 @@ def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
             "scores": image_set.scores[idx],
             "originals": originals.reshape(len(idx), 28, 28),
             "reconstructions": np.asarray(scorer.reconstruct(chunk), dtype=np.float32).reshape(len(idx), 28, 28),
+            "maps": scorer.anomaly_map(chunk),
         }
     return out
 

@@ -18,18 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import OutputError
-from aeflow.files import write_bytes_atomic, write_text_atomic
+from aeflow.files import publish_folder, write_bytes_atomic, write_text_atomic
 from aeflow.plotting import png_bytes, pyplot
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "evaluation.json"
+MAPS_PER_SET = 3  # anomaly-map pictures of the highest-scoring images of each set
 TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)"),
                  ("flow_loss.png", "Flow training and test NLL (from the artifacts)"))
 
 
 def require_matplotlib() -> None:
-    """Raise ``UsageError`` in one line when matplotlib is not installed."""
+    """Raise ``UsageError`` in one line when matplotlib (or Pillow, for the anomaly maps) is not
+    installed."""
+    from aeflow.anomaly_maps import pil
+
     pyplot("--report")
+    pil("--report's anomaly maps")
 
 
 def check_report_dir(path: str | os.PathLike) -> Path:
@@ -115,6 +120,25 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
     fig.suptitle(f"{name}: {k} lowest (best) and {k} highest (worst) scores, score above each original")
     fig.supxlabel("image (ordered by score)", fontsize=9)
     return png_bytes(fig)
+
+
+def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET) -> list[tuple[str, bytes]]:
+    """The anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the ``k`` highest-scoring
+    images of one set (``evaluation.extremes``): ``(caption, PNG bytes)`` each, worst first."""
+    from aeflow.anomaly_maps import VMAX, describe, panel_png
+    from aeflow.metrics import normalized_scores
+
+    worst = ext["worst"]
+    k = min(k, len(worst["scores"]))
+    normalized = normalized_scores(worst["scores"][:k], threshold)
+    out = []
+    for j in range(k):
+        index, score = int(worst["index"][j]), float(worst["scores"][j])
+        title = describe(name, index, score, float(normalized[j]), threshold, None)
+        out.append((f"{name}, highest score no. {j + 1}: image {index}, its reconstruction and anomaly map "
+                    f"(squared error per pixel, colour scale 0 to {VMAX:g} on every map)",
+                    panel_png(worst["originals"][j], worst["reconstructions"][j], worst["maps"][j], title)))
+    return out
 
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
@@ -213,6 +237,8 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
     for i, (name, ext) in enumerate(extremes.items()):
         figures.append((f"reconstructions_{i}.png", f"{name}: best and worst reconstructions",
                         reconstructions_png(name, ext)))
+        for j, (caption, data) in enumerate(worst_map_pngs(name, ext, summary["threshold"]["value"])):
+            figures.append((f"map_{i}_{j}.png", caption, data))
     for file_name, caption in TRAINING_PNGS[: 2 if flow is not None else 1]:
         path = artifacts / file_name
         if path.is_file():
@@ -227,7 +253,7 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
         raise OutputError(f"--report {directory}: cannot write beside it ({e.strerror or e}); choose another folder") from None
     try:
         _write_files(staging, figures, summary, rows)
-        _move_into_place(staging, directory, [f for f, _, _ in figures] + [REPORT_JSON, REPORT_HTML])
+        publish_folder(staging, directory, [f for f, _, _ in figures] + [REPORT_JSON, REPORT_HTML])
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, OSError):
@@ -251,17 +277,3 @@ def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: 
             + "".join(_img(data, caption) for _, caption, data in figures)
             + "</body></html>\n")
     write_text_atomic(staging / REPORT_HTML, page)
-
-
-def _move_into_place(staging: Path, directory: Path, names: list[str]) -> None:
-    """A new ``directory``: rename the staging folder onto it (one step). An existing one: move the
-    files in, report.html last, leaving its other files alone."""
-    if not directory.exists():
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
-        os.replace(staging, directory)
-        return
-    for name in names:
-        os.replace(staging / name, directory / name)
-    staging.rmdir()

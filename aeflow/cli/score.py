@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,15 @@ from aeflow.runtime.contract import bundled_dir
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import FORMATS, ScoredInput, check_output_path, write_results
+from aeflow.anomaly_maps import MapWriter, check_maps_dir, file_name
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, write_csv_rows,
+                                     write_json_lines, write_results)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import PRECISIONS, AnomalyScorer, check_threshold
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
+FEW_IMAGES = 20  # up to this many images (and no -o), the table lists each one
 
 
 @dataclass
@@ -58,8 +63,9 @@ def _errors(scores: np.ndarray, labels: np.ndarray | None, threshold: float) -> 
     return t1, t2
 
 
-def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool):
-    """Score every source; returns per-input results and summaries. Ctrl-C -> ``Interrupted``."""
+def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, maps=None):
+    """Score every source; returns per-input results and summaries. ``maps``: a ``MapWriter``
+    that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
     total = sum(s.n for s in sources)
     done = 0
     results, summaries = [], []
@@ -72,14 +78,17 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool):
                 done += b
                 bar.update(b)
 
-            for src in sources:
+            stems = [file_name(src.name, 0) for src in sources]
+            shared = len(set(stems)) < len(stems)
+            for position, src in enumerate(sources, 1):
+                on_rec = maps.callback(src.name, position if shared else None, src.labels) if maps else None
                 start = time.perf_counter()
-                scores = scorer.score_source(src, advance)
+                scores = scorer.score_source(src, advance, on_rec)
                 seconds = time.perf_counter() - start
-                flags = scores > scorer.threshold
-                results.append(ScoredInput(src.name, scores, flags))
+                result = ScoredInput(src.name, scores, scorer.threshold, src.labels)
+                results.append(result)
                 t1, t2 = _errors(scores, src.labels, scorer.threshold)
-                summaries.append(InputSummary(src.name, src.n, int(flags.sum()), seconds, t1, t2))
+                summaries.append(InputSummary(src.name, src.n, int(result.flags.sum()), seconds, t1, t2))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {done:,} of {total:,} images; no output written") from None
     return results, summaries
@@ -100,8 +109,9 @@ def _fmt_error(e: dict | None, key: str) -> str:
     return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
 
 
-def _print_table(head: dict, summaries: list[InputSummary], total: InputSummary) -> None:
-    click.echo(f"threshold {head['threshold']:.6f} ({head['threshold_source']}), provider {short_provider(head['provider'])} "
+def _print_table(head: dict, summaries: list[InputSummary], total: InputSummary, err: bool = False) -> None:
+    echo = functools.partial(click.echo, err=err)
+    echo(f"threshold {head['threshold']:.6f} ({head['threshold_source']}), provider {short_provider(head['provider'])} "
                f"({head['provider']}), precision {head['precision']}, batch {head['batch_size']}")
     rows = [["input", "images", "flagged", "share", "type I", "type II", "images/s"]]
     for s in [*summaries, total]:
@@ -112,10 +122,25 @@ def _print_table(head: dict, summaries: list[InputSummary], total: InputSummary)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for k, r in enumerate(rows):
         if k == len(rows) - 1:
-            click.echo("  ".join("-" * w for w in widths))
-        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+            echo("  ".join("-" * w for w in widths))
+        echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     if total.type_i or total.type_ii:
-        click.echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
+        echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
+
+
+def _print_images(results: list[ScoredInput], err: bool = False) -> None:
+    """One line per image: the few-images view."""
+    rows = [["input", "index", "score", "normalised", "predicted", "label"]]
+    for r in results:
+        labels = r.labels.tolist() if r.labels is not None else [None] * len(r.scores)
+        for i, (sc, z, f, lab) in enumerate(zip(r.scores.tolist(), r.normalized.tolist(), r.flags.tolist(), labels)):
+            rows.append([r.name, str(i), f"{sc:.6f}", f"{z:.3f}", "anomaly" if f else "normal",
+                         "-" if lab is None else ("anomaly" if lab else "normal")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))), err=err)
+    click.echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold",
+               err=err)
 
 
 @click.command("score")
@@ -128,28 +153,44 @@ def _print_table(head: dict, summaries: list[InputSummary], total: InputSummary)
               help="Flag scores above this instead of the threshold recorded in threshold.json.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
-@output_option(f"Write one row per image (index, score, is_anomaly, source) as {', '.join(FORMATS)} by extension.")
+@output_option(f"Write one row per image ({', '.join(COLUMNS)}) as {', '.join(FORMATS)} by extension; "
+               f"'-' writes CSV rows (JSON lines with --json) to stdout.")
+@click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Write a PNG per flagged image into DIR: the image, its reconstruction and the anomaly map "
+                   "(needs Pillow).")
+@click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
 @force_option
 @json_option
 @no_verify_option
 @quiet_option
-def command(inputs, artifacts, device, batch_size, threshold, precision, output, force, as_json, no_verify, quiet):
+def command(inputs, artifacts, device, batch_size, threshold, precision, output, maps_dir, maps_all, force, as_json,
+            no_verify, quiet):
     """Score images with the autoencoder and flag those above the threshold.
 
     INPUT: .npy, .npz (array 'images'; labels 'is_anomaly' optional), IDX (raw or .gz), a
     28x28 greyscale .png, or a folder of them. Arrays: uint8 0..255 or float in [0, 1], shaped
     [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST
     and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table shows type
-    I (false alarms) and type II (misses) errors. The output file is written completely or not
-    at all (also on Ctrl-C).
+    I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
+    each image's score. Rows hold the raw score, the normalised score (min(score / (2 x
+    threshold), 1): the threshold reads 0.5), the prediction (predicted_anomaly) and the input's
+    own label (label_anomaly, empty where unknown). The output file and the --maps folder are
+    written completely or not at all (also on Ctrl-C).
 
     \b
     Example:
       aeflow score                                  # the bundled demo set
       aeflow score t10k-images-idx3-ubyte.gz -o scores.csv
       aeflow score digits/ --threshold 0.05 --json
+      aeflow score digits/ -o - | sort -t, -k2 -g   # CSV rows to stdout
+      aeflow score digits/ --maps maps/            # a picture per flagged image
     """
-    out = check_output_path(output, force) if output is not None else None
+    to_stdout = output is not None and str(output) == "-"
+    out = check_output_path(output, force) if output is not None and not to_stdout else None
+    if maps_all and maps_dir is None:
+        raise click.UsageError("--maps-all needs --maps DIR")
+    if maps_dir is not None:
+        check_maps_dir(maps_dir, force)
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     paths = list(inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
@@ -157,7 +198,13 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
         scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
         if thr is not None:
             scorer.threshold = thr
-        results, summaries = _score_all(scorer, sources, quiet or as_json)
+        maps = MapWriter(maps_dir, scorer.threshold, maps_all) if maps_dir is not None else None
+        try:
+            results, summaries = _score_all(scorer, sources, quiet or as_json or to_stdout, maps)
+        except BaseException:
+            if maps is not None:
+                maps.discard()
+            raise
         total = _total(summaries, results, sources, scorer.threshold)
 
     head = {"artifacts": str(scorer.directory), "graph": scorer.graph.name, "precision": precision,
@@ -165,17 +212,35 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
             "threshold": scorer.threshold,
             "threshold_source": "--threshold" if thr is not None else
             ("threshold.json" if precision == "fp32" else "threshold.json, int8")}
-    if out is not None:
-        try:
+    try:
+        if out is not None:
             write_results(out, results, head)
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted while writing {out}; no output written") from None
+        if maps is not None:
+            maps.publish()
+    except KeyboardInterrupt:
+        if maps is not None:
+            maps.discard()
+        raise Interrupted(f"interrupted while writing {out or maps_dir}; no output written") from None
+    except BaseException:
+        if maps is not None:
+            maps.discard()
+        raise
 
+    if to_stdout:
+        (write_json_lines if as_json else write_csv_rows)(sys.stdout, results)
+        if not (quiet or as_json):
+            _print_table(head, summaries, total, err=True)
+        return
     if as_json:
         doc = dict(head, inputs=[s.as_dict() for s in summaries], total=total.as_dict(),
-                   output=str(out) if out else None)
+                   output=str(out) if out else None, maps=str(maps_dir) if maps else None,
+                   maps_written=len(maps.names) if maps else 0)
         click.echo(json.dumps(doc, indent=2))
     elif not quiet:
         _print_table(head, summaries, total)
+        if out is None and total.images <= FEW_IMAGES:
+            _print_images(results)
         if out is not None:
             click.echo(f"wrote {out} ({total.images:,} rows)")
+        if maps is not None:
+            click.echo(f"wrote {len(maps.names):,} anomaly map{'s' if len(maps.names) != 1 else ''} to {maps_dir}")

@@ -1,0 +1,205 @@
+"""Anomaly-map pictures: an image, its reconstruction and the per-pixel squared error as a heat
+map, side by side, with a colour bar, rendered to PNG with Pillow (imported lazily; the
+``images`` extra). Used by ``aeflow score --maps`` and the ``aeflow evaluate`` report.
+
+The heat map's colour scale is the same for every picture: squared error 0 (black) to
+``VMAX`` (pale yellow), matplotlib's "inferno" colour map; errors above ``VMAX`` take its
+colour. Pixels lie in [0, 1], so the squared error of a pixel can reach 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.errors import OutputError, UsageError
+from aeflow.files import publish_folder, write_bytes_atomic
+from aeflow.metrics import normalized_scores
+
+# matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
+INFERNO = np.array([
+    (0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),
+    (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9),
+    (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
+VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
+ZOOM = 8     # each of the 28x28 pixels is drawn as ZOOM x ZOOM screen pixels
+_PAD = 12
+_BAR = 16
+_BG = (255, 255, 255)
+_FG = (20, 20, 20)
+
+
+def pil(purpose: str = "anomaly maps"):
+    """Pillow's ``PIL.Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError`` where
+    Pillow is not installed."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise UsageError(f"{purpose} need Pillow: pip install 'aeflow[images]' (or pip install pillow)") from None
+    return Image, ImageDraw, ImageFont
+
+
+def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
+    """Map values (float [...], 0 = black) onto the inferno colour map over [0, vmax]; values
+    outside are clipped. Returns uint8 [..., 3]."""
+    t = np.clip(np.asarray(values, dtype=np.float64) / vmax, 0.0, 1.0) * (len(INFERNO) - 1)
+    lo = np.minimum(np.floor(t).astype(np.int64), len(INFERNO) - 2)
+    frac = (t - lo)[..., None]
+    rgb = INFERNO[lo] * (1 - frac) + INFERNO[lo + 1] * frac
+    return np.rint(rgb).astype(np.uint8)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """float [28, 28] in [0, 1] -> uint8 RGB [28, 28, 3]."""
+    g = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size: int):
+    _, _, ImageFont = pil()
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
+              vmax: float = VMAX) -> bytes:
+    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [28, 28] in [0, 1]) in grey
+    and ``amap`` (float [28, 28], the squared error) on the inferno scale [0, ``vmax``] with a
+    colour bar, each 28x28 tile zoomed ``ZOOM`` times, under the ``title`` lines."""
+    Image, ImageDraw, _ = pil()
+    side = 28 * ZOOM
+    font, small = _font(14), _font(12)
+    line_h = 18
+    top = _PAD + line_h * len(title) + 4 + line_h          # title lines, then tile captions
+    tick_w = 48
+    width = _PAD + 3 * side + 2 * _PAD + _PAD + _BAR + 6 + tick_w + _PAD
+    height = top + side + _PAD
+    canvas = Image.new("RGB", (width, height), _BG)
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(title):
+        draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=font)
+    tiles = [(_grey(image), "image"), (_grey(reconstruction), "reconstruction"),
+             (colorize(amap, vmax), "squared error per pixel")]
+    for k, (rgb, caption) in enumerate(tiles):
+        x0 = _PAD + k * (side + _PAD)
+        tile = Image.fromarray(rgb, "RGB").resize((side, side), Image.NEAREST)
+        canvas.paste(tile, (x0, top))
+        draw.rectangle((x0 - 1, top - 1, x0 + side, top + side), outline=(160, 160, 160))
+        draw.text((x0, top - line_h), caption, fill=_FG, font=small)
+    # colour bar: vmax at the top, 0 at the bottom, five labelled ticks
+    bx = _PAD + 3 * (side + _PAD)
+    ramp = colorize(np.linspace(vmax, 0, side)[:, None].repeat(_BAR, axis=1), vmax)
+    canvas.paste(Image.fromarray(ramp, "RGB"), (bx, top))
+    draw.rectangle((bx, top, bx + _BAR - 1, top + side - 1), outline=_FG)
+    for j in range(5):
+        v = vmax * j / 4
+        y = top + round((side - 1) * (1 - j / 4))
+        draw.line((bx + _BAR, y, bx + _BAR + 4, y), fill=_FG)
+        label = f"{v:.3g}" + ("+" if j == 4 else "")
+        draw.text((bx + _BAR + 6, y - 7), label, fill=_FG, font=small)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def describe(source: str, index: int, score: float, normalized: float, threshold: float,
+             label: bool | None) -> list[str]:
+    """The title lines of one picture: where the image came from, its score, the normalised score,
+    the threshold, the decision and (where known) the input's label."""
+    verdict = "ANOMALY (score > threshold)" if score > threshold else "normal (score <= threshold)"
+    known = "" if label is None else f"; label: {'anomaly' if label else 'normal'}"
+    return [f"{source}, image {index}: {verdict}{known}",
+            f"score {score:.5f} (mean of the map), normalised {normalized:.3f}, threshold {threshold:.5f}"]
+
+
+def file_name(source: str, index: int, position: int | None = None) -> str:
+    """``STEM_INDEX.png`` for image ``index`` of input ``source`` (the stem reduced to letters,
+    digits, '.', '_' and '-'); ``position`` (the input's place on the command line) prefixes it
+    when several inputs share a stem."""
+    stem = source.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = stem.split(".", 1)[0] if "." in stem.lstrip(".") else stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "input"
+    prefix = f"{position}-" if position is not None else ""
+    return f"{prefix}{stem}_{index:06d}.png"
+
+
+def check_maps_dir(path, force: bool = False, what: str = "--maps"):
+    """Before any work: the maps folder may be new or empty (or anything with ``force``), must be
+    a folder, and its parent must exist and be writable. Raises ``OutputError``; returns a Path."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p}: exists and is not a folder; pass a folder path")
+    if p.is_dir() and any(p.iterdir()) and not force:
+        raise OutputError(f"{what} {p}: the folder is not empty; pass --force to add to it or choose a new folder")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {p}: parent folder {parent} does not exist; create it first")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {p}: {target} is not writable; choose another folder")
+    return p
+
+
+class MapWriter:
+    """Writes one picture (``panel_png``) per selected image into a staging folder beside
+    ``directory`` while scoring runs, and publishes them into ``directory`` at the end
+    (``publish``), or removes them (``discard``): the folder never holds half a run.
+
+    ``threshold``: the one the scores are judged against; ``all_images``: a picture for every
+    image, else only for those with score > threshold. Use ``callback(name, position, labels)``
+    as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
+
+    def __init__(self, directory, threshold: float, all_images: bool = False):
+        pil()
+        self.directory = Path(directory)
+        self.threshold = float(threshold)
+        self.all_images = all_images
+        self.names: list[str] = []
+        try:
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", suffix=".tmp",
+                                                 dir=self.directory.resolve().parent))
+        except OSError as e:
+            raise OutputError(f"--maps {self.directory}: cannot write beside it ({e.strerror or e}); "
+                              f"choose another folder") from None
+
+    def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
+        """An ``on_reconstruction(offset, images, reconstructions, scores)`` for input ``name``
+        (``labels``: its bool [n] labels or None; ``position``: see ``file_name``)."""
+
+        def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
+            chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
+            if not chosen.size:
+                return
+            maps = np.square(images[chosen] - reconstructions[chosen])
+            normalized = normalized_scores(scores[chosen], self.threshold)
+            for k, i in enumerate(chosen.tolist()):
+                index = offset + i
+                label = None if labels is None else bool(labels[index])
+                title = describe(name, index, float(scores[i]), float(normalized[k]), self.threshold, label)
+                file = file_name(name, index, position)
+                write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title))
+                self.names.append(file)
+
+        return on_reconstruction
+
+    def publish(self):
+        """Move the pictures into ``directory``; returns it."""
+        try:
+            return publish_folder(self.staging, self.directory, self.names)
+        except OSError as e:
+            self.discard()
+            raise OutputError(f"--maps {self.directory}: cannot write it ({e.strerror or e}); no maps written") from None
+
+    def discard(self) -> None:
+        """Remove the staging folder and what it holds."""
+        shutil.rmtree(self.staging, ignore_errors=True)
