@@ -170,8 +170,8 @@ class AnomalyScorer(Rebuildable):
         ``on_reconstruction(offset, images, reconstructions, scores)``, when given, is called for
         each batch with the images the graph saw (float32 [b, 28, 28] in [0, 1]), its
         reconstructions (float32 [b, 28, 28]) and scores (float32 [b]) from the same graph call,
-        so ``(images - reconstructions) ** 2`` averages to the scores also on the int8 graph (whose
-        scores depend on the batch). The arrays are reused after the call: copy what you keep."""
+        so ``(images - reconstructions) ** 2`` averages to the scores (to float32 rounding). The
+        arrays may be reused after the call: copy what you keep."""
         scores = np.empty(source.n, dtype=np.float32)
         outputs = ("score",) if on_reconstruction is None else ("reconstruction", "score")
         for offset, images, out in self._each_batch(source, outputs, on_batch):
