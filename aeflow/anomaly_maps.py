@@ -1,6 +1,6 @@
 """Anomaly-map pictures: an image, its reconstruction and the per-pixel squared error as a heat
-map, side by side, with a colour bar, rendered to PNG with Pillow (imported lazily; the
-``images`` extra). Used by ``aeflow score --maps`` and the ``aeflow evaluate`` report.
+map, side by side, with a colour bar, rendered to PNG with Pillow (a dependency of aeflow,
+imported lazily). Used by ``aeflow score --maps`` and the ``aeflow evaluate`` report.
 
 The heat map's colour scale is the same for every picture: squared error 0 (black) to
 ``VMAX`` (pale yellow), matplotlib's "inferno" colour map; errors above ``VMAX`` take its
@@ -42,7 +42,7 @@ def pil(purpose: str = "anomaly maps"):
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
-        raise UsageError(f"{purpose} need Pillow: pip install 'aeflow[images]' (or pip install pillow)") from None
+        raise UsageError(f"{purpose} need Pillow, which aeflow depends on: pip install pillow") from None
     return Image, ImageDraw, ImageFont
 
 
