@@ -8,11 +8,21 @@ runs this package), so it installs and runs on a bare edge device::
     x = FlowSampler().sample(10_000, seed=0)  # float32 [10000]
 """
 
+import importlib
+
 from aeflow.errors import AeflowError, ArtifactError, DeviceError, InputError, UsageError
-from aeflow.runtime.contract import bundled_dir, demo_images
-from aeflow.runtime.inputs import ArraySource, ImageSource, open_source
-from aeflow.runtime.sampler import FlowSampler
-from aeflow.runtime.scorer import AnomalyScorer
+
+# public name -> the module that defines it, imported on first use (PEP 562), so that importing
+# one part (``aeflow score`` needs the scorer, not the sampler) does not load the others
+_LAZY = {
+    "AnomalyScorer": "aeflow.runtime.scorer",
+    "FlowSampler": "aeflow.runtime.sampler",
+    "ImageSource": "aeflow.runtime.inputs",
+    "ArraySource": "aeflow.runtime.inputs",
+    "open_source": "aeflow.runtime.inputs",
+    "bundled_dir": "aeflow.runtime.contract",
+    "demo_images": "aeflow.runtime.contract",
+}
 
 __all__ = [
     "AnomalyScorer",
@@ -28,3 +38,16 @@ __all__ = [
     "InputError",
     "UsageError",
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aeflow.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,12 +9,20 @@ elsewhere hits all of them alike) over ``BUFFERS`` distinct input buffers in rot
 measures a cache that holds one input; images/s is the median over repeats, latency percentiles are
 over all timed calls. onnxruntime's threads do not spin while torch shares the process (a separate
 ort-fp32-spin row shows the graph with spinning on, as `aeflow score` runs it).
+
+Every run also measures the machine's own GEMM limit (``aeflow.analysis.limits``) and gives each
+scoring row's share of it, the peers a user would pick instead (``aeflow.analysis.peers``:
+OpenVINO on the same ae.onnx where installed, torch.compile in a child process, not with
+``quick``), next to the sampler one forward pass of flow.onnx over the same n and the cost of
+drawing the z's, and the cold start of the CLI and of an embedded caller
+(``aeflow.analysis.coldstart``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from aeflow.analysis.limits import FP32 as FP32_PRECISION, INT8 as INT8_PRECISION, limit_of, measure_limits
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, demo_images, read_int8, read_threshold
 from aeflow.runtime.providers import create_session, provider_of, short_provider
@@ -36,6 +45,9 @@ TORCH, FP32, INT8 = "torch-eager", "ort-fp32", "ort-int8"
 FP32_SPIN = "ort-fp32-spin"  # threads spinning, as `aeflow score` runs it; only measured beside torch
 PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
 HOMEWORK = "torch-bisection (homework)"
+FORWARD = "flow.onnx forward (one call)"  # the sampler's reference rows: what one pass over n costs
+DRAW_Z = "drawing z (numpy)"
+COLD_START_REPEATS, QUICK_COLD_START_REPEATS = 5, 1
 
 
 @dataclass
@@ -53,6 +65,8 @@ class BenchSettings:
     threads: int | None = None
     verify: bool = True
     quick: bool = False
+    peers: bool = True
+    cold_start: bool = True
     progress: Callable[[str], None] | None = None
 
     @classmethod
@@ -211,6 +225,8 @@ def run_bench(settings: BenchSettings) -> dict:
     notes: list[str] = []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = read_threshold(directory, settings.verify)
+    say("the GEMM limit")
+    limits = measure_limits(threads, max(1, min(settings.repeats, 5)), settings.quick, notes)
     torch_score, homework = _torch_engines(directory, threads, notes)
     with_torch = torch_score is not None
     spinning = not with_torch
@@ -227,6 +243,12 @@ def run_bench(settings: BenchSettings) -> dict:
     engines[FP32] = lambda x: fp32.run(["score"], {"images": x})
     if int8:
         engines[INT8] = lambda x: int8.run(["score"], {"images": x})
+    if settings.peers:
+        from aeflow.analysis.peers import OPENVINO, openvino_engine
+
+        openvino = openvino_engine(meta["onnx_path"], threads, notes)
+        if openvino is not None:
+            engines[OPENVINO] = openvino
     if with_torch:
         fp32_spin = create_session(meta["onnx_path"], settings.device, threads, spinning=True)
         engines[FP32_SPIN] = lambda x: fp32_spin.run(["score"], {"images": x})
@@ -236,9 +258,23 @@ def run_bench(settings: BenchSettings) -> dict:
     scoring = []
     for batch in settings.batches:
         say(f"scoring, batch {batch}")
-        timings = measure(engines, input_buffers(images, batch), settings.repeats, settings.seconds_per_repeat)
+        buffers = input_buffers(images, batch)
+        timings = measure(engines, buffers, settings.repeats, settings.seconds_per_repeat)
+        reference = np.asarray(engines[FP32](buffers[0])[0])
         for name, t in timings.items():
-            scoring.append({"engine": name} | t.summary(batch))
+            row = {"engine": name} | t.summary(batch)
+            if name not in (FP32, FP32_SPIN, INT8):  # the peers compute the same scores, or the row says not
+                row["max_abs_diff_vs_ort_fp32"] = float(np.max(np.abs(np.asarray(engines[name](buffers[0])) - reference)))
+            scoring.append(row)
+    if settings.peers and not settings.quick and with_torch:
+        from aeflow.analysis.peers import torch_compile_rows
+
+        say("torch.compile, in a child process")
+        scoring += torch_compile_rows(directory, threads, settings.batches, settings.repeats,
+                                      settings.seconds_per_repeat, notes)
+    elif settings.peers and with_torch:
+        notes.append("quick run: torch.compile not measured (compiling takes minutes)")
+    _add_shares(scoring, limits)
     speedups = _speedups(scoring)
 
     from aeflow.runtime.sampler import FlowSampler
@@ -258,6 +294,7 @@ def run_bench(settings: BenchSettings) -> dict:
         sampling.append({"method": name, "n": settings.n_samples, "seconds": float(np.median(times)),
                          "seconds_min": float(times.min()), "seconds_max": float(times.max()),
                          "samples_per_s": settings.n_samples / float(np.median(times)), "repeats": int(times.size)})
+    sampling += _sampling_references(sampler, settings.device, threads, settings.n_samples, sample_repeats)
     if homework:
         base = sampling[0]["seconds"]
         for row in sampling:
@@ -268,6 +305,16 @@ def run_bench(settings: BenchSettings) -> dict:
     if with_torch:
         notes.append("the homework bisection clamps z outside the flow's range to +-3 and stops at 30 steps; the "
                      "runtime's methods truncate z to the range and reach float32 resolution (see aeflow sample --help)")
+    cold = []
+    if settings.cold_start:
+        from aeflow.analysis.coldstart import measure_cold_start
+
+        say("cold start")
+        cold = measure_cold_start(directory, images[0], QUICK_COLD_START_REPEATS if settings.quick else COLD_START_REPEATS,
+                                  warm_up=not settings.quick)
+        if sys.dont_write_bytecode:
+            notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow's modules from source "
+                         "(tens of ms); an installed package runs from its bytecode caches")
     return {
         "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
                     "load_average_before": list(load_before) if load_before else None,
@@ -277,23 +324,53 @@ def run_bench(settings: BenchSettings) -> dict:
                      "n_samples": settings.n_samples, "input_buffers": BUFFERS, "quick": settings.quick,
                      "device": settings.device, "onnxruntime_spinning": spinning,
                      "flops_per_image": FLOPS_PER_IMAGE},
+        "limit": limits,
         "scoring": scoring,
         "speedups": speedups,
         "sampling": sampling,
         "files": files,
+        "cold_start": cold,
         "versions": package_versions(),
         "notes": notes,
     }
+
+
+def _sampling_references(sampler, device: str, threads: int, n: int, repeats: int) -> list[dict]:
+    """The sampler's reference rows: one flow.onnx call over ``n`` float32 points (a session like
+    the sampler's), and drawing ``n`` truncated standard normal z's as the sampler does."""
+    session = create_session(sampler.metadata["onnx_path"], device, threads)
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    rows = []
+    for name, fn in ((FORWARD, lambda n_, seed: session.run(None, {"x": x[:n_]})),
+                     (DRAW_Z, lambda n_, seed: sampler.draw_z(np.random.default_rng(seed), n_))):
+        times = np.array(_time_sampling(fn, n, repeats))
+        rows.append({"method": name, "n": n, "seconds": float(np.median(times)), "seconds_min": float(times.min()),
+                     "seconds_max": float(times.max()), "samples_per_s": n / float(np.median(times)),
+                     "repeats": int(times.size), "reference": True})
+    return rows
+
+
+def _add_shares(scoring: list[dict], limits: list[dict]) -> None:
+    """Each scoring row's ``share_of_limit``: its GFLOP/s over the GEMM limit of its precision
+    (int8 for ort-int8, float32 for every other engine)."""
+    for row in scoring:
+        limit = limit_of(limits, INT8_PRECISION if row["engine"] == INT8 else FP32_PRECISION)
+        if limit:
+            row["share_of_limit"] = row["gflops"] / limit
 
 
 def _speedups(scoring: list[dict]) -> dict[str, dict[str, float]]:
     """images/s ratios per batch: ort-fp32/torch, ort-int8/torch, ort-int8/ort-fp32 (where both ran)."""
     ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in scoring}
     out: dict[str, dict[str, float]] = {}
-    for num, den in ((FP32, TORCH), (FP32_SPIN, TORCH), (INT8, TORCH), (INT8, FP32)):
+    for num, den in ((FP32, TORCH), (FP32_SPIN, TORCH), (INT8, TORCH), (INT8, FP32), ("openvino-fp32", FP32)):
         ratios = {str(b): ips[(num, b)] / ips[(den, b)] for (e, b) in ips if e == num and (den, b) in ips}
         if ratios:
             out[f"{num}/{den}"] = ratios
+    for key, name in (("vs_torch_same_process", f"torch-compile/{TORCH}"), ("vs_fp32_same_process", f"torch-compile/{FP32}")):
+        ratios = {str(r["batch"]): r[key] for r in scoring if key in r}
+        if ratios:
+            out[name] = ratios
     return out
 
 
@@ -321,29 +398,55 @@ def format_table(result: dict) -> str:
         lines.append(f"load average before/after: {m['load_average_before'][0]:.2f} / {m['load_average_after'][0]:.2f}"
                      f" (other processes share the CPU when these exceed 0)")
     lines.append("")
+    if result.get("limit"):
+        lines.append("the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for int8; "
+                     "median [min-max])")
+        for r in result["limit"]:
+            rng = f"[{r['gflops_min']:,.0f} - {r['gflops_max']:,.0f}]"
+            lines.append(f"  {r['name']:<24}{r['precision']:<6}{r['size']:>5}^3 {r['gflops']:>9,.1f} {rng:>15}")
+        lines.append("")
     lines.append(f"scoring the autoencoder (images/s: median of {s['repeats']} repeats [min-max]; latency per call; "
-                 f"GFLOP/s at {s['flops_per_image'] / 1e6:.2f} MFLOP per image)")
+                 f"GFLOP/s at {s['flops_per_image'] / 1e6:.2f} MFLOP per image; limit: share of the GEMM limit "
+                 f"of its precision)")
     lines.append(f"{'batch':>6}  {'engine':<14}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
-                 f"{'GFLOP/s':>9}{'vs torch':>10}{'vs fp32':>9}")
+                 f"{'GFLOP/s':>9}{'limit':>7}{'vs torch':>10}{'vs fp32':>9}")
     ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in result["scoring"]}
     for r in result["scoring"]:
         t = ips.get((TORCH, r["batch"]))
         f = ips.get((FP32, r["batch"]))
-        vs_t = f"{r['images_per_s'] / t:.2f}x" if t and r["engine"] != TORCH else ""
-        vs_f = f"{r['images_per_s'] / f:.2f}x" if f and r["engine"] == INT8 else ""
+        vs_t = r.get("vs_torch_same_process") or (r["images_per_s"] / t if t and r["engine"] != TORCH else None)
+        vs_f = r.get("vs_fp32_same_process") or (r["images_per_s"] / f if f and r["engine"] not in (TORCH, FP32, FP32_SPIN)
+                                                 else None)
+        share = f"{r['share_of_limit']:.0%}" if "share_of_limit" in r else ""
         rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
         lines.append(f"{r['batch']:>6}  {r['engine']:<14}{r['images_per_s']:>11,.0f} {rng:>21}"
-                     f"{r['latency_ms']['p50']:>10.3f}{r['latency_ms']['p99']:>10.3f}{r['gflops']:>9.1f}"
-                     f"{vs_t:>10}{vs_f:>9}")
+                     f"{r['latency_ms']['p50']:>10.3f}{r['latency_ms']['p99']:>10.3f}{r['gflops']:>9.1f}{share:>7}"
+                     f"{f'{vs_t:.2f}x' if vs_t else '':>10}{f'{vs_f:.2f}x' if vs_f else '':>9}")
+    diffs = {r["engine"]: max(x["max_abs_diff_vs_ort_fp32"] for x in result["scoring"] if x["engine"] == r["engine"])
+             for r in result["scoring"] if "max_abs_diff_vs_ort_fp32" in r}
+    if diffs:
+        lines.append("largest score difference to ort-fp32 on the same images: "
+                     + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
     lines.append("")
     n = result["sampling"][0]["n"] if result["sampling"] else 0
-    lines.append(f"sampling the flow: time for {n:,} samples (median of {s['sampling_repeats']} [min-max])")
-    lines.append(f"{'method':<28}{'seconds':>9} {'[min - max]':>17}{'samples/s':>13}{'vs homework':>13}")
+    forward = next((r["seconds"] for r in result["sampling"] if r["method"] == FORWARD), None)
+    lines.append(f"sampling the flow: time for {n:,} samples (median of {s['sampling_repeats']} [min-max]); "
+                 f"the last two rows are what one pass costs")
+    lines.append(f"{'method':<30}{'seconds':>9} {'[min - max]':>17}{'samples/s':>13}{'vs homework':>13}{'x forward':>11}")
     for r in result["sampling"]:
         rng = f"[{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]"
-        vs = f"{r['speedup_vs_homework']:.2f}x" if "speedup_vs_homework" in r else ""
-        lines.append(f"{r['method']:<28}{r['seconds']:>9.3f} {rng:>17}{r['samples_per_s']:>13,.0f}{vs:>13}")
+        vs = f"{r['speedup_vs_homework']:.2f}x" if "speedup_vs_homework" in r and not r.get("reference") else ""
+        fw = f"{r['seconds'] / forward:.2f}" if forward else ""
+        lines.append(f"{r['method']:<30}{r['seconds']:>9.3f} {rng:>17}{r['samples_per_s']:>13,.0f}{vs:>13}{fw:>11}")
     lines.extend(format_files(result.get("files")))
+    if result.get("cold_start"):
+        lines.append("")
+        lines.append("cold start: a new process from start to exit (seconds, median [min-max] of "
+                     f"{result['cold_start'][0]['repeats']})")
+        for r in result["cold_start"]:
+            goal = f"goal <= {r['goal_s']:.1f} s: {'met' if r['seconds'] <= r['goal_s'] else 'NOT met'}" \
+                if r.get("goal_s") else ""
+            lines.append(f"  {r['what']:<44}{r['seconds']:>7.3f} [{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]  {goal}")
     for note in result["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

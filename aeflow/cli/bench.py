@@ -21,12 +21,16 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @no_verify_option
 @json_option
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark scoring (PyTorch eager, onnxruntime float32 and int8) and sampling (the homework's
-    PyTorch bisection and every runtime method), in one process on the same inputs.
+    """Benchmark scoring (PyTorch eager, onnxruntime float32 and int8, and the peers: OpenVINO on the
+    same ae.onnx where installed, torch.compile) and sampling (the homework's PyTorch bisection and
+    every runtime method), in one process on the same inputs, against the machine's own GEMM limit
+    measured in the same run; then the cold start of the CLI and of an embedded caller.
 
     Scoring: batches of 1, 64, 1024 and 8192 images; images/s (median over repeats), latency p50/p99,
-    GFLOP/s. Sampling: time for 1,000,000 samples. PyTorch rows need the train extra; without it they
-    are skipped with a note. Run it on a quiet machine: other processes skew every number.
+    GFLOP/s and share of the limit. Sampling: time for 1,000,000 samples, next to one flow.onnx pass
+    and drawing the z's. PyTorch rows need the train extra, OpenVINO's the bench extra; without them
+    they are skipped with a note. torch.compile compiles in a child process (minutes; not with
+    --quick). Run it on a quiet machine: other processes skew every number.
 
     \b
     Example:
