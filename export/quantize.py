@@ -18,7 +18,8 @@ every per-image value is a function of that image's row alone. Quantisation uses
 QGemm row is an int32 sum of exact integer products (integer addition is associative, so neither
 the kernel's blocking over M, N or K nor the thread split can change it), requantised
 elementwise with per-column constants; the float tail is elementwise (Sigmoid, Sub, Mul) and a
-reduction of one image's 784 contiguous pixels (its order fixed by the row, not by the batch).
+reduction of one image's 784 contiguous pixels (its order fixed by the row, not by the batch;
+every row starts at the same 64-byte alignment, 784 x 4 bytes being 49 x 64).
 QOperator rather than QDQ because the file then names the integer kernels that run: a QDQ graph
 runs them only where onnxruntime's optimiser fuses DequantizeLinear -> Gemm -> QuantizeLinear,
 and unfused it would run float GEMMs whose blocking may depend on the batch. ``quantize_int8``

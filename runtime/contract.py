@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,12 @@ SAMPLER_SIGNATURE = (["z"], ["x"])
 
 
 def bundled_dir() -> Path:
-    """The artifacts shipped with the package (works for editable installs and wheels)."""
-    return Path(str(resources.files("aeflow.artifacts")))
+    """The artifacts shipped with the package (works for editable installs and wheels). Found
+    from the package's import spec rather than ``importlib.resources``, which would cost `aeflow
+    score` a cold-start import of importlib.resources, zipfile and tempfile."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("aeflow.artifacts").submodule_search_locations[0]).resolve()
 
 
 def demo_images(directory: Path | None = None) -> np.ndarray:

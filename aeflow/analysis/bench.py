@@ -411,7 +411,7 @@ def format_table(result: dict) -> str:
     lines.append(f"{'batch':>6}  {'engine':<14}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
                  f"{'GFLOP/s':>9}{'limit':>7}{'vs torch':>10}{'vs fp32':>9}")
     ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in result["scoring"]}
-    for r in result["scoring"]:
+    for r in sorted(result["scoring"], key=lambda row: row["batch"]):  # stable: engines keep their order
         t = ips.get((TORCH, r["batch"]))
         f = ips.get((FP32, r["batch"]))
         vs_t = r.get("vs_torch_same_process") or (r["images_per_s"] / t if t and r["engine"] != TORCH else None)
