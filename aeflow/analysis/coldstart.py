@@ -43,11 +43,11 @@ def measure_cold_start(directory: Path, image: np.ndarray, repeats: int, warm_up
     ``goal_s`` or None) for each command above, run ``repeats`` times each, interleaved, after one
     untimed run of each (``warm_up``: it fills the file cache and writes the bytecode caches).
     ``image``: uint8 [28, 28], the image scored; ``directory``: the artifacts."""
-    from aeflow.runtime.png import write_png
+    from aeflow.runtime.pngfiles import pillow
 
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
         png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
-        write_png(png, image)
+        pillow().fromarray(image).save(png)
         np.save(npy, image[None])
         commands = {
             HELP: [*_aeflow(), "--help"],
