@@ -41,6 +41,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; on success its files are fsynced and it is
+    renamed onto ``path`` in one step (an existing ``path`` is first moved aside and then removed,
+    only when ``replace``; else ``FileExistsError``), on any exception it is removed. Readers see
+    the old folder, or the complete new one, never a partial one."""
+    import shutil
+
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        for f in staging.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        old = None
+        if path.exists() or path.is_symlink():
+            if not replace:
+                raise FileExistsError(f"{path} exists")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(staging, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
     """Before any work: ``OutputError`` unless ``path``'s folder exists and is writable, ``path``
     is not a folder, and it does not exist yet (or ``force``). Returns ``path`` as a Path."""

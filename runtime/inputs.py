@@ -12,11 +12,14 @@ The reader protocol, ``ImageSource``:
 - ``labels``: bool [n] (``True`` = anomaly) when the file carries them, else ``None``;
 - ``batches(size)``: yields arrays ``[b, ...]`` of the source's own dtype, b <= size, in file
   order, n images in all; values are not checked yet (``to_float32`` does that per batch);
-- ``close()``; sources are context managers.
+- ``close()``; sources are context managers;
+- ``window(start, stop)``, on the sources that can be split cheaply (arrays, memory-mapped files,
+  PNG folders, Parquet): the images [start, stop) as a source of their own.
 
 ``open_source(path)`` picks the reader: a folder -> PNG folder; ``.npy``; ``.npz`` (array
-``images``, or its only array; optional ``is_anomaly``); ``.png``; anything else by its first
-bytes: gzip -> gzipped IDX, else raw IDX. Large files are never read whole: ``.npy``, raw IDX
+``images``, or its only array; optional ``is_anomaly``); ``.png``; ``.parquet`` (by suffix or
+magic; ``aeflow.runtime.parquet``); anything else by its first bytes: gzip -> gzipped IDX, else
+raw IDX. Large files are never read whole: ``.npy``, raw IDX
 and uncompressed ``.npz`` members are memory-mapped (pages released batch by batch), gzip and
 compressed ``.npz`` members are decompressed one batch at a time. Every problem is a one-line
 ``InputError``.
@@ -214,6 +217,11 @@ class ArraySource(ImageSource):
             if self._mapping is not None:
                 self._mapping.release(start, stop)
 
+    def window(self, start: int, stop: int) -> "ArraySource":
+        """Images [start, stop) of this source (a view: nothing is copied)."""
+        labels = None if self.labels is None else self.labels[start:stop]
+        return ArraySource(self.array[start:stop], self.name, labels)
+
     def close(self) -> None:
         if self._mapping is not None:
             self._mapping.close()
@@ -305,6 +313,13 @@ class PngFolderSource(ImageSource):
         pngfiles.pillow()  # a missing Pillow is said before any work
         self.n = len(self.files)
         self._threads = threads or min(4, os.cpu_count() or 1)
+
+    def window(self, start: int, stop: int) -> "PngFolderSource":
+        """Files [start, stop) of this folder (in name order)."""
+        clone = object.__new__(PngFolderSource)
+        clone.__dict__.update(self.__dict__, files=self.files[start:stop])
+        clone.n = len(clone.files)
+        return clone
 
     @staticmethod
     def _decode(chunk: list[Path]) -> np.ndarray:
@@ -487,10 +502,11 @@ def open_png(path: Path, name: str) -> ArraySource:
     return ArraySource(pngfiles.decode_many([_read(path)], [name]), name)
 
 
-def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource:
-    """The reader for ``path``: a folder of PNGs, .npy, .npz, .png, or IDX (raw or gzip, by
-    content). ``name`` (default: the path as given) labels it in tables and outputs. Raises a
-    one-line ``InputError`` for anything missing, empty, unreadable or of the wrong layout."""
+def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None) -> ImageSource:
+    """The reader for ``path``: a folder of PNGs, .npy, .npz, .png, .parquet (``column``: its image
+    column, see ``aeflow.runtime.parquet``), or IDX (raw or gzip, by content). ``name`` (default:
+    the path as given) labels it in tables and outputs. Raises a one-line ``InputError`` for
+    anything missing, empty, unreadable or of the wrong layout."""
     p = Path(path)
     name = name or str(path)
     if p.is_dir():
@@ -509,6 +525,10 @@ def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource
         return open_npz(p, name)
     if suffix == ".png":
         return open_png(p, name)
+    if suffix == ".parquet" or head.startswith(b"PAR1"):
+        from aeflow.runtime.parquet import ParquetSource
+
+        return ParquetSource(p, name, column)
     if head.startswith(_NPY_MAGIC):
         return open_npy(p, name)
     if head.startswith(_ZIP_MAGIC):
@@ -516,5 +536,6 @@ def open_source(path: str | os.PathLike, name: str | None = None) -> ImageSource
     if head.startswith(pngfiles.SIGNATURE):
         return open_png(p, name)
     if not is_gzip(p) and len(head) >= 4 and head[:2] != b"\x00\x00":
-        raise InputError(f"{name}: unknown format; pass .npy, .npz, IDX (raw or .gz), a .png or a folder of PNGs")
+        raise InputError(f"{name}: unknown format; pass .npy, .npz, .parquet, IDX (raw or .gz), a .png or a folder "
+                         f"of PNGs")
     return open_idx(p, name)

@@ -1,5 +1,5 @@
-"""Writing score results: CSV, JSON or NPY (chosen by the extension), atomically, or rows to a
-stream (CSV or JSON lines, for ``-o -``).
+"""Writing score results: CSV, JSON, NPY or Parquet (chosen by the extension), atomically, or
+rows to a stream (CSV or JSON lines, for ``-o -``).
 
 Every format holds one row per image with the columns (``COLUMNS``):
 
@@ -12,7 +12,11 @@ Every format holds one row per image with the columns (``COLUMNS``):
   where the input has no labels;
 - ``source``: the input the image came from.
 
-JSON wraps the rows with the threshold and provider used; NPY is a structured array.
+JSON wraps the rows with the threshold and provider used; NPY is a structured array; Parquet
+(pyarrow: ``pip install 'aeflow[distributed]'``) has the columns index int64, score float32,
+normalized_score float32, predicted_anomaly bool, label_anomaly bool (null where unknown), source
+string (dictionary-encoded), and the JSON context (threshold, provider, ...) in the schema
+metadata under the key ``aeflow``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from aeflow.errors import OutputError, UsageError
 from aeflow.files import atomic_path, check_writable
 from aeflow.metrics import normalized_scores
 
-FORMATS = (".csv", ".json", ".npy")
+FORMATS = (".csv", ".json", ".npy", ".parquet")
 
 
 COLUMNS = ("index", "score", "normalized_score", "predicted_anomaly", "label_anomaly", "source")
@@ -65,6 +69,10 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
+    if path.suffix.lower() == ".parquet":
+        from aeflow.runtime.parquet import pyarrow
+
+        pyarrow()  # a missing pyarrow is said before any work
     return check_writable(path, force)
 
 
@@ -88,6 +96,34 @@ def results_array(results: list[ScoredInput]) -> np.ndarray:
         rows["source"] = r.name
         at += n
     return out
+
+
+def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
+    """The rows of ``results`` as a pyarrow Table with the columns of ``COLUMNS`` (types in the
+    module docstring); ``first_index``: the index of each result's first row (when a result is a
+    chunk of a larger input)."""
+    from aeflow.runtime.parquet import pyarrow
+
+    pa, _ = pyarrow()
+    n = [len(r.scores) for r in results]
+
+    def joined(values, dtype):
+        return np.concatenate(values) if values else np.empty(0, dtype)
+
+    labels = [np.zeros(k, bool) if r.labels is None else r.labels for k, r in zip(n, results)]
+    unknown = [np.full(k, r.labels is None) for k, r in zip(n, results)]
+    source = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(results), dtype=np.int32), n)),
+                                            pa.array([r.name for r in results], pa.string()))
+    table = pa.table({
+        "index": pa.array(joined([np.arange(first_index, first_index + k, dtype=np.int64) for k in n], np.int64)),
+        "score": pa.array(joined([r.scores for r in results], np.float32), pa.float32()),
+        "normalized_score": pa.array(joined([r.normalized for r in results], np.float32), pa.float32()),
+        "predicted_anomaly": pa.array(joined([r.flags for r in results], bool), pa.bool_()),
+        "label_anomaly": pa.array(joined(labels, bool), pa.bool_(), mask=joined(unknown, bool)),
+        "source": source,
+    })
+    assert tuple(table.column_names) == COLUMNS
+    return table.replace_schema_metadata({"aeflow": json.dumps(context or {}, default=str)})
 
 
 def iter_rows(results: list[ScoredInput]):
@@ -152,6 +188,10 @@ def write_results(path: str | os.PathLike, results: list[ScoredInput], context: 
                 _write_csv(tmp, results)
             elif suffix == ".json":
                 _write_json(tmp, results, context or {})
+            elif suffix == ".parquet":
+                from aeflow.runtime.parquet import pyarrow
+
+                pyarrow()[1].write_table(results_table(results, context), tmp)
             else:
                 with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
                     np.save(f, results_array(results), allow_pickle=False)

@@ -76,6 +76,13 @@ class Rebuildable:
         self.__dict__[_PENDING] = dict(state)
         self.__dict__[_LOCK] = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings: dict):
+        """An object built from ``settings`` (as ``settings()`` returns them) on first use."""
+        obj = cls.__new__(cls)
+        obj.__setstate__(settings)
+        return obj
+
     def replace(self, **changes):
         """A copy with some settings changed (e.g. ``threads=1``), built on first use."""
         state = self.__getstate__()
@@ -84,9 +91,7 @@ class Rebuildable:
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
         if "threads" in changes:
             check_threads(changes["threads"])
-        clone = type(self).__new__(type(self))
-        clone.__setstate__(state | changes)
-        return clone
+        return type(self).from_settings(state | changes)
 
     @property
     def loaded(self) -> bool:

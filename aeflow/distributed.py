@@ -1,0 +1,390 @@
+"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``).
+
+Each input (a shard: ``.npy``, ``.npz``, IDX, a PNG folder, a Parquet file; glob patterns are
+expanded) becomes one task, or one task per ``chunk_size`` images where the shard can be split
+cheaply (arrays and memory-mapped files, PNG folders, Parquet). A worker rebuilds the pickled
+``AnomalyScorer`` once per process (onnxruntime limited to ``threads`` intra-op threads, default 1)
+and returns the float32 scores of its task; the client flags them with the scorer's threshold, so
+every score and decision is bit for bit the single process's (tested). Results are written as
+they arrive: ``-o x.parquet`` as one file (row groups in input order), ``-o DIR/`` as a Parquet
+dataset of one part per task (``part-00000.parquet``, ... in input order), both staged beside the
+output and published in one rename at the end. A failed task cancels the rest and raises one
+``AeflowError`` naming its shard; nothing is published.
+
+Dask is imported only inside these functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from aeflow.errors import AeflowError, InputError, OutputError, UsageError
+from aeflow.files import atomic_folder, atomic_path
+
+DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
+_EXTRA = "pip install 'aeflow[distributed]'"
+
+
+def _dask():
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(f"distributed scoring needs dask.distributed: {_EXTRA}") from None
+    return distributed
+
+
+# ---------------------------------------------------------------- inputs and tasks
+
+def expand_inputs(patterns: list[str | os.PathLike]) -> list[Path]:
+    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order;
+    ``InputError`` for a pattern that matches nothing."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        if glob.has_magic(text) and not Path(text).exists():
+            found = sorted(glob.glob(text, recursive=True))
+            if not found:
+                raise InputError(f"{text}: no file or folder matches the pattern")
+            paths.extend(Path(p) for p in found)
+        else:
+            paths.append(Path(text))
+    return paths
+
+
+@dataclass(frozen=True)
+class Task:
+    """Images [start, stop) of shard number ``shard`` (``name``, read from ``path``);
+    ``whole``: the shard cannot be split and is read from its start."""
+
+    number: int
+    shard: int
+    name: str
+    path: str
+    start: int
+    stop: int
+    whole: bool
+    shard_images: int
+
+    @property
+    def label(self) -> str:
+        return self.name if self.whole else f"{self.name} [images {self.start}..{self.stop - 1}]"
+
+
+@dataclass
+class Shard:
+    """What the client learnt when it opened a shard: its size and labels (or None)."""
+
+    name: str
+    n: int
+    labels: np.ndarray | None
+
+
+def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[Shard], list[Task]]:
+    """Open every shard on the client (headers only) and cut it into tasks of at most
+    ``chunk_size`` images, rounded up to whole batches."""
+    from aeflow.runtime.inputs import open_source
+
+    chunk = -(-chunk_size // batch_size) * batch_size
+    shards, tasks = [], []
+    for k, p in enumerate(paths):
+        name = str(p)
+        with open_source(p, name, column) as src:
+            shards.append(Shard(name, src.n, src.labels))
+            splittable = hasattr(src, "window")
+            full = os.path.abspath(p)
+            if not splittable or src.n <= chunk:
+                tasks.append(Task(len(tasks), k, name, full, 0, src.n, True, src.n))
+                continue
+            for start in range(0, src.n, chunk):
+                tasks.append(Task(len(tasks), k, name, full, start, min(src.n, start + chunk), False, src.n))
+    return shards, tasks
+
+
+# ---------------------------------------------------------------- on the worker
+
+_SCORERS: dict[str, object] = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def _worker_scorer(settings: dict):
+    """This process's scorer for ``settings``, built once (sessions are costly to create)."""
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    key = json.dumps(settings, sort_keys=True)
+    with _SCORERS_LOCK:
+        scorer = _SCORERS.get(key)
+        if scorer is None:
+            scorer = _SCORERS[key] = AnomalyScorer.from_settings(settings)
+    return scorer
+
+
+def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
+    """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
+    from aeflow.runtime.inputs import open_source
+
+    t0 = time.perf_counter()
+    scorer = _worker_scorer(settings)
+    with open_source(task.path, task.name, column) as src:
+        if src.n != task.shard_images:
+            raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
+                             f"was planned; every machine must see the same files")
+        if task.whole:
+            scores = scorer.score_source(src)
+        else:
+            with src.window(task.start, task.stop) as part:
+                scores = scorer.score_source(part)
+    return scores, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- outputs
+
+def output_kind(output: str | os.PathLike, force: bool = False) -> str:
+    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/`` or an existing folder); checks
+    before any work that it can be written (``OutputError``) and names a Parquet target
+    (``UsageError``)."""
+    from aeflow.files import check_writable
+
+    text = str(output)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        parent = path.resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"output {text}: folder {parent} does not exist or is not writable")
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"output {text}: exists and is not a folder")
+        if path.exists() and not force:
+            raise OutputError(f"output {text}: folder exists; pass force=True (--force) to replace it")
+        return "dataset"
+    if path.suffix.lower() != ".parquet":
+        raise UsageError(f"output {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
+                         f"ending in /")
+    check_writable(path, force, "output")
+    return "file"
+
+
+class _Writer:
+    """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
+
+    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack):
+        from aeflow.runtime.parquet import pyarrow
+
+        self._pa, self._pq = pyarrow()
+        self.kind, self.context = kind, context
+        self._waiting: dict[int, object] = {}
+        self._next = 0
+        if kind == "dataset":
+            self._dir = stack.enter_context(atomic_folder(output, replace=force))
+        else:
+            self._tmp = stack.enter_context(atomic_path(output))
+            self._file = None
+            stack.callback(self._close)
+
+    def _close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def add(self, task: Task, scores: np.ndarray, flags: np.ndarray) -> None:
+        from aeflow.runtime.outputs import ScoredInput, results_table
+
+        table = results_table([ScoredInput(task.name, scores, flags)], self.context, first_index=task.start)
+        if self.kind == "dataset":
+            self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
+            return
+        self._waiting[task.number] = table
+        while self._next in self._waiting:  # one file, in input order
+            t = self._waiting.pop(self._next)
+            if self._file is None:
+                self._file = self._pq.ParquetWriter(self._tmp, t.schema)
+            # one dictionary per row group keeps the source names; cast to the first schema
+            self._file.write_table(t.cast(self._file.schema) if t.schema != self._file.schema else t)
+            self._next += 1
+
+    def finish(self) -> None:
+        if self.kind == "file":
+            if self._file is None:
+                raise OutputError("no rows to write")
+            self._close()
+
+
+# ---------------------------------------------------------------- the job
+
+@dataclass
+class ShardResult:
+    """One input's outcome: images, flagged, worker seconds, scores float32 [n] (when kept),
+    labels bool [n] or None and, where labelled, the counts behind type I and II errors: normal
+    images and those flagged (false alarms), anomalies and those not flagged (misses)."""
+
+    name: str
+    images: int
+    flagged: int = 0
+    seconds: float = 0.0
+    labels: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    normal: int = 0
+    false_alarms: int = 0
+    anomalous: int = 0
+    misses: int = 0
+
+    def add(self, start: int, scores: np.ndarray, flags: np.ndarray, seconds: float) -> None:
+        """Account for the scores of images [start, start + len(scores))."""
+        self.flagged += int(flags.sum())
+        self.seconds += seconds
+        if self.scores is not None:
+            self.scores[start:start + len(scores)] = scores
+        if self.labels is not None:
+            lab = self.labels[start:start + len(scores)]
+            self.normal += int((~lab).sum())
+            self.false_alarms += int((flags & ~lab).sum())
+            self.anomalous += int(lab.sum())
+            self.misses += int((~flags & lab).sum())
+
+
+@dataclass
+class DistributedRun:
+    """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers, threshold."""
+
+    shards: list[ShardResult]
+    tasks: int
+    seconds: float
+    workers: int
+    threshold: float
+    provider: str
+    output: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.PathLike | None = None,
+                     scorer=None, *, column: str | None = None, chunk_size: int = DEFAULT_CHUNK,
+                     threads: int = 1, force: bool = False, keep_scores: bool | None = None,
+                     on_progress: Callable[[int, int], None] | None = None) -> DistributedRun:
+    """Score ``inputs`` (paths or glob patterns) on the cluster behind the ``distributed.Client``
+    ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
+
+    ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts), columns index int64,
+    score float32, is_anomaly bool, source; published complete or not at all. ``column``: the
+    image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
+    ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
+    score in the result (default: when there is no ``output``). ``on_progress(done, total)``:
+    images scored so far, after each task. Every path must be readable from the client and the
+    workers (a shared file system on a multi-node cluster).
+
+    Returns a ``DistributedRun``. Raises ``AeflowError`` (one line, naming the failed shard)."""
+    _dask()
+    from aeflow.runtime.pickling import check_threads
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if check_threads(threads) is None:
+        raise UsageError("threads must be a positive integer under a scheduler")
+    kind = output_kind(output, force) if output is not None else None
+    if kind is not None:
+        from aeflow.runtime.parquet import pyarrow
+
+        pyarrow()
+    scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
+    settings = scorer.replace(threads=threads).__getstate__()
+    threshold = scorer.threshold
+    shards, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
+    if not tasks:
+        raise InputError("no inputs to score")
+    keep = output is None if keep_scores is None else keep_scores
+    results = [ShardResult(s.name, s.n, labels=s.labels,
+                           scores=np.empty(s.n, np.float32) if keep else None) for s in shards]
+    total = sum(s.n for s in shards)
+    context = {"threshold": threshold, "artifacts": str(scorer.directory), "precision": scorer.precision,
+               "provider": scorer.provider,
+               "scheduler": str(getattr(getattr(client, "scheduler", None), "address", ""))}
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        writer = _Writer(Path(output), kind, context, force, stack) if kind else None
+        futures = {}
+        for t in tasks:
+            f = client.submit(score_task, settings, t, column, key=f"aeflow-score-{os.getpid()}-{id(tasks)}-{t.number}",
+                              pure=False)
+            futures[f] = t
+        done = 0
+        try:
+            for future in _dask().as_completed(list(futures)):
+                task = futures[future]
+                try:
+                    scores, seconds = future.result()
+                except AeflowError as e:
+                    raise _named(e, task, len(tasks)) from None
+                except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
+                    first = " ".join(str(e).split())[:200] or type(e).__name__
+                    raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); "
+                                      f"nothing written") from None
+                if len(scores) != task.stop - task.start:
+                    raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for "
+                                      f"{task.stop - task.start} images; nothing written")
+                flags = scores > threshold
+                results[task.shard].add(task.start, scores, flags, seconds)
+                if writer is not None:
+                    writer.add(task, scores, flags)
+                done += task.stop - task.start
+                if on_progress is not None:
+                    on_progress(done, total)
+            if writer is not None:
+                writer.finish()
+        except BaseException:
+            client.cancel(list(futures), force=True)
+            raise
+    workers = len(client.scheduler_info().get("workers", {}))
+    return DistributedRun(results, len(tasks), time.perf_counter() - t0, workers, threshold, scorer.provider,
+                          str(output) if output is not None else None, settings)
+
+
+def _named(e: AeflowError, task: Task, n_tasks: int) -> AeflowError:
+    """``e`` with its shard named (when the message does not already) and the outcome said."""
+    msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
+    return type(e)(f"{msg}; the job stopped, nothing written")
+
+
+# ---------------------------------------------------------------- clusters
+
+@contextlib.contextmanager
+def connect(scheduler: str, threads: int = 1) -> Iterator[object]:
+    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts a LocalCluster of N worker
+    processes with one thread each (stopped on exit); ``tcp://HOST:PORT`` (or ``tls://``)
+    connects to a running scheduler. ``UsageError`` for another form, ``AeflowError`` when the
+    scheduler cannot be reached."""
+    distributed = _dask()
+    import logging
+
+    text = str(scheduler).strip()
+    if text.startswith("local:"):
+        try:
+            n = int(text[len("local:"):])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UsageError(f"scheduler {text!r}: write local:N with N >= 1 worker processes")
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    if "://" not in text:
+        raise UsageError(f"scheduler {text!r}: use local:N or tcp://HOST:PORT")
+    try:
+        client = distributed.Client(text, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise AeflowError(f"cannot reach the Dask scheduler at {text} ({' '.join(str(e).split())[:160]}); "
+                          f"start it with 'dask scheduler' or check the address") from None
+    with client:
+        yield client
