@@ -149,14 +149,14 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 # ---------------------------------------------------------------- outputs
 
 def output_kind(output: str | os.PathLike, force: bool = False) -> str:
-    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/`` or an existing folder); checks
-    before any work that it can be written (``OutputError``) and names a Parquet target
-    (``UsageError``)."""
+    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, or a name
+    without an extension); checks before any work that it can be written (``OutputError``) and
+    names a Parquet target (``UsageError``)."""
     from aeflow.files import check_writable
 
     text = str(output)
     path = Path(text)
-    if text.endswith(("/", os.sep)) or path.is_dir():
+    if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         parent = path.resolve().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise OutputError(f"output {text}: folder {parent} does not exist or is not writable")
@@ -167,7 +167,7 @@ def output_kind(output: str | os.PathLike, force: bool = False) -> str:
         return "dataset"
     if path.suffix.lower() != ".parquet":
         raise UsageError(f"output {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
-                         f"ending in /")
+                         f"(DIR/)")
     check_writable(path, force, "output")
     return "file"
 
@@ -194,10 +194,11 @@ class _Writer:
             self._file.close()
             self._file = None
 
-    def add(self, task: Task, scores: np.ndarray, flags: np.ndarray) -> None:
+    def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
         from aeflow.runtime.outputs import ScoredInput, results_table
 
-        table = results_table([ScoredInput(task.name, scores, flags)], self.context, first_index=task.start)
+        table = results_table([ScoredInput(task.name, scores, threshold, labels)], self.context,
+                              first_index=task.start)
         if self.kind == "dataset":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
             return
@@ -271,8 +272,9 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     """Score ``inputs`` (paths or glob patterns) on the cluster behind the ``distributed.Client``
     ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
 
-    ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts), columns index int64,
-    score float32, is_anomaly bool, source; published complete or not at all. ``column``: the
+    ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts) with the columns of
+    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score,
+    predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
     image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
     ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
     score in the result (default: when there is no ``output``). ``on_progress(done, total)``:
@@ -329,10 +331,11 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                 if len(scores) != task.stop - task.start:
                     raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for "
                                       f"{task.stop - task.start} images; nothing written")
-                flags = scores > threshold
-                results[task.shard].add(task.start, scores, flags, seconds)
+                r = results[task.shard]
+                r.add(task.start, scores, scores > threshold, seconds)
                 if writer is not None:
-                    writer.add(task, scores, flags)
+                    labels = None if r.labels is None else r.labels[task.start:task.stop]
+                    writer.add(task, scores, threshold, labels)
                 done += task.stop - task.start
                 if on_progress is not None:
                     on_progress(done, total)
@@ -372,7 +375,7 @@ def connect(scheduler: str, threads: int = 1) -> Iterator[object]:
         if n < 1:
             raise UsageError(f"scheduler {text!r}: write local:N with N >= 1 worker processes")
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+                                           dashboard_address=None, silence_logs=logging.CRITICAL)
         try:
             with distributed.Client(cluster) as client:
                 yield client

@@ -122,7 +122,6 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
         "label_anomaly": pa.array(joined(labels, bool), pa.bool_(), mask=joined(unknown, bool)),
         "source": source,
     })
-    assert tuple(table.column_names) == COLUMNS
     return table.replace_schema_metadata({"aeflow": json.dumps(context or {}, default=str)})
 
 

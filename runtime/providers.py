@@ -50,6 +50,38 @@ def cuda_missing() -> list[str]:
     return missing
 
 
+# distributions that each install the one ``onnxruntime`` module (and overwrite each other's files)
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn", "onnxruntime-silicon", "ort-nightly", "ort-nightly-gpu")
+
+
+def onnxruntime_installs(distributions=None) -> list[tuple[str, str]]:
+    """(name, version) of every installed distribution that provides the ``onnxruntime`` module,
+    read from the package metadata (``importlib.metadata``; ``distributions``: an iterable of
+    ``Distribution`` objects, for tests)."""
+    import importlib.metadata as md
+
+    found = {}
+    for dist in (md.distributions() if distributions is None else distributions):
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        if name in ORT_DISTRIBUTIONS:
+            found[name] = dist.version
+    return sorted(found.items())
+
+
+def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
+    """A one-line warning with the fix when more than one onnxruntime distribution is installed
+    (they share the ``onnxruntime`` module: whichever was installed last silently decides whether
+    CUDA is there), else None."""
+    if len(installs) < 2:
+        return None
+    names = " and ".join(f"{n} {v}" for n, v in installs)
+    keep = "onnxruntime-gpu" if any(n == "onnxruntime-gpu" for n, _ in installs) else installs[0][0]
+    return (f"{names} are installed side by side; they share one 'onnxruntime' module and break each other "
+            f"silently. Fix: pip uninstall -y {' '.join(n for n, _ in installs)} && pip install {keep}"
+            + (" (or pip install 'aeflow[cuda]' for the CUDA libraries too)" if keep == "onnxruntime-gpu" else ""))
+
+
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
     """Session options: all graph optimisations, ``threads`` intra-op threads (None: onnxruntime's
     choice), thread spinning on or off (off when another framework shares the CPU)."""

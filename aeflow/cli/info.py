@@ -12,7 +12,7 @@ from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.contract import artifacts_dir, read_metadata
 from aeflow.cli.options import artifacts_option, device_option, json_option
-from aeflow.runtime.providers import create_session, provider_of
+from aeflow.runtime.providers import create_session, onnxruntime_conflict, onnxruntime_installs, provider_of
 
 
 def _graph_entry(directory, meta_name: str, device: str) -> dict:
@@ -38,6 +38,8 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
         "artifacts": str(directory),
         "graphs": [_graph_entry(directory, name, device) for name in ("threshold.json", "flow.json")],
         "providers_available": ort.get_available_providers(),
+        "onnxruntime_installs": [f"{n} {v}" for n, v in onnxruntime_installs()],
+        "onnxruntime_conflict": onnxruntime_conflict(onnxruntime_installs()),
         "device_requested": device,
         "cpu": cpu_name(),
         "versions": package_versions(),
@@ -72,6 +74,9 @@ def _print_text(info: dict) -> None:
                        f"test NLL {meta.get('nll', {}).get('test', float('nan')):.4f}")
         click.echo(f"    runs on: {g.get('provider') or g.get('provider_error')}")
     click.echo(f"providers available: {', '.join(info['providers_available'])}")
+    click.echo(f"onnxruntime installed as: {', '.join(info['onnxruntime_installs']) or 'unknown'}")
+    if info["onnxruntime_conflict"]:
+        click.echo(f"WARNING: {info['onnxruntime_conflict']}")
     click.echo(f"cpu: {info['cpu']}")
     click.echo("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
 

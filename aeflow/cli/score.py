@@ -159,16 +159,23 @@ def _print_images(results: list[ScoredInput], err: bool = False) -> None:
               help="Write a PNG per flagged image into DIR: the image, its reconstruction and the anomaly map "
                    "(needs Pillow).")
 @click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
+@click.option("--column", default=None, metavar="NAME",
+              help="Parquet inputs: the image column (default: 'image', else the only binary/list<uint8> column).")
+@click.option("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
+              help="Score on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a running "
+                   "scheduler; -o then names a .parquet file or a folder DIR/ (needs the distributed extra).")
 @force_option
 @json_option
 @no_verify_option
 @quiet_option
-def command(inputs, artifacts, device, batch_size, threshold, precision, output, maps_dir, maps_all, force, as_json,
-            no_verify, quiet):
+def command(inputs, artifacts, device, batch_size, threshold, precision, output, maps_dir, maps_all, column, scheduler,
+            force, as_json, no_verify, quiet):
     """Score images with the autoencoder and flag those above the threshold.
 
     INPUT: .npy, .npz (array 'images'; labels 'is_anomaly' optional), IDX (raw or .gz), a
-    28x28 greyscale .png, or a folder of them. Arrays: uint8 0..255 or float in [0, 1], shaped
+    28x28 greyscale .png, a folder of them, or .parquet (an image column of PNG bytes, 784 raw
+    bytes or list<uint8>; see --column); quoted glob patterns are expanded. Arrays: uint8 0..255
+    or float in [0, 1], shaped
     [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST
     and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table shows type
     I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
@@ -184,7 +191,17 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
       aeflow score digits/ --threshold 0.05 --json
       aeflow score digits/ -o - | sort -t, -k2 -g   # CSV rows to stdout
       aeflow score digits/ --maps maps/            # a picture per flagged image
+      aeflow score 'shards/*.npy' --scheduler local:2 -o scores.parquet
     """
+    from aeflow.distributed import expand_inputs
+
+    inputs = expand_inputs(inputs)
+    if scheduler is not None:
+        if maps_dir is not None or (output is not None and str(output) == "-"):
+            raise click.UsageError("--scheduler writes Parquet (-o FILE.parquet or -o DIR/); --maps and -o - "
+                                   "need a single process")
+        return _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, precision, output, column,
+                            force, as_json, no_verify, quiet)
     to_stdout = output is not None and str(output) == "-"
     out = check_output_path(output, force) if output is not None and not to_stdout else None
     if maps_all and maps_dir is None:
@@ -194,7 +211,7 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     paths = list(inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p, None if inputs else DEMO)) for p in paths]
+        sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column)) for p in paths]
         scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
         if thr is not None:
             scorer.threshold = thr
@@ -244,3 +261,59 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
             click.echo(f"wrote {out} ({total.images:,} rows)")
         if maps is not None:
             click.echo(f"wrote {len(maps.names):,} anomaly map{'s' if len(maps.names) != 1 else ''} to {maps_dir}")
+
+
+def _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, precision, output, column, force,
+                 as_json, no_verify, quiet):
+    """``--scheduler``: score on Dask (``aeflow.distributed``), print the same table."""
+    from aeflow.distributed import connect, output_kind, score_on_cluster
+
+    if not inputs:
+        raise click.UsageError("--scheduler needs INPUT files (shards)")
+    if output is not None:
+        output_kind(output, force)
+    thr = check_threshold(threshold, "--threshold") if threshold is not None else None
+    scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
+    if thr is not None:
+        scorer.threshold = thr
+    with connect(scheduler) as client, progress_bar(1, "scoring on Dask", quiet=quiet or as_json) as bar:
+        seen = 0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal seen
+            if hasattr(bar, "length"):
+                bar.length = total  # known once the shards are opened
+            bar.update(done - seen)
+            seen = done
+
+        try:
+            run = score_on_cluster(client, inputs, output, scorer, column=column, force=force, on_progress=progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted after {seen:,} images; no output written") from None
+    summaries = []
+    for r in run.shards:
+        t1 = {"rate": r.false_alarms / r.normal, "n": r.normal, "flagged": r.false_alarms} if r.normal else None
+        t2 = {"rate": r.misses / r.anomalous, "n": r.anomalous, "missed": r.misses} if r.anomalous else None
+        summaries.append(InputSummary(r.name, r.images, r.flagged, r.seconds, t1, t2))
+    normal, alarms = sum(r.normal for r in run.shards), sum(r.false_alarms for r in run.shards)
+    anomalous, misses = sum(r.anomalous for r in run.shards), sum(r.misses for r in run.shards)
+    total = InputSummary("total", sum(s.images for s in summaries), sum(s.flagged for s in summaries), run.seconds,
+                         {"rate": alarms / normal, "n": normal, "flagged": alarms} if normal else None,
+                         {"rate": misses / anomalous, "n": anomalous, "missed": misses} if anomalous else None)
+    head = {"artifacts": str(scorer.directory), "graph": scorer.graph.name, "precision": precision,
+            "device_requested": device, "provider": scorer.provider, "batch_size": batch_size,
+            "threshold": scorer.threshold,
+            "threshold_source": "--threshold" if thr is not None else
+            ("threshold.json" if precision == "fp32" else "threshold.json, int8"),
+            "scheduler": scheduler, "workers": run.workers, "tasks": run.tasks}
+    if as_json:
+        doc = dict(head, inputs=[s.as_dict() for s in summaries], total=total.as_dict(),
+                   output=str(output) if output is not None else None)
+        click.echo(json.dumps(doc, indent=2))
+    elif not quiet:
+        _print_table(head, summaries, total)
+        click.echo(f"{run.tasks} task{'s' if run.tasks != 1 else ''} on {run.workers} Dask worker"
+                   f"{'s' if run.workers != 1 else ''} ({scheduler}); images/s per input: per worker, "
+                   f"total: wall clock")
+        if output is not None:
+            click.echo(f"wrote {output} ({total.images:,} rows)")

@@ -1,0 +1,165 @@
+"""Scoring on a dask.distributed LocalCluster (2 worker processes): scores, decisions and written
+rows bit for bit those of the single process, over mixed shard formats; a failed shard is named in
+one line and nothing is published."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from aeflow.errors import AeflowError, InputError, OutputError, UsageError  # noqa: E402
+from aeflow.idx import write_idx  # noqa: E402
+from aeflow.runtime import AnomalyScorer, demo_images, open_source  # noqa: E402
+from aeflow.runtime.outputs import COLUMNS, ScoredInput, results_table  # noqa: E402
+from conftest import assert_one_line_error, run_cli  # noqa: E402
+from pngdata import encode_png  # noqa: E402
+
+
+def png_bytes(image) -> bytes:
+    from PIL import Image
+
+    f = io.BytesIO()
+    Image.fromarray(image).save(f, "PNG")
+    return f.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict:
+    """Mixed shards of demo images: .npy, labelled .npz, gzipped IDX, a PNG folder, and Parquet
+    files with PNG bytes, list<uint8> and 784-byte images."""
+    d = tmp_path_factory.mktemp("shards")
+    x = demo_images()
+    labels = np.arange(len(x)) % 3 == 0
+    np.save(d / "a.npy", x[:700])
+    np.savez_compressed(d / "b.npz", images=x[700:1000], is_anomaly=labels[700:1000])
+    write_idx(d / "c-idx3-ubyte.gz", x[1000:1200])
+    (d / "pngs").mkdir()
+    for i, im in enumerate(x[1200:1450]):
+        (d / "pngs" / f"{i:04d}.png").write_bytes(encode_png(im, ["paeth", "sub", "up", "average", "none"]))
+    pq.write_table(pa.table({"image": pa.array([png_bytes(im) for im in x[1450:1650]], pa.binary()),
+                             "is_anomaly": pa.array(labels[1450:1650])}), d / "e.parquet", row_group_size=64)
+    pq.write_table(pa.table({"pixels": pa.array([im.ravel().tolist() for im in x[1650:1850]],
+                                                pa.list_(pa.uint8()))}), d / "f.parquet", row_group_size=50)
+    pq.write_table(pa.table({"raw": pa.array([im.tobytes() for im in x[1850:2000]], pa.binary(784))}),
+                   d / "g.parquet")
+    names = ["a.npy", "b.npz", "c-idx3-ubyte.gz", "pngs", "e.parquet", "f.parquet", "g.parquet"]
+    return {"dir": d, "paths": [str(d / n) for n in names], "images": x}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One LocalCluster of 2 worker processes (1 thread each) for the module."""
+    from aeflow.distributed import connect
+
+    with connect("local:2") as c:
+        yield c
+
+
+def single_process(scorer, paths):
+    out = {}
+    for p in paths:
+        with open_source(p) as src:
+            out[p] = (scorer.score_source(src), src.labels)
+    return out
+
+
+def test_distributed_scores_bit_for_bit_on_mixed_shards(client, shards, tmp_path):
+    from aeflow.distributed import score_on_cluster
+
+    scorer = AnomalyScorer(device="cpu", batch_size=64)
+    reference = single_process(scorer, shards["paths"])
+    # chunks of 128 images: the .npy, PNG folder and Parquet shards are split across tasks
+    run = score_on_cluster(client, shards["paths"], tmp_path / "s.parquet", scorer, chunk_size=100)
+    assert run.workers == 2 and run.tasks > len(shards["paths"])
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert tuple(table.column_names) == COLUMNS
+    expected = results_table([ScoredInput(p, s, scorer.threshold, lab) for p, (s, lab) in reference.items()])
+    for c in COLUMNS:
+        assert table.column(c).to_pylist() == expected.column(c).to_pylist(), c
+    scores = table.column("score").to_numpy()
+    assert np.array_equal(scores, scorer.score(shards["images"]))  # and the images in one array
+    # kept in memory, with counts for the type I/II table
+    run = score_on_cluster(client, shards["paths"], None, scorer, chunk_size=100)
+    for r in run.shards:
+        s, lab = reference[r.name]
+        assert np.array_equal(r.scores, s) and r.flagged == int((s > scorer.threshold).sum())
+        if lab is not None:
+            assert (r.normal, r.false_alarms) == (int((~lab).sum()), int(((s > scorer.threshold) & ~lab).sum()))
+
+
+def test_dataset_output_globs_and_int8(client, shards, tmp_path):
+    from aeflow.distributed import score_on_cluster
+
+    scorer = AnomalyScorer(device="cpu", precision="int8")
+    scorer.threshold = 0.02
+    pattern = str(shards["dir"] / "*.parquet")
+    run = score_on_cluster(client, [pattern], tmp_path / "out/", scorer, chunk_size=64)
+    parts = sorted(os.listdir(tmp_path / "out"))
+    assert parts == [f"part-{i:05d}.parquet" for i in range(run.tasks)]
+    table = pq.read_table(tmp_path / "out")
+    files = sorted(str(p) for p in shards["dir"].glob("*.parquet"))
+    reference = single_process(scorer, files)
+    assert np.array_equal(table.column("score").to_numpy(), np.concatenate([s for s, _ in reference.values()]))
+    assert np.array_equal(table.column("predicted_anomaly").to_numpy(zero_copy_only=False),
+                          np.concatenate([s > 0.02 for s, _ in reference.values()]))
+    assert table.column("index").to_pylist()[:3] == [0, 1, 2]
+    with pytest.raises(OutputError, match="exists"):
+        score_on_cluster(client, [pattern], tmp_path / "out/", scorer)
+
+
+def test_failed_shard_named_in_one_line_nothing_published(client, shards, tmp_path):
+    from aeflow.distributed import score_on_cluster
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i, im in enumerate(shards["images"][:150]):
+        (bad / f"{i:04d}.png").write_bytes(encode_png(im))
+    (bad / "0120.png").write_bytes(encode_png(shards["images"][0])[:60])
+    before = set(os.listdir(tmp_path))
+    for output in (tmp_path / "x.parquet", tmp_path / "ds/"):
+        with pytest.raises(InputError) as e:
+            score_on_cluster(client, [shards["paths"][0], str(bad)], output, chunk_size=64)
+        msg = str(e.value)
+        assert "\n" not in msg and "0120.png" in msg and "nothing written" in msg
+        assert set(os.listdir(tmp_path)) == before  # no file, no staging left behind
+
+
+def test_usage_errors(client, shards, tmp_path):
+    from aeflow.distributed import connect, score_on_cluster
+
+    with pytest.raises(UsageError, match="Parquet"):
+        score_on_cluster(client, shards["paths"][:1], tmp_path / "x.csv")
+    with pytest.raises(InputError, match="no file or folder matches"):
+        score_on_cluster(client, [str(tmp_path / "nothing-*.npy")])
+    with pytest.raises(UsageError, match="threads"):
+        score_on_cluster(client, shards["paths"][:1], threads=0)
+    with pytest.raises(UsageError, match="local:N"):
+        with connect("local:0"):
+            pass
+    with pytest.raises(UsageError, match="tcp://"):
+        with connect("somewhere"):
+            pass
+
+
+def test_cli_scheduler_on_a_running_cluster(client, shards, tmp_path):
+    """`aeflow score --scheduler tcp://...` against the module's cluster; the file equals the single
+    process's -o x.parquet row for row."""
+    address = client.scheduler.address
+    proc = run_cli("score", *shards["paths"], "--scheduler", address, "-o", str(tmp_path / "d.parquet"), "--device",
+                   "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 Dask workers" in proc.stdout and "wrote" in proc.stdout
+    single = run_cli("score", *shards["paths"], "-o", str(tmp_path / "s.parquet"), "--device", "cpu")
+    assert single.returncode == 0, single.stderr
+    a, b = pq.read_table(tmp_path / "d.parquet"), pq.read_table(tmp_path / "s.parquet")
+    for c in COLUMNS:
+        assert a.column(c).to_pylist() == b.column(c).to_pylist(), c
+    bad = run_cli("score", str(shards["dir"] / "pngs"), "--scheduler", address, "-o", str(tmp_path / "e.csv"))
+    assert "Parquet" in assert_one_line_error(bad, 2)
