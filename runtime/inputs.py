@@ -321,9 +321,9 @@ class PngFolderSource(ImageSource):
         clone.n = len(clone.files)
         return clone
 
-    @staticmethod
-    def _decode(chunk: list[Path]) -> np.ndarray:
-        return pngfiles.decode_many([_read(p) for p in chunk], [str(p) for p in chunk])
+    def _decode(self, chunk: list[Path]) -> np.ndarray:
+        # files are named under the folder's name as given (a worker may open it by another path)
+        return pngfiles.decode_many([_read(p) for p in chunk], [os.path.join(self.name, p.name) for p in chunk])
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         def submit(pool, start):
