@@ -48,6 +48,7 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     only when ``replace``; else ``FileExistsError``), on any exception it is removed. Readers see
     the old folder, or the complete new one, never a partial one."""
     import shutil
+    import tempfile
 
     path = Path(path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
