@@ -122,3 +122,28 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         os.replace(staging / name, directory / name)
     staging.rmdir()
     return directory
+
+
+@contextlib.contextmanager
+def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield an empty staging folder for the files of ``directory``; when the block succeeds, every
+    file written there is fsynced and published by ``publish_folder``, the names in ``last`` last
+    (e.g. the metadata that names the other files' hashes). On any exception (Ctrl-C included) the
+    staging folder is removed and ``directory`` is as it was. The staging folder sits in
+    ``directory`` when it exists, else beside it (the same file system either way); ``OSError``
+    when it cannot be made."""
+    import shutil
+    import tempfile
+
+    directory = Path(directory)
+    parent = directory if directory.is_dir() else directory.resolve().parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield staging
+        names = sorted(p.name for p in staging.iterdir())
+        for name in names:
+            with open(staging / name, "rb") as f:
+                os.fsync(f.fileno())
+        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

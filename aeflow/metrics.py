@@ -68,6 +68,26 @@ def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
     return float(u / (a.size * b.size))
 
 
+def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float,
+                normal_set: str = "mnist-test") -> dict:
+    """Type I error on the normal set, type II error and AUROC per anomaly set, in the one shape
+    threshold.json's ``evaluation`` records and every report uses::
+
+        {"type_i": {"set": normal_set, "n": N, "rate": r},
+         "type_ii": {name: {"n": M, "rate": r}, ...}, "auroc": {name: a, ...}}
+
+    ``normal_scores`` float [N], ``anomaly_scores`` name -> float [M]; an image is flagged when its
+    score is strictly above ``threshold``."""
+    normal = np.asarray(normal_scores).ravel()
+    out = {"type_i": {"set": normal_set, "n": int(normal.size), "rate": type_i_error(normal, threshold)},
+           "type_ii": {}, "auroc": {}}
+    for name, scores in anomaly_scores.items():
+        s = np.asarray(scores).ravel()
+        out["type_ii"][name] = {"n": int(s.size), "rate": type_ii_error(s, threshold)}
+        out["auroc"][name] = auroc(normal, s)
+    return out
+
+
 def roc_curve(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False- and true-positive rates over every distinct threshold, highest first.
 

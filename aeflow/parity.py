@@ -1,4 +1,4 @@
-"""Comparing ONNX outputs with PyTorch's: one tolerance policy for export, ``aeflow verify``
+"""Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check, ``aeflow verify``
 and the tests (numpy only)."""
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "dz_dx": (1e-30, 1e-5),
     "log_prob": (1e-5, 1e-5),
     "sample": (1e-5, 0.0),
+    # flow.json's float64 components against the graph's float32 z (graph noise ~4e-7)
+    "components z": (1e-5, 0.0),
+    # int8 graphs are compared with onnxruntime CPU's own outputs at export: a value that rounds to
+    # another uint8 step on another machine moves the outputs by about one quantisation step
+    "int8 reconstruction": (2e-3, 0.0),
+    "int8 score": (1e-4, 0.0),
 }
 
 
@@ -60,9 +66,9 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
 def format_table(rows: list[Comparison], title: str = "") -> str:
     """A plain-text table of comparisons, one line per output."""
     lines = [title] if title else []
-    lines.append(f"{'output':<16}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<24}result")
+    lines.append(f"{'output':<34}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<24}result")
     for r in rows:
-        lines.append(f"{r.name:<16}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<24}"
+        lines.append(f"{r.name:<34}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<24}"
                      f"{'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)
 

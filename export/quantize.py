@@ -49,12 +49,13 @@ from onnx import TensorProto
 
 from aeflow.datasets import available, load_images, to_float
 from aeflow.errors import ArtifactError, ParityError
-from aeflow.files import sha256_file
-from aeflow.metrics import auroc, threshold_from_scores, type_i_error, type_ii_error
+from aeflow.export.metadata import threshold_fields
+from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare
-from aeflow.runtime.providers import create_session
+from aeflow.runtime import contract
+from aeflow.runtime.contract import AE_FILE, INT8_FILE
+from aeflow.runtime.providers import create_session, run_batched
 
-INT8_FILE = "ae.int8.onnx"
 AGREEMENT_TARGET = 0.995  # share of test images whose int8 decision equals the float32 one
 RATE_TOLERANCE = 0.005  # type I / type II may move by at most half a percentage point
 METHOD = {
@@ -85,8 +86,7 @@ def _session(path: str | os.PathLike) -> ort.InferenceSession:
 
 def scores_of(session: ort.InferenceSession, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
     """The ``score`` output over float32 images [N, 1, 28, 28] in batches of ``batch`` -> float32 [N]."""
-    return np.concatenate([session.run(["score"], {"images": images[i:i + batch]})[0]
-                           for i in range(0, len(images), batch)])
+    return run_batched(session, images, batch, outputs=["score"])[0]
 
 
 def _calibration_reader(images: np.ndarray):
@@ -148,15 +148,6 @@ def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, co
     return compare("int8 any batch", np.concatenate(runs), np.tile(reference, len(runs)), atol=0.0, rtol=0.0)
 
 
-def _rates(normal: np.ndarray, anomalies: dict[str, np.ndarray], threshold: float) -> dict:
-    ev = {"type_i": {"set": "mnist-test", "n": int(normal.size), "rate": type_i_error(normal, threshold)},
-          "type_ii": {}, "auroc": {}}
-    for name, s in anomalies.items():
-        ev["type_ii"][name] = {"n": int(s.size), "rate": type_ii_error(s, threshold)}
-        ev["auroc"][name] = auroc(normal, s)
-    return ev
-
-
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, anomaly_sets: tuple[str, ...]
                   ) -> tuple[dict, list[Comparison]]:
     """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx and return (threshold.json's
@@ -171,8 +162,8 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, 
     """
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
-    write_int8_graph(tmp / "ae.onnx", out, val_images)
-    fp32, int8 = _session(tmp / "ae.onnx"), _session(out)
+    write_int8_graph(tmp / AE_FILE, out, val_images)
+    fp32, int8 = _session(tmp / AE_FILE), _session(out)
     th32 = threshold_from_scores(scores_of(fp32, val_images)).value
     val8 = scores_of(int8, val_images)
     if not np.all(np.isfinite(val8)) or np.any(val8 < 0):
@@ -194,8 +185,8 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, 
     pooled = float(np.concatenate(list(same.values())).mean())
     anomalies8 = {k: v for k, v in s8.items() if k != "mnist-test"}
     anomalies32 = {k: v for k, v in s32.items() if k != "mnist-test"}
-    ev8 = _rates(s8["mnist-test"], anomalies8, th8.value)
-    ev32 = _rates(s32["mnist-test"], anomalies32, th32)
+    ev8 = error_rates(s8["mnist-test"], anomalies8, th8.value)
+    ev32 = error_rates(s32["mnist-test"], anomalies32, th32)
     rel = np.abs(np.concatenate(list(s8.values())) - np.concatenate(list(s32.values()))) \
         / np.concatenate(list(s32.values()))
 
@@ -209,14 +200,10 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, 
         raise ParityError(f"int8 graph misses its targets: {'; '.join(problems)}; nothing was written")
 
     model = onnx.load(str(out))
-    entry = {
-        "onnx_file": INT8_FILE,
-        "sha256": sha256_file(out),
-        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    entry = contract.graph_entry("int8", out, opset) | {
         "method": METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"},
-        "threshold": th8.value,
-        "k": th8.k,
-        "validation": {"mean": th8.mean, "std": th8.std, "ddof": 1, "n": th8.n},
+        **threshold_fields(th8),
         "evaluation": ev8 | {
             "decision_agreement_with_fp32": pooled,
             "decision_agreement_by_set": by_set,

@@ -1,5 +1,5 @@
-"""The PyTorch side of the runtime's comparisons (``aeflow verify``, ``aeflow bench``): the
-checkpoints run eagerly, and the homework's own sampler. Needs the train extra; the runtime imports
+"""The PyTorch side of every comparison (export's checks, golden.npz, ``aeflow verify``, ``aeflow
+bench``): the checkpoints loaded and run eagerly, and the homework's own sampler. Needs the train extra; the runtime imports
 this module only inside those commands, so scoring and sampling never load torch."""
 
 from __future__ import annotations
@@ -10,14 +10,49 @@ from typing import Callable
 import numpy as np
 import torch
 
-from aeflow.export.exporter import load_autoencoder, load_flow, torch_ae, torch_flow
-from aeflow.train.models import ScoringAutoencoder
+from aeflow.runtime.providers import batched
+from aeflow.train.checkpoint import load_checkpoint
+from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 
 HOMEWORK_STEPS = 30
 HOMEWORK_BRACKET = (-3.0, 3.0)
+BATCH = 1000
 
-__all__ = ["load_autoencoder", "load_flow", "torch_ae", "torch_flow", "set_threads", "autoencoder_scorer",
-           "homework_sampler", "HOMEWORK_STEPS", "HOMEWORK_BRACKET"]
+
+def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
+    """The trained autoencoder (eval mode) and its checkpoint dict."""
+    ckpt = load_checkpoint(path, "autoencoder")
+    model = Autoencoder()
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
+    """The trained flow (eval mode) and its checkpoint dict."""
+    ckpt = load_checkpoint(path, "flow")
+    flow = Flow1d(int(ckpt["config"]["n_components"]))
+    flow.load_state_dict(ckpt["state_dict"])
+    return flow.eval(), ckpt
+
+
+def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's ae.onnx: float32 images [N, 1, 28, 28] -> (reconstruction float32 [N, 1, 28, 28],
+    score float32 [N]), in batches of ``batch``."""
+    wrapper = ScoringAutoencoder(model).eval()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [t.numpy() for t in wrapper(torch.from_numpy(x))]
+
+    rec, score = batched(run, images, batch)
+    return rec, score
+
+
+def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
+    with torch.inference_mode():
+        z, dz, lp = flow(torch.from_numpy(x))
+    return z.numpy(), dz.numpy(), lp.numpy()
 
 
 def set_threads(threads: int) -> None:

@@ -17,9 +17,9 @@ Input ``z`` float32 [N] (targets strictly inside (-W/2, W/2)) -> output ``x`` fl
    elementwise, a Gather or a per-row reduction and the trip count is fixed: no data-dependent
    control flow, so the graph stays capturable by CUDA graphs.
 
-Unrolled rather than an ONNX Loop: the Loop variant (``build_sampler_graph(loop=True)``, same
-body, constant trip count) measured 1-5% slower on onnxruntime CPU (1e6 targets in one call, 2
-threads: 66 vs 70 ms with one step, 108 vs 113 ms with two) and is harder to read; a step unrolls
+Unrolled rather than an ONNX Loop: a Loop variant (same body, constant trip count) measured 1-5%
+slower on onnxruntime CPU (1e6 targets in one call, 2 threads: 66 vs 70 ms with one step, 108 vs
+113 ms with two), was harder to read and has been removed; a step unrolls
 to 19 nodes. Each step costs about 40 ms per 1e6 targets there (the Erf over 5 components), the
 table lookup and start about 20 ms. The table's six columns are gathered as [N, 6] rows and split:
 six 1-D Gathers cost ~7 ms more per 1e6.
@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from aeflow.errors import ParityError
 from aeflow.runtime import inversion
+from aeflow.runtime.contract import SAMPLER_FILE, graph_entry
+from aeflow.runtime.providers import create_session
 
-SAMPLER_FILE = "flow_sampler.onnx"
 TABLE_NODES = 2048  # bulk intervals (evenly spaced in z)
 TAIL_NODES = 256  # intervals per tail (evenly spaced in log tail mass)
 TAIL_MASS = 0.02  # where the tails begin: W/2 - |z| below this
@@ -174,10 +174,9 @@ def _newton_step(b: _Builder, z: str, x: str, lo: str, hi: str, k: dict[str, str
 
 
 def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: float, steps: int = 1,
-                        opset: int = 20, ir_version: int = 10, loop: bool = False) -> onnx.ModelProto:
+                        opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
     """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N] (see the module docstring), checked
-    by onnx.checker. ``loop=True`` puts the Newton steps in an ONNX Loop with a constant trip count
-    instead of unrolling them (kept for measuring; the exporter writes the unrolled graph)."""
+    by onnx.checker."""
     b = _Builder()
     k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", consts.mu),
          "inv_sigma": b.const("inv_sigma", consts.inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
@@ -204,11 +203,8 @@ def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: fl
     c0, c1, c2, c3, lo, hi = (b.op("Squeeze", s, k["axis1"]) for s in b.split(rows, 6))
     x = b.op("Add", c0, b.op("Mul", u, b.op("Add", c1, b.op("Mul", u, b.op("Add", c2, b.op("Mul", u, c3))))))
     x = b.op("Min", b.op("Max", x, lo), hi)
-    if loop:
-        x = _newton_loop(b, x, lo, hi, steps, k)
-    else:
-        for _ in range(steps):
-            x, lo, hi = _newton_step(b, "z", x, lo, hi, k)
+    for _ in range(steps):
+        x, lo, hi = _newton_step(b, "z", x, lo, hi, k)
     b.nodes.append(helper.make_node("Identity", [x], ["x"], name="output"))
     graph = helper.make_graph(b.nodes, "aeflow_flow_sampler",
                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N"])],
@@ -219,35 +215,7 @@ def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: fl
     return model
 
 
-def _newton_loop(b: _Builder, x: str, lo: str, hi: str, steps: int, k: dict[str, str]) -> str:
-    """The Newton steps as an ONNX Loop with a constant trip count; returns the final x."""
-    body = _Builder(start=10_000)  # node names unique across the outer graph and the body
-    nx, nlo, nhi = _newton_step(body, "z", "x_in", "lo_in", "hi_in", k)
-    body.nodes += [helper.make_node("Identity", [i], [o]) for i, o in
-                   (("cond_in", "cond_out"), (nx, "x_out"), (nlo, "lo_out"), (nhi, "hi_out"))]
-
-    def vi(name, t, shape):
-        return helper.make_tensor_value_info(name, t, shape)
-
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        body.nodes, "newton_step",
-        [vi("iter", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []),
-         vi("x_in", f, ["N"]), vi("lo_in", f, ["N"]), vi("hi_in", f, ["N"])],
-        [vi("cond_out", TensorProto.BOOL, []), vi("x_out", f, ["N"]), vi("lo_out", f, ["N"]), vi("hi_out", f, ["N"])])
-    trip, cond = b.const("trip_count", steps, np.int64), b.const("loop_cond", True, np.bool_)
-    outs = ["loop_x", "loop_lo", "loop_hi"]
-    b.nodes.append(helper.make_node("Loop", [trip, cond, x, lo, hi], outs, name="newton_loop", body=graph))
-    return outs[0]
-
-
 # -- export-time check ----------------------------------------------------------------------------
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
 
 def check_targets(half_w: float, seed: int = 0) -> np.ndarray:
     """float64 targets strictly inside (-W/2, W/2): an even grid, uniform and truncated-normal
@@ -299,7 +267,8 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere."""
     lo, hi = x_bracket
     z = check_targets(comp.half_w)
-    x = _session(model).run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
+    session = create_session(model.SerializeToString(), "cpu")
+    x = session.run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     finite = np.isfinite(x)
     ref = inversion.polish64(comp, z, np.where(finite, x, 0.0), lo, hi)
     slow = slow_intervals(comp, x_bracket)
@@ -331,7 +300,7 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     """Build, check and save ``flow_sampler.onnx`` (self-contained) for the trained ``flow``
     (Flow1d) whose flow.json components are ``comp_json``, with the fewest Newton steps (1 to
     ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
-    entry without the sha256 (the caller adds it), or raises ``ParityError`` (saving nothing)."""
+    entry, or raises ``ParityError`` (saving nothing)."""
     comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
     tables = inverse_tables(comp, x_bracket)
     consts = FlowConstants.from_flow(flow)
@@ -344,7 +313,7 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
             if steps == MAX_NEWTON_STEPS:
                 raise
     onnx.save(model, str(path))
-    return {"onnx_file": Path(path).name, "opset": opset, "inputs": {"z": ["N"]}, "outputs": {"x": ["N"]},
-            "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
-            "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE,
-            "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}
+    return graph_entry("sampler", path, opset) | {
+        "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
+        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE,
+        "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import onnxruntime as ort
 
 from aeflow.errors import ArtifactError, DeviceError, UsageError
@@ -126,8 +128,8 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
             ort.set_default_logger_severity(2)
     if device == "cuda" and session.get_providers()[0] != CUDA:
         missing = cuda_missing() or ["a working CUDA device (the provider failed to start)"]
-        raise DeviceError(f"--device cuda: the CUDA provider cannot run here, missing {'; '.join(missing)}; "
-                          f"use --device cpu or auto")
+        raise DeviceError(f'device="cuda": the CUDA provider cannot run here, missing {"; ".join(missing)}; '
+                          f'use device="cpu" or "auto"')
     return session
 
 
@@ -139,3 +141,18 @@ def provider_of(session: ort.InferenceSession) -> str:
 def short_provider(name: str) -> str:
     """``CUDAExecutionProvider`` -> ``CUDA``."""
     return name.replace("ExecutionProvider", "")
+
+
+def batched(run: Callable[[np.ndarray], Sequence[np.ndarray]], x: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
+    """``run`` over ``x`` in slices of ``batch`` along the first axis, each output concatenated:
+    ``run(x[i:i + batch])`` returns k arrays [b, ...]; returns k arrays [N, ...]."""
+    parts = [run(x[i:i + batch]) for i in range(0, len(x), batch)]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 1000,
+                outputs: list[str] | None = None) -> list[np.ndarray]:
+    """``session`` (one input) over ``x`` in batches (``batched``): the named ``outputs`` (None:
+    all), each concatenated to [N, ...]."""
+    name = session.get_inputs()[0].name
+    return batched(lambda b: session.run(outputs, {name: b}), x, batch)

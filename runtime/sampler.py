@@ -31,15 +31,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aeflow.errors import ArtifactError, InputError, UsageError
+from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
-from aeflow.runtime.contract import (FLOW_SIGNATURE, SAMPLER_SIGNATURE, artifacts_dir, check_signature,
-                                      read_flow_metadata, read_sampler_graph)
+from aeflow.runtime.contract import artifacts_dir, read_flow
+from aeflow.runtime.golden import load_graph
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
-from aeflow.runtime.providers import create_session, provider_of
+from aeflow.runtime.providers import provider_of
 
 METHODS = ("graph", "table", "newton", "bisection")
-# "graph" where the artifacts hold flow_sampler.onnx (exports before it existed do not), else "table"
+# "graph" runs flow_sampler.onnx; asked for iterations but no method, a sampler runs "table"
 DEFAULT_METHOD, FALLBACK_METHOD = "graph", "table"
 DEFAULT_CHUNK = 1 << 16
 MAX_ITERATIONS = 200
@@ -141,8 +141,10 @@ class FlowSampler(Rebuildable):
     ``artifacts``: folder with flow.json + flow.onnx (default: the bundled one); ``device``: auto,
     cpu or cuda; ``method``: default inversion method (one of ``METHODS``; None: the fastest exact,
     "table"); ``chunk_size``: targets per graph call (memory stays O(chunk_size) besides the
-    float32 output); ``verify``: check flow.onnx's sha256 against flow.json; ``threads``: intra-op
-    threads (None: onnxruntime's choice).
+    float32 output); ``verify``: check the graphs' sha256 and flow.json's contents against what
+    export recorded; ``golden``: compare each graph's outputs on this machine with the golden
+    outputs recorded at export when it loads (flow.onnx now, flow_sampler.onnx on first use of
+    "graph"; a few ms); ``threads``: intra-op threads (None: onnxruntime's choice)..
 
     Picklable like ``AnomalyScorer``: a pickle holds ``settings()``, the receiver rebuilds the
     sessions on first use and refuses a flow.json that differs from the sender's.
@@ -156,33 +158,22 @@ class FlowSampler(Rebuildable):
     METADATA = "flow.json"
 
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", method: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, verify: bool = True, threads: int | None = None):
+                 chunk_size: int = DEFAULT_CHUNK, verify: bool = True, threads: int | None = None,
+                 golden: bool = True):
         self._method = self._check_method(method)
         check_threads(threads)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.chunk_size = int(chunk_size)
         directory = artifacts_dir(artifacts)
-        self._meta = read_flow_metadata(directory, verify)
-        path: Path = self._meta["onnx_path"]
-        try:
-            c = self._meta["components"]
-            self._comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
-        except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{directory / 'flow.json'}: missing or malformed components; re-export") from None
-        w = float(self._meta["W"])
-        if not (self._comp.mu.shape == self._comp.sigma.shape == self._comp.weight.shape
-                and self._comp.mu.size > 0 and np.all(self._comp.sigma > 0) and np.all(self._comp.weight > 0)
-                and abs(2 * self._comp.half_w - w) <= 1e-9 * w):
-            raise ArtifactError(f"{directory / 'flow.json'}: components do not match W = {w}; re-export")
-        lo, hi = (float(v) for v in self._meta["x_bracket"])
-        self._bracket = (lo, hi)
-        self._session = create_session(path, device, threads)
-        check_signature(self._session, FLOW_SIGNATURE, path.name)
-        self._directory, self._device, self._threads, self._verify = directory, device, threads, verify
+        self._meta = read_flow(directory, verify)
+        c = self._meta["components"]
+        self._comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
+        self._bracket = (float(self._meta["x_bracket"][0]), float(self._meta["x_bracket"][1]))
+        self._session = load_graph(directory, self._meta, "flow", device, threads, verify=verify, golden=golden)
+        self._directory, self._device, self._threads = directory, device, threads
+        self._verify, self._golden = verify, golden
         self._lazy_lock = threading.RLock()  # cached_property has no lock from Python 3.12 on
-        if method is None and "sampler_graph" not in self._meta:
-            self._method = FALLBACK_METHOD
         # where a pickle points: fixed now, as a relative path depends on the current folder
         self._portable, self._digest = portable_artifacts(directory), metadata_digest(directory, self.METADATA)
 
@@ -194,12 +185,13 @@ class FlowSampler(Rebuildable):
         ``digest`` (flow.json's sha256)."""
         return {"artifacts": self._portable, "device": self._device, "method": self._method,
                 "chunk_size": self.chunk_size, "verify": self._verify, "threads": self._threads,
+                "golden": self._golden,
                 "digest": self._digest}
 
     @classmethod
     def _rebuild(cls, settings: dict) -> "FlowSampler":
         return cls(settings["artifacts"], settings["device"], settings["method"], settings["chunk_size"],
-                   settings["verify"], settings["threads"])
+                   settings["verify"], settings["threads"], settings["golden"])
 
     # -- properties -------------------------------------------------------------------------
 
@@ -215,7 +207,7 @@ class FlowSampler(Rebuildable):
 
     @property
     def metadata(self) -> dict:
-        """flow.json as read (with ``onnx_path`` added)."""
+        """flow.json as recorded (a copy)."""
         return dict(self._meta)
 
     @property
@@ -231,8 +223,7 @@ class FlowSampler(Rebuildable):
     @property
     def methods(self) -> tuple[str, ...]:
         """The inversion methods these artifacts support by name, the default first."""
-        usable = [m for m in METHODS if m != "graph" or "sampler_graph" in self._meta]
-        return tuple(sorted(usable, key=lambda m: m != self._method))
+        return tuple(sorted(METHODS, key=lambda m: m != self._method))
 
     @property
     def method(self) -> str:
@@ -271,10 +262,9 @@ class FlowSampler(Rebuildable):
         return self._once("_sampler_graph_value", self._load_sampler_graph)
 
     def _load_sampler_graph(self) -> tuple:
-        path, entry = read_sampler_graph(self._directory, self._meta, self._verify)
-        session = create_session(path, self._device, self._threads)
-        check_signature(session, SAMPLER_SIGNATURE, path.name)
-        return session, entry
+        session = load_graph(self._directory, self._meta, "sampler", self._device, self._threads,
+                             verify=self._verify, golden=self._golden)
+        return session, self._meta["sampler_graph"]
 
     @property
     def _table(self) -> inversion.InverseTable:
@@ -328,7 +318,7 @@ class FlowSampler(Rebuildable):
         if method == "bisection":
             return inversion.bisection_steps(*self._bracket)
         if method == "graph":
-            return int(self._sampler_graph[1].get("newton_steps", 0))
+            return int(self._sampler_graph[1]["newton_steps"])
         return inversion.NEWTON_MAX_EVALS
 
     def resolve(self, method: str | None = None, iterations: int | None = None) -> tuple[str, int]:

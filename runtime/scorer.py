@@ -14,10 +14,12 @@ import numpy as np
 
 from aeflow.errors import UsageError
 from aeflow.metrics import normalized_scores
-from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, read_int8, read_threshold
+from aeflow.runtime import contract
+from aeflow.runtime.contract import artifacts_dir, read_threshold
+from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
-from aeflow.runtime.providers import CUDA, create_session, provider_of
+from aeflow.runtime.providers import CUDA, provider_of
 
 PRECISIONS = ("fp32", "int8")
 
@@ -40,8 +42,10 @@ class AnomalyScorer(Rebuildable):
     ``device``: "auto" (CUDA where it really runs, else CPU), "cpu" or "cuda" (strict).
     ``batch_size``: images per onnxruntime call; N itself is unbounded.
     ``precision``: "fp32" (ae.onnx) or "int8" (the quantised graph threshold.json names under
-    "int8", with its own threshold). ``verify``: check the graph's sha256 before loading.
-    ``threads``: intra-op threads (None: onnxruntime's choice).
+    "int8", with its own threshold). ``verify``: check the sha256 of the graph and of
+    threshold.json's contents before loading. ``golden``: compare the graph's outputs on this
+    machine with the golden outputs recorded at export (a few ms; a ``ParityError`` means this
+    provider's numerics differ). ``threads``: intra-op threads (None: onnxruntime's choice).
 
     Inputs: uint8 0..255 or float in [0, 1], shaped [N, 1, 28, 28], [N, 28, 28], [N, 28, 28, 1]
     or [N, 784] (see ``aeflow.runtime.inputs``); a lone [28, 28] image needs ``x[None]``.
@@ -61,7 +65,8 @@ class AnomalyScorer(Rebuildable):
     METADATA = "threshold.json"
 
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1024,
-                 precision: str = "fp32", verify: bool = True, threads: int | None = None):
+                 precision: str = "fp32", verify: bool = True, threads: int | None = None,
+                 golden: bool = True):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
         if precision not in PRECISIONS:
@@ -69,20 +74,18 @@ class AnomalyScorer(Rebuildable):
         check_threads(threads)
         self.directory = artifacts_dir(artifacts)
         meta = read_threshold(self.directory, verify)
-        if precision == "int8":
-            graph, threshold = read_int8(self.directory, meta, verify)
-        else:
-            graph, threshold = meta["onnx_path"], float(meta["threshold"])
-        self._session = create_session(graph, device, threads)
-        check_signature(self._session, AE_SIGNATURE, graph.name)
+        which = "int8" if precision == "int8" else "ae"
+        self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
+        graph = self.directory / contract.GRAPHS[which].file
+        threshold = float(contract.entry_of(meta, which)["threshold"])
         self.batch_size = int(batch_size)
         self.precision = precision
         self.graph = graph
         self.default_threshold = threshold
         self._threshold = threshold
         self._provider = provider_of(self._session)
-        self._meta = {k: v for k, v in meta.items() if k != "onnx_path"}
-        self._device, self._verify, self._threads = device, verify, threads
+        self._meta = meta
+        self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
         # where a pickle points: fixed now, as a relative path depends on the current folder
         self._portable = portable_artifacts(self.directory)
         self._digest = metadata_digest(self.directory, self.METADATA)
@@ -95,14 +98,14 @@ class AnomalyScorer(Rebuildable):
         another value than the recorded one) and ``digest`` (threshold.json's sha256)."""
         return {"artifacts": self._portable, "device": self._device,
                 "batch_size": self.batch_size, "precision": self.precision, "verify": self._verify,
-                "threads": self._threads,
+                "threads": self._threads, "golden": self._golden,
                 "threshold": None if self._threshold == self.default_threshold else self._threshold,
                 "digest": self._digest}
 
     @classmethod
     def _rebuild(cls, settings: dict) -> "AnomalyScorer":
         scorer = cls(settings["artifacts"], settings["device"], settings["batch_size"], settings["precision"],
-                     settings["verify"], settings["threads"])
+                     settings["verify"], settings["threads"], settings["golden"])
         if settings["threshold"] is not None:
             scorer.threshold = settings["threshold"]
         return scorer

@@ -78,3 +78,37 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def edit_metadata(path: Path, edit=None, seal: bool = True, **changes) -> dict:
+    """Change threshold.json or flow.json at ``path``: top-level ``changes`` and/or ``edit(meta)``
+    in place. ``seal`` recomputes content_sha256, so the edit reaches the field checks (as a
+    buggy export would); ``seal=False`` leaves the hash stale (as a hand edit does). Returns the
+    written document."""
+    import json
+
+    from aeflow.runtime.contract import seal as seal_doc
+
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    if edit is not None:
+        edit(meta)
+    if seal:
+        meta = {k: v for k, v in meta.items() if k != "content_sha256"}
+        try:
+            meta = seal_doc(meta)
+        except ValueError:  # NaN cannot be sealed: it is refused as JSON anyway
+            pass
+    path.write_text(json.dumps(meta))
+    return meta
+
+
+def copy_artifacts(src: Path, dest: Path) -> Path:
+    """A copy of the artifact files (graphs, JSON, golden.npz, checkpoints) of ``src`` in ``dest``."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        if p.is_file() and p.suffix in (".onnx", ".json", ".npz", ".pt"):
+            shutil.copy(p, dest / p.name)
+    return dest

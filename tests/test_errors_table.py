@@ -23,9 +23,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, edit_metadata, run_cli
 from pngdata import SIGNATURE
 
+from aeflow.cli import cli_message
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
 from aeflow.idx import write_idx
@@ -36,7 +37,7 @@ from aeflow.runtime.providers import cuda_missing
 from aeflow.runtime.sampler import FlowSampler
 from aeflow.runtime.scorer import AnomalyScorer
 
-ARTIFACT_FILES = ("ae.onnx", "threshold.json", "flow.onnx", "flow_sampler.onnx", "flow.json")
+ARTIFACT_FILES = ("ae.onnx", "ae.int8.onnx", "threshold.json", "flow.onnx", "flow_sampler.onnx", "flow.json", "golden.npz")
 CPU = ["--device", "cpu"]
 
 
@@ -98,9 +99,9 @@ def artifacts(tmp: Path) -> Path:
 
 
 def edit_json(path: Path, **changes) -> None:
-    meta = json.loads(path.read_text())
-    meta.update(changes)
-    path.write_text(json.dumps(meta))  # NaN is written as the NaN literal, which json reads back
+    """Top-level changes, resealed (content_sha256) so they reach the field checks; NaN is written
+    as the NaN literal, which the contract refuses."""
+    edit_metadata(path, **changes)
 
 
 def fix_sha(d: Path, graph: str = "ae.onnx", meta: str = "threshold.json") -> None:
@@ -309,13 +310,14 @@ ARTIFACT_CASES = [
     Case("threshold.json not an object", damaged(write("threshold.json", "[1, 2]")), 1, "JSON object", api_scorer),
     Case("threshold.json schema 99", damaged(set_json("threshold.json", schema_version=99)), 1,
          "schema_version 99", api_scorer),
-    Case("threshold NaN", damaged(set_json("threshold.json", threshold=float("nan"))), 1, "found nan", api_scorer),
+    Case("threshold NaN", damaged(set_json("threshold.json", threshold=float("nan"))), 1, "NaN is not a JSON number",
+         api_scorer),
     Case("threshold negative", damaged(set_json("threshold.json", threshold=-1)), 1, "found -1", api_scorer),
-    Case("threshold a string", damaged(set_json("threshold.json", threshold="0.1")), 1, "finite positive",
+    Case("threshold a string", damaged(set_json("threshold.json", threshold="0.1")), 1, "must be a number",
          api_scorer),
     Case("ae.onnx sha mismatch", damaged(tamper("threshold.json")), 1, "--no-verify", api_scorer),
     Case("onnx_file escapes folder", damaged(set_json("threshold.json", onnx_file="../ae.onnx")), 1,
-         "same folder", api_scorer),
+         "field 'onnx_file' must be \"ae.onnx\"", api_scorer),
     Case("flow.json missing", damaged(remove("flow.json"), "sample"), 1, "flow.json: not found", api_sampler),
     Case("flow.json malformed", damaged(write("flow.json", "{nope"), "sample"), 1, "malformed JSON", api_sampler),
     Case("flow.json schema 99", damaged(set_json("flow.json", schema_version=99), "sample"), 1, "schema_version",
@@ -478,7 +480,7 @@ def test_error_case(case: Case, tmp_path):
                 if (tmp_path / "ro").exists():
                     os.chmod(tmp_path / "ro", 0o755)
         assert "\n" not in e.value.message
-        assert line == f"aeflow: error: {e.value.message}"
+        assert line == f"aeflow: error: {cli_message(e.value.message)}"
         assert type(e.value).exit_code == case.code
         assert not (tmp_path / "pwned").exists()
 

@@ -3,12 +3,12 @@ the truncated normal, errors, seeds and chunking."""
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 
 import numpy as np
 import pytest
+
+from conftest import copy_artifacts, edit_metadata
 
 from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.parity import compare
@@ -102,7 +102,7 @@ def test_properties(sampler):
 
 def test_forward_matches_pytorch(sampler, bundled):
     torch = pytest.importorskip("torch")
-    from aeflow.export.exporter import load_flow
+    from aeflow.export.reference import load_flow
 
     flow, _ = load_flow(bundled / "flow.pt")
     x = np.concatenate([np.linspace(-5, 5, 2001), np.random.default_rng(0).normal(0, 2, 3000)]).astype(np.float32)
@@ -163,7 +163,7 @@ def test_samples_match_pytorch_bisection(sampler, bundled):
     """sample() against a PyTorch float64 bisection of the same z (same bracket, 80 steps), and the
     plain bisection against the homework's float32 bisection of the same z."""
     torch = pytest.importorskip("torch")
-    from aeflow.export.exporter import load_flow
+    from aeflow.export.reference import load_flow
 
     flow, _ = load_flow(bundled / "flow.pt")
     n, seed = 4000, 11
@@ -260,11 +260,8 @@ def test_iterations_for_bisection(sampler):
 
 
 def test_sha256_checked(tmp_path, bundled):
-    for name in ("flow.json", "flow.onnx", "flow_sampler.onnx"):
-        shutil.copy2(bundled / name, tmp_path / name)
-    meta = json.loads((tmp_path / "flow.json").read_text())
-    meta["sha256"] = "0" * 64
-    (tmp_path / "flow.json").write_text(json.dumps(meta))
+    copy_artifacts(bundled, tmp_path)
+    edit_metadata(tmp_path / "flow.json", sha256="0" * 64)
     with pytest.raises(ArtifactError, match="sha256"):
         FlowSampler(tmp_path, device="cpu")
     assert FlowSampler(tmp_path, device="cpu", verify=False).sample(10, seed=0).shape == (10,)

@@ -13,7 +13,7 @@ from aeflow.errors import ArtifactError, ParityError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime.sampler import FlowSampler
 
-from conftest import run_cli
+from conftest import edit_metadata, run_cli
 from test_sampler import ref, sampler  # noqa: F401  (shared fixtures: the bundled sampler, its float64 reference)
 
 
@@ -30,7 +30,7 @@ def x_ref(ref, targets) -> np.ndarray:
     return ref.invert(targets)
 
 
-def _copy_flow(src, dst, names=("flow.json", "flow.onnx", "flow_sampler.onnx")):
+def _copy_flow(src, dst, names=("flow.json", "flow.onnx", "flow_sampler.onnx", "golden.npz")):
     for name in names:
         shutil.copy2(src / name, dst / name)
     return json.loads((dst / "flow.json").read_text())
@@ -92,8 +92,7 @@ def test_iterations_rejected_for_graph(sampler):
 def test_sha256_checked_lazily(tmp_path, bundled):
     meta = _copy_flow(bundled, tmp_path)
     assert meta["sampler_graph"]["sha256"] == sha256_file(bundled / "flow_sampler.onnx")
-    meta["sampler_graph"]["sha256"] = "0" * 64
-    (tmp_path / "flow.json").write_text(json.dumps(meta))
+    edit_metadata(tmp_path / "flow.json", lambda m: m["sampler_graph"].update(sha256="0" * 64))
     s = FlowSampler(tmp_path, device="cpu")
     assert s.sample(10, seed=0, method="table").shape == (10,)  # table never opens the sampler graph
     with pytest.raises(ArtifactError, match="sha256"):
@@ -102,27 +101,21 @@ def test_sha256_checked_lazily(tmp_path, bundled):
 
 
 def test_missing_entry_or_file(tmp_path, bundled):
-    meta = _copy_flow(bundled, tmp_path, ("flow.json", "flow.onnx"))
+    _copy_flow(bundled, tmp_path, ("flow.json", "flow.onnx", "golden.npz"))
     s = FlowSampler(tmp_path, device="cpu")
     with pytest.raises(ArtifactError, match="flow_sampler.onnx: not found"):
         s.invert([0.0], method="graph")
-    del meta["sampler_graph"]
-    (tmp_path / "flow.json").write_text(json.dumps(meta))
-    s = FlowSampler(tmp_path, device="cpu")
-    with pytest.raises(ArtifactError, match=f"no sampler graph in {tmp_path}: re-export"):
-        s.invert([0.0], method="graph")
     assert s.invert([0.0], method="table").shape == (1,)
-    # artifacts exported before the sampler graph existed fall back to table
-    assert s.method == "table" and "graph" not in s.methods
-    assert s.sample(100, seed=0).shape == (100,)
+    edit_metadata(tmp_path / "flow.json", lambda m: m.pop("sampler_graph"))
+    with pytest.raises(ArtifactError, match="field 'sampler_graph' is missing; re-export"):
+        FlowSampler(tmp_path, device="cpu")
 
 
 def test_malformed_intervals(tmp_path, bundled):
-    meta = _copy_flow(bundled, tmp_path)
-    meta["sampler_graph"]["float64_z_intervals"] = [[1.0]]
-    (tmp_path / "flow.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="float64_z_intervals"):
-        FlowSampler(tmp_path, device="cpu").invert([0.0], method="graph")
+    _copy_flow(bundled, tmp_path)
+    edit_metadata(tmp_path / "flow.json", lambda m: m["sampler_graph"].update(float64_z_intervals=[[1.0]]))
+    with pytest.raises(ArtifactError, match=r"float64_z_intervals\[0\]' must have 2 items"):
+        FlowSampler(tmp_path, device="cpu")
 
 
 def test_cli_without_torch(no_torch_env):
@@ -138,7 +131,7 @@ def test_export_rebuilds_the_bundled_graph(tmp_path, bundled):
     misses the targets (no Newton step: the table start alone)."""
     pytest.importorskip("torch")
     from aeflow.export import sampler_graph as sg
-    from aeflow.export.exporter import load_flow
+    from aeflow.export.reference import load_flow
     from aeflow.runtime.inversion import Components
 
     meta = json.loads((bundled / "flow.json").read_text())

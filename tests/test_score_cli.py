@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli
 
 from aeflow.cli import cli
 from aeflow.idx import write_idx
@@ -166,12 +166,9 @@ def test_errors_are_one_line_and_leave_no_file(tmp_path, bundled, case, code, wo
     elif case == "bad device":
         args += ["--device", "tpu"]
     else:
-        art = tmp_path / "art"
-        art.mkdir()
-        (art / "ae.onnx").write_bytes((bundled / "ae.onnx").read_bytes())
-        meta = json.loads((bundled / "threshold.json").read_text())
-        meta.pop("int8", None)
-        (art / "threshold.json").write_text(json.dumps(meta))
+        art = copy_artifacts(bundled, tmp_path / "art")
+        (art / "ae.int8.onnx").unlink()
+        edit_metadata(art / "threshold.json", lambda meta: meta.pop("int8"))
         args += ["--artifacts", str(art), "--precision", "int8"]
     proc = run_cli("score", *args)
     line = assert_one_line_error(proc, code)

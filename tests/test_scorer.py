@@ -9,6 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from conftest import copy_artifacts, edit_metadata
+
 from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime.inputs import open_source
@@ -132,33 +134,31 @@ def test_bad_arguments():
         AnomalyScorer(artifacts="/nonexistent/artifacts")
 
 
-def copy_artifacts(bundled, dest, edit=None):
-    dest.mkdir()
-    shutil.copy(bundled / "ae.onnx", dest / "ae.onnx")
-    meta = json.loads((bundled / "threshold.json").read_text())
-    meta.pop("int8", None)
-    if edit:
-        edit(meta, dest)
-    (dest / "threshold.json").write_text(json.dumps(meta))
+def without_int8(bundled, dest, edit=None):
+    copy_artifacts(bundled, dest)
+    (dest / "ae.int8.onnx").unlink()
+
+    def change(meta):
+        meta.pop("int8", None)
+        if edit:
+            edit(meta, dest)
+
+    edit_metadata(dest / "threshold.json", change)
     return dest
 
 
 def test_int8_missing_says_how_to_make_it(bundled, tmp_path):
-    d = copy_artifacts(bundled, tmp_path / "a")
+    d = without_int8(bundled, tmp_path / "a")
     with pytest.raises(ArtifactError, match=r"no int8 graph in .*aeflow export --quantize int8"):
         AnomalyScorer(d, precision="int8")
 
 
 def test_int8_graph_is_loaded_with_its_threshold(bundled, tmp_path, demo):
-    def add_int8(meta, dest):
-        # the fp32 graph stands in for a quantised one: only the loading is under test here
-        shutil.copy(bundled / "ae.onnx", dest / "ae.int8.onnx")
-        meta["int8"] = {"onnx_file": "ae.int8.onnx", "sha256": sha256_file(dest / "ae.int8.onnx"),
-                        "threshold": 0.05, "validation": {}}
-
-    d = copy_artifacts(bundled, tmp_path / "a", add_int8)
+    d = copy_artifacts(bundled, tmp_path / "a")
+    want = json.loads((d / "threshold.json").read_text())["int8"]["threshold"]
     sc = AnomalyScorer(d, device="cpu", precision="int8")
-    assert sc.threshold == 0.05 and sc.graph.name == "ae.int8.onnx" and sc.precision == "int8"
+    assert sc.threshold == want != AnomalyScorer(d, device="cpu").threshold
+    assert sc.graph.name == "ae.int8.onnx" and sc.precision == "int8"
     assert sc.score(demo[0][:5]).shape == (5,)
     (d / "ae.int8.onnx").write_bytes((d / "ae.int8.onnx").read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="sha256"):
@@ -168,7 +168,7 @@ def test_int8_graph_is_loaded_with_its_threshold(bundled, tmp_path, demo):
 
 
 def test_tampered_graph_refused_unless_unverified(bundled, tmp_path):
-    d = copy_artifacts(bundled, tmp_path / "a", lambda meta, dest: meta.update(sha256="0" * 64))
+    d = without_int8(bundled, tmp_path / "a", lambda meta, dest: meta.update(sha256="0" * 64))
     with pytest.raises(ArtifactError, match="sha256"):
         AnomalyScorer(d)
     assert AnomalyScorer(d, verify=False).provider == "CPUExecutionProvider"
@@ -179,6 +179,6 @@ def test_wrong_graph_signature_refused(bundled, tmp_path):
         shutil.copy(bundled / "flow.onnx", dest / "ae.onnx")
         meta["sha256"] = sha256_file(dest / "ae.onnx")
 
-    d = copy_artifacts(bundled, tmp_path / "a", use_flow)
+    d = without_int8(bundled, tmp_path / "a", use_flow)
     with pytest.raises(ArtifactError, match="not an aeflow graph"):
         AnomalyScorer(d)

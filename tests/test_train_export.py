@@ -33,7 +33,7 @@ def exported(tiny_data_dir, tmp_path_factory):
 def test_export_writes_self_contained_checked_graphs(exported):
     names = {p.name for p in exported.iterdir()}
     assert {"ae.onnx", "flow.onnx", "threshold.json", "flow.json", "ae.pt", "flow.pt", "ae_loss.png"} <= names
-    assert not any(n.endswith(".onnx.data") or n.startswith(".aeflow-tmp") for n in names)
+    assert not any(n.endswith(".onnx.data") or n.endswith(".tmp") for n in names)
     for name in ("ae.onnx", "flow.onnx"):
         onnx.checker.check_model(onnx.load(str(exported / name)), full_check=True)
 
@@ -42,7 +42,7 @@ def test_onnx_matches_pytorch_within_1e5(exported, tiny_data_dir):
     import onnxruntime as ort
 
     from aeflow.datasets import load_images, to_float
-    from aeflow.export.exporter import load_autoencoder, load_flow, torch_ae
+    from aeflow.export.reference import load_autoencoder, load_flow, torch_ae
 
     images = to_float(load_images("mnist", "test", tiny_data_dir))
     sess = ort.InferenceSession(str(exported / "ae.onnx"), providers=["CPUExecutionProvider"])
@@ -69,7 +69,7 @@ def test_threshold_json_comes_from_the_graphs_scores(exported, tiny_data_dir):
     from aeflow.datasets import load_images, split_indices, to_float
 
     meta = json.loads((exported / "threshold.json").read_text())
-    assert meta["schema_version"] == 1 and meta["k"] == 3.0 and meta["validation"]["ddof"] == 1
+    assert meta["schema_version"] == 2 and meta["k"] == 3.0 and meta["validation"]["ddof"] == 1
     assert meta["sha256"] == sha256_file(exported / "ae.onnx")
     images = load_images("mnist", "train", tiny_data_dir)
     _, val = split_indices(len(images), meta["data"]["split_seed"])
@@ -147,7 +147,7 @@ def test_kill_during_export_keeps_previous_artifacts(exported, tiny_data_dir, tm
     proc = subprocess.Popen([sys.executable, "-m", "aeflow", "export", "--checkpoints", str(tmp_path), "-o", str(tmp_path),
                              "--data-dir", str(tiny_data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".aeflow-tmp") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)

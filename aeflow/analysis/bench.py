@@ -32,8 +32,9 @@ import numpy as np
 
 from aeflow.analysis.limits import FP32 as FP32_PRECISION, INT8 as INT8_PRECISION, limit_of, measure_limits
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.contract import AE_SIGNATURE, artifacts_dir, check_signature, demo_images, read_int8, read_threshold
-from aeflow.runtime.providers import create_session, provider_of, short_provider
+from aeflow.runtime.contract import artifacts_dir, demo_images, read_threshold
+from aeflow.runtime.golden import load_graph
+from aeflow.runtime.providers import provider_of, short_provider
 
 # multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
 FLOPS_PER_IMAGE = 2 * (784 * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * 784)
@@ -156,10 +157,7 @@ def _int8_session(directory: Path, meta: dict, device: str, threads: int, spinni
     if "int8" not in meta:
         notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
         return None
-    path, _ = read_int8(directory, meta, verify)
-    session = create_session(path, device, threads, spinning=spinning)
-    check_signature(session, AE_SIGNATURE, path.name)
-    return session
+    return load_graph(directory, meta, "int8", device, threads, spinning, verify, golden=verify)
 
 
 def _time_sampling(fn: Callable[[int, int], object], n: int, repeats: int) -> list[float]:
@@ -230,8 +228,7 @@ def run_bench(settings: BenchSettings) -> dict:
     torch_score, homework = _torch_engines(directory, threads, notes)
     with_torch = torch_score is not None
     spinning = not with_torch
-    fp32 = create_session(meta["onnx_path"], settings.device, threads, spinning=spinning)
-    check_signature(fp32, AE_SIGNATURE, meta["onnx_path"].name)
+    fp32 = load_graph(directory, meta, "ae", settings.device, threads, spinning, settings.verify, settings.verify)
     int8 = _int8_session(directory, meta, settings.device, threads, spinning, settings.verify, notes)
     providers = {FP32: provider_of(fp32)} | ({INT8: provider_of(int8)} if int8 else {})
     if with_torch and providers[FP32] != "CPUExecutionProvider":
@@ -250,7 +247,7 @@ def run_bench(settings: BenchSettings) -> dict:
         if openvino is not None:
             engines[OPENVINO] = openvino
     if with_torch:
-        fp32_spin = create_session(meta["onnx_path"], settings.device, threads, spinning=True)
+        fp32_spin = load_graph(directory, meta, "ae", settings.device, threads, True, settings.verify, golden=False)
         engines[FP32_SPIN] = lambda x: fp32_spin.run(["score"], {"images": x})
         notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the process; "
                      f"{FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
@@ -279,7 +276,8 @@ def run_bench(settings: BenchSettings) -> dict:
 
     from aeflow.runtime.sampler import FlowSampler
 
-    sampler = FlowSampler(settings.artifacts, settings.device, threads=threads, verify=settings.verify)
+    sampler = FlowSampler(settings.artifacts, settings.device, threads=threads, verify=settings.verify,
+                          golden=settings.verify)
     providers["sampler"] = sampler.provider
     sample_repeats = max(1, min(settings.repeats, 3))
     sampling = []

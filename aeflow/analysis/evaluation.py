@@ -269,12 +269,12 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
     reconstructions per set. Returns an ``Evaluation``."""
     from aeflow.runtime.scorer import AnomalyScorer
 
-    scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify)
+    scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
     sampler = None
     if flow:
         from aeflow.runtime.sampler import FlowSampler
 
-        sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify)
+        sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify)
     try:
         normal = load_set(in_dist, data_dir)
     except DataError as e:

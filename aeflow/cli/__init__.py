@@ -31,6 +31,19 @@ COMMANDS = {
 }
 
 
+# library errors name arguments (device="cuda", verify=False); the command line names its flags
+FLAG_WORDING = (('device="cpu" or "auto"', "--device cpu or auto"), ('device="cuda"', "--device cuda"),
+                ('device="cpu"', "--device cpu"), ("verify=False", "--no-verify"), ("golden=False", "--no-verify"),
+                ("artifacts=DIR", "--artifacts DIR"))
+
+
+def cli_message(message: str) -> str:
+    """An ``AeflowError`` message with the library's argument wording replaced by the CLI's flags."""
+    for argument, flag in FLAG_WORDING:
+        message = message.replace(argument, flag)
+    return message
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand is used, and
     turns aeflow's and click's errors into one line and an exit code."""
@@ -66,7 +79,7 @@ class LazyGroup(click.Group):
             click.echo(f"aeflow: error: {' '.join(e.format_message().split())}", err=True)
             sys.exit(e.exit_code)
         except AeflowError as e:
-            click.echo(f"aeflow: error: {e.message}", err=True)
+            click.echo(f"aeflow: error: {cli_message(e.message)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("aeflow: interrupted", err=True)

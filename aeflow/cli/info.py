@@ -1,78 +1,99 @@
-"""``aeflow info``: what the artifacts are, whether their hashes hold, and what can run them."""
+"""``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, and
+what can run them."""
 
 from __future__ import annotations
 
 import json
 
 import click
-import onnxruntime as ort
 
-from aeflow.errors import AeflowError
-from aeflow.files import sha256_file
-from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.contract import artifacts_dir, read_metadata
 from aeflow.cli.options import artifacts_option, device_option, json_option
-from aeflow.runtime.providers import create_session, onnxruntime_conflict, onnxruntime_installs, provider_of
+from aeflow.errors import AeflowError, ArtifactError
+
+METADATA = (("threshold.json", ("ae", "int8")), ("flow.json", ("flow", "sampler")))
 
 
-def _graph_entry(directory, meta_name: str, device: str) -> dict:
+def _graph(directory, meta: dict, name: str, which: str, device: str) -> dict:
+    """One graph's facts and the verdict of loading it as the runtime does (hash, signature, golden)."""
+    from aeflow.files import sha256_file
+    from aeflow.runtime import contract
+    from aeflow.runtime.golden import load_graph
+    from aeflow.runtime.providers import provider_of
+
+    entry = contract.entry_of(meta, which)
+    path = directory / contract.GRAPHS[which].file
+    g = {"metadata": name, "graph": path.name, "opset": entry["opset"], "sha256_recorded": entry["sha256"]}
+    if path.is_file():
+        g |= {"bytes": path.stat().st_size, "sha256_actual": sha256_file(path)}
+        g["sha256_ok"] = g["sha256_actual"] == entry["sha256"]
     try:
-        meta = read_metadata(directory, meta_name, verify=False)
+        g["provider"] = provider_of(load_graph(directory, meta, which, device))
+        g["check"] = "ok"
     except AeflowError as e:
-        return {"metadata": meta_name, "error": e.message}
-    path = meta.pop("onnx_path")
-    actual = sha256_file(path)
-    entry = {"metadata": meta_name, "graph": path.name, "bytes": path.stat().st_size, "opset": meta.get("opset"),
-             "sha256_recorded": meta.get("sha256"), "sha256_actual": actual, "sha256_ok": actual == meta.get("sha256")}
-    try:
-        entry["provider"] = provider_of(create_session(path, device))
-    except AeflowError as e:
-        entry["provider_error"] = e.message
-    return entry | {"meta": meta}
+        g["check"] = e.message
+    return g
 
 
 def gather_info(artifacts=None, device: str = "auto") -> dict:
-    """Artifact metadata and hashes, providers available versus running, versions (a dict)."""
-    directory = artifacts_dir(artifacts)
-    return {
-        "artifacts": str(directory),
-        "graphs": [_graph_entry(directory, name, device) for name in ("threshold.json", "flow.json")],
-        "providers_available": ort.get_available_providers(),
-        "onnxruntime_installs": [f"{n} {v}" for n, v in onnxruntime_installs()],
-        "onnxruntime_conflict": onnxruntime_conflict(onnxruntime_installs()),
-        "device_requested": device,
-        "cpu": cpu_name(),
-        "versions": package_versions(),
-    }
+    """Artifact metadata, every graph loaded as the runtime loads it (sha256, signature, golden
+    outputs) with its verdict, providers available versus running, versions (a dict). ``problems``
+    lists every failed check, one line each."""
+    import onnxruntime as ort
+
+    from aeflow.provenance import cpu_name, package_versions
+    from aeflow.runtime import contract
+    from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs
+
+    directory = contract.artifacts_dir(artifacts)
+    info = {"artifacts": str(directory), "metadata": {}, "graphs": [], "problems": []}
+    for name, graphs in METADATA:
+        try:
+            meta = contract.read_metadata(directory, name)
+        except AeflowError as e:
+            info["problems"].append(e.message)
+            try:  # show what can be shown of an edited file
+                meta = contract.read_metadata(directory, name, verify=False)
+            except AeflowError:
+                info["metadata"][name] = {"error": e.message}
+                continue
+        info["metadata"][name] = meta
+        for which in graphs:
+            if contract.entry_of(meta, which) is not None:
+                info["graphs"].append(_graph(directory, meta, name, which, device))
+    info["problems"] += [g["check"] for g in info["graphs"] if g["check"] != "ok"]
+    installs = onnxruntime_installs()
+    return info | {"providers_available": ort.get_available_providers(),
+                   "onnxruntime_installs": [f"{n} {v}" for n, v in installs],
+                   "onnxruntime_conflict": onnxruntime_conflict(installs), "device_requested": device,
+                   "cpu": cpu_name(), "versions": package_versions()}
 
 
 def _print_text(info: dict) -> None:
     click.echo(f"artifacts: {info['artifacts']}")
+    th, fl = info["metadata"].get("threshold.json", {}), info["metadata"].get("flow.json", {})
     for g in info["graphs"]:
-        if "error" in g:
-            click.echo(f"  {g['metadata']}: {g['error']}")
-            continue
-        meta = g["meta"]
-        click.echo(f"  {g['graph']} ({g['bytes']:,} bytes, opset {g['opset']}) via {g['metadata']}")
-        click.echo(f"    sha256 {g['sha256_actual']} {'ok' if g['sha256_ok'] else 'MISMATCH (recorded ' + str(g['sha256_recorded']) + ')'}")
-        if "threshold" in meta:
-            v = meta.get("validation", {})
-            click.echo(f"    threshold {meta['threshold']:.6f} (mean {v.get('mean', float('nan')):.6f} + {meta.get('k')} x std "
-                       f"{v.get('std', float('nan')):.6f}, n = {v.get('n')})")
-            d, t = meta.get("data", {}), meta.get("training", {})
-            click.echo(f"    trained on {d.get('train_images')} images from {d.get('source')}, {t.get('epochs')} epochs, "
-                       f"final loss {t.get('final_loss', float('nan')):.5f}")
-            ev = meta.get("evaluation") or {}
-            if ev:
-                parts = [f"type I {ev['type_i']['rate']:.2%} ({ev['type_i']['set']})"]
-                parts += [f"type II {v['rate']:.2%} ({k})" for k, v in ev.get("type_ii", {}).items()]
-                click.echo("    " + ", ".join(parts))
-            if "int8" in meta:
-                click.echo(f"    int8 graph {meta['int8'].get('onnx_file')} threshold {meta['int8'].get('threshold', float('nan')):.6f}")
-        if "W" in meta:
-            click.echo(f"    K = {meta.get('n_components')}, W = {meta['W']:.4f}, range ({-meta['W'] / 2:.4f}, {meta['W'] / 2:.4f}), "
-                       f"test NLL {meta.get('nll', {}).get('test', float('nan')):.4f}")
-        click.echo(f"    runs on: {g.get('provider') or g.get('provider_error')}")
+        size = f"{g['bytes']:,} bytes, " if "bytes" in g else ""
+        click.echo(f"  {g['graph']} ({size}opset {g['opset']}) via {g['metadata']}")
+        if "sha256_actual" in g:
+            click.echo(f"    sha256 {g['sha256_actual']} {'ok' if g['sha256_ok'] else 'MISMATCH (recorded ' + g['sha256_recorded'] + ')'}")
+        click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
+    if "threshold" in th:
+        v, d, t, ev = th["validation"], th["data"], th["training"], th["evaluation"]
+        click.echo(f"threshold {th['threshold']:.6f} (mean {v['mean']:.6f} + {th['k']} x std {v['std']:.6f}, n = {v['n']})")
+        click.echo(f"  trained on {d['train_images']} images from {d['source']}, {t['epochs']} epochs, "
+                   f"final loss {t['final_loss']:.5f}")
+        if "type_i" in ev:
+            parts = [f"type I {ev['type_i']['rate']:.2%} ({ev['type_i']['set']})"]
+            parts += [f"type II {v['rate']:.2%} ({k})" for k, v in ev["type_ii"].items()]
+            click.echo("  " + ", ".join(parts))
+        if "int8" in th:
+            click.echo(f"  int8 threshold {th['int8']['threshold']:.6f}")
+    if "W" in fl:
+        click.echo(f"flow: K = {fl['n_components']}, W = {fl['W']:.4f}, range ({fl['z_range'][0]:.4f}, "
+                   f"{fl['z_range'][1]:.4f}), test NLL {fl['nll']['test']:.4f}")
+    for name, meta in info["metadata"].items():
+        if "error" in meta:
+            click.echo(f"{name}: {meta['error']}")
     click.echo(f"providers available: {', '.join(info['providers_available'])}")
     click.echo(f"onnxruntime installed as: {', '.join(info['onnxruntime_installs']) or 'unknown'}")
     if info["onnxruntime_conflict"]:
@@ -86,7 +107,8 @@ def _print_text(info: dict) -> None:
 @device_option
 @json_option
 def command(artifacts, device, as_json):
-    """Show artifact metadata and hashes, providers available versus the one that runs, versions.
+    """Show artifact metadata and check every file as the runtime would (contract, sha256, graph
+    signatures, golden outputs); exits 1 when a check fails.
 
     onnxruntime-gpu lists CUDAExecutionProvider even without a GPU; "runs on" is what really runs.
 
@@ -99,3 +121,6 @@ def command(artifacts, device, as_json):
         click.echo(json.dumps(info, indent=2, default=str))
     else:
         _print_text(info)
+    if info["problems"]:
+        more = f" (and {len(info['problems']) - 1} more)" if len(info["problems"]) > 1 else ""
+        raise ArtifactError(f"{info['problems'][0]}{more}")

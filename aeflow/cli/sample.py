@@ -142,7 +142,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
     if histogram is not None:
         check_writable(histogram, force, "--histogram")
 
-    sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify)
+    sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
     method, iterations = sampler.resolve(method, iterations)
     edges = None
     if histogram is not None:

@@ -212,7 +212,7 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
     paths = list(inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column)) for p in paths]
-        scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
+        scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify, golden=not no_verify)
         if thr is not None:
             scorer.threshold = thr
         maps = MapWriter(maps_dir, scorer.threshold, maps_all) if maps_dir is not None else None

@@ -1,0 +1,115 @@
+"""``aeflow verify``: are these artifacts right on this machine?
+
+Two comparisons, kept apart so a failure says which thing is wrong:
+
+1. Golden (no torch needed, runs on the edge device): every graph (ae.onnx, ae.int8.onnx,
+   flow.onnx, flow_sampler.onnx) on this machine's provider against golden.npz, the outputs
+   export recorded (PyTorch's; float64 for the sampler), with ``aeflow.parity.TOLERANCES``.
+   A failure means this machine's numerics differ.
+2. Checkpoints (only with torch installed and ae.pt/flow.pt in the folder): the graphs against
+   the checkpoints run eagerly, on the demo images and ``parity.flow_check_points``. The
+   checkpoints' sha256 must be the ones export recorded. A failure while the golden outputs pass
+   means the checkpoint and the graph disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.datasets import to_float
+from aeflow.errors import ParityError
+from aeflow.parity import Comparison, compare, flow_check_points
+from aeflow.runtime import contract
+from aeflow.runtime.golden import golden_rows, load_graph
+from aeflow.runtime.providers import provider_of, run_batched
+
+DECISION_MARGIN = 1e-6
+
+
+@dataclass
+class Verification:
+    """What ``verify_artifacts`` compared: the provider that ran, the golden rows (one per graph
+    output, named "<graph>: <output>"), the checkpoint rows (None when not run) and notes."""
+
+    directory: Path
+    provider: str
+    golden: list[Comparison]
+    checkpoints: list[Comparison] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.golden + (self.checkpoints or []))
+
+    def raise_for_failure(self) -> None:
+        """``ParityError`` (one line) saying which comparison failed, when one did."""
+        bad_golden = [r.name for r in self.golden if not r.passed]
+        if bad_golden:
+            raise ParityError(f"this machine's numerics differ: {', '.join(bad_golden)} beyond tolerance against the "
+                              f"golden outputs on {self.provider}; do not deploy these graphs on this machine")
+        bad = [r.name for r in self.checkpoints or [] if not r.passed]
+        if bad:
+            raise ParityError(f"the checkpoint and the graph disagree: {', '.join(bad)} beyond tolerance (this machine "
+                              f"reproduces the golden outputs); re-export from the checkpoints in {self.directory}")
+
+
+def golden_comparisons(directory: Path, threshold: dict, flow: dict, device: str, verify: bool) -> tuple[str, list[Comparison]]:
+    """Every graph of the artifacts against golden.npz on ``device``: (provider, rows)."""
+    rows, provider = [], None
+    for which, meta in (("ae", threshold), ("int8", threshold), ("flow", flow), ("sampler", flow)):
+        if contract.entry_of(meta, which) is None:
+            continue
+        session = load_graph(directory, meta, which, device, verify=verify, golden=False)
+        provider = provider or provider_of(session)
+        arrays = contract.read_golden(directory, meta, which, verify)
+        file = contract.GRAPHS[which].file
+        rows += [replace(r, name=f"{file}: {r.name}") for r in golden_rows(session, which, arrays, meta)]
+    return provider, rows
+
+
+def checkpoint_comparisons(directory: Path, threshold: dict, flow: dict, device: str, verify: bool,
+                           notes: list[str]) -> list[Comparison] | None:
+    """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where
+    torch or the checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the
+    graphs were exported from."""
+    try:
+        from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
+    except ImportError:
+        notes.append("PyTorch is not installed: checked against the golden outputs only "
+                     "(pip install 'aeflow[train]' to compare with the checkpoints too)")
+        return None
+    ae_ckpt, flow_ckpt = contract.checkpoint_path(directory, threshold), contract.checkpoint_path(directory, flow)
+    if ae_ckpt is None or flow_ckpt is None:
+        notes.append(f"no checkpoints (ae.pt, flow.pt) in {directory}: checked against the golden outputs only")
+        return None
+    ae = load_graph(directory, threshold, "ae", device, verify=verify, golden=False)
+    images = to_float(contract.demo_images(directory))
+    rec, score = run_batched(ae, images, 500)
+    t_rec, t_score = torch_ae(load_autoencoder(ae_ckpt)[0], images)
+    t = threshold["threshold"]
+    clear = np.abs(t_score.astype(np.float64) - t) > DECISION_MARGIN
+    disagree = int(np.sum((score[clear] > t) != (t_score[clear] > t)))
+    rows = [compare("reconstruction", rec, t_rec), compare("score", score, t_score),
+            Comparison("decisions", int(clear.sum()), float(disagree), float(disagree), 0.0, 0.0, disagree == 0)]
+    flow_sess = load_graph(directory, flow, "flow", device, verify=verify, golden=False)
+    x = flow_check_points()
+    z, dz, lp = flow_sess.run(None, {"x": x})
+    tz, tdz, tlp = torch_flow(load_flow(flow_ckpt)[0], x)
+    return rows + [compare("z", z, tz), compare("dz_dx", dz, tdz), compare("log_prob", lp, tlp)]
+
+
+def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, checkpoints: bool = True) -> Verification:
+    """Check the artifacts in ``artifacts`` (None: the bundled ones) on ``device``: everything the
+    runtime checks at load (contract, sha256, signatures), the golden outputs of every graph, and,
+    when ``checkpoints`` and torch is installed, the graphs against ae.pt and flow.pt. Returns a
+    ``Verification``; call its ``raise_for_failure`` to turn a failed comparison into one line."""
+    directory = contract.artifacts_dir(artifacts)
+    threshold = contract.read_threshold(directory, verify)
+    flow = contract.read_flow(directory, verify)
+    provider, golden = golden_comparisons(directory, threshold, flow, device, verify)
+    notes: list[str] = []
+    ckpt = checkpoint_comparisons(directory, threshold, flow, device, verify, notes) if checkpoints else None
+    return Verification(directory, provider, golden, ckpt, notes)

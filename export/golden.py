@@ -1,0 +1,73 @@
+"""golden.npz: PyTorch's own outputs on a small fixed input set for every graph, recorded at export
+so that ``aeflow verify`` and the runtime's load-time check (``aeflow.runtime.golden``) can compare
+a machine's provider with them without torch. Arrays and shapes: ``contract.GOLDEN_ARRAYS``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.datasets import to_float
+from aeflow.export.reference import torch_ae, torch_flow
+from aeflow.export.sampler_graph import in_intervals
+from aeflow.files import write_bytes_atomic
+from aeflow.runtime import contract, inversion
+from aeflow.runtime.providers import create_session
+
+
+def golden_images() -> np.ndarray:
+    """32 normal digits and 32 anomalies of the bundled demo set, float32 [64, 1, 28, 28] in [0, 1]."""
+    demo = contract.demo_images()
+    half = contract.GOLDEN_IMAGES // 2
+    return to_float(np.concatenate([demo[:half], demo[len(demo) // 2:len(demo) // 2 + half]]))
+
+
+def golden_points() -> np.ndarray:
+    """256 points for flow.onnx, float32: a grid over [-6, 6] and the tails out to +-50."""
+    tails = np.array([6.5, 7, 8, 10, 12, 15, 20, 50], dtype=np.float64)
+    return np.concatenate([np.linspace(-6, 6, contract.GOLDEN_POINTS - 2 * tails.size), -tails[::-1], tails]
+                          ).astype(np.float32)
+
+
+def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[float, float]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """256 targets z (float32, evenly spread over the range where flow_sampler.onnx promises 1e-5:
+    outside ``float64_z_intervals`` and where f' >= ``trusted_slope``) and their float64 preimages
+    (``inversion.polish64``): (z float32 [256], x float64 [256])."""
+    z = np.linspace(-comp.half_w, comp.half_w, 4098)[1:-1].astype(np.float32).astype(np.float64)
+    x = inversion.polish64(comp, z, np.zeros_like(z), *x_bracket)
+    keep = ~in_intervals(z, sampler["float64_z_intervals"]) & (comp.dz_dx(x) >= sampler["trusted_slope"])
+    pick = np.linspace(0, keep.sum() - 1, contract.GOLDEN_POINTS).round().astype(np.int64)
+    return z[keep][pick].astype(np.float32), x[keep][pick]
+
+
+def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[float],
+                  int8_graph: Path | None) -> dict[str, np.ndarray]:
+    """Every array of golden.npz: the autoencoder ``model`` and the ``flow`` (PyTorch, eval mode)
+    on ``golden_images`` and ``golden_points``; the int8 graph (when given) run by onnxruntime on
+    the CPU in one batch (its reference is its own integer arithmetic); the sampler graph's
+    float64 targets (``golden_targets``) from flow.json's ``components``, ``sampler_graph`` entry
+    and ``x_bracket``."""
+    images = golden_images()
+    rec, score = torch_ae(model, images)
+    out = {"ae_images": images, "ae_reconstruction": rec, "ae_score": score}
+    if int8_graph is not None:
+        out["int8_reconstruction"], out["int8_score"] = create_session(int8_graph, "cpu").run(None, {"images": images})
+    x = golden_points()
+    out["flow_x"] = x
+    out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow, x)
+    comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
+    out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
+    for name, a in out.items():
+        dtype, shape = contract.GOLDEN_ARRAYS[name]
+        out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape)
+    return out
+
+
+def write_golden(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save ``arrays`` as an uncompressed .npz (fast to load on the device), atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue())

@@ -1,0 +1,76 @@
+"""Loading a graph of the contract, and the golden check: this machine's provider against the outputs
+export recorded in golden.npz (PyTorch's, float64 for the sampler), with ``aeflow.parity``'s
+tolerances. numpy + onnxruntime only, so it runs on the edge device.
+
+``load_graph`` is how the runtime opens every graph: the sha256 recorded in the JSON, a session
+(``providers.create_session``), the signature (``contract.check_signature``) and, unless
+``golden=False``, the golden check, which takes a few milliseconds (64 images, 256 points) and
+catches a provider with other numerics (TF32 on a GPU, another CPU's kernels) or a mismatched file
+before the first result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.errors import ArtifactError, ParityError
+from aeflow.parity import Comparison, compare
+from aeflow.runtime import contract
+from aeflow.runtime.inversion import Components
+from aeflow.runtime.providers import create_session, provider_of
+
+# golden array -> the row name in verify's table (and the key of aeflow.parity.TOLERANCES)
+ROW = {"ae_reconstruction": "reconstruction", "ae_score": "score", "int8_reconstruction": "int8 reconstruction",
+       "int8_score": "int8 score", "flow_z": "z", "flow_dz_dx": "dz_dx", "flow_log_prob": "log_prob",
+       "sampler_x": "sample"}
+
+
+def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta: dict) -> list[Comparison]:
+    """Run graph ``which`` (``session``) on its golden inputs and compare every output with the
+    recorded one. For flow.onnx one more row binds flow.json's components to the graph: their
+    float64 z at the golden points against the recorded z. Output shapes that break the contract
+    raise ``ArtifactError``. Returns one Comparison per row."""
+    names = contract.GOLDEN_OF[which]
+    inputs = arrays[names[0]]
+    outputs = session.run(None, {contract.GRAPHS[which].signature.inputs[0].name: inputs})
+    rows = []
+    for name, got in zip(names[1:], outputs):
+        want = arrays[name]
+        if got.shape != want.shape:
+            raise ArtifactError(f"{contract.GRAPHS[which].file}: output {ROW[name].split()[-1]!r} has shape "
+                                f"{list(got.shape)} for {len(inputs)} inputs (expected {list(want.shape)}); this graph "
+                                f"breaks the artifact contract - re-export")
+        rows.append(compare(ROW[name], got, want))
+    if which == "flow":
+        c = meta["components"]
+        z64 = Components(c["mu"], c["sigma"], c["weight"]).z(inputs.astype(np.float64))
+        rows.append(compare("components z", z64, arrays["flow_z"]))
+    return rows
+
+
+def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta: dict, name: str) -> None:
+    """``golden_rows``, raising one ``ParityError`` line for the first row beyond tolerance."""
+    for row in golden_rows(session, which, arrays, meta):
+        if not row.passed:
+            if row.name == "components z":
+                raise ArtifactError(f"{contract.GRAPHS[which].metadata}: its components do not reproduce {name} "
+                                    f"(max |z| diff {row.max_abs:.2e}); the metadata and the graph disagree - re-export")
+            raise ParityError(f"{name} on {provider_of(session)}: {row.name} differs from the golden outputs "
+                              f"recorded at export (max abs diff {row.max_abs:.2e}, tolerance {row.tolerance}); this "
+                              f"machine's numerics differ - run 'aeflow verify' for the table, or pass golden=False "
+                              f"to load anyway")
+
+
+def load_graph(directory: Path, meta: dict, which: str, device: str = "auto", threads: int | None = None,
+               spinning: bool = True, verify: bool = True, golden: bool = True):
+    """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) from ``directory``,
+    whose checked JSON is ``meta``: the file's sha256 checked (unless ``verify`` is False), the
+    signature checked, and the golden check run (unless ``golden`` is False)."""
+    path = contract.graph_path(directory, meta, which, verify)
+    session = create_session(path, device, threads, spinning)
+    contract.check_signature(session, contract.GRAPHS[which], path.name)
+    if golden:
+        check_golden(session, which, contract.read_golden(directory, meta, which, verify), meta, path.name)
+    return session
