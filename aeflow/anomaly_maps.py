@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import publish_folder, write_bytes_atomic
+from aeflow.files import check_output_folder, publish_folder, write_bytes_atomic
 from aeflow.metrics import normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
@@ -136,18 +136,7 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
 def check_maps_dir(path, force: bool = False, what: str = "--maps"):
     """Before any work: the maps folder may be new or empty (or anything with ``force``), must be
     a folder, and its parent must exist and be writable. Raises ``OutputError``; returns a Path."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"{what} {p}: exists and is not a folder; pass a folder path")
-    if p.is_dir() and any(p.iterdir()) and not force:
-        raise OutputError(f"{what} {p}: the folder is not empty; pass --force to add to it or choose a new folder")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"{what} {p}: parent folder {parent} does not exist; create it first")
-    target = p if p.exists() else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {p}: {target} is not writable; choose another folder")
-    return p
+    return check_output_folder(path, what, empty=not force)
 
 
 class MapWriter:

@@ -94,6 +94,26 @@ def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--
     return path
 
 
+def check_output_folder(path: str | os.PathLike, what: str = "--output", empty: bool = False) -> Path:
+    """Before any work: ``OutputError`` unless ``path`` is a folder or does not exist yet, its
+    parent exists, and the folder (or, for a new one, its parent) is writable; with ``empty``, an
+    existing folder must also be empty. Returns ``path`` as a Path."""
+    from aeflow.errors import OutputError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p}: exists and is not a folder; pass a folder path")
+    if empty and p.is_dir() and any(p.iterdir()):
+        raise OutputError(f"{what} {p}: the folder is not empty; pass --force to add to it or choose a new folder")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {p}: parent folder {parent} does not exist; create it first")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {p}: {target} is not writable; choose another folder")
+    return p
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

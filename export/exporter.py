@@ -123,7 +123,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     if len(train_idx) != cfg["n_train"]:
         raise ArtifactError(
             f"the training set found has {len(images)} images, but ae.pt was trained on a split of "
-            f"{cfg['n_train'] + cfg['n_val']}; pass the --data-dir it was trained from"
+            f"{cfg['n_train'] + cfg['n_val']}; pass data_dir=DIR, the folder it was trained from"
         )
     val = to_float(images[val_idx])
 

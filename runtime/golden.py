@@ -18,7 +18,6 @@ import numpy as np
 from aeflow.errors import ArtifactError, ParityError
 from aeflow.parity import Comparison, compare
 from aeflow.runtime import contract
-from aeflow.runtime.inversion import Components
 from aeflow.runtime.providers import create_session, provider_of
 
 # golden array -> the row name in verify's table (and the key of aeflow.parity.TOLERANCES)
@@ -44,6 +43,8 @@ def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta: dict) 
                                 f"breaks the artifact contract - re-export")
         rows.append(compare(ROW[name], got, want))
     if which == "flow":
+        from aeflow.runtime.inversion import Components  # here: scoring never loads the flow's maths
+
         c = meta["components"]
         z64 = Components(c["mu"], c["sigma"], c["weight"]).z(inputs.astype(np.float64))
         rows.append(compare("components z", z64, arrays["flow_z"]))

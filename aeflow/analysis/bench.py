@@ -32,7 +32,7 @@ import numpy as np
 
 from aeflow.analysis.limits import FP32 as FP32_PRECISION, INT8 as INT8_PRECISION, limit_of, measure_limits
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.contract import artifacts_dir, demo_images, read_threshold
+from aeflow.runtime.contract import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import provider_of, short_provider
 
@@ -243,7 +243,7 @@ def run_bench(settings: BenchSettings) -> dict:
     if settings.peers:
         from aeflow.analysis.peers import OPENVINO, openvino_engine
 
-        openvino = openvino_engine(meta["onnx_path"], threads, notes)
+        openvino = openvino_engine(graph_path(directory, meta, "ae", settings.verify), threads, notes)
         if openvino is not None:
             engines[OPENVINO] = openvino
     if with_torch:
@@ -336,7 +336,7 @@ def run_bench(settings: BenchSettings) -> dict:
 def _sampling_references(sampler, device: str, threads: int, n: int, repeats: int) -> list[dict]:
     """The sampler's reference rows: one flow.onnx call over ``n`` float32 points (a session like
     the sampler's), and drawing ``n`` truncated standard normal z's as the sampler does."""
-    session = create_session(sampler.metadata["onnx_path"], device, threads)
+    session = load_graph(sampler.directory, sampler.metadata, "flow", device, threads, golden=False)
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     rows = []
     for name, fn in ((FORWARD, lambda n_, seed: session.run(None, {"x": x[:n_]})),

@@ -110,21 +110,17 @@ def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], 
     ``threshold``; plus the threshold that gives ``target_type_i`` (``metrics.threshold_for_type_i``)
     with the type I and type II errors it gives. Returns a JSON-ready dict."""
     t1 = metrics.threshold_for_type_i(in_scores, target_type_i)
+    rates, at_t1 = (metrics.error_rates(in_scores, anomaly_scores, t) for t in (threshold, t1))
     return {
         "threshold": float(threshold),
-        "type_i": metrics.type_i_error(in_scores, threshold),
-        "n_in_dist": int(np.size(in_scores)),
+        "type_i": rates["type_i"]["rate"],
+        "n_in_dist": rates["type_i"]["n"],
         "anomalies": {
-            name: {
-                "n": int(np.size(s)),
-                "type_ii": metrics.type_ii_error(s, threshold),
-                "auroc": metrics.auroc(in_scores, s),
-                "type_ii_at_target": metrics.type_ii_error(s, t1),
-            }
-            for name, s in anomaly_scores.items()
+            name: {"n": rates["type_ii"][name]["n"], "type_ii": rates["type_ii"][name]["rate"],
+                   "auroc": rates["auroc"][name], "type_ii_at_target": at_t1["type_ii"][name]["rate"]}
+            for name in anomaly_scores
         },
-        "at_target": {"type_i_target": float(target_type_i), "threshold": t1,
-                      "type_i": metrics.type_i_error(in_scores, t1)},
+        "at_target": {"type_i_target": float(target_type_i), "threshold": t1, "type_i": at_t1["type_i"]["rate"]},
     }
 
 
@@ -177,12 +173,9 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
     their NLL under the model and under the true mixture, the z statistics on the training data,
     KL(data || model) over ``n_kl`` fresh points from the true mixture (seed ``training seed + 2``,
     never used in training), and draws ``n_samples`` samples with ``seed``."""
-    meta = sampler.metadata
-    cfg = meta.get("training") or {}
-    try:
-        n_train, n_test, train_seed = int(cfg["n_train"]), int(cfg["n_test"]), int(cfg["seed"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError("flow.json has no training section (n_train, n_test, seed); re-export the flow") from None
+    meta = sampler.metadata  # checked by the contract: every field below is there, typed
+    cfg = meta["training"]
+    n_train, n_test, train_seed = cfg["n_train"], cfg["n_test"], cfg["seed"]
     if n_kl < 2 or n_samples < 1:
         raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
     with progress_bar(4, "evaluating flow", quiet, show=lambda item: item) as bar:
@@ -200,7 +193,7 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
         grid = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
         z_grid, _, lp_grid = (np.asarray(v) for v in sampler.forward(grid))
         bar.update(1, "curves")
-    recorded = meta.get("nll") or {}
+    recorded = meta["nll"]
     summary = {
         "provider": getattr(sampler, "provider", None),
         "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
@@ -210,14 +203,14 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
             "true_mixture_test": float(-np.mean(mixture_log_density(test_x))),
             "true_mixture_train": float(-np.mean(mixture_log_density(train_x))),
         },
-        "nll_recorded": {k: recorded.get(k) for k in ("train", "test", "true_mixture_test")},
+        "nll_recorded": {k: recorded[k] for k in ("train", "test", "true_mixture_test")},
         "z_train": {"mean": float(np.mean(z_train, dtype=np.float64)), "std": float(np.std(z_train, dtype=np.float64, ddof=1))},
         "kl": {"estimate": kl, "stderr": kl_se, "n": int(n_kl), "seed": train_seed + 2},
         "true_mixture_sample": {"mean": float(np.mean(kl_x, dtype=np.float64)),
                                 "std": float(np.std(kl_x, dtype=np.float64, ddof=1))},
         "samples": {"n": int(n_samples), "seed": int(seed), "mean": float(np.mean(samples, dtype=np.float64)),
                     "std": float(np.std(samples, dtype=np.float64, ddof=1))},
-        "z_range": [float(v) for v in meta.get("z_range", [])],
+        "z_range": [float(v) for v in meta["z_range"]],
     }
     mass = float(getattr(sampler, "truncation_mass", 1.0))
     summary["model_mass"] = mass
@@ -251,12 +244,11 @@ def _notes(summary: dict) -> list[str]:
                      f"the type II errors are not directly comparable with its {ref['type_ii']:.2%}")
     if summary["in_dist"]["name"] != ref["in_dist"]:
         notes.append(f"the in-distribution set {summary['in_dist']['name']} is not the homework's {ref['in_dist']}")
-    n_train = (summary["artifacts_data"] or {}).get("train_images")
+    n_train = summary["artifacts_data"]["train_images"]
     if n_train != ref["train_images"]:
-        epochs = (summary["artifacts_training"] or {}).get("epochs")
+        epochs = summary["artifacts_training"]["epochs"]
         notes.append(f"these artifacts were trained on {n_train:,} images for {epochs} epochs, the homework on "
-                     f"{ref['train_images']:,} for {ref['epochs']}" if isinstance(n_train, int) else
-                     "threshold.json does not say how many images the artifacts were trained on")
+                     f"{ref['train_images']:,} for {ref['epochs']}")
     return notes
 
 
@@ -291,15 +283,14 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
     score_sets(scorer, sets, quiet)
     meta = scorer.metadata
     m = image_metrics(normal.scores, {a.name: a.scores for a in anomaly_sets}, scorer.threshold, target_type_i)
-    validation = meta.get("validation") or {}
     summary = {
         "artifacts": str(artifacts_dir(artifacts)),
         "provider": scorer.provider,
         "device_requested": device,
-        "threshold": {"value": float(scorer.threshold), "k": meta.get("k"), "validation_n": validation.get("n"),
+        "threshold": {"value": float(scorer.threshold), "k": meta["k"], "validation_n": meta["validation"]["n"],
                       "source": "threshold.json"},
-        "artifacts_data": meta.get("data"),
-        "artifacts_training": meta.get("training"),
+        "artifacts_data": meta["data"],
+        "artifacts_training": meta["training"],
         "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
                     "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
         "anomalies": [{"name": a.name, "origin": a.origin, **m["anomalies"][a.name],
@@ -327,7 +318,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, str]]:
     ref = summary["homework"]
     ind, at = summary["in_dist"], summary["at_target"]
     th = summary["threshold"]
-    data, train = summary["artifacts_data"] or {}, summary["artifacts_training"] or {}
+    data, train = summary["artifacts_data"], summary["artifacts_training"]
     rows = [
         ("in-distribution set", f"{ind['name']} ({ind['n']:,})", f"{ref['in_dist']} ({ref['in_dist_n']:,})"),
         ("threshold", f"{th['value']:.6f} (mean + {th['k']:g} std of {th['validation_n']} validation scores)",
@@ -342,21 +333,17 @@ def table_rows(summary: dict) -> list[tuple[str, str, str]]:
     rows.append((f"threshold for {at['type_i_target']:.0%} type I", f"{at['threshold']:.6f} (type I {_pct(at['type_i'])})", "-"))
     for a in summary["anomalies"]:
         rows.append((f"  type II there ({a['name']})", _pct(a["type_ii_at_target"]), "-"))
-    n_train = data.get("train_images")
     rows += [
-        ("training images", f"{n_train:,} ({data.get('source')})" if isinstance(n_train, int) else "-",
-         f"{ref['train_images']:,} (MNIST train)"),
-        ("epochs", str(train.get("epochs", "-")), str(ref["epochs"])),
-        ("final training loss", f"{train['final_loss']:.4f}" if isinstance(train.get("final_loss"), (int, float)) else "-",
-         f"about {ref['final_loss']}"),
+        ("training images", f"{data['train_images']:,} ({data['source']})", f"{ref['train_images']:,} (MNIST train)"),
+        ("epochs", str(train["epochs"]), str(ref["epochs"])),
+        ("final training loss", f"{train['final_loss']:.4f}", f"about {ref['final_loss']}"),
     ]
-    fl = summary.get("flow")
+    fl = summary["flow"]
     if fl:
         nll, rec = fl["nll"], fl["nll_recorded"]
         rows += [
-            ("flow train NLL (nats)", f"{nll['train']:.4f} (flow.json's last-epoch running mean "
-             f"{rec.get('train') or float('nan'):.4f})", "-"),
-            ("flow test NLL (nats)", f"{nll['test']:.4f} (flow.json {rec.get('test') or float('nan'):.4f})", "-"),
+            ("flow train NLL (nats)", f"{nll['train']:.4f} (flow.json's last-epoch running mean {rec['train']:.4f})", "-"),
+            ("flow test NLL (nats)", f"{nll['test']:.4f} (flow.json {rec['test']:.4f})", "-"),
             ("true mixture test NLL", f"{nll['true_mixture_test']:.4f}", "-"),
             (f"KL(data || model), n = {fl['kl']['n']:,}", f"{fl['kl']['estimate']:.4f} ± {fl['kl']['stderr']:.4f} nats",
              ">= 0 (Problem 4)"),
@@ -376,9 +363,9 @@ def format_table(summary: dict) -> str:
     lines = [f"aeflow evaluate: ae.onnx on {summary['provider']}, artifacts {summary['artifacts']}",
              f"data: in-distribution {ind['name']} from {ind['origin']}; anomalies "
              + ", ".join(f"{a['name']} from {a['origin']}" for a in summary["anomalies"])]
-    if summary.get("flow"):
+    if summary["flow"]:
         lines.append(f"flow: flow.onnx on {summary['flow']['provider']}")
     lines.append("")
     lines += [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
-    lines += [f"note: {n}" for n in summary.get("notes", [])]
+    lines += [f"note: {n}" for n in summary["notes"]]
     return "\n".join(lines)

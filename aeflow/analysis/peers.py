@@ -58,7 +58,7 @@ def _child(argv: list[str]) -> None:
     from aeflow.analysis.bench import FP32, TORCH, input_buffers, measure
     from aeflow.export import reference
     from aeflow.runtime.contract import demo_images, read_threshold
-    from aeflow.runtime.providers import create_session
+    from aeflow.runtime.golden import load_graph
 
     directory, threads, repeats, seconds = Path(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])
     batches = [int(b) for b in argv[4:]]
@@ -72,7 +72,7 @@ def _child(argv: list[str]) -> None:
             return compiled(torch.from_numpy(x))[1].numpy()
 
     meta = read_threshold(directory)
-    session = create_session(meta["onnx_path"], "cpu", threads, spinning=False)
+    session = load_graph(directory, meta, "ae", "cpu", threads, spinning=False, golden=False)
     engines = {TORCH: eager, TORCH_COMPILE: run_compiled, FP32: lambda x: session.run(["score"], {"images": x})[0]}
     images = demo_images(directory)
     rows, compile_s = [], {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import OutputError
-from aeflow.files import publish_folder, write_bytes_atomic, write_text_atomic
+from aeflow.files import check_output_folder, publish_folder, write_bytes_atomic, write_text_atomic
 from aeflow.plotting import png_bytes, pyplot
 
 REPORT_HTML = "report.html"
@@ -40,16 +40,7 @@ def require_matplotlib() -> None:
 def check_report_dir(path: str | os.PathLike) -> Path:
     """The report folder, checked before any work: it may exist (its files are overwritten) but
     must be a folder, and its parent must exist and be writable. Raises ``OutputError``."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"--report {p}: exists and is not a folder; pass a folder path")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"--report {p}: parent folder {parent} does not exist; create it first")
-    target = p if p.exists() else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise OutputError(f"--report {p}: {target} is not writable; choose another folder")
-    return p
+    return check_output_folder(path, "--report")
 
 
 def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, threshold_at_target: float,
@@ -267,7 +258,7 @@ def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: 
     for file_name, _, data in figures:
         write_bytes_atomic(staging / file_name, data)
     write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n")
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary.get("notes", []))
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary["notes"])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title>"
             f"<style>{_CSS}</style></head><body><h1>aeflow evaluation</h1>"

@@ -10,6 +10,10 @@ import click
 from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
 
 
+def _rows(rows) -> list[dict] | None:
+    return None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
+
+
 @click.command("verify")
 @artifacts_option
 @device_option
@@ -34,10 +38,9 @@ def command(artifacts, device, no_verify, golden_only, as_json):
 
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
     if as_json:
-        rows = lambda rs: None if rs is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rs]  # noqa: E731
         click.echo(json.dumps({"artifacts": str(result.directory), "provider": result.provider,
-                               "passed": result.passed, "golden": rows(result.golden),
-                               "checkpoints": rows(result.checkpoints), "notes": result.notes}, indent=2))
+                               "passed": result.passed, "golden": _rows(result.golden),
+                               "checkpoints": _rows(result.checkpoints), "notes": result.notes}, indent=2))
     else:
         click.echo(format_table(result.golden, f"ONNX Runtime ({result.provider}) vs the golden outputs recorded at export"))
         if result.checkpoints is not None:
