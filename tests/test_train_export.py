@@ -93,6 +93,32 @@ def test_flow_metadata_records_range_and_components(exported):
     assert lo < min(meta["components"]["mu"]) and hi > max(meta["components"]["mu"])
 
 
+def test_run_folder_is_used_end_to_end_and_bundled_files_stay(exported, bundled, tmp_path, no_torch_env):
+    """A new user's run folder: verify (with and without torch) and score use its models, the
+    bundled artifacts are untouched, and a checkpoint retrained after export is told apart."""
+    import shutil
+
+    before = {p.name: sha256_file(p) for p in bundled.iterdir() if p.is_file()}
+    meta = json.loads((exported / "threshold.json").read_text())
+    for env in (None, no_torch_env):
+        proc = run_cli("verify", "--artifacts", str(exported), "--device", "cpu", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert ("PyTorch checkpoints" in proc.stdout) == (env is None)
+    proc = run_cli("score", "--artifacts", str(exported), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert f"threshold {meta['threshold']:.6f}" in proc.stdout
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    line = assert_one_line_error(run_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100",
+                                         "-o", str(run), "-q"), 1)
+    assert "flow.pt exists; pass --force" in line
+    proc = run_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100", "-o", str(run), "-q", "--force")
+    assert proc.returncode == 0, proc.stderr
+    line = assert_one_line_error(run_cli("verify", "--artifacts", str(run), "--device", "cpu"), 1)
+    assert "flow.pt: the checkpoint and the graph disagree" in line
+    assert {p.name: sha256_file(p) for p in bundled.iterdir() if p.is_file()} == before
+
+
 def test_checkpoints_load_weights_only_and_training_is_reproducible(exported, tiny_data_dir, tmp_path):
     ckpt = torch.load(exported / "ae.pt", weights_only=True)
     assert set(ckpt) == {"kind", "state_dict", "config", "history"}
