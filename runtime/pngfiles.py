@@ -50,8 +50,8 @@ def pillow():
 
 
 def check_header(head: bytes, name: str) -> None:
-    """Before decoding anything: ``InputError`` unless ``head`` (the first 33 bytes of a file)
-    is a PNG signature and IHDR chunk of a 28x28 image in a greyscale or palette colour type."""
+    """Before decoding anything: ``InputError`` unless ``head`` (a file's bytes, at least its
+    first 33) starts with a PNG signature and IHDR chunk of a 28x28 image in a greyscale or palette colour type."""
     if len(head) < 8 or head[:8] != SIGNATURE:
         raise InputError(f"{name}: not a PNG file (bad signature); pass 28x28 greyscale PNGs")
     if len(head) < 33 or head[12:16] != b"IHDR":
@@ -96,6 +96,7 @@ def _pixels(im, name: str) -> np.ndarray:
 
 _RAW = SIDE * (SIDE + 1)  # bytes of 8-bit greyscale scanlines: a filter byte + 28 pixels per row
 _SMALL_STREAM = 4096
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, so always these 12 bytes
 
 
 def _fast_scanlines(data: bytes, name: str) -> bytes | None:
@@ -105,7 +106,16 @@ def _fast_scanlines(data: bytes, name: str) -> bytes | None:
     depth, colour, interlace = data[24], data[25], data[28]
     if depth != 8 or colour != 0 or interlace != 0:
         return None
-    idat, pos, end_of_file = [], 8, len(data)
+    end_of_file = len(data)
+    length = int.from_bytes(data[33:37], "big")
+    if data[37:41] == b"IDAT" and 57 + length == end_of_file and data[-12:] == _IEND:
+        # the usual layout, IHDR IDAT IEND (what Pillow, libpng and numpy-based writers produce)
+        if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big"):
+            raise InputError(f"{name}: PNG chunk 'IHDR' fails its CRC check; the file is corrupted")
+        if zlib.crc32(data[37:41 + length]) != int.from_bytes(data[41 + length:45 + length], "big"):
+            raise InputError(f"{name}: PNG chunk 'IDAT' fails its CRC check; the file is corrupted")
+        return _inflate(data[41:41 + length], name)
+    idat, pos = [], 8
     while True:
         if pos + 12 > end_of_file:
             raise InputError(f"{name}: PNG is truncated (no IEND chunk); the file is corrupted or truncated")
@@ -122,7 +132,11 @@ def _fast_scanlines(data: bytes, name: str) -> bytes | None:
         elif kind == b"IEND":
             break
         pos = end + 4
-    stream = idat[0] if len(idat) == 1 else b"".join(idat)
+    return _inflate(idat[0] if len(idat) == 1 else b"".join(idat), name)
+
+
+def _inflate(stream: bytes, name: str) -> bytes:
+    """The ``_RAW`` bytes of scanlines a PNG's zlib ``stream`` holds; ``InputError`` otherwise."""
     try:
         if len(stream) <= _SMALL_STREAM:  # at most ~1000x expansion: inflate it whole
             raw = zlib.decompress(stream, bufsize=_RAW + 1)
@@ -148,7 +162,7 @@ def decode_many(blobs: list[bytes], names: list[str]) -> np.ndarray:
     out = np.empty((len(blobs), SIDE, SIDE), dtype=np.uint8)
     fast, where = [], []
     for i, (data, name) in enumerate(zip(blobs, names)):
-        check_header(data[:33], name)
+        check_header(data, name)
         raw = _fast_scanlines(data, name)
         if raw is None:
             out[i] = decode_png(data, name)
