@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,3 +139,170 @@ def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
     else:
         ratio = np.where(s > 0, 1.0, 0.5)
     return np.clip(ratio, 0.0, 1.0).astype(np.float32)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), a, b > 0, x in [0, 1], by the
+    continued fraction of Numerical Recipes (``betacf``, modified Lentz), in float64."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1.0) / (a + b + 2.0):  # the continued fraction converges fast on this side only
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 10_000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * f / a
+
+
+def beta_quantile(q: float, a: float, b: float) -> float:
+    """The ``q`` quantile of the Beta(a, b) distribution (a, b > 0), by bisection of
+    ``I_x(a, b) = q`` to float64 resolution.
+
+    >>> round(beta_quantile(0.5, 2.0, 2.0), 12)
+    0.5
+    """
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if _betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval for a rate seen as ``flagged`` of ``n``.
+
+    For a threshold set on ``n`` normal scores with ``flagged`` of them above it, this is also a
+    distribution-free interval for its false-alarm rate on new normal images (exchangeable with
+    the calibration images, no ties): the threshold lies between two order statistics, and the
+    probability mass above the r-th smallest of n scores is Beta(n - r + 1, r) distributed
+    whatever the score distribution, so
+
+        lower = Beta(flagged, n - flagged + 1) quantile (1 - confidence) / 2   (0 if flagged = 0)
+        upper = Beta(flagged + 1, n - flagged) quantile (1 + confidence) / 2   (1 if flagged = n)
+
+    Arguments:
+        flagged: int in [0, n].
+        n: int >= 1.
+        confidence: in (0, 1).
+
+    Returns:
+        (lower, upper), floats in [0, 1].
+
+    >>> [round(v, 4) for v in clopper_pearson(5, 500)]
+    [0.0033, 0.0232]
+    """
+    if n < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
+        raise ValueError("need 0 <= flagged <= n, n >= 1 and 0 < confidence < 1")
+    alpha = 1.0 - confidence
+    lower = 0.0 if flagged == 0 else beta_quantile(alpha / 2, flagged, n - flagged + 1)
+    upper = 1.0 if flagged == n else beta_quantile(1 - alpha / 2, flagged + 1, n - flagged)
+    return lower, upper
+
+
+@dataclass(frozen=True)
+class QuantileThreshold:
+    """``value``: the ``rank``-th smallest of ``n`` scores (1-based), the threshold whose
+    false-alarm rate on new normal images is at most ``rate`` (split-conformal)."""
+
+    value: float
+    rank: int
+    n: int
+    rate: float
+
+
+def min_n_for_rate(rate: float) -> int:
+    """The fewest normal scores ``threshold_for_false_alarm_rate`` needs for ``rate``: the
+    smallest n with ``floor(rate (n + 1)) >= 1``."""
+    return max(1, math.ceil(1.0 / rate - 1e-9) - 1)
+
+
+def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> QuantileThreshold:
+    """The threshold whose false-alarm rate on new normal images is at most ``rate``, from the
+    empirical quantile of ``scores`` (float [n], normal images).
+
+    It is the r-th smallest score with r = ceil((1 - rate) (n + 1)) = n + 1 - floor(rate (n + 1)),
+    so n - r of the scores lie above it (without ties) and, for a new normal image exchangeable
+    with them, P(score > threshold) = (n - r + 1) / (n + 1) <= rate (split-conformal). Needs
+    r <= n, that is n >= ``min_n_for_rate(rate)``; ``ValueError`` otherwise.
+
+    >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05).value  # 99 scores: r = 95
+    95.0
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if not 0 < rate < 1:
+        raise ValueError("the false-alarm rate must lie strictly between 0 and 1")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or Inf")
+    n = s.size
+    above = math.floor(rate * (n + 1) + 1e-9)  # images above the threshold, plus one
+    if above < 1:
+        raise ValueError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images, "
+                         f"got {n:,}")
+    rank = n + 1 - above
+    return QuantileThreshold(value=float(s[rank - 1]), rank=int(rank), n=int(n), rate=float(rate))
+
+
+def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
+    """CDF of the Beta-Binomial(m, a, b) distribution at 0..m, float64 [m + 1]."""
+    j = np.arange(m + 1)
+    lg = np.vectorize(math.lgamma, otypes=[np.float64])
+    log_pmf = (lg(m + 1.0) - lg(j + 1.0) - lg(m - j + 1.0) + lg(j + a) + lg(m - j + b) - lg(m + a + b)
+               + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+    pmf = np.exp(log_pmf - log_pmf.max())
+    return np.cumsum(pmf) / pmf.sum()
+
+
+def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.95) -> tuple[int, int]:
+    """How many of ``m`` new normal images a threshold will flag, when ``flagged`` of the ``n``
+    normal images it was set on lie above it: a distribution-free prediction interval
+    ``(lower, upper)`` (counts) holding with probability >= ``confidence``.
+
+    The true false-alarm rate of the r-th smallest of n scores is Beta(n - r + 1, r) distributed
+    for any continuous score distribution, so the count among m new images is
+    Beta-Binomial(m, n - r + 1, r). The threshold lies between the order statistics with
+    ``flagged`` and ``flagged + 1`` scores above them, so
+
+        lower = Beta-Binomial(m, flagged, n - flagged + 1) quantile (1 - confidence) / 2   (0 if flagged = 0)
+        upper = Beta-Binomial(m, flagged + 1, n - flagged) quantile (1 + confidence) / 2
+
+    This covers the observed rate on a new set (``clopper_pearson`` covers the long-run rate).
+
+    Arguments:
+        flagged: int in [0, n]; n: int >= 1; m: int >= 1 (new images); confidence: in (0, 1).
+
+    Returns:
+        (lower, upper), ints in [0, m].
+
+    >>> false_alarm_prediction(24, 500, 500)
+    (12, 40)
+    """
+    if n < 1 or m < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
+        raise ValueError("need 0 <= flagged <= n, n >= 1, m >= 1 and 0 < confidence < 1")
+    alpha = 1.0 - confidence
+    lower = 0
+    if flagged > 0:
+        cdf = _beta_binomial_cdf(m, flagged, n - flagged + 1)
+        lower = int(np.sum(cdf <= alpha / 2))  # the largest count c with P(X < c) <= alpha / 2
+    upper = m
+    if flagged < n:
+        cdf = _beta_binomial_cdf(m, flagged + 1, n - flagged)
+        upper = int(np.searchsorted(cdf, 1 - alpha / 2, side="left"))  # smallest c with P(X <= c) >= 1 - alpha / 2
+    return lower, min(upper, m)

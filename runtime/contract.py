@@ -328,6 +328,29 @@ BINDINGS = {"golden": Record({"file": Exact(GOLDEN_FILE), "sha256": SHA256}),
             "checkpoint": Record({"file": Text(100, r"[A-Za-z0-9_.-]+\.pt"), "sha256": SHA256}),
             "content_sha256": SHA256}
 
+# written by 'aeflow calibrate' / AnomalyScorer.save_calibration (aeflow.runtime.calibration): the
+# threshold in force was set on the user's own normal images; "validation" and "k" stay export's
+CALIBRATION_RULES = ("mean + k std", "false-alarm rate")
+CALIBRATION = Record({
+    "rule": AnyOf(tuple(Exact(r) for r in CALIBRATION_RULES)),
+    "k": Number(0.0, 100.0, lo_open=True),              # rule "mean + k std"
+    "mean": NON_NEGATIVE, "std": NON_NEGATIVE, "ddof": Exact(1),
+    "false_alarm_rate": Number(0.0, 1.0, lo_open=True),  # rule "false-alarm rate"
+    "rank": Integer(1, 10**12),                          # the threshold is the rank-th smallest score
+    "n": Integer(1, 10**12),
+    "flagged": COUNT,
+    "achieved_false_alarm_rate": RATE,
+    "interval": Record({"method": Text(200), "confidence": Number(0.0, 1.0, lo_open=True), "lower": RATE,
+                        "upper": RATE}),
+    "prediction": Record({"method": Text(200), "images": Integer(1, 10**12),
+                          "confidence": Number(0.0, 1.0, lo_open=True), "lower": COUNT, "upper": COUNT}),
+    "data": Array(Record({"name": Text(1000), "kind": AnyOf((Exact("file"), Exact("folder"), Exact("array"))),
+                         "sha256": SHA256, "n": Integer(1, 10**12)}), 1, 1000),
+    "date": Text(40, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"),
+    "previous_threshold": NON_NEGATIVE,
+    "versions": VERSIONS,
+}, optional=frozenset({"k", "mean", "std", "ddof", "false_alarm_rate", "rank"}))
+
 THRESHOLD_FIELDS = Record({
     "schema_version": Exact(SCHEMA_VERSION),
     "threshold": POSITIVE,
@@ -345,9 +368,10 @@ THRESHOLD_FIELDS = Record({
         **_graph_fields(GRAPHS["int8"]),
         "method": Table(AnyOf((Text(), Number(), Exact(True), Exact(False), Array(Text(), 0, 50))), 50),
         "threshold": POSITIVE, "k": Number(0.0, 100.0, lo_open=True), "validation": VALIDATION,
-        "evaluation": INT8_EVALUATION}),
+        "evaluation": INT8_EVALUATION, "calibration": CALIBRATION}, optional=frozenset({"calibration"})),
+    "calibration": CALIBRATION,
     **BINDINGS,
-}, optional=frozenset({"int8", "checkpoint"}))
+}, optional=frozenset({"int8", "checkpoint", "calibration"}))
 
 MAX_COMPONENTS = 64
 COMPONENTS = Array(Number(), 1, MAX_COMPONENTS)
@@ -393,7 +417,9 @@ def _consistent_threshold(doc: dict) -> None:
         if entry is None:
             continue
         v = entry["validation"]
-        if not _close(entry["threshold"], v["mean"] + entry["k"] * v["std"]):
+        if "calibration" in entry:
+            _consistent_calibration(entry["threshold"], entry["calibration"], f"{where}calibration")
+        elif not _close(entry["threshold"], v["mean"] + entry["k"] * v["std"]):
             raise _Invalid(f"{where}threshold", f"{entry['threshold']!r} is not validation.mean + k * validation.std "
                                                f"= {v['mean'] + entry['k'] * v['std']!r}")
         if v["n"] != doc["data"]["validation_images"]:
@@ -403,6 +429,31 @@ def _consistent_threshold(doc: dict) -> None:
         raise _Invalid("evaluation.auroc", "names other sets than evaluation.type_ii")
     if sorted(ev.get("type_ii", {})) != sorted(doc["data"]["anomaly_sets"]):
         raise _Invalid("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
+
+
+def _consistent_calibration(threshold: float, cal: dict, where: str) -> None:
+    """A calibration record agrees with itself and with the threshold it set."""
+    need = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}[cal["rule"]]
+    other = {"k", "mean", "std", "ddof", "false_alarm_rate", "rank"} - set(need)
+    for key in need:
+        if key not in cal:
+            raise _Invalid(f"{where}.{key}", f"is missing (rule {cal['rule']!r})")
+    extra = sorted(other & set(cal))
+    if extra:
+        raise _Invalid(f"{where}.{extra[0]}", f"does not belong to rule {cal['rule']!r}")
+    if cal["rule"] == "mean + k std" and not _close(threshold, cal["mean"] + cal["k"] * cal["std"]):
+        raise _Invalid(f"{where}", f"threshold {threshold!r} is not calibration.mean + k * calibration.std")
+    if cal["rule"] == "false-alarm rate" and cal["rank"] > cal["n"]:
+        raise _Invalid(f"{where}.rank", "is larger than n")
+    if cal["flagged"] > cal["n"] or not _close(cal["achieved_false_alarm_rate"], cal["flagged"] / cal["n"]):
+        raise _Invalid(f"{where}.achieved_false_alarm_rate", "is not flagged / n")
+    if sum(d["n"] for d in cal["data"]) != cal["n"]:
+        raise _Invalid(f"{where}.data", "holds another number of images than n")
+    iv, pr = cal["interval"], cal["prediction"]
+    if not iv["lower"] <= cal["achieved_false_alarm_rate"] <= iv["upper"]:
+        raise _Invalid(f"{where}.interval", "does not contain the achieved rate")
+    if not pr["lower"] <= pr["upper"] <= pr["images"]:
+        raise _Invalid(f"{where}.prediction", "must hold lower <= upper <= images")
 
 
 def _consistent_flow(doc: dict) -> None:

@@ -6,8 +6,10 @@ in [0, 1]; an image is an anomaly when its score is strictly above the threshold
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -83,6 +85,7 @@ class AnomalyScorer(Rebuildable):
         self.graph = graph
         self.default_threshold = threshold
         self._threshold = threshold
+        self._calibration = None
         self._provider = provider_of(self._session)
         self._meta = meta
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
@@ -211,6 +214,51 @@ class AnomalyScorer(Rebuildable):
         for offset, _, (r,) in self._each_batch(source, ("reconstruction",), None):
             out[offset:offset + len(r)] = r
         return out
+
+    # ------------------------------------------------------------ calibration
+
+    def calibrate(self, x, k: float | None = None, false_alarm_rate: float | None = None,
+                  confidence: float = 0.95, name: str = "array") -> float:
+        """Set ``threshold`` from normal images ``x`` (an array as ``score`` takes, or an
+        ``ImageSource``) and return it: ``k`` (default 3) gives mean + k std of their scores
+        (ddof 1, as export), ``false_alarm_rate`` P the empirical quantile whose false-alarm rate
+        on new normal images is at most P (see ``aeflow.runtime.calibration``). ``calibration``
+        then holds the record (achieved rate, interval, data hash under ``name``, date ...) and
+        ``save_calibration`` writes it. ``UsageError`` for too few images for P."""
+        from aeflow.runtime.calibration import array_entry, calibrate_scores, check_rule
+
+        check_rule(k, false_alarm_rate, confidence)
+        source = _as_source(x)
+        cal = calibrate_scores(self.score_source(source), [array_entry(source, name)], self._threshold, k,
+                               false_alarm_rate, confidence)
+        self._threshold = cal.threshold
+        self._calibration = cal
+        return cal.threshold
+
+    @property
+    def calibration(self) -> dict | None:
+        """The record of the last ``calibrate`` call (threshold.json's ``calibration``), or the one
+        the loaded threshold.json holds for this graph, or None."""
+        if self._calibration is not None:
+            return copy.deepcopy(self._calibration.record)
+        entry = self._meta.get("int8") if self.precision == "int8" else self._meta
+        return copy.deepcopy(entry.get("calibration")) if entry else None
+
+    def save_calibration(self, out: str | os.PathLike | None = None):
+        """Write the last ``calibrate`` result into threshold.json: in this scorer's artifacts
+        folder (None), or into a new folder ``out`` holding a copy of the artifacts (the folder
+        loaded is then left as it was). Only this scorer's graph (fp32 or int8) changes. Returns
+        the path written."""
+        from aeflow.runtime.calibration import check_out_dir, write_calibration
+
+        if self._calibration is None:
+            raise UsageError("nothing to save: call calibrate(x) first")
+        if self._threshold != self._calibration.threshold:
+            raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
+        if out is not None and not (Path(out).exists() and Path(out).resolve() == self.directory.resolve()):
+            check_out_dir(out)
+        which = "int8" if self.precision == "int8" else "ae"
+        return write_calibration(self.directory, {which: self._calibration}, out, self._verify)
 
     def anomaly_map(self, x) -> np.ndarray:
         """Per-pixel squared reconstruction error, float32 [N, 28, 28]:

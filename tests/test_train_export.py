@@ -82,6 +82,25 @@ def test_threshold_json_comes_from_the_graphs_scores(exported, tiny_data_dir):
     assert 0 <= meta["evaluation"]["type_i"]["rate"] <= 1
 
 
+def test_calibrate_k3_on_the_validation_images_reproduces_exports_threshold(exported, tiny_data_dir, tmp_path):
+    """``aeflow calibrate --k 3`` on the very validation images export used gives export's
+    threshold, mean and std bit for bit (same graph scores, same float64 statistics)."""
+    from aeflow.datasets import load_images, split_indices
+
+    meta = json.loads((exported / "threshold.json").read_text())
+    images = load_images("mnist", "train", tiny_data_dir)
+    _, val = split_indices(len(images), meta["data"]["split_seed"])
+    np.save(tmp_path / "val.npy", images[val])
+    proc = run_cli("calibrate", str(tmp_path / "val.npy"), "--artifacts", str(exported), "-o", str(tmp_path / "cal"),
+                   "--k", "3", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    new = json.loads((tmp_path / "cal" / "threshold.json").read_text())
+    cal = new["calibration"]
+    assert new["threshold"] == meta["threshold"] and cal["previous_threshold"] == meta["threshold"]
+    assert (cal["mean"], cal["std"], cal["n"]) == (meta["validation"]["mean"], meta["validation"]["std"], 20)
+    assert json.loads((exported / "threshold.json").read_text()) == meta  # -o leaves the folder as it was
+
+
 def test_flow_metadata_records_range_and_components(exported):
     meta = json.loads((exported / "flow.json").read_text())
     assert meta["sha256"] == sha256_file(exported / "flow.onnx")

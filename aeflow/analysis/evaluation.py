@@ -259,6 +259,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
     runtime's ``AnomalyScorer`` on ``device`` and compute the homework's figures; with ``flow``
     also evaluate the flow (``evaluate_flow``); with ``with_extremes`` keep the best and worst
     reconstructions per set. Returns an ``Evaluation``."""
+    from aeflow.runtime.calibration import threshold_origin
     from aeflow.runtime.scorer import AnomalyScorer
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
@@ -288,7 +289,8 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
         "provider": scorer.provider,
         "device_requested": device,
         "threshold": {"value": float(scorer.threshold), "k": meta["k"], "validation_n": meta["validation"]["n"],
-                      "source": "threshold.json"},
+                      "source": "threshold.json", "origin": threshold_origin(meta),
+                      "calibration": scorer.calibration},
         "artifacts_data": meta["data"],
         "artifacts_training": meta["training"],
         "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
@@ -321,7 +323,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, str]]:
     data, train = summary["artifacts_data"], summary["artifacts_training"]
     rows = [
         ("in-distribution set", f"{ind['name']} ({ind['n']:,})", f"{ref['in_dist']} ({ref['in_dist_n']:,})"),
-        ("threshold", f"{th['value']:.6f} (mean + {th['k']:g} std of {th['validation_n']} validation scores)",
+        ("threshold", f"{th['value']:.6f} ({th['origin']})",
          f"{ref['threshold']} (mean + 3 std of {ref['validation_images']:,})"),
         ("type I error", _pct(ind["type_i"]), _pct(ref["type_i"])),
     ]

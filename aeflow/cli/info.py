@@ -69,6 +69,8 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
 
 
 def _print_text(info: dict) -> None:
+    from aeflow.runtime.calibration import threshold_origin
+
     click.echo(f"artifacts: {info['artifacts']}")
     th, fl = info["metadata"].get("threshold.json", {}), info["metadata"].get("flow.json", {})
     for g in info["graphs"]:
@@ -79,7 +81,10 @@ def _print_text(info: dict) -> None:
         click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
     if "threshold" in th:
         v, d, t, ev = th["validation"], th["data"], th["training"], th["evaluation"]
-        click.echo(f"threshold {th['threshold']:.6f} (mean {v['mean']:.6f} + {th['k']} x std {v['std']:.6f}, n = {v['n']})")
+        click.echo(f"threshold {th['threshold']:.6f} ({threshold_origin(th)})")
+        if "calibration" in th:
+            click.echo(f"  export's threshold {v['mean'] + th['k'] * v['std']:.6f} (mean {v['mean']:.6f} + {th['k']} x "
+                       f"std {v['std']:.6f}, n = {v['n']}); the rates below are at export's threshold")
         click.echo(f"  trained on {d['train_images']} images from {d['source']}, {t['epochs']} epochs, "
                    f"final loss {t['final_loss']:.5f}")
         if "type_i" in ev:
@@ -87,7 +92,7 @@ def _print_text(info: dict) -> None:
             parts += [f"type II {v['rate']:.2%} ({k})" for k, v in ev["type_ii"].items()]
             click.echo("  " + ", ".join(parts))
         if "int8" in th:
-            click.echo(f"  int8 threshold {th['int8']['threshold']:.6f}")
+            click.echo(f"  int8 threshold {th['int8']['threshold']:.6f} ({threshold_origin(th['int8'])})")
     if "W" in fl:
         click.echo(f"flow: K = {fl['n_components']}, W = {fl['W']:.4f}, range ({fl['z_range'][0]:.4f}, "
                    f"{fl['z_range'][1]:.4f}), test NLL {fl['nll']['test']:.4f}")

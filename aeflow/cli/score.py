@@ -105,6 +105,17 @@ def _total(summaries: list[InputSummary], results: list[ScoredInput], sources: l
                         sum(s.seconds for s in summaries), t1, t2)
 
 
+def _recorded(scorer: AnomalyScorer, precision: str) -> str:
+    """Where the threshold in force came from, in words: threshold.json or its int8 entry, and
+    when 'aeflow calibrate' set it, how (``aeflow.runtime.calibration.threshold_origin``)."""
+    from aeflow.runtime.calibration import threshold_origin
+
+    meta = scorer.metadata
+    entry = meta if precision == "fp32" else meta["int8"]
+    where = "threshold.json" if precision == "fp32" else "threshold.json, int8"
+    return f"{where}: {threshold_origin(entry)}" if "calibration" in entry else where
+
+
 def _fmt_error(e: dict | None, key: str) -> str:
     return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
 
@@ -227,8 +238,7 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
     head = {"artifacts": str(scorer.directory), "graph": scorer.graph.name, "precision": precision,
             "device_requested": device, "provider": scorer.provider, "batch_size": batch_size,
             "threshold": scorer.threshold,
-            "threshold_source": "--threshold" if thr is not None else
-            ("threshold.json" if precision == "fp32" else "threshold.json, int8")}
+            "threshold_source": "--threshold" if thr is not None else _recorded(scorer, precision)}
     try:
         if out is not None:
             write_results(out, results, head)
@@ -303,8 +313,7 @@ def _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, pr
     head = {"artifacts": str(scorer.directory), "graph": scorer.graph.name, "precision": precision,
             "device_requested": device, "provider": scorer.provider, "batch_size": batch_size,
             "threshold": scorer.threshold,
-            "threshold_source": "--threshold" if thr is not None else
-            ("threshold.json" if precision == "fp32" else "threshold.json, int8"),
+            "threshold_source": "--threshold" if thr is not None else _recorded(scorer, precision),
             "scheduler": scheduler, "workers": run.workers, "tasks": run.tasks}
     if as_json:
         doc = dict(head, inputs=[s.as_dict() for s in summaries], total=total.as_dict(),

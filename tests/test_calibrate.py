@@ -1,0 +1,227 @@
+"""Calibration: the maths (quantile rank, Clopper-Pearson against exact binomial sums, coverage on
+synthetic scores), ``aeflow calibrate`` on halves of the demo set's normal images, the file it
+writes (through the contract), the Python API, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import assert_one_line_error, run_cli
+
+from aeflow import metrics
+from aeflow.cli import cli
+from aeflow.errors import ArtifactError, UsageError
+from aeflow.files import sha256_file
+from aeflow.runtime import contract
+from aeflow.runtime.scorer import AnomalyScorer
+
+
+def calibrate(*args: str):
+    return CliRunner().invoke(cli, ["calibrate", "--device", "cpu", *args])
+
+
+# ---------------------------------------------------------------- the maths
+
+
+def binomial_tail(k: int, n: int, x: float) -> float:
+    """P(Binomial(n, x) >= k), exactly in rationals."""
+    x = Fraction(x)
+    return float(sum(math.comb(n, j) * x**j * (1 - x) ** (n - j) for j in range(k, n + 1)))
+
+
+@pytest.mark.parametrize("flagged, n", [(0, 50), (1, 50), (5, 500), (24, 500), (49, 500), (50, 50), (300, 1000)])
+def test_clopper_pearson_solves_the_exact_binomial_equations(flagged, n):
+    lower, upper = metrics.clopper_pearson(flagged, n, 0.95)
+    assert 0 <= lower <= flagged / n <= upper <= 1
+    # lower: P(X >= flagged | lower) = 2.5%; upper: P(X <= flagged | upper) = 2.5%
+    if flagged > 0:
+        assert binomial_tail(flagged, n, lower) == pytest.approx(0.025, abs=1e-9)
+    else:
+        assert lower == 0
+    if flagged < n:
+        assert 1 - binomial_tail(flagged + 1, n, upper) == pytest.approx(0.025, abs=1e-9)
+    else:
+        assert upper == 1
+
+
+def test_quantile_rank_and_the_smallest_n():
+    s = np.arange(1.0, 100.0)  # 99 scores 1..99
+    q = metrics.threshold_for_false_alarm_rate(s, 0.05)
+    assert (q.rank, q.value) == (95, 95.0) and np.sum(s > q.value) == 4  # (4 + 1) / 100 = P
+    assert metrics.threshold_for_false_alarm_rate(s[::-1], 0.05).value == 95.0
+    for rate in (0.5, 0.1, 0.05, 0.01, 0.003, 0.001):
+        n = metrics.min_n_for_rate(rate)
+        metrics.threshold_for_false_alarm_rate(np.arange(float(n)), rate)
+        with pytest.raises(ValueError, match="needs at least"):
+            metrics.threshold_for_false_alarm_rate(np.arange(float(n - 1)), rate)
+
+
+def test_false_alarm_rate_and_intervals_hold_on_synthetic_scores():
+    """Exponential scores: the true false-alarm rate of a threshold t is exp(-t). Over 1,000
+    calibrations on 200 scores, by either rule, the Clopper-Pearson interval covers the true rate
+    and the prediction interval the count among 200 fresh scores in at least ~95% of them; the
+    quantile rule's mean true rate is (n - r + 1) / (n + 1) <= P (split-conformal)."""
+    rng = np.random.default_rng(0)
+    trials, n, rate = 1000, 200, 0.05
+    true_rates, covered, predicted = [], {"rate": 0, "k": 0}, {"rate": 0, "k": 0}
+    for _ in range(trials):
+        s, fresh = rng.exponential(size=n), rng.exponential(size=n)
+        for rule, t in (("rate", metrics.threshold_for_false_alarm_rate(s, rate).value),
+                        ("k", metrics.threshold_from_scores(s, 3.0).value)):
+            flagged = int(np.sum(s > t))
+            lo, hi = metrics.clopper_pearson(flagged, n)
+            c_lo, c_hi = metrics.false_alarm_prediction(flagged, n, n)
+            covered[rule] += lo <= math.exp(-t) <= hi
+            predicted[rule] += c_lo <= np.sum(fresh > t) <= c_hi
+            if rule == "rate":
+                true_rates.append(math.exp(-t))
+    # E[q] = (n - r + 1) / (n + 1) = 10 / 201 exactly; its standard error here is 0.0005
+    assert np.mean(true_rates) == pytest.approx(10 / 201, abs=0.002) and 10 / 201 <= rate
+    for rule in ("rate", "k"):
+        assert covered[rule] / trials >= 0.93 and predicted[rule] / trials >= 0.94, (rule, covered, predicted)
+
+
+# ---------------------------------------------------------------- aeflow calibrate on the demo set
+
+
+@pytest.fixture(scope="module")
+def halves(bundled, tmp_path_factory):
+    """The demo set's 1,000 MNIST test images split at random into two halves of 500 (.npy, uint8)."""
+    with np.load(bundled / "demo.npz") as d:
+        normal = d["images"][~d["is_anomaly"]]
+    order = np.random.default_rng(0).permutation(len(normal))
+    folder = tmp_path_factory.mktemp("halves")
+    np.save(folder / "a.npy", normal[order[:500]])
+    np.save(folder / "b.npy", normal[order[500:]])
+    return folder / "a.npy", folder / "b.npy"
+
+
+@pytest.mark.parametrize("rule", [("--k", "3"), ("--false-alarm-rate", "0.05"), ("--false-alarm-rate", "0.02")])
+def test_rate_on_the_other_half_lies_in_the_reported_interval(halves, bundled, tmp_path, rule):
+    a, b = halves
+    before = sha256_file(bundled / "threshold.json")
+    r = calibrate(str(a), "-o", str(tmp_path / "cal"), *rule, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert set(doc["calibration"]) == {"ae.onnx", "ae.int8.onnx"}
+    for graph, precision in (("ae.onnx", "fp32"), ("ae.int8.onnx", "int8")):
+        cal = doc["calibration"][graph]
+        scorer = AnomalyScorer(tmp_path / "cal", device="cpu", precision=precision)
+        assert scorer.threshold == cal["threshold"] and scorer.calibration["rule"] == cal["rule"]
+        # the count on the other half (500 new normal images) lies in the prediction interval for
+        # 500 new images, which holds with probability >= 95% whatever the scores' distribution
+        other = int(np.sum(scorer.score(np.load(b)) > scorer.threshold))
+        assert cal["prediction"]["images"] == 500
+        assert cal["prediction"]["lower"] <= other <= cal["prediction"]["upper"], (graph, other, cal["prediction"])
+        assert cal["achieved_false_alarm_rate"] == float(np.mean(scorer.score(np.load(a)) > scorer.threshold))
+    assert sha256_file(bundled / "threshold.json") == before
+
+
+def test_the_written_file_records_the_calibration(halves, bundled, tmp_path):
+    a, _ = halves
+    art = tmp_path / "art"
+    shutil.copytree(bundled, art)
+    old = json.loads((art / "threshold.json").read_text())
+    r = calibrate(str(a), "--artifacts", str(art), "--false-alarm-rate", "0.05")
+    assert r.exit_code == 0, r.output
+    assert "ae.int8.onnx" in r.stdout and "on 500 new images (95%)" in r.stdout
+    new = json.loads((art / "threshold.json").read_text())
+    # export's fields kept: the graph's hash, validation, k, evaluation ...
+    for key in ("sha256", "validation", "k", "evaluation", "data", "golden"):
+        assert new[key] == old[key], key
+    assert new["int8"]["sha256"] == old["int8"]["sha256"]
+    cal = new["calibration"]
+    assert cal["rule"] == "false-alarm rate" and cal["false_alarm_rate"] == 0.05 and cal["n"] == 500
+    assert cal["data"] == [{"name": str(a), "kind": "file", "sha256": sha256_file(a), "n": 500}]
+    assert cal["previous_threshold"] == old["threshold"] and cal["date"].endswith("Z")
+    # each graph calibrated on its own scores: the 476th smallest of them
+    for entry, precision in ((new, "fp32"), (new["int8"], "int8")):
+        scores = np.sort(AnomalyScorer(bundled, device="cpu", precision=precision).score(np.load(a)).astype(np.float64))
+        assert entry["threshold"] == scores[entry["calibration"]["rank"] - 1] and entry["calibration"]["rank"] == 476
+        assert entry["calibration"]["flagged"] == 24 and entry["calibration"]["achieved_false_alarm_rate"] == 0.048
+    assert new["threshold"] != new["int8"]["threshold"]
+    assert new["int8"]["calibration"]["previous_threshold"] == old["int8"]["threshold"]
+    # an edited calibrated threshold is caught by the contract's content hash
+    new["threshold"] *= 1.5
+    (art / "threshold.json").write_text(json.dumps(new))
+    with pytest.raises(ArtifactError, match="content_sha256"):
+        AnomalyScorer(art, device="cpu")
+
+
+def test_k3_reproduces_the_mean_plus_3_std_of_the_scores(halves, tmp_path):
+    a, _ = halves
+    r = calibrate(str(a), "-o", str(tmp_path / "cal"), "--json", "-q")
+    assert r.exit_code == 0, r.output
+    cal = json.loads(r.stdout)["calibration"]["ae.onnx"]
+    th = metrics.threshold_from_scores(AnomalyScorer(device="cpu").score(np.load(a)), 3.0)
+    assert (cal["threshold"], cal["mean"], cal["std"], cal["k"], cal["ddof"]) == (th.value, th.mean, th.std, 3.0, 1)
+
+
+def test_python_api_calibrates_sets_and_saves(halves, tmp_path):
+    a, b = halves
+    scorer = AnomalyScorer(device="cpu")
+    previous = scorer.threshold
+    t = scorer.calibrate(np.load(a), false_alarm_rate=0.05)
+    assert scorer.threshold == t != previous and scorer.calibration["rule"] == "false-alarm rate"
+    assert scorer.calibration["data"][0]["kind"] == "array"
+    assert scorer.calibration["previous_threshold"] == previous
+    path = scorer.save_calibration(tmp_path / "mine")
+    again = AnomalyScorer(tmp_path / "mine", device="cpu")
+    assert again.threshold == again.default_threshold == t
+    assert again.calibration["rank"] == 476
+    assert AnomalyScorer(tmp_path / "mine", device="cpu", precision="int8").calibration is None  # fp32 only
+    assert path == tmp_path / "mine" / "threshold.json"
+    with pytest.raises(UsageError, match="needs at least 999"):
+        scorer.calibrate(np.load(b)[:10], false_alarm_rate=0.001)
+    with pytest.raises(UsageError, match="call calibrate"):
+        AnomalyScorer(device="cpu").save_calibration(tmp_path / "x")
+    with pytest.raises(UsageError, match="not both"):
+        scorer.calibrate(np.load(b), k=3, false_alarm_rate=0.01)
+
+
+def test_contract_refuses_an_inconsistent_calibration(halves, tmp_path):
+    a, _ = halves
+    scorer = AnomalyScorer(device="cpu")
+    scorer.calibrate(np.load(a), k=3)
+    scorer.save_calibration(tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "threshold.json").read_text())
+    bad = json.loads(json.dumps(doc))
+    del bad["calibration"]["mean"]
+    with pytest.raises(ArtifactError, match="calibration.mean"):
+        contract.validate_metadata("threshold.json", contract.seal(bad))
+    bad = json.loads(json.dumps(doc))
+    bad["calibration"]["flagged"] += 1
+    with pytest.raises(ArtifactError, match="achieved_false_alarm_rate"):
+        contract.validate_metadata("threshold.json", contract.seal(bad))
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["{a}", "--artifacts", "{art}", "--false-alarm-rate", "0.001"], 2, "needs at least 999 normal images"),
+    (["{a}", "--artifacts", "{art}", "--k", "3", "--false-alarm-rate", "0.01"], 2, "exclude each other"),
+    (["{a}"], 2, "--artifacts DIR"),
+    (["{a}", "--artifacts", "{art}", "--false-alarm-rate", "1.5"], 2, "--false-alarm-rate"),
+    (["{a}", "-o", "{full}"], 1, "not empty"),
+    (["{tmp}/missing.npy", "--artifacts", "{art}"], 1, "no such file"),
+])
+def test_refusals_are_one_line_and_change_nothing(halves, bundled, tmp_path, args, code, words):
+    a, _ = halves
+    art = tmp_path / "art"
+    shutil.copytree(bundled, art)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    before = sha256_file(art / "threshold.json")
+    fmt = {"a": str(a), "art": str(art), "full": str(tmp_path / "full"), "tmp": str(tmp_path)}
+    line = assert_one_line_error(run_cli("calibrate", *[s.format(**fmt) for s in args]), code)
+    assert words in line
+    assert sha256_file(art / "threshold.json") == before
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep"]
