@@ -398,7 +398,7 @@ def format_table(result: dict) -> str:
     lines.append("")
     if result.get("limit"):
         lines.append("the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for int8; "
-                     "median [min-max])")
+                     "median [min-max]; the limit is the best)")
         for r in result["limit"]:
             rng = f"[{r['gflops_min']:,.0f} - {r['gflops_max']:,.0f}]"
             lines.append(f"  {r['name']:<24}{r['precision']:<6}{r['size']:>5}^3 {r['gflops']:>9,.1f} {rng:>15}")
