@@ -148,27 +148,26 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
 # ---------------------------------------------------------------- outputs
 
-def output_kind(output: str | os.PathLike, force: bool = False) -> str:
+def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output") -> str:
     """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, or a name
     without an extension); checks before any work that it can be written (``OutputError``) and
-    names a Parquet target (``UsageError``)."""
-    from aeflow.files import check_writable
+    names a Parquet target (``UsageError``). ``what`` names the argument in messages."""
+    from aeflow.files import check_output_folder, check_writable
 
     text = str(output)
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        check_output_folder(path, what)
         parent = path.resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"output {text}: folder {parent} does not exist or is not writable")
-        if path.exists() and not path.is_dir():
-            raise OutputError(f"output {text}: exists and is not a folder")
         if path.exists() and not force:
-            raise OutputError(f"output {text}: folder exists; pass force=True (--force) to replace it")
+            raise OutputError(f"{what} {text}: folder exists; pass force=True (--force) to replace it")
+        if not os.access(parent, os.W_OK | os.X_OK):  # the new folder is renamed into place there
+            raise OutputError(f"{what} {text}: {parent} is not writable; choose another folder")
         return "dataset"
     if path.suffix.lower() != ".parquet":
-        raise UsageError(f"output {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
+        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
                          f"(DIR/)")
-    check_writable(path, force, "output")
+    check_writable(path, force, what)
     return "file"
 
 
@@ -358,11 +357,11 @@ def _named(e: AeflowError, task: Task, n_tasks: int) -> AeflowError:
 # ---------------------------------------------------------------- clusters
 
 @contextlib.contextmanager
-def connect(scheduler: str, threads: int = 1) -> Iterator[object]:
+def connect(scheduler: str, what: str = "scheduler") -> Iterator[object]:
     """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts a LocalCluster of N worker
     processes with one thread each (stopped on exit); ``tcp://HOST:PORT`` (or ``tls://``)
     connects to a running scheduler. ``UsageError`` for another form, ``AeflowError`` when the
-    scheduler cannot be reached."""
+    scheduler cannot be reached. ``what`` names the argument in messages."""
     distributed = _dask()
     import logging
 
@@ -373,7 +372,7 @@ def connect(scheduler: str, threads: int = 1) -> Iterator[object]:
         except ValueError:
             n = 0
         if n < 1:
-            raise UsageError(f"scheduler {text!r}: write local:N with N >= 1 worker processes")
+            raise UsageError(f"{what} {text!r}: write local:N with N >= 1 worker processes")
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                            dashboard_address=None, silence_logs=logging.CRITICAL)
         try:
@@ -383,7 +382,7 @@ def connect(scheduler: str, threads: int = 1) -> Iterator[object]:
             cluster.close()
         return
     if "://" not in text:
-        raise UsageError(f"scheduler {text!r}: use local:N or tcp://HOST:PORT")
+        raise UsageError(f"{what} {text!r}: use local:N or tcp://HOST:PORT")
     try:
         client = distributed.Client(text, timeout="10s")
     except (OSError, TimeoutError) as e:

@@ -281,12 +281,13 @@ def _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, pr
     if not inputs:
         raise click.UsageError("--scheduler needs INPUT files (shards)")
     if output is not None:
-        output_kind(output, force)
+        output_kind(output, force, "--output")
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
     if thr is not None:
         scorer.threshold = thr
-    with connect(scheduler) as client, progress_bar(1, "scoring on Dask", quiet=quiet or as_json) as bar:
+    with connect(scheduler, "--scheduler") as client, \
+            progress_bar(1, "scoring on Dask", quiet=quiet or as_json) as bar:
         seen = 0
 
         def progress(done: int, total: int) -> None:
