@@ -36,7 +36,7 @@ def binomial_tail(k: int, n: int, x: float) -> float:
     return float(sum(math.comb(n, j) * x**j * (1 - x) ** (n - j) for j in range(k, n + 1)))
 
 
-@pytest.mark.parametrize("flagged, n", [(0, 50), (1, 50), (5, 500), (24, 500), (49, 500), (50, 50), (300, 1000)])
+@pytest.mark.parametrize("flagged, n", [(0, 50), (1, 50), (5, 200), (24, 200), (50, 50), (90, 300)])
 def test_clopper_pearson_solves_the_exact_binomial_equations(flagged, n):
     lower, upper = metrics.clopper_pearson(flagged, n, 0.95)
     assert 0 <= lower <= flagged / n <= upper <= 1
