@@ -22,6 +22,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -311,10 +312,9 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     with contextlib.ExitStack() as stack:
         writer = _Writer(Path(output), kind, context, force, stack) if kind else None
         futures = {}
+        job = uuid.uuid4().hex  # keys unique to this job: the scheduler may still hold an earlier job's
         for t in tasks:
-            f = client.submit(score_task, settings, t, column, key=f"aeflow-score-{os.getpid()}-{id(tasks)}-{t.number}",
-                              pure=False)
-            futures[f] = t
+            futures[client.submit(score_task, settings, t, column, key=f"aeflow-score-{job}-{t.number}", pure=False)] = t
         done = 0
         try:
             for future in _dask().as_completed(list(futures)):
