@@ -194,7 +194,7 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
-                      out: str | os.PathLike | None = None, verify: bool = True) -> Path:
+                      out: str | os.PathLike | None = None) -> Path:
     """Write threshold.json with the calibrated thresholds (``calibrations``: graph -> Calibration,
     graph "ae" for ae.onnx, "int8" for ae.int8.onnx), through the contract's validator, atomically.
 
@@ -202,9 +202,12 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
     step. Else ``out`` receives a copy of the artifact files (hard links where the file system
     allows, else copies) and the new threshold.json, all published together
     (``aeflow.files.staged_folder``), and ``directory`` is left as it was; check ``out`` first with
-    ``check_out_dir``. Returns the path of the new threshold.json."""
+    ``check_out_dir``. Returns the path of the new threshold.json.
+
+    The old threshold.json must pass its content_sha256 check even where scoring ran with
+    verify=False: the new file is sealed again, and must not bless an edited one."""
     directory = Path(directory)
-    meta = contract.read_threshold(directory, verify)
+    meta = contract.read_threshold(directory, verify=True)
     doc = copy.deepcopy(meta)
     for which, cal in calibrations.items():
         entry = contract.entry_of(doc, which)
@@ -276,7 +279,7 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
             provider = scorer.provider
             scores = np.concatenate([scorer.score_source(s, on_batch) for s in sources])
             calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, false_alarm_rate, confidence)
-    written = write_calibration(directory, calibrations, out, verify)
+    written = write_calibration(directory, calibrations, out)
     return CalibrationRun(calibrations, data, written, provider)
 
 

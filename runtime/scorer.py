@@ -258,7 +258,7 @@ class AnomalyScorer(Rebuildable):
         if out is not None and not (Path(out).exists() and Path(out).resolve() == self.directory.resolve()):
             check_out_dir(out)
         which = "int8" if self.precision == "int8" else "ae"
-        return write_calibration(self.directory, {which: self._calibration}, out, self._verify)
+        return write_calibration(self.directory, {which: self._calibration}, out)
 
     def anomaly_map(self, x) -> np.ndarray:
         """Per-pixel squared reconstruction error, float32 [N, 28, 28]:

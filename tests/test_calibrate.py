@@ -205,6 +205,18 @@ def test_contract_refuses_an_inconsistent_calibration(halves, tmp_path):
 # ---------------------------------------------------------------- refusals
 
 
+def test_an_edited_threshold_json_is_not_sealed_again_even_unverified(halves, bundled, tmp_path):
+    a, _ = halves
+    art = tmp_path / "art"
+    shutil.copytree(bundled, art)
+    doc = json.loads((art / "threshold.json").read_text())
+    doc["evaluation"]["type_i"]["rate"] = 0.0001  # a better figure than export measured
+    (art / "threshold.json").write_text(json.dumps(doc))
+    before = sha256_file(art / "threshold.json")
+    line = assert_one_line_error(run_cli("calibrate", str(a), "--artifacts", str(art), "--no-verify"), 1)
+    assert "content_sha256" in line and sha256_file(art / "threshold.json") == before
+
+
 @pytest.mark.parametrize("args, code, words", [
     (["{a}", "--artifacts", "{art}", "--false-alarm-rate", "0.001"], 2, "needs at least 999 normal images"),
     (["{a}", "--artifacts", "{art}", "--k", "3", "--false-alarm-rate", "0.01"], 2, "exclude each other"),
