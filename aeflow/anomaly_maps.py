@@ -176,7 +176,8 @@ class MapWriter:
                 label = None if labels is None else bool(labels[index])
                 title = describe(name, index, float(scores[i]), float(normalized[k]), self.threshold, label)
                 file = file_name(name, index, position)
-                write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title))
+                write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title),
+                                   replace=True)
                 self.names.append(file)
 
         return on_reconstruction

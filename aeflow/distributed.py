@@ -185,7 +185,7 @@ class _Writer:
         if kind == "dataset":
             self._dir = stack.enter_context(atomic_folder(output, replace=force))
         else:
-            self._tmp = stack.enter_context(atomic_path(output))
+            self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
             self._file = None
             stack.callback(self._close)
 

@@ -21,8 +21,12 @@ raises the same exception with the same message. Catch ``AeflowError`` to catch 
     +-- OutputError      exit 1  an output that cannot be written: missing or read-only folder,
     |                            existing file without --force, not enough disk space
     +-- ParityError      exit 1  exported ONNX outputs that differ from PyTorch beyond tolerance
-    +-- Interrupted      exit 130 Ctrl-C; the message says what was finished and whether any
-                                 output was written (outputs are complete or absent, never partial)
+    +-- TrainingError    exit 1  training diverged (NaN/Inf loss or parameters); nothing written
+    +-- Interrupted      exit 130 Ctrl-C (128 + the signal for SIGTERM/SIGHUP); the message says
+                                 what was finished and whether any output was written (outputs are
+                                 complete or absent, never partial)
+
+Warnings (``warnings.warn``; the CLI prints ``aeflow: warning: ...`` on stderr): ``ScaleWarning``.
 """
 
 
@@ -67,6 +71,15 @@ class OutputError(AeflowError):
 
 class ParityError(AeflowError):
     """ONNX outputs that differ from PyTorch by more than the tolerance."""
+
+
+class TrainingError(AeflowError):
+    """Training that cannot give a usable model: the loss or the parameters stopped being finite."""
+
+
+class ScaleWarning(UserWarning):
+    """Images whose value range suggests the wrong scale (uint8 holding only 0/1, floats divided by
+    255 twice): they would score as blank images. A warning, not an error: they may be real."""
 
 
 class Interrupted(AeflowError):

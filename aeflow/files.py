@@ -1,12 +1,32 @@
-"""Atomic file writing and hashing: a crash or kill mid-write never leaves a half-written file."""
+"""Writing files so that nothing half-written is ever left, and hashing.
+
+One mechanism serves every writer (score/sample outputs, checkpoints, figures, reports):
+
+- ``atomic_path(path, replace=...)`` yields a temporary path beside ``path``; the body writes it,
+  then it is fsynced and published under ``path`` in one step. On any exception, Ctrl-C or signal
+  the temporary file is removed, and an ``OSError`` (disk full, out of inodes, read-only file
+  system) becomes a one-line ``OutputError``.
+- Publishing with ``replace=False`` (no ``--force``) is exclusive: it never replaces a file that
+  appeared at ``path`` meanwhile (another process writing the same name), it fails with
+  ``OutputError`` instead and keeps that file. ``replace=True`` overwrites.
+- ``atomic_folder`` does the same for a folder of files; ``staged_folder`` and
+  ``publish_folder`` stage files and move them into a folder.
+- Every temporary file or folder alive is registered; ``remove_temporaries()`` removes what is
+  left (the CLI calls it when a command ends, by a signal or otherwise).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
+
+_live: set[Path] = set()  # temporary files and folders not yet published or removed
+_live_lock = threading.Lock()
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -18,16 +38,88 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def track(path: str | os.PathLike) -> Path:
+    """Register a temporary file or folder for ``remove_temporaries``; returns it as a Path."""
+    path = Path(path)
+    with _live_lock:
+        _live.add(path)
+    return path
+
+
+def untrack(path: str | os.PathLike) -> None:
+    """Forget a temporary that was published or removed."""
+    with _live_lock:
+        _live.discard(Path(path))
+
+
+def remove_temporaries() -> list[Path]:
+    """Remove every registered temporary file or folder still on disk; returns those removed."""
+    with _live_lock:
+        paths = sorted(_live)
+        _live.clear()
+    import shutil
+
+    removed = []
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+    return removed
+
+
+def describe_os_error(e: OSError) -> str:
+    """A short reason for an OSError: 'no space left on the device', 'read-only file system', ..."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space (or no free inodes) left on the device"
+    return e.strerror or str(e) or type(e).__name__
+
+
+def publish(tmp: Path, path: Path, replace: bool) -> None:
+    """Give the complete file ``tmp`` the name ``path`` in one step. ``replace``: overwrite what is
+    there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place)."""
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails with EEXIST instead of replacing: the exclusive publish
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+            raise
+        # no hard links on this file system (FAT, some network mounts): claim the name first
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto
-    ``path`` in one step, on any exception (or KeyboardInterrupt) it is removed."""
+def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the body to write; on success it is fsynced and
+    published under ``path`` (``replace=False``: only if nothing appeared there meanwhile, see the
+    module docstring). On any exception or signal the temporary file is removed; ``OSError``
+    (disk full, out of inodes, ...) becomes a one-line ``OutputError``, and so does a file that
+    appeared at ``path`` during an exclusive publish. ``what`` (e.g. "--output") starts the message."""
     import tempfile  # here, not at the top: reading (cold start of `aeflow score`) never needs it
 
+    from aeflow.errors import OutputError
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    label = f"{what} {path}" if what else str(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = track(tmp)
     try:
         yield tmp
         umask = os.umask(0)
@@ -35,10 +127,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        publish(tmp, path, replace)
+    except FileExistsError:
+        raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
+                          f"nothing was written (pass --force to replace it)") from None
+    except OSError as e:
+        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        untrack(tmp)
 
 
 @contextlib.contextmanager
@@ -51,7 +149,7 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     import tempfile
 
     path = Path(path)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
         for f in staging.rglob("*"):
@@ -73,6 +171,8 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        untrack(staging)
 
 
 def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
@@ -89,7 +189,7 @@ def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--
         raise OutputError(f"{what} {path}: folder {folder} is not writable; choose another path")
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
-    if path.exists() and not force:
+    if (path.exists() or path.is_symlink()) and not force:
         raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
     return path
 
@@ -114,15 +214,82 @@ def check_output_folder(path: str | os.PathLike, what: str = "--output", empty: 
     return p
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are the same file: compared by device and inode where both exist
+    (hard links, symbolic links, ``./x`` and ``x`` alike), by resolved path otherwise."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_not_input(output: str | os.PathLike, inputs, what: str = "--output") -> None:
+    """``UsageError`` when ``output`` is the same file as one of ``inputs`` (paths): a command
+    never writes over what it reads."""
+    from aeflow.errors import UsageError
+
+    for p in inputs:
+        p = Path(p)
+        if same_file(output, p):
+            raise UsageError(f"{what} {output} is also an input ({p}); write the output to another file")
+
+
+def printable_name(name: str) -> str:
+    """``name`` as valid Unicode for a UTF-8 output or terminal: a file name that is not valid UTF-8
+    (Python holds its stray bytes as surrogates) gets those bytes escaped as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Free bytes for an unprivileged user in ``folder``'s file system, None where unknown."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as '512 bytes', '3.4 KiB', '12.0 MiB', '1.5 GiB'."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} TiB"
+
+
+def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
+    """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (a check before the
+    work; a disk that fills up later still fails cleanly in ``atomic_path``)."""
+    from aeflow.errors import OutputError
+
+    path = Path(path)
+    free = free_bytes(path.parent if str(path.parent) else ".")
+    if free is not None and need > free:
+        raise OutputError(f"{what} {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
+                          f"free some space, ask for less, or write elsewhere")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, replace: bool) -> None:
+    """Write ``data`` to ``path`` atomically (``replace``: see ``atomic_path``)."""
+    with atomic_path(path, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``replace``: see ``atomic_path``)."""
+    write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str]) -> Path:
@@ -157,7 +324,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> I
 
     directory = Path(directory)
     parent = directory if directory.is_dir() else directory.resolve().parent
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
     try:
         yield staging
         names = sorted(p.name for p in staging.iterdir())
@@ -167,3 +334,4 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> I
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        untrack(staging)

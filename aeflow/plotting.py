@@ -32,4 +32,4 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
 
 def save_png(fig, path: str | os.PathLike) -> None:
     """Write a figure to ``path`` as PNG, atomically, and close it."""
-    write_bytes_atomic(path, png_bytes(fig))
+    write_bytes_atomic(path, png_bytes(fig), replace=True)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     arrays = make_demo_set(args.data_dir, args.n, args.seed)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    write_bytes_atomic(args.out, buf.getvalue())
+    write_bytes_atomic(args.out, buf.getvalue(), replace=True)
     print(f"wrote {args.out}: {len(arrays['images'])} images "
           f"({int(arrays['is_anomaly'].sum())} anomalies from {arrays['source'][-1]})")
 

@@ -70,4 +70,4 @@ def write_golden(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Save ``arrays`` as an uncompressed .npz (fast to load on the device), atomically."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue(), replace=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from aeflow.runtime.providers import batched
-from aeflow.train.checkpoint import load_checkpoint
+from aeflow.train.checkpoint import load_checkpoint, load_weights
 from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 
 HOMEWORK_STEPS = 30
@@ -22,17 +22,13 @@ BATCH = 1000
 def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
     """The trained autoencoder (eval mode) and its checkpoint dict."""
     ckpt = load_checkpoint(path, "autoencoder")
-    model = Autoencoder()
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+    return load_weights(path, Autoencoder(), ckpt["state_dict"]), ckpt
 
 
 def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
     """The trained flow (eval mode) and its checkpoint dict."""
     ckpt = load_checkpoint(path, "flow")
-    flow = Flow1d(int(ckpt["config"]["n_components"]))
-    flow.load_state_dict(ckpt["state_dict"])
-    return flow.eval(), ckpt
+    return load_weights(path, Flow1d(ckpt["config"]["n_components"]), ckpt["state_dict"]), ckpt
 
 
 def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:

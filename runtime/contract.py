@@ -601,7 +601,7 @@ def write_metadata(path: str | os.PathLike, doc: dict) -> dict:
     path = Path(path)
     sealed = seal(doc)
     validate_metadata(path.name, sealed, path)
-    write_text_atomic(path, json.dumps(sealed, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(sealed, indent=2) + "\n", replace=True)
     return sealed
 
 

@@ -13,16 +13,20 @@ The reader protocol, ``ImageSource``:
 - ``batches(size)``: yields arrays ``[b, ...]`` of the source's own dtype, b <= size, in file
   order, n images in all; values are not checked yet (``to_float32`` does that per batch);
 - ``close()``; sources are context managers;
-- ``window(start, stop)``, on the sources that can be split cheaply (arrays, memory-mapped files,
+- ``window(start, stop)``, on the sources that can be split cheaply (arrays, uncompressed files,
   PNG folders, Parquet): the images [start, stop) as a source of their own.
 
 ``open_source(path)`` picks the reader: a folder -> PNG folder; ``.npy``; ``.npz`` (array
 ``images``, or its only array; optional ``is_anomaly``); ``.png``; ``.parquet`` (by suffix or
 magic; ``aeflow.runtime.parquet``); anything else by its first bytes: gzip -> gzipped IDX, else
-raw IDX. Large files are never read whole: ``.npy``, raw IDX
-and uncompressed ``.npz`` members are memory-mapped (pages released batch by batch), gzip and
-compressed ``.npz`` members are decompressed one batch at a time. Every problem is a one-line
+raw IDX. Large files are never read whole, and never through a memory map (a file truncated
+while it is read would kill the process with SIGBUS): ``.npy``, raw IDX and ``.npz`` members are
+read one batch at a time with plain reads (gzip and compressed members decompressed as they go),
+so a file that is cut short meanwhile is an ``InputError``. Every problem is a one-line
 ``InputError``.
+
+Values on a likely wrong scale (``scale_problem``: uint8 holding only 0/1, floats at most 1/255)
+are accepted, but the scorer warns (``aeflow.errors.ScaleWarning``).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import mmap
 import os
+import stat
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
+from aeflow.checks import available_memory
 from aeflow.errors import InputError
 from aeflow.idx import is_gzip, read_idx_header
 from aeflow.runtime import pngfiles
@@ -134,6 +139,22 @@ def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
                      f"{_range_hint(lo, hi)}")
 
 
+def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
+    """A one-line warning when a converted batch (float32 [b, 1, 28, 28] in [0, 1], converted from
+    ``dtype``) is on a likely wrong scale, else None: its brightest pixel is above 0 but at most
+    1/255, which a uint8 batch holding only 0 and 1 (a binarised mask) or floats divided by 255
+    twice give. Such images score as blank ones and anomalies among them go unnoticed."""
+    hi = float(images.max()) if images.size else 0.0
+    if not 0.0 < hi <= 1.0 / 255.0 + _RANGE_SLACK:
+        return None
+    where = f"images {offset}..{offset + len(images) - 1}"
+    if np.dtype(dtype) == np.uint8:
+        return (f"{name}: uint8 pixels hold only 0 and 1 in {where} (a binarised mask?); uint8 is read as "
+                f"0..255, so these score as blank images - pass x * 255 if 1 means white")
+    return (f"{name}: the brightest pixel is {hi:.3g} in {where} (divided by 255 twice?); these score as "
+            f"blank images - pass x * 255 if so")
+
+
 def to_float32(batch: np.ndarray, name: str, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """A checked batch ([b, ...] of an accepted layout) as C-contiguous float32 [b, 1, 28, 28] in
     [0, 1]. uint8 is divided by 255 (as in training); float32 C-contiguous input is returned
@@ -192,14 +213,9 @@ def _check_labels(labels, n: int, name: str) -> np.ndarray:
 
 
 class ArraySource(ImageSource):
-    """Images already in an array (in memory or memory-mapped), checked at construction.
+    """Images already in an array, checked at construction."""
 
-    ``mapping``: the ``FileMap`` the array lives in; pages of a batch already scored are then
-    handed back to the page cache, so the resident memory stays about one batch, whatever the
-    file size."""
-
-    def __init__(self, array: np.ndarray, name: str = "array", labels: np.ndarray | None = None,
-                 mapping: "FileMap | None" = None):
+    def __init__(self, array: np.ndarray, name: str = "array", labels: np.ndarray | None = None):
         if not isinstance(array, np.ndarray):
             try:
                 array = np.asarray(array)
@@ -208,61 +224,26 @@ class ArraySource(ImageSource):
         check_layout(array.shape, array.dtype, name)
         self.array, self.name, self.n = array, name, int(array.shape[0])
         self.labels = None if labels is None else _check_labels(labels, self.n, name)
-        self._mapping = mapping
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         for start in range(0, self.n, size):
-            stop = min(start + size, self.n)
-            yield self.array[start:stop]
-            if self._mapping is not None:
-                self._mapping.release(start, stop)
+            yield self.array[start:start + size]
 
     def window(self, start: int, stop: int) -> "ArraySource":
         """Images [start, stop) of this source (a view: nothing is copied)."""
         labels = None if self.labels is None else self.labels[start:stop]
         return ArraySource(self.array[start:stop], self.name, labels)
 
-    def close(self) -> None:
-        if self._mapping is not None:
-            self._mapping.close()
-            self._mapping = None
-
-
-class FileMap:
-    """A read-only memory map of a C-ordered array at byte ``offset`` of a file."""
-
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype, fortran: bool = False):
-        with open(path, "rb") as f:
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        count = int(np.prod(shape, dtype=np.int64))
-        flat = np.frombuffer(self._mm, dtype=dtype, count=count, offset=offset)
-        self.array = flat.reshape(shape, order="F" if fortran else "C")
-        self._offset, self._fortran = offset, fortran
-        self._row = count // shape[0] * np.dtype(dtype).itemsize if shape[0] else 0
-
-    def release(self, start: int, stop: int) -> None:
-        """Drop rows [start, stop) from this process's resident memory (they stay readable:
-        a later access reads them from the file again)."""
-        if self._fortran or not hasattr(self._mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        lo, hi = self._offset + start * self._row, self._offset + stop * self._row
-        lo -= lo % mmap.PAGESIZE
-        self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-
-    def close(self) -> None:
-        try:
-            self._mm.close()
-        except BufferError:  # arrays still point into it; the map goes with the last of them
-            pass
-
 
 class StreamSource(ImageSource):
-    """Fixed-size records read from a file object one batch at a time (gzip, zip members)."""
+    """Fixed-size C-ordered records read from a file object one batch at a time (raw files,
+    gzip, zip members); ``opener()`` returns the object positioned at the first record. Reading
+    on to the end makes gzip and zip check their CRC."""
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
-                 labels: np.ndarray | None = None):
+                 labels: np.ndarray | None = None, check_end: bool = True):
         check_layout(shape, dtype, name)
-        self._opener, self.name, self.n = opener, name, int(shape[0])
+        self._opener, self.name, self.n, self._check_end = opener, name, int(shape[0]), check_end
         self.sample_shape, self.dtype, self._what = tuple(shape[1:]), np.dtype(dtype), what
         self.labels = labels
 
@@ -280,10 +261,55 @@ class StreamSource(ImageSource):
                                          f"holds {got}; the file is truncated")
                     done += b
                     yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.sample_shape))
-                f.read(1)  # reaching the end makes gzip check its CRC
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-            raise InputError(f"{self.name}: cannot decompress the {self._what} ({str(e) or type(e).__name__}); "
+                while self._check_end and f.read(1 << 20):  # gzip and zip check their CRC at the end
+                    pass
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:
+            raise InputError(f"{self.name}: cannot read the {self._what} ({str(e) or type(e).__name__}); "
                              f"the file is corrupted or truncated") from None
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None for a regular file (or a link to one)
+    and for a folder: 'a dangling link to X', 'a FIFO (named pipe)', 'a character device', ..."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"a dangling link (to {target}, which does not exist)"
+        return "missing (removed meanwhile?)"
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"{kind}{' (through a link)' if path.is_symlink() else ''}"
+
+
+class RawFileSource(StreamSource):
+    """C-ordered records at byte ``data_at`` of an uncompressed file (.npy, raw IDX), read a batch
+    at a time with plain reads; any window of it opens at its own offset."""
+
+    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                 labels: np.ndarray | None = None):
+        def opener():
+            f = open(path, "rb")
+            f.seek(data_at)
+            return f
+
+        super().__init__(opener, name, shape, dtype, "file", labels, check_end=False)
+        self._path, self._data_at = path, data_at
+
+    def window(self, start: int, stop: int) -> "RawFileSource":
+        """Images [start, stop) of this file, read from their own offset."""
+        record = self.dtype.itemsize * math.prod(self.sample_shape)
+        labels = None if self.labels is None else self.labels[start:stop]
+        return RawFileSource(self._path, self._data_at + start * record, self.name,
+                             (stop - start, *self.sample_shape), self.dtype, labels)
 
 
 class PngFolderSource(ImageSource):
@@ -298,7 +324,13 @@ class PngFolderSource(ImageSource):
             entries = sorted(folder.iterdir(), key=lambda p: p.name)
         except OSError as e:
             raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
-        files = [p for p in entries if not p.name.startswith(".") and p.is_file()]
+        visible = [p for p in entries if not p.name.startswith(".")]
+        odd = [(p.name, why) for p in visible if (why := not_regular(p))]
+        if odd:
+            shown = "; ".join(f"{n} is {why}" for n, why in odd[:3]) + (f"; and {len(odd) - 3} more" if len(odd) > 3 else "")
+            raise InputError(f"{folder}: holds entries that are not regular files ({shown}); aeflow reads only "
+                             f"regular PNG files - move them out")
+        files = [p for p in visible if p.is_file()]
         self.files = [p for p in files if p.suffix.lower() == ".png"]
         others = [p.name for p in files if p.suffix.lower() != ".png"]
         if others:
@@ -388,77 +420,130 @@ def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str) -
                          f"the file is truncated")
 
 
-def _memmap_npy(path: Path, offset: int, name: str, labels=None) -> ArraySource:
-    """A memory-mapped array whose .npy header starts at byte ``offset`` of ``path``."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        shape, fortran, dtype = _npy_header(f, name)
-        check_layout(shape, dtype, name)
-        data_at = f.tell()
-    _check_size(path.stat().st_size - data_at, shape, dtype, name)
-    mapping = FileMap(path, data_at, shape, dtype, fortran)
-    return ArraySource(mapping.array, name, labels, mapping)
+def _read_errors():
+    return (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
 
 
-def open_npy(path: Path, name: str) -> ArraySource:
-    """A .npy file, memory-mapped."""
+def _fortran_source(opener, name: str, shape: tuple[int, ...], dtype: np.dtype, labels, what: str) -> ArraySource:
+    """A Fortran-ordered array, whose images are not consecutive records: read whole (it must fit
+    in memory), through ``opener()`` positioned at its first data byte."""
+    need = math.prod(shape) * dtype.itemsize
+    avail = available_memory()
+    if avail is not None and need > avail // 2:
+        raise InputError(f"{name}: a Fortran-ordered array of {need:,} bytes cannot be read a batch at a time and "
+                         f"does not fit in memory; save it C-ordered: np.save(f, np.ascontiguousarray(x))")
+    try:
+        with opener() as f:
+            data = f.read(need)
+    except _read_errors() as e:
+        raise InputError(f"{name}: cannot read the {what} ({str(e) or type(e).__name__}); the file is corrupted "
+                         f"or truncated") from None
+    if len(data) < need:
+        raise InputError(f"{name}: header promises {need} data bytes {shape} but the {what} holds {len(data)}; "
+                         f"the file is truncated")
+    return ArraySource(np.frombuffer(data, dtype=dtype).reshape(shape, order="F"), name, labels)
+
+
+def open_npy(path: Path, name: str) -> ImageSource:
+    """A .npy file, read one batch at a time."""
     if _head(path, 6) != _NPY_MAGIC:
         raise InputError(f"{name}: not a .npy file (bad magic bytes); save arrays with numpy.save")
-    return _memmap_npy(path, 0, name)
+    try:
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _npy_header(f, name)
+            data_at = f.tell()
+    except OSError as e:
+        raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
+    check_layout(shape, dtype, name)
+    _check_size(path.stat().st_size - data_at, shape, dtype, name)
+    if fortran:
+        def opener():
+            f = open(path, "rb")
+            f.seek(data_at)
+            return f
+
+        return _fortran_source(opener, name, shape, dtype, None, "file")
+    return RawFileSource(path, data_at, name, shape, dtype)
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
+def _check_member(info: zipfile.ZipInfo, name: str) -> None:
+    """InputError for a zip member numpy (and aeflow) cannot read: encrypted, or compressed with a
+    method Python's zipfile does not know."""
+    if info.flag_bits & 0x1:
+        raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
+                         f"without a password - save it again with np.savez")
+    if info.compress_type not in _ZIP_METHODS:
+        raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
+                         f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
+
+
+def _one_member(infos: list[zipfile.ZipInfo], key: str, name: str) -> zipfile.ZipInfo | None:
+    """The member whose name (without folders and ".npy") is ``key``; InputError when several are."""
+    found = [i for i in infos if Path(i.filename).stem == key]
+    if len(found) > 1:
+        listed = ", ".join(i.filename for i in found[:3])
+        raise InputError(f"{name}: {len(found)} members match '{key}' ({listed}); the archive is ambiguous - "
+                         f"save it again with one array named '{key}'")
+    return found[0] if found else None
 
 
 def open_npz(path: Path, name: str) -> ImageSource:
-    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present.
-    Stored members are memory-mapped, compressed ones decompressed one batch at a time."""
+    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read
+    one batch at a time through zipfile (stored or compressed; the CRC is checked at the end).
+    Refused like ``np.load`` refuses them: members whose header promises more data than they
+    hold, encrypted members, unknown compression; and, unlike it, two members that match."""
     try:
         zf = zipfile.ZipFile(path)
-        members = {Path(i.filename).stem: i for i in zf.infolist() if i.filename.endswith(".npy")}
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise InputError(f"{name}: not a readable .npz archive ({e}); the file is corrupted or truncated") from None
     with zf:
-        if "images" in members:
-            info = members["images"]
-        elif len(members) == 1:
-            info = next(iter(members.values()))
-        else:
-            found = ", ".join(sorted(members)) or "nothing"
-            raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
+        info = _one_member(infos, "images", name)
+        if info is None:
+            if len(infos) != 1:
+                found = ", ".join(sorted(Path(i.filename).stem for i in infos)) or "nothing"
+                raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
+            info = infos[0]
+        label_info = _one_member(infos, "is_anomaly", name)
         labels = None
-        if "is_anomaly" in members and info is not members["is_anomaly"]:
+        if label_info is not None and label_info is not info:
+            _check_member(label_info, name)
             try:
-                with zf.open(members["is_anomaly"]) as f:
+                with zf.open(label_info) as f:
                     labels = np.lib.format.read_array(f, allow_pickle=False)
-            except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            except (ValueError, *_read_errors()) as e:
                 raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
+        _check_member(info, name)
         try:
             with zf.open(info) as f:
                 shape, fortran, dtype = _npy_header(f, name)
-                header_bytes = f.tell() if info.compress_type == zipfile.ZIP_STORED else None
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+                header_bytes = f.tell()
+        except _read_errors() as e:
             raise InputError(f"{name}: cannot read {info.filename} ({e}); the file is corrupted or truncated") from None
     check_layout(shape, dtype, name)
+    need = math.prod(shape) * dtype.itemsize
+    if header_bytes + need > info.file_size:
+        raise InputError(f"{name}: member {info.filename}'s header promises {need} data bytes {shape} but the "
+                         f"member holds {max(0, info.file_size - header_bytes)}; the archive is corrupted")
     if labels is not None:
         labels = _check_labels(labels, int(shape[0]), name)
-    if header_bytes is not None:
-        # a stored member is the .npy file itself, at a fixed place: memory-map it
-        with open(path, "rb") as f:
-            f.seek(info.header_offset)
-            local = f.read(30)
-        if len(local) < 30 or local[:4] != _ZIP_MAGIC:
-            raise InputError(f"{name}: the .npz archive is corrupted (bad local header)")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
-        return _memmap_npy(path, start, name, labels)
-    if fortran:
-        raise InputError(f"{name}: a compressed Fortran-ordered array cannot be streamed; "
-                         f"save it with np.savez_compressed(f, images=np.ascontiguousarray(x))")
 
     def opener():
         z = zipfile.ZipFile(path)
-        f = z.open(info)
-        _npy_header(f, name)
+        try:
+            f = z.open(info)
+            _npy_header(f, name)
+        except BaseException:
+            z.close()
+            raise
         return _Closing(f, z)
 
-    return StreamSource(opener, name, shape, dtype, "compressed .npz member", labels)
+    if fortran:
+        return _fortran_source(opener, name, shape, dtype, labels, ".npz member")
+    return StreamSource(opener, name, shape, dtype, ".npz member", labels)
 
 
 class _Closing(io.BufferedIOBase):
@@ -482,12 +567,12 @@ def _idx_shape_check(shape: tuple[int, ...], name: str) -> None:
 
 
 def open_idx(path: Path, name: str) -> ImageSource:
-    """An IDX images file: raw ones memory-mapped, gzipped ones decompressed a batch at a time."""
+    """An IDX images file, read a batch at a time (gzipped ones decompressed as they go)."""
     header = read_idx_header(path)
     _idx_shape_check(header.shape, name)
+
     if not header.gzipped:
-        mapping = FileMap(path, header.offset, header.shape, np.dtype(np.uint8))
-        return ArraySource(mapping.array, name, mapping=mapping)
+        return RawFileSource(path, header.offset, name, header.shape, np.dtype(np.uint8))
 
     def opener():
         f = gzip.open(path, "rb")
@@ -511,10 +596,11 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     name = name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise InputError(f"{name}: no such file or folder; check the path")
-    if not p.is_file():
-        raise InputError(f"{name}: not a regular file")
+    why = not_regular(p)
+    if why:
+        raise InputError(f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
     head = _head(p, 8)
     if not head:
         raise InputError(f"{name}: the file is empty")

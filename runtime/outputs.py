@@ -30,8 +30,8 @@ from typing import TextIO
 
 import numpy as np
 
-from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path, check_writable
+from aeflow.errors import UsageError
+from aeflow.files import atomic_path, check_writable, printable_name
 from aeflow.metrics import normalized_scores
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
@@ -59,6 +59,10 @@ class ScoredInput:
     def normalized(self) -> np.ndarray:
         """float32 [n] in [0, 1], the threshold at 0.5 (``aeflow.metrics.normalized_scores``)."""
         return normalized_scores(self.scores, self.threshold)
+
+    def __post_init__(self):
+        # every format is UTF-8 text or holds Unicode: stray bytes of a file name are escaped
+        self.name = printable_name(self.name)
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
@@ -173,27 +177,26 @@ def _write_json(tmp: Path, results: list[ScoredInput], context: dict) -> None:
     tmp.write_text(json.dumps(dict(context, rows=list(iter_rows(results)))) + "\n", encoding="utf-8")
 
 
-def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None) -> Path:
+def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None,
+                  force: bool = False) -> Path:
     """Write ``results`` to ``path`` in the format its extension names, atomically (the file is
-    complete or absent, also after Ctrl-C). ``context`` (threshold, provider, ...) goes into the
-    JSON document. Check the path first with ``check_output_path``."""
+    complete or absent, also after Ctrl-C or a full disk). ``context`` (threshold, provider, ...)
+    goes into the JSON document. Without ``force`` a file that appeared at ``path`` meanwhile is
+    never replaced (``OutputError``). Check the path first with ``check_output_path``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"--output {path}: unknown format {suffix!r}; end the name in {', '.join(FORMATS)}")
-    try:
-        with atomic_path(path) as tmp:
-            if suffix == ".csv":
-                _write_csv(tmp, results)
-            elif suffix == ".json":
-                _write_json(tmp, results, context or {})
-            elif suffix == ".parquet":
-                from aeflow.runtime.parquet import pyarrow
+    with atomic_path(path, replace=force, what="--output") as tmp:  # OSError -> OutputError there
+        if suffix == ".csv":
+            _write_csv(tmp, results)
+        elif suffix == ".json":
+            _write_json(tmp, results, context or {})
+        elif suffix == ".parquet":
+            from aeflow.runtime.parquet import pyarrow
 
-                pyarrow()[1].write_table(results_table(results, context), tmp)
-            else:
-                with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
-                    np.save(f, results_array(results), allow_pickle=False)
-    except OSError as e:
-        raise OutputError(f"--output {path}: cannot write it ({e.strerror or e}); no output written") from None
+            pyarrow()[1].write_table(results_table(results, context), tmp)
+        else:
+            with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
+                np.save(f, results_array(results), allow_pickle=False)
     return path

@@ -42,12 +42,15 @@ def metadata_digest(directory: Path, name: str) -> str | None:
         return None
 
 
+MAX_THREADS = 1024  # onnxruntime would try to start every one of them
+
+
 def check_threads(threads) -> int | None:
     """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UsageError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} or None, got {str(threads)[:40]}")
     return threads
 
 

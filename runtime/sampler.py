@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from aeflow.checks import available_memory, check_batch, check_seed
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import artifacts_dir, read_flow
@@ -91,26 +92,16 @@ def running_stats() -> _Running:
     return _Running()
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux /proc/meminfo or sysconf), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_count(n) -> int:
     """``n`` as a positive int, or UsageError."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise UsageError(f"the number of samples must be a positive integer, got {n!r}")
     return int(n)
+
+
+# working memory of one target in a chunk (float64 z and x, int64 positions, float32 graph buffers
+# and the solvers' temporaries), to bound chunk_size by the memory it needs
+BYTES_PER_TARGET = 256
 
 
 def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None = None) -> list[np.ndarray]:
@@ -162,9 +153,7 @@ class FlowSampler(Rebuildable):
                  golden: bool = True):
         self._method = self._check_method(method)
         check_threads(threads)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         directory = artifacts_dir(artifacts)
         self._meta = read_flow(directory, verify)
         c = self._meta["components"]
@@ -411,7 +400,7 @@ class FlowSampler(Rebuildable):
         seed whatever the chunk size). Memory stays O(chunk_size)."""
         n = check_count(n)
         method, iterations = self.resolve(method, iterations)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         for i in range(0, n, self.chunk_size):
             z = self.draw_z(rng, min(self.chunk_size, n - i))
             yield self._invert_chunk(z, i, method, iterations).astype(np.float32)
@@ -423,6 +412,7 @@ class FlowSampler(Rebuildable):
         an ``n`` whose output does not fit in available memory raises InputError.
         ``progress(k)`` is called after each chunk of k samples."""
         n = check_count(n)
+        check_seed(seed)
         need = n * np.dtype(np.float32).itemsize
         avail = available_memory()
         if avail is not None and need > avail:

@@ -10,30 +10,40 @@ import copy
 import math
 import os
 from pathlib import Path
+import warnings
 from typing import Callable
 
 import numpy as np
 
-from aeflow.errors import UsageError
+from aeflow.checks import check_batch
+from aeflow.errors import ScaleWarning, UsageError
 from aeflow.metrics import normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.contract import artifacts_dir, read_threshold
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, to_float32
+from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, scale_problem, to_float32
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import CUDA, provider_of
 
 PRECISIONS = ("fp32", "int8")
+# working memory of one image in a batch: float32 input and reconstruction, the graph's
+# intermediate activations, onnxruntime's scratch; bounds batch_size by the memory it needs
+BYTES_PER_IMAGE = 16 * 1024
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_threshold(value, what: str = "threshold") -> float:
     """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
     try:
         t = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
+        raise UsageError(f"{what} must be a finite number >= 0, got {_short(value)}") from None
     if isinstance(value, bool) or not math.isfinite(t) or t < 0:
-        raise UsageError(f"{what} must be a finite number >= 0, got {value!r}")
+        raise UsageError(f"{what} must be a finite number >= 0, got {_short(value)}")
     return t
 
 
@@ -69,8 +79,7 @@ class AnomalyScorer(Rebuildable):
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1024,
                  precision: str = "fp32", verify: bool = True, threads: int | None = None,
                  golden: bool = True):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+        batch_size = check_batch(batch_size, "batch_size", BYTES_PER_IMAGE)
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         check_threads(threads)
@@ -157,11 +166,15 @@ class AnomalyScorer(Rebuildable):
         # the conversion buffer belongs to this call, never to the scorer: threads share a scorer
         buffer = None
         offset = 0
+        warned = False
         for batch in source.batches(self.batch_size):
             if buffer is None and batch.dtype != np.float32:
                 buffer = np.empty((min(self.batch_size, source.n), 1, SIDE, SIDE), dtype=np.float32)
             out = buffer if buffer is not None and len(batch) <= len(buffer) else None
             images = to_float32(batch, source.name, offset, out)
+            if not warned and (problem := scale_problem(images, batch.dtype, source.name, offset)):
+                warnings.warn(problem, ScaleWarning, stacklevel=4)
+                warned = True
             yield offset, images, self._run(outputs, images)
             offset += len(batch)
             if on_batch is not None:

@@ -44,7 +44,7 @@ CASES = [
     ("labels do not match", lambda: ArraySource(x, labels=np.ones(3, bool)), InputError, "is_anomaly"),
     ("threshold NaN", lambda: set_threshold(float("nan")), UsageError, "finite"),
     ("threshold negative", lambda: set_threshold(-1.0), UsageError, "finite"),
-    ("batch size 0", lambda: AnomalyScorer(batch_size=0), UsageError, "batch size"),
+    ("batch size 0", lambda: AnomalyScorer(batch_size=0), UsageError, "batch_size"),
     ("precision", lambda: AnomalyScorer(precision="fp8"), UsageError, "fp8"),
     ("device", lambda: AnomalyScorer(device="gpu"), UsageError, "gpu"),
     ("artifacts missing", lambda: AnomalyScorer("no/such/folder"), ArtifactError, "does not exist"),

@@ -204,9 +204,9 @@ def test_kill_during_export_keeps_previous_artifacts(exported, tiny_data_dir, tm
 
 
 @pytest.mark.parametrize("args, code, needle", [
-    (["train", "ae", "--epochs", "0"], 2, "--epochs must be positive"),
+    (["train", "ae", "--epochs", "0"], 2, "--epochs must be an integer from 1"),
     (["train", "ae", "--epochs", "ten"], 2, "not a valid integer"),
-    (["train", "flow", "--lr", "-1"], 2, "--lr must be positive"),
+    (["train", "flow", "--lr", "-1"], 2, "--lr must be > 0"),
     (["train", "ae", "--bogus"], 2, "No such option"),
     (["export", "--opset", "5"], 2, "--opset"),
 ])

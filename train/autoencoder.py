@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aeflow.checks import check_batch, check_float, check_int, check_seed
 from aeflow.progress import progress_bar
-from aeflow.train.checkpoint import save_checkpoint
+from aeflow.train.checkpoint import check_finite, diverged, save_checkpoint
 from aeflow.datasets import load_images, split_indices, to_float
 from aeflow.train.models import Autoencoder
 from aeflow.train.plots import plot_ae_loss
@@ -29,6 +31,21 @@ class AEConfig:
     n_train: int = 0
     n_val: int = 0
     data_source: str = ""
+
+
+MAX_EPOCHS = 1_000_000
+BYTES_PER_IMAGE = 64 * 1024  # one training image's activations, gradients and optimizer scratch
+
+
+def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> None:
+    """``UsageError`` for any field that cannot train: epochs, lr, batch_size, seed, val_fraction.
+    ``flags`` names the fields as the caller spells them (the CLI passes {"lr": "--lr", ...})."""
+    name = (flags or {}).get
+    check_int(config.epochs, name("epochs", "epochs"), 1, MAX_EPOCHS)
+    check_float(config.lr, name("lr", "lr"), 0.0, above=True)
+    check_batch(config.batch_size, name("batch_size", "batch_size"), BYTES_PER_IMAGE)
+    check_seed(config.seed, name("seed", "seed"))
+    check_float(config.val_fraction, name("val_fraction", "val_fraction"), 0.0, 0.99, above=True)
 
 
 def data_source(data_dir: str | os.PathLike | None) -> str:
@@ -63,15 +80,22 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise diverged("autoencoder", epoch, losses[-1], config.lr)
                 bar.update(1, f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}")
             epoch_loss.append(float(np.mean(losses[start:])))
+    check_finite(model, "autoencoder", config.lr)
     model.eval()
     return model, {"loss": losses, "epoch_loss": epoch_loss}
 
 
-def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False) -> Path:
+def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> Path:
     """Load MNIST (``config.data_dir`` or torchvision), split it with ``config.seed``, train,
-    and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``. Returns the checkpoint path."""
+    and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``. Returns the checkpoint path.
+    ``UsageError`` for a config that cannot train, ``TrainingError`` (nothing written) when the
+    loss or the weights stop being finite; without ``force`` an ae.pt that appeared meanwhile is
+    kept (``OutputError``)."""
+    check_ae_config(config)
     images = load_images("mnist", "train", config.data_dir)
     train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
     config.n_train, config.n_val = len(train_idx), len(val_idx)
@@ -82,6 +106,6 @@ def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool 
     cfg = asdict(config)
     cfg["data_dir"] = str(config.data_dir) if config.data_dir else None
     path = out / "ae.pt"
-    save_checkpoint(path, "autoencoder", model, cfg, history)
+    save_checkpoint(path, "autoencoder", model, cfg, history, force)
     plot_ae_loss(history["loss"], out / "ae_loss.png", (config.n_train + config.batch_size - 1) // config.batch_size)
     return path

@@ -8,14 +8,24 @@ exit code 2 (usage) or 1 (anything else); no traceback is printed for them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import importlib.util
+import os
+import signal
 import sys
+import threading
+import warnings
 
 import click
 
 from aeflow import __version__
-from aeflow.errors import AeflowError
+from aeflow.errors import AeflowError, Interrupted, ScaleWarning
+from aeflow.files import describe_os_error, remove_temporaries
+
+# every command ends the same way on these: its temporary files removed, one line, exit 128 + signal
+END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 # command name -> (module, attribute, one-line help shown by 'aeflow --help' without importing it)
 COMMANDS = {
@@ -44,9 +54,86 @@ def cli_message(message: str) -> str:
     return message
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (or SIGINT) turned into an exception in the main thread, so that every
+    ``with`` block and ``finally`` of the command runs (temporary files are removed) exactly as
+    for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_end_the_command():
+    """Install handlers that raise ``Signalled`` for END_SIGNALS (later ones are ignored while the
+    command cleans up); yields the list of signals received. Restores the old handlers after."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:  # a second signal while cleaning up: let the clean-up finish
+            return
+        received.append(signum)
+        raise Signalled(signum)
+
+    old = {s: signal.signal(s, handler) for s in END_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _stdout_gone() -> None:
+    """After stdout failed (closed pipe, full disk): send what is left to /dev/null, so that the
+    interpreter's last flush does not print a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _warning_printer(previous):
+    """A ``warnings.showwarning`` that prints aeflow's own warnings as one line on stderr,
+    ``aeflow: warning: ...``, and hands the others to ``previous``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, ScaleWarning):
+            click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+    return show
+
+
+class _OSFailure(Exception):
+    """An OSError no command turned into an AeflowError, carried past click (which would end a
+    closed stdout with exit 1 and no word)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error)
+        self.error = error
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand is used, and
     turns aeflow's and click's errors into one line and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            raise _OSFailure(e) from None
 
     def list_commands(self, ctx):
         return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
@@ -64,13 +151,37 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, **extra):
+        for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+        with _signals_end_the_command() as received, warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            try:
+                self._main(received, args, prog_name, **extra)
+            finally:
+                remove_temporaries()
+
+    def _main(self, received, args, prog_name, **extra):
+        def code() -> int:
+            return 128 + received[0] if received else 130
+
+        def by_signal() -> str:
+            return f" ({_signal_name(received[0])})" if received and received[0] != signal.SIGINT else ""
+
         try:
-            rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+            try:
+                rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                sys.stdout.flush()
+            except _OSFailure as e:
+                raise e.error from None
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.exceptions.Abort:
-            click.echo("aeflow: interrupted", err=True)
-            sys.exit(130)
+            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
+            sys.exit(code())
+        except Interrupted as e:
+            click.echo(f"aeflow: error: {cli_message(e.message)}{by_signal()}", err=True)
+            sys.exit(code())
         except click.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "aeflow"
             click.echo(f"{cmd}: error: {' '.join(e.format_message().split())} (see '{cmd} --help')", err=True)
@@ -82,8 +193,17 @@ class LazyGroup(click.Group):
             click.echo(f"aeflow: error: {cli_message(e.message)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("aeflow: interrupted", err=True)
-            sys.exit(130)
+            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
+            sys.exit(code())
+        except OSError as e:
+            # what no command turned into an AeflowError: most often stdout closed (| head) or full
+            if e.errno in (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO) and getattr(e, "filename", None) is None:
+                _stdout_gone()
+                click.echo(f"aeflow: error: cannot write to standard output ({describe_os_error(e)})", err=True)
+            else:
+                where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+                click.echo(f"aeflow: error: {where}{describe_os_error(e)}", err=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

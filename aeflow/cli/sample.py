@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from aeflow.errors import Interrupted, OutputError, UsageError
-from aeflow.files import atomic_path, check_writable
+from aeflow.checks import check_seed
+from aeflow.errors import Interrupted, UsageError
+from aeflow.files import atomic_path, check_space, check_writable, same_file
 from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
@@ -27,14 +27,6 @@ HIST_BINS = 200
 PROGRESS_ABOVE = 1 << 20
 
 
-def check_disk(path: Path, need: int) -> None:
-    """OutputError when the folder of ``path`` has less than ``need`` bytes free."""
-    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
-    if need > free:
-        raise OutputError(f"{path}: the samples need about {need / 2**30:.1f} GiB, only {free / 2**30:.1f} GiB are free "
-                          f"there; ask for fewer or write elsewhere")
-
-
 def _load_pyplot():
     try:
         import matplotlib
@@ -47,32 +39,25 @@ def _load_pyplot():
 
 
 @contextlib.contextmanager
-def _sink(path: Path | None, n: int):
-    """A function that stores consecutive chunks into ``path`` (.npy via a memory map, .csv as text),
-    written atomically; None stores nothing."""
+def _sink(path: Path | None, n: int, force: bool):
+    """A function that stores consecutive float32 chunks into ``path`` (.npy: a header for n
+    float32 then the chunks' bytes; .csv as text), written atomically with plain writes (never
+    through a memory map: a disk that fills up is an OSError, then a one-line OutputError, not a
+    SIGBUS); None stores nothing."""
     if path is None:
         yield lambda chunk: None
         return
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=force, what="--output") as tmp, open(tmp, "wb") as f:
         if path.suffix.lower() == ".npy":
-            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n,))
-            pos = [0]
-
-            def store(chunk):
-                mm[pos[0]:pos[0] + chunk.size] = chunk
-                pos[0] += chunk.size
-
-            yield store
-            mm.flush()
-            del mm
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+            yield lambda chunk: f.write(np.ascontiguousarray(chunk, dtype="<f4").tobytes())
         else:
-            with open(tmp, "w") as f:
-                f.write("x\n")
-                yield lambda chunk: np.savetxt(f, chunk, fmt="%.9g")
+            f.write(b"x\n")
+            yield lambda chunk: np.savetxt(f, chunk, fmt="%.9g")
 
 
 def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.ndarray, n: int,
-               method: str) -> None:
+               method: str, force: bool) -> None:
     outside = n - int(counts.sum())
     width = np.diff(edges)
     grid = np.linspace(edges[0], edges[-1], 1000)
@@ -85,7 +70,7 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
     ax.set_ylabel("density")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=force, what="--histogram") as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120)
     plt.close(fig)
 
@@ -128,17 +113,18 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
         raise UsageError(f"-n {n} is more than {MAX_SAMPLES:.0e} samples; ask for fewer")
     if iterations is not None and not 1 <= iterations <= MAX_ITERATIONS:
         raise UsageError(f"--iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
+    check_seed(seed, "--seed")
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
     if histogram is not None and histogram.suffix.lower() not in PLOT_SUFFIXES:
         raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
-    if output is not None and histogram is not None and output.resolve() == histogram.resolve():
+    if output is not None and histogram is not None and same_file(output, histogram):
         raise UsageError("--output and --histogram name the same file")
     plt = _load_pyplot() if histogram is not None else None
     if output is not None:
         check_writable(output, force, "--output")
         per_sample = 4 if output.suffix.lower() == ".npy" else CSV_BYTES_PER_SAMPLE
-        check_disk(output, n * per_sample + 4096)
+        check_space(output, n * per_sample + 4096)
     if histogram is not None:
         check_writable(histogram, force, "--histogram")
 
@@ -152,7 +138,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
     stats = running_stats()
     start = time.perf_counter()
     try:
-        with _sink(output, n) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
+        with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
             for chunk in sampler.sample_chunks(n, seed, method, iterations):
                 store(chunk)
                 stats.add(chunk)
@@ -161,7 +147,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
                 bar.update(chunk.size)
             seconds = time.perf_counter() - start
             if histogram is not None:
-                _histogram(plt, histogram, sampler, edges, counts, n, method)
+                _histogram(plt, histogram, sampler, edges, counts, n, method, force)
     except KeyboardInterrupt:
         written = "no output written" if output is not None or histogram is not None else "nothing was written"
         raise Interrupted(f"interrupted after {stats.n:,} of {n:,} samples; {written}") from None

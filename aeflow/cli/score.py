@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from aeflow.checks import check_batch
 from aeflow.errors import Interrupted
+from aeflow.files import check_not_input, check_space
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
 from aeflow.runtime.contract import bundled_dir
@@ -24,7 +26,7 @@ from aeflow.anomaly_maps import MapWriter, check_maps_dir, file_name
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, write_csv_rows,
                                      write_json_lines, write_results)
 from aeflow.runtime.providers import short_provider
-from aeflow.runtime.scorer import PRECISIONS, AnomalyScorer, check_threshold
+from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer, check_threshold
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
@@ -92,6 +94,13 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {done:,} of {total:,} images; no output written") from None
     return results, summaries
+
+
+def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
+    """About how many bytes the per-image output takes (generously), for the free-space check."""
+    width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
+    per_row = {".csv": 48 + width, ".json": 96 + width}.get(path.suffix.lower(), 16 + 4 * width)
+    return 4096 + per_row * sum(s.n for s in sources)
 
 
 def _total(summaries: list[InputSummary], results: list[ScoredInput], sources: list[ImageSource],
@@ -220,12 +229,18 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
     if maps_dir is not None:
         check_maps_dir(maps_dir, force)
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
+    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
     paths = list(inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column)) for p in paths]
         scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify, golden=not no_verify)
         if thr is not None:
             scorer.threshold = thr
+        if out is not None:
+            read = [scorer.graph, scorer.directory / "threshold.json", *paths]
+            read += [f for s in sources for f in getattr(s, "files", [])]  # a folder's PNGs
+            check_not_input(out, read)
+            check_space(out, _output_bytes(out, sources))
         maps = MapWriter(maps_dir, scorer.threshold, maps_all) if maps_dir is not None else None
         try:
             results, summaries = _score_all(scorer, sources, quiet or as_json or to_stdout, maps)
@@ -241,7 +256,7 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
             "threshold_source": "--threshold" if thr is not None else _recorded(scorer, precision)}
     try:
         if out is not None:
-            write_results(out, results, head)
+            write_results(out, results, head, force)
         if maps is not None:
             maps.publish()
     except KeyboardInterrupt:

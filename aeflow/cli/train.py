@@ -15,9 +15,9 @@ _out = output_option("Run folder for the checkpoint and figures (export reads it
 _seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the init and the shuffling.")
 
 
-def _positive(name: str, value) -> None:
-    if value <= 0:
-        raise UsageError(f"{name} must be positive, got {value}")
+# the config fields as the options spell them, for the one-line errors of the config checks
+FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
+         "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test"}
 
 
 def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
@@ -55,15 +55,14 @@ def train_ae(data_dir, output, epochs, lr, batch_size, seed, quiet, force):
     Example:
       aeflow train ae --data-dir ../shared/data --epochs 100 -o runs/a
     """
-    for name, v in (("--epochs", epochs), ("--lr", lr), ("--batch-size", batch_size)):
-        _positive(name, v)
-    _refuse_overwrite(output, "ae.pt", force)
     _need_torch()
-    from aeflow.train.autoencoder import AEConfig, train_autoencoder
+    from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
 
     config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                       data_dir=str(data_dir) if data_dir else None)
-    path = train_autoencoder(output, config, quiet)
+    check_ae_config(config, FLAGS)
+    _refuse_overwrite(output, "ae.pt", force)
+    path = train_autoencoder(output, config, quiet, force)
     from aeflow.train.checkpoint import load_checkpoint
 
     hist = load_checkpoint(path, "autoencoder")["history"]
@@ -90,17 +89,15 @@ def train_flow_cmd(output, n_components, epochs, lr, batch_size, n_train, n_test
     Example:
       aeflow train flow -o runs/a
     """
-    for name, v in (("--components", n_components), ("--epochs", epochs), ("--lr", lr),
-                    ("--batch-size", batch_size), ("--n-train", n_train), ("--n-test", n_test)):
-        _positive(name, v)
-    _refuse_overwrite(output, "flow.pt", force)
     _need_torch()
     from aeflow.train.checkpoint import load_checkpoint
-    from aeflow.train.flow import FlowConfig, train_flow
+    from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
                         n_train=n_train, n_test=n_test, seed=seed)
-    path = train_flow(output, config, quiet)
+    check_flow_config(config, FLAGS)
+    _refuse_overwrite(output, "flow.pt", force)
+    path = train_flow(output, config, quiet, force)
     hist = load_checkpoint(path, "flow")["history"]
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}")
     click.echo(f"wrote {path} and the flow_*.png figures in {output}")

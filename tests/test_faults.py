@@ -1,0 +1,344 @@
+"""Faults midway and races: exclusive publish, outputs that name inputs, signals, a full disk or
+file system out of inodes, a full or closed stdout, inputs cut short while they are read. Each
+ends with one line and nothing half-written; none kills the process."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+from aeflow.errors import OutputError, UsageError
+from aeflow.files import atomic_path, check_not_input, human_bytes, write_text_atomic
+
+CPU = ["--device", "cpu"]
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp"))
+
+
+# ---------------------------------------------------------------- exclusive publish
+
+def test_exclusive_publish_keeps_a_file_that_appeared_meanwhile(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(OutputError, match="appeared there while aeflow was writing"):
+        with atomic_path(target, replace=False) as tmp:
+            tmp.write_text("mine\n")
+            target.write_text("theirs\n")  # another writer got there first
+    assert target.read_text() == "theirs\n"
+    assert temporaries(tmp_path) == []
+    with atomic_path(target, replace=True) as tmp:  # --force replaces
+        tmp.write_text("mine\n")
+    assert target.read_text() == "mine\n" and temporaries(tmp_path) == []
+
+
+def test_exclusive_publish_without_hard_links(tmp_path, monkeypatch):
+    """File systems without hard links (FAT, some network mounts) claim the name with O_EXCL."""
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    write_text_atomic(tmp_path / "a.txt", "one\n", replace=False)
+    assert (tmp_path / "a.txt").read_text() == "one\n"
+    with pytest.raises(OutputError, match="appeared"):
+        write_text_atomic(tmp_path / "a.txt", "two\n", replace=False)
+    assert (tmp_path / "a.txt").read_text() == "one\n" and temporaries(tmp_path) == []
+
+
+def test_two_writers_of_one_output_one_wins(tmp_path):
+    """Two 'aeflow score -o same.csv' at once without --force: exactly one writes, the other fails
+    with one line (at the start or at publish), and the file is the winner's, complete."""
+    np.save(tmp_path / "x.npy", images(3000))
+    argv = [sys.executable, "-m", "aeflow", "score", str(tmp_path / "x.npy"), "-o", str(tmp_path / "same.csv"),
+            *CPU, "-q"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    loser = outs[[p.returncode for p in procs].index(1)][1]
+    assert len(loser.strip().splitlines()) == 1 and ("file exists" in loser or "appeared" in loser), loser
+    assert len((tmp_path / "same.csv").read_text().splitlines()) == 3001
+    assert temporaries(tmp_path) == []
+
+
+# ---------------------------------------------------------------- outputs that are inputs
+
+def test_output_naming_an_input_is_refused_by_file_not_string(tmp_path):
+    np.save(tmp_path / "x.npy", images(4))
+    os.link(tmp_path / "x.npy", tmp_path / "hard.npy")
+    (tmp_path / "soft.npy").symlink_to(tmp_path / "x.npy")
+    (tmp_path / "sub").mkdir()
+    before = (tmp_path / "x.npy").read_bytes()
+    for out in ("x.npy", "./x.npy", "sub/../x.npy", "hard.npy", "soft.npy"):
+        proc = run_cli("score", "x.npy", "-o", out, "--force", *CPU, cwd=tmp_path)
+        line = assert_one_line_error(proc, 2)
+        assert "is also an input" in line, line
+    assert (tmp_path / "x.npy").read_bytes() == before
+    with pytest.raises(UsageError):
+        check_not_input(tmp_path / "hard.npy", [tmp_path / "x.npy"])
+    check_not_input(tmp_path / "other.npy", [tmp_path / "x.npy"])  # a new file is fine
+
+
+def test_output_naming_the_artifacts_is_refused(tmp_path, bundled):
+    art = tmp_path / "art"
+    shutil.copytree(bundled, art)
+    proc = run_cli("score", "--artifacts", str(art), "-o", str(art / "threshold.json"), "--force", *CPU)
+    assert "is also an input" in assert_one_line_error(proc, 2)
+    assert (art / "threshold.json").read_bytes() == (bundled / "threshold.json").read_bytes()
+
+
+def test_sample_output_and_histogram_compared_as_files(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "h.png").write_text("old\n")
+    os.link(tmp_path / "h.png", tmp_path / "s.csv")  # the names differ, the file is one
+    proc = run_cli("sample", "-n", "10", "-o", "s.csv", "--histogram", "./h.png", "--force", *CPU, cwd=tmp_path)
+    assert "same file" in assert_one_line_error(proc, 2)
+    assert (tmp_path / "h.png").read_text() == "old\n"
+
+
+# ---------------------------------------------------------------- signals
+
+@pytest.mark.parametrize("sig", ["TERM", "HUP", "INT"])
+def test_timeout_signal_during_sample_leaves_no_temp_file(tmp_path, sig):
+    if shutil.which("timeout") is None:
+        pytest.skip("no timeout(1) here")
+    proc = subprocess.run(["timeout", "--preserve-status", "-s", sig, "3", sys.executable, "-m", "aeflow", "sample",
+                           "-n", "500000000", "-o", "big.npy", *CPU, "-q"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    signum = getattr(signal, f"SIG{sig}")
+    line = assert_one_line_error(proc, 128 + signum)
+    assert "no output written" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_while_score_writes_leaves_no_temp_file(tmp_path, sig):
+    """The signal lands while the output's temporary file exists (polled), i.e. mid-write."""
+    x = np.zeros((60_000, 28, 28), np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.Popen([sys.executable, "-m", "aeflow", "score", "x.npy", "-o", "s.json", *CPU, "-q",
+                             "--batch-size", "4096"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert wait_for(lambda: temporaries(tmp_path), 90), "never started writing"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_signal_during_score_exits_128_plus_signal(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((400_000, 28, 28), np.uint8))
+    proc = subprocess.run(["timeout", "--preserve-status", "-s", "TERM", "3", sys.executable, "-m", "aeflow",
+                           "score", "x.npy", "-o", "s.csv", *CPU, "-q"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    line = assert_one_line_error(proc, 128 + signal.SIGTERM)
+    assert "SIGTERM" in line and "no output written" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+# ---------------------------------------------------------------- full disk, no inodes, stdout
+
+@contextmanager
+def small_tmpfs(folder: Path, options: str):
+    """A tmpfs mounted at ``folder`` (root only); skips the test where mounting is not permitted."""
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"mount not permitted here ({r.stderr.strip()[:80]})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until the file system is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_disk_full_at_the_start_names_real_sizes(tmp_path):
+    with small_tmpfs(tmp_path / "full", "size=1m") as full:
+        fill(full / "ballast")
+        for argv in (["sample", "-n", "100", "-o", str(full / "s.npy")], ["score", "-o", str(full / "s.csv")]):
+            line = assert_one_line_error(run_cli(*argv, *CPU), 1)
+            assert "0.0 GiB" not in line and "KiB" in line, line
+        assert sorted(p.name for p in full.iterdir()) == ["ballast"]
+
+
+@pytest.mark.parametrize("name", ["s.npy", "s.csv"])
+def test_disk_full_midway_through_sample(tmp_path, name, monkeypatch):
+    """The free-space check passes (another process fills the disk later): the writes fail with
+    ENOSPC -> one line, no temp file, no SIGBUS (sample -o .npy no longer writes through a map)."""
+    from click.testing import CliRunner
+
+    import aeflow.cli.sample as sample_cli
+    from aeflow.cli import cli
+
+    with small_tmpfs(tmp_path / "full", "size=2m") as full:
+        monkeypatch.setattr(sample_cli, "check_space", lambda *a, **k: None)
+        r = CliRunner().invoke(cli, ["sample", "-n", "2000000", "-o", str(full / name), *CPU, "-q"])
+        assert r.exit_code == 1, r.output
+        assert "no space" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert list(full.iterdir()) == []
+
+
+def test_disk_full_midway_portable(tmp_path, monkeypatch):
+    """Without root: a write that fails with ENOSPC halfway through sample -o x.npy."""
+    from click.testing import CliRunner
+
+    from aeflow.cli import cli
+
+    real_open = open
+    written = [0]
+
+    class FillingFile:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            written[0] += len(data)
+            if written[0] > 300_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self._f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def fake_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return FillingFile(f) if "w" in mode and str(path).endswith(".tmp") else f
+
+    import aeflow.cli.sample as sample_cli
+    monkeypatch.setattr(sample_cli, "open", fake_open, raising=False)
+    r = CliRunner().invoke(cli, ["sample", "-n", "1000000", "-o", str(tmp_path / "x.npy"), *CPU, "-q"])
+    assert r.exit_code == 1 and "no space" in r.stderr, r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_inodes(tmp_path):
+    with small_tmpfs(tmp_path / "full", "size=4m,nr_inodes=4") as full:
+        for i in range(10):
+            try:
+                (full / f"f{i}").write_bytes(b"")
+            except OSError:
+                break
+        before = sorted(p.name for p in full.iterdir())
+        for argv in (["sample", "-n", "100", "-o", str(full / "s.npy")], ["score", "-o", str(full / "s.csv")]):
+            line = assert_one_line_error(run_cli(*argv, *CPU), 1)
+            assert "no space (or no free inodes)" in line, line
+        assert sorted(p.name for p in full.iterdir()) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv", [["score"], ["score", "--json"], ["sample", "-n", "10"]])
+def test_full_stdout(argv):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "aeflow", *argv, *CPU], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == "aeflow: error: cannot write to standard output (no space (or no free inodes) " \
+                                  "left on the device)", proc.stderr
+
+
+def test_closed_stdout(tmp_path):
+    """stdout closed before aeflow writes (a reader that already quit): one line, exit 1, the
+    output file still complete (it was published before the summary)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "aeflow", "score", "-o", str(tmp_path / "s.csv"), *CPU],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot write to standard output" in proc.stderr
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 2001
+    assert temporaries(tmp_path) == []
+
+
+def test_free_space_message_units():
+    assert human_bytes(100) == "100 bytes" and human_bytes(4500) == "4.4 KiB"
+    assert human_bytes(5 * 2**20) == "5.0 MiB" and human_bytes(3 * 2**30) == "3.0 GiB"
+
+
+# ---------------------------------------------------------------- inputs cut short while read
+
+CUT_WHILE_READING = """
+import os, sys
+import numpy as np
+from aeflow.runtime.inputs import open_source
+from aeflow.errors import InputError
+path = sys.argv[1]
+with open_source(path) as src:
+    seen = 0
+    try:
+        for batch in src.batches(1000):
+            if seen == 0:
+                os.truncate(path, os.path.getsize(path) // 3)   # another process cuts the file
+            seen += len(batch)
+            float(np.asarray(batch, dtype=np.float64).sum())    # touch every byte
+    except InputError as e:
+        print("InputError:", e)
+        sys.exit(3)
+print("read", seen)
+"""
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "idx"])
+def test_input_truncated_while_scored_is_an_error_not_sigbus(tmp_path, kind):
+    from aeflow.idx import write_idx
+
+    x = images(20_000)
+    path = tmp_path / {"npy": "x.npy", "npz": "x.npz", "idx": "x-idx3-ubyte"}[kind]
+    if kind == "npy":
+        np.save(path, x)
+    elif kind == "npz":
+        np.savez(path, images=x)
+    else:
+        write_idx(path, x)
+    proc = subprocess.run([sys.executable, "-c", CUT_WHILE_READING, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)  # -7 would be SIGBUS
+    assert "truncated" in proc.stdout or "corrupted" in proc.stdout, proc.stdout
