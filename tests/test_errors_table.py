@@ -242,6 +242,103 @@ for _c in INPUT_CASES:
     _c.api = api_on_input
 
 
+# ---------------------------------------------------------------- archives and folders (issue 10)
+
+def npy_member(array: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
+    """The bytes of a .npy file holding ``array``, its header claiming ``shape`` when given."""
+    import io
+
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": array.dtype.str, "fortran_order": False,
+                                             "shape": shape or array.shape})
+    return f.getvalue() + array.tobytes()
+
+
+def zip_of(tmp: Path, members: list[tuple[str, bytes]], name: str = "x.npz") -> Path:
+    import warnings
+    import zipfile
+
+    p = tmp / name
+    with warnings.catch_warnings(), zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as z:
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        for member, data in members:
+            z.writestr(member, data)
+    return p
+
+
+def zip_patch(path: Path, flag: int | None = None, method: int | None = None) -> Path:
+    """Set the general-purpose flag bits and/or the compression method of every member, in both
+    the local and the central headers."""
+    data = bytearray(path.read_bytes())
+    for sig, at_flag in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = data.find(sig)
+        while i >= 0:
+            if flag is not None:
+                data[i + at_flag:i + at_flag + 2] = struct.pack("<H", flag)
+            if method is not None:
+                data[i + at_flag + 2:i + at_flag + 4] = struct.pack("<H", method)
+            i = data.find(sig, i + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def short_member_npz(tmp: Path) -> Path:
+    """images.npy's header promises 100 images, it holds 10; the next member holds plenty of bytes."""
+    return zip_of(tmp, [("images.npy", npy_member(images(10), (100, 28, 28))),
+                        ("padding.npy", npy_member(images(200)))])
+
+
+def folder_with(tmp: Path, odd: str) -> Path:
+    d = png_folder(tmp, {"a.png": png_bytes(28, 28)})
+    if odd == "fifo":
+        os.mkfifo(d / "b.png")
+    elif odd == "device":
+        (d / "b.png").symlink_to("/dev/zero")
+    else:
+        (d / "b.png").symlink_to(d / "gone.png")
+    return d
+
+
+def lone(tmp: Path, odd: str) -> Path:
+    p = tmp / "x.npy"
+    if odd == "fifo":
+        os.mkfifo(p)
+    else:
+        p.symlink_to(tmp / "gone.npy")
+    return p
+
+
+def no_fifo() -> str | None:
+    return None if hasattr(os, "mkfifo") else "no FIFOs on this system"
+
+
+ARCHIVE_CASES = [
+    Case("npz member shorter than its header", score_file(short_member_npz), 1, "promises 78400 data bytes"),
+    Case("npz two members match images", score_file(lambda t: zip_of(t, [("images.npy", npy_member(images(4))),
+                                                                        ("b/images.npy", npy_member(images(5)))])),
+         1, "ambiguous"),
+    Case("npz duplicate member names", score_file(lambda t: zip_of(t, [("images.npy", npy_member(images(4))),
+                                                                      ("images.npy", npy_member(images(5)))])),
+         1, "2 members match 'images'"),
+    Case("npz two label members", score_file(lambda t: zip_of(t, [("images.npy", npy_member(images(4))),
+                                                                 ("is_anomaly.npy", npy_member(np.zeros(4, bool))),
+                                                                 ("l/is_anomaly.npy", npy_member(np.ones(4, bool)))])),
+         1, "match 'is_anomaly'"),
+    Case("npz encrypted member", score_file(lambda t: zip_patch(npz(t, False), flag=1)), 1, "encrypted"),
+    Case("npz unknown compression", score_file(lambda t: zip_patch(npz(t, False), method=98)), 1,
+         "compression method 98"),
+    Case("folder holds a FIFO", score_file(lambda t: folder_with(t, "fifo")), 1, "b.png is a FIFO", skip=no_fifo),
+    Case("folder holds a link to a device", score_file(lambda t: folder_with(t, "device")), 1,
+         "b.png is a character device (through a link)"),
+    Case("folder holds a dangling link", score_file(lambda t: folder_with(t, "dangling")), 1,
+         "b.png is a dangling link"),
+    Case("input is a FIFO", score_file(lambda t: lone(t, "fifo")), 1, "is a FIFO", skip=no_fifo),
+    Case("input is a dangling link", score_file(lambda t: lone(t, "dangling")), 1, "dangling link"),
+]
+for _c in ARCHIVE_CASES:
+    _c.api = api_on_input
+
+
 # ---------------------------------------------------------------- artifacts
 
 def damaged(damage: Callable[[Path], None], command: str = "score", extra: tuple[str, ...] = ()):
@@ -370,6 +467,72 @@ CHECKPOINT_CASES = [
 ]
 
 
+def edited_checkpoint(kind: str, edit: Callable[[dict], None]):
+    """A copy of the bundled ae.pt/flow.pt (kind "ae"/"flow") with ``edit`` applied to its dict,
+    exported with 'aeflow export --checkpoints'."""
+    def setup(tmp: Path) -> list[str]:
+        torch = pytest.importorskip("torch")
+        ck = tmp / "ck"
+        ck.mkdir()
+        for name in ("ae.pt", "flow.pt"):
+            (ck / name).write_bytes((bundled_dir() / name).read_bytes())
+        path = ck / f"{kind}.pt"
+        payload = torch.load(path, weights_only=True)
+        edit(payload)
+        torch.save(payload, path)
+        (tmp / "out").mkdir()
+        return ["export", "--checkpoints", str(ck), "-o", str(tmp / "out"), "--no-eval"]
+    return setup
+
+
+def api_load(kind: str):
+    def api(tmp: Path):
+        from aeflow.export.exporter import load_autoencoder, load_flow
+
+        return (load_autoencoder if kind == "ae" else load_flow)(tmp / "ck" / f"{kind}.pt")
+    return api
+
+
+def nan_weight(p: dict) -> None:
+    key = next(iter(p["state_dict"]))
+    p["state_dict"][key] = p["state_dict"][key].clone().fill_(float("nan"))
+
+
+def wrong_shape(p: dict) -> None:
+    key = next(iter(p["state_dict"]))
+    p["state_dict"][key] = p["state_dict"][key][:1].clone()
+
+
+def ck_case(label: str, kind: str, edit: Callable[[dict], None], word: str) -> Case:
+    return Case(label, edited_checkpoint(kind, edit), 1, word, api_load(kind))
+
+
+CHECKPOINT_FIELD_CASES = [
+    ck_case("ae.pt without config", "ae", lambda p: p.pop("config"), "field 'config' is missing"),
+    ck_case("ae.pt without state_dict", "ae", lambda p: p.pop("state_dict"), "field 'state_dict' is missing"),
+    ck_case("ae.pt empty state_dict", "ae", lambda p: p.update(state_dict={}), "'state_dict' is empty"),
+    ck_case("ae.pt state_dict a list", "ae", lambda p: p.update(state_dict=[1, 2]), "a list, not a dict"),
+    ck_case("ae.pt state_dict entry not a tensor", "ae",
+            lambda p: p["state_dict"].update({"encoder.0.weight": [1.0]}), "not a named tensor"),
+    ck_case("ae.pt NaN weights", "ae", nan_weight, "holds NaN or Inf"),
+    ck_case("ae.pt weight of the wrong shape", "ae", wrong_shape, "does not fit the model"),
+    ck_case("ae.pt missing weight", "ae", lambda p: p["state_dict"].pop(next(iter(p["state_dict"]))),
+            "does not fit the model"),
+    ck_case("ae.pt config without seed", "ae", lambda p: p["config"].pop("seed"), "config field 'seed' is missing"),
+    ck_case("ae.pt config lr a string", "ae", lambda p: p["config"].update(lr="fast"), "config field 'lr'"),
+    ck_case("ae.pt config a list", "ae", lambda p: p.update(config=[1]), "'config' must be a dict"),
+    ck_case("ae.pt history empty", "ae", lambda p: p["history"].update(epoch_loss=[]), "history field 'epoch_loss'"),
+    ck_case("ae.pt of another kind", "ae", lambda p: p.update(kind="flow"), "kind 'flow'"),
+    ck_case("flow.pt huge n_components", "flow", lambda p: p["config"].update(n_components=10**9),
+            "config field 'n_components'"),
+    ck_case("flow.pt n_components disagrees", "flow", lambda p: p["config"].update(n_components=7),
+            "does not fit the model"),
+    ck_case("flow.pt unknown config field", "flow", lambda p: p["config"].update(extra=1), "unknown config field"),
+    ck_case("flow.pt history NaN", "flow", lambda p: p["history"].update(test_nll=[float("nan")]),
+            "history field 'test_nll'"),
+]
+
+
 # ---------------------------------------------------------------- sampling, devices, outputs
 
 def args(*a: str, files: Callable[[Path], None] | None = None):
@@ -445,7 +608,33 @@ OTHER_CASES = [
          "not a folder"),
 ]
 
-CASES = INPUT_CASES + ARTIFACT_CASES + CHECKPOINT_CASES + OTHER_CASES
+
+OPTION_CASES = [
+    Case("sample --seed negative", args("sample", "-n", "10", "--seed", "-1", *CPU), 2, "--seed must be an integer"),
+    Case("sample --seed huge", args("sample", "-n", "10", "--seed", str(10**30), *CPU), 2, "from 0 to"),
+    Case("sample --seed float", args("sample", "-n", "10", "--seed", "1.5", *CPU), 2, "not a valid integer"),
+    Case("sample -n float", args("sample", "-n", "2.5", *CPU), 2, "not a valid integer"),
+    Case("sample --iterations nan", args("sample", "-n", "10", "--iterations", "nan", *CPU), 2, "not a valid integer"),
+    Case("score --threshold 400 digits", args("score", "--threshold", "9" * 400, *CPU), 2, "finite"),
+    Case("score --threshold inf", args("score", "--threshold", "inf", *CPU), 2, "finite"),
+    Case("score --threshold negative", args("score", "--threshold", "-0.5", *CPU), 2, ">= 0"),
+    Case("score --batch-size 1e8", args("score", "--batch-size", "100000000", *CPU), 2, "GiB"),
+    Case("score --batch-size float", args("score", "--batch-size", "2.5", *CPU), 2, "not a valid integer"),
+    Case("train ae --lr inf", args("train", "ae", "--lr", "inf", "-o", "{tmp}/run"), 2, "--lr must be a finite"),
+    Case("train ae --lr nan", args("train", "ae", "--lr", "nan", "-o", "{tmp}/run"), 2, "--lr must be a finite"),
+    Case("train ae --lr 0", args("train", "ae", "--lr", "0", "-o", "{tmp}/run"), 2, "--lr must be > 0"),
+    Case("train ae --epochs huge", args("train", "ae", "--epochs", str(10**20), "-o", "{tmp}/run"), 2, "--epochs"),
+    Case("train ae --batch-size 1e8", args("train", "ae", "--batch-size", "100000000", "-o", "{tmp}/run"), 2, "GiB"),
+    Case("train flow --seed negative", args("train", "flow", "--seed", "-3", "-o", "{tmp}/run"), 2, "--seed"),
+    Case("train flow --components 0", args("train", "flow", "--components", "0", "-o", "{tmp}/run"), 2,
+         "--components"),
+    Case("train flow --n-train huge", args("train", "flow", "--n-train", str(10**13), "-o", "{tmp}/run"), 2, "GiB"),
+    Case("train flow diverges", args("train", "flow", "--lr", "1e30", "--epochs", "2", "-q", "-o", "{tmp}/run"), 1,
+         "diverged"),
+]
+
+CASES = (INPUT_CASES + ARCHIVE_CASES + ARTIFACT_CASES + CHECKPOINT_CASES + CHECKPOINT_FIELD_CASES + OTHER_CASES
+         + OPTION_CASES)
 
 
 def listing(root: Path) -> dict[str, int]:

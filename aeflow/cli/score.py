@@ -15,7 +15,7 @@ import numpy as np
 
 from aeflow.checks import check_batch
 from aeflow.errors import Interrupted
-from aeflow.files import check_not_input, check_space
+from aeflow.files import check_not_input, check_space, printable_name
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
 from aeflow.runtime.contract import bundled_dir
@@ -87,10 +87,11 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 start = time.perf_counter()
                 scores = scorer.score_source(src, advance, on_rec)
                 seconds = time.perf_counter() - start
-                result = ScoredInput(src.name, scores, scorer.threshold, src.labels)
+                name = printable_name(src.name)  # stray bytes of a non-UTF-8 file name escaped as \xNN
+                result = ScoredInput(name, scores, scorer.threshold, src.labels)
                 results.append(result)
                 t1, t2 = _errors(scores, src.labels, scorer.threshold)
-                summaries.append(InputSummary(src.name, src.n, int(result.flags.sum()), seconds, t1, t2))
+                summaries.append(InputSummary(name, src.n, int(result.flags.sum()), seconds, t1, t2))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {done:,} of {total:,} images; no output written") from None
     return results, summaries
