@@ -91,8 +91,7 @@ def test_non_utf8_file_name_is_escaped_in_outputs(tmp_path, fmt):
     assert "caf\\xe9.npy" in proc.stdout  # the table shows the byte escaped
     if fmt == ".csv":
         with open(out, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        sources = {r[3] for r in rows[1:]}
+            sources = {r["source"] for r in csv.DictReader(f)}
     elif fmt == ".json":
         sources = {r["source"] for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
     else:
