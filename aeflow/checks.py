@@ -15,7 +15,8 @@ import os
 
 from aeflow.errors import UsageError
 
-MAX_SEED = 2**63 - 1  # numpy's Generator takes any int >= 0, torch.manual_seed at most 2**64 - 1
+MAX_SEED = 2**63 - 1
+MAX_BATCH = 2**48  # no machine holds more items in one batch; bigger numbers are typos  # numpy's Generator takes any int >= 0, torch.manual_seed at most 2**64 - 1
 
 
 def _show(value) -> str:
@@ -79,7 +80,7 @@ def available_memory() -> int | None:
 def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
     """A batch size: a positive int whose batch fits in the memory available now (``bytes_each``:
     the working memory one item needs), else ``UsageError`` naming the largest that fits."""
-    value = check_int(value, name)
+    value = check_int(value, name, 1, MAX_BATCH)
     avail = available_memory()
     if avail is not None and value * bytes_each > avail:
         fits = max(1, avail // bytes_each)

@@ -92,10 +92,13 @@ def running_stats() -> _Running:
     return _Running()
 
 
+MAX_COUNT = 10**12  # 4 TB of float32: more is a typo
+
+
 def check_count(n) -> int:
     """``n`` as a positive int, or UsageError."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise UsageError(f"the number of samples must be a positive integer, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_COUNT:
+        raise UsageError(f"the number of samples must be a positive integer up to {MAX_COUNT:.0e}, got {str(n)[:40]}")
     return int(n)
 
 
@@ -124,6 +127,15 @@ def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None 
     batch = np.zeros(int(counts.max(initial=0)) * SLOTS, dtype=np.float32)
     batch[pos] = values
     return [o[pos] for o in session.run(None, {name: batch})]
+
+
+def _as_floats(values, dtype, name: str) -> np.ndarray:
+    """``values`` (array-like) as a flat array of ``dtype``, or ``InputError`` for what is not
+    numbers (strings, objects, ints beyond float range, ragged lists)."""
+    try:
+        return np.asarray(values, dtype=dtype).ravel()
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"{name}: not an array of numbers ({' '.join(str(e).split())[:80]})") from None
 
 
 class FlowSampler(Rebuildable):
@@ -274,7 +286,7 @@ class FlowSampler(Rebuildable):
     def forward(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The flow at x (array-like [N], cast to float32): (z, dz_dx, log_prob), float32 [N] each,
         computed by flow.onnx in chunks."""
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).ravel())
+        x = np.ascontiguousarray(_as_floats(x, np.float32, "x"))
         outs = [np.empty(x.size, dtype=np.float32) for _ in range(3)]
         for i in range(0, x.size, self.chunk_size):
             for o, r in zip(outs, self._run(x[i:i + self.chunk_size], np.arange(i, min(i + self.chunk_size, x.size)))):
@@ -372,7 +384,7 @@ class FlowSampler(Rebuildable):
         ``z_range`` (InputError naming how many are not). ``method``: one of ``methods``;
         ``iterations``: see ``default_iterations``. Returns x float32 [N]."""
         method, iterations = self.resolve(method, iterations)
-        z = np.asarray(z, dtype=np.float64).ravel()
+        z = _as_floats(z, np.float64, "z")
         self.check_targets(z)
         out = np.empty(z.size, dtype=np.float32)
         for i in range(0, z.size, self.chunk_size):

@@ -82,9 +82,11 @@ def test_sampler_arguments(n, seed, iterations, chunk, method):
 
     only_aeflow_errors(sampler().sample, n, seed=seed)
     only_aeflow_errors(sampler().sample, 5, seed=0, method=method, iterations=iterations)
-    only_aeflow_errors(lambda: list(sampler().sample_chunks(n, seed)))
+    if not (isinstance(n, (int, np.integer)) and n > 1000):  # a valid huge n streams for ever
+        only_aeflow_errors(lambda: list(sampler().sample_chunks(n, seed)))
     only_aeflow_errors(lambda: FlowSampler(device="cpu", chunk_size=chunk).sample(3, seed=1))
-    only_aeflow_errors(sampler().invert, [n] if isinstance(n, (int, float)) and not isinstance(n, bool) else [0.0])
+    only_aeflow_errors(sampler().invert, [n])
+    only_aeflow_errors(sampler().forward, [n])
 
 
 @FUZZ

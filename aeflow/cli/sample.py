@@ -17,9 +17,9 @@ from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.providers import short_provider
-from aeflow.runtime.sampler import MAX_ITERATIONS, METHODS, FlowSampler, running_stats
+from aeflow.runtime.sampler import MAX_COUNT, MAX_ITERATIONS, METHODS, FlowSampler, running_stats
 
-MAX_SAMPLES = 10**12
+MAX_SAMPLES = MAX_COUNT
 OUTPUT_SUFFIXES = (".npy", ".csv")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 CSV_BYTES_PER_SAMPLE = 16  # "%.9g" plus newline, generously
