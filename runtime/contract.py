@@ -220,7 +220,11 @@ class Exact(Field):
     value: object
 
     def check(self, value, where):
-        if _canonical(value) != _canonical(self.value):
+        try:
+            same = _canonical(value) == _canonical(self.value)
+        except (TypeError, ValueError):  # NaN/Inf or a non-JSON object handed in through the API
+            same = False
+        if not same:
             raise _Invalid(where, f"must be {_show(self.value)}, found {_show(value)}")
 
 
