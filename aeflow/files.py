@@ -74,6 +74,22 @@ def remove_temporaries() -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delay SIGINT, SIGTERM and SIGHUP (where the platform can) until the block ends."""
+    import signal
+
+    held = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def describe_os_error(e: OSError) -> str:
     """A short reason for an OSError: 'no space left on the device', 'read-only file system', ..."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -115,11 +131,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with _signals_held():  # a signal between creating the file and registering it would orphan it
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = track(tmp)
     except OSError as e:
         raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
     os.close(fd)
-    tmp = track(tmp)
     try:
         yield tmp
         umask = os.umask(0)
@@ -149,7 +166,8 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     import tempfile
 
     path = Path(path)
-    staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _signals_held():
+        staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
         for f in staging.rglob("*"):
@@ -324,7 +342,8 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> I
 
     directory = Path(directory)
     parent = directory if directory.is_dir() else directory.resolve().parent
-    staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    with _signals_held():
+        staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
     try:
         yield staging
         names = sorted(p.name for p in staging.iterdir())
