@@ -158,7 +158,7 @@ def test_signal_while_score_writes_leaves_no_temp_file(tmp_path, sig):
 def test_signal_during_score_exits_128_plus_signal(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((400_000, 28, 28), np.uint8))
     proc = subprocess.run(["timeout", "--preserve-status", "-s", "TERM", "3", sys.executable, "-m", "aeflow",
-                           "score", "x.npy", "-o", "s.csv", *CPU, "-q"], cwd=tmp_path, capture_output=True, text=True,
+                           "score", *["x.npy"] * 8, "-o", "s.csv", *CPU, "-q"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     line = assert_one_line_error(proc, 128 + signal.SIGTERM)
     assert "SIGTERM" in line and "no output written" in line, line
