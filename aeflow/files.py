@@ -159,9 +159,9 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside ``path``; on success its files are fsynced and it is
-    renamed onto ``path`` in one step (an existing ``path`` is first moved aside and then removed,
-    only when ``replace``; else ``FileExistsError``), on any exception it is removed. Readers see
-    the old folder, or the complete new one, never a partial one."""
+    renamed onto ``path`` in one step (``publish_folder``; an existing ``path`` is first moved
+    aside and then removed, only when ``replace``; else ``FileExistsError``), on any exception it
+    is removed. Readers see the old folder, or the complete new one, never a partial one."""
     import shutil
     import tempfile
 
@@ -170,27 +170,23 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
         staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
-        for f in staging.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
-        old = None
-        if path.exists() or path.is_symlink():
-            if not replace:
-                raise FileExistsError(f"{path} exists")
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(staging, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _fsync_files(staging)
+        if (path.exists() or path.is_symlink()) and not replace:
+            raise FileExistsError(f"{path} exists")
+        publish_folder(staging, path, [], replace=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         untrack(staging)
+
+
+def _fsync_files(folder: Path) -> None:
+    """fsync every file below ``folder``."""
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
@@ -310,18 +306,31 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool) -> N
     write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
 
 
-def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str]) -> Path:
-    """Put the files ``names``, written into ``staging`` (a folder beside ``directory``, on the
-    same file system), into ``directory``. A new ``directory``: the staging folder is renamed onto
-    it in one step (given the usual permissions). An existing one: the files are moved in one by
-    one, in the order given (put the file that indexes the others last), its other files left
-    alone, and the empty staging folder removed. Returns ``directory`` as a Path."""
+def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
+                   replace: bool = False) -> Path:
+    """The one way a staged folder goes into place: put the files ``names``, written into
+    ``staging`` (a folder on the same file system as ``directory``), into ``directory``. A new
+    ``directory``: the staging folder is renamed onto it in one step (given the usual
+    permissions). An existing one with ``replace``: it is moved aside, the staging folder renamed
+    onto it, and the old one removed (``names`` unused). An existing one otherwise: the files are
+    moved in one by one, in the order given (put the file that indexes the others last), its other
+    files left alone, and the empty staging folder removed. Returns ``directory`` as a Path."""
     staging, directory = Path(staging), Path(directory)
-    if not directory.exists():
+    exists = directory.exists() or directory.is_symlink()
+    if not exists or replace:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        old = None
+        if exists:
+            import shutil
+            import tempfile
+
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+            os.replace(directory, old / directory.name)
         os.replace(staging, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return directory
     for name in names:
         os.replace(staging / name, directory / name)
@@ -346,10 +355,8 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> I
         staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
     try:
         yield staging
+        _fsync_files(staging)
         names = sorted(p.name for p in staging.iterdir())
-        for name in names:
-            with open(staging / name, "rb") as f:
-                os.fsync(f.fileno())
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
