@@ -17,6 +17,16 @@ AE_INPUTS, AE_OUTPUTS = ["images"], ["reconstruction", "score"]
 FLOW_INPUTS, FLOW_OUTPUTS = ["x"], ["z", "dz_dx", "log_prob"]
 
 
+def _drop_stack_traces(model: onnx.ModelProto) -> None:
+    """Remove the exporter's per-node Python stack traces: they hold the absolute paths of the
+    checkout that exported, so the same weights would give graphs (and sha256s) that differ
+    from one folder to the next."""
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+
+
 def _export(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike,
             input_names: list[str], output_names: list[str], opset: int | None) -> int:
     """Export with a dynamic batch dimension, check the file, return its opset."""
@@ -28,6 +38,8 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathL
         torch.onnx.export(module, (example,), str(path), input_names=input_names, output_names=output_names,
                           dynamic_shapes=dynamic, opset_version=opset, external_data=False, dynamo=True)
     model = onnx.load(str(path))
+    _drop_stack_traces(model)
+    onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
     if os.path.exists(f"{path}.data"):
         raise ArtifactError(f"{path}: the exporter wrote a side .onnx.data file; expected a self-contained graph")

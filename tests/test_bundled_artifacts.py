@@ -92,3 +92,10 @@ def test_cuda_is_strict_where_it_cannot_run():
     pytest.importorskip("torch")
     line = assert_one_line_error(run_cli("verify", "--device", "cuda"), 1)
     assert "CUDA provider cannot run here" in line and "missing" in line
+
+
+def test_bundled_graphs_hold_no_exporter_paths(bundled):
+    """The exporter's stack traces (absolute paths of the exporting checkout) are stripped, so the
+    same weights give the same graphs and sha256s wherever they are exported."""
+    for path in sorted(bundled.glob("*.onnx")):
+        assert b"stack_trace" not in path.read_bytes(), path.name
