@@ -20,10 +20,13 @@ DEFAULT_ROOT = Path(os.environ.get("AEFLOW_DATA_ROOT", Path.home() / ".cache" / 
 
 
 def idx_path(data_dir: str | os.PathLike, name: str, split: str, kind: str = "images") -> Path | None:
-    """The IDX file for ``name``/``split`` ("train" or "test") in ``data_dir``, or None."""
+    """The IDX file for ``name``/``split`` ("train" or "test") in ``data_dir/name/``, or None.
+
+    Each set has its own folder: the files of different sets share their names, so a flat folder
+    would let one set stand in for another (e.g. MNIST test read as "fashion-mnist-test")."""
     prefix = "train" if split == "train" else "t10k"
     stem = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
-    for folder in (Path(data_dir) / name, Path(data_dir) / name.replace("-", "_"), Path(data_dir)):
+    for folder in (Path(data_dir) / name, Path(data_dir) / name.replace("-", "_")):
         for candidate in (folder / stem, folder / f"{stem}.gz"):
             if candidate.is_file():
                 return candidate

@@ -75,6 +75,7 @@ class Task:
     stop: int
     whole: bool
     shard_images: int
+    files: tuple[str, ...] | None = None  # a PNG folder's files [start, stop): each row's source
 
     @property
     def label(self) -> str:
@@ -101,13 +102,17 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
         name = str(p)
         with open_source(p, name, column) as src:
             shards.append(Shard(name, src.n, src.labels))
+            files = getattr(src, "files", None)  # rows name their own file, as in the single process
+            names = tuple(str(f) for f in files) if files is not None else None
             splittable = hasattr(src, "window")
             full = os.path.abspath(p)
             if not splittable or src.n <= chunk:
-                tasks.append(Task(len(tasks), k, name, full, 0, src.n, True, src.n))
+                tasks.append(Task(len(tasks), k, name, full, 0, src.n, True, src.n, names))
                 continue
             for start in range(0, src.n, chunk):
-                tasks.append(Task(len(tasks), k, name, full, start, min(src.n, start + chunk), False, src.n))
+                stop = min(src.n, start + chunk)
+                tasks.append(Task(len(tasks), k, name, full, start, stop, False, src.n,
+                                  names[start:stop] if names is not None else None))
     return shards, tasks
 
 
@@ -197,7 +202,8 @@ class _Writer:
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
         from aeflow.runtime.outputs import ScoredInput, results_table
 
-        table = results_table([ScoredInput(task.name, scores, threshold, labels)], self.context,
+        table = results_table([ScoredInput(task.name, scores, threshold, labels,
+                                           list(task.files) if task.files is not None else None)], self.context,
                               first_index=task.start)
         if self.kind == "dataset":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import __version__
-from aeflow.errors import ArtifactError, OutputError, UsageError
+from aeflow.errors import ArtifactError, InputError, OutputError, UsageError
 from aeflow.files import check_output_folder, sha256_file, staged_folder
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
@@ -269,6 +269,11 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p)) for p in paths]
+        for s in sources:
+            if s.labels is not None and np.any(s.labels):
+                # a labelled set with anomalies in it would drag the threshold up (silently)
+                raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
+                                 f"(is_anomaly); calibrate on normal images only")
         data = [path_entry(p, s.n, s.name) for p, s in zip(paths, sources)]
         total = sum(s.n for s in sources)
         if false_alarm_rate is not None and total < min_n_for_rate(false_alarm_rate):

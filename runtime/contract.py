@@ -707,6 +707,7 @@ def artifacts_dir(path: str | os.PathLike | None = None) -> Path:
         return bundled_dir()
     p = Path(path)
     if not p.is_dir():
-        raise ArtifactError(f"artifacts folder {p} does not exist; pass artifacts=DIR, a folder holding ae.onnx "
+        what = "is not a folder" if p.exists() else "does not exist"
+        raise ArtifactError(f"artifacts folder {p} {what}; pass artifacts=DIR, a folder holding ae.onnx "
                             f"and threshold.json")
     return p

@@ -10,7 +10,8 @@ Every format holds one row per image with the columns (``COLUMNS``):
 - ``predicted_anomaly``: aeflow's decision, ``score > threshold``;
 - ``label_anomaly``: the input's own label (a .npz file's ``is_anomaly``), empty / null / -1
   where the input has no labels;
-- ``source``: the input the image came from.
+- ``source``: the input the image came from; for a folder of PNGs, the image's own file
+  (``folder/name.png``), so a flagged row leads straight to its file.
 
 JSON wraps the rows with the threshold and provider used; NPY is a structured array; Parquet
 (pyarrow: ``pip install 'aeflow[distributed]'``) has the columns index int64, score float32,
@@ -49,6 +50,12 @@ class ScoredInput:
     scores: np.ndarray
     threshold: float
     labels: np.ndarray | None = None
+    files: list[str] | None = None  # per-image sources (a PNG folder's files), else every row is ``name``
+
+    @property
+    def sources(self) -> list[str]:
+        """The ``source`` of each row, str [n]."""
+        return self.files if self.files is not None else [self.name] * len(self.scores)
 
     @property
     def flags(self) -> np.ndarray:
@@ -63,6 +70,10 @@ class ScoredInput:
     def __post_init__(self):
         # every format is UTF-8 text or holds Unicode: stray bytes of a file name are escaped
         self.name = printable_name(self.name)
+        if self.files is not None:
+            if len(self.files) != len(self.scores):
+                raise ValueError(f"{len(self.files)} file names for {len(self.scores)} scores")
+            self.files = [printable_name(f) for f in self.files]
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
@@ -84,7 +95,7 @@ def results_array(results: list[ScoredInput]) -> np.ndarray:
     """All rows as a structured array with the fields of ``COLUMNS``: index int64, score float32,
     normalized_score float32, predicted_anomaly bool, label_anomaly int8 (1 anomaly, 0 normal,
     -1 unknown), source str."""
-    width = max([1] + [len(r.name) for r in results])
+    width = max([1] + [len(s) for r in results for s in ([r.name] if r.files is None else r.files)])
     dtype = np.dtype([("index", "<i8"), ("score", "<f4"), ("normalized_score", "<f4"), ("predicted_anomaly", "?"),
                       ("label_anomaly", "i1"), ("source", f"<U{width}")])
     out = np.empty(sum(len(r.scores) for r in results), dtype=dtype)
@@ -97,7 +108,7 @@ def results_array(results: list[ScoredInput]) -> np.ndarray:
         rows["normalized_score"] = r.normalized
         rows["predicted_anomaly"] = r.flags
         rows["label_anomaly"] = -1 if r.labels is None else r.labels.astype(np.int8)
-        rows["source"] = r.name
+        rows["source"] = r.name if r.files is None else r.files
         at += n
     return out
 
@@ -116,8 +127,11 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
 
     labels = [np.zeros(k, bool) if r.labels is None else r.labels for k, r in zip(n, results)]
     unknown = [np.full(k, r.labels is None) for k, r in zip(n, results)]
-    source = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(results), dtype=np.int32), n)),
-                                            pa.array([r.name for r in results], pa.string()))
+    if any(r.files is not None for r in results):
+        source = pa.array([s for r in results for s in r.sources], pa.string()).dictionary_encode()
+    else:
+        source = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(results), dtype=np.int32), n)),
+                                                pa.array([r.name for r in results], pa.string()))
     table = pa.table({
         "index": pa.array(joined([np.arange(first_index, first_index + k, dtype=np.int64) for k in n], np.int64)),
         "score": pa.array(joined([r.scores for r in results], np.float32), pa.float32()),
@@ -138,9 +152,9 @@ def iter_rows(results: list[ScoredInput]):
         normalized = [round(v, 4) for v in r.normalized.tolist()]
         flags = r.flags.tolist()
         labels = r.labels.tolist() if r.labels is not None else [None] * len(scores)
-        for i, (s, z, f, lab) in enumerate(zip(scores, normalized, flags, labels)):
+        for i, (s, z, f, lab, src) in enumerate(zip(scores, normalized, flags, labels, r.sources)):
             yield {"index": i, "score": s, "normalized_score": z, "predicted_anomaly": f,
-                   "label_anomaly": lab, "source": r.name}
+                   "label_anomaly": lab, "source": src}
 
 
 def _csv_value(v) -> str:

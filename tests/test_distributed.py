@@ -66,7 +66,8 @@ def single_process(scorer, paths):
     out = {}
     for p in paths:
         with open_source(p) as src:
-            out[p] = (scorer.score_source(src), src.labels)
+            files = getattr(src, "files", None)
+            out[p] = (scorer.score_source(src), src.labels, None if files is None else [str(f) for f in files])
     return out
 
 
@@ -80,7 +81,8 @@ def test_distributed_scores_bit_for_bit_on_mixed_shards(client, shards, tmp_path
     assert run.workers == 2 and run.tasks > len(shards["paths"])
     table = pq.read_table(tmp_path / "s.parquet")
     assert tuple(table.column_names) == COLUMNS
-    expected = results_table([ScoredInput(p, s, scorer.threshold, lab) for p, (s, lab) in reference.items()])
+    expected = results_table([ScoredInput(p, s, scorer.threshold, lab, files)
+                              for p, (s, lab, files) in reference.items()])
     for c in COLUMNS:
         assert table.column(c).to_pylist() == expected.column(c).to_pylist(), c
     scores = table.column("score").to_numpy()
@@ -88,7 +90,7 @@ def test_distributed_scores_bit_for_bit_on_mixed_shards(client, shards, tmp_path
     # kept in memory, with counts for the type I/II table
     run = score_on_cluster(client, shards["paths"], None, scorer, chunk_size=100)
     for r in run.shards:
-        s, lab = reference[r.name]
+        s, lab, _ = reference[r.name]
         assert np.array_equal(r.scores, s) and r.flagged == int((s > scorer.threshold).sum())
         if lab is not None:
             assert (r.normal, r.false_alarms) == (int((~lab).sum()), int(((s > scorer.threshold) & ~lab).sum()))
@@ -106,9 +108,9 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
     table = pq.read_table(tmp_path / "out")
     files = sorted(str(p) for p in shards["dir"].glob("*.parquet"))
     reference = single_process(scorer, files)
-    assert np.array_equal(table.column("score").to_numpy(), np.concatenate([s for s, _ in reference.values()]))
+    assert np.array_equal(table.column("score").to_numpy(), np.concatenate([s for s, *_ in reference.values()]))
     assert np.array_equal(table.column("predicted_anomaly").to_numpy(zero_copy_only=False),
-                          np.concatenate([s > 0.02 for s, _ in reference.values()]))
+                          np.concatenate([s > 0.02 for s, *_ in reference.values()]))
     assert table.column("index").to_pylist()[:3] == [0, 1, 2]
     with pytest.raises(OutputError, match="exists"):
         score_on_cluster(client, [pattern], tmp_path / "out/", scorer)

@@ -105,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
     kind ("autoencoder" or "flow"), or has a missing or invalid field."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: checkpoint not found; run 'aeflow train' first or pass the right --artifacts")
+        raise ArtifactError(f"{path}: checkpoint not found; run 'aeflow train' first, or pass the folder holding it (export: --checkpoints)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -88,7 +88,8 @@ def load_anomaly_sets(specs: tuple[str, ...] | None, data_dir=None) -> list[Imag
     except DataError as e:
         where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
         raise DataError(f"the default anomaly set {DEFAULT_ANOMALIES[0]} {where}; offline, pass "
-                        f"--data-dir ../shared/data --anomalies {OFFLINE_ANOMALIES} (or --anomalies PATH)") from None
+                        f"--anomalies {OFFLINE_ANOMALIES} with a --data-dir DIR holding "
+                        f"DIR/{OFFLINE_ANOMALIES}/ (or --anomalies PATH)") from None
 
 
 def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
@@ -275,7 +276,8 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
             raise
         reason = e.message.split(";")[0]
         raise DataError(f"cannot load the default sets {DEFAULT_IN_DIST} and {DEFAULT_ANOMALIES[0]} ({reason}); "
-                        f"offline, pass --data-dir ../shared/data --anomalies {OFFLINE_ANOMALIES}") from None
+                        f"offline, pass --data-dir DIR (IDX files in DIR/mnist/ ...) and "
+                        f"--anomalies {OFFLINE_ANOMALIES}") from None
     anomaly_sets = load_anomaly_sets(anomalies, data_dir)
     names = [normal.name] + [a.name for a in anomaly_sets]
     if len(set(names)) != len(names):

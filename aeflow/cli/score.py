@@ -88,7 +88,9 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 scores = scorer.score_source(src, advance, on_rec)
                 seconds = time.perf_counter() - start
                 name = printable_name(src.name)  # stray bytes of a non-UTF-8 file name escaped as \xNN
-                result = ScoredInput(name, scores, scorer.threshold, src.labels)
+                files = getattr(src, "files", None)  # a PNG folder: each row names its own file
+                result = ScoredInput(name, scores, scorer.threshold, src.labels,
+                                     [str(f) for f in files] if files is not None else None)
                 results.append(result)
                 t1, t2 = _errors(scores, src.labels, scorer.threshold)
                 summaries.append(InputSummary(name, src.n, int(result.flags.sum()), seconds, t1, t2))

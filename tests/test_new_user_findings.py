@@ -1,0 +1,68 @@
+"""Regressions from trying the README as a new user: inputs that used to give silently wrong
+figures or misleading one-liners."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli, write_idx
+
+from aeflow.datasets import available, idx_path
+
+
+def test_a_flat_data_folder_never_stands_in_for_another_set(tmp_path):
+    """IDX files of different sets share their names: a folder holding MNIST's files directly
+    must not be read as fashion-mnist (that gave AUROC 0.5 with exit 0)."""
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    assert idx_path(tmp_path, "fashion-mnist", "test") is None
+    assert not available("fashion-mnist", "test", tmp_path)
+    (tmp_path / "fashion-mnist").mkdir()
+    write_idx(tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    assert idx_path(tmp_path, "fashion-mnist", "test") == tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte"
+
+
+def test_calibrate_refuses_images_labelled_anomalous(bundled, tmp_path):
+    proc = run_cli("calibrate", str(bundled / "demo.npz"), "-o", str(tmp_path / "cal"), "--device", "cpu")
+    line = assert_one_line_error(proc, 1)
+    assert "labelled anomalous" in line and "1,000 of its 2,000" in line
+    assert not (tmp_path / "cal").exists()
+
+
+def test_calibrate_accepts_a_labelled_set_of_normal_images(bundled, tmp_path):
+    with np.load(bundled / "demo.npz") as demo:
+        normal = ~demo["is_anomaly"]
+        np.savez(tmp_path / "normal.npz", images=demo["images"][normal], is_anomaly=demo["is_anomaly"][normal])
+    proc = run_cli("calibrate", str(tmp_path / "normal.npz"), "-o", str(tmp_path / "cal"), "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cal" / "threshold.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["verify", "info", "score"])
+def test_artifacts_that_name_a_file_say_so(tmp_path, command):
+    f = tmp_path / "digits.npy"
+    np.save(f, np.zeros((1, 28, 28), np.uint8))
+    line = assert_one_line_error(run_cli(command, "--artifacts", str(f), "--device", "cpu"), 1)
+    assert "is not a folder" in line
+
+
+def test_png_folder_rows_name_their_own_files(bundled, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    with np.load(bundled / "demo.npz") as demo:
+        images = demo["images"][[0, 1500, 1]]
+        assert demo["is_anomaly"][[0, 1500, 1]].tolist() == [False, True, False]
+    names = ["b.png", "a.png", "c.png"]
+    for name, img in zip(names, images):
+        Image.fromarray(img).save(folder / name)
+    proc = run_cli("score", str(folder), "-o", "-", "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["source"] for r in rows] == [str(folder / n) for n in sorted(names)]
+    flagged = {r["source"] for r in rows if r["predicted_anomaly"] == "true"}
+    assert flagged == {str(folder / "a.png")}  # a.png holds the Fashion-MNIST image
