@@ -28,7 +28,6 @@ from aeflow.runtime.inputs import PIXELS, SIDE, ImageSource, _check_labels
 
 DEFAULT_COLUMN = "image"
 LABEL_COLUMN = "is_anomaly"
-MAGIC = b"PAR1"
 _EXTRA = "pip install 'aeflow[distributed]' (or pip install pyarrow)"
 
 
@@ -175,6 +174,3 @@ def _split(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield x[i:i + size]
 
 
-def is_parquet(head: bytes) -> bool:
-    """True when a file's first bytes are Parquet's magic."""
-    return head[:4] == MAGIC

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -207,6 +206,3 @@ def decode_png(data: bytes | os.PathLike | str, name: str) -> np.ndarray:
         raise InputError(f"{name}: PNG cannot be decoded ({why}); the file is corrupted or truncated") from None
 
 
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """One PNG file -> uint8 [28, 28] (see ``decode_png``)."""
-    return decode_png(Path(path), str(path))

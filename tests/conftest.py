@@ -112,3 +112,15 @@ def copy_artifacts(src: Path, dest: Path) -> Path:
         if p.is_file() and p.suffix in (".onnx", ".json", ".npz", ".pt"):
             shutil.copy(p, dest / p.name)
     return dest
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    """Poll ``predicate()`` every 5 ms until it is true (True) or ``seconds`` pass (False)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False

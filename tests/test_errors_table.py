@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, edit_metadata, run_cli
+from conftest import assert_one_line_error, edit_metadata, run_cli, wait_for
 from pngdata import SIGNATURE
 
 from aeflow.cli import cli_message
@@ -719,13 +719,6 @@ def test_large_npy_is_streamed_not_loaded(tmp_path):
 
 # ---------------------------------------------------------------- Ctrl-C
 
-def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_ctrl_c_during_sample_leaves_no_partial_file(tmp_path):

@@ -10,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, wait_for
 
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import atomic_path, check_not_input, human_bytes, write_text_atomic
@@ -127,13 +126,6 @@ def test_timeout_signal_during_sample_leaves_no_temp_file(tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
-def wait_for(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
