@@ -80,22 +80,22 @@ def _shape_problem(shape: tuple[int, ...], image_shape) -> str | None:
     return f"shape {shape} ({hint}); expected {accepted(image_shape)}"
 
 
-def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape=DEFAULT_SHAPE) -> None:
-    """Raise a one-line ``InputError`` naming ``name`` unless ``shape``/``dtype`` is an accepted
-    batch of ``image_shape`` (H, W) images (see the module docstring)."""
-    problem = _dtype_problem(np.dtype(dtype)) or _shape_problem(tuple(int(d) for d in shape), tuple(image_shape))
-    if problem:
+def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape=DEFAULT_SHAPE) -> tuple[int, int]:
+    """The (H, W) of a batch of ``shape``/``dtype`` (see the module docstring) of ``image_shape``
+    images, or of the size its shape says when ``image_shape`` is None ([N, 1, H, W], [N, H, W] or
+    [N, H, W, 1]; a flat [N, D] batch does not say it); one-line ``InputError`` naming ``name``
+    for another dtype, layout or size."""
+    shape = tuple(int(d) for d in shape)
+    problem = _dtype_problem(np.dtype(dtype))
+    if problem is None and image_shape is None:
+        if _image_sizes(shape) is None:
+            raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
+                             f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
+        image_shape = _image_sizes(shape)
+    image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
+    if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")
-
-
-def infer_image_shape(shape: tuple[int, ...], name: str) -> tuple[int, int]:
-    """The (H, W) of a batch of ``shape`` ([N, 1, H, W], [N, H, W] or [N, H, W, 1]); a flat
-    [N, D] batch is ambiguous and refused in one line (reshape it, or give the image size)."""
-    hw = _image_sizes(tuple(int(d) for d in shape))
-    if hw is None:
-        raise InputError(f"{name}: shape {tuple(shape)} does not say the image size; reshape it to [N, H, W] "
-                         f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
-    return check_image_shape(hw, name)
+    return image_shape
 
 
 def _indices(bad: np.ndarray, offset: int) -> str:

@@ -6,7 +6,7 @@ anything is allocated, so a crafted header that claims 10^13 entries is one ``In
 
 from __future__ import annotations
 
-import io
+import contextlib
 import math
 import zipfile
 from pathlib import Path
@@ -68,7 +68,7 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
             data_at = f.tell()
     except OSError as e:
         raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
-    check_layout(shape, dtype, name, image_shape)
+    image_shape = check_layout(shape, dtype, name, image_shape)
     _check_size(path.stat().st_size - data_at, shape, dtype, name, "the")
     if fortran:
         return _fortran(lambda: opened_at(path, data_at), name, shape, dtype, None, image_shape)
@@ -102,15 +102,11 @@ def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: s
 
 
 def _opener(path: Path, info: zipfile.ZipInfo, name: str):
-    def opener():
-        z = zipfile.ZipFile(path)
-        try:
-            f = z.open(info)
+    @contextlib.contextmanager
+    def opener():  # the member at its first data byte, closing its archive with it
+        with zipfile.ZipFile(path) as z, z.open(info) as f:
             _header(f, name)
-        except BaseException:
-            z.close()
-            raise
-        return _Closing(f, z)
+            yield f
     return opener
 
 
@@ -130,7 +126,7 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
             found = ", ".join(sorted(Path(i.filename).stem for i in infos)) or "nothing"
             raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
         info, shape, fortran, dtype = images or _member(zf, infos, Path(infos[0].filename).stem, name)
-        check_layout(shape, dtype, name, image_shape)
+        image_shape = check_layout(shape, dtype, name, image_shape)
         found = _member(zf, infos, "is_anomaly", name)
         labels = None
         if found is not None and found[0] is not info:
@@ -145,19 +141,3 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     if fortran:
         return _fortran(_opener(path, info, name), name, shape, dtype, labels, image_shape)
     return StreamSource(_opener(path, info, name), name, shape, dtype, ".npz member", labels, image_shape)
-
-
-class _Closing(io.BufferedIOBase):
-    """A zip member that closes its archive with it."""
-
-    def __init__(self, f, *others):
-        self._f, self._others = f, others
-
-    def read(self, n=-1):
-        return self._f.read(n)
-
-    def close(self):
-        self._f.close()
-        for o in self._others:
-            o.close()
-        super().close()

@@ -1,29 +1,16 @@
-"""PNG images: greyscale PNGs of the run's size (H x W, default 28x28) read with Pillow (a dependency
-of aeflow, imported only when a PNG is read), one file or a folder of them.
+"""PNG images with Pillow (imported only when a PNG is read): one file, or a folder of them.
 
-What is read, and how (PNG's own rule: a sample of bit depth d means value / (2^d - 1)):
-
-- 8-bit greyscale: as is, uint8.
-- 1-, 2- and 4-bit greyscale: scaled to 0..255 exactly (x 255, 85, 17), as Pillow does.
-- 16-bit greyscale whose every value is an 8-bit level widened (v = 257 u, what converters write
-  when they store an 8-bit image in 16 bits): u, exactly. Other 16-bit images are refused, since
-  reducing them to 8 bits would round; convert them with the rounding you want.
-- palette images whose colours are all grey (R = G = B): the grey value of each pixel's entry.
-- a tRNS chunk (one grey level, or palette entries, marked transparent) is ignored: every pixel's
-  grey value is well defined, and that is what is read.
-- interlaced (Adam7) files of the above: decoded like the others.
-
-Refused, with one ``InputError`` line that names the file and what to do: another size than the
-run's (naming both), colour (RGB, a coloured palette), an alpha channel, other modes, files that
-are not PNG, truncated or corrupted files (bad chunk CRC, broken zlib stream, wrong amount of data).
-
-Speed (``decode_many``): a tiny PNG costs Pillow's ``Image.open`` about 50 us of Python work, far
-more than scoring it. The common case, 8-bit greyscale without interlacing, takes a shorter road:
-the chunks are walked here (CRCs checked), each image's zlib stream is inflated, and the scanlines
-of a whole batch go through Pillow's PNG row decoder (the "zip" decoder, which undoes the five PNG
-filters) in one call, each image's rows after a blank filter-0 row, so every image starts from a
-zero "previous row" exactly as in its own file. Every other file goes through ``Image.open``. Both
-roads give the same pixels (tested).
+Accepted (PNG's rule: a d-bit sample means value / (2^d - 1)), each image H x W (``image_shape``):
+8-bit greyscale as is; 1-, 2-, 4-bit greyscale scaled exactly to 0..255; 16-bit greyscale whose
+values are all 8-bit levels widened (v = 257 u) as u (other 16-bit images are refused: reducing
+them would round); palettes of greys only; interlaced files of these. A tRNS chunk (a grey level or
+palette entries marked transparent) is ignored: every pixel's grey value is well defined and read.
+Refused in one line naming the file: another size (naming both), colour, an alpha channel, other
+modes, corrupted or truncated files. ``decode_many`` takes a short road for the common case (8-bit
+greyscale, not interlaced): chunks walked here (CRCs checked), zlib streams inflated, and the
+scanlines of a whole batch unfiltered by Pillow's "zip" row decoder in one call, each image after
+a blank filter-0 row so it starts from a zero "previous row" as in its own file (same pixels as
+``Image.open``, tested, for a fraction of its ~50 us per file).
 """
 
 from __future__ import annotations
@@ -40,13 +27,12 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.optional import require
-from aeflow.runtime.arrays import DEFAULT_SHAPE, size
+from aeflow.runtime.arrays import DEFAULT_SHAPE, check_image_shape, size
 from aeflow.runtime.sources import ArraySource, ImageSource, not_regular, read_bytes
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 _CONVERT = "convert it to 8-bit greyscale, e.g. ImageMagick: convert IN -colorspace Gray -depth 8 OUT.png"
-_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, so always these 12 bytes
 
 
 def pillow():
@@ -102,29 +88,20 @@ def _fast_scanlines(data: bytes, name: str, raw: int) -> bytes | None:
     ``InputError`` for a truncated or corrupted file."""
     if data[24] != 8 or data[25] != 0 or data[28] != 0:  # depth, colour type, interlace
         return None
-    end_of_file, length = len(data), int.from_bytes(data[33:37], "big")
-    if data[37:41] == b"IDAT" and 57 + length == end_of_file and data[-12:] == _IEND:
-        chunks = [(12, 29), (37, 41 + length)]  # the usual layout, IHDR IDAT IEND: no walk needed
-        idat = [data[41:41 + length]]
-    else:
-        chunks, idat, pos = [], [], 8
-        while True:
-            if pos + 12 > end_of_file:
-                raise InputError(f"{name}: PNG is truncated (no IEND chunk); the file is corrupted or truncated")
-            length, kind = struct.unpack_from(">I4s", data, pos)
-            end = pos + 8 + length
-            if end + 4 > end_of_file:
-                raise InputError(f"{name}: PNG is truncated (chunk {kind!r} runs past the end); the file is corrupted")
-            chunks.append((pos + 4, end))
-            if kind == b"IDAT":
-                idat.append(data[pos + 8:end])
-            elif kind == b"IEND":
-                break
-            pos = end + 4
-    for start, end in chunks:
-        if zlib.crc32(data[start:end]) != int.from_bytes(data[end:end + 4], "big"):
-            kind = data[start:start + 4].decode("latin-1")
-            raise InputError(f"{name}: PNG chunk {kind!r} fails its CRC check; the file is corrupted")
+    idat, pos = [], 8
+    while True:
+        if pos + 12 > len(data):
+            raise InputError(f"{name}: PNG is truncated (no IEND chunk); the file is corrupted or truncated")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise InputError(f"{name}: PNG is truncated (chunk {kind!r} runs past the end); the file is corrupted")
+        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise InputError(f"{name}: PNG chunk {kind.decode('latin-1')!r} fails its CRC check; the file is corrupted")
+        if kind == b"IEND":
+            break
+        idat += [data[pos + 8:end]] if kind == b"IDAT" else []
+        pos = end + 4
     try:  # a stream may be a zip bomb: inflate no more than one byte too many
         d = zlib.decompressobj()
         lines = d.decompress(b"".join(idat), raw + 1)
@@ -195,8 +172,10 @@ def decode_png(data: bytes | os.PathLike | str, name: str, image_shape=DEFAULT_S
 
 
 def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:
-    """One greyscale PNG of ``image_shape`` (H, W), as a batch of one (uint8 [1, H, W])."""
-    return ArraySource(decode_many([read_bytes(path)], [name], image_shape), name, None, image_shape)
+    """One greyscale PNG of ``image_shape`` (H, W; None: its own), as a batch of one (uint8 [1, H, W])."""
+    data = read_bytes(path)
+    image_shape = image_shape or check_image_shape(header_shape(data, name), name)
+    return ArraySource(decode_many([data], [name], image_shape), name, None, image_shape)
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -229,7 +208,9 @@ class PngFolderSource(ImageSource):
     ``InputError`` naming it."""
 
     def __init__(self, folder: Path, name: str | None = None, threads: int | None = None, image_shape=DEFAULT_SHAPE):
-        self.name, self.files, self.image_shape = name or str(folder), _listing(folder), tuple(image_shape)
+        self.name, self.files = name or str(folder), _listing(folder)
+        first = os.path.join(self.name, self.files[0].name)
+        self.image_shape = check_image_shape(image_shape or header_shape(read_bytes(self.files[0], 33), first), first)
         pillow()  # a missing Pillow is said before any work
         self.n, self._threads = len(self.files), threads or min(4, os.cpu_count() or 1)
 

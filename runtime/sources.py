@@ -1,18 +1,12 @@
-"""The reader protocol, ``ImageSource``, and the sources every file format builds on.
+"""The reader protocol, ``ImageSource``, and the sources the file formats build on.
 
-- ``name``: what tables and output files call it (the path as given, or "array");
-- ``n``: the number of images (known before reading: every format records it);
-- ``image_shape``: (H, W), the size of its images;
-- ``labels``: bool [n] (``True`` = anomaly) when the file carries them, else ``None``;
-- ``batches(size)``: yields arrays ``[b, ...]`` of the source's own dtype, b <= size, in file
-  order, n images in all; values are not checked yet (``arrays.to_float32`` does that per batch);
-- ``close()``; sources are context managers;
-- ``window(start, stop)``, on the sources that can be split cheaply (arrays, uncompressed files,
-  PNG folders, Parquet): the images [start, stop) as a source of their own.
-
-Files are never memory-mapped (a file truncated while it is read would kill the process with
-SIGBUS): they are read a batch at a time with plain reads, so a file cut short meanwhile is an
-``InputError``.
+A source has ``name`` (the path as given, or "array"), ``n`` images (known before reading),
+``image_shape`` (H, W), ``labels`` (bool [n], True = anomaly, or None), ``batches(size)`` (arrays
+[b, ...] of its own dtype, b <= size, in file order; values are checked by ``arrays.to_float32``),
+``close()`` (sources are context managers) and, where it splits cheaply (arrays, uncompressed
+files, PNG folders, Parquet), ``window(start, stop)``: images [start, stop) as a source. Files are
+read a batch at a time with plain reads, never memory-mapped (a file truncated meanwhile would
+kill the process with SIGBUS): a file cut short while it is read is an ``InputError``.
 """
 
 from __future__ import annotations
@@ -53,9 +47,6 @@ class ImageSource:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, n={self.n})"
-
 
 def check_labels(labels, n: int, name: str) -> np.ndarray:
     """``is_anomaly`` labels as bool [n]; one-line ``InputError`` unless bool or 0/1 of shape [n]."""
@@ -82,8 +73,8 @@ class ArraySource(ImageSource):
             except (ValueError, TypeError) as e:
                 raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array "
                                  f"{accepted(image_shape)}") from None
-        check_layout(array.shape, array.dtype, name, image_shape)
-        self.array, self.name, self.n, self.image_shape = array, name, int(array.shape[0]), tuple(image_shape)
+        self.image_shape = check_layout(array.shape, array.dtype, name, image_shape)
+        self.array, self.name, self.n = array, name, int(array.shape[0])
         self.labels = None if labels is None else check_labels(labels, self.n, name)
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
@@ -105,8 +96,8 @@ class StreamSource(ImageSource):
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
                  labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
-        check_layout(shape, dtype, name, image_shape)
-        self._opener, self.name, self.n, self.image_shape = opener, name, int(shape[0]), tuple(image_shape)
+        self.image_shape = check_layout(shape, dtype, name, image_shape)
+        self._opener, self.name, self.n = opener, name, int(shape[0])
         self.shape, self.dtype, self._what, self.labels = tuple(shape), np.dtype(dtype), what, labels
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
