@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import DataError
-from aeflow.idx import read_idx
+from aeflow.runtime.inputs import read_images
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "FashionMNIST"}
@@ -58,10 +58,7 @@ def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None
         path = idx_path(data_dir, name, split)
         if path is None:
             raise DataError(f"no {name} {split} images in {data_dir}: expected {idx_file(name, split)}[.gz]")
-        images = read_idx(path)
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DataError(f"{path}: expected 28x28 images, found shape {images.shape}")
-        return np.ascontiguousarray(images)
+        return read_images([path], image_shape=(28, 28))[0]
     try:
         from torchvision import datasets
     except ImportError:

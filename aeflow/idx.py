@@ -1,4 +1,5 @@
-"""IDX files (the MNIST format), plain or gzip-compressed, with numpy only.
+"""IDX files (the MNIST format), plain or gzip-compressed: their headers, and writing them (tests and
+data preparation). ``aeflow.runtime.inputs.open_source`` reads them a batch at a time.
 
 Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then one
 big-endian uint32 per dimension, then the data. Images have 3 dimensions [N, H, W] (magic 2051),
@@ -39,11 +40,6 @@ class IdxHeader:
         return (_UBYTE << 8) | len(self.shape)
 
 
-def open_idx_file(path: str | os.PathLike, gzipped: bool):
-    """``path`` opened for reading, decompressed as it is read when ``gzipped``."""
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
-
-
 def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     """The checked header of an IDX file; ``InputError`` for a missing file, a bad magic number, an
     unsupported type code or a header that promises more bytes than a raw file holds."""
@@ -53,7 +49,7 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == _GZIP_MAGIC
-        with open_idx_file(path, gz) as f:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             head = f.read(4)
             if len(head) < 4:
                 raise InputError(f"{path}: too short to be an IDX file (expected a 4-byte magic number)")
@@ -70,39 +66,16 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     # numpy refuses shapes whose non-zero dimensions multiply beyond 2**63, even with a zero among them
     if math.prod(d for d in header.shape if d) >= 2**62:
         raise InputError(f"{path}: IDX header gives an impossible shape {header.shape}; the file is corrupted")
-    if not gz:
-        _check_length(path.stat().st_size - header.offset, header, path)
-    return header
-
-
-def _check_length(have: int, header: IdxHeader, path: Path) -> None:
-    if have < math.prod(header.shape):  # Python ints: a crafted header must not overflow int64
+    have = path.stat().st_size - header.offset
+    if not gz and have < math.prod(header.shape):  # Python ints: a crafted header must not overflow int64
         raise InputError(f"{path}: IDX header promises {math.prod(header.shape)} data bytes {header.shape} but the "
                          f"file holds {have}; the file is truncated")
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """A whole IDX file as a uint8 array of the shape its header gives, read with plain reads (gzip
-    decompressed as it goes, never more than the header promises). ``InputError`` for anything
-    unreadable or short."""
-    path = Path(path)
-    header = read_idx_header(path)
-    parts, left = [], math.prod(header.shape)
-    try:
-        with open_idx_file(path, header.gzipped) as f:
-            f.read(header.offset)
-            while left and (part := f.read(min(left, 1 << 24))):  # a crafted header may promise terabytes
-                parts.append(part)
-                left -= len(part)
-    except _ERRORS as e:
-        raise InputError(f"{path}: cannot read it ({e}); the file is corrupted or truncated") from None
-    _check_length(sum(map(len, parts)), header, path)
-    return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(header.shape)
+    return header
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
     """Write a uint8 array (1 to 4 dimensions) as an IDX file; gzip when ``compress`` or the
-    name ends in ``.gz``. (Tests and data preparation; aeflow's commands never write IDX.)"""
+    name ends in ``.gz``."""
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8 or not 1 <= array.ndim <= 4:
         raise ValueError("write_idx takes a uint8 array with 1 to 4 dimensions")

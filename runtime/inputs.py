@@ -8,7 +8,6 @@ never imports pyarrow). Every problem is a one-line ``InputError``.
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from aeflow.runtime.arrays import (DEFAULT_SHAPE, SIDE, accepted, check_image_sh
                                    size, to_float32)
 from aeflow.runtime.npyfiles import NPY_MAGIC, open_npy, open_npz
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
-from aeflow.runtime.sources import ArraySource, ImageSource, RawFileSource, StreamSource, not_regular, read_bytes
+from aeflow.runtime.sources import ArraySource, ImageSource, RawFileSource, StreamSource, not_regular, opened_at, \
+    read_bytes
 
 __all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "expand_paths",
            "open_source", "read_images", "scale_problem", "to_float32"]
@@ -33,16 +33,11 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     if len(header.shape) != 3:
         hint = " - a labels file? pass the images file" if len(header.shape) == 1 else ""
         raise InputError(f"{name}: IDX file of shape {header.shape}{hint}; expected images [N, H, W]")
-    image_shape = check_image_shape(image_shape or header.shape[1:], name)
+    image_shape = image_shape or check_image_shape(header.shape[1:], name)
     if not header.gzipped:
         return RawFileSource(path, header.offset, name, header.shape, np.dtype(np.uint8), None, image_shape)
-
-    def opener():
-        f = gzip.open(path, "rb")
-        f.read(header.offset)
-        return f
-
-    return StreamSource(opener, name, header.shape, np.dtype(np.uint8), ".gz data", None, image_shape)
+    return StreamSource(lambda: opened_at(path, header.offset, True), name, header.shape, np.dtype(np.uint8),
+                        ".gz data", None, image_shape)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,

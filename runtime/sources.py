@@ -11,6 +11,7 @@ kill the process with SIGBUS): a file cut short while it is read is an ``InputEr
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import stat
@@ -139,9 +140,9 @@ class RawFileSource(StreamSource):
                              (stop - start, *self.shape[1:]), self.dtype, labels, self.image_shape)
 
 
-def opened_at(path: Path, offset: int):
-    """``path`` opened for reading, positioned at byte ``offset``."""
-    f = open(path, "rb")
+def opened_at(path: Path, offset: int, gzipped: bool = False):
+    """``path`` opened for reading (decompressed as it goes when ``gzipped``) at byte ``offset``."""
+    f = gzip.open(path, "rb") if gzipped else open(path, "rb")
     f.seek(offset)
     return f
 
