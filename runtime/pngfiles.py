@@ -82,13 +82,10 @@ def _pixels(im, name: str) -> np.ndarray:
     raise InputError(f"{name}: PNG of mode {mode}; aeflow reads greyscale images ({_CONVERT})")
 
 
-def _fast_scanlines(data: bytes, name: str, raw: int) -> bytes | None:
-    """The inflated scanlines (``raw`` bytes) of a PNG whose header was accepted, when it is 8-bit
-    greyscale and not interlaced; None for any other PNG (``decode_png`` reads those).
-    ``InputError`` for a truncated or corrupted file."""
-    if data[24] != 8 or data[25] != 0 or data[28] != 0:  # depth, colour type, interlace
-        return None
-    idat, pos = [], 8
+def _chunks(data: bytes, name: str) -> tuple[list[tuple[int, int]], list[bytes]]:
+    """The (start, end) of every chunk's type and data up to IEND (CRC-checked by the caller), and
+    the IDAT data; ``InputError`` for a truncated file."""
+    chunks, idat, pos = [], [], 8
     while True:
         if pos + 12 > len(data):
             raise InputError(f"{name}: PNG is truncated (no IEND chunk); the file is corrupted or truncated")
@@ -96,12 +93,28 @@ def _fast_scanlines(data: bytes, name: str, raw: int) -> bytes | None:
         end = pos + 8 + length
         if end + 4 > len(data):
             raise InputError(f"{name}: PNG is truncated (chunk {kind!r} runs past the end); the file is corrupted")
-        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
-            raise InputError(f"{name}: PNG chunk {kind.decode('latin-1')!r} fails its CRC check; the file is corrupted")
+        chunks.append((pos + 4, end))
         if kind == b"IEND":
-            break
+            return chunks, idat
         idat += [data[pos + 8:end]] if kind == b"IDAT" else []
         pos = end + 4
+
+
+def _fast_scanlines(data: bytes, name: str, raw: int) -> bytes | None:
+    """The inflated scanlines (``raw`` bytes) of a PNG whose header was accepted, when it is 8-bit
+    greyscale and not interlaced; None for any other PNG (``decode_png`` reads those).
+    ``InputError`` for a truncated or corrupted file."""
+    if data[24] != 8 or data[25] != 0 or data[28] != 0:  # depth, colour type, interlace
+        return None
+    length = int.from_bytes(data[33:37], "big")
+    if data[37:41] == b"IDAT" and 57 + length == len(data) and data[-8:] == b"IEND\xaeB`\x82":
+        chunks, idat = [(12, 29), (37, 41 + length)], [data[41:41 + length]]  # IHDR IDAT IEND: no walk
+    else:
+        chunks, idat = _chunks(data, name)
+    for start, end in chunks:
+        if zlib.crc32(data[start:end]) != int.from_bytes(data[end:end + 4], "big"):
+            kind = data[start:start + 4].decode("latin-1")
+            raise InputError(f"{name}: PNG chunk {kind!r} fails its CRC check; the file is corrupted")
     try:  # a stream may be a zip bomb: inflate no more than one byte too many
         d = zlib.decompressobj()
         lines = d.decompress(b"".join(idat), raw + 1)
