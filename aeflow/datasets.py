@@ -84,7 +84,7 @@ def split_indices(n: int, seed: int, val_fraction: float = 1 / 6) -> tuple[np.nd
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1], as transforms.ToTensor()."""
+    """uint8 [N, H, W] -> float32 [N, 1, H, W] in [0, 1], as transforms.ToTensor()."""
     return (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
 
 

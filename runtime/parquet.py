@@ -87,15 +87,18 @@ class ParquetSource(ImageSource):
             raise InputError(f"{self.name}: column {column!r} holds {width} pixels per image, this run's images are "
                              f"{size(self.image_shape)} = {np.prod(self.image_shape)} pixels")
         self._start, self._stop = start, total if stop is None else min(stop, total)
-        self.n, self.labels = max(0, self._stop - self._start), None
-        if LABEL_COLUMN in kinds and LABEL_COLUMN != column:
-            try:
-                labels = self._file.read(columns=[LABEL_COLUMN]).column(0)
-            except _errors(pa) as e:
-                raise InputError(f"{self.name}: cannot read {LABEL_COLUMN!r} ({_why(e)})") from None
-            if labels.null_count:
-                raise InputError(f"{self.name}: {LABEL_COLUMN!r} has {labels.null_count} nulls; fix or drop it")
-            self.labels = check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[self._start:self._stop]
+        self.n = max(0, self._stop - self._start)
+        self.labels = self._labels(pa, total) if LABEL_COLUMN in kinds and LABEL_COLUMN != column else None
+
+    def _labels(self, pa, total: int) -> np.ndarray:
+        """The ``is_anomaly`` column (bool [n], this source's rows), checked."""
+        try:
+            labels = self._file.read(columns=[LABEL_COLUMN]).column(0)
+        except _errors(pa) as e:
+            raise InputError(f"{self.name}: cannot read {LABEL_COLUMN!r} ({_why(e)})") from None
+        if labels.null_count:
+            raise InputError(f"{self.name}: {LABEL_COLUMN!r} has {labels.null_count} nulls; fix or drop it")
+        return check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[self._start:self._stop]
 
     def _first_png_shape(self) -> tuple[int, int]:
         first = next(self._file.iter_batches(batch_size=1, columns=[self.column])).column(0)[0].as_py()
