@@ -15,8 +15,8 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.idx import read_idx_header
-from aeflow.runtime.arrays import (DEFAULT_SHAPE, SIDE, accepted, check_image_shape, check_layout, scale_problem,
-                                   size, to_float32)
+from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, accepted, check_image_shape, check_layout, scale_problem, \
+    to_float32
 from aeflow.runtime.npyfiles import NPY_MAGIC, open_npy, open_npz
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 from aeflow.runtime.sources import ArraySource, ImageSource, RawFileSource, StreamSource, not_regular, opened_at, \

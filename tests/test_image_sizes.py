@@ -216,3 +216,17 @@ def test_data_dir_hint_names_the_file_the_reader_wants(tmp_path):
     (tmp_path / "fashion-mnist").mkdir()
     write_idx(tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", images(3, (28, 28)))
     assert load_anomaly_sets(("fashion-mnist-test",), data_dir=tmp_path)[0].images.shape == (3, 28, 28)
+
+
+def test_plain_inputs_never_import_pyarrow(tmp_path):
+    """.npy, .npz, IDX and PNG are read without importing pyarrow (or the Parquet reader)."""
+    import subprocess
+    import sys
+
+    x = images(3, (32, 32))
+    write_every_format(tmp_path, x, np.zeros(3, bool))
+    code = ("import sys; from aeflow.runtime.inputs import read_images; "
+            f"read_images([{str(tmp_path)!r} + '/' + n for n in ['a.npy', 'b.npz', 'c-idx3-ubyte.gz', 'pngs', "
+            "'one.png']]); print(sorted(m for m in sys.modules if 'pyarrow' in m or m.endswith('parquet')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
