@@ -73,7 +73,7 @@ class ArraySource(ImageSource):
                 array = np.asarray(array)  # np.matrix too: a plain 2-D array, which reshapes like one
             except (ValueError, TypeError) as e:
                 raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array "
-                                 f"{accepted(image_shape)}") from None
+                                 f"{accepted(image_shape or DEFAULT_SHAPE)}") from None
         self.image_shape = check_layout(array.shape, array.dtype, name, image_shape)
         self.array, self.name, self.n = array, name, int(array.shape[0])
         self.labels = None if labels is None else check_labels(labels, self.n, name)
