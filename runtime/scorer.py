@@ -69,9 +69,15 @@ class AnomalyScorer(Rebuildable):
     bundled artifacts when these are the bundled ones, and refuses artifacts whose threshold.json
     differs from the sender's. ``replace(threads=1)`` gives a copy with settings changed.
 
+    On CUDA the batches run through onnxruntime's I/O binding (``aeflow.runtime.device``): device
+    buffers reused between batches, uint8 images sent as uint8 and divided by 255 on the GPU (bit
+    for bit the float path's input), a CUDA graph replayed for full batches where onnxruntime
+    captures one. On the CPU, ``InferenceSession.run`` (measured as fast).
+
     Thread safety: one scorer may be shared by any number of threads. Every call keeps its own
-    buffers and onnxruntime's ``InferenceSession.run`` is thread-safe, so concurrent calls give
-    bit for bit the results of the same calls made one after another. Setting ``threshold``
+    buffers (on CUDA: each thread its own device buffers; the CUDA graph serves one thread at a
+    time) and onnxruntime's runs are thread-safe, so concurrent calls give bit for bit the
+    results of the same calls made one after another. Setting ``threshold``
     while other threads call ``predict`` is the one thing to avoid (they see either value).
     """
 

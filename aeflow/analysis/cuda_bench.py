@@ -111,8 +111,9 @@ def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str =
     check = lambda got: compare("score", got[:len(base)], want[:len(got)])  # noqa: E731
     x = np.resize(base, (size["batch"], 1, 28, 28)).astype(np.float32) / np.float32(255)
     rows = []
-    for name, session in (("device-resident fp32", scorer._session),
-                          ("device-resident fp32, CUDA graph", scorer._bound and scorer._bound._graph)):
+    # a captured graph replays the buffers of the binding it was captured with: its own session here
+    graph = create_session(scorer.graph, where, cuda_graph=True) if scorer._bound and scorer._bound._graph else None
+    for name, session in (("device-resident fp32", scorer._session), ("device-resident fp32, CUDA graph", graph)):
         if session is not None:
             times, scores = _resident(session, x, repeats, "score")
             rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check=check(scores),
