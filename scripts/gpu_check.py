@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,15 +55,11 @@ def environment() -> dict:
     import onnxruntime as ort
 
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30) if _which("nvidia-smi") else None
+                         capture_output=True, text=True, timeout=30) if shutil.which("nvidia-smi") else None
     return {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
             "gpu": smi.stdout.strip() if smi is not None and smi.returncode == 0 else "unknown (no nvidia-smi)",
             "onnxruntime": ort.__version__, "onnxruntime_file": ort.__file__,
             "providers": ort.get_available_providers(), "aeflow_file": aeflow.__file__}
-
-
-def _which(name: str) -> bool:
-    return any((Path(p) / name).exists() for p in os.environ.get("PATH", "").split(os.pathsep) if p)
 
 
 def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, float]:
@@ -152,35 +148,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: error: an NVIDIA GPU is here but the CUDA provider cannot run, missing {'; '.join(missing)} "
               f"(see scripts/gpu_box.sh)", file=sys.stderr)
         return 1
-    out = opts.out or Path(tempfile.mkdtemp(prefix=time.strftime("aeflow-gpu-check-%Y%m%d-%H%M%S-")))
-    out = out.resolve()
+    out = (opts.out or Path(tempfile.mkdtemp(prefix=time.strftime("aeflow-gpu-check-%Y%m%d-%H%M%S-")))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + opts.budget
-    (out / "env.json").write_text(json.dumps(environment(), indent=2))
+    env = environment()
+    (out / "env.json").write_text(json.dumps(env, indent=2))
+    table, summary = run_all(out, time.monotonic() + opts.budget)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    width = max(len(r[0]) for r in table)
+    print(f"aeflow gpu-check on {env['gpu']}, onnxruntime {env['onnxruntime']}; JSON in {out}")
+    for step, result, detail in table:
+        print(f"{step:{width}s}  {result:22s}  {detail}")
+    return 0 if all(s["exit"] == 0 for s in summary["steps"].values()) else 1
+
+
+def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
+    """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
     table, summary = [], {"out": str(out), "steps": {}}
     for name, args in steps(out).items():
         limit = max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic()))
         code, stdout, stderr, seconds = run_step(args, out, limit)
         doc = test_results(out / "tests.xml") if name == "tests" else _json_or_text(stdout)
         (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
-        tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        if name == "tests":
+            detail = (f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped"
+                      + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else ""))
+        if name == "bench" and not all(r.get("check", {}).get("passed", True) for r in doc.get("rows", [])):
+            code = code or 1  # a row that disagrees with the CPU fails the check
         summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}
-        detail = (f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped"
-                  + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else "")) if name == "tests" else tail
-        table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s" + (f"  {detail}" if detail else "")))
-        if name == "verify":
-            table += verify_lines(doc)
-        if name == "bench" and code == 0:
-            table += bench_lines(doc)
-            if not all(r.get("check", {}).get("passed", True) for r in doc.get("rows", [])):
-                summary["steps"][name]["exit"] = 1  # a row that disagrees with the CPU fails the check
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    width = max(len(r[0]) for r in table)
-    print(f"aeflow gpu-check on {json.loads((out / 'env.json').read_text())['gpu']}; JSON in {out}")
-    for step, result, detail in table:
-        print(f"{step:{width}s}  {result:22s}  {detail}")
-    return 0 if all(s["exit"] == 0 for s in summary["steps"].values()) else 1
-
+        table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))
+        table += verify_lines(doc) if name == "verify" else bench_lines(doc) if name == "bench" else []
+    return table, summary
 
 if __name__ == "__main__":
     sys.exit(main())
