@@ -30,7 +30,7 @@ import onnxruntime as ort
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 FLOAT, UINT8 = 1, 2  # ONNX TensorProto element types
-_CACHED = 4  # buffer sets kept per thread: the full batch, the last tail, ...
+_CACHED = 4  # buffer sets kept per thread (each holds its inputs and outputs on the device)
 
 
 def _key(field: int, wire: int) -> bytes:
@@ -129,11 +129,13 @@ class Bound:
     def _buffers(self, shape: tuple, dtype) -> _Buffers:
         cache = self._local.__dict__.setdefault("sets", {})
         key = (shape, np.dtype(dtype).str)
-        if key not in cache:
+        buffers = cache.pop(key, None)  # least recently used first: a run of odd tails keeps the full batch's
+        if buffers is None:
             if len(cache) >= _CACHED:
                 del cache[next(iter(cache))]
-            cache[key] = _Buffers(self.session, self.prep, shape, dtype, self.device)
-        return cache[key]
+            buffers = _Buffers(self.session, self.prep, shape, dtype, self.device)
+        cache[key] = buffers
+        return buffers
 
     def run(self, x: np.ndarray, outputs=None) -> list[np.ndarray]:
         """The named ``outputs`` (None: all) for input ``x`` (float32, or uint8 where built with

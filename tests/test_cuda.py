@@ -77,6 +77,14 @@ def test_bound_paths_equal_plain_run_bit_for_bit(images, batch_size, n):
     assert np.array_equal(scorer.anomaly_map(x[:50]), plain.anomaly_map(x[:50]))
 
 
+def test_buffer_sets_per_thread_stay_few(images):
+    plain, scorer = AnomalyScorer(device="cpu", batch_size=64), bound_scorer(True, 64)
+    for n in (64, 7, 9, 11, 13, 64, 5):
+        assert np.array_equal(scorer.score(images[:n]), plain.score(images[:n]))
+    sets = scorer._bound._local.sets
+    assert len(sets) == device._CACHED and ((64, 1, 28, 28), "|u1") in sets  # the full batch's, used last but one
+
+
 def test_uint8_path_takes_every_layout(images):
     plain, scorer = AnomalyScorer(device="cpu", batch_size=128), bound_scorer(True, 128)
     for x in (images[:300, None], images[:300, :, :, None], images[:300].reshape(300, -1),
