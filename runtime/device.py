@@ -8,10 +8,13 @@ thread-safe. A CUDA-graph session (``enable_cuda_graph``) replays one captured g
 buffers are fixed: it serves full batches only, to one thread at a time (a non-blocking lock: a
 thread that finds it busy runs the plain bound session instead, with the same kernels).
 
-uint8 images: ``PREP`` is a two-node graph (Cast to float32, Div by 255 in float32: IEEE
+uint8 images: ``PREP`` is a three-node graph (Cast to float32, Div by 255 in float32: IEEE
 division, the same correctly rounded quotient as numpy's ``uint8 / np.float32(255)`` in
-``inputs.to_float32``), built here as ONNX bytes without the onnx package (``tiny_model``; a test
-compares it with ``onnx.helper``'s). Its float32 output stays on the device as ae.onnx's input:
+``inputs.to_float32``; ReduceMax for the scale warning), built here as ONNX bytes without the
+onnx package (``tiny_model``; a test compares it with ``onnx.helper``'s). Why a graph of its own
+chained to ae.onnx rather than a uint8 variant of ae.onnx: the runtime cannot edit ae.onnx
+without the onnx package, and a second exported graph would need its own sha256, golden outputs
+and re-export. Its float32 output stays on the device as ae.onnx's input:
 a quarter of the bytes cross from the host, and the scores are those of the float path bit for bit.
 
 On the CPU provider the scorer keeps ``session.run``: neither the bound buffers nor the uint8
@@ -75,9 +78,11 @@ def tiny_model(nodes, inputs, outputs, scalars=(), opset: int = 17) -> bytes:
 
 
 DIMS = ("N", "C", "H", "W")
-# uint8 "pixels" [N, C, H, W] -> float32 "images" = float32(pixels) / float32(255)
-PREP = tiny_model([("Cast", ["pixels"], ["cast"], {"to": FLOAT}), ("Div", ["cast", "c255"], ["images"], {})],
-                  [("pixels", UINT8, DIMS)], [("images", FLOAT, DIMS)], [("c255", 255.0)])
+# uint8 "pixels" [N, C, H, W] -> float32 "images" = float32(pixels) / float32(255), and "brightest" =
+# max(images) (float32 scalar, what inputs.scale_problem reads), so no pass over the batch on the host
+PREP = tiny_model([("Cast", ["pixels"], ["cast"], {"to": FLOAT}), ("Div", ["cast", "c255"], ["images"], {}),
+                   ("ReduceMax", ["images"], ["brightest"], {"keepdims": 0})],
+                  [("pixels", UINT8, DIMS)], [("images", FLOAT, DIMS), ("brightest", FLOAT, ())], [("c255", 255.0)])
 
 
 def device_of(session) -> str:
@@ -105,11 +110,13 @@ class _Buffers:
                 dims = [d if isinstance(d, int) else shape[0] for d in out.shape]
                 self.outputs[out.name] = _zeros(dims, np.float32, device)
                 self.binding.bind_ortvalue_output(out.name, self.outputs[out.name])
-        self.input, self.prep = self.images, None
+        self.input, self.prep, self.values = self.images, None, self.outputs
         if np.dtype(dtype) == np.uint8:
             self.input, self.prep = _zeros(shape, np.uint8, device), prep.io_binding()
+            self.values = self.outputs | {"brightest": _zeros([], np.float32, device)}
             self.prep.bind_ortvalue_input("pixels", self.input)
-            self.prep.bind_ortvalue_output("images", self.images)
+            for name in ("images", "brightest"):
+                self.prep.bind_ortvalue_output(name, self.images if name == "images" else self.values[name])
 
 
 class Bound:
@@ -139,7 +146,7 @@ class Bound:
 
     def run(self, x: np.ndarray, outputs=None) -> list[np.ndarray]:
         """The named ``outputs`` (None: all) for input ``x`` (float32, or uint8 where built with
-        ``uint8``; C-contiguous, on the host), as new host arrays."""
+        ``uint8``, which may also name "brightest": ``PREP``'s max), as new host arrays."""
         if x.dtype == np.uint8 and self.prep is None:
             raise TypeError("this Bound was built without the uint8 path")
         names = outputs or [o.name for o in self.session.get_outputs()]
@@ -155,7 +162,7 @@ class Bound:
         if buffers.prep is not None:
             self.prep.run_with_iobinding(buffers.prep)
         session.run_with_iobinding(buffers.binding)
-        got = [buffers.outputs[n].numpy() for n in names]
+        got = [buffers.values[n].numpy() for n in names]
         # a CPU OrtValue's numpy() is a view of the reused buffer; a CUDA one's is a copy already
         return [g.copy() for g in got] if self.device == "cpu" else got
 

@@ -184,18 +184,19 @@ class AnomalyScorer(Rebuildable):
         as_uint8 = outputs == ("score",) and self._bound is not None and self._bound.prep is not None
         for batch in source.batches(self.batch_size):
             if as_uint8 and batch.dtype == np.uint8:
-                images, feed = None, batch.reshape(len(batch), 1, SIDE, SIDE)
-                # what scale_problem reads: the brightest pixel as float32 in [0, 1], the batch's length
-                seen = np.full((len(batch), 1), batch.max() / np.float32(255), dtype=np.float32)
+                *result, brightest = self._run(outputs + ("brightest",), batch.reshape(len(batch), 1, SIDE, SIDE))
+                # what scale_problem reads: the brightest pixel (max over the graph's float32 images), the length
+                images, seen = None, np.full((len(batch), 1), brightest, dtype=np.float32)
             else:
                 if buffer is None and batch.dtype != np.float32:
                     buffer = np.empty((min(self.batch_size, source.n), 1, SIDE, SIDE), dtype=np.float32)
                 out = buffer if buffer is not None and len(batch) <= len(buffer) else None
-                images = feed = seen = to_float32(batch, source.name, offset, out)
+                images = seen = to_float32(batch, source.name, offset, out)
+                result = self._run(outputs, images)
             if not warned and (problem := scale_problem(seen, batch.dtype, source.name, offset)):
                 warnings.warn(problem, ScaleWarning, stacklevel=4)
                 warned = True
-            yield offset, images, self._run(outputs, feed)
+            yield offset, images, result
             offset += len(batch)
             if on_batch is not None:
                 on_batch(len(batch))

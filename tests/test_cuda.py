@@ -45,9 +45,11 @@ def test_prep_graph_is_the_model_onnx_helper_builds():
 
     graph = helper.make_graph(
         [helper.make_node("Cast", ["pixels"], ["cast"], to=TensorProto.FLOAT),
-         helper.make_node("Div", ["cast", "c255"], ["images"])], "aeflow",
+         helper.make_node("Div", ["cast", "c255"], ["images"]),
+         helper.make_node("ReduceMax", ["images"], ["brightest"], keepdims=0)], "aeflow",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, list(device.DIMS))],
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(device.DIMS))],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(device.DIMS)),
+         helper.make_tensor_value_info("brightest", TensorProto.FLOAT, [])],
         [numpy_helper.from_array(np.array(255.0, dtype=np.float32), "c255")])
     want = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     got = onnx.load_from_string(device.PREP)
@@ -57,9 +59,10 @@ def test_prep_graph_is_the_model_onnx_helper_builds():
 
 def test_prep_graph_divides_every_uint8_value_as_numpy_does():
     pixels = np.arange(256, dtype=np.uint8).reshape(4, 1, 8, 8)
-    got = create_session(device.PREP, "cpu").run(None, {"pixels": pixels})[0]
+    got, brightest = create_session(device.PREP, "cpu").run(None, {"pixels": pixels})
     want = np.divide(pixels, np.float32(255.0), dtype=np.float32)  # inputs.to_float32's conversion
     assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert brightest.shape == () and brightest == np.float32(1.0)
 
 
 @pytest.mark.parametrize("batch_size,n", [(300, 2000), (1024, 2000), (7, 7), (64, 1)])
