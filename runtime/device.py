@@ -124,13 +124,14 @@ class Bound:
 
     ``uint8``: also accept uint8 input, converted on the device by ``PREP``. ``graph``: a
     session of the same graph built with ``create_session(..., cuda_graph=True)``, replayed for
-    batches of exactly ``graph_batch`` rows. ``threads``: the uint8 graph's intra-op threads."""
+    batches of exactly ``graph_batch`` rows (where a replay fails, ``graph_error`` says why and
+    the plain session runs from then on). ``threads``: the uint8 graph's intra-op threads."""
 
     def __init__(self, session, uint8: bool = False, graph=None, graph_batch: int = 0, threads: int | None = None):
         self.session, self.device = session, device_of(session)
         self.prep = create_session(PREP, self.device, threads) if uint8 else None
         self._graph, self._graph_batch = graph, graph_batch
-        self._graph_lock, self._graph_buffers = threading.Lock(), {}
+        self._graph_lock, self._graph_buffers, self.graph_error = threading.Lock(), {}, None
         self._local = threading.local()
 
     def _buffers(self, shape: tuple, dtype) -> _Buffers:
@@ -153,6 +154,8 @@ class Bound:
         if self._graph is not None and len(x) == self._graph_batch and self._graph_lock.acquire(blocking=False):
             try:
                 return self._replay(x, names)
+            except Exception as e:  # onnxruntime could not capture or replay: no replay from now on
+                self._graph, self.graph_error = None, f"{type(e).__name__}: {str(e)[:300]}"
             finally:
                 self._graph_lock.release()
         return self._run(self.session, self._buffers(x.shape, x.dtype), x, names)

@@ -88,6 +88,15 @@ def test_buffer_sets_per_thread_stay_few(images):
     assert len(sets) == device._CACHED and ((64, 1, 28, 28), "|u1") in sets  # the full batch's, used last but one
 
 
+def test_a_replay_that_fails_falls_back_to_the_plain_run(images):
+    scorer = AnomalyScorer(device="cpu", batch_size=100)
+    want = scorer.score(images[:250])
+    broken = create_session(device.PREP, "cpu")  # its input is not "images": binding it fails
+    scorer._bound = device.Bound(scorer._session, True, broken, 100)
+    assert np.array_equal(scorer.score(images[:250]), want)
+    assert scorer._bound._graph is None and "Error" in scorer._bound.graph_error
+
+
 def test_uint8_path_takes_every_layout(images):
     plain, scorer = AnomalyScorer(device="cpu", batch_size=128), bound_scorer(True, 128)
     for x in (images[:300, None], images[:300, :, :, None], images[:300].reshape(300, -1),
@@ -173,11 +182,12 @@ def test_scorer_on_cuda_is_bound_and_agrees_with_the_cpu(images):
 @cuda
 def test_cuda_graph_replay_equals_the_plain_bound_run(images):
     scorer = AnomalyScorer(device="cuda", batch_size=250)
-    assert scorer._bound._graph is not None, "onnxruntime could not capture ae.onnx in a CUDA graph"
+    assert scorer._bound._graph is not None, "onnxruntime could not build ae.onnx's session with enable_cuda_graph"
     plain = AnomalyScorer(device="cuda", batch_size=250)
     plain._bound = device.Bound(plain._session, True)
     for x in (images, images.astype(np.float32) / np.float32(255), images):
         assert np.array_equal(scorer.score(x), plain.score(x))
+    assert scorer._bound.graph_error is None and scorer._bound._graph is not None
 
 
 @cuda
