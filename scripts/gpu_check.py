@@ -114,6 +114,9 @@ def bench_lines(bench: dict) -> list[tuple[str, str, str]]:
     """(row, result, detail) per bench row for the table."""
     lines = []
     for r in bench.get("rows", []):
+        if "error" in r:
+            lines.append((f"bench: {r['name']}", "FAIL", r["error"]))
+            continue
         detail = f"median {r['median']:.4g} {r['unit']} [{r['min']:.4g}, {r['max']:.4g}]"
         for key, label in (("flop_share", "FLOP"), ("byte_share", "bytes")):
             if key in r:
@@ -173,7 +176,7 @@ def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dic
         if name == "tests":
             detail = (f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped"
                       + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else ""))
-        if name == "bench" and not all(r.get("check", {}).get("passed", True) for r in doc.get("rows", [])):
+        if name == "bench" and not all(r.get("check", {}).get("passed", "error" not in r) for r in doc.get("rows", [])):
             code = code or 1  # a row that disagrees with the CPU fails the check
         summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}
         table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))

@@ -154,6 +154,20 @@ def test_tiny_model_builds_a_matmul():
     assert np.array_equal(create_session(model, "cpu").run(None, {"A": a, "B": b})[0], a @ b)
 
 
+def test_cuda_bench_rows_run_on_the_cpu_provider(monkeypatch):
+    from aeflow.analysis import cuda_bench
+
+    tiny = {"batch": 256, "host_images": 1024, "samples": 4096, "matmul": 64, "copy_bytes": 1 << 16}
+    monkeypatch.setattr(cuda_bench, "QUICK", tiny)
+    result = cuda_bench.run_cuda_bench(quick=True, repeats=1, where="cpu")
+    rows = {r["name"]: r for r in result["rows"]}
+    assert {"device-to-device copy", "fp32 MatMul 64^3, TF32 off", "device-resident fp32", "host-fed uint8",
+            "host-fed float32", "latency, batch 1", "sampler graph, device-resident"} <= set(rows)
+    assert all(r["check"]["passed"] for r in rows.values() if "check" in r)
+    assert 0 < rows["device-resident fp32"]["flop_share"] and rows["host-fed uint8"]["target"] == 10e6
+    assert "host-fed uint8" in cuda_bench.format_rows(result)
+
+
 def test_gpu_check_without_a_gpu_says_so_and_runs_nothing(tmp_path):
     if Path("/dev/nvidia0").exists():
         pytest.skip("an NVIDIA GPU is here")

@@ -114,8 +114,12 @@ def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str =
     # a captured graph replays the buffers of the binding it was captured with: its own session here
     graph = create_session(scorer.graph, where, cuda_graph=True) if scorer._bound and scorer._bound._graph else None
     for name, session in (("device-resident fp32", scorer._session), ("device-resident fp32, CUDA graph", graph)):
-        if session is not None:
-            times, scores = _resident(session, x, repeats, "score")
+        try:
+            times, scores = _resident(session, x, repeats, "score") if session is not None else (None, None)
+        except Exception as e:  # e.g. a graph onnxruntime cannot capture: say so, measure the rest
+            rows.append({"name": name, "kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            continue
+        if times is not None:
             rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check=check(scores),
                              flops=FLOPS_PER_IMAGE, bytes=2 * 4 * PIXELS + 4, batch=len(x)))
     hx = np.resize(base, (size["host_images"], 28, 28))
@@ -153,7 +157,7 @@ def _shares(rows: list[dict]) -> None:
     lim = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
     copy, h2d = lim.get("device-to-device"), lim.get("host-to-device")
     matmul = next((r["max"] for r in rows if r["name"].startswith("fp32 MatMul")), None)
-    for r in rows:
+    for r in (r for r in rows if "median" in r):
         rate = r["median"]
         if r.get("flops") and matmul:
             r["flop_share"] = rate * r["flops"] / (matmul * 1e12)
@@ -190,6 +194,9 @@ def format_rows(result: dict) -> str:
              f"{'row':38s} {'median':>12s} {'min':>12s} {'max':>12s} {'unit':9s} {'FLOP share':>10s} "
              f"{'byte share':>10s} {'target':>8s}  check"]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"{r['name']:38s} failed: {r['error']}")
+            continue
         share = lambda k: f"{r[k]:.1%}" if k in r else "-"  # noqa: E731
         target = f"{r['median'] / r['target']:.2f}x" if "target" in r else "-"
         check = "-" if "check" not in r else ("ok" if r["check"]["passed"] else "FAIL") + f" {r['check']['max_abs']:.1e}"
