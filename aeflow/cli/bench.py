@@ -26,6 +26,9 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
     every runtime method), in one process on the same inputs, against the machine's own GEMM limit
     measured in the same run; then the cold start of the CLI and of an embedded caller.
 
+    With --device cuda: the CUDA rows instead (device-resident and host-fed images/s, latency,
+    the sampler graph, against the GPU's own copy and MatMul limits; see aeflow.analysis.cuda_bench).
+
     Scoring: batches of 1, 64, 1024 and 8192 images; images/s (median over repeats), latency p50/p99,
     GFLOP/s and share of the limit. Sampling: time for 1,000,000 samples, next to one flow.onnx pass
     and drawing the z's. PyTorch rows need the train extra, OpenVINO's the bench extra; without them
@@ -37,6 +40,12 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
       aeflow bench
       aeflow bench --quick --json > bench.json
     """
+    if device == "cuda":  # the GPU path against the device's own limits (aeflow.analysis.cuda_bench)
+        from aeflow.analysis.cuda_bench import format_rows, run_cuda_bench
+
+        result = run_cuda_bench(artifacts, quick, repeats, not no_verify)
+        click.echo(json.dumps(result, indent=2) if as_json else format_rows(result))
+        return
     from aeflow.analysis.bench import BenchSettings, format_table, run_bench
 
     def say(msg: str) -> None:
