@@ -230,3 +230,12 @@ def test_plain_inputs_never_import_pyarrow(tmp_path):
             "'one.png']]); print(sorted(m for m in sys.modules if 'pyarrow' in m or m.endswith('parquet')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_png_files_over_one_mebibyte_read_whole(tmp_path):
+    """A PNG of random 1200x1000 pixels (1.2 MB) is read whole, not refused as truncated."""
+    x = images(1, (1200, 1000), seed=5)[0]
+    (tmp_path / "big.png").write_bytes(pillow_png(x))
+    assert (tmp_path / "big.png").stat().st_size > (1 << 20) + (1 << 16)
+    got, _, shape = read_images([tmp_path / "big.png"])
+    assert shape == (1200, 1000) and np.array_equal(got[0], x)
