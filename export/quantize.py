@@ -1,39 +1,24 @@
 """``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx, checked against the float32 graph.
 
-The int8 graph is ``onnxruntime.quantization.quantize_static`` applied to ae.onnx itself (six
-Gemm + Relu layers, then Reshape, Sigmoid, Sub, Mul, ReduceMean), in the QOperator format:
+The int8 graph is ``onnxruntime.quantization.quantize_static`` applied to ae.onnx (six Gemm + Relu
+layers, then Sigmoid and the mean squared error), QOperator format, with the last layer's output left float32:
 
-- every Gemm becomes a ``QGemm`` (com.microsoft) with int8 weights quantised per output channel
-  with ``reduce_range`` (7-bit, so the u8 x s8 kernels of CPUs without VNNI cannot saturate their
-  16-bit pair sums and every x86 CPU computes the same integers) and an int32 bias;
-- activations are uint8 with ONE scale and zero point per tensor, fixed at export by calibration
-  (min/max over the validation images the threshold comes from); each Relu disappears into the
-  zero point of the layer before it;
-- the input images are quantised once (QuantizeLinear), the last layer's output dequantised once;
-  the sigmoid and the score (mean squared error over the 784 pixels) stay float32.
+- every Gemm becomes a ``QGemm`` (com.microsoft), int8 weights per output channel with
+  ``reduce_range`` (7-bit: the u8 x s8 kernels of CPUs without VNNI, ``vpmaddubsw`` pair sums,
+  cannot saturate, so every x86 CPU computes the same integers), an int32 bias;
+- activations uint8, ONE scale and zero point per tensor fixed at export (MinMax over the
+  validation images); each Relu disappears into the zero point of the layer before it;
+- the last QGemm writes float32 itself: no requantisation to uint8 and DequantizeLinear (a pass
+  over every pixel fewer) and no 8-bit rounding of the logits (scores 10% closer to float32's).
+  Measured side by side: BENCHMARKS.md.
 
-Why an image's score cannot depend on its batch (the dynamic graph this replaces computed the
-activation scales from each batch's min/max, so an image's score moved with its companions):
-every per-image value is a function of that image's row alone. Quantisation uses constants; a
-QGemm row is an int32 sum of exact integer products (integer addition is associative, so neither
-the kernel's blocking over M, N or K nor the thread split can change it), requantised
-elementwise with per-column constants; the float tail is elementwise (Sigmoid, Sub, Mul) and a
-reduction of one image's 784 contiguous pixels (its order fixed by the row, not by the batch;
-every row starts at the same 64-byte alignment, 784 x 4 bytes being 49 x 64).
-QOperator rather than QDQ because the file then names the integer kernels that run: a QDQ graph
-runs them only where onnxruntime's optimiser fuses DequantizeLinear -> Gemm -> QuantizeLinear,
-and unfused it would run float GEMMs whose blocking may depend on the batch. ``quantize_int8``
-checks it anyway: the validation scores at batch 1, 7 and ``BATCH`` and shuffled among test
-images must be bit-identical, or nothing is written.
-
-Measured alternatives (BENCHMARKS.md, 2026-11-25): dynamic quantisation (per-batch scales, not
-batch-invariant), static QDQ (same speed where fused), per-tensor weights (agreement 99.6%),
-no ``reduce_range`` (0.1% more agreement, but CPU-dependent integers), the two 32-wide
-bottleneck layers kept float32 (no gain in agreement, a float GEMM in the middle).
-
-``quantize_int8`` raises ``ParityError`` (the exporter then writes nothing) when the int8
-decisions agree with float32's on less than ``AGREEMENT_TARGET`` of any test set, the type I or
-type II error moves by more than ``RATE_TOLERANCE``, or the scores depend on the batch.
+An image's score cannot depend on its batch: quantisation uses constants, a QGemm row is an int32
+sum of exact integer products (associative, whatever the kernel's blocking or thread split),
+scaled elementwise, and the float tail is elementwise plus a reduction over one image's pixels.
+``quantize_int8`` checks it anyway (validation scores at batch 1, 7 and ``BATCH`` and shuffled
+among test images, bit for bit) and raises ``ParityError`` (nothing is written) when that fails,
+when int8 decisions agree with float32's on less than ``AGREEMENT_TARGET`` of a test set, or when
+the type I or II error moves by more than ``RATE_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -69,7 +54,7 @@ METHOD = {
     "reduce_range": True,
     "activation_type": "uint8, one scale and zero point per tensor, fixed at export",
     "calibration": "MinMax over the validation images",
-    "float32_ops": ["Sigmoid", "Sub", "Mul", "ReduceMean"],
+    "float32_ops": ["last QGemm's output", "Sigmoid", "Sub", "Mul", "ReduceMean"],
     "batch_invariant": True,
     "note": "an image's score does not depend on the batch size or the other images in its batch "
             "(bit-identical, checked at export)",
@@ -124,6 +109,8 @@ def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     finally:
         root.setLevel(level)
     model = onnx.load(str(out_path))
+    _float_output(model)
+    onnx.save(model, str(out_path))
     onnx.checker.check_model(model, full_check=True)
     if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer) or \
             os.path.exists(f"{out_path}.data"):
@@ -131,6 +118,21 @@ def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     gemms = [n.op_type for n in model.graph.node if n.op_type in ("Gemm", "QGemm", "MatMul")]
     if gemms != ["QGemm"] * 6:
         raise ArtifactError(f"{out_path}: expected six QGemm layers after quantisation, found {gemms}")
+
+
+def _float_output(model: onnx.ModelProto) -> None:
+    """Let the last QGemm write float32 itself, in place: its output scale and zero point go, with
+    the DequantizeLinear that read its uint8 output."""
+    g = model.graph
+    dq = next(n for n in g.node if n.op_type == "DequantizeLinear")
+    last = next(n for n in g.node if n.output[0] == dq.input[0])
+    unused = set(last.input[7:]) | set(dq.input[1:])
+    del last.input[7:]
+    last.output[0] = dq.output[0]
+    g.node.remove(dq)
+    unused -= {i for n in g.node for i in n.input}
+    for t in [t for t in g.initializer if t.name in unused]:
+        g.initializer.remove(t)
 
 
 def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, companions: np.ndarray,
