@@ -150,67 +150,58 @@ def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, co
     return compare("int8 any batch", np.concatenate(runs), np.tile(reference, len(runs)), atol=0.0, rtol=0.0)
 
 
+def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float, th8: float) -> tuple[dict, list[str]]:
+    """threshold.json's int8 ``evaluation`` from the float32 and int8 scores per test set (float32
+    [N] each, ``mnist-test`` the normal set), and the targets it misses (``[]``: none)."""
+    same = {k: (s8[k] > th8) == (s32[k] > th32) for k in s32}
+    by_set = {k: float(v.mean()) for k, v in same.items()}
+    ev8, ev32 = (error_rates(s["mnist-test"], {k: v for k, v in s.items() if k != "mnist-test"}, t)
+                 for s, t in ((s8, th8), (s32, th32)))
+    a32, a8 = np.concatenate(list(s32.values())), np.concatenate(list(s8.values()))
+    rel = np.abs(a8 - a32) / a32
+    problems = [f"decisions agree with float32 on {v:.2%} of {k} (target {AGREEMENT_TARGET:.1%})"
+                for k, v in by_set.items() if v < AGREEMENT_TARGET]
+    moves = [("type I (mnist-test)", ev8["type_i"]["rate"], ev32["type_i"]["rate"])]
+    moves += [(f"type II ({k})", v["rate"], ev32["type_ii"][k]["rate"]) for k, v in ev8["type_ii"].items()]
+    problems += [f"{name} {a:.2%} vs float32 {b:.2%} (tolerance {RATE_TOLERANCE:.1%} points)"
+                 for name, a, b in moves if abs(a - b) > RATE_TOLERANCE + 1e-12]
+    return ev8 | {"decision_agreement_with_fp32": float(np.concatenate(list(same.values())).mean()),
+                  "decision_agreement_by_set": by_set,
+                  "score_relative_difference_to_fp32": {"median": float(np.median(rel)), "p99": float(np.quantile(
+                      rel, 0.99)), "max": float(rel.max())}}, problems
+
+
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, anomaly_sets: tuple[str, ...]
                   ) -> tuple[dict, list[Comparison]]:
     """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx and return (threshold.json's
     ``"int8"`` entry, [the batch-invariance check]).
 
-    ``val_images`` float32 [N, 1, 28, 28] are the validation images the float32 threshold came
-    from; they calibrate the activation scales, and the int8 threshold is mean + 3 std (ddof 1)
-    of the int8 graph's own scores on them. The MNIST test set and every available set of
-    ``anomaly_sets`` (test split, from ``data_dir``) measure agreement with float32; the
-    validation images scored again at other batch sizes and among test images must give
-    bit-identical scores. Raises ``ParityError`` when a target is missed.
+    ``val_images`` float32 [N, 1, H, W], the validation images the float32 threshold came from,
+    calibrate the activation scales; the int8 threshold is mean + 3 std (ddof 1) of the int8
+    graph's own scores on them. The MNIST test set and every available set of ``anomaly_sets``
+    (test split, from ``data_dir``) measure agreement with float32. Raises ``ParityError`` when a
+    target is missed or the scores depend on the batch.
     """
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
     write_int8_graph(tmp / AE_FILE, out, val_images)
     fp32, int8 = _session(tmp / AE_FILE), _session(out)
-    th32 = threshold_from_scores(scores_of(fp32, val_images)).value
     val8 = scores_of(int8, val_images)
     if not np.all(np.isfinite(val8)) or np.any(val8 < 0):
         raise ParityError("the int8 graph gives non-finite or negative scores on the validation images; nothing was written")
     th8 = threshold_from_scores(val8)
-
     sets = {"mnist-test": to_float(load_images("mnist", "test", data_dir))}
-    for name in anomaly_sets:
-        if available(name, "test", data_dir):
-            sets[f"{name}-test"] = to_float(load_images(name, "test", data_dir))
-    s32 = {k: scores_of(fp32, v) for k, v in sets.items()}
-    s8 = {k: scores_of(int8, v) for k, v in sets.items()}
+    sets |= {f"{n}-test": to_float(load_images(n, "test", data_dir)) for n in anomaly_sets if available(n, "test", data_dir)}
     invariance = check_batch_invariance(int8, val_images, sets["mnist-test"][:BATCH], val8)
     if not invariance.passed:
         raise ParityError(f"int8 scores depend on the batch (max difference {invariance.max_abs:.2e} between batch "
                           f"sizes or companions); nothing was written")
-    same = {k: (s8[k] > th8.value) == (s32[k] > th32) for k in sets}
-    by_set = {k: float(v.mean()) for k, v in same.items()}
-    pooled = float(np.concatenate(list(same.values())).mean())
-    anomalies8 = {k: v for k, v in s8.items() if k != "mnist-test"}
-    anomalies32 = {k: v for k, v in s32.items() if k != "mnist-test"}
-    ev8 = error_rates(s8["mnist-test"], anomalies8, th8.value)
-    ev32 = error_rates(s32["mnist-test"], anomalies32, th32)
-    rel = np.abs(np.concatenate(list(s8.values())) - np.concatenate(list(s32.values()))) \
-        / np.concatenate(list(s32.values()))
-
-    problems = [f"decisions agree with float32 on {v:.2%} of {k} (target {AGREEMENT_TARGET:.1%})"
-                for k, v in by_set.items() if v < AGREEMENT_TARGET]
-    moves = [("type I (mnist-test)", ev8["type_i"]["rate"], ev32["type_i"]["rate"])]
-    moves += [(f"type II ({k})", ev8["type_ii"][k]["rate"], ev32["type_ii"][k]["rate"]) for k in anomalies8]
-    problems += [f"{name} {a:.2%} vs float32 {b:.2%} (tolerance {RATE_TOLERANCE:.1%} points)"
-                 for name, a, b in moves if abs(a - b) > RATE_TOLERANCE + 1e-12]
+    evaluation, problems = _compare({k: scores_of(fp32, v) for k, v in sets.items()},
+                                    {k: scores_of(int8, v) for k, v in sets.items()},
+                                    threshold_from_scores(scores_of(fp32, val_images)).value, th8.value)
     if problems:
         raise ParityError(f"int8 graph misses its targets: {'; '.join(problems)}; nothing was written")
-
-    model = onnx.load(str(out))
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    entry = contract.graph_entry("int8", out, opset) | {
-        "method": METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"},
-        **threshold_fields(th8),
-        "evaluation": ev8 | {
-            "decision_agreement_with_fp32": pooled,
-            "decision_agreement_by_set": by_set,
-            "score_relative_difference_to_fp32": {"median": float(np.median(rel)),
-                                                  "p99": float(np.quantile(rel, 0.99)), "max": float(rel.max())},
-        },
-    }
-    return entry, [invariance]
+    opset = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
+    method = METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"}
+    return contract.graph_entry("int8", out, opset) | {"method": method, **threshold_fields(th8),
+                                                       "evaluation": evaluation}, [invariance]
