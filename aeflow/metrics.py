@@ -34,15 +34,10 @@ def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
     return Threshold(value=mean + k * std, mean=mean, std=std, k=float(k), n=int(s.size))
 
 
-def flag_rate(scores: np.ndarray, threshold: float) -> float:
-    """Share of scores strictly above the threshold (flagged as anomalies)."""
-    s = np.asarray(scores).ravel()
-    return float(np.mean(s > threshold)) if s.size else float("nan")
-
-
 def type_i_error(normal_scores: np.ndarray, threshold: float) -> float:
-    """Share of in-distribution images flagged (false alarms)."""
-    return flag_rate(normal_scores, threshold)
+    """Share of in-distribution images flagged (score strictly above ``threshold``: false alarms)."""
+    s = np.asarray(normal_scores).ravel()
+    return float(np.mean(s > threshold)) if s.size else float("nan")
 
 
 def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
@@ -59,12 +54,9 @@ def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
         return float("nan")
     both = np.concatenate([a, b])
     order = np.argsort(both, kind="mergesort")
+    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
     ranks = np.empty(both.size, dtype=np.float64)
-    sorted_vals = both[order]
-    # average ranks over ties
-    uniq, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # average ranks over ties
     u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
     return float(u / (a.size * b.size))
 
