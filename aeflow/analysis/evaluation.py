@@ -17,18 +17,9 @@ from aeflow.runtime.contract import artifacts_dir
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
-HOMEWORK_REFERENCE = {
-    "in_dist": "mnist-test",
-    "in_dist_n": 10_000,
-    "anomaly_set": "kmnist-test",
-    "threshold": 0.0329,
-    "type_i": 0.0104,
-    "type_ii": 0.0295,
-    "final_loss": 0.011,
-    "train_images": 50_000,
-    "validation_images": 10_000,
-    "epochs": 10,
-}
+HOMEWORK_REFERENCE = {"in_dist": "mnist-test", "in_dist_n": 10_000, "anomaly_set": "kmnist-test", "threshold": 0.0329,
+                      "type_i": 0.0104, "type_ii": 0.0295, "final_loss": 0.011, "train_images": 50_000,
+                      "validation_images": 10_000, "epochs": 10}
 DEFAULT_IN_DIST = "mnist-test"
 DEFAULT_ANOMALIES = ("kmnist-test",)
 OFFLINE_ANOMALIES = "fashion-mnist-test"
@@ -41,7 +32,7 @@ EXTREMES = 8
 @dataclass
 class ImageSet:
     """One evaluated set: ``images`` [N, ...] in a layout the scorer accepts (uint8 0..255 or
-    float in [0, 1]; named sets are uint8 [N, 28, 28]), ``scores`` float32 [N] (filled by
+    float in [0, 1]; named sets are uint8 [N, H, W]), ``scores`` float32 [N] (filled by
     ``score_sets``), ``origin``: where it came from in words."""
 
     name: str
@@ -74,7 +65,7 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
         parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]
         name = source.name
     if not parts:
-        raise DataError(f"{path}: holds no images; pass a file or folder with at least one 28x28 image")
+        raise DataError(f"{path}: holds no images; pass a file or folder with at least one image")
     return ImageSet(name, str(path), np.concatenate(parts))
 
 
@@ -128,21 +119,17 @@ def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], 
 def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
     """The ``k`` lowest- and ``k`` highest-scoring images of a scored set with their
     reconstructions and anomaly maps (``AnomalyScorer.anomaly_map``): ``{"best"|"worst": {"index":
-    int [k], "scores": float32 [k], "originals": float32 [k, 28, 28], "reconstructions": float32
-    [k, 28, 28], "maps": float32 [k, 28, 28]}}``."""
+    int [k], "scores": float32 [k], "originals", "reconstructions", "maps": float32 [k, H, W]}}``."""
     order = np.argsort(image_set.scores, kind="stable")
     k = min(k, len(order))
     out = {}
     for label, idx in (("best", order[:k]), ("worst", order[::-1][:k])):
         chunk = image_set.images[idx]
         originals = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk.astype(np.float32)
-        out[label] = {
-            "index": idx,
-            "scores": image_set.scores[idx],
-            "originals": originals.reshape(len(idx), 28, 28),
-            "reconstructions": np.asarray(scorer.reconstruct(chunk), dtype=np.float32).reshape(len(idx), 28, 28),
-            "maps": scorer.anomaly_map(chunk),
-        }
+        maps = scorer.anomaly_map(chunk)  # [k, H, W]: the shape the others take
+        out[label] = {"index": idx, "scores": image_set.scores[idx], "originals": originals.reshape(maps.shape),
+                      "reconstructions": np.asarray(scorer.reconstruct(chunk), np.float32).reshape(maps.shape),
+                      "maps": maps}
     return out
 
 
