@@ -29,13 +29,21 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
 
     PyTorch rows need the train extra, OpenVINO's the bench extra; without them they are skipped
     with a note. --quick skips torch.compile. Run it on a quiet machine: other processes skew
-    every number.
+    every number. With --device cuda: the CUDA rows instead (device-resident and host-fed images/s,
+    latency, the sampler graph, against the GPU's own copy and MatMul limits; see
+    aeflow.analysis.cuda_bench).
 
     \b
     Example:
       aeflow bench
       aeflow bench --quick --json > bench.json
     """
+    if device == "cuda":  # the GPU path against the device's own limits (aeflow.analysis.cuda_bench)
+        from aeflow.analysis.cuda_bench import format_rows, run_cuda_bench
+
+        result = run_cuda_bench(artifacts, quick, repeats, not no_verify)
+        click.echo(json.dumps(result, indent=2) if as_json else format_rows(result))
+        return
     from aeflow.analysis.bench import BenchSettings, format_table, run_bench
 
     def say(msg: str) -> None:
