@@ -275,7 +275,7 @@ def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> di
     """Run every section in order; returns the JSON-ready result: ``machine``, ``providers``,
     ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
     directory = artifacts_dir(settings.artifacts)
-    threads = settings.threads or len(os.sched_getaffinity(0))
+    threads = settings.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     run = Run(settings, directory, read_threshold(directory, settings.verify), threads)
     load = os.getloadavg()
     for section in sections:
