@@ -50,7 +50,7 @@ def _check_common(result: dict, engines: set[str]) -> None:
         if r["engine"] in ("torch-eager", "openvino-fp32"):  # the peers compute the same scores
             assert r["max_abs_diff_vs_ort_fp32"] <= 1e-5
     methods = [r["method"] for r in result["sampling"]]
-    assert {"ort-table", "ort-newton", "ort-bisection", FORWARD, DRAW_Z} <= set(methods)
+    assert {"ort-graph", "ort-bisection", FORWARD, DRAW_Z} <= set(methods)
     assert [r["method"] for r in result["sampling"] if r.get("reference")] == [FORWARD, DRAW_Z]
     cold = {r["what"]: r for r in result["cold_start"]}
     assert cold[HELP]["goal_s"] == 0.1 and cold[SCORE_PNG]["goal_s"] == 0.2
@@ -100,7 +100,7 @@ def test_bench_text_table_names_cpu_threads_and_providers():
 
     assert cpu_name() in out and "1 threads" in out
     assert "ort-fp32" in out and "ort-int8" in out and "GFLOP/s" in out
-    assert "ort-table" in out and "images/s" in out
+    assert "ort-graph" in out and "images/s" in out
     assert "the machine's limit" in out and "numpy-sgemm" in out and "cold start" in out
     assert "aeflow score one.png" in out and "flow.onnx forward" in out
 
