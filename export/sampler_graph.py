@@ -1,22 +1,19 @@
 """``flow_sampler.onnx``: the whole sampler x = f^-1(z) as one ONNX graph, built with onnx.helper.
 
-Input ``z`` float32 [N] (targets strictly inside (-W/2, W/2)) -> output ``x`` float32 [N]:
+``z`` float32 [N] (strictly inside (-W/2, W/2)) -> ``x`` float32 [N], in two parts:
 
-1. A start and a bracket from an inverse table embedded as one initializer [L, 6] (per interval
-   the cubic Hermite coefficients of x(u) and the interval's ends), solved at export in float64
-   (``inversion.polish64``) and rounded to float32 once. The bulk, |z| <= W/2 - TAIL_MASS, has
-   intervals evenly spaced in z; each tail evenly spaced in s = log(TAIL_MASS / (W/2 - |z|)),
-   where x(z) is steep but smooth in s. The interval is the floor of the coordinate (no search).
-2. A fixed number of safeguarded Newton steps (the fewest, 1 to ``MAX_NEWTON_STEPS``, that pass
-   the export check), unrolled: f with flow.onnx's op sequence and float32 constants (so the
-   graph's z is flow.onnx's z), f' as sum_k c_k exp(-t_k^2 / 2), the bracket moved by the sign of
-   f(x) - z, the Newton step kept inside the bracket, the midpoint taken otherwise. No
-   data-dependent control flow, so the graph stays capturable by CUDA graphs (an ONNX Loop
-   variant measured 1-5% slower on CPU and was removed).
+1. A start and a bracket from an inverse table, one initializer [L, 6] (per interval the cubic
+   Hermite coefficients of x(u) and its ends), solved at export in float64 and rounded to float32
+   once. Intervals are evenly spaced in z in the bulk, |z| <= W/2 - TAIL_MASS, and in
+   s = log(TAIL_MASS / (W/2 - |z|)) in each tail; a target's interval is the floor of its coordinate.
+2. ``steps`` unrolled safeguarded Newton steps (the fewest that pass the export check): f with
+   flow.onnx's op sequence and float32 constants, f' as sum_k c_k exp(-t_k^2 / 2), the step kept
+   inside the bracket, the midpoint taken otherwise. No data-dependent control flow, so CUDA graphs
+   can capture it (an ONNX Loop variant measured 1-5% slower on CPU and was removed).
 
-The graph is float32 through and through: its x is good to about 7e-7 / f'(x).
-``check_sampler_graph`` measures it against float64, and flow.json records the z intervals where
-f' < ``TRUSTED_SLOPE``, which the runtime's "graph" method finishes in float64.
+float32 throughout, its x is good to about 7e-7 / f'(x); ``check_sampler_graph`` measures it against
+float64 and flow.json records the z intervals where f' < ``TRUSTED_SLOPE``, which the runtime's
+"graph" method finishes in float64.
 """
 
 from __future__ import annotations
@@ -48,24 +45,14 @@ CHECK_RANDOM = 200_000
 CHECK_GRID = 100_001
 
 
-@dataclass(frozen=True)
-class FlowConstants:
-    """flow.onnx's float32 constants: means ``mu``, ``inv_sigma`` = exp(-log_sigma), weights
-    ``weight``, float32 [K] each; ``from_flow`` takes them from a trained ``Flow1d`` in float32, as
-    its forward computes them."""
+def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """flow.onnx's float32 constants from a trained ``Flow1d``, computed in float32 as its forward
+    does: (means, exp(-log_sigma), weights), float32 [K] each."""
+    import torch
 
-    mu: np.ndarray
-    inv_sigma: np.ndarray
-    weight: np.ndarray
-
-    @classmethod
-    def from_flow(cls, flow) -> "FlowConstants":
-        import torch
-
-        with torch.no_grad():
-            return cls(flow.mus.detach().numpy().astype(np.float32),
-                       torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
-                       torch.exp(flow.weight_logits).numpy().astype(np.float32))
+    with torch.no_grad():
+        return (flow.mus.detach().numpy().astype(np.float32), torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
+                torch.exp(flow.weight_logits).numpy().astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -178,17 +165,17 @@ def _table_start(b: _Builder, tables: InverseTables, half_w: float, k: dict[str,
     return b.op("Min", b.op("Max", x, lo), hi), lo, hi
 
 
-def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: float, steps: int = 1,
+def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: InverseTables, half_w: float, steps: int = 1,
                         opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
     """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N] (see the module docstring) with
     ``steps`` Newton steps, checked by onnx.checker."""
-    b = _Builder()
-    k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", consts.mu),
-         "inv_sigma": b.const("inv_sigma", consts.inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
-         "half": b.const("half", 0.5), "weight": b.const("weight", consts.weight),
+    b, (mu, inv_sigma, weight) = _Builder(), consts
+    k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", mu),
+         "inv_sigma": b.const("inv_sigma", inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
+         "half": b.const("half", 0.5), "weight": b.const("weight", weight),
          "axis1": b.const("axis1", [1], np.int64), "minus_half": b.const("minus_half", -0.5),
-         "slope_coef": b.const("slope_coef", consts.weight.astype(np.float64) * consts.inv_sigma
-                               / math.sqrt(2 * math.pi)), "zero": b.const("zero", 0.0)}
+         "slope_coef": b.const("slope_coef", weight.astype(np.float64) * inv_sigma / math.sqrt(2 * math.pi)),
+         "zero": b.const("zero", 0.0)}
     x, lo, hi = _table_start(b, tables, half_w, k)
     for _ in range(steps):
         x, lo, hi = _newton_step(b, "z", x, lo, hi, k)
@@ -200,17 +187,6 @@ def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: fl
     model.ir_version = ir_version
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def check_targets(half_w: float, seed: int = 0) -> np.ndarray:
-    """float64 targets strictly inside (-W/2, W/2): an even grid, uniform and truncated-normal
-    draws, and 200 points from 1e-9 to 1e-2 inside each edge."""
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(-half_w, half_w, CHECK_GRID + 2)[1:-1]
-    normal = rng.standard_normal(CHECK_RANDOM)
-    edges = half_w - np.geomspace(1e-9, 1e-2, 200)
-    z = np.concatenate([grid, rng.uniform(-half_w, half_w, CHECK_RANDOM), normal, edges, -edges])
-    return z[np.abs(z) < half_w]
 
 
 def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float = TRUSTED_SLOPE,
@@ -235,11 +211,16 @@ def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
 
 
 def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float]) -> dict:
-    """Run the graph in onnxruntime (CPU) on ``check_targets`` and compare with the float64
+    """Run the graph in onnxruntime (CPU) on its targets and compare with the float64
     inverse (``inversion.polish64``). Returns the figures for flow.json (plus
     ``slow_z_intervals``); raises ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
-    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere."""
-    z = check_targets(comp.half_w)
+    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere. The targets: an even grid,
+    uniform and truncated-normal draws, and 200 points from 1e-9 to 1e-2 inside each edge."""
+    rng, half = np.random.default_rng(0), comp.half_w
+    normal, edges = rng.standard_normal(CHECK_RANDOM), half - np.geomspace(1e-9, 1e-2, 200)
+    z = np.concatenate([np.linspace(-half, half, CHECK_GRID + 2)[1:-1], rng.uniform(-half, half, CHECK_RANDOM),
+                        normal, edges, -edges])
+    z = z[np.abs(z) < half]
     x = create_session(model.SerializeToString(), "cpu").run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     finite = np.isfinite(x)
     xs = np.where(finite, x, 0.0)
@@ -270,7 +251,7 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
     entry, or raises ``ParityError`` (saving nothing)."""
     comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
-    tables, consts = inverse_tables(comp, x_bracket), FlowConstants.from_flow(flow)
+    tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         try:

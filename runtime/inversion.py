@@ -32,13 +32,8 @@ _erfc = np.frompyfunc(math.erfc, 1, 1)
 
 class Components:
     r"""The flow's parameters in float64 and the flow evaluated from them in numpy (``math.erf``,
-    ``math.erfc``): a mixture of :math:`K` Gaussian CDFs,
-
-    .. math:: f(x) = \sum_k w_k \left(\Phi\left(\frac{x - \mu_k}{\sigma_k}\right) - \frac12\right),
-              \qquad f'(x) = \sum_k \frac{w_k}{\sigma_k} \varphi\left(\frac{x - \mu_k}{\sigma_k}\right),
-
-    strictly increasing from :math:`-W/2` to :math:`W/2`, :math:`W = \sum_k w_k` (``half_w`` is
-    :math:`W/2`).
+    ``math.erfc``): :math:`f(x) = \sum_k w_k (\Phi((x - \mu_k) / \sigma_k) - 1/2)`, strictly
+    increasing from :math:`-W/2` to :math:`W/2`, :math:`W = \sum_k w_k` (``half_w`` is :math:`W/2`).
 
     Arguments:
         mu: The means :math:`\mu_k`, array-like [K].
@@ -75,7 +70,6 @@ class Components:
         return 0.5 * (_erfc(t * _SQRT1_2).astype(np.float64) * self.weight).sum(axis=1)
 
 
-
 def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int | None = None) -> np.ndarray:
     r"""The homework's bisection, every target at once: each step evaluates :math:`f` at the
     midpoints :math:`m = (a + b) / 2` (float32, as the homework's torch code) and keeps the half
@@ -102,8 +96,7 @@ def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int |
     """
     if steps is None:
         steps = max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))
-    x_lo = np.full(z.shape, lo, dtype=np.float32)
-    x_hi = np.full(z.shape, hi, dtype=np.float32)
+    x_lo, x_hi = np.full(z.shape, lo, dtype=np.float32), np.full(z.shape, hi, dtype=np.float32)
     for _ in range(steps):
         mid = (x_lo + x_hi) / np.float32(2)
         above = evaluate(mid.astype(np.float64)) >= z
@@ -118,12 +111,10 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
     :math:`(-W/2, W/2)`, to a relative step of :math:`10^{-13}`, however close to the range's edge.
 
     With :math:`s = \operatorname{sign} z`, the root of :math:`f(x) = z` is the root of
-    :math:`\log G(x) = \log(W/2 - |z|)`, :math:`G` the tail mass (``Components.tail_mass``), which
-    has no cancellation and is close to linear in the tails. Safeguarded Newton on it:
-
-    .. math:: x \gets x + s \, \frac{G(x)}{f'(x)} \left(\log G(x) - \log(W/2 - |z|)\right),
-
-    the step kept when it lands inside the current bracket, the bracket's midpoint taken otherwise.
+    :math:`\log G(x) = \log(W/2 - |z|)`, :math:`G` the tail mass (``Components.tail_mass``): no
+    cancellation, close to linear in the tails. Safeguarded Newton on it,
+    :math:`x \gets x + s (G / f') (\log G(x) - \log(W/2 - |z|))`, the step kept when it lands
+    inside the current bracket, the bracket's midpoint taken otherwise.
 
     Arguments:
         comp: The flow's components (``Components``).
@@ -142,18 +133,15 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
         >>> x, comp.tail_mass(x[1:], np.ones(1)) * 2**40
         (array([0.67448975, 7.14355203]), array([1.]))
     """
-    side = np.where(z >= 0, 1.0, -1.0)
-    log_target = np.log(comp.half_w - np.abs(z))
-    a = np.full(z.shape, lo, dtype=np.float64)
-    b = np.full(z.shape, hi, dtype=np.float64)
+    side, log_target = np.where(z >= 0, 1.0, -1.0), np.log(comp.half_w - np.abs(z))
+    a, b = np.full(z.shape, lo, dtype=np.float64), np.full(z.shape, hi, dtype=np.float64)
     x = np.clip(np.where(np.isfinite(x0), x0, 0.5 * (lo + hi)), lo, hi)
     active = np.arange(z.size)
     for _ in range(max_iter):
         if active.size == 0:
             break
         xa, sa, aa, ba = x[active], side[active], a[active], b[active]
-        g = comp.tail_mass(xa, sa)
-        fp = comp.dz_dx(xa)
+        g, fp = comp.tail_mass(xa, sa), comp.dz_dx(xa)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = np.log(g) - log_target[active]  # > 0: G too large, the root lies further along +side
             root_above = (d > 0) == (sa > 0)

@@ -1,22 +1,13 @@
 """Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to (-W/2, W/2).
 
-numpy + onnxruntime only. f maps R onto (-W/2, W/2), so a z outside that range has no preimage.
-The homework clamped such z to its bracket's edge (about 0.1% of a million samples piled up at
-+-3); here z is drawn from N(0, 1) truncated to the range by rejection (exact: every standard
-normal draw with |z| < W/2 is kept, in order, the rest skipped), so samples follow the model's
-density normalised over the range, p(x) / P(|Z| < W/2), exactly.
-
-Two methods, both within 1e-5 of the float64 inverse for every z strictly inside the range:
-
-* "graph" (default) runs flow_sampler.onnx (``aeflow.export.sampler_graph``: table start, a fixed
-  number of Newton steps; float32 z in, x out), loaded on first use, and finishes in float64
-  (``inversion.polish64``) the targets inside flow.json's ``float64_z_intervals`` (where f' < 0.1,
-  so the float32 x could miss 1e-5): about 0.5% of the samples.
-* "bisection" bisects every target at once through flow.onnx and finishes in float64 those the
-  float32 graph cannot resolve (``inversion.invert_by_bisection``).
-
-Every point is placed in its graph call by its target's position (``run_placed``), so the same
-seed gives the same samples whatever the chunk size.
+numpy + onnxruntime only. f maps R onto (-W/2, W/2), so a z outside that range has no preimage
+(the homework clamped such z to its bracket's edge). z is drawn from N(0, 1) truncated to the range
+by rejection, so samples follow the model's density normalised over the range exactly. Two methods,
+both within 1e-5 of the float64 inverse: "graph" (default) runs flow_sampler.onnx
+(``aeflow.export.sampler_graph``) and finishes in float64 (``inversion.polish64``) the targets in
+flow.json's ``float64_z_intervals`` (f' < 0.1: about 0.5% of them); "bisection" bisects every
+target at once through flow.onnx, with the float64 finish where float32 cannot resolve x
+(``inversion.invert_by_bisection``). Same seed, same samples, whatever the chunk size.
 """
 
 from __future__ import annotations
@@ -24,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -41,13 +31,11 @@ GRAPHS = {"graph": SAMPLER_FILE, "bisection": FLOW_FILE}  # method -> the graph 
 METHODS = tuple(GRAPHS)  # the default first
 DEFAULT_CHUNK = 1 << 16
 MAX_COUNT = 10**12  # 4 TB of float32: more is a typo
-# onnxruntime's CPU kernels round a point's z differently depending on its place in the batch
-# (SIMD lanes, vector remainders); every point is put at a place congruent to its target's position
-# modulo SLOTS, so a sample's value does not depend on the chunk size or on which others share a call
+# onnxruntime's CPU kernels round a point differently depending on its place in the batch (SIMD
+# lanes, remainders): each point goes to a place congruent to its target's position modulo SLOTS,
+# so a sample's value does not depend on the chunk size
 SLOTS = 64
-# working memory of one target in a chunk (float64 z and x, int64 positions, float32 graph buffers
-# and the solvers' temporaries), to bound chunk_size by the memory it needs
-BYTES_PER_TARGET = 256
+BYTES_PER_TARGET = 256  # a chunk's working memory per target, to bound chunk_size by the memory it needs
 NOISE_GRID = 2049  # points per component where the graph's float32 noise is measured
 
 
@@ -93,11 +81,15 @@ class FlowSampler(Rebuildable):
         golden: Compare each graph's outputs on this machine with golden.npz when it loads
             (flow.onnx now, flow_sampler.onnx on first use of "graph"; a few ms).
 
+    Attributes: ``directory`` (the artifacts folder, Path), ``method`` and ``methods`` (the default
+    first), ``z_range`` = (-W/2, W/2) (the open range of z that has a preimage), ``x_bracket``
+    (flow.json's, holding every preimage), ``truncation_mass`` = P(|Z| < W/2) (what the samples'
+    density is normalised by), ``chunk_size``.
+
     Picklable like ``AnomalyScorer``: a pickle holds ``settings()``, the receiver rebuilds the
     sessions on first use and refuses a flow.json that differs from the sender's. One sampler may
-    be shared by any number of threads: calls keep no state on it (each ``sample`` has its own
-    Generator), the parts built on first use are built once under a lock, and concurrent calls give
-    bit for bit the results of the same calls made one after another.
+    be shared by any number of threads: calls keep no state on it, the parts built on first use are
+    built once under a lock, and concurrent calls give bit for bit the results of serial ones.
 
     Example:
         >>> sampler = FlowSampler(device="cpu")
@@ -112,25 +104,25 @@ class FlowSampler(Rebuildable):
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", method: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, verify: bool = True, threads: int | None = None,
                  golden: bool = True):
-        self._method = _check_method(method, METHODS[0])
+        self.method = _check_method(method, METHODS[0])
+        self.methods = tuple(sorted(METHODS, key=lambda m: m != self.method))
         check_threads(threads)
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
-        directory = artifacts_dir(artifacts)
-        self._meta = read_flow(directory, verify)
-        c = self._meta["components"]
-        self._comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
-        self._bracket = (float(self._meta["x_bracket"][0]), float(self._meta["x_bracket"][1]))
-        self._session = load_graph(directory, self._meta, "flow", device, threads, verify=verify, golden=golden)
-        self._directory, self._device, self._threads = directory, device, threads
-        self._verify, self._golden = verify, golden
+        self.directory = artifacts_dir(artifacts)
+        self._meta = meta = read_flow(self.directory, verify)
+        self._comp = c = inversion.Components(**{k: meta["components"][k] for k in ("mu", "sigma", "weight")})
+        self.z_range, self.x_bracket = (-c.half_w, c.half_w), (float(meta["x_bracket"][0]), float(meta["x_bracket"][1]))
+        self.truncation_mass = math.erf(c.half_w / math.sqrt(2.0))
+        self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
+        self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
         self._lazy_lock = threading.RLock()  # cached_property has no lock from Python 3.12 on
         # where a pickle points: fixed now, as a relative path depends on the current folder
-        self._portable, self._digest = portable_artifacts(directory), metadata_digest(directory, self.METADATA)
+        self._portable, self._digest = portable_artifacts(self.directory), metadata_digest(self.directory, self.METADATA)
 
     def settings(self) -> dict:
         """What a pickle of this sampler holds: the constructor's arguments (``artifacts`` an
         absolute path, or None for the bundled folder) and ``digest`` (flow.json's sha256)."""
-        return {"artifacts": self._portable, "device": self._device, "method": self._method,
+        return {"artifacts": self._portable, "device": self._device, "method": self.method,
                 "chunk_size": self.chunk_size, "verify": self._verify, "threads": self._threads,
                 "golden": self._golden, "digest": self._digest}
 
@@ -138,11 +130,6 @@ class FlowSampler(Rebuildable):
     def _rebuild(cls, settings: dict) -> "FlowSampler":
         return cls(settings["artifacts"], settings["device"], settings["method"], settings["chunk_size"],
                    settings["verify"], settings["threads"], settings["golden"])
-
-    @property
-    def directory(self) -> Path:
-        """The artifacts folder the sampler loaded."""
-        return self._directory
 
     @property
     def provider(self) -> str:
@@ -153,31 +140,6 @@ class FlowSampler(Rebuildable):
     def metadata(self) -> dict:
         """flow.json as recorded (a copy)."""
         return dict(self._meta)
-
-    @property
-    def z_range(self) -> tuple[float, float]:
-        """(-W/2, W/2): the open range of z that has a preimage."""
-        return (-self._comp.half_w, self._comp.half_w)
-
-    @property
-    def x_bracket(self) -> tuple[float, float]:
-        """flow.json's x bracket: every z in the range has its preimage inside."""
-        return self._bracket
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        """The inversion methods by name, this sampler's default first."""
-        return tuple(sorted(METHODS, key=lambda m: m != self._method))
-
-    @property
-    def method(self) -> str:
-        """The default method of this sampler."""
-        return self._method
-
-    @property
-    def truncation_mass(self) -> float:
-        """P(|Z| < W/2) for Z ~ N(0, 1): the model's total probability, which samples are normalised by."""
-        return math.erf(self._comp.half_w / math.sqrt(2.0))
 
     @property
     def graph_noise(self) -> float:
@@ -198,14 +160,14 @@ class FlowSampler(Rebuildable):
 
     def _measure_noise(self) -> float:
         c = self._comp
-        x = np.clip(np.linspace(c.mu - 8 * c.sigma, c.mu + 8 * c.sigma, NOISE_GRID).T.ravel(), *self._bracket)
-        x = x.astype(np.float32).astype(np.float64)
+        x = np.clip(np.linspace(c.mu - 8 * c.sigma, c.mu + 8 * c.sigma, NOISE_GRID).T.ravel(), *self.x_bracket
+                    ).astype(np.float32).astype(np.float64)
         return 2.0 * float(np.max(np.abs(self._evaluate(x) - c.z(x))))
 
     def _sampler_graph(self):
         """The session of flow_sampler.onnx, loaded (and checked) on first use of "graph"."""
         return self._once("_sampler_session", lambda: load_graph(
-            self._directory, self._meta, "sampler", self._device, self._threads, verify=self._verify,
+            self.directory, self._meta, "sampler", self._device, self._threads, verify=self._verify,
             golden=self._golden))
 
     def _evaluate(self, x: np.ndarray, start: int = 0) -> np.ndarray:
@@ -225,24 +187,15 @@ class FlowSampler(Rebuildable):
     def _invert_chunk(self, z: np.ndarray, start: int, method: str) -> np.ndarray:
         """x float64 for targets z float64 [M] that sit at positions start..start+M-1."""
         if method == "bisection":
-            return inversion.invert_by_bisection(lambda x: self._evaluate(x, start), self._comp, z, self._bracket,
+            return inversion.invert_by_bisection(lambda x: self._evaluate(x, start), self._comp, z, self.x_bracket,
                                                  self.graph_noise)
         x = run_placed(self._sampler_graph(), "z", z.astype(np.float32), start)[0].astype(np.float64)
         unsure = ~np.isfinite(x)
         for a, b in self._meta["sampler_graph"]["float64_z_intervals"]:
             unsure |= (z >= a) & (z <= b)
         if unsure.any():
-            x[unsure] = inversion.polish64(self._comp, z[unsure], x[unsure], *self._bracket)
+            x[unsure] = inversion.polish64(self._comp, z[unsure], x[unsure], *self.x_bracket)
         return x
-
-    def _check_targets(self, z: np.ndarray) -> None:
-        """InputError unless every z (float64) is finite and strictly inside (-W/2, W/2)."""
-        lo, hi = self.z_range
-        bad = ~(np.abs(z) < hi)  # NaN included
-        if bad.any():
-            raise InputError(f"{int(bad.sum())} of {z.size} z value{'s' if z.size != 1 else ''} lie outside the "
-                             f"flow's range ({lo:.9g}, {hi:.9g}) (or are not finite) and have no preimage; "
-                             f"pass z strictly inside the range")
 
     def invert(self, z, method: str | None = None) -> np.ndarray:
         """x with f(x) = z, within 1e-5 of the float64 inverse.
@@ -255,9 +208,13 @@ class FlowSampler(Rebuildable):
         Returns:
             x, float32 [N].
         """
-        method = _check_method(method, self._method)
+        method = _check_method(method, self.method)
         z = _as_floats(z, np.float64, "z")
-        self._check_targets(z)
+        bad = ~(np.abs(z) < self.z_range[1])  # NaN included
+        if bad.any():
+            raise InputError(f"{int(bad.sum())} of {z.size} z value{'s' if z.size != 1 else ''} lie outside the "
+                             f"flow's range ({-self.z_range[1]:.9g}, {self.z_range[1]:.9g}) (or are not finite) "
+                             f"and have no preimage; pass z strictly inside the range")
         out = np.empty(z.size, dtype=np.float32)
         for i in range(0, z.size, self.chunk_size):
             out[i:i + self.chunk_size] = self._invert_chunk(z[i:i + self.chunk_size], i, method)
@@ -266,42 +223,35 @@ class FlowSampler(Rebuildable):
     def draw_z(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """The next ``n`` standard normal draws from ``rng`` with |z| < W/2 (float64 [n]), skipping
         the rest: exactly N(0, 1) truncated to the range, and the same stream however it is split."""
-        half = self._comp.half_w
-        out = np.empty(n, dtype=np.float64)
-        filled = 0
+        out, filled = np.empty(n, dtype=np.float64), 0
         while filled < n:
             z = rng.standard_normal(n - filled)
-            z = z[np.abs(z) < half]
-            out[filled:filled + z.size] = z
-            filled += z.size
+            z = z[np.abs(z) < self._comp.half_w]
+            out[filled:filled + z.size], filled = z, filled + z.size
         return out
 
     def sample_chunks(self, n: int, seed: int | None = None, method: str | None = None) -> Iterator[np.ndarray]:
         """Yield ``n`` samples as float32 chunks of at most ``chunk_size`` (the same values for the
         same seed whatever the chunk size). Memory stays O(chunk_size)."""
         n = check_count(n)
-        method = _check_method(method, self._method)
+        method = _check_method(method, self.method)
         rng = np.random.default_rng(check_seed(seed))
         for i in range(0, n, self.chunk_size):
             z = self.draw_z(rng, min(self.chunk_size, n - i))
             yield self._invert_chunk(z, i, method).astype(np.float32)
 
-    def sample(self, n: int, seed: int | None = None, method: str | None = None,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, method: str | None = None) -> np.ndarray:
         """``n`` samples of the flow's density (normalised over the range).
 
         Arguments:
-            n: How many (a positive int); an ``n`` whose output does not fit in the memory
-                available raises ``InputError``.
+            n: How many (a positive int); an output larger than the memory available is an ``InputError``.
             seed: An int for reproducible draws (numpy Generator), or None.
             method: One of ``METHODS`` (None: the sampler's default).
-            progress: Called as ``progress(k)`` after each chunk of k samples.
 
         Returns:
             x, float32 [n].
         """
-        n = check_count(n)
-        check_seed(seed)
+        n, _ = check_count(n), check_seed(seed)
         need, avail = n * np.dtype(np.float32).itemsize, available_memory()
         if avail is not None and need > avail:
             raise InputError(f"{n:,} samples need {need / 2**30:.1f} GiB for the float32 output, more than the "
@@ -311,12 +261,8 @@ class FlowSampler(Rebuildable):
             out = np.empty(n, dtype=np.float32)
         except (MemoryError, ValueError):
             raise InputError(f"cannot allocate {n:,} float32 samples; ask for fewer") from None
-        i = 0
-        for chunk in self.sample_chunks(n, seed, method):
+        for i, chunk in zip(range(0, n, self.chunk_size), self.sample_chunks(n, seed, method)):
             out[i:i + chunk.size] = chunk
-            i += chunk.size
-            if progress is not None:
-                progress(chunk.size)
         return out
 
     def density(self, x) -> np.ndarray:

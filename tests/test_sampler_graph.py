@@ -133,6 +133,6 @@ def test_export_rebuilds_the_bundled_graph(tmp_path, bundled):
     c = meta["components"]
     comp = Components(c["mu"], c["sigma"], c["weight"])
     tables = sg.inverse_tables(comp, tuple(meta["x_bracket"]))
-    start_only = sg.build_sampler_graph(sg.FlowConstants.from_flow(flow), tables, comp.half_w, steps=0)
+    start_only = sg.build_sampler_graph(sg.flow_constants(flow), tables, comp.half_w, steps=0)
     with pytest.raises(ParityError, match="misses its accuracy targets"):
         sg.check_sampler_graph(start_only, comp, tuple(meta["x_bracket"]))
