@@ -107,21 +107,17 @@ def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int |
 
 def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: float,
              max_iter: int = POLISH_MAX_ITER) -> np.ndarray:
-    r"""The float64 polish: solves :math:`f(x) = z` in float64 for targets strictly inside
-    :math:`(-W/2, W/2)`, to a relative step of :math:`10^{-13}`, however close to the range's edge.
-
-    With :math:`s = \operatorname{sign} z`, the root of :math:`f(x) = z` is the root of
-    :math:`\log G(x) = \log(W/2 - |z|)`, :math:`G` the tail mass (``Components.tail_mass``): no
-    cancellation, close to linear in the tails. Safeguarded Newton on it,
-    :math:`x \gets x + s (G / f') (\log G(x) - \log(W/2 - |z|))`, the step kept when it lands
-    inside the current bracket, the bracket's midpoint taken otherwise.
+    r"""Solves :math:`f(x) = z` in float64 for targets strictly inside :math:`(-W/2, W/2)`, to a
+    relative step of :math:`10^{-13}`, however close to the range's edge: safeguarded Newton on
+    :math:`\log G(x) = \log(W/2 - |z|)` (:math:`G` the tail mass on the side :math:`s` of z, no
+    cancellation, close to linear in the tails), :math:`x \gets x + s (G / f') (\log G - \log(W/2 - |z|))`,
+    the step kept when it lands inside the current bracket, the bracket's midpoint taken otherwise.
 
     Arguments:
         comp: The flow's components (``Components``).
         z: The targets :math:`z`, float64 [M], :math:`|z| < W/2`.
         x0: The starts, float64 [M] (non-finite starts begin at the bracket's middle).
-        lo: The lower end of a bracket of every target (float; flow.json's ``x_bracket``).
-        hi: The upper end (float).
+        lo, hi: A bracket of every target (floats; flow.json's ``x_bracket``).
         max_iter: The most Newton steps.
 
     Returns:
@@ -138,10 +134,10 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
     x = np.clip(np.where(np.isfinite(x0), x0, 0.5 * (lo + hi)), lo, hi)
     active = np.arange(z.size)
     for _ in range(max_iter):
-        if active.size == 0:
+        if not active.size:
             break
         xa, sa, aa, ba = x[active], side[active], a[active], b[active]
-        g, fp = comp.tail_mass(xa, sa), comp.dz_dx(xa)
+        g, fp, tol = comp.tail_mass(xa, sa), comp.dz_dx(xa), 1e-13 * np.maximum(1.0, np.abs(xa))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = np.log(g) - log_target[active]  # > 0: G too large, the root lies further along +side
             root_above = (d > 0) == (sa > 0)
@@ -150,7 +146,6 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
             xn = xa + sa * d * g / fp
             ok = np.isfinite(xn) & (xn > aa) & (xn < ba)
             xn = np.where(ok, xn, 0.5 * (aa + ba))
-        tol = 1e-13 * np.maximum(1.0, np.abs(xa))
         done = (d == 0) | (ok & (np.abs(xn - xa) <= tol)) | (ba - aa <= tol)
         x[active], a[active], b[active] = np.where(d == 0, xa, xn), aa, ba
         active = active[~done]
