@@ -70,10 +70,11 @@ class Components:
         return 0.5 * (_erfc(t * _SQRT1_2).astype(np.float64) * self.weight).sum(axis=1)
 
 
-def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int | None = None) -> np.ndarray:
+def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float) -> np.ndarray:
     r"""The homework's bisection, every target at once: each step evaluates :math:`f` at the
     midpoints :math:`m = (a + b) / 2` (float32, as the homework's torch code) and keeps the half
-    that holds the root (:math:`b \gets m` where :math:`f(m) \geq z`, else :math:`a \gets m`).
+    that holds the root (:math:`b \gets m` where :math:`f(m) \geq z`, else :math:`a \gets m`),
+    for :math:`\lceil \log_2((b - a) / \epsilon_{32}) \rceil` steps: down to float32 resolution.
 
     Wikipedia:
         https://wikipedia.org/wiki/Bisection_method
@@ -83,8 +84,6 @@ def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int |
         z: The targets :math:`z`, float64 [M].
         lo: A bound :math:`a` with :math:`f(a) \leq z` for every target (float).
         hi: A bound :math:`b` with :math:`z \leq f(b)` for every target (float).
-        steps: The number of steps; None: :math:`\lceil \log_2((b - a) / \epsilon_{32}) \rceil`,
-            which shrinks the bracket to float32 resolution.
 
     Returns:
         The final midpoints :math:`x`, float64 [M] (float32 values).
@@ -94,10 +93,8 @@ def bisect(evaluate: Evaluate, z: np.ndarray, lo: float, hi: float, steps: int |
         >>> bisect(comp.z, np.array([-0.5, 0.25, 0.5]), -10.0, 10.0).round(5)
         array([-0.67449,  0.31864,  0.67449])
     """
-    if steps is None:
-        steps = max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))
     x_lo, x_hi = np.full(z.shape, lo, dtype=np.float32), np.full(z.shape, hi, dtype=np.float32)
-    for _ in range(steps):
+    for _ in range(max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))):
         mid = (x_lo + x_hi) / np.float32(2)
         above = evaluate(mid.astype(np.float64)) >= z
         x_hi = np.where(above, mid, x_hi)
