@@ -229,11 +229,13 @@ def check_targets(half_w: float, seed: int = 0) -> np.ndarray:
 
 
 def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float = TRUSTED_SLOPE,
-                   points: int = 400_001) -> list[list[float]]:
+                   points: int = 400_001, unit: tuple[float, float] = (0.0, 1.0)) -> list[list[float]]:
     """z intervals [a, b] (float64, widened by one scan step) whose preimages have f' < ``bound``,
-    from a float64 scan of x over [-50, 50] (clipped to the bracket) and the bracket's ends."""
+    from a float64 scan of x over loc +- 50 scale (``unit``: the data's (loc, scale), (0, 1) for
+    the homework; clipped to the bracket) and the bracket's ends."""
     lo, hi = x_bracket
-    x = np.concatenate([[lo], np.linspace(max(lo, -50.0), min(hi, 50.0), points), [hi]])
+    x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
+                                          points), [hi]])
     slow = comp.dz_dx(x) < bound
     z = comp.z(x)
     out = []
@@ -260,19 +262,22 @@ def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
     return mask
 
 
-def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float]) -> dict:
+def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
+                        unit: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Run the graph in onnxruntime (CPU) on ``check_targets`` and compare with the float64
     inverse (``inversion.polish64``). Returns the figures for flow.json (plus
     ``slow_z_intervals``); raises ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
-    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere."""
+    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere. ``unit`` (loc, scale) of the
+    data: x tolerance and slope are in units of its scale (1 for the homework)."""
+    x_tol, slope = X_TOLERANCE * unit[1], TRUSTED_SLOPE / unit[1]
     lo, hi = x_bracket
     z = check_targets(comp.half_w)
     session = create_session(model.SerializeToString(), "cpu")
     x = session.run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     finite = np.isfinite(x)
     ref = inversion.polish64(comp, z, np.where(finite, x, 0.0), lo, hi)
-    slow = slow_intervals(comp, x_bracket)
-    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= TRUSTED_SLOPE)
+    slow = slow_intervals(comp, x_bracket, slope, unit=unit)
+    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= slope)
     xs = np.where(finite, x, 0.0)
     ones = np.ones_like(xs)
     # |f64(x) - z| through the tail masses, exact up to the range's edges
@@ -280,14 +285,14 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
                         np.abs((comp.half_w + z) - comp.tail_mass(xs, -ones)))
     err = np.abs(xs - ref)
     figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),
-               "max_abs_x_error_trusted": float(err[trusted].max()), "max_abs_residual": float(residual.max()),
-               "x_tolerance": X_TOLERANCE, "residual_tolerance": RESIDUAL_TOLERANCE}
+               "max_abs_x_error_trusted": float(err[trusted].max(initial=0.0)), "max_abs_residual": float(residual.max()),
+               "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE}
     problems = []
     if not finite.all():
         problems.append(f"{int((~finite).sum())} non-finite outputs")
-    if figures["max_abs_x_error_trusted"] > X_TOLERANCE:
-        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {TRUSTED_SLOPE} "
-                        f"(tolerance {X_TOLERANCE})")
+    if figures["max_abs_x_error_trusted"] > x_tol:
+        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {slope:g} "
+                        f"(tolerance {x_tol:g})")
     if figures["max_abs_residual"] > RESIDUAL_TOLERANCE:
         problems.append(f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")
     if problems:
@@ -296,7 +301,7 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 
 
 def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
-                        opset: int = 20, ir_version: int = 10) -> dict:
+                        opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Build, check and save ``flow_sampler.onnx`` (self-contained) for the trained ``flow``
     (Flow1d) whose flow.json components are ``comp_json``, with the fewest Newton steps (1 to
     ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
@@ -307,7 +312,7 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         try:
-            check = check_sampler_graph(model, comp, x_bracket)
+            check = check_sampler_graph(model, comp, x_bracket, unit)
             break
         except ParityError:
             if steps == MAX_NEWTON_STEPS:
@@ -315,5 +320,5 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     onnx.save(model, str(path))
     return graph_entry("sampler", path, opset) | {
         "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
-        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE,
+        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}
