@@ -103,17 +103,20 @@ def _require(checks: list[Comparison], what: str) -> None:
         raise ParityError(f"{what}: {worst}; nothing was written")
 
 
-def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, AEConfig]:
+def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     """The validation images of the autoencoder checkpoint config ``cfg`` (its own files, or MNIST
-    from ``data_dir``), float32 [n_val, 1, H, W], and the config with the data's sha256;
+    from ``data_dir``), float32 [n_val, 1, H, W], and the sha256 of all the training pixels;
     ``ArtifactError`` when they are not the ones it was trained with."""
+    if cfg["data_source"] == "array":
+        raise ArtifactError("ae.pt was trained on an array (AutoencoderDetector.fit): export it with "
+                            "AutoencoderDetector.export, which holds its validation images")
     config = AEConfig(**{**cfg, "data_dir": data_dir})
     images, train_idx, val_idx = training_images(config)
     if len(train_idx) != cfg["n_train"] or list(images.shape[-2:]) != list(cfg.get("image_shape", [28, 28])):
         raise ArtifactError(
             f"the training set found has {len(images)} images, but ae.pt was trained on a split of "
             f"{cfg['n_train'] + cfg['n_val']}; pass data_dir=DIR, the folder it was trained from")
-    return images[val_idx], config
+    return images[val_idx], config.data_sha256
 
 
 @dataclass
@@ -128,17 +131,23 @@ class Staged:
 
 
 def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, quantize: str | None,
-                   checks: list, notes: list) -> Staged:
-    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images;
+                   checks: list, notes: list, validation: np.ndarray | None = None) -> Staged:
+    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images
+    (``validation`` float32 [n_val, 1, H, W] for a detector fitted on an array, else re-read);
     the threshold from the graph's own validation scores, the evaluation on the MNIST test sets
     (for an MNIST detector)."""
     model, ckpt = load_autoencoder(ckpt_path)
     cfg = ckpt["config"]
-    own = bool(cfg.get("data"))
+    own = bool(cfg.get("data")) or validation is not None
     if own and quantize:
         raise UsageError("--quantize int8 checks the int8 graph on the MNIST test sets; it is for MNIST detectors")
     data_dir = data_dir if data_dir is not None else cfg["data_dir"]
-    val, config = validation_images(cfg, data_dir)
+    if validation is None:
+        val, data_sha256 = validation_images(cfg, data_dir)
+    elif len(validation) != cfg["n_val"] or list(validation.shape[-2:]) != cfg["image_shape"]:
+        raise ArtifactError(f"{ckpt_path}: the validation images given are not the ones it was trained with")
+    else:
+        val, data_sha256 = validation, cfg["data_sha256"]
     ae_opset = export_autoencoder(model, tmp / contract.AE_FILE, opset)
     session = create_session(tmp / contract.AE_FILE, "cpu")
     ae_checks, val_scores = check_autoencoder(session, model, val)
@@ -156,7 +165,7 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
     golden = np.resize(val, (contract.GOLDEN_IMAGES,) + val.shape[1:]) if own else golden_images()
     return Staged(model, ckpt, ckpt_path, ae_opset, {"threshold": th, "evaluation": evaluation, "int8": int8,
                                                      "val_scores": val_scores, "golden_images": golden,
-                                                     "data_sha256": config.data_sha256})
+                                                     "data_sha256": data_sha256})
 
 
 def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> Staged:
@@ -217,12 +226,13 @@ def golden_checks(tmp: Path, threshold: dict | None, meta: dict | None) -> list[
 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                     opset: int | None = None, evaluate: bool = True, quantize: str | None = None) -> ExportReport:
+                     opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
+                     validation: np.ndarray | None = None) -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``.
 
     ``data_dir`` overrides where an MNIST detector's validation images come from (default: the
     folder it was trained from; a detector of your own images re-reads its files, checked by
-    sha256). Raises ``ParityError`` (writing nothing) when ONNX and PyTorch differ beyond
+    sha256; ``validation``: the validation images of a detector fitted on an array). Raises ``ParityError`` (writing nothing) when ONNX and PyTorch differ beyond
     ``aeflow.parity.TOLERANCES``. ``quantize="int8"`` also writes ae.int8.onnx and threshold.json's
     ``"int8"`` entry (``aeflow.export.quantize``), or raises ``ParityError`` (writing nothing) when
     the int8 graph misses its targets. With the flow, flow_sampler.onnx (``aeflow.export.sampler_graph``)
@@ -242,7 +252,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
-        ae = stage_detector(tmp, paths[contract.AE_CHECKPOINT], data_dir, opset, evaluate, quantize, checks, notes) \
+        ae = stage_detector(tmp, paths[contract.AE_CHECKPOINT], data_dir, opset, evaluate, quantize, checks, notes,
+                            validation) \
             if contract.AE_CHECKPOINT in paths else None
         flow = stage_flow(tmp, paths[contract.FLOW_CHECKPOINT], opset, checks) if contract.FLOW_CHECKPOINT in paths else None
         threshold, meta = write_documents(tmp, ae, flow, tmp / contract.INT8_FILE if ae and ae.extra["int8"] else None)

@@ -112,8 +112,6 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     try:
         if suffix == ".npy":
             raw = np.load(p, allow_pickle=False)
-            if raw.ndim != 1:
-                raise DataError(f"{path}: shape {raw.shape}; the flow fits 1-D values, pass an array [N]")
         elif suffix == ".parquet":
             try:
                 import pyarrow.parquet as pq
@@ -125,13 +123,38 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
         else:
             raw = np.array([line for line in p.read_text().split() if line])
         values = np.asarray(raw, dtype=np.float64)
+    except DataError:
+        raise
     except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
-    if values.dtype.kind == "O" or values.ndim != 1:
-        raise DataError(f"{path}: not a 1-D list of numbers")
+    return checked_values(values, str(path))
+
+
+def checked_values(values, name: str) -> np.ndarray:
+    """``values`` as float64 [N], or ``DataError``: not 1-D numbers, NaN/Inf, fewer than ``MIN_VALUES``,
+    or all equal."""
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise DataError(f"{name}: not a list of numbers") from None
+    if values.ndim != 1:
+        raise DataError(f"{name}: shape {values.shape}; the flow fits 1-D values, pass an array [N]")
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise DataError(f"{path}: {bad.size} values are NaN or infinite (first at row {int(bad[0])}); drop them")
+        raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at row {int(bad[0])}); drop them")
     if values.size < MIN_VALUES:
-        raise DataError(f"{path}: {values.size} values; the flow needs at least {MIN_VALUES}")
+        raise DataError(f"{name}: {values.size} values; the flow needs at least {MIN_VALUES}")
+    if not values.std() > 0:
+        raise DataError(f"{name}: all {values.size} values are equal; the flow needs values that vary")
     return values
+
+
+def as_images(x, name: str = "array") -> np.ndarray:
+    """An array of greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 0..255 or float
+    in [0, 1]) as float32 [N, 1, H, W] in [0, 1]; ``DataError`` otherwise."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise DataError(f"{name}: dtype {x.dtype}; pass uint8 0..255 or float in [0, 1]")
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{name}: shape {x.shape} is not a batch of greyscale images [N, H, W]")
+    return _as_float(x, image_shape_of(x.shape, name), name, 0)

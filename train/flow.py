@@ -15,7 +15,7 @@ from aeflow.checks import check_batch, check_float, check_int, check_seed
 from aeflow.progress import progress_bar
 from aeflow.train.checkpoint import MAX_COMPONENTS, check_finite, diverged, save_checkpoint
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
-from aeflow.errors import ArtifactError, DataError
+from aeflow.errors import ArtifactError
 from aeflow.train.data import read_values
 from aeflow.train.models import Flow1d, nll
 from aeflow.train.plots import plot_flow_figures
@@ -66,13 +66,16 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
     else the three-Gaussian mixture."""
     if config.data is None:
         return mixture_of_gaussians(config.n_train, config.seed), mixture_of_gaussians(config.n_test, config.seed + 1)
-    values = read_values(config.data, config.column)
+    return split_values(read_values(config.data, config.column), config)
+
+
+def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and
+    test sets; sets n_train, n_test, loc, scale and data_sha256 of ``config``."""
     sha = hashlib.sha256(values.tobytes()).hexdigest()
     if config.data_sha256 and sha != config.data_sha256:
         raise ArtifactError(f"{config.data}: the values differ from those the flow was trained on; pass the same file")
     spread = float(values.std())
-    if not spread > 0:
-        raise DataError(f"{config.data}: all {values.size} values are equal; the flow needs values that vary")
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
     config.n_train, config.n_test, config.data_sha256 = len(train_idx), len(test_idx), sha
     config.loc, config.scale = float(values.mean()), spread
