@@ -460,8 +460,8 @@ def _consistent_threshold(doc: dict) -> None:
     for where, entry in (("", doc), ("int8.", doc.get("int8"))):
         if entry is None:
             continue
-        if (entry["inputs"], entry["outputs"]) != (sig["inputs"], sig["outputs"]):
-            raise _Invalid(f"{where}inputs", f"must be {sig} (the signature for image_shape {list(image_shape(doc))})")
+        for key in ("inputs", "outputs"):
+            Exact(sig[key]).check(entry[key], f"{where}{key}")  # the signature at image_shape
         v = entry["validation"]
         if "calibration" in entry:
             _consistent_calibration(entry["threshold"], entry["calibration"], f"{where}calibration")
