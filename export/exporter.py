@@ -109,7 +109,8 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     ``ArtifactError`` when they are not the ones it was trained with."""
     if cfg["data_source"] == "array":
         raise ArtifactError("ae.pt was trained on an array (AutoencoderDetector.fit): export it with "
-                            "AutoencoderDetector.export, which holds its validation images")
+                            "AutoencoderDetector.export, which holds its validation images (export a flow "
+                            "for the same folder first, or into another folder)")
     config = AEConfig(**{**cfg, "data_dir": data_dir})
     images, train_idx, val_idx = training_images(config)
     if len(train_idx) != cfg["n_train"] or list(images.shape[-2:]) != list(cfg.get("image_shape", [28, 28])):

@@ -172,3 +172,20 @@ def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path):
         from aeflow.export.exporter import export_artifacts
 
         export_artifacts(tmp_path, tmp_path)
+
+
+def test_readme_api_snippet_runs(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Python API (PyOD's convention)"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("epochs=20", "epochs=1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("held-out NLL") and "max |ONNX - PyTorch|" in lines[2]
+    assert float(lines[2].split("PyTorch| ")[1].split(";")[0]) <= 1e-5
