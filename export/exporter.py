@@ -1,12 +1,8 @@
-"""``aeflow export``: checkpoints -> ae.onnx, flow.onnx, flow_sampler.onnx, threshold.json, flow.json,
-MODEL_CARD.md (of the models the run folder holds).
-
-Plus golden.npz (PyTorch's outputs on a fixed input set, ``aeflow.export.golden``) and, with
-``--quantize int8``, ae.int8.onnx. Everything is written into a staging folder, checked there
-(onnxruntime against PyTorch on real inputs, the golden outputs as the runtime checks them), and
-only then published (``aeflow.files.staged_folder``), so a failed or killed export leaves the
-previous artifacts as they were. The metadata is built from the contract's definitions
-(``aeflow.export.metadata``, ``aeflow.runtime.contract``).
+"""``aeflow export``: the checkpoints a run holds -> ae.onnx (+ ae.int8.onnx) and threshold.json,
+flow.onnx, flow_sampler.onnx and flow.json, golden.npz (PyTorch's outputs on fixed inputs, and the
+detector's validation scores), MODEL_CARD.md. Everything is written into a staging folder, checked
+there (onnxruntime against PyTorch, the golden outputs as the runtime checks them) and only then
+published (``aeflow.files.staged_folder``), so a failed or killed export leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -229,21 +225,12 @@ def golden_checks(tmp: Path, threshold: dict | None, meta: dict | None) -> list[
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
                      validation: np.ndarray | None = None) -> ExportReport:
-    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``.
-
-    ``data_dir`` overrides where an MNIST detector's validation images come from (default: the
-    folder it was trained from; a detector of your own images re-reads its files, checked by
-    sha256; ``validation``: the validation images of a detector fitted on an array). Raises ``ParityError`` (writing nothing) when ONNX and PyTorch differ beyond
-    ``aeflow.parity.TOLERANCES``. ``quantize="int8"`` also writes ae.int8.onnx and threshold.json's
-    ``"int8"`` entry (``aeflow.export.quantize``), or raises ``ParityError`` (writing nothing) when
-    the int8 graph misses its targets. With the flow, flow_sampler.onnx (``aeflow.export.sampler_graph``)
-    and flow.json's ``"sampler_graph"`` entry, or ``ParityError`` (writing nothing). golden.npz
-    (``aeflow.export.golden``) records PyTorch's outputs for every graph (and the detector's
-    validation scores, for p-values), checked against the graphs as the runtime will check them;
-    MODEL_CARD.md describes the models. Every file is written into a staging folder and published
-    only when all checks pass (``aeflow.files.staged_folder``), the JSON files last. The other
-    model's metadata left from an earlier export (bound to the golden.npz replaced) is removed.
-    """
+    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir`` (see the module
+    docstring). ``data_dir``: where an MNIST detector's images are (default: where it was trained
+    from); ``validation``: the validation images of a detector fitted on an array. ``ParityError``
+    (writing nothing) when a graph misses PyTorch, its golden outputs or (``quantize="int8"``) the
+    int8 targets. The other model's JSON left by an earlier export (bound to the replaced
+    golden.npz) is removed."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
     paths = {name: checkpoints / name for name in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)
              if (checkpoints / name).is_file()}

@@ -1,10 +1,5 @@
-"""MODEL_CARD.md: what an exported run folder holds, for a reader deciding whether to deploy it.
-
-Written by export from the checkpoints and the metadata it has just checked: the data (name,
-sha256, size, split), the training (epochs, final loss, seed, versions), the threshold and its
-rule, the false-alarm rate on the validation images, type II and AUROC where labelled anomalies
-were scored at export, what a p-value means, and the limits.
-"""
+"""MODEL_CARD.md: what an exported run folder holds, for a reader deciding whether to deploy it,
+written by export from the checkpoints and the metadata it has just checked."""
 
 from __future__ import annotations
 

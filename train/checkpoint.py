@@ -89,8 +89,7 @@ def _check_history(path: Path, kind: str, history) -> None:
         raise ArtifactError(f"{path}: 'history' must be a dict, found {type(history).__name__}; re-run training")
     for name in HISTORY_FIELDS[kind]:
         v = history.get(name)
-        if not isinstance(v, list) or not v or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        if not isinstance(v, list) or not v or not all(type(x) in (int, float) and math.isfinite(x) for x in v):
             raise ArtifactError(f"{path}: history field '{name}' must be a non-empty list of finite numbers; "
                                 f"re-run training")
 

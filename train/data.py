@@ -8,6 +8,7 @@ Every problem is one ``DataError`` line.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from pathlib import Path
@@ -89,22 +90,9 @@ def _column(table: dict, column: str | None, name: str) -> np.ndarray:
     return np.asarray(table[column])
 
 
-def _read_csv(path: Path, column: str | None) -> np.ndarray:
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    header, body = rows[0], rows[1:]
-    table = {h: [r[i] if i < len(r) else "" for r in body] for i, h in enumerate(header)}
-    return _column(table, column, str(path))
-
-
 def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarray:
     """Real values from a 1-D .npy, a CSV column (``column``: its header name), a Parquet column or
-    a text file of one value a line, as float64 [N]. ``DataError`` (one line) when unreadable,
-    not numbers, not finite, or fewer than ``MIN_VALUES``."""
+    a text file of one value a line, as float64 [N] (``checked_values``); ``DataError`` (one line)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: no such file")
@@ -119,7 +107,9 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
                 raise DataError("reading Parquet needs pyarrow: pip install 'aeflow[distributed]'") from None
             raw = _column(pq.read_table(p).to_pydict(), column, str(path))
         elif suffix == ".csv":
-            raw = _read_csv(p, column)
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+            raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
         else:
             raw = np.array([line for line in p.read_text().split() if line])
         values = np.asarray(raw, dtype=np.float64)

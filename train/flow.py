@@ -108,19 +108,26 @@ def to_data_scale(flow: Flow1d, history: dict, loc: float, scale: float) -> None
         history[key] = [v + math.log(scale) for v in history[key]]
 
 
+def _start(config: FlowConfig, train_x: np.ndarray):
+    """The seeded flow, its Adam optimizer and, on the user's data (components started from the
+    standardized data), a cosine decay of the rate to 0, so the fit ends at a minimum, not in SGD noise."""
+    torch.manual_seed(config.seed)
+    flow = Flow1d(config.n_components)
+    if config.data is None:
+        return flow, torch.optim.Adam(flow.parameters(), lr=config.lr), None
+    init_from_data(flow, standardized(train_x, config))
+    optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
+    return flow, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
+
+
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
     """Train by minimising the NLL (on the user's data: at unit scale, from ``init_from_data``, then
     ``to_data_scale``); returns the model and per-epoch ``train_nll``/``test_nll``
     (train: mean over the epoch's batches; test: exact over the whole test set)."""
-    torch.manual_seed(config.seed)
-    flow = Flow1d(config.n_components)
+    flow, optimizer, decay = _start(config, train_x)
     if config.data is not None:
         train_x, test_x = standardized(train_x, config), standardized(test_x, config)
-        init_from_data(flow, train_x)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
-    # on the user's data the rate decays to 0 (cosine), so the fit ends at a minimum, not in SGD noise
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.data is not None else None
     x_train = torch.from_numpy(train_x)
     x_test = torch.from_numpy(test_x)
     gen = torch.Generator().manual_seed(config.seed)
