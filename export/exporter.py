@@ -237,6 +237,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     if not paths:
         raise ArtifactError(f"{checkpoints}: holds neither ae.pt nor flow.pt; run 'aeflow train ae' or 'aeflow train "
                             f"flow -o {checkpoints}' first, or pass --checkpoints DIR")
+    if quantize and contract.AE_CHECKPOINT not in paths:
+        raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
