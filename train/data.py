@@ -18,7 +18,7 @@ import numpy as np
 from aeflow.errors import DataError
 from aeflow.runtime.inputs import check_values, open_source
 
-MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 20
+MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 16  # 256x256: fc1 alone holds 16.8M weights
 MIN_VALUES = 20
 BATCH = 4096
 
