@@ -190,11 +190,13 @@ def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], table
 
 
 def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float = TRUSTED_SLOPE,
-                   points: int = 400_001) -> list[list[float]]:
+                   points: int = 400_001, unit: tuple[float, float] = (0.0, 1.0)) -> list[list[float]]:
     """z intervals [a, b] (float64, widened by one scan step) whose preimages have f' < ``bound``,
-    from a float64 scan of x over [-50, 50] (clipped to the bracket) and the bracket's ends."""
+    from a float64 scan of x over loc +- 50 scale (``unit``: the data's (loc, scale), (0, 1) for
+    the homework; clipped to the bracket) and the bracket's ends."""
     lo, hi = x_bracket
-    x = np.concatenate([[lo], np.linspace(max(lo, -50.0), min(hi, 50.0), points), [hi]])
+    x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
+                                          points), [hi]])
     z, last = comp.z(x), x.size - 1
     edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < bound).astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of slow points
@@ -210,12 +212,15 @@ def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
     return mask
 
 
-def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float]) -> dict:
+def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
+                        unit: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Run the graph in onnxruntime (CPU) on its targets and compare with the float64
     inverse (``inversion.polish64``). Returns the figures for flow.json (plus
     ``slow_z_intervals``); raises ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
     ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere. The targets: an even grid,
-    uniform and truncated-normal draws, and 200 points from 1e-9 to 1e-2 inside each edge."""
+    uniform and truncated-normal draws, and 200 points from 1e-9 to 1e-2 inside each edge.
+    ``unit`` (loc, scale) of the data: x tolerance and slope are in units of its scale."""
+    x_tol, slope = X_TOLERANCE * unit[1], TRUSTED_SLOPE / unit[1]
     rng, half = np.random.default_rng(0), comp.half_w
     normal, edges = rng.standard_normal(CHECK_RANDOM), half - np.geomspace(1e-9, 1e-2, 200)
     z = np.concatenate([np.linspace(-half, half, CHECK_GRID + 2)[1:-1], rng.uniform(-half, half, CHECK_RANDOM),
@@ -225,18 +230,18 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     finite = np.isfinite(x)
     xs = np.where(finite, x, 0.0)
     ref = inversion.polish64(comp, z, xs, *x_bracket)
-    slow = slow_intervals(comp, x_bracket)
-    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= TRUSTED_SLOPE)
+    slow = slow_intervals(comp, x_bracket, slope, unit=unit)
+    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= slope)
     side = np.where(z >= 0, 1.0, -1.0)
     residual = np.abs(comp.tail_mass(xs, side) - (comp.half_w - side * z))  # |f64(x) - z|, exact up to the edges
     figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),
-               "max_abs_x_error_trusted": float(np.abs(xs - ref)[trusted].max()),
-               "max_abs_residual": float(residual.max()), "x_tolerance": X_TOLERANCE,
+               "max_abs_x_error_trusted": float(np.abs(xs - ref)[trusted].max(initial=0.0)),
+               "max_abs_residual": float(residual.max()), "x_tolerance": x_tol,
                "residual_tolerance": RESIDUAL_TOLERANCE}
     problems = [f"{int((~finite).sum())} non-finite outputs"] if not finite.all() else []
-    if figures["max_abs_x_error_trusted"] > X_TOLERANCE:
-        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {TRUSTED_SLOPE} "
-                        f"(tolerance {X_TOLERANCE})")
+    if figures["max_abs_x_error_trusted"] > x_tol:
+        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {slope:g} "
+                        f"(tolerance {x_tol:g})")
     if figures["max_abs_residual"] > RESIDUAL_TOLERANCE:
         problems.append(f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")
     if problems:
@@ -245,7 +250,7 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 
 
 def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
-                        opset: int = 20, ir_version: int = 10) -> dict:
+                        opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Build, check and save ``flow_sampler.onnx`` (self-contained) for the trained ``flow``
     (Flow1d) whose flow.json components are ``comp_json``, with the fewest Newton steps (1 to
     ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
@@ -255,7 +260,7 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         try:
-            check = check_sampler_graph(model, comp, x_bracket)
+            check = check_sampler_graph(model, comp, x_bracket, unit)
             break
         except ParityError:
             if steps == MAX_NEWTON_STEPS:
@@ -263,5 +268,5 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     onnx.save(model, str(path))
     return graph_entry("sampler", path, opset) | {
         "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
-        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE,
+        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}
