@@ -14,13 +14,12 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import check_output_folder, publish_folder, write_bytes_atomic
+from aeflow.files import describe_os_error, name_max, publish_folder, staging_folder, untrack, write_bytes_atomic
 from aeflow.metrics import normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
@@ -133,33 +132,39 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
     return f"{prefix}{stem}_{index:06d}.png"
 
 
-def check_maps_dir(path, force: bool = False, what: str = "--maps"):
-    """Before any work: the maps folder may be new or empty (or anything with ``force``), must be
-    a folder, and its parent must exist and be writable. Raises ``OutputError``; returns a Path."""
-    return check_output_folder(path, what, empty=not force)
+def positions(names: list[str]) -> list[int | None]:
+    """For the inputs ``names``, the ``position`` each one's picture names take (``file_name``):
+    their place on the command line (from 1) when several share a stem, else None."""
+    stems = [file_name(n, 0) for n in names]
+    shared = len(set(stems)) < len(stems)
+    return [i if shared else None for i in range(1, len(names) + 1)]
 
 
 class MapWriter:
-    """Writes one picture (``panel_png``) per selected image into a staging folder beside
-    ``directory`` while scoring runs, and publishes them into ``directory`` at the end
-    (``publish``), or removes them (``discard``): the folder never holds half a run.
+    """Writes one picture (``panel_png``) per selected image into a staging folder
+    (``aeflow.files.staging_folder``) while scoring runs, and publishes them into ``directory`` at
+    the end (``publish``), or removes them (``discard``): the folder never holds half a run.
 
     ``threshold``: the one the scores are judged against; ``all_images``: a picture for every
-    image, else only for those with score > threshold. Use ``callback(name, position, labels)``
-    as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
+    image, else only for those with score > threshold. ``sources``: the inputs (``name``, ``n``),
+    whose longest picture names are checked against the file system's limit before any work. Use
+    ``callback(name, position, labels)`` as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
 
-    def __init__(self, directory, threshold: float, all_images: bool = False):
+    def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
         pil()
         self.directory = Path(directory)
         self.threshold = float(threshold)
         self.all_images = all_images
         self.names: list[str] = []
-        try:
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", suffix=".tmp",
-                                                 dir=self.directory.resolve().parent))
-        except OSError as e:
-            raise OutputError(f"--maps {self.directory}: cannot write beside it ({e.strerror or e}); "
-                              f"choose another folder") from None
+        folder = self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent
+        limit = name_max(folder)
+        for src, position in zip(sources, positions([s.name for s in sources])):
+            longest = file_name(src.name, max(src.n - 1, 0), position)
+            if len(os.fsencode(longest)) > limit:
+                raise OutputError(f"--maps {self.directory}: the pictures of {src.name} would be named "
+                                  f"{longest[:30]}..., {len(os.fsencode(longest))} bytes, longer than the file "
+                                  f"system allows ({limit}); rename the input or score it without --maps")
+        self.staging = staging_folder(self.directory, "--maps")
 
     def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
         """An ``on_reconstruction(offset, images, reconstructions, scores)`` for input ``name``
@@ -188,8 +193,11 @@ class MapWriter:
             return publish_folder(self.staging, self.directory, self.names)
         except OSError as e:
             self.discard()
-            raise OutputError(f"--maps {self.directory}: cannot write it ({e.strerror or e}); no maps written") from None
+            raise OutputError(f"--maps {self.directory}: cannot write it ({describe_os_error(e)}); no maps written") from None
+        finally:
+            untrack(self.staging)
 
     def discard(self) -> None:
         """Remove the staging folder and what it holds."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        untrack(self.staging)

@@ -132,7 +132,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     label = f"{what} {path}" if what else str(path)
     try:
         with _signals_held():  # a signal between creating the file and registering it would orphan it
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
             tmp = track(tmp)
     except OSError as e:
         raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
@@ -156,76 +156,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         untrack(tmp)
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``path``; on success its files are fsynced and it is
-    renamed onto ``path`` in one step (``publish_folder``; an existing ``path`` is first moved
-    aside and then removed, only when ``replace``; else ``FileExistsError``), on any exception it
-    is removed. Readers see the old folder, or the complete new one, never a partial one."""
-    import shutil
-    import tempfile
-
-    path = Path(path)
-    with _signals_held():
-        staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield staging
-        _fsync_files(staging)
-        if (path.exists() or path.is_symlink()) and not replace:
-            raise FileExistsError(f"{path} exists")
-        publish_folder(staging, path, [], replace=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        untrack(staging)
-
-
 def _fsync_files(folder: Path) -> None:
     """fsync every file below ``folder``."""
     for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
-    """Before any work: ``OutputError`` unless ``path``'s folder exists and is writable, ``path``
-    is not a folder, and it does not exist yet (or ``force``). Returns ``path`` as a Path."""
-    from aeflow.errors import OutputError
-
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        what_is = "is not a folder" if folder.exists() else "does not exist"
-        raise OutputError(f"{what} {path}: {folder} {what_is}; create the folder or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: folder {folder} is not writable; choose another path")
-    if path.is_dir():
-        raise OutputError(f"{what} {path}: is a folder; give a file name")
-    if (path.exists() or path.is_symlink()) and not force:
-        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
-    return path
-
-
-def check_output_folder(path: str | os.PathLike, what: str = "--output", empty: bool = False) -> Path:
-    """Before any work: ``OutputError`` unless ``path`` is a folder or does not exist yet, its
-    parent exists, and the folder (or, for a new one, its parent) is writable; with ``empty``, an
-    existing folder must also be empty. Returns ``path`` as a Path."""
-    from aeflow.errors import OutputError
-
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"{what} {p}: exists and is not a folder; pass a folder path")
-    if empty and p.is_dir() and any(p.iterdir()):
-        raise OutputError(f"{what} {p}: the folder is not empty; pass --force to add to it or choose a new folder")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"{what} {p}: parent folder {parent} does not exist; create it first")
-    target = p if p.exists() else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {p}: {target} is not writable; choose another folder")
-    return p
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -235,17 +171,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
-
-
-def check_not_input(output: str | os.PathLike, inputs, what: str = "--output") -> None:
-    """``UsageError`` when ``output`` is the same file as one of ``inputs`` (paths): a command
-    never writes over what it reads."""
-    from aeflow.errors import UsageError
-
-    for p in inputs:
-        p = Path(p)
-        if same_file(output, p):
-            raise UsageError(f"{what} {output} is also an input ({p}); write the output to another file")
 
 
 def printable_name(name: str) -> str:
@@ -326,7 +251,7 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
             import shutil
             import tempfile
 
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
             os.replace(directory, old / directory.name)
         os.replace(staging, directory)
         if old is not None:
@@ -338,26 +263,162 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     return directory
 
 
-@contextlib.contextmanager
-def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield an empty staging folder for the files of ``directory``; when the block succeeds, every
-    file written there is fsynced and published by ``publish_folder``, the names in ``last`` last
-    (e.g. the metadata that names the other files' hashes). On any exception (Ctrl-C included) the
-    staging folder is removed and ``directory`` is as it was. The staging folder sits in
-    ``directory`` when it exists, else beside it (the same file system either way); ``OSError``
-    when it cannot be made."""
-    import shutil
+def temp_prefix(path: str | os.PathLike) -> str:
+    """The start of a temporary name beside ``path``: ``.NAME.`` with NAME cut to 40 characters,
+    so that a name the file system allows also leaves room for its temporary one."""
+    return f".{Path(os.path.abspath(path)).name[:40]}."
+
+
+def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False) -> Path:
+    """A new, registered (``track``) empty folder for the files of ``directory``: inside it when
+    it exists (unless ``beside``), else beside it (the same file system either way).
+    ``OutputError`` when it cannot be made; ``what`` starts the message."""
     import tempfile
 
+    from aeflow.errors import OutputError
+
     directory = Path(directory)
-    parent = directory if directory.is_dir() else directory.resolve().parent
-    with _signals_held():
-        staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    parent = directory if directory.is_dir() and not beside else Path(os.path.abspath(directory)).parent
+    try:
+        with _signals_held():
+            return track(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+
+
+@contextlib.contextmanager
+def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
+                  replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder (``staging_folder``) for the files of ``directory``; when the
+    block succeeds, every file written there is fsynced and published by ``publish_folder``, the
+    names in ``last`` last (e.g. the metadata that names the other files' hashes); ``replace``:
+    the staging folder takes the place of an existing ``directory`` in one step. On any
+    exception (Ctrl-C included) the staging folder is removed and ``directory`` is as it was; an
+    ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
+    import shutil
+
+    from aeflow.errors import OutputError
+
+    staging = staging_folder(directory, what, beside=replace)
     try:
         yield staging
         _fsync_files(staging)
         names = sorted(p.name for p in staging.iterdir())
-        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names])
+        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
+                       replace)
+    except OSError as e:
+        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         untrack(staging)
+
+
+# ---------------------------------------------------------------- the one check before any write
+
+def _bundled() -> Path:
+    import aeflow.artifacts  # the package data folder; imports nothing
+
+    return Path(aeflow.artifacts.__path__[0]).resolve()
+
+
+def _relation(target: Path, kind: str, other) -> str | None:
+    """How ``target`` meets ``other`` (compared as files: hard links, symbolic links, ``./x``):
+    "is" it, "is inside" the folder ``other``, "holds" it (a folder target), or None."""
+    t, o = Path(os.path.abspath(target)).resolve(), Path(os.path.abspath(other)).resolve()
+    if t == o or same_file(target, other):
+        return "is"
+    if o in t.parents:
+        return "is inside"
+    return "holds" if kind == "folder" and t in o.parents else None
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 where unknown)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_name(folder: Path, name: str, what: str, path) -> None:
+    """``OutputError`` when ``name`` is longer than ``folder``'s file system allows; ``what`` and
+    ``path`` (the user's argument) start the message."""
+    from aeflow.errors import OutputError
+
+    size, limit = len(os.fsencode(name)), name_max(folder)
+    if size > limit:
+        raise OutputError(f"{what} {path}: the name {printable_name(name)[:40]}... is {size} bytes, longer than "
+                          f"the file system allows ({limit}); choose a shorter name")
+
+
+def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
+                 inputs=(), artifacts=(), bundled_ok: bool = False, parents: bool = False,
+                 hint: str = "write the output elsewhere") -> Path:
+    """The one decision, before any work, whether ``path`` may be written: a "file" (published in
+    one step) or a "folder" (created, or filled: new or empty unless ``force``). Refused with one
+    line, whatever ``force`` says (``UsageError``): ``path`` is, lies inside or (a folder) holds
+    one of ``inputs`` (files or folders read) or of the ``artifacts`` folders in use, or the
+    bundled artifacts (unless ``bundled_ok``: train and export, which make them). Refused with
+    ``OutputError``: a dangling link, a parent that is missing or not writable, a name or
+    temporary name too long, an existing folder for a file, and (unless ``force``) an existing
+    file or a non-empty folder. ``parents``: missing parent folders are made later (train, export;
+    the nearest existing one must be writable). ``hint`` ends the refusals of the first kind.
+    Returns ``path`` as a Path."""
+    from aeflow.errors import UsageError
+
+    path = Path(path)
+    for role, others in (("input", inputs), ("artifacts", artifacts)):
+        for other in others:
+            how = _relation(path, kind, other)
+            if how is not None:
+                noun = f"the input {other}" if role == "input" else f"an input (the artifacts folder {other})"
+                said = f"is also {noun}" if how == "is" or role == "artifacts" else f"{how} {noun}"
+                raise UsageError(f"{what} {path} {said}; {hint}")
+    if not bundled_ok and _relation(path, kind, _bundled()):
+        raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
+    _check_place(path, kind, what, force, parents)
+    return path
+
+
+def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -> None:
+    from aeflow.errors import OutputError
+
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
+                          f"or choose another path")
+    parent = Path(os.path.abspath(path)).parent
+    while parents and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what_is = "is not a folder" if parent.exists() else "does not exist"
+        raise OutputError(f"{what} {path}: {parent} {what_is}; create the folder or choose another path")
+    for folder in [parent] + ([path] if kind == "folder" and path.is_dir() else []):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
+    check_name(parent, Path(os.path.abspath(path)).name, what, path)
+    if kind == "file" and path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path}: exists and is not a folder; pass a folder path")
+    if kind == "file" and path.exists() and not force:
+        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
+    if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
+        raise OutputError(f"{what} {path}: the folder is not empty; pass --force to add to it or choose a new folder")
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so nothing is left
+    behind and a killed holder releases it) for a read-modify-write of a file in it; another
+    holder is waited for. Where the platform has no ``flock`` nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

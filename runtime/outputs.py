@@ -23,6 +23,7 @@ metadata under the key ``aeflow``.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from typing import TextIO
 
 import numpy as np
 
-from aeflow.errors import UsageError
-from aeflow.files import atomic_path, check_writable, printable_name
+from aeflow.errors import OutputError, UsageError
+from aeflow.files import atomic_path, check_target, describe_os_error, printable_name
 from aeflow.metrics import normalized_scores
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
@@ -76,10 +77,11 @@ class ScoredInput:
             self.files = [printable_name(f) for f in self.files]
 
 
-def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
     """Check before any work that ``path`` can be written: a known extension (else
-    ``UsageError``), an existing writable parent folder, and no existing file unless ``force``
-    (else ``OutputError``). Returns it as a Path."""
+    ``UsageError``), pyarrow for .parquet, and ``aeflow.files.check_target`` (not one of
+    ``inputs`` or in the ``artifacts`` folders, an existing writable parent, no existing file
+    unless ``force``). Returns it as a Path."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
@@ -88,7 +90,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
         from aeflow.runtime.parquet import pyarrow
 
         pyarrow()  # a missing pyarrow is said before any work
-    return check_writable(path, force)
+    return check_target(path, "file", force=force, inputs=inputs, artifacts=artifacts)
 
 
 def results_array(results: list[ScoredInput]) -> np.ndarray:
@@ -180,6 +182,22 @@ def write_json_lines(stream: TextIO, results: list[ScoredInput]) -> None:
     """Write one JSON object per line and image (keys ``COLUMNS``; an unknown label is null)."""
     for row in iter_rows(results):
         stream.write(json.dumps(row) + "\n")
+
+
+def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
+    """``-o -``: the rows to standard output as CSV (``write_csv_rows``) or JSON lines, flushed.
+    ``OutputError`` (one line) where stdout is closed, full or a pipe whose reader quit."""
+    import sys
+
+    stream = sys.stdout
+    try:
+        if stream is None:
+            raise OSError(errno.EBADF, "it is closed")
+        (write_json_lines if as_json else write_csv_rows)(stream, results)
+        stream.flush()
+    except OSError as e:
+        reason = "the reader quit" if isinstance(e, BrokenPipeError) else describe_os_error(e)
+        raise OutputError(f"cannot write to standard output ({reason})") from None
 
 
 def _write_csv(tmp: Path, results: list[ScoredInput]) -> None:

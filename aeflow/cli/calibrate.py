@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
-from aeflow.errors import Interrupted, UsageError
+from aeflow.errors import InputError, Interrupted, UsageError
+from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
 
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
@@ -84,31 +88,21 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    from aeflow.runtime.calibration import calibrate_files, check_out_dir
-    from aeflow.runtime.contract import artifacts_dir, bundled_dir
+    from aeflow.distributed import expand_inputs
+    from aeflow.runtime.calibration import calibration_target
+    from aeflow.runtime.contract import artifacts_dir
 
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
     if artifacts is None and output is None:
         raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
                                "of the bundled artifacts (which are never changed)")
+    normal = expand_inputs(normal)
     directory = artifacts_dir(artifacts)
-    if output is None and directory.resolve() == bundled_dir().resolve():
-        raise click.UsageError("the bundled artifacts are never changed; pass -o OUTDIR for a calibrated copy")
-    out = None
-    if output is not None and not (output.exists() and output.resolve() == directory.resolve()):
-        out = check_out_dir(output, force, "--output")
+    out = calibration_target(directory, output, force, normal, cli=True)
     try:
-        from aeflow.runtime.inputs import open_source
-
-        total = 0  # the images are counted first, so that the bar knows its end
-        for p in normal:
-            with open_source(p) as s:
-                total += s.n
-        graphs = 2 if _has_int8(directory, not no_verify) else 1
-        with progress_bar(total * graphs, "scoring", quiet=quiet or as_json or total * graphs <= 4 * batch_size) as bar:
-            run = calibrate_files(list(normal), directory, out, k, rate, confidence, device, batch_size,
-                                  verify=not no_verify, on_batch=bar.update)
+        run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
+                              quiet or as_json)
     except UsageError as e:
         raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
@@ -121,7 +115,51 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
         _print(run, directory, out)
 
 
-def _has_int8(directory: Path, verify: bool) -> bool:
-    from aeflow.runtime import contract
+@dataclass
+class CalibrationRun:
+    """What ``calibrate_files`` did: the calibrations per graph ("ae", "int8" where it exists),
+    the inputs' ``data`` entries, the threshold.json written, and the provider that scored."""
 
-    return contract.entry_of(contract.read_threshold(directory, verify), "int8") is not None
+    calibrations: dict
+    data: list[dict]
+    written: Path
+    provider: str
+
+
+def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
+                    batch_size: int, verify: bool, quiet: bool) -> CalibrationRun:
+    """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
+    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) under a
+    progress bar, and write the calibrated threshold.json
+    (``aeflow.runtime.calibration.write_calibration``: into ``directory``, or a copy in ``out``)."""
+    from aeflow.runtime import contract
+    from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
+    from aeflow.runtime.inputs import open_source
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    check_rule(k, rate, confidence)
+    graphs = ["ae"] + (["int8"] if contract.entry_of(contract.read_threshold(directory, verify), "int8") else [])
+    calibrations, provider = {}, ""
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(open_source(p)) for p in paths]
+        _only_normal(sources)
+        data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
+        total = sum(s.n for s in sources)
+        if rate is not None and total < min_n_for_rate(rate):
+            calibrate_scores(np.zeros(total), data, 0.0, k, rate, confidence)  # refused before any scoring
+        quiet = quiet or total * len(graphs) <= 4 * batch_size
+        with progress_bar(total * len(graphs), "scoring", quiet=quiet) as bar:
+            for which in graphs:
+                scorer = AnomalyScorer(directory, device, batch_size, "int8" if which == "int8" else "fp32", verify)
+                provider = scorer.provider
+                scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
+                calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
+    return CalibrationRun(calibrations, data, write_calibration(directory, calibrations, out), provider)
+
+
+def _only_normal(sources) -> None:
+    """A labelled set with anomalies in it would drag the threshold up (silently): refused."""
+    for s in sources:
+        if s.labels is not None and np.any(s.labels):
+            raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
+                             f"(is_anomaly); calibrate on normal images only")

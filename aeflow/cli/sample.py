@@ -12,7 +12,7 @@ import numpy as np
 
 from aeflow.checks import check_seed
 from aeflow.errors import Interrupted, UsageError
-from aeflow.files import atomic_path, check_space, check_writable, same_file
+from aeflow.files import atomic_path, check_space, check_target, same_file
 from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
@@ -122,11 +122,11 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
         raise UsageError("--output and --histogram name the same file")
     plt = _load_pyplot() if histogram is not None else None
     if output is not None:
-        check_writable(output, force, "--output")
+        check_target(output, what="--output", force=force, artifacts=[artifacts] if artifacts else [])
         per_sample = 4 if output.suffix.lower() == ".npy" else CSV_BYTES_PER_SAMPLE
         check_space(output, n * per_sample + 4096)
     if histogram is not None:
-        check_writable(histogram, force, "--histogram")
+        check_target(histogram, what="--histogram", force=force, artifacts=[artifacts] if artifacts else [])
 
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
     method, iterations = sampler.resolve(method, iterations)
