@@ -371,8 +371,10 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
         for other in others:
             how = _relation(path, kind, other)
             if how is not None:
-                noun = f"the input {other}" if role == "input" else f"an input (the artifacts folder {other})"
-                said = f"is also {noun}" if how == "is" or role == "artifacts" else f"{how} {noun}"
+                said = {"is": f"is also an input ({other})", "is inside": f"is inside the input folder {other}",
+                        "holds": f"holds the input {other}"}[how]
+                if role == "artifacts":
+                    said = f"is also an input (the artifacts folder {other})"
                 raise UsageError(f"{what} {path} {said}; {hint}")
     if not bundled_ok and _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
@@ -403,7 +405,7 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -
     if kind == "file" and path.exists() and not force:
         raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
-        raise OutputError(f"{what} {path}: the folder is not empty; pass --force to add to it or choose a new folder")
+        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, or choose a new folder")
 
 
 @contextlib.contextmanager
