@@ -367,6 +367,10 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     from aeflow.errors import UsageError
 
     path = Path(path)
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
+        parent = parent.parent
+    check_name(parent, Path(os.path.abspath(path)).name, what, path)  # first: longer names fail every call
     for role, others in (("input", inputs), ("artifacts", artifacts)):
         for other in others:
             how = _relation(path, kind, other)
@@ -397,7 +401,6 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -
     for folder in [parent] + ([path] if kind == "folder" and path.is_dir() else []):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
-    check_name(parent, Path(os.path.abspath(path)).name, what, path)
     if kind == "file" and path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
     if kind == "folder" and path.exists() and not path.is_dir():
