@@ -50,7 +50,7 @@ def _print(run, directory: Path, out: Path | None) -> None:
 @click.command("calibrate")
 @click.argument("normal", nargs=-1, required=True, metavar="NORMAL...", type=click.Path(path_type=Path))
 @artifacts_option
-@output_option("Write a calibrated copy of the artifacts into this new folder (graphs hard-linked or copied) "
+@output_option("Write a calibrated copy of the artifacts into this new folder (every file copied) "
                "instead of changing --artifacts.", file_okay=False)
 @click.option("--k", "k", type=click.FloatRange(0, 100, min_open=True), default=None,
               help="Threshold = mean + K std (ddof 1) of the scores, as export sets it  [default: 3]")
