@@ -28,7 +28,7 @@ INFERNO = np.array([
     (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9),
     (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
-ZOOM = 8     # each of the 28x28 pixels is drawn as ZOOM x ZOOM screen pixels
+ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
 _PAD = 12
 _BAR = 16
 _BG = (255, 255, 255)
@@ -56,7 +56,7 @@ def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """float [28, 28] in [0, 1] -> uint8 RGB [28, 28, 3]."""
+    """float [H, W] in [0, 1] -> uint8 RGB [H, W, 3]."""
     g = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)
 
@@ -72,43 +72,40 @@ def _font(size: int):
 
 def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
               vmax: float = VMAX) -> bytes:
-    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [28, 28] in [0, 1]) in grey
-    and ``amap`` (float [28, 28], the squared error) on the inferno scale [0, ``vmax``] with a
-    colour bar, each 28x28 tile zoomed ``ZOOM`` times, under the ``title`` lines."""
+    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [H, W] in [0, 1]) in grey
+    and ``amap`` (float [H, W], the squared error) on the inferno scale [0, ``vmax``] with a
+    colour bar, each tile zoomed ``ZOOM`` times, under the ``title`` lines."""
     Image, ImageDraw, _ = pil()
-    side = 28 * ZOOM
-    font, small = _font(14), _font(12)
+    h, w = (ZOOM * k for k in np.shape(image)[-2:])
     line_h = 18
     top = _PAD + line_h * len(title) + 4 + line_h          # title lines, then tile captions
-    tick_w = 48
-    width = _PAD + 3 * side + 2 * _PAD + _PAD + _BAR + 6 + tick_w + _PAD
-    height = top + side + _PAD
-    canvas = Image.new("RGB", (width, height), _BG)
+    canvas = Image.new("RGB", (_PAD + 3 * (w + _PAD) + _PAD + _BAR + 6 + 48 + _PAD, top + h + _PAD), _BG)
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(title):
-        draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=font)
+        draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=_font(14))
     tiles = [(_grey(image), "image"), (_grey(reconstruction), "reconstruction"),
              (colorize(amap, vmax), "squared error per pixel")]
     for k, (rgb, caption) in enumerate(tiles):
-        x0 = _PAD + k * (side + _PAD)
-        tile = Image.fromarray(rgb, "RGB").resize((side, side), Image.NEAREST)
-        canvas.paste(tile, (x0, top))
-        draw.rectangle((x0 - 1, top - 1, x0 + side, top + side), outline=(160, 160, 160))
-        draw.text((x0, top - line_h), caption, fill=_FG, font=small)
-    # colour bar: vmax at the top, 0 at the bottom, five labelled ticks
-    bx = _PAD + 3 * (side + _PAD)
-    ramp = colorize(np.linspace(vmax, 0, side)[:, None].repeat(_BAR, axis=1), vmax)
-    canvas.paste(Image.fromarray(ramp, "RGB"), (bx, top))
-    draw.rectangle((bx, top, bx + _BAR - 1, top + side - 1), outline=_FG)
-    for j in range(5):
-        v = vmax * j / 4
-        y = top + round((side - 1) * (1 - j / 4))
-        draw.line((bx + _BAR, y, bx + _BAR + 4, y), fill=_FG)
-        label = f"{v:.3g}" + ("+" if j == 4 else "")
-        draw.text((bx + _BAR + 6, y - 7), label, fill=_FG, font=small)
+        x0 = _PAD + k * (w + _PAD)
+        canvas.paste(Image.fromarray(rgb, "RGB").resize((w, h), Image.NEAREST), (x0, top))
+        draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
+        draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
+    _colour_bar(canvas, draw, _PAD + 3 * (w + _PAD), top, h, vmax)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> None:
+    """The colour bar at (x, top): vmax at the top, 0 at the bottom, five labelled ticks."""
+    Image = pil()[0]
+    ramp = colorize(np.linspace(vmax, 0, height)[:, None].repeat(_BAR, axis=1), vmax)
+    canvas.paste(Image.fromarray(ramp, "RGB"), (x, top))
+    draw.rectangle((x, top, x + _BAR - 1, top + height - 1), outline=_FG)
+    for j in range(5):
+        y = top + round((height - 1) * (1 - j / 4))
+        draw.line((x + _BAR, y, x + _BAR + 4, y), fill=_FG)
+        draw.text((x + _BAR + 6, y - 7), f"{vmax * j / 4:.3g}" + ("+" if j == 4 else ""), fill=_FG, font=_font(12))
 
 
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,

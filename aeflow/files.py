@@ -1,18 +1,15 @@
-"""Writing files so that nothing half-written is ever left, and hashing.
+"""The one owner of every write: the check before any work, and writing so that nothing
+half-written is ever left; hashing.
 
-One mechanism serves every writer (score/sample outputs, checkpoints, figures, reports):
-
+- ``check_target(path, kind, ...)`` decides, before any work, whether a file or folder may be
+  written: never what the command reads, the artifacts in use or the bundled ones (see there).
 - ``atomic_path(path, replace=...)`` yields a temporary path beside ``path``; the body writes it,
-  then it is fsynced and published under ``path`` in one step. On any exception, Ctrl-C or signal
-  the temporary file is removed, and an ``OSError`` (disk full, out of inodes, read-only file
-  system) becomes a one-line ``OutputError``.
-- Publishing with ``replace=False`` (no ``--force``) is exclusive: it never replaces a file that
-  appeared at ``path`` meanwhile (another process writing the same name), it fails with
-  ``OutputError`` instead and keeps that file. ``replace=True`` overwrites.
-- ``atomic_folder`` does the same for a folder of files; ``staged_folder`` and
-  ``publish_folder`` stage files and move them into a folder.
-- Every temporary file or folder alive is registered; ``remove_temporaries()`` removes what is
-  left (the CLI calls it when a command ends, by a signal or otherwise).
+  then it is fsynced and published under ``path`` in one step; without ``replace`` exclusively (a
+  file that appeared there meanwhile is kept and the write fails). ``staged_folder`` does the same
+  for the files of a folder. On any exception, Ctrl-C or signal the temporaries are removed, and
+  an ``OSError`` (disk full, read-only, ...) becomes a one-line ``OutputError``.
+- Every temporary alive is registered; ``remove_temporaries()`` removes what is left (the CLI
+  calls it when a command ends, by a signal or otherwise). ``locked`` serialises read-modify-writes.
 """
 
 from __future__ import annotations
@@ -61,16 +58,9 @@ def remove_temporaries() -> list[Path]:
 
     removed = []
     for p in paths:
-        try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
             removed.append(p)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
     return removed
 
 
@@ -187,16 +177,6 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def free_bytes(folder: str | os.PathLike) -> int | None:
-    """Free bytes for an unprivileged user in ``folder``'s file system, None where unknown."""
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
 def human_bytes(n: float) -> str:
     """``n`` bytes as '512 bytes', '3.4 KiB', '12.0 MiB', '1.5 GiB'."""
     if n < 1024:
@@ -204,18 +184,23 @@ def human_bytes(n: float) -> str:
     for unit in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
         if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-    return f"{n:.1f} TiB"
+            break
+    return f"{n:.1f} {unit}"
 
 
 def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (a check before the
     work; a disk that fills up later still fails cleanly in ``atomic_path``)."""
+    import shutil
+
     from aeflow.errors import OutputError
 
     path = Path(path)
-    free = free_bytes(path.parent if str(path.parent) else ".")
-    if free is not None and need > free:
+    try:
+        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        return
+    if need > free:
         raise OutputError(f"{what} {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
                           f"free some space, ask for less, or write elsewhere")
 
@@ -340,17 +325,6 @@ def name_max(folder: str | os.PathLike) -> int:
         return 255
 
 
-def check_name(folder: Path, name: str, what: str, path) -> None:
-    """``OutputError`` when ``name`` is longer than ``folder``'s file system allows; ``what`` and
-    ``path`` (the user's argument) start the message."""
-    from aeflow.errors import OutputError
-
-    size, limit = len(os.fsencode(name)), name_max(folder)
-    if size > limit:
-        raise OutputError(f"{what} {path}: the name {printable_name(name)[:40]}... is {size} bytes, longer than "
-                          f"the file system allows ({limit}); choose a shorter name")
-
-
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
                  inputs=(), artifacts=(), bundled_ok: bool = False, parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
@@ -364,13 +338,15 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     file or a non-empty folder. ``parents``: missing parent folders are made later (train, export;
     the nearest existing one must be writable). ``hint`` ends the refusals of the first kind.
     Returns ``path`` as a Path."""
-    from aeflow.errors import UsageError
+    from aeflow.errors import OutputError, UsageError
 
-    path = Path(path)
-    parent = Path(os.path.abspath(path)).parent
+    path, parent = Path(path), Path(os.path.abspath(path)).parent
     while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
         parent = parent.parent
-    check_name(parent, Path(os.path.abspath(path)).name, what, path)  # first: longer names fail every call
+    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(parent)
+    if size > limit:  # first: a longer name makes every later call fail
+        raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
+                          f"choose a shorter name")
     for role, others in (("input", inputs), ("artifacts", artifacts)):
         for other in others:
             how = _relation(path, kind, other)

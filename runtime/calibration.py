@@ -1,26 +1,15 @@
-"""Calibration: the anomaly threshold set from the user's own normal images, and written into
+"""Calibration: the anomaly threshold set from the user's own normal images, written into
 threshold.json through the artifact contract (``aeflow.runtime.contract``).
 
-An edge device never sees exactly the validation data; calibration scores a set of the device's
-own normal images and sets the threshold by one of two rules:
-
-* ``k`` ("mean + k std"): ``mean + k * std`` of the scores, std with ddof 1, computed in float64
-  by ``aeflow.metrics.threshold_from_scores``, exactly as ``aeflow export`` sets it (k = 3);
-* ``false_alarm_rate`` P ("false-alarm rate"): the empirical quantile, the r-th smallest score
-  with r = n + 1 - floor(P (n + 1)) (``aeflow.metrics.threshold_for_false_alarm_rate``), whose
-  false-alarm rate on new normal images is at most P (split-conformal); it needs
-  n >= ``aeflow.metrics.min_n_for_rate(P)`` images.
-
-Either way the record states the achieved rate on the calibration images (flagged / n), the
-exact Clopper-Pearson interval for it (``aeflow.metrics.clopper_pearson``), which is also a
-distribution-free interval for the long-run false-alarm rate on new normal images like them, and
-a prediction interval for the number of false alarms among the next n normal images
-(``aeflow.metrics.false_alarm_prediction``), which also covers the noise of a finite new set.
-
-``write_calibration`` is the one place that writes a calibrated threshold.json: it keeps every
-field export wrote (the graph's sha256, ``validation`` and ``k`` included), replaces
-``threshold`` (and ``int8.threshold``) and adds the ``calibration`` record, which the contract
-validates and seals (``contract.write_metadata``). The scorer loads it like any threshold.json.
+Two rules: ``k``: ``mean + k * std`` of the scores (ddof 1, float64,
+``aeflow.metrics.threshold_from_scores``, as export sets it with k = 3); ``false_alarm_rate`` P:
+the r-th smallest score, r = n + 1 - floor(P (n + 1)) (``threshold_for_false_alarm_rate``), whose
+false-alarm rate on new normal images is at most P (split-conformal; needs n >= ``min_n_for_rate``).
+The record states the achieved rate (flagged / n), its exact Clopper-Pearson interval (also a
+distribution-free interval for the long-run rate) and a prediction interval for the false alarms
+among the next n normal images. ``write_calibration``, the one writer of a calibrated
+threshold.json, keeps every field export wrote and replaces ``threshold`` (``int8.threshold``),
+adding the ``calibration`` record, which the contract validates and seals.
 """
 
 from __future__ import annotations
@@ -59,21 +48,6 @@ class Calibration:
 
     threshold: float
     record: dict
-
-    @property
-    def rate(self) -> float:
-        """The achieved false-alarm rate on the calibration images (flagged / n)."""
-        return self.record["achieved_false_alarm_rate"]
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        """The Clopper-Pearson interval (lower, upper) for the long-run false-alarm rate."""
-        return self.record["interval"]["lower"], self.record["interval"]["upper"]
-
-    @property
-    def prediction(self) -> tuple[int, int]:
-        """The prediction interval (lower, upper) for the false alarms among n new normal images."""
-        return self.record["prediction"]["lower"], self.record["prediction"]["upper"]
 
 
 def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:

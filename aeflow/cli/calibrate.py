@@ -36,9 +36,10 @@ def _print(run, directory: Path, out: Path | None) -> None:
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
         r = cal.record
-        (lo, hi), (c_lo, c_hi) = cal.interval, cal.prediction
+        (lo, hi), (c_lo, c_hi) = (r["interval"][b] for b in ("lower", "upper")), \
+            (r["prediction"][b] for b in ("lower", "upper"))
         rows.append([GRAPH_FILES[which], f"{r['previous_threshold']:.6f}", f"{cal.threshold:.6f}",
-                     f"{cal.rate:.2%} ({r['flagged']:,}/{n:,})", f"{lo:.2%} - {hi:.2%}",
+                     f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})", f"{lo:.2%} - {hi:.2%}",
                      f"{c_lo:,} - {c_hi:,} ({c_lo / n:.1%} - {c_hi / n:.1%})"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
