@@ -81,21 +81,7 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
     n = int(s.size)
     if not np.all(np.isfinite(s)):
         raise UsageError("the scores hold NaN or Inf")
-    record: dict = {}
-    if rate is not None:
-        if n < min_n_for_rate(rate):
-            raise UsageError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images "
-                             f"(the threshold is the ceil((1 - rate) (n + 1))-th smallest score), got {n:,}; "
-                             f"pass more images or a larger rate")
-        q = threshold_for_false_alarm_rate(s, rate)
-        value = q.value
-        record.update(rule="false-alarm rate", false_alarm_rate=rate, rank=q.rank)
-    else:
-        if n < 2:
-            raise UsageError(f"mean + k std needs at least 2 normal images, got {n}")
-        th = threshold_from_scores(s, k)
-        value = th.value
-        record.update(rule="mean + k std", k=th.k, mean=th.mean, std=th.std, ddof=1)
+    value, record = _rule(s, k, rate)
     if not value > 0:
         raise UsageError(f"the calibrated threshold would be {value!r}; a threshold must be positive - "
                          f"are the images blank?")
@@ -113,6 +99,23 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
         versions={"aeflow": __version__, "numpy": np.__version__, "onnxruntime": _ort_version()},
     )
     return Calibration(float(value), record)
+
+
+def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, dict]:
+    """The threshold for the float64 scores ``s`` by rule ``k`` or ``rate``, and the rule's part of
+    the record; ``UsageError`` for too few scores."""
+    n = int(s.size)
+    if rate is not None:
+        if n < min_n_for_rate(rate):
+            raise UsageError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images "
+                             f"(the threshold is the ceil((1 - rate) (n + 1))-th smallest score), got {n:,}; "
+                             f"pass more images or a larger rate")
+        q = threshold_for_false_alarm_rate(s, rate)
+        return q.value, {"rule": "false-alarm rate", "false_alarm_rate": rate, "rank": q.rank}
+    if n < 2:
+        raise UsageError(f"mean + k std needs at least 2 normal images, got {n}")
+    th = threshold_from_scores(s, k)
+    return th.value, {"rule": "mean + k std", "k": th.k, "mean": th.mean, "std": th.std, "ddof": 1}
 
 
 def _ort_version() -> str:

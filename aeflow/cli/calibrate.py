@@ -89,18 +89,7 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    from aeflow.distributed import expand_inputs
-    from aeflow.runtime.calibration import calibration_target
-    from aeflow.runtime.contract import artifacts_dir
-
-    if k is not None and rate is not None:
-        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
-    if artifacts is None and output is None:
-        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
-                               "of the bundled artifacts (which are never changed)")
-    normal = expand_inputs(normal)
-    directory = artifacts_dir(artifacts)
-    out = calibration_target(directory, output, force, normal, cli=True)
+    normal, directory, out = _check(artifacts, output, k, rate, force, normal)
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
@@ -114,6 +103,22 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
         click.echo(json.dumps(doc, indent=2))
     elif not quiet:
         _print(run, directory, out)
+
+
+def _check(artifacts, output, k, rate, force, normal):
+    """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
+    work (``aeflow.runtime.calibration.calibration_target``)."""
+    from aeflow.distributed import expand_inputs
+    from aeflow.runtime.calibration import calibration_target
+    from aeflow.runtime.contract import artifacts_dir
+
+    if k is not None and rate is not None:
+        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
+    if artifacts is None and output is None:
+        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
+                               "of the bundled artifacts (which are never changed)")
+    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
+    return normal, directory, calibration_target(directory, output, force, normal, cli=True)
 
 
 @dataclass
