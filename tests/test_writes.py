@@ -231,3 +231,15 @@ def test_stdout_that_cannot_be_written_is_one_output_error(monkeypatch, stream, 
     rows = [ScoredInput("x.npy", np.arange(5000, dtype=np.float32), 0.5)]
     with pytest.raises(OutputError, match=f"cannot write to standard output \\({words}"):
         write_stdout(rows)
+
+
+def test_calibrate_with_a_reader_that_quit_keeps_exit_0(place):
+    before = sha256_file(place / "art" / "threshold.json")
+    proc = subprocess.Popen([os.sys.executable, "-m", "aeflow", "calibrate", "a.npy", "--artifacts", "art",
+                             "--device", "cpu", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader quits before the summary is printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=240) == 0 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"aeflow: warning: wrote art/threshold.json; cannot write the summary to "
+                                        f"standard output (Broken pipe)"]
+    assert sha256_file(place / "art" / "threshold.json") != before

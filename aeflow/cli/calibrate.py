@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import numpy as np
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.errors import InputError, Interrupted, UsageError
+from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
 
@@ -35,12 +38,11 @@ def _print(run, directory: Path, out: Path | None) -> None:
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
-        r = cal.record
-        (lo, hi), (c_lo, c_hi) = (r["interval"][b] for b in ("lower", "upper")), \
-            (r["prediction"][b] for b in ("lower", "upper"))
+        r, iv, pr = cal.record, cal.record["interval"], cal.record["prediction"]
         rows.append([GRAPH_FILES[which], f"{r['previous_threshold']:.6f}", f"{cal.threshold:.6f}",
-                     f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})", f"{lo:.2%} - {hi:.2%}",
-                     f"{c_lo:,} - {c_hi:,} ({c_lo / n:.1%} - {c_hi / n:.1%})"])
+                     f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
+                     f"{iv['lower']:.2%} - {iv['upper']:.2%}",
+                     f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
@@ -97,12 +99,21 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
         raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted; threshold.json was not changed") from None
-    if as_json:
-        doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-               "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold) for w, c in run.calibrations.items()}}
-        click.echo(json.dumps(doc, indent=2))
-    elif not quiet:
-        _print(run, directory, out)
+    try:
+        if as_json:
+            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
+                                   for w, c in run.calibrations.items()}}
+            click.echo(json.dumps(doc, indent=2))
+        elif not quiet:
+            _print(run, directory, out)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:  # threshold.json is written: a reader that quit does not undo that
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
+                   f"({describe_os_error(e)})", err=True)
 
 
 def _check(artifacts, output, k, rate, force, normal):
