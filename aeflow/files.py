@@ -391,15 +391,17 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -
 def locked(folder: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so nothing is left
     behind and a killed holder releases it) for a read-modify-write of a file in it; another
-    holder is waited for. Where the platform has no ``flock`` nothing is locked."""
+    holder is waited for. Where the platform or file system has no ``flock``, nothing is locked."""
+    fd = None
     try:
         import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
+
+        fd = os.open(folder, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+    try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
