@@ -128,9 +128,9 @@ def _ort_version() -> str:
 
 def data_entry(name: str, kind: str, sha256: str, n: int) -> dict:
     """One entry of ``calibration.data``: ``kind`` "file" (sha256 of the file, as ``sha256sum``
-    prints it), "folder" (sha256 of the lines ``"<sha256>  <name>\\n"`` of its files sorted by
-    name, as ``cd DIR && sha256sum * | LC_ALL=C sort -k2`` prints them) or "array" (sha256 of the
-    images' bytes in C order, dtype as given)."""
+    prints it), "folder" (sha256 of the lines ``"<sha256>  <name>\\n"`` of the PNG files scored,
+    sorted by name, as ``cd DIR && sha256sum *.png | LC_ALL=C sort -k2`` prints them) or "array"
+    (sha256 of the images' bytes in C order, dtype as given)."""
     return {"name": str(name)[:1000], "kind": kind, "sha256": sha256, "n": int(n)}
 
 
