@@ -1,19 +1,12 @@
 """``aeflow bench``: what the runtime costs, section by section, in one process on the same inputs.
 
-Sections (``SECTIONS``, run in order): the machine's own GEMM limit; scoring the autoencoder per
-engine and batch size, with each row's share of the limit and the peers a user would pick instead
-(``aeflow.analysis.peers``); sampling the flow per method against the homework's 30-step clamped
-bisection, one flow.onnx pass over the same n and drawing the z's; scoring from files (.npy
-against a folder of PNGs); the cold start of a new process (``aeflow.analysis.coldstart``).
-
-Method: every engine is warmed up first, engines are interleaved within each repeat so a burst of
-load from elsewhere hits all alike, input buffers rotate; figures are medians with [min - max].
-onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin`` is the graph
-with spinning on, as ``aeflow score`` runs it).
-
-To add rows: write ``rows(run: Run) -> list[dict]`` (values: numbers, strings, or ``spread``
-dicts) and add a ``Section`` naming its columns to ``SECTIONS``; the JSON result holds the rows
-under the section's key and ``format_table`` prints them.
+Sections, in order: the machine's GEMM limit; scoring per engine and batch size, with its share of
+the limit and the peers a user would pick instead (``aeflow.analysis.peers``); sampling per method
+against the homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from
+files (.npy against a folder of PNGs); the cold start (``aeflow.analysis.coldstart``). Engines are
+warmed up and interleaved within each repeat, inputs rotate; figures are medians with [min - max].
+onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin``: spinning on,
+as ``aeflow score`` runs). A section is a ``Section``: JSON key, title, columns, ``rows(run)``.
 """
 
 from __future__ import annotations
@@ -29,6 +22,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from aeflow.analysis import text_table
 from aeflow.analysis.coldstart import measure_cold_start
 from aeflow.analysis.peers import OPENVINO, openvino_engine, torch_compile_rows
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
@@ -44,13 +38,14 @@ LIMIT_SIZE, QUICK_LIMIT_SIZE = 2048, 512  # 2 x 2048^3 = 17 GFLOP a call
 TORCH, FP32, INT8, FP32_SPIN = "torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"
 HOMEWORK = "torch-bisection (homework)"
 FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
+QUICK = {"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True}  # tests, smoke runs
 
 
 @dataclass
 class BenchSettings:
-    """What to measure: ``repeats`` per measurement, ``batches``, ``n_samples`` per sampling run,
-    ``seconds_per_repeat`` (each repeat times enough calls to last about this long), ``threads``
-    (None: the CPUs this process may use), ``quick`` (smaller sizes, no torch.compile)."""
+    """``repeats`` per measurement, ``n_samples`` per sampling run, ``seconds_per_repeat`` (calls
+    per repeat to last about this long), ``threads`` (None: the CPUs this process may use),
+    ``quick`` (smaller sizes, no torch.compile); ``QUICK`` holds the quick run's values."""
 
     artifacts: str | os.PathLike | None = None
     device: str = "auto"
@@ -63,16 +58,11 @@ class BenchSettings:
     quick: bool = False
     progress: Callable[[str], None] = lambda msg: None
 
-    @classmethod
-    def quick_settings(cls, **kw) -> "BenchSettings":
-        """Few and short repeats, ``QUICK_SAMPLES`` samples: for tests and smoke runs."""
-        return cls(**({"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True} | kw))
-
 
 @dataclass
 class Run:
-    """What every section's ``rows`` function gets: the settings, the checked artifacts, the
-    results of the sections before it, and the lists it adds notes and providers to."""
+    """What each section's ``rows`` gets: settings, the checked artifacts, the results so far, and
+    the notes and providers it adds to."""
 
     settings: BenchSettings
     directory: Path
@@ -84,8 +74,7 @@ class Run:
 
     @cached_property
     def torch(self) -> tuple[Callable | None, Callable | None]:
-        """(PyTorch eager scoring, the homework's sampler) from the checkpoints, or (None, None)
-        with a note when PyTorch or a checkpoint is missing."""
+        """(PyTorch eager scoring, the homework's sampler), or (None, None) with a note."""
         try:
             from aeflow.export import reference
         except ImportError:
@@ -106,8 +95,8 @@ class Run:
 
 
 class Section(NamedTuple):
-    """One table of the bench: its JSON ``key``, ``title``, ``columns`` (header, row key, format
-    spec; ``s`` left-aligns, a trailing ``x`` prints a ratio) and its ``rows`` function."""
+    """A table: JSON ``key``, ``title``, ``columns`` (header, row key, format spec: ``s`` aligns
+    left, a trailing ``x`` prints a ratio) and ``rows``."""
 
     key: str
     title: str
@@ -116,13 +105,12 @@ class Section(NamedTuple):
 
 
 def limit_rows(run: Run) -> list[dict]:
-    """The machine's GEMM limit (``timing.gemm_limits``)."""
     n = QUICK_LIMIT_SIZE if run.settings.quick else LIMIT_SIZE
     return gemm_limits(n, run.threads, max(1, min(run.settings.repeats, 5)), run.notes)
 
 
 def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """The scoring engines: score float32 [N, 1, H, W] -> float32 [N]."""
+    """The scoring engines: float32 [N, 1, H, W] -> score float32 [N]."""
     torch_score = run.torch[0]
     engines = {TORCH: torch_score} if torch_score else {}
     if "int8" not in run.meta:
@@ -143,19 +131,18 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
 
 def scoring_rows(run: Run) -> list[dict]:
-    """images/s per engine and batch (``timing.measure``), GFLOP/s, share of the GEMM limit of its
-    precision (the best repeat), ratios to torch and to ort-fp32, and the peers' largest score
-    difference to ort-fp32."""
+    """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
+    repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
     s, engines, rows = run.settings, _engines(run), []
     for batch in s.batches:
-        run.settings.progress(f"scoring, batch {batch}")
+        s.progress(f"scoring, batch {batch}")
         buffers = input_buffers(demo_images(run.directory), batch)
         reference = engines[FP32](buffers[0])
         for name, t in measure(engines, buffers, s.repeats, s.seconds_per_repeat).items():
             diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
     if run.torch[0] and not s.quick:
-        run.settings.progress("torch.compile, in a child process")
+        s.progress("torch.compile, in a child process")
         rows += torch_compile_rows(run.directory, run.threads, s.batches, s.repeats, s.seconds_per_repeat, run.notes)
     elif run.torch[0]:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
@@ -172,9 +159,8 @@ def scoring_rows(run: Run) -> list[dict]:
 
 
 def sampling_rows(run: Run) -> list[dict]:
-    """Seconds for ``n_samples`` samples per method (the homework's bisection where PyTorch is
-    installed, then every runtime method), one flow.onnx pass over as many points and drawing the
-    z's, with the ratios to the homework and to that pass."""
+    """Seconds for ``n_samples`` samples per method (the homework's where PyTorch is installed),
+    one flow.onnx pass over as many points and drawing the z's; ratios to the homework and the pass."""
     from aeflow.runtime.sampler import FlowSampler
 
     s, n = run.settings, run.settings.n_samples
@@ -188,7 +174,7 @@ def sampling_rows(run: Run) -> list[dict]:
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
     rows = []
     for name, fn in methods.items():
-        run.settings.progress(f"sampling, {name}")
+        s.progress(f"sampling, {name}")
         fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
         times = []
         for seed in range(max(1, min(s.repeats, 3))):  # a new seed each repeat: new targets
@@ -204,9 +190,8 @@ def sampling_rows(run: Run) -> list[dict]:
 
 
 def files_rows(run: Run) -> list[dict]:
-    """The same demo images (uint8) as one .npy and as a folder of PNGs, each opened and scored by
-    ``AnomalyScorer`` as ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio
-    per repeat."""
+    """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as
+    ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.pngfiles import pillow
     from aeflow.runtime.scorer import AnomalyScorer
@@ -214,7 +199,7 @@ def files_rows(run: Run) -> list[dict]:
     n, base = QUICK_FILE_IMAGES if run.settings.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
     scorer = AnomalyScorer(run.directory, run.settings.device, verify=run.settings.verify)
-    rates: dict[str, list[float]] = {"one .npy (uint8)": [], "folder of PNGs": []}
+    rates: tuple[list[float], list[float]] = ([], [])
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
         paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
         np.save(paths[0], images)
@@ -222,19 +207,18 @@ def files_rows(run: Run) -> list[dict]:
         for i, im in enumerate(images):
             pillow().fromarray(im).save(paths[1] / f"{i:06d}.png")
         for r in range(max(3, run.settings.repeats) + 1):  # the first round warms up: sessions, page cache
-            for rate, path in zip(rates.values(), paths):
+            for rate, path in zip(rates, paths):
                 time.sleep(PHASE_GAP_S)
                 t0 = time.perf_counter()
                 with open_source(path) as src:
                     scorer.score_source(src)
                 rate += [n / (time.perf_counter() - t0)] * (r > 0)
-    npy, png = rates.values()
+    npy, png = rates
     return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
             {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    """New process to exit (``aeflow.analysis.coldstart``), with the goals met or not."""
     rows = measure_cold_start(run.directory, demo_images(run.directory)[0], 1 if run.settings.quick else 5)
     for r in rows:
         r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
@@ -272,8 +256,8 @@ SECTIONS = [
 
 
 def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> dict:
-    """Run every section in order; returns the JSON-ready result: ``machine``, ``providers``,
-    ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
+    """Every section in order: the JSON-ready ``machine``, ``providers``, ``settings``, each
+    section's rows under its key, ``versions`` and ``notes``."""
     directory = artifacts_dir(settings.artifacts)
     threads = settings.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     run = Run(settings, directory, read_threshold(directory, settings.verify), threads)
@@ -289,11 +273,9 @@ def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> di
 
 
 def _cell(value, fmt: str) -> str:
-    if value is None:
-        return ""
     if isinstance(value, dict):
         return f"{_cell(value['median'], fmt)} [{_cell(value['min'], fmt)} - {_cell(value['max'], fmt)}]"
-    return f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
+    return "" if value is None else f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
 
 
 def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
@@ -303,13 +285,8 @@ def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
-    for section in sections:
-        cells = [[_cell(r.get(key), fmt) for _, key, fmt in section.columns] for r in result.get(section.key, ())]
-        widths = [max([len(head)] + [len(c[i]) for c in cells]) for i, (head, _, _) in enumerate(section.columns)]
-        left = [fmt == "s" for _, _, fmt in section.columns]
-
-        def line(values: list[str]) -> str:
-            return "  ".join(v.ljust(w) if lft else v.rjust(w) for v, w, lft in zip(values, widths, left)).rstrip()
-
-        lines += ["", section.title, line([head for head, _, _ in section.columns])] + [line(c) for c in cells]
+    for sec in sections:
+        cells = [[c[0] for c in sec.columns]] + [[_cell(r.get(key), fmt) for _, key, fmt in sec.columns]
+                                                 for r in result.get(sec.key, ())]
+        lines += ["", sec.title, *text_table(cells, tuple(i for i, c in enumerate(sec.columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
