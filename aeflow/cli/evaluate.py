@@ -10,7 +10,7 @@ import click
 
 from aeflow.errors import Interrupted
 from aeflow.cli.options import artifacts_option, data_dir_option, device_option, json_option, no_verify_option, quiet_option
-from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
+from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 
 
 @click.command("evaluate")
@@ -59,8 +59,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
             from aeflow.analysis.report import write_report
 
             summary["report"] = str(report_dir / "report.html")
-            write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],
-                         result.extremes, Path(summary["artifacts"]), result.flow)
+            write_report(report_dir, result)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; " + ("no report written" if report_dir is not None else "nothing was written")
                           ) from None
