@@ -38,25 +38,24 @@ LIMIT_SIZE, QUICK_LIMIT_SIZE = 2048, 512  # 2 x 2048^3 = 17 GFLOP a call
 TORCH, FP32, INT8, FP32_SPIN = "torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"
 HOMEWORK = "torch-bisection (homework)"
 FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
-QUICK = {"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True}  # tests, smoke runs
 
 
 @dataclass
 class BenchSettings:
-    """``repeats`` per measurement, ``n_samples`` per sampling run, ``seconds_per_repeat`` (calls
-    per repeat to last about this long), ``threads`` (None: the CPUs this process may use),
-    ``quick`` (smaller sizes, no torch.compile); ``QUICK`` holds the quick run's values."""
+    """``repeats`` per measurement (None: 5, quick 2), ``threads`` (None: the CPUs this process may
+    use), ``quick``: smaller sizes, short repeats, no torch.compile (tests, smoke runs)."""
 
     artifacts: str | os.PathLike | None = None
     device: str = "auto"
-    repeats: int = 5
-    batches: tuple[int, ...] = BATCHES
-    n_samples: int = SAMPLES
-    seconds_per_repeat: float = 0.2
+    repeats: int | None = None
     threads: int | None = None
     verify: bool = True
     quick: bool = False
     progress: Callable[[str], None] = lambda msg: None
+
+    def __post_init__(self):
+        self.repeats = self.repeats or (2 if self.quick else 5)
+        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
 
 
 @dataclass
@@ -134,7 +133,7 @@ def scoring_rows(run: Run) -> list[dict]:
     """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
     repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
     s, engines, rows = run.settings, _engines(run), []
-    for batch in s.batches:
+    for batch in BATCHES:
         s.progress(f"scoring, batch {batch}")
         buffers = input_buffers(demo_images(run.directory), batch)
         reference = engines[FP32](buffers[0])
@@ -143,7 +142,7 @@ def scoring_rows(run: Run) -> list[dict]:
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
     if run.torch[0] and not s.quick:
         s.progress("torch.compile, in a child process")
-        rows += torch_compile_rows(run.directory, run.threads, s.batches, s.repeats, s.seconds_per_repeat, run.notes)
+        rows += torch_compile_rows(run.directory, run.threads, BATCHES, s.repeats, s.seconds_per_repeat, run.notes)
     elif run.torch[0]:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}

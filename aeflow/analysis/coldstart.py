@@ -1,8 +1,6 @@
-"""Cold start, as a CLI user and an embedded caller pay it on every call: wall-clock seconds from
-starting a new Python process to its exit, for ``aeflow --help``, ``aeflow score one.png`` (the
-artifacts' load-time checks included) and a script that scores one image through
-``aeflow.runtime``, next to the floor every such process pays: ``import numpy, onnxruntime``.
-The file cache is warm (an untimed run of each first); nothing else is cached between runs."""
+"""Cold start, as a CLI user and an embedded caller pay it on every call: seconds from a new Python
+process to its exit for ``aeflow --help``, ``aeflow score one.png`` and a script scoring one image
+through ``aeflow.runtime``, beside the floor: ``import numpy, onnxruntime``. Warm file cache."""
 
 from __future__ import annotations
 
@@ -23,16 +21,9 @@ API_SCRIPT = ("import sys\nimport numpy as np\nfrom aeflow.runtime import Anomal
               "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))\n")
 
 
-def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
-
-
 def measure_cold_start(directory: Path, image: np.ndarray, repeats: int) -> list[dict]:
-    """Rows ``{"what", "seconds": spread, "vs_floor", "goal_s"}``, each command run ``repeats``
-    times (interleaved) after one untimed round. ``image``: uint8 [H, W], the image scored; ``directory``: the
-    artifacts."""
+    """Rows ``{"what", "seconds": spread, "vs_floor", "goal_s"}``, each command run ``repeats`` times,
+    interleaved, after one untimed round, on ``image`` (uint8 [H, W]) with the artifacts ``directory``."""
     from aeflow.runtime.pngfiles import pillow
 
     script = Path(sys.executable).with_name("aeflow")
@@ -48,8 +39,10 @@ def measure_cold_start(directory: Path, image: np.ndarray, repeats: int) -> list
         for r in range(repeats + 1):  # interleaved; the first round untimed (file cache, bytecode caches)
             for what, cmd in commands.items():
                 t0 = time.perf_counter()
-                _run(cmd)
+                proc = subprocess.run(cmd, capture_output=True)
                 times[what] += [time.perf_counter() - t0] * (r > 0)
+                if proc.returncode:
+                    raise RuntimeError(f"{' '.join(cmd[:3])} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
     floor = spread(times[FLOOR])["median"]
     return [{"what": what, "seconds": spread(t), "vs_floor": spread(t)["median"] / floor, "goal_s": GOALS_S.get(what)}
             for what, t in times.items()]

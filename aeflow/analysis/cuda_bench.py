@@ -46,8 +46,7 @@ def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
     """Device-to-device and host-to-device copies (GB/s) and a float32 MatMul n^3, TF32 off
     (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
     n, m = size["copy_bytes"] // 4, size["matmul"]
-    src, dst, tiny = device._zeros([n], np.float32, where), device._zeros([n], np.float32, where), device._zeros(
-        [1], np.float32, where)
+    src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
 
     def copy():  # a device-to-device copy is asynchronous; the tiny copy back waits for it
         dst.update_inplace(src)

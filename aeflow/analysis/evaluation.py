@@ -192,18 +192,16 @@ def _notes(summary: dict) -> list[str]:
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
              data_dir=None, device: str = "auto", flow: bool = False, with_extremes: bool = False,
              verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
-    """Score ``in_dist`` and every anomaly set (DATA, see ``load_set``) with ``AnomalyScorer`` on
-    ``device``: type I error, type II and AUROC per anomaly set at the artifacts' threshold and at
-    the one giving ``target_type_i``; with ``flow`` also ``evaluate_flow``; with ``with_extremes``
-    the best and worst reconstructions per set."""
+    """Score ``in_dist`` and the anomaly sets (DATA, see ``load_set``) with ``AnomalyScorer``: type I,
+    type II and AUROC at the artifacts' threshold and at the one giving ``target_type_i``; with
+    ``flow`` also ``evaluate_flow``, with ``with_extremes`` the best and worst reconstructions."""
     from aeflow.runtime.calibration import threshold_origin
     from aeflow.runtime.sampler import FlowSampler
     from aeflow.runtime.scorer import AnomalyScorer
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
     sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
-    sets = _load_sets(in_dist, anomalies, data_dir)
-    score_sets(scorer, sets, quiet)
+    score_sets(scorer, sets := _load_sets(in_dist, anomalies, data_dir), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
     t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
     rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)

@@ -1,15 +1,13 @@
-"""The engines a user would pick instead of aeflow's onnxruntime graphs, for ``aeflow bench``.
-
-- OpenVINO (``pip install 'aeflow[bench]'``) on the same ae.onnx, float32 forced (on CPUs with
-  AMX or AVX-512 BF16 it would otherwise run bfloat16 and score differently), same threads.
-- ``torch.compile`` (inductor) on the same checkpoint. Compiling takes a minute or more per batch
-  shape on a small CPU and cannot be interrupted, so a child process (``python -m
-  aeflow.analysis.peers compile ...``) compiles and times it under a time limit, interleaved with
-  PyTorch eager and onnxruntime float32 on the same inputs; its ratios are the ones reported.
-"""
+"""The engines a user would pick instead, for ``aeflow bench``: OpenVINO (``pip install
+'aeflow[bench]'``) on the same ae.onnx, float32 forced (AMX or AVX-512 BF16 CPUs would otherwise
+run bfloat16), and ``torch.compile`` (inductor) on the same checkpoint. Compiling takes minutes
+and cannot be interrupted, so a child process (``python -m aeflow.analysis.peers DIR THREADS
+REPEATS SECONDS BATCH...``) compiles and times it under a time limit, interleaved with PyTorch
+eager and onnxruntime float32 on the same inputs; its ratios are the ones reported."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -44,7 +42,7 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
 
 
 def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
-    """Print the torch-compile rows as JSON (see the module docstring)."""
+    """Print the torch-compile rows as JSON."""
     import torch
 
     from aeflow.export import reference
@@ -52,8 +50,8 @@ def _child(directory: Path, threads: int, repeats: int, seconds: float, batches:
     from aeflow.runtime.providers import create_session
 
     reference.set_threads(threads)
-    model = reference.ScoringAutoencoder(reference.load_autoencoder(directory / "ae.pt")[0]).eval()
-    compiled = torch.compile(model, backend="inductor", dynamic=False)
+    compiled = torch.compile(reference.ScoringAutoencoder(reference.load_autoencoder(directory / "ae.pt")[0]).eval(),
+                             backend="inductor", dynamic=False)
     session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
 
     def run_compiled(x: np.ndarray) -> np.ndarray:
@@ -75,10 +73,8 @@ def _child(directory: Path, threads: int, repeats: int, seconds: float, batches:
 
 def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
                        timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
-    """torch-compile scoring rows measured by a child process, or [] with a note when PyTorch or
-    ae.pt is missing, compiling fails or the child runs past ``timeout`` seconds."""
-    import importlib.util
-
+    """torch-compile rows from the child process, or [] with a note when PyTorch or ae.pt is
+    missing, compiling fails or the child runs past ``timeout`` seconds."""
     if importlib.util.find_spec("torch") is None or not (directory / "ae.pt").is_file():
         notes.append("PyTorch or ae.pt missing: no torch-compile row")
         return []

@@ -15,9 +15,9 @@ BUFFERS = 3  # distinct inputs in rotation, so no timing measures a cache holdin
 PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
 
 
-def spread(values, scale: float = 1.0) -> dict:
-    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats) times ``scale``."""
-    a = np.asarray(values, dtype=np.float64) * scale
+def spread(values) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats)."""
+    a = np.asarray(values, dtype=np.float64)
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
 
 
