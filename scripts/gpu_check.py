@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,19 +50,6 @@ def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, f
         return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
 
 
-def test_results(xml_path: Path) -> dict:
-    """Counts and the failed tests' names from pytest's JUnit XML."""
-    if not xml_path.exists():
-        return {"passed": 0, "failed": 0, "skipped": 0, "failures": ["no test report"]}
-    out = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
-    for case in ET.parse(xml_path).getroot().iter("testcase"):
-        status = next((s for tag, s in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped"))
-                       if case.find(tag) is not None), "passed")
-        out[status] += 1
-        out["failures"] += [f"{case.get('classname')}::{case.get('name')}"] * (status == "failed")
-    return out
-
-
 def steps(out: Path) -> dict[str, list[str]]:
     return {"info": ["-m", "aeflow", "info", "--device", "cuda", "--json"],
             "verify": ["-m", "aeflow", "verify", "--device", "cuda", "--json"],
@@ -89,14 +75,14 @@ def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dic
     for name, args in steps(out).items():
         code, stdout, stderr, seconds = run_step(args, out, max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic())))
         try:
-            doc = test_results(out / "tests.xml") if name == "tests" else json.loads(stdout)
-        except ValueError:
-            doc = {"stdout": stdout[-20000:]}
+            doc = json.loads(stdout)
+        except ValueError:  # pytest's: its summary line and the failed tests (pytest -q lists them)
+            doc = {"summary": (stdout.strip().splitlines() or [""])[-1], "stdout": stdout[-20000:],
+                   "failures": [line.split()[1] for line in stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]}
         (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         if name == "tests":
-            detail = (f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped"
-                      + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else ""))
+            detail = doc["summary"] + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else "")
         if name == "bench" and not all(r.get("check", {}).get("passed", "error" not in r) for r in doc.get("rows", [])):
             code = code or 1  # a row that disagrees with the CPU fails the check
         summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}

@@ -21,13 +21,11 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @no_verify_option
 @json_option
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark, in one process on the same inputs: the machine's own GEMM limit; scoring at
-    batch 1, 64, 1024 and 8192 (PyTorch eager, onnxruntime float32 and int8, OpenVINO and
-    torch.compile where installed) with images/s, latency, GFLOP/s and share of the limit;
-    sampling 1,000,000 points per method against the homework's bisection and one flow.onnx pass;
-    scoring from a .npy and from a PNG folder; the cold start of the CLI. Rows whose extra is
-    missing are skipped with a note; --quick skips torch.compile. With --device cuda: the CUDA
-    rows instead, against the GPU's own copy and MatMul limits.
+    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 (PyTorch
+    eager, onnxruntime float32 and int8, OpenVINO, torch.compile) with images/s, latency, GFLOP/s,
+    share of the limit; sampling per method against the homework's and one flow.onnx pass; scoring
+    from .npy and PNG files; the cold start. Rows whose extra is missing are skipped with a note.
+    With --device cuda: the CUDA rows, against the GPU's own copy and MatMul limits.
 
     \b
     Example:
