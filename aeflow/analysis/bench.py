@@ -1,17 +1,26 @@
 """``aeflow bench``: what the runtime costs, section by section, in one process on the same inputs.
 
 Sections, in order: the machine's GEMM limit; scoring per engine and batch size, with its share of
-the limit and the peers a user would pick instead (``aeflow.analysis.peers``); sampling per method
+the limit and the peers a user would pick instead; sampling per method
 against the homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from
-files (.npy against a folder of PNGs); the cold start (``aeflow.analysis.coldstart``). Engines are
+files (.npy against a folder of PNGs); the cold start of a new process. Engines are
 warmed up and interleaved within each repeat, inputs rotate; figures are medians with [min - max].
 onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin``: spinning on,
 as ``aeflow score`` runs). A section is a ``Section``: JSON key, title, columns, ``rows(run)``.
+
+The peers: OpenVINO (``pip install 'aeflow[bench]'``) on the same ae.onnx, float32 forced (AMX or
+AVX-512 BF16 CPUs would otherwise run bfloat16), and ``torch.compile`` (inductor) on the same
+checkpoint. Compiling takes minutes and cannot be interrupted, so a child process (``python -m
+aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``) compiles and times it under a time
+limit, interleaved with PyTorch eager and onnxruntime float32; its ratios are the ones reported.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +32,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from aeflow.analysis import text_table
-from aeflow.analysis.coldstart import measure_cold_start
-from aeflow.analysis.peers import OPENVINO, openvino_engine, torch_compile_rows
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.contract import artifacts_dir, demo_images, graph_path, read_threshold
@@ -36,8 +43,13 @@ SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
 FILE_IMAGES, QUICK_FILE_IMAGES = 20_000, 2_000
 LIMIT_SIZE, QUICK_LIMIT_SIZE = 2048, 512  # 2 x 2048^3 = 17 GFLOP a call
 TORCH, FP32, INT8, FP32_SPIN = "torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"
+OPENVINO, TORCH_COMPILE, COMPILE_TIMEOUT_S = "openvino-fp32", "torch-compile", 420.0
 HOMEWORK = "torch-bisection (homework)"
 FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
+FLOOR, HELP = "python: import numpy, onnxruntime (the floor)", "aeflow --help"
+SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one image)"
+GOALS_S = {HELP: 0.1, SCORE_PNG: 0.2}
+API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\nAnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))"
 
 
 @dataclass
@@ -106,6 +118,77 @@ class Section(NamedTuple):
 def limit_rows(run: Run) -> list[dict]:
     n = QUICK_LIMIT_SIZE if run.settings.quick else LIMIT_SIZE
     return gemm_limits(n, run.threads, max(1, min(run.settings.repeats, 5)), run.notes)
+
+
+def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """OpenVINO's CPU plugin on ``onnx_path`` (float32 [N, 1, H, W] -> score float32 [N]), or None
+    with a note when ``openvino`` is not installed or cannot compile the graph."""
+    try:
+        import openvino as ov
+    except ImportError:
+        notes.append("openvino is not installed (pip install 'aeflow[bench]'): no OpenVINO row")
+        return None
+    try:
+        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
+        notes.append(f"OpenVINO could not compile {onnx_path.name} ({str(e).strip().splitlines()[0][:120]}): no row")
+        return None
+    request, score = compiled.create_infer_request(), compiled.output("score")
+    notes.append(f"{OPENVINO}: OpenVINO {ov.get_version().split('-')[0]} CPU plugin, f32 hint, {threads} threads")
+    return lambda x: request.infer({"images": x})[score]
+
+
+def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
+    """Print the torch-compile rows as JSON."""
+    import torch
+
+    from aeflow.export import reference
+    from aeflow.runtime.providers import create_session
+
+    reference.set_threads(threads)
+    compiled = torch.compile(reference.ScoringAutoencoder(reference.load_autoencoder(directory / "ae.pt")[0]).eval(),
+                             backend="inductor", dynamic=False)
+    session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
+
+    def run_compiled(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return compiled(torch.from_numpy(x))[1].numpy()
+
+    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"), TORCH_COMPILE: run_compiled,
+               FP32: lambda x: session.run(["score"], {"images": x})[0]}
+    rows = []
+    for batch in batches:
+        buffers = input_buffers(demo_images(directory), batch)
+        diff = float(np.max(np.abs(run_compiled(buffers[0]) - engines[FP32](buffers[0]))))  # compiles
+        t = measure(engines, buffers, repeats, seconds)
+        ips = {name: t[name]["images_per_s"]["median"] for name in t}
+        rows.append({"engine": TORCH_COMPILE, "batch": batch, **t[TORCH_COMPILE], "max_abs_diff_vs_ort_fp32": diff,
+                     "vs_torch": ips[TORCH_COMPILE] / ips[TORCH], "vs_fp32": ips[TORCH_COMPILE] / ips[FP32]})
+    print(json.dumps({"rows": rows, "torch": torch.__version__}))
+
+
+def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
+                       timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
+    """torch-compile rows from the child process, or [] with a note when PyTorch or ae.pt is
+    missing, compiling fails or the child runs past ``timeout`` seconds."""
+    if importlib.util.find_spec("torch") is None or not (directory / "ae.pt").is_file():
+        notes.append("PyTorch or ae.pt missing: no torch-compile row")
+        return []
+    cmd = [sys.executable, "-m", "aeflow.analysis.bench", str(directory), str(threads), str(repeats), str(seconds),
+           *map(str, batches)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        notes.append(f"torch.compile (inductor) did not finish compiling and timing within {timeout:.0f} s: no row")
+        return []
+    if proc.returncode != 0:
+        notes.append(f"torch.compile (inductor) failed here ({(proc.stderr.strip().splitlines() or ['?'])[-1][:160]})")
+        return []
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    notes.append(f"{TORCH_COMPILE}: torch {result['torch']} inductor, timed in a child process beside its own "
+                 f"{TORCH} and {FP32}: its 'vs' columns are those ratios")
+    return result["rows"]
 
 
 def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -218,11 +301,33 @@ def files_rows(run: Run) -> list[dict]:
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    rows = measure_cold_start(run.directory, demo_images(run.directory)[0], 1 if run.settings.quick else 5)
-    for r in rows:
-        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
+    """Seconds from a new process to its exit, as a CLI user and an embedded caller pay on every
+    call, each command interleaved after one untimed round (warm file cache), with the ratio to the
+    floor every such process pays and the goals met or not."""
+    from aeflow.runtime.pngfiles import pillow
+
+    script, image, d = Path(sys.executable).with_name("aeflow"), demo_images(run.directory)[0], str(run.directory)
+    aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
+    with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
+        png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
+        pillow().fromarray(image).save(png)
+        np.save(npy, image[None])
+        commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
+                    SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d], API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
+        times: dict[str, list[float]] = {what: [] for what in commands}
+        for r in range(1 + (1 if run.settings.quick else 5)):
+            for what, cmd in commands.items():
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True)
+                times[what] += [time.perf_counter() - t0] * (r > 0)
+                if proc.returncode:
+                    raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
+    rows = [{"what": what, "seconds": spread(t), "vs_floor": float(np.median(t) / np.median(times[FLOOR])),
+             "goal_s": GOALS_S.get(what)} for what, t in times.items()]
+    for r in rows:
+        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
     return rows
 
 
@@ -289,3 +394,7 @@ def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
                                                  for r in result.get(sec.key, ())]
         lines += ["", sec.title, *text_table(cells, tuple(i for i, c in enumerate(sec.columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
+
+
+if __name__ == "__main__":  # the torch.compile child process (``torch_compile_rows``)
+    _child(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), [int(b) for b in sys.argv[5:]])
