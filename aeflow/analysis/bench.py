@@ -53,35 +53,25 @@ API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\
 
 
 @dataclass
-class BenchSettings:
-    """``repeats`` per measurement (None: 5, quick 2), ``threads`` (None: the CPUs this process may
-    use), ``quick``: smaller sizes, short repeats, no torch.compile (tests, smoke runs)."""
-
-    artifacts: str | os.PathLike | None = None
-    device: str = "auto"
-    repeats: int | None = None
-    threads: int | None = None
-    verify: bool = True
-    quick: bool = False
-    progress: Callable[[str], None] = lambda msg: None
-
-    def __post_init__(self):
-        self.repeats = self.repeats or (2 if self.quick else 5)
-        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
-
-
-@dataclass
 class Run:
-    """What each section's ``rows`` gets: settings, the checked artifacts, the results so far, and
-    the notes and providers it adds to."""
+    """One run as each section's ``rows`` gets it: the checked artifacts, the options (``quick``:
+    smaller sizes, short repeats, no torch.compile), the results so far, and the notes and
+    providers the sections add."""
 
-    settings: BenchSettings
     directory: Path
     meta: dict
+    device: str
+    repeats: int
     threads: int
+    verify: bool
+    quick: bool
+    progress: Callable[[str], None]
     results: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
 
     @cached_property
     def torch(self) -> tuple[Callable | None, Callable | None]:
@@ -100,9 +90,8 @@ class Run:
 
     def session(self, which: str, spinning: bool, golden: bool = True):
         """A checked onnxruntime session of graph ``which`` as the runtime loads it."""
-        s = self.settings
-        return load_graph(self.directory, self.meta, which, s.device, self.threads, spinning, s.verify,
-                          golden and s.verify)
+        return load_graph(self.directory, self.meta, which, self.device, self.threads, spinning, self.verify,
+                          golden and self.verify)
 
 
 class Section(NamedTuple):
@@ -116,8 +105,8 @@ class Section(NamedTuple):
 
 
 def limit_rows(run: Run) -> list[dict]:
-    n = QUICK_LIMIT_SIZE if run.settings.quick else LIMIT_SIZE
-    return gemm_limits(n, run.threads, max(1, min(run.settings.repeats, 5)), run.notes)
+    n = QUICK_LIMIT_SIZE if run.quick else LIMIT_SIZE
+    return gemm_limits(n, run.threads, max(1, min(run.repeats, 5)), run.notes)
 
 
 def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -201,7 +190,7 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         session = run.session(which, spinning=torch_score is None)
         run.providers[name] = provider_of(session)
         engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
-    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.settings.verify), run.threads, run.notes)
+    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes)
     if openvino is not None:
         engines[OPENVINO] = openvino
     if torch_score:
@@ -215,17 +204,17 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 def scoring_rows(run: Run) -> list[dict]:
     """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
     repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
-    s, engines, rows = run.settings, _engines(run), []
+    engines, rows = _engines(run), []
     for batch in BATCHES:
-        s.progress(f"scoring, batch {batch}")
+        run.progress(f"scoring, batch {batch}")
         buffers = input_buffers(demo_images(run.directory), batch)
         reference = engines[FP32](buffers[0])
-        for name, t in measure(engines, buffers, s.repeats, s.seconds_per_repeat).items():
+        for name, t in measure(engines, buffers, run.repeats, run.seconds_per_repeat).items():
             diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
-    if run.torch[0] and not s.quick:
-        s.progress("torch.compile, in a child process")
-        rows += torch_compile_rows(run.directory, run.threads, BATCHES, s.repeats, s.seconds_per_repeat, run.notes)
+    if run.torch[0] and not run.quick:
+        run.progress("torch.compile, in a child process")
+        rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
     elif run.torch[0]:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
@@ -245,10 +234,10 @@ def sampling_rows(run: Run) -> list[dict]:
     one flow.onnx pass over as many points and drawing the z's; ratios to the homework and the pass."""
     from aeflow.runtime.sampler import FlowSampler
 
-    s, n = run.settings, run.settings.n_samples
-    sampler = FlowSampler(s.artifacts, s.device, threads=run.threads, verify=s.verify, golden=s.verify)
+    n = run.n_samples
+    sampler = FlowSampler(run.directory, run.device, threads=run.threads, verify=run.verify, golden=run.verify)
     run.providers["sampler"] = sampler.provider
-    flow = load_graph(run.directory, sampler.metadata, "flow", s.device, run.threads, golden=False)
+    flow = load_graph(run.directory, sampler.metadata, "flow", run.device, run.threads, golden=False)
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     methods = {HOMEWORK: run.torch[1]} if run.torch[1] else {}
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
@@ -256,10 +245,10 @@ def sampling_rows(run: Run) -> list[dict]:
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
     rows = []
     for name, fn in methods.items():
-        s.progress(f"sampling, {name}")
+        run.progress(f"sampling, {name}")
         fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
         times = []
-        for seed in range(max(1, min(s.repeats, 3))):  # a new seed each repeat: new targets
+        for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
             t0 = time.perf_counter()
             fn(n, seed)
             times.append(time.perf_counter() - t0)
@@ -278,9 +267,9 @@ def files_rows(run: Run) -> list[dict]:
     from aeflow.runtime.pngfiles import pillow
     from aeflow.runtime.scorer import AnomalyScorer
 
-    n, base = QUICK_FILE_IMAGES if run.settings.quick else FILE_IMAGES, demo_images(run.directory)
+    n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
-    scorer = AnomalyScorer(run.directory, run.settings.device, verify=run.settings.verify)
+    scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
     rates: tuple[list[float], list[float]] = ([], [])
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
         paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
@@ -288,7 +277,7 @@ def files_rows(run: Run) -> list[dict]:
         paths[1].mkdir()
         for i, im in enumerate(images):
             pillow().fromarray(im).save(paths[1] / f"{i:06d}.png")
-        for r in range(max(3, run.settings.repeats) + 1):  # the first round warms up: sessions, page cache
+        for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
             for rate, path in zip(rates, paths):
                 time.sleep(PHASE_GAP_S)
                 t0 = time.perf_counter()
@@ -315,7 +304,7 @@ def cold_start_rows(run: Run) -> list[dict]:
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d], API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
         times: dict[str, list[float]] = {what: [] for what in commands}
-        for r in range(1 + (1 if run.settings.quick else 5)):
+        for r in range(1 + (1 if run.quick else 5)):
             for what, cmd in commands.items():
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True)
@@ -359,19 +348,24 @@ SECTIONS = [
 ]
 
 
-def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> dict:
-    """Every section in order: the JSON-ready ``machine``, ``providers``, ``settings``, each
-    section's rows under its key, ``versions`` and ``notes``."""
-    directory = artifacts_dir(settings.artifacts)
-    threads = settings.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    run = Run(settings, directory, read_threshold(directory, settings.verify), threads)
+def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, threads: int | None = None,
+              verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None,
+              sections: list[Section] = SECTIONS) -> dict:
+    """Every section in order (``repeats``: None is 5, quick 2; ``threads``: None is the CPUs this
+    process may use): the JSON-ready ``machine``, ``providers``, ``settings``, each section's rows
+    under its key, ``versions`` and ``notes``."""
+    directory = artifacts_dir(artifacts)
+    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    run = Run(directory, read_threshold(directory, verify), device, repeats or (2 if quick else 5), threads, verify,
+              quick, progress)
     load = os.getloadavg()
     for section in sections:
-        settings.progress(section.key.replace("_", " "))
+        progress(section.key.replace("_", " "))
         run.results[section.key] = section.rows(run)
     machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
-    config = {k: v for k, v in vars(settings).items() if k not in ("artifacts", "progress")}
+    config = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
+                                           "seconds_per_repeat")}
     return {"machine": machine, "providers": run.providers, "settings": config, **run.results,
             "versions": package_versions(), "notes": run.notes}
 

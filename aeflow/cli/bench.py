@@ -38,8 +38,8 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
         result = run_cuda_bench(artifacts, quick, repeats, not no_verify)
         click.echo(json.dumps(result, indent=2) if as_json else format_rows(result))
         return
-    from aeflow.analysis.bench import BenchSettings, format_table, run_bench
+    from aeflow.analysis.bench import format_table, run_bench
 
-    result = run_bench(BenchSettings(artifacts, device, repeats, threads, not no_verify, quick,
-                                     lambda msg: sys.stderr.isatty() and click.echo(f"bench: {msg}", err=True)))
+    result = run_bench(artifacts, device, repeats, threads, not no_verify, quick,
+                       lambda msg: sys.stderr.isatty() and click.echo(f"bench: {msg}", err=True))
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
