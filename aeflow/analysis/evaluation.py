@@ -11,7 +11,7 @@ import numpy as np
 
 from aeflow import metrics
 from aeflow.analysis import text_table
-from aeflow.datasets import DATASETS, load_images, mixture_log_density, mixture_of_gaussians
+from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
 from aeflow.runtime.contract import artifacts_dir
@@ -62,7 +62,7 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
     return ImageSet(name, str(path), np.concatenate(parts))
 
 
-def _load_sets(in_dist: str, anomalies, data_dir) -> list[ImageSet]:
+def load_sets(in_dist: str, anomalies=None, data_dir=None) -> list[ImageSet]:
     """The in-distribution set, then the anomaly sets (default: the homework's); a default set that
     cannot be had fails with one line saying how to run offline."""
     sets = []
@@ -73,8 +73,9 @@ def _load_sets(in_dist: str, anomalies, data_dir) -> list[ImageSet]:
             if anomalies or spec not in (DEFAULT_IN_DIST, *DEFAULT_ANOMALIES) or (not sets and data_dir is not None):
                 raise
             where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
-            raise DataError(f"the default set {spec} {where}; offline, pass --data-dir DIR (IDX files in DIR/mnist/, "
-                            f"DIR/fashion-mnist/) and --anomalies {OFFLINE_ANOMALIES} (or --anomalies PATH)") from None
+            raise DataError(f"the default set {spec} {where}; offline, pass --anomalies {OFFLINE_ANOMALIES} with a "
+                            f"--data-dir DIR holding DIR/{idx_file('mnist', 'test')}[.gz] and "
+                            f"DIR/{idx_file(*OFFLINE_ANOMALIES.rpartition('-')[::2])}[.gz] (or --anomalies PATH)") from None
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
@@ -201,7 +202,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
     sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
-    score_sets(scorer, sets := _load_sets(in_dist, anomalies, data_dir), quiet)
+    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
     t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
     rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)
