@@ -94,15 +94,77 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+class _Stream:
+    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a
+    traceback. stderr (``raises=False``) loses what cannot be written and never fails the
+    command; stdout raises ``OSError`` (EBADF when it was closed at the start), which ends the
+    command with one line and exit 1."""
+
+    encoding, errors = "utf-8", "backslashreplace"
+
+    def __init__(self, stream, raises: bool):
+        self._stream, self._raises = stream, raises
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click probes for a binary stream with b""
+            raise TypeError("a text stream")
+        try:
+            if self._stream is None:
+                if text:
+                    raise OSError(errno.EBADF, "closed")
+                return 0
+            return self._stream.write(text)
+        except (OSError, ValueError) as e:
+            if self._raises:
+                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.flush()
+        except (OSError, ValueError):
+            if self._raises:
+                raise
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise OSError(errno.EBADF, "closed")
+        return self._stream.fileno()
+
+
+def _guard_streams() -> None:
+    """Keep file descriptors 0-2 taken (a file the command opens must never become fd 1, where
+    a library's own prints would land in it) and wrap sys.stdout and sys.stderr in ``_Stream``."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+    if not isinstance(sys.stdout, _Stream):
+        sys.stdout, sys.stderr = _Stream(sys.stdout, True), _Stream(sys.stderr, False)
+
+
 def _stdout_gone() -> None:
     """After stdout failed (closed pipe, full disk): send what is left to /dev/null, so that the
     interpreter's last flush does not print a traceback."""
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _warning_printer(previous):
@@ -125,9 +187,43 @@ class _OSFailure(Exception):
         self.error = error
 
 
+def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
+    """THE one mapping from how a command ended to its line on stderr (None: none) and exit code:
+    usage 2, signals 128 + the signal (Ctrl-C 130), stdout that cannot be written 1, any other
+    ``AeflowError`` its ``exit_code``, other OSErrors 1."""
+    by = f" ({_signal_name(signum)})" if signum not in (None, signal.SIGINT) else ""
+    code = 128 + signum if signum else 130
+    if error is None:
+        return None, 0
+    if isinstance(error, click.exceptions.Exit):
+        return None, error.exit_code
+    if isinstance(error, (click.exceptions.Abort, KeyboardInterrupt)):
+        return f"aeflow: interrupted{by}", code
+    if isinstance(error, Interrupted):
+        return f"aeflow: error: {cli_message(error.message)}{by}", code
+    if isinstance(error, click.UsageError):
+        cmd = error.ctx.command_path if error.ctx else "aeflow"
+        return f"{cmd}: error: {' '.join(error.format_message().split())} (see '{cmd} --help')", 2
+    if isinstance(error, click.ClickException):
+        return f"aeflow: error: {' '.join(error.format_message().split())}", error.exit_code
+    if isinstance(error, AeflowError):
+        return f"aeflow: error: {cli_message(error.message)}", error.exit_code
+    if getattr(error, "filename", None) is None and error.errno in STDOUT_ERRORS:
+        _stdout_gone()  # most often stdout closed (>&-, | head) or full
+        return f"aeflow: error: cannot write to standard output ({describe_os_error(error)})", 1
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    return f"aeflow: error: {where}{describe_os_error(error)}", 1
+
+
+STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+ENDINGS = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError,
+           OSError)
+
+
 class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module only when that subcommand is used, and
-    turns aeflow's and click's errors into one line and an exit code."""
+    """click's documented ``LazyGroup``: a subcommand's module is imported only when that
+    subcommand runs or shows its help. ``main`` is the one place where a command ends: streams,
+    signals and warnings set up, and ``outcome`` turns how it ended into one line and an exit code."""
 
     def invoke(self, ctx):
         try:
@@ -151,60 +247,26 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, **extra):
-        for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
-            with contextlib.suppress(AttributeError, ValueError, OSError):
-                stream.reconfigure(errors="backslashreplace")
+        _guard_streams()
+        error = None
         with _signals_end_the_command() as received, warnings.catch_warnings():
             warnings.showwarning = _warning_printer(warnings.showwarning)
             try:
-                self._main(received, args, prog_name, **extra)
+                try:
+                    rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                    sys.stdout.flush()
+                except _OSFailure as e:
+                    raise e.error from None
+                if isinstance(rv, int) and rv:
+                    error = click.exceptions.Exit(rv)
+            except ENDINGS as e:
+                error = e
             finally:
                 remove_temporaries()
-
-    def _main(self, received, args, prog_name, **extra):
-        def code() -> int:
-            return 128 + received[0] if received else 130
-
-        def by_signal() -> str:
-            return f" ({_signal_name(received[0])})" if received and received[0] != signal.SIGINT else ""
-
-        try:
-            try:
-                rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
-                sys.stdout.flush()
-            except _OSFailure as e:
-                raise e.error from None
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        except click.exceptions.Abort:
-            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
-            sys.exit(code())
-        except Interrupted as e:
-            click.echo(f"aeflow: error: {cli_message(e.message)}{by_signal()}", err=True)
-            sys.exit(code())
-        except click.UsageError as e:
-            cmd = e.ctx.command_path if e.ctx else "aeflow"
-            click.echo(f"{cmd}: error: {' '.join(e.format_message().split())} (see '{cmd} --help')", err=True)
-            sys.exit(2)
-        except click.ClickException as e:
-            click.echo(f"aeflow: error: {' '.join(e.format_message().split())}", err=True)
-            sys.exit(e.exit_code)
-        except AeflowError as e:
-            click.echo(f"aeflow: error: {cli_message(e.message)}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
-            sys.exit(code())
-        except OSError as e:
-            # what no command turned into an AeflowError: most often stdout closed (| head) or full
-            if e.errno in (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO) and getattr(e, "filename", None) is None:
-                _stdout_gone()
-                click.echo(f"aeflow: error: cannot write to standard output ({describe_os_error(e)})", err=True)
-            else:
-                where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-                click.echo(f"aeflow: error: {where}{describe_os_error(e)}", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+            line, code = outcome(error, received[0] if received else None)
+        if line:
+            click.echo(line, err=True)
+        sys.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
