@@ -31,12 +31,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aeflow.checks import available_memory, check_batch, check_seed
+from aeflow.checks import MAX_COUNT, available_memory, check_batch, check_count, check_seed, check_threads
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import artifacts_dir, read_flow
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
+from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import provider_of
 
 METHODS = ("graph", "table", "newton", "bisection")
@@ -90,16 +90,6 @@ class _Running:
 def running_stats() -> _Running:
     """A running summary: ``.add(x)`` per chunk, ``.stats()`` -> SampleStats."""
     return _Running()
-
-
-MAX_COUNT = 10**12  # 4 TB of float32: more is a typo
-
-
-def check_count(n) -> int:
-    """``n`` as a positive int, or UsageError."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_COUNT:
-        raise UsageError(f"the number of samples must be a positive integer up to {MAX_COUNT:.0e}, got {str(n)[:40]}")
-    return int(n)
 
 
 # working memory of one target in a chunk (float64 z and x, int64 positions, float32 graph buffers

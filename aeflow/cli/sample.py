@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aeflow.checks import check_seed
+from aeflow.checks import check_count, check_seed
 from aeflow.errors import Interrupted, UsageError
 from aeflow.files import atomic_path, check_space, check_writable, same_file
 from aeflow.progress import progress_bar
@@ -107,10 +107,7 @@ def command(n, seed, output, histogram, method, iterations, device, artifacts, n
       aeflow sample -n 1000000 --seed 0 -o samples.npy --histogram samples.png
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
-    if n < 1:
-        raise UsageError(f"-n must be a positive number of samples, got {n}")
-    if n > MAX_SAMPLES:
-        raise UsageError(f"-n {n} is more than {MAX_SAMPLES:.0e} samples; ask for fewer")
+    check_count(n, "-n")
     if iterations is not None and not 1 <= iterations <= MAX_ITERATIONS:
         raise UsageError(f"--iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
     check_seed(seed, "--seed")
