@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -373,37 +375,66 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
     scheduler. ``UsageError`` for another form or tls:// without certificates, ``AeflowError``
     when the scheduler cannot be reached or the workers do not start within ``start_timeout``
     seconds. ``what`` names the argument in messages."""
-    kind, where = check_scheduler(scheduler, what)
+    kind, where = check_address(scheduler, what)
     distributed = _dask()
     if kind == "local":
-        # the scheduler first, the workers after: an interrupt while they start leaves a cluster
-        # object that closes them (LocalCluster(n_workers=N) interrupted would leave them half-made)
-        cluster = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.CRITICAL)
-        try:
-            cluster.scale(where)
-            with distributed.Client(cluster) as client:
-                try:
-                    client.wait_for_workers(where, timeout=start_timeout)
-                except TimeoutError:
-                    raise AeflowError(f"{what} {scheduler}: the {where} worker processes did not start within "
-                                      f"{start_timeout:g} s") from None
-                yield client
-        finally:
-            cluster.close()
+        with _local(distributed, where, what, start_timeout) as client:
+            yield client
         return
     with _remote(distributed, where, what) as client:
         yield client
 
 
 @contextlib.contextmanager
-def _remote(distributed, address: str, what: str) -> Iterator[object]:
-    security = distributed.security.Security()
-    if address.startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:
-        raise UsageError(f"{what} {address}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
-                         f".client.cert and .client.key in Dask's configuration (or use tcp://)")
+def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[object]:
+    """A LocalCluster of ``n`` one-thread worker processes and its client. The scheduler starts
+    first and the workers after (``scale``), so that whatever ends the start (a signal, Ctrl-C)
+    finds a cluster object to close; ``_close`` then makes sure no worker process is left."""
+    before = set(multiprocessing.active_children())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "port 8787 in use" and the like: not the user's concern
+        cluster = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.CRITICAL)
     try:
-        client = distributed.Client(address, timeout="10s", security=security)
+        cluster.scale(n)
+        with distributed.Client(cluster) as client:
+            try:
+                client.wait_for_workers(n, timeout=start_timeout)
+            except TimeoutError:
+                raise AeflowError(f"{what} local:{n}: the worker processes did not start within "
+                                  f"{start_timeout:g} s") from None
+            yield client
+    finally:
+        _close(cluster, before)
+
+
+def _close(cluster, keep: set) -> None:
+    """Close ``cluster`` and kill any worker process that survived a close cut short (an
+    interrupted start leaves distributed unable to close cleanly); keep distributed's own exit
+    handler from trying again (it would print an AssertionError traceback)."""
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=20)
+    type(cluster)._instances.discard(cluster)
+    for process in set(multiprocessing.active_children()) - keep:  # the cluster's, not the caller's
+        process.kill()
+        process.join(5)
+
+
+def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:
+    """``aeflow.checks.check_scheduler``, dask.distributed installed, and for tls:// the
+    certificates Dask's configuration must name (``UsageError`` without them): before any work."""
+    kind, where = check_scheduler(scheduler, what)
+    distributed = _dask()
+    if str(where).startswith("tls://") and distributed.security.Security().get_connection_args("client")["ssl_context"] is None:
+        raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
+                         f".client.cert and .client.key in Dask's configuration (or use tcp://)")
+    return kind, where
+
+
+@contextlib.contextmanager
+def _remote(distributed, address: str, what: str) -> Iterator[object]:
+    try:
+        client = distributed.Client(address, timeout="10s", security=distributed.security.Security())
     except (OSError, TimeoutError, ValueError, TypeError) as e:
         raise AeflowError(f"cannot reach the Dask scheduler at {address} ({' '.join(str(e).split())[:160]}); "
                           f"start it with 'dask scheduler' or check the address") from None

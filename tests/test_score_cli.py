@@ -219,3 +219,20 @@ def test_scores_without_torch(no_torch_env):
     assert doc["total"]["images"] == 2000 and doc["inputs"][0]["type_ii"] is not None
     check = run_cli("score", "--help", env=no_torch_env)
     assert check.returncode == 0
+
+
+def test_plain_score_imports_neither_dask_nor_pyarrow(tmp_path):
+    """The optional layer (aeflow.distributed: Dask, Parquet output) stays out of `aeflow score x.npy`."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.float32))
+    code = ("import sys\nfrom aeflow.cli import cli\n"
+            f"try:\n    cli.main(['score', {str(tmp_path / 'x.npy')!r}, '-o', {str(tmp_path / 'x.csv')!r}, "
+            "'--device', 'cpu'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'pyarrow') "
+            "or m == 'aeflow.distributed'), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "x.csv").is_file()

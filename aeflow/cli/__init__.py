@@ -178,11 +178,11 @@ def _warning_printer(previous):
     return show
 
 
-class _OSFailure(Exception):
-    """An OSError no command turned into an AeflowError, carried past click (which would end a
-    closed stdout with exit 1 and no word)."""
+class _Carried(Exception):
+    """An OSError or KeyboardInterrupt carried past click, which would end a closed stdout with
+    exit 1 and no word, and print an empty line for an interrupt."""
 
-    def __init__(self, error: OSError):
+    def __init__(self, error: BaseException):
         super().__init__(error)
         self.error = error
 
@@ -228,8 +228,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except OSError as e:
-            raise _OSFailure(e) from None
+        except (OSError, KeyboardInterrupt) as e:
+            raise _Carried(e) from None
 
     def list_commands(self, ctx):
         return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
@@ -255,12 +255,16 @@ class LazyGroup(click.Group):
                 try:
                     rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
                     sys.stdout.flush()
-                except _OSFailure as e:
+                except _Carried as e:
                     raise e.error from None
                 if isinstance(rv, int) and rv:
                     error = click.exceptions.Exit(rv)
             except ENDINGS as e:
                 error = e
+            except Exception as e:  # after a signal, whatever broke (an import cut short) was the signal
+                if not received:
+                    raise
+                error = KeyboardInterrupt()
             finally:
                 remove_temporaries()
             line, code = outcome(error, received[0] if received else None)

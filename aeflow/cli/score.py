@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from aeflow.anomaly_maps import MapWriter, check_maps_dir, file_name
-from aeflow.checks import check_batch, check_scheduler, check_threshold, expand_inputs
+from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.errors import Interrupted
@@ -319,14 +319,14 @@ def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, for
 
 def _on_dask(o: SimpleNamespace) -> None:
     """``--scheduler``: score on Dask (``aeflow.distributed``), the same report."""
-    check_scheduler(o.scheduler, "--scheduler")
     if o.maps_dir is not None or (o.output is not None and str(o.output) == "-"):
         raise click.UsageError("--scheduler writes Parquet (-o FILE.parquet or -o DIR/); --maps and -o - "
                                "need a single process")
     if not o.inputs:
         raise click.UsageError("--scheduler needs INPUT files (shards)")
-    from aeflow.distributed import connect, output_kind
+    from aeflow.distributed import check_address, connect, output_kind
 
+    check_address(o.scheduler, "--scheduler")
     if o.output is not None:
         output_kind(o.output, o.force, "--output")
     scorer = _scorer(o)
