@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from aeflow.anomaly_maps import MapWriter, check_maps_dir, file_name
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
@@ -82,8 +81,11 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
     total, done = sum(s.n for s in sources), 0
     results, summaries = [], []
-    stems = [file_name(src.name, 0) for src in sources]
-    shared = len(set(stems)) < len(stems)
+    if maps is not None:
+        from aeflow.anomaly_maps import file_name
+
+        stems = [file_name(src.name, 0) for src in sources]
+        shared = len(set(stems)) < len(stems)
     try:
         with progress_bar(total, "scoring", quiet=quiet or total <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
             def advance(b: int) -> None:
@@ -115,11 +117,13 @@ def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
 def _recorded(scorer: AnomalyScorer, precision: str) -> str:
     """Where the threshold in force came from, in words: threshold.json or its int8 entry, and
     when 'aeflow calibrate' set it, how (``aeflow.runtime.calibration.threshold_origin``)."""
-    from aeflow.runtime.calibration import threshold_origin
-
     entry = scorer.metadata if precision == "fp32" else scorer.metadata["int8"]
     where = "threshold.json" if precision == "fp32" else "threshold.json, int8"
-    return f"{where}: {threshold_origin(entry)}" if "calibration" in entry else where
+    if "calibration" not in entry:
+        return where
+    from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
+
+    return f"{where}: {threshold_origin(entry)}"
 
 
 def _scorer(o: SimpleNamespace) -> AnomalyScorer:
@@ -260,6 +264,8 @@ def command(**options):
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
+        from aeflow.anomaly_maps import check_maps_dir  # only with --maps: cold start
+
         check_maps_dir(o.maps_dir, o.force)
     scorer, results, summaries, maps = _score(o, out, quiet=o.quiet or o.as_json or to_stdout)
     head = _head(scorer, o)
@@ -290,7 +296,11 @@ def _score(o: SimpleNamespace, out: Path | None, quiet: bool):
             read += [f for s in sources for f in getattr(s, "files", [])]  # a folder's PNGs
             check_not_input(out, read)
             check_space(out, _output_bytes(out, sources))
-        maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all) if o.maps_dir is not None else None
+        maps = None
+        if o.maps_dir is not None:
+            from aeflow.anomaly_maps import MapWriter
+
+            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all)
         try:
             results, summaries = _score_all(scorer, sources, quiet, maps)
         except BaseException:
