@@ -236,3 +236,26 @@ def test_plain_score_imports_neither_dask_nor_pyarrow(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "x.csv").is_file()
+
+
+def test_few_images_rows_in_json_and_png_rows_by_their_own_names(tmp_path):
+    """The report is built once: --json holds the per-image rows the table lists, and a PNG
+    folder's rows name each PNG (not folder + index)."""
+    from pngdata import encode_png
+
+    from aeflow.runtime import demo_images
+
+    x = demo_images()[:3]
+    for name, im in zip(["b.png", "a.png", "c.png"], x):
+        (tmp_path / name).write_bytes(encode_png(im))
+    as_json = score(str(tmp_path), "--json", "--device", "cpu")
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)["images"]
+    assert [r["source"] for r in rows] == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    assert all(tuple(r) == COLUMNS for r in rows)
+    table = score(str(tmp_path), "--device", "cpu")
+    listed = [ln.split()[0] for ln in table.stdout.splitlines() if ln.endswith(("normal", "anomaly", "-"))
+              and ln.split()[0].endswith(".png")]
+    assert listed == [r["source"] for r in rows]
+    for r in rows:
+        assert f"{r['score']:.6f}" in table.stdout

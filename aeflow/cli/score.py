@@ -183,7 +183,7 @@ def _print_report(doc: dict, notes: tuple[str, ...] = (), err: bool = False) -> 
             return "-" if v is None else ("anomaly" if v else "normal")
 
         _columns([["input", "index", "score", "normalised", "predicted", "label"]] + [
-            [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.4f}",
+            [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
              word(r["predicted_anomaly"]), word(r["label_anomaly"])] for r in doc["images"]], echo)
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
