@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -69,18 +69,9 @@ class Task:
         return self.name if self.whole else f"{self.name} [images {self.start}..{self.stop - 1}]"
 
 
-@dataclass
-class Shard:
-    """What the client learnt when it opened a shard: its size and labels (or None)."""
-
-    name: str
-    n: int
-    labels: np.ndarray | None
-
-
-def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[Shard], list[Task]]:
-    """Open every shard on the client (headers only) and cut it into tasks of at most
-    ``chunk_size`` images, rounded up to whole batches."""
+def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[ShardResult], list[Task]]:
+    """Open every shard on the client (headers only: its name, size and labels) and cut it into
+    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     from aeflow.runtime.inputs import open_source
 
     chunk = -(-chunk_size // batch_size) * batch_size
@@ -88,7 +79,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     for k, p in enumerate(paths):
         name = str(p)
         with open_source(p, name, column) as src:
-            shards.append(Shard(name, src.n, src.labels))
+            shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
             splittable = hasattr(src, "window")
@@ -251,16 +242,12 @@ class ShardResult:
 
 @dataclass
 class DistributedRun:
-    """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers, threshold."""
+    """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers."""
 
     shards: list[ShardResult]
     tasks: int
     seconds: float
     workers: int
-    threshold: float
-    provider: str
-    output: str | None = None
-    settings: dict = field(default_factory=dict)
 
 
 def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.PathLike | None = None,
@@ -276,37 +263,32 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
     image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
     ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
-    score in the result (default: when there is no ``output``). ``on_progress(done, total)``:
-    images scored so far, after each task. ``context``: the output's metadata (default: the
-    scorer's artifacts, graph, precision, provider, batch size, threshold and the scheduler's
-    address). Every path must be readable from the client and the workers (a shared file system
-    on a multi-node cluster).
+    score (default: when there is no ``output``). ``on_progress(done, total)``: images scored so
+    far, after each task. ``context``: the output's metadata (default: ``output_context`` and the
+    scheduler's address). Every path must be readable from the client and the workers.
 
     Returns a ``DistributedRun``. Raises ``AeflowError`` (one line, naming the failed shard)."""
-    _dask()
     from aeflow.runtime.scorer import AnomalyScorer
-
-    check_int(chunk_size, "chunk_size")
-    if check_threads(threads) is None:
+    _dask()
+    if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     kind = output_kind(output, force) if output is not None else None
     scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
     settings = scorer.replace(threads=threads).__getstate__()
-    shards, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
+    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
     if not tasks:
         raise InputError("no inputs to score")
-    keep = output is None if keep_scores is None else keep_scores
-    results = [ShardResult(s.name, s.n, labels=s.labels, scores=np.empty(s.n, np.float32) if keep else None)
-               for s in shards]
+    if (output is None if keep_scores is None else keep_scores):
+        for r in results:
+            r.scores = np.empty(r.images, np.float32)
     if context is None:
         context = dict(output_context(scorer), scheduler=str(getattr(client.scheduler, "address", "")))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writer = _Writer(Path(output), kind, context, force, stack) if kind else None
         _run(client, settings, tasks, column, results, scorer.threshold, writer, on_progress)
-    workers = len(client.scheduler_info().get("workers", {}))
-    return DistributedRun(results, len(tasks), time.perf_counter() - t0, workers, scorer.threshold, scorer.provider,
-                          str(output) if output is not None else None, settings)
+    return DistributedRun(results, len(tasks), time.perf_counter() - t0,
+                          len(client.scheduler_info().get("workers", {})))
 
 
 def output_context(scorer) -> dict:

@@ -1,9 +1,7 @@
-"""The ``aeflow`` command line: a click group whose subcommands load lazily.
-
-Each subcommand lives in its own module here (``aeflow.cli.score`` ...) and is imported only
-when it runs or its help is shown (click's documented ``LazyGroup`` pattern), so ``aeflow
---help`` imports neither numpy nor onnxruntime. User mistakes end with one line on stderr and
-exit code 2 (usage) or 1 (anything else); no traceback is printed for them.
+"""The ``aeflow`` command line: click's documented ``LazyGroup`` (each subcommand's module is
+imported only when it runs or shows its help, so ``aeflow --help`` imports neither numpy nor
+onnxruntime), and the one place where every command ends: ``outcome`` turns how it ended (an
+error, a signal, a closed or full stdout) into one line on stderr and the exit code.
 """
 
 from __future__ import annotations
@@ -87,13 +85,6 @@ def _signals_end_the_command():
             signal.signal(s, h)
 
 
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
 class _Stream:
     """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a
     traceback. stderr (``raises=False``) loses what cannot be written and never fails the
@@ -105,33 +96,27 @@ class _Stream:
     def __init__(self, stream, raises: bool):
         self._stream, self._raises = stream, raises
 
+    def _do(self, method: str, *args, empty=None):
+        try:
+            if self._stream is None:
+                raise OSError(errno.EBADF, "closed")
+            return getattr(self._stream, method)(*args)
+        except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
+            if self._raises and method != "isatty":
+                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
+            return empty
+
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
-        try:
-            if self._stream is None:
-                if text:
-                    raise OSError(errno.EBADF, "closed")
-                return 0
-            return self._stream.write(text)
-        except (OSError, ValueError) as e:
-            if self._raises:
-                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
-            return len(text)
+        return self._do("write", text, empty=len(text)) if text else 0
 
     def flush(self) -> None:
-        try:
-            if self._stream is not None:
-                self._stream.flush()
-        except (OSError, ValueError):
-            if self._raises:
-                raise
+        if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
+            self._do("flush")
 
     def isatty(self) -> bool:
-        try:
-            return self._stream is not None and self._stream.isatty()
-        except (OSError, ValueError):
-            return False
+        return bool(self._do("isatty", empty=False))
 
     def fileno(self) -> int:
         if self._stream is None:
@@ -191,7 +176,7 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
     """THE one mapping from how a command ended to its line on stderr (None: none) and exit code:
     usage 2, signals 128 + the signal (Ctrl-C 130), stdout that cannot be written 1, any other
     ``AeflowError`` its ``exit_code``, other OSErrors 1."""
-    by = f" ({_signal_name(signum)})" if signum not in (None, signal.SIGINT) else ""
+    by = f" ({signal.Signals(signum).name})" if signum not in (None, signal.SIGINT) else ""
     code = 128 + signum if signum else 130
     if error is None:
         return None, 0

@@ -203,7 +203,32 @@ def _wrote(what, n: int, noun: str) -> str:
 
 # ---------------------------------------------------------------- the command
 
-@click.command("score")
+HELP = """Score images with the autoencoder and flag those above the threshold.
+
+INPUT: .npy, .npz (array 'images'; labels 'is_anomaly' optional), IDX (raw or .gz), a
+28x28 greyscale .png, a folder of them, or .parquet (an image column of PNG bytes, 784 raw
+bytes or list<uint8>; see --column); quoted glob patterns are expanded. Arrays: uint8 0..255
+or float in [0, 1], shaped
+[N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST
+and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table shows type
+I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
+each image's score (--json: under "images"). Rows hold the raw score, the normalised score (min(score / (2 x
+threshold), 1): the threshold reads 0.5), the prediction (predicted_anomaly) and the input's
+own label (label_anomaly, empty where unknown). The output file and the --maps folder are
+written completely or not at all (also on Ctrl-C).
+
+\b
+Example:
+  aeflow score                                  # the bundled demo set
+  aeflow score t10k-images-idx3-ubyte.gz -o scores.csv
+  aeflow score digits/ --threshold 0.05 --json
+  aeflow score digits/ -o - | sort -t, -k2 -g   # CSV rows to stdout
+  aeflow score digits/ --maps maps/            # a picture per flagged image
+  aeflow score 'shards/*.npy' --scheduler local:2 -o scores.parquet
+"""
+
+
+@click.command("score", help=HELP)
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...", type=click.Path(path_type=Path))
 @artifacts_option
 @device_option
@@ -222,36 +247,14 @@ def _wrote(what, n: int, noun: str) -> str:
 @click.option("--column", default=None, metavar="NAME",
               help="Parquet inputs: the image column (default: 'image', else the only binary/list<uint8> column).")
 @click.option("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
-              help="Score on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a running "
-                   "scheduler; -o then names a .parquet file or a folder DIR/ (needs the distributed extra).")
+              help="Score on Dask: local:N starts N worker processes here, tcp://HOST:PORT (or tls://) uses a "
+                   "running scheduler; -o then names a .parquet file or a folder DIR/ (needs the distributed extra).")
 @force_option
 @json_option
 @no_verify_option
 @quiet_option
 def command(**options):
-    """Score images with the autoencoder and flag those above the threshold.
-
-    INPUT: .npy, .npz (array 'images'; labels 'is_anomaly' optional), IDX (raw or .gz), a
-    28x28 greyscale .png, a folder of them, or .parquet (an image column of PNG bytes, 784 raw
-    bytes or list<uint8>; see --column); quoted glob patterns are expanded. Arrays: uint8 0..255
-    or float in [0, 1], shaped
-    [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST
-    and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table shows type
-    I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
-    each image's score. Rows hold the raw score, the normalised score (min(score / (2 x
-    threshold), 1): the threshold reads 0.5), the prediction (predicted_anomaly) and the input's
-    own label (label_anomaly, empty where unknown). The output file and the --maps folder are
-    written completely or not at all (also on Ctrl-C).
-
-    \b
-    Example:
-      aeflow score                                  # the bundled demo set
-      aeflow score t10k-images-idx3-ubyte.gz -o scores.csv
-      aeflow score digits/ --threshold 0.05 --json
-      aeflow score digits/ -o - | sort -t, -k2 -g   # CSV rows to stdout
-      aeflow score digits/ --maps maps/            # a picture per flagged image
-      aeflow score 'shards/*.npy' --scheduler local:2 -o scores.parquet
-    """
+    """``aeflow score`` (its help: ``HELP``)."""
     o = SimpleNamespace(**options)
     o.inputs = expand_inputs(o.inputs)
     if o.threshold is not None:
