@@ -259,3 +259,11 @@ def test_few_images_rows_in_json_and_png_rows_by_their_own_names(tmp_path):
     assert listed == [r["source"] for r in rows]
     for r in rows:
         assert f"{r['score']:.6f}" in table.stdout
+
+
+def test_relative_artifacts_recorded_as_an_absolute_path(bundled, tmp_path):
+    copy_artifacts(bundled, tmp_path / "art")
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.float32))
+    proc = run_cli("score", "x.npy", "--artifacts", "art", "-o", "x.json", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "x.json").read_text())["artifacts"] == str(tmp_path / "art")
