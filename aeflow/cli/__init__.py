@@ -126,7 +126,7 @@ class _Stream:
 
 def _guard_streams() -> None:
     """Keep file descriptors 0-2 taken (a file the command opens must never become fd 1, where
-    a library's own prints would land in it) and wrap sys.stdout and sys.stderr in ``_Stream``."""
+    a library's own prints would land in it); a closed stdout and any stderr become ``_Stream``."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -139,8 +139,10 @@ def _guard_streams() -> None:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
         with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="backslashreplace")
-    if not isinstance(sys.stdout, _Stream):
-        sys.stdout, sys.stderr = _Stream(sys.stdout, True), _Stream(sys.stderr, False)
+    if sys.stdout is None:  # a real stdout raises OSError itself (kept unwrapped: -o - writes every row)
+        sys.stdout = _Stream(None, True)
+    if not isinstance(sys.stderr, _Stream):
+        sys.stderr = _Stream(sys.stderr, False)
 
 
 def _stdout_gone() -> None:
