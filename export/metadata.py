@@ -29,11 +29,14 @@ def threshold_metadata(ae_graph: Path, opset: int, th: Threshold, cfg: dict, fin
     """threshold.json's document (unsealed) for the graph at ``ae_graph``: ``th`` from its
     validation scores, ``cfg`` the autoencoder checkpoint's config, ``evaluation`` as
     ``aeflow.metrics.evaluate`` returns it (or {}), ``int8`` the int8 entry or None."""
+    shape = tuple(cfg.get("image_shape", (28, 28)))
     doc = {
         "schema_version": contract.SCHEMA_VERSION,
         **threshold_fields(th),
-        "score": contract.SCORE_DEFINITION,
-        **contract.graph_entry("ae", ae_graph, opset),
+        "score": contract.score_definition(shape),
+        "image_shape": list(shape),
+        "validation_scores": th.n,
+        **contract.graph_entry("ae", ae_graph, opset, contract.ae_signature(shape)),
         "data": {"source": cfg["data_source"], "train_images": cfg["n_train"], "validation_images": cfg["n_val"],
                  "split_seed": cfg["seed"], "anomaly_sets": sorted(evaluation.get("type_ii", {}))},
         "training": {k: cfg[k] for k in ("epochs", "lr", "batch_size", "seed")} | {"final_loss": float(final_loss)},

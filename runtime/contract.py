@@ -87,7 +87,15 @@ class GraphSpec:
 
 
 IMAGE = (None, 1, 28, 28)
-AE_SIGNATURE = Signature((Tensor("images", IMAGE),), (Tensor("reconstruction", IMAGE), Tensor("score", (None,))))
+
+
+def ae_signature(image_shape=(28, 28)) -> Signature:
+    """ae.onnx's signature for images of ``image_shape`` (H, W)."""
+    image = (None, 1, int(image_shape[0]), int(image_shape[1]))
+    return Signature((Tensor("images", image),), (Tensor("reconstruction", image), Tensor("score", (None,))))
+
+
+AE_SIGNATURE = ae_signature()
 FLOW_SIGNATURE = Signature((Tensor("x", (None,)),), tuple(Tensor(n, (None,)) for n in ("z", "dz_dx", "log_prob")))
 SAMPLER_SIGNATURE = Signature((Tensor("z", (None,)),), (Tensor("x", (None,)),))
 GRAPHS: dict[str, GraphSpec] = {
@@ -116,6 +124,22 @@ GOLDEN_OF = {"ae": ("ae_images", "ae_reconstruction", "ae_score"),
              "int8": ("ae_images", "int8_reconstruction", "int8_score"),
              "flow": ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob"),
              "sampler": ("sampler_z", "sampler_x")}
+
+
+def image_shape(meta: dict) -> tuple[int, int]:
+    """threshold.json's ``image_shape`` (absent: the homework's 28x28)."""
+    return tuple(meta.get("image_shape", (28, 28)))
+
+
+def signature_of(meta: dict, which: str) -> Signature:
+    """The signature graph ``which`` must have (the autoencoder's at ``meta``'s image size)."""
+    return ae_signature(image_shape(meta)) if which in ("ae", "int8") else GRAPHS[which].signature
+
+
+def golden_shape(name: str, meta: dict) -> tuple[int, ...]:
+    """The shape of golden array ``name`` for the graphs of ``meta`` (images at its size)."""
+    shape = GOLDEN_ARRAYS[name][1]
+    return shape[:2] + image_shape(meta) if len(shape) == 4 else shape
 
 
 def check_signature(session, spec: GraphSpec | Signature, name: str) -> None:
@@ -306,15 +330,20 @@ class AnyOf(Field):
 
 def _graph_fields(spec: GraphSpec) -> dict:
     sig = spec.signature.as_json()
+    if spec.signature == AE_SIGNATURE:  # any image size: _consistent_threshold checks it against image_shape
+        return {"onnx_file": Exact(spec.file), "sha256": SHA256, "opset": Integer(7, 100),
+                "inputs": Table(Array(AnyOf((Exact("N"), Integer(1, 4096))), 1, 4), 1),
+                "outputs": Table(Array(AnyOf((Exact("N"), Integer(1, 4096))), 1, 4), 2)}
     return {"onnx_file": Exact(spec.file), "sha256": SHA256, "opset": Integer(7, 100),
             "inputs": Exact(sig["inputs"]), "outputs": Exact(sig["outputs"])}
 
 
-def graph_entry(which: str, path: str | os.PathLike, opset: int) -> dict:
+def graph_entry(which: str, path: str | os.PathLike, opset: int, signature: Signature | None = None) -> dict:
     """The metadata of graph ``which`` (a key of ``GRAPHS``) written at ``path``: its file name,
-    sha256, opset and signature, as threshold.json and flow.json record them."""
+    sha256, opset and signature (default: the contract's), as threshold.json and flow.json record them."""
     spec = GRAPHS[which]
-    return {"onnx_file": spec.file, "sha256": sha256_file(path), "opset": int(opset), **spec.signature.as_json()}
+    return {"onnx_file": spec.file, "sha256": sha256_file(path), "opset": int(opset),
+            **(signature or spec.signature).as_json()}
 
 
 VALIDATION = Record({"mean": NON_NEGATIVE, "std": NON_NEGATIVE, "ddof": Exact(1), "n": Integer(2, 10**9)})
@@ -361,7 +390,9 @@ THRESHOLD_FIELDS = Record({
     "threshold": POSITIVE,
     "k": Number(0.0, 100.0, lo_open=True),
     "validation": VALIDATION,
-    "score": Exact(SCORE_DEFINITION),
+    "score": Text(),
+    "image_shape": Pair(Integer(4, 1024)),
+    "validation_scores": Integer(2, 10**9),  # how many of golden.npz's "validation_scores" (conformal p-values)
     **_graph_fields(GRAPHS["ae"]),
     "data": Record({"source": Text(), "train_images": Integer(1, 10**9), "validation_images": Integer(2, 10**9),
                     "split_seed": Integer(0, 2**63 - 1), "anomaly_sets": Array(Text(100), 0, 100)}),
@@ -376,7 +407,7 @@ THRESHOLD_FIELDS = Record({
         "evaluation": INT8_EVALUATION, "calibration": CALIBRATION}, optional=frozenset({"calibration"})),
     "calibration": CALIBRATION,
     **BINDINGS,
-}, optional=frozenset({"int8", "checkpoint", "calibration"}))
+}, optional=frozenset({"int8", "checkpoint", "calibration", "image_shape", "validation_scores"}))
 
 MAX_COMPONENTS = 64
 COMPONENTS = Array(Number(), 1, MAX_COMPONENTS)
@@ -391,7 +422,8 @@ FLOW_FIELDS = Record({
     "x_bracket": Pair(),
     "z_at_bracket": Pair(),
     "target": Exact(FLOW_TARGET),
-    "nll": Record({"train": Number(), "test": Number(), "true_mixture_test": Number()}),
+    "nll": Record({"train": Number(), "test": Number(), "true_mixture_test": Number()},
+                  optional=frozenset({"true_mixture_test"})),  # absent for a flow of the user's values
     "training": Record({"n_components": Integer(1, MAX_COMPONENTS), "epochs": Integer(1, 10**6), "lr": POSITIVE,
                         "batch_size": Integer(1, 10**9), "n_train": Integer(1, 10**9), "n_test": Integer(1, 10**9),
                         "seed": Integer(0, 2**63 - 1)}),
@@ -417,10 +449,20 @@ def _close(a: float, b: float, rel: float = 1e-9) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
 
 
+def score_definition(shape: tuple[int, int]) -> str:
+    """threshold.json's ``score`` for images of ``shape``."""
+    return SCORE_DEFINITION.replace("784", str(shape[0] * shape[1]))
+
+
 def _consistent_threshold(doc: dict) -> None:
+    if doc["score"] != score_definition(image_shape(doc)):
+        raise _Invalid("score", f"must be {score_definition(image_shape(doc))!r}")
+    sig = ae_signature(image_shape(doc)).as_json()
     for where, entry in (("", doc), ("int8.", doc.get("int8"))):
         if entry is None:
             continue
+        for key in ("inputs", "outputs"):
+            Exact(sig[key]).check(entry[key], f"{where}{key}")  # the signature at image_shape
         v = entry["validation"]
         if "calibration" in entry:
             _consistent_calibration(entry["threshold"], entry["calibration"], f"{where}calibration")
@@ -658,7 +700,7 @@ def read_golden(directory: Path, meta: dict, which: str, verify: bool = True) ->
     except Exception as e:  # zipfile/np.load raise many types for a damaged file
         raise ArtifactError(f"{path}: cannot be read ({type(e).__name__}); re-export") from None
     for name, a in out.items():
-        dtype, shape = GOLDEN_ARRAYS[name]
+        dtype, shape = GOLDEN_ARRAYS[name][0], golden_shape(name, meta)
         if a.dtype != np.dtype(dtype) or a.shape != shape:
             raise ArtifactError(f"{path}: array {name!r} is {a.dtype} {a.shape} (expected {dtype} {shape}); re-export")
         if not np.all(np.isfinite(a)):

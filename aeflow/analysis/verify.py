@@ -60,7 +60,7 @@ def golden_comparisons(directory: Path, threshold: dict, flow: dict, device: str
     """Every graph of the artifacts against golden.npz on ``device``: (provider, rows)."""
     rows, provider = [], None
     for which, meta in (("ae", threshold), ("int8", threshold), ("flow", flow), ("sampler", flow)):
-        if contract.entry_of(meta, which) is None:
+        if meta is None or contract.entry_of(meta, which) is None:
             continue
         session = load_graph(directory, meta, which, device, verify=verify, golden=False)
         provider = provider or provider_of(session)
@@ -80,6 +80,10 @@ def checkpoint_comparisons(directory: Path, threshold: dict, flow: dict, device:
     except ImportError:
         notes.append("PyTorch is not installed: checked against the golden outputs only "
                      "(pip install 'aeflow[train]' to compare with the checkpoints too)")
+        return None
+    if threshold is None or flow is None or contract.image_shape(threshold) != (28, 28):
+        notes.append(f"the checkpoint comparison covers 28x28 runs holding both models: checked against the golden "
+                     f"outputs only")
         return None
     ae_ckpt, flow_ckpt = contract.checkpoint_path(directory, threshold), contract.checkpoint_path(directory, flow)
     if ae_ckpt is None or flow_ckpt is None:
@@ -107,8 +111,10 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     when ``checkpoints`` and torch is installed, the graphs against ae.pt and flow.pt. Returns a
     ``Verification``; call its ``raise_for_failure`` to turn a failed comparison into one line."""
     directory = contract.artifacts_dir(artifacts)
-    threshold = contract.read_threshold(directory, verify)
-    flow = contract.read_flow(directory, verify)
+    # a run holds the detector, the flow, or both (export writes what it had)
+    threshold = contract.read_threshold(directory, verify) if (directory / contract.THRESHOLD_JSON).exists() \
+        or not (directory / contract.FLOW_JSON).exists() else None
+    flow = contract.read_flow(directory, verify) if (directory / contract.FLOW_JSON).exists() or threshold is None else None
     provider, golden = golden_comparisons(directory, threshold, flow, device, verify)
     notes: list[str] = []
     ckpt = checkpoint_comparisons(directory, threshold, flow, device, verify, notes) if checkpoints else None
