@@ -36,15 +36,12 @@ from aeflow.errors import AeflowError, InputError, OutputError, UsageError
 from aeflow.files import atomic_folder, atomic_path
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
-_EXTRA = "pip install 'aeflow[distributed]'"
 
 
 def _dask():
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError(f"distributed scoring needs dask.distributed: {_EXTRA}") from None
-    return distributed
+    from aeflow.optional import require
+
+    return require("distributed", "distributed", "distributed scoring")
 
 
 # ---------------------------------------------------------------- inputs and tasks
