@@ -10,15 +10,12 @@ import base64
 import html
 import json
 import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from aeflow.errors import OutputError
-from aeflow.files import check_output_folder, publish_folder, write_bytes_atomic, write_text_atomic
+from aeflow.files import staged_folder, write_bytes_atomic, write_text_atomic
 from aeflow.plotting import png_bytes, pyplot
 
 REPORT_HTML = "report.html"
@@ -35,12 +32,6 @@ def require_matplotlib() -> None:
 
     pyplot("--report")
     pil("--report's anomaly maps")
-
-
-def check_report_dir(path: str | os.PathLike) -> Path:
-    """The report folder, checked before any work: it may exist (its files are overwritten) but
-    must be a folder, and its parent must exist and be writable. Raises ``OutputError``."""
-    return check_output_folder(path, "--report")
 
 
 def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
@@ -221,18 +212,8 @@ def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[s
         figures += [(k, cap, data) for k, (cap, data) in flow_pngs(flow.curves, flow.summary).items()]
 
     # every file goes into a staging folder first, so an error or Ctrl-C leaves no half report
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.resolve().parent))
-    except OSError as e:
-        raise OutputError(f"--report {directory}: cannot write beside it ({e.strerror or e}); choose another folder") from None
-    try:
+    with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:
         _write_files(staging, figures, summary, rows)
-        publish_folder(staging, directory, [f for f, _, _ in figures] + [REPORT_JSON, REPORT_HTML])
-    except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"--report {directory}: cannot write it ({e.strerror or e}); no report written") from None
-        raise
     return directory / REPORT_HTML
 
 

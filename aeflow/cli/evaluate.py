@@ -45,10 +45,13 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
       aeflow evaluate --in-dist digits.npy --anomalies odd.npy --json
     """
     if report_dir is not None:
-        from aeflow.analysis.report import check_report_dir, require_matplotlib
+        from aeflow.analysis.report import require_matplotlib
+        from aeflow.files import check_target
 
         require_matplotlib()
-        check_report_dir(report_dir)
+        read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]
+        check_target(report_dir, "folder", what="--report", force=True, inputs=read,
+                     artifacts=[artifacts] if artifacts is not None else [])
         flow = True
     try:
         result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,

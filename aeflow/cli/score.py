@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.errors import Interrupted
-from aeflow.files import check_not_input, check_space, printable_name
+from aeflow.files import check_space, check_target, printable_name
 from aeflow.progress import progress_bar
 from aeflow.runtime.contract import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, write_csv_rows,
-                                     write_json_lines, write_results)
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, write_results,
+                                     write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
 
@@ -81,11 +80,11 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
     total, done = sum(s.n for s in sources), 0
     results, summaries = [], []
+    places = [None] * len(sources)
     if maps is not None:
-        from aeflow.anomaly_maps import file_name
+        from aeflow.anomaly_maps import positions
 
-        stems = [file_name(src.name, 0) for src in sources]
-        shared = len(set(stems)) < len(stems)
+        places = positions([s.name for s in sources])
     try:
         with progress_bar(total, "scoring", quiet=quiet or total <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
             def advance(b: int) -> None:
@@ -93,8 +92,8 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 done += b
                 bar.update(b)
 
-            for position, src in enumerate(sources, 1):
-                on_rec = maps.callback(src.name, position if shared else None, src.labels) if maps else None
+            for position, src in zip(places, sources):
+                on_rec = maps.callback(src.name, position, src.labels) if maps else None
                 start = time.perf_counter()
                 scores = scorer.score_source(src, advance, on_rec)
                 name = printable_name(src.name)  # stray bytes of a non-UTF-8 file name escaped as \xNN
@@ -263,19 +262,18 @@ def command(**options):
     if o.scheduler is not None:
         return _on_dask(o)
     to_stdout = o.output is not None and str(o.output) == "-"
-    out = check_output_path(o.output, o.force) if o.output is not None and not to_stdout else None
+    paths, used = list(o.inputs) or [bundled_dir() / DEMO], [o.artifacts] if o.artifacts is not None else []
+    out = check_output_path(o.output, o.force, paths, used) if o.output is not None and not to_stdout else None
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
-        from aeflow.anomaly_maps import check_maps_dir  # only with --maps: cold start
-
-        check_maps_dir(o.maps_dir, o.force)
-    scorer, results, summaries, maps = _score(o, out, quiet=o.quiet or o.as_json or to_stdout)
+        check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=used)
+    scorer, results, summaries, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
     head = _head(scorer, o)
     _publish(out, maps, results, head, o.force)
     total = _total(summaries)
     if to_stdout:
-        (write_json_lines if o.as_json else write_csv_rows)(sys.stdout, results)
+        write_stdout(results, o.as_json)
         if not (o.quiet or o.as_json):
             _print_report(_report(head, summaries, total), err=True)
         return
@@ -287,23 +285,19 @@ def command(**options):
     _show(doc, o, tuple(notes))
 
 
-def _score(o: SimpleNamespace, out: Path | None, quiet: bool):
-    """Open the inputs, load the scorer, check ``out`` against what is read, score (and draw the
+def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
+    """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
     maps, staged). Returns the scorer, results, summaries and the ``MapWriter`` or None."""
-    paths = list(o.inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column)) for p in paths]
         scorer = _scorer(o)
         if out is not None:
-            read = [scorer.graph, scorer.directory / "threshold.json", *paths]
-            read += [f for s in sources for f in getattr(s, "files", [])]  # a folder's PNGs
-            check_not_input(out, read)
             check_space(out, _output_bytes(out, sources))
         maps = None
         if o.maps_dir is not None:
             from aeflow.anomaly_maps import MapWriter
 
-            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all)
+            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources)
         try:
             results, summaries = _score_all(scorer, sources, quiet, maps)
         except BaseException:
@@ -341,7 +335,7 @@ def _on_dask(o: SimpleNamespace) -> None:
 
     check_address(o.scheduler, "--scheduler")
     if o.output is not None:
-        output_kind(o.output, o.force, "--output")
+        output_kind(o.output, o.force, "--output", o.inputs, [o.artifacts] if o.artifacts is not None else [])
     scorer = _scorer(o)
     head = dict(_head(scorer, o), scheduler=o.scheduler)  # what the user passed, not an ephemeral address
     with connect(o.scheduler, "--scheduler") as client:
