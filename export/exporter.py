@@ -30,7 +30,7 @@ from aeflow.files import staged_folder
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
-from aeflow.runtime import contract
+from aeflow.runtime import artifacts, contract
 from aeflow.runtime.golden import golden_rows
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.flow import FlowConfig, flow_data
@@ -46,8 +46,8 @@ class ExportReport:
     out_dir: Path
     files: list[str]
     checks: list[Comparison]
-    threshold: dict
-    flow_meta: dict
+    threshold: contract.ThresholdMeta
+    flow_meta: contract.FlowMeta
     notes: list[str] = field(default_factory=list)
 
 
@@ -159,18 +159,18 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                 copies.append(src.name)
         write_golden(golden_path, golden_arrays(model, flow, flow.components(), sampler, x_bracket,
                                                 tmp / contract.INT8_FILE if int8 else None))
-        meta = contract.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
+        meta = artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
             tmp / contract.FLOW_FILE, flow_opset, flow.components(), z_at_bracket, x_bracket, nll, config, sampler,
             versions, golden_path, flow_ckpt_path))
-        threshold = contract.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
+        threshold = artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
             tmp / contract.AE_FILE, ae_opset, th, cfg, ae_ckpt["history"]["epoch_loss"][-1], evaluation, versions,
             int8, golden_path, ae_ckpt_path))
         # the graphs as the runtime will load them: the golden outputs within tolerance on the CPU
         for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
-            if contract.entry_of(doc, which) is not None:
+            if doc.entry(which) is not None:
                 session = create_session(tmp / contract.GRAPHS[which].file, "cpu")
                 checks += [replace(c, name=f"golden {c.name}")
-                           for c in golden_rows(session, which, contract.read_golden(tmp, doc, which), doc)]
+                           for c in golden_rows(session, which, artifacts.read_golden(tmp, doc, which), doc)]
         _require(checks, "the exported graphs miss their golden outputs")
         files = sorted(p.name for p in tmp.iterdir())
     if not quantize:

@@ -1,6 +1,6 @@
 """golden.npz: PyTorch's own outputs on a small fixed input set for every graph, recorded at export
 so that ``aeflow verify`` and the runtime's load-time check (``aeflow.runtime.golden``) can compare
-a machine's provider with them without torch. Arrays and shapes: ``contract.GOLDEN_ARRAYS``."""
+a machine's provider with them without torch. Arrays and shapes: ``artifacts.golden_arrays``."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.export.sampler_graph import in_intervals
 from aeflow.files import write_bytes_atomic
-from aeflow.runtime import contract, inversion
+from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
 
 
-def golden_images() -> np.ndarray:
-    """32 normal digits and 32 anomalies of the bundled demo set, float32 [64, 1, 28, 28] in [0, 1]."""
-    demo = contract.demo_images()
+def golden_images(demo: np.ndarray | None = None) -> np.ndarray:
+    """The first 32 images of each half of ``demo`` (uint8 [N, H, W], N >= 64; default: the bundled
+    demo set, normal digits then anomalies), float32 [64, 1, H, W] in [0, 1]."""
+    demo = artifacts.demo_images() if demo is None else demo
     half = contract.GOLDEN_IMAGES // 2
     return to_float(np.concatenate([demo[:half], demo[len(demo) // 2:len(demo) // 2 + half]]))
 
@@ -44,13 +45,13 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
 
 
 def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[float],
-                  int8_graph: Path | None) -> dict[str, np.ndarray]:
+                  int8_graph: Path | None, demo: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every array of golden.npz: the autoencoder ``model`` and the ``flow`` (PyTorch, eval mode)
-    on ``golden_images`` and ``golden_points``; the int8 graph (when given) run by onnxruntime on
+    on ``golden_images(demo)`` and ``golden_points``; the int8 graph (when given) run by onnxruntime on
     the CPU in one batch (its reference is its own integer arithmetic); the sampler graph's
     float64 targets (``golden_targets``) from flow.json's ``components``, ``sampler_graph`` entry
     and ``x_bracket``."""
-    images = golden_images()
+    images = golden_images(demo)
     rec, score = torch_ae(model, images)
     out = {"ae_images": images, "ae_reconstruction": rec, "ae_score": score}
     if int8_graph is not None:
@@ -60,8 +61,9 @@ def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[
     out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow, x)
     comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
     out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
+    want = artifacts.golden_arrays(images.shape[2:])
     for name, a in out.items():
-        dtype, shape = contract.GOLDEN_ARRAYS[name]
+        dtype, shape = want[name]
         out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape)
     return out
 

@@ -20,7 +20,7 @@ a prediction interval for the number of false alarms among the next n normal ima
 ``write_calibration`` is the one place that writes a calibrated threshold.json: it keeps every
 field export wrote (the graph's sha256, ``validation`` and ``k`` included), replaces
 ``threshold`` (and ``int8.threshold``) and adds the ``calibration`` record, which the contract
-validates and seals (``contract.write_metadata``). The scorer loads it like any threshold.json.
+validates and seals (``artifacts.write_metadata``). The scorer loads it like any threshold.json.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from aeflow.errors import ArtifactError, InputError, OutputError, UsageError
 from aeflow.files import check_output_folder, sha256_file, staged_folder
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
-from aeflow.runtime import contract
+from aeflow.runtime import artifacts, contract
 from aeflow.runtime.inputs import ImageSource
 
 CONFIDENCE = 0.95
@@ -207,17 +207,14 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
     The old threshold.json must pass its content_sha256 check even where scoring ran with
     verify=False: the new file is sealed again, and must not bless an edited one."""
     directory = Path(directory)
-    meta = contract.read_threshold(directory, verify=True)
-    doc = copy.deepcopy(meta)
+    doc = artifacts.read_threshold(directory, verify=True)
     for which, cal in calibrations.items():
-        entry = contract.entry_of(doc, which)
-        if entry is None:
+        if doc.entry(which) is None:
             raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                 f"to calibrate")
-        entry["threshold"] = cal.threshold
-        entry["calibration"] = cal.record
+        doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
     if out is None or (Path(out).exists() and _same_folder(Path(out), directory)):
-        contract.write_metadata(directory / contract.THRESHOLD_JSON, doc)
+        artifacts.write_metadata(directory / contract.THRESHOLD_JSON, doc)
         return directory / contract.THRESHOLD_JSON
     out = Path(out)
     try:
@@ -228,7 +225,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                         os.link(directory / name, tmp / name)
                     except OSError:
                         shutil.copy2(directory / name, tmp / name)
-            contract.write_metadata(tmp / contract.THRESHOLD_JSON, doc)
+            artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     except OSError as e:
         raise OutputError(f"out {out}: cannot write it ({e.strerror or e}); nothing was written") from None
     return out / contract.THRESHOLD_JSON
@@ -256,7 +253,7 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     ``on_batch(b)``: progress, called after each batch of b images."""
     import contextlib
 
-    from aeflow.runtime.contract import artifacts_dir
+    from aeflow.runtime.artifacts import artifacts_dir
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
@@ -264,8 +261,7 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     if not paths:
         raise UsageError("no normal images given: pass the files or folders to calibrate on")
     directory = artifacts_dir(artifacts)
-    meta = contract.read_threshold(directory, verify)
-    graphs = ["ae"] + (["int8"] if contract.entry_of(meta, "int8") is not None else [])
+    graphs = ["ae"] + (["int8"] if artifacts.read_threshold(directory, verify).int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p)) for p in paths]
@@ -288,11 +284,11 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     return CalibrationRun(calibrations, data, written, provider)
 
 
-def threshold_origin(entry: dict) -> str:
-    """How the threshold of a checked threshold.json entry (the top level, or its "int8" entry)
-    was set, in words: export's rule on its validation scores, or the calibration's."""
-    cal = entry.get("calibration")
+def threshold_origin(entry: contract.ThresholdEntry) -> str:
+    """How the threshold of a checked threshold.json entry (``ThresholdMeta.entry``: "ae" or
+    "int8") was set, in words: export's rule on its validation scores, or the calibration's."""
+    cal = entry.calibration
     if cal is None:
-        return f"mean + {entry['k']:g} std of {entry['validation']['n']:,} validation scores, at export"
+        return f"mean + {entry.k:g} std of {entry.validation.n:,} validation scores, at export"
     rule = f"mean + {cal['k']:g} std" if cal["rule"] == "mean + k std" else f"false-alarm rate {cal['false_alarm_rate']:g}"
     return f"calibrated {cal['date'][:10]}: {rule} of {cal['n']:,} normal images"

@@ -34,7 +34,7 @@ import numpy as np
 from aeflow.checks import available_memory, check_batch, check_seed
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
-from aeflow.runtime.contract import artifacts_dir, read_flow
+from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import provider_of
@@ -168,9 +168,8 @@ class FlowSampler(Rebuildable):
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         directory = artifacts_dir(artifacts)
         self._meta = read_flow(directory, verify)
-        c = self._meta["components"]
-        self._comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
-        self._bracket = (float(self._meta["x_bracket"][0]), float(self._meta["x_bracket"][1]))
+        self._comp = self._meta.components
+        self._bracket = self._meta.x_bracket
         self._session = load_graph(directory, self._meta, "flow", device, threads, verify=verify, golden=golden)
         self._directory, self._device, self._threads = directory, device, threads
         self._verify, self._golden = verify, golden
@@ -207,9 +206,9 @@ class FlowSampler(Rebuildable):
         return provider_of(self._session)
 
     @property
-    def metadata(self) -> dict:
-        """flow.json as recorded (a copy)."""
-        return dict(self._meta)
+    def metadata(self):
+        """flow.json as recorded (typed, frozen: ``aeflow.runtime.contract.FlowMeta``)."""
+        return self._meta
 
     @property
     def z_range(self) -> tuple[float, float]:
@@ -265,7 +264,7 @@ class FlowSampler(Rebuildable):
     def _load_sampler_graph(self) -> tuple:
         session = load_graph(self._directory, self._meta, "sampler", self._device, self._threads,
                              verify=self._verify, golden=self._golden)
-        return session, self._meta["sampler_graph"]
+        return session, self._meta.sampler
 
     @property
     def _table(self) -> inversion.InverseTable:
@@ -319,7 +318,7 @@ class FlowSampler(Rebuildable):
         if method == "bisection":
             return inversion.bisection_steps(*self._bracket)
         if method == "graph":
-            return int(self._sampler_graph[1]["newton_steps"])
+            return self._sampler_graph[1].newton_steps
         return inversion.NEWTON_MAX_EVALS
 
     def resolve(self, method: str | None = None, iterations: int | None = None) -> tuple[str, int]:
@@ -351,7 +350,7 @@ class FlowSampler(Rebuildable):
             session, entry = self._sampler_graph
             x = run_placed(session, "z", z.astype(np.float32), index)[0].astype(np.float64)
             unsure = ~np.isfinite(x)
-            for a, b in entry["float64_z_intervals"]:
+            for a, b in entry.float64_z_intervals:
                 unsure |= (z >= a) & (z <= b)
             if unsure.any():
                 x[unsure] = inversion.polish64(self._comp, z[unsure], np.where(np.isfinite(x[unsure]), x[unsure], 0.0),

@@ -71,7 +71,7 @@ def sampler() -> FlowSampler:
 
 @pytest.fixture(scope="module")
 def ref(sampler) -> Reference64:
-    return Reference64(sampler.metadata)
+    return Reference64(sampler.metadata.to_json())
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def x_ref(ref, targets) -> np.ndarray:
 
 
 def test_properties(sampler):
-    meta = sampler.metadata
+    meta = sampler.metadata.to_json()
     assert sampler.provider == "CPUExecutionProvider"
     assert sampler.z_range == pytest.approx((-meta["W"] / 2, meta["W"] / 2), rel=1e-12)
     assert sampler.methods[0] == sampler.method == "graph"
@@ -189,7 +189,7 @@ def test_samples_match_pytorch_bisection(sampler, bundled):
     steps = sampler.default_iterations("bisection")
     x32 = torch_bisect(flow, torch.from_numpy(z32), steps)
     xb = sampler.invert(z32, method="bisection")
-    fp = Reference64(sampler.metadata).fprime(x64)
+    fp = Reference64(sampler.metadata.to_json()).fprime(x64)
     well = sampler.graph_noise / fp < 1e-6
     assert np.max(np.abs(xb[well] - x32[well])) <= 1e-5
     # elsewhere both are float32 solves: they agree to the graphs' noise over f'

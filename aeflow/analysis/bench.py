@@ -32,7 +32,7 @@ import numpy as np
 
 from aeflow.analysis.limits import FP32 as FP32_PRECISION, INT8 as INT8_PRECISION, limit_of, measure_limits
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.contract import artifacts_dir, demo_images, graph_path, read_threshold
+from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import provider_of, short_provider
 

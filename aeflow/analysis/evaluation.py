@@ -13,7 +13,7 @@ from aeflow import metrics
 from aeflow.datasets import DATASETS, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
-from aeflow.runtime.contract import artifacts_dir
+from aeflow.runtime.artifacts import artifacts_dir
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
@@ -174,8 +174,8 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
     their NLL under the model and under the true mixture, the z statistics on the training data,
     KL(data || model) over ``n_kl`` fresh points from the true mixture (seed ``training seed + 2``,
     never used in training), and draws ``n_samples`` samples with ``seed``."""
-    meta = sampler.metadata  # checked by the contract: every field below is there, typed
-    cfg = meta["training"]
+    meta = sampler.metadata
+    cfg = meta.training
     n_train, n_test, train_seed = cfg["n_train"], cfg["n_test"], cfg["seed"]
     if n_kl < 2 or n_samples < 1:
         raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
@@ -194,7 +194,7 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
         grid = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
         z_grid, _, lp_grid = (np.asarray(v) for v in sampler.forward(grid))
         bar.update(1, "curves")
-    recorded = meta["nll"]
+    recorded = meta.nll
     summary = {
         "provider": getattr(sampler, "provider", None),
         "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
@@ -211,7 +211,7 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
                                 "std": float(np.std(kl_x, dtype=np.float64, ddof=1))},
         "samples": {"n": int(n_samples), "seed": int(seed), "mean": float(np.mean(samples, dtype=np.float64)),
                     "std": float(np.std(samples, dtype=np.float64, ddof=1))},
-        "z_range": [float(v) for v in meta["z_range"]],
+        "z_range": list(meta.z_range),
     }
     mass = float(getattr(sampler, "truncation_mass", 1.0))
     summary["model_mass"] = mass
@@ -290,11 +290,11 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
         "artifacts": str(artifacts_dir(artifacts)),
         "provider": scorer.provider,
         "device_requested": device,
-        "threshold": {"value": float(scorer.threshold), "k": meta["k"], "validation_n": meta["validation"]["n"],
+        "threshold": {"value": float(scorer.threshold), "k": meta.k, "validation_n": meta.validation.n,
                       "source": "threshold.json", "origin": threshold_origin(meta),
                       "calibration": scorer.calibration},
-        "artifacts_data": meta["data"],
-        "artifacts_training": meta["training"],
+        "artifacts_data": meta.data,
+        "artifacts_training": meta.training,
         "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
                     "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
         "anomalies": [{"name": a.name, "origin": a.origin, **m["anomalies"][a.name],

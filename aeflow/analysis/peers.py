@@ -57,7 +57,7 @@ def _child(argv: list[str]) -> None:
 
     from aeflow.analysis.bench import FP32, TORCH, input_buffers, measure
     from aeflow.export import reference
-    from aeflow.runtime.contract import demo_images, read_threshold
+    from aeflow.runtime.artifacts import demo_images, read_threshold
     from aeflow.runtime.golden import load_graph
 
     directory, threads, repeats, seconds = Path(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])

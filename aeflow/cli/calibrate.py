@@ -85,7 +85,7 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
     from aeflow.runtime.calibration import calibrate_files, check_out_dir
-    from aeflow.runtime.contract import artifacts_dir, bundled_dir
+    from aeflow.runtime.artifacts import artifacts_dir, bundled_dir
 
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
@@ -122,6 +122,6 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
 
 
 def _has_int8(directory: Path, verify: bool) -> bool:
-    from aeflow.runtime import contract
+    from aeflow.runtime.artifacts import read_threshold
 
-    return contract.entry_of(contract.read_threshold(directory, verify), "int8") is not None
+    return read_threshold(directory, verify).int8 is not None

@@ -45,20 +45,20 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold
-    click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
-               f"{th['validation']['std']:.6f} over {th['validation']['n']} validation images")
-    ev = th["evaluation"]
+    click.echo(f"threshold {th.threshold:.6f} = mean {th.validation.mean:.6f} + 3 x std "
+               f"{th.validation.std:.6f} over {th.validation.n} validation images")
+    ev = th.evaluation
     if ev:
         click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
         for name, v in ev["type_ii"].items():
             click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
-    if "int8" in th:
-        q = th["int8"]
-        click.echo(f"int8: threshold {q['threshold']:.6f}, type I {q['evaluation']['type_i']['rate']:.2%}, "
-                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q["evaluation"]["type_ii"].items())
-                   + f", decisions agree with float32 on {q['evaluation']['decision_agreement_with_fp32']:.2%}")
+    if th.int8 is not None:
+        q = th.int8
+        click.echo(f"int8: threshold {q.threshold:.6f}, type I {q.evaluation['type_i']['rate']:.2%}, "
+                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q.evaluation["type_ii"].items())
+                   + f", decisions agree with float32 on {q.evaluation['decision_agreement_with_fp32']:.2%}")
     for note in report.notes:
         click.echo(f"note: {note}")
-    click.echo(f"flow: W = {report.flow_meta['W']:.4f}, test NLL {report.flow_meta['nll']['test']:.4f} "
-               f"(true mixture {report.flow_meta['nll']['true_mixture_test']:.4f})")
+    click.echo(f"flow: W = {report.flow_meta.W:.4f}, test NLL {report.flow_meta.nll['test']:.4f} "
+               f"(true mixture {report.flow_meta.nll['true_mixture_test']:.4f})")
     click.echo(f"wrote {', '.join(report.files)} to {output}")

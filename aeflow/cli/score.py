@@ -18,7 +18,7 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_not_input, check_space, printable_name
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.inputs import ImageSource, open_source
@@ -122,10 +122,9 @@ def _recorded(scorer: AnomalyScorer, precision: str) -> str:
     when 'aeflow calibrate' set it, how (``aeflow.runtime.calibration.threshold_origin``)."""
     from aeflow.runtime.calibration import threshold_origin
 
-    meta = scorer.metadata
-    entry = meta if precision == "fp32" else meta["int8"]
+    entry = scorer.metadata.entry("ae" if precision == "fp32" else "int8")
     where = "threshold.json" if precision == "fp32" else "threshold.json, int8"
-    return f"{where}: {threshold_origin(entry)}" if "calibration" in entry else where
+    return f"{where}: {threshold_origin(entry)}" if entry.calibration is not None else where
 
 
 def _fmt_error(e: dict | None, key: str) -> str:
