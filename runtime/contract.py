@@ -3,30 +3,28 @@ and threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, `
 
 ``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results:
 the ``content_sha256`` seal over every other field (an edited number fails), each graph's file,
-sha256, opset and signature, threshold = mean + k std (or the calibration record that set it),
-W = the sum of the weights, z_range = +-W/2, an ordered x bracket that maps onto the range, the
-sampler entry's intervals and export check. ``to_json()`` gives the sealed document back, so what
-export writes is what the runtime accepts. Every failure is one ``ArtifactError`` line naming the
-file and the field. Loading and checking a folder: ``aeflow.runtime.artifacts``.
-
-Images are H x W (``image_shape``, absent = 28 x 28); schema 1 (before golden outputs and
-bindings) is refused with a line saying how to re-export.
+sha256, opset and signature (images H x W: ``image_shape``, absent = 28 x 28), threshold = mean +
+k std (or the calibration record that set it), W = the sum of the weights, z_range = +-W/2, an
+ordered x bracket that maps onto the range, the sampler entry's intervals and export check.
+``to_json()`` gives the sealed document back. Every failure is one ``ArtifactError`` line naming the
+file and the field; schema 1 is refused with a line saying how to re-export. The records kept as
+dicts (calibration, evaluation) are checked in ``aeflow.runtime.jsoncheck``; loading and checking
+a folder: ``aeflow.runtime.artifacts``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import NoReturn
 
 import numpy as np
 
 from aeflow.errors import ArtifactError
 from aeflow.files import sha256_file
 from aeflow.runtime.inversion import Components
+from aeflow.runtime.jsoncheck import SHA256, Check, calibration_record, close, content_sha256, evaluation, seal, show
 
 SCHEMA_VERSION = 2
 AE_FILE, INT8_FILE, FLOW_FILE, SAMPLER_FILE = "ae.onnx", "ae.int8.onnx", "flow.onnx", "flow_sampler.onnx"
@@ -37,16 +35,13 @@ FLOW_TARGET = "N(0, 1)"
 GOLDEN_IMAGES, GOLDEN_POINTS = 64, 256
 IMAGE_SHAPE, MIN_SIDE, MAX_PIXELS = (28, 28), 4, 4_194_304
 MAX_COMPONENTS = 64
-CALIBRATION_RULES = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}
-SHA256 = "[0-9a-f]{64}"
+GRAPH_KEYS = ("onnx_file", "sha256", "opset", "inputs", "outputs")
 
 
 def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
     """threshold.json's ``score``: the score's definition for images of ``image_shape``."""
     return f"mean over the {image_shape[0] * image_shape[1]} pixels of (image - reconstruction)^2, image float32 in [0, 1]"
 
-
-# ---------------------------------------------------------------- graphs
 
 @dataclass(frozen=True)
 class GraphSpec:
@@ -78,130 +73,33 @@ def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
     return {"inputs": {"z": ["N"]}, "outputs": {"x": ["N"]}}
 
 
-# ---------------------------------------------------------------- checking JSON values
-
-def _show(value) -> str:
-    """A short, always printable rendering of a JSON value."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, (dict, list)):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-class _Check:
-    """Checks of the values of one JSON file; each failure is one ``ArtifactError`` naming the file
-    (``where``) and the dotted field."""
-
-    def __init__(self, where):
-        self.where = where
-
-    def fail(self, field: str, reason: str) -> NoReturn:
-        raise ArtifactError(f"{self.where}: field '{field}' {reason}; re-export the artifacts")
-
-    def obj(self, value, field: str, keys: tuple = (), optional: tuple = (), closed: bool = True) -> dict:
-        """A JSON object holding ``keys``; with ``closed``, nothing beyond them and ``optional``."""
-        if not isinstance(value, dict):
-            self.fail(field, f"must be an object, found {_show(value)}")
-        prefix = f"{field}." if field else ""
-        for key in keys:
-            if key not in value:
-                self.fail(prefix + key, "is missing")
-        extra = sorted(set(value) - set(keys) - set(optional)) if closed else []
-        if extra:
-            self.fail(prefix + extra[0][:40], "is not a field of this schema")
-        return value
-
-    def num(self, value, field: str, lo=None, hi=None, lo_open=False, integer=False):
-        kind = "an integer" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-            self.fail(field, f"must be {kind}, found {_show(value)}")
-        if isinstance(value, int) and value.bit_length() > 63:
-            self.fail(field, f"is out of range, found {_show(value)}")
-        if not math.isfinite(value):
-            self.fail(field, f"must be finite, found {_show(value)}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            self.fail(field, f"must be {'>' if lo_open else '>='} {lo:g}, found {_show(value)}")
-        if hi is not None and value > hi:
-            self.fail(field, f"must be <= {hi:g}, found {_show(value)}")
-        return value
-
-    def count(self, value, field: str, lo: int = 0) -> int:
-        return self.num(value, field, lo, 10**12, integer=True)
-
-    def text(self, value, field: str, pattern: str | None = None, max_len: int = 1000) -> str:
-        if not isinstance(value, str):
-            self.fail(field, f"must be a string, found {_show(value)}")
-        if len(value) > max_len or (pattern and not re.fullmatch(pattern, value)):
-            self.fail(field, f"is not a valid value, found {_show(value)}")
-        return value
-
-    def same(self, value, field: str, want) -> None:
-        if type(value) is not type(want) or value != want:
-            self.fail(field, f"must be {_show(want) if not isinstance(want, dict) else json.dumps(want)}, "
-                             f"found {_show(value)}")
-
-    def numbers(self, value, field: str, n: tuple[int, int], **bounds) -> tuple:
-        if not isinstance(value, list):
-            self.fail(field, f"must be an array, found {_show(value)}")
-        if not n[0] <= len(value) <= n[1]:
-            self.fail(field, f"must have {n[0] if n[0] == n[1] else f'{n[0]} to {n[1]}'} items, found {len(value)}")
-        return tuple(self.num(v, f"{field}[{i}]", **bounds) for i, v in enumerate(value))
-
-    def table(self, value, field: str, item) -> dict:
-        """A JSON object of at most 100 names (at most 100 characters) -> ``item(value, field)``."""
-        self.obj(value, field, closed=False)
-        if len(value) > 100 or any(len(k) > 100 for k in value):
-            self.fail(field, "has too many or too long names")
-        return {k: item(v, f"{field}.{k}") for k, v in value.items()}
-
-
-def _close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
-
-
-def _canonical(doc) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def content_sha256(doc: dict) -> str:
-    """sha256 of the canonical JSON (sorted keys, no spaces) of ``doc`` without ``content_sha256``."""
-    return hashlib.sha256(_canonical({k: v for k, v in doc.items() if k != "content_sha256"}).encode()).hexdigest()
-
-
-def seal(doc: dict) -> dict:
-    """``doc`` with ``content_sha256`` set to the hash of its other fields."""
-    return {k: v for k, v in doc.items() if k != "content_sha256"} | {"content_sha256": content_sha256(doc)}
-
-
-def _check_envelope(c: _Check, doc, verify: bool) -> dict:
-    """The schema version and (when ``verify``) the seal of a whole document."""
+def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict:
+    """The schema version, the keys, plain JSON throughout and (when ``verify``) the seal."""
     version = doc.get("schema_version") if isinstance(doc, dict) else None
     if isinstance(version, bool) or version != SCHEMA_VERSION:
         if version == 1 and not isinstance(version, bool):
             raise ArtifactError(f"{c.where}: schema_version 1 was written by an older aeflow (no golden outputs, "
                                 f"metadata not bound to the graphs); re-export: aeflow export -o DIR, which reads "
                                 f"DIR/ae.pt and DIR/flow.pt")
-        raise ArtifactError(f"{c.where}: unknown schema_version {_show(version)} (this aeflow reads {SCHEMA_VERSION}); "
+        raise ArtifactError(f"{c.where}: unknown schema_version {show(version)} (this aeflow reads {SCHEMA_VERSION}); "
                             f"upgrade aeflow or re-export")
-    c.text(doc.get("content_sha256"), "content_sha256", SHA256)
-    if verify:
-        try:
-            same = doc["content_sha256"] == content_sha256(doc)
-        except (TypeError, ValueError):  # NaN or a non-JSON object handed in through the API
-            same = False
-        if not same:
-            raise ArtifactError(f"{c.where}: contents do not match its content_sha256; the file was edited after "
-                                f"export - re-export, or pass verify=False to load it anyway")
+    c.obj(doc, "", keys, optional)
+    try:
+        digest = content_sha256(doc)
+    except (TypeError, ValueError, RecursionError):  # NaN, Infinity or a non-JSON object handed in through the API
+        raise ArtifactError(f"{c.where}: holds values that are not plain JSON (NaN, Infinity or objects); "
+                            f"re-export the artifacts") from None
+    if verify and c.text(doc["content_sha256"], "content_sha256", SHA256) != digest:
+        raise ArtifactError(f"{c.where}: contents do not match its content_sha256; the file was edited after "
+                            f"export - re-export, or pass verify=False to load it anyway")
     return doc
 
 
-# ---------------------------------------------------------------- the pieces of both files
+# ---------------------------------------------------------------- graphs and bound files
 
 @dataclass(frozen=True)
 class Graph:
-    """A graph's entry: which graph (a key of ``GRAPHS``), its sha256, opset and signature."""
+    """A graph's entry: which graph (a key of ``GRAPHS``), its sha256, opset and ``signature``."""
 
     which: str
     sha256: str
@@ -210,10 +108,11 @@ class Graph:
 
     @classmethod
     def of_file(cls, which: str, path, opset: int, image_shape: tuple[int, int] = IMAGE_SHAPE) -> "Graph":
+        """The entry of graph ``which`` written at ``path`` for images of ``image_shape``."""
         return cls(which, sha256_file(path), int(opset), signature(which, image_shape))
 
     @classmethod
-    def from_json(cls, c: _Check, doc: dict, prefix: str, which: str, image_shape=IMAGE_SHAPE) -> "Graph":
+    def from_json(cls, c: Check, doc: dict, prefix: str, which: str, image_shape=IMAGE_SHAPE) -> "Graph":
         sig = signature(which, image_shape)
         c.same(doc["onnx_file"], prefix + "onnx_file", GRAPHS[which].file)
         for key, want in sig.items():
@@ -223,11 +122,7 @@ class Graph:
                    c.num(doc["opset"], prefix + "opset", 7, 100, integer=True), sig)
 
     def to_json(self) -> dict:
-        return {"onnx_file": GRAPHS[self.which].file, "sha256": self.sha256, "opset": self.opset,
-                **self.signature}
-
-
-GRAPH_KEYS = ("onnx_file", "sha256", "opset", "inputs", "outputs")
+        return {"onnx_file": GRAPHS[self.which].file, "sha256": self.sha256, "opset": self.opset, **self.signature}
 
 
 def graph_entry(which: str, path, opset: int, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
@@ -242,81 +137,21 @@ class Binding:
     file: str
     sha256: str
 
-    @classmethod
-    def from_json(cls, c: _Check, value, field: str, pattern: str) -> "Binding":
-        c.obj(value, field, ("file", "sha256"))
-        return cls(c.text(value["file"], f"{field}.file", pattern, 100), c.text(value["sha256"], f"{field}.sha256", SHA256))
-
     def to_json(self) -> dict:
         return {"file": self.file, "sha256": self.sha256}
 
 
-def _bindings(c: _Check, doc: dict) -> dict:
-    return {"golden": Binding.from_json(c, doc["golden"], "golden", re.escape(GOLDEN_FILE)),
-            "checkpoint": Binding.from_json(c, doc["checkpoint"], "checkpoint", r"[A-Za-z0-9_.-]+\.pt")
-            if "checkpoint" in doc else None,
-            "versions": c.table(doc["versions"], "versions", lambda v, f: c.text(v, f, max_len=100))}
-
-
-def _rate(c: _Check):
-    return lambda v, f: c.num(v, f, 0.0, 1.0)
-
+def _bindings(c: Check, doc: dict) -> dict:
+    """``golden``, ``checkpoint`` (None when absent) and ``versions`` of a document."""
+    out = {"checkpoint": None, "versions": c.table(doc["versions"], "versions", lambda v, f: c.text(v, f, max_len=100))}
+    for key, pattern in (("golden", re.escape(GOLDEN_FILE)), ("checkpoint", r"[A-Za-z0-9_.-]+\.pt")):
+        if key in doc:
+            b = c.obj(doc[key], key, ("file", "sha256"))
+            out[key] = Binding(c.text(b["file"], f"{key}.file", pattern, 100), c.text(b["sha256"], f"{key}.sha256", SHA256))
+    return out
 
 
 # ---------------------------------------------------------------- threshold.json
-
-def _calibration(c: _Check, cal, field: str, threshold: float) -> dict:
-    """The record ``aeflow.runtime.calibration`` writes when it sets ``threshold``, checked against
-    itself and the threshold (kept as the dict it is)."""
-    rules = {k for keys in CALIBRATION_RULES.values() for k in keys}
-    c.obj(cal, field, ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
-                       "previous_threshold", "versions"), tuple(rules))
-    rule, f = cal["rule"], field + "."
-    if rule not in CALIBRATION_RULES:
-        c.fail(f + "rule", f"has an unexpected value, found {_show(rule)}")
-    for key in CALIBRATION_RULES[rule]:
-        if key not in cal:
-            c.fail(f + key, f"is missing (rule {rule!r})")
-    for key in sorted((rules - set(CALIBRATION_RULES[rule])) & set(cal)):
-        c.fail(f + key, f"does not belong to rule {rule!r}")
-    n, flagged = c.count(cal["n"], f + "n", 1), c.count(cal["flagged"], f + "flagged")
-    rate = c.num(cal["achieved_false_alarm_rate"], f + "achieved_false_alarm_rate", 0.0, 1.0)
-    if rule == "mean + k std":
-        k, mean = c.num(cal["k"], f + "k", 0.0, 100.0, lo_open=True), c.num(cal["mean"], f + "mean", 0.0)
-        std = c.num(cal["std"], f + "std", 0.0)
-        c.same(cal["ddof"], f + "ddof", 1)
-        if not _close(threshold, mean + k * std):
-            c.fail(field, f"threshold {threshold!r} is not calibration.mean + k * calibration.std")
-    else:
-        c.num(cal["false_alarm_rate"], f + "false_alarm_rate", 0.0, 1.0, lo_open=True)
-        if c.count(cal["rank"], f + "rank", 1) > n:
-            c.fail(f + "rank", "is larger than n")
-    if flagged > n or not _close(rate, flagged / n):
-        c.fail(f + "achieved_false_alarm_rate", "is not flagged / n")
-    iv = c.obj(cal["interval"], f + "interval", ("method", "confidence", "lower", "upper"))
-    pr = c.obj(cal["prediction"], f + "prediction", ("method", "images", "confidence", "lower", "upper"))
-    for name, part in (("interval", iv), ("prediction", pr)):
-        c.text(part["method"], f"{f}{name}.method", max_len=200)
-        c.num(part["confidence"], f"{f}{name}.confidence", 0.0, 1.0, lo_open=True)
-    if not c.num(iv["lower"], f + "interval.lower", 0.0, 1.0) <= rate <= c.num(iv["upper"], f + "interval.upper", 0.0, 1.0):
-        c.fail(f + "interval", "does not contain the achieved rate")
-    low, high = c.count(pr["lower"], f + "prediction.lower"), c.count(pr["upper"], f + "prediction.upper")
-    if not low <= high <= c.count(pr["images"], f + "prediction.images", 1):
-        c.fail(f + "prediction", "must hold lower <= upper <= images")
-    data = cal["data"]
-    if not isinstance(data, list) or not 1 <= len(data) <= 1000:
-        c.fail(f + "data", f"must be an array of 1 to 1000 inputs, found {_show(data)}")
-    for i, d in enumerate(data):
-        c.obj(d, f"{f}data[{i}]", ("name", "kind", "sha256", "n"))
-        c.text(d["name"], f"{f}data[{i}].name"), c.text(d["kind"], f"{f}data[{i}].kind", "file|folder|array")
-        c.text(d["sha256"], f"{f}data[{i}].sha256", SHA256), c.count(d["n"], f"{f}data[{i}].n", 1)
-    if sum(d["n"] for d in data) != n:
-        c.fail(f + "data", "holds another number of images than n")
-    c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-    c.num(cal["previous_threshold"], f + "previous_threshold", 0.0)
-    c.table(cal["versions"], f + "versions", lambda v, g: c.text(v, g, max_len=100))
-    return cal
-
 
 @dataclass(frozen=True, kw_only=True)
 class Validation:
@@ -326,14 +161,11 @@ class Validation:
     std: float
     n: int
 
-    def to_json(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "ddof": 1, "n": self.n}
-
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdEntry:
     """A graph's threshold: the one in force, export's ``k`` and ``validation`` statistics, and
-    the ``calibration`` record (a dict, None unless 'aeflow calibrate' set the threshold)."""
+    the ``calibration`` record (a dict; None unless 'aeflow calibrate' set the threshold)."""
 
     graph: Graph
     threshold: float
@@ -342,7 +174,7 @@ class ThresholdEntry:
     calibration: dict | None = None
 
     @staticmethod
-    def _fields(c: _Check, doc: dict, prefix: str, which: str, image_shape, n_validation: int) -> dict:
+    def _fields(c: Check, doc: dict, prefix: str, which: str, image_shape, n_validation: int) -> dict:
         v = c.obj(doc["validation"], prefix + "validation", ("mean", "std", "ddof", "n"))
         c.same(v["ddof"], prefix + "validation.ddof", 1)
         val = Validation(mean=c.num(v["mean"], prefix + "validation.mean", 0.0),
@@ -352,8 +184,8 @@ class ThresholdEntry:
         k = c.num(doc["k"], prefix + "k", 0.0, 100.0, lo_open=True)
         cal = doc.get("calibration")
         if cal is not None:
-            _calibration(c, cal, prefix + "calibration", threshold)
-        elif not _close(threshold, val.mean + k * val.std):
+            calibration_record(c, cal, prefix + "calibration", threshold)
+        elif not close(threshold, val.mean + k * val.std):
             c.fail(prefix + "threshold", f"{threshold!r} is not validation.mean + k * validation.std "
                                          f"= {val.mean + k * val.std!r}")
         if val.n != n_validation:
@@ -362,15 +194,15 @@ class ThresholdEntry:
                     validation=val, calibration=cal)
 
     def _json(self) -> dict:
-        cal = {} if self.calibration is None else {"calibration": self.calibration}
-        return {"threshold": self.threshold, "k": self.k, "validation": self.validation.to_json(),
-                **self.graph.to_json(), **cal}
+        v = self.validation
+        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
+                **self.graph.to_json(), **({} if self.calibration is None else {"calibration": self.calibration})}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Int8Entry(ThresholdEntry):
-    """threshold.json's "int8": the quantised graph, its threshold, how it was quantised (``method``)
-    and how it compares with float32 (``evaluation``), both as written by export."""
+    """threshold.json's "int8": the quantised graph and its threshold, how it was quantised
+    (``method``) and how it compares with float32 (``evaluation``), dicts as export wrote them."""
 
     method: dict
     evaluation: dict
@@ -379,36 +211,11 @@ class Int8Entry(ThresholdEntry):
         return self._json() | {"method": self.method, "evaluation": self.evaluation}
 
 
-def _image_shape(c: _Check, value) -> tuple[int, int]:
-    ok = isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
-    if not ok or min(value) < MIN_SIDE or value[0] * value[1] > MAX_PIXELS:
-        c.fail("image_shape", f"must be [H, W] with H, W >= {MIN_SIDE} and H * W <= {MAX_PIXELS:,}, "
-                              f"found {_show(value) if not ok else value}")
-    return value[0], value[1]
-
-
-def _evaluation(c: _Check, ev, field: str) -> dict:
-    """type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}, each optional."""
-    c.obj(ev, field, (), ("type_i", "type_ii", "auroc"), closed=field == "evaluation")
-    if "type_i" in ev:
-        t = c.obj(ev["type_i"], field + ".type_i", ("set", "n", "rate"))
-        c.text(t["set"], field + ".type_i.set", max_len=100), c.count(t["n"], field + ".type_i.n")
-        _rate(c)(t["rate"], field + ".type_i.rate")
-    c.table(ev.get("type_ii", {}), field + ".type_ii", lambda v, f: (
-        c.obj(v, f, ("n", "rate")), c.count(v["n"], f + ".n"), _rate(c)(v["rate"], f + ".rate")))
-    c.table(ev.get("auroc", {}), field + ".auroc", _rate(c))
-    if set(ev.get("type_ii", {})) != set(ev.get("auroc", {})):
-        c.fail(field + ".auroc", "names other sets than evaluation.type_ii")
-    return ev
-
-
 @dataclass(frozen=True, kw_only=True)
 class ThresholdMeta(ThresholdEntry):
-    """threshold.json: ae.onnx's threshold (``ThresholdEntry``), the image size, the data and
-    training it came from, export's evaluation, versions, golden.npz and checkpoint bindings, and
-    the int8 entry (None without --quantize int8). ``data``, ``training``: dicts as export wrote
-    them (``source``, ``train_images``, ``validation_images``, ``anomaly_sets``; ``epochs``,
-    ``final_loss`` checked)."""
+    """threshold.json: ae.onnx's threshold (``ThresholdEntry``), the ``image_shape`` (H, W), the
+    ``data`` and ``training`` it came from and export's ``evaluation`` (dicts as export wrote them),
+    versions, golden.npz and checkpoint bindings, and the ``int8`` entry (None without int8)."""
 
     image_shape: tuple[int, int] = IMAGE_SHAPE
     data: dict
@@ -426,20 +233,22 @@ class ThresholdMeta(ThresholdEntry):
     def from_json(cls, doc, where=THRESHOLD_JSON, verify: bool = True) -> "ThresholdMeta":
         """threshold.json's document ``doc`` checked (``where``: the file, for messages; ``verify``:
         check the seal), or ``ArtifactError`` naming the file and the field."""
-        c = _Check(where)
-        c.obj(_check_envelope(c, doc, verify), "", cls.KEYS, ("image_shape", "checkpoint", "int8", "calibration"))
-        shape = _image_shape(c, doc["image_shape"]) if "image_shape" in doc else IMAGE_SHAPE
+        c = Check(where)
+        _envelope(c, doc, cls.KEYS, ("image_shape", "checkpoint", "int8", "calibration"), verify)
+        shape = doc.get("image_shape", list(IMAGE_SHAPE))
+        ok = isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)
+        if not ok or min(shape) < MIN_SIDE or shape[0] * shape[1] > MAX_PIXELS:
+            c.fail("image_shape", f"must be [H, W] with H, W >= {MIN_SIDE} and H * W <= {MAX_PIXELS:,}, "
+                                  f"found {shape if ok else show(shape)}")
+        shape = tuple(shape)
         c.same(doc["score"], "score", score_definition(shape))
         data = c.obj(doc["data"], "data", ("source", "train_images", "validation_images", "anomaly_sets"), closed=False)
         c.text(data["source"], "data.source"), c.count(data["train_images"], "data.train_images", 1)
         n_val = c.count(data["validation_images"], "data.validation_images", 2)
-        sets = data["anomaly_sets"]
-        if not isinstance(sets, list) or any(not isinstance(s, str) for s in sets):
-            c.fail("data.anomaly_sets", f"must be an array of names, found {_show(sets)}")
         training = c.obj(doc["training"], "training", ("epochs", "final_loss"), closed=False)
         c.count(training["epochs"], "training.epochs", 1), c.num(training["final_loss"], "training.final_loss", 0.0)
-        ev = _evaluation(c, doc["evaluation"], "evaluation")
-        if sorted(ev.get("type_ii", {})) != sorted(sets):
+        ev = evaluation(c, doc["evaluation"], "evaluation")
+        if not isinstance(data["anomaly_sets"], list) or sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
             c.fail("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
         int8 = None
         if "int8" in doc:
@@ -447,7 +256,7 @@ class ThresholdMeta(ThresholdEntry):
                       ("calibration",))
             int8 = Int8Entry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
                              method=c.obj(e["method"], "int8.method", closed=False),
-                             evaluation=_evaluation(c, e["evaluation"], "int8.evaluation"))
+                             evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
         return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, data=data, training=training,
                    evaluation=ev, int8=int8, **_bindings(c, doc))
 
@@ -458,13 +267,9 @@ class ThresholdMeta(ThresholdEntry):
                "image_shape": list(self.image_shape), "score": score_definition(self.image_shape), **top,
                "data": self.data, "training": self.training, "evaluation": self.evaluation,
                "versions": self.versions, "golden": self.golden.to_json()}
-        if self.checkpoint is not None:
-            doc["checkpoint"] = self.checkpoint.to_json()
-        if self.int8 is not None:
-            doc["int8"] = self.int8.to_json()
-        if self.calibration is not None:
-            doc["calibration"] = doc.pop("calibration")
-        return seal(doc)
+        doc |= {} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}
+        doc |= {} if self.int8 is None else {"int8": self.int8.to_json()}
+        return seal(doc | ({} if self.calibration is None else {"calibration": doc.pop("calibration")}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""
@@ -481,8 +286,8 @@ class ThresholdMeta(ThresholdEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerEntry:
-    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the float64 z intervals
-    and slope where it hands over to float64, and export's check of it (a dict of six numbers)."""
+    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals and the
+    slope below which it hands over to float64, and export's ``check`` of it (a dict)."""
 
     graph: Graph
     newton_steps: int
@@ -495,19 +300,18 @@ class SamplerEntry:
 
     CHECK = ("targets", "trusted_targets", "max_abs_x_error_trusted", "max_abs_residual", "x_tolerance",
              "residual_tolerance")
+    BUILD = {"newton_steps": (1, 16), "table_nodes": (2, 10**6), "tail_nodes_per_side": (2, 10**6)}
 
     @classmethod
-    def from_json(cls, c: _Check, doc, half_w: float) -> "SamplerEntry":
+    def from_json(cls, c: Check, doc, half_w: float) -> "SamplerEntry":
         f = "sampler_graph."
-        ints = ("newton_steps", "table_nodes", "tail_nodes_per_side")
-        c.obj(doc, "sampler_graph", (*GRAPH_KEYS, *ints, "tail_mass", "trusted_slope", "float64_z_intervals", "check"))
-        bounds = {"newton_steps": (1, 16), "table_nodes": (2, 10**6), "tail_nodes_per_side": (2, 10**6)}
-        kw = {k: c.num(doc[k], f + k, *bounds[k], integer=True) for k in ints}
+        c.obj(doc, f[:-1], (*GRAPH_KEYS, *cls.BUILD, "tail_mass", "trusted_slope", "float64_z_intervals", "check"))
+        build = {k: c.num(doc[k], f + k, *bounds, integer=True) for k, bounds in cls.BUILD.items()}
         if not c.num(doc["tail_mass"], f + "tail_mass", 0.0, lo_open=True) < half_w:
             c.fail(f + "tail_mass", "must be below W/2")
         iv = doc["float64_z_intervals"]
         if not isinstance(iv, list) or len(iv) > 10_000:
-            c.fail(f + "float64_z_intervals", f"must be an array of at most 10,000 pairs, found {_show(iv)}")
+            c.fail(f + "float64_z_intervals", f"must be an array of at most 10,000 pairs, found {show(iv)}")
         pairs = tuple(c.numbers(p, f"{f}float64_z_intervals[{i}]", (2, 2)) for i, p in enumerate(iv))
         for i, (a, b) in enumerate(pairs):
             if not -half_w <= a <= b <= half_w:
@@ -519,20 +323,19 @@ class SamplerEntry:
                 or ch["max_abs_residual"] > ch["residual_tolerance"]:
             c.fail(f + "check", "records a failed export check")
         return cls(graph=Graph.from_json(c, doc, f, "sampler"), tail_mass=doc["tail_mass"], float64_z_intervals=pairs,
-                   trusted_slope=c.num(doc["trusted_slope"], f + "trusted_slope", 0.0, lo_open=True), check=ch, **kw)
+                   trusted_slope=c.num(doc["trusted_slope"], f + "trusted_slope", 0.0, lo_open=True), check=ch, **build)
 
     def to_json(self) -> dict:
-        return {**self.graph.to_json(), "newton_steps": self.newton_steps, "table_nodes": self.table_nodes,
-                "tail_nodes_per_side": self.tail_nodes_per_side, "tail_mass": self.tail_mass,
+        return {**self.graph.to_json(), **{k: getattr(self, k) for k in self.BUILD}, "tail_mass": self.tail_mass,
                 "trusted_slope": self.trusted_slope, "float64_z_intervals": [list(p) for p in self.float64_z_intervals],
                 "check": self.check}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class FlowMeta:
-    """flow.json: flow.onnx, its float64 ``components`` (``inversion.Components``), W and the
-    range +-W/2, the inversion bracket and flow.onnx's z there, ``nll`` (train, test, ...; dict),
-    ``training`` (its config, a dict), the sampler entry, versions and bindings."""
+    """flow.json: flow.onnx, its float64 ``components`` (``inversion.Components``), W and the range
+    +-W/2, the inversion bracket and flow.onnx's z there, ``nll`` and ``training`` (dicts as export
+    wrote them: train and test NLL, the config), the ``sampler`` entry, versions and bindings."""
 
     graph: Graph
     components: Components
@@ -553,27 +356,24 @@ class FlowMeta:
     @classmethod
     def from_json(cls, doc, where=FLOW_JSON, verify: bool = True) -> "FlowMeta":
         """flow.json's document ``doc`` checked (see ``ThresholdMeta.from_json``)."""
-        c = _Check(where)
-        c.obj(_check_envelope(c, doc, verify), "", cls.KEYS, ("checkpoint",))
+        c = Check(where)
+        _envelope(c, doc, cls.KEYS, ("checkpoint",), verify)
         k = c.num(doc["n_components"], "n_components", 1, MAX_COMPONENTS, integer=True)
         comp = c.obj(doc["components"], "components", ("mu", "sigma", "weight"))
-        mu = c.numbers(comp["mu"], "components.mu", (1, MAX_COMPONENTS))
-        sigma, weight = (c.numbers(comp[n], f"components.{n}", (1, MAX_COMPONENTS), lo=0.0, lo_open=True)
-                         for n in ("sigma", "weight"))
+        mu, sigma, weight = (c.numbers(comp[n], f"components.{n}", (1, MAX_COMPONENTS), lo=None if n == "mu" else 0.0,
+                                       lo_open=True) for n in ("mu", "sigma", "weight"))
         for name, values in (("mu", mu), ("sigma", sigma), ("weight", weight)):
             if len(values) != k:
                 c.fail(f"components.{name}", f"has {len(values)} values, n_components is {k}")
         c.same(doc["target"], "target", FLOW_TARGET)
-        nll = c.obj(doc["nll"], "nll", ("train", "test"), closed=False)
-        c.table(nll, "nll", lambda v, f: c.num(v, f))
-        training = c.obj(doc["training"], "training", ("n_components",), closed=False)
-        if training["n_components"] != k:
+        nll = c.table(c.obj(doc["nll"], "nll", ("train", "test"), closed=False), "nll", c.num)
+        if c.obj(doc["training"], "training", ("n_components",), closed=False)["n_components"] != k:
             c.fail("training.n_components", f"differs from n_components {k}")
         w = c.num(doc["W"], "W", 0.0, lo_open=True)
-        if not _close(w, math.fsum(weight), 1e-12):
+        if not close(w, math.fsum(weight), 1e-12):
             c.fail("W", f"{w!r} is not the sum of components.weight ({math.fsum(weight)!r})")
         z_range, (lo, hi), zb = (c.numbers(doc[n], n, (2, 2)) for n in ("z_range", "x_bracket", "z_at_bracket"))
-        if not (_close(z_range[0], -w / 2, 1e-12) and _close(z_range[1], w / 2, 1e-12)):
+        if not (close(z_range[0], -w / 2, 1e-12) and close(z_range[1], w / 2, 1e-12)):
             c.fail("z_range", f"must be [-W/2, W/2] = [{-w / 2!r}, {w / 2!r}]")
         if not lo < hi:
             c.fail("x_bracket", f"must be ordered, found [{lo!r}, {hi!r}]")
@@ -584,7 +384,7 @@ class FlowMeta:
         if not (abs(zb[0] + w / 2) <= 1e-6 * w and abs(zb[1] - w / 2) <= 1e-6 * w):
             c.fail("z_at_bracket", "must be the range's ends -W/2, W/2 (to float32 rounding)")
         return cls(graph=Graph.from_json(c, doc, "", "flow"), components=model, W=w, z_range=z_range,
-                   x_bracket=(lo, hi), z_at_bracket=zb, nll=nll, training=training,
+                   x_bracket=(lo, hi), z_at_bracket=zb, nll=nll, training=doc["training"],
                    sampler=SamplerEntry.from_json(c, doc["sampler_graph"], w / 2), **_bindings(c, doc))
 
     def to_json(self) -> dict:
@@ -597,7 +397,7 @@ class FlowMeta:
                "golden": self.golden.to_json()}
         return seal(doc | ({} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}))
 
-    def entry(self, which: str):
+    def entry(self, which: str) -> "FlowMeta | SamplerEntry":
         """The entry of graph "flow" (this object) or "sampler"."""
         return self if which == "flow" else self.sampler
 
