@@ -11,6 +11,7 @@ from aeflow.files import sha256_file
 from aeflow.metrics import Threshold
 from aeflow.runtime import contract
 from aeflow.runtime.contract import Binding, FlowMeta, Graph, SamplerEntry, ThresholdMeta, Validation
+from aeflow.runtime.inversion import Components
 
 
 def bindings(golden: Path, checkpoint: Path, versions: dict) -> dict:
@@ -55,7 +56,7 @@ def flow_metadata(flow_graph: Path, opset: int, components: dict, z_at_bracket: 
         entry.pop(key)
     entry["float64_z_intervals"] = tuple(tuple(p) for p in entry["float64_z_intervals"])
     return FlowMeta(graph=Graph.of_file("flow", flow_graph, opset), W=w, z_range=(-w / 2, w / 2),
-                    components=contract.Components(components["mu"], components["sigma"], components["weight"]),
+                    components=Components(components["mu"], components["sigma"], components["weight"]),
                     x_bracket=tuple(float(v) for v in x_bracket), z_at_bracket=tuple(float(v) for v in z_at_bracket),
                     nll=nll, training=config, sampler=SamplerEntry(graph=graph, **entry),
                     **bindings(golden, checkpoint, versions))

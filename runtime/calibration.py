@@ -40,7 +40,8 @@ from aeflow.errors import ArtifactError, InputError, OutputError, UsageError
 from aeflow.files import check_output_folder, sha256_file, staged_folder
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
-from aeflow.runtime import artifacts, contract
+from aeflow.runtime import contract
+from aeflow.runtime.artifacts import artifacts_dir, read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 
 CONFIDENCE = 0.95
@@ -207,14 +208,14 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
     The old threshold.json must pass its content_sha256 check even where scoring ran with
     verify=False: the new file is sealed again, and must not bless an edited one."""
     directory = Path(directory)
-    doc = artifacts.read_threshold(directory, verify=True)
+    doc = read_threshold(directory, verify=True)
     for which, cal in calibrations.items():
         if doc.entry(which) is None:
             raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                 f"to calibrate")
         doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
     if out is None or (Path(out).exists() and _same_folder(Path(out), directory)):
-        artifacts.write_metadata(directory / contract.THRESHOLD_JSON, doc)
+        write_metadata(directory / contract.THRESHOLD_JSON, doc)
         return directory / contract.THRESHOLD_JSON
     out = Path(out)
     try:
@@ -225,7 +226,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                         os.link(directory / name, tmp / name)
                     except OSError:
                         shutil.copy2(directory / name, tmp / name)
-            artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, doc)
+            write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     except OSError as e:
         raise OutputError(f"out {out}: cannot write it ({e.strerror or e}); nothing was written") from None
     return out / contract.THRESHOLD_JSON
@@ -253,7 +254,6 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     ``on_batch(b)``: progress, called after each batch of b images."""
     import contextlib
 
-    from aeflow.runtime.artifacts import artifacts_dir
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
@@ -261,7 +261,7 @@ def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike
     if not paths:
         raise UsageError("no normal images given: pass the files or folders to calibrate on")
     directory = artifacts_dir(artifacts)
-    graphs = ["ae"] + (["int8"] if artifacts.read_threshold(directory, verify).int8 is not None else [])
+    graphs = ["ae"] + (["int8"] if read_threshold(directory, verify).int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p)) for p in paths]

@@ -18,13 +18,16 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aeflow.errors import ArtifactError
 from aeflow.files import sha256_file
-from aeflow.runtime.inversion import Components
 from aeflow.runtime.jsoncheck import SHA256, Check, calibration_record, close, content_sha256, evaluation, seal, show
+
+if TYPE_CHECKING:
+    from aeflow.runtime.inversion import Components
 
 SCHEMA_VERSION = 2
 AE_FILE, INT8_FILE, FLOW_FILE, SAMPLER_FILE = "ae.onnx", "ae.int8.onnx", "flow.onnx", "flow_sampler.onnx"
@@ -356,6 +359,8 @@ class FlowMeta:
     @classmethod
     def from_json(cls, doc, where=FLOW_JSON, verify: bool = True) -> "FlowMeta":
         """flow.json's document ``doc`` checked (see ``ThresholdMeta.from_json``)."""
+        from aeflow.runtime.inversion import Components  # here: scoring never loads the flow's maths
+
         c = Check(where)
         _envelope(c, doc, cls.KEYS, ("checkpoint",), verify)
         k = c.num(doc["n_components"], "n_components", 1, MAX_COMPONENTS, integer=True)
