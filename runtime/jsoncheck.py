@@ -137,6 +137,16 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
             c.fail(f + "rank", "is larger than n")
     if flagged > n or not close(rate, flagged / n):
         c.fail(f + "achieved_false_alarm_rate", "is not flagged / n")
+    _intervals_and_data(c, cal, f, n, rate)
+    c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    c.num(cal["previous_threshold"], f + "previous_threshold", 0.0)
+    c.table(cal["versions"], f + "versions", lambda v, g: c.text(v, g, max_len=100))
+    return cal
+
+
+def _intervals_and_data(c: Check, cal: dict, f: str, n: int, rate: float) -> None:
+    """A calibration record's interval (containing the achieved ``rate``), prediction and inputs
+    (their images adding up to ``n``); ``f``: the record's field prefix."""
     iv = c.obj(cal["interval"], f + "interval", ("method", "confidence", "lower", "upper"))
     pr = c.obj(cal["prediction"], f + "prediction", ("method", "images", "confidence", "lower", "upper"))
     for name, part in (("interval.", iv), ("prediction.", pr)):
@@ -157,10 +167,6 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
         c.text(d["sha256"], g + "sha256", SHA256), c.count(d["n"], g + "n", 1)
     if sum(d["n"] for d in data) != n:
         c.fail(f + "data", "holds another number of images than n")
-    c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-    c.num(cal["previous_threshold"], f + "previous_threshold", 0.0)
-    c.table(cal["versions"], f + "versions", lambda v, g: c.text(v, g, max_len=100))
-    return cal
 
 
 def evaluation(c: Check, ev, field: str) -> dict:

@@ -38,8 +38,24 @@ def bundled_doc(name: str) -> str:
     return (artifacts.bundled_dir() / name).read_text()
 
 
+@lru_cache(maxsize=1)
+def calibrated_doc() -> str:
+    """The bundled threshold.json with both thresholds set by 'aeflow calibrate' (k and rate rules)."""
+    from aeflow.runtime.calibration import calibrate_scores
+
+    scores = np.random.default_rng(0).gamma(2.0, 0.01, 500)
+    meta = artifacts.read_threshold(artifacts.bundled_dir())
+    for which, rule in (("ae", {"k": 3.0}), ("int8", {"false_alarm_rate": 0.05})):
+        cal = calibrate_scores(scores, [{"name": "x.npy", "kind": "file", "sha256": "0" * 64, "n": 500}], 0.03, **rule)
+        meta = meta.calibrated(which, cal.threshold, cal.record)
+    return json.dumps(meta.to_json())
+
+
 def base_doc(name: str) -> dict:
-    """The bundled document, with threshold.json's optional image_shape written out so that it is fuzzed too."""
+    """The bundled document, with threshold.json's optional image_shape written out so that it is
+    fuzzed too; "calibrated": threshold.json with calibration records."""
+    if name == "calibrated":
+        return json.loads(calibrated_doc())
     doc = json.loads(bundled_doc(name))
     return doc | {"image_shape": [28, 28]} if name == "threshold.json" else doc
 
@@ -86,16 +102,22 @@ def only_aeflow_errors(fn, *args, **kwargs):
         return None
 
 
-@pytest.mark.parametrize("name", ["threshold.json", "flow.json"])
+@pytest.mark.parametrize("name", ["threshold.json", "flow.json", "calibrated"])
 @FUZZ
 @given(data=st.data())
 def test_from_json(name, data):
     """Accepted or one line; an accepted document round-trips through ``to_json``."""
     doc = data.draw(mutated_doc(name))
-    meta = only_aeflow_errors(contract.METADATA[name].from_json, doc, name, False)
+    kind = contract.METADATA.get(name, contract.ThresholdMeta)
+    meta = only_aeflow_errors(kind.from_json, doc, name, False)
     if meta is not None:
-        again = contract.METADATA[name].from_json(meta.to_json(), name)
+        again = kind.from_json(meta.to_json(), name)
         assert again.to_json() == meta.to_json()
+
+
+def test_calibrated_document_loads():
+    meta = contract.ThresholdMeta.from_json(json.loads(calibrated_doc()))
+    assert meta.calibration["rule"] == "mean + k std" and meta.int8.calibration["rule"] == "false-alarm rate"
 
 
 @pytest.fixture(scope="module")
