@@ -153,8 +153,8 @@ def _torch_engines(directory: Path, threads: int, notes: list[str]):
     return reference.autoencoder_scorer(directory / "ae.pt"), reference.homework_sampler(directory / "flow.pt")
 
 
-def _int8_session(directory: Path, meta: dict, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
-    if "int8" not in meta:
+def _int8_session(directory: Path, meta, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
+    if meta.int8 is None:
         notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
         return None
     return load_graph(directory, meta, "int8", device, threads, spinning, verify, golden=verify)
