@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data
 AE_EPOCHS ?= 200
 
-.PHONY: demo test artifacts bench clean
+.PHONY: demo test artifacts bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ artifacts: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/aeflow bench
+
+# prove the CUDA path on this machine and measure it (an NVIDIA GPU; aeflow and onnxruntime-gpu
+# importable; installs nothing, needs no network): info, verify, the CUDA tests and the CUDA bench
+# rows, one table, JSON under GPU_CHECK_OUT (default: a new temp folder). Without a GPU: one line, exit 0.
+# On an offline GPU machine without onnxruntime-gpu: scripts/gpu_box.sh.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache samples.npy

@@ -34,15 +34,10 @@ def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
     return Threshold(value=mean + k * std, mean=mean, std=std, k=float(k), n=int(s.size))
 
 
-def flag_rate(scores: np.ndarray, threshold: float) -> float:
-    """Share of scores strictly above the threshold (flagged as anomalies)."""
-    s = np.asarray(scores).ravel()
-    return float(np.mean(s > threshold)) if s.size else float("nan")
-
-
 def type_i_error(normal_scores: np.ndarray, threshold: float) -> float:
-    """Share of in-distribution images flagged (false alarms)."""
-    return flag_rate(normal_scores, threshold)
+    """Share of in-distribution images flagged (score strictly above ``threshold``: false alarms)."""
+    s = np.asarray(normal_scores).ravel()
+    return float(np.mean(s > threshold)) if s.size else float("nan")
 
 
 def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
@@ -59,12 +54,9 @@ def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
         return float("nan")
     both = np.concatenate([a, b])
     order = np.argsort(both, kind="mergesort")
+    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
     ranks = np.empty(both.size, dtype=np.float64)
-    sorted_vals = both[order]
-    # average ranks over ties
-    uniq, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # average ranks over ties
     u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
     return float(u / (a.size * b.size))
 
@@ -141,49 +133,22 @@ def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.clip(ratio, 0.0, 1.0).astype(np.float32)
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b), a, b > 0, x in [0, 1], by the
-    continued fraction of Numerical Recipes (``betacf``, modified Lentz), in float64."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x > (a + 1.0) / (a + b + 2.0):  # the continued fraction converges fast on this side only
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 10_000):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * f / a
-
-
-def beta_quantile(q: float, a: float, b: float) -> float:
-    """The ``q`` quantile of the Beta(a, b) distribution (a, b > 0), by bisection of
-    ``I_x(a, b) = q`` to float64 resolution.
-
-    >>> round(beta_quantile(0.5, 2.0, 2.0), 12)
-    0.5
-    """
+def _binomial_p(k: int, n: int, tail: float) -> float:
+    """The p in (0, 1) with P(Binomial(n, p) >= k) = ``tail`` (1 <= k <= n), by bisection to
+    float64 resolution. The terms are summed in log space (log factorials as cumulative sums of
+    logs) over the mean +- 40 standard deviations, outside which every term is below e^-800."""
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1.0, n + 1)))])
     lo, hi = 0.0, 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if _betainc(a, b, mid) < q:
-            lo = mid
+    while (p := 0.5 * (lo + hi)) not in (lo, hi):
+        spread = 40 * math.sqrt(n * p * (1 - p)) + 2
+        j = np.arange(max(k, int(n * p - spread)), min(n, int(n * p + spread)) + 1)
+        terms = log_fact[n] - log_fact[j] - log_fact[n - j] + j * math.log(p) + (n - j) * math.log1p(-p)
+        top = terms.max(initial=-np.inf)
+        if (math.exp(top) * np.exp(terms - top).sum() if j.size else 0.0) < tail:  # the tail grows with p
+            lo = p
         else:
-            hi = mid
-    return 0.5 * (lo + hi)
+            hi = p
+    return p
 
 
 def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -193,10 +158,10 @@ def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[flo
     distribution-free interval for its false-alarm rate on new normal images (exchangeable with
     the calibration images, no ties): the threshold lies between two order statistics, and the
     probability mass above the r-th smallest of n scores is Beta(n - r + 1, r) distributed
-    whatever the score distribution, so
+    whatever the score distribution. The bounds solve the binomial equations
 
-        lower = Beta(flagged, n - flagged + 1) quantile (1 - confidence) / 2   (0 if flagged = 0)
-        upper = Beta(flagged + 1, n - flagged) quantile (1 + confidence) / 2   (1 if flagged = n)
+        lower: P(X >= flagged | lower) = (1 - confidence) / 2   (0 if flagged = 0)
+        upper: P(X <= flagged | upper) = (1 - confidence) / 2   (1 if flagged = n)
 
     Arguments:
         flagged: int in [0, n].
@@ -212,8 +177,8 @@ def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[flo
     if n < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
         raise ValueError("need 0 <= flagged <= n, n >= 1 and 0 < confidence < 1")
     alpha = 1.0 - confidence
-    lower = 0.0 if flagged == 0 else beta_quantile(alpha / 2, flagged, n - flagged + 1)
-    upper = 1.0 if flagged == n else beta_quantile(1 - alpha / 2, flagged + 1, n - flagged)
+    lower = 0.0 if flagged == 0 else _binomial_p(flagged, n, alpha / 2)
+    upper = 1.0 if flagged == n else _binomial_p(flagged + 1, n, 1 - alpha / 2)
     return lower, upper
 
 

@@ -10,8 +10,15 @@ import numpy as np
 # name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|.
 # log p(x) reaches -100 and below in the tails, where float32's own spacing exceeds 1e-5, so it is
 # held to 1e-5 absolute up to |log p| = 1 and 1e-5 relative beyond.
+#
+# reconstruction: a float32 forward pass of the bundled autoencoder lies up to 9.9e-6 (PyTorch) and
+# 8.0e-6 (onnxruntime) from the float64 one on the 2,000 demo images (AMD EPYC, AVX-512), so two
+# correct float32 implementations (another GEMM kernel, another CPU's SIMD width) may differ by
+# about 2e-5: 1e-5 had no margin (9.8e-6 seen on an AVX2-only CPU). 5e-5 is 2.5x that, and still
+# catches real defects: one output bias moved by 1e-3 moves a pixel by 2.5e-4, float16 weights by
+# 7.7e-3. The score, a mean over all pixels, stays within 1e-5 (6e-8 seen).
 TOLERANCES: dict[str, tuple[float, float]] = {
-    "reconstruction": (1e-5, 0.0),
+    "reconstruction": (5e-5, 0.0),
     "score": (1e-5, 0.0),
     "z": (1e-5, 0.0),
     "dz_dx": (1e-30, 1e-5),

@@ -57,19 +57,17 @@ def check_threads(threads) -> int | None:
 class Rebuildable:
     """Mixin: pickle by ``settings()``, rebuild from them on first attribute access.
 
-    A subclass defines ``METADATA`` (the file whose digest travels), ``settings() -> dict`` and
-    ``_rebuild(settings) -> instance`` (a fully loaded object built from the settings). After
-    unpickling (or ``replace``), the object holds only its settings; the first access to any
-    attribute it lacks builds the real one, once, under a lock (threads may share it)."""
+    A subclass defines ``METADATA`` (the file whose digest travels) and ``settings() -> dict``:
+    its constructor's arguments by name plus ``digest`` (and, for the scorer, ``threshold``,
+    which its ``_rebuild`` applies). After unpickling (or ``replace``), the object holds only its
+    settings; the first access to any attribute it lacks builds the real one, once, under a lock
+    (threads may share it)."""
 
     METADATA = ""
 
-    def settings(self) -> dict:
-        raise NotImplementedError
-
     @classmethod
     def _rebuild(cls, settings: dict):
-        raise NotImplementedError
+        return cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)

@@ -100,12 +100,15 @@ def session_options(threads: int | None = None, spinning: bool = True) -> ort.Se
 
 
 def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
-                   spinning: bool = True) -> ort.InferenceSession:
+                   spinning: bool = True, cuda_graph: bool = False) -> ort.InferenceSession:
     """An ``InferenceSession`` for ``model`` (a path or serialized bytes) on ``device``.
 
     ``cpu``: the CPU provider. ``cuda``: the CUDA provider or ``DeviceError`` naming what is
     missing. ``auto``: CUDA where it really runs, else CPU. ``session.get_providers()[0]`` is the
-    provider that runs. A corrupted model raises ``ArtifactError``.
+    provider that runs. A corrupted model raises ``ArtifactError``. ``cuda_graph``: on CUDA,
+    capture the graph on the first run and replay it (onnxruntime's ``enable_cuda_graph``: fixed
+    shapes, inputs and outputs bound to fixed device buffers; ``ArtifactError`` where a node
+    cannot run on CUDA).
     """
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
@@ -114,7 +117,8 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
     source = model if isinstance(model, bytes) else str(model)
     want_cuda = device == "cuda" or (device == "auto" and not cuda_missing())
     # TF32 matmuls would break the 1e-5 parity with PyTorch's float32
-    providers = [(CUDA, {"use_tf32": "0"}), CPU] if want_cuda else [CPU]
+    cuda = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
+    providers = [(CUDA, cuda), CPU] if want_cuda else [CPU]
     try:
         if want_cuda:
             # a CUDA provider that fails to load logs a page of errors; the check below says it in one line

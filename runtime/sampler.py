@@ -35,6 +35,7 @@ from aeflow.checks import available_memory, check_batch, check_seed
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
+from aeflow.runtime.device import run_graph
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import provider_of
@@ -117,7 +118,7 @@ def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None 
         lead = int(index[0] % SLOTS)  # a run of positions: shift it, pad the end
         batch = np.zeros(lead + n + (-(lead + n) % SLOTS), dtype=np.float32)
         batch[lead:lead + n] = values
-        return [o[lead:lead + n] for o in session.run(None, {name: batch})]
+        return [o[lead:lead + n] for o in run_graph(session, name, batch)]
     slot = index % SLOTS
     order = np.argsort(slot, kind="stable")
     counts = np.bincount(slot, minlength=SLOTS)
@@ -126,7 +127,7 @@ def run_placed(session, name: str, values: np.ndarray, index: np.ndarray | None 
     pos[order] = rank * SLOTS + slot[order]
     batch = np.zeros(int(counts.max(initial=0)) * SLOTS, dtype=np.float32)
     batch[pos] = values
-    return [o[pos] for o in session.run(None, {name: batch})]
+    return [o[pos] for o in run_graph(session, name, batch)]
 
 
 def _as_floats(values, dtype, name: str) -> np.ndarray:

@@ -1,61 +1,56 @@
-"""Measuring the runtime: autoencoder images/s and latency per engine and batch size, and the time
-to draw samples from the flow per inversion method, all in one process on the same inputs.
+"""``aeflow bench``: what the runtime costs, section by section, in one process on the same inputs.
 
-Engines: PyTorch eager (only where torch and the train extra are installed, through
-``aeflow.export.reference``, which only this command and ``verify`` load), onnxruntime float32 (ae.onnx) and onnxruntime int8
-(ae.int8.onnx, where threshold.json names one). Method: every engine is warmed up on every input
-buffer first; then each repeat runs every engine in turn (interleaved, so a burst of load from
-elsewhere hits all of them alike) over ``BUFFERS`` distinct input buffers in rotation, so no timing
-measures a cache that holds one input; images/s is the median over repeats, latency percentiles are
-over all timed calls. onnxruntime's threads do not spin while torch shares the process (a separate
-ort-fp32-spin row shows the graph with spinning on, as `aeflow score` runs it).
+Sections (``SECTIONS``, run in order): the machine's own GEMM limit; scoring the autoencoder per
+engine and batch size, with each row's share of the limit and the peers a user would pick instead
+(``aeflow.analysis.peers``); sampling the flow per method against the homework's 30-step clamped
+bisection, one flow.onnx pass over the same n and drawing the z's; scoring from files (.npy
+against a folder of PNGs); the cold start of a new process (``aeflow.analysis.coldstart``).
 
-Every run also measures the machine's own GEMM limit (``aeflow.analysis.limits``) and gives each
-scoring row's share of it, the peers a user would pick instead (``aeflow.analysis.peers``:
-OpenVINO on the same ae.onnx where installed, torch.compile in a child process, not with
-``quick``), next to the sampler one forward pass of flow.onnx over the same n and the cost of
-drawing the z's, and the cold start of the CLI and of an embedded caller
-(``aeflow.analysis.coldstart``).
+Method: every engine is warmed up first, engines are interleaved within each repeat so a burst of
+load from elsewhere hits all alike, input buffers rotate; figures are medians with [min - max].
+onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin`` is the graph
+with spinning on, as ``aeflow score`` runs it).
+
+To add rows: write ``rows(run: Run) -> list[dict]`` (values: numbers, strings, or ``spread``
+dicts) and add a ``Section`` naming its columns to ``SECTIONS``; the JSON result holds the rows
+under the section's key and ``format_table`` prints them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from aeflow.analysis.limits import FP32 as FP32_PRECISION, INT8 as INT8_PRECISION, limit_of, measure_limits
+from aeflow.analysis.coldstart import measure_cold_start
+from aeflow.analysis.peers import OPENVINO, openvino_engine, torch_compile_rows
+from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import provider_of, short_provider
 
-# multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
-FLOPS_PER_IMAGE = 2 * (784 * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * 784)
 BATCHES = (1, 64, 1024, 8192)
-BUFFERS = 3
-SAMPLES = 1_000_000
-QUICK_SAMPLES = 20_000
-TORCH, FP32, INT8 = "torch-eager", "ort-fp32", "ort-int8"
-FP32_SPIN = "ort-fp32-spin"  # threads spinning, as `aeflow score` runs it; only measured beside torch
-PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
+SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
+FILE_IMAGES, QUICK_FILE_IMAGES = 20_000, 2_000
+LIMIT_SIZE, QUICK_LIMIT_SIZE = 2048, 512  # 2 x 2048^3 = 17 GFLOP a call
+TORCH, FP32, INT8, FP32_SPIN = "torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"
 HOMEWORK = "torch-bisection (homework)"
-FORWARD = "flow.onnx forward (one call)"  # the sampler's reference rows: what one pass over n costs
-DRAW_Z = "drawing z (numpy)"
-COLD_START_REPEATS, QUICK_COLD_START_REPEATS = 5, 1
+FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
 
 
 @dataclass
 class BenchSettings:
-    """What to measure: ``repeats`` per measurement, ``batches``, ``n_samples`` drawn per sampling
-    run, ``seconds_per_repeat`` (each repeat times enough calls to last about this long),
-    ``threads`` (None: the CPUs this process may use)."""
+    """What to measure: ``repeats`` per measurement, ``batches``, ``n_samples`` per sampling run,
+    ``seconds_per_repeat`` (each repeat times enough calls to last about this long), ``threads``
+    (None: the CPUs this process may use), ``quick`` (smaller sizes, no torch.compile)."""
 
     artifacts: str | os.PathLike | None = None
     device: str = "auto"
@@ -66,385 +61,255 @@ class BenchSettings:
     threads: int | None = None
     verify: bool = True
     quick: bool = False
-    peers: bool = True
-    cold_start: bool = True
-    progress: Callable[[str], None] | None = None
+    progress: Callable[[str], None] = lambda msg: None
 
     @classmethod
     def quick_settings(cls, **kw) -> "BenchSettings":
-        """Few repeats, short repeats, ``QUICK_SAMPLES`` samples: for tests and smoke runs."""
+        """Few and short repeats, ``QUICK_SAMPLES`` samples: for tests and smoke runs."""
         return cls(**({"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True} | kw))
 
 
 @dataclass
-class Timing:
-    """One engine at one batch size: images/s per repeat and the latency of every timed call (s)."""
+class Run:
+    """What every section's ``rows`` function gets: the settings, the checked artifacts, the
+    results of the sections before it, and the lists it adds notes and providers to."""
 
-    per_repeat: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    settings: BenchSettings
+    directory: Path
+    meta: dict
+    threads: int
+    results: dict = field(default_factory=dict)
+    providers: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
-    def summary(self, batch: int) -> dict:
-        ips = np.array(self.per_repeat)
-        lat = np.array(self.latencies) * 1e3
-        med = float(np.median(ips))
-        return {"batch": batch, "images_per_s": med, "images_per_s_min": float(ips.min()),
-                "images_per_s_max": float(ips.max()), "latency_ms": {"p50": float(np.percentile(lat, 50)),
-                                                                    "p99": float(np.percentile(lat, 99))},
-                "gflops": med * FLOPS_PER_IMAGE / 1e9, "calls": int(lat.size), "repeats": int(ips.size)}
+    @cached_property
+    def torch(self) -> tuple[Callable | None, Callable | None]:
+        """(PyTorch eager scoring, the homework's sampler) from the checkpoints, or (None, None)
+        with a note when PyTorch or a checkpoint is missing."""
+        try:
+            from aeflow.export import reference
+        except ImportError:
+            self.notes.append("PyTorch (the train extra) is not installed: no torch-eager or homework rows")
+            return None, None
+        if not all((self.directory / n).is_file() for n in ("ae.pt", "flow.pt")):
+            self.notes.append(f"ae.pt or flow.pt is not in {self.directory}: no PyTorch rows")
+            return None, None
+        reference.set_threads(self.threads)
+        return (reference.autoencoder_scorer(self.directory / "ae.pt"),
+                reference.homework_sampler(self.directory / "flow.pt"))
 
-
-def default_threads() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 0) -> list[np.ndarray]:
-    """``n`` distinct float32 [batch, 1, 28, 28] buffers in [0, 1], drawn (with replacement) from
-    uint8 ``images`` [M, 28, 28]."""
-    rng = np.random.default_rng(seed + batch)
-    return [np.ascontiguousarray(images[rng.integers(0, len(images), batch)], dtype=np.float32)
-            .reshape(batch, 1, 28, 28) / np.float32(255) for _ in range(n)]
-
-
-def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np.ndarray], repeats: int,
-            seconds_per_repeat: float) -> dict[str, Timing]:
-    """Time every engine on the buffers (all the same batch size): warm-up, then ``repeats``
-    interleaved rounds of enough calls to last about ``seconds_per_repeat`` each."""
-    batch = len(buffers[0])
-    slowest = 0.0
-    for fn in engines.values():
-        for x in buffers:
-            fn(x)
-        t0 = time.perf_counter()
-        fn(buffers[0])
-        slowest = max(slowest, time.perf_counter() - t0)
-    calls = max(1, min(2000, math.ceil(seconds_per_repeat / max(slowest, 1e-6))))
-    timings = {name: Timing() for name in engines}
-    for r in range(repeats):
-        for name, fn in engines.items():
-            time.sleep(PHASE_GAP_S)
-            times = []
-            for c in range(calls):
-                x = buffers[(r * calls + c) % len(buffers)]
-                t0 = time.perf_counter()
-                fn(x)
-                times.append(time.perf_counter() - t0)
-            timings[name].per_repeat.append(calls * batch / sum(times))
-            timings[name].latencies.extend(times)
-    return timings
+    def session(self, which: str, spinning: bool, golden: bool = True):
+        """A checked onnxruntime session of graph ``which`` as the runtime loads it."""
+        s = self.settings
+        return load_graph(self.directory, self.meta, which, s.device, self.threads, spinning, s.verify,
+                          golden and s.verify)
 
 
-def _torch_engines(directory: Path, threads: int, notes: list[str]):
-    """(autoencoder scoring function, homework sampler) from ``aeflow.export.reference``, or
-    (None, None) with a note when PyTorch or the checkpoints are missing."""
-    try:
-        from aeflow.export import reference
-    except ImportError:
-        notes.append("PyTorch (the train extra) is not installed: no torch-eager or homework-bisection rows")
-        return None, None
-    missing = [n for n in ("ae.pt", "flow.pt") if not (directory / n).is_file()]
-    if missing:
-        notes.append(f"{' and '.join(missing)} not in {directory}: no PyTorch rows")
-        return None, None
-    reference.set_threads(threads)
-    return reference.autoencoder_scorer(directory / "ae.pt"), reference.homework_sampler(directory / "flow.pt")
+class Section(NamedTuple):
+    """One table of the bench: its JSON ``key``, ``title``, ``columns`` (header, row key, format
+    spec; ``s`` left-aligns, a trailing ``x`` prints a ratio) and its ``rows`` function."""
+
+    key: str
+    title: str
+    columns: tuple[tuple[str, str, str], ...]
+    rows: Callable[[Run], list[dict]]
 
 
-def _int8_session(directory: Path, meta, device: str, threads: int, spinning: bool, verify: bool, notes: list[str]):
-    if meta.int8 is None:
-        notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
-        return None
-    return load_graph(directory, meta, "int8", device, threads, spinning, verify, golden=verify)
+def limit_rows(run: Run) -> list[dict]:
+    """The machine's GEMM limit (``timing.gemm_limits``)."""
+    n = QUICK_LIMIT_SIZE if run.settings.quick else LIMIT_SIZE
+    return gemm_limits(n, run.threads, max(1, min(run.settings.repeats, 5)), run.notes)
 
 
-def _time_sampling(fn: Callable[[int, int], object], n: int, repeats: int) -> list[float]:
-    fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
-    times = []
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        fn(n, r)  # a new seed each repeat: new targets
-        times.append(time.perf_counter() - t0)
-    return times
+def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The scoring engines: score float32 [N, 1, H, W] -> float32 [N]."""
+    torch_score = run.torch[0]
+    engines = {TORCH: torch_score} if torch_score else {}
+    if run.meta.int8 is None:
+        run.notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
+    for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
+        session = run.session(which, spinning=torch_score is None)
+        run.providers[name] = provider_of(session)
+        engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
+    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.settings.verify), run.threads, run.notes)
+    if openvino is not None:
+        engines[OPENVINO] = openvino
+    if torch_score:
+        spin = run.session("ae", spinning=True, golden=False)
+        engines[FP32_SPIN] = lambda x: spin.run(["score"], {"images": x})[0]
+        run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
+                         f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
+    return engines
 
 
-FILE_IMAGES, QUICK_FILE_IMAGES = 20_000, 2_000
+def scoring_rows(run: Run) -> list[dict]:
+    """images/s per engine and batch (``timing.measure``), GFLOP/s, share of the GEMM limit of its
+    precision (the best repeat), ratios to torch and to ort-fp32, and the peers' largest score
+    difference to ort-fp32."""
+    s, engines, rows = run.settings, _engines(run), []
+    for batch in s.batches:
+        run.settings.progress(f"scoring, batch {batch}")
+        buffers = input_buffers(demo_images(run.directory), batch)
+        reference = engines[FP32](buffers[0])
+        for name, t in measure(engines, buffers, s.repeats, s.seconds_per_repeat).items():
+            diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
+            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
+    if run.torch[0] and not s.quick:
+        run.settings.progress("torch.compile, in a child process")
+        rows += torch_compile_rows(run.directory, run.threads, s.batches, s.repeats, s.seconds_per_repeat, run.notes)
+    elif run.torch[0]:
+        run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
+    ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
+    for r in rows:
+        r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
+        precision = "int8" if r["engine"] == INT8 else "fp32"
+        limits = [x["gflops"]["max"] for x in run.results.get("limit", ()) if x["precision"] == precision]
+        r["share_of_limit"] = r["gflops"] / max(limits) if limits else None
+        for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
+            if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
+                r.setdefault(key, ips[(r["engine"], r["batch"])] / ips[(base, r["batch"])])
+    return sorted(rows, key=lambda r: r["batch"])
 
 
-def time_files(directory: Path, device: str, verify: bool, n: int, repeats: int) -> dict:
-    """End to end scoring from files: the same ``n`` demo images (uint8) as one .npy and as a
-    folder of PNGs (written to a temporary folder), each opened and scored by ``AnomalyScorer``
-    as ``aeflow score`` does; the two alternate ``repeats`` times after a warm-up. Returns
-    {"n", "npy": {images_per_s, min, max}, "png_folder": {...}, "png_vs_npy": median of the
-    per-repeat ratios, ratios measured back to back in the same repeat}."""
-    import tempfile
+def sampling_rows(run: Run) -> list[dict]:
+    """Seconds for ``n_samples`` samples per method (the homework's bisection where PyTorch is
+    installed, then every runtime method), one flow.onnx pass over as many points and drawing the
+    z's, with the ratios to the homework and to that pass."""
+    from aeflow.runtime.sampler import FlowSampler
 
+    s, n = run.settings, run.settings.n_samples
+    sampler = FlowSampler(s.artifacts, s.device, threads=run.threads, verify=s.verify, golden=s.verify)
+    run.providers["sampler"] = sampler.provider
+    flow = load_graph(run.directory, sampler.metadata, "flow", s.device, run.threads, golden=False)
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    methods = {HOMEWORK: run.torch[1]} if run.torch[1] else {}
+    methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
+    methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
+                DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
+    rows = []
+    for name, fn in methods.items():
+        run.settings.progress(f"sampling, {name}")
+        fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
+        times = []
+        for seed in range(max(1, min(s.repeats, 3))):  # a new seed each repeat: new targets
+            t0 = time.perf_counter()
+            fn(n, seed)
+            times.append(time.perf_counter() - t0)
+        rows.append({"method": name, "n": n, "seconds": spread(times), "samples_per_s": n / spread(times)["median"]})
+    medians = {r["method"]: r["seconds"]["median"] for r in rows}
+    for r in rows:
+        r["vs_homework"] = medians[HOMEWORK] / medians[r["method"]] if HOMEWORK in medians else None
+        r["x_forward"] = medians[r["method"]] / medians[FORWARD]
+    return rows
+
+
+def files_rows(run: Run) -> list[dict]:
+    """The same demo images (uint8) as one .npy and as a folder of PNGs, each opened and scored by
+    ``AnomalyScorer`` as ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio
+    per repeat."""
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.pngfiles import pillow
     from aeflow.runtime.scorer import AnomalyScorer
 
-    Image = pillow()
-    base = demo_images(directory)
+    n, base = QUICK_FILE_IMAGES if run.settings.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
-    scorer = AnomalyScorer(directory, device, verify=verify)
-    rates: dict[str, list[float]] = {"npy": [], "png_folder": []}
+    scorer = AnomalyScorer(run.directory, run.settings.device, verify=run.settings.verify)
+    rates: dict[str, list[float]] = {"one .npy (uint8)": [], "folder of PNGs": []}
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
-        npy, folder = Path(tmp) / "images.npy", Path(tmp) / "pngs"
-        np.save(npy, images)
-        folder.mkdir()
+        paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
+        np.save(paths[0], images)
+        paths[1].mkdir()
         for i, im in enumerate(images):
-            Image.fromarray(im).save(folder / f"{i:06d}.png")
-        inputs = {"npy": npy, "png_folder": folder}
-        for path in inputs.values():  # warm-up: sessions, page cache
-            with open_source(path) as src:
-                scorer.score_source(src)
-        for _ in range(repeats):
-            for key, path in inputs.items():
+            pillow().fromarray(im).save(paths[1] / f"{i:06d}.png")
+        for r in range(max(3, run.settings.repeats) + 1):  # the first round warms up: sessions, page cache
+            for rate, path in zip(rates.values(), paths):
                 time.sleep(PHASE_GAP_S)
                 t0 = time.perf_counter()
                 with open_source(path) as src:
                     scorer.score_source(src)
-                rates[key].append(n / (time.perf_counter() - t0))
-    out: dict = {"n": n, "repeats": repeats, "provider": scorer.provider}
-    for key, r in rates.items():
-        out[key] = {"images_per_s": float(np.median(r)), "images_per_s_min": min(r), "images_per_s_max": max(r)}
-    ratios = [p / q for p, q in zip(rates["png_folder"], rates["npy"])]
-    out["png_vs_npy"] = {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios)}
-    return out
+                rate += [n / (time.perf_counter() - t0)] * (r > 0)
+    npy, png = rates.values()
+    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
+            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
 
 
-def run_bench(settings: BenchSettings) -> dict:
-    """Run every measurement; returns the result as a JSON-ready dict (see ``format_table``)."""
-    say = settings.progress or (lambda msg: None)
-    directory = artifacts_dir(settings.artifacts)
-    threads = settings.threads or default_threads()
-    notes: list[str] = []
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    meta = read_threshold(directory, settings.verify)
-    say("the GEMM limit")
-    limits = measure_limits(threads, max(1, min(settings.repeats, 5)), settings.quick, notes)
-    torch_score, homework = _torch_engines(directory, threads, notes)
-    with_torch = torch_score is not None
-    spinning = not with_torch
-    fp32 = load_graph(directory, meta, "ae", settings.device, threads, spinning, settings.verify, settings.verify)
-    int8 = _int8_session(directory, meta, settings.device, threads, spinning, settings.verify, notes)
-    providers = {FP32: provider_of(fp32)} | ({INT8: provider_of(int8)} if int8 else {})
-    if with_torch and providers[FP32] != "CPUExecutionProvider":
-        notes.append("torch-eager runs on the CPU while onnxruntime runs on " + short_provider(providers[FP32]))
-
-    engines: dict[str, Callable] = {}
-    if torch_score:
-        engines[TORCH] = torch_score
-    engines[FP32] = lambda x: fp32.run(["score"], {"images": x})
-    if int8:
-        engines[INT8] = lambda x: int8.run(["score"], {"images": x})
-    if settings.peers:
-        from aeflow.analysis.peers import OPENVINO, openvino_engine
-
-        openvino = openvino_engine(graph_path(directory, meta, "ae", settings.verify), threads, notes)
-        if openvino is not None:
-            engines[OPENVINO] = openvino
-    if with_torch:
-        fp32_spin = load_graph(directory, meta, "ae", settings.device, threads, True, settings.verify, golden=False)
-        engines[FP32_SPIN] = lambda x: fp32_spin.run(["score"], {"images": x})
-        notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the process; "
-                     f"{FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
-    images = demo_images(directory)
-    scoring = []
-    for batch in settings.batches:
-        say(f"scoring, batch {batch}")
-        buffers = input_buffers(images, batch)
-        timings = measure(engines, buffers, settings.repeats, settings.seconds_per_repeat)
-        reference = np.asarray(engines[FP32](buffers[0])[0])
-        for name, t in timings.items():
-            row = {"engine": name} | t.summary(batch)
-            if name not in (FP32, FP32_SPIN, INT8):  # the peers compute the same scores, or the row says not
-                row["max_abs_diff_vs_ort_fp32"] = float(np.max(np.abs(np.asarray(engines[name](buffers[0])) - reference)))
-            scoring.append(row)
-    if settings.peers and not settings.quick and with_torch:
-        from aeflow.analysis.peers import torch_compile_rows
-
-        say("torch.compile, in a child process")
-        scoring += torch_compile_rows(directory, threads, settings.batches, settings.repeats,
-                                      settings.seconds_per_repeat, notes)
-    elif settings.peers and with_torch:
-        notes.append("quick run: torch.compile not measured (compiling takes minutes)")
-    _add_shares(scoring, limits)
-    speedups = _speedups(scoring)
-
-    from aeflow.runtime.sampler import FlowSampler
-
-    sampler = FlowSampler(settings.artifacts, settings.device, threads=threads, verify=settings.verify,
-                          golden=settings.verify)
-    providers["sampler"] = sampler.provider
-    sample_repeats = max(1, min(settings.repeats, 3))
-    sampling = []
-    runs: list[tuple[str, Callable[[int, int], object]]] = []
-    if homework:
-        runs.append((HOMEWORK, homework))
-    for method in sampler.methods:
-        runs.append((f"ort-{method}", lambda n, seed, m=method: sampler.sample(n, seed=seed, method=m)))
-    for name, fn in runs:
-        say(f"sampling, {name}")
-        times = np.array(_time_sampling(fn, settings.n_samples, sample_repeats))
-        sampling.append({"method": name, "n": settings.n_samples, "seconds": float(np.median(times)),
-                         "seconds_min": float(times.min()), "seconds_max": float(times.max()),
-                         "samples_per_s": settings.n_samples / float(np.median(times)), "repeats": int(times.size)})
-    sampling += _sampling_references(sampler, settings.device, threads, settings.n_samples, sample_repeats)
-    if homework:
-        base = sampling[0]["seconds"]
-        for row in sampling:
-            row["speedup_vs_homework"] = base / row["seconds"]
-    say("scoring from files: .npy versus a PNG folder")
-    files = time_files(directory, settings.device, settings.verify,
-                       QUICK_FILE_IMAGES if settings.quick else FILE_IMAGES, max(3, settings.repeats))
-    if with_torch:
-        notes.append("the homework bisection clamps z outside the flow's range to +-3 and stops at 30 steps; the "
-                     "runtime's methods truncate z to the range and reach float32 resolution (see aeflow sample --help)")
-    cold = []
-    if settings.cold_start:
-        from aeflow.analysis.coldstart import measure_cold_start
-
-        say("cold start")
-        cold = measure_cold_start(directory, images[0], QUICK_COLD_START_REPEATS if settings.quick else COLD_START_REPEATS,
-                                  warm_up=not settings.quick)
-        if sys.dont_write_bytecode:
-            notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow's modules from source "
-                         "(tens of ms); an installed package runs from its bytecode caches")
-    return {
-        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
-                    "load_average_before": list(load_before) if load_before else None,
-                    "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-        "providers": providers,
-        "settings": {"repeats": settings.repeats, "sampling_repeats": sample_repeats, "batches": list(settings.batches),
-                     "n_samples": settings.n_samples, "input_buffers": BUFFERS, "quick": settings.quick,
-                     "device": settings.device, "onnxruntime_spinning": spinning,
-                     "flops_per_image": FLOPS_PER_IMAGE},
-        "limit": limits,
-        "scoring": scoring,
-        "speedups": speedups,
-        "sampling": sampling,
-        "files": files,
-        "cold_start": cold,
-        "versions": package_versions(),
-        "notes": notes,
-    }
-
-
-def _sampling_references(sampler, device: str, threads: int, n: int, repeats: int) -> list[dict]:
-    """The sampler's reference rows: one flow.onnx call over ``n`` float32 points (a session like
-    the sampler's), and drawing ``n`` truncated standard normal z's as the sampler does."""
-    session = load_graph(sampler.directory, sampler.metadata, "flow", device, threads, golden=False)
-    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    rows = []
-    for name, fn in ((FORWARD, lambda n_, seed: session.run(None, {"x": x[:n_]})),
-                     (DRAW_Z, lambda n_, seed: sampler.draw_z(np.random.default_rng(seed), n_))):
-        times = np.array(_time_sampling(fn, n, repeats))
-        rows.append({"method": name, "n": n, "seconds": float(np.median(times)), "seconds_min": float(times.min()),
-                     "seconds_max": float(times.max()), "samples_per_s": n / float(np.median(times)),
-                     "repeats": int(times.size), "reference": True})
+def cold_start_rows(run: Run) -> list[dict]:
+    """New process to exit (``aeflow.analysis.coldstart``), with the goals met or not."""
+    rows = measure_cold_start(run.directory, demo_images(run.directory)[0], 1 if run.settings.quick else 5)
+    for r in rows:
+        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
+    if sys.dont_write_bytecode:
+        run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
     return rows
 
 
-def _add_shares(scoring: list[dict], limits: list[dict]) -> None:
-    """Each scoring row's ``share_of_limit``: its GFLOP/s over the GEMM limit of its precision
-    (int8 for ort-int8, float32 for every other engine)."""
-    for row in scoring:
-        limit = limit_of(limits, INT8_PRECISION if row["engine"] == INT8 else FP32_PRECISION)
-        if limit:
-            row["share_of_limit"] = row["gflops"] / limit
+SECTIONS = [
+    Section("limit", "the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for "
+            "int8; the limit is the best repeat)",
+            (("engine", "name", "s"), ("", "precision", "s"), ("n^3", "size", "d"), ("GFLOP/s", "gflops", ",.1f")),
+            limit_rows),
+    Section("scoring", f"scoring the autoencoder (images/s; latency per call; {FLOPS_PER_IMAGE / 1e6:.2f} MFLOP an "
+            "image; limit: share of the GEMM limit of its precision; max diff: score difference to ort-fp32)",
+            (("batch", "batch", "d"), ("engine", "engine", "s"), ("images/s", "images_per_s", ",.0f"),
+             ("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"), ("GFLOP/s", "gflops", ".1f"),
+             ("limit", "share_of_limit", ".0%"), ("vs torch", "vs_torch", ".2fx"), ("vs fp32", "vs_fp32", ".2fx"),
+             ("max diff", "max_abs_diff_vs_ort_fp32", ".1e")),
+            scoring_rows),
+    Section("sampling", "sampling the flow (seconds for n samples; the last two rows: what one pass costs)",
+            (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"),
+             ("samples/s", "samples_per_s", ",.0f"), ("vs homework", "vs_homework", ".2fx"),
+             ("x forward", "x_forward", ".2f")),
+            sampling_rows),
+    Section("files", "scoring from files, opened and scored end to end (the two inputs alternate)",
+            (("input", "input", "s"), ("n", "n", ",d"), ("images/s", "images_per_s", ",.0f"),
+             ("vs .npy", "vs_npy", ".2f")),
+            files_rows),
+    Section("cold_start", "cold start: a new process from start to exit",
+            (("command", "what", "s"), ("seconds", "seconds", ".3f"), ("x floor", "vs_floor", ".2fx"),
+             ("goal", "goal", "s")),
+            cold_start_rows),
+]
 
 
-def _speedups(scoring: list[dict]) -> dict[str, dict[str, float]]:
-    """images/s ratios per batch: ort-fp32/torch, ort-int8/torch, ort-int8/ort-fp32 (where both ran)."""
-    ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in scoring}
-    out: dict[str, dict[str, float]] = {}
-    for num, den in ((FP32, TORCH), (FP32_SPIN, TORCH), (INT8, TORCH), (INT8, FP32), ("openvino-fp32", FP32)):
-        ratios = {str(b): ips[(num, b)] / ips[(den, b)] for (e, b) in ips if e == num and (den, b) in ips}
-        if ratios:
-            out[f"{num}/{den}"] = ratios
-    for key, name in (("vs_torch_same_process", f"torch-compile/{TORCH}"), ("vs_fp32_same_process", f"torch-compile/{FP32}")):
-        ratios = {str(r["batch"]): r[key] for r in scoring if key in r}
-        if ratios:
-            out[name] = ratios
-    return out
+def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> dict:
+    """Run every section in order; returns the JSON-ready result: ``machine``, ``providers``,
+    ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
+    directory = artifacts_dir(settings.artifacts)
+    threads = settings.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    run = Run(settings, directory, read_threshold(directory, settings.verify), threads)
+    load = os.getloadavg()
+    for section in sections:
+        settings.progress(section.key.replace("_", " "))
+        run.results[section.key] = section.rows(run)
+    machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
+               "load_average_before_after": [load[0], os.getloadavg()[0]]}
+    config = {k: v for k, v in vars(settings).items() if k not in ("artifacts", "progress")}
+    return {"machine": machine, "providers": run.providers, "settings": config, **run.results,
+            "versions": package_versions(), "notes": run.notes}
 
 
-def format_files(files: dict | None) -> list[str]:
-    """The .npy versus PNG folder rows of ``time_files``'s result, as lines."""
-    if not files:
-        return []
-    lines = ["", f"scoring from files: {files['n']:,} images, opened and scored end to end (images/s: median of "
-                 f"{files['repeats']} [min-max]; the two inputs alternate)"]
-    for key, label in (("npy", "one .npy (uint8)"), ("png_folder", "folder of PNGs")):
-        r = files[key]
-        rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
-        lines.append(f"{label:<20}{r['images_per_s']:>11,.0f} {rng:>21}")
-    q = files["png_vs_npy"]
-    lines.append(f"PNG folder / .npy: {q['median']:.2f} (min {q['min']:.2f}, max {q['max']:.2f}, ratio per repeat)")
-    return lines
+def _cell(value, fmt: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return f"{_cell(value['median'], fmt)} [{_cell(value['min'], fmt)} - {_cell(value['max'], fmt)}]"
+    return f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
 
 
-def format_table(result: dict) -> str:
-    """The result as plain-text tables."""
-    m, s = result["machine"], result["settings"]
-    prov = ", ".join(f"{k} {short_provider(v)}" for k, v in result["providers"].items())
-    lines = [f"aeflow bench: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['threads']} threads; providers: {prov}"]
-    if m.get("load_average_before"):
-        lines.append(f"load average before/after: {m['load_average_before'][0]:.2f} / {m['load_average_after'][0]:.2f}"
-                     f" (other processes share the CPU when these exceed 0)")
-    lines.append("")
-    if result.get("limit"):
-        lines.append("the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for int8; "
-                     "median [min-max]; the limit is the best)")
-        for r in result["limit"]:
-            rng = f"[{r['gflops_min']:,.0f} - {r['gflops_max']:,.0f}]"
-            lines.append(f"  {r['name']:<24}{r['precision']:<6}{r['size']:>5}^3 {r['gflops']:>9,.1f} {rng:>15}")
-        lines.append("")
-    lines.append(f"scoring the autoencoder (images/s: median of {s['repeats']} repeats [min-max]; latency per call; "
-                 f"GFLOP/s at {s['flops_per_image'] / 1e6:.2f} MFLOP per image; limit: share of the GEMM limit "
-                 f"of its precision)")
-    lines.append(f"{'batch':>6}  {'engine':<14}{'images/s':>11} {'[min - max]':>21}{'p50 ms':>10}{'p99 ms':>10}"
-                 f"{'GFLOP/s':>9}{'limit':>7}{'vs torch':>10}{'vs fp32':>9}")
-    ips = {(r["engine"], r["batch"]): r["images_per_s"] for r in result["scoring"]}
-    for r in sorted(result["scoring"], key=lambda row: row["batch"]):  # stable: engines keep their order
-        t = ips.get((TORCH, r["batch"]))
-        f = ips.get((FP32, r["batch"]))
-        vs_t = r.get("vs_torch_same_process") or (r["images_per_s"] / t if t and r["engine"] != TORCH else None)
-        vs_f = r.get("vs_fp32_same_process") or (r["images_per_s"] / f if f and r["engine"] not in (TORCH, FP32, FP32_SPIN)
-                                                 else None)
-        share = f"{r['share_of_limit']:.0%}" if "share_of_limit" in r else ""
-        rng = f"[{r['images_per_s_min']:,.0f} - {r['images_per_s_max']:,.0f}]"
-        lines.append(f"{r['batch']:>6}  {r['engine']:<14}{r['images_per_s']:>11,.0f} {rng:>21}"
-                     f"{r['latency_ms']['p50']:>10.3f}{r['latency_ms']['p99']:>10.3f}{r['gflops']:>9.1f}{share:>7}"
-                     f"{f'{vs_t:.2f}x' if vs_t else '':>10}{f'{vs_f:.2f}x' if vs_f else '':>9}")
-    diffs = {r["engine"]: max(x["max_abs_diff_vs_ort_fp32"] for x in result["scoring"] if x["engine"] == r["engine"])
-             for r in result["scoring"] if "max_abs_diff_vs_ort_fp32" in r}
-    if diffs:
-        lines.append("largest score difference to ort-fp32 on the same images: "
-                     + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    lines.append("")
-    n = result["sampling"][0]["n"] if result["sampling"] else 0
-    forward = next((r["seconds"] for r in result["sampling"] if r["method"] == FORWARD), None)
-    lines.append(f"sampling the flow: time for {n:,} samples (median of {s['sampling_repeats']} [min-max]); "
-                 f"the last two rows are what one pass costs")
-    lines.append(f"{'method':<30}{'seconds':>9} {'[min - max]':>17}{'samples/s':>13}{'vs homework':>13}{'x forward':>11}")
-    for r in result["sampling"]:
-        rng = f"[{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]"
-        vs = f"{r['speedup_vs_homework']:.2f}x" if "speedup_vs_homework" in r and not r.get("reference") else ""
-        fw = f"{r['seconds'] / forward:.2f}" if forward else ""
-        lines.append(f"{r['method']:<30}{r['seconds']:>9.3f} {rng:>17}{r['samples_per_s']:>13,.0f}{vs:>13}{fw:>11}")
-    lines.extend(format_files(result.get("files")))
-    if result.get("cold_start"):
-        lines.append("")
-        lines.append("cold start: a new process from start to exit (seconds, median [min-max] of "
-                     f"{result['cold_start'][0]['repeats']})")
-        for r in result["cold_start"]:
-            goal = f"goal <= {r['goal_s']:.1f} s: {'met' if r['seconds'] <= r['goal_s'] else 'NOT met'}" \
-                if r.get("goal_s") else ""
-            lines.append(f"  {r['what']:<44}{r['seconds']:>7.3f} [{r['seconds_min']:.3f} - {r['seconds_max']:.3f}]  {goal}")
-    for note in result["notes"]:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
+def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
+    """The result as plain-text tables, one per section, then the notes."""
+    m = result["machine"]
+    providers = ", ".join(f"{k} {short_provider(v)}" for k, v in result["providers"].items())
+    lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
+             f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
+             "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
+    for section in sections:
+        cells = [[_cell(r.get(key), fmt) for _, key, fmt in section.columns] for r in result.get(section.key, ())]
+        widths = [max([len(head)] + [len(c[i]) for c in cells]) for i, (head, _, _) in enumerate(section.columns)]
+        left = [fmt == "s" for _, _, fmt in section.columns]
+
+        def line(values: list[str]) -> str:
+            return "  ".join(v.ljust(w) if lft else v.rjust(w) for v, w, lft in zip(values, widths, left)).rstrip()
+
+        lines += ["", section.title, line([head for head, _, _ in section.columns])] + [line(c) for c in cells]
+    return "\n".join(lines + [f"note: {note}" for note in result["notes"]])

@@ -17,18 +17,9 @@ from aeflow.runtime.artifacts import artifacts_dir
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
-HOMEWORK_REFERENCE = {
-    "in_dist": "mnist-test",
-    "in_dist_n": 10_000,
-    "anomaly_set": "kmnist-test",
-    "threshold": 0.0329,
-    "type_i": 0.0104,
-    "type_ii": 0.0295,
-    "final_loss": 0.011,
-    "train_images": 50_000,
-    "validation_images": 10_000,
-    "epochs": 10,
-}
+HOMEWORK_REFERENCE = {"in_dist": "mnist-test", "in_dist_n": 10_000, "anomaly_set": "kmnist-test", "threshold": 0.0329,
+                      "type_i": 0.0104, "type_ii": 0.0295, "final_loss": 0.011, "train_images": 50_000,
+                      "validation_images": 10_000, "epochs": 10}
 DEFAULT_IN_DIST = "mnist-test"
 DEFAULT_ANOMALIES = ("kmnist-test",)
 OFFLINE_ANOMALIES = "fashion-mnist-test"
@@ -41,7 +32,7 @@ EXTREMES = 8
 @dataclass
 class ImageSet:
     """One evaluated set: ``images`` [N, ...] in a layout the scorer accepts (uint8 0..255 or
-    float in [0, 1]; named sets are uint8 [N, 28, 28]), ``scores`` float32 [N] (filled by
+    float in [0, 1]; named sets are uint8 [N, H, W]), ``scores`` float32 [N] (filled by
     ``score_sets``), ``origin``: where it came from in words."""
 
     name: str
@@ -74,7 +65,7 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
         parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]
         name = source.name
     if not parts:
-        raise DataError(f"{path}: holds no images; pass a file or folder with at least one 28x28 image")
+        raise DataError(f"{path}: holds no images; pass a file or folder with at least one image")
     return ImageSet(name, str(path), np.concatenate(parts))
 
 
@@ -128,21 +119,17 @@ def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], 
 def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
     """The ``k`` lowest- and ``k`` highest-scoring images of a scored set with their
     reconstructions and anomaly maps (``AnomalyScorer.anomaly_map``): ``{"best"|"worst": {"index":
-    int [k], "scores": float32 [k], "originals": float32 [k, 28, 28], "reconstructions": float32
-    [k, 28, 28], "maps": float32 [k, 28, 28]}}``."""
+    int [k], "scores": float32 [k], "originals", "reconstructions", "maps": float32 [k, H, W]}}``."""
     order = np.argsort(image_set.scores, kind="stable")
     k = min(k, len(order))
     out = {}
     for label, idx in (("best", order[:k]), ("worst", order[::-1][:k])):
         chunk = image_set.images[idx]
         originals = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk.astype(np.float32)
-        out[label] = {
-            "index": idx,
-            "scores": image_set.scores[idx],
-            "originals": originals.reshape(len(idx), 28, 28),
-            "reconstructions": np.asarray(scorer.reconstruct(chunk), dtype=np.float32).reshape(len(idx), 28, 28),
-            "maps": scorer.anomaly_map(chunk),
-        }
+        maps = scorer.anomaly_map(chunk)  # [k, H, W]: the shape the others take
+        out[label] = {"index": idx, "scores": image_set.scores[idx], "originals": originals.reshape(maps.shape),
+                      "reconstructions": np.asarray(scorer.reconstruct(chunk), np.float32).reshape(maps.shape),
+                      "maps": maps}
     return out
 
 
@@ -165,6 +152,10 @@ def kl_estimate(log_p_data: np.ndarray, log_p_model: np.ndarray) -> tuple[float,
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
+def _mean_std(x: np.ndarray) -> dict:
+    return {"mean": float(np.mean(x, dtype=np.float64)), "std": float(np.std(x, dtype=np.float64, ddof=1))}
+
+
 def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: int = 0,
                   quiet: bool = False) -> FlowEvaluation:
     """Evaluate the flow (a ``FlowSampler``) as homework Problems 2 and 4 ask.
@@ -175,51 +166,40 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
     KL(data || model) over ``n_kl`` fresh points from the true mixture (seed ``training seed + 2``,
     never used in training), and draws ``n_samples`` samples with ``seed``."""
     meta = sampler.metadata
-    cfg = meta.training
-    n_train, n_test, train_seed = cfg["n_train"], cfg["n_test"], cfg["seed"]
+    n_train, n_test, train_seed = (meta.training[k] for k in ("n_train", "n_test", "seed"))
     if n_kl < 2 or n_samples < 1:
         raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
     with progress_bar(4, "evaluating flow", quiet, show=lambda item: item) as bar:
-        train_x = mixture_of_gaussians(n_train, train_seed)
-        test_x = mixture_of_gaussians(n_test, train_seed + 1)
-        z_train, _, lp_train = (np.asarray(v) for v in sampler.forward(train_x))
-        _, _, lp_test = (np.asarray(v) for v in sampler.forward(test_x))
+        data = {"train": mixture_of_gaussians(n_train, train_seed), "test": mixture_of_gaussians(n_test, train_seed + 1)}
+        (z_train, _, lp_train), (_, _, lp_test) = (map(np.asarray, sampler.forward(data[k])) for k in data)
         bar.update(1, "train/test NLL")
         kl_x = mixture_of_gaussians(n_kl, train_seed + 2)
-        _, _, lp_kl = sampler.forward(kl_x)
-        kl, kl_se = kl_estimate(mixture_log_density(kl_x), lp_kl)
+        kl, kl_se = kl_estimate(mixture_log_density(kl_x), sampler.forward(kl_x)[2])
         bar.update(1, "KL")
         samples = np.asarray(sampler.sample(n_samples, seed))
         bar.update(1, "samples")
         grid = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
         z_grid, _, lp_grid = (np.asarray(v) for v in sampler.forward(grid))
         bar.update(1, "curves")
-    recorded = meta.nll
+    mass = float(getattr(sampler, "truncation_mass", 1.0))
     summary = {
         "provider": getattr(sampler, "provider", None),
         "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
-        "nll": {
-            "train": float(-np.mean(lp_train, dtype=np.float64)),
-            "test": float(-np.mean(lp_test, dtype=np.float64)),
-            "true_mixture_test": float(-np.mean(mixture_log_density(test_x))),
-            "true_mixture_train": float(-np.mean(mixture_log_density(train_x))),
-        },
-        "nll_recorded": {k: recorded[k] for k in ("train", "test", "true_mixture_test")},
-        "z_train": {"mean": float(np.mean(z_train, dtype=np.float64)), "std": float(np.std(z_train, dtype=np.float64, ddof=1))},
+        "nll": {"train": float(-np.mean(lp_train, dtype=np.float64)), "test": float(-np.mean(lp_test, dtype=np.float64))}
+        | {f"true_mixture_{k}": float(-np.mean(mixture_log_density(x))) for k, x in reversed(data.items())},
+        "nll_recorded": {k: meta.nll[k] for k in ("train", "test", "true_mixture_test")},
+        "z_train": _mean_std(z_train),
         "kl": {"estimate": kl, "stderr": kl_se, "n": int(n_kl), "seed": train_seed + 2},
-        "true_mixture_sample": {"mean": float(np.mean(kl_x, dtype=np.float64)),
-                                "std": float(np.std(kl_x, dtype=np.float64, ddof=1))},
-        "samples": {"n": int(n_samples), "seed": int(seed), "mean": float(np.mean(samples, dtype=np.float64)),
-                    "std": float(np.std(samples, dtype=np.float64, ddof=1))},
+        "true_mixture_sample": _mean_std(kl_x),
+        "samples": {"n": int(n_samples), "seed": int(seed)} | _mean_std(samples),
         "z_range": list(meta.z_range),
+        "model_mass": mass,
     }
-    mass = float(getattr(sampler, "truncation_mass", 1.0))
-    summary["model_mass"] = mass
     # samples follow the model density normalised over the flow's range (its mass is just below 1)
     curves = {"grid": grid, "z_grid": z_grid, "log_prob_grid": lp_grid,
               "sample_density_grid": np.exp(lp_grid.astype(np.float64)) / mass,
               "true_log_prob_grid": mixture_log_density(grid), "z_train": z_train, "samples": samples,
-              "train_x": train_x}
+              "train_x": data["train"]}
     return FlowEvaluation(summary, curves)
 
 
@@ -253,6 +233,24 @@ def _notes(summary: dict) -> list[str]:
     return notes
 
 
+def _load_sets(in_dist: str, anomalies, data_dir) -> list[ImageSet]:
+    """The in-distribution set, then the anomaly sets (``load_set``); offline, the default sets
+    fail with one line saying how to run without a download."""
+    try:
+        normal = load_set(in_dist, data_dir)
+    except DataError as e:
+        if in_dist != DEFAULT_IN_DIST or data_dir is not None or anomalies:
+            raise
+        raise DataError(f"cannot load the default sets {DEFAULT_IN_DIST} and {DEFAULT_ANOMALIES[0]} "
+                        f"({e.message.split(';')[0]}); offline, pass --data-dir DIR (IDX files in DIR/mnist/ ...) "
+                        f"and --anomalies {OFFLINE_ANOMALIES}") from None
+    sets = [normal] + load_anomaly_sets(anomalies, data_dir)
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
+    return sets
+
+
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
              data_dir=None, device: str = "auto", flow: bool = False, with_extremes: bool = False,
              verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
@@ -261,38 +259,21 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
     also evaluate the flow (``evaluate_flow``); with ``with_extremes`` keep the best and worst
     reconstructions per set. Returns an ``Evaluation``."""
     from aeflow.runtime.calibration import threshold_origin
+    from aeflow.runtime.sampler import FlowSampler
     from aeflow.runtime.scorer import AnomalyScorer
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
-    sampler = None
-    if flow:
-        from aeflow.runtime.sampler import FlowSampler
-
-        sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify)
-    try:
-        normal = load_set(in_dist, data_dir)
-    except DataError as e:
-        if in_dist != DEFAULT_IN_DIST or data_dir is not None or anomalies:
-            raise
-        reason = e.message.split(";")[0]
-        raise DataError(f"cannot load the default sets {DEFAULT_IN_DIST} and {DEFAULT_ANOMALIES[0]} ({reason}); "
-                        f"offline, pass --data-dir DIR (IDX files in DIR/mnist/ ...) and "
-                        f"--anomalies {OFFLINE_ANOMALIES}") from None
-    anomaly_sets = load_anomaly_sets(anomalies, data_dir)
-    names = [normal.name] + [a.name for a in anomaly_sets]
-    if len(set(names)) != len(names):
-        raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
-    sets = [normal] + anomaly_sets
+    sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
+    sets = _load_sets(in_dist, anomalies, data_dir)
     score_sets(scorer, sets, quiet)
-    meta = scorer.metadata
+    normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
     m = image_metrics(normal.scores, {a.name: a.scores for a in anomaly_sets}, scorer.threshold, target_type_i)
     summary = {
         "artifacts": str(artifacts_dir(artifacts)),
         "provider": scorer.provider,
         "device_requested": device,
         "threshold": {"value": float(scorer.threshold), "k": meta.k, "validation_n": meta.validation.n,
-                      "source": "threshold.json", "origin": threshold_origin(meta),
-                      "calibration": scorer.calibration},
+                      "source": "threshold.json", "origin": threshold_origin(meta), "calibration": scorer.calibration},
         "artifacts_data": meta.data,
         "artifacts_training": meta.training,
         "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
@@ -304,9 +285,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
         "flow": None,
     }
     summary["notes"] = _notes(summary)
-    result = Evaluation(summary, sets)
-    if with_extremes:
-        result.extremes = {s.name: extremes(scorer, s) for s in sets}
+    result = Evaluation(summary, sets, {s.name: extremes(scorer, s) for s in sets} if with_extremes else {})
     if sampler is not None:
         result.flow = evaluate_flow(sampler, quiet=quiet)
         summary["flow"] = result.flow.summary

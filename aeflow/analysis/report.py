@@ -43,12 +43,29 @@ def check_report_dir(path: str | os.PathLike) -> Path:
     return check_output_folder(path, "--report")
 
 
+def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
+    """A new figure with one titled, labelled axes: ``(fig, ax)``."""
+    fig, ax = pyplot().subplots(figsize=size)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig, ax
+
+
+def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
+    """A log x axis labelled in plain numbers at ``subs`` times the powers of ten, minor ticks
+    unlabelled (matplotlib's default labels them too on short ranges, and they overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, threshold_at_target: float,
                          target_type_i: float) -> bytes:
     """Histograms of each set's scores (``(name, float [N])``, the in-distribution set first) on
     log-spaced bins, with the artifacts' threshold and the target-type-I threshold as lines."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _axes("Anomaly scores (reconstruction MSE) per set", "score (log scale)", "density", (8, 4.5))
     positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
     bins = np.geomspace(positive.min(), positive.max(), 80)
     for name, s in sets:
@@ -57,10 +74,7 @@ def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, t
     ax.axvline(threshold, color="black", lw=1.5, label=f"threshold {threshold:.4f}")
     ax.axvline(threshold_at_target, color="black", lw=1.2, ls="--",
                label=f"threshold for {target_type_i:.0%} type I: {threshold_at_target:.4f}")
-    ax.set_xscale("log")
-    ax.set_title("Anomaly scores (reconstruction MSE) per set")
-    ax.set_xlabel("score (log scale)")
-    ax.set_ylabel("density")
+    _log_x(ax)
     ax.legend(fontsize=8)
     return png_bytes(fig)
 
@@ -71,21 +85,18 @@ def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dic
     threshold marked on each curve."""
     from aeflow import metrics
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.5))
     for name, s in anomalies.items():
         fpr, tpr, _ = metrics.roc_curve(in_scores, s)
-        op = (metrics.type_i_error(in_scores, threshold), 1 - metrics.type_ii_error(s, threshold))
         for ax in axes:
             line, = ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUROC {aurocs[name]:.4f})")
-            ax.plot(*op, "o", color=line.get_color(), label=f"threshold on {name}")
+            ax.plot(metrics.type_i_error(in_scores, threshold), 1 - metrics.type_ii_error(s, threshold), "o",
+                    color=line.get_color(), label=f"threshold on {name}")
     axes[0].plot([0, 1], [0, 1], ":", color="gray", label="chance")
-    axes[1].set_xscale("log")
+    _log_x(axes[1], subs=(1.0,))  # four decades on half the width: powers of ten only
     axes[1].set_xlim(max(1.0 / max(len(in_scores), 1), 1e-4), 1)
     for ax, title in zip(axes, ("ROC curve", "ROC curve, log false-positive axis")):
-        ax.set_title(title)
-        ax.set_xlabel("false-positive rate (type I error)")
-        ax.set_ylabel("true-positive rate (1 - type II error)")
+        ax.set(title=title, xlabel="false-positive rate (type I error)", ylabel="true-positive rate (1 - type II error)")
         ax.legend(fontsize=8, loc="lower right")
     return png_bytes(fig)
 
@@ -93,19 +104,15 @@ def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dic
 def reconstructions_png(name: str, ext: dict) -> bytes:
     """A grid for one set: the lowest-scoring images (rows 1-2: originals above reconstructions)
     and the highest-scoring ones (rows 3-4), each titled with its score (``evaluation.extremes``)."""
-    plt = pyplot()
     k = len(ext["best"]["scores"])
-    fig, axes = plt.subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
+    fig, axes = pyplot().subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
     for block, label in ((0, "best"), (2, "worst")):
         part = ext[label]
         for j in range(k):
-            top, bottom = axes[block, j], axes[block + 1, j]
-            top.imshow(part["originals"][j], cmap="gray", vmin=0, vmax=1)
-            bottom.imshow(part["reconstructions"][j], cmap="gray", vmin=0, vmax=1)
-            top.set_title(f"{part['scores'][j]:.4f}", fontsize=8)
-            for ax in (top, bottom):
-                ax.set_xticks([])
-                ax.set_yticks([])
+            for row, key in ((block, "originals"), (block + 1, "reconstructions")):
+                axes[row, j].imshow(part[key][j], cmap="gray", vmin=0, vmax=1)
+                axes[row, j].set(xticks=[], yticks=[])
+            axes[block, j].set_title(f"{part['scores'][j]:.4f}", fontsize=8)
         axes[block, 0].set_ylabel(f"{label}\noriginal", fontsize=8)
         axes[block + 1, 0].set_ylabel(f"{label}\nreconstruction", fontsize=8)
     fig.suptitle(f"{name}: {k} lowest (best) and {k} highest (worst) scores, score above each original")
@@ -116,12 +123,12 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
 def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET) -> list[tuple[str, bytes]]:
     """The anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the ``k`` highest-scoring
     images of one set (``evaluation.extremes``): ``(caption, PNG bytes)`` each, worst first."""
+    from aeflow import metrics
     from aeflow.anomaly_maps import VMAX, describe, panel_png
-    from aeflow.metrics import normalized_scores
 
     worst = ext["worst"]
     k = min(k, len(worst["scores"]))
-    normalized = normalized_scores(worst["scores"][:k], threshold)
+    normalized = metrics.normalized_scores(worst["scores"][:k], threshold)
     out = []
     for j in range(k):
         index, score = int(worst["index"][j]), float(worst["scores"][j])
@@ -134,58 +141,34 @@ def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     """The flow's four figures from ``FlowEvaluation.curves``: file name -> (caption, PNG bytes)."""
-    plt = pyplot()
+    grid, kl, zs = curves["grid"], summary["kl"], summary["z_train"]
     out = {}
-    grid = curves["grid"]
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes("Learned density against the true mixture", "x", "p(x)")
     ax.plot(grid, np.exp(curves["log_prob_grid"]), label="learned density (flow.onnx)")
     ax.plot(grid, np.exp(curves["true_log_prob_grid"]), "--", label="true mixture density")
-    ax.set_title("Learned density against the true mixture")
-    ax.set_xlabel("x")
-    ax.set_ylabel("p(x)")
-    ax.legend()
-    kl = summary["kl"]
     out["flow_density.png"] = (f"Learned vs true density; KL(data || model) = {kl['estimate']:.4f} "
-                               f"± {kl['stderr']:.4f} nats", png_bytes(fig))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+                               f"± {kl['stderr']:.4f} nats", fig)
+    fig, ax = _axes("Flow map x -> z", "x", "z")
     ax.plot(grid, curves["z_grid"], label="z = f(x)")
-    lo, hi = summary["z_range"] or (None, None)
-    if lo is not None:
-        ax.axhline(lo, color="gray", ls=":", label=f"range of f: ({lo:.3f}, {hi:.3f})")
-        ax.axhline(hi, color="gray", ls=":")
-    ax.set_title("Flow map x -> z")
-    ax.set_xlabel("x")
-    ax.set_ylabel("z")
-    ax.legend()
-    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", png_bytes(fig))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    z = curves["z_train"]
+    lo, hi = summary["z_range"]
+    ax.axhline(lo, color="gray", ls=":", label=f"range of f: ({lo:.3f}, {hi:.3f})")
+    ax.axhline(hi, color="gray", ls=":")
+    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", fig)
+    fig, ax = _axes("z on the training data against the target N(0, 1)", "z", "density")
+    z, zz = curves["z_train"], np.linspace(-4, 4, 400)
     ax.hist(z, bins=60, density=True, alpha=0.6, label=f"z = f(x) on the {len(z):,} training points")
-    zz = np.linspace(-4, 4, 400)
     ax.plot(zz, np.exp(-0.5 * zz * zz) / np.sqrt(2 * np.pi), color="black", label="N(0, 1)")
-    ax.set_title("z on the training data against the target N(0, 1)")
-    ax.set_xlabel("z")
-    ax.set_ylabel("density")
-    ax.legend()
-    zs = summary["z_train"]
-    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", png_bytes(fig))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    s = curves["samples"]
-    width = (float(grid[-1]) - float(grid[0])) / 120
+    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", fig)
+    fig, ax = _axes("Samples from the flow against its density", "x", "density")
+    s, width = curves["samples"], (float(grid[-1]) - float(grid[0])) / 120
     # normalised by all samples, so the few outside the plotted range do not inflate the bars
     ax.hist(s, bins=120, range=(float(grid[0]), float(grid[-1])), weights=np.full(len(s), 1.0 / (len(s) * width)),
             alpha=0.6, label=f"{len(s):,} samples (FlowSampler.sample)")
     ax.plot(grid, curves["sample_density_grid"], color="black", label="model density (normalised over its range)")
-    ax.set_title("Samples from the flow against its density")
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
-    ax.legend()
-    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", png_bytes(fig))
-    return out
+    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", fig)
+    for caption, fig in out.values():
+        fig.axes[0].legend()
+    return {name: (caption, png_bytes(fig)) for name, (caption, fig) in out.items()}
 
 
 def _img(data: bytes, caption: str) -> str:

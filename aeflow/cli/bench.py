@@ -1,4 +1,4 @@
-"""``aeflow bench``: images/s and latency of scoring per engine and batch size, time to sample the flow."""
+"""``aeflow bench``: the GEMM limit, scoring per engine and batch size, sampling, files, cold start."""
 
 from __future__ import annotations
 
@@ -21,22 +21,29 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @no_verify_option
 @json_option
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark scoring (PyTorch eager, onnxruntime float32 and int8, and the peers: OpenVINO on the
-    same ae.onnx where installed, torch.compile) and sampling (the homework's PyTorch bisection and
-    every runtime method), in one process on the same inputs, against the machine's own GEMM limit
-    measured in the same run; then the cold start of the CLI and of an embedded caller.
+    """Benchmark, in one process on the same inputs: the machine's own GEMM limit; scoring at
+    batch 1, 64, 1024 and 8192 (PyTorch eager, onnxruntime float32 and int8, OpenVINO on the same
+    ae.onnx where installed, torch.compile in a child process) with images/s, latency, GFLOP/s and
+    share of the limit; sampling 1,000,000 points per method against the homework's bisection and
+    one flow.onnx pass; scoring from a .npy and from a PNG folder; the cold start of the CLI.
 
-    Scoring: batches of 1, 64, 1024 and 8192 images; images/s (median over repeats), latency p50/p99,
-    GFLOP/s and share of the limit. Sampling: time for 1,000,000 samples, next to one flow.onnx pass
-    and drawing the z's. PyTorch rows need the train extra, OpenVINO's the bench extra; without them
-    they are skipped with a note. torch.compile compiles in a child process (minutes; not with
-    --quick). Run it on a quiet machine: other processes skew every number.
+    PyTorch rows need the train extra, OpenVINO's the bench extra; without them they are skipped
+    with a note. --quick skips torch.compile. Run it on a quiet machine: other processes skew
+    every number. With --device cuda: the CUDA rows instead (device-resident and host-fed images/s,
+    latency, the sampler graph, against the GPU's own copy and MatMul limits; see
+    aeflow.analysis.cuda_bench).
 
     \b
     Example:
       aeflow bench
       aeflow bench --quick --json > bench.json
     """
+    if device == "cuda":  # the GPU path against the device's own limits (aeflow.analysis.cuda_bench)
+        from aeflow.analysis.cuda_bench import format_rows, run_cuda_bench
+
+        result = run_cuda_bench(artifacts, quick, repeats, not no_verify)
+        click.echo(json.dumps(result, indent=2) if as_json else format_rows(result))
+        return
     from aeflow.analysis.bench import BenchSettings, format_table, run_bench
 
     def say(msg: str) -> None:
@@ -44,11 +51,6 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
             click.echo(f"bench: {msg}", err=True)
 
     kw = {"artifacts": artifacts, "device": device, "threads": threads, "verify": not no_verify, "progress": say}
-    if repeats is not None:
-        kw["repeats"] = repeats
-    settings = BenchSettings.quick_settings(**kw) if quick else BenchSettings(**kw)
-    result = run_bench(settings)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(format_table(result))
+    kw |= {"repeats": repeats} if repeats is not None else {}
+    result = run_bench(BenchSettings.quick_settings(**kw) if quick else BenchSettings(**kw))
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))

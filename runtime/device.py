@@ -1,0 +1,190 @@
+"""Running a graph with onnxruntime's IOBinding: inputs and outputs in buffers that stay where the
+provider computes (the GPU on CUDA), reused between batches, and uint8 images converted there.
+
+``Bound(session)`` is what the scorer uses on CUDA. Thread safety: the buffers and bindings
+belong to the calling thread (``threading.local``), never to the object, so one ``Bound`` (and
+the scorer holding it) may be shared by threads; ``InferenceSession.run_with_iobinding`` is
+thread-safe. A CUDA-graph session (``enable_cuda_graph``) replays one captured graph whose
+buffers are fixed: it serves full batches only, to one thread at a time (a non-blocking lock: a
+thread that finds it busy runs the plain bound session instead, with the same kernels).
+
+uint8 images: ``PREP`` is a three-node graph (Cast to float32, Div by 255 in float32: IEEE
+division, the same correctly rounded quotient as numpy's ``uint8 / np.float32(255)`` in
+``inputs.to_float32``; ReduceMax for the scale warning), built here as ONNX bytes without the
+onnx package (``tiny_model``; a test compares it with ``onnx.helper``'s). Why a graph of its own
+chained to ae.onnx rather than a uint8 variant of ae.onnx: the runtime cannot edit ae.onnx
+without the onnx package, and a second exported graph would need its own sha256, golden outputs
+and re-export. Its float32 output stays on the device as ae.onnx's input:
+a quarter of the bytes cross from the host, and the scores are those of the float path bit for bit.
+
+On the CPU provider the scorer keeps ``session.run``: neither the bound buffers nor the uint8
+graph measured faster there (2 cores, 16,000 images: 21k images/s plain from uint8, 16k with the
+uint8 graph), but the tests run this module on it to prove it bit for bit.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+from aeflow.runtime.providers import CUDA, create_session, provider_of
+
+FLOAT, UINT8 = 1, 2  # ONNX TensorProto element types
+_CACHED = 4  # buffer sets kept per thread (each holds its inputs and outputs on the device)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint(field << 3 | wire)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _msg(field: int, payload: bytes | str) -> bytes:
+    payload = payload.encode() if isinstance(payload, str) else payload
+    return _key(field, 2) + _varint(len(payload)) + payload
+
+
+def _int(field: int, value: int) -> bytes:
+    return _key(field, 0) + _varint(value)
+
+
+def _value_info(name: str, elem: int, dims) -> bytes:
+    shape = b"".join(_msg(1, _int(1, d) if isinstance(d, int) else _msg(2, d)) for d in dims)
+    return _msg(1, name) + _msg(2, _msg(1, _int(1, elem) + _msg(2, shape)))
+
+
+def tiny_model(nodes, inputs, outputs, scalars=(), opset: int = 17) -> bytes:
+    """A serialized ONNX model (ModelProto, IR 8) written without the onnx package. ``nodes``:
+    (op_type, [inputs], [outputs], {attribute: int}); ``inputs``/``outputs``: (name, element
+    type, dims: int or a symbolic name each); ``scalars``: (name, float) float32 initializers."""
+    graph = b"".join(_msg(1, b"".join(_msg(1, i) for i in ins) + b"".join(_msg(2, o) for o in outs)
+                          + _msg(4, op) + b"".join(_msg(5, _msg(1, k) + _int(3, v) + _int(20, 2))
+                                                    for k, v in attrs.items()))
+                     for op, ins, outs, attrs in nodes)
+    graph += _msg(2, "aeflow")
+    graph += b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
+    graph += b"".join(_msg(11, _value_info(*i)) for i in inputs) + b"".join(_msg(12, _value_info(*o)) for o in outputs)
+    return _int(1, 8) + _msg(7, graph) + _msg(8, _msg(1, "") + _int(2, opset))
+
+
+DIMS = ("N", "C", "H", "W")
+# uint8 "pixels" [N, C, H, W] -> float32 "images" = float32(pixels) / float32(255), and "brightest" =
+# max(images) (float32 scalar, what inputs.scale_problem reads), so no pass over the batch on the host
+PREP = tiny_model([("Cast", ["pixels"], ["cast"], {"to": FLOAT}), ("Div", ["cast", "c255"], ["images"], {}),
+                   ("ReduceMax", ["images"], ["brightest"], {"keepdims": 0})],
+                  [("pixels", UINT8, DIMS)], [("images", FLOAT, DIMS), ("brightest", FLOAT, ())], [("c255", 255.0)])
+
+
+def device_of(session) -> str:
+    """The IOBinding device name of the provider that runs ``session``: "cuda" or "cpu"."""
+    return "cuda" if provider_of(session) == CUDA else "cpu"
+
+
+def _zeros(shape, dtype, device: str) -> ort.OrtValue:
+    return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device)
+
+
+class _Buffers:
+    """A buffer set for one input shape on ``device`` and its bindings: the input (uint8 or
+    float32), the float32 images (the input itself for float32) and every output of ``session``;
+    ``share``: a set whose images, outputs and binding this one reuses (another input dtype)."""
+
+    def __init__(self, session, prep, shape: tuple, dtype, device: str, share: "_Buffers | None" = None):
+        if share is not None:
+            self.images, self.outputs, self.binding = share.images, share.outputs, share.binding
+        else:
+            self.images, self.outputs = _zeros(shape, np.float32, device), {}
+            self.binding = session.io_binding()
+            self.binding.bind_ortvalue_input(session.get_inputs()[0].name, self.images)
+            for out in session.get_outputs():  # symbolic dims (N) take the batch's length
+                dims = [d if isinstance(d, int) else shape[0] for d in out.shape]
+                self.outputs[out.name] = _zeros(dims, np.float32, device)
+                self.binding.bind_ortvalue_output(out.name, self.outputs[out.name])
+        self.input, self.prep, self.values = self.images, None, self.outputs
+        if np.dtype(dtype) == np.uint8:
+            self.input, self.prep = _zeros(shape, np.uint8, device), prep.io_binding()
+            self.values = self.outputs | {"brightest": _zeros([], np.float32, device)}
+            self.prep.bind_ortvalue_input("pixels", self.input)
+            for name in ("images", "brightest"):
+                self.prep.bind_ortvalue_output(name, self.images if name == "images" else self.values[name])
+
+
+class Bound:
+    """``session`` (one input; float32 outputs) run through IOBinding with per-thread buffers.
+
+    ``uint8``: also accept uint8 input, converted on the device by ``PREP``. ``graph``: a
+    session of the same graph built with ``create_session(..., cuda_graph=True)``, replayed for
+    batches of exactly ``graph_batch`` rows (where a replay fails, ``graph_error`` says why and
+    the plain session runs from then on). ``threads``: the uint8 graph's intra-op threads."""
+
+    def __init__(self, session, uint8: bool = False, graph=None, graph_batch: int = 0, threads: int | None = None):
+        self.session, self.device = session, device_of(session)
+        self.prep = create_session(PREP, self.device, threads) if uint8 else None
+        self._graph, self._graph_batch = graph, graph_batch
+        self._graph_lock, self._graph_buffers, self.graph_error = threading.Lock(), {}, None
+        self._local = threading.local()
+
+    def _buffers(self, shape: tuple, dtype) -> _Buffers:
+        cache = self._local.__dict__.setdefault("sets", {})
+        key = (shape, np.dtype(dtype).str)
+        buffers = cache.pop(key, None)  # least recently used first: a run of odd tails keeps the full batch's
+        if buffers is None:
+            if len(cache) >= _CACHED:
+                del cache[next(iter(cache))]
+            buffers = _Buffers(self.session, self.prep, shape, dtype, self.device)
+        cache[key] = buffers
+        return buffers
+
+    def run(self, x: np.ndarray, outputs=None) -> list[np.ndarray]:
+        """The named ``outputs`` (None: all) for input ``x`` (float32, or uint8 where built with
+        ``uint8``, which may also name "brightest": ``PREP``'s max), as new host arrays."""
+        if x.dtype == np.uint8 and self.prep is None:
+            raise TypeError("this Bound was built without the uint8 path")
+        names = outputs or [o.name for o in self.session.get_outputs()]
+        if self._graph is not None and len(x) == self._graph_batch and self._graph_lock.acquire(blocking=False):
+            try:
+                return self._replay(x, names)
+            except Exception as e:  # onnxruntime could not capture or replay: no replay from now on
+                self._graph, self.graph_error = None, f"{type(e).__name__}: {str(e)[:300]}"
+            finally:
+                self._graph_lock.release()
+        return self._run(self.session, self._buffers(x.shape, x.dtype), x, names)
+
+    def _run(self, session, buffers: _Buffers, x: np.ndarray, names) -> list[np.ndarray]:
+        buffers.input.update_inplace(np.ascontiguousarray(x))
+        if buffers.prep is not None:
+            self.prep.run_with_iobinding(buffers.prep)
+        session.run_with_iobinding(buffers.binding)
+        got = [buffers.values[n].numpy() for n in names]
+        # a CPU OrtValue's numpy() is a view of the reused buffer; a CUDA one's is a copy already
+        return [g.copy() for g in got] if self.device == "cpu" else got
+
+    def _replay(self, x: np.ndarray, names) -> list[np.ndarray]:
+        """The CUDA-graph session: one fixed float32 images buffer (the graph's captured input),
+        written by a float32 copy or by ``PREP`` from a fixed uint8 buffer."""
+        key = np.dtype(x.dtype).str
+        if key not in self._graph_buffers:
+            first = next(iter(self._graph_buffers.values()), None)
+            self._graph_buffers[key] = _Buffers(self._graph, self.prep, x.shape, x.dtype, self.device, first)
+        return self._run(self._graph, self._graph_buffers[key], x, names)
+
+
+def run_graph(session, name: str, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of ``session`` for its one input ``name`` = ``x`` (host arrays): on CUDA
+    through IOBinding with per-thread device buffers, on the CPU ``session.run``."""
+    if provider_of(session) != CUDA:
+        return session.run(None, {name: x})
+    bound = session.__dict__.get("_aeflow_bound")
+    if bound is None:  # two threads may both build one here; either serves
+        bound = session.__dict__.setdefault("_aeflow_bound", Bound(session))
+    return bound.run(x)
