@@ -63,18 +63,18 @@ def test_pure_graph_accuracy(sampler, targets, x_ref, ref):
     session, entry = sampler._sampler_graph
     x = session.run(None, {"z": targets.astype(np.float32)})[0].astype(np.float64)
     assert np.all(np.isfinite(x))
-    trusted = ref.fprime(x_ref) >= entry["trusted_slope"]
+    trusted = ref.fprime(x_ref) >= entry.trusted_slope
     assert trusted.mean() > 0.95
-    assert np.abs(x - x_ref)[trusted].max() <= entry["check"]["x_tolerance"]
+    assert np.abs(x - x_ref)[trusted].max() <= entry.check["x_tolerance"]
     upper = targets >= 0
     residual = np.where(upper, np.abs(ref.upper_tail(x) - (ref.half_w - targets)),
                         np.abs(ref.lower_tail(x) - (ref.half_w + targets)))
-    assert residual.max() <= entry["check"]["residual_tolerance"]
+    assert residual.max() <= entry.check["residual_tolerance"]
     # targets outside the float64 intervals are exactly those the runtime trusts to the graph
     inside = np.zeros(targets.shape, bool)
-    for a, b in entry["float64_z_intervals"]:
+    for a, b in entry.float64_z_intervals:
         inside |= (targets >= a) & (targets <= b)
-    assert np.all(ref.fprime(x_ref)[~inside] >= entry["trusted_slope"])
+    assert np.all(ref.fprime(x_ref)[~inside] >= entry.trusted_slope)
 
 
 def test_chunking_does_not_change_graph_results(bundled):
@@ -84,7 +84,7 @@ def test_chunking_does_not_change_graph_results(bundled):
 
 
 def test_iterations_rejected_for_graph(sampler):
-    assert sampler.default_iterations("graph") == sampler._sampler_graph[1]["newton_steps"] >= 1
+    assert sampler.default_iterations("graph") == sampler._sampler_graph[1].newton_steps >= 1
     with pytest.raises(UsageError, match="Newton steps built into flow_sampler.onnx"):
         sampler.invert([0.1], method="graph", iterations=3)
 

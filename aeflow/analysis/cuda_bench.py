@@ -145,7 +145,7 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
     keep = np.ones(head.size, dtype=bool)
-    for lo, hi in entry["float64_z_intervals"]:
+    for lo, hi in entry.float64_z_intervals:
         keep &= ~((head >= lo) & (head <= hi))
     want = cpu._sampler_graph[0].run(None, {"z": head})[0]
     return _row("sampler graph, device-resident", "sampling", [z.size / t for t in times], "samples/s",
