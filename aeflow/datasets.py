@@ -12,11 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import DataError
-from aeflow.idx import read_idx
+from aeflow.runtime.inputs import read_images
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "FashionMNIST"}
 DEFAULT_ROOT = Path(os.environ.get("AEFLOW_DATA_ROOT", Path.home() / ".cache" / "aeflow" / "data"))
+
+
+def idx_file(name: str, split: str, kind: str = "images") -> str:
+    """Where a set's IDX file lies under a data-dir, for paths and hints alike:
+    ``idx_file("fashion-mnist", "test")`` -> ``"fashion-mnist/t10k-images-idx3-ubyte"`` (or ``.gz``)."""
+    return f"{name}/{'train' if split == 'train' else 't10k'}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
 
 
 def idx_path(data_dir: str | os.PathLike, name: str, split: str, kind: str = "images") -> Path | None:
@@ -24,8 +30,7 @@ def idx_path(data_dir: str | os.PathLike, name: str, split: str, kind: str = "im
 
     Each set has its own folder: the files of different sets share their names, so a flat folder
     would let one set stand in for another (e.g. MNIST test read as "fashion-mnist-test")."""
-    prefix = "train" if split == "train" else "t10k"
-    stem = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+    stem = Path(idx_file(name, split, kind)).name
     for folder in (Path(data_dir) / name, Path(data_dir) / name.replace("-", "_")):
         for candidate in (folder / stem, folder / f"{stem}.gz"):
             if candidate.is_file():
@@ -52,14 +57,8 @@ def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None
             raise DataError(f"data folder {data_dir} does not exist; pass --data-dir DIR holding IDX files")
         path = idx_path(data_dir, name, split)
         if path is None:
-            raise DataError(
-                f"no {name} {split} images in {data_dir}: expected {name}/"
-                f"{'train' if split == 'train' else 't10k'}-images-idx3-ubyte[.gz]"
-            )
-        images = read_idx(path)
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DataError(f"{path}: expected 28x28 images, found shape {images.shape}")
-        return np.ascontiguousarray(images)
+            raise DataError(f"no {name} {split} images in {data_dir}: expected {idx_file(name, split)}[.gz]")
+        return read_images([path], image_shape=(28, 28))[0]
     try:
         from torchvision import datasets
     except ImportError:
@@ -68,10 +67,8 @@ def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None
     try:
         ds = cls(root=str(root), train=(split == "train"), download=True)
     except Exception as e:  # torchvision raises many kinds (URLError, RuntimeError, OSError)
-        raise DataError(
-            f"could not download {name} ({type(e).__name__}); without internet pass "
-            f"--data-dir DIR with IDX files (see README)"
-        ) from None
+        raise DataError(f"could not download {name} ({type(e).__name__}); without internet pass --data-dir DIR "
+                        f"holding {idx_file(name, split)}[.gz] (see README)") from None
     return np.ascontiguousarray(ds.data.numpy().astype(np.uint8))
 
 
@@ -87,7 +84,7 @@ def split_indices(n: int, seed: int, val_fraction: float = 1 / 6) -> tuple[np.nd
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1], as transforms.ToTensor()."""
+    """uint8 [N, H, W] -> float32 [N, 1, H, W] in [0, 1], as transforms.ToTensor()."""
     return (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
 
 

@@ -5,7 +5,7 @@ Every message is a single line that says what was wrong and what to do. The CLI 
 raises the same exception with the same message. Catch ``AeflowError`` to catch them all::
 
     AeflowError          exit 1  base class
-    +-- UsageError       exit 2  an option or argument that cannot work: -n 0, --iterations out of
+    +-- UsageError       exit 2  an option or argument that cannot work: -n 0, a seed out of
     |                            range, unknown device/precision/method, --threshold NaN, a
     |                            missing extra (matplotlib, torch) for the option asked for
     +-- InputError       exit 1  images that cannot be read or scored: missing/empty/corrupted

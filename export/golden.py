@@ -17,10 +17,9 @@ from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
 
 
-def golden_images(demo: np.ndarray | None = None) -> np.ndarray:
-    """The first 32 images of each half of ``demo`` (uint8 [N, H, W], N >= 64; default: the bundled
-    demo set, normal digits then anomalies), float32 [64, 1, H, W] in [0, 1]."""
-    demo = artifacts.demo_images() if demo is None else demo
+def golden_images() -> np.ndarray:
+    """32 normal digits and 32 anomalies of the bundled demo set, float32 [64, 1, 28, 28] in [0, 1]."""
+    demo = artifacts.demo_images()
     half = contract.GOLDEN_IMAGES // 2
     return to_float(np.concatenate([demo[:half], demo[len(demo) // 2:len(demo) // 2 + half]]))
 
@@ -45,26 +44,30 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
 
 
 def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[float],
-                  int8_graph: Path | None, demo: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every array of golden.npz: the autoencoder ``model`` and the ``flow`` (PyTorch, eval mode)
-    on ``golden_images(demo)`` and ``golden_points``; the int8 graph (when given) run by onnxruntime on
-    the CPU in one batch (its reference is its own integer arithmetic); the sampler graph's
-    float64 targets (``golden_targets``) from flow.json's ``components``, ``sampler_graph`` entry
-    and ``x_bracket``."""
-    images = golden_images(demo)
-    rec, score = torch_ae(model, images)
-    out = {"ae_images": images, "ae_reconstruction": rec, "ae_score": score}
+                  int8_graph: Path | None, images: np.ndarray | None = None,
+                  points: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every array of golden.npz: the autoencoder ``model`` on ``images`` (float32 [64, 1, H, W],
+    default ``golden_images``) and the ``flow`` on ``points`` (float32 [256], default
+    ``golden_points``), PyTorch, eval mode; either model may be None (not exported); the int8 graph
+    (when given) run by onnxruntime on the CPU in one batch (its reference is its own integer
+    arithmetic); the sampler graph's float64 targets (``golden_targets``) from flow.json's
+    ``components``, ``sampler_graph`` entry and ``x_bracket``."""
+    out = {}
+    if model is not None:
+        images = golden_images() if images is None else images
+        rec, score = torch_ae(model, images)
+        out |= {"ae_images": images, "ae_reconstruction": rec, "ae_score": score}
     if int8_graph is not None:
         out["int8_reconstruction"], out["int8_score"] = create_session(int8_graph, "cpu").run(None, {"images": images})
-    x = golden_points()
-    out["flow_x"] = x
-    out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow, x)
-    comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
-    out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
-    want = artifacts.golden_arrays(images.shape[2:])
+    if flow is not None:
+        x = golden_points() if points is None else points
+        out["flow_x"] = x
+        out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow, x)
+        comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
+        out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
     for name, a in out.items():
-        dtype, shape = want[name]
-        out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape)
+        dtype, shape = artifacts.golden_arrays()[name]
+        out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)
     return out
 
 

@@ -47,9 +47,9 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathL
 
 
 def export_autoencoder(model: Autoencoder, path: str | os.PathLike, opset: int | None = None) -> int:
-    """Write ae.onnx: ``images`` float32 [N, 1, 28, 28] -> ``reconstruction`` [N, 1, 28, 28]
-    and ``score`` [N] (per-image mean squared error). Returns the opset."""
-    return _export(ScoringAutoencoder(model), torch.rand(4, 1, 28, 28), path, AE_INPUTS, AE_OUTPUTS, opset)
+    """Write ae.onnx: ``images`` float32 [N, 1, H, W] -> ``reconstruction`` [N, 1, H, W]
+    and ``score`` [N] (per-image mean squared error), (H, W) the model's ``image_shape``. Returns the opset."""
+    return _export(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape), path, AE_INPUTS, AE_OUTPUTS, opset)
 
 
 def export_flow(flow: Flow1d, path: str | os.PathLike, opset: int | None = None) -> int:

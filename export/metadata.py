@@ -27,14 +27,15 @@ def threshold_fields(th: Threshold) -> dict:
 
 
 def threshold_metadata(ae_graph: Path, opset: int, th: Threshold, cfg: dict, final_loss: float, evaluation: dict,
-                       versions: dict, int8: dict | None, golden: Path, checkpoint: Path,
-                       image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> ThresholdMeta:
-    """threshold.json for the graph at ``ae_graph`` on images of ``image_shape``: ``th`` from its
-    validation scores, ``cfg`` the autoencoder checkpoint's config, ``evaluation`` as
-    ``aeflow.metrics.evaluate`` returns it (or {}), ``int8`` the int8 entry (JSON) or None."""
+                       versions: dict, int8: dict | None, golden: Path, checkpoint: Path) -> ThresholdMeta:
+    """threshold.json for the graph at ``ae_graph``: ``th`` from its validation scores (golden.npz
+    keeps them: ``validation_scores``), ``cfg`` the autoencoder checkpoint's config (its
+    ``image_shape``, absent: 28 x 28), ``evaluation`` as ``aeflow.metrics.evaluate`` returns it (or
+    {}), ``int8`` the int8 entry (JSON) or None."""
+    image_shape = tuple(cfg.get("image_shape", contract.IMAGE_SHAPE))
     meta = ThresholdMeta(
         graph=Graph.of_file("ae", ae_graph, opset, image_shape), threshold=th.value, k=th.k,
-        validation=Validation(mean=th.mean, std=th.std, n=th.n), image_shape=tuple(image_shape),
+        validation=Validation(mean=th.mean, std=th.std, n=th.n), image_shape=image_shape, validation_scores=th.n,
         data={"source": cfg["data_source"], "train_images": cfg["n_train"], "validation_images": cfg["n_val"],
               "split_seed": cfg["seed"], "anomaly_sets": sorted(evaluation.get("type_ii", {}))},
         training={k: cfg[k] for k in ("epochs", "lr", "batch_size", "seed")} | {"final_loss": float(final_loss)},

@@ -20,9 +20,9 @@ BATCH = 1000
 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
-    """The trained autoencoder (eval mode) and its checkpoint dict."""
+    """The trained autoencoder (eval mode, sized to the config's ``image_shape``) and its checkpoint dict."""
     ckpt = load_checkpoint(path, "autoencoder")
-    return load_weights(path, Autoencoder(), ckpt["state_dict"]), ckpt
+    return load_weights(path, Autoencoder(ckpt["config"].get("image_shape", (28, 28))), ckpt["state_dict"]), ckpt
 
 
 def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
@@ -32,7 +32,7 @@ def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
 
 
 def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's ae.onnx: float32 images [N, 1, 28, 28] -> (reconstruction float32 [N, 1, 28, 28],
+    """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
     score float32 [N]), in batches of ``batch``."""
     wrapper = ScoringAutoencoder(model).eval()
 
@@ -57,7 +57,7 @@ def set_threads(threads: int) -> None:
 
 
 def autoencoder_scorer(checkpoint: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    """Eager scoring with ae.pt: float32 [N, 1, 28, 28] -> float32 [N] (``torch.inference_mode``)."""
+    """Eager scoring with ae.pt: float32 [N, 1, H, W] -> float32 [N] (``torch.inference_mode``)."""
     model = ScoringAutoencoder(load_autoencoder(checkpoint)[0]).eval()
 
     def score(x: np.ndarray) -> np.ndarray:

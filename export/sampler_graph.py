@@ -1,34 +1,19 @@
 """``flow_sampler.onnx``: the whole sampler x = f^-1(z) as one ONNX graph, built with onnx.helper.
 
-Input ``z`` float32 [N] (targets strictly inside (-W/2, W/2)) -> output ``x`` float32 [N]. Inside:
+``z`` float32 [N] (strictly inside (-W/2, W/2)) -> ``x`` float32 [N], in two parts:
 
-1. A start and a bracket from an inverse table embedded as initializers, solved at export in
-   float64 (``inversion.polish64``, math.erf/erfc). The bulk, |z| <= W/2 - TAIL_MASS, has nodes
-   evenly spaced in z; each tail has nodes evenly spaced in s = log(TAIL_MASS / m), m = W/2 - |z|
-   the tail mass (x(z) is steep there but smooth in s). A target's interval is the floor of its
-   coordinate (Floor, Clip, Cast, Gather: no search), its start the cubic Hermite interpolant on
-   that interval (coefficients precomputed per interval), its bracket the interval's end nodes.
-2. A fixed number of safeguarded Newton steps (the fewest, 1 to ``MAX_NEWTON_STEPS``, that pass the
-   export check), unrolled: f and f' at x (f with flow.onnx's op sequence and constants, taken
-   from the trained Flow1d in float32, so the graph's z is flow.onnx's z; f' as
-   sum_k c_k exp(-t_k^2 / 2), which equals flow.onnx's exp(logsumexp(...)) wherever that does not
-   underflow, and Newton needs no more), the bracket moved to x by the sign of f(x) - z, the Newton
-   step kept when it lands inside the bracket, the bracket's midpoint taken otherwise. Every op is
-   elementwise, a Gather or a per-row reduction and the trip count is fixed: no data-dependent
-   control flow, so the graph stays capturable by CUDA graphs.
+1. A start and a bracket from an inverse table, one initializer [L, 6] (per interval the cubic
+   Hermite coefficients of x(u) and its ends), solved at export in float64 and rounded to float32
+   once. Intervals are evenly spaced in z in the bulk, |z| <= W/2 - TAIL_MASS, and in
+   s = log(TAIL_MASS / (W/2 - |z|)) in each tail; a target's interval is the floor of its coordinate.
+2. ``steps`` unrolled safeguarded Newton steps (the fewest that pass the export check): f with
+   flow.onnx's op sequence and float32 constants, f' as sum_k c_k exp(-t_k^2 / 2), the step kept
+   inside the bracket, the midpoint taken otherwise. No data-dependent control flow, so CUDA graphs
+   can capture it (an ONNX Loop variant measured 1-5% slower on CPU and was removed).
 
-Unrolled rather than an ONNX Loop: a Loop variant (same body, constant trip count) measured 1-5%
-slower on onnxruntime CPU (1e6 targets in one call, 2 threads: 66 vs 70 ms with one step, 108 vs
-113 ms with two), was harder to read and has been removed; a step unrolls
-to 19 nodes. Each step costs about 40 ms per 1e6 targets there (the Erf over 5 components), the
-table lookup and start about 20 ms. The table's six columns are gathered as [N, 6] rows and split:
-six 1-D Gathers cost ~7 ms more per 1e6.
-
-Accuracy: the graph is float32 through and through, so its x is good to about e / f'(x), with e =
-|z - float32(z)| + f's float32 error + f' x half a float32 spacing of x: a few 1e-7 where f' is
-large, useless in the far tails. ``check_sampler_graph`` measures it against float64 and flow.json
-records the z intervals where f' < ``TRUSTED_SLOPE``; the runtime's "graph" method finishes the
-targets in those intervals with the float64 polish, as the "table" method does for its tails.
+float32 throughout, its x is good to about 7e-7 / f'(x); ``check_sampler_graph`` measures it against
+float64 and flow.json records the z intervals where f' < ``TRUSTED_SLOPE``, which the runtime's
+"graph" method finishes in float64.
 """
 
 from __future__ import annotations
@@ -51,42 +36,32 @@ TAIL_NODES = 256  # intervals per tail (evenly spaced in log tail mass)
 TAIL_MASS = 0.02  # where the tails begin: W/2 - |z| below this
 TAIL_FLOOR = 1e-8  # the smallest tail mass tabulated; float32 z cannot resolve W/2 - |z| below ~1e-7
 MAX_NEWTON_STEPS = 3  # the export writes the fewest steps (1, 2 or 3) that pass the check
-# e (see the module docstring) measured <= 7e-7 on the bundled flow, so where f' >= 0.1 the float32
-# x is within ~7e-6; below it the runtime polishes in float64 (about 0.5% of N(0, 1) targets)
+# the float32 graph's error in z measured <= 7e-7 on the bundled flow, so where f' >= 0.1 its x is
+# within ~7e-6; below it the runtime polishes in float64 (about 0.5% of N(0, 1) targets)
 TRUSTED_SLOPE = 0.1
 X_TOLERANCE = 1e-5  # max |x - x_ref| where f' >= TRUSTED_SLOPE: the runtime's promise
-RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same e (<= 7e-7), with margin
+RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same error, with margin
 CHECK_RANDOM = 200_000
 CHECK_GRID = 100_001
 
 
-@dataclass(frozen=True)
-class FlowConstants:
-    """flow.onnx's float32 constants: means ``mu``, ``inv_sigma`` = exp(-log_sigma), weights ``weight``."""
+def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """flow.onnx's float32 constants from a trained ``Flow1d``, computed in float32 as its forward
+    does: (means, exp(-log_sigma), weights), float32 [K] each."""
+    import torch
 
-    mu: np.ndarray
-    inv_sigma: np.ndarray
-    weight: np.ndarray
-
-    @classmethod
-    def from_flow(cls, flow) -> "FlowConstants":
-        """From a trained ``aeflow.train.models.Flow1d``, computed in float32 as its forward does."""
-        import torch
-
-        with torch.no_grad():
-            return cls(flow.mus.detach().numpy().astype(np.float32),
-                       torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
-                       torch.exp(flow.weight_logits).numpy().astype(np.float32))
+    with torch.no_grad():
+        return (flow.mus.detach().numpy().astype(np.float32), torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
+                torch.exp(flow.weight_logits).numpy().astype(np.float32))
 
 
 @dataclass(frozen=True)
 class InverseTables:
-    """Per-interval cubic coefficients ``coef`` float32 [L, 4] (x = c0 + c1 u + c2 u^2 + c3 u^3,
-    u in [0, 1]) and interval ends ``ends`` float32 [L, 2], bulk then upper tail then lower tail;
-    the coordinates' constants ``z0``, ``inv_dz``, ``inv_ds``; ``bulk`` and ``tail`` intervals."""
+    """``rows`` float32 [L, 6]: per interval the cubic's coefficients (x = c0 + c1 u + c2 u^2 +
+    c3 u^3, u in [0, 1]) and its ends (x_lo, x_hi), bulk then upper tail then lower tail; the
+    coordinates' constants ``z0``, ``inv_dz``, ``inv_ds``; ``bulk`` and ``tail`` interval counts."""
 
-    coef: np.ndarray
-    ends: np.ndarray
+    rows: np.ndarray
     z0: float
     inv_dz: float
     inv_ds: float
@@ -94,40 +69,40 @@ class InverseTables:
     tail: int
 
 
-def _hermite(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
-    """Coefficients [L, 4] of the cubic Hermite pieces through nodes x [L+1] with dx/du ``slope`` [L+1]."""
+def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """float64 [L, 6] rows of the cubic Hermite pieces through nodes x [L+1] with dx/du ``slope``
+    [L+1]: coefficients, then the pieces' ends in increasing order."""
     d, m0, m1 = np.diff(x), slope[:-1], slope[1:]
-    return np.stack([x[:-1], m0, 3 * d - 2 * m0 - m1, m0 + m1 - 2 * d], axis=1)
+    ends = np.sort(np.stack([x[:-1], x[1:]], axis=1), axis=1)
+    return np.concatenate([np.stack([x[:-1], m0, 3 * d - 2 * m0 - m1, m0 + m1 - 2 * d], axis=1), ends], axis=1)
 
 
 def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float], bulk: int = TABLE_NODES,
                    tail: int = TAIL_NODES, tail_mass: float = TAIL_MASS, floor: float = TAIL_FLOOR) -> InverseTables:
-    """The table's nodes for the flow ``comp``, solved in float64 (``inversion.polish64``)."""
+    """The table for the flow ``comp``: nodes solved in float64 (``inversion.polish64``), every
+    value rounded to float32 once at the end."""
     lo, hi = x_bracket
-    half = comp.half_w
-    z_nodes = np.linspace(-(half - tail_mass), half - tail_mass, bulk + 1)
+    z_nodes = np.linspace(-(comp.half_w - tail_mass), comp.half_w - tail_mass, bulk + 1)
     dz = z_nodes[1] - z_nodes[0]
     xb = inversion.polish64(comp, z_nodes, np.zeros_like(z_nodes), lo, hi)
-    coef = [_hermite(xb, dz / comp.dz_dx(xb))]
-    ends = [np.stack([xb[:-1], xb[1:]], axis=1)]
+    rows = [_pieces(xb, dz / comp.dz_dx(xb))]
     ds = math.log(tail_mass / floor) / tail
     mass = tail_mass * np.exp(-ds * np.arange(tail + 1))
     for side in (1.0, -1.0):
-        x = inversion.polish64(comp, side * (half - mass), np.full(mass.shape, side * 3.0), lo, hi)
+        x = inversion.polish64(comp, side * (comp.half_w - mass), np.full(mass.shape, side * 3.0), lo, hi)
         # s = log(tail_mass / m): dx/ds = m / f'(x) on the upper side, -m / f'(x) on the lower
-        coef.append(_hermite(x, side * ds * mass / comp.dz_dx(x)))
-        ends.append(np.sort(np.stack([x[:-1], x[1:]], axis=1), axis=1))
-    return InverseTables(np.concatenate(coef).astype(np.float32), np.concatenate(ends).astype(np.float32),
-                         float(z_nodes[0]), float(1.0 / dz), float(1.0 / ds), bulk, tail)
+        rows.append(_pieces(x, side * ds * mass / comp.dz_dx(x)))
+    return InverseTables(np.concatenate(rows).astype(np.float32), float(z_nodes[0]), float(1.0 / dz),
+                         float(1.0 / ds), bulk, tail)
 
 
 class _Builder:
     """Collects nodes and initializers under unique names."""
 
-    def __init__(self, start: int = 0):
+    def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
-        self.count = start
+        self.count = 0
 
     def const(self, name: str, value, dtype=np.float32) -> str:
         """Add an initializer; returns its name."""
@@ -150,20 +125,15 @@ class _Builder:
         return outs
 
 
-def _f_and_slope(b: _Builder, x: str, k: dict[str, str]) -> tuple[str, str]:
-    """f(x) as flow.onnx computes it (Reshape, Sub, Mul, Mul, Erf, Mul, Mul, ReduceSum) and f'(x)."""
+def _newton_step(b: _Builder, z: str, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
+    """One safeguarded Newton step; returns (x, lo, hi) after it. f(x) as flow.onnx computes it
+    (Reshape, Sub, Mul, Mul, Erf, Mul, Mul, ReduceSum), f'(x) from the same t."""
     col = b.op("Reshape", x, k["col_shape"])
     t = b.op("Mul", b.op("Sub", col, k["mus"]), k["inv_sigma"])
     erf = b.op("Erf", b.op("Mul", t, k["rsqrt2"]))
-    z = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, k["half"]), k["weight"]), k["axis1"], keepdims=0)
+    fz = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, k["half"]), k["weight"]), k["axis1"], keepdims=0)
     gauss = b.op("Exp", b.op("Mul", b.op("Mul", t, t), k["minus_half"]))
     slope = b.op("ReduceSum", b.op("Mul", gauss, k["slope_coef"]), k["axis1"], keepdims=0)
-    return z, slope
-
-
-def _newton_step(b: _Builder, z: str, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
-    """One safeguarded Newton step; returns (x, lo, hi) after it."""
-    fz, slope = _f_and_slope(b, x, k)
     r = b.op("Sub", fz, z)
     lo = b.op("Where", b.op("Less", r, k["zero"]), x, lo)
     hi = b.op("Where", b.op("Greater", r, k["zero"]), x, hi)
@@ -173,18 +143,9 @@ def _newton_step(b: _Builder, z: str, x: str, lo: str, hi: str, k: dict[str, str
     return b.op("Where", inside, xn, mid), lo, hi
 
 
-def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: float, steps: int = 1,
-                        opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
-    """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N] (see the module docstring), checked
-    by onnx.checker."""
-    b = _Builder()
-    k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", consts.mu),
-         "inv_sigma": b.const("inv_sigma", consts.inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
-         "half": b.const("half", 0.5), "weight": b.const("weight", consts.weight),
-         "axis1": b.const("axis1", [1], np.int64), "minus_half": b.const("minus_half", -0.5),
-         "slope_coef": b.const("slope_coef", consts.weight.astype(np.float64) * consts.inv_sigma
-                               / math.sqrt(2 * math.pi)), "zero": b.const("zero", 0.0)}
-    # the target's coordinate: (z - z0) / dz in the bulk, log(TAIL_MASS / m) / ds in the tails
+def _table_start(b: _Builder, tables: InverseTables, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
+    """(x, lo, hi) for input ``z``: the interval from the target's coordinate ((z - z0) / dz in the
+    bulk, log(TAIL_MASS / m) / ds in the tails), its row gathered, the cubic at u clipped to the ends."""
     mass = b.op("Max", b.op("Sub", b.const("half_w", half_w), b.op("Abs", "z")), b.const("floor", TAIL_FLOOR))
     in_tail = b.op("Less", mass, b.const("tail_mass", TAIL_MASS))
     c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", tables.z0)), b.const("inv_dz", tables.inv_dz))
@@ -198,11 +159,24 @@ def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: fl
     offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", tables.bulk),
                   b.const("lower_offset", tables.bulk + tables.tail))
     j = b.op("Cast", b.op("Add", j_local, b.op("Where", in_tail, offset, "zero")), to=TensorProto.INT64)
-    # one Gather of [N, 6] rows (cubic coefficients, interval ends), split into columns
-    rows = b.op("Gather", b.const("table", np.concatenate([tables.coef, tables.ends], axis=1)), j, axis=0)
+    rows = b.op("Gather", b.const("table", tables.rows), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
     c0, c1, c2, c3, lo, hi = (b.op("Squeeze", s, k["axis1"]) for s in b.split(rows, 6))
     x = b.op("Add", c0, b.op("Mul", u, b.op("Add", c1, b.op("Mul", u, b.op("Add", c2, b.op("Mul", u, c3))))))
-    x = b.op("Min", b.op("Max", x, lo), hi)
+    return b.op("Min", b.op("Max", x, lo), hi), lo, hi
+
+
+def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: InverseTables, half_w: float, steps: int = 1,
+                        opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
+    """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N] (see the module docstring) with
+    ``steps`` Newton steps, checked by onnx.checker."""
+    b, (mu, inv_sigma, weight) = _Builder(), consts
+    k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", mu),
+         "inv_sigma": b.const("inv_sigma", inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
+         "half": b.const("half", 0.5), "weight": b.const("weight", weight),
+         "axis1": b.const("axis1", [1], np.int64), "minus_half": b.const("minus_half", -0.5),
+         "slope_coef": b.const("slope_coef", weight.astype(np.float64) * inv_sigma / math.sqrt(2 * math.pi)),
+         "zero": b.const("zero", 0.0)}
+    x, lo, hi = _table_start(b, tables, half_w, k)
     for _ in range(steps):
         x, lo, hi = _newton_step(b, "z", x, lo, hi, k)
     b.nodes.append(helper.make_node("Identity", [x], ["x"], name="output"))
@@ -215,41 +189,19 @@ def build_sampler_graph(consts: FlowConstants, tables: InverseTables, half_w: fl
     return model
 
 
-# -- export-time check ----------------------------------------------------------------------------
-
-def check_targets(half_w: float, seed: int = 0) -> np.ndarray:
-    """float64 targets strictly inside (-W/2, W/2): an even grid, uniform and truncated-normal
-    draws, and 200 points from 1e-9 to 1e-2 inside each edge."""
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(-half_w, half_w, CHECK_GRID + 2)[1:-1]
-    normal = rng.standard_normal(CHECK_RANDOM)
-    edges = half_w - np.geomspace(1e-9, 1e-2, 200)
-    z = np.concatenate([grid, rng.uniform(-half_w, half_w, CHECK_RANDOM), normal, edges, -edges])
-    return z[np.abs(z) < half_w]
-
-
 def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float = TRUSTED_SLOPE,
-                   points: int = 400_001) -> list[list[float]]:
+                   points: int = 400_001, unit: tuple[float, float] = (0.0, 1.0)) -> list[list[float]]:
     """z intervals [a, b] (float64, widened by one scan step) whose preimages have f' < ``bound``,
-    from a float64 scan of x over [-50, 50] (clipped to the bracket) and the bracket's ends."""
+    from a float64 scan of x over loc +- 50 scale (``unit``: the data's (loc, scale), (0, 1) for
+    the homework; clipped to the bracket) and the bracket's ends."""
     lo, hi = x_bracket
-    x = np.concatenate([[lo], np.linspace(max(lo, -50.0), min(hi, 50.0), points), [hi]])
-    slow = comp.dz_dx(x) < bound
-    z = comp.z(x)
-    out = []
-    i = 0
-    while i < x.size:
-        if not slow[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < x.size and slow[j + 1]:
-            j += 1
-        a = -comp.half_w if i == 0 else z[i - 1]
-        b = comp.half_w if j == x.size - 1 else z[j + 1]
-        out.append([float(a), float(b)])
-        i = j + 1
-    return out
+    x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
+                                          points), [hi]])
+    z, last = comp.z(x), x.size - 1
+    edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < bound).astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of slow points
+    return [[-comp.half_w if i == 0 else float(z[i - 1]), comp.half_w if j == last else float(z[j + 1])]
+            for i, j in zip(starts, stops)]
 
 
 def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
@@ -260,34 +212,36 @@ def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
     return mask
 
 
-def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float]) -> dict:
-    """Run the graph in onnxruntime (CPU) on ``check_targets`` and compare with the float64
+def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
+                        unit: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Run the graph in onnxruntime (CPU) on its targets and compare with the float64
     inverse (``inversion.polish64``). Returns the figures for flow.json (plus
     ``slow_z_intervals``); raises ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
-    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere."""
-    lo, hi = x_bracket
-    z = check_targets(comp.half_w)
-    session = create_session(model.SerializeToString(), "cpu")
-    x = session.run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
+    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere. The targets: an even grid,
+    uniform and truncated-normal draws, and 200 points from 1e-9 to 1e-2 inside each edge.
+    ``unit`` (loc, scale) of the data: x tolerance and slope are in units of its scale."""
+    x_tol, slope = X_TOLERANCE * unit[1], TRUSTED_SLOPE / unit[1]
+    rng, half = np.random.default_rng(0), comp.half_w
+    normal, edges = rng.standard_normal(CHECK_RANDOM), half - np.geomspace(1e-9, 1e-2, 200)
+    z = np.concatenate([np.linspace(-half, half, CHECK_GRID + 2)[1:-1], rng.uniform(-half, half, CHECK_RANDOM),
+                        normal, edges, -edges])
+    z = z[np.abs(z) < half]
+    x = create_session(model.SerializeToString(), "cpu").run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     finite = np.isfinite(x)
-    ref = inversion.polish64(comp, z, np.where(finite, x, 0.0), lo, hi)
-    slow = slow_intervals(comp, x_bracket)
-    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= TRUSTED_SLOPE)
     xs = np.where(finite, x, 0.0)
-    ones = np.ones_like(xs)
-    # |f64(x) - z| through the tail masses, exact up to the range's edges
-    residual = np.where(z >= 0, np.abs(comp.tail_mass(xs, ones) - (comp.half_w - z)),
-                        np.abs((comp.half_w + z) - comp.tail_mass(xs, -ones)))
-    err = np.abs(xs - ref)
+    ref = inversion.polish64(comp, z, xs, *x_bracket)
+    slow = slow_intervals(comp, x_bracket, slope, unit=unit)
+    trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= slope)
+    side = np.where(z >= 0, 1.0, -1.0)
+    residual = np.abs(comp.tail_mass(xs, side) - (comp.half_w - side * z))  # |f64(x) - z|, exact up to the edges
     figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),
-               "max_abs_x_error_trusted": float(err[trusted].max()), "max_abs_residual": float(residual.max()),
-               "x_tolerance": X_TOLERANCE, "residual_tolerance": RESIDUAL_TOLERANCE}
-    problems = []
-    if not finite.all():
-        problems.append(f"{int((~finite).sum())} non-finite outputs")
-    if figures["max_abs_x_error_trusted"] > X_TOLERANCE:
-        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {TRUSTED_SLOPE} "
-                        f"(tolerance {X_TOLERANCE})")
+               "max_abs_x_error_trusted": float(np.abs(xs - ref)[trusted].max(initial=0.0)),
+               "max_abs_residual": float(residual.max()), "x_tolerance": x_tol,
+               "residual_tolerance": RESIDUAL_TOLERANCE}
+    problems = [f"{int((~finite).sum())} non-finite outputs"] if not finite.all() else []
+    if figures["max_abs_x_error_trusted"] > x_tol:
+        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {slope:g} "
+                        f"(tolerance {x_tol:g})")
     if figures["max_abs_residual"] > RESIDUAL_TOLERANCE:
         problems.append(f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")
     if problems:
@@ -296,18 +250,17 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 
 
 def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
-                        opset: int = 20, ir_version: int = 10) -> dict:
+                        opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Build, check and save ``flow_sampler.onnx`` (self-contained) for the trained ``flow``
     (Flow1d) whose flow.json components are ``comp_json``, with the fewest Newton steps (1 to
     ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
     entry, or raises ``ParityError`` (saving nothing)."""
     comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
-    tables = inverse_tables(comp, x_bracket)
-    consts = FlowConstants.from_flow(flow)
+    tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         try:
-            check = check_sampler_graph(model, comp, x_bracket)
+            check = check_sampler_graph(model, comp, x_bracket, unit)
             break
         except ParityError:
             if steps == MAX_NEWTON_STEPS:
@@ -315,5 +268,5 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
     onnx.save(model, str(path))
     return graph_entry("sampler", path, opset) | {
         "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
-        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE,
+        "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}

@@ -198,7 +198,7 @@ def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, wh
     spec = contract.GRAPHS[which]
     path = _checked_file(Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, spec.metadata, verify)
     want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
-    limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (1 << 20)
+    limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (64 << 20)  # + validation scores
     out = read_npz(path, spec.golden, limit)
     for name, a in out.items():
         dtype, shape = want[name]

@@ -218,9 +218,11 @@ class Int8Entry(ThresholdEntry):
 class ThresholdMeta(ThresholdEntry):
     """threshold.json: ae.onnx's threshold (``ThresholdEntry``), the ``image_shape`` (H, W), the
     ``data`` and ``training`` it came from and export's ``evaluation`` (dicts as export wrote them),
-    versions, golden.npz and checkpoint bindings, and the ``int8`` entry (None without int8)."""
+    versions, golden.npz and checkpoint bindings, the ``int8`` entry (None without int8), and how
+    many validation scores golden.npz keeps for p-values (``validation_scores``; None: none)."""
 
     image_shape: tuple[int, int] = IMAGE_SHAPE
+    validation_scores: int | None = None
     data: dict
     training: dict
     evaluation: dict
@@ -237,7 +239,7 @@ class ThresholdMeta(ThresholdEntry):
         """threshold.json's document ``doc`` checked (``where``: the file, for messages; ``verify``:
         check the seal), or ``ArtifactError`` naming the file and the field."""
         c = Check(where)
-        _envelope(c, doc, cls.KEYS, ("image_shape", "checkpoint", "int8", "calibration"), verify)
+        _envelope(c, doc, cls.KEYS, ("image_shape", "validation_scores", "checkpoint", "int8", "calibration"), verify)
         shape = doc.get("image_shape", list(IMAGE_SHAPE))
         ok = isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)
         if not ok or min(shape) < MIN_SIDE or shape[0] * shape[1] > MAX_PIXELS:
@@ -260,14 +262,17 @@ class ThresholdMeta(ThresholdEntry):
             int8 = Int8Entry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
                              method=c.obj(e["method"], "int8.method", closed=False),
                              evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
-        return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, data=data, training=training,
-                   evaluation=ev, int8=int8, **_bindings(c, doc))
+        n_scores = c.num(doc["validation_scores"], "validation_scores", 2, 10**9, integer=True) \
+            if "validation_scores" in doc else None
+        return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, validation_scores=n_scores,
+                   data=data, training=training, evaluation=ev, int8=int8, **_bindings(c, doc))
 
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
         top = self._json()
         doc = {"schema_version": SCHEMA_VERSION, **{k: top.pop(k) for k in ("threshold", "k", "validation")},
                "image_shape": list(self.image_shape), "score": score_definition(self.image_shape), **top,
+               **({} if self.validation_scores is None else {"validation_scores": self.validation_scores}),
                "data": self.data, "training": self.training, "evaluation": self.evaluation,
                "versions": self.versions, "golden": self.golden.to_json()}
         doc |= {} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}

@@ -119,7 +119,7 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
     c.obj(cal, field, ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
                        "previous_threshold", "versions"), tuple(params))
     f, rule = field + ".", cal["rule"]
-    if rule not in RULES:
+    if not isinstance(rule, str) or rule not in RULES:
         c.fail(f + "rule", f"has an unexpected value, found {show(rule)}")
     for key in (*RULES[rule], *sorted((params - set(RULES[rule])) & set(cal))):
         if key not in cal or key not in RULES[rule]:

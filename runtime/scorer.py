@@ -231,6 +231,16 @@ class AnomalyScorer(Rebuildable):
         sign: there, lower = more anomalous.)"""
         return self.score(x)
 
+    def p_value(self, x) -> np.ndarray:
+        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{validation scores >= score}) / (n + 1)
+        against ae.onnx's validation scores kept at export (``aeflow.runtime.conformal``). On normal
+        images like the validation ones, p < alpha flags at most a fraction alpha of them."""
+        from aeflow.runtime.conformal import conformal_p_values, validation_scores
+
+        if self.precision != "fp32":
+            raise UsageError("p-values compare with ae.onnx's validation scores; use precision='fp32'")
+        return conformal_p_values(self.score(x), validation_scores(self.directory, self._meta, self._verify))
+
     def normalized_score(self, x) -> np.ndarray:
         """Scores mapped to [0, 1] with the threshold at 0.5, float32 [N]:
         ``min(score / (2 * threshold), 1)``, anomalib's min-max normalisation with min 0 and max

@@ -137,7 +137,7 @@ def test_threads_share_one_bound_scorer(images):
 
 def test_bound_runs_the_sampler_graph_as_session_run():
     sampler = FlowSampler(device="cpu")
-    session = sampler._sampler_graph[0]
+    session = sampler._sampler_graph()
     z = np.linspace(-2.5, 2.5, 4096, dtype=np.float32)
     want = session.run(None, {"z": z})
     bound = device.Bound(session)

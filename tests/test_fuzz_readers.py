@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aeflow.errors import AeflowError  # noqa: E402
-from aeflow.idx import read_idx, write_idx  # noqa: E402
+from aeflow.idx import read_idx_header, write_idx  # noqa: E402
 from aeflow.runtime import pngfiles  # noqa: E402
 from aeflow.runtime.inputs import open_source, to_float32  # noqa: E402
 from pngdata import SIGNATURE, encode_png  # noqa: E402
@@ -73,12 +73,13 @@ def mutated(draw, data: bytes) -> bytes:
     return bytes(b)
 
 
-def consume(path: Path) -> int:
-    """Open ``path`` as scorer input and read (and convert) every batch; returns the image count."""
+def consume(path: Path, image_shape=(28, 28)) -> int:
+    """Open ``path`` as scorer input and read (and convert) every batch; returns the image count.
+    ``image_shape=None``: the size taken from the file, as ``read_images`` does for training."""
     total = 0
-    with open_source(path) as src:
+    with open_source(path, image_shape=image_shape) as src:
         for batch in src.batches(4):
-            to_float32(batch, src.name, total)
+            to_float32(batch, src.name, total, image_shape=src.image_shape)
             total += len(batch)
     return total
 
@@ -96,8 +97,9 @@ def fuzz_file(suffix: str, data: bytes) -> None:
         p = Path(d) / f"x{suffix}"
         p.write_bytes(data)
         only_aeflow_errors(consume, p)
+        only_aeflow_errors(consume, p, None)
         if "idx" in suffix:
-            only_aeflow_errors(read_idx, p)
+            only_aeflow_errors(read_idx_header, p)
 
 
 def test_valid_files_read_back():

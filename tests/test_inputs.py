@@ -96,17 +96,28 @@ def test_16_bit_only_when_exact():
         decode(pillow_png(other))
 
 
-def test_palette_of_colours_and_transparency_refused():
+def test_palette_of_colours_refused():
     from PIL import Image
 
     rgb = Image.fromarray(np.stack([images(1)[0]] * 3, axis=-1)).convert("RGB")
     rgb.putpixel((0, 0), (255, 0, 0))
     with pytest.raises(InputError, match="palette PNG with colours"):
         decode(pillow_png(rgb.convert("P", palette=Image.Palette.ADAPTIVE)))
-    for blob in (pillow_png(images(1)[0], transparency=0),
-                 pillow_png(Image.fromarray(images(1)[0]).convert("P"), transparency=3)):
-        with pytest.raises(InputError, match="transparency"):
-            decode(blob)
+
+
+def test_transparency_chunk_ignored_grey_values_read(tmp_path):
+    """A tRNS chunk marks a grey level (or palette entries) transparent; the grey values stand."""
+    from PIL import Image
+
+    x = images(1, seed=3)[0]
+    grey = pillow_png(x, transparency=int(x[0, 0]))
+    palette = pillow_png(Image.fromarray(x).convert("P"), transparency=3)
+    assert b"tRNS" in grey and b"tRNS" in palette
+    for blob in (grey, palette):
+        assert np.array_equal(decode(blob), x)
+        assert np.array_equal(pngfiles.decode_png(blob, "x.png"), x)  # Pillow's road gives the same
+    (tmp_path / "t.png").write_bytes(grey)
+    assert np.array_equal(read_all(open_source(tmp_path / "t.png")), x[None])
 
 
 @pytest.mark.parametrize("header, found", [

@@ -102,7 +102,7 @@ def test_lazy_rebuild_happens_once_when_threads_race():
 
 
 def test_sampler_round_trip_bit_for_bit():
-    for method in ("graph", "table"):
+    for method in ("graph", "bisection"):
         sampler = FlowSampler(device="cpu", method=method, chunk_size=4096)
         copy = round_trip(sampler)
         assert not copy.loaded

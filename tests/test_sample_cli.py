@@ -38,7 +38,7 @@ def test_npy_output_and_summary(tmp_path, expected):
     x = np.load(out)
     assert x.dtype == np.float32 and np.array_equal(x, expected)
     text = r.stdout
-    for part in ("sampled 3,000 x", "method graph", "provider CPU", f"mean {expected.mean(dtype=np.float64):.6f}",
+    for part in ("sampled 3,000 x from flow_sampler.onnx in ", "method graph", "provider CPU", f"mean {expected.mean(dtype=np.float64):.6f}",
                  f"std {expected.std(dtype=np.float64):.6f}", f"written to {out}", " s "):
         assert part in text, (part, text)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -57,22 +57,28 @@ def test_csv_and_json(tmp_path, expected):
     assert summary["output"] == str(out) and summary["seconds"] > 0
 
 
-def test_methods_and_iterations(tmp_path):
+def test_bisection_names_flow_onnx(tmp_path, expected):
     out = tmp_path / "b.npy"
-    r = invoke("-n", "500", "--seed", "1", "--method", "bisection", "--iterations", "40", "-o", str(out), "--json")
+    r = invoke("-n", "3000", "--seed", "4", "--method", "bisection", "-o", str(out), "--json")
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert summary["method"] == "bisection" and summary["iterations"] == 40
-    table = FlowSampler(device="cpu").sample(500, seed=1)
-    assert np.max(np.abs(np.load(out) - table)) < 1e-3
+    assert summary["method"] == "bisection" and summary["graph"] == "flow.onnx" and "iterations" not in summary
+    assert np.max(np.abs(np.load(out) - expected)) <= 2e-5  # each within 1e-5 of the float64 inverse
+    r = invoke("-n", "10", "--method", "bisection")
+    assert r.exit_code == 0 and r.stdout.startswith("sampled 10 x from flow.onnx in "), r.output
+
+
+def test_method_choices():
+    r = invoke("--help")
+    assert "[graph|bisection]" in r.stdout and "iterations" not in r.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [
     (["-n", "0"], "-n must be a positive"),
     (["-n", "-5"], "-n must be a positive"),
-    (["-n", "10", "--iterations", "0"], "--iterations must be from 1 to 200"),
-    (["-n", "10", "--iterations", "201"], "--iterations must be from 1 to 200"),
-    (["-n", "10", "--method", "secant"], "Invalid value for '--method'"),
+    (["-n", "10", "--iterations", "40"], "No such option '--iterations'"),
+    (["-n", "10", "--method", "table"], "Invalid value for '--method'"),
+    (["-n", "10", "--method", "newton"], "Invalid value for '--method'"),
     (["-n", "10", "-o", "x.txt"], "use a .npy or .csv"),
     (["-n", "10", "--histogram", "h.jpg2"], "use a .png, .pdf or .svg"),
     (["-n", str(10**13)], "ask for fewer"),

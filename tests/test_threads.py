@@ -61,7 +61,7 @@ def test_scorer_threads_match_serial_bit_for_bit():
             assert got.tobytes() == want.tobytes()
 
 
-@pytest.mark.parametrize("method", ["graph", "table"])
+@pytest.mark.parametrize("method", ["graph", "bisection"])
 def test_sampler_threads_match_serial_bit_for_bit(method):
     seeds = list(range(CALLS))
     serial = FlowSampler(device="cpu", method=method, chunk_size=4096)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aeflow.errors import ArtifactError
 from aeflow.checks import check_batch, check_float, check_int, check_seed
 from aeflow.progress import progress_bar
 from aeflow.train.checkpoint import check_finite, diverged, save_checkpoint
 from aeflow.datasets import load_images, split_indices, to_float
+from aeflow.train.data import read_images
 from aeflow.train.models import Autoencoder
 from aeflow.train.plots import plot_ae_loss
 
@@ -31,6 +34,9 @@ class AEConfig:
     n_train: int = 0
     n_val: int = 0
     data_source: str = ""
+    data: list[str] | None = None  # the user's image files (``--data``); None: MNIST
+    data_sha256: str = ""
+    image_shape: list[int] = field(default_factory=lambda: [28, 28])
 
 
 MAX_EPOCHS = 1_000_000
@@ -53,15 +59,35 @@ def data_source(data_dir: str | os.PathLike | None) -> str:
     return f"IDX files in {data_dir}" if data_dir else "torchvision download"
 
 
+def training_images(config: AEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The images ``config`` names (its ``data`` files, else MNIST's training set from ``data_dir``)
+    and the seeded split: (float32 [N, 1, H, W] in [0, 1], train_idx, val_idx). Sets the data
+    fields of ``config``; ``ArtifactError`` when files recorded at training changed since."""
+    if config.data:
+        images, info = read_images(config.data)
+        if config.data_sha256 and info["sha256"] != config.data_sha256:
+            raise ArtifactError(f"{info['name'][:200]}: the images differ from those the autoencoder was trained on "
+                                f"(sha256 of the pixels); pass the same files")
+        config.data_source, config.data_sha256, config.image_shape = info["name"], info["sha256"], info["image_shape"]
+    else:
+        images = to_float(load_images("mnist", "train", config.data_dir))
+        config.data_source = data_source(config.data_dir)
+        config.data_sha256 = config.data_sha256 or hashlib.sha256(images.tobytes()).hexdigest()
+    train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
+    return images, train_idx, val_idx
+
+
 def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False
                          ) -> tuple[Autoencoder, dict]:
-    """Train on uint8 [N, 28, 28] images; returns the model (eval mode) and
-    ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
+    """Train on float32 [N, 1, H, W] images in [0, 1] (uint8 [N, H, W] is scaled by 1/255); returns
+    the model (eval mode) and ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
+    if train_images.dtype == np.uint8:
+        train_images = to_float(train_images)
     torch.manual_seed(config.seed)
-    model = Autoencoder()
+    model = Autoencoder(train_images.shape[-2:])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = torch.nn.MSELoss()
-    x_all = torch.from_numpy(to_float(train_images))
+    x_all = torch.from_numpy(np.ascontiguousarray(train_images))
     n = x_all.shape[0]
     gen = torch.Generator().manual_seed(config.seed)
     steps = (n + config.batch_size - 1) // config.batch_size
@@ -90,16 +116,14 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> Path:
-    """Load MNIST (``config.data_dir`` or torchvision), split it with ``config.seed``, train,
-    and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``. Returns the checkpoint path.
+    """Load the images (``config.data``, else MNIST from ``config.data_dir`` or torchvision),
+    split them with ``config.seed``, train, and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``. Returns the checkpoint path.
     ``UsageError`` for a config that cannot train, ``TrainingError`` (nothing written) when the
     loss or the weights stop being finite; without ``force`` an ae.pt that appeared meanwhile is
     kept (``OutputError``)."""
     check_ae_config(config)
-    images = load_images("mnist", "train", config.data_dir)
-    train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
+    images, train_idx, val_idx = training_images(config)
     config.n_train, config.n_val = len(train_idx), len(val_idx)
-    config.data_source = data_source(config.data_dir)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,20 @@ MAX_COMPONENTS = 10_000
 _POS_INT = ((int,), lambda v: v >= 1)
 _SEED = ((int,), lambda v: 0 <= v < 2**63)
 _POS_FLOAT = ((int, float), lambda v: math.isfinite(v) and v > 0)
+_SHAPE = ((list,), lambda v: len(v) == 2 and all(type(d) is int and 1 <= d <= 4096 for d in v))
+_PATHS = ((list, type(None)), lambda v: v is None or all(isinstance(p, str) for p in v))
 CONFIG_FIELDS = {
     "autoencoder": {"epochs": _POS_INT, "lr": _POS_FLOAT, "batch_size": _POS_INT, "seed": _SEED,
                     "val_fraction": ((int, float), lambda v: 0 < v < 1), "data_dir": ((str, type(None)), None),
-                    "n_train": _POS_INT, "n_val": _POS_INT, "data_source": ((str,), None)},
+                    "n_train": _POS_INT, "n_val": _POS_INT, "data_source": ((str,), None),
+                    "data": _PATHS, "data_sha256": ((str,), None), "image_shape": _SHAPE},
     "flow": {"n_components": ((int,), lambda v: 1 <= v <= MAX_COMPONENTS), "epochs": _POS_INT, "lr": _POS_FLOAT, "batch_size": _POS_INT,
-             "n_train": _POS_INT, "n_test": _POS_INT, "seed": _SEED},
+             "n_train": _POS_INT, "n_test": _POS_INT, "seed": _SEED,
+             "data": ((str, type(None)), None), "column": ((str, type(None)), None), "data_sha256": ((str,), None),
+             "loc": ((int, float), math.isfinite), "scale": _POS_FLOAT},
 }
+# fields that checkpoints written before training on one's own data lack (defaults in the configs)
+OPTIONAL_FIELDS = frozenset({"data", "data_sha256", "image_shape", "column", "loc", "scale"})
 HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "test_nll")}
 
 
@@ -64,6 +71,8 @@ def _check_config(path: Path, kind: str, config) -> None:
         raise ArtifactError(f"{path}: 'config' must be a dict, found {type(config).__name__}; re-run training")
     fields = CONFIG_FIELDS[kind]
     for name, (types, ok) in fields.items():
+        if name not in config and name in OPTIONAL_FIELDS:
+            continue
         if name not in config:
             raise ArtifactError(f"{path}: config field '{name}' is missing; re-run training")
         v = config[name]
@@ -80,8 +89,7 @@ def _check_history(path: Path, kind: str, history) -> None:
         raise ArtifactError(f"{path}: 'history' must be a dict, found {type(history).__name__}; re-run training")
     for name in HISTORY_FIELDS[kind]:
         v = history.get(name)
-        if not isinstance(v, list) or not v or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        if not isinstance(v, list) or not v or not all(type(x) in (int, float) and math.isfinite(x) for x in v):
             raise ArtifactError(f"{path}: history field '{name}' must be a non-empty list of finite numbers; "
                                 f"re-run training")
 

@@ -12,54 +12,58 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Encoder(nn.Module):
-    """784 -> 256 -> 128 -> 32, ReLU after every layer (as in the homework)."""
+    """H*W -> 256 -> 128 -> 32, ReLU after every layer (784-256-128-32 for the homework's 28x28)."""
 
-    def __init__(self):
+    def __init__(self, pixels: int = 784):
         super().__init__()
-        self.fc1 = nn.Linear(784, 256)
+        self.pixels = pixels
+        self.fc1 = nn.Linear(pixels, 256)
         self.fc2 = nn.Linear(256, 128)
         self.fc3 = nn.Linear(128, 32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], 784)
+        x = x.reshape(x.shape[0], self.pixels)
         return F.relu(self.fc3(F.relu(self.fc2(F.relu(self.fc1(x))))))
 
 
 class Decoder(nn.Module):
-    """32 -> 128 -> 256 -> 784, ReLU, then a sigmoid so pixels lie in [0, 1]."""
+    """32 -> 128 -> 256 -> H*W, ReLU, then a sigmoid so pixels lie in [0, 1]."""
 
-    def __init__(self):
+    def __init__(self, image_shape: tuple[int, int] = (28, 28)):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         self.fc1 = nn.Linear(32, 128)
         self.fc2 = nn.Linear(128, 256)
-        self.fc3 = nn.Linear(256, 784)
+        self.fc3 = nn.Linear(256, self.image_shape[0] * self.image_shape[1])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # reshape before the sigmoid: the same values, one copy fewer in the exported graph
         logits = self.fc3(F.relu(self.fc2(F.relu(self.fc1(z)))))
-        return torch.sigmoid(logits.reshape(logits.shape[0], 1, 28, 28))
+        return torch.sigmoid(logits.reshape(logits.shape[0], 1, *self.image_shape))
 
 
 class Autoencoder(nn.Module):
-    """Encoder + decoder: float32 [N, 1, 28, 28] in [0, 1] -> reconstruction of the same shape."""
+    """Encoder + decoder: float32 [N, 1, H, W] in [0, 1] -> reconstruction of the same shape
+    (``image_shape`` (H, W), the homework's (28, 28) by default)."""
 
-    def __init__(self):
+    def __init__(self, image_shape: tuple[int, int] = (28, 28)):
         super().__init__()
-        self.encoder = Encoder()
-        self.decoder = Decoder()
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.encoder = Encoder(self.image_shape[0] * self.image_shape[1])
+        self.decoder = Decoder(self.image_shape)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(images))
 
 
 def reconstruction_score(images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Per-image mean squared error over the 784 pixels: [N, 1, 28, 28] x2 -> [N]."""
+    """Per-image mean squared error over the H*W pixels: [N, 1, H, W] x2 -> [N]."""
     d = images - reconstruction
-    return (d * d).reshape(images.shape[0], 784).mean(dim=1)
+    return (d * d).reshape(images.shape[0], math.prod(images.shape[1:])).mean(dim=1)
 
 
 class ScoringAutoencoder(nn.Module):
-    """What ae.onnx holds: images [N, 1, 28, 28] -> (reconstruction [N, 1, 28, 28], score [N])."""
+    """What ae.onnx holds: images [N, 1, H, W] -> (reconstruction [N, 1, H, W], score [N])."""
 
     def __init__(self, autoencoder: Autoencoder):
         super().__init__()

@@ -27,13 +27,25 @@ def plot_ae_loss(losses: list[float], path: str | os.PathLike, iters_per_epoch: 
     save_png(fig, path)
 
 
+def _figure(plt, path, title: str, xlabel: str, ylabel: str, curves) -> str:
+    """One titled, labelled figure of ``curves`` [(x, y, style, label)] saved at ``path``."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for x, y, style, label in curves:
+        ax.plot(x, y, style, label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    save_png(fig, path)
+    return os.path.basename(path)
+
+
 def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: np.ndarray,
                       history: dict, grid: np.ndarray, model_log_prob: np.ndarray, z_grid: np.ndarray,
-                      true_log_prob: np.ndarray) -> list[str]:
-    """The homework's four flow figures; returns the file names written in ``out_dir``."""
+                      true_log_prob: np.ndarray | None) -> list[str]:
+    """The homework's four flow figures (no true density for the user's data); returns the file
+    names written in ``out_dir``."""
     plt = pyplot()
-    names = []
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, data, title in ((axes[0], train_x, "Training data"), (axes[1], test_x, "Test data")):
         ax.hist(data, bins=50, color="tab:blue", label=f"{len(data)} points")
@@ -42,34 +54,13 @@ def plot_flow_figures(out_dir: str | os.PathLike, train_x: np.ndarray, test_x: n
         ax.set_ylabel("count")
         ax.legend()
     save_png(fig, os.path.join(out_dir, "flow_data.png"))
-    names.append("flow_data.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(np.arange(1, len(history["train_nll"]) + 1), history["train_nll"], label="train NLL")
-    ax.plot(np.arange(1, len(history["test_nll"]) + 1), history["test_nll"], label="test NLL")
-    ax.set_title("Flow negative log-likelihood")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("NLL (nats per point)")
-    ax.legend()
-    save_png(fig, os.path.join(out_dir, "flow_loss.png"))
-    names.append("flow_loss.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(grid, np.exp(model_log_prob), label="learned density")
-    ax.plot(grid, np.exp(true_log_prob), "--", label="true mixture density")
-    ax.set_title("Learned distribution")
-    ax.set_xlabel("x")
-    ax.set_ylabel("p(x)")
-    ax.legend()
-    save_png(fig, os.path.join(out_dir, "flow_density.png"))
-    names.append("flow_density.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(grid, z_grid, label="z = f(x)")
-    ax.set_title("Flow map x -> z")
-    ax.set_xlabel("x")
-    ax.set_ylabel("z")
-    ax.legend()
-    save_png(fig, os.path.join(out_dir, "flow_map.png"))
-    names.append("flow_map.png")
-    return names
+    epochs = np.arange(1, len(history["train_nll"]) + 1)
+    truth = [] if true_log_prob is None else [(grid, np.exp(true_log_prob), "--", "true mixture density")]
+    return ["flow_data.png",
+            _figure(plt, os.path.join(out_dir, "flow_loss.png"), "Flow negative log-likelihood", "epoch",
+                    "NLL (nats per point)", [(epochs, history["train_nll"], "-", "train NLL"),
+                                             (epochs, history["test_nll"], "-", "test NLL")]),
+            _figure(plt, os.path.join(out_dir, "flow_density.png"), "Learned distribution", "x", "p(x)",
+                    [(grid, np.exp(model_log_prob), "-", "learned density")] + truth),
+            _figure(plt, os.path.join(out_dir, "flow_map.png"), "Flow map x -> z", "x", "z",
+                    [(grid, z_grid, "-", "z = f(x)")])]

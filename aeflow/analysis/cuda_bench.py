@@ -140,14 +140,14 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session, entry = gpu._sampler_graph
+    session, entry = gpu._sampler_graph(), gpu.metadata["sampler_graph"]
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
     keep = np.ones(head.size, dtype=bool)
     for lo, hi in entry.float64_z_intervals:
         keep &= ~((head >= lo) & (head <= hi))
-    want = cpu._sampler_graph[0].run(None, {"z": head})[0]
+    want = cpu._sampler_graph().run(None, {"z": head})[0]
     return _row("sampler graph, device-resident", "sampling", [z.size / t for t in times], "samples/s",
                 check=compare("sample", x[:head.size][keep], want[keep]), flops=0, bytes=8, n=int(z.size))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import metrics
-from aeflow.datasets import DATASETS, load_images, mixture_log_density, mixture_of_gaussians
+from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import artifacts_dir
@@ -80,7 +80,7 @@ def load_anomaly_sets(specs: tuple[str, ...] | None, data_dir=None) -> list[Imag
         where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
         raise DataError(f"the default anomaly set {DEFAULT_ANOMALIES[0]} {where}; offline, pass "
                         f"--anomalies {OFFLINE_ANOMALIES} with a --data-dir DIR holding "
-                        f"DIR/{OFFLINE_ANOMALIES}/ (or --anomalies PATH)") from None
+                        f"DIR/{idx_file(*_split_name(OFFLINE_ANOMALIES))}[.gz] (or --anomalies PATH)") from None
 
 
 def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:

@@ -62,7 +62,7 @@ def golden_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow:
     """Every graph of the artifacts against golden.npz on ``device``: (provider, rows)."""
     rows, provider = [], None
     for which, meta in (("ae", threshold), ("int8", threshold), ("flow", flow), ("sampler", flow)):
-        if meta.entry(which) is None:
+        if meta is None or meta.entry(which) is None:
             continue
         session = load_graph(directory, meta, which, device, verify=verify, golden=False)
         provider = provider or provider_of(session)
@@ -83,6 +83,10 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
     except ImportError:
         notes.append("PyTorch is not installed: checked against the golden outputs only "
                      "(pip install 'aeflow[train]' to compare with the checkpoints too)")
+        return None
+    if threshold is None or flow is None or threshold.image_shape != contract.IMAGE_SHAPE:
+        notes.append("the checkpoint comparison covers 28x28 runs holding both models: checked against the golden "
+                     "outputs only")
         return None
     ae_ckpt, flow_ckpt = checkpoint_path(directory, threshold), checkpoint_path(directory, flow)
     if ae_ckpt is None or flow_ckpt is None:
@@ -110,8 +114,10 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     when ``checkpoints`` and torch is installed, the graphs against ae.pt and flow.pt. Returns a
     ``Verification``; call its ``raise_for_failure`` to turn a failed comparison into one line."""
     directory = artifacts_dir(artifacts)
-    threshold = read_threshold(directory, verify)
-    flow = read_flow(directory, verify)
+    # a run holds the detector, the flow, or both (export writes what it had)
+    has_threshold, has_flow = ((directory / n).exists() for n in (contract.THRESHOLD_JSON, contract.FLOW_JSON))
+    threshold = read_threshold(directory, verify) if has_threshold or not has_flow else None
+    flow = read_flow(directory, verify) if has_flow or threshold is None else None
     provider, golden = golden_comparisons(directory, threshold, flow, device, verify)
     notes: list[str] = []
     ckpt = checkpoint_comparisons(directory, threshold, flow, device, verify, notes) if checkpoints else None

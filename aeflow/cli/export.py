@@ -15,7 +15,7 @@ from aeflow.errors import UsageError
                "checkpoints are read from here unless --checkpoints names another folder.",
                default=Path("artifacts"), file_okay=False)
 @click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder holding ae.pt and flow.pt; default: the -o folder (never the bundled one).")
+              help="Folder holding ae.pt and/or flow.pt; default: the -o folder (never the bundled one).")
 @data_dir_option("IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
 @click.option("--opset", type=click.IntRange(17, 23), default=None, help="ONNX opset; default: the exporter's.")
 @click.option("--no-eval", is_flag=True, help="Skip type I/II evaluation on the test sets.")
@@ -23,7 +23,7 @@ from aeflow.errors import UsageError
               help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "
                    "fails unless its decisions agree with float32 on >= 99.5% of each test set.")
 def command(output, checkpoints, data_dir, opset, no_eval, quantize):
-    """Export both models to ONNX, compute the threshold and check the graphs against PyTorch.
+    """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch.
 
     Writes nothing unless every check passes (max abs difference <= 1e-5).
 
@@ -44,21 +44,27 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
 
     report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
-    th = report.threshold
-    click.echo(f"threshold {th.threshold:.6f} = mean {th.validation.mean:.6f} + 3 x std "
-               f"{th.validation.std:.6f} over {th.validation.n} validation images")
-    ev = th.evaluation
+    if report.threshold is not None:
+        _echo_detector(report.threshold)
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.flow_meta is not None:
+        nll = report.flow_meta["nll"]
+        truth = f" (true mixture {nll['true_mixture_test']:.4f})" if "true_mixture_test" in nll else ""
+        click.echo(f"flow: W = {report.flow_meta['W']:.4f}, test NLL {nll['test']:.4f}{truth}")
+    click.echo(f"wrote {', '.join(report.files)} to {output}")
+
+
+def _echo_detector(th: dict) -> None:
+    click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
+               f"{th['validation']['std']:.6f} over {th['validation']['n']} validation images")
+    ev = th["evaluation"]
     if ev:
         click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
         for name, v in ev["type_ii"].items():
             click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
-    if th.int8 is not None:
-        q = th.int8
-        click.echo(f"int8: threshold {q.threshold:.6f}, type I {q.evaluation['type_i']['rate']:.2%}, "
-                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q.evaluation["type_ii"].items())
-                   + f", decisions agree with float32 on {q.evaluation['decision_agreement_with_fp32']:.2%}")
-    for note in report.notes:
-        click.echo(f"note: {note}")
-    click.echo(f"flow: W = {report.flow_meta.W:.4f}, test NLL {report.flow_meta.nll['test']:.4f} "
-               f"(true mixture {report.flow_meta.nll['true_mixture_test']:.4f})")
-    click.echo(f"wrote {', '.join(report.files)} to {output}")
+    if "int8" in th:
+        q = th["int8"]
+        click.echo(f"int8: threshold {q['threshold']:.6f}, type I {q['evaluation']['type_i']['rate']:.2%}, "
+                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q["evaluation"]["type_ii"].items())
+                   + f", decisions agree with float32 on {q['evaluation']['decision_agreement_with_fp32']:.2%}")

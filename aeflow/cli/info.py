@@ -45,7 +45,9 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs
 
     directory = artifacts_dir(artifacts)
-    info = {"artifacts": str(directory), "metadata": {}, "graphs": [], "problems": []}
+    card = directory / "MODEL_CARD.md"
+    info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
+            "graphs": [], "problems": []}
     for name, graphs in METADATA:
         try:
             meta = read_metadata(directory, name)
@@ -72,6 +74,7 @@ def _print_text(info: dict) -> None:
     from aeflow.runtime.calibration import threshold_origin
 
     click.echo(f"artifacts: {info['artifacts']}")
+    click.echo(f"model card: {info['model_card'] or 'none (re-export to write MODEL_CARD.md)'}")
     th, fl = info["metadata"].get("threshold.json"), info["metadata"].get("flow.json")
     for g in info["graphs"]:
         size = f"{g['bytes']:,} bytes, " if "bytes" in g else ""

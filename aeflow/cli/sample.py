@@ -1,4 +1,4 @@
-"""``aeflow sample``: draw samples from the 1-D flow by inverting flow.onnx."""
+"""``aeflow sample``: draw samples from the 1-D flow by inverting it (flow_sampler.onnx or flow.onnx)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.providers import short_provider
-from aeflow.runtime.sampler import MAX_COUNT, MAX_ITERATIONS, METHODS, FlowSampler, running_stats
+from aeflow.runtime.sampler import GRAPHS, MAX_COUNT, METHODS, FlowSampler
 
-MAX_SAMPLES = MAX_COUNT
-OUTPUT_SUFFIXES = (".npy", ".csv")
+BYTES_PER_SAMPLE = {".npy": 4, ".csv": 16}  # .csv: "%.9g" plus newline, generously
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-CSV_BYTES_PER_SAMPLE = 16  # "%.9g" plus newline, generously
 HIST_BINS = 200
 PROGRESS_ABOVE = 1 << 20
 
@@ -42,8 +40,8 @@ def _load_pyplot():
 def _sink(path: Path | None, n: int, force: bool):
     """A function that stores consecutive float32 chunks into ``path`` (.npy: a header for n
     float32 then the chunks' bytes; .csv as text), written atomically with plain writes (never
-    through a memory map: a disk that fills up is an OSError, then a one-line OutputError, not a
-    SIGBUS); None stores nothing."""
+    through a memory map: a full disk is an OSError, then a one-line OutputError, not a SIGBUS);
+    None stores nothing."""
     if path is None:
         yield lambda chunk: None
         return
@@ -58,21 +56,73 @@ def _sink(path: Path | None, n: int, force: bool):
 
 def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.ndarray, n: int,
                method: str, force: bool) -> None:
+    """Plot the samples' histogram (``counts`` int64 [B] over ``edges`` float64 [B+1]) with the
+    model density into ``path``."""
     outside = n - int(counts.sum())
-    width = np.diff(edges)
     grid = np.linspace(edges[0], edges[-1], 1000)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.stairs(counts / (n * width), edges, fill=True, alpha=0.5, label=f"{n:,} samples (histogram)")
+    ax.stairs(counts / (n * np.diff(edges)), edges, fill=True, alpha=0.5, label=f"{n:,} samples (histogram)")
     ax.plot(grid, sampler.density(grid), color="C3", lw=1.5, label="model density exp(log_prob) / P(|Z| < W/2)")
-    ax.set_title(f"aeflow sample: {n:,} samples, method {method}, {short_provider(sampler.provider)}"
-                 + (f" ({outside:,} outside the plotted range)" if outside else ""))
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
+    ax.set(xlabel="x", ylabel="density", title=f"aeflow sample: {n:,} samples, method {method}, "
+           f"{short_provider(sampler.provider)}" + (f" ({outside:,} outside the plotted range)" if outside else ""))
     ax.legend()
     fig.tight_layout()
     with atomic_path(path, replace=force, what="--histogram") as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120)
     plt.close(fig)
+
+
+def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool) -> None:
+    """Before any work: ``UsageError`` for a count, seed or file name that cannot work,
+    ``OutputError`` for an output that cannot be written."""
+    if n < 1:
+        raise UsageError(f"-n must be a positive number of samples, got {n}")
+    if n > MAX_COUNT:
+        raise UsageError(f"-n {n} is more than {MAX_COUNT:.0e} samples; ask for fewer")
+    check_seed(seed, "--seed")
+    if output is not None and output.suffix.lower() not in BYTES_PER_SAMPLE:
+        raise UsageError(f"--output {output}: use a .npy or .csv file name")
+    if histogram is not None and histogram.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
+    if output is not None and histogram is not None and same_file(output, histogram):
+        raise UsageError("--output and --histogram name the same file")
+    if output is not None:
+        check_writable(output, force, "--output")
+        check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
+    if histogram is not None:
+        check_writable(histogram, force, "--histogram")
+
+
+def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, plot: tuple | None,
+          force: bool, quiet: bool) -> dict:
+    """Sample in chunks into ``output`` and ``plot`` = (pyplot, histogram path); returns the
+    samples' n, mean, std, min, max (float64, over every chunk) and the seconds sampling took."""
+    edges, counts = None, np.zeros(HIST_BINS, dtype=np.int64)
+    if plot is not None:
+        lo, hi = (float(v) for v in sampler.invert([-3.0, 3.0]))
+        edges = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), HIST_BINS + 1)
+    done, total, squares, low, high, shift = 0, 0.0, 0.0, np.inf, -np.inf, None
+    start = time.perf_counter()
+    try:
+        with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
+            for chunk in sampler.sample_chunks(n, seed, method):
+                store(chunk)
+                x = chunk.astype(np.float64)
+                shift = x[0] if shift is None else shift  # sums around a shift: no cancellation
+                done, total, squares = done + x.size, total + (x - shift).sum(), squares + ((x - shift) ** 2).sum()
+                low, high = min(low, x.min()), max(high, x.max())
+                if edges is not None:
+                    counts += np.histogram(chunk, bins=edges)[0]
+                bar.update(chunk.size)
+            seconds = time.perf_counter() - start
+            if plot is not None:
+                _histogram(plot[0], plot[1], sampler, edges, counts, n, method, force)
+    except KeyboardInterrupt:
+        written = "no output written" if output is not None or plot is not None else "nothing was written"
+        raise Interrupted(f"interrupted after {done:,} of {n:,} samples; {written}") from None
+    mean = total / done
+    return {"n": done, "mean": float(shift + mean), "std": float(np.sqrt(max(squares / done - mean * mean, 0.0))),
+            "min": float(low), "max": float(high), "seconds": seconds}
 
 
 @click.command("sample")
@@ -81,94 +131,44 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 @output_option("Write the samples (float32) to FILE.npy or FILE.csv.")
 @click.option("--histogram", type=click.Path(path_type=Path), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
-@click.option("--method", type=click.Choice(METHODS), default=None,
-              help=f"Inversion method (default: {METHODS[0]}, the fastest exact one, where the artifacts hold "
-                   f"flow_sampler.onnx; else table).")
-@click.option("--iterations", type=int, default=None,
-              help=f"bisection: steps (default from the bracket width); newton/table: most graph calls "
-                   f"(graph: fixed in flow_sampler.onnx, not settable) "
-                   f"before the float64 polish (1 to {MAX_ITERATIONS}).")
+@click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
+              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. "
+                   "Both are within 1e-5 of the float64 inverse.")
 @device_option
 @artifacts_option
 @no_verify_option
 @force_option
 @json_option
 @quiet_option
-def command(n, seed, output, histogram, method, iterations, device, artifacts, no_verify, force, as_json, quiet):
+def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 
     f maps R onto (-W/2, W/2), so z is drawn from the standard normal restricted to that range
     (exactly, by rejection): the samples follow the model's density normalised over the range.
-    Every sample is within 1e-5 of the exact float64 inverse (except with --method bisection,
-    the homework's float32 algorithm, kept for comparison).
+    Every sample is within 1e-5 of the exact float64 inverse, whichever the method; the same
+    seed gives the same samples.
 
     \b
     Example:
       aeflow sample -n 1000000 --seed 0 -o samples.npy --histogram samples.png
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
-    if n < 1:
-        raise UsageError(f"-n must be a positive number of samples, got {n}")
-    if n > MAX_SAMPLES:
-        raise UsageError(f"-n {n} is more than {MAX_SAMPLES:.0e} samples; ask for fewer")
-    if iterations is not None and not 1 <= iterations <= MAX_ITERATIONS:
-        raise UsageError(f"--iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
-    check_seed(seed, "--seed")
-    if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UsageError(f"--output {output}: use a .npy or .csv file name")
-    if histogram is not None and histogram.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
-    if output is not None and histogram is not None and same_file(output, histogram):
-        raise UsageError("--output and --histogram name the same file")
-    plt = _load_pyplot() if histogram is not None else None
-    if output is not None:
-        check_writable(output, force, "--output")
-        per_sample = 4 if output.suffix.lower() == ".npy" else CSV_BYTES_PER_SAMPLE
-        check_space(output, n * per_sample + 4096)
-    if histogram is not None:
-        check_writable(histogram, force, "--histogram")
-
+    _check_request(n, seed, output, histogram, force)
+    plot = (_load_pyplot(), histogram) if histogram is not None else None
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
-    method, iterations = sampler.resolve(method, iterations)
-    edges = None
-    if histogram is not None:
-        lo, hi = (float(v) for v in sampler.invert([-3.0, 3.0]))
-        edges = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), HIST_BINS + 1)
-    counts = np.zeros(HIST_BINS, dtype=np.int64)
-    stats = running_stats()
-    start = time.perf_counter()
-    try:
-        with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
-            for chunk in sampler.sample_chunks(n, seed, method, iterations):
-                store(chunk)
-                stats.add(chunk)
-                if edges is not None:
-                    counts += np.histogram(chunk, bins=edges)[0]
-                bar.update(chunk.size)
-            seconds = time.perf_counter() - start
-            if histogram is not None:
-                _histogram(plt, histogram, sampler, edges, counts, n, method, force)
-    except KeyboardInterrupt:
-        written = "no output written" if output is not None or histogram is not None else "nothing was written"
-        raise Interrupted(f"interrupted after {stats.n:,} of {n:,} samples; {written}") from None
-    s = stats.stats()
-    z_lo, z_hi = sampler.z_range
-    summary = {
-        "n": s.n, "seed": seed, "method": method,
-        "iterations": iterations,
-        "provider": sampler.provider, "seconds": seconds, "samples_per_second": s.n / seconds if seconds > 0 else None,
-        "mean": s.mean, "std": s.std, "min": s.min, "max": s.max,
-        "z_range": [z_lo, z_hi], "truncation_mass": sampler.truncation_mass,
-        "output": str(output) if output is not None else None,
-        "histogram": str(histogram) if histogram is not None else None,
-    }
+    s = _draw(sampler, n, seed, method, output, plot, force, quiet)
+    s |= {"seed": seed, "method": method, "graph": GRAPHS[method], "provider": sampler.provider,
+          "samples_per_second": s["n"] / s["seconds"] if s["seconds"] > 0 else None,
+          "z_range": list(sampler.z_range), "truncation_mass": sampler.truncation_mass,
+          "output": str(output) if output is not None else None,
+          "histogram": str(histogram) if histogram is not None else None}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(s, indent=2))
         return
-    click.echo(f"sampled {s.n:,} x from flow.onnx in {seconds:.3f} s (method {method}, provider "
-               f"{short_provider(sampler.provider)})")
-    click.echo(f"  mean {s.mean:.6f}  std {s.std:.6f}  min {s.min:.6f}  max {s.max:.6f}")
-    click.echo(f"  z ~ N(0, 1) truncated to ({z_lo:.6f}, {z_hi:.6f}), which holds {sampler.truncation_mass:.6f} of it")
-    click.echo(f"  samples written to {output}" if output is not None else "  samples not written (pass --output FILE.npy)")
-    if histogram is not None:
-        click.echo(f"  histogram written to {histogram}")
+    click.echo(f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
+               f"{short_provider(s['provider'])})\n"
+               f"  mean {s['mean']:.6f}  std {s['std']:.6f}  min {s['min']:.6f}  max {s['max']:.6f}\n"
+               f"  z ~ N(0, 1) truncated to ({s['z_range'][0]:.6f}, {s['z_range'][1]:.6f}), which holds "
+               f"{s['truncation_mass']:.6f} of it\n"
+               + (f"  samples written to {output}" if output is not None else "  samples not written (pass --output FILE.npy)")
+               + (f"\n  histogram written to {histogram}" if histogram is not None else ""))

@@ -17,7 +17,8 @@ _seed = click.option("--seed", type=int, default=0, show_default=True, help="See
 
 # the config fields as the options spell them, for the one-line errors of the config checks
 FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
-         "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test"}
+         "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
+_column = click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
 
 
 def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
@@ -40,38 +41,50 @@ def command():
 
 
 @command.command("ae")
+@click.option("--data", "data", multiple=True, help="Your normal images (any format 'aeflow score' reads; "
+              "repeat for more files); default: MNIST from --data-dir.")
 @_data_dir
 @_out
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per step.")
+@click.option("--val-fraction", type=float, default=1 / 6, help="Share held out for the threshold (default 1/6).")
 @_seed
 @quiet_option
 @force_option
-def train_ae(data_dir, output, epochs, lr, batch_size, seed, quiet, force):
-    """Train the 784-256-128-32 autoencoder on MNIST with MSE.
+def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed, quiet, force):
+    """Train the H*W-256-128-32 autoencoder (784-256-... on MNIST) with MSE.
 
     \b
-    Example:
+    Examples:
       aeflow train ae --data-dir ../shared/data --epochs 100 -o runs/a
+      aeflow train ae --data normal.npz --epochs 30 -o runs/mine
     """
     _need_torch()
     from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
 
-    config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                      data_dir=str(data_dir) if data_dir else None)
+    if data and data_dir:
+        raise UsageError("--data names your images; --data-dir is MNIST's folder: pass one of them")
+    config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                      data_dir=str(data_dir) if data_dir else None,
+                      data=[str(Path(p).resolve()) for p in data] or None)
     check_ae_config(config, FLAGS)
     _refuse_overwrite(output, "ae.pt", force)
     path = train_autoencoder(output, config, quiet, force)
     from aeflow.train.checkpoint import load_checkpoint
 
     hist = load_checkpoint(path, "autoencoder")["history"]
-    click.echo(f"trained on {config.n_train} images ({config.n_val} held out), {epochs} epochs: "
+    shape = "x".join(map(str, config.image_shape))
+    click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {epochs} epochs: "
                f"final epoch loss {hist['epoch_loss'][-1]:.6f}")
     click.echo(f"wrote {path} and {output / 'ae_loss.png'}")
 
 
 @command.command("flow")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Your real values (1-D .npy, CSV or Parquet column, text of one value a line); "
+                   "default: the three-Gaussian mixture. 1/6 is held out.")
+@_column
 @_out
 @click.option("--components", "n_components", type=int, default=5, show_default=True, help="Number of Gaussian CDFs K.")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Passes over the training set.")
@@ -82,22 +95,25 @@ def train_ae(data_dir, output, epochs, lr, batch_size, seed, quiet, force):
 @_seed
 @quiet_option
 @force_option
-def train_flow_cmd(output, n_components, epochs, lr, batch_size, n_train, n_test, seed, quiet, force):
-    """Train the 1-D flow on the three-Gaussian mixture by maximum likelihood.
+def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n_train, n_test, seed, quiet, force):
+    """Train the 1-D flow by maximum likelihood on the three-Gaussian mixture or your values.
 
     \b
-    Example:
+    Examples:
       aeflow train flow -o runs/a
+      aeflow train flow --data sensor.csv --column temperature -o runs/mine
     """
     _need_torch()
     from aeflow.train.checkpoint import load_checkpoint
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
-                        n_train=n_train, n_test=n_test, seed=seed)
+                        n_train=n_train, n_test=n_test, seed=seed,
+                        data=str(Path(data).resolve()) if data else None, column=column)
     check_flow_config(config, FLAGS)
     _refuse_overwrite(output, "flow.pt", force)
     path = train_flow(output, config, quiet, force)
     hist = load_checkpoint(path, "flow")["history"]
-    click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}")
+    held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
+    click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")
     click.echo(f"wrote {path} and the flow_*.png figures in {output}")

@@ -1,0 +1,191 @@
+"""Training on one's own data (issue 18): images of any size, real values at any scale, the
+PyOD-style API, export of what a run holds, conformal p-values, the model card."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli, synthetic_digits
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from aeflow.errors import ArtifactError, DataError, InputError  # noqa: E402
+from aeflow.runtime import artifacts, contract  # noqa: E402
+from aeflow.runtime.conformal import conformal_p_values  # noqa: E402
+from aeflow.train.api import AutoencoderDetector, FlowModel  # noqa: E402
+
+
+def gamma_values(n: int, seed: int) -> np.ndarray:
+    """Skewed, not a Gaussian mixture."""
+    return np.random.default_rng(seed).gamma(2.0, size=n)
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    """A flow fitted at scale 1e4 exported alone, then a 12x16 detector exported beside it."""
+    out = tmp_path_factory.mktemp("api")
+    flow = FlowModel(epochs=4, seed=0).fit(gamma_values(600, 0) * 1000 + 1e4)
+    flow.export(out)
+    flow_only = sorted(p.name for p in out.iterdir())
+    wide = np.ascontiguousarray(synthetic_digits(120, 3)[:, 6:18, 4:20])  # 12x16
+    det = AutoencoderDetector(epochs=2, batch_size=20, seed=0).fit(wide)
+    det.export(out)
+    return out, flow, det, wide, flow_only
+
+
+def test_flow_alone_exports_flow_files_only(api_run):
+    out, _, _, _, flow_only = api_run
+    assert "flow.json" in flow_only and "flow_sampler.onnx" in flow_only and "MODEL_CARD.md" in flow_only
+    assert "threshold.json" not in flow_only and "ae.onnx" not in flow_only
+
+
+def test_flow_at_scale_1e4_samples_and_forward_match_pytorch(api_run):
+    from aeflow.runtime.sampler import FlowSampler
+
+    out, flow, _, _, _ = api_run
+    sampler = FlowSampler(out)
+    x = sampler.sample(2000, seed=0)
+    lo, hi = json.loads((out / "flow.json").read_text())["x_bracket"]
+    assert lo < 1e4 and hi > 2e4 and np.all((x > lo) & (x < hi))
+    assert 1e4 < np.median(x) < 1e4 + 4000
+    _, _, log_p = sampler.forward(x[:200])
+    np.testing.assert_allclose(log_p, flow.score_samples(x[:200]), atol=1e-5, rtol=1e-5)
+
+
+def test_other_image_size_exports_with_its_shape_and_parity(api_run):
+    from aeflow.runtime.golden import load_graph
+
+    out, _, det, wide, _ = api_run
+    meta = artifacts.read_threshold(out)
+    assert meta.image_shape == (12, 16) and meta.graph.signature["inputs"]["images"] == ["N", 1, 12, 16]
+    assert "192 pixels" in meta.to_json()["score"]
+    session = load_graph(out, meta, "ae", "cpu")  # signature and golden check at 12x16
+    score = session.run(None, {"images": wide[:, None].astype(np.float32) / 255})[1]
+    np.testing.assert_allclose(score, det.decision_scores_, atol=1e-5)
+    assert abs(meta.threshold - det.threshold_) < 1e-5
+    assert np.array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "12x16" in card and "1-D flow" in card and meta.golden.sha256
+
+
+def test_flow_nll_is_equivariant_under_shift_and_scale():
+    """NLL(a x + b) = NLL(x) + log|a|: the fit does not depend on the data's units."""
+    x = gamma_values(400, 1)
+    base = FlowModel(epochs=5, seed=0).fit(x).nll_
+    for a, b in ((1e4, 3e4), (1e-3, -2e-3), (-7.0, 1.0)):
+        fit = FlowModel(epochs=5, seed=0).fit(a * x + b).nll_
+        assert fit["test"] == pytest.approx(base["test"] + np.log(abs(a)), abs=2e-3)
+
+
+def test_fit_refuses_bad_values_and_images():
+    with pytest.raises(DataError, match="NaN or infinite"):
+        FlowModel().fit(np.r_[gamma_values(50, 0), np.nan])
+    with pytest.raises(DataError, match="at least 20"):
+        FlowModel().fit(np.arange(5.0))
+    with pytest.raises(DataError, match="3000x3000 pixels"):
+        AutoencoderDetector().fit(np.zeros((2, 3000, 3000), np.uint8))
+    with pytest.raises(InputError, match="pixel values span"):
+        AutoencoderDetector().fit(np.full((10, 8, 8), 3.0))
+
+
+def test_mixed_sizes_refused_in_one_line(monkeypatch):
+    from aeflow.train import data
+
+    class Fake:
+        labels = None
+
+        def __init__(self, path, column=None):
+            self.name, self.shape = str(path), (28, 28) if str(path) == "a" else (32, 32)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def batches(self, size):
+            yield np.zeros((3,) + self.shape, np.uint8)
+
+    monkeypatch.setattr(data, "open_source", Fake)
+    with pytest.raises(DataError, match="images of 32x32 pixels among images of 28x28"):
+        data.read_images(["a", "b"])
+
+
+def test_p_value_is_the_conformal_rank():
+    p = conformal_p_values(np.array([0.0, 2.0, 5.0]), np.array([3.0, 1.0, 2.0]))
+    assert p.tolist() == [1.0, 0.75, 0.25]
+    rng = np.random.default_rng(0)  # exchangeable normal data: P(p <= alpha) <= alpha
+    hits = [conformal_p_values(rng.normal(size=200), rng.normal(size=99)) <= 0.1 for _ in range(50)]
+    assert np.mean(hits) <= 0.1 + 0.01
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    np.save(d / "normal.npy", synthetic_digits(150, 5))
+    np.savetxt(d / "values.csv", np.c_[np.arange(300), gamma_values(300, 2)], delimiter=",", header="i,v", comments="")
+    for args in (["train", "ae", "--data", str(d / "normal.npy"), "--epochs", "2", "--batch-size", "25",
+                  "--val-fraction", "0.2", "-o", str(d / "run"), "-q"],
+                 ["export", "-o", str(d / "run")]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+    return d
+
+
+def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
+    from aeflow.export.reference import autoencoder_scorer
+    from aeflow.runtime.conformal import validation_scores
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    run, images = cli_run / "run", np.load(cli_run / "normal.npy")
+    scorer = AnomalyScorer(run)
+    scores = scorer.score(images)
+    np.testing.assert_allclose(scores, autoencoder_scorer(run / "ae.pt")(images[:, None] / np.float32(255)), atol=1e-5)
+    meta = scorer.metadata
+    assert meta.validation.n == meta.validation_scores == 30 and meta.data["train_images"] == 120
+    ref = validation_scores(run, meta)
+    np.testing.assert_array_equal(scorer.p_value(images), conformal_p_values(scores, ref))
+    assert not (run / "flow.json").exists() and (run / "MODEL_CARD.md").is_file()
+    assert "model card: " + str(run / "MODEL_CARD.md") in run_cli("info", "--artifacts", str(run)).stdout
+
+
+def test_cli_flow_on_a_csv_column_and_refusals(cli_run, tmp_path):
+    proc = run_cli("train", "flow", "--data", str(cli_run / "values.csv"), "--column", "v", "--epochs", "3",
+                   "-o", str(tmp_path), "-q")
+    assert proc.returncode == 0 and "50 of 300 values held out" in proc.stdout, proc.stderr
+    (tmp_path / "bad.txt").write_text("1\n2\nnan\n" * 10)
+    for path, column, needle in (("values.csv", None, "pick one with --column"), ("values.csv", "w", "no column 'w'")):
+        line = assert_one_line_error(run_cli("train", "flow", "--data", str(cli_run / path), *(["--column", column] if column else []),
+                                             "-o", str(tmp_path / "x")), 1)
+        assert needle in line
+    line = assert_one_line_error(run_cli("train", "flow", "--data", str(tmp_path / "bad.txt"), "-o", str(tmp_path / "x")), 1)
+    assert "values are NaN or infinite" in line and not (tmp_path / "x").exists()
+
+
+def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path):
+    np.savez(tmp_path / "mixed.npz", images=synthetic_digits(20, 0), is_anomaly=np.arange(20) % 7 == 0)
+    line = assert_one_line_error(run_cli("train", "ae", "--data", str(tmp_path / "mixed.npz"), "-o", str(tmp_path / "r")), 1)
+    assert "3 of its images are labelled anomalous" in line and not (tmp_path / "r" / "ae.pt").exists()
+    with pytest.raises(ArtifactError, match="neither ae.pt nor flow.pt"):
+        from aeflow.export.exporter import export_artifacts
+
+        export_artifacts(tmp_path, tmp_path)
+
+
+def test_readme_api_snippet_runs(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Python API (PyOD's convention)"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("epochs=20", "epochs=1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("held-out NLL") and "max |ONNX - PyTorch|" in lines[2]
+    assert float(lines[2].split("PyTorch| ")[1].split(";")[0]) <= 1e-5
