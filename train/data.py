@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import DataError
-from aeflow.runtime.inputs import check_values, open_source
+from aeflow.runtime.arrays import check_values
+from aeflow.runtime.inputs import open_source
 
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 16  # 256x256: fc1 alone holds 16.8M weights
 MIN_VALUES = 20
