@@ -140,7 +140,7 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session, entry = gpu._sampler_graph(), gpu.metadata["sampler_graph"]
+    session, entry = gpu._sampler_graph(), gpu.metadata.sampler
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
