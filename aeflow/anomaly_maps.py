@@ -14,13 +14,12 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import check_output_folder, publish_folder, write_bytes_atomic
+from aeflow.files import describe_os_error, name_max, publish_folder, staging_folder, untrack, write_bytes_atomic
 from aeflow.metrics import normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
@@ -29,7 +28,7 @@ INFERNO = np.array([
     (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9),
     (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
-ZOOM = 8     # each of the 28x28 pixels is drawn as ZOOM x ZOOM screen pixels
+ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
 _PAD = 12
 _BAR = 16
 _BG = (255, 255, 255)
@@ -57,7 +56,7 @@ def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """float [28, 28] in [0, 1] -> uint8 RGB [28, 28, 3]."""
+    """float [H, W] in [0, 1] -> uint8 RGB [H, W, 3]."""
     g = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)
 
@@ -73,43 +72,40 @@ def _font(size: int):
 
 def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
               vmax: float = VMAX) -> bytes:
-    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [28, 28] in [0, 1]) in grey
-    and ``amap`` (float [28, 28], the squared error) on the inferno scale [0, ``vmax``] with a
-    colour bar, each 28x28 tile zoomed ``ZOOM`` times, under the ``title`` lines."""
+    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [H, W] in [0, 1]) in grey
+    and ``amap`` (float [H, W], the squared error) on the inferno scale [0, ``vmax``] with a
+    colour bar, each tile zoomed ``ZOOM`` times, under the ``title`` lines."""
     Image, ImageDraw, _ = pil()
-    side = 28 * ZOOM
-    font, small = _font(14), _font(12)
+    h, w = (ZOOM * k for k in np.shape(image)[-2:])
     line_h = 18
     top = _PAD + line_h * len(title) + 4 + line_h          # title lines, then tile captions
-    tick_w = 48
-    width = _PAD + 3 * side + 2 * _PAD + _PAD + _BAR + 6 + tick_w + _PAD
-    height = top + side + _PAD
-    canvas = Image.new("RGB", (width, height), _BG)
+    canvas = Image.new("RGB", (_PAD + 3 * (w + _PAD) + _PAD + _BAR + 6 + 48 + _PAD, top + h + _PAD), _BG)
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(title):
-        draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=font)
+        draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=_font(14))
     tiles = [(_grey(image), "image"), (_grey(reconstruction), "reconstruction"),
              (colorize(amap, vmax), "squared error per pixel")]
     for k, (rgb, caption) in enumerate(tiles):
-        x0 = _PAD + k * (side + _PAD)
-        tile = Image.fromarray(rgb, "RGB").resize((side, side), Image.NEAREST)
-        canvas.paste(tile, (x0, top))
-        draw.rectangle((x0 - 1, top - 1, x0 + side, top + side), outline=(160, 160, 160))
-        draw.text((x0, top - line_h), caption, fill=_FG, font=small)
-    # colour bar: vmax at the top, 0 at the bottom, five labelled ticks
-    bx = _PAD + 3 * (side + _PAD)
-    ramp = colorize(np.linspace(vmax, 0, side)[:, None].repeat(_BAR, axis=1), vmax)
-    canvas.paste(Image.fromarray(ramp, "RGB"), (bx, top))
-    draw.rectangle((bx, top, bx + _BAR - 1, top + side - 1), outline=_FG)
-    for j in range(5):
-        v = vmax * j / 4
-        y = top + round((side - 1) * (1 - j / 4))
-        draw.line((bx + _BAR, y, bx + _BAR + 4, y), fill=_FG)
-        label = f"{v:.3g}" + ("+" if j == 4 else "")
-        draw.text((bx + _BAR + 6, y - 7), label, fill=_FG, font=small)
+        x0 = _PAD + k * (w + _PAD)
+        canvas.paste(Image.fromarray(rgb, "RGB").resize((w, h), Image.NEAREST), (x0, top))
+        draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
+        draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
+    _colour_bar(canvas, draw, _PAD + 3 * (w + _PAD), top, h, vmax)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> None:
+    """The colour bar at (x, top): vmax at the top, 0 at the bottom, five labelled ticks."""
+    Image = pil()[0]
+    ramp = colorize(np.linspace(vmax, 0, height)[:, None].repeat(_BAR, axis=1), vmax)
+    canvas.paste(Image.fromarray(ramp, "RGB"), (x, top))
+    draw.rectangle((x, top, x + _BAR - 1, top + height - 1), outline=_FG)
+    for j in range(5):
+        y = top + round((height - 1) * (1 - j / 4))
+        draw.line((x + _BAR, y, x + _BAR + 4, y), fill=_FG)
+        draw.text((x + _BAR + 6, y - 7), f"{vmax * j / 4:.3g}" + ("+" if j == 4 else ""), fill=_FG, font=_font(12))
 
 
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,
@@ -133,33 +129,39 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
     return f"{prefix}{stem}_{index:06d}.png"
 
 
-def check_maps_dir(path, force: bool = False, what: str = "--maps"):
-    """Before any work: the maps folder may be new or empty (or anything with ``force``), must be
-    a folder, and its parent must exist and be writable. Raises ``OutputError``; returns a Path."""
-    return check_output_folder(path, what, empty=not force)
+def positions(names: list[str]) -> list[int | None]:
+    """For the inputs ``names``, the ``position`` each one's picture names take (``file_name``):
+    their place on the command line (from 1) when several share a stem, else None."""
+    stems = [file_name(n, 0) for n in names]
+    shared = len(set(stems)) < len(stems)
+    return [i if shared else None for i in range(1, len(names) + 1)]
 
 
 class MapWriter:
-    """Writes one picture (``panel_png``) per selected image into a staging folder beside
-    ``directory`` while scoring runs, and publishes them into ``directory`` at the end
-    (``publish``), or removes them (``discard``): the folder never holds half a run.
+    """Writes one picture (``panel_png``) per selected image into a staging folder
+    (``aeflow.files.staging_folder``) while scoring runs, and publishes them into ``directory`` at
+    the end (``publish``), or removes them (``discard``): the folder never holds half a run.
 
     ``threshold``: the one the scores are judged against; ``all_images``: a picture for every
-    image, else only for those with score > threshold. Use ``callback(name, position, labels)``
-    as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
+    image, else only for those with score > threshold. ``sources``: the inputs (``name``, ``n``),
+    whose longest picture names are checked against the file system's limit before any work. Use
+    ``callback(name, position, labels)`` as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
 
-    def __init__(self, directory, threshold: float, all_images: bool = False):
+    def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
         pil()
         self.directory = Path(directory)
         self.threshold = float(threshold)
         self.all_images = all_images
         self.names: list[str] = []
-        try:
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", suffix=".tmp",
-                                                 dir=self.directory.resolve().parent))
-        except OSError as e:
-            raise OutputError(f"--maps {self.directory}: cannot write beside it ({e.strerror or e}); "
-                              f"choose another folder") from None
+        folder = self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent
+        limit = name_max(folder)
+        for src, position in zip(sources, positions([s.name for s in sources])):
+            longest = file_name(src.name, max(src.n - 1, 0), position)
+            if len(os.fsencode(longest)) > limit:
+                raise OutputError(f"--maps {self.directory}: the pictures of {src.name} would be named "
+                                  f"{longest[:30]}..., {len(os.fsencode(longest))} bytes, longer than the file "
+                                  f"system allows ({limit}); rename the input or score it without --maps")
+        self.staging = staging_folder(self.directory, "--maps")
 
     def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
         """An ``on_reconstruction(offset, images, reconstructions, scores)`` for input ``name``
@@ -188,8 +190,11 @@ class MapWriter:
             return publish_folder(self.staging, self.directory, self.names)
         except OSError as e:
             self.discard()
-            raise OutputError(f"--maps {self.directory}: cannot write it ({e.strerror or e}); no maps written") from None
+            raise OutputError(f"--maps {self.directory}: cannot write it ({describe_os_error(e)}); no maps written") from None
+        finally:
+            untrack(self.staging)
 
     def discard(self) -> None:
         """Remove the staging folder and what it holds."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        untrack(self.staging)

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from aeflow.errors import AeflowError, InputError, OutputError, UsageError
-from aeflow.files import atomic_folder, atomic_path
+from aeflow.files import atomic_path, staged_folder
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 _EXTRA = "pip install 'aeflow[distributed]'"
@@ -154,26 +154,22 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
 # ---------------------------------------------------------------- outputs
 
-def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output") -> str:
+def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
+                artifacts=()) -> str:
     """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, or a name
-    without an extension); checks before any work that it can be written (``OutputError``) and
-    names a Parquet target (``UsageError``). ``what`` names the argument in messages."""
-    from aeflow.files import check_output_folder, check_writable
+    without an extension), checked before any work by ``aeflow.files.check_target`` (not one of
+    ``inputs`` or the ``artifacts`` folders, ...); ``UsageError`` for a target that is not Parquet."""
+    from aeflow.files import check_target
 
     text = str(output)
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
-        check_output_folder(path, what)
-        parent = path.resolve().parent
-        if path.exists() and not force:
-            raise OutputError(f"{what} {text}: folder exists; pass force=True (--force) to replace it")
-        if not os.access(parent, os.W_OK | os.X_OK):  # the new folder is renamed into place there
-            raise OutputError(f"{what} {text}: {parent} is not writable; choose another folder")
+        check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
         return "dataset"
     if path.suffix.lower() != ".parquet":
         raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
                          f"(DIR/)")
-    check_writable(path, force, what)
+    check_target(path, "file", what=what, force=force, inputs=inputs, artifacts=artifacts)
     return "file"
 
 
@@ -188,7 +184,7 @@ class _Writer:
         self._waiting: dict[int, object] = {}
         self._next = 0
         if kind == "dataset":
-            self._dir = stack.enter_context(atomic_folder(output, replace=force))
+            self._dir = stack.enter_context(staged_folder(output, replace=True))
         else:
             self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
             self._file = None
@@ -296,12 +292,13 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
         raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
-    kind = output_kind(output, force) if output is not None else None
+    scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
+    kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
+        if output is not None else None
     if kind is not None:
         from aeflow.runtime.parquet import pyarrow
 
         pyarrow()
-    scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
     settings = scorer.replace(threads=threads).__getstate__()
     threshold = scorer.threshold
     shards, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)

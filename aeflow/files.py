@@ -1,18 +1,15 @@
-"""Writing files so that nothing half-written is ever left, and hashing.
+"""The one owner of every write: the check before any work, and writing so that nothing
+half-written is ever left; hashing.
 
-One mechanism serves every writer (score/sample outputs, checkpoints, figures, reports):
-
+- ``check_target(path, kind, ...)`` decides, before any work, whether a file or folder may be
+  written: never what the command reads, the artifacts in use or the bundled ones (see there).
 - ``atomic_path(path, replace=...)`` yields a temporary path beside ``path``; the body writes it,
-  then it is fsynced and published under ``path`` in one step. On any exception, Ctrl-C or signal
-  the temporary file is removed, and an ``OSError`` (disk full, out of inodes, read-only file
-  system) becomes a one-line ``OutputError``.
-- Publishing with ``replace=False`` (no ``--force``) is exclusive: it never replaces a file that
-  appeared at ``path`` meanwhile (another process writing the same name), it fails with
-  ``OutputError`` instead and keeps that file. ``replace=True`` overwrites.
-- ``atomic_folder`` does the same for a folder of files; ``staged_folder`` and
-  ``publish_folder`` stage files and move them into a folder.
-- Every temporary file or folder alive is registered; ``remove_temporaries()`` removes what is
-  left (the CLI calls it when a command ends, by a signal or otherwise).
+  then it is fsynced and published under ``path`` in one step; without ``replace`` exclusively (a
+  file that appeared there meanwhile is kept and the write fails). ``staged_folder`` does the same
+  for the files of a folder. On any exception, Ctrl-C or signal the temporaries are removed, and
+  an ``OSError`` (disk full, read-only, ...) becomes a one-line ``OutputError``.
+- Every temporary alive is registered; ``remove_temporaries()`` removes what is left (the CLI
+  calls it when a command ends, by a signal or otherwise). ``locked`` serialises read-modify-writes.
 """
 
 from __future__ import annotations
@@ -61,16 +58,9 @@ def remove_temporaries() -> list[Path]:
 
     removed = []
     for p in paths:
-        try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
             removed.append(p)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
     return removed
 
 
@@ -132,7 +122,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     label = f"{what} {path}" if what else str(path)
     try:
         with _signals_held():  # a signal between creating the file and registering it would orphan it
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
             tmp = track(tmp)
     except OSError as e:
         raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
@@ -156,76 +146,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         untrack(tmp)
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``path``; on success its files are fsynced and it is
-    renamed onto ``path`` in one step (``publish_folder``; an existing ``path`` is first moved
-    aside and then removed, only when ``replace``; else ``FileExistsError``), on any exception it
-    is removed. Readers see the old folder, or the complete new one, never a partial one."""
-    import shutil
-    import tempfile
-
-    path = Path(path)
-    with _signals_held():
-        staging = track(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield staging
-        _fsync_files(staging)
-        if (path.exists() or path.is_symlink()) and not replace:
-            raise FileExistsError(f"{path} exists")
-        publish_folder(staging, path, [], replace=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        untrack(staging)
-
-
 def _fsync_files(folder: Path) -> None:
     """fsync every file below ``folder``."""
     for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--output") -> Path:
-    """Before any work: ``OutputError`` unless ``path``'s folder exists and is writable, ``path``
-    is not a folder, and it does not exist yet (or ``force``). Returns ``path`` as a Path."""
-    from aeflow.errors import OutputError
-
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        what_is = "is not a folder" if folder.exists() else "does not exist"
-        raise OutputError(f"{what} {path}: {folder} {what_is}; create the folder or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: folder {folder} is not writable; choose another path")
-    if path.is_dir():
-        raise OutputError(f"{what} {path}: is a folder; give a file name")
-    if (path.exists() or path.is_symlink()) and not force:
-        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
-    return path
-
-
-def check_output_folder(path: str | os.PathLike, what: str = "--output", empty: bool = False) -> Path:
-    """Before any work: ``OutputError`` unless ``path`` is a folder or does not exist yet, its
-    parent exists, and the folder (or, for a new one, its parent) is writable; with ``empty``, an
-    existing folder must also be empty. Returns ``path`` as a Path."""
-    from aeflow.errors import OutputError
-
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"{what} {p}: exists and is not a folder; pass a folder path")
-    if empty and p.is_dir() and any(p.iterdir()):
-        raise OutputError(f"{what} {p}: the folder is not empty; pass --force to add to it or choose a new folder")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"{what} {p}: parent folder {parent} does not exist; create it first")
-    target = p if p.exists() else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {p}: {target} is not writable; choose another folder")
-    return p
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -235,17 +161,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
-
-
-def check_not_input(output: str | os.PathLike, inputs, what: str = "--output") -> None:
-    """``UsageError`` when ``output`` is the same file as one of ``inputs`` (paths): a command
-    never writes over what it reads."""
-    from aeflow.errors import UsageError
-
-    for p in inputs:
-        p = Path(p)
-        if same_file(output, p):
-            raise UsageError(f"{what} {output} is also an input ({p}); write the output to another file")
 
 
 def printable_name(name: str) -> str:
@@ -262,16 +177,6 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def free_bytes(folder: str | os.PathLike) -> int | None:
-    """Free bytes for an unprivileged user in ``folder``'s file system, None where unknown."""
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
 def human_bytes(n: float) -> str:
     """``n`` bytes as '512 bytes', '3.4 KiB', '12.0 MiB', '1.5 GiB'."""
     if n < 1024:
@@ -279,18 +184,23 @@ def human_bytes(n: float) -> str:
     for unit in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
         if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-    return f"{n:.1f} TiB"
+            break
+    return f"{n:.1f} {unit}"
 
 
 def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (a check before the
     work; a disk that fills up later still fails cleanly in ``atomic_path``)."""
+    import shutil
+
     from aeflow.errors import OutputError
 
     path = Path(path)
-    free = free_bytes(path.parent if str(path.parent) else ".")
-    if free is not None and need > free:
+    try:
+        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        return
+    if need > free:
         raise OutputError(f"{what} {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
                           f"free some space, ask for less, or write elsewhere")
 
@@ -326,7 +236,7 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
             import shutil
             import tempfile
 
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
             os.replace(directory, old / directory.name)
         os.replace(staging, directory)
         if old is not None:
@@ -338,26 +248,160 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     return directory
 
 
-@contextlib.contextmanager
-def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield an empty staging folder for the files of ``directory``; when the block succeeds, every
-    file written there is fsynced and published by ``publish_folder``, the names in ``last`` last
-    (e.g. the metadata that names the other files' hashes). On any exception (Ctrl-C included) the
-    staging folder is removed and ``directory`` is as it was. The staging folder sits in
-    ``directory`` when it exists, else beside it (the same file system either way); ``OSError``
-    when it cannot be made."""
-    import shutil
+def temp_prefix(path: str | os.PathLike) -> str:
+    """The start of a temporary name beside ``path``: ``.NAME.`` with NAME cut to 40 characters,
+    so that a name the file system allows also leaves room for its temporary one."""
+    return f".{Path(os.path.abspath(path)).name[:40]}."
+
+
+def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False) -> Path:
+    """A new, registered (``track``) empty folder for the files of ``directory``: inside it when
+    it exists (unless ``beside``), else beside it (the same file system either way).
+    ``OutputError`` when it cannot be made; ``what`` starts the message."""
     import tempfile
 
+    from aeflow.errors import OutputError
+
     directory = Path(directory)
-    parent = directory if directory.is_dir() else directory.resolve().parent
-    with _signals_held():
-        staging = track(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    parent = directory if directory.is_dir() and not beside else Path(os.path.abspath(directory)).parent
+    try:
+        with _signals_held():
+            return track(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+
+
+@contextlib.contextmanager
+def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
+                  replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder (``staging_folder``) for the files of ``directory``; when the
+    block succeeds, every file written there is fsynced and published by ``publish_folder``, the
+    names in ``last`` last (e.g. the metadata that names the other files' hashes); ``replace``:
+    the staging folder takes the place of an existing ``directory`` in one step. On any
+    exception (Ctrl-C included) the staging folder is removed and ``directory`` is as it was; an
+    ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
+    import shutil
+
+    from aeflow.errors import OutputError
+
+    staging = staging_folder(directory, what, beside=replace)
     try:
         yield staging
         _fsync_files(staging)
         names = sorted(p.name for p in staging.iterdir())
-        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names])
+        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
+                       replace)
+    except OSError as e:
+        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         untrack(staging)
+
+
+# ---------------------------------------------------------------- the one check before any write
+
+def _bundled() -> Path:
+    import aeflow.artifacts  # the package data folder; imports nothing
+
+    return Path(aeflow.artifacts.__path__[0]).resolve()
+
+
+def _relation(target: Path, kind: str, other) -> str | None:
+    """How ``target`` meets ``other`` (compared as files: hard links, symbolic links, ``./x``):
+    "is" it, "is inside" the folder ``other``, "holds" it (a folder target), or None."""
+    t, o = Path(os.path.abspath(target)).resolve(), Path(os.path.abspath(other)).resolve()
+    if t == o or same_file(target, other):
+        return "is"
+    if o in t.parents:
+        return "is inside"
+    return "holds" if kind == "folder" and t in o.parents else None
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 where unknown)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
+                 inputs=(), artifacts=(), bundled_ok: bool = False, parents: bool = False,
+                 hint: str = "write the output elsewhere") -> Path:
+    """The one decision, before any work, whether ``path`` may be written: a "file" (published in
+    one step) or a "folder" (created, or filled: new or empty unless ``force``). Refused with one
+    line, whatever ``force`` says (``UsageError``): ``path`` is, lies inside or (a folder) holds
+    one of ``inputs`` (files or folders read) or of the ``artifacts`` folders in use, or the
+    bundled artifacts (unless ``bundled_ok``: train and export, which make them). Refused with
+    ``OutputError``: a dangling link, a parent that is missing or not writable, a name or
+    temporary name too long, an existing folder for a file, and (unless ``force``) an existing
+    file or a non-empty folder. ``parents``: missing parent folders are made later (train, export;
+    the nearest existing one must be writable). ``hint`` ends the refusals of the first kind.
+    Returns ``path`` as a Path."""
+    from aeflow.errors import OutputError, UsageError
+
+    path, parent = Path(path), Path(os.path.abspath(path)).parent
+    while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
+        parent = parent.parent
+    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(parent)
+    if size > limit:  # first: a longer name makes every later call fail
+        raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
+                          f"choose a shorter name")
+    for role, others in (("input", inputs), ("artifacts", artifacts)):
+        for other in others:
+            how = _relation(path, kind, other)
+            if how is not None:
+                said = {"is": f"is also an input ({other})", "is inside": f"is inside the input folder {other}",
+                        "holds": f"holds the input {other}"}[how]
+                if role == "artifacts":
+                    said = f"is also an input (the artifacts folder {other})"
+                raise UsageError(f"{what} {path} {said}; {hint}")
+    if not bundled_ok and _relation(path, kind, _bundled()):
+        raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
+    _check_place(path, kind, what, force, parents)
+    return path
+
+
+def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -> None:
+    from aeflow.errors import OutputError
+
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
+                          f"or choose another path")
+    parent = Path(os.path.abspath(path)).parent
+    while parents and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what_is = "is not a folder" if parent.exists() else "does not exist"
+        raise OutputError(f"{what} {path}: {parent} {what_is}; create the folder or choose another path")
+    for folder in [parent] + ([path] if kind == "folder" and path.is_dir() else []):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
+    if kind == "file" and path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path}: exists and is not a folder; pass a folder path")
+    if kind == "file" and path.exists() and not force:
+        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
+    if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
+        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, or choose a new folder")
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so nothing is left
+    behind and a killed holder releases it) for a read-modify-write of a file in it; another
+    holder is waited for. Where the platform or file system has no ``flock``, nothing is locked."""
+    fd = None
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)

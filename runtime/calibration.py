@@ -1,26 +1,15 @@
-"""Calibration: the anomaly threshold set from the user's own normal images, and written into
+"""Calibration: the anomaly threshold set from the user's own normal images, written into
 threshold.json through the artifact contract (``aeflow.runtime.contract``).
 
-An edge device never sees exactly the validation data; calibration scores a set of the device's
-own normal images and sets the threshold by one of two rules:
-
-* ``k`` ("mean + k std"): ``mean + k * std`` of the scores, std with ddof 1, computed in float64
-  by ``aeflow.metrics.threshold_from_scores``, exactly as ``aeflow export`` sets it (k = 3);
-* ``false_alarm_rate`` P ("false-alarm rate"): the empirical quantile, the r-th smallest score
-  with r = n + 1 - floor(P (n + 1)) (``aeflow.metrics.threshold_for_false_alarm_rate``), whose
-  false-alarm rate on new normal images is at most P (split-conformal); it needs
-  n >= ``aeflow.metrics.min_n_for_rate(P)`` images.
-
-Either way the record states the achieved rate on the calibration images (flagged / n), the
-exact Clopper-Pearson interval for it (``aeflow.metrics.clopper_pearson``), which is also a
-distribution-free interval for the long-run false-alarm rate on new normal images like them, and
-a prediction interval for the number of false alarms among the next n normal images
-(``aeflow.metrics.false_alarm_prediction``), which also covers the noise of a finite new set.
-
-``write_calibration`` is the one place that writes a calibrated threshold.json: it keeps every
-field export wrote (the graph's sha256, ``validation`` and ``k`` included), replaces
-``threshold`` (and ``int8.threshold``) and adds the ``calibration`` record, which the contract
-validates and seals (``artifacts.write_metadata``). The scorer loads it like any threshold.json.
+Two rules: ``k``: ``mean + k * std`` of the scores (ddof 1, float64,
+``aeflow.metrics.threshold_from_scores``, as export sets it with k = 3); ``false_alarm_rate`` P:
+the r-th smallest score, r = n + 1 - floor(P (n + 1)) (``threshold_for_false_alarm_rate``), whose
+false-alarm rate on new normal images is at most P (split-conformal; needs n >= ``min_n_for_rate``).
+The record states the achieved rate (flagged / n), its exact Clopper-Pearson interval (also a
+distribution-free interval for the long-run rate) and a prediction interval for the false alarms
+among the next n normal images. ``write_calibration``, the one writer of a calibrated
+threshold.json, keeps every field export wrote and replaces ``threshold`` (``int8.threshold``),
+adding the ``calibration`` record, which the contract validates and seals.
 """
 
 from __future__ import annotations
@@ -36,19 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import __version__
-from aeflow.errors import ArtifactError, InputError, OutputError, UsageError
-from aeflow.files import check_output_folder, sha256_file, staged_folder
+from aeflow.errors import ArtifactError, UsageError
+from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import artifacts_dir, read_threshold, write_metadata
+from aeflow.runtime.artifacts import read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 
 CONFIDENCE = 0.95
 DEFAULT_K = 3.0
 # the artifact files a calibrated copy of a folder needs beside its new threshold.json
 COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
-          contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)
+          contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
+          "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png")
 
 
 @dataclass(frozen=True)
@@ -59,21 +49,6 @@ class Calibration:
 
     threshold: float
     record: dict
-
-    @property
-    def rate(self) -> float:
-        """The achieved false-alarm rate on the calibration images (flagged / n)."""
-        return self.record["achieved_false_alarm_rate"]
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        """The Clopper-Pearson interval (lower, upper) for the long-run false-alarm rate."""
-        return self.record["interval"]["lower"], self.record["interval"]["upper"]
-
-    @property
-    def prediction(self) -> tuple[int, int]:
-        """The prediction interval (lower, upper) for the false alarms among n new normal images."""
-        return self.record["prediction"]["lower"], self.record["prediction"]["upper"]
 
 
 def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
@@ -107,21 +82,7 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
     n = int(s.size)
     if not np.all(np.isfinite(s)):
         raise UsageError("the scores hold NaN or Inf")
-    record: dict = {}
-    if rate is not None:
-        if n < min_n_for_rate(rate):
-            raise UsageError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images "
-                             f"(the threshold is the ceil((1 - rate) (n + 1))-th smallest score), got {n:,}; "
-                             f"pass more images or a larger rate")
-        q = threshold_for_false_alarm_rate(s, rate)
-        value = q.value
-        record.update(rule="false-alarm rate", false_alarm_rate=rate, rank=q.rank)
-    else:
-        if n < 2:
-            raise UsageError(f"mean + k std needs at least 2 normal images, got {n}")
-        th = threshold_from_scores(s, k)
-        value = th.value
-        record.update(rule="mean + k std", k=th.k, mean=th.mean, std=th.std, ddof=1)
+    value, record = _rule(s, k, rate)
     if not value > 0:
         raise UsageError(f"the calibrated threshold would be {value!r}; a threshold must be positive - "
                          f"are the images blank?")
@@ -141,6 +102,23 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
     return Calibration(float(value), record)
 
 
+def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, dict]:
+    """The threshold for the float64 scores ``s`` by rule ``k`` or ``rate``, and the rule's part of
+    the record; ``UsageError`` for too few scores."""
+    n = int(s.size)
+    if rate is not None:
+        if n < min_n_for_rate(rate):
+            raise UsageError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images "
+                             f"(the threshold is the ceil((1 - rate) (n + 1))-th smallest score), got {n:,}; "
+                             f"pass more images or a larger rate")
+        q = threshold_for_false_alarm_rate(s, rate)
+        return q.value, {"rule": "false-alarm rate", "false_alarm_rate": rate, "rank": q.rank}
+    if n < 2:
+        raise UsageError(f"mean + k std needs at least 2 normal images, got {n}")
+    th = threshold_from_scores(s, k)
+    return th.value, {"rule": "mean + k std", "k": th.k, "mean": th.mean, "std": th.std, "ddof": 1}
+
+
 def _ort_version() -> str:
     import onnxruntime
 
@@ -151,19 +129,20 @@ def _ort_version() -> str:
 
 def data_entry(name: str, kind: str, sha256: str, n: int) -> dict:
     """One entry of ``calibration.data``: ``kind`` "file" (sha256 of the file, as ``sha256sum``
-    prints it), "folder" (sha256 of the lines ``"<sha256>  <name>\\n"`` of its files sorted by
-    name, as ``cd DIR && sha256sum * | LC_ALL=C sort -k2`` prints them) or "array" (sha256 of the
-    images' bytes in C order, dtype as given)."""
+    prints it), "folder" (sha256 of the lines ``"<sha256>  <name>\\n"`` of the PNG files scored,
+    sorted by name, as ``cd DIR && sha256sum *.png | LC_ALL=C sort -k2`` prints them) or "array"
+    (sha256 of the images' bytes in C order, dtype as given)."""
     return {"name": str(name)[:1000], "kind": kind, "sha256": sha256, "n": int(n)}
 
 
-def path_entry(path: str | os.PathLike, n: int, name: str | None = None) -> dict:
-    """``data_entry`` for an input file or folder of ``n`` images."""
+def path_entry(path: str | os.PathLike, n: int, name: str | None = None, files=None) -> dict:
+    """``data_entry`` for an input file, or a folder of which the ``files`` (paths) were scored
+    (default: its regular files, hidden ones excluded), of ``n`` images."""
     p = Path(path)
     if p.is_dir():
-        files = sorted((f for f in p.iterdir() if f.is_file()), key=lambda f: f.name.encode())
-        listing = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
-        return data_entry(name or str(path), "folder", hashlib.sha256(listing.encode()).hexdigest(), n)
+        files = files if files is not None else [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+        listing = "".join(f"{sha256_file(f)}  {Path(f).name}\n" for f in sorted(files, key=lambda f: os.fsencode(Path(f).name)))
+        return data_entry(name or str(path), "folder", hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest(), n)
     return data_entry(name or str(path), "file", sha256_file(p), n)
 
 
@@ -183,105 +162,56 @@ def array_entry(x, name: str = "array") -> dict:
 
 # ---------------------------------------------------------------- writing threshold.json
 
-def check_out_dir(out: str | os.PathLike, force: bool = False, what: str = "out") -> Path:
-    """Before any work: a folder for a calibrated copy of the artifacts must be new or empty
-    (anything with ``force``), a folder, in a writable parent (``aeflow.files.check_output_folder``).
-    ``OutputError`` otherwise."""
-    return check_output_folder(out, what, empty=not force)
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
+def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
+                       inputs=(), cli: bool = False) -> Path | None:
+    """Before any work, where a calibration of ``directory`` may go (``aeflow.files.check_target``):
+    None for threshold.json in ``directory`` itself (``out`` None or that folder; never the
+    bundled one), else ``out``, a new or empty folder (anything with ``force``) that is not one of
+    ``inputs`` nor inside or around ``directory``. One-line ``UsageError`` / ``OutputError``
+    naming the CLI's options where ``cli``."""
+    directory = Path(directory)
+    if out is None or (Path(out).is_dir() and same_file(out, directory)):
+        what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
+        check_target(directory / contract.THRESHOLD_JSON, what=what, force=True,
+                     inputs=inputs, hint="pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy")
+        return None
+    return check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
+                        artifacts=[directory])
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None) -> Path:
     """Write threshold.json with the calibrated thresholds (``calibrations``: graph -> Calibration,
-    graph "ae" for ae.onnx, "int8" for ae.int8.onnx), through the contract's validator, atomically.
-
-    ``out`` None (or ``directory`` itself): threshold.json in ``directory`` is replaced in one
-    step. Else ``out`` receives a copy of the artifact files (hard links where the file system
-    allows, else copies) and the new threshold.json, all published together
-    (``aeflow.files.staged_folder``), and ``directory`` is left as it was; check ``out`` first with
-    ``check_out_dir``. Returns the path of the new threshold.json.
+    graph "ae" for ae.onnx, "int8" for ae.int8.onnx; their ``previous_threshold`` is set to the
+    one replaced), through the contract's validator, atomically; check first with
+    ``calibration_target``. ``out`` None: threshold.json in ``directory`` is replaced in one step,
+    under a lock on the folder (``aeflow.files.locked``), so that two calibrations at once follow
+    one another and the second records the first's threshold as previous. Else ``out`` receives
+    copies of the artifact files (``COPIED``) and the new threshold.json, published together
+    (``aeflow.files.staged_folder``), and ``directory`` is left as it was. Returns the path of
+    the new threshold.json.
 
     The old threshold.json must pass its content_sha256 check even where scoring ran with
     verify=False: the new file is sealed again, and must not bless an edited one."""
     directory = Path(directory)
-    doc = read_threshold(directory, verify=True)
-    for which, cal in calibrations.items():
-        if doc.entry(which) is None:
-            raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
-                                f"to calibrate")
-        doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
-    if out is None or (Path(out).exists() and _same_folder(Path(out), directory)):
-        write_metadata(directory / contract.THRESHOLD_JSON, doc)
-        return directory / contract.THRESHOLD_JSON
-    out = Path(out)
-    try:
-        with staged_folder(out, last=(contract.THRESHOLD_JSON,)) as tmp:
+    with locked(directory):
+        doc = read_threshold(directory, verify=True)
+        for which, cal in calibrations.items():
+            entry = doc.entry(which)
+            if entry is None:
+                raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
+                                    f"to calibrate")
+            cal.record["previous_threshold"] = float(entry.threshold)
+            doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
+        if out is None:
+            write_metadata(directory / contract.THRESHOLD_JSON, doc)
+            return directory / contract.THRESHOLD_JSON
+        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
-                    try:
-                        os.link(directory / name, tmp / name)
-                    except OSError:
-                        shutil.copy2(directory / name, tmp / name)
+                    shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
-    except OSError as e:
-        raise OutputError(f"out {out}: cannot write it ({e.strerror or e}); nothing was written") from None
-    return out / contract.THRESHOLD_JSON
-
-
-@dataclass
-class CalibrationRun:
-    """What ``calibrate_files`` did: the calibrations per graph ("ae", "int8" where it exists),
-    the inputs' ``data`` entries, the threshold.json written, and the provider that scored."""
-
-    calibrations: dict[str, Calibration]
-    data: list[dict]
-    written: Path
-    provider: str
-
-
-def calibrate_files(paths: list[str | os.PathLike], artifacts: str | os.PathLike | None = None,
-                    out: str | os.PathLike | None = None, k: float | None = None,
-                    false_alarm_rate: float | None = None, confidence: float = CONFIDENCE, device: str = "auto",
-                    batch_size: int = 1024, verify: bool = True, on_batch=None) -> CalibrationRun:
-    """Score the normal images in ``paths`` (anything ``aeflow.runtime.inputs.open_source``
-    reads) with every graph of ``artifacts`` (ae.onnx, and ae.int8.onnx where threshold.json
-    names it, each calibrated on its own scores), and write the calibrated threshold.json
-    (``write_calibration``: into ``artifacts`` itself, or a copy of it in ``out``).
-    ``on_batch(b)``: progress, called after each batch of b images."""
-    import contextlib
-
-    from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.scorer import AnomalyScorer
-
-    check_rule(k, false_alarm_rate, confidence)
-    if not paths:
-        raise UsageError("no normal images given: pass the files or folders to calibrate on")
-    directory = artifacts_dir(artifacts)
-    graphs = ["ae"] + (["int8"] if read_threshold(directory, verify).int8 is not None else [])
-    calibrations, provider = {}, ""
-    with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p)) for p in paths]
-        for s in sources:
-            if s.labels is not None and np.any(s.labels):
-                # a labelled set with anomalies in it would drag the threshold up (silently)
-                raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
-                                 f"(is_anomaly); calibrate on normal images only")
-        data = [path_entry(p, s.n, s.name) for p, s in zip(paths, sources)]
-        total = sum(s.n for s in sources)
-        if false_alarm_rate is not None and total < min_n_for_rate(false_alarm_rate):
-            # refused before any scoring
-            calibrate_scores(np.zeros(total), data, 0.0, k, false_alarm_rate, confidence)
-        for which in graphs:
-            scorer = AnomalyScorer(directory, device, batch_size, "int8" if which == "int8" else "fp32", verify)
-            provider = scorer.provider
-            scores = np.concatenate([scorer.score_source(s, on_batch) for s in sources])
-            calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, false_alarm_rate, confidence)
-    written = write_calibration(directory, calibrations, out)
-    return CalibrationRun(calibrations, data, written, provider)
+    return Path(out) / contract.THRESHOLD_JSON
 
 
 def threshold_origin(entry: contract.ThresholdEntry) -> str:

@@ -290,18 +290,21 @@ class AnomalyScorer(Rebuildable):
     def save_calibration(self, out: str | os.PathLike | None = None):
         """Write the last ``calibrate`` result into threshold.json: in this scorer's artifacts
         folder (None), or into a new folder ``out`` holding a copy of the artifacts (the folder
-        loaded is then left as it was). Only this scorer's graph (fp32 or int8) changes. Returns
-        the path written."""
-        from aeflow.runtime.calibration import check_out_dir, write_calibration
+        loaded is then left as it was; never the bundled folder). Only this scorer's graph (fp32 or
+        int8) changes. Returns the path written."""
+        from aeflow.runtime.calibration import calibration_target, write_calibration
 
         if self._calibration is None:
             raise UsageError("nothing to save: call calibrate(x) first")
         if self._threshold != self._calibration.threshold:
             raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
-        if out is not None and not (Path(out).exists() and Path(out).resolve() == self.directory.resolve()):
-            check_out_dir(out)
+        out = calibration_target(self.directory, out)
         which = "int8" if self.precision == "int8" else "ae"
-        return write_calibration(self.directory, {which: self._calibration}, out)
+        written = write_calibration(self.directory, {which: self._calibration}, out)
+        if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
+            self._meta, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
+            self._digest = metadata_digest(self.directory, self.METADATA)
+        return written
 
     def anomaly_map(self, x) -> np.ndarray:
         """Per-pixel squared reconstruction error, float32 [N, 28, 28]:

@@ -19,7 +19,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli, wait_for
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path, check_not_input, human_bytes, write_text_atomic
+from aeflow.files import atomic_path, check_target, human_bytes, write_text_atomic
 
 CPU = ["--device", "cpu"]
 
@@ -90,8 +90,8 @@ def test_output_naming_an_input_is_refused_by_file_not_string(tmp_path):
         assert "is also an input" in line, line
     assert (tmp_path / "x.npy").read_bytes() == before
     with pytest.raises(UsageError):
-        check_not_input(tmp_path / "hard.npy", [tmp_path / "x.npy"])
-    check_not_input(tmp_path / "other.npy", [tmp_path / "x.npy"])  # a new file is fine
+        check_target(tmp_path / "hard.npy", force=True, inputs=[tmp_path / "x.npy"])
+    check_target(tmp_path / "other.npy", inputs=[tmp_path / "x.npy"])  # a new file is fine
 
 
 def test_output_naming_the_artifacts_is_refused(tmp_path, bundled):

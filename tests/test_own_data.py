@@ -90,27 +90,16 @@ def test_fit_refuses_bad_values_and_images():
         AutoencoderDetector().fit(np.full((10, 8, 8), 3.0))
 
 
-def test_mixed_sizes_refused_in_one_line(monkeypatch):
+def test_mixed_sizes_refused_in_one_line(tmp_path):
     from aeflow.train import data
 
-    class Fake:
-        labels = None
-
-        def __init__(self, path, column=None):
-            self.name, self.shape = str(path), (28, 28) if str(path) == "a" else (32, 32)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def batches(self, size):
-            yield np.zeros((3,) + self.shape, np.uint8)
-
-    monkeypatch.setattr(data, "open_source", Fake)
-    with pytest.raises(DataError, match="images of 32x32 pixels among images of 28x28"):
-        data.read_images(["a", "b"])
+    np.save(tmp_path / "a.npy", np.zeros((3, 28, 28), np.uint8))
+    np.save(tmp_path / "b.npy", np.zeros((3, 32, 32), np.uint8))
+    with pytest.raises(InputError, match="32x32.*28x28|28x28.*32x32"):
+        data.read_images([tmp_path / "a.npy", tmp_path / "b.npy"])
+    np.savez(tmp_path / "c.npz", images=np.zeros((3, 28, 28), np.uint8), is_anomaly=np.array([0, 1, 0], bool))
+    with pytest.raises(DataError, match="labelled anomalous"):
+        data.read_images([tmp_path / "c.npz"])
 
 
 def test_p_value_is_the_conformal_rank():
@@ -167,7 +156,7 @@ def test_cli_flow_on_a_csv_column_and_refusals(cli_run, tmp_path):
 def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path):
     np.savez(tmp_path / "mixed.npz", images=synthetic_digits(20, 0), is_anomaly=np.arange(20) % 7 == 0)
     line = assert_one_line_error(run_cli("train", "ae", "--data", str(tmp_path / "mixed.npz"), "-o", str(tmp_path / "r")), 1)
-    assert "3 of its images are labelled anomalous" in line and not (tmp_path / "r" / "ae.pt").exists()
+    assert "3 of the images are labelled anomalous" in line and not (tmp_path / "r" / "ae.pt").exists()
     with pytest.raises(ArtifactError, match="neither ae.pt nor flow.pt"):
         from aeflow.export.exporter import export_artifacts
 

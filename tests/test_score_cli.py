@@ -197,11 +197,11 @@ def test_ctrl_c_while_scoring_writes_nothing(tmp_path, monkeypatch):
 def test_ctrl_c_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     import aeflow.runtime.outputs as outputs
 
-    def write_then_interrupt(tmp, results):
-        tmp.write_text("index,score\n0,")
+    def write_then_interrupt(stream, results):
+        stream.write("index,score\n0,")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(outputs, "_write_csv", write_then_interrupt)
+    monkeypatch.setattr(outputs, "write_csv_rows", write_then_interrupt)
     r = score("-o", str(tmp_path / "s.csv"), "--device", "cpu")
     assert r.exit_code == 130 and "no output written" in r.stderr
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 """The user's own training data: images for the autoencoder, real values for the flow.
 
-Images are read with the runtime's readers (``aeflow.runtime.inputs.open_source``: every format
-``aeflow score`` reads); ``image_shape_of`` is the one place that infers (H, W) from a batch.
+Images are read with the runtime's readers (``aeflow.runtime.inputs.read_images``: every format
+``aeflow score`` reads, the size taken from the data).
 Values are read from a 1-D .npy, a CSV or Parquet column, or a text file of one value a line.
 Every problem is one ``DataError`` line.
 """
@@ -16,69 +16,36 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import DataError
-from aeflow.runtime.arrays import check_values
-from aeflow.runtime.inputs import open_source
+from aeflow.runtime import inputs
+from aeflow.runtime.arrays import to_float32
 
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 16  # 256x256: fc1 alone holds 16.8M weights
 MIN_VALUES = 20
-BATCH = 4096
 
 
-def image_shape_of(shape: tuple[int, ...], name: str) -> tuple[int, int]:
-    """(H, W) of a batch of greyscale images shaped [b, H, W], [b, 1, H, W] or [b, H, W, 1]
-    ([b, 784] reads as 28x28); ``DataError`` for an absurd size."""
-    if len(shape) == 2 and shape[1] == 784:
-        return 28, 28
-    dims = shape[1:]
-    if len(dims) == 3 and dims[0] == 1:
-        dims = dims[1:]
-    elif len(dims) == 3 and dims[2] == 1:
-        dims = dims[:2]
-    if len(dims) != 2:
-        raise DataError(f"{name}: shape {tuple(shape)} is not a batch of greyscale images [N, H, W]")
-    h, w = int(dims[0]), int(dims[1])
+def _training_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """``shape`` (H, W) when training takes it; ``DataError`` otherwise."""
+    h, w = shape
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
-        raise DataError(f"{name}: images of {h}x{w} pixels; aeflow trains on sides of {MIN_SIDE} to {MAX_SIDE} "
+        raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {MIN_SIDE} to {MAX_SIDE} "
                         f"pixels (at most {MAX_PIXELS:,} in all)")
     return h, w
 
 
-def _as_float(batch: np.ndarray, shape: tuple[int, int], name: str, offset: int) -> np.ndarray:
-    """A batch as float32 [b, 1, H, W] in [0, 1] (uint8 / 255, floats checked)."""
-    x = batch.reshape(len(batch), 1, *shape)
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255.0)
-    x = x.astype(np.float32)
-    check_values(x, name, offset)
-    return x
-
-
 def read_images(paths: list[str | os.PathLike], column: str | None = None) -> tuple[np.ndarray, dict]:
-    """Every image in ``paths`` as float32 [N, 1, H, W] in [0, 1], all of one size, and a
-    description ``{"name", "sha256" (of the float32 pixels), "images", "image_shape"}``.
-    ``DataError`` (one line) for mixed sizes, images labelled anomalous, or no images."""
-    parts, shape, digest = [], None, hashlib.sha256()
-    for path in paths:
-        with open_source(path, column=column) as source:
-            if source.labels is not None and bool(np.any(source.labels)):
-                raise DataError(f"{source.name}: {int(source.labels.sum())} of its images are labelled anomalous "
-                                f"(is_anomaly); train on normal images only - drop them first")
-            offset = 0
-            for batch in source.batches(BATCH):
-                here = image_shape_of(batch.shape, source.name)
-                if shape is not None and here != shape:
-                    raise DataError(f"{source.name}: images of {here[0]}x{here[1]} pixels among images of "
-                                    f"{shape[0]}x{shape[1]}; train on images of one size")
-                shape = here
-                parts.append(_as_float(batch, shape, source.name, offset))
-                digest.update(parts[-1].tobytes())
-                offset += len(batch)
-    if not parts:
-        raise DataError("no images to train on")
-    images = np.concatenate(parts)
+    """Every image in ``paths`` (any format ``aeflow score`` reads, quoted globs too) as float32
+    [N, 1, H, W] in [0, 1], all of one size taken from the data, and a description ``{"name",
+    "sha256" (of the float32 pixels), "images", "image_shape"}``. One-line ``DataError`` /
+    ``InputError`` for mixed or absurd sizes, images labelled anomalous, or no images."""
+    images, labels, (h, w) = inputs.read_images(paths, image_shape=None, column=column)
+    if labels is not None and labels.any():
+        raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
+                        f"train on normal images only - drop them first")
+    _training_shape((h, w))
+    x = to_float32(images, "images", image_shape=(h, w))
     name = ", ".join(str(p) for p in paths)
-    return images, {"name": name[:1000], "sha256": digest.hexdigest(), "images": len(images),
-                    "image_shape": list(shape)}
+    return x, {"name": name[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest(), "images": len(x),
+               "image_shape": [h, w]}
 
 
 def _column(table: dict, column: str | None, name: str) -> np.ndarray:
@@ -142,10 +109,6 @@ def checked_values(values, name: str) -> np.ndarray:
 
 def as_images(x, name: str = "array") -> np.ndarray:
     """An array of greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 0..255 or float
-    in [0, 1]) as float32 [N, 1, H, W] in [0, 1]; ``DataError`` otherwise."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8 and x.dtype.kind != "f":
-        raise DataError(f"{name}: dtype {x.dtype}; pass uint8 0..255 or float in [0, 1]")
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError(f"{name}: shape {x.shape} is not a batch of greyscale images [N, H, W]")
-    return _as_float(x, image_shape_of(x.shape, name), name, 0)
+    in [0, 1]) as float32 [N, 1, H, W] in [0, 1]; one-line ``DataError`` / ``InputError`` otherwise."""
+    source = inputs.ArraySource(x, name, image_shape=None)
+    return to_float32(source.array, name, image_shape=_training_shape(source.image_shape))

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
-from aeflow.errors import Interrupted, UsageError
+from aeflow.errors import InputError, Interrupted, UsageError
+from aeflow.files import describe_os_error
+from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
 
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
@@ -31,11 +38,11 @@ def _print(run, directory: Path, out: Path | None) -> None:
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
-        r = cal.record
-        (lo, hi), (c_lo, c_hi) = cal.interval, cal.prediction
+        r, iv, pr = cal.record, cal.record["interval"], cal.record["prediction"]
         rows.append([GRAPH_FILES[which], f"{r['previous_threshold']:.6f}", f"{cal.threshold:.6f}",
-                     f"{cal.rate:.2%} ({r['flagged']:,}/{n:,})", f"{lo:.2%} - {hi:.2%}",
-                     f"{c_lo:,} - {c_hi:,} ({c_lo / n:.1%} - {c_hi / n:.1%})"])
+                     f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
+                     f"{iv['lower']:.2%} - {iv['upper']:.2%}",
+                     f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
@@ -46,7 +53,7 @@ def _print(run, directory: Path, out: Path | None) -> None:
 @click.command("calibrate")
 @click.argument("normal", nargs=-1, required=True, metavar="NORMAL...", type=click.Path(path_type=Path))
 @artifacts_option
-@output_option("Write a calibrated copy of the artifacts into this new folder (graphs hard-linked or copied) "
+@output_option("Write a calibrated copy of the artifacts into this new folder (every file copied) "
                "instead of changing --artifacts.", file_okay=False)
 @click.option("--k", "k", type=click.FloatRange(0, 100, min_open=True), default=None,
               help="Threshold = mean + K std (ddof 1) of the scores, as export sets it  [default: 3]")
@@ -84,44 +91,92 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    from aeflow.runtime.calibration import calibrate_files, check_out_dir
-    from aeflow.runtime.artifacts import artifacts_dir, bundled_dir
+    normal, directory, out = _check(artifacts, output, k, rate, force, normal)
+    try:
+        run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
+                              quiet or as_json)
+    except UsageError as e:
+        raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; threshold.json was not changed") from None
+    try:
+        if as_json:
+            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
+                                   for w, c in run.calibrations.items()}}
+            click.echo(json.dumps(doc, indent=2))
+        elif not quiet:
+            _print(run, directory, out)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:  # threshold.json is written: a reader that quit does not undo that
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
+                   f"({describe_os_error(e)})", err=True)
+
+
+def _check(artifacts, output, k, rate, force, normal):
+    """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
+    work (``aeflow.runtime.calibration.calibration_target``)."""
+    from aeflow.distributed import expand_inputs
+    from aeflow.runtime.calibration import calibration_target
+    from aeflow.runtime.artifacts import artifacts_dir
 
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
     if artifacts is None and output is None:
         raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
                                "of the bundled artifacts (which are never changed)")
-    directory = artifacts_dir(artifacts)
-    if output is None and directory.resolve() == bundled_dir().resolve():
-        raise click.UsageError("the bundled artifacts are never changed; pass -o OUTDIR for a calibrated copy")
-    out = None
-    if output is not None and not (output.exists() and output.resolve() == directory.resolve()):
-        out = check_out_dir(output, force, "--output")
-    try:
-        from aeflow.runtime.inputs import open_source
-
-        total = 0  # the images are counted first, so that the bar knows its end
-        for p in normal:
-            with open_source(p) as s:
-                total += s.n
-        graphs = 2 if _has_int8(directory, not no_verify) else 1
-        with progress_bar(total * graphs, "scoring", quiet=quiet or as_json or total * graphs <= 4 * batch_size) as bar:
-            run = calibrate_files(list(normal), directory, out, k, rate, confidence, device, batch_size,
-                                  verify=not no_verify, on_batch=bar.update)
-    except UsageError as e:
-        raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; threshold.json was not changed") from None
-    if as_json:
-        doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-               "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold) for w, c in run.calibrations.items()}}
-        click.echo(json.dumps(doc, indent=2))
-    elif not quiet:
-        _print(run, directory, out)
+    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
+    return normal, directory, calibration_target(directory, output, force, normal, cli=True)
 
 
-def _has_int8(directory: Path, verify: bool) -> bool:
+@dataclass
+class CalibrationRun:
+    """What ``calibrate_files`` did: the calibrations per graph ("ae", "int8" where it exists),
+    the inputs' ``data`` entries, the threshold.json written, and the provider that scored."""
+
+    calibrations: dict
+    data: list[dict]
+    written: Path
+    provider: str
+
+
+def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
+                    batch_size: int, verify: bool, quiet: bool) -> CalibrationRun:
+    """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
+    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) under a
+    progress bar, and write the calibrated threshold.json
+    (``aeflow.runtime.calibration.write_calibration``: into ``directory``, or a copy in ``out``)."""
     from aeflow.runtime.artifacts import read_threshold
+    from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
+    from aeflow.runtime.inputs import open_source
+    from aeflow.runtime.scorer import AnomalyScorer
 
-    return read_threshold(directory, verify).int8 is not None
+    check_rule(k, rate, confidence)
+    graphs = ["ae"] + (["int8"] if read_threshold(directory, verify).int8 is not None else [])
+    calibrations, provider = {}, ""
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(open_source(p)) for p in paths]
+        _only_normal(sources)
+        data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
+        total = sum(s.n for s in sources)
+        if rate is not None and total < min_n_for_rate(rate):
+            calibrate_scores(np.zeros(total), data, 0.0, k, rate, confidence)  # refused before any scoring
+        quiet = quiet or total * len(graphs) <= 4 * batch_size
+        with progress_bar(total * len(graphs), "scoring", quiet=quiet) as bar:
+            for which in graphs:
+                scorer = AnomalyScorer(directory, device, batch_size, "int8" if which == "int8" else "fp32", verify)
+                provider = scorer.provider
+                scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
+                calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
+    return CalibrationRun(calibrations, data, write_calibration(directory, calibrations, out), provider)
+
+
+def _only_normal(sources) -> None:
+    """A labelled set with anomalies in it would drag the threshold up (silently): refused."""
+    for s in sources:
+        if s.labels is not None and np.any(s.labels):
+            raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
+                             f"(is_anomaly); calibrate on normal images only")

@@ -40,6 +40,9 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     if quantize and no_eval:
         raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
+    from aeflow.files import check_target
+
+    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     from aeflow.parity import format_table
 
     report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)

@@ -12,7 +12,7 @@ import numpy as np
 
 from aeflow.checks import check_seed
 from aeflow.errors import Interrupted, UsageError
-from aeflow.files import atomic_path, check_space, check_writable, same_file
+from aeflow.files import atomic_path, check_space, check_target, same_file
 from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
@@ -72,7 +72,7 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
     plt.close(fig)
 
 
-def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool) -> None:
+def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
     """Before any work: ``UsageError`` for a count, seed or file name that cannot work,
     ``OutputError`` for an output that cannot be written."""
     if n < 1:
@@ -86,11 +86,12 @@ def _check_request(n: int, seed, output: Path | None, histogram: Path | None, fo
         raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
     if output is not None and histogram is not None and same_file(output, histogram):
         raise UsageError("--output and --histogram name the same file")
+    in_use = [artifacts] if artifacts else []
     if output is not None:
-        check_writable(output, force, "--output")
+        check_target(output, what="--output", force=force, artifacts=in_use)
         check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
     if histogram is not None:
-        check_writable(histogram, force, "--histogram")
+        check_target(histogram, what="--histogram", force=force, artifacts=in_use)
 
 
 def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, plot: tuple | None,
@@ -153,7 +154,7 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
       aeflow sample -n 1000000 --seed 0 -o samples.npy --histogram samples.png
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
-    _check_request(n, seed, output, histogram, force)
+    _check_request(n, seed, output, histogram, force, artifacts)
     plot = (_load_pyplot(), histogram) if histogram is not None else None
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
     s = _draw(sampler, n, seed, method, output, plot, force, quiet)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,15 @@ import numpy as np
 
 from aeflow.checks import check_batch
 from aeflow.errors import Interrupted
-from aeflow.files import check_not_input, check_space, printable_name
+from aeflow.files import check_space, check_target, printable_name
 from aeflow.metrics import type_i_error, type_ii_error
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.anomaly_maps import MapWriter, check_maps_dir, file_name
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, write_csv_rows,
-                                     write_json_lines, write_results)
+from aeflow.anomaly_maps import MapWriter, positions
+from aeflow.runtime.outputs import COLUMNS, FORMATS, ScoredInput, check_output_path, write_results, write_stdout
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer, check_threshold
 
@@ -80,10 +78,8 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 done += b
                 bar.update(b)
 
-            stems = [file_name(src.name, 0) for src in sources]
-            shared = len(set(stems)) < len(stems)
-            for position, src in enumerate(sources, 1):
-                on_rec = maps.callback(src.name, position if shared else None, src.labels) if maps else None
+            for position, src in zip(positions([s.name for s in sources]), sources):
+                on_rec = maps.callback(src.name, position, src.labels) if maps else None
                 start = time.perf_counter()
                 scores = scorer.score_source(src, advance, on_rec)
                 seconds = time.perf_counter() - start
@@ -225,25 +221,23 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
         return _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, precision, output, column,
                             force, as_json, no_verify, quiet)
     to_stdout = output is not None and str(output) == "-"
-    out = check_output_path(output, force) if output is not None and not to_stdout else None
+    paths = list(inputs) or [bundled_dir() / DEMO]
+    used = [artifacts] if artifacts is not None else []
+    out = check_output_path(output, force, paths, used) if output is not None and not to_stdout else None
     if maps_all and maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if maps_dir is not None:
-        check_maps_dir(maps_dir, force)
+        check_target(maps_dir, "folder", what="--maps", force=force, inputs=paths, artifacts=used)
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
-    paths = list(inputs) or [bundled_dir() / DEMO]
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column)) for p in paths]
         scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify, golden=not no_verify)
         if thr is not None:
             scorer.threshold = thr
         if out is not None:
-            read = [scorer.graph, scorer.directory / "threshold.json", *paths]
-            read += [f for s in sources for f in getattr(s, "files", [])]  # a folder's PNGs
-            check_not_input(out, read)
             check_space(out, _output_bytes(out, sources))
-        maps = MapWriter(maps_dir, scorer.threshold, maps_all) if maps_dir is not None else None
+        maps = MapWriter(maps_dir, scorer.threshold, maps_all, sources) if maps_dir is not None else None
         try:
             results, summaries = _score_all(scorer, sources, quiet or as_json or to_stdout, maps)
         except BaseException:
@@ -271,7 +265,7 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
         raise
 
     if to_stdout:
-        (write_json_lines if as_json else write_csv_rows)(sys.stdout, results)
+        write_stdout(results, as_json)
         if not (quiet or as_json):
             _print_table(head, summaries, total, err=True)
         return
@@ -298,7 +292,7 @@ def _distributed(inputs, scheduler, artifacts, device, batch_size, threshold, pr
     if not inputs:
         raise click.UsageError("--scheduler needs INPUT files (shards)")
     if output is not None:
-        output_kind(output, force, "--output")
+        output_kind(output, force, "--output", inputs, [artifacts] if artifacts is not None else [])
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify)
     if thr is not None:

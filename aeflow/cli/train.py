@@ -8,6 +8,7 @@ import click
 
 from aeflow.cli.options import data_dir_option, force_option, output_option, quiet_option
 from aeflow.errors import OutputError, UsageError
+from aeflow.files import check_target
 
 _data_dir = data_dir_option()
 _out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
@@ -23,6 +24,7 @@ _column = click.option("--column", default=None, help="The column to read from a
 
 def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
     """Training never replaces a checkpoint silently (the bundled ones included)."""
+    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     path = output / name
     if path.exists() and not force:
         raise OutputError(f"{path} exists; pass --force to overwrite it, or -o a new run folder")

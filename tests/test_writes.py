@@ -1,0 +1,245 @@
+"""One owner for every write (``aeflow.files.check_target``): every command and API call that writes
+refuses, before any work and whatever ``--force`` says, a target that is or holds what it reads
+(inputs, the artifacts in use, the bundled artifacts), a dangling link or a name the file system
+cannot hold; nothing on disk changes. Also: calibrate's lock, copies, globs, folder hash and
+pickling after a save, and the ``-o -`` writers on a closed, full or broken stdout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from aeflow.cli import cli
+from aeflow.errors import OutputError, UsageError
+from aeflow.files import locked, sha256_file
+from aeflow.runtime import contract
+from aeflow.runtime.calibration import calibrate_scores, write_calibration
+from aeflow.runtime.outputs import ScoredInput, write_stdout
+from aeflow.runtime.scorer import AnomalyScorer
+from conftest import copy_artifacts
+
+LONG = "b" * 245 + ".npy"  # its pictures would be named b..b_000002.png: 256 bytes
+
+
+@pytest.fixture(scope="module")
+def images(bundled):
+    with np.load(bundled / "demo.npz") as d:
+        return d["images"][~d["is_anomaly"]][:40]
+
+
+@pytest.fixture
+def place(tmp_path, images, bundled, monkeypatch):
+    """A working folder with inputs of every kind, an artifacts copy and links, as the current folder."""
+    np.save(tmp_path / "a.npy", images[:20])
+    (tmp_path / "shards").mkdir()
+    np.save(tmp_path / "shards" / "s1.npy", images[:10])
+    np.save(tmp_path / "shards" / "s2.npy", images[10:20])
+    (tmp_path / "pngs").mkdir()
+    for i in range(3):
+        Image.fromarray(images[i]).save(tmp_path / "pngs" / f"{i}.png")
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"image": [images[i].tobytes() for i in range(5)]}), tmp_path / "in.parquet")
+    copy_artifacts(bundled, tmp_path / "art")
+    (tmp_path / "link").symlink_to(tmp_path / "pngs")
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
+    (tmp_path / "dangling_dir").symlink_to(tmp_path / "nowhere")
+    os.link(tmp_path / "a.npy", tmp_path / "hard.npy")
+    np.save(tmp_path / LONG, images[:3])
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def snapshot(folder) -> dict:
+    """Every entry below ``folder`` (hidden ones too): its kind, size and contents' hash."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            kind = "link" if os.path.islink(p) else "dir" if os.path.isdir(p) else "file"
+            out[os.path.relpath(p, folder)] = (kind, sha256_file(p) if kind == "file" else None)
+    return out
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+SCHED = ("--scheduler", "local:2")
+CASES = [
+    # issue 16's list
+    (("score", "shards/*.npy", *SCHED, "-o", "shards/", "--force"), 2, "holds the input"),
+    (("score", "in.parquet", *SCHED, "-o", "in.parquet", "--force"), 2, "is also an input"),
+    (("score", "a.npy", *SCHED, "--artifacts", "art", "-o", "art", "--force"), 2, "the artifacts folder art"),
+    (("score", "a.npy", "--artifacts", "art", "-o", "art/flow.json", "--force"), 2, "the artifacts folder art"),
+    (("calibrate", "a.npy", "-o", "{bundled}", "--force"), 2, "bundled artifacts"),
+    (("calibrate", "pngs/", "-o", "pngs", "--force"), 2, "is also an input"),
+    (("score", "pngs/", "--maps", "pngs", "--force"), 2, "is also an input"),
+    # cases no fix was written for
+    (("score", "pngs/", "--maps", "link", "--force"), 2, "is also an input"),
+    (("score", "pngs/", "-o", "pngs/deeper/x.csv", "--force"), 2, "inside the input folder"),
+    (("score", "pngs", "-o", "./pngs/../pngs/x.csv", "--force"), 2, "inside the input folder"),
+    (("score", "shards/*.npy", *SCHED, "-o", ".", "--force"), 2, "holds the input"),
+    (("score", "a.npy", "--maps", ".", "--force"), 2, "holds the input"),
+    (("calibrate", "pngs", "--artifacts", "art", "-o", ".", "--force"), 2, "holds the input"),
+    (("calibrate", "shards/*.npy", "--artifacts", "art", "-o", "shards", "--force"), 2, "holds the input"),
+    (("calibrate", "a.npy", "--artifacts", "art", "-o", "art/copy", "--force"), 2, "the artifacts folder art"),
+    (("calibrate", "a.npy", "--artifacts", "{bundled}"), 2, "bundled artifacts"),
+    (("score", "a.npy", "-o", "hard.npy", "--force"), 2, "is also an input"),
+    (("score", "a.npy", "--maps", "art", "--artifacts", "art", "--force"), 2, "the artifacts folder art"),
+    (("score", "a.npy", "-o", "{bundled}/scores.csv"), 2, "bundled artifacts"),
+    (("sample", "-n", "10", "--artifacts", "art", "-o", "art/s.npy", "--force"), 2, "the artifacts folder art"),
+    (("evaluate", "--artifacts", "art", "--report", "art"), 2, "the artifacts folder art"),
+    (("score", "a.npy", "-o", "dangling.csv", "--force"), 1, "nowhere.csv, which does not exist"),
+    (("score", "a.npy", "--maps", "dangling_dir", "--force"), 1, "which does not exist"),
+    (("score", "a.npy", "-o", "x" * 252 + ".csv"), 1, "longer than the file system allows"),
+    (("score", LONG, "--maps", "m", "--maps-all"), 1, "--maps m: the pictures of"),
+]
+
+
+@pytest.mark.parametrize("args, code, words", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
+def test_writes_that_meet_what_they_read_are_refused_before_any_work(place, bundled, args, code, words):
+    if args[0] == "evaluate":
+        pytest.importorskip("matplotlib")
+    before, bundled_before = snapshot(place), snapshot(bundled)
+    r = invoke(*[a.format(bundled=bundled) for a in args])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("aeflow: error: "), (r.exit_code, r.stderr)
+    assert words in lines[0], lines[0]
+    assert snapshot(place) == before and snapshot(bundled) == bundled_before
+
+
+def test_the_api_never_writes_the_bundled_artifacts(images, bundled):
+    scorer = AnomalyScorer(device="cpu")
+    scorer.calibrate(images)
+    before = snapshot(bundled)
+    for out in (None, bundled, str(bundled) + "/"):
+        with pytest.raises(UsageError, match="bundled artifacts"):
+            scorer.save_calibration(out)
+    assert snapshot(bundled) == before
+
+
+def test_a_250_character_name_is_written(place):
+    name = "y" * 246 + ".csv"
+    r = invoke("score", "a.npy", "-o", name, "--maps", "z" * 250, "--maps-all", "-q", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert len((place / name).read_text().splitlines()) == 21
+    assert len(list((place / ("z" * 250)).iterdir())) == 20
+    assert not [p for p in os.listdir(place) if p.endswith(".tmp")]
+
+
+def _calibration(scores, previous):
+    return calibrate_scores(np.asarray(scores, float), [{"name": "x", "kind": "array", "sha256": "0" * 64, "n": 3}],
+                            previous, k=3)
+
+
+def test_in_place_calibrations_follow_one_another(place):
+    art = place / "art"
+    original = contract.read_threshold(art)["threshold"]
+    first, second = _calibration([0.01, 0.02, 0.03], original), _calibration([0.02, 0.03, 0.05], original)
+    with locked(art):  # another calibration holds the folder: this one must wait for it
+        waiting = threading.Thread(target=write_calibration, args=(art, {"ae": second}))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and contract.read_threshold(art)["threshold"] == original
+        doc = contract.read_threshold(art)
+        doc.update(threshold=first.threshold, calibration=first.record)
+        contract.write_metadata(art / "threshold.json", doc)  # what the other one wrote
+    waiting.join(30)
+    meta = contract.read_threshold(art)
+    assert meta["threshold"] == second.threshold
+    assert meta["calibration"]["previous_threshold"] == first.threshold  # nothing silently lost
+
+
+def test_two_calibrate_commands_at_once_both_land(place):
+    original = contract.read_threshold(place / "art")["threshold"]
+    procs = [subprocess.Popen([os.sys.executable, "-m", "aeflow", "calibrate", "a.npy", "--artifacts", "art", "--k", k,
+                               "--device", "cpu", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in ("2", "4")]
+    docs = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        docs.append(json.loads(out)["calibration"]["ae.onnx"])
+    final = contract.read_threshold(place / "art")
+    first, last = sorted(docs, key=lambda d: d["threshold"] == final["threshold"])
+    assert last["threshold"] == final["threshold"] and last["previous_threshold"] == first["threshold"]
+    assert first["previous_threshold"] == original
+
+
+def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(place / "pngs" / ".hidden.png")  # not read, not hashed
+    r = invoke("calibrate", "shards/*.npy", "pngs", "--artifacts", "art", "--json", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)["calibration"]["ae.onnx"]["data"]
+    assert [(d["name"], d["kind"], d["n"]) for d in data] == [("shards/s1.npy", "file", 10), ("shards/s2.npy", "file", 10),
+                                                              ("pngs", "folder", 3)]
+    assert data[0]["sha256"] == hashlib.sha256((place / "shards" / "s1.npy").read_bytes()).hexdigest()
+    listing = "".join(f"{hashlib.sha256((place / 'pngs' / n).read_bytes()).hexdigest()}  {n}\n"
+                      for n in ("0.png", "1.png", "2.png"))
+    assert data[2]["sha256"] == hashlib.sha256(listing.encode()).hexdigest()
+    if shutil.which("sha256sum") and shutil.which("sh"):  # the README's recipe
+        recipe = "cd pngs && sha256sum *.png | LC_ALL=C sort -k2 | sha256sum"
+        assert subprocess.run(["sh", "-c", recipe], capture_output=True, text=True).stdout.split()[0] == data[2]["sha256"]
+
+
+def test_a_scorer_that_saved_its_calibration_pickles(place, images):
+    scorer = AnomalyScorer(place / "art", device="cpu")
+    threshold = scorer.calibrate(images, k=2)
+    scorer.save_calibration()
+    again = pickle.loads(pickle.dumps(scorer))
+    assert again.threshold == threshold and np.array_equal(again.score(images[:5]), scorer.score(images[:5]))
+
+
+def test_a_calibrated_copy_is_a_copy_with_the_figures(tmp_path, bundled, images):
+    np.save(tmp_path / "a.npy", images)
+    r = invoke("calibrate", str(tmp_path / "a.npy"), "-o", str(tmp_path / "cal"), "-q", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    for name in ("ae.onnx", "ae.pt", "ae_loss.png", "flow_loss.png"):
+        assert not os.path.samefile(tmp_path / "cal" / name, bundled / name), name
+        assert sha256_file(tmp_path / "cal" / name) == sha256_file(bundled / name)
+    before = sha256_file(bundled / "ae.onnx")
+    with open(tmp_path / "cal" / "ae.onnx", "r+b") as f:  # an edit in place of the copy
+        f.write(b"x")
+    assert sha256_file(bundled / "ae.onnx") == before
+
+
+@pytest.mark.parametrize("stream, words", [(None, "it is closed"), ("broken", "the reader quit"),
+                                           ("full", "no space")])
+def test_stdout_that_cannot_be_written_is_one_output_error(monkeypatch, stream, words):
+    class Broken(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    if stream == "full":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full")
+        stream = open("/dev/full", "w")
+    elif stream == "broken":
+        stream = Broken()
+    monkeypatch.setattr("sys.stdout", stream)
+    rows = [ScoredInput("x.npy", np.arange(5000, dtype=np.float32), 0.5)]
+    with pytest.raises(OutputError, match=f"cannot write to standard output \\({words}"):
+        write_stdout(rows)
+
+
+def test_calibrate_with_a_reader_that_quit_keeps_exit_0(place):
+    before = sha256_file(place / "art" / "threshold.json")
+    proc = subprocess.Popen([os.sys.executable, "-m", "aeflow", "calibrate", "a.npy", "--artifacts", "art",
+                             "--device", "cpu", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader quits before the summary is printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=240) == 0 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"aeflow: warning: wrote art/threshold.json; cannot write the summary to "
+                                        f"standard output (Broken pipe)"]
+    assert sha256_file(place / "art" / "threshold.json") != before
