@@ -20,8 +20,8 @@ _LAZY = {
     "ImageSource": "aeflow.runtime.inputs",
     "ArraySource": "aeflow.runtime.inputs",
     "open_source": "aeflow.runtime.inputs",
-    "bundled_dir": "aeflow.runtime.contract",
-    "demo_images": "aeflow.runtime.contract",
+    "bundled_dir": "aeflow.runtime.artifacts",
+    "demo_images": "aeflow.runtime.artifacts",
 }
 
 __all__ = [

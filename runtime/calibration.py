@@ -31,6 +31,7 @@ from aeflow.files import check_target, locked, same_file, sha256_file, staged_fo
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
 from aeflow.runtime import contract
+from aeflow.runtime.artifacts import read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 
 # the artifact files a calibrated copy of a folder needs beside its new threshold.json
@@ -174,31 +175,30 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
     verify=False: the new file is sealed again, and must not bless an edited one."""
     directory = Path(directory)
     with locked(directory):
-        doc = copy.deepcopy(contract.read_threshold(directory, verify=True))
+        doc = read_threshold(directory, verify=True)
         for which, cal in calibrations.items():
-            entry = contract.entry_of(doc, which)
+            entry = doc.entry(which)
             if entry is None:
                 raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                     f"to calibrate")
-            cal.record["previous_threshold"] = float(entry["threshold"])
-            entry["threshold"] = cal.threshold
-            entry["calibration"] = cal.record
+            cal.record["previous_threshold"] = float(entry.threshold)
+            doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
         if out is None:
-            contract.write_metadata(directory / contract.THRESHOLD_JSON, doc)
+            write_metadata(directory / contract.THRESHOLD_JSON, doc)
             return directory / contract.THRESHOLD_JSON
         with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
-            contract.write_metadata(tmp / contract.THRESHOLD_JSON, doc)
+            write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     return Path(out) / contract.THRESHOLD_JSON
 
 
-def threshold_origin(entry: dict) -> str:
-    """How the threshold of a checked threshold.json entry (the top level, or its "int8" entry)
-    was set, in words: export's rule on its validation scores, or the calibration's."""
-    cal = entry.get("calibration")
+def threshold_origin(entry: contract.ThresholdEntry) -> str:
+    """How the threshold of a checked threshold.json entry (``ThresholdMeta.entry``: "ae" or
+    "int8") was set, in words: export's rule on its validation scores, or the calibration's."""
+    cal = entry.calibration
     if cal is None:
-        return f"mean + {entry['k']:g} std of {entry['validation']['n']:,} validation scores, at export"
+        return f"mean + {entry.k:g} std of {entry.validation.n:,} validation scores, at export"
     rule = f"mean + {cal['k']:g} std" if cal["rule"] == "mean + k std" else f"false-alarm rate {cal['false_alarm_rate']:g}"
     return f"calibrated {cal['date'][:10]}: {rule} of {cal['n']:,} normal images"

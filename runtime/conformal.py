@@ -27,21 +27,21 @@ def conformal_p_values(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (1.0 + at_least) / (ref.size + 1.0)
 
 
-def validation_scores(directory: Path, meta: dict, verify: bool = True) -> np.ndarray:
+def validation_scores(directory: Path, meta: contract.ThresholdMeta, verify: bool = True) -> np.ndarray:
     """The validation scores export kept (float32 [n], n = threshold.json's ``validation_scores``),
     golden.npz checked against its recorded sha256 unless ``verify`` is False; ``ArtifactError``."""
     path = Path(directory) / contract.GOLDEN_FILE
-    if "validation_scores" not in meta:
+    if meta.validation_scores is None:
         raise ArtifactError(f"{Path(directory) / contract.THRESHOLD_JSON}: no validation scores (exported before "
                             f"p-values); re-export with 'aeflow export' for p-values")
-    if not path.is_file() or (verify and sha256_file(path) != meta["golden"]["sha256"]):
+    if not path.is_file() or (verify and sha256_file(path) != meta.golden.sha256):
         raise ArtifactError(f"{path}: missing or not the file threshold.json records; re-export")
     try:
         with np.load(path, allow_pickle=False) as npz:
             scores = npz["validation_scores"]
     except Exception as e:  # a damaged zip raises many types
         raise ArtifactError(f"{path}: no readable validation_scores ({type(e).__name__}); re-export") from None
-    if scores.dtype != np.float32 or scores.shape != (meta["validation_scores"],) or not np.isfinite(scores).all():
-        raise ArtifactError(f"{path}: validation_scores is not float32 [{meta['validation_scores']}] of finite "
+    if scores.dtype != np.float32 or scores.shape != (meta.validation_scores,) or not np.isfinite(scores).all():
+        raise ArtifactError(f"{path}: validation_scores is not float32 [{meta.validation_scores}] of finite "
                             f"values; re-export")
     return scores

@@ -19,7 +19,7 @@ from pathlib import Path
 from aeflow.checks import check_threads
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 
 _PENDING = "_pending_settings"
 _LOCK = "_pending_lock"

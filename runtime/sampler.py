@@ -22,7 +22,8 @@ import numpy as np
 from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
-from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE, artifacts_dir, read_flow
+from aeflow.runtime.artifacts import artifacts_dir, read_flow
+from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
 from aeflow.runtime.device import run_graph
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
@@ -103,8 +104,8 @@ class FlowSampler(Rebuildable):
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         self.directory = artifacts_dir(artifacts)
         self._meta = meta = read_flow(self.directory, verify)
-        self._comp = c = inversion.Components(**{k: meta["components"][k] for k in ("mu", "sigma", "weight")})
-        self.z_range, self.x_bracket = (-c.half_w, c.half_w), (float(meta["x_bracket"][0]), float(meta["x_bracket"][1]))
+        self._comp = c = meta.components
+        self.z_range, self.x_bracket = (-c.half_w, c.half_w), meta.x_bracket
         self.truncation_mass = math.erf(c.half_w / math.sqrt(2.0))
         self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
         self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
@@ -130,9 +131,9 @@ class FlowSampler(Rebuildable):
         return provider_of(self._session)
 
     @property
-    def metadata(self) -> dict:
-        """flow.json as recorded (a copy)."""
-        return dict(self._meta)
+    def metadata(self):
+        """flow.json as recorded (typed, frozen: ``aeflow.runtime.contract.FlowMeta``)."""
+        return self._meta
 
     @property
     def graph_noise(self) -> float:
@@ -184,7 +185,7 @@ class FlowSampler(Rebuildable):
                                                  self.graph_noise)
         x = run_placed(self._sampler_graph(), "z", z.astype(np.float32), start)[0].astype(np.float64)
         unsure = ~np.isfinite(x)
-        for a, b in self._meta["sampler_graph"]["float64_z_intervals"]:
+        for a, b in self._meta.sampler.float64_z_intervals:
             unsure |= (z >= a) & (z <= b)
         if unsure.any():
             x[unsure] = inversion.polish64(self._comp, z[unsure], x[unsure], *self.x_bracket)

@@ -18,7 +18,7 @@ from aeflow.checks import check_batch, check_rule, check_threads, check_threshol
 from aeflow.errors import ArtifactError, ScaleWarning, UsageError
 from aeflow.metrics import normalized_scores
 from aeflow.runtime import contract
-from aeflow.runtime.contract import artifacts_dir, read_threshold
+from aeflow.runtime.artifacts import artifacts_dir, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, scale_problem, to_float32
 from aeflow.runtime.device import Bound
@@ -78,7 +78,7 @@ class AnomalyScorer(Rebuildable):
         which = "int8" if precision == "int8" else "ae"
         self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
         graph = self.directory / contract.GRAPHS[which].file
-        threshold = float(contract.entry_of(meta, which)["threshold"])
+        threshold = float(meta.entry(which).threshold)
         self.batch_size = int(batch_size)
         self.precision = precision
         self.graph = graph
@@ -129,9 +129,9 @@ class AnomalyScorer(Rebuildable):
         return self._provider
 
     @property
-    def metadata(self) -> dict:
-        """threshold.json as recorded (a copy), plus ``graph``, ``precision`` and ``provider``."""
-        return dict(self._meta, graph=str(self.graph), precision=self.precision, provider=self._provider)
+    def metadata(self) -> contract.ThresholdMeta:
+        """threshold.json as recorded (typed, frozen: ``aeflow.runtime.contract.ThresholdMeta``)."""
+        return self._meta
 
     def __repr__(self) -> str:
         return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self._provider!r}, "
@@ -268,8 +268,7 @@ class AnomalyScorer(Rebuildable):
         the loaded threshold.json holds for this graph, or None."""
         if self._calibration is not None:
             return copy.deepcopy(self._calibration.record)
-        entry = self._meta.get("int8") if self.precision == "int8" else self._meta
-        return copy.deepcopy(entry.get("calibration")) if entry else None
+        return copy.deepcopy(self._meta.entry("int8" if self.precision == "int8" else "ae").calibration)
 
     def save_calibration(self, out: str | os.PathLike | None = None):
         """Write the last ``calibrate`` result into threshold.json: in this scorer's artifacts

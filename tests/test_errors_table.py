@@ -30,7 +30,7 @@ from aeflow.cli import cli_message
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
 from aeflow.idx import write_idx
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import check_output_path
 from aeflow.runtime.providers import cuda_missing

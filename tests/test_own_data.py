@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from aeflow.errors import ArtifactError, DataError, InputError  # noqa: E402
-from aeflow.runtime import contract  # noqa: E402
+from aeflow.runtime import artifacts, contract  # noqa: E402
 from aeflow.runtime.conformal import conformal_p_values  # noqa: E402
 from aeflow.train.api import AutoencoderDetector, FlowModel  # noqa: E402
 
@@ -58,16 +58,16 @@ def test_other_image_size_exports_with_its_shape_and_parity(api_run):
     from aeflow.runtime.golden import load_graph
 
     out, _, det, wide, _ = api_run
-    meta = contract.read_threshold(out)
-    assert meta["image_shape"] == [12, 16] and meta["inputs"]["images"] == ["N", 1, 12, 16]
-    assert "192 pixels" in meta["score"]
+    meta = artifacts.read_threshold(out)
+    assert meta.image_shape == (12, 16) and meta.graph.signature["inputs"]["images"] == ["N", 1, 12, 16]
+    assert "192 pixels" in meta.to_json()["score"]
     session = load_graph(out, meta, "ae", "cpu")  # signature and golden check at 12x16
     score = session.run(None, {"images": wide[:, None].astype(np.float32) / 255})[1]
     np.testing.assert_allclose(score, det.decision_scores_, atol=1e-5)
-    assert abs(meta["threshold"] - det.threshold_) < 1e-5
+    assert abs(meta.threshold - det.threshold_) < 1e-5
     assert np.array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
     card = (out / "MODEL_CARD.md").read_text()
-    assert "12x16" in card and "1-D flow" in card and meta["golden"]["sha256"]
+    assert "12x16" in card and "1-D flow" in card and meta.golden.sha256
 
 
 def test_flow_nll_is_equivariant_under_shift_and_scale():
@@ -133,7 +133,7 @@ def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     scores = scorer.score(images)
     np.testing.assert_allclose(scores, autoencoder_scorer(run / "ae.pt")(images[:, None] / np.float32(255)), atol=1e-5)
     meta = scorer.metadata
-    assert meta["validation"]["n"] == meta["validation_scores"] == 30 and meta["data"]["train_images"] == 120
+    assert meta.validation.n == meta.validation_scores == 30 and meta.data["train_images"] == 120
     ref = validation_scores(run, meta)
     np.testing.assert_array_equal(scorer.p_value(images), conformal_p_values(scores, ref))
     assert not (run / "flow.json").exists() and (run / "MODEL_CARD.md").is_file()
