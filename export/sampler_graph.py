@@ -1,17 +1,12 @@
-"""``flow_sampler.onnx``: the whole sampler x = f^-1(z), z float32 [N] -> x float32 [N], one ONNX graph.
-
-An inverse table (cubic Hermite pieces solved in float64 at export, evenly spaced in z in the bulk and
-in log tail mass in the tails) gives each target a start and a bracket, then a fixed number of
-safeguarded Newton steps with flow.onnx's ops (no data-dependent control flow: CUDA graphs can
-capture it). ``check_sampler_graph`` measures it against float64; flow.json records the z intervals
-where f' < ``TRUSTED_SLOPE``, which the runtime finishes in float64.
-"""
+"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: an inverse table (cubic Hermite pieces solved in
+float64, even in z in the bulk and in log tail mass in the tails) gives a start and a bracket, then fixed
+safeguarded Newton steps with flow.onnx's ops (no data-dependent control flow: CUDA graphs capture it).
+``check_sampler_graph`` measures it against float64; flow.json records where f' < ``TRUSTED_SLOPE``."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -28,9 +23,7 @@ TAIL_NODES = 256  # intervals per tail (evenly spaced in log tail mass)
 TAIL_MASS = 0.02  # where the tails begin: W/2 - |z| below this
 TAIL_FLOOR = 1e-8  # the smallest tail mass tabulated; float32 z cannot resolve W/2 - |z| below ~1e-7
 MAX_NEWTON_STEPS = 3  # the export writes the fewest steps (1, 2 or 3) that pass the check
-# the float32 graph's error in z measured <= 7e-7 on the bundled flow, so where f' >= 0.1 its x is
-# within ~7e-6; below it the runtime polishes in float64 (about 0.5% of N(0, 1) targets)
-TRUSTED_SLOPE = 0.1
+TRUSTED_SLOPE = 0.1  # graph error in z <= 7e-7: x within 7e-6 where f' >= this; below, a float64 finish
 X_TOLERANCE = 1e-5  # max |x - x_ref| where f' >= TRUSTED_SLOPE: the runtime's promise
 RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same error, with margin
 
@@ -45,19 +38,6 @@ def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 torch.exp(flow.weight_logits).numpy().astype(np.float32))
 
 
-class InverseTables(NamedTuple):
-    """``rows`` float32 [L, 6]: per interval x(u) = c0 + c1 u + c2 u^2 + c3 u^3 (u in [0, 1]) and its
-    ends, bulk then upper then lower tail; the coordinates' ``z0``, ``inv_dz``, ``inv_ds``; the
-    ``bulk`` and ``tail`` interval counts."""
-
-    rows: np.ndarray
-    z0: float
-    inv_dz: float
-    inv_ds: float
-    bulk: int
-    tail: int
-
-
 def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     """float64 [L, 6] rows of the cubic Hermite pieces through nodes x [L+1] with dx/du ``slope``
     [L+1]: coefficients, then the pieces' ends in increasing order."""
@@ -66,9 +46,10 @@ def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.concatenate([np.stack([x[:-1], m0, 3 * d - 2 * m0 - m1, m0 + m1 - 2 * d], axis=1), ends], axis=1)
 
 
-def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -> InverseTables:
-    """The table for the flow ``comp``: nodes solved in float64 (``inversion.polish64``), every
-    value rounded to float32 once at the end."""
+def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -> tuple:
+    """The table for the flow ``comp``: (rows float32 [L, 6], z0, 1 / dz, 1 / ds), per interval x(u) =
+    c0 + c1 u + c2 u^2 + c3 u^3 (u in [0, 1]) and its ends, bulk then upper then lower tail; nodes
+    solved in float64 (``inversion.polish64``), every value rounded to float32 once at the end."""
     lo, hi = x_bracket
     z_nodes = np.linspace(-(comp.half_w - TAIL_MASS), comp.half_w - TAIL_MASS, TABLE_NODES + 1)
     dz = z_nodes[1] - z_nodes[0]
@@ -80,23 +61,20 @@ def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -
         x = inversion.polish64(comp, side * (comp.half_w - mass), np.full(mass.shape, side * 3.0), lo, hi)
         # s = log(TAIL_MASS / m): dx/ds = m / f'(x) on the upper side, -m / f'(x) on the lower
         rows.append(_pieces(x, side * ds * mass / comp.dz_dx(x)))
-    return InverseTables(np.concatenate(rows).astype(np.float32), float(z_nodes[0]), float(1.0 / dz),
-                         float(1.0 / ds), TABLE_NODES, TAIL_NODES)
+    return np.concatenate(rows).astype(np.float32), float(z_nodes[0]), float(1.0 / dz), float(1.0 / ds)
 
 
 class _Builder:
-    """Collects nodes and initializers under unique names."""
+    """Collects nodes and initializers; ``const`` and ``op`` (one output, named uniquely) return the name."""
 
     def __init__(self):
         self.nodes, self.inits, self.count = [], [], 0
 
     def const(self, name: str, value, dtype=np.float32) -> str:
-        """Add an initializer; returns its name."""
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        """Add a one-output node; returns its output's name."""
         self.count += 1
         out = f"{op_type.lower()}_{self.count}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
@@ -104,8 +82,7 @@ class _Builder:
 
 
 def _newton_step(b: _Builder, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
-    """One safeguarded Newton step on ``z``; returns (x, lo, hi) after it. f(x) with flow.onnx's op
-    sequence (Reshape, Sub, Mul, Mul, Erf, Mul, Mul, ReduceSum), f'(x) from the same t."""
+    """One safeguarded Newton step on ``z`` -> (x, lo, hi): f with flow.onnx's op sequence, f' from its t."""
     t = b.op("Mul", b.op("Sub", b.op("Reshape", x, k["col_shape"]), k["mus"]), k["inv_sigma"])
     erf = b.op("Erf", b.op("Mul", t, k["rsqrt2"]))
     fz = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, k["half"]), k["weight"]), k["axis1"], keepdims=0)
@@ -119,23 +96,24 @@ def _newton_step(b: _Builder, x: str, lo: str, hi: str, k: dict[str, str]) -> tu
     return b.op("Where", inside, xn, b.op("Mul", b.op("Add", lo, hi), k["half"])), lo, hi
 
 
-def _table_start(b: _Builder, tables: InverseTables, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
+def _table_start(b: _Builder, tables: tuple, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
     """(x, lo, hi) for input ``z``: the interval from the target's coordinate ((z - z0) / dz in the
     bulk, log(TAIL_MASS / m) / ds in the tails), its row gathered, the cubic at u clipped to the ends."""
+    table, z0, inv_dz, inv_ds = tables
     mass = b.op("Max", b.op("Sub", b.const("half_w", half_w), b.op("Abs", "z")), b.const("floor", TAIL_FLOOR))
     in_tail = b.op("Less", mass, b.const("tail_mass", TAIL_MASS))
-    c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", tables.z0)), b.const("inv_dz", tables.inv_dz))
+    c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", z0)), b.const("inv_dz", inv_dz))
     c_tail = b.op("Mul", b.op("Sub", b.const("log_tail_mass", math.log(TAIL_MASS)), b.op("Log", mass)),
-                  b.const("inv_ds", tables.inv_ds))
-    j_bulk = b.op("Clip", b.op("Floor", c_bulk), b.const("zero_f", 0.0), b.const("last_bulk", tables.bulk - 1))
-    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", b.const("last_tail", tables.tail - 1))
+                  b.const("inv_ds", inv_ds))
+    j_bulk = b.op("Clip", b.op("Floor", c_bulk), b.const("zero_f", 0.0), b.const("last_bulk", TABLE_NODES - 1))
+    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", b.const("last_tail", TAIL_NODES - 1))
     coord = b.op("Where", in_tail, c_tail, c_bulk)
     j_local = b.op("Where", in_tail, j_tail, j_bulk)
     u = b.op("Clip", b.op("Sub", coord, j_local), "zero_f", b.const("one", 1.0))
-    offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", tables.bulk),
-                  b.const("lower_offset", tables.bulk + tables.tail))
+    offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", TABLE_NODES),
+                  b.const("lower_offset", TABLE_NODES + TAIL_NODES))
     j = b.op("Cast", b.op("Add", j_local, b.op("Where", in_tail, offset, "zero")), to=TensorProto.INT64)
-    rows = b.op("Gather", b.const("table", tables.rows), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
+    rows = b.op("Gather", b.const("table", table), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
     b.count += 1  # its six columns, sizes as an input (opset 13 and later)
     cols = [f"split_{b.count}_{i}" for i in range(6)]
     sizes = b.const(f"split_sizes_{b.count}", [1] * 6, np.int64)
@@ -145,7 +123,7 @@ def _table_start(b: _Builder, tables: InverseTables, half_w: float, k: dict[str,
     return b.op("Min", b.op("Max", x, lo), hi), lo, hi
 
 
-def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: InverseTables, half_w: float,
+def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: tuple, half_w: float,
                         steps: int = 1, opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
     """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N], with ``steps`` Newton steps,
     checked by onnx.checker; ``consts`` as ``flow_constants`` returns them."""
@@ -184,10 +162,9 @@ def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], b
 
 def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
                         unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Run the graph (onnxruntime, CPU) on an even grid, uniform and truncated-normal draws and 200
-    points from 1e-9 to 1e-2 inside each edge, against the float64 inverse. Returns the figures for
-    flow.json (plus ``slow_z_intervals``); ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
-    ``TRUSTED_SLOPE`` or beyond ``RESIDUAL_TOLERANCE`` anywhere (x and slope in units of ``unit``'s scale)."""
+    """The graph (onnxruntime, CPU) against the float64 inverse on a grid, uniform and normal draws and
+    points 1e-9..1e-2 inside each edge: flow.json's figures (plus ``slow_z_intervals``), or ``ParityError``
+    beyond ``X_TOLERANCE`` where f' >= ``TRUSTED_SLOPE`` or ``RESIDUAL_TOLERANCE`` anywhere (in ``unit``'s scale)."""
     x_tol, slope = X_TOLERANCE * unit[1], TRUSTED_SLOPE / unit[1]
     rng, half = np.random.default_rng(0), comp.half_w
     normal, edges = rng.standard_normal(200_000), half - np.geomspace(1e-9, 1e-2, 200)
@@ -204,12 +181,12 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),
                "max_abs_x_error_trusted": float(np.abs(xs - ref)[trusted].max(initial=0.0)),
                "max_abs_residual": float(residual.max()), "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE}
-    problems = [f"{int((~finite).sum())} non-finite outputs"] if not finite.all() else []
-    if figures["max_abs_x_error_trusted"] > x_tol:
-        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {slope:g} "
-                        f"(tolerance {x_tol:g})")
-    if figures["max_abs_residual"] > RESIDUAL_TOLERANCE:
-        problems.append(f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")
+    problems = [msg for bad, msg in (
+        (not finite.all(), f"{int((~finite).sum())} non-finite outputs"),
+        (figures["max_abs_x_error_trusted"] > x_tol, f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} "
+                                                     f"where f' >= {slope:g} (tolerance {x_tol:g})"),
+        (figures["max_abs_residual"] > RESIDUAL_TOLERANCE,
+         f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
     return figures | {"slow_z_intervals": slow}
@@ -217,10 +194,9 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 
 def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
                         opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d) whose flow.json
-    components are ``comp_json`` (``unit``: the data's (loc, scale)), with the fewest Newton steps
-    that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph" entry, or raises
-    ``ParityError`` (saving nothing)."""
+    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, flow.json components
+    ``comp_json``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check.
+    Returns flow.json's "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
     comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
@@ -233,6 +209,6 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
                 raise
     onnx.save(model, str(path))
     return graph_entry("sampler", path, opset) | {
-        "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
+        "newton_steps": steps, "table_nodes": TABLE_NODES + 1, "tail_nodes_per_side": TAIL_NODES + 1,
         "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}

@@ -1,6 +1,6 @@
 """Inverting the flow f(x) = sum_k w_k (Phi((x - mu_k) / sigma_k) - 1/2), strictly increasing onto
-(-W/2, W/2), for many targets at once (numpy only): float32 bisection through flow.onnx (``bisect``),
-and a float64 finish from the components (``polish64``) where float32 cannot resolve x to 1e-5."""
+(-W/2, W/2), for many targets at once (numpy only): float32 bisection through flow.onnx, and a
+float64 finish from the components (``polish64``) where float32 cannot resolve x to 1e-5."""
 
 from __future__ import annotations
 
@@ -19,13 +19,7 @@ _erf, _erfc = np.frompyfunc(math.erf, 1, 1), np.frompyfunc(math.erfc, 1, 1)
 
 class Components:
     """The flow's means, scales and weights (array-like [K] each) in float64, and f from them
-    (``math.erf``); ``half_w`` is W/2 = sum(weight) / 2.
-
-    Example:
-        >>> comp = Components([0.0, 2.0], [1.0, 0.5], [1.0, 3.0])
-        >>> comp.half_w, comp.z(np.array([-50.0, 2.0, 50.0]))
-        (2.0, array([-2.        ,  0.47724987,  2.        ]))
-    """
+    (``math.erf``); ``half_w`` is W/2 = sum(weight) / 2."""
 
     def __init__(self, mu, sigma, weight):
         self.mu, self.sigma, self.weight = (np.asarray(v, dtype=np.float64) for v in (mu, sigma, weight))
@@ -51,23 +45,8 @@ class Components:
 
 def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
     """bool [M]: z float64 [M] inside any of the closed ``intervals`` [[a, b], ...]."""
-    mask = np.zeros(z.shape, dtype=bool)
-    for a, b in intervals:
-        mask |= (z >= a) & (z <= b)
-    return mask
-
-
-def bisect(evaluate: Callable[[np.ndarray], np.ndarray], z: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """The homework's bisection of every target z float64 [M] at once, float32 midpoints, from the
-    bracket [lo, hi] down to float32 resolution; ``evaluate``: x float64 [M] -> f(x) float64 [M].
-    Returns x float64 [M] (float32 values)."""
-    x_lo, x_hi = np.full(z.shape, lo, dtype=np.float32), np.full(z.shape, hi, dtype=np.float32)
-    for _ in range(max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))):
-        mid = (x_lo + x_hi) / np.float32(2)
-        above = evaluate(mid.astype(np.float64)) >= z
-        x_hi = np.where(above, mid, x_hi)
-        x_lo = np.where(above, x_lo, mid)
-    return ((x_lo + x_hi) / np.float32(2)).astype(np.float64)
+    iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    return ((z[:, None] >= iv[:, 0]) & (z[:, None] <= iv[:, 1])).any(axis=1)
 
 
 def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -99,9 +78,10 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
 
 def invert_by_bisection(evaluate: Callable[[np.ndarray], np.ndarray], comp: Components, z: np.ndarray,
                         bracket: tuple[float, float], noise: float) -> np.ndarray:
-    """The "bisection" method: ``bisect`` through the graph's float32 f (``evaluate``, whose error
-    in z is at most ``noise``), then ``polish64`` where noise / f'(x) + two float32 spacings of x
-    exceed ``FLOAT32_ERROR_BUDGET``. z float64 [M] inside (-W/2, W/2) -> x float64 [M].
+    """The "bisection" method: the homework's bisection of every target at once, float32 midpoints,
+    through the graph's float32 f (``evaluate``: x float64 [M] -> f(x) float64 [M], error in z at
+    most ``noise``) down to float32 resolution, then ``polish64`` where noise / f'(x) + two float32
+    spacings of x exceed ``FLOAT32_ERROR_BUDGET``. z float64 [M] inside (-W/2, W/2) -> x float64 [M].
 
     Example:
         >>> comp = Components([0.0], [1.0], [2.0])  # f(x) = erf(x / sqrt(2)), W = 2
@@ -110,7 +90,13 @@ def invert_by_bisection(evaluate: Callable[[np.ndarray], np.ndarray], comp: Comp
         >>> invert_by_bisection(in_float32, comp, z, (-40.0, 40.0), 1e-7).round(5)
         array([0.67449, 7.13051])
     """
-    x = bisect(evaluate, z, *bracket)
+    lo, hi = bracket
+    x_lo, x_hi = np.full(z.shape, lo, dtype=np.float32), np.full(z.shape, hi, dtype=np.float32)
+    for _ in range(max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))):
+        mid = (x_lo + x_hi) / np.float32(2)
+        above = evaluate(mid.astype(np.float64)) >= z
+        x_hi, x_lo = np.where(above, mid, x_hi), np.where(above, x_lo, mid)
+    x = ((x_lo + x_hi) / np.float32(2)).astype(np.float64)
     spacing = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
     with np.errstate(divide="ignore"):
         unsure = ~(noise / comp.dz_dx(x) + 2 * spacing <= FLOAT32_ERROR_BUDGET)

@@ -1,9 +1,6 @@
-"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2).
-
-Two methods, both within 1e-5 of the float64 inverse: "graph" (default) runs flow_sampler.onnx and
-finishes in float64 the targets in flow.json's ``float64_z_intervals``; "bisection" bisects through
-flow.onnx (``inversion.invert_by_bisection``). Same seed, same samples, whatever the chunk size.
-"""
+"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2),
+by "graph" (flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection"
+(through flow.onnx), both within 1e-5 of the float64 inverse. Same seed, same samples, any chunk size."""
 
 from __future__ import annotations
 
@@ -28,9 +25,8 @@ GRAPHS = {"graph": SAMPLER_FILE, "bisection": FLOW_FILE}  # method -> the graph 
 METHODS = tuple(GRAPHS)  # the default first
 DEFAULT_CHUNK = 1 << 16
 MAX_COUNT = 10**12  # 4 TB of float32: more is a typo
-# onnxruntime's CPU kernels round a point differently depending on its place in the batch (SIMD
-# lanes, remainders): each point goes to a place congruent to its target's position modulo SLOTS,
-# so a sample's value does not depend on the chunk size
+# onnxruntime's CPU kernels round a point by its place in the batch (SIMD lanes): each point goes to
+# a place congruent to its target's position modulo SLOTS, so no value depends on the chunk size
 SLOTS = 64
 BYTES_PER_TARGET = 256  # a chunk's working memory per target, to bound chunk_size by the memory it needs
 NOISE_GRID = 2049  # points per component where the graph's float32 noise is measured
@@ -73,11 +69,10 @@ def _check_method(method, default: str) -> str:
 class FlowSampler(Rebuildable):
     """flow.onnx (and flow_sampler.onnx, loaded on first use of "graph") inverted to sample the flow.
 
-    Arguments: ``artifacts`` (folder with flow.json, flow.onnx, flow_sampler.onnx; None: the bundled
-    one), ``device`` ("auto", "cpu", "cuda"), ``method`` (default of ``METHODS``), ``chunk_size``
-    (targets per graph call), ``verify`` (sha256 and flow.json checks), ``threads`` (onnxruntime's),
-    ``golden`` (each graph's golden check on load). ``z_range`` = (-W/2, W/2); ``truncation_mass``
-    = P(|Z| < W/2). Picklable like ``AnomalyScorer``, and shareable by threads (bit for bit serial).
+    ``artifacts``: folder with flow.json, flow.onnx, flow_sampler.onnx (None: the bundled one); ``device``
+    "auto", "cpu" or "cuda"; ``method``: the default; ``chunk_size``: targets per graph call; ``verify``:
+    sha256 and flow.json checks; ``golden``: each graph's golden check on load. ``z_range`` = (-W/2, W/2),
+    ``truncation_mass`` = P(|Z| < W/2). Picklable like ``AnomalyScorer``; threads may share one.
 
     Example:
         >>> sampler = FlowSampler(device="cpu")
@@ -104,12 +99,10 @@ class FlowSampler(Rebuildable):
         self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
         self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
         self._sampler, self._lock = None, threading.Lock()
-        # where a pickle points: fixed now, as a relative path depends on the current folder
         self._portable, self._digest = portable_artifacts(self.directory), metadata_digest(self.directory, self.METADATA)
 
     def settings(self) -> dict:
-        """What a pickle holds: the constructor's arguments (``artifacts`` absolute, or None for the
-        bundled folder) and ``digest`` (flow.json's sha256)."""
+        """What a pickle holds: the constructor's arguments (``artifacts`` absolute or None) and flow.json's sha256."""
         return {"artifacts": self._portable, "device": self._device, "method": self.method,
                 "chunk_size": self.chunk_size, "verify": self._verify, "threads": self._threads,
                 "golden": self._golden, "digest": self._digest}
@@ -149,11 +142,8 @@ class FlowSampler(Rebuildable):
         """The flow at x (array-like [N] of real numbers, cast to float32; complex input is an
         ``InputError``): (z, dz_dx, log_prob), float32 [N] each, computed by flow.onnx in chunks."""
         x = _as_floats(x, np.float32, "x")
-        outs = [np.empty(x.size, dtype=np.float32) for _ in range(3)]
-        for i in range(0, x.size, self.chunk_size):
-            for o, r in zip(outs, run_placed(self._session, "x", x[i:i + self.chunk_size], i)):
-                o[i:i + r.size] = r
-        return outs[0], outs[1], outs[2]
+        parts = [run_placed(self._session, "x", x[i:i + self.chunk_size], i) for i in range(0, x.size, self.chunk_size)]
+        return tuple(np.concatenate([p[k] for p in parts] or [np.empty(0, np.float32)]) for k in range(3))
 
     def _invert_chunk(self, z: np.ndarray, start: int, method: str) -> np.ndarray:
         """x float64 for targets z float64 [M] that sit at positions start..start+M-1."""
@@ -202,16 +192,12 @@ class FlowSampler(Rebuildable):
     def sample(self, n: int, seed: int | None = None, method: str | None = None) -> np.ndarray:
         """``n`` samples (float32 [n]) of the flow's density normalised over the range; ``seed``: an
         int for reproducible draws, or None; an output larger than the memory available is an ``InputError``."""
-        n, _ = check_count(n), check_seed(seed)
-        need, avail = n * np.dtype(np.float32).itemsize, available_memory()
-        if avail is not None and need > avail:
-            raise InputError(f"{n:,} samples need {need / 2**30:.1f} GiB for the float32 output, more than the "
+        n, _, avail = check_count(n), check_seed(seed), available_memory()
+        if avail is not None and 4 * n > avail:
+            raise InputError(f"{n:,} samples need {4 * n / 2**30:.1f} GiB for the float32 output, more than the "
                              f"{avail / 2**30:.1f} GiB of memory available; ask for fewer, or stream them to a "
                              f".npy file with 'aeflow sample --output'")
-        try:
-            out = np.empty(n, dtype=np.float32)
-        except (MemoryError, ValueError):
-            raise InputError(f"cannot allocate {n:,} float32 samples; ask for fewer") from None
+        out = np.empty(n, dtype=np.float32)
         for i, chunk in zip(range(0, n, self.chunk_size), self.sample_chunks(n, seed, method)):
             out[i:i + chunk.size] = chunk
         return out

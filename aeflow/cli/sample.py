@@ -26,9 +26,8 @@ HIST_BINS = 200
 
 @contextlib.contextmanager
 def _sink(path: Path | None, n: int, force: bool):
-    """A function storing consecutive float32 chunks into ``path`` (.npy: a header for n float32,
-    then the bytes; .csv: text), published atomically, written with plain writes (a full disk is a
-    one-line OutputError, never a memory map's SIGBUS); None stores nothing."""
+    """A function storing consecutive float32 chunks into ``path`` (.npy for n float32, or .csv), atomically,
+    by plain writes (a full disk: a one-line OutputError, not a memory map's SIGBUS); None stores nothing."""
     if path is None:
         yield lambda chunk: None
         return
@@ -43,8 +42,7 @@ def _sink(path: Path | None, n: int, force: bool):
 
 def _histogram(path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.ndarray, n: int, method: str,
                force: bool) -> None:
-    """Plot the samples' histogram (``counts`` int64 [B] over ``edges`` float64 [B+1]) with the
-    model density into ``path``."""
+    """Plot the histogram ``counts`` int64 [B] over ``edges`` float64 [B+1] with the model density into ``path``."""
     plt, outside = pyplot("--histogram"), n - int(counts.sum())
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.stairs(counts / (n * np.diff(edges)), edges, fill=True, alpha=0.5, label=f"{n:,} samples (histogram)")
@@ -60,8 +58,7 @@ def _histogram(path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.n
 
 
 def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
-    """Before any work: ``UsageError`` for a count, seed or file name that cannot work,
-    ``OutputError`` for an output that cannot be written."""
+    """Before any work: ``UsageError`` for a bad count, seed or file name, ``OutputError`` for an unwritable output."""
     if not 1 <= n <= MAX_COUNT:
         raise UsageError(f"-n must be a positive number of samples up to {MAX_COUNT:.0e}, got {n}")
     check_seed(seed, "--seed")
@@ -86,8 +83,7 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
     if histogram is not None:
         lo, hi = (float(v) for v in sampler.invert([-3.0, 3.0]))
         edges = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), HIST_BINS + 1)
-    done, total, squares, low, high, shift = 0, 0.0, 0.0, np.inf, -np.inf, None
-    start = time.perf_counter()
+    done, total, squares, low, high, shift, start = 0, 0.0, 0.0, np.inf, -np.inf, None, time.perf_counter()
     try:
         with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < 1 << 20) as bar:
             for chunk in sampler.sample_chunks(n, seed, method):
@@ -128,10 +124,8 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
 def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 
-    f maps R onto (-W/2, W/2), so z is drawn from the standard normal restricted to that range
-    (exactly, by rejection): the samples follow the model's density normalised over the range.
-    Every sample is within 1e-5 of the exact float64 inverse, whichever the method; the same
-    seed gives the same samples.
+    f maps R onto (-W/2, W/2), so the samples follow the model's density normalised over that range.
+    Every sample is within 1e-5 of the float64 inverse; the same seed gives the same samples.
 
     \b
     Example:
@@ -146,8 +140,7 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
     s |= {"seed": seed, "method": method, "graph": GRAPHS[method], "provider": sampler.provider,
           "samples_per_second": s["n"] / s["seconds"] if s["seconds"] > 0 else None,
           "z_range": list(sampler.z_range), "truncation_mass": sampler.truncation_mass,
-          "output": str(output) if output is not None else None,
-          "histogram": str(histogram) if histogram is not None else None}
+          "output": output and str(output), "histogram": histogram and str(histogram)}
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
