@@ -65,8 +65,7 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = np.log(g) - log_target[active]  # > 0: G too large, the root lies further along +side
             root_above = (d > 0) == (sa > 0)
-            aa = np.where((d != 0) & root_above, xa, aa)
-            ba = np.where((d != 0) & ~root_above, xa, ba)
+            aa, ba = np.where((d != 0) & root_above, xa, aa), np.where((d != 0) & ~root_above, xa, ba)
             xn = xa + sa * d * g / fp
             ok = np.isfinite(xn) & (xn > aa) & (xn < ba)
             xn = np.where(ok, xn, 0.5 * (aa + ba))

@@ -159,8 +159,7 @@ class FlowSampler(Rebuildable):
     def invert(self, z, method: str | None = None) -> np.ndarray:
         """x float32 [N] with f(x) = z within 1e-5 of the float64 inverse, for z array-like [N] of real
         numbers (float64) strictly inside ``z_range`` (else ``InputError``); ``method``: None, the default."""
-        method = _check_method(method, self.method)
-        z = _as_floats(z, np.float64, "z")
+        method, z = _check_method(method, self.method), _as_floats(z, np.float64, "z")
         bad = ~(np.abs(z) < self.z_range[1])  # NaN included
         if bad.any():
             raise InputError(f"{int(bad.sum())} of {z.size} z value{'s' if z.size != 1 else ''} lie outside the "

@@ -81,7 +81,7 @@ def test_method_choices():
     (["-n", "10", "--method", "newton"], "Invalid value for '--method'"),
     (["-n", "10", "-o", "x.txt"], "use a .npy or .csv"),
     (["-n", "10", "--histogram", "h.jpg2"], "use a .png, .pdf or .svg"),
-    (["-n", str(10**13)], "up to 1e+12"),
+    (["-n", str(10**13)], "ask for fewer"),
 ])
 def test_usage_errors(tmp_path, args, fragment):
     line = one_line_error(invoke(*args), 2)

@@ -60,7 +60,8 @@ def _histogram(path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.n
 def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
     """Before any work: ``UsageError`` for a bad count, seed or file name, ``OutputError`` for an unwritable output."""
     if not 1 <= n <= MAX_COUNT:
-        raise UsageError(f"-n must be a positive number of samples up to {MAX_COUNT:.0e}, got {n}")
+        raise UsageError(f"-n must be a positive number of samples, got {n}" if n < 1 else
+                         f"-n {n} is more than {MAX_COUNT:.0e} samples; ask for fewer")
     check_seed(seed, "--seed")
     if output is not None and output.suffix.lower() not in BYTES_PER_SAMPLE:
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
