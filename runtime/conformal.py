@@ -1,10 +1,5 @@
-"""Conformal p-values of anomaly scores against the detector's validation scores (numpy only).
-
-With n validation scores of normal images, an image scoring s gets
-p = (1 + #{validation scores >= s}) / (n + 1). When the image and the validation images are
-exchangeable (normal images from the same source), P(p <= alpha) <= alpha: flagging p < alpha
-raises at most a fraction alpha of false alarms. Export keeps the scores in golden.npz (array
-``validation_scores``, bound by the sha256 threshold.json records for golden.npz).
+"""Conformal p-values of anomaly scores against the validation scores export kept in golden.npz:
+p = (1 + #{validation >= s}) / (n + 1), so P(p <= alpha) <= alpha on exchangeable normal images.
 """
 
 from __future__ import annotations

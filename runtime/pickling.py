@@ -1,13 +1,7 @@
-"""Pickling runtime objects by their settings: an onnxruntime session cannot be pickled, so
-``AnomalyScorer`` and ``FlowSampler`` pickle what they were built from and rebuild the session on
-the receiving side, lazily, on first use (a Dask worker, a ``multiprocessing`` pool, a file).
-
-What travels (``settings()``): the artifacts folder as an absolute path, or ``None`` for the
-bundled folder (resolved again where the object is unpickled, so a worker uses its own installed
-copy), device, batch/chunk size, precision or method, threshold override, threads, verify, and the
-sha256 of the metadata file (threshold.json or flow.json) the sender loaded. The receiver refuses,
-with one ``ArtifactError``, artifacts whose metadata differs from the sender's: two machines with
-different models never score one job silently.
+"""Pickling runtime objects by their settings: ``AnomalyScorer`` and ``FlowSampler`` pickle what
+they were built from (artifacts folder as an absolute path, None for the bundled one, and the
+sha256 of their metadata file) and rebuild the session on first use; a receiver whose metadata
+differs from the sender's refuses with one ``ArtifactError``.
 """
 
 from __future__ import annotations
@@ -35,7 +29,7 @@ def portable_artifacts(directory: Path) -> str | None:
 
 
 def metadata_digest(directory: Path, name: str) -> str | None:
-    """sha256 of ``directory/name`` (threshold.json or flow.json), None when unreadable."""
+    """sha256 of ``directory/name``, None when unreadable."""
     try:
         return sha256_file(Path(directory) / name)
     except OSError:
@@ -47,21 +41,15 @@ MAX_THREADS = 1024  # onnxruntime would try to start every one of them
 
 def check_threads(threads) -> int | None:
     """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= MAX_THREADS):
         raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} or None, got {str(threads)[:40]}")
     return threads
 
 
 class Rebuildable:
-    """Mixin: pickle by ``settings()``, rebuild from them on first attribute access.
-
-    A subclass defines ``METADATA`` (the file whose digest travels) and ``settings() -> dict``:
-    its constructor's arguments by name plus ``digest`` (and, for the scorer, ``threshold``,
-    which its ``_rebuild`` applies). After unpickling (or ``replace``), the object holds only its
-    settings; the first access to any attribute it lacks builds the real one, once, under a lock
-    (threads may share it)."""
+    """Mixin: pickle by ``settings()`` (constructor arguments + ``digest`` of ``METADATA``); after
+    unpickling or ``replace`` the first missing attribute builds the object, once, under a lock."""
 
     METADATA = ""
 
@@ -87,11 +75,9 @@ class Rebuildable:
     def replace(self, **changes):
         """A copy with some settings changed (e.g. ``threads=1``), built on first use."""
         state = self.__getstate__()
-        unknown = sorted(set(changes) - set(state))
-        if unknown:
+        if unknown := sorted(set(changes) - set(state)):
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
-        if "threads" in changes:
-            check_threads(changes["threads"])
+        check_threads(changes.get("threads"))
         return type(self).from_settings(state | changes)
 
     @property

@@ -1,26 +1,15 @@
 #!/usr/bin/env python3
 """``make gpu-check``: prove aeflow's CUDA path on this machine and measure it, in one command.
 
-On a machine with an NVIDIA GPU and a Python that imports aeflow and onnxruntime-gpu (no network
-needed; nothing is installed), it runs in order, each step in a child process started from the
-output folder (so a source checkout never shadows the installed aeflow):
-
-  info     aeflow info --device cuda --json       every file checked, the provider that runs
-  verify   aeflow verify --device cuda --json     every graph against its golden outputs
-  tests    pytest on the CUDA tests               tests/test_cuda.py + the cases named "cuda"
-  bench    aeflow bench --device cuda --json      the CUDA rows against the device's own limits
-
-then prints one table and writes env.json, info.json, verify.json, tests.json (+ tests.xml),
-bench.json and summary.json under the folder it names (``--out``; default a new folder in the
-system's temp folder). Exit 0 when every step passed, 1 otherwise. On a machine without an
-NVIDIA GPU it says so in one line and exits 0 without running anything (CI runs it that way).
-Needs stdlib, numpy, onnxruntime, aeflow and pytest only. Whole run: under 5 minutes (``--budget``).
+Runs ``aeflow info``, ``aeflow verify`` and ``aeflow bench`` with ``--device cuda --json`` and the
+CUDA tests, each in a child process started from the output folder (so a source checkout never
+shadows the installed aeflow), prints one table and writes the JSON under ``--out``. Without an
+NVIDIA GPU it says so in one line and exits 0. Needs stdlib, numpy, onnxruntime, aeflow, pytest.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import shutil
@@ -38,15 +27,10 @@ STEP_LIMITS = {"info": 60, "verify": 120, "tests": 150, "bench": 150}
 
 def gpu_here() -> bool:
     """An NVIDIA GPU is visible: its device node, the driver's /proc entry, or libcuda loads."""
-    if Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir():
-        return True
-    for name in ("libcuda.so.1", "nvcuda.dll"):
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
+    from aeflow.runtime.providers import _loadable
+
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir() \
+        or _loadable("libcuda.so.1", "nvcuda.dll")
 
 
 def environment() -> dict:
@@ -69,11 +53,8 @@ def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, f
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=out, timeout=limit)
         return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
     except subprocess.TimeoutExpired as e:
-        return 124, _text(e.stdout), _text(e.stderr) + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
-
-
-def _text(data) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+        text = [d.decode(errors="replace") if isinstance(d, bytes) else (d or "") for d in (e.stdout, e.stderr)]
+        return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
 
 
 def _json_or_text(stdout: str):
@@ -87,17 +68,11 @@ def test_results(xml_path: Path) -> dict:
     """Counts and the failed tests' names from pytest's JUnit XML."""
     if not xml_path.exists():
         return {"passed": 0, "failed": 0, "skipped": 0, "failures": ["no test report"]}
-    cases = ET.parse(xml_path).getroot().iter("testcase")
     counts, failures = {"passed": 0, "failed": 0, "skipped": 0}, []
-    for case in cases:
-        name = f"{case.get('classname')}::{case.get('name')}"
-        if case.find("failure") is not None or case.find("error") is not None:
-            counts["failed"] += 1
-            failures.append(name)
-        elif case.find("skipped") is not None:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        bad = case.find("failure") is not None or case.find("error") is not None
+        counts["failed" if bad else "skipped" if case.find("skipped") is not None else "passed"] += 1
+        failures += [f"{case.get('classname')}::{case.get('name')}"] if bad else []
     return counts | {"failures": failures}
 
 
