@@ -1,10 +1,6 @@
-"""Anomaly-map pictures: an image, its reconstruction and the per-pixel squared error as a heat
-map, side by side, with a colour bar, rendered to PNG with Pillow (a dependency of aeflow,
-imported lazily). Used by ``aeflow score --maps`` and the ``aeflow evaluate`` report.
-
-The heat map's colour scale is the same for every picture: squared error 0 (black) to
-``VMAX`` (pale yellow), matplotlib's "inferno" colour map; errors above ``VMAX`` take its
-colour. Pixels lie in [0, 1], so the squared error of a pixel can reach 1.
+"""Anomaly-map pictures (``aeflow score --maps``, the ``evaluate`` report): image, reconstruction and
+per-pixel squared error side by side, the error on one fixed "inferno" scale from 0 to ``VMAX``
+(errors above take its top colour), rendered to PNG with Pillow.
 """
 
 from __future__ import annotations
@@ -36,8 +32,7 @@ _FG = (20, 20, 20)
 
 
 def pil(purpose: str = "anomaly maps"):
-    """Pillow's ``PIL.Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError`` where
-    Pillow is not installed."""
+    """Pillow's ``Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError``."""
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
@@ -46,8 +41,7 @@ def pil(purpose: str = "anomaly maps"):
 
 
 def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
-    """Map values (float [...], 0 = black) onto the inferno colour map over [0, vmax]; values
-    outside are clipped. Returns uint8 [..., 3]."""
+    """float [...] on the inferno map over [0, vmax] (clipped) -> uint8 RGB [..., 3]."""
     t = np.clip(np.asarray(values, dtype=np.float64) / vmax, 0.0, 1.0) * (len(INFERNO) - 1)
     lo = np.minimum(np.floor(t).astype(np.int64), len(INFERNO) - 2)
     frac = (t - lo)[..., None]
@@ -72,9 +66,8 @@ def _font(size: int):
 
 def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
               vmax: float = VMAX) -> bytes:
-    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [H, W] in [0, 1]) in grey
-    and ``amap`` (float [H, W], the squared error) on the inferno scale [0, ``vmax``] with a
-    colour bar, each tile zoomed ``ZOOM`` times, under the ``title`` lines."""
+    """PNG bytes: ``image``, ``reconstruction`` (float [H, W] in [0, 1]) in grey and ``amap`` (float
+    [H, W]) on the inferno scale with a colour bar, zoomed ``ZOOM`` times, under ``title``."""
     Image, ImageDraw, _ = pil()
     h, w = (ZOOM * k for k in np.shape(image)[-2:])
     line_h = 18
@@ -110,8 +103,7 @@ def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> Non
 
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,
              label: bool | None) -> list[str]:
-    """The title lines of one picture: where the image came from, its score, the normalised score,
-    the threshold, the decision and (where known) the input's label."""
+    """A picture's title lines: source, decision, label where known, score, normalised score, threshold."""
     verdict = "ANOMALY (score > threshold)" if score > threshold else "normal (score <= threshold)"
     known = "" if label is None else f"; label: {'anomaly' if label else 'normal'}"
     return [f"{source}, image {index}: {verdict}{known}",
@@ -119,9 +111,7 @@ def describe(source: str, index: int, score: float, normalized: float, threshold
 
 
 def file_name(source: str, index: int, position: int | None = None) -> str:
-    """``STEM_INDEX.png`` for image ``index`` of input ``source`` (the stem reduced to letters,
-    digits, '.', '_' and '-'); ``position`` (the input's place on the command line) prefixes it
-    when several inputs share a stem."""
+    """``[POSITION-]STEM_INDEX.png`` for image ``index`` of ``source`` (stem: letters, digits, '._-')."""
     stem = source.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
     stem = stem.split(".", 1)[0] if "." in stem.lstrip(".") else stem
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "input"
@@ -130,31 +120,22 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
 
 
 def positions(names: list[str]) -> list[int | None]:
-    """For the inputs ``names``, the ``position`` each one's picture names take (``file_name``):
-    their place on the command line (from 1) when several share a stem, else None."""
+    """Each input's ``position`` for ``file_name``: its place (from 1) when stems clash, else None."""
     stems = [file_name(n, 0) for n in names]
     shared = len(set(stems)) < len(stems)
     return [i if shared else None for i in range(1, len(names) + 1)]
 
 
 class MapWriter:
-    """Writes one picture (``panel_png``) per selected image into a staging folder
-    (``aeflow.files.staging_folder``) while scoring runs, and publishes them into ``directory`` at
-    the end (``publish``), or removes them (``discard``): the folder never holds half a run.
-
-    ``threshold``: the one the scores are judged against; ``all_images``: a picture for every
-    image, else only for those with score > threshold. ``sources``: the inputs (``name``, ``n``),
-    whose longest picture names are checked against the file system's limit before any work. Use
-    ``callback(name, position, labels)`` as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
+    """Pictures (every image, or those scoring above ``threshold``) staged while scoring runs, then
+    published into ``directory`` together (``publish``) or removed (``discard``). ``sources``'
+    longest picture names are checked against the file system's limit before any work."""
 
     def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
         pil()
-        self.directory = Path(directory)
-        self.threshold = float(threshold)
-        self.all_images = all_images
+        self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
-        folder = self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent
-        limit = name_max(folder)
+        limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)
         for src, position in zip(sources, positions([s.name for s in sources])):
             longest = file_name(src.name, max(src.n - 1, 0), position)
             if len(os.fsencode(longest)) > limit:
@@ -164,8 +145,7 @@ class MapWriter:
         self.staging = staging_folder(self.directory, "--maps")
 
     def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
-        """An ``on_reconstruction(offset, images, reconstructions, scores)`` for input ``name``
-        (``labels``: its bool [n] labels or None; ``position``: see ``file_name``)."""
+        """``score_source``'s ``on_reconstruction`` for input ``name`` (``labels``: bool [n] or None)."""
 
         def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
             chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
