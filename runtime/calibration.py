@@ -27,8 +27,7 @@ from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_r
 from aeflow.runtime import contract
 from aeflow.runtime.inputs import ImageSource
 
-CONFIDENCE = 0.95
-DEFAULT_K = 3.0
+CONFIDENCE, DEFAULT_K = 0.95, 3.0
 # the artifact files a calibrated copy of a folder needs beside its new threshold.json
 COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
           contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
@@ -79,8 +78,8 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
         raise UsageError(f"the calibrated threshold would be {value!r}; a threshold must be positive - "
                          f"are the images blank?")
     flagged = int(np.sum(s > value))
-    lower, upper = clopper_pearson(flagged, n, confidence)
-    low_count, high_count = false_alarm_prediction(flagged, n, n, confidence)
+    (lower, upper), (low_count, high_count) = clopper_pearson(flagged, n, confidence), \
+        false_alarm_prediction(flagged, n, n, confidence)
     record.update(
         n=n, flagged=flagged, achieved_false_alarm_rate=flagged / n,
         interval={"method": "Clopper-Pearson (exact binomial; distribution-free for new normal images)",
@@ -164,8 +163,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                 raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                     f"to calibrate")
             cal.record["previous_threshold"] = float(entry["threshold"])
-            entry["threshold"] = cal.threshold
-            entry["calibration"] = cal.record
+            entry["threshold"], entry["calibration"] = cal.threshold, cal.record
         if out is None:
             contract.write_metadata(directory / contract.THRESHOLD_JSON, doc)
             return directory / contract.THRESHOLD_JSON

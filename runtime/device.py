@@ -93,8 +93,8 @@ class _Buffers:
             self.input, self.prep = _zeros(shape, np.uint8, device), prep.io_binding()
             self.values = self.outputs | {"brightest": _zeros([], np.float32, device)}
             self.prep.bind_ortvalue_input("pixels", self.input)
-            for name in ("images", "brightest"):
-                self.prep.bind_ortvalue_output(name, self.images if name == "images" else self.values[name])
+            self.prep.bind_ortvalue_output("images", self.images)
+            self.prep.bind_ortvalue_output("brightest", self.values["brightest"])
 
 
 class Bound:
@@ -122,8 +122,6 @@ class Bound:
 
     def run(self, x: np.ndarray, outputs=None) -> list[np.ndarray]:
         """The named ``outputs`` (None: all; "brightest" with uint8 input) for ``x``, new host arrays."""
-        if x.dtype == np.uint8 and self.prep is None:
-            raise TypeError("this Bound was built without the uint8 path")
         names = outputs or [o.name for o in self.session.get_outputs()]
         if self._graph is not None and len(x) == self._graph_batch and self._graph_lock.acquire(blocking=False):
             try:
@@ -156,7 +154,5 @@ def run_graph(session, name: str, x: np.ndarray) -> list[np.ndarray]:
     """Every output of ``session`` for input ``name`` = ``x``: IOBinding on CUDA, else ``session.run``."""
     if provider_of(session) != CUDA:
         return session.run(None, {name: x})
-    bound = session.__dict__.get("_aeflow_bound")
-    if bound is None:  # two threads may both build one here; either serves
-        bound = session.__dict__.setdefault("_aeflow_bound", Bound(session))
-    return bound.run(x)
+    # two threads may both build one here; either serves
+    return (session.__dict__.get("_aeflow_bound") or session.__dict__.setdefault("_aeflow_bound", Bound(session))).run(x)

@@ -9,6 +9,7 @@ import csv
 import errno
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -50,8 +51,6 @@ class ScoredInput:
         # every format is UTF-8 text or holds Unicode: stray bytes of a file name are escaped
         self.name = printable_name(self.name)
         if self.files is not None:
-            if len(self.files) != len(self.scores):
-                raise ValueError(f"{len(self.files)} file names for {len(self.scores)} scores")
             self.files = [printable_name(f) for f in self.files]
 
 
@@ -118,11 +117,9 @@ def iter_rows(results: list[ScoredInput]):
     normalized_score to 4 decimals, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
-        label = cols["label_anomaly"][i]
         yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
-               "normalized_score": round(cols["normalized_score"][i], 4),
-               "predicted_anomaly": cols["predicted_anomaly"][i], "label_anomaly": None if label < 0 else bool(label),
-               "source": source}
+               "normalized_score": round(cols["normalized_score"][i], 4), "predicted_anomaly": cols["predicted_anomaly"][i],
+               "label_anomaly": None if cols["label_anomaly"][i] < 0 else bool(cols["label_anomaly"][i]), "source": source}
 
 
 def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
@@ -140,8 +137,6 @@ def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
 def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
     """``-o -``: the rows on standard output as CSV or JSON lines; one-line ``OutputError`` where
     stdout is closed, full or a pipe whose reader quit."""
-    import sys
-
     try:
         if sys.stdout is None:
             raise OSError(errno.EBADF, "it is closed")
@@ -159,8 +154,7 @@ def write_results(path: str | os.PathLike, results: list[ScoredInput], context: 
                   force: bool = False) -> Path:
     """``results`` to ``path`` (checked by ``check_output_path``) in its extension's format,
     atomically: complete or absent; without ``force`` a file that appeared meanwhile stays."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    path, suffix = Path(path), Path(path).suffix.lower()
     with atomic_path(path, replace=force, what="--output") as tmp:  # OSError -> OutputError there
         if suffix == ".parquet":
             from aeflow.runtime.parquet import pyarrow

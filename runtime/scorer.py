@@ -1,8 +1,5 @@
-"""``AnomalyScorer``: the exported autoencoder as a batch anomaly scorer (numpy + onnxruntime).
-
-The score of an image is the mean over its H*W pixels of (image - reconstruction)^2, pixels in
-[0, 1]; an image is an anomaly when its score is strictly above the threshold.
-"""
+"""``AnomalyScorer``: score = mean over H*W pixels in [0, 1] of (image - reconstruction)^2; anomaly
+when strictly above the threshold."""
 
 from __future__ import annotations
 
@@ -43,21 +40,14 @@ def check_threshold(value, what: str = "threshold") -> float:
 
 
 class AnomalyScorer(Rebuildable):
-    """Score, flag and reconstruct greyscale images (the run's H x W) with the exported autoencoder.
+    """Score, flag and reconstruct greyscale H x W images with the exported autoencoder.
 
-    ``artifacts``: folder with threshold.json and the graphs (None: the bundled one). ``device``:
-    "auto" (CUDA where it really runs, else CPU), "cpu" or "cuda" (strict). ``batch_size``: images
-    per onnxruntime call. ``precision``: "fp32" (ae.onnx) or "int8" (its own threshold).
-    ``verify``: check sha256s before loading; ``golden``: compare outputs with those recorded at
-    export (``ParityError``); ``threads``: intra-op threads (None: onnxruntime's choice).
-
-    Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W];
-    bad inputs raise one-line ``InputError``s. Pickles hold ``settings()`` and the session is
-    rebuilt on first use; artifacts whose threshold.json differs from the sender's are refused.
-    On CUDA batches run through IOBinding (``aeflow.runtime.device``: uint8 converted on the
-    device, a CUDA graph replayed for full batches). One scorer may be shared by threads: calls
-    keep their own buffers, so results equal those of the same calls made one after another
-    (setting ``threshold`` meanwhile is the one thing to avoid).
+    ``artifacts``: folder (None: the bundled one); ``device``: "auto", "cpu" or "cuda" (strict);
+    ``precision``: "fp32" or "int8"; ``verify``: sha256s; ``golden``: outputs against export's.
+    Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W].
+    Pickles hold ``settings()`` (``aeflow.runtime.pickling``); on CUDA batches run through
+    IOBinding (``aeflow.runtime.device``). Thread-safe: calls keep their own buffers, so shared
+    use gives the serial results (setting ``threshold`` meanwhile is the one thing to avoid).
     """
 
     METADATA = "threshold.json"
@@ -84,8 +74,7 @@ class AnomalyScorer(Rebuildable):
         self._digest = metadata_digest(self.directory, self.METADATA)
 
     def settings(self) -> dict:
-        """What a pickle holds: the constructor's arguments (``artifacts`` absolute, or None for the
-        bundled folder), ``threshold`` (None unless changed) and ``digest`` (threshold.json's sha256)."""
+        """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``."""
         return {"artifacts": self._portable, "device": self._device, "batch_size": self.batch_size,
                 "precision": self.precision, "verify": self._verify, "threads": self._threads,
                 "golden": self._golden, "digest": self._digest,
@@ -127,8 +116,7 @@ class AnomalyScorer(Rebuildable):
                 f"threshold={self._threshold:.6g})")
 
     def _bind(self) -> Bound:
-        """IOBinding with per-thread buffers, the uint8 path and a CUDA-graph session for full
-        batches where onnxruntime can capture one."""
+        """IOBinding, the uint8 path and a CUDA-graph session where onnxruntime can capture one."""
         graph = None
         if self._provider == CUDA:
             try:
@@ -139,9 +127,7 @@ class AnomalyScorer(Rebuildable):
 
     def _run(self, outputs: tuple[str, ...], images: np.ndarray) -> list[np.ndarray]:
         """One call: float32 (or, bound, uint8) [b, 1, H, W] -> the named outputs (new arrays)."""
-        if self._bound is not None:
-            return self._bound.run(images, list(outputs))
-        return self._session.run(list(outputs), {"images": images})
+        return self._bound.run(images, list(outputs)) if self._bound else self._session.run(list(outputs), {"images": images})
 
     def _each_batch(self, source: ImageSource, outputs: tuple[str, ...], on_batch: Callable[[int], None] | None):
         """Yield ``(offset, images float32 [b, 1, H, W] or None, [one array per output])`` per batch;
@@ -172,9 +158,8 @@ class AnomalyScorer(Rebuildable):
     def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None,
                      on_reconstruction: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
                      ) -> np.ndarray:
-        """Scores of every image of ``source``, float32 [n]. ``on_batch(b)`` after each batch;
-        ``on_reconstruction(offset, images, reconstructions, scores)`` per batch with float32
-        [b, H, W] images and reconstructions and [b] scores of one graph call (reused: copy them)."""
+        """float32 [n] scores of ``source``; ``on_batch(b)`` after each batch, ``on_reconstruction(offset,
+        images, reconstructions, scores)`` with float32 [b, H, W], [b, H, W], [b] (reused: copy them)."""
         scores = np.empty(source.n, dtype=np.float32)
         outputs = ("score",) if on_reconstruction is None else ("reconstruction", "score")
         hw = self.image_shape
@@ -189,8 +174,7 @@ class AnomalyScorer(Rebuildable):
         return self.score_source(self._source(x))
 
     def decision_function(self, x) -> np.ndarray:
-        """``score`` under PyOD's name, float32 [N]: higher = more anomalous (scikit-learn's sign is
-        the opposite)."""
+        """``score`` under PyOD's name and sign (higher = more anomalous), float32 [N]."""
         return self.score(x)
 
     def p_values_of(self, scores: np.ndarray) -> np.ndarray:
@@ -223,19 +207,16 @@ class AnomalyScorer(Rebuildable):
         return out
 
     def anomaly_map(self, x) -> np.ndarray:
-        """Per-pixel squared error ``(image - reconstruction) ** 2``, float32 [N, H, W]; its mean
-        is the image's score (to float32 rounding)."""
+        """``(image - reconstruction) ** 2``, float32 [N, H, W]; its mean is the score (to rounding)."""
         source = self._source(x)
         out = np.empty((source.n, *self.image_shape), dtype=np.float32)
-        for offset, images, (r,) in self._each_batch(source, ("reconstruction",), None):
-            np.square(images - r, out=out[offset:offset + len(r)].reshape(r.shape))
+        self.score_source(source, None, lambda i, images, r, _: np.square(images - r, out=out[i:i + len(r)]))
         return out
 
     def calibrate(self, x, k: float | None = None, false_alarm_rate: float | None = None,
                   confidence: float = 0.95, name: str = "array") -> float:
-        """Set ``threshold`` from normal images ``x`` (array or ``ImageSource``) and return it:
-        mean + ``k`` std (default 3) or the quantile for ``false_alarm_rate``
-        (``aeflow.runtime.calibration``); ``calibration`` holds the record, ``save_calibration`` writes it."""
+        """Set ``threshold`` from normal images ``x`` and return it: mean + ``k`` std (default 3) or the
+        quantile for ``false_alarm_rate`` (``aeflow.runtime.calibration``); ``save_calibration`` writes it."""
         from aeflow.runtime.calibration import array_entry, calibrate_scores, check_rule
 
         check_rule(k, false_alarm_rate, confidence)
@@ -254,8 +235,8 @@ class AnomalyScorer(Rebuildable):
         return copy.deepcopy(entry.get("calibration")) if entry else None
 
     def save_calibration(self, out: str | os.PathLike | None = None):
-        """Write the last ``calibrate`` result into threshold.json here (None), or into a new folder
-        ``out`` holding a copy of the artifacts (never the bundled folder); returns the path."""
+        """Write the last ``calibrate`` into threshold.json here (None) or into ``out``, a new copy of the
+        artifacts (never the bundled folder); returns the path."""
         from aeflow.runtime.calibration import calibration_target, write_calibration
 
         if self._calibration is None:

@@ -10,6 +10,7 @@ NVIDIA GPU it says so in one line and exits 0. Needs stdlib, numpy, onnxruntime,
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import shutil
@@ -27,10 +28,12 @@ STEP_LIMITS = {"info": 60, "verify": 120, "tests": 150, "bench": 150}
 
 def gpu_here() -> bool:
     """An NVIDIA GPU is visible: its device node, the driver's /proc entry, or libcuda loads."""
-    from aeflow.runtime.providers import _loadable
-
-    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir() \
-        or _loadable("libcuda.so.1", "nvcuda.dll")
+    if Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir():
+        return True
+    try:
+        return bool(ctypes.CDLL("libcuda.so.1" if sys.platform != "win32" else "nvcuda.dll"))
+    except OSError:
+        return False
 
 
 def environment() -> dict:
@@ -92,12 +95,9 @@ def bench_lines(bench: dict) -> list[tuple[str, str, str]]:
         if "error" in r:
             lines.append((f"bench: {r['name']}", "FAIL", r["error"]))
             continue
-        detail = f"median {r['median']:.4g} {r['unit']} [{r['min']:.4g}, {r['max']:.4g}]"
-        for key, label in (("flop_share", "FLOP"), ("byte_share", "bytes")):
-            if key in r:
-                detail += f", {r[key]:.1%} of the {label} limit"
-        if "target" in r:
-            detail += f", {r['median'] / r['target']:.2f}x the H100 target {r['target']:.0e}"
+        detail = f"median {r['median']:.4g} {r['unit']} [{r['min']:.4g}, {r['max']:.4g}]" + "".join(
+            f", {r[key]:.1%} of the {label} limit" for key, label in (("flop_share", "FLOP"), ("byte_share", "bytes"))
+            if key in r) + (f", {r['median'] / r['target']:.2f}x the H100 target {r['target']:.0e}" if "target" in r else "")
         check = r.get("check")
         result = "-" if check is None else ("ok" if check["passed"] else "FAIL") + f" vs CPU {check['max_abs']:.1e}"
         lines.append((f"bench: {r['name']}", result, detail))
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aeflow.runtime.providers import cuda_missing
 
-    missing = cuda_missing()
-    if missing:
+    if missing := cuda_missing():
         print(f"gpu-check: error: an NVIDIA GPU is here but the CUDA provider cannot run, missing {'; '.join(missing)} "
               f"(see scripts/gpu_box.sh)", file=sys.stderr)
         return 1
@@ -157,6 +156,7 @@ def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dic
         table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))
         table += verify_lines(doc) if name == "verify" else bench_lines(doc) if name == "bench" else []
     return table, summary
+
 
 if __name__ == "__main__":
     sys.exit(main())
