@@ -25,10 +25,7 @@ INFERNO = np.array([
     (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
 ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
-_PAD = 12
-_BAR = 16
-_BG = (255, 255, 255)
-_FG = (20, 20, 20)
+_PAD, _BAR, _BG, _FG = 12, 16, (255, 255, 255), (20, 20, 20)
 
 
 def pil(purpose: str = "anomaly maps"):
@@ -149,15 +146,12 @@ class MapWriter:
 
         def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
             chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
-            if not chosen.size:
-                return
             maps = np.square(images[chosen] - reconstructions[chosen])
             normalized = normalized_scores(scores[chosen], self.threshold)
             for k, i in enumerate(chosen.tolist()):
-                index = offset + i
-                label = None if labels is None else bool(labels[index])
-                title = describe(name, index, float(scores[i]), float(normalized[k]), self.threshold, label)
-                file = file_name(name, index, position)
+                label = None if labels is None else bool(labels[offset + i])
+                title = describe(name, offset + i, float(scores[i]), float(normalized[k]), self.threshold, label)
+                file = file_name(name, offset + i, position)
                 write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title),
                                    replace=True)
                 self.names.append(file)

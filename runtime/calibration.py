@@ -129,7 +129,7 @@ def array_entry(source: ImageSource, name: str = "array") -> dict:
     """``data_entry`` for images given as an array, hashed through ``source``'s batches."""
     h = hashlib.sha256()
     for batch in source.batches(4096):
-        h.update(np.ascontiguousarray(batch).tobytes())
+        h.update(np.ascontiguousarray(batch))
     return data_entry(name, "array", h.hexdigest(), source.n)
 
 

@@ -63,7 +63,6 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                          f"end the name in {', '.join(FORMATS)}")
     if path.suffix.lower() == ".parquet":
         from aeflow.runtime.parquet import pyarrow
-
         pyarrow()  # a missing pyarrow is said before any work
     return check_target(path, "file", force=force, inputs=inputs, artifacts=artifacts)
 
@@ -85,9 +84,8 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
 
 def results_array(results: list[ScoredInput]) -> np.ndarray:
     """All rows as a structured array with the fields of ``COLUMNS`` (source str)."""
-    sources = [s for r in results for s in r.sources]
-    cols = dict(columns(results), source=np.array(sources, dtype=f"<U{max([1] + [len(s) for s in sources])}"))
-    out = np.empty(len(sources), dtype=[(k, v.dtype) for k, v in cols.items()])
+    cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
+    out = np.empty(len(cols["index"]), dtype=[(k, v.dtype) for k, v in cols.items()])
     for k, v in cols.items():
         out[k] = v
     return out

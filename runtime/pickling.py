@@ -55,7 +55,10 @@ class Rebuildable:
 
     @classmethod
     def _rebuild(cls, settings: dict):
-        return cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
+        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
+        if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
+            obj.threshold = settings["threshold"]
+        return obj
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -68,8 +71,7 @@ class Rebuildable:
     @classmethod
     def from_settings(cls, settings: dict):
         """An object built from ``settings`` (as ``settings()`` returns them) on first use."""
-        obj = cls.__new__(cls)
-        obj.__setstate__(settings)
+        (obj := cls.__new__(cls)).__setstate__(settings)
         return obj
 
     def replace(self, **changes):

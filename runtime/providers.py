@@ -14,8 +14,7 @@ import onnxruntime as ort
 from aeflow.errors import ArtifactError, DeviceError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 def _loadable(*names: str) -> bool:
@@ -33,17 +32,13 @@ def cuda_missing() -> list[str]:
         return ["a CUDA build of onnxruntime (pip install onnxruntime-gpu)"]
     if not _loadable("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         return ["an NVIDIA GPU driver (libcuda.so.1 not found)"]
-    missing = []
-    if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
-        except Exception:
-            pass
-    if not _loadable("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
-        missing.append("the CUDA runtime libraries (libcudart, libcublas)")
-    if not _loadable("libcudnn.so.9", "libcudnn.so"):
-        missing.append("cuDNN 9 (libcudnn.so.9)")
-    return missing
+    try:
+        ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
+    except Exception:  # older onnxruntime has none
+        pass
+    return [what for libs, what in ((("libcudart.so.13", "libcudart.so.12", "libcudart.so"),
+                                     "the CUDA runtime libraries (libcudart, libcublas)"),
+                                    (("libcudnn.so.9", "libcudnn.so"), "cuDNN 9 (libcudnn.so.9)")) if not _loadable(*libs)]
 
 
 # distributions that each install the one ``onnxruntime`` module (and overwrite each other's files)
@@ -75,13 +70,11 @@ def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
 def _options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level, opts.inter_op_num_threads = 3, 1
     if threads:
         opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    for pool in ("intra", "inter") if not spinning else ():
+        opts.add_session_config_entry(f"session.{pool}_op.allow_spinning", "0")
     return opts
 
 
@@ -97,8 +90,7 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
     name, source = ("model", model) if isinstance(model, bytes) else (Path(model).name, str(model))
     want_cuda = device == "cuda" or (device == "auto" and not cuda_missing())
     # TF32 matmuls would break the 1e-5 parity with PyTorch's float32
-    cuda = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
-    providers = [(CUDA, cuda), CPU] if want_cuda else [CPU]
+    providers = [(CUDA, {"use_tf32": "0", "enable_cuda_graph": str(int(cuda_graph))}), CPU] if want_cuda else [CPU]
     try:
         if want_cuda:
             # a CUDA provider that fails to load logs a page of errors; the check below says it in one line
@@ -129,8 +121,7 @@ def short_provider(name: str) -> str:
 
 def batched(run: Callable[[np.ndarray], Sequence[np.ndarray]], x: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
     """``run`` (x [b, ...] -> k arrays [b, ...]) over ``x`` in slices of ``batch``: k arrays [N, ...]."""
-    parts = [run(x[i:i + batch]) for i in range(0, len(x), batch)]
-    return [np.concatenate(p) for p in zip(*parts)]
+    return [np.concatenate(p) for p in zip(*(run(x[i:i + batch]) for i in range(0, len(x), batch)))]
 
 
 def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 1000,

@@ -80,13 +80,6 @@ class AnomalyScorer(Rebuildable):
                 "golden": self._golden, "digest": self._digest,
                 "threshold": None if self._threshold == self.default_threshold else self._threshold}
 
-    @classmethod
-    def _rebuild(cls, settings: dict) -> "AnomalyScorer":
-        scorer = super()._rebuild(settings)
-        if settings["threshold"] is not None:
-            scorer.threshold = settings["threshold"]
-        return scorer
-
     @property
     def threshold(self) -> float:
         """Scores strictly above it are anomalies; defaults to the recorded one, settable."""
