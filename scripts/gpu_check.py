@@ -23,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_FILES = ("test_cuda.py", "test_bundled_artifacts.py", "test_contract.py", "test_errors_table.py")
-STEP_LIMITS = {"info": 60, "verify": 120, "tests": 150, "bench": 150}
 
 
 def gpu_here() -> bool:
@@ -60,13 +59,6 @@ def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, f
         return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
 
 
-def _json_or_text(stdout: str):
-    try:
-        return json.loads(stdout)
-    except ValueError:
-        return {"stdout": stdout[-20000:]}
-
-
 def test_results(xml_path: Path) -> dict:
     """Counts and the failed tests' names from pytest's JUnit XML."""
     if not xml_path.exists():
@@ -79,13 +71,13 @@ def test_results(xml_path: Path) -> dict:
     return counts | {"failures": failures}
 
 
-def steps(out: Path) -> dict[str, list[str]]:
-    tests = [str(REPO / "tests" / f) for f in TEST_FILES]
-    return {"info": ["-m", "aeflow", "info", "--device", "cuda", "--json"],
-            "verify": ["-m", "aeflow", "verify", "--device", "cuda", "--json"],
-            "tests": ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments", "--junitxml",
-                      str(out / "tests.xml"), *tests],
-            "bench": ["-m", "aeflow", "bench", "--device", "cuda", "--json"]}
+def steps(out: Path) -> dict[str, tuple[float, list[str]]]:
+    """Each step's time limit (seconds) and ``python`` arguments."""
+    cuda = ["--device", "cuda", "--json"]
+    return {"info": (60, ["-m", "aeflow", "info", *cuda]), "verify": (120, ["-m", "aeflow", "verify", *cuda]),
+            "tests": (150, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments",
+                            "--junitxml", str(out / "tests.xml"), *(str(REPO / "tests" / f) for f in TEST_FILES)]),
+            "bench": (150, ["-m", "aeflow", "bench", *cuda])}
 
 
 def bench_lines(bench: dict) -> list[tuple[str, str, str]]:
@@ -127,24 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = (opts.out or Path(tempfile.mkdtemp(prefix=time.strftime("aeflow-gpu-check-%Y%m%d-%H%M%S-")))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    (out / "env.json").write_text(json.dumps(env, indent=2))
+    (out / "env.json").write_text(json.dumps(env := environment(), indent=2))
     table, summary = run_all(out, time.monotonic() + opts.budget)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    width = max(len(r[0]) for r in table)
     print(f"aeflow gpu-check on {env['gpu']}, onnxruntime {env['onnxruntime']}; JSON in {out}")
-    for step, result, detail in table:
-        print(f"{step:{width}s}  {result:22s}  {detail}")
+    width = max(len(r[0]) for r in table)
+    print("\n".join(f"{step:{width}s}  {result:22s}  {detail}" for step, result, detail in table))
     return 0 if all(s["exit"] == 0 for s in summary["steps"].values()) else 1
 
 
 def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
     """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
     table, summary = [], {"out": str(out), "steps": {}}
-    for name, args in steps(out).items():
-        limit = max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic()))
-        code, stdout, stderr, seconds = run_step(args, out, limit)
-        doc = test_results(out / "tests.xml") if name == "tests" else _json_or_text(stdout)
+    for name, (limit, args) in steps(out).items():
+        code, stdout, stderr, seconds = run_step(args, out, max(1.0, min(limit, deadline - time.monotonic())))
+        try:
+            doc = test_results(out / "tests.xml") if name == "tests" else json.loads(stdout)
+        except ValueError:
+            doc = {"stdout": stdout[-20000:]}
         (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         if name == "tests":
