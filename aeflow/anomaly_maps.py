@@ -1,7 +1,5 @@
-"""Anomaly-map pictures (``aeflow score --maps``, the ``evaluate`` report): image, reconstruction and
-per-pixel squared error side by side, the error on one fixed "inferno" scale from 0 to ``VMAX``
-(errors above take its top colour), rendered to PNG with Pillow.
-"""
+"""Anomaly-map PNGs (``score --maps``, the report): image, reconstruction and squared error side by
+side, the error on one fixed "inferno" scale from 0 to ``VMAX`` (above: its top colour), via Pillow."""
 
 from __future__ import annotations
 
@@ -81,8 +79,7 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
         draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
         draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
     _colour_bar(canvas, draw, _PAD + 3 * (w + _PAD), top, h, vmax)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
+    canvas.save(buf := io.BytesIO(), format="PNG")
     return buf.getvalue()
 
 
@@ -119,14 +116,12 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
 def positions(names: list[str]) -> list[int | None]:
     """Each input's ``position`` for ``file_name``: its place (from 1) when stems clash, else None."""
     stems = [file_name(n, 0) for n in names]
-    shared = len(set(stems)) < len(stems)
-    return [i if shared else None for i in range(1, len(names) + 1)]
+    return list(range(1, len(names) + 1)) if len(set(stems)) < len(stems) else [None] * len(names)
 
 
 class MapWriter:
-    """Pictures (every image, or those scoring above ``threshold``) staged while scoring runs, then
-    published into ``directory`` together (``publish``) or removed (``discard``). ``sources``'
-    longest picture names are checked against the file system's limit before any work."""
+    """Pictures (every image, or those above ``threshold``) staged while scoring runs, then published
+    together (``publish``) or removed (``discard``); name lengths checked before any work."""
 
     def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
         pil()

@@ -1,9 +1,6 @@
-"""Calibration: the threshold set from the user's own normal images, written into threshold.json.
-
-Rules: ``k``: mean + k std of the scores (ddof 1, as export with k = 3); ``false_alarm_rate`` P:
-the r-th smallest score, r = n + 1 - floor(P (n + 1)), whose false-alarm rate on new normal
-images is at most P. The record holds the achieved rate, its exact Clopper-Pearson interval and a
-prediction interval for the false alarms among the next n normal images.
+"""Calibration: the threshold from normal images, ``k`` (mean + k std, ddof 1, as export) or
+``false_alarm_rate`` P (the r-th smallest score, r = n + 1 - floor(P (n + 1)): at most P false alarms
+on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from aeflow.runtime import contract
 from aeflow.runtime.inputs import ImageSource
 
 CONFIDENCE, DEFAULT_K = 0.95, 3.0
-# the artifact files a calibrated copy of a folder needs beside its new threshold.json
 COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
           contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
           "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png")
@@ -117,8 +113,7 @@ def data_entry(name: str, kind: str, sha256: str, n: int) -> dict:
 
 def path_entry(path: str | os.PathLike, n: int, name: str | None = None, files=None) -> dict:
     """``data_entry`` for a file, or a folder whose ``files`` were scored (default: its visible files)."""
-    p = Path(path)
-    if p.is_dir():
+    if (p := Path(path)).is_dir():
         files = files if files is not None else [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
         listing = "".join(f"{sha256_file(f)}  {Path(f).name}\n" for f in sorted(files, key=lambda f: os.fsencode(Path(f).name)))
         return data_entry(name or str(path), "folder", hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest(), n)

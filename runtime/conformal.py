@@ -14,17 +14,14 @@ from aeflow.runtime import contract
 
 
 def conformal_p_values(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """p = (1 + #{reference >= s}) / (n + 1) for every score s: float [N] scores, float [n]
-    reference -> float64 [N] in (0, 1]."""
+    """p = (1 + #{reference >= s}) / (n + 1): float [N] scores, float [n] reference -> float64 [N]."""
     ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    at_least = ref.size - np.searchsorted(ref, s, side="left")
+    at_least = ref.size - np.searchsorted(ref, np.asarray(scores, dtype=np.float64).ravel(), side="left")
     return (1.0 + at_least) / (ref.size + 1.0)
 
 
 def validation_scores(directory: Path, meta: dict, verify: bool = True) -> np.ndarray:
-    """The validation scores export kept (float32 [n], n = threshold.json's ``validation_scores``),
-    golden.npz checked against its recorded sha256 unless ``verify`` is False; ``ArtifactError``."""
+    """The validation scores export kept, float32 [n], from golden.npz (sha256 checked if ``verify``)."""
     path = Path(directory) / contract.GOLDEN_FILE
     if "validation_scores" not in meta:
         raise ArtifactError(f"{Path(directory) / contract.THRESHOLD_JSON}: no validation scores (exported before "

@@ -1,10 +1,6 @@
-"""Graphs run through onnxruntime's IOBinding: buffers where the provider computes (the GPU on CUDA),
-reused between batches, per thread (``threading.local``: one ``Bound`` may be shared by threads).
-uint8 images go to the device as uint8 and ``PREP`` (Cast, Div by 255 in float32: the same
-correctly rounded quotient as ``to_float32``; ReduceMax for the scale warning) converts them
-there, bit for bit the float path. A CUDA-graph session replays full batches, one thread at a
-time (a busy replay lock sends the others to the plain bound session). The scorer uses this on
-CUDA only (on the CPU ``session.run`` measured as fast); the tests prove it on the CPU provider.
+"""onnxruntime's IOBinding: per-thread buffers where the provider computes, reused between batches;
+uint8 converted on the device by ``PREP`` (Cast, Div by 255 in float32: bit for bit ``to_float32``);
+a CUDA graph replayed for full batches, one thread at a time. The scorer uses it on CUDA only.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ import onnxruntime as ort
 
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
-FLOAT, UINT8 = 1, 2  # ONNX TensorProto element types
-_CACHED = 4  # buffer sets kept per thread
+FLOAT, UINT8, _CACHED = 1, 2, 4  # ONNX TensorProto element types; buffer sets kept per thread
 
 
 def _varint(n: int) -> bytes:
@@ -51,8 +46,7 @@ def tiny_model(nodes, inputs, outputs, scalars=(), opset: int = 17) -> bytes:
                           + _msg(4, op) + b"".join(_msg(5, _msg(1, k) + _int(3, v) + _int(20, 2))
                                                     for k, v in attrs.items()))
                      for op, ins, outs, attrs in nodes)
-    graph += _msg(2, "aeflow")
-    graph += b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
+    graph += _msg(2, "aeflow") + b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
     graph += b"".join(_msg(11, _value_info(*i)) for i in inputs) + b"".join(_msg(12, _value_info(*o)) for o in outputs)
     return _int(1, 8) + _msg(7, graph) + _msg(8, _msg(1, "") + _int(2, opset))
 

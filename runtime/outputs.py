@@ -123,13 +123,11 @@ def iter_rows(results: list[ScoredInput]):
 def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
     """A header and one CSV row per image: booleans true/false, an unknown label empty."""
     def text(v) -> str:
-        return "" if v is None else ("true" if v else "false") if isinstance(v, bool) else f"{v:.9g}" \
-            if isinstance(v, float) else str(v)
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else f"{v:.9g}" if isinstance(v, float) else str(v)
 
     w = csv.writer(stream, lineterminator="\n")
     w.writerow(COLUMNS)
-    for row in iter_rows(results):
-        w.writerow([text(row[c]) for c in COLUMNS])
+    w.writerows([text(row[c]) for c in COLUMNS] for row in iter_rows(results))
 
 
 def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:

@@ -1,8 +1,6 @@
-"""Pickling runtime objects by their settings: ``AnomalyScorer`` and ``FlowSampler`` pickle what
-they were built from (artifacts folder as an absolute path, None for the bundled one, and the
-sha256 of their metadata file) and rebuild the session on first use; a receiver whose metadata
-differs from the sender's refuses with one ``ArtifactError``.
-"""
+"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder,
+None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose
+metadata differs refuses with one ``ArtifactError``."""
 
 from __future__ import annotations
 

@@ -60,9 +60,8 @@ def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
     """A one-line warning with the fix when several onnxruntime distributions share the module, else None."""
     if len(installs) < 2:
         return None
-    names = " and ".join(f"{n} {v}" for n, v in installs)
     keep = "onnxruntime-gpu" if any(n == "onnxruntime-gpu" for n, _ in installs) else installs[0][0]
-    return (f"{names} are installed side by side; they share one 'onnxruntime' module and break each other "
+    return (f"{' and '.join(f'{n} {v}' for n, v in installs)} are installed side by side; they share one 'onnxruntime' module and break each other "
             f"silently. Fix: pip uninstall -y {' '.join(n for n, _ in installs)} && pip install {keep}"
             + (" (or pip install 'aeflow[cuda]' for the CUDA libraries too)" if keep == "onnxruntime-gpu" else ""))
 

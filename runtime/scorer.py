@@ -24,8 +24,7 @@ from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest,
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 PRECISIONS = ("fp32", "int8")
-# working memory of one image in a batch (input, reconstruction, activations, scratch): bounds batch_size
-BYTES_PER_IMAGE = 16 * 1024
+BYTES_PER_IMAGE = 16 * 1024  # working memory of one image in a batch: bounds batch_size
 
 
 def check_threshold(value, what: str = "threshold") -> float:
@@ -53,8 +52,7 @@ class AnomalyScorer(Rebuildable):
     METADATA = "threshold.json"
 
     def __init__(self, artifacts: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1024,
-                 precision: str = "fp32", verify: bool = True, threads: int | None = None,
-                 golden: bool = True):
+                 precision: str = "fp32", verify: bool = True, threads: int | None = None, golden: bool = True):
         batch_size = check_batch(batch_size, "batch_size", BYTES_PER_IMAGE)
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -66,8 +64,7 @@ class AnomalyScorer(Rebuildable):
         self.graph = self.directory / contract.GRAPHS[which].file
         self.batch_size, self.precision = int(batch_size), precision
         self.default_threshold = self._threshold = float(contract.entry_of(meta, which)["threshold"])
-        self._calibration = None
-        self._provider = provider_of(self._session)
+        self._calibration, self._provider = None, provider_of(self._session)
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
         self._bound = self._bind() if self._provider == CUDA else None
         self._portable = portable_artifacts(self.directory)  # fixed now: a relative path depends on the cwd

@@ -47,8 +47,7 @@ check() {
 }
 
 case "${1:-check}" in
-  stash) stash ;;
-  check) check ;;
+  stash | check) "${1:-check}" ;;
   all) stash; check ;;
   *) echo "usage: $0 [stash|check|all]" >&2; exit 2 ;;
 esac
