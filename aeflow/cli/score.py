@@ -232,8 +232,9 @@ def command(inputs, artifacts, device, batch_size, threshold, precision, output,
     thr = check_threshold(threshold, "--threshold") if threshold is not None else None
     check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column)) for p in paths]
         scorer = AnomalyScorer(artifacts, device, batch_size, precision, verify=not no_verify, golden=not no_verify)
+        sources = [stack.enter_context(open_source(p, None if inputs else DEMO, column, scorer.image_shape))
+                   for p in paths]
         if thr is not None:
             scorer.threshold = thr
         if out is not None:
