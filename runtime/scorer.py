@@ -4,14 +4,13 @@ when strictly above the threshold."""
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 from typing import Callable
 
 import numpy as np
 
-from aeflow.checks import check_batch
+from aeflow.checks import check_batch, check_rule, check_threads, check_threshold
 from aeflow.errors import ArtifactError, InputError, ScaleWarning, UsageError
 from aeflow.metrics import normalized_scores
 from aeflow.runtime import contract
@@ -20,22 +19,11 @@ from aeflow.runtime.contract import artifacts_dir, read_threshold
 from aeflow.runtime.device import Bound
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import ArraySource, ImageSource, scale_problem, to_float32
-from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
+from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 PRECISIONS = ("fp32", "int8")
 BYTES_PER_IMAGE = 16 * 1024  # working memory of one image in a batch: bounds batch_size
-
-
-def check_threshold(value, what: str = "threshold") -> float:
-    """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
-    try:
-        t = float(value)
-    except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
-        t = math.nan
-    if isinstance(value, bool) or not math.isfinite(t) or t < 0:
-        raise UsageError(f"{what} must be a finite number >= 0, got {repr(value)[:40]}")
-    return t
 
 
 class AnomalyScorer(Rebuildable):
@@ -207,7 +195,7 @@ class AnomalyScorer(Rebuildable):
                   confidence: float = 0.95, name: str = "array") -> float:
         """Set ``threshold`` from normal images ``x`` and return it: mean + ``k`` std (default 3) or the
         quantile for ``false_alarm_rate`` (``aeflow.runtime.calibration``); ``save_calibration`` writes it."""
-        from aeflow.runtime.calibration import array_entry, calibrate_scores, check_rule
+        from aeflow.runtime.calibration import array_entry, calibrate_scores
 
         check_rule(k, false_alarm_rate, confidence)
         source = self._source(x)
