@@ -178,3 +178,28 @@ def test_readme_api_snippet_runs(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("held-out NLL") and "max |ONNX - PyTorch|" in lines[2]
     assert float(lines[2].split("PyTorch| ")[1].split(";")[0]) <= 1e-5
+
+
+def test_scorer_scores_maps_and_p_values_at_the_run_size(api_run):
+    """AnomalyScorer takes the image size from threshold.json: a 12x16 run scores, maps, gives p-values."""
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    out, _, det, wide, _ = api_run
+    scorer = AnomalyScorer(out, device="cpu")
+    assert scorer.image_shape == (12, 16)
+    np.testing.assert_allclose(scorer.score(wide), det.decision_scores_, atol=1e-5)
+    np.testing.assert_array_equal(scorer.score(wide.reshape(len(wide), -1)), scorer.score(wide.astype(np.float32) / 255))
+    maps = scorer.anomaly_map(wide[:4])
+    assert maps.shape == (4, 12, 16) and scorer.reconstruct(wide[:4]).shape == (4, 1, 12, 16)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), scorer.score(wide[:4]), rtol=1e-5)
+    p = scorer.p_value(wide)
+    assert p.shape == (len(wide),) and np.all((p > 0) & (p <= 1))
+    np.testing.assert_array_equal(p, scorer.p_values_of(scorer.score(wide)))
+    from aeflow.runtime.inputs import ArraySource
+
+    with pytest.raises(InputError, match="28x28 pixels, this run's are 12x16"):
+        scorer.score_source(ArraySource(np.zeros((2, 28, 28), np.uint8)))
+    for other in (np.zeros((2, 28, 28), np.uint8), np.zeros((2, 16, 12), np.uint8)):
+        with pytest.raises(InputError, match="12x16") as e:
+            scorer.score(other)
+        assert "\n" not in str(e.value)

@@ -155,10 +155,11 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
     from aeflow.runtime.scorer import AnomalyScorer
 
     check_rule(k, rate, confidence)
-    graphs = ["ae"] + (["int8"] if read_threshold(directory, verify).int8 is not None else [])
+    meta = read_threshold(directory, verify)
+    graphs = ["ae"] + (["int8"] if meta.int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p)) for p in paths]
+        sources = [stack.enter_context(open_source(p, image_shape=meta.image_shape)) for p in paths]
         _only_normal(sources)
         data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
         total = sum(s.n for s in sources)

@@ -289,8 +289,9 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
     maps, staged). Returns the scorer, results, summaries and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column)) for p in paths]
         scorer = _scorer(o)
+        sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
+                   for p in paths]
         if out is not None:
             check_space(out, _output_bytes(out, sources))
         maps = None
