@@ -20,15 +20,13 @@ def make_demo_set(data_dir: str | os.PathLike | None, n_per_set: int = 1000, see
     """Draw ``n_per_set`` seeded images from the MNIST test set and from each anomaly test set
     (KMNIST where present, else Fashion-MNIST); returns the arrays to save."""
     rng = np.random.default_rng(seed)
-    parts, flags, sources = [], [], []
     anomaly = "kmnist" if available("kmnist", "test", data_dir) and data_dir is not None else "fashion-mnist"
-    for name, is_anomaly in (("mnist", False), (anomaly, True)):
+    parts = []
+    for name in ("mnist", anomaly):
         images = load_images(name, "test", data_dir)
-        pick = np.sort(rng.choice(len(images), size=n_per_set, replace=False))
-        parts.append(images[pick])
-        flags.append(np.full(n_per_set, is_anomaly))
-        sources.append(np.full(n_per_set, f"{name}-test"))
-    return {"images": np.concatenate(parts), "is_anomaly": np.concatenate(flags), "source": np.concatenate(sources)}
+        parts.append(images[np.sort(rng.choice(len(images), size=n_per_set, replace=False))])
+    return {"images": np.concatenate(parts), "is_anomaly": np.repeat([False, True], n_per_set),
+            "source": np.repeat(["mnist-test", f"{anomaly}-test"], n_per_set)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,5 @@
-"""The PyTorch side of every comparison (export's checks, golden.npz, ``aeflow verify``, ``aeflow
-bench``): the checkpoints loaded and run eagerly, and the homework's own sampler. Needs the train extra; the runtime imports
-this module only inside those commands, so scoring and sampling never load torch."""
+"""The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``):
+the checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
 
 from __future__ import annotations
 
@@ -11,7 +10,9 @@ import numpy as np
 import torch
 
 from aeflow.runtime.providers import batched
-from aeflow.train.checkpoint import load_checkpoint, load_weights
+from aeflow.train.autoencoder import AEConfig
+from aeflow.train.checkpoint import load_model
+from aeflow.train.flow import FlowConfig
 from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 
 HOMEWORK_STEPS = 30
@@ -21,14 +22,12 @@ BATCH = 1000
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
     """The trained autoencoder (eval mode, sized to the config's ``image_shape``) and its checkpoint dict."""
-    ckpt = load_checkpoint(path, "autoencoder")
-    return load_weights(path, Autoencoder(ckpt["config"].get("image_shape", (28, 28))), ckpt["state_dict"]), ckpt
+    return load_model(path, "autoencoder", AEConfig, lambda cfg: Autoencoder(cfg.image_shape))
 
 
 def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
     """The trained flow (eval mode) and its checkpoint dict."""
-    ckpt = load_checkpoint(path, "flow")
-    return load_weights(path, Flow1d(ckpt["config"]["n_components"]), ckpt["state_dict"]), ckpt
+    return load_model(path, "flow", FlowConfig, lambda cfg: Flow1d(cfg.n_components))
 
 
 def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +39,7 @@ def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tupl
         with torch.inference_mode():
             return [t.numpy() for t in wrapper(torch.from_numpy(x))]
 
-    rec, score = batched(run, images, batch)
-    return rec, score
+    return tuple(batched(run, images, batch))
 
 
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

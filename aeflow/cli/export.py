@@ -8,6 +8,7 @@ import click
 
 from aeflow.cli.options import data_dir_option, output_option
 from aeflow.errors import UsageError
+from aeflow.optional import require
 
 
 @click.command("export")
@@ -32,20 +33,16 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
       aeflow export --data-dir ../shared/data -o artifacts
       aeflow export --data-dir ../shared/data -o artifacts --quantize int8
     """
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("export needs PyTorch and onnx: pip install 'aeflow[train]'") from None
+    for module in ("torch", "onnx"):
+        require(module, "train", "export")
     if quantize and no_eval:
         raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
     from aeflow.files import check_target
-
-    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     from aeflow.parity import format_table
 
-    report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
+    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
+    report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     if report.threshold is not None:
         _echo_detector(report.threshold)
@@ -64,8 +61,8 @@ def _echo_detector(th: dict) -> None:
     ev = th["evaluation"]
     if ev:
         click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
-        for name, v in ev["type_ii"].items():
-            click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
+    for name, v in ev.get("type_ii", {}).items():
+        click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
     if "int8" in th:
         q = th["int8"]
         click.echo(f"int8: threshold {q['threshold']:.6f}, type I {q['evaluation']['type_i']['rate']:.2%}, "
