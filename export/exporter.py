@@ -1,7 +1,5 @@
-"""``aeflow export``: the checkpoints a run holds -> ae.onnx (+ ae.int8.onnx) and threshold.json,
-flow.onnx, flow_sampler.onnx and flow.json, golden.npz, MODEL_CARD.md; written into a staging
-folder, checked there (against PyTorch, and the golden outputs as the runtime checks them) and only
-then published, so a failed or killed export leaves the folder as it was."""
+"""``aeflow export``: checkpoints -> graphs, metadata, golden.npz and MODEL_CARD.md, written into a staging
+folder and published only when checked against PyTorch and the golden outputs (a failed export changes nothing)."""
 
 from __future__ import annotations
 
@@ -36,7 +34,6 @@ from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
 from aeflow.train.models import ScoringAutoencoder
 
-MODEL_CARD = "MODEL_CARD.md"
 ANOMALY_SETS = ("kmnist", "fashion-mnist")
 FLOW_TRAINING = ("n_components", "epochs", "lr", "batch_size", "n_train", "n_test", "seed")  # flow.json's "training"
 
@@ -45,7 +42,6 @@ FLOW_TRAINING = ("n_components", "epochs", "lr", "batch_size", "n_train", "n_tes
 class ExportReport:
     """What an export wrote and measured."""
 
-    out_dir: Path
     files: list[str]
     checks: list[Comparison]
     threshold: dict | None
@@ -55,9 +51,8 @@ class ExportReport:
 
 def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike,
                  input_names: list[str], output_names: list[str], opset: int | None) -> int:
-    """Write ``module`` as a self-contained ONNX graph (dynamo exporter) with a dynamic batch
-    dimension, check the file, return its opset. ae.onnx: ``images`` float32 [N, 1, H, W] ->
-    ``reconstruction`` [N, 1, H, W], ``score`` [N]; flow.onnx: ``x`` [N] -> ``z``, ``dz_dx``, ``log_prob`` [N]."""
+    """Write ``module`` as a self-contained ONNX graph (dynamo exporter) with a dynamic batch dimension,
+    check the file, return its opset."""
     module.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter chats and warns
         warnings.simplefilter("ignore")
@@ -65,9 +60,7 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.
                           dynamic_shapes={input_names[0]: {0: torch.export.Dim("N")}}, opset_version=opset,
                           external_data=False, dynamo=True)
     model = onnx.load(str(path))
-    # the per-node stack traces hold the exporting checkout's paths: without them the same weights
-    # give the same graph (and sha256) wherever they are exported
-    for node in model.graph.node:
+    for node in model.graph.node:  # stack traces hold the checkout's paths: drop them, same graph anywhere
         keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
         del node.metadata_props[:]
         node.metadata_props.extend(keep)
@@ -83,23 +76,20 @@ def _require(checks: list[Comparison], what: str) -> None:
         raise ParityError(f"{what}: {worst}; nothing was written")
 
 
-def _scores(session, name: str, data_dir) -> np.ndarray:
-    return run_batched(session, to_float(load_images(name, "test", data_dir)), outputs=["score"])[0]
-
-
 def evaluate_graph(session, data_dir, threshold: float) -> tuple[dict, list[str]]:
     """Type I on the MNIST test set, type II and AUROC on each anomaly set found (``metrics.error_rates``),
     and notes on the sets not found."""
+    _scores = lambda name: run_batched(  # noqa: E731
+        session, to_float(load_images(name, "test", data_dir)), outputs=["score"])[0]
     found = [name for name in ANOMALY_SETS if available(name, "test", data_dir)]
     notes = [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
-    anomalies = {f"{name}-test": _scores(session, name, data_dir) for name in found}
-    return error_rates(_scores(session, "mnist", data_dir), anomalies, threshold), notes
+    anomalies = {f"{name}-test": _scores(name) for name in found}
+    return error_rates(_scores("mnist"), anomalies, threshold), notes
 
 
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
-    """The validation images of the autoencoder config ``cfg`` (its files, or MNIST from ``data_dir``),
-    float32 [n_val, 1, H, W], and the sha256 of the training pixels; ``ArtifactError`` unless they
-    are the ones it was trained with."""
+    """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
+    of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
     if cfg["data_source"] == "array":
         raise ArtifactError("ae.pt was trained on an array (AutoencoderDetector.fit): export it with "
                             "AutoencoderDetector.export, which holds its validation images (export a flow "
@@ -115,9 +105,8 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
 
 def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, quantize: str | None,
                    checks: list, notes: list, validation: np.ndarray | None = None) -> SimpleNamespace:
-    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images
-    (``validation``, float32 [n_val, 1, H, W], for a detector fitted on an array, else re-read), the
-    threshold from the graph's own validation scores, an MNIST detector evaluated on the test sets."""
+    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images (re-read
+    unless given), the threshold from the graph's own validation scores; MNIST test sets evaluated."""
     model, ckpt = load_autoencoder(ckpt_path)
     cfg = ckpt["config"]
     own = bool(cfg.get("data")) or validation is not None
@@ -170,7 +159,7 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
                            z_at_bracket=z_at_bracket, sampler=sampler, nll=nll, golden_points=scaled(golden_points()))
 
 
-def write_documents(tmp: Path, ae: SimpleNamespace | None, flow: SimpleNamespace | None) -> tuple[dict | None, dict | None, list]:
+def write_documents(tmp: Path, ae, flow) -> tuple[dict | None, dict | None, list]:
     """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
     them and the golden checks of the graphs as the runtime will load them (CPU)."""
     versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
@@ -200,17 +189,10 @@ def write_documents(tmp: Path, ae: SimpleNamespace | None, flow: SimpleNamespace
     return threshold, meta, checks
 
 
-P_VALUE_TEXT = (
-    "Each image also gets a conformal p-value, p = (1 + #{validation scores >= s}) / (n + 1) "
-    "(`AnomalyScorer.p_value`). Flagging images with p < alpha raises at most a fraction alpha of "
-    "false alarms on normal images exchangeable with the validation images (same source, same "
-    "preprocessing); it says nothing about images from elsewhere.")
-
-
 def _detector(ae, th: dict) -> list[str]:
     cfg, v, ev = ae.ckpt["config"], th["validation"], th["evaluation"]
-    h, w = th.get("image_shape", [28, 28])
-    lines = [
+    (h, w), t1 = th.get("image_shape", [28, 28]), ev.get("type_i")
+    return [
         "## Anomaly detector (ae.onnx, threshold.json)", "",
         f"- **Data**: {th['data']['source']}; sha256 of the pixels {ae.data_sha256}",
         f"- **Images**: {cfg['n_train'] + cfg['n_val']} greyscale {h}x{w}; {cfg['n_train']} for training, "
@@ -220,16 +202,17 @@ def _detector(ae, th: dict) -> list[str]:
         f"final epoch loss {th['training']['final_loss']:.6f}",
         f"- **Threshold**: {th['threshold']:.6g} = mean {v['mean']:.6g} + {th['k']:g} x std {v['std']:.6g} of the "
         f"{v['n']} validation scores (the homework's rule); an image is anomalous when its score is above it",
-        f"- **False-alarm rate on the validation images**: {np.mean(ae.val_scores.astype(np.float64) > th['threshold']):.2%}",
-    ]
-    if ev.get("type_i"):
-        lines.append(f"- **Type I** on {ev['type_i']['set']} ({ev['type_i']['n']} images): {ev['type_i']['rate']:.2%}")
-    for name, t2 in ev.get("type_ii", {}).items():
-        lines.append(f"- **Type II** on {name} ({t2['n']} images): {t2['rate']:.2%}, AUROC {ev['auroc'][name]:.4f}")
-    if not ev.get("type_ii"):
-        lines.append("- **Type II / AUROC**: no labelled anomalies were scored at export; measure them with "
-                     "`aeflow evaluate` on anomalies you expect")
-    return lines + ["", P_VALUE_TEXT, ""]
+        f"- **False-alarm rate on the validation images**: "
+        f"{np.mean(ae.val_scores.astype(np.float64) > th['threshold']):.2%}",
+        *([f"- **Type I** on {t1['set']} ({t1['n']} images): {t1['rate']:.2%}"] if t1 else []),
+        *([f"- **Type II** on {name} ({t2['n']} images): {t2['rate']:.2%}, AUROC {ev['auroc'][name]:.4f}"
+           for name, t2 in ev.get("type_ii", {}).items()] or
+          ["- **Type II / AUROC**: no labelled anomalies were scored at export; measure them with `aeflow evaluate` "
+           "on anomalies you expect"]), "",
+        "Each image also gets a conformal p-value, p = (1 + #{validation scores >= s}) / (n + 1) "
+        "(`AnomalyScorer.p_value`). Flagging images with p < alpha raises at most a fraction alpha of "
+        "false alarms on normal images exchangeable with the validation images (same source, same "
+        "preprocessing); it says nothing about images from elsewhere.", ""]
 
 
 def _flow(flow, meta: dict) -> list[str]:
@@ -246,8 +229,7 @@ def _flow(flow, meta: dict) -> list[str]:
 
 
 def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | None) -> None:
-    """Write MODEL_CARD.md at ``path`` for the staged detector ``ae`` and flow ``flow`` (either may
-    be None) with their checked metadata ``threshold`` and ``meta``."""
+    """Write MODEL_CARD.md for the staged ``ae`` and ``flow`` (either may be None) and their metadata."""
     versions = (threshold or meta)["versions"]
     lines = ["# Model card", "", "Written by `aeflow export`; the numbers come from the files beside it.", ""]
     lines += _detector(ae, threshold) if ae is not None else []
@@ -265,36 +247,33 @@ def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
                      validation: np.ndarray | None = None) -> ExportReport:
-    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir`` (see the module
-    docstring). ``data_dir``: where an MNIST detector's images are (default: where it was trained
-    from); ``validation``: the validation images of a detector fitted on an array. ``ParityError``
-    (writing nothing) when a graph misses PyTorch, its golden outputs or (``quantize="int8"``) the
-    int8 targets. The other model's JSON left by an earlier export (bound to the replaced
-    golden.npz) is removed."""
+    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
+    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an
+    array. ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8
+    targets. The other model's JSON left by an earlier export (bound to the old golden.npz) is removed."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
-    paths = {name: checkpoints / name for name in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)
-             if (checkpoints / name).is_file()}
-    if not paths:
-        raise ArtifactError(f"{checkpoints}: holds neither ae.pt nor flow.pt; run 'aeflow train ae' or 'aeflow train "
-                            f"flow -o {checkpoints}' first, or pass --checkpoints DIR")
-    if quantize and contract.AE_CHECKPOINT not in paths:
+    ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
+                      for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
+    if not (ae_pt or flow_pt):
+        raise ArtifactError(f"{checkpoints}: checkpoints not found (neither ae.pt nor flow.pt); run 'aeflow train "
+                            f"ae' or 'aeflow train flow -o {checkpoints}' first, or pass --checkpoints DIR")
+    if quantize and not ae_pt:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
-        ae_pt, flow_pt = paths.get(contract.AE_CHECKPOINT), paths.get(contract.FLOW_CHECKPOINT)
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
         flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
         threshold, meta, golden_checks = write_documents(tmp, ae, flow)
         checks += golden_checks
         _require(checks, "the exported graphs miss their golden outputs")
         if checkpoints.resolve() != out.resolve():
-            for src in paths.values():
+            for src in filter(None, (ae_pt, flow_pt)):
                 shutil.copy2(src, tmp / src.name)
-        write_model_card(tmp / MODEL_CARD, ae, flow, threshold, meta)
+        write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
     stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \
         + ([] if flow else [contract.FLOW_JSON])
     for name in stale:  # metadata no longer bound to golden.npz, a graph threshold.json no longer names
         (out / name).unlink(missing_ok=True)
-    return ExportReport(out, files, checks, threshold, meta, notes)
+    return ExportReport(files, checks, threshold, meta, notes)

@@ -15,9 +15,7 @@ from aeflow.train.checkpoint import load_model
 from aeflow.train.flow import FlowConfig
 from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 
-HOMEWORK_STEPS = 30
-HOMEWORK_BRACKET = (-3.0, 3.0)
-BATCH = 1000
+HOMEWORK_STEPS, HOMEWORK_BRACKET, BATCH = 30, (-3.0, 3.0), 1000
 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
@@ -34,11 +32,9 @@ def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tupl
     """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
     score float32 [N]), in batches of ``batch``."""
     wrapper = ScoringAutoencoder(model).eval()
-
     def run(x: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
             return [t.numpy() for t in wrapper(torch.from_numpy(x))]
-
     return tuple(batched(run, images, batch))
 
 
@@ -57,11 +53,9 @@ def set_threads(threads: int) -> None:
 def autoencoder_scorer(checkpoint: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
     """Eager scoring with ae.pt: float32 [N, 1, H, W] -> float32 [N] (``torch.inference_mode``)."""
     model = ScoringAutoencoder(load_autoencoder(checkpoint)[0]).eval()
-
     def score(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x))[1].numpy()
-
     return score
 
 
@@ -69,18 +63,14 @@ def homework_sampler(checkpoint: str | os.PathLike) -> Callable[[int, int], np.n
     """The homework's sampler with flow.pt: ``sample(n, seed)`` -> float32 [n], z ~ N(0, 1) inverted
     by 30 bisection steps on [-3, 3] (out-of-range z end at the edges, as in the homework)."""
     flow = load_flow(checkpoint)[0]
-
     def sample(n: int, seed: int) -> np.ndarray:
-        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            z = torch.normal(torch.zeros(n), torch.ones(n), generator=gen)
-            x_low = torch.full((n,), HOMEWORK_BRACKET[0])
-            x_high = torch.full((n,), HOMEWORK_BRACKET[1])
+            z = torch.normal(torch.zeros(n), torch.ones(n), generator=torch.Generator().manual_seed(seed))
+            x_low, x_high = torch.full((n,), HOMEWORK_BRACKET[0]), torch.full((n,), HOMEWORK_BRACKET[1])
             for _ in range(HOMEWORK_STEPS):
                 m = (x_low + x_high) / 2
                 f = flow(m)[0]
                 x_high[f >= z] = m[f >= z]
                 x_low[f < z] = m[f < z]
             return ((x_low + x_high) / 2).numpy()
-
     return sample

@@ -1,5 +1,4 @@
-"""A Python API in PyOD's convention (needs the train extra): fit on your own normal data, then
-``export(directory)`` an artifacts folder that ``AnomalyScorer`` / ``FlowSampler`` load."""
+"""PyOD's convention (train extra): ``fit`` your normal data, ``export`` a folder the runtime loads."""
 
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None):
     """Write the checkpoint ``name`` into ``directory`` (never over one) and export all the folder holds."""
     from aeflow.export.exporter import export_artifacts
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / name, kind, model, asdict(config), history, force=False)
@@ -32,9 +30,8 @@ def _export(directory, name: str, kind: str, model, config, history: dict, valid
 
 
 class AutoencoderDetector:
-    """The homework's autoencoder sized to your images, thresholded by the homework's rule (mean + 3
-    std of a seeded validation split's scores). Scores: per-image mean squared reconstruction error,
-    higher = more anomalous; ``labels_``/``predict``: 1 = anomaly."""
+    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation
+    split's scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
 
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 100, seed: int = 0,
                  val_fraction: float = 1 / 6, quiet: bool = True):
@@ -65,8 +62,7 @@ class AutoencoderDetector:
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
     def export(self, directory: str | os.PathLike):
-        """Write ae.pt and export the folder (with the flow where flow.pt is there too) for
-        ``AnomalyScorer(directory)``, the threshold from ae.onnx's own validation scores; returns the report."""
+        """Write ae.pt and export the folder (and flow.pt there) for ``AnomalyScorer(directory)``; returns the report."""
         return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
                        self._validation)
 
@@ -82,8 +78,7 @@ class FlowModel:
         self.quiet = quiet
 
     def fit(self, values, y=None) -> "FlowModel":
-        """Fit finite real values float [N] (N >= 20); returns self, ``nll_`` the final train and
-        held-out NLL (nats per value)."""
+        """Fit finite real values float [N] (N >= 20); returns self, ``nll_`` the final train and held-out NLL."""
         train_x, test_x = split_values(checked_values(values, "values"), self.config)
         self.model_, self.history_ = train_flow_on(train_x, test_x, self.config, self.quiet)
         self.nll_ = {"train": self.history_["train_nll"][-1], "test": self.history_["test_nll"][-1]}

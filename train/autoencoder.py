@@ -51,9 +51,8 @@ def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> No
 
 
 def training_images(config: AEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The images ``config`` names (``data``, else MNIST's training set from ``data_dir``) as float32
-    [N, 1, H, W] in [0, 1], and the seeded split (train_idx, val_idx). Sets the data fields of
-    ``config``; ``ArtifactError`` when the images differ from those recorded at training."""
+    """The images ``config`` names (``data``, else MNIST from ``data_dir``), float32 [N, 1, H, W] in [0, 1],
+    and the seeded split (train_idx, val_idx); sets the data fields, ``ArtifactError`` if they changed."""
     if config.data:
         images, info = read_images(config.data)
         if config.data_sha256 and info["sha256"] != config.data_sha256:
@@ -74,12 +73,10 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
     model = Autoencoder(train_images.shape[-2:])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: dict[str, list[float]] = {"loss": [], "epoch_loss": []}
-
     def after_epoch(epoch: int, losses: list[float]) -> str:
         history["loss"] += losses
         history["epoch_loss"].append(float(np.mean(losses)))
         return f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}"
-
     loss_fn = torch.nn.MSELoss()
     run_epochs(model, optimizer, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: loss_fn(model(x), x),
                config, "autoencoder", quiet, after_epoch)
@@ -87,9 +84,8 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train on the images ``config`` names and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``;
-    returns the history. ``UsageError`` for a config that cannot train, ``TrainingError`` (nothing
-    written) when training diverges; without ``force`` an ae.pt that appeared meanwhile is kept."""
+    """Train on the images ``config`` names, write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``, return
+    the history; ``TrainingError`` (nothing written) when training diverges."""
     check_ae_config(config)
     images, train_idx, val_idx = training_images(config)
     config.n_train, config.n_val = len(train_idx), len(val_idx)

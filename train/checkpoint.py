@@ -25,7 +25,6 @@ def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, conf
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
-
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     with progress_bar(config.epochs, f"training {what}", quiet, show=lambda s: s) as bar:
@@ -71,11 +70,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
         found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ArtifactError(f"{path}: not an aeflow {kind} checkpoint (kind {str(found)[:40]!r})")
     state, history = ckpt.get("state_dict"), ckpt.get("history")
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() for k, v in state.items()):
-        raise ArtifactError(f"{path}: 'state_dict' is not a dict of named float tensors; re-run training")
-    if not all(bool(torch.isfinite(v).all()) for v in state.values()):
-        raise ArtifactError(f"{path}: the weights hold NaN or Inf (training diverged); re-run training")
+    finite = lambda v: isinstance(v, torch.Tensor) and v.is_floating_point() and bool(torch.isfinite(v).all())  # noqa
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and finite(v) for k, v in state.items()):
+        raise ArtifactError(f"{path}: 'state_dict' must hold named, finite float tensors (NaN or Inf: training "
+                            f"diverged); re-run training")
     if not isinstance(ckpt.get("config"), dict) or not isinstance(history, dict) or not all(
             isinstance(h, list) and h and all(type(v) in (int, float) and math.isfinite(v) for v in h)
             for h in map(history.get, HISTORY_FIELDS[kind])):

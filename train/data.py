@@ -26,17 +26,17 @@ def _training_shape(h: int, w: int) -> tuple[int, int]:
     return h, w
 
 
-def read_images(paths: list[str | os.PathLike], column: str | None = None) -> tuple[np.ndarray, dict]:
+def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
     """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1],
-    of one size, and ``{"name", "sha256" (of the pixels), "images", "image_shape"}``; one-line
-    ``DataError`` / ``InputError`` for mixed or absurd sizes, images labelled anomalous, or none."""
-    images, labels, (h, w) = inputs.read_images(paths, image_shape=None, column=column)
+    of one size, and ``{"name", "sha256" (of the pixels), "image_shape"}``; one-line ``DataError`` /
+    ``InputError`` for mixed or absurd sizes, images labelled anomalous, or none."""
+    images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
                         f"train on normal images only - drop them first")
     x = to_float32(images, "images", image_shape=_training_shape(h, w))
     return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest(),
-               "images": len(x), "image_shape": [h, w]}
+               "image_shape": [h, w]}
 
 
 def _column(table: dict, column: str | None, name: str) -> list:

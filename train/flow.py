@@ -1,5 +1,4 @@
-"""Training the 1-D flow (homework Problem 2) by maximum likelihood against N(0, 1), on the
-homework's mixture or on your values (at unit scale, components started from the data)."""
+"""Training the 1-D flow (homework Problem 2) by maximum likelihood, on the mixture or your values."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_ind
 from aeflow.plotting import line_figure, pyplot, save_png
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
-from aeflow.train.models import Flow1d, nll
+from aeflow.train.models import Flow1d
 
 MAX_EPOCHS, MAX_COMPONENTS = 1_000_000, 10_000
 BYTES_PER_POINT = 1024  # one training point's activations over the components, gradients, scratch
@@ -55,8 +54,7 @@ def check_flow_config(config: FlowConfig, flags: dict[str, str] | None = None) -
 
 
 def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded train and test sets, float32 [n_train] and [n_test]: the user's values
-    (``config.data``, see ``split_values``), else the three-Gaussian mixture."""
+    """The seeded train and test sets, float32 [n_train], [n_test]: the user's values, else the mixture."""
     if config.data is None:
         return mixture_of_gaussians(config.n_train, config.seed), mixture_of_gaussians(config.n_test, config.seed + 1)
     return split_values(read_values(config.data, config.column), config)
@@ -66,8 +64,9 @@ def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np
     """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and
     test sets; sets n_train, n_test, loc, scale and data_sha256 of ``config``."""
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
-    config.n_train, config.n_test, config.data_sha256 = len(train_idx), len(test_idx), hashlib.sha256(values.tobytes()).hexdigest()
+    config.n_train, config.n_test = len(train_idx), len(test_idx)
     config.loc, config.scale = float(values.mean()), float(values.std())
+    config.data_sha256 = hashlib.sha256(values.tobytes()).hexdigest()
     return values[train_idx].astype(np.float32), values[test_idx].astype(np.float32)
 
 
@@ -91,23 +90,21 @@ def _start(config: FlowConfig, train_x: np.ndarray):
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
     """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the
-    per-epoch ``train_nll`` (mean over the batches) and ``test_nll`` (exact over the test set)."""
+    per-epoch ``train_nll`` (mean over the batches) and ``test_nll`` (exact)."""
     if config.data is not None:  # train on (x - loc) / scale in float64, as float32
         train_x, test_x = (((v.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
                            for v in (train_x, test_x))
     flow, optimizer, decay = _start(config, train_x)
     x_test = torch.from_numpy(test_x)
     history: dict[str, list[float]] = {"train_nll": [], "test_nll": []}
-
     def after_epoch(epoch: int, losses: list[float]) -> str:
         history["train_nll"].append(sum(losses) / len(losses))
         with torch.no_grad():
-            history["test_nll"].append(float(nll(flow(x_test)[2])))
+            history["test_nll"].append(float(-flow(x_test)[2].mean()))
         if decay is not None:
             decay.step()
         return f"epoch {epoch + 1}/{config.epochs} test NLL {history['test_nll'][-1]:.4f}"
-
-    run_epochs(flow, optimizer, torch.from_numpy(train_x), lambda x: nll(flow(x)[2]), config, "flow", quiet, after_epoch)
+    run_epochs(flow, optimizer, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", quiet, after_epoch)
     if config.data is not None:  # mu -> loc + scale mu, sigma -> scale sigma: z unchanged, NLLs + log scale
         with torch.no_grad():
             flow.mus.copy_((config.loc + config.scale * flow.mus.double()).float())
@@ -117,10 +114,8 @@ def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, q
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train the flow (on ``config.data`` or the mixture) and write ``flow.pt`` and its four figures
-    into ``out_dir``; returns the history. ``UsageError`` for a config that cannot train,
-    ``TrainingError`` (nothing written) when training diverges; without ``force`` a flow.pt that
-    appeared meanwhile is kept."""
+    """Train the flow, write ``flow.pt`` and its four figures into ``out_dir``, return the history;
+    ``TrainingError`` (nothing written) when training diverges."""
     check_flow_config(config)
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
