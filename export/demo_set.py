@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from aeflow.datasets import available, load_images
 from aeflow.files import atomic_path
 
 
-def make_demo_set(data_dir: str | os.PathLike | None, n_per_set: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+def make_demo_set(data_dir: str | None, n_per_set: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """``n_per_set`` seeded images from the MNIST test set, then as many anomalies (KMNIST's test set
     where present, else Fashion-MNIST's); returns the arrays to save."""
     rng = np.random.default_rng(seed)

@@ -35,7 +35,6 @@ from aeflow.train.flow import FlowConfig, flow_data
 from aeflow.train.models import ScoringAutoencoder
 
 ANOMALY_SETS = ("kmnist", "fashion-mnist")
-FLOW_TRAINING = ("n_components", "epochs", "lr", "batch_size", "n_train", "n_test", "seed")  # flow.json's "training"
 
 
 @dataclass
@@ -91,9 +90,8 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
     of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
     if cfg["data_source"] == "array":
-        raise ArtifactError("ae.pt was trained on an array (AutoencoderDetector.fit): export it with "
-                            "AutoencoderDetector.export, which holds its validation images (export a flow "
-                            "for the same folder first, or into another folder)")
+        raise ArtifactError("ae.pt was fitted on an array: export it with AutoencoderDetector.export, which holds "
+                            "its validation images (export a flow into that folder first, or into another)")
     config = AEConfig(**{**cfg, "data_dir": data_dir})
     images, train_idx, val_idx = training_images(config)
     if len(train_idx) != cfg["n_train"] or list(images.shape[-2:]) != list(cfg.get("image_shape", [28, 28])):
@@ -172,7 +170,8 @@ def write_documents(tmp: Path, ae, flow) -> tuple[dict | None, dict | None, list
     write_golden(golden_path, arrays)
     threshold = meta = None
     if flow is not None:
-        training = {k: v for k, v in flow.ckpt["config"].items() if k in FLOW_TRAINING}
+        training = {k: flow.ckpt["config"][k] for k in ("n_components", "epochs", "lr", "batch_size", "n_train",
+                                                        "n_test", "seed")}
         meta = contract.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
             tmp / contract.FLOW_FILE, flow.opset, flow.model.components(), flow.z_at_bracket, flow.x_bracket,
             flow.nll, training, flow.sampler, versions, golden_path, flow.path))

@@ -41,8 +41,7 @@ def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tupl
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PyTorch's flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
     with torch.inference_mode():
-        z, dz, lp = flow(torch.from_numpy(x))
-    return z.numpy(), dz.numpy(), lp.numpy()
+        return tuple(t.numpy() for t in flow(torch.from_numpy(x)))
 
 
 def set_threads(threads: int) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from aeflow.datasets import split_indices
+from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
@@ -22,11 +23,8 @@ from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train
 
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None):
     """Write the checkpoint ``name`` into ``directory`` (never over one) and export all the folder holds."""
-    from aeflow.export.exporter import export_artifacts
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / name, kind, model, asdict(config), history, force=False)
-    return export_artifacts(out, out, validation=validation)
+    save_checkpoint(Path(directory) / name, kind, model, asdict(config), history, force=False)
+    return export_artifacts(directory, directory, validation=validation)
 
 
 class AutoencoderDetector:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aeflow.checks import check_batch, check_float, check_int, check_seed
+from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import load_images, split_indices, to_float
 from aeflow.errors import ArtifactError
 from aeflow.plotting import line_figure
@@ -46,7 +46,7 @@ def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> No
     check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
     check_float(config.lr, name("lr"), 0.0, above=True)
     check_batch(config.batch_size, name("batch_size"), BYTES_PER_IMAGE)
-    check_seed(config.seed, name("seed"))
+    check_int(config.seed, name("seed"), 0, 2**63 - 1)
     check_float(config.val_fraction, name("val_fraction"), 0.0, 0.99, above=True)
 
 
@@ -90,9 +90,7 @@ def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool 
     images, train_idx, val_idx = training_images(config)
     config.n_train, config.n_val = len(train_idx), len(val_idx)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "ae.pt", "autoencoder", model, asdict(config), history, force)
+    save_checkpoint((out := Path(out_dir)) / "ae.pt", "autoencoder", model, asdict(config), history, force)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs
     line_figure(out / "ae_loss.png", "Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[
         (np.arange(1, len(losses) + 1), losses, dict(color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")),

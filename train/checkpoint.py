@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from aeflow.errors import ArtifactError, TrainingError
 from aeflow.files import atomic_path
 from aeflow.progress import progress_bar
 
+NEWER_FIELDS = {"data", "data_sha256", "image_shape", "column", "loc", "scale"}  # older checkpoints lack them
 HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "test_nll")}
 
 
@@ -46,7 +48,8 @@ def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, conf
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False) -> None:
-    """Write the checkpoint atomically; without ``force`` one that appeared meanwhile is kept (``OutputError``)."""
+    """Write the checkpoint atomically (its folder made); without ``force`` one that appeared meanwhile is kept."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, replace=force) as tmp:
         torch.save({"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                     "config": config, "history": history}, tmp)
@@ -87,6 +90,8 @@ def load_model(path: str | os.PathLike, kind: str, cls, build) -> tuple[torch.nn
     ckpt = load_checkpoint(path, kind)
     try:
         cfg = cls(**ckpt["config"])
+        if missing := [f.name for f in fields(cls) if f.name not in ckpt["config"] and f.name not in NEWER_FIELDS]:
+            raise TypeError(f"field '{missing[0]}' is missing")  # a default would change the split silently
         with torch.device("meta"):  # shapes only: a config asking for a huge model allocates nothing
             want = {k: tuple(v.shape) for k, v in build(cfg).state_dict().items()}
     except (TypeError, ValueError, IndexError, RuntimeError, OverflowError) as e:

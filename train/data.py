@@ -15,8 +15,7 @@ from aeflow.optional import require
 from aeflow.runtime import inputs
 from aeflow.runtime.arrays import to_float32
 
-MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 16  # 256x256: fc1 alone holds 16.8M weights
-MIN_VALUES = 20
+MIN_SIDE, MAX_SIDE, MAX_PIXELS, MIN_VALUES = 4, 1024, 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:

@@ -24,9 +24,8 @@ from aeflow.optional import require
               help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "
                    "fails unless its decisions agree with float32 on >= 99.5% of each test set.")
 def command(output, checkpoints, data_dir, opset, no_eval, quantize):
-    """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch.
-
-    Writes nothing unless every check passes (max abs difference <= 1e-5).
+    """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch:
+    nothing is written unless every check passes (max abs difference <= 1e-5).
 
     \b
     Example:

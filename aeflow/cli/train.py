@@ -19,9 +19,8 @@ FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed
          "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
 
 
-def _ready(output: Path, name: str, force: bool) -> None:
-    """PyTorch is there, and training never replaces a checkpoint silently (the bundled ones included)."""
-    require("torch", "train", "training")
+def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
+    """Training never replaces a checkpoint silently (the bundled ones included)."""
     check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     if (output / name).exists() and not force:
         raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
@@ -54,13 +53,14 @@ def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed,
     """
     if data and data_dir:
         raise UsageError("--data names your images; --data-dir is MNIST's folder: pass one of them")
-    _ready(output, "ae.pt", force)
+    require("torch", "train", "training")
     from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
 
     config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, val_fraction=val_fraction,
                       data_dir=str(data_dir) if data_dir else None,
                       data=[str(Path(p).resolve()) for p in data] or None)
     check_ae_config(config, FLAGS)
+    _refuse_overwrite(output, "ae.pt", force)
     hist = train_autoencoder(output, config, quiet, force)
     shape = "x".join(map(str, config.image_shape))
     click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {epochs} epochs: "
@@ -91,13 +91,14 @@ def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n
       aeflow train flow -o runs/a
       aeflow train flow --data sensor.csv --column temperature -o runs/mine
     """
-    _ready(output, "flow.pt", force)
+    require("torch", "train", "training")
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
                         n_train=n_train, n_test=n_test, seed=seed,
                         data=str(Path(data).resolve()) if data else None, column=column)
     check_flow_config(config, FLAGS)
+    _refuse_overwrite(output, "flow.pt", force)
     hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")
