@@ -468,15 +468,14 @@ CHECKPOINT_CASES = [
 
 
 def edited_checkpoint(kind: str, edit: Callable[[dict], None]):
-    """A copy of the bundled ae.pt/flow.pt (kind "ae"/"flow") with ``edit`` applied to its dict,
-    exported with 'aeflow export --checkpoints'."""
+    """A copy of the bundled ae.pt/flow.pt (kind "ae"/"flow") alone, with ``edit`` applied to its
+    dict, exported with 'aeflow export --checkpoints'."""
     def setup(tmp: Path) -> list[str]:
         torch = pytest.importorskip("torch")
         ck = tmp / "ck"
         ck.mkdir()
-        for name in ("ae.pt", "flow.pt"):
-            (ck / name).write_bytes((bundled_dir() / name).read_bytes())
         path = ck / f"{kind}.pt"
+        path.write_bytes((bundled_dir() / path.name).read_bytes())
         payload = torch.load(path, weights_only=True)
         edit(payload)
         torch.save(payload, path)
