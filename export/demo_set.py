@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     arrays = make_demo_set(args.data_dir, args.n, args.seed)
     with atomic_path(args.out, replace=True) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    print(f"wrote {args.out}: {len(arrays['images'])} images ({arrays['is_anomaly'].sum()} anomalies, {arrays['source'][-1]})")
+    print(f"wrote {args.out}: {len(arrays['images'])} images, {arrays['is_anomaly'].sum()} anomalies")
 
 
 if __name__ == "__main__":

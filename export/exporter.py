@@ -216,8 +216,8 @@ def _detector(ae, th: dict) -> list[str]:
 
 def _flow(flow, meta: dict) -> list[str]:
     cfg, (lo, hi) = flow.ckpt["config"], meta["x_bracket"]
-    column = f" (column {cfg['column']})" if cfg.get("column") else ""
-    data = f"{cfg['data']}{column}; sha256 {cfg['data_sha256']}" if cfg.get("data") else "the homework's three-Gaussian mixture"
+    data = (f"{cfg['data']}" + (f" (column {cfg['column']})" if cfg.get("column") else "")
+            + f"; sha256 {cfg['data_sha256']}") if cfg.get("data") else "the homework's three-Gaussian mixture"
     return [
         "## 1-D flow (flow.onnx, flow_sampler.onnx, flow.json)", "",
         f"- **Data**: {data}",

@@ -93,6 +93,6 @@ def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool 
     save_checkpoint((out := Path(out_dir)) / "ae.pt", "autoencoder", model, asdict(config), history, force)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs
     line_figure(out / "ae_loss.png", "Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[
-        (np.arange(1, len(losses) + 1), losses, dict(color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")),
+        (range(1, len(losses) + 1), losses, dict(color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")),
         (np.arange(1, config.epochs + 1) * steps, history["epoch_loss"], dict(color="black", lw=1.5, label="epoch mean"))])
     return history

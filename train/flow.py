@@ -137,7 +137,7 @@ def _figures(out: Path, flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, h
     truth = [(grid, np.exp(mixture_log_density(grid)), dict(ls="--", label="true mixture density"))] \
         if config.data is None else []
     line_figure(out / "flow_loss.png", "Flow negative log-likelihood", "epoch", "NLL (nats per point)",
-                [(np.arange(1, config.epochs + 1), history[k], dict(label=f"{k[:-4]} NLL")) for k in ("train_nll", "test_nll")])
+                [(range(1, config.epochs + 1), history[k], dict(label=k.replace("_nll", " NLL"))) for k in history])
     line_figure(out / "flow_density.png", "Learned distribution", "x", "p(x)",
                 [(grid, np.exp(log_prob), dict(label="learned density"))] + truth)
     line_figure(out / "flow_map.png", "Flow map x -> z", "x", "z", [(grid, z, dict(label="z = f(x)"))])
