@@ -7,7 +7,8 @@ from importlib import metadata
 from pathlib import Path
 
 
-def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript", "torch", "torchvision", "click")) -> dict[str, str]:
+def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript", "torch",
+                           "torchvision", "click")) -> dict[str, str]:
     """Installed versions of the named distributions (missing ones left out), plus Python's."""
     out = {"python": platform.python_version()}
     for name in names:

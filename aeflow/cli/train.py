@@ -13,7 +13,7 @@ from aeflow.optional import require
 
 _out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
                      default=Path("artifacts"), file_okay=False)
-_seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the init and the shuffling.")
+_seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, init and shuffling.")
 # the config fields as the options spell them, for the one-line errors of the config checks
 FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
          "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
