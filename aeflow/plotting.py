@@ -5,18 +5,13 @@ from __future__ import annotations
 import io
 import os
 
-from aeflow.errors import UsageError
 from aeflow.files import write_bytes_atomic
+from aeflow.optional import require
 
 
 def pyplot(purpose: str = "plotting"):
-    """``matplotlib.pyplot`` on the Agg backend, or a one-line ``UsageError`` saying
-    ``"<purpose> needs matplotlib: pip install matplotlib"`` where it is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError(f"{purpose} needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
+    """``matplotlib.pyplot`` on the Agg backend, or a one-line ``UsageError`` naming ``purpose``."""
+    require("matplotlib", None, purpose).use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -33,3 +28,13 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
 def save_png(fig, path: str | os.PathLike) -> None:
     """Write a figure to ``path`` as PNG, atomically, and close it."""
     write_bytes_atomic(path, png_bytes(fig), replace=True)
+
+
+def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, curves, log: bool = False) -> None:
+    """A titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] with a legend, saved at ``path``."""
+    fig, ax = pyplot().subplots(figsize=(7, 4))
+    for x, y, style in curves:
+        ax.plot(x, y, **style)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, yscale="log" if log else "linear")
+    ax.legend()
+    save_png(fig, path)

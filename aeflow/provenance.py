@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from pathlib import Path
 
 
-def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript", "torch", "torchvision", "click")) -> dict[str, str]:
+def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript", "torch",
+                           "torchvision", "click")) -> dict[str, str]:
     """Installed versions of the named distributions (missing ones left out), plus Python's."""
     out = {"python": platform.python_version()}
     for name in names:
@@ -20,10 +22,7 @@ def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime",
 def cpu_name() -> str:
     """A human-readable CPU model name (Linux /proc/cpuinfo, else platform.processor())."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

@@ -1,32 +1,29 @@
-"""``aeflow export``: the checkpoints a run holds -> ae.onnx (+ ae.int8.onnx) and threshold.json,
-flow.onnx, flow_sampler.onnx and flow.json, golden.npz (PyTorch's outputs on fixed inputs, and the
-detector's validation scores), MODEL_CARD.md. Everything is written into a staging folder, checked
-there (onnxruntime against PyTorch, the golden outputs as the runtime checks them) and only then
-published (``aeflow.files.staged_folder``), so a failed or killed export leaves the folder as it was.
-"""
+"""``aeflow export``: checkpoints -> graphs, metadata, golden.npz and MODEL_CARD.md, written into a staging
+folder and published only when checked against PyTorch and the golden outputs (a failed export changes nothing)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
-
 import torch
 
 from aeflow.datasets import available, load_images, mixture_log_density, to_float
 from aeflow.errors import ArtifactError, ParityError, UsageError
 from aeflow.export.golden import golden_arrays, golden_images, golden_points, write_golden
-from aeflow.export.graphs import export_autoencoder, export_flow
 from aeflow.export.metadata import flow_metadata, threshold_metadata
-from aeflow.export.model_card import MODEL_CARD, write_model_card
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import staged_folder
+from aeflow.files import staged_folder, write_text_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
@@ -35,17 +32,15 @@ from aeflow.runtime.golden import golden_rows
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
-from aeflow.train.models import Flow1d
+from aeflow.train.models import ScoringAutoencoder
 
 ANOMALY_SETS = ("kmnist", "fashion-mnist")
-FLOW_TRAINING = ("n_components", "epochs", "lr", "batch_size", "n_train", "n_test", "seed")  # flow.json's "training"
 
 
 @dataclass
 class ExportReport:
     """What an export wrote and measured."""
 
-    out_dir: Path
     files: list[str]
     checks: list[Comparison]
     threshold: dict | None
@@ -53,43 +48,24 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-def check_autoencoder(session, model, images: np.ndarray) -> tuple[list[Comparison], np.ndarray]:
-    """Compare ae.onnx (``session``) with PyTorch on float32 images; returns the comparisons and the
-    ONNX scores float32 [N]."""
-    rec, score = run_batched(session, images)
-    t_rec, t_score = torch_ae(model, images)
-    return [compare("reconstruction", rec, t_rec), compare("score", score, t_score)], score
-
-
-def check_flow(session, flow: Flow1d, x: np.ndarray) -> list[Comparison]:
-    """Compare flow.onnx (``session``) with PyTorch at float32 points x [N]."""
-    z, dz, lp = session.run(None, {"x": x})
-    tz, tdz, tlp = torch_flow(flow, x)
-    return [compare("z", z, tz), compare("dz_dx", dz, tdz), compare("log_prob", lp, tlp)]
-
-
-def flow_bracket(flow: Flow1d, session) -> tuple[list[float], list[float]]:
-    """An x bracket for inversion (12 sigma beyond every component: Phi is within 1e-32 of 0 or 1
-    there, so f equals +-W/2) and flow.onnx's z at its ends."""
-    comp = flow.components()
-    mu, sigma = np.array(comp["mu"]), np.array(comp["sigma"])
-    lo, hi = float(np.min(mu - 12 * sigma)), float(np.max(mu + 12 * sigma))
-    z_edges = session.run(None, {"x": np.array([lo, hi], dtype=np.float32)})[0]
-    return [lo, hi], [float(z_edges[0]), float(z_edges[1])]
-
-
-def evaluate_graph(session, data_dir, threshold: float) -> tuple[dict, list[str]]:
-    """Type I on the MNIST test set, type II and AUROC per available anomaly set
-    (``metrics.error_rates``), and notes on the sets not found."""
-    notes, anomalies = [], {}
-    normal = run_batched(session, to_float(load_images("mnist", "test", data_dir)), outputs=["score"])[0]
-    for name in ANOMALY_SETS:
-        if not available(name, "test", data_dir):
-            notes.append(f"{name} test set not in {data_dir}: no type II figure for it")
-            continue
-        anomalies[f"{name}-test"] = run_batched(session, to_float(load_images(name, "test", data_dir)),
-                                                outputs=["score"])[0]
-    return error_rates(normal, anomalies, threshold), notes
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike,
+                 input_names: list[str], output_names: list[str], opset: int | None) -> int:
+    """Write ``module`` as a self-contained ONNX graph (dynamo exporter) with a dynamic batch dimension,
+    check the file, return its opset."""
+    module.eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter chats and warns
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), input_names=input_names, output_names=output_names,
+                          dynamic_shapes={input_names[0]: {0: torch.export.Dim("N")}}, opset_version=opset,
+                          external_data=False, dynamo=True)
+    model = onnx.load(str(path))
+    for node in model.graph.node:  # stack traces hold the checkout's paths: drop them, same graph anywhere
+        keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(model, full_check=True)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _require(checks: list[Comparison], what: str) -> None:
@@ -99,14 +75,23 @@ def _require(checks: list[Comparison], what: str) -> None:
         raise ParityError(f"{what}: {worst}; nothing was written")
 
 
+def evaluate_graph(session, data_dir, threshold: float) -> tuple[dict, list[str]]:
+    """Type I on the MNIST test set, type II and AUROC on each anomaly set found (``metrics.error_rates``),
+    and notes on the sets not found."""
+    _scores = lambda name: run_batched(  # noqa: E731
+        session, to_float(load_images(name, "test", data_dir)), outputs=["score"])[0]
+    found = [name for name in ANOMALY_SETS if available(name, "test", data_dir)]
+    notes = [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
+    anomalies = {f"{name}-test": _scores(name) for name in found}
+    return error_rates(_scores("mnist"), anomalies, threshold), notes
+
+
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
-    """The validation images of the autoencoder checkpoint config ``cfg`` (its own files, or MNIST
-    from ``data_dir``), float32 [n_val, 1, H, W], and the sha256 of all the training pixels;
-    ``ArtifactError`` when they are not the ones it was trained with."""
+    """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
+    of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
     if cfg["data_source"] == "array":
-        raise ArtifactError("ae.pt was trained on an array (AutoencoderDetector.fit): export it with "
-                            "AutoencoderDetector.export, which holds its validation images (export a flow "
-                            "for the same folder first, or into another folder)")
+        raise ArtifactError("ae.pt was fitted on an array: export it with AutoencoderDetector.export, which holds "
+                            "its validation images (export a flow into that folder first, or into another)")
     config = AEConfig(**{**cfg, "data_dir": data_dir})
     images, train_idx, val_idx = training_images(config)
     if len(train_idx) != cfg["n_train"] or list(images.shape[-2:]) != list(cfg.get("image_shape", [28, 28])):
@@ -116,42 +101,24 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     return images[val_idx], config.data_sha256
 
 
-@dataclass
-class Staged:
-    """One model exported into the staging folder, waiting for golden.npz and its metadata."""
-
-    model: torch.nn.Module
-    ckpt: dict
-    path: Path
-    opset: int
-    extra: dict = field(default_factory=dict)
-
-
 def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, quantize: str | None,
-                   checks: list, notes: list, validation: np.ndarray | None = None) -> Staged:
-    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images
-    (``validation`` float32 [n_val, 1, H, W] for a detector fitted on an array, else re-read);
-    the threshold from the graph's own validation scores, the evaluation on the MNIST test sets
-    (for an MNIST detector)."""
+                   checks: list, notes: list, validation: np.ndarray | None = None) -> SimpleNamespace:
+    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images (re-read
+    unless given), the threshold from the graph's own validation scores; MNIST test sets evaluated."""
     model, ckpt = load_autoencoder(ckpt_path)
     cfg = ckpt["config"]
     own = bool(cfg.get("data")) or validation is not None
     if own and quantize:
         raise UsageError("--quantize int8 checks the int8 graph on the MNIST test sets; it is for MNIST detectors")
     data_dir = data_dir if data_dir is not None else cfg["data_dir"]
-    if validation is None:
-        val, data_sha256 = validation_images(cfg, data_dir)
-    elif len(validation) != cfg["n_val"] or list(validation.shape[-2:]) != cfg["image_shape"]:
-        raise ArtifactError(f"{ckpt_path}: the validation images given are not the ones it was trained with")
-    else:
-        val, data_sha256 = validation, cfg["data_sha256"]
-    ae_opset = export_autoencoder(model, tmp / contract.AE_FILE, opset)
+    val, data_sha256 = validation_images(cfg, data_dir) if validation is None else (validation, cfg["data_sha256"])
+    ae_opset = export_graph(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape), tmp / contract.AE_FILE,
+                            ["images"], ["reconstruction", "score"], opset)
     session = create_session(tmp / contract.AE_FILE, "cpu")
-    ae_checks, val_scores = check_autoencoder(session, model, val)
-    checks += ae_checks
+    (rec, val_scores), (t_rec, t_score) = run_batched(session, val), torch_ae(model, val)
+    checks += [compare("reconstruction", rec, t_rec), compare("score", val_scores, t_score)]
     _require(checks, "ONNX differs from PyTorch")
-    # the threshold comes from the exported graph's own scores, the ones the runtime will compare
-    th = threshold_from_scores(val_scores, k=3.0)
+    th = threshold_from_scores(val_scores, k=3.0)  # the graph's own scores, the ones the runtime compares
     evaluation, ev_notes = evaluate_graph(session, data_dir, th.value) if evaluate and not own else ({}, [])
     notes += ev_notes + (["your own data: type II and AUROC come from 'aeflow evaluate' with labelled anomalies"]
                          if own else [])
@@ -160,105 +127,156 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
         int8, int8_checks = quantize_int8(tmp, val, data_dir, ANOMALY_SETS)
         checks += int8_checks
     golden = np.resize(val, (contract.GOLDEN_IMAGES,) + val.shape[1:]) if own else golden_images()
-    return Staged(model, ckpt, ckpt_path, ae_opset, {"threshold": th, "evaluation": evaluation, "int8": int8,
-                                                     "val_scores": val_scores, "golden_images": golden,
-                                                     "data_sha256": data_sha256})
+    return SimpleNamespace(model=model, ckpt=ckpt, path=ckpt_path, opset=ae_opset, threshold=th, evaluation=evaluation,
+                           int8=int8, val_scores=val_scores, golden_images=golden, data_sha256=data_sha256)
 
 
-def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> Staged:
+def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespace:
     """flow.onnx and flow_sampler.onnx in ``tmp``, checked against PyTorch over the data's range."""
     flow, ckpt = load_flow(ckpt_path)
     config = FlowConfig(**ckpt["config"])
-    flow_opset = export_flow(flow, tmp / contract.FLOW_FILE, opset)
+    flow_opset = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
+                              ["z", "dz_dx", "log_prob"], opset)
     session = create_session(tmp / contract.FLOW_FILE, "cpu")
     scaled = lambda x: (np.float32(config.loc) + np.float32(config.scale) * x).astype(np.float32)  # noqa: E731
-    checks += check_flow(session, flow, scaled(flow_check_points()))
+    x = scaled(flow_check_points())
+    checks += [compare(name, a, b) for name, a, b in zip(("z", "dz_dx", "log_prob"), session.run(None, {"x": x}),
+                                                        torch_flow(flow, x))]
     _require(checks, "ONNX differs from PyTorch")
-    x_bracket, z_at_bracket = flow_bracket(flow, session)
-    sampler = write_sampler_graph(flow, flow.components(), tuple(x_bracket), tmp / contract.SAMPLER_FILE,
-                                  flow_opset, onnx.load(str(tmp / contract.FLOW_FILE)).ir_version,
-                                  (config.loc, config.scale))
-    hist = ckpt["history"]
-    nll = {"train": hist["train_nll"][-1], "test": hist["test_nll"][-1]}
+    # 12 sigma beyond every component Phi is within 1e-32 of 0 or 1, so f there equals +-W/2
+    comp = flow.components()
+    mu, sigma = np.array(comp["mu"]), np.array(comp["sigma"])
+    x_bracket = [float(np.min(mu - 12 * sigma)), float(np.max(mu + 12 * sigma))]
+    z_at_bracket = [float(z) for z in session.run(None, {"x": np.array(x_bracket, dtype=np.float32)})[0]]
+    sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset,
+                                  onnx.load(str(tmp / contract.FLOW_FILE)).ir_version, (config.loc, config.scale))
+    nll = {"train": ckpt["history"]["train_nll"][-1], "test": ckpt["history"]["test_nll"][-1]}
     if config.data is None:
         nll["true_mixture_test"] = float(-mixture_log_density(flow_data(config)[1]).mean())
-    return Staged(flow, ckpt, ckpt_path, flow_opset, {"x_bracket": x_bracket, "z_at_bracket": z_at_bracket,
-                                                      "sampler": sampler, "nll": nll,
-                                                      "golden_points": scaled(golden_points())})
+    return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, x_bracket=x_bracket,
+                           z_at_bracket=z_at_bracket, sampler=sampler, nll=nll, golden_points=scaled(golden_points()))
 
 
-def write_documents(tmp: Path, ae: Staged | None, flow: Staged | None, int8_graph: Path | None) -> tuple:
-    """golden.npz (with the validation scores), then threshold.json and flow.json bound to it."""
+def write_documents(tmp: Path, ae, flow) -> tuple:
+    """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
+    them and the golden checks of the graphs as the runtime will load them (CPU)."""
     versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
+    int8_graph = tmp / contract.INT8_FILE if ae and ae.int8 else None
     arrays = golden_arrays(ae and ae.model, flow and flow.model, flow and flow.model.components(),
-                           flow and flow.extra["sampler"], flow and flow.extra["x_bracket"], int8_graph,
-                           ae and ae.extra["golden_images"], flow and flow.extra["golden_points"])
+                           flow and flow.sampler, flow and flow.x_bracket, int8_graph,
+                           ae and ae.golden_images, flow and flow.golden_points)
     if ae is not None:
-        arrays["validation_scores"] = ae.extra["val_scores"].astype(np.float32)
+        arrays["validation_scores"] = ae.val_scores.astype(np.float32)
     write_golden(golden_path, arrays)
     threshold = meta = None
     if flow is not None:
-        e = flow.extra
-        training = {k: v for k, v in flow.ckpt["config"].items() if k in FLOW_TRAINING}
+        training = {k: flow.ckpt["config"][k] for k in ("n_components", "epochs", "lr", "batch_size", "n_train",
+                                                        "n_test", "seed")}
         meta = artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
-            tmp / contract.FLOW_FILE, flow.opset, flow.model.components(), e["z_at_bracket"], e["x_bracket"],
-            e["nll"], training, e["sampler"], versions, golden_path, flow.path))
+            tmp / contract.FLOW_FILE, flow.opset, flow.model.components(), flow.z_at_bracket, flow.x_bracket,
+            flow.nll, training, flow.sampler, versions, golden_path, flow.path))
     if ae is not None:
-        e = ae.extra
         threshold = artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
-            tmp / contract.AE_FILE, ae.opset, e["threshold"], ae.ckpt["config"], ae.ckpt["history"]["epoch_loss"][-1],
-            e["evaluation"], versions, e["int8"], golden_path, ae.path))
-    return threshold, meta
-
-
-def golden_checks(tmp: Path, threshold: contract.ThresholdMeta | None, meta: contract.FlowMeta | None) -> list[Comparison]:
-    """The graphs as the runtime will load them: the golden outputs within tolerance on the CPU."""
+            tmp / contract.AE_FILE, ae.opset, ae.threshold, ae.ckpt["config"], ae.ckpt["history"]["epoch_loss"][-1],
+            ae.evaluation, versions, ae.int8, golden_path, ae.path))
     checks = []
     for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
         if doc is not None and doc.entry(which) is not None:
             session = create_session(tmp / contract.GRAPHS[which].file, "cpu")
             checks += [replace(c, name=f"golden {c.name}")
                        for c in golden_rows(session, which, artifacts.read_golden(tmp, doc, which), doc)]
-    return checks
+    return threshold, meta, checks
+
+
+def _detector(ae, th: dict) -> list[str]:
+    cfg, v, ev = ae.ckpt["config"], th["validation"], th["evaluation"]
+    (h, w), t1 = th.get("image_shape", [28, 28]), ev.get("type_i")
+    return [
+        "## Anomaly detector (ae.onnx, threshold.json)", "",
+        f"- **Data**: {th['data']['source']}; sha256 of the pixels {ae.data_sha256}",
+        f"- **Images**: {cfg['n_train'] + cfg['n_val']} greyscale {h}x{w}; {cfg['n_train']} for training, "
+        f"{cfg['n_val']} held out for validation (seeded split, seed {cfg['seed']}, fraction {cfg['val_fraction']:.4f})",
+        f"- **Model**: autoencoder {h * w}-256-128-32 and its mirror, ReLU, sigmoid output; score = {th['score']}",
+        f"- **Training**: {cfg['epochs']} epochs, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, seed {cfg['seed']}; "
+        f"final epoch loss {th['training']['final_loss']:.6f}",
+        f"- **Threshold**: {th['threshold']:.6g} = mean {v['mean']:.6g} + {th['k']:g} x std {v['std']:.6g} of the "
+        f"{v['n']} validation scores (the homework's rule); an image is anomalous when its score is above it",
+        f"- **False-alarm rate on the validation images**: "
+        f"{np.mean(ae.val_scores.astype(np.float64) > th['threshold']):.2%}",
+        *([f"- **Type I** on {t1['set']} ({t1['n']} images): {t1['rate']:.2%}"] if t1 else []),
+        *([f"- **Type II** on {name} ({t2['n']} images): {t2['rate']:.2%}, AUROC {ev['auroc'][name]:.4f}"
+           for name, t2 in ev.get("type_ii", {}).items()] or
+          ["- **Type II / AUROC**: no labelled anomalies were scored at export; measure them with `aeflow evaluate` "
+           "on anomalies you expect"]), "",
+        "Each image also gets a conformal p-value, p = (1 + #{validation scores >= s}) / (n + 1) "
+        "(`AnomalyScorer.p_value`). Flagging images with p < alpha raises at most a fraction alpha of "
+        "false alarms on normal images exchangeable with the validation images (same source, same "
+        "preprocessing); it says nothing about images from elsewhere.", ""]
+
+
+def _flow(flow, meta: dict) -> list[str]:
+    cfg, (lo, hi) = flow.ckpt["config"], meta["x_bracket"]
+    data = (f"{cfg['data']}" + (f" (column {cfg['column']})" if cfg.get("column") else "")
+            + f"; sha256 {cfg['data_sha256']}") if cfg.get("data") else "the homework's three-Gaussian mixture"
+    return [
+        "## 1-D flow (flow.onnx, flow_sampler.onnx, flow.json)", "",
+        f"- **Data**: {data}",
+        f"- **Split**: {cfg['n_train']} values for training, {cfg['n_test']} held out (seed {cfg['seed']})",
+        f"- **Model**: z = sum of {meta['n_components']} weighted Gaussian CDFs, target N(0, 1); x in [{lo:.6g}, {hi:.6g}]",
+        f"- **Training**: {cfg['epochs']} epochs, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}; NLL train "
+        f"{meta['nll']['train']:.4f}, held out {meta['nll']['test']:.4f} nats per value", ""]
+
+
+def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | None) -> None:
+    """Write MODEL_CARD.md for the staged ``ae`` and ``flow`` (either may be None) and their metadata."""
+    versions = (threshold or meta)["versions"]
+    lines = ["# Model card", "", "Written by `aeflow export`; the numbers come from the files beside it.", ""]
+    lines += _detector(ae, threshold) if ae is not None else []
+    lines += _flow(flow, meta) if flow is not None else []
+    lines += ["## Intended use and limits", "",
+              "- Intended: flag inputs unlike the training data (detector), model and sample one real quantity "
+              "(flow), on the CPU or an edge device with onnxruntime.",
+              "- Not a classifier: it has never seen anomalies, and an anomaly that reconstructs well goes "
+              "unnoticed. Inputs must be prepared exactly as the training data (size, greyscale, scale).",
+              "- Re-check the false-alarm rate on your own normal data (`aeflow calibrate`) before relying on it.", "",
+              "## Software", "", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
+    write_text_atomic(path, "\n".join(lines), replace=True)
 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
                      validation: np.ndarray | None = None) -> ExportReport:
-    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir`` (see the module
-    docstring). ``data_dir``: where an MNIST detector's images are (default: where it was trained
-    from); ``validation``: the validation images of a detector fitted on an array. ``ParityError``
-    (writing nothing) when a graph misses PyTorch, its golden outputs or (``quantize="int8"``) the
-    int8 targets. The other model's JSON left by an earlier export (bound to the replaced
-    golden.npz) is removed."""
+    """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
+    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an
+    array. ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8
+    targets. The other model's JSON left by an earlier export (bound to the old golden.npz) is removed."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
-    paths = {name: checkpoints / name for name in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)
-             if (checkpoints / name).is_file()}
-    if not paths:
-        raise ArtifactError(f"{checkpoints}: holds neither ae.pt nor flow.pt; run 'aeflow train ae' or 'aeflow train "
-                            f"flow -o {checkpoints}' first, or pass --checkpoints DIR")
-    if quantize and contract.AE_CHECKPOINT not in paths:
+    ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
+                      for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
+    if not (ae_pt or flow_pt):
+        raise ArtifactError(f"{checkpoints}: checkpoints not found (neither ae.pt nor flow.pt); run 'aeflow train "
+                            f"ae' or 'aeflow train flow -o {checkpoints}' first, or pass --checkpoints DIR")
+    if quantize and not ae_pt:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
-    for name, path in paths.items():  # every checkpoint checked before any data is read
-        (load_autoencoder if name == contract.AE_CHECKPOINT else load_flow)(path)
+    for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before
+        if path:                                                          # any data is read
+            load(path)
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
-        ae = stage_detector(tmp, paths[contract.AE_CHECKPOINT], data_dir, opset, evaluate, quantize, checks, notes,
-                            validation) \
-            if contract.AE_CHECKPOINT in paths else None
-        flow = stage_flow(tmp, paths[contract.FLOW_CHECKPOINT], opset, checks) if contract.FLOW_CHECKPOINT in paths else None
-        threshold, meta = write_documents(tmp, ae, flow, tmp / contract.INT8_FILE if ae and ae.extra["int8"] else None)
-        checks += golden_checks(tmp, threshold, meta)
+        ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
+        flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
+        threshold, meta, golden_checks = write_documents(tmp, ae, flow)
+        checks += golden_checks
         _require(checks, "the exported graphs miss their golden outputs")
         if checkpoints.resolve() != out.resolve():
-            for src in paths.values():
+            for src in filter(None, (ae_pt, flow_pt)):
                 shutil.copy2(src, tmp / src.name)
         threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
-        write_model_card(tmp / MODEL_CARD, ae, flow, threshold, meta)
+        write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
     stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \
         + ([] if flow else [contract.FLOW_JSON])
     for name in stale:  # metadata no longer bound to golden.npz, a graph threshold.json no longer names
         (out / name).unlink(missing_ok=True)
-    return ExportReport(out, files, checks, threshold, meta, notes)
+    return ExportReport(files, checks, threshold, meta, notes)

@@ -1,6 +1,5 @@
-"""The PyTorch side of every comparison (export's checks, golden.npz, ``aeflow verify``, ``aeflow
-bench``): the checkpoints loaded and run eagerly, and the homework's own sampler. Needs the train extra; the runtime imports
-this module only inside those commands, so scoring and sampling never load torch."""
+"""The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``):
+the checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
 
 from __future__ import annotations
 
@@ -11,44 +10,38 @@ import numpy as np
 import torch
 
 from aeflow.runtime.providers import batched
-from aeflow.train.checkpoint import load_checkpoint, load_weights
+from aeflow.train.autoencoder import AEConfig
+from aeflow.train.checkpoint import load_model
+from aeflow.train.flow import FlowConfig
 from aeflow.train.models import Autoencoder, Flow1d, ScoringAutoencoder
 
-HOMEWORK_STEPS = 30
-HOMEWORK_BRACKET = (-3.0, 3.0)
-BATCH = 1000
+HOMEWORK_STEPS, HOMEWORK_BRACKET, BATCH = 30, (-3.0, 3.0), 1000
 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[Autoencoder, dict]:
     """The trained autoencoder (eval mode, sized to the config's ``image_shape``) and its checkpoint dict."""
-    ckpt = load_checkpoint(path, "autoencoder")
-    return load_weights(path, Autoencoder(ckpt["config"].get("image_shape", (28, 28))), ckpt["state_dict"]), ckpt
+    return load_model(path, "autoencoder", AEConfig, lambda cfg: Autoencoder(cfg.image_shape))
 
 
 def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
     """The trained flow (eval mode) and its checkpoint dict."""
-    ckpt = load_checkpoint(path, "flow")
-    return load_weights(path, Flow1d(ckpt["config"]["n_components"]), ckpt["state_dict"]), ckpt
+    return load_model(path, "flow", FlowConfig, lambda cfg: Flow1d(cfg.n_components))
 
 
 def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
     score float32 [N]), in batches of ``batch``."""
     wrapper = ScoringAutoencoder(model).eval()
-
     def run(x: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
             return [t.numpy() for t in wrapper(torch.from_numpy(x))]
-
-    rec, score = batched(run, images, batch)
-    return rec, score
+    return tuple(batched(run, images, batch))
 
 
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PyTorch's flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
     with torch.inference_mode():
-        z, dz, lp = flow(torch.from_numpy(x))
-    return z.numpy(), dz.numpy(), lp.numpy()
+        return tuple(t.numpy() for t in flow(torch.from_numpy(x)))
 
 
 def set_threads(threads: int) -> None:
@@ -59,11 +52,9 @@ def set_threads(threads: int) -> None:
 def autoencoder_scorer(checkpoint: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
     """Eager scoring with ae.pt: float32 [N, 1, H, W] -> float32 [N] (``torch.inference_mode``)."""
     model = ScoringAutoencoder(load_autoencoder(checkpoint)[0]).eval()
-
     def score(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x))[1].numpy()
-
     return score
 
 
@@ -71,18 +62,14 @@ def homework_sampler(checkpoint: str | os.PathLike) -> Callable[[int, int], np.n
     """The homework's sampler with flow.pt: ``sample(n, seed)`` -> float32 [n], z ~ N(0, 1) inverted
     by 30 bisection steps on [-3, 3] (out-of-range z end at the edges, as in the homework)."""
     flow = load_flow(checkpoint)[0]
-
     def sample(n: int, seed: int) -> np.ndarray:
-        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            z = torch.normal(torch.zeros(n), torch.ones(n), generator=gen)
-            x_low = torch.full((n,), HOMEWORK_BRACKET[0])
-            x_high = torch.full((n,), HOMEWORK_BRACKET[1])
+            z = torch.normal(torch.zeros(n), torch.ones(n), generator=torch.Generator().manual_seed(seed))
+            x_low, x_high = torch.full((n,), HOMEWORK_BRACKET[0]), torch.full((n,), HOMEWORK_BRACKET[1])
             for _ in range(HOMEWORK_STEPS):
                 m = (x_low + x_high) / 2
                 f = flow(m)[0]
                 x_high[f >= z] = m[f >= z]
                 x_low[f < z] = m[f < z]
             return ((x_low + x_high) / 2).numpy()
-
     return sample

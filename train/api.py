@@ -1,11 +1,4 @@
-"""A Python API in PyOD's convention (needs the train extra): fit on your own normal data, then
-export an artifacts folder that the torch-free runtime loads.
-
->>> det = AutoencoderDetector(epochs=30, seed=0).fit(images)   # uint8 [N, H, W] or float in [0, 1]
->>> det.decision_scores_, det.threshold_, det.labels_           # training scores, threshold, 0/1 labels
->>> det.predict(new_images); det.export("runs/mine")            # then AnomalyScorer("runs/mine")
->>> flow = FlowModel(seed=0).fit(values); flow.export("runs/mine")  # then FlowSampler("runs/mine")
-"""
+"""PyOD's convention (train extra): ``fit`` your normal data, ``export`` a folder the runtime loads."""
 
 from __future__ import annotations
 
@@ -18,6 +11,7 @@ import numpy as np
 import torch
 
 from aeflow.datasets import split_indices
+from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
@@ -27,21 +21,15 @@ from aeflow.train.data import as_images, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
 
 
-def _export(directory, name: str, kind: str, model, config: dict, history: dict, validation=None):
-    """Write the checkpoint ``name`` into ``directory`` (never over an existing one) and export
-    every model the folder then holds (``aeflow.export.exporter.export_artifacts``)."""
-    from aeflow.export.exporter import export_artifacts
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / name, kind, model, config, history, force=False)
-    return export_artifacts(out, out, validation=validation)
+def _export(directory, name: str, kind: str, model, config, history: dict, validation=None):
+    """Write the checkpoint ``name`` into ``directory`` (never over one) and export all the folder holds."""
+    save_checkpoint(Path(directory) / name, kind, model, asdict(config), history, force=False)
+    return export_artifacts(directory, directory, validation=validation)
 
 
 class AutoencoderDetector:
-    """The homework's autoencoder, sized to your images, with the homework's threshold rule
-    (mean + 3 std of the scores of a seeded validation split). Scores: per-image mean squared
-    reconstruction error, higher = more anomalous; ``labels_``/``predict``: 1 = anomaly."""
+    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation
+    split's scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
 
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 100, seed: int = 0,
                  val_fraction: float = 1 / 6, quiet: bool = True):
@@ -52,8 +40,7 @@ class AutoencoderDetector:
     def fit(self, X, y=None) -> "AutoencoderDetector":
         """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in
         [0, 1]); ``y`` is ignored (PyOD's signature). Returns self."""
-        images = as_images(X)
-        cfg = self.config
+        images, cfg = as_images(X), self.config
         train_idx, val_idx = split_indices(len(images), cfg.seed, cfg.val_fraction)
         cfg.n_train, cfg.n_val, cfg.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
         cfg.data_source, cfg.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
@@ -73,16 +60,13 @@ class AutoencoderDetector:
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
     def export(self, directory: str | os.PathLike):
-        """Write ae.pt and export the folder (ae.onnx, threshold.json, golden.npz, MODEL_CARD.md, and
-        the flow where flow.pt is there too) for ``AnomalyScorer(directory)``; the threshold there
-        comes from ae.onnx's own validation scores. Returns the export's report."""
-        return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, asdict(self.config),
-                       self.history_, self._validation)
+        """Write ae.pt and export the folder (and flow.pt there) for ``AnomalyScorer(directory)``; returns the report."""
+        return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
+                       self._validation)
 
 
 class FlowModel:
-    """The homework's 1-D flow fitted to your values by maximum likelihood (1/6 held out, seeded),
-    components started from the data, trained at unit scale."""
+    """The homework's 1-D flow fitted to your values by maximum likelihood (1/6 held out, seeded)."""
 
     def __init__(self, n_components: int = 5, epochs: int = 100, lr: float = 5e-2, batch_size: int = 128,
                  seed: int = 0, quiet: bool = True):
@@ -92,8 +76,7 @@ class FlowModel:
         self.quiet = quiet
 
     def fit(self, values, y=None) -> "FlowModel":
-        """Fit finite real values float [N] (N >= 20). Returns self; ``nll_`` holds the final train
-        and held-out NLL (nats per value)."""
+        """Fit finite real values float [N] (N >= 20); returns self, ``nll_`` the final train and held-out NLL."""
         train_x, test_x = split_values(checked_values(values, "values"), self.config)
         self.model_, self.history_ = train_flow_on(train_x, test_x, self.config, self.quiet)
         self.nll_ = {"train": self.history_["train_nll"][-1], "test": self.history_["test_nll"][-1]}
@@ -106,4 +89,4 @@ class FlowModel:
 
     def export(self, directory: str | os.PathLike):
         """Write flow.pt and export the folder for ``FlowSampler(directory)``; returns the report."""
-        return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, asdict(self.config), self.history_)
+        return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_)

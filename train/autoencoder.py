@@ -1,9 +1,8 @@
-"""Training the MNIST autoencoder (homework Problem 1): Adam, MSE, batches of 100."""
+"""Training the autoencoder (homework Problem 1): Adam, MSE, batches of 100, on MNIST or your images."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aeflow.errors import ArtifactError
-from aeflow.checks import check_batch, check_float, check_int, check_seed
-from aeflow.progress import progress_bar
-from aeflow.train.checkpoint import check_finite, diverged, save_checkpoint
+from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import load_images, split_indices, to_float
+from aeflow.errors import ArtifactError
+from aeflow.plotting import line_figure
+from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_images
 from aeflow.train.models import Autoencoder
-from aeflow.train.plots import plot_ae_loss
+
+MAX_EPOCHS = 1_000_000
+BYTES_PER_IMAGE = 64 * 1024  # one training image's activations, gradients and optimizer scratch
 
 
 @dataclass
@@ -39,30 +40,19 @@ class AEConfig:
     image_shape: list[int] = field(default_factory=lambda: [28, 28])
 
 
-MAX_EPOCHS = 1_000_000
-BYTES_PER_IMAGE = 64 * 1024  # one training image's activations, gradients and optimizer scratch
-
-
 def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> None:
-    """``UsageError`` for any field that cannot train: epochs, lr, batch_size, seed, val_fraction.
-    ``flags`` names the fields as the caller spells them (the CLI passes {"lr": "--lr", ...})."""
-    name = (flags or {}).get
-    check_int(config.epochs, name("epochs", "epochs"), 1, MAX_EPOCHS)
-    check_float(config.lr, name("lr", "lr"), 0.0, above=True)
-    check_batch(config.batch_size, name("batch_size", "batch_size"), BYTES_PER_IMAGE)
-    check_seed(config.seed, name("seed", "seed"))
-    check_float(config.val_fraction, name("val_fraction", "val_fraction"), 0.0, 0.99, above=True)
-
-
-def data_source(data_dir: str | os.PathLike | None) -> str:
-    """How the training data is named in artifacts."""
-    return f"IDX files in {data_dir}" if data_dir else "torchvision download"
+    """``UsageError`` for a field that cannot train; ``flags`` names the fields as the CLI spells them."""
+    name = lambda f: (flags or {}).get(f, f)  # noqa: E731
+    check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
+    check_float(config.lr, name("lr"), 0.0, above=True)
+    check_batch(config.batch_size, name("batch_size"), BYTES_PER_IMAGE)
+    check_int(config.seed, name("seed"), 0, 2**63 - 1)
+    check_float(config.val_fraction, name("val_fraction"), 0.0, 0.99, above=True)
 
 
 def training_images(config: AEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The images ``config`` names (its ``data`` files, else MNIST's training set from ``data_dir``)
-    and the seeded split: (float32 [N, 1, H, W] in [0, 1], train_idx, val_idx). Sets the data
-    fields of ``config``; ``ArtifactError`` when files recorded at training changed since."""
+    """The images ``config`` names (``data``, else MNIST from ``data_dir``), float32 [N, 1, H, W] in [0, 1],
+    and the seeded split (train_idx, val_idx); sets the data fields, ``ArtifactError`` if they changed."""
     if config.data:
         images, info = read_images(config.data)
         if config.data_sha256 and info["sha256"] != config.data_sha256:
@@ -71,65 +61,38 @@ def training_images(config: AEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
         config.data_source, config.data_sha256, config.image_shape = info["name"], info["sha256"], info["image_shape"]
     else:
         images = to_float(load_images("mnist", "train", config.data_dir))
-        config.data_source = data_source(config.data_dir)
+        config.data_source = f"IDX files in {config.data_dir}" if config.data_dir else "torchvision download"
         config.data_sha256 = config.data_sha256 or hashlib.sha256(images.tobytes()).hexdigest()
-    train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
-    return images, train_idx, val_idx
+    return (images, *split_indices(len(images), config.seed, config.val_fraction))
 
 
-def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False
-                         ) -> tuple[Autoencoder, dict]:
-    """Train on float32 [N, 1, H, W] images in [0, 1] (uint8 [N, H, W] is scaled by 1/255); returns
-    the model (eval mode) and ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
-    if train_images.dtype == np.uint8:
-        train_images = to_float(train_images)
+def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False) -> tuple[Autoencoder, dict]:
+    """Train on float32 [N, 1, H, W] images in [0, 1]; returns the model (eval mode) and
+    ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
     torch.manual_seed(config.seed)
     model = Autoencoder(train_images.shape[-2:])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: dict[str, list[float]] = {"loss": [], "epoch_loss": []}
+    def after_epoch(epoch: int, losses: list[float]) -> str:
+        history["loss"] += losses
+        history["epoch_loss"].append(float(np.mean(losses)))
+        return f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}"
     loss_fn = torch.nn.MSELoss()
-    x_all = torch.from_numpy(np.ascontiguousarray(train_images))
-    n = x_all.shape[0]
-    gen = torch.Generator().manual_seed(config.seed)
-    steps = (n + config.batch_size - 1) // config.batch_size
-    losses: list[float] = []
-    epoch_loss: list[float] = []
-    model.train()
-    with progress_bar(config.epochs * steps, "training autoencoder", quiet,
-                      show=lambda s: s) as bar:
-        for epoch in range(config.epochs):
-            perm = torch.randperm(n, generator=gen)
-            start = len(losses)
-            for b in range(steps):
-                images = x_all[perm[b * config.batch_size:(b + 1) * config.batch_size]]
-                loss = loss_fn(model(images), images)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                if not math.isfinite(losses[-1]):
-                    raise diverged("autoencoder", epoch, losses[-1], config.lr)
-                bar.update(1, f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}")
-            epoch_loss.append(float(np.mean(losses[start:])))
-    check_finite(model, "autoencoder", config.lr)
-    model.eval()
-    return model, {"loss": losses, "epoch_loss": epoch_loss}
+    run_epochs(model, optimizer, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: loss_fn(model(x), x),
+               config, "autoencoder", quiet, after_epoch)
+    return model.eval(), history
 
 
-def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> Path:
-    """Load the images (``config.data``, else MNIST from ``config.data_dir`` or torchvision),
-    split them with ``config.seed``, train, and write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``. Returns the checkpoint path.
-    ``UsageError`` for a config that cannot train, ``TrainingError`` (nothing written) when the
-    loss or the weights stop being finite; without ``force`` an ae.pt that appeared meanwhile is
-    kept (``OutputError``)."""
+def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
+    """Train on the images ``config`` names, write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``, return
+    the history; ``TrainingError`` (nothing written) when training diverges."""
     check_ae_config(config)
     images, train_idx, val_idx = training_images(config)
     config.n_train, config.n_val = len(train_idx), len(val_idx)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(config)
-    cfg["data_dir"] = str(config.data_dir) if config.data_dir else None
-    path = out / "ae.pt"
-    save_checkpoint(path, "autoencoder", model, cfg, history, force)
-    plot_ae_loss(history["loss"], out / "ae_loss.png", (config.n_train + config.batch_size - 1) // config.batch_size)
-    return path
+    save_checkpoint((out := Path(out_dir)) / "ae.pt", "autoencoder", model, asdict(config), history, force)
+    losses, steps = history["loss"], len(history["loss"]) // config.epochs
+    line_figure(out / "ae_loss.png", "Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[
+        (range(1, len(losses) + 1), losses, dict(color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")),
+        (np.arange(1, config.epochs + 1) * steps, history["epoch_loss"], dict(color="black", lw=1.5, label="epoch mean"))])
+    return history

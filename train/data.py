@@ -1,10 +1,5 @@
-"""The user's own training data: images for the autoencoder, real values for the flow.
-
-Images are read with the runtime's readers (``aeflow.runtime.inputs.read_images``: every format
-``aeflow score`` reads, the size taken from the data).
-Values are read from a 1-D .npy, a CSV or Parquet column, or a text file of one value a line.
-Every problem is one ``DataError`` line.
-"""
+"""The user's training data: images (the runtime's readers, size from the data) and real values
+(1-D .npy, CSV or Parquet column, text of one value a line); every problem is one ``DataError`` line."""
 
 from __future__ import annotations
 
@@ -16,46 +11,39 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import DataError
+from aeflow.optional import require
 from aeflow.runtime import inputs
 from aeflow.runtime.arrays import to_float32
 
-MIN_SIDE, MAX_SIDE, MAX_PIXELS = 4, 1024, 1 << 16  # 256x256: fc1 alone holds 16.8M weights
-MIN_VALUES = 20
+MIN_SIDE, MAX_SIDE, MAX_PIXELS, MIN_VALUES = 4, 1024, 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
 
 
-def _training_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    """``shape`` (H, W) when training takes it; ``DataError`` otherwise."""
-    h, w = shape
+def _training_shape(h: int, w: int) -> tuple[int, int]:
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
         raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {MIN_SIDE} to {MAX_SIDE} "
                         f"pixels (at most {MAX_PIXELS:,} in all)")
     return h, w
 
 
-def read_images(paths: list[str | os.PathLike], column: str | None = None) -> tuple[np.ndarray, dict]:
-    """Every image in ``paths`` (any format ``aeflow score`` reads, quoted globs too) as float32
-    [N, 1, H, W] in [0, 1], all of one size taken from the data, and a description ``{"name",
-    "sha256" (of the float32 pixels), "images", "image_shape"}``. One-line ``DataError`` /
-    ``InputError`` for mixed or absurd sizes, images labelled anomalous, or no images."""
-    images, labels, (h, w) = inputs.read_images(paths, image_shape=None, column=column)
+def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
+    """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1],
+    of one size, and ``{"name", "sha256" (of the pixels), "image_shape"}``; one-line ``DataError`` /
+    ``InputError`` for mixed or absurd sizes, images labelled anomalous, or none."""
+    images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
                         f"train on normal images only - drop them first")
-    _training_shape((h, w))
-    x = to_float32(images, "images", image_shape=(h, w))
-    name = ", ".join(str(p) for p in paths)
-    return x, {"name": name[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest(), "images": len(x),
+    x = to_float32(images, "images", image_shape=_training_shape(h, w))
+    return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest(),
                "image_shape": [h, w]}
 
 
-def _column(table: dict, column: str | None, name: str) -> np.ndarray:
-    if column is None:
-        if len(table) != 1:
-            raise DataError(f"{name}: {len(table)} columns ({', '.join(list(table)[:5])}); pick one with --column")
-        column = next(iter(table))
-    if column not in table:
+def _column(table: dict, column: str | None, name: str) -> list:
+    if column is None and len(table) != 1:
+        raise DataError(f"{name}: {len(table)} columns ({', '.join(list(table)[:5])}); pick one with --column")
+    if column is not None and column not in table:
         raise DataError(f"{name}: no column {column!r} (columns: {', '.join(list(table)[:10])})")
-    return np.asarray(table[column])
+    return table[column if column is not None else next(iter(table))]
 
 
 def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarray:
@@ -69,28 +57,22 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
         if suffix == ".npy":
             raw = np.load(p, allow_pickle=False)
         elif suffix == ".parquet":
-            try:
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise DataError("reading Parquet needs pyarrow: pip install 'aeflow[distributed]'") from None
+            pq = require("pyarrow.parquet", "distributed", "reading Parquet")
             raw = _column(pq.read_table(p).to_pydict(), column, str(path))
         elif suffix == ".csv":
             with open(p, newline="") as f:
                 rows = list(csv.DictReader(f))
             raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
         else:
-            raw = np.array([line for line in p.read_text().split() if line])
+            raw = p.read_text().split()
         values = np.asarray(raw, dtype=np.float64)
-    except DataError:
-        raise
     except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, str(path))
 
 
 def checked_values(values, name: str) -> np.ndarray:
-    """``values`` as float64 [N], or ``DataError``: not 1-D numbers, NaN/Inf, fewer than ``MIN_VALUES``,
-    or all equal."""
+    """``values`` as float64 [N], or ``DataError``: not 1-D numbers, NaN/Inf, fewer than ``MIN_VALUES``, all equal."""
     try:
         values = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError):
@@ -108,7 +90,7 @@ def checked_values(values, name: str) -> np.ndarray:
 
 
 def as_images(x, name: str = "array") -> np.ndarray:
-    """An array of greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 0..255 or float
-    in [0, 1]) as float32 [N, 1, H, W] in [0, 1]; one-line ``DataError`` / ``InputError`` otherwise."""
+    """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]) as float32
+    [N, 1, H, W] in [0, 1]; one-line ``DataError`` / ``InputError`` otherwise."""
     source = inputs.ArraySource(x, name, image_shape=None)
-    return to_float32(source.array, name, image_shape=_training_shape(source.image_shape))
+    return to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))

@@ -1,4 +1,4 @@
-"""Training the 1-D flow (homework Problem 2) by maximum likelihood against N(0, 1)."""
+"""Training the 1-D flow (homework Problem 2) by maximum likelihood, on the mixture or your values."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aeflow.checks import check_batch, check_float, check_int, check_seed
-from aeflow.progress import progress_bar
-from aeflow.train.checkpoint import MAX_COMPONENTS, check_finite, diverged, save_checkpoint
+from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
-from aeflow.errors import ArtifactError
+from aeflow.plotting import line_figure, pyplot, save_png
+from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
-from aeflow.train.models import Flow1d, nll
-from aeflow.train.plots import plot_flow_figures
+from aeflow.train.models import Flow1d
+
+MAX_EPOCHS, MAX_COMPONENTS = 1_000_000, 10_000
+BYTES_PER_POINT = 1024  # one training point's activations over the components, gradients, scratch
+HELD_OUT = 1 / 6  # the share of the user's values held out for the test NLL
 
 
 @dataclass
@@ -39,31 +41,19 @@ class FlowConfig:
     scale: float = 1.0
 
 
-MAX_EPOCHS = 1_000_000
-BYTES_PER_POINT = 1024  # one training point's activations over the components, gradients, scratch
-
-
 def check_flow_config(config: FlowConfig, flags: dict[str, str] | None = None) -> None:
-    """``UsageError`` for any field that cannot train: n_components, epochs, lr, batch_size,
-    n_train, n_test, seed. ``flags`` names the fields as the caller spells them."""
-    name = (flags or {}).get
-    check_int(config.n_components, name("n_components", "n_components"), 1, MAX_COMPONENTS)
-    check_int(config.epochs, name("epochs", "epochs"), 1, MAX_EPOCHS)
-    check_float(config.lr, name("lr", "lr"), 0.0, above=True)
-    check_batch(config.batch_size, name("batch_size", "batch_size"), BYTES_PER_POINT, "points")
-    check_batch(config.n_train, name("n_train", "n_train"), BYTES_PER_POINT, "points")
-    check_batch(config.n_test, name("n_test", "n_test"), BYTES_PER_POINT, "points")
-    check_seed(config.seed, name("seed", "seed"))
-    check_int(config.seed, name("seed", "seed"), 0, 2**63 - 2)  # the test set uses seed + 1
-
-
-HELD_OUT = 1 / 6  # the share of the user's values held out for the test NLL
+    """``UsageError`` for a field that cannot train; ``flags`` names the fields as the CLI spells them."""
+    name = lambda f: (flags or {}).get(f, f)  # noqa: E731
+    check_int(config.n_components, name("n_components"), 1, MAX_COMPONENTS)
+    check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
+    check_float(config.lr, name("lr"), 0.0, above=True)
+    for f in ("batch_size", "n_train", "n_test"):
+        check_batch(getattr(config, f), name(f), BYTES_PER_POINT, "points")
+    check_int(config.seed, name("seed"), 0, 2**63 - 2)  # the test set uses seed + 1
 
 
 def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded train and test sets (float32 [n_train], [n_test]): the user's values
-    (``config.data``, split with ``config.seed``; sets n_train, n_test, loc, scale and data_sha256),
-    else the three-Gaussian mixture."""
+    """The seeded train and test sets, float32 [n_train], [n_test]: the user's values, else the mixture."""
     if config.data is None:
         return mixture_of_gaussians(config.n_train, config.seed), mixture_of_gaussians(config.n_test, config.seed + 1)
     return split_values(read_values(config.data, config.column), config)
@@ -72,107 +62,82 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
 def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
     """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and
     test sets; sets n_train, n_test, loc, scale and data_sha256 of ``config``."""
-    sha = hashlib.sha256(values.tobytes()).hexdigest()
-    if config.data_sha256 and sha != config.data_sha256:
-        raise ArtifactError(f"{config.data}: the values differ from those the flow was trained on; pass the same file")
-    spread = float(values.std())
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
-    config.n_train, config.n_test, config.data_sha256 = len(train_idx), len(test_idx), sha
-    config.loc, config.scale = float(values.mean()), spread
+    config.n_train, config.n_test = len(train_idx), len(test_idx)
+    config.loc, config.scale = float(values.mean()), float(values.std())
+    config.data_sha256 = hashlib.sha256(values.tobytes()).hexdigest()
     return values[train_idx].astype(np.float32), values[test_idx].astype(np.float32)
 
 
-def standardized(flow_x: np.ndarray, config: FlowConfig) -> np.ndarray:
-    """(x - loc) / scale in float64, as float32: the flow trains at unit scale whatever the data's."""
-    return ((flow_x.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
-
-
-def init_from_data(flow: Flow1d, u: np.ndarray) -> None:
-    """Start the components from standardized data ``u``: mus at its quantiles (k + 1/2) / K,
-    sigmas at the spread between neighbouring quantiles (at least 0.1), weights as the homework."""
-    k = flow.mus.numel()
-    q = np.quantile(u.astype(np.float64), (np.arange(k) + 0.5) / k)
-    gap = np.diff(np.quantile(u.astype(np.float64), np.arange(k + 1) / k)) if k > 1 else np.array([1.0])
-    with torch.no_grad():
-        flow.mus.copy_(torch.from_numpy(q))
-        flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
-
-
-def to_data_scale(flow: Flow1d, history: dict, loc: float, scale: float) -> None:
-    """A flow trained on (x - loc) / scale made a flow of x: mu -> loc + scale mu, sigma -> scale
-    sigma (z unchanged, log p(x) = log p(u) - log scale); the NLLs move by + log scale."""
-    with torch.no_grad():
-        flow.mus.copy_((loc + scale * flow.mus.double()).float())
-        flow.log_sigmas.add_(math.log(scale))
-    for key in history:
-        history[key] = [v + math.log(scale) for v in history[key]]
-
-
 def _start(config: FlowConfig, train_x: np.ndarray):
-    """The seeded flow, its Adam optimizer and, on the user's data (components started from the
-    standardized data), a cosine decay of the rate to 0, so the fit ends at a minimum, not in SGD noise."""
+    """The seeded flow and its Adam optimizer; on the user's data the components start at the
+    quantiles of the standardized data (sigmas at the gap to the next quantile, >= 0.1) and the rate
+    decays to 0 (cosine), so the fit ends at a minimum, not in SGD noise."""
     torch.manual_seed(config.seed)
     flow = Flow1d(config.n_components)
     if config.data is None:
         return flow, torch.optim.Adam(flow.parameters(), lr=config.lr), None
-    init_from_data(flow, standardized(train_x, config))
+    k, u = config.n_components, train_x.astype(np.float64)
+    gap = np.diff(np.quantile(u, np.arange(k + 1) / k)) if k > 1 else np.array([1.0])
+    with torch.no_grad():
+        flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
+        flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
     return flow, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
 
 
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
-    """Train by minimising the NLL (on the user's data: at unit scale, from ``init_from_data``, then
-    ``to_data_scale``); returns the model and per-epoch ``train_nll``/``test_nll``
-    (train: mean over the epoch's batches; test: exact over the whole test set)."""
+    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the
+    per-epoch ``train_nll`` (mean over the batches) and ``test_nll`` (exact)."""
+    if config.data is not None:  # train on (x - loc) / scale in float64, as float32
+        train_x, test_x = (((v.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
+                           for v in (train_x, test_x))
     flow, optimizer, decay = _start(config, train_x)
-    if config.data is not None:
-        train_x, test_x = standardized(train_x, config), standardized(test_x, config)
-    x_train = torch.from_numpy(train_x)
     x_test = torch.from_numpy(test_x)
-    gen = torch.Generator().manual_seed(config.seed)
-    n = len(x_train)
-    steps = (n + config.batch_size - 1) // config.batch_size
     history: dict[str, list[float]] = {"train_nll": [], "test_nll": []}
-    with progress_bar(config.epochs, "training flow", quiet, show=lambda s: s) as bar:
-        for epoch in range(config.epochs):
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for b in range(steps):
-                loss = nll(flow(x_train[perm[b * config.batch_size:(b + 1) * config.batch_size]])[2])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-                if not math.isfinite(total):
-                    raise diverged("flow", epoch, loss.item(), config.lr)
-            history["train_nll"].append(total / steps)
-            with torch.no_grad():
-                history["test_nll"].append(float(nll(flow(x_test)[2])))
-            if decay is not None:
-                decay.step()
-            bar.update(1, f"epoch {epoch + 1}/{config.epochs} test NLL {history['test_nll'][-1]:.4f}")
-    check_finite(flow, "flow", config.lr)
-    if config.data is not None:
-        to_data_scale(flow, history, config.loc, config.scale)
-    flow.eval()
-    return flow, history
+    def after_epoch(epoch: int, losses: list[float]) -> str:
+        history["train_nll"].append(sum(losses) / len(losses))
+        with torch.no_grad():
+            history["test_nll"].append(float(-flow(x_test)[2].mean()))
+        if decay is not None:
+            decay.step()
+        return f"epoch {epoch + 1}/{config.epochs} test NLL {history['test_nll'][-1]:.4f}"
+    run_epochs(flow, optimizer, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", quiet, after_epoch)
+    if config.data is not None:  # mu -> loc + scale mu, sigma -> scale sigma: z unchanged, NLLs + log scale
+        with torch.no_grad():
+            flow.mus.copy_((config.loc + config.scale * flow.mus.double()).float())
+            flow.log_sigmas.add_(math.log(config.scale))
+        history = {k: [v + math.log(config.scale) for v in h] for k, h in history.items()}
+    return flow.eval(), history
 
 
-def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> Path:
-    """Train the flow (on ``config.data`` or the mixture) and write ``flow.pt`` plus its four figures into ``out_dir``. ``UsageError``
-    for a config that cannot train, ``TrainingError`` (nothing written) when the loss or the
-    parameters stop being finite; without ``force`` a flow.pt that appeared meanwhile is kept."""
+def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
+    """Train the flow, write ``flow.pt`` and its four figures into ``out_dir``, return the history;
+    ``TrainingError`` (nothing written) when training diverges."""
     check_flow_config(config)
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "flow.pt"
-    save_checkpoint(path, "flow", flow, asdict(config), history, force)
+    save_checkpoint((out := Path(out_dir)) / "flow.pt", "flow", flow, asdict(config), history, force)
+    _figures(out, flow, train_x, test_x, history, config)
+    return history
+
+
+def _figures(out: Path, flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, history: dict, config: FlowConfig):
+    """The homework's four flow figures (no true density for the user's data)."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
+    for ax, data, title in ((axes[0], train_x, "Training data"), (axes[1], test_x, "Test data")):
+        ax.hist(data, bins=50, color="tab:blue", label=f"{len(data)} points")
+        ax.set(title=title, xlabel="x", ylabel="count")
+        ax.legend()
+    save_png(fig, out / "flow_data.png")
     grid = np.linspace(-3, 3, 1000, dtype=np.float32) * np.float32(config.scale) + np.float32(config.loc)
     with torch.no_grad():
-        z, _, log_prob = flow(torch.from_numpy(grid))
-    truth = mixture_log_density(grid) if config.data is None else None
-    plot_flow_figures(out, train_x, test_x, history, grid, log_prob.numpy(), z.numpy(), truth)
-    return path
+        z, _, log_prob = (v.numpy() for v in flow(torch.from_numpy(grid)))
+    truth = [(grid, np.exp(mixture_log_density(grid)), dict(ls="--", label="true mixture density"))] \
+        if config.data is None else []
+    line_figure(out / "flow_loss.png", "Flow negative log-likelihood", "epoch", "NLL (nats per point)",
+                [(range(1, config.epochs + 1), history[k], dict(label=k.replace("_nll", " NLL"))) for k in history])
+    line_figure(out / "flow_density.png", "Learned distribution", "x", "p(x)",
+                [(grid, np.exp(log_prob), dict(label="learned density"))] + truth)
+    line_figure(out / "flow_map.png", "Flow map x -> z", "x", "z", [(grid, z, dict(label="z = f(x)"))])

@@ -8,6 +8,7 @@ import click
 
 from aeflow.cli.options import data_dir_option, output_option
 from aeflow.errors import UsageError
+from aeflow.optional import require
 
 
 @click.command("export")
@@ -23,32 +24,38 @@ from aeflow.errors import UsageError
               help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "
                    "fails unless its decisions agree with float32 on >= 99.5% of each test set.")
 def command(output, checkpoints, data_dir, opset, no_eval, quantize):
-    """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch.
-
-    Writes nothing unless every check passes (max abs difference <= 1e-5).
+    """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch:
+    nothing is written unless every check passes (max abs difference <= 1e-5).
 
     \b
     Example:
       aeflow export --data-dir ../shared/data -o artifacts
       aeflow export --data-dir ../shared/data -o artifacts --quantize int8
     """
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("export needs PyTorch and onnx: pip install 'aeflow[train]'") from None
+    for module in ("torch", "onnx"):
+        require(module, "train", "export")
     if quantize and no_eval:
         raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
     from aeflow.files import check_target
-
-    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     from aeflow.parity import format_table
 
-    report = export_artifacts(checkpoints if checkpoints is not None else output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
+    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
+    report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
+    th = report.threshold or {"evaluation": {}}
     if report.threshold is not None:
-        _echo_detector(report.threshold)
+        click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
+                   f"{th['validation']['std']:.6f} over {th['validation']['n']} validation images")
+    if th["evaluation"]:
+        click.echo(f"type I (mnist-test): {th['evaluation']['type_i']['rate']:.2%}")
+    for name, v in th["evaluation"].get("type_ii", {}).items():
+        click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {th['evaluation']['auroc'][name]:.4f}")
+    if "int8" in th:
+        q = th["int8"]["evaluation"]
+        click.echo(f"int8: threshold {th['int8']['threshold']:.6f}, type I {q['type_i']['rate']:.2%}, "
+                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q["type_ii"].items())
+                   + f", decisions agree with float32 on {q['decision_agreement_with_fp32']:.2%}")
     for note in report.notes:
         click.echo(f"note: {note}")
     if report.flow_meta is not None:
@@ -57,17 +64,3 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
         click.echo(f"flow: W = {report.flow_meta['W']:.4f}, test NLL {nll['test']:.4f}{truth}")
     click.echo(f"wrote {', '.join(report.files)} to {output}")
 
-
-def _echo_detector(th: dict) -> None:
-    click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
-               f"{th['validation']['std']:.6f} over {th['validation']['n']} validation images")
-    ev = th["evaluation"]
-    if ev:
-        click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
-        for name, v in ev["type_ii"].items():
-            click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
-    if "int8" in th:
-        q = th["int8"]
-        click.echo(f"int8: threshold {q['threshold']:.6f}, type I {q['evaluation']['type_i']['rate']:.2%}, "
-                   + ", ".join(f"type II ({k}) {v['rate']:.2%}" for k, v in q["evaluation"]["type_ii"].items())
-                   + f", decisions agree with float32 on {q['evaluation']['decision_agreement_with_fp32']:.2%}")

@@ -9,32 +9,21 @@ import click
 from aeflow.cli.options import data_dir_option, force_option, output_option, quiet_option
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import check_target
+from aeflow.optional import require
 
-_data_dir = data_dir_option()
 _out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
                      default=Path("artifacts"), file_okay=False)
-_seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the init and the shuffling.")
-
-
+_seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, init and shuffling.")
 # the config fields as the options spell them, for the one-line errors of the config checks
 FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
          "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
-_column = click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
 
 
 def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
     """Training never replaces a checkpoint silently (the bundled ones included)."""
     check_target(output, "folder", force=True, bundled_ok=True, parents=True)
-    path = output / name
-    if path.exists() and not force:
-        raise OutputError(f"{path} exists; pass --force to overwrite it, or -o a new run folder")
-
-
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("training needs PyTorch: pip install 'aeflow[train]'") from None
+    if (output / name).exists() and not force:
+        raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
 
 
 @click.group("train")
@@ -45,7 +34,7 @@ def command():
 @command.command("ae")
 @click.option("--data", "data", multiple=True, help="Your normal images (any format 'aeflow score' reads; "
               "repeat for more files); default: MNIST from --data-dir.")
-@_data_dir
+@data_dir_option()
 @_out
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
@@ -62,31 +51,28 @@ def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed,
       aeflow train ae --data-dir ../shared/data --epochs 100 -o runs/a
       aeflow train ae --data normal.npz --epochs 30 -o runs/mine
     """
-    _need_torch()
-    from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
-
     if data and data_dir:
         raise UsageError("--data names your images; --data-dir is MNIST's folder: pass one of them")
+    require("torch", "train", "training")
+    from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
+
     config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, val_fraction=val_fraction,
                       data_dir=str(data_dir) if data_dir else None,
                       data=[str(Path(p).resolve()) for p in data] or None)
     check_ae_config(config, FLAGS)
     _refuse_overwrite(output, "ae.pt", force)
-    path = train_autoencoder(output, config, quiet, force)
-    from aeflow.train.checkpoint import load_checkpoint
-
-    hist = load_checkpoint(path, "autoencoder")["history"]
+    hist = train_autoencoder(output, config, quiet, force)
     shape = "x".join(map(str, config.image_shape))
     click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {epochs} epochs: "
                f"final epoch loss {hist['epoch_loss'][-1]:.6f}")
-    click.echo(f"wrote {path} and {output / 'ae_loss.png'}")
+    click.echo(f"wrote {output / 'ae.pt'} and {output / 'ae_loss.png'}")
 
 
 @command.command("flow")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Your real values (1-D .npy, CSV or Parquet column, text of one value a line); "
                    "default: the three-Gaussian mixture. 1/6 is held out.")
-@_column
+@click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
 @_out
 @click.option("--components", "n_components", type=int, default=5, show_default=True, help="Number of Gaussian CDFs K.")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Passes over the training set.")
@@ -105,8 +91,7 @@ def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n
       aeflow train flow -o runs/a
       aeflow train flow --data sensor.csv --column temperature -o runs/mine
     """
-    _need_torch()
-    from aeflow.train.checkpoint import load_checkpoint
+    require("torch", "train", "training")
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -114,8 +99,7 @@ def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n
                         data=str(Path(data).resolve()) if data else None, column=column)
     check_flow_config(config, FLAGS)
     _refuse_overwrite(output, "flow.pt", force)
-    path = train_flow(output, config, quiet, force)
-    hist = load_checkpoint(path, "flow")["history"]
+    hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")
-    click.echo(f"wrote {path} and the flow_*.png figures in {output}")
+    click.echo(f"wrote {output / 'flow.pt'} and the flow_*.png figures in {output}")
