@@ -177,9 +177,9 @@ class _Writer:
     """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack):
-        from aeflow.runtime.parquet import pyarrow
+        from aeflow.optional import require
 
-        self._pa, self._pq = pyarrow()
+        self._pa, self._pq = (require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet"))
         self.kind, self.context = kind, context
         self._waiting: dict[int, object] = {}
         self._next = 0
@@ -296,9 +296,9 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
         if output is not None else None
     if kind is not None:
-        from aeflow.runtime.parquet import pyarrow
+        from aeflow.optional import require
 
-        pyarrow()
+        require("pyarrow.parquet", "distributed", "Parquet")
     settings = scorer.replace(threads=threads).__getstate__()
     threshold = scorer.threshold
     shards, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)

@@ -1,9 +1,5 @@
-"""Image inputs: ``open_source`` picks the reader for a path, ``read_images`` reads whole files (for
-training). The readers live beside it: ``arrays`` (layouts, value checks, conversion), ``sources``
-(the ``ImageSource`` protocol, arrays and raw files), ``npyfiles`` (.npy, .npz), ``pngfiles``
-(PNG files and folders) and ``parquet`` (imported only for a Parquet file, so the plain path
-never imports pyarrow). Every problem is a one-line ``InputError``.
-"""
+"""Image inputs: ``open_source`` picks the reader for a path (the formats live in ``npyfiles``,
+``pngfiles`` and ``parquet``, imported only for a Parquet file), ``read_images`` reads whole files."""
 
 from __future__ import annotations
 
@@ -27,8 +23,7 @@ __all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", 
 
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """An IDX images file [N, H, W], read a batch at a time (gzipped ones decompressed as they go);
-    ``image_shape=None`` takes (H, W) from its header."""
+    """An IDX images file [N, H, W] (raw or gzip), read a batch at a time; ``image_shape=None``: its (H, W)."""
     header = read_idx_header(path)
     if len(header.shape) != 3:
         hint = " - a labels file? pass the images file" if len(header.shape) == 1 else ""
@@ -42,12 +37,9 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,
                 image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """The reader for ``path``: a folder of PNGs, .npy, .npz, .png, .parquet (``column``: its image
-    column, see ``aeflow.runtime.parquet``), or IDX (raw or gzip, by content), for images of
-    ``image_shape`` (H, W); ``None`` takes the size from the file (refusing a flat [N, D] array or
-    raw Parquet pixels, which do not say it). ``name`` (default: the path as given) labels it in
-    tables and outputs. One-line ``InputError`` for anything missing, empty, unreadable, of the
-    wrong layout or of another image size (naming both sizes)."""
+    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX),
+    of ``image_shape`` (H, W) images (None: the file's size), labelled ``name`` (default: the path);
+    one-line ``InputError`` for anything missing, empty, unreadable, of another layout or size."""
     p, name = Path(path), name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name, image_shape=image_shape)
@@ -58,16 +50,14 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     head, suffix = read_bytes(p, 8), p.suffix.lower()
     if not head:
         raise InputError(f"{name}: the file is empty")
-    if suffix == ".npy" or (suffix not in (".npz", ".png", ".parquet") and head.startswith(NPY_MAGIC)):
-        return open_npy(p, name, image_shape)
-    if suffix == ".npz" or (suffix not in (".png", ".parquet") and head.startswith(b"PK\x03\x04")):
-        return open_npz(p, name, image_shape)
-    if suffix == ".png" or (suffix != ".parquet" and head.startswith(SIGNATURE)):
-        return open_png(p, name, image_shape)
-    if suffix == ".parquet" or head.startswith(b"PAR1"):
+    magics = {".npy": NPY_MAGIC, ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
+    kind = suffix if suffix in magics else next((k for k, m in magics.items() if head.startswith(m)), None)
+    if kind == ".parquet":
         from aeflow.runtime.parquet import ParquetSource
 
         return ParquetSource(p, name, column, image_shape=image_shape)
+    if kind:
+        return {".npy": open_npy, ".npz": open_npz, ".png": open_png}[kind](p, name, image_shape)
     if head[:2] not in (b"\x1f\x8b", b"\x00\x00"):
         raise InputError(f"{name}: unknown format; pass .npy, .npz, .parquet, IDX (raw or .gz), a .png or a folder "
                          f"of PNGs")
@@ -75,8 +65,8 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
 
 
 def expand_paths(patterns) -> list[Path]:
-    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order (a path
-    that exists is taken as it is); ``InputError`` for a pattern that matches nothing."""
+    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) that are not existing paths expanded in
+    sorted order; ``InputError`` for a pattern that matches nothing."""
     paths: list[Path] = []
     for text in map(str, [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns):
         found = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) and not Path(text).exists() else [text]
@@ -87,16 +77,9 @@ def expand_paths(patterns) -> list[Path]:
 
 
 def read_images(paths, image_shape=None, column: str | None = None, batch_size: int = 4096):
-    """Every image of ``paths`` (files, folders, quoted glob patterns; any format ``open_source``
-    reads) in memory: ``(images, labels, (H, W))``.
-
-    ``images``: uint8 [N, H, W] when every file holds uint8 pixels, else float32 [N, H, W] in
-    [0, 1] (uint8 divided by 255; values checked). ``image_shape=None`` takes (H, W) from the first
-    file (its header, first PNG, or array shape, within 4..4096 pixels a side) and every other
-    file must have it: another size is one ``InputError`` naming both sizes; a flat [N, D] array
-    or raw Parquet pixels do not say their size, so give ``image_shape`` for them. ``labels``: bool
-    [N] (``is_anomaly``) when some file carries them (images of files without are False), else
-    None."""
+    """Every image of ``paths`` (files, folders, glob patterns) in memory: ``(images, labels, (H, W))``:
+    uint8 [N, H, W] if every file holds uint8, else float32 in [0, 1]; bool [N] ``is_anomaly`` if some
+    file has them (else None). ``image_shape=None``: the first file's size, which every file must have."""
     parts, labels, known, shape = [], [], False, image_shape
     for path in expand_paths(paths):
         with open_source(path, column=column, image_shape=shape) as src:

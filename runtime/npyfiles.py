@@ -1,12 +1,10 @@
-"""numpy's files: ``.npy`` arrays and ``.npz`` archives (array ``images`` or the only array,
-optional ``is_anomaly`` labels), read one batch at a time with plain reads (compressed members
-inflated as they go). Every member's header is checked against the bytes the member holds before
-anything is allocated, so a crafted header that claims 10^13 entries is one ``InputError``.
-"""
+""".npy arrays and .npz archives, read a batch at a time; every header is checked against the bytes
+it holds before anything is allocated (a crafted header claiming 10^13 entries is one ``InputError``)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import zipfile
 from pathlib import Path
@@ -43,8 +41,7 @@ def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str, w
 
 
 def _fortran(opener, name: str, shape: tuple[int, ...], dtype: np.dtype, labels, image_shape) -> ArraySource:
-    """A Fortran-ordered array, whose images are not consecutive records: read whole (it must fit
-    in memory), through ``opener()`` positioned at its first data byte."""
+    """A Fortran-ordered array (images are not consecutive records) read whole from ``opener()``."""
     need, avail = math.prod(shape) * dtype.itemsize, available_memory()
     if avail is not None and need > avail // 2:
         raise InputError(f"{name}: a Fortran-ordered array of {need:,} bytes cannot be read a batch at a time and "
@@ -59,7 +56,7 @@ def _fortran(opener, name: str, shape: tuple[int, ...], dtype: np.dtype, labels,
 
 
 def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """A .npy file of images, read one batch at a time."""
+    """A .npy file of images (C-ordered: read a batch at a time)."""
     if read_bytes(path, 6) != NPY_MAGIC:
         raise InputError(f"{name}: not a .npy file (bad magic bytes); save arrays with numpy.save")
     try:
@@ -76,9 +73,8 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
 
 
 def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: str):
-    """(info, shape, fortran, dtype) of the member named ``key`` (without folders and ".npy"), or
-    None; ``InputError`` when several match, when it is encrypted or compressed in a way zipfile
-    cannot read, or when its header promises more data than the member holds."""
+    """(info, shape, fortran, dtype) of the member named ``key`` (without folders and ".npy"), or None;
+    ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
     found = [i for i in infos if Path(i.filename).stem == key]
     if len(found) > 1:
         raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
@@ -101,20 +97,17 @@ def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: s
     return info, shape, fortran, dtype
 
 
-def _opener(path: Path, info: zipfile.ZipInfo, name: str):
-    @contextlib.contextmanager
-    def opener():  # the member at its first data byte, closing its archive with it
-        with zipfile.ZipFile(path) as z, z.open(info) as f:
-            _header(f, name)
-            yield f
-    return opener
+@contextlib.contextmanager
+def _member_data(path: Path, info: zipfile.ZipInfo, name: str):
+    """The member ``info`` of the archive at ``path``, at its first data byte (closing the archive with it)."""
+    with zipfile.ZipFile(path) as z, z.open(info) as f:
+        _header(f, name)
+        yield f
 
 
 def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read
-    one batch at a time through zipfile (stored or compressed; the CRC is checked at the end).
-    Refused like ``np.load`` refuses them: members whose header promises more data than they
-    hold, encrypted members, unknown compression; and, unlike it, two members that match."""
+    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read a
+    batch at a time through zipfile (stored or compressed; the CRC is checked at the end)."""
     try:
         zf = zipfile.ZipFile(path)
         infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
@@ -127,8 +120,7 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
             raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
         info, shape, fortran, dtype = images or _member(zf, infos, Path(infos[0].filename).stem, name)
         image_shape = check_layout(shape, dtype, name, image_shape)
-        found = _member(zf, infos, "is_anomaly", name)
-        labels = None
+        found, labels = _member(zf, infos, "is_anomaly", name), None
         if found is not None and found[0] is not info:
             if found[1] != (shape[0],):  # before reading it: the header may claim terabytes
                 raise InputError(f"{name}: 'is_anomaly' has shape {found[1]} but there are {shape[0]} images; "
@@ -138,6 +130,7 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
                     labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
             except (ValueError, *READ_ERRORS) as e:
                 raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
+    opener = functools.partial(_member_data, path, info, name)
     if fortran:
-        return _fortran(_opener(path, info, name), name, shape, dtype, labels, image_shape)
-    return StreamSource(_opener(path, info, name), name, shape, dtype, ".npz member", labels, image_shape)
+        return _fortran(opener, name, shape, dtype, labels, image_shape)
+    return StreamSource(opener, name, shape, dtype, ".npz member", labels, image_shape)

@@ -1,12 +1,6 @@
-"""The reader protocol, ``ImageSource``, and the sources the file formats build on.
-
-A source has ``name`` (the path as given, or "array"), ``n`` images (known before reading),
-``image_shape`` (H, W), ``labels`` (bool [n], True = anomaly, or None), ``batches(size)`` (arrays
-[b, ...] of its own dtype, b <= size, in file order; values are checked by ``arrays.to_float32``),
-``close()`` (sources are context managers) and, where it splits cheaply (arrays, uncompressed
-files, PNG folders, Parquet), ``window(start, stop)``: images [start, stop) as a source. Files are
-read a batch at a time with plain reads, never memory-mapped (a file truncated meanwhile would
-kill the process with SIGBUS): a file cut short while it is read is an ``InputError``.
+"""The reader protocol, ``ImageSource``, and the sources the file formats build on. Files are read a
+batch at a time with plain reads, never memory-mapped (a file truncated meanwhile would kill the
+process with SIGBUS): a file cut short while it is read is an ``InputError``.
 """
 
 from __future__ import annotations
@@ -29,11 +23,13 @@ READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, 
 
 
 class ImageSource:
-    """Base of the readers: see the module docstring for the protocol."""
+    """A reader: ``name``, ``n`` images, ``image_shape`` (H, W), ``labels`` (bool [n], True = anomaly,
+    or None), ``batches(size)`` (arrays [b <= size, ...] of the file's dtype, in order; values checked
+    by ``to_float32``), a context manager; ``window(start, stop)`` where it splits cheaply."""
 
-    name: str = "images"
-    n: int = 0
-    image_shape: tuple[int, int] = DEFAULT_SHAPE
+    name: str
+    n: int
+    image_shape: tuple[int, int]
     labels: np.ndarray | None = None
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
@@ -52,35 +48,30 @@ class ImageSource:
 def check_labels(labels, n: int, name: str) -> np.ndarray:
     """``is_anomaly`` labels as bool [n]; one-line ``InputError`` unless bool or 0/1 of shape [n]."""
     labels = np.asarray(labels)
-    if labels.dtype != np.bool_:
-        if labels.dtype.kind not in "iu" or not np.isin(labels, (0, 1)).all():
-            raise InputError(f"{name}: 'is_anomaly' must be bool (or 0/1), found dtype {labels.dtype}; fix or drop it")
-        labels = labels.astype(bool)
+    if labels.dtype != np.bool_ and (labels.dtype.kind not in "iu" or not np.isin(labels, (0, 1)).all()):
+        raise InputError(f"{name}: 'is_anomaly' must be bool (or 0/1), found dtype {labels.dtype}; fix or drop it")
     if labels.shape != (n,):
         raise InputError(f"{name}: 'is_anomaly' has shape {labels.shape} but there are {n} images; fix or drop it")
-    return labels
+    return labels.astype(bool, copy=False)
 
 
 class ArraySource(ImageSource):
-    """Images already in an array (any accepted layout of ``image_shape`` images), checked at
-    construction; ``np.matrix`` is read as the 2-D array [N, H*W] it holds."""
+    """Images in an array of an accepted layout, checked here; ``np.matrix`` reads as its 2-D array."""
 
     def __init__(self, array, name: str = "array", labels=None, image_shape=DEFAULT_SHAPE):
         if isinstance(array, np.ma.MaskedArray):
             raise InputError(f"{name}: a masked array; fill the masked pixels first, e.g. x.filled(0)")
-        if type(array) is not np.ndarray:
-            try:
-                array = np.asarray(array)  # np.matrix too: a plain 2-D array, which reshapes like one
-            except (ValueError, TypeError) as e:
-                raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array "
-                                 f"{accepted(image_shape or DEFAULT_SHAPE)}") from None
+        try:
+            array = np.asarray(array)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array "
+                             f"{accepted(image_shape or DEFAULT_SHAPE)}") from None
         self.image_shape = check_layout(array.shape, array.dtype, name, image_shape)
         self.array, self.name, self.n = array, name, int(array.shape[0])
         self.labels = None if labels is None else check_labels(labels, self.n, name)
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
-        for start in range(0, self.n, size):
-            yield self.array[start:start + size]
+        return (self.array[start:start + size] for start in range(0, self.n, size))
 
     def window(self, start: int, stop: int) -> "ArraySource":
         """Images [start, stop) of this source (a view: nothing is copied)."""
@@ -89,21 +80,20 @@ class ArraySource(ImageSource):
 
 
 class StreamSource(ImageSource):
-    """Fixed-size C-ordered records read from a file object one batch at a time (gzip, zip
-    members); ``opener()`` returns the object positioned at the first record. Reading on to the
-    end makes gzip and zip check their CRC."""
+    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file
+    object at the first record (gzip, zip members). Reading on to the end makes them check their CRC."""
 
     check_end = True
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
                  labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
         self.image_shape = check_layout(shape, dtype, name, image_shape)
-        self._opener, self.name, self.n = opener, name, int(shape[0])
-        self.shape, self.dtype, self._what, self.labels = tuple(shape), np.dtype(dtype), what, labels
+        self._opener, self.name, self.n, self._what, self.labels = opener, name, int(shape[0]), what, labels
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self._record = self.dtype.itemsize * math.prod(self.shape[1:])
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
-        record = self.dtype.itemsize * math.prod(self.shape[1:])
-        done = 0
+        done, record = 0, self._record
         try:
             with self._opener() as f:
                 while done < self.n:
@@ -114,7 +104,7 @@ class StreamSource(ImageSource):
                                          f"{done + len(data) // record}; the file is truncated")
                     done += b
                     yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.shape[1:]))
-                while self.check_end and f.read(1 << 20):  # gzip and zip check their CRC at the end
+                while self.check_end and f.read(1 << 20):
                     pass
         except READ_ERRORS as e:
             raise InputError(f"{self.name}: cannot read the {self._what} ({str(e) or type(e).__name__}); "
@@ -122,8 +112,7 @@ class StreamSource(ImageSource):
 
 
 class RawFileSource(StreamSource):
-    """C-ordered records at byte ``data_at`` of an uncompressed file (.npy, raw IDX), read a batch
-    at a time with plain reads; any window of it opens at its own offset."""
+    """Records at byte ``data_at`` of an uncompressed file (.npy, raw IDX); a window opens at its own offset."""
 
     check_end = False
 
@@ -133,10 +122,9 @@ class RawFileSource(StreamSource):
         self._path, self._data_at = path, data_at
 
     def window(self, start: int, stop: int) -> "RawFileSource":
-        """Images [start, stop) of this file, read from their own offset."""
-        record = self.dtype.itemsize * math.prod(self.shape[1:])
+        """Images [start, stop) of this file."""
         labels = None if self.labels is None else self.labels[start:stop]
-        return RawFileSource(self._path, self._data_at + start * record, self.name,
+        return RawFileSource(self._path, self._data_at + start * self._record, self.name,
                              (stop - start, *self.shape[1:]), self.dtype, labels, self.image_shape)
 
 
@@ -148,40 +136,26 @@ def opened_at(path: Path, offset: int, gzipped: bool = False):
 
 
 def not_regular(path: Path) -> str | None:
-    """Why ``path`` cannot be read as an image file, or None for a regular file (or a link to one)
-    and for a folder: 'a dangling link to X', 'a FIFO (named pipe)', 'a character device', ..."""
+    """Why ``path`` cannot be read ('a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or
+    None for a regular file or folder (or a link to one)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        if not path.is_symlink():
-            return "missing (removed meanwhile?)"
-        try:
-            target = os.readlink(path)
-        except OSError:
-            target = "?"
-        return f"a dangling link (to {target}, which does not exist)"
+        return f"a dangling link (to {os.readlink(path)}, which does not exist)" if path.is_symlink() else "missing"
     except OSError as e:
         return f"not readable ({e.strerror or e})"
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    return f"{kind}{' (through a link)' if path.is_symlink() else ''}"
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((k for test, k in kinds if test(mode)), "not a regular file")
+    return kind + (" (through a link)" if path.is_symlink() else "")
 
 
 def read_bytes(path: Path, limit: int = -1) -> bytes:
-    """The bytes of ``path`` (at most ``limit``) with plain reads (os.read: a small PNG costs one
-    system call); one-line ``InputError`` otherwise."""
+    """The bytes of ``path`` (at most ``limit``) with unbuffered reads; one-line ``InputError`` otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = limit if limit >= 0 else 1 << 16
-            parts = [os.read(fd, size)]
-            while limit < 0 and len(parts[-1]) == size:  # a short read is the end of a regular file
-                size = 1 << 20
-                parts.append(os.read(fd, size))
-        finally:
-            os.close(fd)
+        with open(path, "rb", buffering=0) as f:
+            return f.read(limit)
     except OSError as e:
         raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
-    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aeflow.errors import InputError
-from aeflow.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_header, write_idx
+from aeflow.idx import read_idx_header, write_idx
 from aeflow.runtime.inputs import open_idx
 
 
@@ -19,7 +19,7 @@ def test_round_trip_images(tmp_path, name):
     path = tmp_path / name
     write_idx(path, images)
     header = read_idx_header(path)
-    assert header.shape == (7, 28, 28) and header.magic == IMAGES_MAGIC
+    assert header.shape == (7, 28, 28) and header.offset == 16
     assert header.gzipped == name.endswith(".gz")
     np.testing.assert_array_equal(read_idx(path), images)
 
@@ -27,7 +27,7 @@ def test_round_trip_images(tmp_path, name):
 def test_labels(tmp_path):
     labels = np.arange(10, dtype=np.uint8)
     write_idx(tmp_path / "labels", labels)
-    assert read_idx_header(tmp_path / "labels").magic == LABELS_MAGIC
+    assert read_idx_header(tmp_path / "labels").shape == (10,)
     with pytest.raises(InputError, match="a labels file"):
         read_idx(tmp_path / "labels")
 

@@ -208,7 +208,7 @@ def files_rows(run: Run) -> list[dict]:
     ``AnomalyScorer`` as ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio
     per repeat."""
     from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.pngfiles import pillow
+    from PIL import Image
     from aeflow.runtime.scorer import AnomalyScorer
 
     n, base = QUICK_FILE_IMAGES if run.settings.quick else FILE_IMAGES, demo_images(run.directory)
@@ -220,7 +220,7 @@ def files_rows(run: Run) -> list[dict]:
         np.save(paths[0], images)
         paths[1].mkdir()
         for i, im in enumerate(images):
-            pillow().fromarray(im).save(paths[1] / f"{i:06d}.png")
+            Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
         for r in range(max(3, run.settings.repeats) + 1):  # the first round warms up: sessions, page cache
             for rate, path in zip(rates.values(), paths):
                 time.sleep(PHASE_GAP_S)

@@ -33,13 +33,13 @@ def measure_cold_start(directory: Path, image: np.ndarray, repeats: int) -> list
     """Rows ``{"what", "seconds": spread, "vs_floor", "goal_s"}``, each command run ``repeats``
     times (interleaved) after one untimed round. ``image``: uint8 [H, W], the image scored; ``directory``: the
     artifacts."""
-    from aeflow.runtime.pngfiles import pillow
+    from PIL import Image
 
     script = Path(sys.executable).with_name("aeflow")
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
         png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
-        pillow().fromarray(image).save(png)
+        Image.fromarray(image).save(png)
         np.save(npy, image[None])
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", str(directory)],
