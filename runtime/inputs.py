@@ -1,25 +1,30 @@
-"""Image inputs: ``open_source`` picks the reader for a path (the formats live in ``npyfiles``,
-``pngfiles`` and ``parquet``, imported only for a Parquet file), ``read_images`` reads whole files."""
+"""Image inputs: ``open_source`` picks the reader for a path (IDX and numpy's files here, PNGs in
+``pngfiles``, Parquet in ``parquet``, imported only for a Parquet file); ``read_images`` reads whole
+files. .npy/.npz headers are checked against the bytes they hold before anything is allocated."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
+import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.idx import read_idx_header
-from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, accepted, check_image_shape, check_layout, scale_problem, \
-    to_float32
-from aeflow.runtime.npyfiles import NPY_MAGIC, open_npy, open_npz
+from aeflow.runtime.arrays import DEFAULT_SHAPE, READ_ERRORS, SIDE, ArraySource, ImageSource, RawFileSource, \
+    StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
+    scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
-from aeflow.runtime.sources import ArraySource, ImageSource, RawFileSource, StreamSource, not_regular, opened_at, \
-    read_bytes
 
 __all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "expand_paths",
            "open_source", "read_images", "scale_problem", "to_float32"]
+NPY_MAGIC = b"\x93NUMPY"
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
@@ -33,6 +38,105 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
         return RawFileSource(path, header.offset, name, header.shape, np.dtype(np.uint8), None, image_shape)
     return StreamSource(lambda: opened_at(path, header.offset, True), name, header.shape, np.dtype(np.uint8),
                         ".gz data", None, image_shape)
+
+
+def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Read a .npy header from ``f``, leaving ``f`` at the first data byte: (shape, dtype) of a C-ordered array."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except Exception as e:  # numpy's parser of an untrusted header: ValueError, SyntaxError, TokenError, ...
+        raise InputError(f"{name}: not a readable .npy array ({' '.join(str(e).split())[:120]}); "
+                         f"the file is corrupted or not saved with numpy.save") from None
+    if fortran and len(shape) > 1:  # its images are not consecutive records
+        raise InputError(f"{name}: a Fortran-ordered array cannot be read a batch at a time; save it C-ordered: "
+                         f"np.save(f, np.ascontiguousarray(x))")
+    return tuple(shape), dtype
+
+
+def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str, what: str) -> None:
+    need = math.prod(shape) * dtype.itemsize  # Python ints: a crafted header must not overflow int64
+    if have < need:
+        raise InputError(f"{name}: {what} header promises {need} data bytes {shape} but holds {max(have, 0)}; "
+                         f"the file is truncated or corrupted")
+
+
+def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
+    """A .npy file of images, read a batch at a time."""
+    if read_bytes(path, 6) != NPY_MAGIC:
+        raise InputError(f"{name}: not a .npy file (bad magic bytes); save arrays with numpy.save")
+    try:
+        with open(path, "rb") as f:
+            shape, dtype = _header(f, name)
+            data_at = f.tell()
+    except OSError as e:
+        raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
+    image_shape = check_layout(shape, dtype, name, image_shape)
+    _check_size(path.stat().st_size - data_at, shape, dtype, name, "the")
+    return RawFileSource(path, data_at, name, shape, dtype, None, image_shape)
+
+
+def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: str):
+    """(info, shape, dtype) of the member named ``key`` (without folders and ".npy"), or None;
+    ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
+    found = [i for i in infos if Path(i.filename).stem == key]
+    if len(found) > 1:
+        raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
+                         f"the archive is ambiguous - save it again with one array named '{key}'")
+    if not found:
+        return None
+    info = found[0]
+    if info.flag_bits & 0x1:
+        raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
+                         f"without a password - save it again with np.savez")
+    if info.compress_type not in _ZIP_METHODS:
+        raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
+                         f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
+    try:
+        with zf.open(info) as f:
+            shape, dtype = _header(f, name)
+            _check_size(info.file_size - f.tell(), shape, dtype, name, f"member {info.filename}'s")
+    except READ_ERRORS as e:
+        raise InputError(f"{name}: cannot read {info.filename} ({e}); the file is corrupted or truncated") from None
+    return info, shape, dtype
+
+
+@contextlib.contextmanager
+def _member_data(path: Path, info: zipfile.ZipInfo, name: str):
+    """The member ``info`` of the archive at ``path``, at its first data byte (closing the archive with it)."""
+    with zipfile.ZipFile(path) as z, z.open(info) as f:
+        _header(f, name)
+        yield f
+
+
+def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
+    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read a
+    batch at a time through zipfile (stored or compressed; the CRC is checked at the end)."""
+    try:
+        zf = zipfile.ZipFile(path)
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(f"{name}: not a readable .npz archive ({e}); the file is corrupted or truncated") from None
+    with zf:
+        images = _member(zf, infos, "images", name)
+        if images is None and len(infos) != 1:
+            found = ", ".join(sorted(Path(i.filename).stem for i in infos)) or "nothing"
+            raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
+        info, shape, dtype = images or _member(zf, infos, Path(infos[0].filename).stem, name)
+        image_shape = check_layout(shape, dtype, name, image_shape)
+        found, labels = _member(zf, infos, "is_anomaly", name), None
+        if found is not None and found[0] is not info:
+            if found[1] != (shape[0],):  # before reading it: the header may claim terabytes
+                raise InputError(f"{name}: 'is_anomaly' has shape {found[1]} but there are {shape[0]} images; "
+                                 f"fix or drop it")
+            try:
+                with zf.open(found[0]) as f:
+                    labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
+            except (ValueError, *READ_ERRORS) as e:
+                raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
+    return StreamSource(functools.partial(_member_data, path, info, name), name, shape, dtype, ".npz member", labels,
+                        image_shape)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,

@@ -11,9 +11,8 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.optional import require
-from aeflow.runtime.arrays import DEFAULT_SHAPE, check_image_shape, size
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ImageSource, check_image_shape, check_labels, size
 from aeflow.runtime.pngfiles import SIGNATURE, decode_many, header_shape
-from aeflow.runtime.sources import ImageSource, check_labels
 
 DEFAULT_COLUMN = "image"
 LABEL_COLUMN = "is_anomaly"

@@ -18,8 +18,8 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.optional import require
-from aeflow.runtime.arrays import DEFAULT_SHAPE, check_image_shape, size
-from aeflow.runtime.sources import ArraySource, ImageSource, not_regular, read_bytes
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, check_image_shape, not_regular, read_bytes, \
+    size
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
