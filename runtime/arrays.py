@@ -163,13 +163,7 @@ class ImageSource:
     or None), ``batches(size)`` (arrays [b <= size, ...] of the file's dtype, in order; values checked
     by ``to_float32``), a context manager; ``window(start, stop)`` where it splits cheaply."""
 
-    name: str
-    n: int
-    image_shape: tuple[int, int]
     labels: np.ndarray | None = None
-
-    def batches(self, size: int) -> Iterator[np.ndarray]:
-        raise NotImplementedError
 
     def close(self) -> None:
         pass
@@ -277,9 +271,8 @@ def not_regular(path: Path) -> str | None:
         return f"not readable ({e.strerror or e})"
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    kind = next((k for test, k in kinds if test(mode)), "not a regular file")
+    kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a regular file")
     return kind + (" (through a link)" if path.is_symlink() else "")
 
 

@@ -46,15 +46,9 @@ def _check_size(found, image_shape, name: str) -> None:
 
 
 def _pixels(im, name: str) -> np.ndarray:
-    """A loaded Pillow image -> uint8 [H, W]: 1/2/4/8-bit grey, 16-bit grey of 8-bit levels, grey palettes."""
+    """A loaded Pillow image -> uint8 [H, W]: 1, 2, 4 or 8-bit grey (scaled to 0..255), palettes of greys."""
     if im.mode in ("L", "1"):
         return np.asarray(im.convert("L"), dtype=np.uint8)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        v = np.asarray(im).astype(np.int64)
-        if v.min() < 0 or v.max() > 65535 or np.any(v % 257):
-            raise InputError(f"{name}: 16-bit greyscale PNG with values that are not 8-bit levels (v = 257 u); "
-                             f"reducing it would round - {_CONVERT}")
-        return (v // 257).astype(np.uint8)
     if im.mode == "P":
         index = np.asarray(im, dtype=np.uint8)
         palette = np.asarray(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
@@ -63,7 +57,8 @@ def _pixels(im, name: str) -> np.ndarray:
             raise InputError(f"{name}: palette PNG with colours (not only greys); aeflow reads greyscale images "
                              f"({_CONVERT})")
         return palette[index, 0]
-    raise InputError(f"{name}: PNG of mode {im.mode}; aeflow reads greyscale images ({_CONVERT})")
+    what = "16-bit greyscale PNG" if im.mode.startswith("I") else f"PNG of mode {im.mode}"
+    raise InputError(f"{name}: {what}; aeflow reads 1, 2, 4 and 8-bit greyscale images ({_CONVERT})")
 
 
 def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
@@ -86,14 +81,11 @@ def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
     try:  # a stream may be a zip bomb: inflate no more than one byte too many
         d = zlib.decompressobj()
         lines = d.decompress(b"".join(idat), raw + 1)
-        if len(lines) == raw and not d.eof:
-            raise zlib.error("incomplete or truncated stream")
     except zlib.error as e:
-        raise InputError(f"{name}: PNG image data does not decompress ({e}); the file is corrupted "
-                         f"or truncated") from None
-    if len(lines) != raw:
-        what = "more" if len(lines) > raw else f"{len(lines)} of {raw}"
-        raise InputError(f"{name}: PNG image data holds {what} bytes of scanlines; the file is corrupted")
+        raise InputError(f"{name}: PNG image data does not decompress ({e}); the file is corrupted") from None
+    if len(lines) != raw or not d.eof:
+        raise InputError(f"{name}: PNG image data is not the {raw} bytes of scanlines its header says; the file "
+                         f"is corrupted or truncated")
     return lines
 
 
@@ -130,15 +122,10 @@ def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             _check_size(im.size[::-1], image_shape, name)
-            if im.mode in ("LA", "PA", "RGBA", "La"):
-                raise InputError(f"{name}: PNG with an alpha channel; aeflow reads greyscale images ({_CONVERT})")
             im.load()
             return _pixels(im, name)
-    except Image.DecompressionBombError:
-        raise InputError(f"{name}: PNG header claims a huge image; aeflow reads greyscale images") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{name}: not a PNG file (or one Pillow cannot identify); pass greyscale PNGs") from None
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error, MemoryError) as e:
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+            MemoryError) as e:  # UnidentifiedImageError is an OSError
         why = " ".join(str(e).split())[:120] or type(e).__name__
         raise InputError(f"{name}: PNG cannot be decoded ({why}); the file is corrupted or truncated") from None
 
