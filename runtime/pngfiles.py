@@ -1,8 +1,7 @@
-"""Greyscale PNG files and folders, decoded with Pillow (imported only when a PNG is read; what is
-accepted: README, "Inputs"). 8-bit greyscale files that are not interlaced take a short road: chunks
-walked and CRC-checked here, inflated, and a whole batch's scanlines unfiltered in one Pillow call,
-each image after a blank filter-0 row (same pixels as ``Image.open``, tested, in a fraction of its time).
-"""
+"""Greyscale PNG files and folders, decoded with Pillow (imported only when a PNG is read). 8-bit files
+that are not interlaced take a short road: chunks walked and CRC-checked here, inflated, and a batch's
+scanlines unfiltered in one Pillow call, each image after a blank filter-0 row (same pixels as
+``Image.open``, tested, in a fraction of its time)."""
 
 from __future__ import annotations
 
@@ -27,13 +26,13 @@ _CONVERT = "convert it to 8-bit greyscale, e.g. ImageMagick: convert IN -colorsp
 
 
 def header_shape(head: bytes, name: str) -> tuple[int, int]:
-    """(H, W) of a PNG from its first 33 bytes; ``InputError`` unless a greyscale or palette PNG."""
+    """(H, W) of a PNG from its first 33 bytes; ``InputError`` unless a greyscale PNG."""
     if head[:8] != SIGNATURE:
         raise InputError(f"{name}: not a PNG file (bad signature); pass greyscale PNGs")
     if len(head) < 33 or head[12:16] != b"IHDR":
         raise InputError(f"{name}: PNG header is truncated or missing; the file is corrupted")
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
-    if colour not in (0, 3):
+    if colour != 0:
         found = _COLOUR_TYPES.get(colour, f"colour type {colour}")
         raise InputError(f"{name}: {depth}-bit {found} PNG; aeflow reads greyscale images ({_CONVERT})")
     return height, width
@@ -43,22 +42,6 @@ def _check_size(found, image_shape, name: str) -> None:
     if tuple(found) != tuple(image_shape):
         raise InputError(f"{name}: image of {size(found)} pixels (height x width), this run's images are "
                          f"{size(image_shape)}; resize it to {size(image_shape)}")
-
-
-def _pixels(im, name: str) -> np.ndarray:
-    """A loaded Pillow image -> uint8 [H, W]: 1, 2, 4 or 8-bit grey (scaled to 0..255), palettes of greys."""
-    if im.mode in ("L", "1"):
-        return np.asarray(im.convert("L"), dtype=np.uint8)
-    if im.mode == "P":
-        index = np.asarray(im, dtype=np.uint8)
-        palette = np.asarray(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
-        used = np.unique(index)
-        if used[-1] >= len(palette) or np.any(palette[used].min(axis=1) != palette[used].max(axis=1)):
-            raise InputError(f"{name}: palette PNG with colours (not only greys); aeflow reads greyscale images "
-                             f"({_CONVERT})")
-        return palette[index, 0]
-    what = "16-bit greyscale PNG" if im.mode.startswith("I") else f"PNG of mode {im.mode}"
-    raise InputError(f"{name}: {what}; aeflow reads 1, 2, 4 and 8-bit greyscale images ({_CONVERT})")
 
 
 def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
@@ -116,14 +99,16 @@ def decode_many(blobs: list[bytes], names: list[str], image_shape=DEFAULT_SHAPE)
 
 
 def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
-    """One PNG's bytes, of ``image_shape`` (H, W), decoded by ``Image.open`` into uint8 [H, W]; one-line
-    ``InputError`` naming ``name`` otherwise."""
+    """One greyscale PNG's bytes (1, 2, 4 or 8 bits, scaled to 0..255; interlaced or not) of ``image_shape``
+    (H, W) decoded by ``Image.open`` into uint8 [H, W]; one-line ``InputError`` naming ``name`` otherwise."""
     Image = require("PIL.Image", None, "reading PNG images")
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             _check_size(im.size[::-1], image_shape, name)
-            im.load()
-            return _pixels(im, name)
+            if im.mode not in ("L", "1"):
+                what = "16-bit greyscale PNG" if im.mode.startswith("I") else f"PNG of mode {im.mode}"
+                raise InputError(f"{name}: {what}; aeflow reads 1, 2, 4 and 8-bit greyscale images ({_CONVERT})")
+            return np.asarray(im.convert("L"), dtype=np.uint8)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
             MemoryError) as e:  # UnidentifiedImageError is an OSError
         why = " ".join(str(e).split())[:120] or type(e).__name__

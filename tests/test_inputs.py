@@ -74,7 +74,6 @@ def test_batch_road_equals_pillow_open_on_mixed_files():
     blobs = [encode_png(im, kinds[i % 5:] + kinds[:i % 5], split_idat=[0, 7, 100][i % 3]) for i, im in enumerate(x)]
     blobs[3] = pillow_png(x[3], optimize=True)
     blobs[5] = encode_adam7(x[5])
-    blobs[7] = pillow_png(Image.fromarray(x[7]).convert("P"))  # palette of greys
     got = pngfiles.decode_many(blobs, [f"{i}.png" for i in range(40)])
     assert np.array_equal(got, x)
     for i in (0, 4, 12):
@@ -92,26 +91,20 @@ def test_16_bit_refused():
         decode(pillow_png(images(1)[0].astype(np.uint16) * 257))
 
 
-def test_palette_of_colours_refused():
+def test_palette_refused_even_of_greys():
     from PIL import Image
 
-    rgb = Image.fromarray(np.stack([images(1)[0]] * 3, axis=-1)).convert("RGB")
-    rgb.putpixel((0, 0), (255, 0, 0))
-    with pytest.raises(InputError, match="palette PNG with colours"):
-        decode(pillow_png(rgb.convert("P", palette=Image.Palette.ADAPTIVE)))
+    with pytest.raises(InputError, match="8-bit palette PNG; aeflow reads greyscale images"):
+        decode(pillow_png(Image.fromarray(images(1)[0]).convert("P")))
 
 
 def test_transparency_chunk_ignored_grey_values_read(tmp_path):
-    """A tRNS chunk marks a grey level (or palette entries) transparent; the grey values stand."""
-    from PIL import Image
-
+    """A tRNS chunk marks a grey level transparent; the grey values stand."""
     x = images(1, seed=3)[0]
     grey = pillow_png(x, transparency=int(x[0, 0]))
-    palette = pillow_png(Image.fromarray(x).convert("P"), transparency=3)
-    assert b"tRNS" in grey and b"tRNS" in palette
-    for blob in (grey, palette):
-        assert np.array_equal(decode(blob), x)
-        assert np.array_equal(pngfiles.decode_png(blob, "x.png"), x)  # Pillow's road gives the same
+    assert b"tRNS" in grey
+    assert np.array_equal(decode(grey), x)
+    assert np.array_equal(pngfiles.decode_png(grey, "x.png"), x)  # Pillow's road gives the same
     (tmp_path / "t.png").write_bytes(grey)
     assert np.array_equal(read_all(open_source(tmp_path / "t.png")), x[None])
 
