@@ -40,8 +40,6 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
         raise InputError(f"{path}: no such file; check the path") from None
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{path}: cannot read the IDX header ({e}); the file is corrupted") from None
-    if len(head) < 4:
-        raise InputError(f"{path}: too short to be an IDX file (expected a 4-byte magic number)")
     if not ndim:
         raise InputError(f"{path}: bad IDX magic number {int.from_bytes(head, 'big'):#010x}; expected 0x00000803 "
                          f"(images) or 0x00000801 (labels) - is this an IDX file?")

@@ -23,7 +23,6 @@ from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
 __all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "expand_paths",
            "open_source", "read_images", "scale_problem", "to_float32"]
-NPY_MAGIC = b"\x93NUMPY"
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
@@ -64,8 +63,6 @@ def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str, w
 
 def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     """A .npy file of images, read a batch at a time."""
-    if read_bytes(path, 6) != NPY_MAGIC:
-        raise InputError(f"{name}: not a .npy file (bad magic bytes); save arrays with numpy.save")
     try:
         with open(path, "rb") as f:
             shape, dtype = _header(f, name)
@@ -154,7 +151,7 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     head, suffix = read_bytes(p, 8), p.suffix.lower()
     if not head:
         raise InputError(f"{name}: the file is empty")
-    magics = {".npy": NPY_MAGIC, ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
+    magics = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
     kind = suffix if suffix in magics else next((k for k, m in magics.items() if head.startswith(m)), None)
     if kind == ".parquet":
         from aeflow.runtime.parquet import ParquetSource

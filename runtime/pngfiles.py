@@ -128,13 +128,11 @@ def _listing(folder: Path) -> list[Path]:
         visible = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
     except OSError as e:
         raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
-    odd = [f"{p.name} is {why}" for p in visible if (why := not_regular(p))]
-    others = odd or [p.name for p in visible if p.is_file() and p.suffix.lower() != ".png"]
-    if others:
-        what = ("entries that are not regular files", "aeflow reads only regular PNG files - move them out") if odd \
-            else ("files that are not PNG images", "move them out or pass the PNG files themselves")
-        shown = "; ".join(others[:3]) + (f"; and {len(others) - 3} more" if len(others) > 3 else "")
-        raise InputError(f"{folder}: holds {what[0]} ({shown}); {what[1]}")
+    bad = [f"{p.name} is {why}" for p in visible if (why := not_regular(p))] or \
+        [f"{p.name} is not a .png file" for p in visible if p.is_file() and p.suffix.lower() != ".png"]
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise InputError(f"{folder}: holds what aeflow does not read ({shown}); move it out or pass the PNG files")
     if not (files := [p for p in visible if p.is_file()]):
         subdirs = ", ".join(p.name for p in visible[:3])
         hint = f"; it has sub-folders ({subdirs}): pass those" if subdirs else "; pass a folder of PNGs"

@@ -70,7 +70,7 @@ def test_missing_and_empty(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_idx(tmp_path / "nope")
     (tmp_path / "empty").write_bytes(b"")
-    with pytest.raises(InputError, match="too short"):
+    with pytest.raises(InputError, match="bad IDX magic number 0x00000000"):
         read_idx(tmp_path / "empty")
 
 

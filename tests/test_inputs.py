@@ -434,7 +434,7 @@ def make_error_case(tmp_path, case: str):
 ERROR_CASES = {
     "missing": "no such file", "empty file": "empty", "empty folder": "no PNG images",
     "folder with other files": "notes.txt", "folder of sub-folders": "sub-folders", "png folder wrong size": "32x32",
-    "png rgb": "RGB", "npy truncated": "truncated", "npy bad magic": "not a .npy", "npy object": "object",
+    "png rgb": "RGB", "npy truncated": "truncated", "npy bad magic": "not a readable .npy", "npy object": "object",
     "npy zero images": "no images", "npz truncated": "npz", "npz stored truncated": "truncated",
     "npz no images": "'images'", "idx bad magic": "magic", "idx promises more": "truncated", "idx labels": "labels",
     "gz truncated": "corrupted or truncated", "npz corrupted": "corrupted", "gz short data": "truncated", "gz corrupted": "corrupted", "unknown format": "unknown format",
