@@ -1,6 +1,5 @@
-"""IDX files (the MNIST format), plain or gzip-compressed: their headers, and writing them. Two zero
-bytes, type code 0x08 (unsigned byte), the number of dimensions, a big-endian uint32 per dimension,
-the data: images [N, H, W] (magic 2051), labels [N] (magic 2049)."""
+"""IDX headers (the MNIST format, plain or gzip-compressed): two zero bytes, type code 0x08 (unsigned byte),
+the number of dimensions, a big-endian uint32 per dimension; then the data (images [N, H, W], labels [N])."""
 
 from __future__ import annotations
 
@@ -10,24 +9,13 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
-
-import numpy as np
 
 from aeflow.errors import InputError
 
 
-class IdxHeader(NamedTuple):
-    """An IDX header: ``shape`` of the array, ``offset`` of the first data byte, ``gzipped``."""
-
-    shape: tuple[int, ...]
-    offset: int
-    gzipped: bool
-
-
-def read_idx_header(path: str | os.PathLike) -> IdxHeader:
-    """The checked header of an IDX file; one-line ``InputError`` for a missing file, a bad magic
-    number, an impossible shape or a raw file holding fewer bytes than its header promises."""
+def read_idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int, bool]:
+    """(shape, offset of the first data byte, gzipped) of an IDX file; one-line ``InputError`` for a missing
+    file, a bad magic number, an impossible shape or a raw file holding fewer bytes than its header promises."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -51,14 +39,4 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     if not gz and path.stat().st_size - 4 - 4 * ndim < math.prod(shape):
         raise InputError(f"{path}: IDX header promises {math.prod(shape)} data bytes {shape} but the file holds "
                          f"{path.stat().st_size - 4 - 4 * ndim}; the file is truncated")
-    return IdxHeader(shape, 4 + 4 * ndim, gz)
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
-    """Write a uint8 array (1 to 4 dimensions) as an IDX file; gzip when ``compress`` or the name ends in ``.gz``."""
-    array = np.ascontiguousarray(array)
-    if array.dtype != np.uint8 or not 1 <= array.ndim <= 4:
-        raise ValueError("write_idx takes a uint8 array with 1 to 4 dimensions")
-    payload = struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape) + array.tobytes()
-    compress = Path(path).suffix == ".gz" if compress is None else compress
-    Path(path).write_bytes(gzip.compress(payload, mtime=0) if compress else payload)
+    return shape, 4 + 4 * ndim, gz

@@ -1,6 +1,5 @@
-"""Image inputs: ``open_source`` picks the reader for a path (IDX and numpy's files here, PNGs in
-``pngfiles``, Parquet in ``parquet``, imported only for a Parquet file); ``read_images`` reads whole
-files. .npy/.npz headers are checked against the bytes they hold before anything is allocated."""
+"""Image inputs: ``open_source`` picks the reader for a path (IDX, .npy and .npz here, whose headers are
+checked against the bytes they hold before anything is allocated); ``read_images`` reads whole files."""
 
 from __future__ import annotations
 
@@ -28,15 +27,15 @@ _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zip
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     """An IDX images file [N, H, W] (raw or gzip), read a batch at a time; ``image_shape=None``: its (H, W)."""
-    header = read_idx_header(path)
-    if len(header.shape) != 3:
-        hint = " - a labels file? pass the images file" if len(header.shape) == 1 else ""
-        raise InputError(f"{name}: IDX file of shape {header.shape}{hint}; expected images [N, H, W]")
-    image_shape = image_shape or check_image_shape(header.shape[1:], name)
-    if not header.gzipped:
-        return RawFileSource(path, header.offset, name, header.shape, np.dtype(np.uint8), None, image_shape)
-    return StreamSource(lambda: opened_at(path, header.offset, True), name, header.shape, np.dtype(np.uint8),
-                        ".gz data", None, image_shape)
+    shape, offset, gzipped = read_idx_header(path)
+    if len(shape) != 3:
+        hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
+        raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, H, W]")
+    image_shape = image_shape or check_image_shape(shape[1:], name)
+    if not gzipped:
+        return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
+    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.dtype(np.uint8), ".gz data", None,
+                        image_shape)
 
 
 def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -166,8 +165,7 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
 
 
 def expand_paths(patterns) -> list[Path]:
-    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) that are not existing paths expanded in
-    sorted order; ``InputError`` for a pattern that matches nothing."""
+    """Paths as given, glob patterns that are not existing paths expanded (sorted); ``InputError`` if none match."""
     paths: list[Path] = []
     for text in map(str, [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns):
         found = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) and not Path(text).exists() else [text]

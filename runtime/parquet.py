@@ -14,9 +14,6 @@ from aeflow.optional import require
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ImageSource, check_image_shape, check_labels, size
 from aeflow.runtime.pngfiles import SIGNATURE, decode_many, header_shape
 
-DEFAULT_COLUMN = "image"
-LABEL_COLUMN = "is_anomaly"
-
 
 def _image_kind(t, pa) -> str | None:
     """"binary", "fixed" (fixed_size_binary), "list" (lists of uint8), or None."""
@@ -42,43 +39,37 @@ class ParquetSource(ImageSource):
         self.path, self.name = Path(path), name or str(path)
         try:
             self._file = require("pyarrow.parquet", "distributed", "reading Parquet files").ParquetFile(self.path)
-            schema = self._file.schema_arrow
+            schema, total = self._file.schema_arrow, self._file.metadata.num_rows
+            kinds = {f.name: _image_kind(f.type, pa) for f in schema}
+            usable = [c for c, k in kinds.items() if k]
+            column = column or ("image" if "image" in kinds else usable[0] if len(usable) == 1 else None)
+            if column is None:
+                found = ", ".join(f"{f.name} ({f.type})" for f in schema) or "no columns"
+                raise InputError(f"{self.name}: no column named 'image' and {len(usable)} image-typed columns among "
+                                 f"{found}; name the image column (column= / --column)")
+            if column not in kinds:
+                raise InputError(f"{self.name}: no column {column!r}; it has {', '.join(kinds) or 'no columns'}")
+            self.column, self._kind, t = column, kinds[column], schema.field(column).type
+            if self._kind is None:
+                raise InputError(f"{self.name}: column {column!r} is {t}; images must be binary (PNG bytes or H*W raw "
+                                 f"bytes), fixed_size_binary(H*W) or list<uint8> of H*W")
+            if total == 0:
+                raise InputError(f"{self.name}: the Parquet file holds no rows")
+            (h, w) = self.image_shape = check_image_shape(image_shape or self._first_png_shape(), self.name)
+            labelled = "is_anomaly" in kinds.keys() - {column}
+            labels = self._file.read(columns=["is_anomaly"]).column(0) if labelled else None
         except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{self.name}: not a readable Parquet file ({_why(e)}); the file is corrupted or "
                              f"truncated") from None
-        kinds = {f.name: _image_kind(f.type, pa) for f in schema}
-        usable = [c for c, k in kinds.items() if k]
-        column = column or (DEFAULT_COLUMN if DEFAULT_COLUMN in kinds else usable[0] if len(usable) == 1 else None)
-        if column is None:
-            found = ", ".join(f"{f.name} ({f.type})" for f in schema) or "no columns"
-            raise InputError(f"{self.name}: no column named {DEFAULT_COLUMN!r} and {len(usable)} image-typed columns "
-                             f"among {found}; name the image column (column= / --column)")
-        if column not in kinds:
-            raise InputError(f"{self.name}: no column {column!r}; it has {', '.join(kinds) or 'no columns'}")
-        self.column, self._kind, total = column, kinds[column], self._file.metadata.num_rows
-        if self._kind is None:
-            raise InputError(f"{self.name}: column {column!r} is {schema.field(column).type}; images must be binary "
-                             f"(PNG bytes or H*W raw bytes), fixed_size_binary(H*W) or list<uint8> of H*W")
-        if total == 0:
-            raise InputError(f"{self.name}: the Parquet file holds no rows")
-        (h, w) = self.image_shape = check_image_shape(image_shape or self._first_png_shape(), self.name)
-        t = schema.field(column).type
         if (width := t.byte_width if pa.types.is_fixed_size_binary(t) else getattr(t, "list_size", h * w)) != h * w:
             raise InputError(f"{self.name}: column {column!r} holds {width} pixels per image, this run's images are "
                              f"{size(self.image_shape)} = {h * w} pixels")
         self._start, self._stop = start, total if stop is None else min(stop, total)
         self.n = max(0, self._stop - self._start)
-        self.labels = self._labels(pa, total) if LABEL_COLUMN in kinds and LABEL_COLUMN != column else None
-
-    def _labels(self, pa, total: int) -> np.ndarray:
-        """The ``is_anomaly`` column (bool [n], this source's rows), checked."""
-        try:
-            labels = self._file.read(columns=[LABEL_COLUMN]).column(0)
-        except (OSError, ValueError, pa.ArrowException) as e:
-            raise InputError(f"{self.name}: cannot read {LABEL_COLUMN!r} ({_why(e)})") from None
-        if labels.null_count:
-            raise InputError(f"{self.name}: {LABEL_COLUMN!r} has {labels.null_count} nulls; fix or drop it")
-        return check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[self._start:self._stop]
+        if labelled and labels.null_count:
+            raise InputError(f"{self.name}: 'is_anomaly' has {labels.null_count} nulls; fix or drop it")
+        self.labels = check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[start:self._stop] \
+            if labelled else None
 
     def _first_png_shape(self) -> tuple[int, int]:
         first = next(self._file.iter_batches(batch_size=1, columns=[self.column])).column(0)[0].as_py()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from aeflow.errors import InputError
-from aeflow.idx import write_idx
 from aeflow.runtime import pngfiles
 from aeflow.runtime.inputs import ArraySource, check_layout, open_source, to_float32
+from conftest import write_idx
 from pngdata import chunk, encode_adam7, encode_png, write_png
 
 
