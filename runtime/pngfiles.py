@@ -157,16 +157,15 @@ class PngFolderSource(ImageSource):
         clone.__dict__.update(self.__dict__, files=self.files[start:stop], n=len(self.files[start:stop]))
         return clone
 
-    def _decode(self, chunk: list[Path]) -> np.ndarray:
-        # files are named under the folder's name as given (a worker may open it by another path)
-        return decode_many([read_bytes(p) for p in chunk], [os.path.join(self.name, p.name) for p in chunk],
-                           self.image_shape)
-
     def batches(self, size: int) -> Iterator[np.ndarray]:
+        def decode(chunk: list[Path]) -> np.ndarray:  # named under the folder's name as given
+            return decode_many([read_bytes(p) for p in chunk], [os.path.join(self.name, p.name) for p in chunk],
+                               self.image_shape)
+
         def submit(pool, start):
             chunk = self.files[start:start + size]
             step = max(64, -(-len(chunk) // self._threads))
-            return [pool.submit(self._decode, chunk[i:i + step]) for i in range(0, len(chunk), step)]
+            return [pool.submit(decode, chunk[i:i + step]) for i in range(0, len(chunk), step)]
 
         with ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png") as pool:
             pending = submit(pool, 0)
