@@ -1,4 +1,4 @@
-"""Threshold and error-rate maths shared by export and evaluation (numpy only)."""
+"""Threshold and error-rate maths shared by export, calibration and evaluation (numpy only)."""
 
 from __future__ import annotations
 
@@ -20,17 +20,13 @@ class Threshold:
 
 
 def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
-    """Compute the anomaly threshold from validation scores (float [N], N >= 2).
-
-    The statistics are taken in float64 so the result does not depend on summation order.
-    """
+    """The anomaly threshold from validation scores (float [N], N >= 2), statistics in float64."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     if s.size < 2:
         raise ValueError("need at least two validation scores to estimate a standard deviation")
     if not np.all(np.isfinite(s)):
         raise ValueError("validation scores contain NaN or Inf")
-    mean = float(s.mean())
-    std = float(s.std(ddof=1))
+    mean, std = float(s.mean()), float(s.std(ddof=1))
     return Threshold(value=mean + k * std, mean=mean, std=std, k=float(k), n=int(s.size))
 
 
@@ -48,29 +44,19 @@ def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
 
 def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
     """Area under the ROC curve for "anomaly scores higher" (Mann-Whitney U, ties count half)."""
-    a = np.asarray(normal_scores, dtype=np.float64).ravel()
+    a = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
     b = np.asarray(anomaly_scores, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
         return float("nan")
-    both = np.concatenate([a, b])
-    order = np.argsort(both, kind="mergesort")
-    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
-    ranks = np.empty(both.size, dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # average ranks over ties
-    u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
-    return float(u / (a.size * b.size))
+    below, not_above = np.searchsorted(a, b, "left"), np.searchsorted(a, b, "right")
+    return float((below.sum() + 0.5 * (not_above - below).sum()) / (a.size * b.size))
 
 
 def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float,
                 normal_set: str = "mnist-test") -> dict:
-    """Type I error on the normal set, type II error and AUROC per anomaly set, in the one shape
-    threshold.json's ``evaluation`` records and every report uses::
-
-        {"type_i": {"set": normal_set, "n": N, "rate": r},
-         "type_ii": {name: {"n": M, "rate": r}, ...}, "auroc": {name: a, ...}}
-
-    ``normal_scores`` float [N], ``anomaly_scores`` name -> float [M]; an image is flagged when its
-    score is strictly above ``threshold``."""
+    """Type I error on the normal set (float [N]), type II error and AUROC per anomaly set (name ->
+    float [M]), as threshold.json's ``evaluation`` records them: ``{"type_i": {"set", "n", "rate"},
+    "type_ii": {name: {"n", "rate"}}, "auroc": {name: a}}``."""
     normal = np.asarray(normal_scores).ravel()
     out = {"type_i": {"set": normal_set, "n": int(normal.size), "rate": type_i_error(normal, threshold)},
            "type_ii": {}, "auroc": {}}
@@ -82,15 +68,12 @@ def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray]
 
 
 def roc_curve(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False- and true-positive rates over every distinct threshold, highest first.
-
-    Returns ``(fpr, tpr, thresholds)``, float64 arrays starting at (0, 0)."""
-    a = np.asarray(normal_scores, dtype=np.float64).ravel()
-    b = np.asarray(anomaly_scores, dtype=np.float64).ravel()
+    """``(fpr, tpr, thresholds)``, float64, over every distinct threshold, highest first, from (0, 0)."""
+    a = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
+    b = np.sort(np.asarray(anomaly_scores, dtype=np.float64).ravel())
     thresholds = np.unique(np.concatenate([a, b]))[::-1]
-    a_sorted, b_sorted = np.sort(a), np.sort(b)
-    fpr = (a.size - np.searchsorted(a_sorted, thresholds, side="left")) / a.size
-    tpr = (b.size - np.searchsorted(b_sorted, thresholds, side="left")) / b.size
+    fpr = (a.size - np.searchsorted(a, thresholds, side="left")) / a.size
+    tpr = (b.size - np.searchsorted(b, thresholds, side="left")) / b.size
     return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
 
 
@@ -102,41 +85,22 @@ def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float
 
 
 def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Scores mapped to [0, 1] with the threshold at 0.5, for reading, float32 [N].
-
-    anomalib's min-max normalisation, ``(score - threshold) / (max - min) + 0.5`` clipped to
-    [0, 1], with ``min = 0`` (a perfect reconstruction) and ``max = 2 * threshold``, which is
-
-        normalized = min(score / (2 * threshold), 1)
-
-    so 0 is a perfect reconstruction, 0.5 the threshold and 1 twice the threshold or more. It is
-    computed in float64 and rounded to float32; decisions use the raw score (``score >
-    threshold``), since a score within float32 rounding of the threshold reads 0.5 exactly. A
-    threshold of 0 flags every positive score: those read 1, scores of 0 read 0.5.
-
-    Arguments:
-        scores: float [N], >= 0.
-        threshold: float >= 0.
-
-    Returns:
-        float32 [N] in [0, 1].
+    """Scores (float [N], >= 0) read on [0, 1] with the threshold at 0.5: float32 [N] =
+    ``min(score / (2 * threshold), 1)`` computed in float64 (anomalib's min-max normalisation with
+    min 0 and max twice the threshold). Decisions use the raw score. A threshold of 0 reads every
+    positive score as 1 and 0 as 0.5.
 
     >>> normalized_scores(np.array([0.0, 0.01, 0.02, 0.05], np.float32), 0.02).tolist()
     [0.0, 0.25, 0.5, 1.0]
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    t = float(threshold)
-    if t > 0:
-        ratio = s / (2.0 * t)
-    else:
-        ratio = np.where(s > 0, 1.0, 0.5)
+    s, t = np.asarray(scores, dtype=np.float64).ravel(), float(threshold)
+    ratio = s / (2.0 * t) if t > 0 else np.where(s > 0, 1.0, 0.5)
     return np.clip(ratio, 0.0, 1.0).astype(np.float32)
 
 
 def _binomial_p(k: int, n: int, tail: float) -> float:
     """The p in (0, 1) with P(Binomial(n, p) >= k) = ``tail`` (1 <= k <= n), by bisection to
-    float64 resolution. The terms are summed in log space (log factorials as cumulative sums of
-    logs) over the mean +- 40 standard deviations, outside which every term is below e^-800."""
+    float64 resolution; terms summed in log space over the mean +- 40 standard deviations."""
     log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1.0, n + 1)))])
     lo, hi = 0.0, 1.0
     while (p := 0.5 * (lo + hi)) not in (lo, hi):
@@ -152,24 +116,10 @@ def _binomial_p(k: int, n: int, tail: float) -> float:
 
 
 def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) confidence interval for a rate seen as ``flagged`` of ``n``.
-
-    For a threshold set on ``n`` normal scores with ``flagged`` of them above it, this is also a
-    distribution-free interval for its false-alarm rate on new normal images (exchangeable with
-    the calibration images, no ties): the threshold lies between two order statistics, and the
-    probability mass above the r-th smallest of n scores is Beta(n - r + 1, r) distributed
-    whatever the score distribution. The bounds solve the binomial equations
-
-        lower: P(X >= flagged | lower) = (1 - confidence) / 2   (0 if flagged = 0)
-        upper: P(X <= flagged | upper) = (1 - confidence) / 2   (1 if flagged = n)
-
-    Arguments:
-        flagged: int in [0, n].
-        n: int >= 1.
-        confidence: in (0, 1).
-
-    Returns:
-        (lower, upper), floats in [0, 1].
+    """Exact (Clopper-Pearson) interval ``(lower, upper)`` for a rate seen as ``flagged`` of ``n``
+    (ints, 0 <= flagged <= n, n >= 1). For a threshold with ``flagged`` of its ``n`` normal scores
+    above it, also a distribution-free interval for its false-alarm rate on new normal images: the
+    mass above the r-th smallest of n scores is Beta(n - r + 1, r) whatever the distribution.
 
     >>> [round(v, 4) for v in clopper_pearson(5, 500)]
     [0.0033, 0.0232]
@@ -194,19 +144,14 @@ class QuantileThreshold:
 
 
 def min_n_for_rate(rate: float) -> int:
-    """The fewest normal scores ``threshold_for_false_alarm_rate`` needs for ``rate``: the
-    smallest n with ``floor(rate (n + 1)) >= 1``."""
+    """The fewest normal scores ``threshold_for_false_alarm_rate`` needs: smallest n with floor(rate (n + 1)) >= 1."""
     return max(1, math.ceil(1.0 / rate - 1e-9) - 1)
 
 
 def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> QuantileThreshold:
-    """The threshold whose false-alarm rate on new normal images is at most ``rate``, from the
-    empirical quantile of ``scores`` (float [n], normal images).
-
-    It is the r-th smallest score with r = ceil((1 - rate) (n + 1)) = n + 1 - floor(rate (n + 1)),
-    so n - r of the scores lie above it (without ties) and, for a new normal image exchangeable
-    with them, P(score > threshold) = (n - r + 1) / (n + 1) <= rate (split-conformal). Needs
-    r <= n, that is n >= ``min_n_for_rate(rate)``; ``ValueError`` otherwise.
+    """The r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate (n + 1)):
+    a new exchangeable normal image scores above it with probability (n - r + 1) / (n + 1) <= rate
+    (split-conformal). ``ValueError`` when n < ``min_n_for_rate(rate)``.
 
     >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05).value  # 99 scores: r = 95
     95.0
@@ -216,13 +161,12 @@ def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> QuantileT
         raise ValueError("the false-alarm rate must lie strictly between 0 and 1")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or Inf")
-    n = s.size
-    above = math.floor(rate * (n + 1) + 1e-9)  # images above the threshold, plus one
+    above = math.floor(rate * (s.size + 1) + 1e-9)  # images above the threshold, plus one
     if above < 1:
         raise ValueError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images, "
-                         f"got {n:,}")
-    rank = n + 1 - above
-    return QuantileThreshold(value=float(s[rank - 1]), rank=int(rank), n=int(n), rate=float(rate))
+                         f"got {s.size:,}")
+    rank = s.size + 1 - above
+    return QuantileThreshold(value=float(s[rank - 1]), rank=int(rank), n=int(s.size), rate=float(rate))
 
 
 def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
@@ -236,25 +180,11 @@ def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
 
 
 def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.95) -> tuple[int, int]:
-    """How many of ``m`` new normal images a threshold will flag, when ``flagged`` of the ``n``
-    normal images it was set on lie above it: a distribution-free prediction interval
-    ``(lower, upper)`` (counts) holding with probability >= ``confidence``.
-
-    The true false-alarm rate of the r-th smallest of n scores is Beta(n - r + 1, r) distributed
-    for any continuous score distribution, so the count among m new images is
-    Beta-Binomial(m, n - r + 1, r). The threshold lies between the order statistics with
-    ``flagged`` and ``flagged + 1`` scores above them, so
-
-        lower = Beta-Binomial(m, flagged, n - flagged + 1) quantile (1 - confidence) / 2   (0 if flagged = 0)
-        upper = Beta-Binomial(m, flagged + 1, n - flagged) quantile (1 + confidence) / 2
-
-    This covers the observed rate on a new set (``clopper_pearson`` covers the long-run rate).
-
-    Arguments:
-        flagged: int in [0, n]; n: int >= 1; m: int >= 1 (new images); confidence: in (0, 1).
-
-    Returns:
-        (lower, upper), ints in [0, m].
+    """Distribution-free prediction interval ``(lower, upper)`` (ints in [0, m]) for how many of
+    ``m`` new normal images a threshold flags, when ``flagged`` of the ``n`` it was set on lie above
+    it. The count is Beta-Binomial(m, n - r + 1, r) for the r-th smallest of n scores; the bounds
+    are the (1 -+ confidence) / 2 quantiles with r on either side of the threshold. It covers the
+    rate seen on a new set (``clopper_pearson``: the long-run rate).
 
     >>> false_alarm_prediction(24, 500, 500)
     (12, 40)
@@ -262,12 +192,8 @@ def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.9
     if n < 1 or m < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
         raise ValueError("need 0 <= flagged <= n, n >= 1, m >= 1 and 0 < confidence < 1")
     alpha = 1.0 - confidence
-    lower = 0
-    if flagged > 0:
-        cdf = _beta_binomial_cdf(m, flagged, n - flagged + 1)
-        lower = int(np.sum(cdf <= alpha / 2))  # the largest count c with P(X < c) <= alpha / 2
-    upper = m
-    if flagged < n:
-        cdf = _beta_binomial_cdf(m, flagged + 1, n - flagged)
-        upper = int(np.searchsorted(cdf, 1 - alpha / 2, side="left"))  # smallest c with P(X <= c) >= 1 - alpha / 2
+    lower = 0 if flagged == 0 else int(np.sum(_beta_binomial_cdf(m, flagged, n - flagged + 1) <= alpha / 2))
+    if flagged == n:
+        return lower, m
+    upper = int(np.searchsorted(_beta_binomial_cdf(m, flagged + 1, n - flagged), 1 - alpha / 2, side="left"))
     return lower, min(upper, m)

@@ -1,24 +1,14 @@
 """``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx, checked against the float32 graph.
 
-The int8 graph is ``onnxruntime.quantization.quantize_static`` applied to ae.onnx (six Gemm + Relu
-layers, then Sigmoid and the mean squared error), QOperator format, with the last layer's output left float32:
-
-- every Gemm becomes a ``QGemm`` (com.microsoft), int8 weights per output channel with
-  ``reduce_range`` (7-bit: the u8 x s8 kernels of CPUs without VNNI, ``vpmaddubsw`` pair sums,
-  cannot saturate, so every x86 CPU computes the same integers), an int32 bias;
-- activations uint8, ONE scale and zero point per tensor fixed at export (MinMax over the
-  validation images); each Relu disappears into the zero point of the layer before it;
-- the last QGemm writes float32 itself: no requantisation to uint8 and DequantizeLinear (a pass
-  over every pixel fewer) and no 8-bit rounding of the logits (scores 10% closer to float32's).
-  Measured side by side: BENCHMARKS.md.
-
-An image's score cannot depend on its batch: quantisation uses constants, a QGemm row is an int32
-sum of exact integer products (associative, whatever the kernel's blocking or thread split),
-scaled elementwise, and the float tail is elementwise plus a reduction over one image's pixels.
-``quantize_int8`` checks it anyway (validation scores at batch 1, 7 and ``BATCH`` and shuffled
-among test images, bit for bit) and raises ``ParityError`` (nothing is written) when that fails,
-when int8 decisions agree with float32's on less than ``AGREEMENT_TARGET`` of a test set, or when
-the type I or II error moves by more than ``RATE_TOLERANCE``.
+``onnxruntime.quantization.quantize_static`` on ae.onnx, QOperator format: every Gemm a ``QGemm``
+with int8 weights per output channel and ``reduce_range`` (7-bit: the u8 x s8 kernels of CPUs
+without VNNI cannot saturate, so every x86 CPU computes the same integers); activations uint8 with
+one scale and zero point per tensor fixed at export (MinMax over the validation images), each Relu
+folded into a zero point; the last QGemm writes float32 itself (no requantisation, scores closer
+to float32's). An image's score cannot depend on its batch (constant scales, exact integer sums,
+an elementwise tail); ``quantize_int8`` checks it bit for bit anyway and raises ``ParityError``,
+writing nothing, when that fails, when int8 decisions agree with float32's on less than
+``AGREEMENT_TARGET`` of a test set, or when type I or II moves by more than ``RATE_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -30,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto
 
 from aeflow.datasets import available, load_images, to_float
 from aeflow.errors import ArtifactError, ParityError
@@ -44,18 +33,11 @@ from aeflow.runtime.providers import create_session, run_batched
 AGREEMENT_TARGET = 0.995  # share of test images whose int8 decision equals the float32 one
 RATE_TOLERANCE = 0.005  # type I / type II may move by at most half a percentage point
 METHOD = {
-    "quantization": "static",
-    "library": "onnxruntime.quantization.quantize_static",
-    "format": "QOperator",
-    "quantized_ops": ["Gemm", "Relu"],
-    "float32_layers": [],
-    "weight_type": "int8",
-    "per_channel": True,
-    "reduce_range": True,
-    "activation_type": "uint8, one scale and zero point per tensor, fixed at export",
+    "quantization": "static", "library": "onnxruntime.quantization.quantize_static", "format": "QOperator",
+    "quantized_ops": ["Gemm", "Relu"], "float32_layers": [], "weight_type": "int8", "per_channel": True,
+    "reduce_range": True, "activation_type": "uint8, one scale and zero point per tensor, fixed at export",
     "calibration": "MinMax over the validation images",
-    "float32_ops": ["last QGemm's output", "Sigmoid", "Sub", "Mul", "ReduceMean"],
-    "batch_invariant": True,
+    "float32_ops": ["last QGemm's output", "Sigmoid", "Sub", "Mul", "ReduceMean"], "batch_invariant": True,
     "note": "an image's score does not depend on the batch size or the other images in its batch "
             "(bit-identical, checked at export)",
 }
@@ -64,46 +46,30 @@ CALIBRATION_BATCH = 128
 INVARIANCE_BATCHES = (1, 7)  # besides BATCH: checked bit for bit at export
 
 
-def _session(path: str | os.PathLike) -> ort.InferenceSession:
-    """A CPU session as the runtime makes it (all graph optimisations, spinning off)."""
-    return create_session(path, "cpu", spinning=False)
-
-
 def scores_of(session: ort.InferenceSession, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
-    """The ``score`` output over float32 images [N, 1, 28, 28] in batches of ``batch`` -> float32 [N]."""
+    """The ``score`` output over float32 images [N, 1, H, W] in batches of ``batch`` -> float32 [N]."""
     return run_batched(session, images, batch, outputs=["score"])[0]
 
 
-def _calibration_reader(images: np.ndarray):
-    """A ``CalibrationDataReader`` over float32 images [N, 1, 28, 28] in batches of
-    ``CALIBRATION_BATCH`` (MinMax calibration keeps the min and max over all batches, so the
-    batching does not change the scales)."""
-    from onnxruntime.quantization import CalibrationDataReader
+def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray) -> None:
+    """Quantise ae.onnx (``fp32_path``) into ``out_path`` as ``METHOD`` says, activation scales
+    calibrated on float32 images ``calibration`` [N, 1, H, W] (MinMax over batches of
+    ``CALIBRATION_BATCH``); onnx.checker clean with six QGemm layers, or ``ArtifactError``."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
 
     class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._batches = iter(range(0, len(images), CALIBRATION_BATCH))
+        batches = iter(range(0, len(calibration), CALIBRATION_BATCH))
 
         def get_next(self):
-            i = next(self._batches, None)
-            return None if i is None else {"images": images[i:i + CALIBRATION_BATCH]}
+            i = next(self.batches, None)
+            return None if i is None else {"images": calibration[i:i + CALIBRATION_BATCH]}
 
-    return Reader()
-
-
-def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray) -> None:
-    """Quantise ae.onnx (``fp32_path``) into ``out_path`` as ``METHOD`` says, with activation
-    scales calibrated on float32 images ``calibration`` [N, 1, 28, 28]. The result is
-    self-contained and onnx.checker clean, or ``ArtifactError``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    root = logging.getLogger()
-    level = root.level
+    root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing that does not apply here
     try:
-        quantize_static(str(fp32_path), str(out_path), _calibration_reader(calibration),
-                        quant_format=QuantFormat.QOperator, op_types_to_quantize=METHOD["quantized_ops"],
-                        per_channel=METHOD["per_channel"], reduce_range=METHOD["reduce_range"],
+        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QOperator,
+                        op_types_to_quantize=METHOD["quantized_ops"], per_channel=True, reduce_range=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     finally:
@@ -112,9 +78,6 @@ def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     _float_output(model)
     onnx.save(model, str(out_path))
     onnx.checker.check_model(model, full_check=True)
-    if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer) or \
-            os.path.exists(f"{out_path}.data"):
-        raise ArtifactError(f"{out_path}: the quantiser wrote external data; expected a self-contained graph")
     gemms = [n.op_type for n in model.graph.node if n.op_type in ("Gemm", "QGemm", "MatMul")]
     if gemms != ["QGemm"] * 6:
         raise ArtifactError(f"{out_path}: expected six QGemm layers after quantisation, found {gemms}")
@@ -137,10 +100,9 @@ def _float_output(model: onnx.ModelProto) -> None:
 
 def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, companions: np.ndarray,
                            reference: np.ndarray, seed: int = 0) -> Comparison:
-    """Score float32 ``images`` [N, 1, 28, 28] again at each batch size of ``INVARIANCE_BATCHES``
-    and once shuffled among ``companions`` [M, 1, 28, 28] in batches of ``BATCH``; returns the
-    comparison with ``reference`` (their scores at batch ``BATCH``, float32 [N]) that passes only
-    when every score is bit-identical (tolerance 0)."""
+    """Score float32 ``images`` [N, 1, H, W] at each batch size of ``INVARIANCE_BATCHES`` and shuffled
+    among ``companions`` [M, 1, H, W]: passes only when every score is bit-identical to ``reference``
+    (float32 [N], at batch ``BATCH``)."""
     runs = [scores_of(session, images, b) for b in INVARIANCE_BATCHES]
     mixed = np.concatenate([images, companions])
     order = np.random.default_rng(seed).permutation(len(mixed))
@@ -173,19 +135,15 @@ def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float,
 
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, anomaly_sets: tuple[str, ...]
                   ) -> tuple[dict, list[Comparison]]:
-    """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx and return (threshold.json's
-    ``"int8"`` entry, [the batch-invariance check]).
-
-    ``val_images`` float32 [N, 1, H, W], the validation images the float32 threshold came from,
-    calibrate the activation scales; the int8 threshold is mean + 3 std (ddof 1) of the int8
-    graph's own scores on them. The MNIST test set and every available set of ``anomaly_sets``
-    (test split, from ``data_dir``) measure agreement with float32. Raises ``ParityError`` when a
-    target is missed or the scores depend on the batch.
-    """
+    """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx; return (threshold.json's ``"int8"``
+    entry, [the batch-invariance check]). ``val_images`` (float32 [N, 1, H, W], the float32
+    threshold's validation images) calibrate the scales and give the int8 threshold (mean + 3 std,
+    ddof 1, of its own scores); MNIST test and each available ``anomaly_sets`` (test split, from
+    ``data_dir``) measure agreement. ``ParityError`` when a target is missed or scores depend on the batch."""
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
     write_int8_graph(tmp / AE_FILE, out, val_images)
-    fp32, int8 = _session(tmp / AE_FILE), _session(out)
+    fp32, int8 = (create_session(p, "cpu", spinning=False) for p in (tmp / AE_FILE, out))
     val8 = scores_of(int8, val_images)
     if not np.all(np.isfinite(val8)) or np.any(val8 < 0):
         raise ParityError("the int8 graph gives non-finite or negative scores on the validation images; nothing was written")

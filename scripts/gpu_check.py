@@ -1,20 +1,13 @@
 #!/usr/bin/env python3
 """``make gpu-check``: prove aeflow's CUDA path on this machine and measure it, in one command.
 
-On a machine with an NVIDIA GPU and a Python that imports aeflow and onnxruntime-gpu (no network
-needed; nothing is installed), it runs in order, each step in a child process started from the
-output folder (so a source checkout never shadows the installed aeflow):
-
-  info     aeflow info --device cuda --json       every file checked, the provider that runs
-  verify   aeflow verify --device cuda --json     every graph against its golden outputs
-  tests    pytest on the CUDA tests               tests/test_cuda.py + the cases named "cuda"
-  bench    aeflow bench --device cuda --json      the CUDA rows against the device's own limits
-
+With an NVIDIA GPU and a Python that imports aeflow and onnxruntime-gpu (nothing installed, no
+network), it runs each step in a child process started from the output folder (so a source
+checkout never shadows the installed aeflow): ``aeflow info --device cuda --json``, ``aeflow
+verify --device cuda --json``, pytest on the CUDA tests and ``aeflow bench --device cuda --json``;
 then prints one table and writes env.json, info.json, verify.json, tests.json (+ tests.xml),
-bench.json and summary.json under the folder it names (``--out``; default a new folder in the
-system's temp folder). Exit 0 when every step passed, 1 otherwise. On a machine without an
-NVIDIA GPU it says so in one line and exits 0 without running anything (CI runs it that way).
-Needs stdlib, numpy, onnxruntime, aeflow and pytest only. Whole run: under 5 minutes (``--budget``).
+bench.json and summary.json under ``--out`` (default: a new temp folder). Exit 0 when every step
+passed, else 1. Without an NVIDIA GPU it says so in one line and exits 0, running nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +16,10 @@ import argparse
 import ctypes
 import json
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,24 +33,10 @@ def gpu_here() -> bool:
         return True
     for name in ("libcuda.so.1", "nvcuda.dll"):
         try:
-            ctypes.CDLL(name)
-            return True
+            return bool(ctypes.CDLL(name))
         except OSError:
-            continue
+            pass
     return False
-
-
-def environment() -> dict:
-    """Python, platform, the GPU (nvidia-smi), onnxruntime and aeflow as this Python imports them."""
-    import aeflow
-    import onnxruntime as ort
-
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30) if shutil.which("nvidia-smi") else None
-    return {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-            "gpu": smi.stdout.strip() if smi is not None and smi.returncode == 0 else "unknown (no nvidia-smi)",
-            "onnxruntime": ort.__version__, "onnxruntime_file": ort.__file__,
-            "providers": ort.get_available_providers(), "aeflow_file": aeflow.__file__}
 
 
 def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, float]:
@@ -69,71 +46,49 @@ def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, f
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=out, timeout=limit)
         return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
     except subprocess.TimeoutExpired as e:
-        return 124, _text(e.stdout), _text(e.stderr) + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
-
-
-def _text(data) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-
-
-def _json_or_text(stdout: str):
-    try:
-        return json.loads(stdout)
-    except ValueError:
-        return {"stdout": stdout[-20000:]}
-
-
-def test_results(xml_path: Path) -> dict:
-    """Counts and the failed tests' names from pytest's JUnit XML."""
-    if not xml_path.exists():
-        return {"passed": 0, "failed": 0, "skipped": 0, "failures": ["no test report"]}
-    cases = ET.parse(xml_path).getroot().iter("testcase")
-    counts, failures = {"passed": 0, "failed": 0, "skipped": 0}, []
-    for case in cases:
-        name = f"{case.get('classname')}::{case.get('name')}"
-        if case.find("failure") is not None or case.find("error") is not None:
-            counts["failed"] += 1
-            failures.append(name)
-        elif case.find("skipped") is not None:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return counts | {"failures": failures}
+        text = [d.decode(errors="replace") if isinstance(d, bytes) else d or "" for d in (e.stdout, e.stderr)]
+        return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
 
 
 def steps(out: Path) -> dict[str, list[str]]:
-    tests = [str(REPO / "tests" / f) for f in TEST_FILES]
     return {"info": ["-m", "aeflow", "info", "--device", "cuda", "--json"],
             "verify": ["-m", "aeflow", "verify", "--device", "cuda", "--json"],
-            "tests": ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments", "--junitxml",
-                      str(out / "tests.xml"), *tests],
+            "tests": ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments",
+                      "--junitxml", str(out / "tests.xml"), *(str(REPO / "tests" / f) for f in TEST_FILES)],
             "bench": ["-m", "aeflow", "bench", "--device", "cuda", "--json"]}
 
 
-def bench_lines(bench: dict) -> list[tuple[str, str, str]]:
-    """(row, result, detail) per bench row for the table."""
-    lines = []
-    for r in bench.get("rows", []):
-        if "error" in r:
-            lines.append((f"bench: {r['name']}", "FAIL", r["error"]))
-            continue
-        detail = f"median {r['median']:.4g} {r['unit']} [{r['min']:.4g}, {r['max']:.4g}]"
-        for key, label in (("flop_share", "FLOP"), ("byte_share", "bytes")):
-            if key in r:
-                detail += f", {r[key]:.1%} of the {label} limit"
-        if "target" in r:
-            detail += f", {r['median'] / r['target']:.2f}x the H100 target {r['target']:.0e}"
-        check = r.get("check")
-        result = "-" if check is None else ("ok" if check["passed"] else "FAIL") + f" vs CPU {check['max_abs']:.1e}"
-        lines.append((f"bench: {r['name']}", result, detail))
-    return lines
+def detail_lines(name: str, doc: dict) -> list[tuple[str, str, str]]:
+    """(row, result, detail) per golden comparison of ``verify`` and per row of ``bench``."""
+    from aeflow.analysis.cuda_bench import row_cells
 
-
-def verify_lines(verify: dict) -> list[tuple[str, str, str]]:
-    """(row, result, detail) per golden/checkpoint comparison of ``aeflow verify --json``."""
-    rows = verify.get("golden", []) + (verify.get("checkpoints") or [])
+    if name == "bench":
+        return [(f"bench: {row}", check, detail) for row, check, detail in map(row_cells, doc.get("rows", []))]
+    rows = doc.get("golden", []) + (doc.get("checkpoints") or []) if name == "verify" else []
     return [(f"verify: {r['name']}", "ok" if r["passed"] else "FAIL", f"max abs diff {r['max_abs']:.2e} "
-             f"(tolerance {r['tolerance']}) on {verify.get('provider', '?')}") for r in rows]
+             f"(tolerance {r['tolerance']}) on {doc.get('provider', '?')}") for r in rows]
+
+
+def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
+    """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
+    table, summary = [], {"out": str(out), "steps": {}}
+    for name, args in steps(out).items():
+        code, stdout, stderr, seconds = run_step(args, out, max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic())))
+        try:
+            doc = json.loads(stdout)
+        except ValueError:  # pytest's: its summary line and the failed tests (pytest -q lists them)
+            doc = {"summary": (stdout.strip().splitlines() or [""])[-1], "stdout": stdout[-20000:],
+                   "failures": [line.split()[1] for line in stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]}
+        (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        if name == "tests":
+            detail = doc["summary"] + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else "")
+        if name == "bench" and not all(r.get("check", {}).get("passed", "error" not in r) for r in doc.get("rows", [])):
+            code = code or 1  # a row that disagrees with the CPU fails the check
+        summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}
+        table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))
+        table += detail_lines(name, doc)
+    return table, summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,44 +99,28 @@ def main(argv: list[str] | None = None) -> int:
     if not gpu_here():
         print("gpu-check: no NVIDIA GPU on this machine (no /dev/nvidia0, no libcuda.so.1); nothing run")
         return 0
+    import aeflow
+    import onnxruntime as ort
+    from aeflow.analysis import text_table
+    from aeflow.analysis.cuda_bench import device_name
     from aeflow.runtime.providers import cuda_missing
 
-    missing = cuda_missing()
-    if missing:
+    if missing := cuda_missing():
         print(f"gpu-check: error: an NVIDIA GPU is here but the CUDA provider cannot run, missing {'; '.join(missing)} "
               f"(see scripts/gpu_box.sh)", file=sys.stderr)
         return 1
     out = (opts.out or Path(tempfile.mkdtemp(prefix=time.strftime("aeflow-gpu-check-%Y%m%d-%H%M%S-")))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
+           "gpu": device_name(), "onnxruntime": ort.__version__, "onnxruntime_file": ort.__file__,
+           "providers": ort.get_available_providers(), "aeflow_file": aeflow.__file__}
     (out / "env.json").write_text(json.dumps(env, indent=2))
     table, summary = run_all(out, time.monotonic() + opts.budget)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    width = max(len(r[0]) for r in table)
-    print(f"aeflow gpu-check on {env['gpu']}, onnxruntime {env['onnxruntime']}; JSON in {out}")
-    for step, result, detail in table:
-        print(f"{step:{width}s}  {result:22s}  {detail}")
+    print("\n".join([f"aeflow gpu-check on {env['gpu']}, onnxruntime {env['onnxruntime']}; JSON in {out}"]
+                    + text_table([list(r) for r in table])))
     return 0 if all(s["exit"] == 0 for s in summary["steps"].values()) else 1
 
-
-def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
-    """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
-    table, summary = [], {"out": str(out), "steps": {}}
-    for name, args in steps(out).items():
-        limit = max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic()))
-        code, stdout, stderr, seconds = run_step(args, out, limit)
-        doc = test_results(out / "tests.xml") if name == "tests" else _json_or_text(stdout)
-        (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-        if name == "tests":
-            detail = (f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped"
-                      + (f": {', '.join(doc['failures'][:3])}" if doc["failures"] else ""))
-        if name == "bench" and not all(r.get("check", {}).get("passed", "error" not in r) for r in doc.get("rows", [])):
-            code = code or 1  # a row that disagrees with the CPU fails the check
-        summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}
-        table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))
-        table += verify_lines(doc) if name == "verify" else bench_lines(doc) if name == "bench" else []
-    return table, summary
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ def _spread_ok(s) -> bool:
 
 def _check_common(result: dict, engines: set[str]) -> None:
     from aeflow.analysis.bench import BATCHES, DRAW_Z, FORWARD, QUICK_FILE_IMAGES, QUICK_SAMPLES
-    from aeflow.analysis.coldstart import FLOOR, HELP, SCORE_PNG
+    from aeflow.analysis.bench import FLOOR, HELP, SCORE_PNG
     from aeflow.analysis.timing import FLOPS_PER_IMAGE
 
     limits = {r["name"]: r for r in result["limit"]}
@@ -92,7 +92,7 @@ def test_bench_bad_repeats_is_a_usage_error():
 def test_torch_compile_child_timeout_is_a_note(bundled):
     """A torch.compile child that runs past its time limit leaves a note and no row."""
     pytest.importorskip("torch")
-    from aeflow.analysis.peers import torch_compile_rows
+    from aeflow.analysis.bench import torch_compile_rows
 
     notes = []
     assert torch_compile_rows(bundled, 1, (1,), 1, 0.01, notes, timeout=0.5) == []

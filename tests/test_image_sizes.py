@@ -204,18 +204,19 @@ def test_png_header_of_another_size_refused_before_decoding():
 
 
 def test_data_dir_hint_names_the_file_the_reader_wants(tmp_path):
-    from aeflow.analysis.evaluation import load_anomaly_sets
+    from aeflow.analysis.evaluation import load_sets
     from aeflow.datasets import load_images
 
-    with pytest.raises(DataError) as e:
-        load_anomaly_sets(None, data_dir=tmp_path)
+    for name in ("mnist", "fashion-mnist"):
+        with pytest.raises(DataError) as e:
+            load_images(name, "test", tmp_path)
+        assert f"{name}/t10k-images-idx3-ubyte[.gz]" in one_line(e)
+        (tmp_path / name).mkdir()
+        write_idx(tmp_path / name / "t10k-images-idx3-ubyte.gz", images(3, (28, 28)))
+    with pytest.raises(DataError) as e:  # the homework's default anomaly set (KMNIST) is not there
+        load_sets("mnist-test", None, tmp_path)
     assert "DIR/fashion-mnist/t10k-images-idx3-ubyte[.gz]" in one_line(e)
-    with pytest.raises(DataError) as e:
-        load_images("fashion-mnist", "test", tmp_path)
-    assert "fashion-mnist/t10k-images-idx3-ubyte[.gz]" in one_line(e)
-    (tmp_path / "fashion-mnist").mkdir()
-    write_idx(tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", images(3, (28, 28)))
-    assert load_anomaly_sets(("fashion-mnist-test",), data_dir=tmp_path)[0].images.shape == (3, 28, 28)
+    assert load_sets("mnist-test", ("fashion-mnist-test",), tmp_path)[1].images.shape == (3, 28, 28)
 
 
 def test_plain_inputs_never_import_pyarrow(tmp_path):

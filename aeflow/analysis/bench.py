@@ -1,24 +1,26 @@
 """``aeflow bench``: what the runtime costs, section by section, in one process on the same inputs.
 
-Sections (``SECTIONS``, run in order): the machine's own GEMM limit; scoring the autoencoder per
-engine and batch size, with each row's share of the limit and the peers a user would pick instead
-(``aeflow.analysis.peers``); sampling the flow per method against the homework's 30-step clamped
-bisection, one flow.onnx pass over the same n and drawing the z's; scoring from files (.npy
-against a folder of PNGs); the cold start of a new process (``aeflow.analysis.coldstart``).
+Sections, in order: the machine's GEMM limit; scoring per engine and batch size, with its share of
+the limit and the peers a user would pick instead; sampling per method
+against the homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from
+files (.npy against a folder of PNGs); the cold start of a new process. Engines are
+warmed up and interleaved within each repeat, inputs rotate; figures are medians with [min - max].
+onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin``: spinning on,
+as ``aeflow score`` runs). A section is a ``Section``: JSON key, title, columns, ``rows(run)``.
 
-Method: every engine is warmed up first, engines are interleaved within each repeat so a burst of
-load from elsewhere hits all alike, input buffers rotate; figures are medians with [min - max].
-onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin`` is the graph
-with spinning on, as ``aeflow score`` runs it).
-
-To add rows: write ``rows(run: Run) -> list[dict]`` (values: numbers, strings, or ``spread``
-dicts) and add a ``Section`` naming its columns to ``SECTIONS``; the JSON result holds the rows
-under the section's key and ``format_table`` prints them.
+The peers: OpenVINO (``pip install 'aeflow[bench]'``) on the same ae.onnx, float32 forced (AMX or
+AVX-512 BF16 CPUs would otherwise run bfloat16), and ``torch.compile`` (inductor) on the same
+checkpoint. Compiling takes minutes and cannot be interrupted, so a child process (``python -m
+aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``) compiles and times it under a time
+limit, interleaved with PyTorch eager and onnxruntime float32; its ratios are the ones reported.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +31,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from aeflow.analysis.coldstart import measure_cold_start
-from aeflow.analysis.peers import OPENVINO, openvino_engine, torch_compile_rows
+from aeflow.analysis import text_table
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.contract import artifacts_dir, demo_images, graph_path, read_threshold
@@ -42,50 +43,39 @@ SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
 FILE_IMAGES, QUICK_FILE_IMAGES = 20_000, 2_000
 LIMIT_SIZE, QUICK_LIMIT_SIZE = 2048, 512  # 2 x 2048^3 = 17 GFLOP a call
 TORCH, FP32, INT8, FP32_SPIN = "torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"
+OPENVINO, TORCH_COMPILE, COMPILE_TIMEOUT_S = "openvino-fp32", "torch-compile", 420.0
 HOMEWORK = "torch-bisection (homework)"
 FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
-
-
-@dataclass
-class BenchSettings:
-    """What to measure: ``repeats`` per measurement, ``batches``, ``n_samples`` per sampling run,
-    ``seconds_per_repeat`` (each repeat times enough calls to last about this long), ``threads``
-    (None: the CPUs this process may use), ``quick`` (smaller sizes, no torch.compile)."""
-
-    artifacts: str | os.PathLike | None = None
-    device: str = "auto"
-    repeats: int = 5
-    batches: tuple[int, ...] = BATCHES
-    n_samples: int = SAMPLES
-    seconds_per_repeat: float = 0.2
-    threads: int | None = None
-    verify: bool = True
-    quick: bool = False
-    progress: Callable[[str], None] = lambda msg: None
-
-    @classmethod
-    def quick_settings(cls, **kw) -> "BenchSettings":
-        """Few and short repeats, ``QUICK_SAMPLES`` samples: for tests and smoke runs."""
-        return cls(**({"repeats": 2, "n_samples": QUICK_SAMPLES, "seconds_per_repeat": 0.02, "quick": True} | kw))
+FLOOR, HELP = "python: import numpy, onnxruntime (the floor)", "aeflow --help"
+SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one image)"
+GOALS_S = {HELP: 0.1, SCORE_PNG: 0.2}
+API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\nAnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))"
 
 
 @dataclass
 class Run:
-    """What every section's ``rows`` function gets: the settings, the checked artifacts, the
-    results of the sections before it, and the lists it adds notes and providers to."""
+    """One run as each section's ``rows`` gets it: the checked artifacts, the options (``quick``:
+    smaller sizes, short repeats, no torch.compile), the results so far, and the notes and
+    providers the sections add."""
 
-    settings: BenchSettings
     directory: Path
     meta: dict
+    device: str
+    repeats: int
     threads: int
+    verify: bool
+    quick: bool
+    progress: Callable[[str], None]
     results: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
+
     @cached_property
     def torch(self) -> tuple[Callable | None, Callable | None]:
-        """(PyTorch eager scoring, the homework's sampler) from the checkpoints, or (None, None)
-        with a note when PyTorch or a checkpoint is missing."""
+        """(PyTorch eager scoring, the homework's sampler), or (None, None) with a note."""
         try:
             from aeflow.export import reference
         except ImportError:
@@ -100,14 +90,13 @@ class Run:
 
     def session(self, which: str, spinning: bool, golden: bool = True):
         """A checked onnxruntime session of graph ``which`` as the runtime loads it."""
-        s = self.settings
-        return load_graph(self.directory, self.meta, which, s.device, self.threads, spinning, s.verify,
-                          golden and s.verify)
+        return load_graph(self.directory, self.meta, which, self.device, self.threads, spinning, self.verify,
+                          golden and self.verify)
 
 
 class Section(NamedTuple):
-    """One table of the bench: its JSON ``key``, ``title``, ``columns`` (header, row key, format
-    spec; ``s`` left-aligns, a trailing ``x`` prints a ratio) and its ``rows`` function."""
+    """A table: JSON ``key``, ``title``, ``columns`` (header, row key, format spec: ``s`` aligns
+    left, a trailing ``x`` prints a ratio) and ``rows``."""
 
     key: str
     title: str
@@ -116,13 +105,83 @@ class Section(NamedTuple):
 
 
 def limit_rows(run: Run) -> list[dict]:
-    """The machine's GEMM limit (``timing.gemm_limits``)."""
-    n = QUICK_LIMIT_SIZE if run.settings.quick else LIMIT_SIZE
-    return gemm_limits(n, run.threads, max(1, min(run.settings.repeats, 5)), run.notes)
+    n = QUICK_LIMIT_SIZE if run.quick else LIMIT_SIZE
+    return gemm_limits(n, run.threads, max(1, min(run.repeats, 5)), run.notes)
+
+
+def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """OpenVINO's CPU plugin on ``onnx_path`` (float32 [N, 1, H, W] -> score float32 [N]), or None
+    with a note when ``openvino`` is not installed or cannot compile the graph."""
+    try:
+        import openvino as ov
+    except ImportError:
+        notes.append("openvino is not installed (pip install 'aeflow[bench]'): no OpenVINO row")
+        return None
+    try:
+        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
+        notes.append(f"OpenVINO could not compile {onnx_path.name} ({str(e).strip().splitlines()[0][:120]}): no row")
+        return None
+    request, score = compiled.create_infer_request(), compiled.output("score")
+    notes.append(f"{OPENVINO}: OpenVINO {ov.get_version().split('-')[0]} CPU plugin, f32 hint, {threads} threads")
+    return lambda x: request.infer({"images": x})[score]
+
+
+def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
+    """Print the torch-compile rows as JSON."""
+    import torch
+
+    from aeflow.export import reference
+    from aeflow.runtime.providers import create_session
+
+    reference.set_threads(threads)
+    compiled = torch.compile(reference.ScoringAutoencoder(reference.load_autoencoder(directory / "ae.pt")[0]).eval(),
+                             backend="inductor", dynamic=False)
+    session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
+
+    def run_compiled(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return compiled(torch.from_numpy(x))[1].numpy()
+
+    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"), TORCH_COMPILE: run_compiled,
+               FP32: lambda x: session.run(["score"], {"images": x})[0]}
+    rows = []
+    for batch in batches:
+        buffers = input_buffers(demo_images(directory), batch)
+        diff = float(np.max(np.abs(run_compiled(buffers[0]) - engines[FP32](buffers[0]))))  # compiles
+        t = measure(engines, buffers, repeats, seconds)
+        ips = {name: t[name]["images_per_s"]["median"] for name in t}
+        rows.append({"engine": TORCH_COMPILE, "batch": batch, **t[TORCH_COMPILE], "max_abs_diff_vs_ort_fp32": diff,
+                     "vs_torch": ips[TORCH_COMPILE] / ips[TORCH], "vs_fp32": ips[TORCH_COMPILE] / ips[FP32]})
+    print(json.dumps({"rows": rows, "torch": torch.__version__}))
+
+
+def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
+                       timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
+    """torch-compile rows from the child process, or [] with a note when PyTorch or ae.pt is
+    missing, compiling fails or the child runs past ``timeout`` seconds."""
+    if importlib.util.find_spec("torch") is None or not (directory / "ae.pt").is_file():
+        notes.append("PyTorch or ae.pt missing: no torch-compile row")
+        return []
+    cmd = [sys.executable, "-m", "aeflow.analysis.bench", str(directory), str(threads), str(repeats), str(seconds),
+           *map(str, batches)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        notes.append(f"torch.compile (inductor) did not finish compiling and timing within {timeout:.0f} s: no row")
+        return []
+    if proc.returncode != 0:
+        notes.append(f"torch.compile (inductor) failed here ({(proc.stderr.strip().splitlines() or ['?'])[-1][:160]})")
+        return []
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    notes.append(f"{TORCH_COMPILE}: torch {result['torch']} inductor, timed in a child process beside its own "
+                 f"{TORCH} and {FP32}: its 'vs' columns are those ratios")
+    return result["rows"]
 
 
 def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """The scoring engines: score float32 [N, 1, H, W] -> float32 [N]."""
+    """The scoring engines: float32 [N, 1, H, W] -> score float32 [N]."""
     torch_score = run.torch[0]
     engines = {TORCH: torch_score} if torch_score else {}
     if "int8" not in run.meta:
@@ -131,7 +190,7 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         session = run.session(which, spinning=torch_score is None)
         run.providers[name] = provider_of(session)
         engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
-    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.settings.verify), run.threads, run.notes)
+    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes)
     if openvino is not None:
         engines[OPENVINO] = openvino
     if torch_score:
@@ -143,20 +202,19 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
 
 def scoring_rows(run: Run) -> list[dict]:
-    """images/s per engine and batch (``timing.measure``), GFLOP/s, share of the GEMM limit of its
-    precision (the best repeat), ratios to torch and to ort-fp32, and the peers' largest score
-    difference to ort-fp32."""
-    s, engines, rows = run.settings, _engines(run), []
-    for batch in s.batches:
-        run.settings.progress(f"scoring, batch {batch}")
+    """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
+    repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
+    engines, rows = _engines(run), []
+    for batch in BATCHES:
+        run.progress(f"scoring, batch {batch}")
         buffers = input_buffers(demo_images(run.directory), batch)
         reference = engines[FP32](buffers[0])
-        for name, t in measure(engines, buffers, s.repeats, s.seconds_per_repeat).items():
+        for name, t in measure(engines, buffers, run.repeats, run.seconds_per_repeat).items():
             diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
-    if run.torch[0] and not s.quick:
-        run.settings.progress("torch.compile, in a child process")
-        rows += torch_compile_rows(run.directory, run.threads, s.batches, s.repeats, s.seconds_per_repeat, run.notes)
+    if run.torch[0] and not run.quick:
+        run.progress("torch.compile, in a child process")
+        rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
     elif run.torch[0]:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
@@ -172,15 +230,14 @@ def scoring_rows(run: Run) -> list[dict]:
 
 
 def sampling_rows(run: Run) -> list[dict]:
-    """Seconds for ``n_samples`` samples per method (the homework's bisection where PyTorch is
-    installed, then every runtime method), one flow.onnx pass over as many points and drawing the
-    z's, with the ratios to the homework and to that pass."""
+    """Seconds for ``n_samples`` samples per method (the homework's where PyTorch is installed),
+    one flow.onnx pass over as many points and drawing the z's; ratios to the homework and the pass."""
     from aeflow.runtime.sampler import FlowSampler
 
-    s, n = run.settings, run.settings.n_samples
-    sampler = FlowSampler(s.artifacts, s.device, threads=run.threads, verify=s.verify, golden=s.verify)
+    n = run.n_samples
+    sampler = FlowSampler(run.directory, run.device, threads=run.threads, verify=run.verify, golden=run.verify)
     run.providers["sampler"] = sampler.provider
-    flow = load_graph(run.directory, sampler.metadata, "flow", s.device, run.threads, golden=False)
+    flow = load_graph(run.directory, sampler.metadata, "flow", run.device, run.threads, golden=False)
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     methods = {HOMEWORK: run.torch[1]} if run.torch[1] else {}
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
@@ -188,10 +245,10 @@ def sampling_rows(run: Run) -> list[dict]:
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
     rows = []
     for name, fn in methods.items():
-        run.settings.progress(f"sampling, {name}")
+        run.progress(f"sampling, {name}")
         fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
         times = []
-        for seed in range(max(1, min(s.repeats, 3))):  # a new seed each repeat: new targets
+        for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
             t0 = time.perf_counter()
             fn(n, seed)
             times.append(time.perf_counter() - t0)
@@ -204,42 +261,63 @@ def sampling_rows(run: Run) -> list[dict]:
 
 
 def files_rows(run: Run) -> list[dict]:
-    """The same demo images (uint8) as one .npy and as a folder of PNGs, each opened and scored by
-    ``AnomalyScorer`` as ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio
-    per repeat."""
-    from aeflow.runtime.inputs import open_source
+    """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as
+    ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
     from PIL import Image
+
+    from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
-    n, base = QUICK_FILE_IMAGES if run.settings.quick else FILE_IMAGES, demo_images(run.directory)
+    n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
-    scorer = AnomalyScorer(run.directory, run.settings.device, verify=run.settings.verify)
-    rates: dict[str, list[float]] = {"one .npy (uint8)": [], "folder of PNGs": []}
+    scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
+    rates: tuple[list[float], list[float]] = ([], [])
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
         paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
         np.save(paths[0], images)
         paths[1].mkdir()
         for i, im in enumerate(images):
             Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
-        for r in range(max(3, run.settings.repeats) + 1):  # the first round warms up: sessions, page cache
-            for rate, path in zip(rates.values(), paths):
+        for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
+            for rate, path in zip(rates, paths):
                 time.sleep(PHASE_GAP_S)
                 t0 = time.perf_counter()
                 with open_source(path) as src:
                     scorer.score_source(src)
                 rate += [n / (time.perf_counter() - t0)] * (r > 0)
-    npy, png = rates.values()
+    npy, png = rates
     return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
             {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    """New process to exit (``aeflow.analysis.coldstart``), with the goals met or not."""
-    rows = measure_cold_start(run.directory, demo_images(run.directory)[0], 1 if run.settings.quick else 5)
-    for r in rows:
-        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
+    """Seconds from a new process to its exit, as a CLI user and an embedded caller pay on every
+    call, each command interleaved after one untimed round (warm file cache), with the ratio to the
+    floor every such process pays and the goals met or not."""
+    from PIL import Image
+
+    script, image, d = Path(sys.executable).with_name("aeflow"), demo_images(run.directory)[0], str(run.directory)
+    aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
+    with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
+        png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
+        Image.fromarray(image).save(png)
+        np.save(npy, image[None])
+        commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
+                    SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d], API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
+        times: dict[str, list[float]] = {what: [] for what in commands}
+        for r in range(1 + (1 if run.quick else 5)):
+            for what, cmd in commands.items():
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True)
+                times[what] += [time.perf_counter() - t0] * (r > 0)
+                if proc.returncode:
+                    raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
+    rows = [{"what": what, "seconds": spread(t), "vs_floor": float(np.median(t) / np.median(times[FLOOR])),
+             "goal_s": GOALS_S.get(what)} for what, t in times.items()]
+    for r in rows:
+        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
     return rows
 
 
@@ -271,29 +349,32 @@ SECTIONS = [
 ]
 
 
-def run_bench(settings: BenchSettings, sections: list[Section] = SECTIONS) -> dict:
-    """Run every section in order; returns the JSON-ready result: ``machine``, ``providers``,
-    ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
-    directory = artifacts_dir(settings.artifacts)
-    threads = settings.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    run = Run(settings, directory, read_threshold(directory, settings.verify), threads)
+def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, threads: int | None = None,
+              verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None,
+              sections: list[Section] = SECTIONS) -> dict:
+    """Every section in order (``repeats``: None is 5, quick 2; ``threads``: None is the CPUs this
+    process may use): the JSON-ready ``machine``, ``providers``, ``settings``, each section's rows
+    under its key, ``versions`` and ``notes``."""
+    directory = artifacts_dir(artifacts)
+    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    run = Run(directory, read_threshold(directory, verify), device, repeats or (2 if quick else 5), threads, verify,
+              quick, progress)
     load = os.getloadavg()
     for section in sections:
-        settings.progress(section.key.replace("_", " "))
+        progress(section.key.replace("_", " "))
         run.results[section.key] = section.rows(run)
     machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
-    config = {k: v for k, v in vars(settings).items() if k not in ("artifacts", "progress")}
+    config = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
+                                           "seconds_per_repeat")}
     return {"machine": machine, "providers": run.providers, "settings": config, **run.results,
             "versions": package_versions(), "notes": run.notes}
 
 
 def _cell(value, fmt: str) -> str:
-    if value is None:
-        return ""
     if isinstance(value, dict):
         return f"{_cell(value['median'], fmt)} [{_cell(value['min'], fmt)} - {_cell(value['max'], fmt)}]"
-    return f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
+    return "" if value is None else f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
 
 
 def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
@@ -303,13 +384,12 @@ def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
-    for section in sections:
-        cells = [[_cell(r.get(key), fmt) for _, key, fmt in section.columns] for r in result.get(section.key, ())]
-        widths = [max([len(head)] + [len(c[i]) for c in cells]) for i, (head, _, _) in enumerate(section.columns)]
-        left = [fmt == "s" for _, _, fmt in section.columns]
-
-        def line(values: list[str]) -> str:
-            return "  ".join(v.ljust(w) if lft else v.rjust(w) for v, w, lft in zip(values, widths, left)).rstrip()
-
-        lines += ["", section.title, line([head for head, _, _ in section.columns])] + [line(c) for c in cells]
+    for sec in sections:
+        cells = [[c[0] for c in sec.columns]] + [[_cell(r.get(key), fmt) for _, key, fmt in sec.columns]
+                                                 for r in result.get(sec.key, ())]
+        lines += ["", sec.title, *text_table(cells, tuple(i for i, c in enumerate(sec.columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
+
+
+if __name__ == "__main__":  # the torch.compile child process (``torch_compile_rows``)
+    _child(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), [int(b) for b in sys.argv[5:]])

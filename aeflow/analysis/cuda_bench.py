@@ -1,53 +1,36 @@
-"""``aeflow bench --device cuda``: the GPU path measured against the device's own limits, in one run.
+"""``aeflow bench --device cuda``: the GPU path against the device's own limits, in one run.
 
-Rows: scoring device-resident (the images already on the GPU as an OrtValue, the bound session,
-and the CUDA-graph session where onnxruntime captures one), host-fed from uint8 and from float32
-arrays (``AnomalyScorer.score``: the copy over PCIe included), latency of one image, and the
-sampler graph (flow_sampler.onnx) over ``SAMPLES`` z already on the device. Limits measured in the
-same run with onnxruntime alone: a large device-to-device copy (bytes read + written per second),
-a host-to-device copy from pageable memory, and a large float32 MatMul (TF32 off, as the scorer
-runs). Each row gives its share of them: FLOP/s over the MatMul's, and the bytes it must move
-at least (its inputs and outputs) over the copy's. Every row is checked against the CPU's
-results with ``aeflow.parity``'s tolerances (the sampler graph outside flow.json's float64 intervals,
-where the runtime polishes on the host anyway).
+Rows: scoring device-resident (bound session, and the CUDA-graph session where onnxruntime
+captures one), host-fed from uint8 and float32 (``AnomalyScorer.score``, PCIe included), latency
+of one image, and flow_sampler.onnx over z already on the device. Limits, measured in the same run
+with onnxruntime alone: device-to-device and host-to-device (pageable) copies and a float32 MatMul
+with TF32 off. Each row's share: FLOP/s of the MatMul's, the bytes it must move of the copy's.
+Every row is checked against the CPU with ``aeflow.parity``'s tolerances (the sampler outside
+flow.json's float64 intervals, which the runtime polishes on the host).
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import onnxruntime as ort
 
+from aeflow.analysis import text_table
+from aeflow.analysis.timing import FLOPS_PER_IMAGE, spread, time_calls
 from aeflow.parity import compare
 from aeflow.runtime import device
 from aeflow.runtime.contract import demo_images
 from aeflow.runtime.providers import create_session
 
-# multiply-adds of the six layers, two FLOPs each (as aeflow.analysis.bench counts them)
-FLOPS_PER_IMAGE = 2 * (784 * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * 784)
-PIXELS = 784
 TARGETS = {"device-resident fp32": 20e6, "host-fed uint8": 10e6, "sampler graph, device-resident": 1e9}  # on one H100
 FULL = {"batch": 1 << 16, "host_images": 1 << 20, "samples": 10**8, "matmul": 8192, "copy_bytes": 1 << 30}
 QUICK = {"batch": 1 << 12, "host_images": 1 << 14, "samples": 10**6, "matmul": 1024, "copy_bytes": 1 << 24}
 
 
-def _times(fn, repeats: int) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after one warm-up (each call must end synchronised)."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _row(name: str, kind: str, per_s: list[float], unit: str, **extra) -> dict:
-    v = sorted(per_s)
-    return {"name": name, "kind": kind, "unit": unit, "median": v[len(v) // 2], "min": v[0], "max": v[-1]} | extra
+    return {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
 
 
 def device_name() -> str:
@@ -60,12 +43,10 @@ def device_name() -> str:
 
 
 def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
-    """The device's own limits: device-to-device and host-to-device copies (GB/s) and a float32
-    MatMul n x n x n with TF32 off (TFLOP/s), through onnxruntime's provider for ``where``
-    ("cuda"; "cpu" for the tests of this module)."""
-    n = size["copy_bytes"] // 4
-    src, dst = device._zeros([n], np.float32, where), device._zeros([n], np.float32, where)
-    tiny = device._zeros([1], np.float32, where)
+    """Device-to-device and host-to-device copies (GB/s) and a float32 MatMul n^3, TF32 off
+    (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
+    n, m = size["copy_bytes"] // 4, size["matmul"]
+    src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
 
     def copy():  # a device-to-device copy is asynchronous; the tiny copy back waits for it
         dst.update_inplace(src)
@@ -73,22 +54,19 @@ def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
 
     host = np.ones(size["copy_bytes"], dtype=np.uint8)
     dst8 = device._zeros([host.size], np.uint8, where)
-    m = size["matmul"]
     model = device.tiny_model([("MatMul", ["A", "B"], ["Y"], {})], [("A", device.FLOAT, [m, m]), ("B", device.FLOAT, [m, m])],
                               [("Y", device.FLOAT, [m, m])])
-    session = create_session(model, where)
-    rng = np.random.default_rng(0)
-    a, b = (ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where, 0) for _ in range(2))
+    session, rng = create_session(model, where), np.random.default_rng(0)
     binding = session.io_binding()
-    binding.bind_ortvalue_input("A", a)
-    binding.bind_ortvalue_input("B", b)
+    for name in "AB":
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where, 0))
     binding.bind_ortvalue_output("Y", device._zeros([m, m], np.float32, where))
     return [
-        _row("device-to-device copy", "limit", [2 * size["copy_bytes"] / t / 1e9 for t in _times(copy, repeats)], "GB/s"),
+        _row("device-to-device copy", "limit", [2 * size["copy_bytes"] / t / 1e9 for t in time_calls(copy, repeats)], "GB/s"),
         _row("host-to-device copy (pageable)", "limit",
-             [host.size / t / 1e9 for t in _times(lambda: dst8.update_inplace(host), repeats)], "GB/s"),
+             [host.size / t / 1e9 for t in time_calls(lambda: dst8.update_inplace(host), repeats)], "GB/s"),
         _row(f"fp32 MatMul {m}^3, TF32 off", "limit",
-             [2 * m ** 3 / t / 1e12 for t in _times(lambda: session.run_with_iobinding(binding), repeats)], "TFLOP/s"),
+             [2 * m ** 3 / t / 1e12 for t in time_calls(lambda: session.run_with_iobinding(binding), repeats)], "TFLOP/s"),
     ]
 
 
@@ -96,40 +74,39 @@ def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[f
     """Seconds per run of ``session`` with ``x`` already on its device, and its ``output``."""
     buffers = device._Buffers(session, None, x.shape, np.float32, device.device_of(session))
     buffers.images.update_inplace(x)
-    times = _times(lambda: session.run_with_iobinding(buffers.binding), repeats)
+    times = time_calls(lambda: session.run_with_iobinding(buffers.binding), repeats)
     return times, buffers.outputs[output].numpy().copy()
 
 
 def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda") -> list[dict]:
     """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the
-    latency of one image, each checked against the CPU's scores of the 2,000 demo images."""
+    latency of one image, each checked against the CPU's scores of the demo images."""
     from aeflow.runtime.scorer import AnomalyScorer
 
-    base = demo_images()
+    base = demo_images()  # uint8 [M, H, W]
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
     check = lambda got: compare("score", got[:len(base)], want[:len(got)])  # noqa: E731
-    x = np.resize(base, (size["batch"], 1, 28, 28)).astype(np.float32) / np.float32(255)
-    rows = []
+    x = np.resize(base, (size["batch"], 1, *base.shape[1:])).astype(np.float32) / np.float32(255)
+    pixels, rows = base[0].size, []
     # a captured graph replays the buffers of the binding it was captured with: its own session here
     graph = create_session(scorer.graph, where, cuda_graph=True) if scorer._bound and scorer._bound._graph else None
     for name, session in (("device-resident fp32", scorer._session), ("device-resident fp32, CUDA graph", graph)):
         try:
-            times, scores = _resident(session, x, repeats, "score") if session is not None else (None, None)
+            if session is not None:
+                times, scores = _resident(session, x, repeats, "score")
+                rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check=check(scores),
+                                 flops=FLOPS_PER_IMAGE, bytes=2 * 4 * pixels + 4, batch=len(x)))
         except Exception as e:  # e.g. a graph onnxruntime cannot capture: say so, measure the rest
             rows.append({"name": name, "kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
-            continue
-        if times is not None:
-            rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check=check(scores),
-                             flops=FLOPS_PER_IMAGE, bytes=2 * 4 * PIXELS + 4, batch=len(x)))
-    hx = np.resize(base, (size["host_images"], 28, 28))
-    for name, data, per in (("host-fed uint8", hx, PIXELS), ("host-fed float32", hx.astype(np.float32) / np.float32(255),
-                                                               4 * PIXELS)):
-        rows.append(_row(name, "scoring", [len(data) / t for t in _times(lambda: scorer.score(data), repeats)],
+    hx = np.resize(base, (size["host_images"], *base.shape[1:]))
+    for name, data, per in (("host-fed uint8", hx, pixels), ("host-fed float32", hx.astype(np.float32) / np.float32(255),
+                                                               4 * pixels)):
+        rows.append(_row(name, "scoring", [len(data) / t for t in time_calls(lambda: scorer.score(data), repeats)],
                          "images/s", check=check(scorer.score(data)), flops=FLOPS_PER_IMAGE, host_bytes=per,
                          batch=size["batch"]))
     user = AnomalyScorer(directory, device=where, verify=verify)  # the default batch size, one image
-    lat = [t * 1e3 for t in _times(lambda: user.score(base[:1]), 20 * repeats)]
+    lat = [t * 1e3 for t in time_calls(lambda: user.score(base[:1]), 20 * repeats)]
     rows.append(_row("latency, batch 1", "latency", lat, "ms", check=check(user.score(base[:1])),
                      p99=float(np.percentile(lat, 99))))
     return rows
@@ -153,18 +130,13 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
 
 
 def _shares(rows: list[dict]) -> None:
-    """Each row's share of the limits: FLOP/s of the MatMul's, bytes/s of the copies'."""
-    lim = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
-    copy, h2d = lim.get("device-to-device"), lim.get("host-to-device")
-    matmul = next((r["max"] for r in rows if r["name"].startswith("fp32 MatMul")), None)
+    """Each row's share of the limits (FLOP/s of the MatMul's, bytes/s of the copies'), its target."""
+    best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
     for r in (r for r in rows if "median" in r):
-        rate = r["median"]
-        if r.get("flops") and matmul:
-            r["flop_share"] = rate * r["flops"] / (matmul * 1e12)
-        if r.get("bytes") and copy:
-            r["byte_share"] = rate * r["bytes"] / (copy * 1e9)
-        if r.get("host_bytes") and h2d:
-            r["byte_share"] = rate * r["host_bytes"] / (h2d * 1e9)
+        for key, limit, scale, share in (("flops", "fp32", 1e12, "flop_share"), ("bytes", "device-to-device", 1e9,
+                                         "byte_share"), ("host_bytes", "host-to-device", 1e9, "byte_share")):
+            if r.get(key) and best.get(limit):
+                r[share] = r["median"] * r[key] / (best[limit] * scale)
         if r["name"] in TARGETS:
             r["target"] = TARGETS[r["name"]]
         if "check" in r:
@@ -174,8 +146,8 @@ def _shares(rows: list[dict]) -> None:
 
 def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = None, verify: bool = True,
                    where: str = "cuda") -> dict:
-    """Every CUDA row (``DeviceError`` where CUDA does not run): a dict with ``device``,
-    ``onnxruntime``, ``rows`` (name, kind, unit, median/min/max, shares, target, check)."""
+    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
+    ``rows`` (name, kind, unit, median/min/max, shares, target, check)."""
     from aeflow.runtime.contract import artifacts_dir
 
     directory = artifacts_dir(artifacts)
@@ -187,19 +159,19 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
     return {"device": device_name(), "onnxruntime": ort.__version__, "sizes": size, "repeats": repeats, "rows": rows}
 
 
+def row_cells(r: dict) -> tuple[str, str, str]:
+    """(name, check against the CPU, figures) of one row, for the text tables."""
+    if "error" in r:
+        return r["name"], "FAIL", r["error"]
+    detail = f"median {r['median']:.4g} {r['unit']} [{r['min']:.4g}, {r['max']:.4g}]"
+    detail += "".join(f", {r[k]:.1%} of the {label} limit" for k, label in (("flop_share", "FLOP"),
+                                                                             ("byte_share", "bytes")) if k in r)
+    detail += f", {r['median'] / r['target']:.2f}x the H100 target {r['target']:.0e}" if "target" in r else ""
+    check = r.get("check")
+    return r["name"], "-" if check is None else ("ok" if check["passed"] else "FAIL") + f" vs CPU {check['max_abs']:.1e}", detail
+
+
 def format_rows(result: dict) -> str:
     """The CUDA rows as a text table."""
-    lines = [f"CUDA rows on {result['device']} (onnxruntime {result['onnxruntime']}; median [min, max] of "
-             f"{result['repeats']})",
-             f"{'row':38s} {'median':>12s} {'min':>12s} {'max':>12s} {'unit':9s} {'FLOP share':>10s} "
-             f"{'byte share':>10s} {'target':>8s}  check"]
-    for r in result["rows"]:
-        if "error" in r:
-            lines.append(f"{r['name']:38s} failed: {r['error']}")
-            continue
-        share = lambda k: f"{r[k]:.1%}" if k in r else "-"  # noqa: E731
-        target = f"{r['median'] / r['target']:.2f}x" if "target" in r else "-"
-        check = "-" if "check" not in r else ("ok" if r["check"]["passed"] else "FAIL") + f" {r['check']['max_abs']:.1e}"
-        lines.append(f"{r['name']:38s} {r['median']:12.4g} {r['min']:12.4g} {r['max']:12.4g} {r['unit']:9s} "
-                     f"{share('flop_share'):>10s} {share('byte_share'):>10s} {target:>8s}  {check}")
-    return "\n".join(lines)
+    return "\n".join([f"CUDA rows on {result['device']} (onnxruntime {result['onnxruntime']}; median [min, max] of "
+                      f"{result['repeats']})"] + text_table([list(row_cells(r)) for r in result["rows"]]))

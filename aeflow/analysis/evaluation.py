@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import metrics
+from aeflow.analysis import text_table
 from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
@@ -31,9 +32,8 @@ EXTREMES = 8
 
 @dataclass
 class ImageSet:
-    """One evaluated set: ``images`` [N, ...] in a layout the scorer accepts (uint8 0..255 or
-    float in [0, 1]; named sets are uint8 [N, H, W]), ``scores`` float32 [N] (filled by
-    ``score_sets``), ``origin``: where it came from in words."""
+    """One evaluated set: ``images`` [N, ...] as the scorer takes them (uint8 or float in [0, 1];
+    named sets uint8 [N, H, W]), ``scores`` float32 [N] once scored, ``origin`` in words."""
 
     name: str
     origin: str
@@ -41,17 +41,11 @@ class ImageSet:
     scores: np.ndarray | None = None
 
 
-def _split_name(spec: str) -> tuple[str, str]:
-    name, _, split = spec.rpartition("-")
-    return name, split
-
-
 def load_set(spec: str, data_dir=None) -> ImageSet:
-    """Load DATA: a data set name (``mnist-test``, ``kmnist-test``, ``fashion-mnist-test``, or a
-    ``-train`` split) through ``aeflow.datasets.load_images``, or a path (IDX, .npy, .npz, PNG
-    folder) through the runtime's ``open_source``. Unknown names raise ``UsageError``."""
+    """DATA: a data set name (``DATA_SET_NAMES``) through ``aeflow.datasets.load_images``, or a path
+    (IDX, .npy, .npz, PNG folder) through the runtime's ``open_source``; else ``UsageError``."""
     if spec in DATA_SET_NAMES:
-        name, split = _split_name(spec)
+        name, _, split = spec.rpartition("-")
         origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
         return ImageSet(spec, origin, load_images(name, split, data_dir))
     path = Path(spec)
@@ -61,68 +55,49 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
     from aeflow.runtime.inputs import open_source
 
     with open_source(path) as source:
-        # copies: memory-mapped batches must not outlive the source
-        parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]
+        parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]  # copies: mapped batches die with it
         name = source.name
     if not parts:
         raise DataError(f"{path}: holds no images; pass a file or folder with at least one image")
     return ImageSet(name, str(path), np.concatenate(parts))
 
 
-def load_anomaly_sets(specs: tuple[str, ...] | None, data_dir=None) -> list[ImageSet]:
-    """Load every anomaly set; ``None`` or empty means the homework's default (KMNIST test), and
-    when that cannot be had the error says in one line how to run offline."""
-    if specs:
-        return [load_set(s, data_dir) for s in specs]
-    try:
-        return [load_set(s, data_dir) for s in DEFAULT_ANOMALIES]
-    except DataError as e:
-        where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
-        raise DataError(f"the default anomaly set {DEFAULT_ANOMALIES[0]} {where}; offline, pass "
-                        f"--anomalies {OFFLINE_ANOMALIES} with a --data-dir DIR holding "
-                        f"DIR/{idx_file(*_split_name(OFFLINE_ANOMALIES))}[.gz] (or --anomalies PATH)") from None
+def load_sets(in_dist: str, anomalies=None, data_dir=None) -> list[ImageSet]:
+    """The in-distribution set, then the anomaly sets (default: the homework's); a default set that
+    cannot be had fails with one line saying how to run offline."""
+    sets = []
+    for spec in (in_dist, *(anomalies or DEFAULT_ANOMALIES)):
+        try:
+            sets.append(load_set(spec, data_dir))
+        except DataError as e:
+            if anomalies or spec not in (DEFAULT_IN_DIST, *DEFAULT_ANOMALIES) or (not sets and data_dir is not None):
+                raise
+            where = f"is not in {data_dir}" if data_dir is not None else f"cannot be loaded ({e.message.split(';')[0]})"
+            raise DataError(f"the default set {spec} {where}; offline, pass --anomalies {OFFLINE_ANOMALIES} with a "
+                            f"--data-dir DIR holding DIR/{idx_file('mnist', 'test')}[.gz] and "
+                            f"DIR/{idx_file(*OFFLINE_ANOMALIES.rpartition('-')[::2])}[.gz] (or --anomalies PATH)") from None
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
+    return sets
 
 
 def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
     """Fill each set's ``scores`` (float32 [N]) with ``scorer.score``, showing progress."""
-    total = sum(len(s.images) for s in sets)
-    with progress_bar(total, "scoring", quiet, show=lambda item: item) as bar:
+    with progress_bar(sum(len(s.images) for s in sets), "scoring", quiet, show=lambda item: item) as bar:
         for s in sets:
             out = []
             for i in range(0, len(s.images), SCORE_CHUNK):
-                chunk = s.images[i:i + SCORE_CHUNK]
-                out.append(np.asarray(scorer.score(chunk), dtype=np.float32))
-                bar.update(len(chunk), s.name)
+                out.append(np.asarray(scorer.score(s.images[i:i + SCORE_CHUNK]), dtype=np.float32))
+                bar.update(len(out[-1]), s.name)
             s.scores = np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def image_metrics(in_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float,
-                  target_type_i: float = TARGET_TYPE_I) -> dict:
-    """Type I error of ``in_scores`` (float [N]) and, per anomaly set, type II error and AUROC at
-    ``threshold``; plus the threshold that gives ``target_type_i`` (``metrics.threshold_for_type_i``)
-    with the type I and type II errors it gives. Returns a JSON-ready dict."""
-    t1 = metrics.threshold_for_type_i(in_scores, target_type_i)
-    rates, at_t1 = (metrics.error_rates(in_scores, anomaly_scores, t) for t in (threshold, t1))
-    return {
-        "threshold": float(threshold),
-        "type_i": rates["type_i"]["rate"],
-        "n_in_dist": rates["type_i"]["n"],
-        "anomalies": {
-            name: {"n": rates["type_ii"][name]["n"], "type_ii": rates["type_ii"][name]["rate"],
-                   "auroc": rates["auroc"][name], "type_ii_at_target": at_t1["type_ii"][name]["rate"]}
-            for name in anomaly_scores
-        },
-        "at_target": {"type_i_target": float(target_type_i), "threshold": t1, "type_i": at_t1["type_i"]["rate"]},
-    }
-
-
 def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
-    """The ``k`` lowest- and ``k`` highest-scoring images of a scored set with their
-    reconstructions and anomaly maps (``AnomalyScorer.anomaly_map``): ``{"best"|"worst": {"index":
+    """The ``k`` lowest- and highest-scoring images of a scored set: ``{"best"|"worst": {"index":
     int [k], "scores": float32 [k], "originals", "reconstructions", "maps": float32 [k, H, W]}}``."""
     order = np.argsort(image_set.scores, kind="stable")
-    k = min(k, len(order))
-    out = {}
+    k, out = min(k, len(order)), {}
     for label, idx in (("best", order[:k]), ("worst", order[::-1][:k])):
         chunk = image_set.images[idx]
         originals = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk.astype(np.float32)
@@ -133,19 +108,9 @@ def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
     return out
 
 
-@dataclass
-class FlowEvaluation:
-    """The flow against the true mixture: ``summary`` (JSON-ready numbers) and ``curves``
-    (arrays for the report's figures)."""
-
-    summary: dict
-    curves: dict = field(repr=False)
-
-
 def kl_estimate(log_p_data: np.ndarray, log_p_model: np.ndarray) -> tuple[float, float]:
-    """Monte Carlo KL(data || model) = E_data[log p_data(x) - log p_model(x)] from points drawn
-    from the data distribution (log densities float [n], n >= 2): ``(estimate, standard error)``,
-    the error being std / sqrt(n) of the per-point differences."""
+    """Monte Carlo KL(data || model) from points drawn from the data (log densities float [n],
+    n >= 2): ``(mean, std / sqrt(n))`` of the per-point differences."""
     d = np.asarray(log_p_data, dtype=np.float64) - np.asarray(log_p_model, dtype=np.float64)
     if d.size < 2 or not np.all(np.isfinite(d)):
         raise ValueError("need at least two finite log-density differences")
@@ -157,14 +122,11 @@ def _mean_std(x: np.ndarray) -> dict:
 
 
 def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: int = 0,
-                  quiet: bool = False) -> FlowEvaluation:
-    """Evaluate the flow (a ``FlowSampler``) as homework Problems 2 and 4 ask.
-
-    Regenerates the training and test data exactly as ``aeflow train flow`` did (flow.json's
-    ``training``: ``mixture_of_gaussians(n_train, seed)`` and ``(n_test, seed + 1)``), computes
-    their NLL under the model and under the true mixture, the z statistics on the training data,
-    KL(data || model) over ``n_kl`` fresh points from the true mixture (seed ``training seed + 2``,
-    never used in training), and draws ``n_samples`` samples with ``seed``."""
+                  quiet: bool = False) -> tuple[dict, dict]:
+    """The flow (a ``FlowSampler``) as homework Problems 2 and 4 ask: NLL of its training and test
+    data (regenerated from flow.json's ``training``) under the model and the true mixture, z on the
+    training data, KL(data || model) over ``n_kl`` fresh points (seed ``training seed + 2``) and
+    ``n_samples`` samples with ``seed``. Returns (JSON-ready summary, curves for the report's figures)."""
     meta = sampler.metadata  # checked by the contract: every field below is there, typed
     n_train, n_test, train_seed = (meta["training"][k] for k in ("n_train", "n_test", "seed"))
     if n_kl < 2 or n_samples < 1:
@@ -196,28 +158,24 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
         "model_mass": mass,
     }
     # samples follow the model density normalised over the flow's range (its mass is just below 1)
-    curves = {"grid": grid, "z_grid": z_grid, "log_prob_grid": lp_grid,
-              "sample_density_grid": np.exp(lp_grid.astype(np.float64)) / mass,
-              "true_log_prob_grid": mixture_log_density(grid), "z_train": z_train, "samples": samples,
-              "train_x": data["train"]}
-    return FlowEvaluation(summary, curves)
+    return summary, {"grid": grid, "z_grid": z_grid, "log_prob_grid": lp_grid,
+                     "sample_density_grid": np.exp(lp_grid.astype(np.float64)) / mass,
+                     "true_log_prob_grid": mixture_log_density(grid), "z_train": z_train, "samples": samples}
 
 
 @dataclass
 class Evaluation:
-    """Everything ``aeflow evaluate`` found: ``summary`` (JSON-ready), the scored ``sets`` (the
-    in-distribution set first), ``extremes`` per set name (for the report; empty unless asked)
-    and the ``flow`` evaluation (or None)."""
+    """What ``aeflow evaluate`` found: ``summary`` (JSON-ready), the scored ``sets`` (in-distribution
+    first), ``extremes`` per set name (empty unless asked) and the flow's ``flow_curves`` (or None)."""
 
     summary: dict
     sets: list[ImageSet]
     extremes: dict = field(default_factory=dict)
-    flow: FlowEvaluation | None = None
+    flow_curves: dict | None = None
 
 
 def _notes(summary: dict) -> list[str]:
-    ref = HOMEWORK_REFERENCE
-    notes = []
+    ref, notes = HOMEWORK_REFERENCE, []
     names = [a["name"] for a in summary["anomalies"]]
     if ref["anomaly_set"] not in names:
         notes.append(f"the anomaly set{'s' if len(names) > 1 else ''} ({', '.join(names)}) "
@@ -227,47 +185,28 @@ def _notes(summary: dict) -> list[str]:
         notes.append(f"the in-distribution set {summary['in_dist']['name']} is not the homework's {ref['in_dist']}")
     n_train = summary["artifacts_data"]["train_images"]
     if n_train != ref["train_images"]:
-        epochs = summary["artifacts_training"]["epochs"]
-        notes.append(f"these artifacts were trained on {n_train:,} images for {epochs} epochs, the homework on "
-                     f"{ref['train_images']:,} for {ref['epochs']}")
+        notes.append(f"these artifacts were trained on {n_train:,} images for {summary['artifacts_training']['epochs']} "
+                     f"epochs, the homework on {ref['train_images']:,} for {ref['epochs']}")
     return notes
-
-
-def _load_sets(in_dist: str, anomalies, data_dir) -> list[ImageSet]:
-    """The in-distribution set, then the anomaly sets (``load_set``); offline, the default sets
-    fail with one line saying how to run without a download."""
-    try:
-        normal = load_set(in_dist, data_dir)
-    except DataError as e:
-        if in_dist != DEFAULT_IN_DIST or data_dir is not None or anomalies:
-            raise
-        raise DataError(f"cannot load the default sets {DEFAULT_IN_DIST} and {DEFAULT_ANOMALIES[0]} "
-                        f"({e.message.split(';')[0]}); offline, pass --data-dir DIR (IDX files in DIR/mnist/ ...) "
-                        f"and --anomalies {OFFLINE_ANOMALIES}") from None
-    sets = [normal] + load_anomaly_sets(anomalies, data_dir)
-    names = [s.name for s in sets]
-    if len(set(names)) != len(names):
-        raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
-    return sets
 
 
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
              data_dir=None, device: str = "auto", flow: bool = False, with_extremes: bool = False,
              verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
-    """Score ``in_dist`` and every anomaly set (DATA names or paths, see ``load_set``) with the
-    runtime's ``AnomalyScorer`` on ``device`` and compute the homework's figures; with ``flow``
-    also evaluate the flow (``evaluate_flow``); with ``with_extremes`` keep the best and worst
-    reconstructions per set. Returns an ``Evaluation``."""
+    """Score ``in_dist`` and the anomaly sets (DATA, see ``load_set``) with ``AnomalyScorer``: type I,
+    type II and AUROC at the artifacts' threshold and at the one giving ``target_type_i``; with
+    ``flow`` also ``evaluate_flow``, with ``with_extremes`` the best and worst reconstructions."""
     from aeflow.runtime.calibration import threshold_origin
     from aeflow.runtime.sampler import FlowSampler
     from aeflow.runtime.scorer import AnomalyScorer
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
     sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
-    sets = _load_sets(in_dist, anomalies, data_dir)
-    score_sets(scorer, sets, quiet)
+    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
-    m = image_metrics(normal.scores, {a.name: a.scores for a in anomaly_sets}, scorer.threshold, target_type_i)
+    t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
+    rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)
+                    for t in (scorer.threshold, t1))
     summary = {
         "artifacts": str(artifacts_dir(artifacts)),
         "provider": scorer.provider,
@@ -276,19 +215,20 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
                       "source": "threshold.json", "origin": threshold_origin(meta), "calibration": scorer.calibration},
         "artifacts_data": meta["data"],
         "artifacts_training": meta["training"],
-        "in_dist": {"name": normal.name, "origin": normal.origin, "n": m["n_in_dist"], "type_i": m["type_i"],
-                    "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
-        "anomalies": [{"name": a.name, "origin": a.origin, **m["anomalies"][a.name],
+        "in_dist": {"name": normal.name, "origin": normal.origin, "n": rates["type_i"]["n"],
+                    "type_i": rates["type_i"]["rate"], "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
+        "anomalies": [{"name": a.name, "origin": a.origin, "n": rates["type_ii"][a.name]["n"],
+                       "type_ii": rates["type_ii"][a.name]["rate"], "auroc": rates["auroc"][a.name],
+                       "type_ii_at_target": at_t1["type_ii"][a.name]["rate"],
                        "mean_score": float(np.mean(a.scores, dtype=np.float64))} for a in anomaly_sets],
-        "at_target": m["at_target"],
+        "at_target": {"type_i_target": float(target_type_i), "threshold": t1, "type_i": at_t1["type_i"]["rate"]},
         "homework": HOMEWORK_REFERENCE,
         "flow": None,
     }
     summary["notes"] = _notes(summary)
     result = Evaluation(summary, sets, {s.name: extremes(scorer, s) for s in sets} if with_extremes else {})
     if sampler is not None:
-        result.flow = evaluate_flow(sampler, quiet=quiet)
-        summary["flow"] = result.flow.summary
+        summary["flow"], result.flow_curves = evaluate_flow(sampler, quiet=quiet)
     return result
 
 
@@ -298,9 +238,7 @@ def _pct(v) -> str:
 
 def table_rows(summary: dict) -> list[tuple[str, str, str]]:
     """The summary side by side with the homework: ``(metric, this run, homework)`` strings."""
-    ref = summary["homework"]
-    ind, at = summary["in_dist"], summary["at_target"]
-    th = summary["threshold"]
+    ref, ind, at, th = summary["homework"], summary["in_dist"], summary["at_target"], summary["threshold"]
     data, train = summary["artifacts_data"], summary["artifacts_training"]
     rows = [
         ("in-distribution set", f"{ind['name']} ({ind['n']:,})", f"{ref['in_dist']} ({ref['in_dist_n']:,})"),
@@ -309,46 +247,36 @@ def table_rows(summary: dict) -> list[tuple[str, str, str]]:
         ("type I error", _pct(ind["type_i"]), _pct(ref["type_i"])),
     ]
     for a in summary["anomalies"]:
-        same = a["name"] == ref["anomaly_set"]
         rows.append((f"type II error ({a['name']})", _pct(a["type_ii"]),
-                     _pct(ref["type_ii"]) + ("" if same else f" ({ref['anomaly_set']})")))
+                     _pct(ref["type_ii"]) + ("" if a["name"] == ref["anomaly_set"] else f" ({ref['anomaly_set']})")))
         rows.append((f"AUROC ({a['name']})", f"{a['auroc']:.4f}", "-"))
     rows.append((f"threshold for {at['type_i_target']:.0%} type I", f"{at['threshold']:.6f} (type I {_pct(at['type_i'])})", "-"))
-    for a in summary["anomalies"]:
-        rows.append((f"  type II there ({a['name']})", _pct(a["type_ii_at_target"]), "-"))
+    rows += [(f"  type II there ({a['name']})", _pct(a["type_ii_at_target"]), "-") for a in summary["anomalies"]]
     rows += [
         ("training images", f"{data['train_images']:,} ({data['source']})", f"{ref['train_images']:,} (MNIST train)"),
         ("epochs", str(train["epochs"]), str(ref["epochs"])),
         ("final training loss", f"{train['final_loss']:.4f}", f"about {ref['final_loss']}"),
     ]
-    fl = summary["flow"]
-    if fl:
-        nll, rec = fl["nll"], fl["nll_recorded"]
+    if fl := summary["flow"]:
+        nll, rec, kl, z, s, t = fl["nll"], fl["nll_recorded"], fl["kl"], fl["z_train"], fl["samples"], fl["true_mixture_sample"]
         rows += [
             ("flow train NLL (nats)", f"{nll['train']:.4f} (flow.json's last-epoch running mean {rec['train']:.4f})", "-"),
             ("flow test NLL (nats)", f"{nll['test']:.4f} (flow.json {rec['test']:.4f})", "-"),
             ("true mixture test NLL", f"{nll['true_mixture_test']:.4f}", "-"),
-            (f"KL(data || model), n = {fl['kl']['n']:,}", f"{fl['kl']['estimate']:.4f} ± {fl['kl']['stderr']:.4f} nats",
-             ">= 0 (Problem 4)"),
-            ("z on training data", f"mean {fl['z_train']['mean']:+.4f}, std {fl['z_train']['std']:.4f}", "N(0, 1)"),
-            (f"samples (n = {fl['samples']['n']:,})", f"mean {fl['samples']['mean']:+.4f}, std {fl['samples']['std']:.4f}",
-             f"true mixture: mean {fl['true_mixture_sample']['mean']:+.4f}, std {fl['true_mixture_sample']['std']:.4f}"),
+            (f"KL(data || model), n = {kl['n']:,}", f"{kl['estimate']:.4f} ± {kl['stderr']:.4f} nats", ">= 0 (Problem 4)"),
+            ("z on training data", f"mean {z['mean']:+.4f}, std {z['std']:.4f}", "N(0, 1)"),
+            (f"samples (n = {s['n']:,})", f"mean {s['mean']:+.4f}, std {s['std']:.4f}",
+             f"true mixture: mean {t['mean']:+.4f}, std {t['std']:.4f}"),
         ]
     return rows
 
 
 def format_table(summary: dict) -> str:
     """The side-by-side table and the notes as plain text for the terminal."""
-    rows = [("", "this run", "homework")] + table_rows(summary)
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
     ind = summary["in_dist"]
     lines = [f"aeflow evaluate: ae.onnx on {summary['provider']}, artifacts {summary['artifacts']}",
              f"data: in-distribution {ind['name']} from {ind['origin']}; anomalies "
              + ", ".join(f"{a['name']} from {a['origin']}" for a in summary["anomalies"])]
-    if summary["flow"]:
-        lines.append(f"flow: flow.onnx on {summary['flow']['provider']}")
-    lines.append("")
-    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
-    lines += [f"note: {n}" for n in summary["notes"]]
-    return "\n".join(lines)
+    lines += [f"flow: flow.onnx on {summary['flow']['provider']}", ""] if summary["flow"] else [""]
+    lines += text_table([["", "this run", "homework"]] + [list(r) for r in table_rows(summary)])
+    return "\n".join(lines + [f"note: {n}" for n in summary["notes"]])

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aeflow import metrics
+from aeflow.analysis.evaluation import table_rows
 from aeflow.files import staged_folder, write_bytes_atomic, write_text_atomic
 from aeflow.plotting import png_bytes, pyplot
 
@@ -26,8 +28,7 @@ TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)
 
 
 def require_matplotlib() -> None:
-    """Raise ``UsageError`` in one line when matplotlib (or Pillow, for the anomaly maps) is not
-    installed."""
+    """``UsageError`` in one line when matplotlib (or Pillow, for the anomaly maps) is missing."""
     from aeflow.anomaly_maps import pil
 
     pyplot("--report")
@@ -43,7 +44,7 @@ def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
 
 def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
     """A log x axis labelled in plain numbers at ``subs`` times the powers of ten, minor ticks
-    unlabelled (matplotlib's default labels them too on short ranges, and they overlap)."""
+    unlabelled (matplotlib's labels overlap on short ranges)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
@@ -52,10 +53,9 @@ def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, threshold_at_target: float,
-                         target_type_i: float) -> bytes:
-    """Histograms of each set's scores (``(name, float [N])``, the in-distribution set first) on
-    log-spaced bins, with the artifacts' threshold and the target-type-I threshold as lines."""
+def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, at: dict) -> bytes:
+    """Each set's scores (``(name, float [N])``, in-distribution first) on log-spaced bins, with the
+    artifacts' threshold and the one for ``at["type_i_target"]`` (``at["threshold"]``) as lines."""
     fig, ax = _axes("Anomaly scores (reconstruction MSE) per set", "score (log scale)", "density", (8, 4.5))
     positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
     bins = np.geomspace(positive.min(), positive.max(), 80)
@@ -63,21 +63,19 @@ def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, t
         ax.hist(np.clip(s, bins[0], None), bins=bins, density=True, histtype="stepfilled", alpha=0.45,
                 label=f"{name} (n = {len(s):,})")
     ax.axvline(threshold, color="black", lw=1.5, label=f"threshold {threshold:.4f}")
-    ax.axvline(threshold_at_target, color="black", lw=1.2, ls="--",
-               label=f"threshold for {target_type_i:.0%} type I: {threshold_at_target:.4f}")
+    ax.axvline(at["threshold"], color="black", lw=1.2, ls="--",
+               label=f"threshold for {at['type_i_target']:.0%} type I: {at['threshold']:.4f}")
     _log_x(ax)
     ax.legend(fontsize=8)
     return png_bytes(fig)
 
 
-def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dict[str, float],
-            threshold: float) -> bytes:
-    """ROC curves (linear and log false-positive axis), AUROC in the legend, the artifacts'
-    threshold marked on each curve."""
-    from aeflow import metrics
-
+def roc_png(sets: list[tuple[str, np.ndarray]], aurocs: dict[str, float], threshold: float) -> bytes:
+    """ROC curves of each anomaly set against the first set (linear and log false-positive axis),
+    AUROC in the legend, the artifacts' threshold marked on each curve."""
     fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.5))
-    for name, s in anomalies.items():
+    in_scores = sets[0][1]
+    for name, s in sets[1:]:
         fpr, tpr, _ = metrics.roc_curve(in_scores, s)
         for ax in axes:
             line, = ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUROC {aurocs[name]:.4f})")
@@ -93,8 +91,8 @@ def roc_png(in_scores: np.ndarray, anomalies: dict[str, np.ndarray], aurocs: dic
 
 
 def reconstructions_png(name: str, ext: dict) -> bytes:
-    """A grid for one set: the lowest-scoring images (rows 1-2: originals above reconstructions)
-    and the highest-scoring ones (rows 3-4), each titled with its score (``evaluation.extremes``)."""
+    """One set's lowest-scoring images (rows 1-2: originals above reconstructions) and highest
+    (rows 3-4), each titled with its score (``evaluation.extremes``)."""
     k = len(ext["best"]["scores"])
     fig, axes = pyplot().subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
     for block, label in ((0, "best"), (2, "worst")):
@@ -112,9 +110,8 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
 
 
 def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET) -> list[tuple[str, bytes]]:
-    """The anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the ``k`` highest-scoring
-    images of one set (``evaluation.extremes``): ``(caption, PNG bytes)`` each, worst first."""
-    from aeflow import metrics
+    """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of
+    the ``k`` highest-scoring images of one set (``evaluation.extremes``), worst first."""
     from aeflow.anomaly_maps import VMAX, describe, panel_png
 
     worst = ext["worst"]
@@ -131,7 +128,7 @@ def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET
 
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
-    """The flow's four figures from ``FlowEvaluation.curves``: file name -> (caption, PNG bytes)."""
+    """The flow's four figures from ``evaluate_flow``'s (summary, curves): file name -> (caption, PNG bytes)."""
     grid, kl, zs = curves["grid"], summary["kl"], summary["z_train"]
     out = {}
     fig, ax = _axes("Learned density against the true mixture", "x", "p(x)")
@@ -169,10 +166,9 @@ def _img(data: bytes, caption: str) -> str:
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
-    head = "<tr><th>metric</th><th>this run</th><th>homework</th></tr>"
-    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
-                   for a, b, c in rows)
-    return f"<table>{head}{body}</table>"
+    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)  # noqa: E731
+    return "<table>" + "".join(f"<tr>{cells(r, 'td' if i else 'th')}</tr>" for i, r in
+                               enumerate([("metric", "this run", "homework"), *rows])) + "</table>"
 
 
 _CSS = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
@@ -181,35 +177,28 @@ _CSS = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222
         ".note{background:#fff7e0;padding:6px 10px;border-left:4px solid #e0a000}")
 
 
-def write_report(directory: str | os.PathLike, summary: dict, rows: list[tuple[str, str, str]],
-                 sets: list[tuple[str, np.ndarray]], extremes: dict[str, dict], artifacts: Path,
-                 flow=None) -> Path:
-    """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` into
-    ``directory`` (created if missing), through a staging folder beside it: after an error or
-    Ctrl-C no file of the report is there. ``sets``: ``(name, scores)``
-    with the in-distribution set first; ``extremes``: ``evaluation.extremes`` per set name;
-    ``flow``: a ``FlowEvaluation`` or None. Returns the HTML path."""
+def write_report(directory: str | os.PathLike, result) -> Path:
+    """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` of an
+    ``evaluation.Evaluation`` into ``directory`` (created if missing), through a staging folder
+    beside it: after an error or Ctrl-C no file of the report is there. Returns the HTML path."""
     require_matplotlib()
-    directory = Path(directory)
-    figures: list[tuple[str, str, bytes]] = []
-    at = summary["at_target"]
-    figures.append(("scores.png", "Score histograms; solid line: the artifacts' threshold",
-                    score_histograms_png(sets, summary["threshold"]["value"], at["threshold"], at["type_i_target"])))
-    anomalies = dict(sets[1:])
-    aurocs = {a["name"]: a["auroc"] for a in summary["anomalies"]}
-    figures.append(("roc.png", "ROC curves; dots: the artifacts' threshold",
-                    roc_png(sets[0][1], anomalies, aurocs, summary["threshold"]["value"])))
-    for i, (name, ext) in enumerate(extremes.items()):
+    directory, summary = Path(directory), result.summary
+    rows, threshold = table_rows(summary), summary["threshold"]["value"]
+    sets = [(s.name, s.scores) for s in result.sets]
+    figures = [("scores.png", "Score histograms; solid line: the artifacts' threshold",
+                score_histograms_png(sets, threshold, summary["at_target"])),
+               ("roc.png", "ROC curves; dots: the artifacts' threshold",
+                roc_png(sets, {a["name"]: a["auroc"] for a in summary["anomalies"]}, threshold))]
+    for i, (name, ext) in enumerate(result.extremes.items()):
         figures.append((f"reconstructions_{i}.png", f"{name}: best and worst reconstructions",
                         reconstructions_png(name, ext)))
-        for j, (caption, data) in enumerate(worst_map_pngs(name, ext, summary["threshold"]["value"])):
-            figures.append((f"map_{i}_{j}.png", caption, data))
-    for file_name, caption in TRAINING_PNGS[: 2 if flow is not None else 1]:
-        path = artifacts / file_name
-        if path.is_file():
+        figures += [(f"map_{i}_{j}.png", caption, data)
+                    for j, (caption, data) in enumerate(worst_map_pngs(name, ext, threshold))]
+    for file_name, caption in TRAINING_PNGS[: 2 if result.flow_curves is not None else 1]:
+        if (path := Path(summary["artifacts"]) / file_name).is_file():
             figures.append((file_name, caption, path.read_bytes()))
-    if flow is not None:
-        figures += [(k, cap, data) for k, (cap, data) in flow_pngs(flow.curves, flow.summary).items()]
+    if result.flow_curves is not None:
+        figures += [(k, cap, data) for k, (cap, data) in flow_pngs(result.flow_curves, summary["flow"]).items()]
 
     # every file goes into a staging folder first, so an error or Ctrl-C leaves no half report
     with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:

@@ -1,6 +1,5 @@
-"""What every ``aeflow bench`` section shares: the timing loop, the spread of repeats, the CPU's
-vector ISA and the machine's own GEMM limit. It imports nothing else of ``aeflow.analysis``, so
-any section module (``peers``, a CUDA module) can use it without a cycle."""
+"""What the ``aeflow bench`` sections share (CPU and CUDA): the timing loops, the spread of
+repeats, the CPU's vector ISA and the machine's own GEMM limit."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ BUFFERS = 3  # distinct inputs in rotation, so no timing measures a cache holdin
 PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
 
 
-def spread(values, scale: float = 1.0) -> dict:
-    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats) times ``scale``."""
-    a = np.asarray(values, dtype=np.float64) * scale
+def spread(values) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats)."""
+    a = np.asarray(values, dtype=np.float64)
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
 
 
@@ -43,10 +42,8 @@ def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 
 
 def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np.ndarray], repeats: int,
             seconds: float) -> dict[str, dict]:
-    """Time every engine on ``buffers`` (one batch size): each engine warmed up on every buffer,
-    then ``repeats`` rounds that run the engines in turn (interleaved, so load from elsewhere hits
-    all alike), each for enough calls to last about ``seconds``. Returns per engine
-    ``{"images_per_s": spread over rounds, "p50_ms", "p99_ms": over all calls, "calls"}``."""
+    """Time every engine on ``buffers`` (one batch size), warmed up, in ``repeats`` interleaved
+    rounds of about ``seconds`` each: per engine ``{"images_per_s": spread, "p50_ms", "p99_ms", "calls"}``."""
     batch, slowest = len(buffers[0]), 0.0
     for fn in engines.values():
         for x in buffers:  # warm-up; the last call, warm, sets how many calls a round makes
@@ -73,9 +70,8 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
 
 
 def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The widest vector ISA the CPU offers for onnxruntime's kernels, from the flags in
-    ``cpuinfo``: ``AVX-512 VNNI``, ``AVX-512``, ``AVX-VNNI``, ``AVX2`` or ``SSE`` (``+ AMX``
-    where AMX-INT8 is there); ``unknown`` where the file cannot be read."""
+    """The widest vector ISA in ``cpuinfo``'s flags (``AVX-512 VNNI``, ``AVX-512``, ``AVX-VNNI``,
+    ``AVX2``, ``SSE``; ``+ AMX`` with AMX-INT8), ``unknown`` where it cannot be read."""
     try:
         with open(cpuinfo) as f:
             flags = set(next((line for line in f if line.startswith("flags")), ":").split(":", 1)[1].split())
@@ -103,9 +99,8 @@ def _matmul_model(n: int, int8: bool) -> bytes:
 
 
 def gemm_limits(n: int, threads: int, repeats: int, notes: list[str]) -> list[dict]:
-    """The machine's limit: one n x n x n matrix product, numpy float32 and (where the ``onnx``
-    package can build the graphs) onnxruntime MatMul float32 and MatMulInteger u8 x s8 (the kernels
-    of the int8 graph's QGemm layers). Rows ``{"name", "precision", "size", "gflops": spread}``."""
+    """One n^3 matrix product: numpy float32 and (with the ``onnx`` package) onnxruntime MatMul and
+    MatMulInteger u8 x s8 (the int8 graph's kernels). Rows ``{"name", "precision", "size", "gflops"}``."""
     from aeflow.runtime.providers import create_session
 
     rng = np.random.default_rng(1)

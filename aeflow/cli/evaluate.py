@@ -10,7 +10,7 @@ import click
 
 from aeflow.errors import Interrupted
 from aeflow.cli.options import artifacts_option, data_dir_option, device_option, json_option, no_verify_option, quiet_option
-from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table, table_rows
+from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 
 
 @click.command("evaluate")
@@ -33,10 +33,9 @@ from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table, 
 def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, no_verify, as_json, quiet):
     """Score whole data sets through ONNX Runtime and compare with the homework's figures.
 
-    Prints type I error on the in-distribution set, type II error and AUROC per anomaly set, the
-    threshold that would give 1% type I with the type II it would give, beside the homework's
-    (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds histograms, ROC curves,
-    best/worst reconstructions, the training loss and the flow's figures in one HTML file.
+    Type I error, type II and AUROC per anomaly set, the threshold for 1% type I, beside the
+    homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds histograms, ROC
+    curves, best/worst reconstructions, anomaly maps, the training loss and the flow's figures.
 
     \b
     Example:
@@ -57,19 +56,13 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
         result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,
                           with_extremes=report_dir is not None, verify=not no_verify, quiet=quiet or as_json)
         summary = result.summary
-        summary["report"] = None
+        summary["report"] = report_dir and str(report_dir / "report.html")
         if report_dir is not None:
             from aeflow.analysis.report import write_report
 
-            summary["report"] = str(report_dir / "report.html")
-            write_report(report_dir, summary, table_rows(summary), [(s.name, s.scores) for s in result.sets],
-                         result.extremes, Path(summary["artifacts"]), result.flow)
+            write_report(report_dir, result)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; " + ("no report written" if report_dir is not None else "nothing was written")
                           ) from None
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    click.echo(format_table(summary))
-    if summary["report"]:
-        click.echo(f"report: {summary['report']}")
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else
+               format_table(summary) + (f"\nreport: {summary['report']}" if summary["report"] else ""))
