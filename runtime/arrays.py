@@ -1,8 +1,6 @@
-"""Image arrays and the reader protocol: accepted layouts and dtypes (README, "Inputs"), value checks,
-conversion to float32 [b, 1, H, W]; ``ImageSource`` and the sources the formats build on. A single
-[H, W] image is refused (``x[None]``). Files are read with plain reads, never memory-mapped (a file
-truncated meanwhile would kill the process with SIGBUS): a file cut short is an ``InputError``.
-"""
+"""Image arrays (layouts and dtypes: README, "Inputs"; checks; float32 [b, 1, H, W]) and the reader protocol,
+``ImageSource``, with the sources the formats build on. Files are read with plain reads, never memory-mapped
+(a file truncated meanwhile would kill the process with SIGBUS): a file cut short is an ``InputError``."""
 
 from __future__ import annotations
 
@@ -159,9 +157,8 @@ def to_float32(batch: np.ndarray, name: str, offset: int = 0, out: np.ndarray | 
 
 
 class ImageSource:
-    """A reader: ``name``, ``n`` images, ``image_shape`` (H, W), ``labels`` (bool [n], True = anomaly,
-    or None), ``batches(size)`` (arrays [b <= size, ...] of the file's dtype, in order; values checked
-    by ``to_float32``), a context manager; ``window(start, stop)`` where it splits cheaply."""
+    """A reader: ``name``, ``n`` images, ``image_shape`` (H, W), ``labels`` (bool [n] or None), ``batches(size)``
+    ([b <= size, ...] of the file's dtype, in order), a context manager; ``window(start, stop)`` if it splits."""
 
     labels: np.ndarray | None = None
 
