@@ -1,4 +1,5 @@
-"""Checks of numeric arguments and options, shared by the library and the CLI.
+"""Checks of arguments and options (numbers, seeds, batches, thresholds, threads, calibration
+rules, Dask addresses, input patterns), shared by the library and the CLI.
 
 Each returns the value in its canonical Python type or raises a one-line ``UsageError`` that
 names the argument as the caller spells it (``seed`` in the API, ``--seed`` in the CLI). Floats
@@ -9,19 +10,29 @@ escapes later.
 
 from __future__ import annotations
 
+import glob
 import math
 import numbers
 import os
+import re
+from pathlib import Path
 
-from aeflow.errors import UsageError
+from aeflow.errors import InputError, UsageError
 
-MAX_SEED = 2**63 - 1
-MAX_BATCH = 2**48  # no machine holds more items in one batch; bigger numbers are typos  # numpy's Generator takes any int >= 0, torch.manual_seed at most 2**64 - 1
+MAX_SEED = 2**63 - 1  # numpy's Generator takes any int >= 0, torch.manual_seed at most 2**64 - 1
+MAX_BATCH = 2**48  # no machine holds more items in one batch; bigger numbers are typos
+MAX_COUNT = 10**12  # samples: 4 TB of float32, more is a typo
+MAX_THREADS = 1024  # onnxruntime would try to start every one of them
+CONFIDENCE, DEFAULT_K = 0.95, 3.0  # the calibration rule's defaults (aeflow.runtime.calibration)
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """``text`` cut to ``width`` characters with "..." (THE truncator of values shown in messages)."""
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(repr(value))
 
 
 def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -87,3 +98,91 @@ def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
         raise UsageError(f"{name}={value:,} needs about {value * bytes_each / 2**30:.1f} GiB of memory, more than the "
                          f"{avail / 2**30:.1f} GiB available; use at most {fits:,} {what}")
     return value
+
+
+def check_threshold(value, what: str = "threshold") -> float:
+    """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
+        t = math.nan
+    if isinstance(value, bool) or not math.isfinite(t) or t < 0:
+        raise UsageError(f"{what} must be a finite number >= 0, got {_show(value)}")
+    return t
+
+
+def check_count(n, name: str = "the number of samples") -> int:
+    """A number of samples: an int from 1 to MAX_COUNT, or ``UsageError``."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_COUNT:
+        fewer = "; ask for fewer" if isinstance(n, numbers.Integral) and n > MAX_COUNT else ""
+        raise UsageError(f"{name} must be a positive number of samples up to {MAX_COUNT:.0e}, got {shorten(str(n))}"
+                         f"{fewer}")
+    return int(n)
+
+
+def check_threads(threads) -> int | None:
+    """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} or None, got {shorten(str(threads))}")
+    return threads
+
+
+def _within(value, low: float, high: float, closed: bool = False) -> bool:
+    """A real number (not a bool) in (low, high), or (low, high] when ``closed``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return ok and low < value and (value <= high if closed else value < high)
+
+
+def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
+    """The calibration rule asked for, checked: ``(k, None)`` or ``(None, rate)``; ``k`` defaults
+    to 3 when neither is given. ``UsageError`` for both, k outside (0, 100], a rate outside
+    (0, 1), a confidence outside (0, 1)."""
+    if k is not None and false_alarm_rate is not None:
+        raise UsageError("pass k or false_alarm_rate, not both")
+    if not _within(confidence, 0, 1):
+        raise UsageError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    if false_alarm_rate is not None:
+        if not _within(false_alarm_rate, 0, 1):
+            raise UsageError(f"false_alarm_rate must lie strictly between 0 and 1, got {false_alarm_rate!r}")
+        return None, float(false_alarm_rate)
+    k = DEFAULT_K if k is None else k
+    if not _within(k, 0, 100, closed=True):
+        raise UsageError(f"k must be a number in (0, 100], got {k!r}")
+    return float(k), None
+
+
+def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
+    """A Dask scheduler address, checked before any work: ``local:N`` -> ("local", N) with N
+    from 1 to 4 per CPU core; ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (PORT 1..65535, an IPv6
+    HOST in brackets) -> ("remote", the address). Anything else: ``UsageError``."""
+    text = str(value).strip()
+    if text.startswith("local:"):
+        most = 4 * (os.cpu_count() or 1)
+        n = text[len("local:"):]
+        if not re.fullmatch("[0-9]{1,6}", n) or not 1 <= int(n) <= most:
+            raise UsageError(f"{name} {shorten(text)}: local:N takes N from 1 to {most} worker processes "
+                             f"(4 per CPU core)")
+        return "local", int(n)
+    m = re.fullmatch(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})", text)
+    if m is None or not 1 <= int(m[3]) <= 65535:
+        raise UsageError(f"{name} {shorten(repr(text))}: use local:N, tcp://HOST:PORT or tls://HOST:PORT "
+                         f"(PORT from 1 to 65535)")
+    return "remote", text
+
+
+def expand_inputs(patterns) -> list[Path]:
+    """Input paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order;
+    ``InputError`` for a pattern that matches nothing."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        if glob.has_magic(text) and not Path(text).exists():
+            found = sorted(glob.glob(text, recursive=True))
+            if not found:
+                raise InputError(f"{text}: no file or folder matches the pattern")
+            paths.extend(Path(p) for p in found)
+        else:
+            paths.append(Path(text))
+    return paths

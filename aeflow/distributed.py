@@ -17,50 +17,34 @@ Dask is imported only inside these functions: importing this module costs nothin
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
+import logging
+import multiprocessing
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
+from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
 from aeflow.errors import AeflowError, InputError, OutputError, UsageError
 from aeflow.files import atomic_path, staged_folder
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
-_EXTRA = "pip install 'aeflow[distributed]'"
 
 
 def _dask():
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError(f"distributed scoring needs dask.distributed: {_EXTRA}") from None
-    return distributed
+    from aeflow.optional import require
+
+    return require("distributed", "distributed", "distributed scoring")
 
 
 # ---------------------------------------------------------------- inputs and tasks
-
-def expand_inputs(patterns: list[str | os.PathLike]) -> list[Path]:
-    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order;
-    ``InputError`` for a pattern that matches nothing."""
-    paths: list[Path] = []
-    for pattern in patterns:
-        text = str(pattern)
-        if glob.has_magic(text) and not Path(text).exists():
-            found = sorted(glob.glob(text, recursive=True))
-            if not found:
-                raise InputError(f"{text}: no file or folder matches the pattern")
-            paths.extend(Path(p) for p in found)
-        else:
-            paths.append(Path(text))
-    return paths
-
 
 @dataclass(frozen=True)
 class Task:
@@ -82,18 +66,9 @@ class Task:
         return self.name if self.whole else f"{self.name} [images {self.start}..{self.stop - 1}]"
 
 
-@dataclass
-class Shard:
-    """What the client learnt when it opened a shard: its size and labels (or None)."""
-
-    name: str
-    n: int
-    labels: np.ndarray | None
-
-
-def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[Shard], list[Task]]:
-    """Open every shard on the client (headers only) and cut it into tasks of at most
-    ``chunk_size`` images, rounded up to whole batches."""
+def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[ShardResult], list[Task]]:
+    """Open every shard on the client (headers only: its name, size and labels) and cut it into
+    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     from aeflow.runtime.inputs import open_source
 
     chunk = -(-chunk_size // batch_size) * batch_size
@@ -101,7 +76,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     for k, p in enumerate(paths):
         name = str(p)
         with open_source(p, name, column) as src:
-            shards.append(Shard(name, src.n, src.labels))
+            shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
             splittable = hasattr(src, "window")
@@ -163,6 +138,7 @@ def output_kind(output: str | os.PathLike, force: bool = False, what: str = "out
 
     text = str(output)
     path = Path(text)
+    _pyarrow()
     if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
         return "dataset"
@@ -173,13 +149,17 @@ def output_kind(output: str | os.PathLike, force: bool = False, what: str = "out
     return "file"
 
 
+def _pyarrow():
+    from aeflow.optional import require
+
+    return [require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet")]  # said before any work
+
+
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack):
-        from aeflow.optional import require
-
-        self._pa, self._pq = (require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet"))
+        self._pa, self._pq = _pyarrow()
         self.kind, self.context = kind, context
         self._waiting: dict[int, object] = {}
         self._next = 0
@@ -255,22 +235,19 @@ class ShardResult:
 
 @dataclass
 class DistributedRun:
-    """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers, threshold."""
+    """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers."""
 
     shards: list[ShardResult]
     tasks: int
     seconds: float
     workers: int
-    threshold: float
-    provider: str
-    output: str | None = None
-    settings: dict = field(default_factory=dict)
 
 
 def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.PathLike | None = None,
                      scorer=None, *, column: str | None = None, chunk_size: int = DEFAULT_CHUNK,
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
-                     on_progress: Callable[[int, int], None] | None = None) -> DistributedRun:
+                     on_progress: Callable[[int, int], None] | None = None,
+                     context: dict | None = None) -> DistributedRun:
     """Score ``inputs`` (paths or glob patterns) on the cluster behind the ``distributed.Client``
     ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
 
@@ -279,76 +256,82 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
     image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
     ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
-    score in the result (default: when there is no ``output``). ``on_progress(done, total)``:
-    images scored so far, after each task. Every path must be readable from the client and the
-    workers (a shared file system on a multi-node cluster).
+    score (default: when there is no ``output``). ``on_progress(done, total)``: images scored so
+    far, after each task. ``context``: the output's metadata (default: ``output_context`` and the
+    scheduler's address). Every path must be readable from the client and the workers.
 
     Returns a ``DistributedRun``. Raises ``AeflowError`` (one line, naming the failed shard)."""
-    _dask()
-    from aeflow.runtime.pickling import check_threads
     from aeflow.runtime.scorer import AnomalyScorer
-
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if check_threads(threads) is None:
+    _dask()
+    if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
     kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
         if output is not None else None
-    if kind is not None:
-        from aeflow.optional import require
-
-        require("pyarrow.parquet", "distributed", "Parquet")
     settings = scorer.replace(threads=threads).__getstate__()
-    threshold = scorer.threshold
-    shards, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
+    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
     if not tasks:
         raise InputError("no inputs to score")
-    keep = output is None if keep_scores is None else keep_scores
-    results = [ShardResult(s.name, s.n, labels=s.labels,
-                           scores=np.empty(s.n, np.float32) if keep else None) for s in shards]
-    total = sum(s.n for s in shards)
-    context = {"threshold": threshold, "artifacts": str(scorer.directory), "precision": scorer.precision,
-               "provider": scorer.provider,
-               "scheduler": str(getattr(getattr(client, "scheduler", None), "address", ""))}
+    if (output is None if keep_scores is None else keep_scores):
+        for r in results:
+            r.scores = np.empty(r.images, np.float32)
+    if context is None:
+        context = dict(output_context(scorer), scheduler=str(getattr(client.scheduler, "address", "")))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writer = _Writer(Path(output), kind, context, force, stack) if kind else None
-        futures = {}
-        job = uuid.uuid4().hex  # keys unique to this job: the scheduler may still hold an earlier job's
-        for t in tasks:
-            futures[client.submit(score_task, settings, t, column, key=f"aeflow-score-{job}-{t.number}", pure=False)] = t
-        done = 0
-        try:
-            for future in _dask().as_completed(list(futures)):
-                task = futures[future]
-                try:
-                    scores, seconds = future.result()
-                except AeflowError as e:
-                    raise _named(e, task, len(tasks)) from None
-                except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
-                    first = " ".join(str(e).split())[:200] or type(e).__name__
-                    raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); "
-                                      f"nothing written") from None
-                if len(scores) != task.stop - task.start:
-                    raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for "
-                                      f"{task.stop - task.start} images; nothing written")
-                r = results[task.shard]
-                r.add(task.start, scores, scores > threshold, seconds)
-                if writer is not None:
-                    labels = None if r.labels is None else r.labels[task.start:task.stop]
-                    writer.add(task, scores, threshold, labels)
-                done += task.stop - task.start
-                if on_progress is not None:
-                    on_progress(done, total)
+        _run(client, settings, tasks, column, results, scorer.threshold, writer, on_progress)
+    return DistributedRun(results, len(tasks), time.perf_counter() - t0,
+                          len(client.scheduler_info().get("workers", {})))
+
+
+def output_context(scorer) -> dict:
+    """What the output's metadata records of ``scorer``: the artifacts folder (absolute), graph,
+    precision, provider, batch size, threshold."""
+    return {"artifacts": os.path.abspath(scorer.directory), "graph": scorer.graph.name,
+            "precision": scorer.precision, "provider": scorer.provider, "batch_size": scorer.batch_size,
+            "threshold": scorer.threshold}
+
+
+def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardResult], threshold: float,
+         writer, on_progress) -> None:
+    """Submit every task, account for (and write) each result as it arrives; on any failure or
+    interrupt cancel what is left and raise."""
+    job = uuid.uuid4().hex  # keys unique to this job: the scheduler may still hold an earlier job's
+    futures = {client.submit(score_task, settings, t, column, key=f"aeflow-score-{job}-{t.number}", pure=False): t
+               for t in tasks}
+    done, total = 0, sum(r.images for r in results)
+    try:
+        for future in _dask().as_completed(list(futures)):
+            task = futures[future]
+            scores, seconds = _result(future, task, len(tasks))
+            r = results[task.shard]
+            r.add(task.start, scores, scores > threshold, seconds)
             if writer is not None:
-                writer.finish()
-        except BaseException:
-            client.cancel(list(futures), force=True)
-            raise
-    workers = len(client.scheduler_info().get("workers", {}))
-    return DistributedRun(results, len(tasks), time.perf_counter() - t0, workers, threshold, scorer.provider,
-                          str(output) if output is not None else None, settings)
+                writer.add(task, scores, threshold, None if r.labels is None else r.labels[task.start:task.stop])
+            done += task.stop - task.start
+            if on_progress is not None:
+                on_progress(done, total)
+        if writer is not None:
+            writer.finish()
+    except BaseException:
+        client.cancel(list(futures), force=True)
+        raise
+
+
+def _result(future, task: Task, n_tasks: int) -> tuple[np.ndarray, float]:
+    """A finished task's scores and seconds, or one ``AeflowError`` naming its shard."""
+    try:
+        scores, seconds = future.result()
+    except AeflowError as e:
+        raise _named(e, task, n_tasks) from None
+    except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
+        first = " ".join(str(e).split())[:200] or type(e).__name__
+        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); nothing written") from None
+    if len(scores) != task.stop - task.start:
+        raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for {task.stop - task.start} "
+                          f"images; nothing written")
+    return scores, seconds
 
 
 def _named(e: AeflowError, task: Task, n_tasks: int) -> AeflowError:
@@ -360,36 +343,76 @@ def _named(e: AeflowError, task: Task, n_tasks: int) -> AeflowError:
 # ---------------------------------------------------------------- clusters
 
 @contextlib.contextmanager
-def connect(scheduler: str, what: str = "scheduler") -> Iterator[object]:
-    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts a LocalCluster of N worker
-    processes with one thread each (stopped on exit); ``tcp://HOST:PORT`` (or ``tls://``)
-    connects to a running scheduler. ``UsageError`` for another form, ``AeflowError`` when the
-    scheduler cannot be reached. ``what`` names the argument in messages."""
+def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120) -> Iterator[object]:
+    """A ``distributed.Client`` for ``scheduler`` (checked by ``aeflow.checks.check_scheduler``):
+    ``local:N`` starts a LocalCluster of N worker processes with one thread each, stopped with
+    its workers on exit, also when a signal or Ctrl-C ends the start; ``tcp://HOST:PORT`` or
+    ``tls://HOST:PORT`` (certificates from Dask's configuration) connects to a running
+    scheduler. ``UsageError`` for another form or tls:// without certificates, ``AeflowError``
+    when the scheduler cannot be reached or the workers do not start within ``start_timeout``
+    seconds. ``what`` names the argument in messages."""
+    kind, where = check_address(scheduler, what)
     distributed = _dask()
-    import logging
-
-    text = str(scheduler).strip()
-    if text.startswith("local:"):
-        try:
-            n = int(text[len("local:"):])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise UsageError(f"{what} {text!r}: write local:N with N >= 1 worker processes")
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.CRITICAL)
-        try:
-            with distributed.Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
+    if kind == "local":
+        with _local(distributed, where, what, start_timeout) as client:
+            yield client
         return
-    if "://" not in text:
-        raise UsageError(f"{what} {text!r}: use local:N or tcp://HOST:PORT")
+    with _remote(distributed, where, what) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[object]:
+    """A LocalCluster of ``n`` one-thread worker processes and its client. The scheduler starts
+    first and the workers after (``scale``), so that whatever ends the start (a signal, Ctrl-C)
+    finds a cluster object to close; ``_close`` then makes sure no worker process is left."""
+    before = set(multiprocessing.active_children())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "port 8787 in use" and the like: not the user's concern
+        cluster = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.CRITICAL)
     try:
-        client = distributed.Client(text, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise AeflowError(f"cannot reach the Dask scheduler at {text} ({' '.join(str(e).split())[:160]}); "
+        cluster.scale(n)
+        with distributed.Client(cluster) as client:
+            try:
+                client.wait_for_workers(n, timeout=start_timeout)
+            except TimeoutError:
+                raise AeflowError(f"{what} local:{n}: the worker processes did not start within "
+                                  f"{start_timeout:g} s") from None
+            yield client
+    finally:
+        _close(cluster, before)
+
+
+def _close(cluster, keep: set) -> None:
+    """Close ``cluster`` and kill any worker process that survived a close cut short (an
+    interrupted start leaves distributed unable to close cleanly); keep distributed's own exit
+    handler from trying again (it would print an AssertionError traceback)."""
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=20)
+    type(cluster)._instances.discard(cluster)
+    for process in set(multiprocessing.active_children()) - keep:  # the cluster's, not the caller's
+        process.kill()
+        process.join(5)
+
+
+def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:
+    """``aeflow.checks.check_scheduler``, dask.distributed installed, and for tls:// the
+    certificates Dask's configuration must name (``UsageError`` without them): before any work."""
+    kind, where = check_scheduler(scheduler, what)
+    distributed = _dask()
+    if str(where).startswith("tls://") and distributed.security.Security().get_connection_args("client")["ssl_context"] is None:
+        raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
+                         f".client.cert and .client.key in Dask's configuration (or use tcp://)")
+    return kind, where
+
+
+@contextlib.contextmanager
+def _remote(distributed, address: str, what: str) -> Iterator[object]:
+    try:
+        client = distributed.Client(address, timeout="10s", security=distributed.security.Security())
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise AeflowError(f"cannot reach the Dask scheduler at {address} ({' '.join(str(e).split())[:160]}); "
                           f"start it with 'dask scheduler' or check the address") from None
     with client:
         yield client

@@ -239,6 +239,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                             f"flow -o {checkpoints}' first, or pass --checkpoints DIR")
     if quantize and contract.AE_CHECKPOINT not in paths:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
+    for name, path in paths.items():  # every checkpoint checked before any data is read
+        (load_autoencoder if name == contract.AE_CHECKPOINT else load_flow)(path)
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:

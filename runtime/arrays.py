@@ -8,6 +8,7 @@ import gzip
 import math
 import os
 import stat
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -186,7 +187,8 @@ class ArraySource(ImageSource):
     """Images in an array of an accepted layout, checked here; ``np.matrix`` reads as its 2-D array."""
 
     def __init__(self, array, name: str = "array", labels=None, image_shape=DEFAULT_SHAPE):
-        if isinstance(array, np.ma.MaskedArray):
+        masked = sys.modules.get("numpy.ma")  # np.ma itself costs ~10 ms of every cold start; none exists without it
+        if masked is not None and isinstance(array, masked.MaskedArray):
             raise InputError(f"{name}: a masked array; fill the masked pixels first, e.g. x.filled(0)")
         try:
             array = np.asarray(array)

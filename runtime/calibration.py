@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import __version__
+from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
@@ -32,8 +33,6 @@ from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_r
 from aeflow.runtime import contract
 from aeflow.runtime.inputs import ImageSource
 
-CONFIDENCE = 0.95
-DEFAULT_K = 3.0
 # the artifact files a calibrated copy of a folder needs beside its new threshold.json
 COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
           contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
@@ -48,25 +47,6 @@ class Calibration:
 
     threshold: float
     record: dict
-
-
-def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
-    """The rule asked for, checked: ``(k, None)`` or ``(None, rate)``; ``k`` defaults to 3 when
-    neither is given. ``UsageError`` for both, k outside (0, 100], a rate outside (0, 1), a
-    confidence outside (0, 1)."""
-    if k is not None and false_alarm_rate is not None:
-        raise UsageError("pass k or false_alarm_rate, not both")
-    if not (isinstance(confidence, (int, float)) and not isinstance(confidence, bool) and 0 < confidence < 1):
-        raise UsageError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
-    if false_alarm_rate is not None:
-        if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, (int, float, np.floating)) \
-                or not 0 < false_alarm_rate < 1:
-            raise UsageError(f"false_alarm_rate must lie strictly between 0 and 1, got {false_alarm_rate!r}")
-        return None, float(false_alarm_rate)
-    k = DEFAULT_K if k is None else k
-    if isinstance(k, bool) or not isinstance(k, (int, float, np.floating)) or not 0 < k <= 100:
-        raise UsageError(f"k must be a number in (0, 100], got {k!r}")
-    return float(k), None
 
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aeflow.checks import shorten
 from aeflow.errors import ArtifactError
 from aeflow.files import sha256_file, write_text_atomic
 
@@ -177,7 +178,7 @@ def _show(value) -> str:
     if isinstance(value, (dict, list)):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
     text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(text)
 
 
 class Field:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import math
 import os
 import zipfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aeflow.checks import expand_inputs
 from aeflow.errors import InputError
 from aeflow.idx import read_idx_header
 from aeflow.runtime.arrays import DEFAULT_SHAPE, READ_ERRORS, SIDE, ArraySource, ImageSource, RawFileSource, \
@@ -20,8 +20,8 @@ from aeflow.runtime.arrays import DEFAULT_SHAPE, READ_ERRORS, SIDE, ArraySource,
     scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
-__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "expand_paths",
-           "open_source", "read_images", "scale_problem", "to_float32"]
+__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
+           "read_images", "scale_problem", "to_float32"]
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
@@ -164,23 +164,12 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     return open_idx(p, name, image_shape)
 
 
-def expand_paths(patterns) -> list[Path]:
-    """Paths as given, glob patterns that are not existing paths expanded (sorted); ``InputError`` if none match."""
-    paths: list[Path] = []
-    for text in map(str, [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns):
-        found = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) and not Path(text).exists() else [text]
-        if not found:
-            raise InputError(f"{text}: no file or folder matches the pattern")
-        paths.extend(map(Path, found))
-    return paths
-
-
 def read_images(paths, image_shape=None, column: str | None = None, batch_size: int = 4096):
     """Every image of ``paths`` (files, folders, glob patterns) in memory: ``(images, labels, (H, W))``:
     uint8 [N, H, W] if every file holds uint8, else float32 in [0, 1]; bool [N] ``is_anomaly`` if some
     file has them (else None). ``image_shape=None``: the first file's size, which every file must have."""
     parts, labels, known, shape = [], [], False, image_shape
-    for path in expand_paths(paths):
+    for path in expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         with open_source(path, column=column, image_shape=shape) as src:
             shape, done = src.image_shape, 0
             for batch in src.batches(batch_size):

@@ -16,6 +16,7 @@ import os
 import threading
 from pathlib import Path
 
+from aeflow.checks import check_threads
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime.contract import bundled_dir
@@ -40,18 +41,6 @@ def metadata_digest(directory: Path, name: str) -> str | None:
         return sha256_file(Path(directory) / name)
     except OSError:
         return None
-
-
-MAX_THREADS = 1024  # onnxruntime would try to start every one of them
-
-
-def check_threads(threads) -> int | None:
-    """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} or None, got {str(threads)[:40]}")
-    return threads
 
 
 class Rebuildable:

@@ -19,32 +19,24 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aeflow.checks import available_memory, check_batch, check_seed
+from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE, artifacts_dir, read_flow
 from aeflow.runtime.device import run_graph
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
+from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import provider_of
 
 GRAPHS = {"graph": SAMPLER_FILE, "bisection": FLOW_FILE}  # method -> the graph it runs
 METHODS = tuple(GRAPHS)  # the default first
 DEFAULT_CHUNK = 1 << 16
-MAX_COUNT = 10**12  # 4 TB of float32: more is a typo
 # onnxruntime's CPU kernels round a point differently depending on its place in the batch (SIMD
 # lanes, remainders): each point goes to a place congruent to its target's position modulo SLOTS,
 # so a sample's value does not depend on the chunk size
 SLOTS = 64
 BYTES_PER_TARGET = 256  # a chunk's working memory per target, to bound chunk_size by the memory it needs
 NOISE_GRID = 2049  # points per component where the graph's float32 noise is measured
-
-
-def check_count(n) -> int:
-    """``n`` as a positive int, or UsageError."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_COUNT:
-        raise UsageError(f"the number of samples must be a positive integer up to {MAX_COUNT:.0e}, got {str(n)[:40]}")
-    return int(n)
 
 
 def run_placed(session, name: str, values: np.ndarray, start: int = 0) -> list[np.ndarray]:

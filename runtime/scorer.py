@@ -7,7 +7,6 @@ in [0, 1]; an image is an anomaly when its score is strictly above the threshold
 from __future__ import annotations
 
 import copy
-import math
 import os
 from pathlib import Path
 import warnings
@@ -15,37 +14,21 @@ from typing import Callable
 
 import numpy as np
 
-from aeflow.checks import check_batch
+from aeflow.checks import check_batch, check_rule, check_threads, check_threshold
 from aeflow.errors import ArtifactError, ScaleWarning, UsageError
 from aeflow.metrics import normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.contract import artifacts_dir, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import SIDE, ArraySource, ImageSource, scale_problem, to_float32
-from aeflow.runtime.pickling import Rebuildable, check_threads, metadata_digest, portable_artifacts
 from aeflow.runtime.device import Bound
+from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 PRECISIONS = ("fp32", "int8")
 # working memory of one image in a batch: float32 input and reconstruction, the graph's
 # intermediate activations, onnxruntime's scratch; bounds batch_size by the memory it needs
 BYTES_PER_IMAGE = 16 * 1024
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def check_threshold(value, what: str = "threshold") -> float:
-    """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
-    try:
-        t = float(value)
-    except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
-        raise UsageError(f"{what} must be a finite number >= 0, got {_short(value)}") from None
-    if isinstance(value, bool) or not math.isfinite(t) or t < 0:
-        raise UsageError(f"{what} must be a finite number >= 0, got {_short(value)}")
-    return t
 
 
 class AnomalyScorer(Rebuildable):
@@ -269,7 +252,7 @@ class AnomalyScorer(Rebuildable):
         on new normal images is at most P (see ``aeflow.runtime.calibration``). ``calibration``
         then holds the record (achieved rate, interval, data hash under ``name``, date ...) and
         ``save_calibration`` writes it. ``UsageError`` for too few images for P."""
-        from aeflow.runtime.calibration import array_entry, calibrate_scores, check_rule
+        from aeflow.runtime.calibration import array_entry, calibrate_scores
 
         check_rule(k, false_alarm_rate, confidence)
         source = _as_source(x)

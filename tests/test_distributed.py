@@ -5,7 +5,12 @@ one line and nothing is published."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -162,5 +167,65 @@ def test_cli_scheduler_on_a_running_cluster(client, shards, tmp_path):
     a, b = pq.read_table(tmp_path / "d.parquet"), pq.read_table(tmp_path / "s.parquet")
     for c in COLUMNS:
         assert a.column(c).to_pylist() == b.column(c).to_pylist(), c
+    meta_d, meta_s = (json.loads(t.schema.metadata[b"aeflow"]) for t in (a, b))
+    assert meta_d.pop("scheduler") == address  # what the user passed
+    assert meta_d == meta_s and os.path.isabs(meta_s["artifacts"])
+    assert {"graph", "batch_size", "threshold_source"} <= set(meta_s)
     bad = run_cli("score", str(shards["dir"] / "pngs"), "--scheduler", address, "-o", str(tmp_path / "e.csv"))
     assert "Parquet" in assert_one_line_error(bad, 2)
+
+
+@pytest.mark.parametrize("address", ["http://x:1", "tcp://host:notaport", "tcp://", "tcp://host:0", "tcp://[::1",
+                                     "local:0", "local:abc", "local:99999", "inproc://x", "garbage", ""])
+def test_scheduler_addresses_refused_in_one_line(address):
+    from aeflow.checks import check_scheduler
+
+    with pytest.raises(UsageError) as e:
+        check_scheduler(address, "--scheduler")
+    assert "\n" not in str(e.value) and ("local:N" in str(e.value) or "tcp://HOST:PORT" in str(e.value))
+
+
+def test_scheduler_addresses_accepted():
+    from aeflow.checks import check_scheduler
+
+    assert check_scheduler("local:2") == ("local", 2)
+    for a in ("tcp://127.0.0.1:8786", "tls://host.example:1", "tcp://[::1]:8786"):
+        assert check_scheduler(a) == ("remote", a)
+
+
+@pytest.mark.parametrize("address,word", [("http://x:1", "tcp://HOST:PORT"), ("tcp://", "tcp://HOST:PORT"),
+                                          ("tls://127.0.0.1:8786", "certificates"), ("local:abc", "local:N")])
+def test_cli_scheduler_address_before_any_work(address, word, shards, tmp_path):
+    proc = run_cli("score", shards["paths"][0], "--scheduler", address, "-o", str(tmp_path / "x.parquet"))
+    assert word in assert_one_line_error(proc, 2)
+    assert os.listdir(tmp_path) == []
+
+
+def _live(group: int) -> list[str]:
+    """Processes of a process group still alive (zombies waiting for init do not count)."""
+    out = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(group)], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if ln.strip() and not ln.strip().startswith("Z")]
+
+
+@pytest.mark.parametrize("delay", [0.8, 2.0, 3.5, 6.0])
+def test_sigterm_while_local_workers_start_or_score(delay, shards, tmp_path):
+    """SIGTERM at several moments of `--scheduler local:2` (imports, scheduler, workers starting,
+    scoring): one line, exit 143 (or 0 when it had finished), no traceback, no process left."""
+    from conftest import wait_for
+
+    p = subprocess.Popen([sys.executable, "-m", "aeflow", "score", *shards["paths"], "--scheduler", "local:2", "-o",
+                          str(tmp_path / "x.parquet"), "--device", "cpu"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) <= 1, err
+    assert p.returncode in (143, 0), err
+    if p.returncode == 143:
+        assert lines and lines[0].startswith("aeflow: ") and "SIGTERM" in lines[0], err
+    # complete or absent: a signal after the publish (while the cluster closes) leaves the whole file
+    assert os.listdir(tmp_path) in ([], ["x.parquet"])
+    if os.listdir(tmp_path):
+        assert pq.read_table(tmp_path / "x.parquet").num_rows == len(shards["images"])
+    assert wait_for(lambda: not _live(p.pid), 10), _live(p.pid)

@@ -462,7 +462,7 @@ def api_checkpoint(tmp: Path):
 
 CHECKPOINT_CASES = [
     Case("crafted checkpoint", crafted_checkpoint, 1, "refused", api_checkpoint),
-    Case("checkpoints missing", missing_checkpoints, 1, "not found"),
+    Case("checkpoints missing", missing_checkpoints, 1, "holds neither ae.pt nor flow.pt"),
 ]
 
 

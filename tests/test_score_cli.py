@@ -218,3 +218,51 @@ def test_scores_without_torch(no_torch_env):
     assert doc["total"]["images"] == 2000 and doc["inputs"][0]["type_ii"] is not None
     check = run_cli("score", "--help", env=no_torch_env)
     assert check.returncode == 0
+
+
+def test_plain_score_imports_neither_dask_nor_pyarrow(tmp_path):
+    """The optional layer (aeflow.distributed: Dask, Parquet output) stays out of `aeflow score x.npy`."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.float32))
+    code = ("import sys\nfrom aeflow.cli import cli\n"
+            f"try:\n    cli.main(['score', {str(tmp_path / 'x.npy')!r}, '-o', {str(tmp_path / 'x.csv')!r}, "
+            "'--device', 'cpu'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'pyarrow') "
+            "or m == 'aeflow.distributed'), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "x.csv").is_file()
+
+
+def test_few_images_rows_in_json_and_png_rows_by_their_own_names(tmp_path):
+    """The report is built once: --json holds the per-image rows the table lists, and a PNG
+    folder's rows name each PNG (not folder + index)."""
+    from pngdata import encode_png
+
+    from aeflow.runtime import demo_images
+
+    x = demo_images()[:3]
+    for name, im in zip(["b.png", "a.png", "c.png"], x):
+        (tmp_path / name).write_bytes(encode_png(im))
+    as_json = score(str(tmp_path), "--json", "--device", "cpu")
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)["images"]
+    assert [r["source"] for r in rows] == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    assert all(tuple(r) == COLUMNS for r in rows)
+    table = score(str(tmp_path), "--device", "cpu")
+    listed = [ln.split()[0] for ln in table.stdout.splitlines() if ln.endswith(("normal", "anomaly", "-"))
+              and ln.split()[0].endswith(".png")]
+    assert listed == [r["source"] for r in rows]
+    for r in rows:
+        assert f"{r['score']:.6f}" in table.stdout
+
+
+def test_relative_artifacts_recorded_as_an_absolute_path(bundled, tmp_path):
+    copy_artifacts(bundled, tmp_path / "art")
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.float32))
+    proc = run_cli("score", "x.npy", "--artifacts", "art", "-o", "x.json", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "x.json").read_text())["artifacts"] == str(tmp_path / "art")

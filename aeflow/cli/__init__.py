@@ -1,9 +1,7 @@
-"""The ``aeflow`` command line: a click group whose subcommands load lazily.
-
-Each subcommand lives in its own module here (``aeflow.cli.score`` ...) and is imported only
-when it runs or its help is shown (click's documented ``LazyGroup`` pattern), so ``aeflow
---help`` imports neither numpy nor onnxruntime. User mistakes end with one line on stderr and
-exit code 2 (usage) or 1 (anything else); no traceback is printed for them.
+"""The ``aeflow`` command line: click's documented ``LazyGroup`` (each subcommand's module is
+imported only when it runs or shows its help, so ``aeflow --help`` imports neither numpy nor
+onnxruntime), and the one place where every command ends: ``outcome`` turns how it ended (an
+error, a signal, a closed or full stdout) into one line on stderr and the exit code.
 """
 
 from __future__ import annotations
@@ -87,22 +85,73 @@ def _signals_end_the_command():
             signal.signal(s, h)
 
 
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+class _Stream:
+    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a
+    traceback. stderr (``raises=False``) loses what cannot be written and never fails the
+    command; stdout raises ``OSError`` (EBADF when it was closed at the start), which ends the
+    command with one line and exit 1."""
+
+    encoding, errors = "utf-8", "backslashreplace"
+
+    def __init__(self, stream, raises: bool):
+        self._stream, self._raises = stream, raises
+
+    def _do(self, method: str, *args, empty=None):
+        try:
+            if self._stream is None:
+                raise OSError(errno.EBADF, "closed")
+            return getattr(self._stream, method)(*args)
+        except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
+            if self._raises and method != "isatty":
+                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
+            return empty
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click probes for a binary stream with b""
+            raise TypeError("a text stream")
+        return self._do("write", text, empty=len(text)) if text else 0
+
+    def flush(self) -> None:
+        if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
+            self._do("flush")
+
+    def isatty(self) -> bool:
+        return bool(self._do("isatty", empty=False))
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise OSError(errno.EBADF, "closed")
+        return self._stream.fileno()
+
+
+def _guard_streams() -> None:
+    """Keep file descriptors 0-2 taken (a file the command opens must never become fd 1, where
+    a library's own prints would land in it); a closed stdout and any stderr become ``_Stream``."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+    if sys.stdout is None:  # a real stdout raises OSError itself (kept unwrapped: -o - writes every row)
+        sys.stdout = _Stream(None, True)
+    if not isinstance(sys.stderr, _Stream):
+        sys.stderr = _Stream(sys.stderr, False)
 
 
 def _stdout_gone() -> None:
     """After stdout failed (closed pipe, full disk): send what is left to /dev/null, so that the
     interpreter's last flush does not print a traceback."""
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _warning_printer(previous):
@@ -116,24 +165,58 @@ def _warning_printer(previous):
     return show
 
 
-class _OSFailure(Exception):
-    """An OSError no command turned into an AeflowError, carried past click (which would end a
-    closed stdout with exit 1 and no word)."""
+class _Carried(Exception):
+    """An OSError or KeyboardInterrupt carried past click, which would end a closed stdout with
+    exit 1 and no word, and print an empty line for an interrupt."""
 
-    def __init__(self, error: OSError):
+    def __init__(self, error: BaseException):
         super().__init__(error)
         self.error = error
 
 
+def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
+    """THE one mapping from how a command ended to its line on stderr (None: none) and exit code:
+    usage 2, signals 128 + the signal (Ctrl-C 130), stdout that cannot be written 1, any other
+    ``AeflowError`` its ``exit_code``, other OSErrors 1."""
+    by = f" ({signal.Signals(signum).name})" if signum not in (None, signal.SIGINT) else ""
+    code = 128 + signum if signum else 130
+    if error is None:
+        return None, 0
+    if isinstance(error, click.exceptions.Exit):
+        return None, error.exit_code
+    if isinstance(error, (click.exceptions.Abort, KeyboardInterrupt)):
+        return f"aeflow: interrupted{by}", code
+    if isinstance(error, Interrupted):
+        return f"aeflow: error: {cli_message(error.message)}{by}", code
+    if isinstance(error, click.UsageError):
+        cmd = error.ctx.command_path if error.ctx else "aeflow"
+        return f"{cmd}: error: {' '.join(error.format_message().split())} (see '{cmd} --help')", 2
+    if isinstance(error, click.ClickException):
+        return f"aeflow: error: {' '.join(error.format_message().split())}", error.exit_code
+    if isinstance(error, AeflowError):
+        return f"aeflow: error: {cli_message(error.message)}", error.exit_code
+    if getattr(error, "filename", None) is None and error.errno in STDOUT_ERRORS:
+        _stdout_gone()  # most often stdout closed (>&-, | head) or full
+        return f"aeflow: error: cannot write to standard output ({describe_os_error(error)})", 1
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    return f"aeflow: error: {where}{describe_os_error(error)}", 1
+
+
+STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+ENDINGS = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError,
+           OSError)
+
+
 class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module only when that subcommand is used, and
-    turns aeflow's and click's errors into one line and an exit code."""
+    """click's documented ``LazyGroup``: a subcommand's module is imported only when that
+    subcommand runs or shows its help. ``main`` is the one place where a command ends: streams,
+    signals and warnings set up, and ``outcome`` turns how it ended into one line and an exit code."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except OSError as e:
-            raise _OSFailure(e) from None
+        except (OSError, KeyboardInterrupt) as e:
+            raise _Carried(e) from None
 
     def list_commands(self, ctx):
         return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
@@ -151,60 +234,30 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, **extra):
-        for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
-            with contextlib.suppress(AttributeError, ValueError, OSError):
-                stream.reconfigure(errors="backslashreplace")
+        _guard_streams()
+        error = None
         with _signals_end_the_command() as received, warnings.catch_warnings():
             warnings.showwarning = _warning_printer(warnings.showwarning)
             try:
-                self._main(received, args, prog_name, **extra)
+                try:
+                    rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                    sys.stdout.flush()
+                except _Carried as e:
+                    raise e.error from None
+                if isinstance(rv, int) and rv:
+                    error = click.exceptions.Exit(rv)
+            except ENDINGS as e:
+                error = e
+            except Exception as e:  # after a signal, whatever broke (an import cut short) was the signal
+                if not received:
+                    raise
+                error = KeyboardInterrupt()
             finally:
                 remove_temporaries()
-
-    def _main(self, received, args, prog_name, **extra):
-        def code() -> int:
-            return 128 + received[0] if received else 130
-
-        def by_signal() -> str:
-            return f" ({_signal_name(received[0])})" if received and received[0] != signal.SIGINT else ""
-
-        try:
-            try:
-                rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
-                sys.stdout.flush()
-            except _OSFailure as e:
-                raise e.error from None
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        except click.exceptions.Abort:
-            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
-            sys.exit(code())
-        except Interrupted as e:
-            click.echo(f"aeflow: error: {cli_message(e.message)}{by_signal()}", err=True)
-            sys.exit(code())
-        except click.UsageError as e:
-            cmd = e.ctx.command_path if e.ctx else "aeflow"
-            click.echo(f"{cmd}: error: {' '.join(e.format_message().split())} (see '{cmd} --help')", err=True)
-            sys.exit(2)
-        except click.ClickException as e:
-            click.echo(f"aeflow: error: {' '.join(e.format_message().split())}", err=True)
-            sys.exit(e.exit_code)
-        except AeflowError as e:
-            click.echo(f"aeflow: error: {cli_message(e.message)}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo(f"aeflow: interrupted{by_signal()}", err=True)
-            sys.exit(code())
-        except OSError as e:
-            # what no command turned into an AeflowError: most often stdout closed (| head) or full
-            if e.errno in (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO) and getattr(e, "filename", None) is None:
-                _stdout_gone()
-                click.echo(f"aeflow: error: cannot write to standard output ({describe_os_error(e)})", err=True)
-            else:
-                where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-                click.echo(f"aeflow: error: {where}{describe_os_error(e)}", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+            line, code = outcome(error, received[0] if received else None)
+        if line:
+            click.echo(line, err=True)
+        sys.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

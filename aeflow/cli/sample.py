@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aeflow.checks import check_seed
+from aeflow.checks import check_count, check_seed
 from aeflow.errors import Interrupted, UsageError
 from aeflow.files import atomic_path, check_space, check_target, same_file
 from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
 from aeflow.runtime.providers import short_provider
-from aeflow.runtime.sampler import GRAPHS, MAX_COUNT, METHODS, FlowSampler
+from aeflow.runtime.sampler import GRAPHS, METHODS, FlowSampler
 
 BYTES_PER_SAMPLE = {".npy": 4, ".csv": 16}  # .csv: "%.9g" plus newline, generously
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -75,10 +75,7 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
     """Before any work: ``UsageError`` for a count, seed or file name that cannot work,
     ``OutputError`` for an output that cannot be written."""
-    if n < 1:
-        raise UsageError(f"-n must be a positive number of samples, got {n}")
-    if n > MAX_COUNT:
-        raise UsageError(f"-n {n} is more than {MAX_COUNT:.0e} samples; ask for fewer")
+    check_count(n, "-n")
     check_seed(seed, "--seed")
     if output is not None and output.suffix.lower() not in BYTES_PER_SAMPLE:
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
