@@ -1,11 +1,5 @@
-"""Anomaly-map pictures: an image, its reconstruction and the per-pixel squared error as a heat
-map, side by side, with a colour bar, rendered to PNG with Pillow (a dependency of aeflow,
-imported lazily). Used by ``aeflow score --maps`` and the ``aeflow evaluate`` report.
-
-The heat map's colour scale is the same for every picture: squared error 0 (black) to
-``VMAX`` (pale yellow), matplotlib's "inferno" colour map; errors above ``VMAX`` take its
-colour. Pixels lie in [0, 1], so the squared error of a pixel can reach 1.
-"""
+"""Anomaly-map PNGs (``score --maps``, the report): image, reconstruction and squared error side by
+side, the error on one fixed "inferno" scale from 0 to ``VMAX`` (above: its top colour), via Pillow."""
 
 from __future__ import annotations
 
@@ -29,15 +23,11 @@ INFERNO = np.array([
     (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
 ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
-_PAD = 12
-_BAR = 16
-_BG = (255, 255, 255)
-_FG = (20, 20, 20)
+_PAD, _BAR, _BG, _FG = 12, 16, (255, 255, 255), (20, 20, 20)
 
 
 def pil(purpose: str = "anomaly maps"):
-    """Pillow's ``PIL.Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError`` where
-    Pillow is not installed."""
+    """Pillow's ``Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError``."""
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
@@ -46,8 +36,7 @@ def pil(purpose: str = "anomaly maps"):
 
 
 def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
-    """Map values (float [...], 0 = black) onto the inferno colour map over [0, vmax]; values
-    outside are clipped. Returns uint8 [..., 3]."""
+    """float [...] on the inferno map over [0, vmax] (clipped) -> uint8 RGB [..., 3]."""
     t = np.clip(np.asarray(values, dtype=np.float64) / vmax, 0.0, 1.0) * (len(INFERNO) - 1)
     lo = np.minimum(np.floor(t).astype(np.int64), len(INFERNO) - 2)
     frac = (t - lo)[..., None]
@@ -72,9 +61,8 @@ def _font(size: int):
 
 def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
               vmax: float = VMAX) -> bytes:
-    """One picture, PNG bytes: ``image`` and ``reconstruction`` (float [H, W] in [0, 1]) in grey
-    and ``amap`` (float [H, W], the squared error) on the inferno scale [0, ``vmax``] with a
-    colour bar, each tile zoomed ``ZOOM`` times, under the ``title`` lines."""
+    """PNG bytes: ``image``, ``reconstruction`` (float [H, W] in [0, 1]) in grey and ``amap`` (float
+    [H, W]) on the inferno scale with a colour bar, zoomed ``ZOOM`` times, under ``title``."""
     Image, ImageDraw, _ = pil()
     h, w = (ZOOM * k for k in np.shape(image)[-2:])
     line_h = 18
@@ -91,8 +79,7 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
         draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
         draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
     _colour_bar(canvas, draw, _PAD + 3 * (w + _PAD), top, h, vmax)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
+    canvas.save(buf := io.BytesIO(), format="PNG")
     return buf.getvalue()
 
 
@@ -110,8 +97,7 @@ def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> Non
 
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,
              label: bool | None) -> list[str]:
-    """The title lines of one picture: where the image came from, its score, the normalised score,
-    the threshold, the decision and (where known) the input's label."""
+    """A picture's title lines: source, decision, label where known, score, normalised score, threshold."""
     verdict = "ANOMALY (score > threshold)" if score > threshold else "normal (score <= threshold)"
     known = "" if label is None else f"; label: {'anomaly' if label else 'normal'}"
     return [f"{source}, image {index}: {verdict}{known}",
@@ -119,9 +105,7 @@ def describe(source: str, index: int, score: float, normalized: float, threshold
 
 
 def file_name(source: str, index: int, position: int | None = None) -> str:
-    """``STEM_INDEX.png`` for image ``index`` of input ``source`` (the stem reduced to letters,
-    digits, '.', '_' and '-'); ``position`` (the input's place on the command line) prefixes it
-    when several inputs share a stem."""
+    """``[POSITION-]STEM_INDEX.png`` for image ``index`` of ``source`` (stem: letters, digits, '._-')."""
     stem = source.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
     stem = stem.split(".", 1)[0] if "." in stem.lstrip(".") else stem
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "input"
@@ -130,31 +114,20 @@ def file_name(source: str, index: int, position: int | None = None) -> str:
 
 
 def positions(names: list[str]) -> list[int | None]:
-    """For the inputs ``names``, the ``position`` each one's picture names take (``file_name``):
-    their place on the command line (from 1) when several share a stem, else None."""
+    """Each input's ``position`` for ``file_name``: its place (from 1) when stems clash, else None."""
     stems = [file_name(n, 0) for n in names]
-    shared = len(set(stems)) < len(stems)
-    return [i if shared else None for i in range(1, len(names) + 1)]
+    return list(range(1, len(names) + 1)) if len(set(stems)) < len(stems) else [None] * len(names)
 
 
 class MapWriter:
-    """Writes one picture (``panel_png``) per selected image into a staging folder
-    (``aeflow.files.staging_folder``) while scoring runs, and publishes them into ``directory`` at
-    the end (``publish``), or removes them (``discard``): the folder never holds half a run.
-
-    ``threshold``: the one the scores are judged against; ``all_images``: a picture for every
-    image, else only for those with score > threshold. ``sources``: the inputs (``name``, ``n``),
-    whose longest picture names are checked against the file system's limit before any work. Use
-    ``callback(name, position, labels)`` as ``AnomalyScorer.score_source``'s ``on_reconstruction``."""
+    """Pictures (every image, or those above ``threshold``) staged while scoring runs, then published
+    together (``publish``) or removed (``discard``); name lengths checked before any work."""
 
     def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
         pil()
-        self.directory = Path(directory)
-        self.threshold = float(threshold)
-        self.all_images = all_images
+        self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
-        folder = self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent
-        limit = name_max(folder)
+        limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)
         for src, position in zip(sources, positions([s.name for s in sources])):
             longest = file_name(src.name, max(src.n - 1, 0), position)
             if len(os.fsencode(longest)) > limit:
@@ -164,20 +137,16 @@ class MapWriter:
         self.staging = staging_folder(self.directory, "--maps")
 
     def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
-        """An ``on_reconstruction(offset, images, reconstructions, scores)`` for input ``name``
-        (``labels``: its bool [n] labels or None; ``position``: see ``file_name``)."""
+        """``score_source``'s ``on_reconstruction`` for input ``name`` (``labels``: bool [n] or None)."""
 
         def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
             chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
-            if not chosen.size:
-                return
             maps = np.square(images[chosen] - reconstructions[chosen])
             normalized = normalized_scores(scores[chosen], self.threshold)
             for k, i in enumerate(chosen.tolist()):
-                index = offset + i
-                label = None if labels is None else bool(labels[index])
-                title = describe(name, index, float(scores[i]), float(normalized[k]), self.threshold, label)
-                file = file_name(name, index, position)
+                label = None if labels is None else bool(labels[offset + i])
+                title = describe(name, offset + i, float(scores[i]), float(normalized[k]), self.threshold, label)
+                file = file_name(name, offset + i, position)
                 write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title),
                                    replace=True)
                 self.names.append(file)

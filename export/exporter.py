@@ -30,7 +30,7 @@ from aeflow.files import staged_folder
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
-from aeflow.runtime import contract
+from aeflow.runtime import artifacts, contract
 from aeflow.runtime.golden import golden_rows
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
@@ -187,7 +187,7 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> Staged:
                                                       "golden_points": scaled(golden_points())})
 
 
-def write_documents(tmp: Path, ae: Staged | None, flow: Staged | None, int8_graph: Path | None) -> tuple[dict | None, dict | None]:
+def write_documents(tmp: Path, ae: Staged | None, flow: Staged | None, int8_graph: Path | None) -> tuple:
     """golden.npz (with the validation scores), then threshold.json and flow.json bound to it."""
     versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
     arrays = golden_arrays(ae and ae.model, flow and flow.model, flow and flow.model.components(),
@@ -200,25 +200,25 @@ def write_documents(tmp: Path, ae: Staged | None, flow: Staged | None, int8_grap
     if flow is not None:
         e = flow.extra
         training = {k: v for k, v in flow.ckpt["config"].items() if k in FLOW_TRAINING}
-        meta = contract.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
+        meta = artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
             tmp / contract.FLOW_FILE, flow.opset, flow.model.components(), e["z_at_bracket"], e["x_bracket"],
             e["nll"], training, e["sampler"], versions, golden_path, flow.path))
     if ae is not None:
         e = ae.extra
-        threshold = contract.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
+        threshold = artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
             tmp / contract.AE_FILE, ae.opset, e["threshold"], ae.ckpt["config"], ae.ckpt["history"]["epoch_loss"][-1],
             e["evaluation"], versions, e["int8"], golden_path, ae.path))
     return threshold, meta
 
 
-def golden_checks(tmp: Path, threshold: dict | None, meta: dict | None) -> list[Comparison]:
+def golden_checks(tmp: Path, threshold: contract.ThresholdMeta | None, meta: contract.FlowMeta | None) -> list[Comparison]:
     """The graphs as the runtime will load them: the golden outputs within tolerance on the CPU."""
     checks = []
     for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
-        if doc is not None and contract.entry_of(doc, which) is not None:
+        if doc is not None and doc.entry(which) is not None:
             session = create_session(tmp / contract.GRAPHS[which].file, "cpu")
             checks += [replace(c, name=f"golden {c.name}")
-                       for c in golden_rows(session, which, contract.read_golden(tmp, doc, which), doc)]
+                       for c in golden_rows(session, which, artifacts.read_golden(tmp, doc, which), doc)]
     return checks
 
 
@@ -254,6 +254,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         if checkpoints.resolve() != out.resolve():
             for src in paths.values():
                 shutil.copy2(src, tmp / src.name)
+        threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
         write_model_card(tmp / MODEL_CARD, ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
     stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \

@@ -1,6 +1,6 @@
 """golden.npz: PyTorch's own outputs on a small fixed input set for every graph, recorded at export
 so that ``aeflow verify`` and the runtime's load-time check (``aeflow.runtime.golden``) can compare
-a machine's provider with them without torch. Arrays and shapes: ``contract.GOLDEN_ARRAYS``."""
+a machine's provider with them without torch. Arrays and shapes: ``artifacts.golden_arrays``."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.export.sampler_graph import in_intervals
 from aeflow.files import write_bytes_atomic
-from aeflow.runtime import contract, inversion
+from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
 
 
 def golden_images() -> np.ndarray:
     """32 normal digits and 32 anomalies of the bundled demo set, float32 [64, 1, 28, 28] in [0, 1]."""
-    demo = contract.demo_images()
+    demo = artifacts.demo_images()
     half = contract.GOLDEN_IMAGES // 2
     return to_float(np.concatenate([demo[:half], demo[len(demo) // 2:len(demo) // 2 + half]]))
 
@@ -66,7 +66,7 @@ def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[
         comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
         out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
     for name, a in out.items():
-        dtype, shape = contract.GOLDEN_ARRAYS[name]
+        dtype, shape = artifacts.golden_arrays()[name]
         out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)
     return out
 

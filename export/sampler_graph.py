@@ -1,25 +1,11 @@
-"""``flow_sampler.onnx``: the whole sampler x = f^-1(z) as one ONNX graph, built with onnx.helper.
-
-``z`` float32 [N] (strictly inside (-W/2, W/2)) -> ``x`` float32 [N], in two parts:
-
-1. A start and a bracket from an inverse table, one initializer [L, 6] (per interval the cubic
-   Hermite coefficients of x(u) and its ends), solved at export in float64 and rounded to float32
-   once. Intervals are evenly spaced in z in the bulk, |z| <= W/2 - TAIL_MASS, and in
-   s = log(TAIL_MASS / (W/2 - |z|)) in each tail; a target's interval is the floor of its coordinate.
-2. ``steps`` unrolled safeguarded Newton steps (the fewest that pass the export check): f with
-   flow.onnx's op sequence and float32 constants, f' as sum_k c_k exp(-t_k^2 / 2), the step kept
-   inside the bracket, the midpoint taken otherwise. No data-dependent control flow, so CUDA graphs
-   can capture it (an ONNX Loop variant measured 1-5% slower on CPU and was removed).
-
-float32 throughout, its x is good to about 7e-7 / f'(x); ``check_sampler_graph`` measures it against
-float64 and flow.json records the z intervals where f' < ``TRUSTED_SLOPE``, which the runtime's
-"graph" method finishes in float64.
-"""
+"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: an inverse table (cubic Hermite pieces solved in
+float64, even in z in the bulk and in log tail mass in the tails) gives a start and a bracket, then fixed
+safeguarded Newton steps with flow.onnx's ops (no data-dependent control flow: CUDA graphs capture it).
+``check_sampler_graph`` measures it against float64; flow.json records where f' < ``TRUSTED_SLOPE``."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from aeflow.errors import ParityError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import SAMPLER_FILE, graph_entry
+from aeflow.runtime.inversion import in_intervals  # noqa: F401  (export/golden.py imports it from here)
 from aeflow.runtime.providers import create_session
 
 TABLE_NODES = 2048  # bulk intervals (evenly spaced in z)
@@ -36,37 +23,19 @@ TAIL_NODES = 256  # intervals per tail (evenly spaced in log tail mass)
 TAIL_MASS = 0.02  # where the tails begin: W/2 - |z| below this
 TAIL_FLOOR = 1e-8  # the smallest tail mass tabulated; float32 z cannot resolve W/2 - |z| below ~1e-7
 MAX_NEWTON_STEPS = 3  # the export writes the fewest steps (1, 2 or 3) that pass the check
-# the float32 graph's error in z measured <= 7e-7 on the bundled flow, so where f' >= 0.1 its x is
-# within ~7e-6; below it the runtime polishes in float64 (about 0.5% of N(0, 1) targets)
-TRUSTED_SLOPE = 0.1
+TRUSTED_SLOPE = 0.1  # graph error in z <= 7e-7: x within 7e-6 where f' >= this; below, a float64 finish
 X_TOLERANCE = 1e-5  # max |x - x_ref| where f' >= TRUSTED_SLOPE: the runtime's promise
 RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same error, with margin
-CHECK_RANDOM = 200_000
-CHECK_GRID = 100_001
 
 
 def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """flow.onnx's float32 constants from a trained ``Flow1d``, computed in float32 as its forward
-    does: (means, exp(-log_sigma), weights), float32 [K] each."""
+    """flow.onnx's float32 constants of a trained ``Flow1d``, computed as its forward does:
+    (means, exp(-log_sigma), weights), float32 [K] each."""
     import torch
 
     with torch.no_grad():
         return (flow.mus.detach().numpy().astype(np.float32), torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
                 torch.exp(flow.weight_logits).numpy().astype(np.float32))
-
-
-@dataclass(frozen=True)
-class InverseTables:
-    """``rows`` float32 [L, 6]: per interval the cubic's coefficients (x = c0 + c1 u + c2 u^2 +
-    c3 u^3, u in [0, 1]) and its ends (x_lo, x_hi), bulk then upper tail then lower tail; the
-    coordinates' constants ``z0``, ``inv_dz``, ``inv_ds``; ``bulk`` and ``tail`` interval counts."""
-
-    rows: np.ndarray
-    z0: float
-    inv_dz: float
-    inv_ds: float
-    bulk: int
-    tail: int
 
 
 def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
@@ -77,98 +46,87 @@ def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.concatenate([np.stack([x[:-1], m0, 3 * d - 2 * m0 - m1, m0 + m1 - 2 * d], axis=1), ends], axis=1)
 
 
-def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float], bulk: int = TABLE_NODES,
-                   tail: int = TAIL_NODES, tail_mass: float = TAIL_MASS, floor: float = TAIL_FLOOR) -> InverseTables:
-    """The table for the flow ``comp``: nodes solved in float64 (``inversion.polish64``), every
-    value rounded to float32 once at the end."""
+def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -> tuple:
+    """The table for the flow ``comp``: (rows float32 [L, 6], z0, 1 / dz, 1 / ds), per interval x(u) =
+    c0 + c1 u + c2 u^2 + c3 u^3 (u in [0, 1]) and its ends, bulk then upper then lower tail; nodes
+    solved in float64 (``inversion.polish64``), every value rounded to float32 once at the end."""
     lo, hi = x_bracket
-    z_nodes = np.linspace(-(comp.half_w - tail_mass), comp.half_w - tail_mass, bulk + 1)
+    z_nodes = np.linspace(-(comp.half_w - TAIL_MASS), comp.half_w - TAIL_MASS, TABLE_NODES + 1)
     dz = z_nodes[1] - z_nodes[0]
     xb = inversion.polish64(comp, z_nodes, np.zeros_like(z_nodes), lo, hi)
     rows = [_pieces(xb, dz / comp.dz_dx(xb))]
-    ds = math.log(tail_mass / floor) / tail
-    mass = tail_mass * np.exp(-ds * np.arange(tail + 1))
+    ds = math.log(TAIL_MASS / TAIL_FLOOR) / TAIL_NODES
+    mass = TAIL_MASS * np.exp(-ds * np.arange(TAIL_NODES + 1))
     for side in (1.0, -1.0):
         x = inversion.polish64(comp, side * (comp.half_w - mass), np.full(mass.shape, side * 3.0), lo, hi)
-        # s = log(tail_mass / m): dx/ds = m / f'(x) on the upper side, -m / f'(x) on the lower
+        # s = log(TAIL_MASS / m): dx/ds = m / f'(x) on the upper side, -m / f'(x) on the lower
         rows.append(_pieces(x, side * ds * mass / comp.dz_dx(x)))
-    return InverseTables(np.concatenate(rows).astype(np.float32), float(z_nodes[0]), float(1.0 / dz),
-                         float(1.0 / ds), bulk, tail)
+    return np.concatenate(rows).astype(np.float32), float(z_nodes[0]), float(1.0 / dz), float(1.0 / ds)
 
 
 class _Builder:
-    """Collects nodes and initializers under unique names."""
+    """Collects nodes and initializers; ``const`` and ``op`` (one output, named uniquely) return the name."""
 
     def __init__(self):
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
+        self.nodes, self.inits, self.count = [], [], 0
 
     def const(self, name: str, value, dtype=np.float32) -> str:
-        """Add an initializer; returns its name."""
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        """Add a one-output node; returns its output's name."""
         self.count += 1
         out = f"{op_type.lower()}_{self.count}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
-    def split(self, value: str, parts: int) -> list[str]:
-        """Split ``value`` [N, parts] into columns [N, 1] (sizes as an input: opset 13 and later)."""
-        self.count += 1
-        outs = [f"split_{self.count}_{i}" for i in range(parts)]
-        sizes = self.const(f"split_sizes_{self.count}", [1] * parts, np.int64)
-        self.nodes.append(helper.make_node("Split", [value, sizes], outs, name=f"split_{self.count}", axis=1))
-        return outs
 
-
-def _newton_step(b: _Builder, z: str, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
-    """One safeguarded Newton step; returns (x, lo, hi) after it. f(x) as flow.onnx computes it
-    (Reshape, Sub, Mul, Mul, Erf, Mul, Mul, ReduceSum), f'(x) from the same t."""
-    col = b.op("Reshape", x, k["col_shape"])
-    t = b.op("Mul", b.op("Sub", col, k["mus"]), k["inv_sigma"])
+def _newton_step(b: _Builder, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
+    """One safeguarded Newton step on ``z`` -> (x, lo, hi): f with flow.onnx's op sequence, f' from its t."""
+    t = b.op("Mul", b.op("Sub", b.op("Reshape", x, k["col_shape"]), k["mus"]), k["inv_sigma"])
     erf = b.op("Erf", b.op("Mul", t, k["rsqrt2"]))
     fz = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, k["half"]), k["weight"]), k["axis1"], keepdims=0)
     gauss = b.op("Exp", b.op("Mul", b.op("Mul", t, t), k["minus_half"]))
     slope = b.op("ReduceSum", b.op("Mul", gauss, k["slope_coef"]), k["axis1"], keepdims=0)
-    r = b.op("Sub", fz, z)
+    r = b.op("Sub", fz, "z")
     lo = b.op("Where", b.op("Less", r, k["zero"]), x, lo)
     hi = b.op("Where", b.op("Greater", r, k["zero"]), x, hi)
     xn = b.op("Sub", x, b.op("Div", r, slope))
     inside = b.op("And", b.op("GreaterOrEqual", xn, lo), b.op("LessOrEqual", xn, hi))  # False for NaN
-    mid = b.op("Mul", b.op("Add", lo, hi), k["half"])
-    return b.op("Where", inside, xn, mid), lo, hi
+    return b.op("Where", inside, xn, b.op("Mul", b.op("Add", lo, hi), k["half"])), lo, hi
 
 
-def _table_start(b: _Builder, tables: InverseTables, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
+def _table_start(b: _Builder, tables: tuple, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
     """(x, lo, hi) for input ``z``: the interval from the target's coordinate ((z - z0) / dz in the
     bulk, log(TAIL_MASS / m) / ds in the tails), its row gathered, the cubic at u clipped to the ends."""
+    table, z0, inv_dz, inv_ds = tables
     mass = b.op("Max", b.op("Sub", b.const("half_w", half_w), b.op("Abs", "z")), b.const("floor", TAIL_FLOOR))
     in_tail = b.op("Less", mass, b.const("tail_mass", TAIL_MASS))
-    c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", tables.z0)), b.const("inv_dz", tables.inv_dz))
+    c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", z0)), b.const("inv_dz", inv_dz))
     c_tail = b.op("Mul", b.op("Sub", b.const("log_tail_mass", math.log(TAIL_MASS)), b.op("Log", mass)),
-                  b.const("inv_ds", tables.inv_ds))
-    j_bulk = b.op("Clip", b.op("Floor", c_bulk), b.const("zero_f", 0.0), b.const("last_bulk", tables.bulk - 1))
-    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", b.const("last_tail", tables.tail - 1))
+                  b.const("inv_ds", inv_ds))
+    j_bulk = b.op("Clip", b.op("Floor", c_bulk), b.const("zero_f", 0.0), b.const("last_bulk", TABLE_NODES - 1))
+    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", b.const("last_tail", TAIL_NODES - 1))
     coord = b.op("Where", in_tail, c_tail, c_bulk)
     j_local = b.op("Where", in_tail, j_tail, j_bulk)
     u = b.op("Clip", b.op("Sub", coord, j_local), "zero_f", b.const("one", 1.0))
-    offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", tables.bulk),
-                  b.const("lower_offset", tables.bulk + tables.tail))
+    offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", TABLE_NODES),
+                  b.const("lower_offset", TABLE_NODES + TAIL_NODES))
     j = b.op("Cast", b.op("Add", j_local, b.op("Where", in_tail, offset, "zero")), to=TensorProto.INT64)
-    rows = b.op("Gather", b.const("table", tables.rows), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
-    c0, c1, c2, c3, lo, hi = (b.op("Squeeze", s, k["axis1"]) for s in b.split(rows, 6))
+    rows = b.op("Gather", b.const("table", table), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
+    b.count += 1  # its six columns, sizes as an input (opset 13 and later)
+    cols = [f"split_{b.count}_{i}" for i in range(6)]
+    sizes = b.const(f"split_sizes_{b.count}", [1] * 6, np.int64)
+    b.nodes.append(helper.make_node("Split", [rows, sizes], cols, name=f"split_{b.count}", axis=1))
+    c0, c1, c2, c3, lo, hi = (b.op("Squeeze", c, k["axis1"]) for c in cols)
     x = b.op("Add", c0, b.op("Mul", u, b.op("Add", c1, b.op("Mul", u, b.op("Add", c2, b.op("Mul", u, c3))))))
     return b.op("Min", b.op("Max", x, lo), hi), lo, hi
 
 
-def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: InverseTables, half_w: float, steps: int = 1,
-                        opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
-    """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N] (see the module docstring) with
-    ``steps`` Newton steps, checked by onnx.checker."""
+def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: tuple, half_w: float,
+                        steps: int = 1, opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
+    """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N], with ``steps`` Newton steps,
+    checked by onnx.checker; ``consts`` as ``flow_constants`` returns them."""
     b, (mu, inv_sigma, weight) = _Builder(), consts
     k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", mu),
          "inv_sigma": b.const("inv_sigma", inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
@@ -178,10 +136,9 @@ def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], table
          "zero": b.const("zero", 0.0)}
     x, lo, hi = _table_start(b, tables, half_w, k)
     for _ in range(steps):
-        x, lo, hi = _newton_step(b, "z", x, lo, hi, k)
+        x, lo, hi = _newton_step(b, x, lo, hi, k)
     b.nodes.append(helper.make_node("Identity", [x], ["x"], name="output"))
-    graph = helper.make_graph(b.nodes, "aeflow_flow_sampler",
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N"])],
+    graph = helper.make_graph(b.nodes, "aeflow_flow_sampler", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N"])],
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="aeflow")
     model.ir_version = ir_version
@@ -189,14 +146,13 @@ def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], table
     return model
 
 
-def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float = TRUSTED_SLOPE,
-                   points: int = 400_001, unit: tuple[float, float] = (0.0, 1.0)) -> list[list[float]]:
+def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float,
+                   unit: tuple[float, float]) -> list[list[float]]:
     """z intervals [a, b] (float64, widened by one scan step) whose preimages have f' < ``bound``,
-    from a float64 scan of x over loc +- 50 scale (``unit``: the data's (loc, scale), (0, 1) for
-    the homework; clipped to the bracket) and the bracket's ends."""
+    from a float64 scan of x over loc +- 50 scale (``unit``, clipped to the bracket) and the bracket's ends."""
     lo, hi = x_bracket
     x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
-                                          points), [hi]])
+                                          400_001), [hi]])
     z, last = comp.z(x), x.size - 1
     edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < bound).astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of slow points
@@ -204,46 +160,33 @@ def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], b
             for i, j in zip(starts, stops)]
 
 
-def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
-    """bool [M]: z float64 [M] inside any of the closed ``intervals``."""
-    mask = np.zeros(z.shape, dtype=bool)
-    for a, b in intervals:
-        mask |= (z >= a) & (z <= b)
-    return mask
-
-
 def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
                         unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Run the graph in onnxruntime (CPU) on its targets and compare with the float64
-    inverse (``inversion.polish64``). Returns the figures for flow.json (plus
-    ``slow_z_intervals``); raises ``ParityError`` beyond ``X_TOLERANCE`` where f' >=
-    ``TRUSTED_SLOPE``, or beyond ``RESIDUAL_TOLERANCE`` anywhere. The targets: an even grid,
-    uniform and truncated-normal draws, and 200 points from 1e-9 to 1e-2 inside each edge.
-    ``unit`` (loc, scale) of the data: x tolerance and slope are in units of its scale."""
+    """The graph (onnxruntime, CPU) against the float64 inverse on a grid, uniform and normal draws and
+    points 1e-9..1e-2 inside each edge: flow.json's figures (plus ``slow_z_intervals``), or ``ParityError``
+    beyond ``X_TOLERANCE`` where f' >= ``TRUSTED_SLOPE`` or ``RESIDUAL_TOLERANCE`` anywhere (in ``unit``'s scale)."""
     x_tol, slope = X_TOLERANCE * unit[1], TRUSTED_SLOPE / unit[1]
     rng, half = np.random.default_rng(0), comp.half_w
-    normal, edges = rng.standard_normal(CHECK_RANDOM), half - np.geomspace(1e-9, 1e-2, 200)
-    z = np.concatenate([np.linspace(-half, half, CHECK_GRID + 2)[1:-1], rng.uniform(-half, half, CHECK_RANDOM),
-                        normal, edges, -edges])
+    normal, edges = rng.standard_normal(200_000), half - np.geomspace(1e-9, 1e-2, 200)
+    z = np.concatenate([np.linspace(-half, half, 100_003)[1:-1], rng.uniform(-half, half, 200_000), normal, edges, -edges])
     z = z[np.abs(z) < half]
     x = create_session(model.SerializeToString(), "cpu").run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     finite = np.isfinite(x)
     xs = np.where(finite, x, 0.0)
     ref = inversion.polish64(comp, z, xs, *x_bracket)
-    slow = slow_intervals(comp, x_bracket, slope, unit=unit)
+    slow = slow_intervals(comp, x_bracket, slope, unit)
     trusted = ~in_intervals(z, slow) & (comp.dz_dx(ref) >= slope)
     side = np.where(z >= 0, 1.0, -1.0)
-    residual = np.abs(comp.tail_mass(xs, side) - (comp.half_w - side * z))  # |f64(x) - z|, exact up to the edges
+    residual = np.abs(comp.tail_mass(xs, side) - (half - side * z))  # |f64(x) - z|, exact up to the edges
     figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),
                "max_abs_x_error_trusted": float(np.abs(xs - ref)[trusted].max(initial=0.0)),
-               "max_abs_residual": float(residual.max()), "x_tolerance": x_tol,
-               "residual_tolerance": RESIDUAL_TOLERANCE}
-    problems = [f"{int((~finite).sum())} non-finite outputs"] if not finite.all() else []
-    if figures["max_abs_x_error_trusted"] > x_tol:
-        problems.append(f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} where f' >= {slope:g} "
-                        f"(tolerance {x_tol:g})")
-    if figures["max_abs_residual"] > RESIDUAL_TOLERANCE:
-        problems.append(f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")
+               "max_abs_residual": float(residual.max()), "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE}
+    problems = [msg for bad, msg in (
+        (not finite.all(), f"{int((~finite).sum())} non-finite outputs"),
+        (figures["max_abs_x_error_trusted"] > x_tol, f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} "
+                                                     f"where f' >= {slope:g} (tolerance {x_tol:g})"),
+        (figures["max_abs_residual"] > RESIDUAL_TOLERANCE,
+         f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
     return figures | {"slow_z_intervals": slow}
@@ -251,10 +194,9 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 
 def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
                         opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Build, check and save ``flow_sampler.onnx`` (self-contained) for the trained ``flow``
-    (Flow1d) whose flow.json components are ``comp_json``, with the fewest Newton steps (1 to
-    ``MAX_NEWTON_STEPS``) that pass ``check_sampler_graph``. Returns flow.json's "sampler_graph"
-    entry, or raises ``ParityError`` (saving nothing)."""
+    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, flow.json components
+    ``comp_json``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check.
+    Returns flow.json's "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
     comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
@@ -267,6 +209,6 @@ def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], p
                 raise
     onnx.save(model, str(path))
     return graph_entry("sampler", path, opset) | {
-        "newton_steps": steps, "table_nodes": tables.bulk + 1, "tail_nodes_per_side": tables.tail + 1,
+        "newton_steps": steps, "table_nodes": TABLE_NODES + 1, "tail_nodes_per_side": TAIL_NODES + 1,
         "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}

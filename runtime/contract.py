@@ -1,756 +1,415 @@
-"""The artifact contract between ``aeflow export`` and the runtime, owned here and nowhere else.
+"""The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures,
+and threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``).
 
-What an artifacts folder holds and what each file must satisfy:
-
-* file names (``AE_FILE`` ... ``GOLDEN_FILE``) and ``SCHEMA_VERSION``;
-* each graph's full signature (``GRAPHS``: input/output names, dtypes, ranks, fixed dims),
-  checked against the onnxruntime session that loads it (``check_signature``);
-* every field of threshold.json and flow.json, described declaratively (``THRESHOLD_FIELDS``,
-  ``FLOW_FIELDS``: type, finite, range) plus the consistency rules between fields
-  (``_consistent_threshold``, ``_consistent_flow``: threshold = mean + k std, W = sum of the
-  weights, z_range = +-W/2, an ordered x bracket that maps onto the range ...);
-* the bindings: the sha256 of every graph and of golden.npz recorded in the JSON, and the JSON's
-  own ``content_sha256`` over every other field, so an edited number fails at load;
-* golden.npz's arrays (``GOLDEN_ARRAYS``): PyTorch's outputs (float64 for the sampler) on a fixed
-  input set, which ``aeflow.runtime.golden`` compares with this machine's provider at load.
-
-Export builds the metadata with ``graph_entry`` and writes it with ``write_metadata`` (which
-validates and seals it), so a file that export writes is a file the runtime accepts. Every failure
-is one ``ArtifactError`` line naming the file and the field.
-
-Artifacts of schema 1 (before golden outputs and bindings existed) are refused with a line saying
-how to re-export: their metadata cannot be bound to their graphs after the fact.
+``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results:
+the ``content_sha256`` seal over every other field (an edited number fails), each graph's file,
+sha256, opset and signature (images H x W: ``image_shape``, absent = 28 x 28), threshold = mean +
+k std (or the calibration record that set it), W = the sum of the weights, z_range = +-W/2, an
+ordered x bracket that maps onto the range, the sampler entry's intervals and export check.
+``to_json()`` gives the sealed document back. Every failure is one ``ArtifactError`` line naming the
+file and the field; schema 1 is refused with a line saying how to re-export. The records kept as
+dicts (calibration, evaluation) are checked in ``aeflow.runtime.jsoncheck``; loading and checking
+a folder: ``aeflow.runtime.artifacts``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aeflow.checks import shorten
 from aeflow.errors import ArtifactError
-from aeflow.files import sha256_file, write_text_atomic
+from aeflow.files import sha256_file
+from aeflow.runtime.jsoncheck import SHA256, Check, calibration_record, close, content_sha256, evaluation, seal, show
+
+if TYPE_CHECKING:
+    from aeflow.runtime.inversion import Components
 
 SCHEMA_VERSION = 2
 AE_FILE, INT8_FILE, FLOW_FILE, SAMPLER_FILE = "ae.onnx", "ae.int8.onnx", "flow.onnx", "flow_sampler.onnx"
-THRESHOLD_JSON, FLOW_JSON, GOLDEN_FILE = "threshold.json", "flow.json", "golden.npz"
+THRESHOLD_JSON, FLOW_JSON, GOLDEN_FILE, DEMO_FILE = "threshold.json", "flow.json", "golden.npz", "demo.npz"
 AE_CHECKPOINT, FLOW_CHECKPOINT = "ae.pt", "flow.pt"
 MAX_JSON_BYTES = 1 << 20  # today's files are ~3 KB
-MAX_GOLDEN_BYTES = 16 << 20
-SCORE_DEFINITION = "mean over the 784 pixels of (image - reconstruction)^2, image float32 in [0, 1]"
 FLOW_TARGET = "N(0, 1)"
 GOLDEN_IMAGES, GOLDEN_POINTS = 64, 256
+IMAGE_SHAPE, MIN_SIDE, MAX_PIXELS = (28, 28), 4, 4_194_304
+MAX_COMPONENTS = 64
+GRAPH_KEYS = ("onnx_file", "sha256", "opset", "inputs", "outputs")
 
 
-# ---------------------------------------------------------------- graph signatures
-
-@dataclass(frozen=True)
-class Tensor:
-    """One graph input or output: name, element type (onnxruntime's spelling) and shape, with
-    None for the dynamic batch dimension N."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    type: str = "tensor(float)"
-
-    def as_json(self) -> list:
-        return ["N" if d is None else d for d in self.shape]
-
-
-@dataclass(frozen=True)
-class Signature:
-    inputs: tuple[Tensor, ...]
-    outputs: tuple[Tensor, ...]
-
-    def as_json(self) -> dict:
-        return {"inputs": {t.name: t.as_json() for t in self.inputs},
-                "outputs": {t.name: t.as_json() for t in self.outputs}}
+def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
+    """threshold.json's ``score``: the score's definition for images of ``image_shape``."""
+    return f"mean over the {image_shape[0] * image_shape[1]} pixels of (image - reconstruction)^2, image float32 in [0, 1]"
 
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """A graph of the contract: its file, the JSON that records it (``entry``: None for the top
-    level, else the key of its sub-object), its signature and the export that makes it."""
+    """A graph of the contract: its file, the JSON recording it, the key of its entry there (None:
+    the top level), the export that makes it, and its golden arrays (inputs first)."""
 
     file: str
     metadata: str
     entry: str | None
-    signature: Signature
-    export_hint: str = "aeflow export"
+    export_hint: str
+    golden: tuple[str, ...]
 
 
-IMAGE = (None, 1, 28, 28)
+GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, None, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
+          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "int8", "aeflow export --quantize int8",
+                            ("ae_images", "int8_reconstruction", "int8_score")),
+          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, None, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
+          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "sampler_graph", "aeflow export", ("sampler_z", "sampler_x"))}
 
 
-def ae_signature(image_shape=(28, 28)) -> Signature:
-    """ae.onnx's signature for images of ``image_shape`` (H, W)."""
-    image = (None, 1, int(image_shape[0]), int(image_shape[1]))
-    return Signature((Tensor("images", image),), (Tensor("reconstruction", image), Tensor("score", (None,))))
+def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
+    """Graph ``which``'s inputs and outputs, all float32: {"inputs": {name: dims}, "outputs": ...},
+    "N" the dynamic batch; the autoencoders' images are [N, 1, H, W]."""
+    if which in ("ae", "int8"):
+        image = ["N", 1, *image_shape]
+        return {"inputs": {"images": image}, "outputs": {"reconstruction": image, "score": ["N"]}}
+    if which == "flow":
+        return {"inputs": {"x": ["N"]}, "outputs": {"z": ["N"], "dz_dx": ["N"], "log_prob": ["N"]}}
+    return {"inputs": {"z": ["N"]}, "outputs": {"x": ["N"]}}
 
 
-AE_SIGNATURE = ae_signature()
-FLOW_SIGNATURE = Signature((Tensor("x", (None,)),), tuple(Tensor(n, (None,)) for n in ("z", "dz_dx", "log_prob")))
-SAMPLER_SIGNATURE = Signature((Tensor("z", (None,)),), (Tensor("x", (None,)),))
-GRAPHS: dict[str, GraphSpec] = {
-    "ae": GraphSpec(AE_FILE, THRESHOLD_JSON, None, AE_SIGNATURE),
-    "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "int8", AE_SIGNATURE, "aeflow export --quantize int8"),
-    "flow": GraphSpec(FLOW_FILE, FLOW_JSON, None, FLOW_SIGNATURE),
-    "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "sampler_graph", SAMPLER_SIGNATURE),
-}
-
-# golden.npz: array name -> (dtype, shape); the "<graph>_" prefix says which graph it belongs to,
-# the first array of each graph is its input
-GOLDEN_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "ae_images": ("float32", (GOLDEN_IMAGES, 1, 28, 28)),
-    "ae_reconstruction": ("float32", (GOLDEN_IMAGES, 1, 28, 28)),
-    "ae_score": ("float32", (GOLDEN_IMAGES,)),
-    "int8_reconstruction": ("float32", (GOLDEN_IMAGES, 1, 28, 28)),
-    "int8_score": ("float32", (GOLDEN_IMAGES,)),
-    "flow_x": ("float32", (GOLDEN_POINTS,)),
-    "flow_z": ("float32", (GOLDEN_POINTS,)),
-    "flow_dz_dx": ("float32", (GOLDEN_POINTS,)),
-    "flow_log_prob": ("float32", (GOLDEN_POINTS,)),
-    "sampler_z": ("float32", (GOLDEN_POINTS,)),
-    "sampler_x": ("float64", (GOLDEN_POINTS,)),
-}
-GOLDEN_OF = {"ae": ("ae_images", "ae_reconstruction", "ae_score"),
-             "int8": ("ae_images", "int8_reconstruction", "int8_score"),
-             "flow": ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob"),
-             "sampler": ("sampler_z", "sampler_x")}
-
-
-def image_shape(meta: dict) -> tuple[int, int]:
-    """threshold.json's ``image_shape`` (absent: the homework's 28x28)."""
-    return tuple(meta.get("image_shape", (28, 28)))
-
-
-def signature_of(meta: dict, which: str) -> Signature:
-    """The signature graph ``which`` must have (the autoencoder's at ``meta``'s image size)."""
-    return ae_signature(image_shape(meta)) if which in ("ae", "int8") else GRAPHS[which].signature
-
-
-def golden_shape(name: str, meta: dict) -> tuple[int, ...]:
-    """The shape of golden array ``name`` for the graphs of ``meta`` (images at its size)."""
-    shape = GOLDEN_ARRAYS[name][1]
-    return shape[:2] + image_shape(meta) if len(shape) == 4 else shape
-
-
-def check_signature(session, spec: GraphSpec | Signature, name: str) -> None:
-    """``ArtifactError`` (one line) unless ``session``'s inputs and outputs are exactly the
-    signature's: names in order, element types, ranks, and the fixed dimensions (a dynamic
-    dimension in the contract must be dynamic in the graph)."""
-    sig = spec.signature if isinstance(spec, GraphSpec) else spec
-    for kind, have, want in (("inputs", session.get_inputs(), sig.inputs), ("outputs", session.get_outputs(), sig.outputs)):
-        names = [a.name for a in have]
-        if names != [t.name for t in want]:
-            raise ArtifactError(f"{name}: unexpected {kind} {names} (expected {[t.name for t in want]}); "
-                                f"this is not an aeflow graph - re-export")
-        for arg, t in zip(have, want):
-            shape = list(arg.shape) if arg.shape is not None else None
-            ok_shape = shape is not None and len(shape) == len(t.shape) and all(
-                (isinstance(d, int) and d == w) if w is not None else not isinstance(d, int) for d, w in zip(shape, t.shape))
-            if arg.type != t.type or not ok_shape:
-                raise ArtifactError(f"{name}: {kind[:-1]} {t.name!r} is {arg.type} {shape} (expected {t.type} "
-                                    f"{t.as_json()}); this graph breaks the artifact contract - re-export")
-
-
-# ---------------------------------------------------------------- declarative field checks
-
-class _Invalid(Exception):
-    """A field that breaks the contract: ``field`` (dotted path) and ``reason``."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(field, reason)
-        self.field, self.reason = field, reason
-
-
-def _show(value) -> str:
-    """A short, always printable rendering of a JSON value."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, (dict, list)):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
-    return shorten(text)
-
-
-class Field:
-    """A JSON value's rule; ``check(value, where)`` raises ``_Invalid`` naming ``where``."""
-
-    def check(self, value, where: str) -> None:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Number(Field):
-    """A finite JSON number (not a bool) with optional bounds; ``integer`` requires an int."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    integer: bool = False
-
-    def check(self, value, where):
-        kind = "an integer" if self.integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
-            raise _Invalid(where, f"must be {kind}, found {_show(value)}")
-        if isinstance(value, int) and value.bit_length() > 63:
-            raise _Invalid(where, f"is out of range, found {_show(value)}")
-        if not math.isfinite(value):
-            raise _Invalid(where, f"must be finite, found {_show(value)}")
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise _Invalid(where, f"must be {'>' if self.lo_open else '>='} {self.lo:g}, found {_show(value)}")
-        if self.hi is not None and value > self.hi:
-            raise _Invalid(where, f"must be <= {self.hi:g}, found {_show(value)}")
-
-
-def Integer(lo: int | None = None, hi: int | None = None) -> Number:
-    return Number(lo, hi, integer=True)
-
-
-POSITIVE = Number(0.0, lo_open=True)
-NON_NEGATIVE = Number(0.0)
-RATE = Number(0.0, 1.0)
-COUNT = Integer(0, 10**12)
-
-
-@dataclass(frozen=True)
-class Text(Field):
-    """A string of at most ``max_len`` characters, matching ``pattern`` when given."""
-
-    max_len: int = 500
-    pattern: str | None = None
-
-    def check(self, value, where):
-        if not isinstance(value, str):
-            raise _Invalid(where, f"must be a string, found {_show(value)}")
-        if len(value) > self.max_len or (self.pattern and not re.fullmatch(self.pattern, value)):
-            raise _Invalid(where, f"is not a valid value, found {_show(value)}")
-
-
-SHA256 = Text(64, "[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class Exact(Field):
-    """Exactly this JSON value (types included: true is not 1)."""
-
-    value: object
-
-    def check(self, value, where):
-        try:
-            same = _canonical(value) == _canonical(self.value)
-        except (TypeError, ValueError):  # NaN/Inf or a non-JSON object handed in through the API
-            same = False
-        if not same:
-            raise _Invalid(where, f"must be {_show(self.value)}, found {_show(value)}")
-
-
-@dataclass(frozen=True)
-class Array(Field):
-    """A JSON array of ``item``s, ``min_len`` to ``max_len`` long."""
-
-    item: Field
-    min_len: int = 0
-    max_len: int = 10_000
-
-    def check(self, value, where):
-        if not isinstance(value, list):
-            raise _Invalid(where, f"must be an array, found {_show(value)}")
-        if not self.min_len <= len(value) <= self.max_len:
-            size = str(self.min_len) if self.min_len == self.max_len else f"{self.min_len} to {self.max_len}"
-            raise _Invalid(where, f"must have {size} items, found {len(value)}")
-        for i, v in enumerate(value):
-            self.item.check(v, f"{where}[{i}]")
-
-
-def Pair(item: Field = Number()) -> Array:
-    return Array(item, 2, 2)
-
-
-@dataclass(frozen=True)
-class Record(Field):
-    """A JSON object with exactly these keys (those in ``optional`` may be absent)."""
-
-    fields: dict
-    optional: frozenset = frozenset()
-
-    def check(self, value, where):
-        if not isinstance(value, dict):
-            raise _Invalid(where, f"must be an object, found {_show(value)}")
-        prefix = f"{where}." if where else ""
-        for key, rule in self.fields.items():
-            if key in value:
-                rule.check(value[key], prefix + key)
-            elif key not in self.optional:
-                raise _Invalid(prefix + key, "is missing")
-        extra = sorted(set(value) - set(self.fields))
-        if extra:
-            raise _Invalid(prefix + extra[0][:40], "is not a field of this schema")
-
-
-@dataclass(frozen=True)
-class Table(Field):
-    """A JSON object mapping names (short strings) to ``item``s."""
-
-    item: Field
-    max_items: int = 100
-
-    def check(self, value, where):
-        if not isinstance(value, dict):
-            raise _Invalid(where, f"must be an object, found {_show(value)}")
-        if len(value) > self.max_items:
-            raise _Invalid(where, f"has {len(value)} entries (at most {self.max_items})")
-        for key, v in value.items():
-            if len(key) > 100:
-                raise _Invalid(where, f"has a key of {len(key)} characters")
-            self.item.check(v, f"{where}.{key}")
-
-
-@dataclass(frozen=True)
-class AnyOf(Field):
-    options: tuple
-
-    def check(self, value, where):
-        for option in self.options:
-            try:
-                option.check(value, where)
-                return
-            except _Invalid:
-                continue
-        raise _Invalid(where, f"has an unexpected value, found {_show(value)}")
-
-
-def _graph_fields(spec: GraphSpec) -> dict:
-    sig = spec.signature.as_json()
-    if spec.signature == AE_SIGNATURE:  # any image size: _consistent_threshold checks it against image_shape
-        return {"onnx_file": Exact(spec.file), "sha256": SHA256, "opset": Integer(7, 100),
-                "inputs": Table(Array(AnyOf((Exact("N"), Integer(1, 4096))), 1, 4), 1),
-                "outputs": Table(Array(AnyOf((Exact("N"), Integer(1, 4096))), 1, 4), 2)}
-    return {"onnx_file": Exact(spec.file), "sha256": SHA256, "opset": Integer(7, 100),
-            "inputs": Exact(sig["inputs"]), "outputs": Exact(sig["outputs"])}
-
-
-def graph_entry(which: str, path: str | os.PathLike, opset: int, signature: Signature | None = None) -> dict:
-    """The metadata of graph ``which`` (a key of ``GRAPHS``) written at ``path``: its file name,
-    sha256, opset and signature (default: the contract's), as threshold.json and flow.json record them."""
-    spec = GRAPHS[which]
-    return {"onnx_file": spec.file, "sha256": sha256_file(path), "opset": int(opset),
-            **(signature or spec.signature).as_json()}
-
-
-VALIDATION = Record({"mean": NON_NEGATIVE, "std": NON_NEGATIVE, "ddof": Exact(1), "n": Integer(2, 10**9)})
-EVALUATION = Record({
-    "type_i": Record({"set": Text(100), "n": COUNT, "rate": RATE}),
-    "type_ii": Table(Record({"n": COUNT, "rate": RATE})),
-    "auroc": Table(RATE),
-}, optional=frozenset({"type_i", "type_ii", "auroc"}))
-INT8_EVALUATION = Record(EVALUATION.fields | {
-    "decision_agreement_with_fp32": RATE,
-    "decision_agreement_by_set": Table(RATE),
-    "score_relative_difference_to_fp32": Record({"median": NON_NEGATIVE, "p99": NON_NEGATIVE, "max": NON_NEGATIVE}),
-}, optional=EVALUATION.optional)
-VERSIONS = Table(Text(100))
-BINDINGS = {"golden": Record({"file": Exact(GOLDEN_FILE), "sha256": SHA256}),
-            "checkpoint": Record({"file": Text(100, r"[A-Za-z0-9_.-]+\.pt"), "sha256": SHA256}),
-            "content_sha256": SHA256}
-
-# written by 'aeflow calibrate' / AnomalyScorer.save_calibration (aeflow.runtime.calibration): the
-# threshold in force was set on the user's own normal images; "validation" and "k" stay export's
-CALIBRATION_RULES = ("mean + k std", "false-alarm rate")
-CALIBRATION = Record({
-    "rule": AnyOf(tuple(Exact(r) for r in CALIBRATION_RULES)),
-    "k": Number(0.0, 100.0, lo_open=True),              # rule "mean + k std"
-    "mean": NON_NEGATIVE, "std": NON_NEGATIVE, "ddof": Exact(1),
-    "false_alarm_rate": Number(0.0, 1.0, lo_open=True),  # rule "false-alarm rate"
-    "rank": Integer(1, 10**12),                          # the threshold is the rank-th smallest score
-    "n": Integer(1, 10**12),
-    "flagged": COUNT,
-    "achieved_false_alarm_rate": RATE,
-    "interval": Record({"method": Text(200), "confidence": Number(0.0, 1.0, lo_open=True), "lower": RATE,
-                        "upper": RATE}),
-    "prediction": Record({"method": Text(200), "images": Integer(1, 10**12),
-                          "confidence": Number(0.0, 1.0, lo_open=True), "lower": COUNT, "upper": COUNT}),
-    "data": Array(Record({"name": Text(1000), "kind": AnyOf((Exact("file"), Exact("folder"), Exact("array"))),
-                         "sha256": SHA256, "n": Integer(1, 10**12)}), 1, 1000),
-    "date": Text(40, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"),
-    "previous_threshold": NON_NEGATIVE,
-    "versions": VERSIONS,
-}, optional=frozenset({"k", "mean", "std", "ddof", "false_alarm_rate", "rank"}))
-
-THRESHOLD_FIELDS = Record({
-    "schema_version": Exact(SCHEMA_VERSION),
-    "threshold": POSITIVE,
-    "k": Number(0.0, 100.0, lo_open=True),
-    "validation": VALIDATION,
-    "score": Text(),
-    "image_shape": Pair(Integer(4, 1024)),
-    "validation_scores": Integer(2, 10**9),  # how many of golden.npz's "validation_scores" (conformal p-values)
-    **_graph_fields(GRAPHS["ae"]),
-    "data": Record({"source": Text(), "train_images": Integer(1, 10**9), "validation_images": Integer(2, 10**9),
-                    "split_seed": Integer(0, 2**63 - 1), "anomaly_sets": Array(Text(100), 0, 100)}),
-    "training": Record({"epochs": Integer(1, 10**6), "lr": POSITIVE, "batch_size": Integer(1, 10**9),
-                        "seed": Integer(0, 2**63 - 1), "final_loss": NON_NEGATIVE}),
-    "evaluation": EVALUATION,
-    "versions": VERSIONS,
-    "int8": Record({
-        **_graph_fields(GRAPHS["int8"]),
-        "method": Table(AnyOf((Text(), Number(), Exact(True), Exact(False), Array(Text(), 0, 50))), 50),
-        "threshold": POSITIVE, "k": Number(0.0, 100.0, lo_open=True), "validation": VALIDATION,
-        "evaluation": INT8_EVALUATION, "calibration": CALIBRATION}, optional=frozenset({"calibration"})),
-    "calibration": CALIBRATION,
-    **BINDINGS,
-}, optional=frozenset({"int8", "checkpoint", "calibration", "image_shape", "validation_scores"}))
-
-MAX_COMPONENTS = 64
-COMPONENTS = Array(Number(), 1, MAX_COMPONENTS)
-FLOW_FIELDS = Record({
-    "schema_version": Exact(SCHEMA_VERSION),
-    **_graph_fields(GRAPHS["flow"]),
-    "n_components": Integer(1, MAX_COMPONENTS),
-    "components": Record({"mu": COMPONENTS, "sigma": Array(POSITIVE, 1, MAX_COMPONENTS),
-                          "weight": Array(POSITIVE, 1, MAX_COMPONENTS)}),
-    "W": POSITIVE,
-    "z_range": Pair(),
-    "x_bracket": Pair(),
-    "z_at_bracket": Pair(),
-    "target": Exact(FLOW_TARGET),
-    "nll": Record({"train": Number(), "test": Number(), "true_mixture_test": Number()},
-                  optional=frozenset({"true_mixture_test"})),  # absent for a flow of the user's values
-    "training": Record({"n_components": Integer(1, MAX_COMPONENTS), "epochs": Integer(1, 10**6), "lr": POSITIVE,
-                        "batch_size": Integer(1, 10**9), "n_train": Integer(1, 10**9), "n_test": Integer(1, 10**9),
-                        "seed": Integer(0, 2**63 - 1)}),
-    "sampler_graph": Record({
-        **_graph_fields(GRAPHS["sampler"]),
-        "newton_steps": Integer(1, 16),
-        "table_nodes": Integer(2, 10**6),
-        "tail_nodes_per_side": Integer(2, 10**6),
-        "tail_mass": POSITIVE,
-        "trusted_slope": POSITIVE,
-        "float64_z_intervals": Array(Pair(), 0, 10_000),
-        "check": Record({"targets": COUNT, "trusted_targets": COUNT, "max_abs_x_error_trusted": NON_NEGATIVE,
-                         "max_abs_residual": NON_NEGATIVE, "x_tolerance": POSITIVE, "residual_tolerance": POSITIVE}),
-    }),
-    "versions": VERSIONS,
-    **BINDINGS,
-}, optional=frozenset({"checkpoint"}))
-
-
-# ---------------------------------------------------------------- consistency between fields
-
-def _close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
-
-
-def score_definition(shape: tuple[int, int]) -> str:
-    """threshold.json's ``score`` for images of ``shape``."""
-    return SCORE_DEFINITION.replace("784", str(shape[0] * shape[1]))
-
-
-def _consistent_threshold(doc: dict) -> None:
-    if doc["score"] != score_definition(image_shape(doc)):
-        raise _Invalid("score", f"must be {score_definition(image_shape(doc))!r}")
-    sig = ae_signature(image_shape(doc)).as_json()
-    for where, entry in (("", doc), ("int8.", doc.get("int8"))):
-        if entry is None:
-            continue
-        for key in ("inputs", "outputs"):
-            Exact(sig[key]).check(entry[key], f"{where}{key}")  # the signature at image_shape
-        v = entry["validation"]
-        if "calibration" in entry:
-            _consistent_calibration(entry["threshold"], entry["calibration"], f"{where}calibration")
-        elif not _close(entry["threshold"], v["mean"] + entry["k"] * v["std"]):
-            raise _Invalid(f"{where}threshold", f"{entry['threshold']!r} is not validation.mean + k * validation.std "
-                                               f"= {v['mean'] + entry['k'] * v['std']!r}")
-        if v["n"] != doc["data"]["validation_images"]:
-            raise _Invalid(f"{where}validation.n", "differs from data.validation_images")
-    ev = doc["evaluation"]
-    if set(ev.get("type_ii", {})) != set(ev.get("auroc", {})):
-        raise _Invalid("evaluation.auroc", "names other sets than evaluation.type_ii")
-    if sorted(ev.get("type_ii", {})) != sorted(doc["data"]["anomaly_sets"]):
-        raise _Invalid("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
-
-
-def _consistent_calibration(threshold: float, cal: dict, where: str) -> None:
-    """A calibration record agrees with itself and with the threshold it set."""
-    need = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}[cal["rule"]]
-    other = {"k", "mean", "std", "ddof", "false_alarm_rate", "rank"} - set(need)
-    for key in need:
-        if key not in cal:
-            raise _Invalid(f"{where}.{key}", f"is missing (rule {cal['rule']!r})")
-    extra = sorted(other & set(cal))
-    if extra:
-        raise _Invalid(f"{where}.{extra[0]}", f"does not belong to rule {cal['rule']!r}")
-    if cal["rule"] == "mean + k std" and not _close(threshold, cal["mean"] + cal["k"] * cal["std"]):
-        raise _Invalid(f"{where}", f"threshold {threshold!r} is not calibration.mean + k * calibration.std")
-    if cal["rule"] == "false-alarm rate" and cal["rank"] > cal["n"]:
-        raise _Invalid(f"{where}.rank", "is larger than n")
-    if cal["flagged"] > cal["n"] or not _close(cal["achieved_false_alarm_rate"], cal["flagged"] / cal["n"]):
-        raise _Invalid(f"{where}.achieved_false_alarm_rate", "is not flagged / n")
-    if sum(d["n"] for d in cal["data"]) != cal["n"]:
-        raise _Invalid(f"{where}.data", "holds another number of images than n")
-    iv, pr = cal["interval"], cal["prediction"]
-    if not iv["lower"] <= cal["achieved_false_alarm_rate"] <= iv["upper"]:
-        raise _Invalid(f"{where}.interval", "does not contain the achieved rate")
-    if not pr["lower"] <= pr["upper"] <= pr["images"]:
-        raise _Invalid(f"{where}.prediction", "must hold lower <= upper <= images")
-
-
-def _consistent_flow(doc: dict) -> None:
-    from aeflow.runtime.inversion import Components
-
-    c = doc["components"]
-    k = doc["n_components"]
-    for key in ("mu", "sigma", "weight"):
-        if len(c[key]) != k:
-            raise _Invalid(f"components.{key}", f"has {len(c[key])} values, n_components is {k}")
-    if doc["training"]["n_components"] != k:
-        raise _Invalid("training.n_components", f"differs from n_components {k}")
-    w = doc["W"]
-    if not _close(w, math.fsum(c["weight"]), 1e-12):
-        raise _Invalid("W", f"{w!r} is not the sum of components.weight ({math.fsum(c['weight'])!r})")
-    if not (_close(doc["z_range"][0], -w / 2, 1e-12) and _close(doc["z_range"][1], w / 2, 1e-12)):
-        raise _Invalid("z_range", f"must be [-W/2, W/2] = [{-w / 2!r}, {w / 2!r}]")
-    lo, hi = doc["x_bracket"]
-    if not lo < hi:
-        raise _Invalid("x_bracket", f"must be ordered, found [{lo!r}, {hi!r}]")
-    comp = Components(c["mu"], c["sigma"], c["weight"])
-    # the bracket maps onto the whole range: the float64 tail mass left beyond each end is nil
-    beyond = comp.tail_mass(np.array([lo, hi]), np.array([-1.0, 1.0]))
-    if not np.all(beyond <= 1e-12 * w):
-        raise _Invalid("x_bracket", f"does not map onto the range (mass {float(beyond.max()):.3g} beyond its ends)")
-    zb = doc["z_at_bracket"]
-    if not (abs(zb[0] + w / 2) <= 1e-6 * w and abs(zb[1] - w / 2) <= 1e-6 * w):
-        raise _Invalid("z_at_bracket", "must be the range's ends -W/2, W/2 (to float32 rounding)")
-    sg = doc["sampler_graph"]
-    if not sg["tail_mass"] < w / 2:
-        raise _Invalid("sampler_graph.tail_mass", "must be below W/2")
-    for i, (a, b) in enumerate(sg["float64_z_intervals"]):
-        if not -w / 2 <= a <= b <= w / 2:
-            raise _Invalid(f"sampler_graph.float64_z_intervals[{i}]", f"must be an ordered pair inside [-W/2, W/2], "
-                                                                     f"found [{a!r}, {b!r}]")
-    ch = sg["check"]
-    if ch["trusted_targets"] > ch["targets"] or ch["max_abs_x_error_trusted"] > ch["x_tolerance"] \
-            or ch["max_abs_residual"] > ch["residual_tolerance"]:
-        raise _Invalid("sampler_graph.check", "records a failed export check")
-
-
-SCHEMAS = {THRESHOLD_JSON: (THRESHOLD_FIELDS, _consistent_threshold), FLOW_JSON: (FLOW_FIELDS, _consistent_flow)}
-
-
-# ---------------------------------------------------------------- reading and writing metadata
-
-def _canonical(doc) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def content_sha256(doc: dict) -> str:
-    """sha256 of the canonical JSON (sorted keys, no spaces) of ``doc`` without ``content_sha256``."""
-    return hashlib.sha256(_canonical({k: v for k, v in doc.items() if k != "content_sha256"}).encode()).hexdigest()
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _no_duplicates(pairs: list) -> dict:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        seen = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup[:40]!r}")
-    return doc
-
-
-def load_json(path: Path) -> dict:
-    """``path`` parsed as one JSON object (at most ``MAX_JSON_BYTES``; NaN, Infinity and duplicate
-    keys refused), or ``ArtifactError`` naming the file."""
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found; run 'aeflow export -o {path.parent}' or pass the right artifacts folder")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ArtifactError(f"{path}: {path.stat().st_size:,} bytes, more than metadata can be "
-                            f"({MAX_JSON_BYTES:,}); re-export the artifacts")
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant,
-                         object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise ArtifactError(f"{path}: malformed JSON (nested too deeply); re-export the artifacts") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: malformed JSON ({str(e)[:120]}); re-export the artifacts") from None
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{path}: expected a JSON object; re-export the artifacts")
-    return doc
-
-
-def validate_metadata(name: str, doc: dict, where: str | os.PathLike | None = None, content_hash: bool = True) -> None:
-    """Check every field of ``doc`` (the contents of ``name``: threshold.json or flow.json), then,
-    when ``content_hash``, that ``content_sha256`` matches the contents (an edited number fails
-    here), then the consistency between fields; ``ArtifactError`` naming the file and the field
-    otherwise."""
-    fields, consistent = SCHEMAS[name]
-    where = where or name
+def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict:
+    """The schema version, the keys, plain JSON throughout and (when ``verify``) the seal."""
     version = doc.get("schema_version") if isinstance(doc, dict) else None
     if isinstance(version, bool) or version != SCHEMA_VERSION:
         if version == 1 and not isinstance(version, bool):
-            raise ArtifactError(f"{where}: schema_version 1 was written by an older aeflow (no golden outputs, "
+            raise ArtifactError(f"{c.where}: schema_version 1 was written by an older aeflow (no golden outputs, "
                                 f"metadata not bound to the graphs); re-export: aeflow export -o DIR, which reads "
                                 f"DIR/ae.pt and DIR/flow.pt")
-        raise ArtifactError(f"{where}: unknown schema_version {_show(version)} (this aeflow reads {SCHEMA_VERSION}); "
+        raise ArtifactError(f"{c.where}: unknown schema_version {show(version)} (this aeflow reads {SCHEMA_VERSION}); "
                             f"upgrade aeflow or re-export")
+    c.obj(doc, "", keys, optional)
     try:
-        fields.check(doc, "")
-    except _Invalid as e:
-        raise ArtifactError(f"{where}: field '{e.field}' {e.reason}; re-export the artifacts") from None
-    if content_hash and doc["content_sha256"] != content_sha256(doc):
-        raise ArtifactError(f"{where}: contents do not match its content_sha256; the file was edited after export "
-                            f"- re-export, or pass verify=False to load it anyway")
-    try:
-        consistent(doc)
-    except _Invalid as e:
-        raise ArtifactError(f"{where}: field '{e.field}' {e.reason}; re-export the artifacts") from None
-
-
-def read_metadata(directory: Path, name: str, verify: bool = True) -> dict:
-    """``directory/name`` (threshold.json or flow.json) loaded and validated (``validate_metadata``);
-    unless ``verify`` is False, its ``content_sha256`` must match its contents (an edited number
-    fails here). Returns the document (a dict, as written by export)."""
-    path = Path(directory) / name
-    doc = load_json(path)
-    validate_metadata(name, doc, path, content_hash=verify)
+        digest = content_sha256(doc)
+    except (TypeError, ValueError, RecursionError):  # NaN, Infinity or a non-JSON object handed in through the API
+        raise ArtifactError(f"{c.where}: holds values that are not plain JSON (NaN, Infinity or objects); "
+                            f"re-export the artifacts") from None
+    if verify and c.text(doc["content_sha256"], "content_sha256", SHA256) != digest:
+        raise ArtifactError(f"{c.where}: contents do not match its content_sha256; the file was edited after "
+                            f"export - re-export, or pass verify=False to load it anyway")
     return doc
 
 
-def read_threshold(directory: Path, verify: bool = True) -> dict:
-    """threshold.json, checked (``read_metadata``)."""
-    return read_metadata(directory, THRESHOLD_JSON, verify)
+# ---------------------------------------------------------------- graphs and bound files
+
+@dataclass(frozen=True)
+class Graph:
+    """A graph's entry: which graph (a key of ``GRAPHS``), its sha256, opset and ``signature``."""
+
+    which: str
+    sha256: str
+    opset: int
+    signature: dict
+
+    @classmethod
+    def of_file(cls, which: str, path, opset: int, image_shape: tuple[int, int] = IMAGE_SHAPE) -> "Graph":
+        """The entry of graph ``which`` written at ``path`` for images of ``image_shape``."""
+        return cls(which, sha256_file(path), int(opset), signature(which, image_shape))
+
+    @classmethod
+    def from_json(cls, c: Check, doc: dict, prefix: str, which: str, image_shape=IMAGE_SHAPE) -> "Graph":
+        sig = signature(which, image_shape)
+        c.same(doc["onnx_file"], prefix + "onnx_file", GRAPHS[which].file)
+        for key, want in sig.items():
+            if doc[key] != want:
+                c.fail(prefix + key, f"must be the graph's signature {json.dumps(want)}")
+        return cls(which, c.text(doc["sha256"], prefix + "sha256", SHA256),
+                   c.num(doc["opset"], prefix + "opset", 7, 100, integer=True), sig)
+
+    def to_json(self) -> dict:
+        return {"onnx_file": GRAPHS[self.which].file, "sha256": self.sha256, "opset": self.opset, **self.signature}
 
 
-def read_flow(directory: Path, verify: bool = True) -> dict:
-    """flow.json, checked (``read_metadata``)."""
-    return read_metadata(directory, FLOW_JSON, verify)
+def graph_entry(which: str, path, opset: int, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
+    """The JSON entry of graph ``which`` written at ``path`` (file name, sha256, opset, signature)."""
+    return Graph.of_file(which, path, opset, image_shape).to_json()
 
 
-def seal(doc: dict) -> dict:
-    """``doc`` with ``content_sha256`` set to the hash of its other fields."""
-    return {k: v for k, v in doc.items() if k != "content_sha256"} | {"content_sha256": content_sha256(doc)}
+@dataclass(frozen=True)
+class Binding:
+    """A file the JSON binds by its sha256: golden.npz, or the checkpoint the graphs came from."""
+
+    file: str
+    sha256: str
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256}
 
 
-def write_metadata(path: str | os.PathLike, doc: dict) -> dict:
-    """Seal ``doc`` (``seal``), validate it as the file named like ``path`` and write it
-    atomically. Returns the sealed document."""
-    path = Path(path)
-    sealed = seal(doc)
-    validate_metadata(path.name, sealed, path)
-    write_text_atomic(path, json.dumps(sealed, indent=2) + "\n", replace=True)
-    return sealed
-
-
-def entry_of(meta: dict, which: str) -> dict | None:
-    """The metadata of graph ``which`` inside its JSON ``meta`` (None where the entry is absent)."""
-    spec = GRAPHS[which]
-    return meta if spec.entry is None else meta.get(spec.entry)
-
-
-def graph_path(directory: Path, meta: dict, which: str, verify: bool = True) -> Path:
-    """The file of graph ``which`` in ``directory`` (``meta``: its checked JSON), checked to exist and,
-    when ``verify``, to have the recorded sha256."""
-    spec = GRAPHS[which]
-    entry = entry_of(meta, which)
-    if entry is None:
-        if which == "int8":
-            raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
-        raise ArtifactError(f"no {spec.file} entry in {directory / spec.metadata}: re-export with 'aeflow export'")
-    return _checked_file(Path(directory) / spec.file, entry["sha256"], spec.metadata, verify, spec.export_hint)
-
-
-def _checked_file(path: Path, want: str, recorded_in: str, verify: bool, hint: str = "aeflow export") -> Path:
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found; run '{hint}' or restore the file")
-    if verify:
-        have = sha256_file(path)
-        if have != want:
-            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {recorded_in}'s {want[:12]}...; the "
-                                f"file was changed or replaced - re-export, or pass verify=False to load it anyway")
-    return path
-
-
-def read_golden(directory: Path, meta: dict, which: str, verify: bool = True) -> dict[str, np.ndarray]:
-    """golden.npz's arrays for graph ``which`` (``GOLDEN_OF``), the file checked against the sha256
-    ``meta`` (its JSON) records, the arrays against ``GOLDEN_ARRAYS``."""
-    spec = GRAPHS[which]
-    path = _checked_file(Path(directory) / GOLDEN_FILE, meta["golden"]["sha256"], spec.metadata, verify)
-    if path.stat().st_size > MAX_GOLDEN_BYTES:
-        raise ArtifactError(f"{path}: larger than golden outputs can be; re-export")
-    out = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for name in GOLDEN_OF[which]:
-                if name not in npz.files:
-                    raise ArtifactError(f"{path}: no array {name!r}; re-export")
-                out[name] = npz[name]
-    except ArtifactError:
-        raise
-    except Exception as e:  # zipfile/np.load raise many types for a damaged file
-        raise ArtifactError(f"{path}: cannot be read ({type(e).__name__}); re-export") from None
-    for name, a in out.items():
-        dtype, shape = GOLDEN_ARRAYS[name][0], golden_shape(name, meta)
-        if a.dtype != np.dtype(dtype) or a.shape != shape:
-            raise ArtifactError(f"{path}: array {name!r} is {a.dtype} {a.shape} (expected {dtype} {shape}); re-export")
-        if not np.all(np.isfinite(a)):
-            raise ArtifactError(f"{path}: array {name!r} holds NaN or Inf; re-export")
+def _bindings(c: Check, doc: dict) -> dict:
+    """``golden``, ``checkpoint`` (None when absent) and ``versions`` of a document."""
+    out = {"checkpoint": None, "versions": c.table(doc["versions"], "versions", lambda v, f: c.text(v, f, max_len=100))}
+    for key, pattern in (("golden", re.escape(GOLDEN_FILE)), ("checkpoint", r"[A-Za-z0-9_.-]+\.pt")):
+        if key in doc:
+            b = c.obj(doc[key], key, ("file", "sha256"))
+            out[key] = Binding(c.text(b["file"], f"{key}.file", pattern, 100), c.text(b["sha256"], f"{key}.sha256", SHA256))
     return out
 
 
-def checkpoint_path(directory: Path, meta: dict) -> Path | None:
-    """The checkpoint the graphs of ``meta`` were exported from, in ``directory`` (None where the
-    JSON names none). ``ArtifactError`` when the file there is another checkpoint."""
-    entry = meta.get("checkpoint")
-    if entry is None:
-        return None
-    path = Path(directory) / entry["file"]
-    if not path.is_file():
-        return None
-    if sha256_file(path) != entry["sha256"]:
-        raise ArtifactError(f"{path}: the checkpoint and the graph disagree: this is not the checkpoint the graphs "
-                            f"were exported from (sha256 differs from the JSON's); re-export from it")
-    return path
+# ---------------------------------------------------------------- threshold.json
+
+@dataclass(frozen=True, kw_only=True)
+class Validation:
+    """Export's validation scores: mean, std (ddof 1) and their number."""
+
+    mean: float
+    std: float
+    n: int
 
 
-# ---------------------------------------------------------------- folders
+@dataclass(frozen=True, kw_only=True)
+class ThresholdEntry:
+    """A graph's threshold: the one in force, export's ``k`` and ``validation`` statistics, and
+    the ``calibration`` record (a dict; None unless 'aeflow calibrate' set the threshold)."""
 
-def bundled_dir() -> Path:
-    """The artifacts shipped with the package (works for editable installs and wheels). Found
-    from the package's import spec rather than ``importlib.resources``, which would cost `aeflow
-    score` a cold-start import of importlib.resources, zipfile and tempfile."""
-    import importlib.util
+    graph: Graph
+    threshold: float
+    k: float
+    validation: Validation
+    calibration: dict | None = None
 
-    return Path(importlib.util.find_spec("aeflow.artifacts").submodule_search_locations[0]).resolve()
+    @staticmethod
+    def _fields(c: Check, doc: dict, prefix: str, which: str, image_shape, n_validation: int) -> dict:
+        v = c.obj(doc["validation"], prefix + "validation", ("mean", "std", "ddof", "n"))
+        c.same(v["ddof"], prefix + "validation.ddof", 1)
+        val = Validation(mean=c.num(v["mean"], prefix + "validation.mean", 0.0),
+                         std=c.num(v["std"], prefix + "validation.std", 0.0),
+                         n=c.num(v["n"], prefix + "validation.n", 2, 10**9, integer=True))
+        threshold = c.num(doc["threshold"], prefix + "threshold", 0.0, lo_open=True)
+        k = c.num(doc["k"], prefix + "k", 0.0, 100.0, lo_open=True)
+        cal = doc.get("calibration")
+        if cal is not None:
+            calibration_record(c, cal, prefix + "calibration", threshold)
+        elif not close(threshold, val.mean + k * val.std):
+            c.fail(prefix + "threshold", f"{threshold!r} is not validation.mean + k * validation.std "
+                                         f"= {val.mean + k * val.std!r}")
+        if val.n != n_validation:
+            c.fail(prefix + "validation.n", "differs from data.validation_images")
+        return dict(graph=Graph.from_json(c, doc, prefix, which, image_shape), threshold=threshold, k=k,
+                    validation=val, calibration=cal)
+
+    def _json(self) -> dict:
+        v = self.validation
+        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
+                **self.graph.to_json(), **({} if self.calibration is None else {"calibration": self.calibration})}
 
 
-def demo_images(directory: Path | None = None) -> np.ndarray:
-    """The demo images, uint8 [N, 28, 28]: ``directory/demo.npz`` where it exists, else the
-    bundled demo set."""
-    path = directory / "demo.npz" if directory is not None else None
-    if path is None or not path.is_file():
-        path = bundled_dir() / "demo.npz"
-    with np.load(path) as demo:
-        return np.asarray(demo["images"], dtype=np.uint8)
+@dataclass(frozen=True, kw_only=True)
+class Int8Entry(ThresholdEntry):
+    """threshold.json's "int8": the quantised graph and its threshold, how it was quantised
+    (``method``) and how it compares with float32 (``evaluation``), dicts as export wrote them."""
+
+    method: dict
+    evaluation: dict
+
+    def to_json(self) -> dict:
+        return self._json() | {"method": self.method, "evaluation": self.evaluation}
 
 
-def artifacts_dir(path: str | os.PathLike | None = None) -> Path:
-    """``path`` (checked to exist) or the bundled folder."""
-    if path is None:
-        return bundled_dir()
-    p = Path(path)
-    if not p.is_dir():
-        what = "is not a folder" if p.exists() else "does not exist"
-        raise ArtifactError(f"artifacts folder {p} {what}; pass artifacts=DIR, a folder holding ae.onnx "
-                            f"and threshold.json")
-    return p
+@dataclass(frozen=True, kw_only=True)
+class ThresholdMeta(ThresholdEntry):
+    """threshold.json: ae.onnx's threshold (``ThresholdEntry``), the ``image_shape`` (H, W), the
+    ``data`` and ``training`` it came from and export's ``evaluation`` (dicts as export wrote them),
+    versions, golden.npz and checkpoint bindings, the ``int8`` entry (None without int8), and how
+    many validation scores golden.npz keeps for p-values (``validation_scores``; None: none)."""
+
+    image_shape: tuple[int, int] = IMAGE_SHAPE
+    validation_scores: int | None = None
+    data: dict
+    training: dict
+    evaluation: dict
+    versions: dict
+    golden: Binding
+    checkpoint: Binding | None = None
+    int8: Int8Entry | None = None
+
+    KEYS = ("schema_version", "threshold", "k", "validation", "score", *GRAPH_KEYS, "data", "training", "evaluation",
+            "versions", "golden", "content_sha256")
+
+    @classmethod
+    def from_json(cls, doc, where=THRESHOLD_JSON, verify: bool = True) -> "ThresholdMeta":
+        """threshold.json's document ``doc`` checked (``where``: the file, for messages; ``verify``:
+        check the seal), or ``ArtifactError`` naming the file and the field."""
+        c = Check(where)
+        _envelope(c, doc, cls.KEYS, ("image_shape", "validation_scores", "checkpoint", "int8", "calibration"), verify)
+        shape = doc.get("image_shape", list(IMAGE_SHAPE))
+        ok = isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)
+        if not ok or min(shape) < MIN_SIDE or shape[0] * shape[1] > MAX_PIXELS:
+            c.fail("image_shape", f"must be [H, W] with H, W >= {MIN_SIDE} and H * W <= {MAX_PIXELS:,}, "
+                                  f"found {shape if ok else show(shape)}")
+        shape = tuple(shape)
+        c.same(doc["score"], "score", score_definition(shape))
+        data = c.obj(doc["data"], "data", ("source", "train_images", "validation_images", "anomaly_sets"), closed=False)
+        c.text(data["source"], "data.source"), c.count(data["train_images"], "data.train_images", 1)
+        n_val = c.count(data["validation_images"], "data.validation_images", 2)
+        training = c.obj(doc["training"], "training", ("epochs", "final_loss"), closed=False)
+        c.count(training["epochs"], "training.epochs", 1), c.num(training["final_loss"], "training.final_loss", 0.0)
+        ev = evaluation(c, doc["evaluation"], "evaluation")
+        if not isinstance(data["anomaly_sets"], list) or sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
+            c.fail("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
+        int8 = None
+        if "int8" in doc:
+            e = c.obj(doc["int8"], "int8", ("threshold", "k", "validation", *GRAPH_KEYS, "method", "evaluation"),
+                      ("calibration",))
+            int8 = Int8Entry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
+                             method=c.obj(e["method"], "int8.method", closed=False),
+                             evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
+        n_scores = c.num(doc["validation_scores"], "validation_scores", 2, 10**9, integer=True) \
+            if "validation_scores" in doc else None
+        return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, validation_scores=n_scores,
+                   data=data, training=training, evaluation=ev, int8=int8, **_bindings(c, doc))
+
+    def to_json(self) -> dict:
+        """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
+        top = self._json()
+        doc = {"schema_version": SCHEMA_VERSION, **{k: top.pop(k) for k in ("threshold", "k", "validation")},
+               "image_shape": list(self.image_shape), "score": score_definition(self.image_shape), **top,
+               **({} if self.validation_scores is None else {"validation_scores": self.validation_scores}),
+               "data": self.data, "training": self.training, "evaluation": self.evaluation,
+               "versions": self.versions, "golden": self.golden.to_json()}
+        doc |= {} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}
+        doc |= {} if self.int8 is None else {"int8": self.int8.to_json()}
+        return seal(doc | ({} if self.calibration is None else {"calibration": doc.pop("calibration")}))
+
+    def entry(self, which: str) -> ThresholdEntry | None:
+        """The entry of graph "ae" (this object) or "int8" (None when absent)."""
+        return self if which == "ae" else self.int8
+
+    def calibrated(self, which: str, threshold: float, record: dict) -> "ThresholdMeta":
+        """A copy with graph ``which``'s threshold set by a calibration (``record``)."""
+        if which == "ae":
+            return replace(self, threshold=threshold, calibration=record)
+        return replace(self, int8=replace(self.int8, threshold=threshold, calibration=record))
+
+
+# ---------------------------------------------------------------- flow.json
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerEntry:
+    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals and the
+    slope below which it hands over to float64, and export's ``check`` of it (a dict)."""
+
+    graph: Graph
+    newton_steps: int
+    table_nodes: int
+    tail_nodes_per_side: int
+    tail_mass: float
+    trusted_slope: float
+    float64_z_intervals: tuple[tuple[float, float], ...]
+    check: dict
+
+    CHECK = ("targets", "trusted_targets", "max_abs_x_error_trusted", "max_abs_residual", "x_tolerance",
+             "residual_tolerance")
+    BUILD = {"newton_steps": (1, 16), "table_nodes": (2, 10**6), "tail_nodes_per_side": (2, 10**6)}
+
+    @classmethod
+    def from_json(cls, c: Check, doc, half_w: float) -> "SamplerEntry":
+        f = "sampler_graph."
+        c.obj(doc, f[:-1], (*GRAPH_KEYS, *cls.BUILD, "tail_mass", "trusted_slope", "float64_z_intervals", "check"))
+        build = {k: c.num(doc[k], f + k, *bounds, integer=True) for k, bounds in cls.BUILD.items()}
+        if not c.num(doc["tail_mass"], f + "tail_mass", 0.0, lo_open=True) < half_w:
+            c.fail(f + "tail_mass", "must be below W/2")
+        iv = doc["float64_z_intervals"]
+        if not isinstance(iv, list) or len(iv) > 10_000:
+            c.fail(f + "float64_z_intervals", f"must be an array of at most 10,000 pairs, found {show(iv)}")
+        pairs = tuple(c.numbers(p, f"{f}float64_z_intervals[{i}]", (2, 2)) for i, p in enumerate(iv))
+        for i, (a, b) in enumerate(pairs):
+            if not -half_w <= a <= b <= half_w:
+                c.fail(f"{f}float64_z_intervals[{i}]", f"must be an ordered pair inside [-W/2, W/2], found [{a!r}, {b!r}]")
+        ch = c.obj(doc["check"], f + "check", cls.CHECK)
+        for k in cls.CHECK:
+            c.num(ch[k], f + "check." + k, 0.0, integer=k.endswith("targets"), lo_open=k.endswith("tolerance"))
+        if ch["trusted_targets"] > ch["targets"] or ch["max_abs_x_error_trusted"] > ch["x_tolerance"] \
+                or ch["max_abs_residual"] > ch["residual_tolerance"]:
+            c.fail(f + "check", "records a failed export check")
+        return cls(graph=Graph.from_json(c, doc, f, "sampler"), tail_mass=doc["tail_mass"], float64_z_intervals=pairs,
+                   trusted_slope=c.num(doc["trusted_slope"], f + "trusted_slope", 0.0, lo_open=True), check=ch, **build)
+
+    def to_json(self) -> dict:
+        return {**self.graph.to_json(), **{k: getattr(self, k) for k in self.BUILD}, "tail_mass": self.tail_mass,
+                "trusted_slope": self.trusted_slope, "float64_z_intervals": [list(p) for p in self.float64_z_intervals],
+                "check": self.check}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FlowMeta:
+    """flow.json: flow.onnx, its float64 ``components`` (``inversion.Components``), W and the range
+    +-W/2, the inversion bracket and flow.onnx's z there, ``nll`` and ``training`` (dicts as export
+    wrote them: train and test NLL, the config), the ``sampler`` entry, versions and bindings."""
+
+    graph: Graph
+    components: Components
+    W: float
+    z_range: tuple[float, float]
+    x_bracket: tuple[float, float]
+    z_at_bracket: tuple[float, float]
+    nll: dict
+    training: dict
+    sampler: SamplerEntry
+    versions: dict
+    golden: Binding
+    checkpoint: Binding | None = None
+
+    KEYS = ("schema_version", *GRAPH_KEYS, "n_components", "components", "W", "z_range", "x_bracket", "z_at_bracket",
+            "target", "nll", "training", "sampler_graph", "versions", "golden", "content_sha256")
+
+    @classmethod
+    def from_json(cls, doc, where=FLOW_JSON, verify: bool = True) -> "FlowMeta":
+        """flow.json's document ``doc`` checked (see ``ThresholdMeta.from_json``)."""
+        from aeflow.runtime.inversion import Components  # here: scoring never loads the flow's maths
+
+        c = Check(where)
+        _envelope(c, doc, cls.KEYS, ("checkpoint",), verify)
+        k = c.num(doc["n_components"], "n_components", 1, MAX_COMPONENTS, integer=True)
+        comp = c.obj(doc["components"], "components", ("mu", "sigma", "weight"))
+        mu, sigma, weight = (c.numbers(comp[n], f"components.{n}", (1, MAX_COMPONENTS), lo=None if n == "mu" else 0.0,
+                                       lo_open=True) for n in ("mu", "sigma", "weight"))
+        for name, values in (("mu", mu), ("sigma", sigma), ("weight", weight)):
+            if len(values) != k:
+                c.fail(f"components.{name}", f"has {len(values)} values, n_components is {k}")
+        c.same(doc["target"], "target", FLOW_TARGET)
+        nll = c.table(c.obj(doc["nll"], "nll", ("train", "test"), closed=False), "nll", c.num)
+        if c.obj(doc["training"], "training", ("n_components",), closed=False)["n_components"] != k:
+            c.fail("training.n_components", f"differs from n_components {k}")
+        w = c.num(doc["W"], "W", 0.0, lo_open=True)
+        if not close(w, math.fsum(weight), 1e-12):
+            c.fail("W", f"{w!r} is not the sum of components.weight ({math.fsum(weight)!r})")
+        z_range, (lo, hi), zb = (c.numbers(doc[n], n, (2, 2)) for n in ("z_range", "x_bracket", "z_at_bracket"))
+        if not (close(z_range[0], -w / 2, 1e-12) and close(z_range[1], w / 2, 1e-12)):
+            c.fail("z_range", f"must be [-W/2, W/2] = [{-w / 2!r}, {w / 2!r}]")
+        if not lo < hi:
+            c.fail("x_bracket", f"must be ordered, found [{lo!r}, {hi!r}]")
+        model = Components(mu, sigma, weight)
+        beyond = model.tail_mass(np.array([lo, hi]), np.array([-1.0, 1.0]))  # float64 mass beyond the bracket
+        if not np.all(beyond <= 1e-12 * w):
+            c.fail("x_bracket", f"does not map onto the range (mass {float(beyond.max()):.3g} beyond its ends)")
+        if not (abs(zb[0] + w / 2) <= 1e-6 * w and abs(zb[1] - w / 2) <= 1e-6 * w):
+            c.fail("z_at_bracket", "must be the range's ends -W/2, W/2 (to float32 rounding)")
+        return cls(graph=Graph.from_json(c, doc, "", "flow"), components=model, W=w, z_range=z_range,
+                   x_bracket=(lo, hi), z_at_bracket=zb, nll=nll, training=doc["training"],
+                   sampler=SamplerEntry.from_json(c, doc["sampler_graph"], w / 2), **_bindings(c, doc))
+
+    def to_json(self) -> dict:
+        """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
+        comp = {n: getattr(self.components, n).tolist() for n in ("mu", "sigma", "weight")}
+        doc = {"schema_version": SCHEMA_VERSION, **self.graph.to_json(), "n_components": len(comp["mu"]),
+               "components": comp, "W": self.W, "z_range": list(self.z_range), "x_bracket": list(self.x_bracket),
+               "z_at_bracket": list(self.z_at_bracket), "target": FLOW_TARGET, "nll": self.nll,
+               "training": self.training, "sampler_graph": self.sampler.to_json(), "versions": self.versions,
+               "golden": self.golden.to_json()}
+        return seal(doc | ({} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}))
+
+    def entry(self, which: str) -> "FlowMeta | SamplerEntry":
+        """The entry of graph "flow" (this object) or "sampler"."""
+        return self if which == "flow" else self.sampler
+
+
+METADATA = {THRESHOLD_JSON: ThresholdMeta, FLOW_JSON: FlowMeta}

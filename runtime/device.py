@@ -1,25 +1,6 @@
-"""Running a graph with onnxruntime's IOBinding: inputs and outputs in buffers that stay where the
-provider computes (the GPU on CUDA), reused between batches, and uint8 images converted there.
-
-``Bound(session)`` is what the scorer uses on CUDA. Thread safety: the buffers and bindings
-belong to the calling thread (``threading.local``), never to the object, so one ``Bound`` (and
-the scorer holding it) may be shared by threads; ``InferenceSession.run_with_iobinding`` is
-thread-safe. A CUDA-graph session (``enable_cuda_graph``) replays one captured graph whose
-buffers are fixed: it serves full batches only, to one thread at a time (a non-blocking lock: a
-thread that finds it busy runs the plain bound session instead, with the same kernels).
-
-uint8 images: ``PREP`` is a three-node graph (Cast to float32, Div by 255 in float32: IEEE
-division, the same correctly rounded quotient as numpy's ``uint8 / np.float32(255)`` in
-``inputs.to_float32``; ReduceMax for the scale warning), built here as ONNX bytes without the
-onnx package (``tiny_model``; a test compares it with ``onnx.helper``'s). Why a graph of its own
-chained to ae.onnx rather than a uint8 variant of ae.onnx: the runtime cannot edit ae.onnx
-without the onnx package, and a second exported graph would need its own sha256, golden outputs
-and re-export. Its float32 output stays on the device as ae.onnx's input:
-a quarter of the bytes cross from the host, and the scores are those of the float path bit for bit.
-
-On the CPU provider the scorer keeps ``session.run``: neither the bound buffers nor the uint8
-graph measured faster there (2 cores, 16,000 images: 21k images/s plain from uint8, 16k with the
-uint8 graph), but the tests run this module on it to prove it bit for bit.
+"""onnxruntime's IOBinding: per-thread buffers where the provider computes, reused between batches;
+uint8 converted on the device by ``PREP`` (Cast, Div by 255 in float32: bit for bit ``to_float32``);
+a CUDA graph replayed for full batches, one thread at a time. The scorer uses it on CUDA only.
 """
 
 from __future__ import annotations
@@ -32,12 +13,7 @@ import onnxruntime as ort
 
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
-FLOAT, UINT8 = 1, 2  # ONNX TensorProto element types
-_CACHED = 4  # buffer sets kept per thread (each holds its inputs and outputs on the device)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
+FLOAT, UINT8, _CACHED = 1, 2, 4  # ONNX TensorProto element types; buffer sets kept per thread
 
 
 def _varint(n: int) -> bytes:
@@ -51,11 +27,11 @@ def _varint(n: int) -> bytes:
 
 def _msg(field: int, payload: bytes | str) -> bytes:
     payload = payload.encode() if isinstance(payload, str) else payload
-    return _key(field, 2) + _varint(len(payload)) + payload
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _int(field: int, value: int) -> bytes:
-    return _key(field, 0) + _varint(value)
+    return _varint(field << 3) + _varint(value)
 
 
 def _value_info(name: str, elem: int, dims) -> bytes:
@@ -64,22 +40,19 @@ def _value_info(name: str, elem: int, dims) -> bytes:
 
 
 def tiny_model(nodes, inputs, outputs, scalars=(), opset: int = 17) -> bytes:
-    """A serialized ONNX model (ModelProto, IR 8) written without the onnx package. ``nodes``:
-    (op_type, [inputs], [outputs], {attribute: int}); ``inputs``/``outputs``: (name, element
-    type, dims: int or a symbolic name each); ``scalars``: (name, float) float32 initializers."""
+    """A serialized ONNX model (IR 8) without the onnx package. ``nodes``: (op, [inputs], [outputs],
+    {attribute: int}); ``inputs``/``outputs``: (name, element type, dims); ``scalars``: (name, float)."""
     graph = b"".join(_msg(1, b"".join(_msg(1, i) for i in ins) + b"".join(_msg(2, o) for o in outs)
                           + _msg(4, op) + b"".join(_msg(5, _msg(1, k) + _int(3, v) + _int(20, 2))
                                                     for k, v in attrs.items()))
                      for op, ins, outs, attrs in nodes)
-    graph += _msg(2, "aeflow")
-    graph += b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
+    graph += _msg(2, "aeflow") + b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
     graph += b"".join(_msg(11, _value_info(*i)) for i in inputs) + b"".join(_msg(12, _value_info(*o)) for o in outputs)
     return _int(1, 8) + _msg(7, graph) + _msg(8, _msg(1, "") + _int(2, opset))
 
 
 DIMS = ("N", "C", "H", "W")
-# uint8 "pixels" [N, C, H, W] -> float32 "images" = float32(pixels) / float32(255), and "brightest" =
-# max(images) (float32 scalar, what inputs.scale_problem reads), so no pass over the batch on the host
+# uint8 "pixels" -> float32 "images" = float32(pixels) / float32(255), "brightest" = max(images)
 PREP = tiny_model([("Cast", ["pixels"], ["cast"], {"to": FLOAT}), ("Div", ["cast", "c255"], ["images"], {}),
                    ("ReduceMax", ["images"], ["brightest"], {"keepdims": 0})],
                   [("pixels", UINT8, DIMS)], [("images", FLOAT, DIMS), ("brightest", FLOAT, ())], [("c255", 255.0)])
@@ -95,9 +68,8 @@ def _zeros(shape, dtype, device: str) -> ort.OrtValue:
 
 
 class _Buffers:
-    """A buffer set for one input shape on ``device`` and its bindings: the input (uint8 or
-    float32), the float32 images (the input itself for float32) and every output of ``session``;
-    ``share``: a set whose images, outputs and binding this one reuses (another input dtype)."""
+    """Buffers and bindings for one input shape and dtype on ``device``: input, float32 images and
+    every output; ``share``: a set whose images, outputs and binding this one reuses."""
 
     def __init__(self, session, prep, shape: tuple, dtype, device: str, share: "_Buffers | None" = None):
         if share is not None:
@@ -115,17 +87,14 @@ class _Buffers:
             self.input, self.prep = _zeros(shape, np.uint8, device), prep.io_binding()
             self.values = self.outputs | {"brightest": _zeros([], np.float32, device)}
             self.prep.bind_ortvalue_input("pixels", self.input)
-            for name in ("images", "brightest"):
-                self.prep.bind_ortvalue_output(name, self.images if name == "images" else self.values[name])
+            self.prep.bind_ortvalue_output("images", self.images)
+            self.prep.bind_ortvalue_output("brightest", self.values["brightest"])
 
 
 class Bound:
-    """``session`` (one input; float32 outputs) run through IOBinding with per-thread buffers.
-
-    ``uint8``: also accept uint8 input, converted on the device by ``PREP``. ``graph``: a
-    session of the same graph built with ``create_session(..., cuda_graph=True)``, replayed for
-    batches of exactly ``graph_batch`` rows (where a replay fails, ``graph_error`` says why and
-    the plain session runs from then on). ``threads``: the uint8 graph's intra-op threads."""
+    """``session`` (one input; float32 outputs) through IOBinding with per-thread buffers. ``uint8``:
+    accept uint8 too (``PREP``); ``graph``: a ``cuda_graph=True`` session replayed for batches of
+    ``graph_batch`` rows (after a failed replay ``graph_error`` says why, and the plain one runs)."""
 
     def __init__(self, session, uint8: bool = False, graph=None, graph_batch: int = 0, threads: int | None = None):
         self.session, self.device = session, device_of(session)
@@ -137,7 +106,7 @@ class Bound:
     def _buffers(self, shape: tuple, dtype) -> _Buffers:
         cache = self._local.__dict__.setdefault("sets", {})
         key = (shape, np.dtype(dtype).str)
-        buffers = cache.pop(key, None)  # least recently used first: a run of odd tails keeps the full batch's
+        buffers = cache.pop(key, None)  # least recently used first
         if buffers is None:
             if len(cache) >= _CACHED:
                 del cache[next(iter(cache))]
@@ -146,10 +115,7 @@ class Bound:
         return buffers
 
     def run(self, x: np.ndarray, outputs=None) -> list[np.ndarray]:
-        """The named ``outputs`` (None: all) for input ``x`` (float32, or uint8 where built with
-        ``uint8``, which may also name "brightest": ``PREP``'s max), as new host arrays."""
-        if x.dtype == np.uint8 and self.prep is None:
-            raise TypeError("this Bound was built without the uint8 path")
+        """The named ``outputs`` (None: all; "brightest" with uint8 input) for ``x``, new host arrays."""
         names = outputs or [o.name for o in self.session.get_outputs()]
         if self._graph is not None and len(x) == self._graph_batch and self._graph_lock.acquire(blocking=False):
             try:
@@ -170,8 +136,7 @@ class Bound:
         return [g.copy() for g in got] if self.device == "cpu" else got
 
     def _replay(self, x: np.ndarray, names) -> list[np.ndarray]:
-        """The CUDA-graph session: one fixed float32 images buffer (the graph's captured input),
-        written by a float32 copy or by ``PREP`` from a fixed uint8 buffer."""
+        """The CUDA-graph session on fixed buffers (float32 images written directly or by ``PREP``)."""
         key = np.dtype(x.dtype).str
         if key not in self._graph_buffers:
             first = next(iter(self._graph_buffers.values()), None)
@@ -180,11 +145,8 @@ class Bound:
 
 
 def run_graph(session, name: str, x: np.ndarray) -> list[np.ndarray]:
-    """Every output of ``session`` for its one input ``name`` = ``x`` (host arrays): on CUDA
-    through IOBinding with per-thread device buffers, on the CPU ``session.run``."""
+    """Every output of ``session`` for input ``name`` = ``x``: IOBinding on CUDA, else ``session.run``."""
     if provider_of(session) != CUDA:
         return session.run(None, {name: x})
-    bound = session.__dict__.get("_aeflow_bound")
-    if bound is None:  # two threads may both build one here; either serves
-        bound = session.__dict__.setdefault("_aeflow_bound", Bound(session))
-    return bound.run(x)
+    # two threads may both build one here; either serves
+    return (session.__dict__.get("_aeflow_bound") or session.__dict__.setdefault("_aeflow_bound", Bound(session))).run(x)

@@ -3,7 +3,7 @@ export recorded in golden.npz (PyTorch's, float64 for the sampler), with ``aeflo
 tolerances. numpy + onnxruntime only, so it runs on the edge device.
 
 ``load_graph`` is how the runtime opens every graph: the sha256 recorded in the JSON, a session
-(``providers.create_session``), the signature (``contract.check_signature``) and, unless
+(``providers.create_session``), the signature (``artifacts.check_signature``) and, unless
 ``golden=False``, the golden check, which takes a few milliseconds (64 images, 256 points) and
 catches a provider with other numerics (TF32 on a GPU, another CPU's kernels) or a mismatched file
 before the first result.
@@ -17,7 +17,7 @@ import numpy as np
 
 from aeflow.errors import ArtifactError, ParityError
 from aeflow.parity import Comparison, compare
-from aeflow.runtime import contract
+from aeflow.runtime import artifacts, contract
 from aeflow.runtime.providers import create_session, provider_of
 
 # golden array -> the row name in verify's table (and the key of aeflow.parity.TOLERANCES)
@@ -26,14 +26,14 @@ ROW = {"ae_reconstruction": "reconstruction", "ae_score": "score", "int8_reconst
        "sampler_x": "sample"}
 
 
-def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta: dict) -> list[Comparison]:
+def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> list[Comparison]:
     """Run graph ``which`` (``session``) on its golden inputs and compare every output with the
     recorded one. For flow.onnx one more row binds flow.json's components to the graph: their
     float64 z at the golden points against the recorded z. Output shapes that break the contract
     raise ``ArtifactError``. Returns one Comparison per row."""
-    names = contract.GOLDEN_OF[which]
+    names = contract.GRAPHS[which].golden
     inputs = arrays[names[0]]
-    outputs = session.run(None, {contract.GRAPHS[which].signature.inputs[0].name: inputs})
+    outputs = session.run(None, {next(iter(meta.entry(which).graph.signature["inputs"])): inputs})
     rows = []
     for name, got in zip(names[1:], outputs):
         want = arrays[name]
@@ -42,18 +42,14 @@ def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta: dict) 
                                 f"{list(got.shape)} for {len(inputs)} inputs (expected {list(want.shape)}); this graph "
                                 f"breaks the artifact contract - re-export")
         # samples of a flow fitted at another scale: sampler_graph's x tolerance is in the data's units
-        atol = meta["sampler_graph"]["check"]["x_tolerance"] if name == "sampler_x" else None
+        atol = meta.sampler.check["x_tolerance"] if name == "sampler_x" else None
         rows.append(compare(ROW[name], got, want, atol=atol))
     if which == "flow":
-        from aeflow.runtime.inversion import Components  # here: scoring never loads the flow's maths
-
-        c = meta["components"]
-        z64 = Components(c["mu"], c["sigma"], c["weight"]).z(inputs.astype(np.float64))
-        rows.append(compare("components z", z64, arrays["flow_z"]))
+        rows.append(compare("components z", meta.components.z(inputs.astype(np.float64)), arrays["flow_z"]))
     return rows
 
 
-def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta: dict, name: str) -> None:
+def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta, name: str) -> None:
     """``golden_rows``, raising one ``ParityError`` line for the first row beyond tolerance."""
     for row in golden_rows(session, which, arrays, meta):
         if not row.passed:
@@ -66,14 +62,14 @@ def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta: dict,
                               f"to load anyway")
 
 
-def load_graph(directory: Path, meta: dict, which: str, device: str = "auto", threads: int | None = None,
+def load_graph(directory: Path, meta, which: str, device: str = "auto", threads: int | None = None,
                spinning: bool = True, verify: bool = True, golden: bool = True):
     """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) from ``directory``,
-    whose checked JSON is ``meta``: the file's sha256 checked (unless ``verify`` is False), the
+    whose checked metadata is ``meta`` (``ThresholdMeta``/``FlowMeta``): the file's sha256 checked (unless ``verify`` is False), the
     signature checked, and the golden check run (unless ``golden`` is False)."""
-    path = contract.graph_path(directory, meta, which, verify)
+    path = artifacts.graph_path(directory, meta, which, verify)
     session = create_session(path, device, threads, spinning)
-    contract.check_signature(session, contract.signature_of(meta, which), path.name)
+    artifacts.check_signature(session, meta.entry(which).graph.signature, path.name)
     if golden:
-        check_golden(session, which, contract.read_golden(directory, meta, which, verify), meta, path.name)
+        check_golden(session, which, artifacts.read_golden(directory, meta, which, verify), meta, path.name)
     return session

@@ -1,15 +1,6 @@
-"""Writing score results: CSV, JSON, NPY or Parquet (chosen by the extension), atomically, or
-rows to standard output (CSV or JSON lines, for ``-o -``).
-
-Every format holds one row per image with the columns ``COLUMNS``: ``index`` (the image's
-position in its input, from 0), ``score`` (float32, the mean squared reconstruction error),
-``normalized_score`` (``min(score / (2 * threshold), 1)``, ``aeflow.metrics.normalized_scores``),
-``predicted_anomaly`` (``score > threshold``), ``label_anomaly`` (the input's own label; empty,
-null or -1 where unknown) and ``source`` (the input; for a folder of PNGs the image's own file).
-JSON wraps the rows with the threshold and provider used; NPY is a structured array; Parquet
-(pyarrow) has index int64, score and normalized_score float32, predicted_anomaly bool,
-label_anomaly bool (null where unknown), source string (dictionary-encoded), and the JSON context
-in the schema metadata under the key ``aeflow``.
+"""Score results as CSV, JSON, NPY or Parquet (by extension), written atomically, or CSV / JSON lines
+on standard output (``-o -``): one row per image with the columns ``COLUMNS``;
+JSON and Parquet (schema metadata key ``aeflow``) also hold the context (threshold, provider ...).
 """
 
 from __future__ import annotations
@@ -18,6 +9,7 @@ import csv
 import errno
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -35,9 +27,8 @@ COLUMNS = ("index", "score", "normalized_score", "predicted_anomaly", "label_ano
 
 @dataclass
 class ScoredInput:
-    """The results for one input: its ``name``, scores float32 [n], the ``threshold`` they were
-    judged against, the input's own labels (bool [n], True = anomaly) or None, and ``files``
-    (a PNG folder's file per row) or None (every row is ``name``)."""
+    """One input's results: ``name``, scores float32 [n], ``threshold``, labels (bool [n], True =
+    anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``)."""
 
     name: str
     scores: np.ndarray
@@ -47,33 +38,26 @@ class ScoredInput:
 
     @property
     def sources(self) -> list[str]:
-        """The ``source`` of each row, str [n]."""
         return self.files if self.files is not None else [self.name] * len(self.scores)
 
     @property
     def flags(self) -> np.ndarray:
-        """The predictions, bool [n]: score > threshold."""
         return self.scores > self.threshold
 
     @property
     def normalized(self) -> np.ndarray:
-        """float32 [n] in [0, 1], the threshold at 0.5 (``aeflow.metrics.normalized_scores``)."""
         return normalized_scores(self.scores, self.threshold)
 
     def __post_init__(self):
         # every format is UTF-8 text or holds Unicode: stray bytes of a file name are escaped
         self.name = printable_name(self.name)
         if self.files is not None:
-            if len(self.files) != len(self.scores):
-                raise ValueError(f"{len(self.files)} file names for {len(self.scores)} scores")
             self.files = [printable_name(f) for f in self.files]
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
-    """Check before any work that ``path`` can be written: a known extension (else
-    ``UsageError``), pyarrow for .parquet, and ``aeflow.files.check_target`` (not one of
-    ``inputs`` or in the ``artifacts`` folders, an existing writable parent, no existing file
-    unless ``force``). Returns it as a Path."""
+    """Before any work: a known extension (``UsageError``), pyarrow for .parquet, and
+    ``aeflow.files.check_target``. Returns ``path`` as a Path."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
@@ -84,9 +68,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
 
 
 def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.ndarray]:
-    """Every row's fields by ``COLUMNS`` (but ``source``): index int64 (each result's rows from
-    ``first_index``), score and normalized_score float32, predicted_anomaly bool, label_anomaly
-    int8 (1 anomaly, 0 normal, -1 unknown)."""
+    """The ``COLUMNS`` but source: index int64 (from ``first_index``), score and normalized_score
+    float32, predicted_anomaly bool, label_anomaly int8 (1 anomaly, 0 normal, -1 unknown)."""
     def cat(parts, dtype):
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
@@ -100,18 +83,17 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
 
 
 def results_array(results: list[ScoredInput]) -> np.ndarray:
-    """All rows as a structured array with the fields of ``COLUMNS`` (``columns``; source str)."""
-    sources = [s for r in results for s in r.sources]
-    cols = dict(columns(results), source=np.array(sources, dtype=f"<U{max([1] + [len(s) for s in sources])}"))
-    out = np.empty(len(sources), dtype=[(k, v.dtype) for k, v in cols.items()])
+    """All rows as a structured array with the fields of ``COLUMNS`` (source str)."""
+    cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
+    out = np.empty(len(cols["index"]), dtype=[(k, v.dtype) for k, v in cols.items()])
     for k, v in cols.items():
         out[k] = v
     return out
 
 
 def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
-    """The rows of ``results`` as a pyarrow Table with the columns of ``COLUMNS`` (types in the
-    module docstring); ``first_index``: see ``columns`` (a result that is a chunk of an input)."""
+    """The rows as a pyarrow Table (label_anomaly bool with nulls, source dictionary-encoded);
+    ``first_index``: see ``columns`` (a chunk of an input)."""
     pa = require("pyarrow", "distributed", "writing Parquet")
     cols = columns(results, first_index)
     if any(r.files is not None for r in results):
@@ -127,46 +109,35 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
 
 
 def iter_rows(results: list[ScoredInput]):
-    """Yield one dict per image with the keys of ``COLUMNS``: index int, score float (9
-    significant digits, which round-trip a float32), normalized_score float (4 decimals),
-    predicted_anomaly bool, label_anomaly bool or None, source str."""
+    """One dict per image (keys ``COLUMNS``): score to 9 significant digits (a float32 round-trips),
+    normalized_score to 4 decimals, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
-        label = cols["label_anomaly"][i]
         yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
-               "normalized_score": round(cols["normalized_score"][i], 4),
-               "predicted_anomaly": cols["predicted_anomaly"][i], "label_anomaly": None if label < 0 else bool(label),
-               "source": source}
+               "normalized_score": round(cols["normalized_score"][i], 4), "predicted_anomaly": cols["predicted_anomaly"][i],
+               "label_anomaly": None if cols["label_anomaly"][i] < 0 else bool(cols["label_anomaly"][i]), "source": source}
 
 
 def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
-    """Write a header (``COLUMNS``) and one CSV row per image to a text stream: booleans as
-    true/false, an unknown label as an empty field, scores with 9 significant digits."""
+    """A header and one CSV row per image: booleans true/false, an unknown label empty."""
     def text(v) -> str:
-        return "" if v is None else ("true" if v else "false") if isinstance(v, bool) else f"{v:.9g}" \
-            if isinstance(v, float) else str(v)
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else f"{v:.9g}" if isinstance(v, float) else str(v)
 
     w = csv.writer(stream, lineterminator="\n")
     w.writerow(COLUMNS)
-    for row in iter_rows(results):
-        w.writerow([text(row[c]) for c in COLUMNS])
-
-
-def write_json_lines(stream: TextIO, results: list[ScoredInput]) -> None:
-    """Write one JSON object per line and image (keys ``COLUMNS``; an unknown label is null)."""
-    for row in iter_rows(results):
-        stream.write(json.dumps(row) + "\n")
+    w.writerows([text(row[c]) for c in COLUMNS] for row in iter_rows(results))
 
 
 def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
-    """``-o -``: the rows to standard output as CSV (``write_csv_rows``) or JSON lines, flushed.
-    ``OutputError`` (one line) where stdout is closed, full or a pipe whose reader quit."""
-    import sys
-
+    """``-o -``: the rows on standard output as CSV or JSON lines; one-line ``OutputError`` where
+    stdout is closed, full or a pipe whose reader quit."""
     try:
         if sys.stdout is None:
             raise OSError(errno.EBADF, "it is closed")
-        (write_json_lines if as_json else write_csv_rows)(sys.stdout, results)
+        if as_json:
+            sys.stdout.writelines(json.dumps(row) + "\n" for row in iter_rows(results))
+        else:
+            write_csv_rows(sys.stdout, results)
         sys.stdout.flush()
     except OSError as e:
         reason = "the reader quit" if isinstance(e, BrokenPipeError) else describe_os_error(e)
@@ -175,14 +146,9 @@ def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
 
 def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None,
                   force: bool = False) -> Path:
-    """Write ``results`` to ``path`` in the format its extension names, atomically (the file is
-    complete or absent, also after Ctrl-C or a full disk; ``aeflow.files.atomic_path``).
-    ``context`` (threshold, provider, ...) goes into JSON and Parquet. Without ``force`` a file
-    that appeared at ``path`` meanwhile is never replaced. Check first with ``check_output_path``."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise UsageError(f"--output {path}: unknown format {suffix!r}; end the name in {', '.join(FORMATS)}")
+    """``results`` to ``path`` (checked by ``check_output_path``) in its extension's format,
+    atomically: complete or absent; without ``force`` a file that appeared meanwhile stays."""
+    path, suffix = Path(path), Path(path).suffix.lower()
     with atomic_path(path, replace=force, what="--output") as tmp:  # OSError -> OutputError there
         if suffix == ".parquet":
             pq = require("pyarrow.parquet", "distributed", "writing Parquet")

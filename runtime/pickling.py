@@ -1,14 +1,6 @@
-"""Pickling runtime objects by their settings: an onnxruntime session cannot be pickled, so
-``AnomalyScorer`` and ``FlowSampler`` pickle what they were built from and rebuild the session on
-the receiving side, lazily, on first use (a Dask worker, a ``multiprocessing`` pool, a file).
-
-What travels (``settings()``): the artifacts folder as an absolute path, or ``None`` for the
-bundled folder (resolved again where the object is unpickled, so a worker uses its own installed
-copy), device, batch/chunk size, precision or method, threshold override, threads, verify, and the
-sha256 of the metadata file (threshold.json or flow.json) the sender loaded. The receiver refuses,
-with one ``ArtifactError``, artifacts whose metadata differs from the sender's: two machines with
-different models never score one job silently.
-"""
+"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder,
+None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose
+metadata differs refuses with one ``ArtifactError``."""
 
 from __future__ import annotations
 
@@ -19,7 +11,7 @@ from pathlib import Path
 from aeflow.checks import check_threads
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 
 _PENDING = "_pending_settings"
 _LOCK = "_pending_lock"
@@ -36,7 +28,7 @@ def portable_artifacts(directory: Path) -> str | None:
 
 
 def metadata_digest(directory: Path, name: str) -> str | None:
-    """sha256 of ``directory/name`` (threshold.json or flow.json), None when unreadable."""
+    """sha256 of ``directory/name``, None when unreadable."""
     try:
         return sha256_file(Path(directory) / name)
     except OSError:
@@ -44,19 +36,17 @@ def metadata_digest(directory: Path, name: str) -> str | None:
 
 
 class Rebuildable:
-    """Mixin: pickle by ``settings()``, rebuild from them on first attribute access.
-
-    A subclass defines ``METADATA`` (the file whose digest travels) and ``settings() -> dict``:
-    its constructor's arguments by name plus ``digest`` (and, for the scorer, ``threshold``,
-    which its ``_rebuild`` applies). After unpickling (or ``replace``), the object holds only its
-    settings; the first access to any attribute it lacks builds the real one, once, under a lock
-    (threads may share it)."""
+    """Mixin: pickle by ``settings()`` (constructor arguments + ``digest`` of ``METADATA``); after
+    unpickling or ``replace`` the first missing attribute builds the object, once, under a lock."""
 
     METADATA = ""
 
     @classmethod
     def _rebuild(cls, settings: dict):
-        return cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
+        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
+        if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
+            obj.threshold = settings["threshold"]
+        return obj
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -69,18 +59,15 @@ class Rebuildable:
     @classmethod
     def from_settings(cls, settings: dict):
         """An object built from ``settings`` (as ``settings()`` returns them) on first use."""
-        obj = cls.__new__(cls)
-        obj.__setstate__(settings)
+        (obj := cls.__new__(cls)).__setstate__(settings)
         return obj
 
     def replace(self, **changes):
         """A copy with some settings changed (e.g. ``threads=1``), built on first use."""
         state = self.__getstate__()
-        unknown = sorted(set(changes) - set(state))
-        if unknown:
+        if unknown := sorted(set(changes) - set(state)):
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
-        if "threads" in changes:
-            check_threads(changes["threads"])
+        check_threads(changes.get("threads"))
         return type(self).from_settings(state | changes)
 
     @property

@@ -1,9 +1,5 @@
-"""onnxruntime sessions on the CPU or CUDA execution provider, with an honest report of which
-one really runs.
-
-onnxruntime-gpu lists ``CUDAExecutionProvider`` even where no GPU exists and then silently
-falls back to the CPU; only ``session.get_providers()`` after creation tells the truth.
-"""
+"""onnxruntime sessions on the CPU or CUDA provider, saying which one really runs (onnxruntime-gpu
+lists CUDA even without a GPU and silently falls back; only ``session.get_providers()`` tells)."""
 
 from __future__ import annotations
 
@@ -18,17 +14,15 @@ import onnxruntime as ort
 from aeflow.errors import ArtifactError, DeviceError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 def _loadable(*names: str) -> bool:
     for name in names:
         try:
-            ctypes.CDLL(name)
-            return True
+            return bool(ctypes.CDLL(name))
         except OSError:
-            continue
+            pass
     return False
 
 
@@ -36,20 +30,15 @@ def cuda_missing() -> list[str]:
     """What the CUDA provider lacks here, in words (empty when nothing obvious is missing)."""
     if CUDA not in ort.get_available_providers():
         return ["a CUDA build of onnxruntime (pip install onnxruntime-gpu)"]
-    missing = []
     if not _loadable("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        missing.append("an NVIDIA GPU driver (libcuda.so.1 not found)")
-        return missing
-    if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
-        except Exception:
-            pass
-    if not _loadable("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
-        missing.append("the CUDA runtime libraries (libcudart, libcublas)")
-    if not _loadable("libcudnn.so.9", "libcudnn.so"):
-        missing.append("cuDNN 9 (libcudnn.so.9)")
-    return missing
+        return ["an NVIDIA GPU driver (libcuda.so.1 not found)"]
+    try:
+        ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
+    except Exception:  # older onnxruntime has none
+        pass
+    return [what for libs, what in ((("libcudart.so.13", "libcudart.so.12", "libcudart.so"),
+                                     "the CUDA runtime libraries (libcudart, libcublas)"),
+                                    (("libcudnn.so.9", "libcudnn.so"), "cuDNN 9 (libcudnn.so.9)")) if not _loadable(*libs)]
 
 
 # distributions that each install the one ``onnxruntime`` module (and overwrite each other's files)
@@ -58,67 +47,49 @@ ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "
 
 
 def onnxruntime_installs(distributions=None) -> list[tuple[str, str]]:
-    """(name, version) of every installed distribution that provides the ``onnxruntime`` module,
-    read from the package metadata (``importlib.metadata``; ``distributions``: an iterable of
-    ``Distribution`` objects, for tests)."""
+    """(name, version) of every installed distribution providing the ``onnxruntime`` module
+    (``distributions``: ``importlib.metadata`` Distributions, for tests)."""
     import importlib.metadata as md
 
-    found = {}
-    for dist in (md.distributions() if distributions is None else distributions):
-        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
-        if name in ORT_DISTRIBUTIONS:
-            found[name] = dist.version
-    return sorted(found.items())
+    names = {(d.metadata.get("Name") or "").lower().replace("_", "-"): d.version
+             for d in (md.distributions() if distributions is None else distributions)}
+    return sorted((n, v) for n, v in names.items() if n in ORT_DISTRIBUTIONS)
 
 
 def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
-    """A one-line warning with the fix when more than one onnxruntime distribution is installed
-    (they share the ``onnxruntime`` module: whichever was installed last silently decides whether
-    CUDA is there), else None."""
+    """A one-line warning with the fix when several onnxruntime distributions share the module, else None."""
     if len(installs) < 2:
         return None
-    names = " and ".join(f"{n} {v}" for n, v in installs)
     keep = "onnxruntime-gpu" if any(n == "onnxruntime-gpu" for n, _ in installs) else installs[0][0]
-    return (f"{names} are installed side by side; they share one 'onnxruntime' module and break each other "
+    return (f"{' and '.join(f'{n} {v}' for n, v in installs)} are installed side by side; they share one 'onnxruntime' module and break each other "
             f"silently. Fix: pip uninstall -y {' '.join(n for n, _ in installs)} && pip install {keep}"
             + (" (or pip install 'aeflow[cuda]' for the CUDA libraries too)" if keep == "onnxruntime-gpu" else ""))
 
 
-def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
-    """Session options: all graph optimisations, ``threads`` intra-op threads (None: onnxruntime's
-    choice), thread spinning on or off (off when another framework shares the CPU)."""
+def _options(threads: int | None, spinning: bool) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level, opts.inter_op_num_threads = 3, 1
     if threads:
         opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    for pool in ("intra", "inter") if not spinning else ():
+        opts.add_session_config_entry(f"session.{pool}_op.allow_spinning", "0")
     return opts
 
 
 def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
                    spinning: bool = True, cuda_graph: bool = False) -> ort.InferenceSession:
-    """An ``InferenceSession`` for ``model`` (a path or serialized bytes) on ``device``.
-
-    ``cpu``: the CPU provider. ``cuda``: the CUDA provider or ``DeviceError`` naming what is
-    missing. ``auto``: CUDA where it really runs, else CPU. ``session.get_providers()[0]`` is the
-    provider that runs. A corrupted model raises ``ArtifactError``. ``cuda_graph``: on CUDA,
-    capture the graph on the first run and replay it (onnxruntime's ``enable_cuda_graph``: fixed
-    shapes, inputs and outputs bound to fixed device buffers; ``ArtifactError`` where a node
-    cannot run on CUDA).
-    """
+    """An ``InferenceSession`` for ``model`` (path or bytes): ``cpu``; ``cuda`` or a one-line
+    ``DeviceError`` naming what is missing; ``auto``: CUDA where it really runs, else CPU. A corrupt
+    model: ``ArtifactError``. ``cuda_graph``: onnxruntime's ``enable_cuda_graph`` (replay on CUDA).
+    ``spinning`` False: no busy-waiting threads (another framework shares the CPU)."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    opts = session_options(threads, spinning)
-    name = Path(model).name if not isinstance(model, bytes) else "model"
-    source = model if isinstance(model, bytes) else str(model)
+    opts = _options(threads, spinning)
+    name, source = ("model", model) if isinstance(model, bytes) else (Path(model).name, str(model))
     want_cuda = device == "cuda" or (device == "auto" and not cuda_missing())
     # TF32 matmuls would break the 1e-5 parity with PyTorch's float32
-    cuda = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
-    providers = [(CUDA, cuda), CPU] if want_cuda else [CPU]
+    providers = [(CUDA, {"use_tf32": "0", "enable_cuda_graph": str(int(cuda_graph))}), CPU] if want_cuda else [CPU]
     try:
         if want_cuda:
             # a CUDA provider that fails to load logs a page of errors; the check below says it in one line
@@ -148,15 +119,12 @@ def short_provider(name: str) -> str:
 
 
 def batched(run: Callable[[np.ndarray], Sequence[np.ndarray]], x: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
-    """``run`` over ``x`` in slices of ``batch`` along the first axis, each output concatenated:
-    ``run(x[i:i + batch])`` returns k arrays [b, ...]; returns k arrays [N, ...]."""
-    parts = [run(x[i:i + batch]) for i in range(0, len(x), batch)]
-    return [np.concatenate(p) for p in zip(*parts)]
+    """``run`` (x [b, ...] -> k arrays [b, ...]) over ``x`` in slices of ``batch``: k arrays [N, ...]."""
+    return [np.concatenate(p) for p in zip(*(run(x[i:i + batch]) for i in range(0, len(x), batch)))]
 
 
 def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 1000,
                 outputs: list[str] | None = None) -> list[np.ndarray]:
-    """``session`` (one input) over ``x`` in batches (``batched``): the named ``outputs`` (None:
-    all), each concatenated to [N, ...]."""
+    """``session`` (one input) over ``x`` in batches: the named ``outputs`` (None: all), each [N, ...]."""
     name = session.get_inputs()[0].name
     return batched(lambda b: session.run(outputs, {name: b}), x, batch)

@@ -1,17 +1,9 @@
 #!/usr/bin/env bash
-# The command sequence for an offline GPU machine that has Python 3.12, numpy, click, Pillow, pytest
-# and a CPU onnxruntime but neither onnxruntime-gpu nor aeflow (see ../shared/gpu/README.md).
-#
-# On a machine with pip access, from the project root, first cut the onnxruntime-gpu wheel into parts
-# of at most 50 MiB and build aeflow's wheel, all in .gpu/ (git ignores it):
-#     bash ../shared/gpu/split-wheels.sh
-# Then, on the GPU machine, from the project root (its copy of the working tree):
-#     bash scripts/gpu_box.sh stash     # in every call that carries some parts in .gpu/ (keeps them in /tmp/ortgpu)
-#     bash scripts/gpu_box.sh check     # once every part is there: join, check sha256, install, run gpu-check
-# or both at once where one call can carry every part. `check` installs into /tmp/site only
-# (pip --no-index --target: nothing from the network, the system's packages untouched), runs
-# scripts/gpu_check.py from /tmp (so the source tree's aeflow/ shadows nothing) and writes its JSON
-# to $OUT/gpu-check where $OUT is set (the device tool's folder that comes back), else /tmp/gpu-check.
+# Offline GPU machine without onnxruntime-gpu or aeflow (see ../shared/gpu/README.md). Elsewhere, first:
+#     bash ../shared/gpu/split-wheels.sh   # the onnxruntime-gpu wheel in parts of <= 50 MiB, into .gpu/
+# On the GPU machine, from the project root: `stash` in each call that carries parts in .gpu/, then
+# `check` (join, check sha256, pip --no-index --target /tmp/site, run gpu_check.py from /tmp, JSON
+# to $OUT/gpu-check or /tmp/gpu-check); `all` does both.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 parts=${GPU_PARTS:-/tmp/ortgpu}
@@ -55,8 +47,7 @@ check() {
 }
 
 case "${1:-check}" in
-  stash) stash ;;
-  check) check ;;
+  stash | check) "${1:-check}" ;;
   all) stash; check ;;
   *) echo "usage: $0 [stash|check|all]" >&2; exit 2 ;;
 esac

@@ -62,7 +62,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bundled() -> Path:
     """The artifacts folder shipped in the repository."""
-    from aeflow.runtime.contract import bundled_dir
+    from aeflow.runtime.artifacts import bundled_dir
 
     return bundled_dir()
 

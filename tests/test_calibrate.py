@@ -195,11 +195,11 @@ def test_contract_refuses_an_inconsistent_calibration(halves, tmp_path):
     bad = json.loads(json.dumps(doc))
     del bad["calibration"]["mean"]
     with pytest.raises(ArtifactError, match="calibration.mean"):
-        contract.validate_metadata("threshold.json", contract.seal(bad))
+        contract.ThresholdMeta.from_json(contract.seal(bad))
     bad = json.loads(json.dumps(doc))
     bad["calibration"]["flagged"] += 1
     with pytest.raises(ArtifactError, match="achieved_false_alarm_rate"):
-        contract.validate_metadata("threshold.json", contract.seal(bad))
+        contract.ThresholdMeta.from_json(contract.seal(bad))
 
 
 # ---------------------------------------------------------------- refusals

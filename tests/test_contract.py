@@ -1,5 +1,6 @@
-"""The artifact contract (aeflow.runtime.contract): every field of threshold.json and flow.json, the
-bindings (hashes, content_sha256, golden outputs), graph signatures, and one-line failures."""
+"""The artifact contract (aeflow.runtime.contract) and loading a folder (aeflow.runtime.artifacts):
+every field of threshold.json and flow.json, the bindings (hashes, content_sha256, golden outputs),
+graph signatures, the image size, and one-line failures for any damaged file of a folder."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli
 
 from aeflow.errors import ArtifactError, DeviceError, ParityError
-from aeflow.runtime import AnomalyScorer, FlowSampler, contract
+from aeflow.files import sha256_file
+from aeflow.runtime import AnomalyScorer, FlowSampler, artifacts, contract
 from aeflow.runtime.golden import load_graph
 
 
@@ -29,12 +31,25 @@ def load_all(d):
     FlowSampler(d, device="cpu").invert([0.0], method="graph")
 
 
-def test_bundled_metadata_is_valid_and_sealed(bundled):
+def test_bundled_metadata_is_valid_sealed_and_round_trips(bundled):
     for name in (contract.THRESHOLD_JSON, contract.FLOW_JSON):
-        meta = contract.read_metadata(bundled, name)
-        assert meta["schema_version"] == contract.SCHEMA_VERSION == 2
-        assert meta["content_sha256"] == contract.content_sha256(meta)
+        raw = json.loads((bundled / name).read_text())
+        meta = artifacts.read_metadata(bundled, name)
+        doc = meta.to_json()
+        assert raw["schema_version"] == doc["schema_version"] == contract.SCHEMA_VERSION == 2
+        assert doc["content_sha256"] == contract.content_sha256(doc)
+        assert doc == raw  # every field written back as export wrote it, the seal included
+        assert type(meta).from_json(doc).to_json() == doc
+    assert artifacts.read_threshold(bundled).image_shape == (28, 28)
     load_all(bundled)
+
+
+def test_files_without_image_shape_load_as_28x28(art):
+    """threshold.json written before image_shape and p-values existed still loads and scores."""
+    edit_metadata(art / TH, lambda m: [m.pop(k, None) for k in ("image_shape", "validation_scores")])
+    meta = artifacts.read_threshold(art)
+    assert meta.image_shape == (28, 28) and meta.validation_scores is None
+    assert AnomalyScorer(art, device="cpu").score(np.zeros((2, 28, 28), np.uint8)).shape == (2,)
 
 
 def _set(path: str, value):
@@ -71,15 +86,22 @@ FIELD_CASES = [
     (TH, "opset", True, "field 'opset' must be an integer"),
     (TH, "onnx_file", "../ae.onnx", "field 'onnx_file' must be \"ae.onnx\""),
     (TH, "sha256", "abc", "field 'sha256' is not a valid value"),
-    (TH, "outputs.score", ["N", 1], "field 'outputs' must be a JSON object"),
+    (TH, "outputs.score", ["N", 1], "field 'outputs' must be the graph's signature"),
+    (TH, "image_shape", [2, 28], "field 'image_shape' must be [H, W] with H, W >= 4 and H * W <= 4,194,304"),
+    (TH, "image_shape", [4096, 2048], "field 'image_shape' must be [H, W]"),
+    (TH, "image_shape", [28.0, 28], "field 'image_shape' must be [H, W]"),
+    (TH, "image_shape", [32, 32], "field 'score' must be \"mean over the 1024 pixels"),
     (TH, "evaluation.type_i.rate", 1.5, "field 'evaluation.type_i.rate' must be <= 1"),
     (TH, "evaluation.auroc.fashion-mnist-test", None, "field 'evaluation.auroc.fashion-mnist-test' must be a number"),
     (TH, "data.anomaly_sets", [], "field 'data.anomaly_sets' differs from the sets of evaluation.type_ii"),
     (TH, "versions.numpy", 2, "field 'versions.numpy' must be a string"),
-    (TH, "golden.file", "other.npz", "field 'golden.file' must be \"golden.npz\""),
+    (TH, "golden.file", "other.npz", "field 'golden.file' is not a valid value, found \"other.npz\""),
+    (TH, "checkpoint.file", "../ae.pt", "field 'checkpoint.file' is not a valid value"),
     (TH, "int8.threshold", "high", "field 'int8.threshold' must be a number"),
     (TH, "int8.validation.n", 10, "field 'int8.validation.n' differs from data.validation_images"),
-    (TH, "int8.method.per_channel", {"a": 1}, "field 'int8.method.per_channel' has an unexpected value"),
+    (TH, "int8.method", [], "field 'int8.method' must be an object, found a JSON array"),
+    (TH, "training.final_loss", "low", "field 'training.final_loss' must be a number"),
+    (TH, "data.train_images", _DELETE, "field 'data.train_images' is missing"),
     (FL, "W", 7.0, "field 'W' 7.0 is not the sum of components.weight"),
     (FL, "W", False, "field 'W' must be a number, found false"),
     (FL, "z_range.0", -3.0, "field 'z_range' must be [-W/2, W/2]"),
@@ -97,6 +119,8 @@ FIELD_CASES = [
     (FL, "sampler_graph.float64_z_intervals.0", [1.0, 0.5], "float64_z_intervals[0]' must be an ordered pair"),
     (FL, "sampler_graph.check.max_abs_residual", 1.0, "field 'sampler_graph.check' records a failed export check"),
     (FL, "sampler_graph", _DELETE, "field 'sampler_graph' is missing"),
+    (FL, "sampler_graph.tail_mass", 4.0, "field 'sampler_graph.tail_mass' must be below W/2"),
+    (FL, "nll.test", "x", "field 'nll.test' must be a number"),
     (FL, "schema_version", 99, "unknown schema_version 99"),
     (FL, "schema_version", True, "unknown schema_version true"),
 ]
@@ -106,9 +130,28 @@ FIELD_CASES = [
 def test_every_field_is_checked_with_one_line_naming_file_and_field(art, name, field, value, words):
     edit_metadata(art / name, _set(field, value))
     with pytest.raises(ArtifactError) as e:
-        contract.read_metadata(art, name)
+        artifacts.read_metadata(art, name)
     assert words in e.value.message and str(art / name) in e.value.message
     assert "\n" not in e.value.message
+
+
+def test_image_shape_is_recorded_and_checked_against_the_graph(art):
+    """[28, 28] written out loads as today; another size must match the graph's signature, which
+    the 28 x 28 graph does not (the score definition follows the size)."""
+    edit_metadata(art / TH, image_shape=[28, 28])
+    assert AnomalyScorer(art, device="cpu").metadata.image_shape == (28, 28)
+    edit_metadata(art / TH, _set("image_shape", [32, 32]))
+    edit_metadata(art / TH, score=contract.score_definition((32, 32)))
+    with pytest.raises(ArtifactError, match=r"inputs' must be the graph's signature \{\"images\": \[\"N\", 1, 32, 32\]"):
+        artifacts.read_threshold(art)
+    doc = json.loads((art / TH).read_text())
+    for key, entry in (("", doc), ("int8.", doc["int8"])):
+        entry["inputs"], entry["outputs"] = (contract.signature("ae", (32, 32))[k] for k in ("inputs", "outputs"))
+    (art / TH).write_text(json.dumps(contract.seal(doc)))
+    meta = artifacts.read_threshold(art)
+    assert meta.image_shape == (32, 32) and meta.to_json()["image_shape"] == [32, 32]
+    with pytest.raises(ArtifactError, match=r"input 'images' is tensor\(float\) \['N', 1, 28, 28\] \(expected tensor\(float\) \['N', 1, 32, 32\]\)"):
+        AnomalyScorer(art, device="cpu")
 
 
 @pytest.mark.parametrize("text, words", [
@@ -128,7 +171,7 @@ def test_malformed_json_is_one_line(art, text, words):
     assert words in e.value.message and "\n" not in e.value.message
     (art / TH).write_bytes(b'{"a": "\xff"}')
     with pytest.raises(ArtifactError, match="malformed JSON"):
-        contract.read_threshold(art)
+        artifacts.read_threshold(art)
 
 
 def test_schema_1_says_how_to_re_export(art):
@@ -164,7 +207,7 @@ def _rewrite_golden(d, change):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     (d / contract.GOLDEN_FILE).write_bytes(buf.getvalue())
-    sha = contract.sha256_file(d / contract.GOLDEN_FILE)
+    sha = sha256_file(d / contract.GOLDEN_FILE)
     for name in (TH, FL):
         edit_metadata(d / name, _set("golden.sha256", sha))
 
@@ -207,7 +250,7 @@ def test_golden_file_is_checked(art):
 
 def test_golden_check_is_fast(bundled):
     """Measured, not asserted (the CI machine is shared): the README quotes these figures."""
-    meta = contract.read_threshold(bundled)
+    meta = artifacts.read_threshold(bundled)
     load_graph(bundled, meta, "ae", "cpu")
     t = time.perf_counter()
     load_graph(bundled, meta, "ae", "cpu")
@@ -245,7 +288,7 @@ def test_graph_breaking_the_signature_fails_at_load(art, axes, shape, dtype, wor
     from onnx import TensorProto
 
     (art / contract.AE_FILE).write_bytes(_graph(axes, shape, TensorProto.DOUBLE if dtype else None))
-    edit_metadata(art / TH, sha256=contract.sha256_file(art / contract.AE_FILE))
+    edit_metadata(art / TH, sha256=sha256_file(art / contract.AE_FILE))
     with pytest.raises(ArtifactError) as e:
         AnomalyScorer(art, device="cpu")
     assert words in e.value.message and "breaks the artifact contract" in e.value.message
@@ -255,8 +298,8 @@ def test_actual_output_shape_is_checked_by_the_golden_run(bundled):
     """A graph that declares the right shapes but returns others is caught on the golden inputs."""
     from aeflow.runtime.golden import golden_rows
 
-    meta = contract.read_threshold(bundled)
-    arrays = contract.read_golden(bundled, meta, "ae")
+    meta = artifacts.read_threshold(bundled)
+    arrays = artifacts.read_golden(bundled, meta, "ae")
 
     class Liar:
         def run(self, names, feed):
@@ -267,18 +310,22 @@ def test_actual_output_shape_is_checked_by_the_golden_run(bundled):
 
 
 def test_write_metadata_refuses_what_the_runtime_would(art, tmp_path):
-    meta = contract.read_threshold(art)
-    meta["threshold"] = -1.0
+    from dataclasses import replace
+
+    meta = artifacts.read_threshold(art)
     with pytest.raises(ArtifactError, match="field 'threshold'"):
-        contract.write_metadata(tmp_path / TH, meta)
+        artifacts.write_metadata(tmp_path / TH, replace(meta, threshold=-1.0))
+    with pytest.raises(ArtifactError, match="field 'image_shape'"):
+        artifacts.write_metadata(tmp_path / TH, replace(meta, image_shape=(1, 1)))
     assert not (tmp_path / TH).exists()
+    assert artifacts.write_metadata(tmp_path / TH, meta).to_json() == meta.to_json()
 
 
 def test_checkpoint_binding(art):
-    assert contract.checkpoint_path(art, contract.read_flow(art)) == art / "flow.pt"
+    assert artifacts.checkpoint_path(art, artifacts.read_flow(art)) == art / "flow.pt"
     (art / "flow.pt").write_bytes((art / "ae.pt").read_bytes())
     with pytest.raises(ArtifactError, match="the checkpoint and the graph disagree"):
-        contract.checkpoint_path(art, contract.read_flow(art))
+        artifacts.checkpoint_path(art, artifacts.read_flow(art))
 
 
 def test_library_errors_name_arguments_the_cli_names_flags(art):
@@ -326,3 +373,65 @@ def test_verify_without_torch_names_numerics(art, no_torch_env):
     line = assert_one_line_error(proc, 1)
     assert line.startswith("aeflow: error: this machine's numerics differ: flow.onnx: z")
     assert "FAIL" in proc.stdout
+
+
+# ---------------------------------------------------------------- any file of a folder damaged: one line
+
+def _garbage(p):
+    p.write_bytes(b"PK\x03\x04 not really a zip")
+
+
+def _folder(p):
+    p.unlink()
+    p.mkdir()
+
+
+def _no_images(p):
+    buf = io.BytesIO()
+    np.savez(buf, pictures=np.zeros((3, 28, 28), np.uint8))
+    p.write_bytes(buf.getvalue())
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_garbage, "demo.npz: cannot be read as .npz (BadZipFile)"),
+    (lambda p: p.write_bytes(b""), "demo.npz: cannot be read as .npz"),
+    (_no_images, "demo.npz: no array 'images'"),
+    (_folder, "demo.npz: not a regular file"),
+    (lambda p: p.write_bytes(np.zeros(8).tobytes()), "demo.npz: cannot be read as .npz"),
+], ids=["garbage", "empty", "no-images", "folder", "raw-bytes"])
+def test_verify_on_a_damaged_demo_set_is_one_line(art, damage, words):
+    """issue 17: verify reads demo.npz for the checkpoint comparison; any damage is one line."""
+    pytest.importorskip("torch")
+    from aeflow.analysis.verify import verify_artifacts
+
+    (art / "demo.npz").write_bytes((artifacts.bundled_dir() / "demo.npz").read_bytes())
+    damage(art / "demo.npz")
+    with pytest.raises(ArtifactError) as e:
+        verify_artifacts(art, "cpu")
+    assert words in e.value.message and "\n" not in e.value.message
+
+
+@pytest.mark.parametrize("name, damage, words, kwargs", [
+    (contract.GOLDEN_FILE, _garbage, "golden.npz: cannot be read as .npz", {"verify": False}),
+    (contract.GOLDEN_FILE, lambda p: p.write_bytes(b""), "golden.npz: cannot be read as .npz", {"verify": False}),
+    (contract.GOLDEN_FILE, _folder, "golden.npz: not a regular file", {}),
+    (contract.AE_FILE, _folder, "ae.onnx: not a regular file", {}),
+    (TH, _folder, "threshold.json: not a regular file", {}),
+    (TH, lambda p: p.write_bytes(b""), "threshold.json: malformed JSON", {}),
+], ids=["golden-garbage", "golden-empty", "golden-folder", "graph-folder", "json-folder", "json-empty"])
+def test_any_damaged_artifact_file_is_one_line(art, name, damage, words, kwargs):
+    damage(art / name)
+    with pytest.raises(ArtifactError) as e:
+        AnomalyScorer(art, device="cpu", **kwargs)
+    assert words in e.value.message and "\n" not in e.value.message
+
+
+def test_cli_verify_with_a_garbage_demo_set_and_checkpoint_folder(art):
+    pytest.importorskip("torch")
+    (art / "demo.npz").write_bytes(b"garbage")
+    line = assert_one_line_error(run_cli("verify", "--artifacts", str(art), "--device", "cpu"), 1)
+    assert "demo.npz: cannot be read as .npz" in line
+    (art / "demo.npz").unlink()
+    _folder(art / "flow.pt")
+    line = assert_one_line_error(run_cli("verify", "--artifacts", str(art), "--device", "cpu"), 1)
+    assert "flow.pt: not a regular file" in line

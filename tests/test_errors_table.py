@@ -29,7 +29,7 @@ from pngdata import SIGNATURE
 from aeflow.cli import cli_message
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import check_output_path
 from aeflow.runtime.providers import cuda_missing

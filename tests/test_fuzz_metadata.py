@@ -1,7 +1,8 @@
 """Hypothesis fuzzes every field of threshold.json and flow.json against the artifact contract
 (``aeflow.runtime.contract``): a mutated document is either refused with one ``ArtifactError``
-line, or, when the contract accepts it, the scorer or sampler built from it loads and gives finite
-results, or refuses with one ``AeflowError`` line. Nothing else may escape. Fixed seeds in CI."""
+line, or, when the contract accepts it, its typed metadata writes back a document that loads to the
+same metadata, and the scorer or sampler built from it loads and gives finite results, or refuses
+with one ``AeflowError`` line. Nothing else may escape. Fixed seeds in CI."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aeflow.errors import AeflowError  # noqa: E402
-from aeflow.runtime import contract  # noqa: E402
+from aeflow.runtime import artifacts, contract  # noqa: E402
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.function_scoped_fixture])
@@ -34,7 +35,29 @@ ODD = st.one_of(
 
 @lru_cache(maxsize=2)
 def bundled_doc(name: str) -> str:
-    return (contract.bundled_dir() / name).read_text()
+    return (artifacts.bundled_dir() / name).read_text()
+
+
+@lru_cache(maxsize=1)
+def calibrated_doc() -> str:
+    """The bundled threshold.json with both thresholds set by 'aeflow calibrate' (k and rate rules)."""
+    from aeflow.runtime.calibration import calibrate_scores
+
+    scores = np.random.default_rng(0).gamma(2.0, 0.01, 500)
+    meta = artifacts.read_threshold(artifacts.bundled_dir())
+    for which, rule in (("ae", {"k": 3.0}), ("int8", {"false_alarm_rate": 0.05})):
+        cal = calibrate_scores(scores, [{"name": "x.npy", "kind": "file", "sha256": "0" * 64, "n": 500}], 0.03, **rule)
+        meta = meta.calibrated(which, cal.threshold, cal.record)
+    return json.dumps(meta.to_json())
+
+
+def base_doc(name: str) -> dict:
+    """The bundled document, with threshold.json's optional image_shape written out so that it is
+    fuzzed too; "calibrated": threshold.json with calibration records."""
+    if name == "calibrated":
+        return json.loads(calibrated_doc())
+    doc = json.loads(bundled_doc(name))
+    return doc | {"image_shape": [28, 28]} if name == "threshold.json" else doc
 
 
 def paths_of(doc, prefix=()):
@@ -50,7 +73,7 @@ def paths_of(doc, prefix=()):
 
 @st.composite
 def mutated_doc(draw, name: str) -> dict:
-    doc = json.loads(bundled_doc(name))
+    doc = base_doc(name)
     for _ in range(draw(st.integers(1, 3))):
         paths = [p for p, _ in paths_of(doc) if p]
         path = draw(st.sampled_from(paths))
@@ -79,18 +102,28 @@ def only_aeflow_errors(fn, *args, **kwargs):
         return None
 
 
-@pytest.mark.parametrize("name", ["threshold.json", "flow.json"])
+@pytest.mark.parametrize("name", ["threshold.json", "flow.json", "calibrated"])
 @FUZZ
 @given(data=st.data())
-def test_validate_metadata(name, data):
+def test_from_json(name, data):
+    """Accepted or one line; an accepted document round-trips through ``to_json``."""
     doc = data.draw(mutated_doc(name))
-    only_aeflow_errors(contract.validate_metadata, name, doc, name, False)
+    kind = contract.METADATA.get(name, contract.ThresholdMeta)
+    meta = only_aeflow_errors(kind.from_json, doc, name, False)
+    if meta is not None:
+        again = kind.from_json(meta.to_json(), name)
+        assert again.to_json() == meta.to_json()
+
+
+def test_calibrated_document_loads():
+    meta = contract.ThresholdMeta.from_json(json.loads(calibrated_doc()))
+    assert meta.calibration["rule"] == "mean + k std" and meta.int8.calibration["rule"] == "false-alarm rate"
 
 
 @pytest.fixture(scope="module")
 def artifacts_copy(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("art")
-    for p in contract.bundled_dir().iterdir():
+    for p in artifacts.bundled_dir().iterdir():
         if p.is_file() and p.suffix in (".onnx", ".json", ".npz"):
             shutil.copy2(p, d / p.name)
     return d
@@ -114,7 +147,7 @@ def test_runtime_on_accepted_documents(name, data, artifacts_copy):
         if name == "threshold.json":
             scorer = only_aeflow_errors(AnomalyScorer, artifacts_copy, device="cpu")
             if scorer is not None:
-                s = scorer.score(np.zeros((4, 28, 28), np.uint8))
+                s = scorer.score(np.zeros((4, *scorer.metadata.image_shape), np.uint8))
                 assert np.all(np.isfinite(s)) and math.isfinite(scorer.threshold) and scorer.threshold > 0
         else:
             sampler = only_aeflow_errors(FlowSampler, artifacts_copy, device="cpu")
@@ -136,6 +169,6 @@ def test_runtime_on_accepted_documents(name, data, artifacts_copy):
 def test_read_metadata_any_bytes(name, raw, artifacts_copy):
     (artifacts_copy / name).write_bytes(raw)
     try:
-        only_aeflow_errors(contract.read_metadata, artifacts_copy, name, True)
+        only_aeflow_errors(artifacts.read_metadata, artifacts_copy, name, True)
     finally:
         (artifacts_copy / name).write_text(bundled_doc(name))

@@ -182,7 +182,7 @@ def as_value(v):
 
 @lru_cache(maxsize=2)
 def bundled_payload(kind: str) -> bytes:
-    from aeflow.runtime.contract import bundled_dir
+    from aeflow.runtime.artifacts import bundled_dir
 
     return (bundled_dir() / f"{kind}.pt").read_bytes()
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from aeflow.errors import ArtifactError, DataError, InputError  # noqa: E402
-from aeflow.runtime import contract  # noqa: E402
+from aeflow.runtime import artifacts, contract  # noqa: E402
 from aeflow.runtime.conformal import conformal_p_values  # noqa: E402
 from aeflow.train.api import AutoencoderDetector, FlowModel  # noqa: E402
 
@@ -58,16 +58,16 @@ def test_other_image_size_exports_with_its_shape_and_parity(api_run):
     from aeflow.runtime.golden import load_graph
 
     out, _, det, wide, _ = api_run
-    meta = contract.read_threshold(out)
-    assert meta["image_shape"] == [12, 16] and meta["inputs"]["images"] == ["N", 1, 12, 16]
-    assert "192 pixels" in meta["score"]
+    meta = artifacts.read_threshold(out)
+    assert meta.image_shape == (12, 16) and meta.graph.signature["inputs"]["images"] == ["N", 1, 12, 16]
+    assert "192 pixels" in meta.to_json()["score"]
     session = load_graph(out, meta, "ae", "cpu")  # signature and golden check at 12x16
     score = session.run(None, {"images": wide[:, None].astype(np.float32) / 255})[1]
     np.testing.assert_allclose(score, det.decision_scores_, atol=1e-5)
-    assert abs(meta["threshold"] - det.threshold_) < 1e-5
+    assert abs(meta.threshold - det.threshold_) < 1e-5
     assert np.array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(np.int64))
     card = (out / "MODEL_CARD.md").read_text()
-    assert "12x16" in card and "1-D flow" in card and meta["golden"]["sha256"]
+    assert "12x16" in card and "1-D flow" in card and meta.golden.sha256
 
 
 def test_flow_nll_is_equivariant_under_shift_and_scale():
@@ -133,7 +133,7 @@ def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     scores = scorer.score(images)
     np.testing.assert_allclose(scores, autoencoder_scorer(run / "ae.pt")(images[:, None] / np.float32(255)), atol=1e-5)
     meta = scorer.metadata
-    assert meta["validation"]["n"] == meta["validation_scores"] == 30 and meta["data"]["train_images"] == 120
+    assert meta.validation.n == meta.validation_scores == 30 and meta.data["train_images"] == 120
     ref = validation_scores(run, meta)
     np.testing.assert_array_equal(scorer.p_value(images), conformal_p_values(scores, ref))
     assert not (run / "flow.json").exists() and (run / "MODEL_CARD.md").is_file()
@@ -178,3 +178,28 @@ def test_readme_api_snippet_runs(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("held-out NLL") and "max |ONNX - PyTorch|" in lines[2]
     assert float(lines[2].split("PyTorch| ")[1].split(";")[0]) <= 1e-5
+
+
+def test_scorer_scores_maps_and_p_values_at_the_run_size(api_run):
+    """AnomalyScorer takes the image size from threshold.json: a 12x16 run scores, maps, gives p-values."""
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    out, _, det, wide, _ = api_run
+    scorer = AnomalyScorer(out, device="cpu")
+    assert scorer.image_shape == (12, 16)
+    np.testing.assert_allclose(scorer.score(wide), det.decision_scores_, atol=1e-5)
+    np.testing.assert_array_equal(scorer.score(wide.reshape(len(wide), -1)), scorer.score(wide.astype(np.float32) / 255))
+    maps = scorer.anomaly_map(wide[:4])
+    assert maps.shape == (4, 12, 16) and scorer.reconstruct(wide[:4]).shape == (4, 1, 12, 16)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), scorer.score(wide[:4]), rtol=1e-5)
+    p = scorer.p_value(wide)
+    assert p.shape == (len(wide),) and np.all((p > 0) & (p <= 1))
+    np.testing.assert_array_equal(p, scorer.p_values_of(scorer.score(wide)))
+    from aeflow.runtime.inputs import ArraySource
+
+    with pytest.raises(InputError, match="28x28 pixels, this run's are 12x16"):
+        scorer.score_source(ArraySource(np.zeros((2, 28, 28), np.uint8)))
+    for other in (np.zeros((2, 28, 28), np.uint8), np.zeros((2, 16, 12), np.uint8)):
+        with pytest.raises(InputError, match="12x16") as e:
+            scorer.score(other)
+        assert "\n" not in str(e.value)

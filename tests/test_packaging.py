@@ -30,7 +30,7 @@ def wheel_dir(tmp_path_factory):
 
 def test_wheel_scores_with_its_own_bundled_artifacts(wheel_dir):
     env = dict(os.environ, PYTHONPATH=str(wheel_dir))
-    code = ("import aeflow, aeflow.runtime.contract as a; print(aeflow.__file__); print(a.bundled_dir()); "
+    code = ("import aeflow, aeflow.runtime.artifacts as a; print(aeflow.__file__); print(a.bundled_dir()); "
             "from aeflow.cli import main; main()")
     proc = subprocess.run([sys.executable, "-c", code, "score", "--device", "cpu", "--json"], capture_output=True,
                           text=True, env=env, timeout=120, cwd=wheel_dir)

@@ -72,7 +72,7 @@ def sampler() -> FlowSampler:
 
 @pytest.fixture(scope="module")
 def ref(sampler) -> Reference64:
-    return Reference64(sampler.metadata)
+    return Reference64(sampler.metadata.to_json())
 
 
 def hard_targets(a: float) -> np.ndarray:
@@ -93,7 +93,7 @@ def x_ref(ref, targets) -> np.ndarray:
 
 
 def test_properties(sampler):
-    meta = sampler.metadata
+    meta = sampler.metadata.to_json()
     assert sampler.provider == "CPUExecutionProvider"
     assert sampler.z_range == pytest.approx((-meta["W"] / 2, meta["W"] / 2), rel=1e-12)
     assert sampler.methods == METHODS == ("graph", "bisection") and sampler.method == "graph"

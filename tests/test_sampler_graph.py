@@ -39,7 +39,7 @@ def test_pure_graph_accuracy(sampler, ref):
     |f64(x) - z| within the recorded residual tolerance for every target."""
     targets = np.concatenate([sampler.draw_z(np.random.default_rng(11), 4000), hard_targets(sampler.z_range[1])])
     x_ref = ref.invert(targets)
-    entry = sampler.metadata["sampler_graph"]
+    entry = sampler.metadata.to_json()["sampler_graph"]
     x = sampler._sampler_graph().run(None, {"z": targets.astype(np.float32)})[0].astype(np.float64)
     assert np.all(np.isfinite(x))
     trusted = ref.fprime(x_ref) >= entry["trusted_slope"]

@@ -98,8 +98,8 @@ def test_threshold_override_and_validation(demo):
 def test_provider_and_metadata(scorer):
     assert scorer.provider == "CPUExecutionProvider"
     meta = scorer.metadata
-    assert meta["threshold"] == scorer.default_threshold and meta["precision"] == "fp32"
-    assert meta["provider"] == scorer.provider and meta["graph"].endswith("ae.onnx")
+    assert meta.threshold == scorer.default_threshold and scorer.precision == "fp32"
+    assert meta.image_shape == (28, 28) and str(scorer.graph).endswith("ae.onnx")
 
 
 def test_nan_found_in_a_later_batch_names_the_global_index(demo):

@@ -23,7 +23,7 @@ from PIL import Image
 from aeflow.cli import cli
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import locked, sha256_file
-from aeflow.runtime import contract
+from aeflow.runtime import artifacts, contract
 from aeflow.runtime.calibration import calibrate_scores, write_calibration
 from aeflow.runtime.outputs import ScoredInput, write_stdout
 from aeflow.runtime.scorer import AnomalyScorer
@@ -145,24 +145,23 @@ def _calibration(scores, previous):
 
 def test_in_place_calibrations_follow_one_another(place):
     art = place / "art"
-    original = contract.read_threshold(art)["threshold"]
+    original = artifacts.read_threshold(art).threshold
     first, second = _calibration([0.01, 0.02, 0.03], original), _calibration([0.02, 0.03, 0.05], original)
     with locked(art):  # another calibration holds the folder: this one must wait for it
         waiting = threading.Thread(target=write_calibration, args=(art, {"ae": second}))
         waiting.start()
         waiting.join(0.5)
-        assert waiting.is_alive() and contract.read_threshold(art)["threshold"] == original
-        doc = contract.read_threshold(art)
-        doc.update(threshold=first.threshold, calibration=first.record)
-        contract.write_metadata(art / "threshold.json", doc)  # what the other one wrote
+        assert waiting.is_alive() and artifacts.read_threshold(art).threshold == original
+        doc = artifacts.read_threshold(art).calibrated("ae", first.threshold, first.record)
+        artifacts.write_metadata(art / "threshold.json", doc)  # what the other one wrote
     waiting.join(30)
-    meta = contract.read_threshold(art)
-    assert meta["threshold"] == second.threshold
-    assert meta["calibration"]["previous_threshold"] == first.threshold  # nothing silently lost
+    meta = artifacts.read_threshold(art)
+    assert meta.threshold == second.threshold
+    assert meta.calibration["previous_threshold"] == first.threshold  # nothing silently lost
 
 
 def test_two_calibrate_commands_at_once_both_land(place):
-    original = contract.read_threshold(place / "art")["threshold"]
+    original = artifacts.read_threshold(place / "art").threshold
     procs = [subprocess.Popen([os.sys.executable, "-m", "aeflow", "calibrate", "a.npy", "--artifacts", "art", "--k", k,
                                "--device", "cpu", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in ("2", "4")]
@@ -171,9 +170,9 @@ def test_two_calibrate_commands_at_once_both_land(place):
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
         docs.append(json.loads(out)["calibration"]["ae.onnx"])
-    final = contract.read_threshold(place / "art")
-    first, last = sorted(docs, key=lambda d: d["threshold"] == final["threshold"])
-    assert last["threshold"] == final["threshold"] and last["previous_threshold"] == first["threshold"]
+    final = artifacts.read_threshold(place / "art").threshold
+    first, last = sorted(docs, key=lambda d: d["threshold"] == final)
+    assert last["threshold"] == final and last["previous_threshold"] == first["threshold"]
     assert first["previous_threshold"] == original
 
 

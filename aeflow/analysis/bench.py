@@ -34,7 +34,7 @@ import numpy as np
 from aeflow.analysis import text_table
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
 from aeflow.provenance import cpu_name, package_versions
-from aeflow.runtime.contract import artifacts_dir, demo_images, graph_path, read_threshold
+from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import provider_of, short_provider
 
@@ -184,9 +184,9 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The scoring engines: float32 [N, 1, H, W] -> score float32 [N]."""
     torch_score = run.torch[0]
     engines = {TORCH: torch_score} if torch_score else {}
-    if "int8" not in run.meta:
+    if run.meta.int8 is None:
         run.notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
-    for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + ("int8" in run.meta)]:
+    for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
         session = run.session(which, spinning=torch_score is None)
         run.providers[name] = provider_of(session)
         engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]

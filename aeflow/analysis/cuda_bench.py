@@ -21,7 +21,7 @@ from aeflow.analysis import text_table
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, spread, time_calls
 from aeflow.parity import compare
 from aeflow.runtime import device
-from aeflow.runtime.contract import demo_images
+from aeflow.runtime.artifacts import demo_images
 from aeflow.runtime.providers import create_session
 
 TARGETS = {"device-resident fp32": 20e6, "host-fed uint8": 10e6, "sampler graph, device-resident": 1e9}  # on one H100
@@ -117,12 +117,12 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session, entry = gpu._sampler_graph(), gpu.metadata["sampler_graph"]
+    session, entry = gpu._sampler_graph(), gpu.metadata.sampler
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
     keep = np.ones(head.size, dtype=bool)
-    for lo, hi in entry["float64_z_intervals"]:
+    for lo, hi in entry.float64_z_intervals:
         keep &= ~((head >= lo) & (head <= hi))
     want = cpu._sampler_graph().run(None, {"z": head})[0]
     return _row("sampler graph, device-resident", "sampling", [z.size / t for t in times], "samples/s",
@@ -148,7 +148,7 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
                    where: str = "cuda") -> dict:
     """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
     ``rows`` (name, kind, unit, median/min/max, shares, target, check)."""
-    from aeflow.runtime.contract import artifacts_dir
+    from aeflow.runtime.artifacts import artifacts_dir
 
     directory = artifacts_dir(artifacts)
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)

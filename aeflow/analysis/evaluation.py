@@ -14,7 +14,7 @@ from aeflow.analysis import text_table
 from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
-from aeflow.runtime.contract import artifacts_dir
+from aeflow.runtime.artifacts import artifacts_dir
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
@@ -128,7 +128,7 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
     training data, KL(data || model) over ``n_kl`` fresh points (seed ``training seed + 2``) and
     ``n_samples`` samples with ``seed``. Returns (JSON-ready summary, curves for the report's figures)."""
     meta = sampler.metadata  # checked by the contract: every field below is there, typed
-    n_train, n_test, train_seed = (meta["training"][k] for k in ("n_train", "n_test", "seed"))
+    n_train, n_test, train_seed = (meta.training[k] for k in ("n_train", "n_test", "seed"))
     if n_kl < 2 or n_samples < 1:
         raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
     with progress_bar(4, "evaluating flow", quiet, show=lambda item: item) as bar:
@@ -149,12 +149,12 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
         "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
         "nll": {"train": float(-np.mean(lp_train, dtype=np.float64)), "test": float(-np.mean(lp_test, dtype=np.float64))}
         | {f"true_mixture_{k}": float(-np.mean(mixture_log_density(x))) for k, x in reversed(data.items())},
-        "nll_recorded": {k: meta["nll"][k] for k in ("train", "test", "true_mixture_test")},
+        "nll_recorded": {k: meta.nll[k] for k in ("train", "test", "true_mixture_test")},
         "z_train": _mean_std(z_train),
         "kl": {"estimate": kl, "stderr": kl_se, "n": int(n_kl), "seed": train_seed + 2},
         "true_mixture_sample": _mean_std(kl_x),
         "samples": {"n": int(n_samples), "seed": int(seed)} | _mean_std(samples),
-        "z_range": [float(v) for v in meta["z_range"]],
+        "z_range": list(meta.z_range),
         "model_mass": mass,
     }
     # samples follow the model density normalised over the flow's range (its mass is just below 1)
@@ -211,10 +211,10 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
         "artifacts": str(artifacts_dir(artifacts)),
         "provider": scorer.provider,
         "device_requested": device,
-        "threshold": {"value": float(scorer.threshold), "k": meta["k"], "validation_n": meta["validation"]["n"],
+        "threshold": {"value": float(scorer.threshold), "k": meta.k, "validation_n": meta.validation.n,
                       "source": "threshold.json", "origin": threshold_origin(meta), "calibration": scorer.calibration},
-        "artifacts_data": meta["data"],
-        "artifacts_training": meta["training"],
+        "artifacts_data": meta.data,
+        "artifacts_training": meta.training,
         "in_dist": {"name": normal.name, "origin": normal.origin, "n": rates["type_i"]["n"],
                     "type_i": rates["type_i"]["rate"], "mean_score": float(np.mean(normal.scores, dtype=np.float64))},
         "anomalies": [{"name": a.name, "origin": a.origin, "n": rates["type_ii"][a.name]["n"],

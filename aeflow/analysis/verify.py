@@ -23,6 +23,7 @@ from aeflow.datasets import to_float
 from aeflow.errors import ParityError
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import contract
+from aeflow.runtime.artifacts import artifacts_dir, checkpoint_path, demo_images, read_flow, read_golden, read_threshold
 from aeflow.runtime.golden import golden_rows, load_graph
 from aeflow.runtime.providers import provider_of, run_batched
 
@@ -56,21 +57,23 @@ class Verification:
                               f"reproduces the golden outputs); re-export from the checkpoints in {self.directory}")
 
 
-def golden_comparisons(directory: Path, threshold: dict, flow: dict, device: str, verify: bool) -> tuple[str, list[Comparison]]:
+def golden_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow: contract.FlowMeta, device: str,
+                       verify: bool) -> tuple[str, list[Comparison]]:
     """Every graph of the artifacts against golden.npz on ``device``: (provider, rows)."""
     rows, provider = [], None
     for which, meta in (("ae", threshold), ("int8", threshold), ("flow", flow), ("sampler", flow)):
-        if meta is None or contract.entry_of(meta, which) is None:
+        if meta is None or meta.entry(which) is None:
             continue
         session = load_graph(directory, meta, which, device, verify=verify, golden=False)
         provider = provider or provider_of(session)
-        arrays = contract.read_golden(directory, meta, which, verify)
+        arrays = read_golden(directory, meta, which, verify)
         file = contract.GRAPHS[which].file
         rows += [replace(r, name=f"{file}: {r.name}") for r in golden_rows(session, which, arrays, meta)]
     return provider, rows
 
 
-def checkpoint_comparisons(directory: Path, threshold: dict, flow: dict, device: str, verify: bool,
+def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow: contract.FlowMeta, device: str,
+                           verify: bool,
                            notes: list[str]) -> list[Comparison] | None:
     """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where
     torch or the checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the
@@ -81,19 +84,19 @@ def checkpoint_comparisons(directory: Path, threshold: dict, flow: dict, device:
         notes.append("PyTorch is not installed: checked against the golden outputs only "
                      "(pip install 'aeflow[train]' to compare with the checkpoints too)")
         return None
-    if threshold is None or flow is None or contract.image_shape(threshold) != (28, 28):
-        notes.append(f"the checkpoint comparison covers 28x28 runs holding both models: checked against the golden "
-                     f"outputs only")
+    if threshold is None or flow is None or threshold.image_shape != contract.IMAGE_SHAPE:
+        notes.append("the checkpoint comparison covers 28x28 runs holding both models: checked against the golden "
+                     "outputs only")
         return None
-    ae_ckpt, flow_ckpt = contract.checkpoint_path(directory, threshold), contract.checkpoint_path(directory, flow)
+    ae_ckpt, flow_ckpt = checkpoint_path(directory, threshold), checkpoint_path(directory, flow)
     if ae_ckpt is None or flow_ckpt is None:
         notes.append(f"no checkpoints (ae.pt, flow.pt) in {directory}: checked against the golden outputs only")
         return None
     ae = load_graph(directory, threshold, "ae", device, verify=verify, golden=False)
-    images = to_float(contract.demo_images(directory))
+    images = to_float(demo_images(directory, threshold.image_shape))
     rec, score = run_batched(ae, images, 500)
     t_rec, t_score = torch_ae(load_autoencoder(ae_ckpt)[0], images)
-    t = threshold["threshold"]
+    t = threshold.threshold
     clear = np.abs(t_score.astype(np.float64) - t) > DECISION_MARGIN
     disagree = int(np.sum((score[clear] > t) != (t_score[clear] > t)))
     rows = [compare("reconstruction", rec, t_rec), compare("score", score, t_score),
@@ -110,11 +113,11 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     runtime checks at load (contract, sha256, signatures), the golden outputs of every graph, and,
     when ``checkpoints`` and torch is installed, the graphs against ae.pt and flow.pt. Returns a
     ``Verification``; call its ``raise_for_failure`` to turn a failed comparison into one line."""
-    directory = contract.artifacts_dir(artifacts)
+    directory = artifacts_dir(artifacts)
     # a run holds the detector, the flow, or both (export writes what it had)
-    threshold = contract.read_threshold(directory, verify) if (directory / contract.THRESHOLD_JSON).exists() \
-        or not (directory / contract.FLOW_JSON).exists() else None
-    flow = contract.read_flow(directory, verify) if (directory / contract.FLOW_JSON).exists() or threshold is None else None
+    has_threshold, has_flow = ((directory / n).exists() for n in (contract.THRESHOLD_JSON, contract.FLOW_JSON))
+    threshold = read_threshold(directory, verify) if has_threshold or not has_flow else None
+    flow = read_flow(directory, verify) if has_flow or threshold is None else None
     provider, golden = golden_comparisons(directory, threshold, flow, device, verify)
     notes: list[str] = []
     ckpt = checkpoint_comparisons(directory, threshold, flow, device, verify, notes) if checkpoints else None

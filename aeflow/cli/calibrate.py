@@ -121,7 +121,7 @@ def _check(artifacts, output, k, rate, force, normal):
     work (``aeflow.runtime.calibration.calibration_target``)."""
     from aeflow.distributed import expand_inputs
     from aeflow.runtime.calibration import calibration_target
-    from aeflow.runtime.contract import artifacts_dir
+    from aeflow.runtime.artifacts import artifacts_dir
 
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
@@ -149,16 +149,17 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
     ae.int8.onnx where threshold.json names it, each calibrated on its own scores) under a
     progress bar, and write the calibrated threshold.json
     (``aeflow.runtime.calibration.write_calibration``: into ``directory``, or a copy in ``out``)."""
-    from aeflow.runtime import contract
+    from aeflow.runtime.artifacts import read_threshold
     from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
     check_rule(k, rate, confidence)
-    graphs = ["ae"] + (["int8"] if contract.entry_of(contract.read_threshold(directory, verify), "int8") else [])
+    meta = read_threshold(directory, verify)
+    graphs = ["ae"] + (["int8"] if meta.int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p)) for p in paths]
+        sources = [stack.enter_context(open_source(p, image_shape=meta.image_shape)) for p in paths]
         _only_normal(sources)
         data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
         total = sum(s.n for s in sources)

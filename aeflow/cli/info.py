@@ -13,19 +13,19 @@ from aeflow.errors import AeflowError, ArtifactError
 METADATA = (("threshold.json", ("ae", "int8")), ("flow.json", ("flow", "sampler")))
 
 
-def _graph(directory, meta: dict, name: str, which: str, device: str) -> dict:
+def _graph(directory, meta, name: str, which: str, device: str) -> dict:
     """One graph's facts and the verdict of loading it as the runtime does (hash, signature, golden)."""
     from aeflow.files import sha256_file
     from aeflow.runtime import contract
     from aeflow.runtime.golden import load_graph
     from aeflow.runtime.providers import provider_of
 
-    entry = contract.entry_of(meta, which)
+    entry = meta.entry(which).graph
     path = directory / contract.GRAPHS[which].file
-    g = {"metadata": name, "graph": path.name, "opset": entry["opset"], "sha256_recorded": entry["sha256"]}
+    g = {"metadata": name, "graph": path.name, "opset": entry.opset, "sha256_recorded": entry.sha256}
     if path.is_file():
         g |= {"bytes": path.stat().st_size, "sha256_actual": sha256_file(path)}
-        g["sha256_ok"] = g["sha256_actual"] == entry["sha256"]
+        g["sha256_ok"] = g["sha256_actual"] == entry.sha256
     try:
         g["provider"] = provider_of(load_graph(directory, meta, which, device))
         g["check"] = "ok"
@@ -41,26 +41,26 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     import onnxruntime as ort
 
     from aeflow.provenance import cpu_name, package_versions
-    from aeflow.runtime import contract
+    from aeflow.runtime.artifacts import artifacts_dir, read_metadata
     from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs
 
-    directory = contract.artifacts_dir(artifacts)
+    directory = artifacts_dir(artifacts)
     card = directory / "MODEL_CARD.md"
     info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
             "graphs": [], "problems": []}
     for name, graphs in METADATA:
         try:
-            meta = contract.read_metadata(directory, name)
+            meta = read_metadata(directory, name)
         except AeflowError as e:
             info["problems"].append(e.message)
             try:  # show what can be shown of an edited file
-                meta = contract.read_metadata(directory, name, verify=False)
+                meta = read_metadata(directory, name, verify=False)
             except AeflowError:
                 info["metadata"][name] = {"error": e.message}
                 continue
         info["metadata"][name] = meta
         for which in graphs:
-            if contract.entry_of(meta, which) is not None:
+            if meta.entry(which) is not None:
                 info["graphs"].append(_graph(directory, meta, name, which, device))
     info["problems"] += [g["check"] for g in info["graphs"] if g["check"] != "ok"]
     installs = onnxruntime_installs()
@@ -75,32 +75,32 @@ def _print_text(info: dict) -> None:
 
     click.echo(f"artifacts: {info['artifacts']}")
     click.echo(f"model card: {info['model_card'] or 'none (re-export to write MODEL_CARD.md)'}")
-    th, fl = info["metadata"].get("threshold.json", {}), info["metadata"].get("flow.json", {})
+    th, fl = info["metadata"].get("threshold.json"), info["metadata"].get("flow.json")
     for g in info["graphs"]:
         size = f"{g['bytes']:,} bytes, " if "bytes" in g else ""
         click.echo(f"  {g['graph']} ({size}opset {g['opset']}) via {g['metadata']}")
         if "sha256_actual" in g:
             click.echo(f"    sha256 {g['sha256_actual']} {'ok' if g['sha256_ok'] else 'MISMATCH (recorded ' + g['sha256_recorded'] + ')'}")
         click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
-    if "threshold" in th:
-        v, d, t, ev = th["validation"], th["data"], th["training"], th["evaluation"]
-        click.echo(f"threshold {th['threshold']:.6f} ({threshold_origin(th)})")
-        if "calibration" in th:
-            click.echo(f"  export's threshold {v['mean'] + th['k'] * v['std']:.6f} (mean {v['mean']:.6f} + {th['k']} x "
-                       f"std {v['std']:.6f}, n = {v['n']}); the rates below are at export's threshold")
+    if not isinstance(th, dict) and th is not None:
+        v, d, t, ev = th.validation, th.data, th.training, th.evaluation
+        click.echo(f"threshold {th.threshold:.6f} ({threshold_origin(th)}), images {th.image_shape[0]}x{th.image_shape[1]}")
+        if th.calibration is not None:
+            click.echo(f"  export's threshold {v.mean + th.k * v.std:.6f} (mean {v.mean:.6f} + {th.k} x "
+                       f"std {v.std:.6f}, n = {v.n}); the rates below are at export's threshold")
         click.echo(f"  trained on {d['train_images']} images from {d['source']}, {t['epochs']} epochs, "
                    f"final loss {t['final_loss']:.5f}")
         if "type_i" in ev:
             parts = [f"type I {ev['type_i']['rate']:.2%} ({ev['type_i']['set']})"]
             parts += [f"type II {v['rate']:.2%} ({k})" for k, v in ev["type_ii"].items()]
             click.echo("  " + ", ".join(parts))
-        if "int8" in th:
-            click.echo(f"  int8 threshold {th['int8']['threshold']:.6f} ({threshold_origin(th['int8'])})")
-    if "W" in fl:
-        click.echo(f"flow: K = {fl['n_components']}, W = {fl['W']:.4f}, range ({fl['z_range'][0]:.4f}, "
-                   f"{fl['z_range'][1]:.4f}), test NLL {fl['nll']['test']:.4f}")
+        if th.int8 is not None:
+            click.echo(f"  int8 threshold {th.int8.threshold:.6f} ({threshold_origin(th.int8)})")
+    if not isinstance(fl, dict) and fl is not None:
+        click.echo(f"flow: K = {len(fl.components.mu)}, W = {fl.W:.4f}, range ({fl.z_range[0]:.4f}, "
+                   f"{fl.z_range[1]:.4f}), test NLL {fl.nll['test']:.4f}")
     for name, meta in info["metadata"].items():
-        if "error" in meta:
+        if isinstance(meta, dict):
             click.echo(f"{name}: {meta['error']}")
     click.echo(f"providers available: {', '.join(info['providers_available'])}")
     click.echo(f"onnxruntime installed as: {', '.join(info['onnxruntime_installs']) or 'unknown'}")
@@ -126,7 +126,8 @@ def command(artifacts, device, as_json):
     """
     info = gather_info(artifacts, device)
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+        docs = {n: m if isinstance(m, dict) else m.to_json() for n, m in info["metadata"].items()}
+        click.echo(json.dumps(info | {"metadata": docs}, indent=2, default=str))
     else:
         _print_text(info)
     if info["problems"]:

@@ -13,6 +13,7 @@ import numpy as np
 from aeflow.checks import check_count, check_seed
 from aeflow.errors import Interrupted, UsageError
 from aeflow.files import atomic_path, check_space, check_target, same_file
+from aeflow.plotting import pyplot
 from aeflow.progress import progress_bar
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
                                 output_option, quiet_option)
@@ -20,28 +21,13 @@ from aeflow.runtime.providers import short_provider
 from aeflow.runtime.sampler import GRAPHS, METHODS, FlowSampler
 
 BYTES_PER_SAMPLE = {".npy": 4, ".csv": 16}  # .csv: "%.9g" plus newline, generously
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 HIST_BINS = 200
-PROGRESS_ABOVE = 1 << 20
-
-
-def _load_pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError("--histogram needs matplotlib, which the runtime does not install: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @contextlib.contextmanager
 def _sink(path: Path | None, n: int, force: bool):
-    """A function that stores consecutive float32 chunks into ``path`` (.npy: a header for n
-    float32 then the chunks' bytes; .csv as text), written atomically with plain writes (never
-    through a memory map: a full disk is an OSError, then a one-line OutputError, not a SIGBUS);
-    None stores nothing."""
+    """A function storing consecutive float32 chunks into ``path`` (.npy for n float32, or .csv), atomically,
+    by plain writes (a full disk: a one-line OutputError, not a memory map's SIGBUS); None stores nothing."""
     if path is None:
         yield lambda chunk: None
         return
@@ -54,14 +40,13 @@ def _sink(path: Path | None, n: int, force: bool):
             yield lambda chunk: np.savetxt(f, chunk, fmt="%.9g")
 
 
-def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.ndarray, n: int,
-               method: str, force: bool) -> None:
-    """Plot the samples' histogram (``counts`` int64 [B] over ``edges`` float64 [B+1]) with the
-    model density into ``path``."""
-    outside = n - int(counts.sum())
-    grid = np.linspace(edges[0], edges[-1], 1000)
+def _histogram(path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.ndarray, n: int, method: str,
+               force: bool) -> None:
+    """Plot the histogram ``counts`` int64 [B] over ``edges`` float64 [B+1] with the model density into ``path``."""
+    plt, outside = pyplot("--histogram"), n - int(counts.sum())
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.stairs(counts / (n * np.diff(edges)), edges, fill=True, alpha=0.5, label=f"{n:,} samples (histogram)")
+    grid = np.linspace(edges[0], edges[-1], 1000)
     ax.plot(grid, sampler.density(grid), color="C3", lw=1.5, label="model density exp(log_prob) / P(|Z| < W/2)")
     ax.set(xlabel="x", ylabel="density", title=f"aeflow sample: {n:,} samples, method {method}, "
            f"{short_provider(sampler.provider)}" + (f" ({outside:,} outside the plotted range)" if outside else ""))
@@ -73,36 +58,33 @@ def _histogram(plt, path: Path, sampler: FlowSampler, edges: np.ndarray, counts:
 
 
 def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
-    """Before any work: ``UsageError`` for a count, seed or file name that cannot work,
-    ``OutputError`` for an output that cannot be written."""
+    """Before any work: ``UsageError`` for a bad count, seed or file name, ``OutputError`` for an unwritable output."""
     check_count(n, "-n")
     check_seed(seed, "--seed")
     if output is not None and output.suffix.lower() not in BYTES_PER_SAMPLE:
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
-    if histogram is not None and histogram.suffix.lower() not in PLOT_SUFFIXES:
+    if histogram is not None and histogram.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
     if output is not None and histogram is not None and same_file(output, histogram):
         raise UsageError("--output and --histogram name the same file")
-    in_use = [artifacts] if artifacts else []
+    for path, what in ((output, "--output"), (histogram, "--histogram")):
+        if path is not None:
+            check_target(path, what=what, force=force, artifacts=[artifacts] if artifacts else [])
     if output is not None:
-        check_target(output, what="--output", force=force, artifacts=in_use)
         check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
-    if histogram is not None:
-        check_target(histogram, what="--histogram", force=force, artifacts=in_use)
 
 
-def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, plot: tuple | None,
+def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, histogram: Path | None,
           force: bool, quiet: bool) -> dict:
-    """Sample in chunks into ``output`` and ``plot`` = (pyplot, histogram path); returns the
-    samples' n, mean, std, min, max (float64, over every chunk) and the seconds sampling took."""
+    """Sample in chunks into ``output`` and the ``histogram``; returns the samples' n, mean, std, min,
+    max (float64, over every chunk) and the seconds sampling took."""
     edges, counts = None, np.zeros(HIST_BINS, dtype=np.int64)
-    if plot is not None:
+    if histogram is not None:
         lo, hi = (float(v) for v in sampler.invert([-3.0, 3.0]))
         edges = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), HIST_BINS + 1)
-    done, total, squares, low, high, shift = 0, 0.0, 0.0, np.inf, -np.inf, None
-    start = time.perf_counter()
+    done, total, squares, low, high, shift, start = 0, 0.0, 0.0, np.inf, -np.inf, None, time.perf_counter()
     try:
-        with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < PROGRESS_ABOVE) as bar:
+        with _sink(output, n, force) as store, progress_bar(n, "sampling", quiet=quiet or n < 1 << 20) as bar:
             for chunk in sampler.sample_chunks(n, seed, method):
                 store(chunk)
                 x = chunk.astype(np.float64)
@@ -113,10 +95,10 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
                     counts += np.histogram(chunk, bins=edges)[0]
                 bar.update(chunk.size)
             seconds = time.perf_counter() - start
-            if plot is not None:
-                _histogram(plot[0], plot[1], sampler, edges, counts, n, method, force)
+            if histogram is not None:
+                _histogram(histogram, sampler, edges, counts, n, method, force)
     except KeyboardInterrupt:
-        written = "no output written" if output is not None or plot is not None else "nothing was written"
+        written = "no output written" if output is not None or histogram is not None else "nothing was written"
         raise Interrupted(f"interrupted after {done:,} of {n:,} samples; {written}") from None
     mean = total / done
     return {"n": done, "mean": float(shift + mean), "std": float(np.sqrt(max(squares / done - mean * mean, 0.0))),
@@ -141,10 +123,8 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
 def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 
-    f maps R onto (-W/2, W/2), so z is drawn from the standard normal restricted to that range
-    (exactly, by rejection): the samples follow the model's density normalised over the range.
-    Every sample is within 1e-5 of the exact float64 inverse, whichever the method; the same
-    seed gives the same samples.
+    f maps R onto (-W/2, W/2), so the samples follow the model's density normalised over that range.
+    Every sample is within 1e-5 of the float64 inverse; the same seed gives the same samples.
 
     \b
     Example:
@@ -152,14 +132,14 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
     _check_request(n, seed, output, histogram, force, artifacts)
-    plot = (_load_pyplot(), histogram) if histogram is not None else None
+    if histogram is not None:
+        pyplot("--histogram")  # before any work: one line when matplotlib is missing
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
-    s = _draw(sampler, n, seed, method, output, plot, force, quiet)
+    s = _draw(sampler, n, seed, method, output, histogram, force, quiet)
     s |= {"seed": seed, "method": method, "graph": GRAPHS[method], "provider": sampler.provider,
           "samples_per_second": s["n"] / s["seconds"] if s["seconds"] > 0 else None,
           "z_range": list(sampler.z_range), "truncation_mass": sampler.truncation_mass,
-          "output": str(output) if output is not None else None,
-          "histogram": str(histogram) if histogram is not None else None}
+          "output": output and str(output), "histogram": histogram and str(histogram)}
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return

@@ -21,7 +21,7 @@ from aeflow.cli.options import (artifacts_option, device_option, force_option, j
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target, printable_name
 from aeflow.progress import progress_bar
-from aeflow.runtime.contract import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, write_results,
                                      write_stdout)
@@ -116,9 +116,9 @@ def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
 def _recorded(scorer: AnomalyScorer, precision: str) -> str:
     """Where the threshold in force came from, in words: threshold.json or its int8 entry, and
     when 'aeflow calibrate' set it, how (``aeflow.runtime.calibration.threshold_origin``)."""
-    entry = scorer.metadata if precision == "fp32" else scorer.metadata["int8"]
+    entry = scorer.metadata.entry("ae" if precision == "fp32" else "int8")
     where = "threshold.json" if precision == "fp32" else "threshold.json, int8"
-    if "calibration" not in entry:
+    if entry.calibration is None:
         return where
     from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
 
@@ -289,8 +289,9 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
     maps, staged). Returns the scorer, results, summaries and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column)) for p in paths]
         scorer = _scorer(o)
+        sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
+                   for p in paths]
         if out is not None:
             check_space(out, _output_bytes(out, sources))
         maps = None

@@ -1,0 +1,238 @@
+"""Loading and checking an artifacts folder against the contract (``aeflow.runtime.contract``):
+the folder itself (``artifacts_dir``, ``bundled_dir``), threshold.json and flow.json parsed strictly
+(``read_threshold``, ``read_flow``; at most 1 MB, NaN, Infinity, duplicate keys, any depth or
+integer size refused) into their typed metadata, each graph's file and its recorded sha256
+(``graph_path``), a session's signature (``check_signature``), golden.npz (``read_golden``), the
+checkpoints (``checkpoint_path``) and the demo set (``demo_images``).
+
+Every file is read through one of two doors, ``_regular`` (a regular file, readable) and
+``read_npz`` (arrays of a .npz), so a missing file, a folder, an empty or garbage file each end
+in one ``ArtifactError`` line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from aeflow.errors import ArtifactError
+from aeflow.files import sha256_file, write_text_atomic
+from aeflow.runtime import contract
+from aeflow.runtime.contract import FlowMeta, ThresholdMeta
+
+MAX_DEMO_BYTES = 1 << 30
+
+
+def bundled_dir() -> Path:
+    """The artifacts shipped with the package (editable installs and wheels alike), found from the
+    package's import spec: ``importlib.resources`` would cost `aeflow score` a slower cold start."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("aeflow.artifacts").submodule_search_locations[0]).resolve()
+
+
+def artifacts_dir(path: str | os.PathLike | None = None) -> Path:
+    """``path`` (checked to be a folder) or the bundled folder."""
+    if path is None:
+        return bundled_dir()
+    p = Path(path)
+    if not p.is_dir():
+        what = "is not a folder" if p.exists() else "does not exist"
+        raise ArtifactError(f"artifacts folder {p} {what}; pass artifacts=DIR, a folder holding ae.onnx "
+                            f"and threshold.json")
+    return p
+
+
+def _regular(path: Path, hint: str = "run 'aeflow export' or restore the file") -> Path:
+    """``path`` when it is a regular file (links followed), else ``ArtifactError`` saying what it is."""
+    if not path.exists():
+        raise ArtifactError(f"{path}: not found; {hint}")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not a regular file (a folder or a device); {hint}")
+    return path
+
+
+def _read_bytes(path: Path, limit: int, what: str) -> bytes:
+    size = _regular(path).stat().st_size
+    if size > limit:
+        raise ArtifactError(f"{path}: {size:,} bytes, more than {what} can be ({limit:,}); re-export the artifacts")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
+
+
+def read_npz(path: Path, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes), or one
+    ``ArtifactError`` line: not a regular file, too large, empty, not an .npz, a member missing."""
+    import io
+
+    data = _read_bytes(path, limit, "this file")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            missing = [n for n in names if n not in npz.files]
+            if missing:
+                raise ArtifactError(f"{path}: no array {missing[0]!r}; re-export")
+            return {n: npz[n] for n in names}
+    except ArtifactError:
+        raise
+    except Exception as e:  # np.load and zipfile raise many types for an empty or damaged file
+        raise ArtifactError(f"{path}: cannot be read as .npz ({type(e).__name__}); re-export") from None
+
+
+# ---------------------------------------------------------------- threshold.json and flow.json
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list) -> dict:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup[:40]!r}")
+    return doc
+
+
+def load_json(path: Path) -> dict:
+    """``path`` parsed as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity and
+    duplicate keys refused), or ``ArtifactError`` naming the file."""
+    data = _read_bytes(_regular(path, f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder"),
+                       contract.MAX_JSON_BYTES, "metadata")
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ArtifactError(f"{path}: malformed JSON (nested too deeply); re-export the artifacts") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: malformed JSON ({str(e)[:120]}); re-export the artifacts") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: expected a JSON object; re-export the artifacts")
+    return doc
+
+
+def read_metadata(directory: str | os.PathLike, name: str, verify: bool = True) -> ThresholdMeta | FlowMeta:
+    """``directory/name`` (threshold.json or flow.json) as its typed metadata, checked; unless
+    ``verify`` is False, its ``content_sha256`` must match its contents."""
+    path = Path(directory) / name
+    return contract.METADATA[name].from_json(load_json(path), path, verify)
+
+
+def read_threshold(directory: str | os.PathLike, verify: bool = True) -> ThresholdMeta:
+    """threshold.json, checked (``read_metadata``)."""
+    return read_metadata(directory, contract.THRESHOLD_JSON, verify)
+
+
+def read_flow(directory: str | os.PathLike, verify: bool = True) -> FlowMeta:
+    """flow.json, checked (``read_metadata``)."""
+    return read_metadata(directory, contract.FLOW_JSON, verify)
+
+
+def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> ThresholdMeta | FlowMeta:
+    """Write ``meta`` sealed (its ``to_json``) at ``path`` atomically, after checking the document
+    as the runtime will read it. Returns the metadata read back from that document."""
+    path = Path(path)
+    doc = meta.to_json()
+    checked = type(meta).from_json(doc, path)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n", replace=True)
+    return checked
+
+
+# ---------------------------------------------------------------- graphs, golden outputs, checkpoints
+
+def check_signature(session, sig: dict, name: str) -> None:
+    """``ArtifactError`` (one line) unless ``session``'s inputs and outputs are exactly ``sig``'s
+    (``contract.signature``): names in order, float32, ranks and fixed dimensions ("N" dynamic)."""
+    for kind, have in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        want = sig[kind]
+        if [a.name for a in have] != list(want):
+            raise ArtifactError(f"{name}: unexpected {kind} {[a.name for a in have]} (expected {list(want)}); "
+                                f"this is not an aeflow graph - re-export")
+        for arg, dims in zip(have, want.values()):
+            shape = list(arg.shape) if arg.shape is not None else None
+            ok = shape is not None and len(shape) == len(dims) and all(
+                (isinstance(d, int) and d == w) if w != "N" else not isinstance(d, int) for d, w in zip(shape, dims))
+            if arg.type != "tensor(float)" or not ok:
+                raise ArtifactError(f"{name}: {kind[:-1]} {arg.name!r} is {arg.type} {shape} (expected tensor(float) "
+                                    f"{dims}); this graph breaks the artifact contract - re-export")
+
+
+def _checked_file(path: Path, want: str, recorded_in: str, verify: bool, hint: str = "aeflow export") -> Path:
+    _regular(path, f"run '{hint}' or restore the file")
+    if verify:
+        try:
+            have = sha256_file(path)
+        except OSError as e:
+            raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
+        if have != want:
+            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {recorded_in}'s {want[:12]}...; the "
+                                f"file was changed or replaced - re-export, or pass verify=False to load it anyway")
+    return path
+
+
+def graph_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str, verify: bool = True) -> Path:
+    """The file of graph ``which`` in ``directory`` (``meta``: its checked JSON), checked to exist
+    and, when ``verify``, to have the recorded sha256."""
+    spec, entry = contract.GRAPHS[which], meta.entry(which)
+    if entry is None:
+        raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
+    return _checked_file(Path(directory) / spec.file, entry.graph.sha256, spec.metadata, verify, spec.export_hint)
+
+
+def golden_arrays(image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """golden.npz: array name -> (dtype, shape) for images of ``image_shape``."""
+    image, points = (contract.GOLDEN_IMAGES, 1, *image_shape), (contract.GOLDEN_POINTS,)
+    shapes = {"ae_images": image, "ae_reconstruction": image, "ae_score": (contract.GOLDEN_IMAGES,),
+              "int8_reconstruction": image, "int8_score": (contract.GOLDEN_IMAGES,)}
+    shapes |= {n: points for n in ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob", "sampler_z", "sampler_x")}
+    return {n: ("float64" if n == "sampler_x" else "float32", s) for n, s in shapes.items()}
+
+
+def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str,
+                verify: bool = True) -> dict[str, np.ndarray]:
+    """golden.npz's arrays for graph ``which`` (``contract.GRAPHS[which].golden``), the file
+    checked against the sha256 ``meta`` records, the arrays against ``golden_arrays``."""
+    spec = contract.GRAPHS[which]
+    path = _checked_file(Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, spec.metadata, verify)
+    want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
+    limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (64 << 20)  # + validation scores
+    out = read_npz(path, spec.golden, limit)
+    for name, a in out.items():
+        dtype, shape = want[name]
+        if a.dtype != np.dtype(dtype) or a.shape != shape:
+            raise ArtifactError(f"{path}: array {name!r} is {a.dtype} {a.shape} (expected {dtype} {shape}); re-export")
+        if not np.all(np.isfinite(a)):
+            raise ArtifactError(f"{path}: array {name!r} holds NaN or Inf; re-export")
+    return out
+
+
+def checkpoint_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> Path | None:
+    """The checkpoint the graphs of ``meta`` were exported from, in ``directory`` (None where the
+    JSON names none or the file is absent). ``ArtifactError`` when it is another checkpoint."""
+    if meta.checkpoint is None or not (Path(directory) / meta.checkpoint.file).exists():
+        return None
+    path = _regular(Path(directory) / meta.checkpoint.file, "restore the checkpoint or remove it")
+    if sha256_file(path) != meta.checkpoint.sha256:
+        raise ArtifactError(f"{path}: the checkpoint and the graph disagree: this is not the checkpoint the graphs "
+                            f"were exported from (sha256 differs from the JSON's); re-export from it")
+    return path
+
+
+def demo_images(directory: str | os.PathLike | None = None,
+                image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> np.ndarray:
+    """The demo images, uint8 [N, H, W]: ``directory/demo.npz`` where it exists, else the bundled
+    demo set (28 x 28 only). ``ArtifactError`` (one line) for a damaged file or other images."""
+    path = Path(directory) / contract.DEMO_FILE if directory is not None else None
+    if path is None or not (path.exists() or path.is_symlink()):
+        if tuple(image_shape) != contract.IMAGE_SHAPE:
+            raise ArtifactError(f"no {contract.DEMO_FILE} of {image_shape[0]}x{image_shape[1]} images in {directory}; "
+                                f"re-export")
+        path = bundled_dir() / contract.DEMO_FILE
+    images = read_npz(path, ("images",), MAX_DEMO_BYTES)["images"]
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != tuple(image_shape) or not len(images):
+        raise ArtifactError(f"{path}: array 'images' is {images.dtype} {list(images.shape)} (expected uint8 "
+                            f"[N, {image_shape[0]}, {image_shape[1]}]); re-export")
+    return images
