@@ -1,8 +1,5 @@
-"""Image data sets as uint8 numpy arrays: torchvision downloads (online) or IDX folders (offline).
-
-A data-dir holds one folder per data set (``mnist/``, ``kmnist/``, ``fashion-mnist/``) with the
-standard IDX file names, gzipped or not, e.g. ``mnist/train-images-idx3-ubyte.gz``.
-"""
+"""Image data sets as uint8 arrays: torchvision downloads (online) or IDX files in a data-dir, one
+folder per set with the standard names, gzipped or not (``mnist/train-images-idx3-ubyte.gz``)."""
 
 from __future__ import annotations
 
@@ -16,26 +13,20 @@ from aeflow.runtime.inputs import read_images
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "FashionMNIST"}
-DEFAULT_ROOT = Path(os.environ.get("AEFLOW_DATA_ROOT", Path.home() / ".cache" / "aeflow" / "data"))
+DEFAULT_ROOT = Path.home() / ".cache" / "aeflow" / "data"
 
 
-def idx_file(name: str, split: str, kind: str = "images") -> str:
-    """Where a set's IDX file lies under a data-dir, for paths and hints alike:
-    ``idx_file("fashion-mnist", "test")`` -> ``"fashion-mnist/t10k-images-idx3-ubyte"`` (or ``.gz``)."""
-    return f"{name}/{'train' if split == 'train' else 't10k'}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+def idx_file(name: str, split: str) -> str:
+    """Where a set's images lie under a data-dir: ``("fashion-mnist", "test")`` ->
+    ``"fashion-mnist/t10k-images-idx3-ubyte"`` (or ``.gz``)."""
+    return f"{name}/{'train' if split == 'train' else 't10k'}-images-idx3-ubyte"
 
 
-def idx_path(data_dir: str | os.PathLike, name: str, split: str, kind: str = "images") -> Path | None:
-    """The IDX file for ``name``/``split`` ("train" or "test") in ``data_dir/name/``, or None.
-
-    Each set has its own folder: the files of different sets share their names, so a flat folder
-    would let one set stand in for another (e.g. MNIST test read as "fashion-mnist-test")."""
-    stem = Path(idx_file(name, split, kind)).name
-    for folder in (Path(data_dir) / name, Path(data_dir) / name.replace("-", "_")):
-        for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
+def idx_path(data_dir: str | os.PathLike, name: str, split: str) -> Path | None:
+    """The IDX images of ``name``/``split`` ("train", "test") in ``data_dir/name/``, or None (never a
+    flat folder: the sets' files share their names, so one set could stand in for another)."""
+    path = Path(data_dir) / idx_file(name, split)
+    return next((p for p in (path, path.with_name(path.name + ".gz")) if p.is_file()), None)
 
 
 def available(name: str, split: str, data_dir: str | os.PathLike | None) -> bool:
@@ -43,29 +34,23 @@ def available(name: str, split: str, data_dir: str | os.PathLike | None) -> bool
     return data_dir is None or idx_path(data_dir, name, split) is not None
 
 
-def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None,
-                root: str | os.PathLike = DEFAULT_ROOT) -> np.ndarray:
-    """Load a data set's images as uint8 [N, 28, 28].
-
-    With ``data_dir`` the IDX files are read from it; without, torchvision downloads the set
-    into ``root`` (needs internet once). Raises ``DataError`` with what to do when neither works.
-    """
+def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """A data set's images, uint8 [N, 28, 28]: from the IDX files of ``data_dir``, or without it
+    downloaded by torchvision (internet needed once); ``DataError`` saying what to do otherwise."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if data_dir is not None:
         if not Path(data_dir).is_dir():
             raise DataError(f"data folder {data_dir} does not exist; pass --data-dir DIR holding IDX files")
-        path = idx_path(data_dir, name, split)
-        if path is None:
+        if (path := idx_path(data_dir, name, split)) is None:
             raise DataError(f"no {name} {split} images in {data_dir}: expected {idx_file(name, split)}[.gz]")
         return read_images([path], image_shape=(28, 28))[0]
     try:
         from torchvision import datasets
     except ImportError:
         raise DataError("torchvision is missing: pip install 'aeflow[train]', or pass --data-dir DIR") from None
-    cls = getattr(datasets, _TORCHVISION_CLASS[name])
     try:
-        ds = cls(root=str(root), train=(split == "train"), download=True)
+        ds = getattr(datasets, _TORCHVISION_CLASS[name])(root=str(DEFAULT_ROOT), train=split == "train", download=True)
     except Exception as e:  # torchvision raises many kinds (URLError, RuntimeError, OSError)
         raise DataError(f"could not download {name} ({type(e).__name__}); without internet pass --data-dir DIR "
                         f"holding {idx_file(name, split)}[.gz] (see README)") from None
@@ -73,9 +58,7 @@ def load_images(name: str, split: str, data_dir: str | os.PathLike | None = None
 
 
 def split_indices(n: int, seed: int, val_fraction: float = 1 / 6) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation split of ``range(n)``: ``(train_idx, val_idx)``, int64.
-
-    ``round(n * val_fraction)`` images go to validation (10,000 of MNIST's 60,000)."""
+    """Seeded split of ``range(n)``: sorted int64 ``(train_idx, val_idx)``, ``round(n * val_fraction)`` in val."""
     n_val = int(round(n * val_fraction))
     if not 2 <= n_val < n:
         raise DataError(f"cannot split {n} images with validation fraction {val_fraction:.4f}")
@@ -89,18 +72,16 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 
 def mixture_of_gaussians(n: int, seed: int, means=(-1.0, 0.2, 1.5), std: float = 0.25) -> np.ndarray:
-    """The homework's 1-D data: n // 3 points from each of the first two components, the rest
-    from the third; float32 [n], shuffled, seeded."""
-    rng = np.random.default_rng(seed)
-    k = n // 3
+    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two
+    components, the rest from the third."""
+    rng, k = np.random.default_rng(seed), n // 3
     parts = [rng.normal(means[0], std, k), rng.normal(means[1], std, k), rng.normal(means[2], std, n - 2 * k)]
-    x = np.concatenate(parts)
-    return rng.permutation(x).astype(np.float32)
+    return rng.permutation(np.concatenate(parts)).astype(np.float32)
 
 
 def mixture_log_density(x: np.ndarray, means=(-1.0, 0.2, 1.5), std: float = 0.25,
                         weights=(1 / 3, 1 / 3, 1 / 3)) -> np.ndarray:
-    """Log density of the true mixture at x (float64)."""
+    """Log density of the true mixture at ``x`` (float64, the shape of ``x``)."""
     x = np.asarray(x, dtype=np.float64)[..., None]
     m, w = np.asarray(means), np.asarray(weights)
     comp = np.log(w) - 0.5 * ((x - m) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)

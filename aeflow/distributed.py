@@ -150,9 +150,9 @@ def output_kind(output: str | os.PathLike, force: bool = False, what: str = "out
 
 
 def _pyarrow():
-    from aeflow.runtime.parquet import pyarrow
+    from aeflow.optional import require
 
-    return pyarrow()  # a missing pyarrow is said before any work
+    return [require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet")]  # said before any work
 
 
 class _Writer:

@@ -1,14 +1,18 @@
-"""Image arrays: the accepted layouts and dtypes, value checks, and conversion to float32 [b, 1, H, W].
-
-Images are greyscale, H x W pixels (height x width; ``image_shape=(H, W)``, default (28, 28), the
-run's size). Accepted batches: shape ``[N, 1, H, W]``, ``[N, H, W]``, ``[N, H, W, 1]`` or
-``[N, H*W]`` with N >= 1, dtype uint8 (0..255, scaled by 1/255) or float16/32/64 in [0, 1]. A
-single ``[H, W]`` image is refused (add the batch dimension, ``x[None]``), so that a mislaid array
-never passes as one image. Values on a likely wrong scale (``scale_problem``) are accepted, but
-the scorer warns (``aeflow.errors.ScaleWarning``).
-"""
+"""Image arrays (layouts and dtypes: README, "Inputs"; checks; float32 [b, 1, H, W]) and the reader protocol,
+``ImageSource``, with the sources the formats build on. Files are read with plain reads, never memory-mapped
+(a file truncated meanwhile would kill the process with SIGBUS): a file cut short is an ``InputError``."""
 
 from __future__ import annotations
+
+import gzip
+import math
+import os
+import stat
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -17,8 +21,8 @@ from aeflow.errors import InputError
 SIDE = 28  # the homework's images, 28x28: the default size
 DEFAULT_SHAPE = (SIDE, SIDE)
 SIDES = (4, 4096)  # the smallest and largest side an image size taken from the data may have
-_RANGE_SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
-_SHOW = 5  # image indices named in an error message
+_SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
+READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
 
 
 def size(shape) -> str:
@@ -33,8 +37,7 @@ def accepted(image_shape=DEFAULT_SHAPE) -> str:
 
 
 def check_image_shape(image_shape, name: str) -> tuple[int, int]:
-    """``image_shape`` as a tuple (H, W) of ints, or a one-line ``InputError`` naming ``name`` when
-    it is not two sides within ``SIDES`` (4..4096 pixels)."""
+    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of 4..4096 pixels."""
     hw = tuple(int(d) for d in image_shape)
     if len(hw) != 2 or not all(SIDES[0] <= d <= SIDES[1] for d in hw):
         raise InputError(f"{name}: images of {size(hw)} pixels; aeflow reads greyscale images of "
@@ -45,16 +48,16 @@ def check_image_shape(image_shape, name: str) -> tuple[int, int]:
 def _dtype_problem(dtype: np.dtype) -> str | None:
     if dtype == np.uint8 or dtype.kind == "f":
         return None
-    kinds = {"b": "dtype bool (a mask?)", "c": f"complex values (dtype {dtype})", "O": "dtype object (Python objects)",
-             "U": f"strings (dtype {dtype})", "S": f"strings (dtype {dtype})"}
     if dtype.kind in "iu":
         return f"dtype {dtype}: pass uint8 (0..255) or float32 in [0, 1], e.g. x.astype(np.uint8) for 0..255 values"
-    return f"{kinds.get(dtype.kind, f'dtype {dtype}')}: pass real uint8 (0..255) or float32 in [0, 1] pixels"
+    kind = {"b": "dtype bool (a mask?)", "c": f"complex values (dtype {dtype})", "O": "dtype object (Python objects)",
+            "U": f"strings (dtype {dtype})", "S": f"strings (dtype {dtype})"}.get(dtype.kind, f"dtype {dtype}")
+    return f"{kind}: pass real uint8 (0..255) or float32 in [0, 1] pixels"
 
 
 def _image_sizes(shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The (H, W) that a batch of ``shape`` holds, or None for flat or other layouts."""
-    if len(shape) == 4 and (shape[1] == 1 or shape[3] == 1):
+    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]), else None."""
+    if len(shape) == 4 and 1 in (shape[1], shape[3]):
         return shape[2:] if shape[1] == 1 else shape[1:3]
     return shape[1:] if len(shape) == 3 else None
 
@@ -63,10 +66,10 @@ def _shape_problem(shape: tuple[int, ...], image_shape) -> str | None:
     h, w = image_shape
     if len(shape) >= 2 and tuple(shape[1:]) in {(1, h, w), (h, w), (h, w, 1), (h * w,)}:
         return None if shape[0] > 0 else f"no images (shape {shape})"
+    k = shape[0] if shape else 1
     if shape == (h, w):
         hint = f"a single {size(image_shape)} image: add a batch dimension, x[None] (shape [1, {h}, {w}])"
     elif len(shape) <= 1:
-        k = shape[0] if shape else 1
         hint = (f"a 1-D array of {k} values: reshape flat pixels with x.reshape(-1, {h}, {w})" if k and k % (h * w) == 0
                 else f"a {'scalar' if not shape else '1-D array'}: pass a batch of {size(image_shape)} images")
     elif len(shape) == 4 and (shape[1] in (3, 4) or shape[3] in (3, 4)):
@@ -81,33 +84,24 @@ def _shape_problem(shape: tuple[int, ...], image_shape) -> str | None:
 
 
 def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape=DEFAULT_SHAPE) -> tuple[int, int]:
-    """The (H, W) of a batch of ``shape``/``dtype`` (see the module docstring) of ``image_shape``
-    images, or of the size its shape says when ``image_shape`` is None ([N, 1, H, W], [N, H, W] or
-    [N, H, W, 1]; a flat [N, D] batch does not say it); one-line ``InputError`` naming ``name``
-    for another dtype, layout or size."""
+    """The (H, W) of a batch of ``shape``/``dtype`` holding ``image_shape`` images (None: the size
+    its shape says; a flat [N, D] batch does not say it); one-line ``InputError`` naming ``name``."""
     shape = tuple(int(d) for d in shape)
     problem = _dtype_problem(np.dtype(dtype))
     if problem is None and image_shape is None:
-        if _image_sizes(shape) is None:
+        if (image_shape := _image_sizes(shape)) is None:
             raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
                              f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
-        image_shape = _image_sizes(shape)
     image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
     if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")
     return image_shape
 
 
-def _indices(bad: np.ndarray, offset: int) -> str:
-    shown = ", ".join(str(int(i) + offset) for i in bad[:_SHOW])
-    more = f" and {bad.size - _SHOW} more ({bad.size} in all)" if bad.size > _SHOW else ""
-    return f"image{'s' if bad.size > 1 else ''} {shown}{more}"
-
-
 def _range_hint(lo: float, hi: float) -> str:
     if lo >= 0 and 1 < hi <= 255:
         return "they look like 0..255: pass uint8 or divide by 255"
-    if lo >= -1 - _RANGE_SLACK and hi <= 1 + _RANGE_SLACK:
+    if lo >= -1 - _SLACK and hi <= 1 + _SLACK:
         return "they look like [-1, 1] normalisation: pass (x + 1) / 2"
     if -5 < lo < 0 and 1 < hi < 10:
         return "they look standardised (mean/std): undo it (for MNIST x * 0.3081 + 0.1307)"
@@ -115,28 +109,27 @@ def _range_hint(lo: float, hi: float) -> str:
 
 
 def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
-    """Raise ``InputError`` when float images ``x`` [b, ...] hold NaN or Inf (naming the image
-    indices, counted from ``offset``) or values outside [0, 1] (naming the range found and the
-    rescaling that fits)."""
+    """``InputError`` when float images ``x`` [b, ...] hold NaN or Inf (naming the images, counted
+    from ``offset``) or values outside [0, 1] (naming the range and the rescaling that fits)."""
     lo, hi = float(x.min()), float(x.max())
-    if np.isfinite(lo) and np.isfinite(hi) and lo >= -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK:
+    if np.isfinite(lo) and np.isfinite(hi) and lo >= -_SLACK and hi <= 1 + _SLACK:
         return
     flat = x.reshape(len(x), -1)
-    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)) + offset
     if bad.size:
-        raise InputError(f"{name}: NaN or Inf in {_indices(bad, offset)}; fix or drop those images")
-    first = int(np.flatnonzero(((flat < -_RANGE_SLACK) | (flat > 1 + _RANGE_SLACK)).any(axis=1))[0]) + offset
+        more = f" and {bad.size - 5} more ({bad.size} in all)" if bad.size > 5 else ""
+        raise InputError(f"{name}: NaN or Inf in image{'s' if bad.size > 1 else ''} {', '.join(map(str, bad[:5]))}"
+                         f"{more}; fix or drop those images")
+    first = int(np.flatnonzero(((flat < -_SLACK) | (flat > 1 + _SLACK)).any(axis=1))[0]) + offset
     raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; "
                      f"{_range_hint(lo, hi)}")
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
-    """A one-line warning when a converted batch (float32 [b, 1, H, W] in [0, 1], converted from
-    ``dtype``) is on a likely wrong scale, else None: its brightest pixel is above 0 but at most
-    1/255, which a uint8 batch holding only 0 and 1 (a binarised mask) or floats divided by 255
-    twice give. Such images score as blank ones and anomalies among them go unnoticed."""
+    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) have their
+    brightest pixel above 0 but at most 1/255 (a 0/1 uint8 mask, floats divided by 255 twice), else None."""
     hi = float(images.max()) if images.size else 0.0
-    if not 0.0 < hi <= 1.0 / 255.0 + _RANGE_SLACK:
+    if not 0.0 < hi <= 1.0 / 255.0 + _SLACK:
         return None
     where = f"images {offset}..{offset + len(images) - 1}"
     if np.dtype(dtype) == np.uint8:
@@ -148,20 +141,144 @@ def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 
 
 def to_float32(batch: np.ndarray, name: str, offset: int = 0, out: np.ndarray | None = None,
                image_shape=DEFAULT_SHAPE) -> np.ndarray:
-    """A batch [b, ...] of an accepted layout of ``image_shape`` (H, W) images as C-contiguous
-    float32 [b, 1, H, W] in [0, 1] (values checked). uint8 is divided by 255 (as in training);
-    float32 C-contiguous input is returned without a copy; everything else is converted into
-    ``out`` (float32 [>= b, 1, H, W]) when given, else into a new array."""
+    """A batch [b, ...] of an accepted layout as C-contiguous float32 [b, 1, H, W] in [0, 1] (values
+    checked; uint8 / 255). float32 C-contiguous input is not copied; else written into ``out`` if given."""
     b, (h, w) = len(batch), image_shape
     flat = batch.reshape(b, h * w)
     if batch.dtype == np.float32 and flat.flags.c_contiguous:
-        result = flat.reshape(b, 1, h, w)
-        check_values(result, name, offset)
-        return result
-    dest = out[:b] if out is not None else np.empty((b, 1, h, w), dtype=np.float32)
-    if batch.dtype == np.uint8:
-        np.divide(flat, np.float32(255.0), out=dest.reshape(b, h * w), dtype=np.float32)
-        return dest
-    np.copyto(dest.reshape(b, h * w), flat, casting="unsafe")
+        dest = flat.reshape(b, 1, h, w)
+    else:
+        dest = out[:b] if out is not None else np.empty((b, 1, h, w), dtype=np.float32)
+        if batch.dtype == np.uint8:
+            np.divide(flat, np.float32(255.0), out=dest.reshape(b, h * w), dtype=np.float32)
+            return dest
+        np.copyto(dest.reshape(b, h * w), flat, casting="unsafe")
     check_values(dest, name, offset)
     return dest
+
+
+class ImageSource:
+    """A reader: ``name``, ``n`` images, ``image_shape`` (H, W), ``labels`` (bool [n] or None), ``batches(size)``
+    ([b <= size, ...] of the file's dtype, in order), a context manager; ``window(start, stop)`` if it splits."""
+
+    labels: np.ndarray | None = None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_labels(labels, n: int, name: str) -> np.ndarray:
+    """``is_anomaly`` labels as bool [n]; one-line ``InputError`` unless bool or 0/1 of shape [n]."""
+    labels = np.asarray(labels)
+    if labels.dtype != np.bool_ and (labels.dtype.kind not in "iu" or not np.isin(labels, (0, 1)).all()):
+        raise InputError(f"{name}: 'is_anomaly' must be bool (or 0/1), found dtype {labels.dtype}; fix or drop it")
+    if labels.shape != (n,):
+        raise InputError(f"{name}: 'is_anomaly' has shape {labels.shape} but there are {n} images; fix or drop it")
+    return labels.astype(bool, copy=False)
+
+
+class ArraySource(ImageSource):
+    """Images in an array of an accepted layout, checked here; ``np.matrix`` reads as its 2-D array."""
+
+    def __init__(self, array, name: str = "array", labels=None, image_shape=DEFAULT_SHAPE):
+        masked = sys.modules.get("numpy.ma")  # np.ma itself costs ~10 ms of every cold start; none exists without it
+        if masked is not None and isinstance(array, masked.MaskedArray):
+            raise InputError(f"{name}: a masked array; fill the masked pixels first, e.g. x.filled(0)")
+        try:
+            array = np.asarray(array)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{name}: cannot make an array of it ({e}); pass a numpy array "
+                             f"{accepted(image_shape or DEFAULT_SHAPE)}") from None
+        self.image_shape = check_layout(array.shape, array.dtype, name, image_shape)
+        self.array, self.name, self.n = array, name, int(array.shape[0])
+        self.labels = None if labels is None else check_labels(labels, self.n, name)
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        return (self.array[start:start + size] for start in range(0, self.n, size))
+
+
+class StreamSource(ImageSource):
+    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file
+    object at the first record (gzip, zip members). Reading on to the end makes them check their CRC."""
+
+    check_end = True
+
+    def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
+                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
+        self.image_shape = check_layout(shape, dtype, name, image_shape)
+        self._opener, self.name, self.n, self._what, self.labels = opener, name, int(shape[0]), what, labels
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self._record = self.dtype.itemsize * math.prod(self.shape[1:])
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        done, record = 0, self._record
+        try:
+            with self._opener() as f:
+                while done < self.n:
+                    b = min(size, self.n - done)
+                    data = f.read(b * record)
+                    if len(data) < b * record:
+                        raise InputError(f"{self.name}: header promises {self.n} images but the {self._what} holds "
+                                         f"{done + len(data) // record}; the file is truncated")
+                    done += b
+                    yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.shape[1:]))
+                while self.check_end and f.read(1 << 20):
+                    pass
+        except READ_ERRORS as e:
+            raise InputError(f"{self.name}: cannot read the {self._what} ({str(e) or type(e).__name__}); "
+                             f"the file is corrupted or truncated") from None
+
+
+class RawFileSource(StreamSource):
+    """Records at byte ``data_at`` of an uncompressed file (.npy, raw IDX); a window opens at its own offset."""
+
+    check_end = False
+
+    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
+        super().__init__(lambda: opened_at(path, data_at), name, shape, dtype, "file", labels, image_shape)
+        self._path, self._data_at = path, data_at
+
+    def window(self, start: int, stop: int) -> "RawFileSource":
+        """Images [start, stop) of this file."""
+        labels = None if self.labels is None else self.labels[start:stop]
+        return RawFileSource(self._path, self._data_at + start * self._record, self.name,
+                             (stop - start, *self.shape[1:]), self.dtype, labels, self.image_shape)
+
+
+def opened_at(path: Path, offset: int, gzipped: bool = False):
+    """``path`` opened for reading (decompressed as it goes when ``gzipped``) at byte ``offset``."""
+    f = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    f.seek(offset)
+    return f
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` cannot be read ('a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or
+    None for a regular file or folder (or a link to one)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"a dangling link (to {os.readlink(path)}, which does not exist)" if path.is_symlink() else "missing"
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a regular file")
+    return kind + (" (through a link)" if path.is_symlink() else "")
+
+
+def read_bytes(path: Path, limit: int = -1) -> bytes:
+    """The bytes of ``path`` (at most ``limit``) with unbuffered reads; one-line ``InputError`` otherwise."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(limit)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None

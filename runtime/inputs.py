@@ -1,53 +1,145 @@
-"""Image inputs: ``open_source`` picks the reader for a path, ``read_images`` reads whole files (for
-training). The readers live beside it: ``arrays`` (layouts, value checks, conversion), ``sources``
-(the ``ImageSource`` protocol, arrays and raw files), ``npyfiles`` (.npy, .npz), ``pngfiles``
-(PNG files and folders) and ``parquet`` (imported only for a Parquet file, so the plain path
-never imports pyarrow). Every problem is a one-line ``InputError``.
-"""
+"""Image inputs: ``open_source`` picks the reader for a path (IDX, .npy and .npz here, whose headers are
+checked against the bytes they hold before anything is allocated); ``read_images`` reads whole files."""
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import functools
+import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from aeflow.checks import expand_inputs
 from aeflow.errors import InputError
 from aeflow.idx import read_idx_header
-from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, accepted, check_image_shape, check_layout, scale_problem, \
-    to_float32
-from aeflow.runtime.npyfiles import NPY_MAGIC, open_npy, open_npz
+from aeflow.runtime.arrays import DEFAULT_SHAPE, READ_ERRORS, SIDE, ArraySource, ImageSource, RawFileSource, \
+    StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
+    scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
-from aeflow.runtime.sources import ArraySource, ImageSource, RawFileSource, StreamSource, not_regular, opened_at, \
-    read_bytes
 
-__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "expand_paths",
-           "open_source", "read_images", "scale_problem", "to_float32"]
+__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
+           "read_images", "scale_problem", "to_float32"]
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """An IDX images file [N, H, W], read a batch at a time (gzipped ones decompressed as they go);
-    ``image_shape=None`` takes (H, W) from its header."""
-    header = read_idx_header(path)
-    if len(header.shape) != 3:
-        hint = " - a labels file? pass the images file" if len(header.shape) == 1 else ""
-        raise InputError(f"{name}: IDX file of shape {header.shape}{hint}; expected images [N, H, W]")
-    image_shape = image_shape or check_image_shape(header.shape[1:], name)
-    if not header.gzipped:
-        return RawFileSource(path, header.offset, name, header.shape, np.dtype(np.uint8), None, image_shape)
-    return StreamSource(lambda: opened_at(path, header.offset, True), name, header.shape, np.dtype(np.uint8),
-                        ".gz data", None, image_shape)
+    """An IDX images file [N, H, W] (raw or gzip), read a batch at a time; ``image_shape=None``: its (H, W)."""
+    shape, offset, gzipped = read_idx_header(path)
+    if len(shape) != 3:
+        hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
+        raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, H, W]")
+    image_shape = image_shape or check_image_shape(shape[1:], name)
+    if not gzipped:
+        return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
+    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.dtype(np.uint8), ".gz data", None,
+                        image_shape)
+
+
+def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Read a .npy header from ``f``, leaving ``f`` at the first data byte: (shape, dtype) of a C-ordered array."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except Exception as e:  # numpy's parser of an untrusted header: ValueError, SyntaxError, TokenError, ...
+        raise InputError(f"{name}: not a readable .npy array ({' '.join(str(e).split())[:120]}); "
+                         f"the file is corrupted or not saved with numpy.save") from None
+    if fortran and len(shape) > 1:  # its images are not consecutive records
+        raise InputError(f"{name}: a Fortran-ordered array cannot be read a batch at a time; save it C-ordered: "
+                         f"np.save(f, np.ascontiguousarray(x))")
+    return tuple(shape), dtype
+
+
+def _check_size(have: int, shape: tuple[int, ...], dtype: np.dtype, name: str, what: str) -> None:
+    need = math.prod(shape) * dtype.itemsize  # Python ints: a crafted header must not overflow int64
+    if have < need:
+        raise InputError(f"{name}: {what} header promises {need} data bytes {shape} but holds {max(have, 0)}; "
+                         f"the file is truncated or corrupted")
+
+
+def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
+    """A .npy file of images, read a batch at a time."""
+    try:
+        with open(path, "rb") as f:
+            shape, dtype = _header(f, name)
+            data_at = f.tell()
+    except OSError as e:
+        raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
+    image_shape = check_layout(shape, dtype, name, image_shape)
+    _check_size(path.stat().st_size - data_at, shape, dtype, name, "the")
+    return RawFileSource(path, data_at, name, shape, dtype, None, image_shape)
+
+
+def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: str):
+    """(info, shape, dtype) of the member named ``key`` (without folders and ".npy"), or None;
+    ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
+    found = [i for i in infos if Path(i.filename).stem == key]
+    if len(found) > 1:
+        raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
+                         f"the archive is ambiguous - save it again with one array named '{key}'")
+    if not found:
+        return None
+    info = found[0]
+    if info.flag_bits & 0x1:
+        raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
+                         f"without a password - save it again with np.savez")
+    if info.compress_type not in _ZIP_METHODS:
+        raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
+                         f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
+    try:
+        with zf.open(info) as f:
+            shape, dtype = _header(f, name)
+            _check_size(info.file_size - f.tell(), shape, dtype, name, f"member {info.filename}'s")
+    except READ_ERRORS as e:
+        raise InputError(f"{name}: cannot read {info.filename} ({e}); the file is corrupted or truncated") from None
+    return info, shape, dtype
+
+
+@contextlib.contextmanager
+def _member_data(path: Path, info: zipfile.ZipInfo, name: str):
+    """The member ``info`` of the archive at ``path``, at its first data byte (closing the archive with it)."""
+    with zipfile.ZipFile(path) as z, z.open(info) as f:
+        _header(f, name)
+        yield f
+
+
+def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
+    """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read a
+    batch at a time through zipfile (stored or compressed; the CRC is checked at the end)."""
+    try:
+        zf = zipfile.ZipFile(path)
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(f"{name}: not a readable .npz archive ({e}); the file is corrupted or truncated") from None
+    with zf:
+        images = _member(zf, infos, "images", name)
+        if images is None and len(infos) != 1:
+            found = ", ".join(sorted(Path(i.filename).stem for i in infos)) or "nothing"
+            raise InputError(f"{name}: holds {found}; expected an array named 'images' (or a single array)")
+        info, shape, dtype = images or _member(zf, infos, Path(infos[0].filename).stem, name)
+        image_shape = check_layout(shape, dtype, name, image_shape)
+        found, labels = _member(zf, infos, "is_anomaly", name), None
+        if found is not None and found[0] is not info:
+            if found[1] != (shape[0],):  # before reading it: the header may claim terabytes
+                raise InputError(f"{name}: 'is_anomaly' has shape {found[1]} but there are {shape[0]} images; "
+                                 f"fix or drop it")
+            try:
+                with zf.open(found[0]) as f:
+                    labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
+            except (ValueError, *READ_ERRORS) as e:
+                raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
+    return StreamSource(functools.partial(_member_data, path, info, name), name, shape, dtype, ".npz member", labels,
+                        image_shape)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,
                 image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """The reader for ``path``: a folder of PNGs, .npy, .npz, .png, .parquet (``column``: its image
-    column, see ``aeflow.runtime.parquet``), or IDX (raw or gzip, by content), for images of
-    ``image_shape`` (H, W); ``None`` takes the size from the file (refusing a flat [N, D] array or
-    raw Parquet pixels, which do not say it). ``name`` (default: the path as given) labels it in
-    tables and outputs. One-line ``InputError`` for anything missing, empty, unreadable, of the
-    wrong layout or of another image size (naming both sizes)."""
+    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX),
+    of ``image_shape`` (H, W) images (None: the file's size), labelled ``name`` (default: the path);
+    one-line ``InputError`` for anything missing, empty, unreadable, of another layout or size."""
     p, name = Path(path), name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name, image_shape=image_shape)
@@ -58,47 +150,26 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     head, suffix = read_bytes(p, 8), p.suffix.lower()
     if not head:
         raise InputError(f"{name}: the file is empty")
-    if suffix == ".npy" or (suffix not in (".npz", ".png", ".parquet") and head.startswith(NPY_MAGIC)):
-        return open_npy(p, name, image_shape)
-    if suffix == ".npz" or (suffix not in (".png", ".parquet") and head.startswith(b"PK\x03\x04")):
-        return open_npz(p, name, image_shape)
-    if suffix == ".png" or (suffix != ".parquet" and head.startswith(SIGNATURE)):
-        return open_png(p, name, image_shape)
-    if suffix == ".parquet" or head.startswith(b"PAR1"):
+    magics = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
+    kind = suffix if suffix in magics else next((k for k, m in magics.items() if head.startswith(m)), None)
+    if kind == ".parquet":
         from aeflow.runtime.parquet import ParquetSource
 
         return ParquetSource(p, name, column, image_shape=image_shape)
+    if kind:
+        return {".npy": open_npy, ".npz": open_npz, ".png": open_png}[kind](p, name, image_shape)
     if head[:2] not in (b"\x1f\x8b", b"\x00\x00"):
         raise InputError(f"{name}: unknown format; pass .npy, .npz, .parquet, IDX (raw or .gz), a .png or a folder "
                          f"of PNGs")
     return open_idx(p, name, image_shape)
 
 
-def expand_paths(patterns) -> list[Path]:
-    """Paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order (a path
-    that exists is taken as it is); ``InputError`` for a pattern that matches nothing."""
-    paths: list[Path] = []
-    for text in map(str, [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns):
-        found = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) and not Path(text).exists() else [text]
-        if not found:
-            raise InputError(f"{text}: no file or folder matches the pattern")
-        paths.extend(map(Path, found))
-    return paths
-
-
 def read_images(paths, image_shape=None, column: str | None = None, batch_size: int = 4096):
-    """Every image of ``paths`` (files, folders, quoted glob patterns; any format ``open_source``
-    reads) in memory: ``(images, labels, (H, W))``.
-
-    ``images``: uint8 [N, H, W] when every file holds uint8 pixels, else float32 [N, H, W] in
-    [0, 1] (uint8 divided by 255; values checked). ``image_shape=None`` takes (H, W) from the first
-    file (its header, first PNG, or array shape, within 4..4096 pixels a side) and every other
-    file must have it: another size is one ``InputError`` naming both sizes; a flat [N, D] array
-    or raw Parquet pixels do not say their size, so give ``image_shape`` for them. ``labels``: bool
-    [N] (``is_anomaly``) when some file carries them (images of files without are False), else
-    None."""
+    """Every image of ``paths`` (files, folders, glob patterns) in memory: ``(images, labels, (H, W))``:
+    uint8 [N, H, W] if every file holds uint8, else float32 in [0, 1]; bool [N] ``is_anomaly`` if some
+    file has them (else None). ``image_shape=None``: the first file's size, which every file must have."""
     parts, labels, known, shape = [], [], False, image_shape
-    for path in expand_paths(paths):
+    for path in expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         with open_source(path, column=column, image_shape=shape) as src:
             shape, done = src.image_shape, 0
             for batch in src.batches(batch_size):

@@ -19,6 +19,7 @@ import numpy as np
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import atomic_path, check_target, describe_os_error, printable_name
 from aeflow.metrics import normalized_scores
+from aeflow.optional import require
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
 COLUMNS = ("index", "score", "normalized_score", "predicted_anomaly", "label_anomaly", "source")
@@ -62,8 +63,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
         raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
     if path.suffix.lower() == ".parquet":
-        from aeflow.runtime.parquet import pyarrow
-        pyarrow()  # a missing pyarrow is said before any work
+        require("pyarrow.parquet", "distributed", "writing Parquet")  # a missing pyarrow is said before any work
     return check_target(path, "file", force=force, inputs=inputs, artifacts=artifacts)
 
 
@@ -94,9 +94,7 @@ def results_array(results: list[ScoredInput]) -> np.ndarray:
 def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
     """The rows as a pyarrow Table (label_anomaly bool with nulls, source dictionary-encoded);
     ``first_index``: see ``columns`` (a chunk of an input)."""
-    from aeflow.runtime.parquet import pyarrow
-
-    pa, _ = pyarrow()
+    pa = require("pyarrow", "distributed", "writing Parquet")
     cols = columns(results, first_index)
     if any(r.files is not None for r in results):
         source = pa.array([s for r in results for s in r.sources], pa.string()).dictionary_encode()
@@ -153,9 +151,8 @@ def write_results(path: str | os.PathLike, results: list[ScoredInput], context: 
     path, suffix = Path(path), Path(path).suffix.lower()
     with atomic_path(path, replace=force, what="--output") as tmp:  # OSError -> OutputError there
         if suffix == ".parquet":
-            from aeflow.runtime.parquet import pyarrow
-
-            pyarrow()[1].write_table(results_table(results, context), tmp)
+            pq = require("pyarrow.parquet", "distributed", "writing Parquet")
+            pq.write_table(results_table(results, context), tmp)
             return path
         with open(tmp, "wb" if suffix == ".npy" else "w", **({} if suffix == ".npy" else
                                                              {"newline": "", "encoding": "utf-8"})) as f:

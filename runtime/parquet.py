@@ -1,13 +1,5 @@
-"""Parquet files of images, read in streamed batches with pyarrow (``pip install
-'aeflow[distributed]'``); only ``open_source`` imports this module, and only for a Parquet file.
-
-One row per image, the image in one column (``column``; default ``image``, else the only column
-of an image type), for images of H x W pixels (``image_shape``): ``binary``/``large_binary`` (a
-PNG file's bytes, or H*W raw uint8 pixels, row-major), ``fixed_size_binary(H*W)``, or
-``list``/``large_list``/``fixed_size_list`` of uint8 (H*W each). An optional ``is_anomaly``
-column (bool or 0/1) gives labels. A null image, a value of another length or another column type
-is refused with one ``InputError`` naming the file, the column and the row.
-"""
+"""Parquet files of images (one row per image; column types: README, "Parquet"), read in streamed
+batches with pyarrow; only ``open_source`` imports this module, and only for a Parquet file."""
 
 from __future__ import annotations
 
@@ -19,17 +11,8 @@ import numpy as np
 
 from aeflow.errors import InputError
 from aeflow.optional import require
-from aeflow.runtime.arrays import DEFAULT_SHAPE, check_image_shape, size
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ImageSource, check_image_shape, check_labels, size
 from aeflow.runtime.pngfiles import SIGNATURE, decode_many, header_shape
-from aeflow.runtime.sources import ImageSource, check_labels
-
-DEFAULT_COLUMN = "image"
-LABEL_COLUMN = "is_anomaly"
-
-
-def pyarrow():
-    """(pyarrow, pyarrow.parquet), or a one-line ``UsageError`` naming the extra to install."""
-    return require("pyarrow", "distributed", "Parquet"), require("pyarrow.parquet", "distributed", "Parquet")
 
 
 def _image_kind(t, pa) -> str | None:
@@ -42,63 +25,51 @@ def _image_kind(t, pa) -> str | None:
     return "list" if lists and pa.types.is_uint8(t.value_type) else None
 
 
-def _errors(pa):
-    return OSError, ValueError, pa.ArrowException
-
-
 def _why(e: Exception) -> str:
-    return " ".join(str(e).split())[:160]
+    return " ".join(str(e).split())[:160] or type(e).__name__
 
 
 class ParquetSource(ImageSource):
-    """A Parquet file of images (schema in the module docstring), read ``size`` rows at a time;
-    ``window(start, stop)`` restricts it to rows [start, stop). ``image_shape=None`` takes the size
-    from the first row's PNG (raw pixels do not say their size: give it)."""
+    """A Parquet file of images, rows [start, stop); ``image_shape=None`` takes the size from the first
+    row's PNG (raw pixels do not say their size: give it)."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None, column: str | None = None,
                  start: int = 0, stop: int | None = None, image_shape=DEFAULT_SHAPE):
-        pa, pq = pyarrow()
+        pa = require("pyarrow", "distributed", "reading Parquet files")
         self.path, self.name = Path(path), name or str(path)
         try:
-            self._file = pq.ParquetFile(self.path)
-            schema = self._file.schema_arrow
-        except _errors(pa) as e:
+            self._file = require("pyarrow.parquet", "distributed", "reading Parquet files").ParquetFile(self.path)
+            schema, total = self._file.schema_arrow, self._file.metadata.num_rows
+            kinds = {f.name: _image_kind(f.type, pa) for f in schema}
+            usable = [c for c, k in kinds.items() if k]
+            column = column or ("image" if "image" in kinds else usable[0] if len(usable) == 1 else None)
+            if column is None:
+                found = ", ".join(f"{f.name} ({f.type})" for f in schema) or "no columns"
+                raise InputError(f"{self.name}: no column named 'image' and {len(usable)} image-typed columns among "
+                                 f"{found}; name the image column (column= / --column)")
+            if column not in kinds:
+                raise InputError(f"{self.name}: no column {column!r}; it has {', '.join(kinds) or 'no columns'}")
+            self.column, self._kind, t = column, kinds[column], schema.field(column).type
+            if self._kind is None:
+                raise InputError(f"{self.name}: column {column!r} is {t}; images must be binary (PNG bytes or H*W raw "
+                                 f"bytes), fixed_size_binary(H*W) or list<uint8> of H*W")
+            if total == 0:
+                raise InputError(f"{self.name}: the Parquet file holds no rows")
+            (h, w) = self.image_shape = check_image_shape(image_shape or self._first_png_shape(), self.name)
+            labelled = "is_anomaly" in kinds.keys() - {column}
+            labels = self._file.read(columns=["is_anomaly"]).column(0) if labelled else None
+        except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{self.name}: not a readable Parquet file ({_why(e)}); the file is corrupted or "
                              f"truncated") from None
-        kinds = {f.name: _image_kind(f.type, pa) for f in schema}
-        usable = [c for c, k in kinds.items() if k]
-        column = column or (DEFAULT_COLUMN if DEFAULT_COLUMN in kinds else usable[0] if len(usable) == 1 else None)
-        if column is None:
-            found = ", ".join(f"{f.name} ({f.type})" for f in schema) or "no columns"
-            raise InputError(f"{self.name}: no column named {DEFAULT_COLUMN!r} and {len(usable)} image-typed columns "
-                             f"among {found}; name the image column (column= / --column)")
-        if column not in kinds:
-            raise InputError(f"{self.name}: no column {column!r}; it has {', '.join(kinds) or 'no columns'}")
-        self.column, self._kind, total = column, kinds[column], self._file.metadata.num_rows
-        if self._kind is None:
-            raise InputError(f"{self.name}: column {column!r} is {schema.field(column).type}; images must be binary "
-                             f"(PNG bytes or H*W raw bytes), fixed_size_binary(H*W) or list<uint8> of H*W")
-        if total == 0:
-            raise InputError(f"{self.name}: the Parquet file holds no rows")
-        self.image_shape = check_image_shape(image_shape or self._first_png_shape(), self.name)
-        t = schema.field(column).type
-        width = t.byte_width if pa.types.is_fixed_size_binary(t) else getattr(t, "list_size", None)
-        if width is not None and width != np.prod(self.image_shape):
+        if (width := t.byte_width if pa.types.is_fixed_size_binary(t) else getattr(t, "list_size", h * w)) != h * w:
             raise InputError(f"{self.name}: column {column!r} holds {width} pixels per image, this run's images are "
-                             f"{size(self.image_shape)} = {np.prod(self.image_shape)} pixels")
+                             f"{size(self.image_shape)} = {h * w} pixels")
         self._start, self._stop = start, total if stop is None else min(stop, total)
         self.n = max(0, self._stop - self._start)
-        self.labels = self._labels(pa, total) if LABEL_COLUMN in kinds and LABEL_COLUMN != column else None
-
-    def _labels(self, pa, total: int) -> np.ndarray:
-        """The ``is_anomaly`` column (bool [n], this source's rows), checked."""
-        try:
-            labels = self._file.read(columns=[LABEL_COLUMN]).column(0)
-        except _errors(pa) as e:
-            raise InputError(f"{self.name}: cannot read {LABEL_COLUMN!r} ({_why(e)})") from None
-        if labels.null_count:
-            raise InputError(f"{self.name}: {LABEL_COLUMN!r} has {labels.null_count} nulls; fix or drop it")
-        return check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[self._start:self._stop]
+        if labelled and labels.null_count:
+            raise InputError(f"{self.name}: 'is_anomaly' has {labels.null_count} nulls; fix or drop it")
+        self.labels = check_labels(labels.to_numpy(zero_copy_only=False), total, self.name)[start:self._stop] \
+            if labelled else None
 
     def _first_png_shape(self) -> tuple[int, int]:
         first = next(self._file.iter_batches(batch_size=1, columns=[self.column])).column(0)[0].as_py()
@@ -108,8 +79,7 @@ class ParquetSource(ImageSource):
         return header_shape(first, self.where(0))
 
     def close(self) -> None:
-        if getattr(self, "_file", None) is not None and hasattr(self._file, "close"):
-            self._file.close()
+        self._file.close()
 
     def window(self, start: int, stop: int) -> "ParquetSource":
         """The same file restricted to its rows [start, stop) (counted in this source's rows)."""
@@ -117,7 +87,8 @@ class ParquetSource(ImageSource):
                              self.image_shape)
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
-        pa, _ = pyarrow()
+        import pyarrow as pa
+
         row = 0  # position in the file
         try:
             for batch in self._file.iter_batches(batch_size=size, columns=[self.column]):
@@ -156,7 +127,7 @@ class ParquetSource(ImageSource):
             return flat.to_numpy(zero_copy_only=False).reshape(b, h, w)
         blobs = values.to_pylist()  # binary: PNG bytes or H*W raw bytes, value by value
         out, png_rows = np.empty((b, h, w), dtype=np.uint8), [i for i, v in enumerate(blobs) if v[:8] == SIGNATURE]
-        for i in sorted(set(range(b)) - set(png_rows)):
+        for i in (i for i, v in enumerate(blobs) if v[:8] != SIGNATURE):
             if len(blobs[i]) != h * w:
                 raise InputError(f"{self.where(first + i)}: {len(blobs[i])} bytes, neither a PNG nor {h * w} raw "
                                  f"pixels ({size(self.image_shape)})")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +23,16 @@ if settings is not None:
     settings.register_profile("explore", derandomize=False, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from aeflow.idx import write_idx
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write a uint8 array (1 to 4 dimensions) as an IDX file; gzip when ``compress`` or the name ends in .gz."""
+    array = np.ascontiguousarray(array)
+    assert array.dtype == np.uint8 and 1 <= array.ndim <= 4
+    payload = struct.pack(f">HBB{array.ndim}I", 0, 8, array.ndim, *array.shape) + array.tobytes()
+    compress = Path(path).suffix == ".gz" if compress is None else compress
+    Path(path).write_bytes(gzip.compress(payload, mtime=0) if compress else payload)
 
 
 def synthetic_digits(n: int, seed: int) -> np.ndarray:

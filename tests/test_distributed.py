@@ -20,10 +20,9 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from aeflow.errors import AeflowError, InputError, OutputError, UsageError  # noqa: E402
-from aeflow.idx import write_idx  # noqa: E402
 from aeflow.runtime import AnomalyScorer, demo_images, open_source  # noqa: E402
 from aeflow.runtime.outputs import COLUMNS, ScoredInput, results_table  # noqa: E402
-from conftest import assert_one_line_error, run_cli  # noqa: E402
+from conftest import assert_one_line_error, run_cli, write_idx  # noqa: E402
 from pngdata import encode_png  # noqa: E402
 
 

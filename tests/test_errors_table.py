@@ -23,13 +23,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, edit_metadata, run_cli, wait_for
+from conftest import assert_one_line_error, edit_metadata, run_cli, wait_for, write_idx
 from pngdata import SIGNATURE
 
 from aeflow.cli import cli_message
 from aeflow.errors import AeflowError
 from aeflow.files import sha256_file
-from aeflow.idx import write_idx
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import check_output_path

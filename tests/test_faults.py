@@ -320,7 +320,7 @@ print("read", seen)
 
 @pytest.mark.parametrize("kind", ["npy", "npz", "idx"])
 def test_input_truncated_while_scored_is_an_error_not_sigbus(tmp_path, kind):
-    from aeflow.idx import write_idx
+    from conftest import write_idx
 
     x = images(20_000)
     path = tmp_path / {"npy": "x.npy", "npz": "x.npz", "idx": "x-idx3-ubyte"}[kind]

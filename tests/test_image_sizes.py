@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from aeflow.errors import DataError, InputError
-from aeflow.idx import write_idx
 from aeflow.runtime.inputs import ArraySource, open_source, read_images, to_float32
+from conftest import write_idx
 from pngdata import encode_png, write_png
 
 pa = pytest.importorskip("pyarrow")

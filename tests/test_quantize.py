@@ -7,8 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from conftest import write_idx
+
 from aeflow.files import sha256_file
-from aeflow.idx import write_idx
 from aeflow.metrics import threshold_from_scores
 
 # Measured on the 2,000 demo images (static int8, Xeon with AVX-512 VNNI; the same at every batch

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli
+from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli, write_idx
 
 from aeflow.cli import cli
-from aeflow.idx import write_idx
 from aeflow.runtime.outputs import COLUMNS
 from aeflow.runtime.scorer import AnomalyScorer
 

@@ -263,8 +263,9 @@ def sampling_rows(run: Run) -> list[dict]:
 def files_rows(run: Run) -> list[dict]:
     """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as
     ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
+    from PIL import Image
+
     from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.pngfiles import pillow
     from aeflow.runtime.scorer import AnomalyScorer
 
     n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
@@ -276,7 +277,7 @@ def files_rows(run: Run) -> list[dict]:
         np.save(paths[0], images)
         paths[1].mkdir()
         for i, im in enumerate(images):
-            pillow().fromarray(im).save(paths[1] / f"{i:06d}.png")
+            Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
         for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
             for rate, path in zip(rates, paths):
                 time.sleep(PHASE_GAP_S)
@@ -293,13 +294,13 @@ def cold_start_rows(run: Run) -> list[dict]:
     """Seconds from a new process to its exit, as a CLI user and an embedded caller pay on every
     call, each command interleaved after one untimed round (warm file cache), with the ratio to the
     floor every such process pays and the goals met or not."""
-    from aeflow.runtime.pngfiles import pillow
+    from PIL import Image
 
     script, image, d = Path(sys.executable).with_name("aeflow"), demo_images(run.directory)[0], str(run.directory)
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
         png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
-        pillow().fromarray(image).save(png)
+        Image.fromarray(image).save(png)
         np.save(npy, image[None])
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d], API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
