@@ -82,7 +82,17 @@ def _signals_end_the_command():
         yield received
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, _ended if _PROCESS else h)
+
+
+_PROCESS = False  # True in the aeflow process itself (main), False where a test calls cli.main
+_ENDED_WITH: list[int] = []
+
+
+def _ended(signum, frame):
+    """A signal after the command has ended (its outputs complete or removed, its line printed),
+    e.g. while Dask's threads shut down: exit at once with the command's own code."""
+    os._exit(_ENDED_WITH[0] if _ENDED_WITH else 128 + signum)
 
 
 class _Stream:
@@ -255,6 +265,7 @@ class LazyGroup(click.Group):
             finally:
                 remove_temporaries()
             line, code = outcome(error, received[0] if received else None)
+            _ENDED_WITH.append(code)
         if line:
             click.echo(line, err=True)
         sys.exit(code)
@@ -276,6 +287,8 @@ def cli():
 
 def main() -> None:
     """Console-script entry point."""
+    global _PROCESS
+    _PROCESS = True
     cli.main()
 
 
