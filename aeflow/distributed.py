@@ -66,16 +66,17 @@ class Task:
         return self.name if self.whole else f"{self.name} [images {self.start}..{self.stop - 1}]"
 
 
-def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[ShardResult], list[Task]]:
-    """Open every shard on the client (headers only: its name, size and labels) and cut it into
-    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
+def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
+         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
+    """Open every shard on the client (headers only: its name, size and labels) as ``image_shape``
+    (H, W) images and cut it into tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     from aeflow.runtime.inputs import open_source
 
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
         name = str(p)
-        with open_source(p, name, column) as src:
+        with open_source(p, name, column, image_shape=image_shape) as src:
             shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
@@ -115,7 +116,7 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
     t0 = time.perf_counter()
     scorer = _worker_scorer(settings)
-    with open_source(task.path, task.name, column) as src:
+    with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
                              f"was planned; every machine must see the same files")
@@ -269,7 +270,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
         if output is not None else None
     settings = scorer.replace(threads=threads).__getstate__()
-    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
+    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
         raise InputError("no inputs to score")
     if (output is None if keep_scores is None else keep_scores):
