@@ -159,8 +159,9 @@ def _pyarrow():
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
 
-    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack):
+    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
         self._pa, self._pq = _pyarrow()
+        self._scorer = scorer  # its p-values for the p_value column
         self.kind, self.context = kind, context
         self._waiting: dict[int, object] = {}
         self._next = 0
@@ -177,10 +178,11 @@ class _Writer:
             self._file = None
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
-        from aeflow.runtime.outputs import ScoredInput, results_table
+        from aeflow.runtime.outputs import ScoredInput, p_values, results_table
 
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
-                                           list(task.files) if task.files is not None else None)], self.context,
+                                           list(task.files) if task.files is not None else None,
+                                           p_values(self._scorer, scores))], self.context,
                               first_index=task.start)
         if self.kind == "dataset":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
@@ -253,7 +255,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
 
     ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts) with the columns of
-    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score,
+    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score, p_value,
     predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
     image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
     ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
@@ -280,7 +282,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
         context = dict(output_context(scorer), scheduler=str(getattr(client.scheduler, "address", "")))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writer = _Writer(Path(output), kind, context, force, stack) if kind else None
+        writer = _Writer(Path(output), kind, context, force, stack, scorer) if kind else None
         _run(client, settings, tasks, column, results, scorer.threshold, writer, on_progress)
     return DistributedRun(results, len(tasks), time.perf_counter() - t0,
                           len(client.scheduler_info().get("workers", {})))

@@ -151,12 +151,13 @@ def test_few_images_are_listed_one_per_line(inputs, scorer):
     npz, npy, x, labels, _ = inputs
     r = score(str(npz))
     assert r.exit_code == 0, r.output
-    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith(str(npz)) and len(ln.split()) == 6]
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith(str(npz)) and len(ln.split()) == 7]
     s = scorer.score(x)
     assert [int(ln[1]) for ln in lines] == list(range(12))
     assert [ln[2] for ln in lines] == [f"{v:.6f}" for v in s.tolist()]
-    assert [ln[4] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s]
-    assert [ln[5] for ln in lines] == ["anomaly" if v else "normal" for v in labels]
+    assert [ln[4] for ln in lines] == [f"{v:.4f}" for v in scorer.p_values_of(s)]
+    assert [ln[5] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s]
+    assert [ln[6] for ln in lines] == ["anomaly" if v else "normal" for v in labels]
     many = score(str(npz), str(npy))  # 32 images: the summary only
     assert many.exit_code == 0 and "normalised" not in many.stdout
 

@@ -217,4 +217,6 @@ def test_dask_scores_a_12x16_run_as_the_single_process(api_run, tmp_path):
                    "-o", str(tmp_path / "x.parquet"), "-q")
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(tmp_path / "x.parquet")
-    np.testing.assert_array_equal(table["score"].to_numpy(), AnomalyScorer(out, device="cpu").score(wide[:40]))
+    scorer = AnomalyScorer(out, device="cpu")
+    np.testing.assert_array_equal(table["score"].to_numpy(), scorer.score(wide[:40]))
+    np.testing.assert_array_equal(table["p_value"].to_numpy(), scorer.p_values_of(scorer.score(wide[:40])))
