@@ -80,11 +80,7 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
     total, done = sum(s.n for s in sources), 0
     results, summaries = [], []
-    places = [None] * len(sources)
-    if maps is not None:
-        from aeflow.anomaly_maps import positions
-
-        places = positions([s.name for s in sources])
+    places = maps.naming if maps is not None else [(None, None)] * len(sources)
     try:
         with progress_bar(total, "scoring", quiet=quiet or total <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
             def advance(b: int) -> None:
