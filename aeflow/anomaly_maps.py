@@ -104,19 +104,39 @@ def describe(source: str, index: int, score: float, normalized: float, threshold
             f"score {score:.5f} (mean of the map), normalised {normalized:.3f}, threshold {threshold:.5f}"]
 
 
-def file_name(source: str, index: int, position: int | None = None) -> str:
-    """``[POSITION-]STEM_INDEX.png`` for image ``index`` of ``source`` (stem: letters, digits, '._-')."""
-    stem = source.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+def _stem(path: str) -> str:
+    """A file name's stem, kept to letters, digits and '._-' ("input" where nothing is left)."""
+    stem = path.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
     stem = stem.split(".", 1)[0] if "." in stem.lstrip(".") else stem
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "input"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "input"
+
+
+def file_name(source: str, index: int, position: int | None = None, files: list[str] | None = None) -> str:
+    """``[POSITION-]STEM_INDEX.png`` for image ``index`` of ``source``; for a PNG folder's ``files``
+    (one per image) ``[POSITION-]PNGSTEM_map.png``, after the image's own file."""
     prefix = f"{position}-" if position is not None else ""
-    return f"{prefix}{stem}_{index:06d}.png"
+    if files is not None:
+        return f"{prefix}{_stem(files[index])}_map.png"
+    return f"{prefix}{_stem(source)}_{index:06d}.png"
 
 
-def positions(names: list[str]) -> list[int | None]:
-    """Each input's ``position`` for ``file_name``: its place (from 1) when stems clash, else None."""
-    stems = [file_name(n, 0) for n in names]
-    return list(range(1, len(names) + 1)) if len(set(stems)) < len(stems) else [None] * len(names)
+def naming(sources) -> list[tuple[int | None, list[str] | None]]:
+    """Each source's (``position``, ``files``) for ``file_name``: a PNG folder's files name its pictures
+    unless two of its stems clash (then STEM_INDEX); positions (from 1) prefix every name when two
+    inputs' names would clash (an ``_map`` name never ends like ``_INDEX``), else None."""
+    plan, seen, stems, clash = [], set(), [], False
+    for src in sources:
+        files = getattr(src, "files", None)
+        names = [file_name(src.name, i, None, [str(f) for f in files]) for i in range(len(files))] if files else []
+        if files is None or len(set(names)) < len(names):
+            plan.append(None)
+            stems.append(_stem(src.name))
+            continue
+        plan.append([str(f) for f in files])
+        clash = clash or not seen.isdisjoint(names)
+        seen.update(names)
+    clash = clash or len(set(stems)) < len(stems)
+    return [(k + 1 if clash else None, files) for k, files in enumerate(plan)]
 
 
 class MapWriter:
@@ -128,16 +148,19 @@ class MapWriter:
         self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
         limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)
-        for src, position in zip(sources, positions([s.name for s in sources])):
-            longest = file_name(src.name, max(src.n - 1, 0), position)
+        self.naming = naming(sources)
+        for src, (position, files) in zip(sources, self.naming):
+            longest = max((file_name(src.name, i, position, files) for i in range(src.n)), key=len) if files \
+                else file_name(src.name, max(src.n - 1, 0), position)
             if len(os.fsencode(longest)) > limit:
                 raise OutputError(f"--maps {self.directory}: the pictures of {src.name} would be named "
                                   f"{longest[:30]}..., {len(os.fsencode(longest))} bytes, longer than the file "
                                   f"system allows ({limit}); rename the input or score it without --maps")
         self.staging = staging_folder(self.directory, "--maps")
 
-    def callback(self, name: str, position: int | None = None, labels: np.ndarray | None = None):
-        """``score_source``'s ``on_reconstruction`` for input ``name`` (``labels``: bool [n] or None)."""
+    def callback(self, name: str, place=(None, None), labels: np.ndarray | None = None):
+        """``score_source``'s ``on_reconstruction`` for input ``name`` (``place``: its ``naming``;
+        ``labels``: bool [n] or None)."""
 
         def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
             chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
@@ -146,7 +169,7 @@ class MapWriter:
             for k, i in enumerate(chosen.tolist()):
                 label = None if labels is None else bool(labels[offset + i])
                 title = describe(name, offset + i, float(scores[i]), float(normalized[k]), self.threshold, label)
-                file = file_name(name, offset + i, position)
+                file = file_name(name, offset + i, *place)
                 write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title),
                                    replace=True)
                 self.names.append(file)

@@ -66,16 +66,17 @@ class Task:
         return self.name if self.whole else f"{self.name} [images {self.start}..{self.stop - 1}]"
 
 
-def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int) -> tuple[list[ShardResult], list[Task]]:
-    """Open every shard on the client (headers only: its name, size and labels) and cut it into
-    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
+def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
+         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
+    """Open every shard on the client (headers only: its name, size and labels) as ``image_shape``
+    (H, W) images and cut it into tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     from aeflow.runtime.inputs import open_source
 
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
         name = str(p)
-        with open_source(p, name, column) as src:
+        with open_source(p, name, column, image_shape=image_shape) as src:
             shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
@@ -115,7 +116,7 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
     t0 = time.perf_counter()
     scorer = _worker_scorer(settings)
-    with open_source(task.path, task.name, column) as src:
+    with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
                              f"was planned; every machine must see the same files")
@@ -158,8 +159,9 @@ def _pyarrow():
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
 
-    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack):
+    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
         self._pa, self._pq = _pyarrow()
+        self._scorer = scorer  # its p-values for the p_value column
         self.kind, self.context = kind, context
         self._waiting: dict[int, object] = {}
         self._next = 0
@@ -176,10 +178,11 @@ class _Writer:
             self._file = None
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
-        from aeflow.runtime.outputs import ScoredInput, results_table
+        from aeflow.runtime.outputs import ScoredInput, p_values, results_table
 
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
-                                           list(task.files) if task.files is not None else None)], self.context,
+                                           list(task.files) if task.files is not None else None,
+                                           p_values(self._scorer, scores))], self.context,
                               first_index=task.start)
         if self.kind == "dataset":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
@@ -252,7 +255,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
 
     ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts) with the columns of
-    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score,
+    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score, p_value,
     predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
     image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
     ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
@@ -269,7 +272,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
         if output is not None else None
     settings = scorer.replace(threads=threads).__getstate__()
-    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size)
+    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
         raise InputError("no inputs to score")
     if (output is None if keep_scores is None else keep_scores):
@@ -279,7 +282,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
         context = dict(output_context(scorer), scheduler=str(getattr(client.scheduler, "address", "")))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writer = _Writer(Path(output), kind, context, force, stack) if kind else None
+        writer = _Writer(Path(output), kind, context, force, stack, scorer) if kind else None
         _run(client, settings, tasks, column, results, scorer.threshold, writer, on_progress)
     return DistributedRun(results, len(tasks), time.perf_counter() - t0,
                           len(client.scheduler_info().get("workers", {})))

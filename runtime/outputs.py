@@ -22,19 +22,21 @@ from aeflow.metrics import normalized_scores
 from aeflow.optional import require
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
-COLUMNS = ("index", "score", "normalized_score", "predicted_anomaly", "label_anomaly", "source")
+COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly", "label_anomaly", "source")
 
 
 @dataclass
 class ScoredInput:
     """One input's results: ``name``, scores float32 [n], ``threshold``, labels (bool [n], True =
-    anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``)."""
+    anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``),
+    ``p_values`` float64 [n] (conformal, ``p_values``) or None (unknown: NaN, null or empty)."""
 
     name: str
     scores: np.ndarray
     threshold: float
     labels: np.ndarray | None = None
     files: list[str] | None = None
+    p_values: np.ndarray | None = None
 
     @property
     def sources(self) -> list[str]:
@@ -55,6 +57,14 @@ class ScoredInput:
             self.files = [printable_name(f) for f in self.files]
 
 
+def p_values(scorer, scores: np.ndarray) -> np.ndarray | None:
+    """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), or None
+    where the scorer has none (precision int8, or a run exported without validation scores)."""
+    if scorer.precision != "fp32" or scorer.metadata.validation_scores is None:
+        return None
+    return scorer.p_values_of(scores)
+
+
 def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
     """Before any work: a known extension (``UsageError``), pyarrow for .parquet, and
     ``aeflow.files.check_target``. Returns ``path`` as a Path."""
@@ -69,7 +79,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
 
 def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.ndarray]:
     """The ``COLUMNS`` but source: index int64 (from ``first_index``), score and normalized_score
-    float32, predicted_anomaly bool, label_anomaly int8 (1 anomaly, 0 normal, -1 unknown)."""
+    float32, p_value float64 (NaN unknown), predicted_anomaly bool, label_anomaly int8 (1 anomaly,
+    0 normal, -1 unknown)."""
     def cat(parts, dtype):
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
@@ -77,6 +88,8 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
     return {"index": cat([np.arange(first_index, first_index + k) for k in n], np.int64),
             "score": cat([r.scores for r in results], np.float32),
             "normalized_score": cat([r.normalized for r in results], np.float32),
+            "p_value": cat([np.full(k, np.nan) if r.p_values is None else r.p_values for k, r in zip(n, results)],
+                           np.float64),
             "predicted_anomaly": cat([r.flags for r in results], bool),
             "label_anomaly": cat([np.full(k, -1) if r.labels is None else r.labels.astype(int)
                                   for k, r in zip(n, results)], np.int8)}
@@ -102,7 +115,8 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
         n = [len(r.scores) for r in results]
         source = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(results), dtype=np.int32), n)),
                                                 pa.array([r.name for r in results], pa.string()))
-    label = cols.pop("label_anomaly")
+    label, p = cols.pop("label_anomaly"), cols["p_value"]
+    cols["p_value"] = pa.array(p, pa.float64(), mask=np.isnan(p))
     table = pa.table({**{k: pa.array(v) for k, v in cols.items()},
                       "label_anomaly": pa.array(label == 1, pa.bool_(), mask=label < 0), "source": source})
     return table.replace_schema_metadata({"aeflow": json.dumps(context or {}, default=str)})
@@ -110,11 +124,12 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
 
 def iter_rows(results: list[ScoredInput]):
     """One dict per image (keys ``COLUMNS``): score to 9 significant digits (a float32 round-trips),
-    normalized_score to 4 decimals, label_anomaly bool or None."""
+    normalized_score to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
         yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
-               "normalized_score": round(cols["normalized_score"][i], 4), "predicted_anomaly": cols["predicted_anomaly"][i],
+               "normalized_score": round(cols["normalized_score"][i], 4),
+               "p_value": None if np.isnan(cols["p_value"][i]) else cols["p_value"][i], "predicted_anomaly": cols["predicted_anomaly"][i],
                "label_anomaly": None if cols["label_anomaly"][i] < 0 else bool(cols["label_anomaly"][i]), "source": source}
 
 

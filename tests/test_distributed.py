@@ -85,7 +85,7 @@ def test_distributed_scores_bit_for_bit_on_mixed_shards(client, shards, tmp_path
     assert run.workers == 2 and run.tasks > len(shards["paths"])
     table = pq.read_table(tmp_path / "s.parquet")
     assert tuple(table.column_names) == COLUMNS
-    expected = results_table([ScoredInput(p, s, scorer.threshold, lab, files)
+    expected = results_table([ScoredInput(p, s, scorer.threshold, lab, files, scorer.p_values_of(s))
                               for p, (s, lab, files) in reference.items()])
     for c in COLUMNS:
         assert table.column(c).to_pylist() == expected.column(c).to_pylist(), c
@@ -116,6 +116,7 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
     assert np.array_equal(table.column("predicted_anomaly").to_numpy(zero_copy_only=False),
                           np.concatenate([s > 0.02 for s, *_ in reference.values()]))
     assert table.column("index").to_pylist()[:3] == [0, 1, 2]
+    assert table.column("p_value").null_count == table.num_rows  # int8: no p-values (as AnomalyScorer.p_value)
     with pytest.raises(OutputError, match="exists"):
         score_on_cluster(client, [pattern], tmp_path / "out/", scorer)
 

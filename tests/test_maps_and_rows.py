@@ -151,12 +151,13 @@ def test_few_images_are_listed_one_per_line(inputs, scorer):
     npz, npy, x, labels, _ = inputs
     r = score(str(npz))
     assert r.exit_code == 0, r.output
-    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith(str(npz)) and len(ln.split()) == 6]
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith(str(npz)) and len(ln.split()) == 7]
     s = scorer.score(x)
     assert [int(ln[1]) for ln in lines] == list(range(12))
     assert [ln[2] for ln in lines] == [f"{v:.6f}" for v in s.tolist()]
-    assert [ln[4] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s]
-    assert [ln[5] for ln in lines] == ["anomaly" if v else "normal" for v in labels]
+    assert [ln[4] for ln in lines] == [f"{v:.4f}" for v in scorer.p_values_of(s)]
+    assert [ln[5] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s]
+    assert [ln[6] for ln in lines] == ["anomaly" if v else "normal" for v in labels]
     many = score(str(npz), str(npy))  # 32 images: the summary only
     assert many.exit_code == 0 and "normalised" not in many.stdout
 
@@ -203,3 +204,33 @@ def test_shared_stems_get_the_inputs_position(inputs, tmp_path):
     assert r.exit_code == 0, r.output
     names = {p.name for p in (tmp_path / "m").iterdir()}
     assert len(names) == 24 and "1-labelled_000000.png" in names and "2-labelled_000011.png" in names
+
+
+def test_png_folder_maps_named_after_each_png(inputs, tmp_path):
+    """A PNG folder's pictures take each PNG's own stem; two folders with the same names get positions;
+    a PNG name too long for the file system is refused before any work."""
+    pytest.importorskip("PIL.Image")
+    from PIL import Image
+
+    x = inputs[2]
+    for folder, stems in (("a", ["3_007", "0_001"]), ("b", ["3_007"])):
+        (tmp_path / folder).mkdir()
+        for stem, im in zip(stems, x):
+            Image.fromarray(im).save(tmp_path / folder / f"{stem}.png")
+    r = score(str(tmp_path / "a"), str(inputs[1]), "--maps", str(tmp_path / "m"), "--maps-all", "-q")
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"3_007_map.png", "0_001_map.png", "plain_000000.png", "plain_000019.png"} <= names and len(names) == 22
+    r = score(str(tmp_path / "a"), str(tmp_path / "b"), "--maps", str(tmp_path / "m2"), "--maps-all", "-q")
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "m2").iterdir()} == {"1-3_007_map.png", "1-0_001_map.png", "2-3_007_map.png"}
+    Image.fromarray(x[0]).save(tmp_path / "b" / ("z" * 250 + ".png"))
+    r = score(str(tmp_path / "b"), "--maps", str(tmp_path / "m3"), "--maps-all", "-q")
+    assert r.exit_code == 1 and "--maps" in r.stderr and "longer than the file system allows" in r.stderr
+    assert not (tmp_path / "m3").exists()
+    (tmp_path / "c").mkdir()  # two PNG names that clean to one stem: the folder's STEM_INDEX names
+    for stem, im in zip(["a b", "a_b"], x):
+        Image.fromarray(im).save(tmp_path / "c" / f"{stem}.png")
+    r = score(str(tmp_path / "c"), "--maps", str(tmp_path / "m4"), "--maps-all", "-q")
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "m4").iterdir()} == {"c_000000.png", "c_000001.png"}

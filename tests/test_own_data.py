@@ -203,3 +203,20 @@ def test_scorer_scores_maps_and_p_values_at_the_run_size(api_run):
         with pytest.raises(InputError, match="12x16") as e:
             scorer.score(other)
         assert "\n" not in str(e.value)
+
+
+def test_dask_scores_a_12x16_run_as_the_single_process(api_run, tmp_path):
+    """--scheduler local:1 opens inputs at the run's size on client and worker: the same scores."""
+    pytest.importorskip("distributed")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    out, _, _, wide, _ = api_run
+    np.save(tmp_path / "wide.npy", wide[:40])
+    proc = run_cli("score", str(tmp_path / "wide.npy"), "--artifacts", str(out), "--scheduler", "local:1",
+                   "-o", str(tmp_path / "x.parquet"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(tmp_path / "x.parquet")
+    scorer = AnomalyScorer(out, device="cpu")
+    np.testing.assert_array_equal(table["score"].to_numpy(), scorer.score(wide[:40]))
+    np.testing.assert_array_equal(table["p_value"].to_numpy(), scorer.p_values_of(scorer.score(wide[:40])))

@@ -65,6 +65,7 @@ def test_outputs_are_readable(tmp_path, demo_scores, ext):
         assert tuple(rows[0]) == COLUMNS
         got = np.array([float(row["score"]) for row in rows], dtype=np.float32)
         normalized = np.array([float(row["normalized_score"]) for row in rows])
+        p = np.array([float(row["p_value"]) for row in rows])
         flags = np.array([row["predicted_anomaly"] == "true" for row in rows])
         got_labels = np.array([row["label_anomaly"] == "true" for row in rows])
         assert {row["label_anomaly"] for row in rows} == {"true", "false"}
@@ -74,6 +75,7 @@ def test_outputs_are_readable(tmp_path, demo_scores, ext):
         assert doc["threshold"] == t and doc["provider"] == "CPUExecutionProvider"
         got = np.array([row["score"] for row in doc["rows"]], dtype=np.float32)
         normalized = np.array([row["normalized_score"] for row in doc["rows"]])
+        p = np.array([row["p_value"] for row in doc["rows"]])
         flags = np.array([row["predicted_anomaly"] for row in doc["rows"]])
         got_labels = np.array([row["label_anomaly"] for row in doc["rows"]])
         index, source = [row["index"] for row in doc["rows"]], {row["source"] for row in doc["rows"]}
@@ -81,15 +83,29 @@ def test_outputs_are_readable(tmp_path, demo_scores, ext):
         arr = np.load(out)
         assert arr.dtype.names == COLUMNS
         got, flags, index, source = arr["score"], arr["predicted_anomaly"], arr["index"].tolist(), set(arr["source"].tolist())
-        normalized, got_labels = arr["normalized_score"], arr["label_anomaly"]
+        normalized, got_labels, p = arr["normalized_score"], arr["label_anomaly"], arr["p_value"]
         assert got_labels.dtype == np.int8 and set(got_labels.tolist()) == {0, 1}
     np.testing.assert_array_equal(got, scores)
     np.testing.assert_array_equal(flags, scores > t)
     np.testing.assert_array_equal(got_labels.astype(bool), labels)  # the label apart from the prediction
     assert np.any(flags != labels)
     np.testing.assert_allclose(normalized, np.minimum(scores.astype(np.float64) / (2 * t), 1), atol=5e-5)
+    np.testing.assert_allclose(p, AnomalyScorer(device="cpu").p_values_of(scores), rtol=1e-8 if ext == ".csv" else 0)
     assert index == list(range(2000)) and source == {"demo.npz"}
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert [f.name for f in tmp_path.iterdir()] == [out.name]
+
+
+def test_p_value_unknown_for_an_export_without_validation_scores(tmp_path, bundled):
+    """An older export (no validation scores): the column is empty (CSV), null (JSON, Parquet), NaN (NPY)."""
+    run = copy_artifacts(bundled, tmp_path / "old")
+    edit_metadata(run / "threshold.json", lambda meta: meta.pop("validation_scores"))
+    for ext in (".csv", ".json", ".npy"):
+        r = score("--artifacts", str(run), "--device", "cpu", "-o", str(tmp_path / f"s{ext}"), "-q")
+        assert r.exit_code == 0, r.output
+    with open(tmp_path / "s.csv", newline="") as f:
+        assert {row["p_value"] for row in csv.DictReader(f)} == {""}
+    assert {row["p_value"] for row in json.loads((tmp_path / "s.json").read_text())["rows"]} == {None}
+    assert np.isnan(np.load(tmp_path / "s.npy")["p_value"]).all()
 
 
 def test_force_needed_to_overwrite(tmp_path):
@@ -100,7 +116,7 @@ def test_force_needed_to_overwrite(tmp_path):
     assert out.read_text() == "keep me"
     r = score("-o", str(out), "--force", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert out.read_text().startswith("index,score,normalized_score,predicted_anomaly,label_anomaly,source\n")
+    assert out.read_text().startswith("index,score,normalized_score,p_value,predicted_anomaly,label_anomaly,source\n")
     assert f"wrote {out}" in r.stdout
 
 

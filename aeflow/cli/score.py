@@ -23,8 +23,8 @@ from aeflow.files import check_space, check_target, printable_name
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, write_results,
-                                     write_stdout)
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, p_values,
+                                     write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
 
@@ -80,11 +80,7 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
     total, done = sum(s.n for s in sources), 0
     results, summaries = [], []
-    places = [None] * len(sources)
-    if maps is not None:
-        from aeflow.anomaly_maps import positions
-
-        places = positions([s.name for s in sources])
+    places = maps.naming if maps is not None else [(None, None)] * len(sources)
     try:
         with progress_bar(total, "scoring", quiet=quiet or total <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
             def advance(b: int) -> None:
@@ -99,7 +95,8 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 name = printable_name(src.name)  # stray bytes of a non-UTF-8 file name escaped as \xNN
                 files = getattr(src, "files", None)  # a PNG folder: each row names its own file
                 results.append(ScoredInput(name, scores, scorer.threshold, src.labels,
-                                           [str(f) for f in files] if files is not None else None))
+                                           [str(f) for f in files] if files is not None else None,
+                                           p_values(scorer, scores)))
                 summaries.append(_summary(name, scores, src.labels, scorer.threshold, time.perf_counter() - start))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {done:,} of {total:,} images; no output written") from None
@@ -181,9 +178,10 @@ def _print_report(doc: dict, notes: tuple[str, ...] = (), err: bool = False) -> 
         def word(v):
             return "-" if v is None else ("anomaly" if v else "normal")
 
-        _columns([["input", "index", "score", "normalised", "predicted", "label"]] + [
+        _columns([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
-             word(r["predicted_anomaly"]), word(r["label_anomaly"])] for r in doc["images"]], echo)
+             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", word(r["predicted_anomaly"]),
+             word(r["label_anomaly"])] for r in doc["images"]], echo)
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)
@@ -212,7 +210,8 @@ or float in [0, 1], shaped
 and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table shows type
 I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
 each image's score (--json: under "images"). Rows hold the raw score, the normalised score (min(score / (2 x
-threshold), 1): the threshold reads 0.5), the prediction (predicted_anomaly) and the input's
+threshold), 1): the threshold reads 0.5), the conformal p_value against the validation
+scores export kept (empty where the artifacts have none, and for int8), the prediction (predicted_anomaly) and the input's
 own label (label_anomaly, empty where unknown). The output file and the --maps folder are
 written completely or not at all (also on Ctrl-C).
 
