@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
 import shutil
 import time
@@ -19,24 +20,27 @@ import onnxruntime
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder
+from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder, write_bytes_atomic
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
+from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
 COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
           contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
-          "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png", "MODEL_CARD.md")
+          "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png", "MODEL_CARD.md", CALIBRATION_SCORES)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold set on normal images and threshold.json's ``calibration`` record."""
+    """A threshold set on normal images, threshold.json's ``calibration`` record and the scores
+    (float32 [n]) it was set on: ae.onnx's become the p-values' reference (``CALIBRATION_SCORES``)."""
 
     threshold: float
     record: dict
+    scores: np.ndarray | None = None
 
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,
@@ -66,7 +70,7 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
         previous_threshold=float(previous_threshold),
         versions={"aeflow": __version__, "numpy": np.__version__, "onnxruntime": onnxruntime.__version__},
     )
-    return Calibration(float(value), record)
+    return Calibration(float(value), record, np.array(scores, dtype=np.float32).ravel())
 
 
 def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, dict]:
@@ -127,9 +131,10 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                       out: str | os.PathLike | None = None) -> Path:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration), atomically: in
     ``directory`` (None) under its lock, so concurrent calibrations follow one another, or into a
-    new folder ``out`` with copies of ``COPIED``. The old file is verified even where scoring ran
-    with verify=False (the new one is sealed and must not bless an edit). Returns its path."""
-    directory = Path(directory)
+    new folder ``out`` with copies of ``COPIED``. ae.onnx's scores go to ``CALIBRATION_SCORES``
+    (written first), bound by their sha256 in the record's ``scores``. The old file is verified even
+    where scoring ran with verify=False (the new one is sealed and must not bless an edit). Returns its path."""
+    directory, scores = Path(directory), None
     with locked(directory):
         doc = read_threshold(directory, verify=True)
         for which, cal in calibrations.items():
@@ -138,16 +143,31 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                 raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                     f"to calibrate")
             cal.record["previous_threshold"] = float(entry.threshold)
+            if which == "ae" and cal.scores is not None:
+                scores = _npy_bytes(cal.scores)
+                cal.record["scores"] = {"file": CALIBRATION_SCORES, "sha256": hashlib.sha256(scores).hexdigest(),
+                                        "n": int(cal.scores.size)}
             doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
         if out is None:
+            if scores is not None:
+                write_bytes_atomic(directory / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(directory / contract.THRESHOLD_JSON, doc)
             return directory / contract.THRESHOLD_JSON
         with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
+            if scores is not None:
+                write_bytes_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     return Path(out) / contract.THRESHOLD_JSON
+
+
+def _npy_bytes(scores: np.ndarray) -> bytes:
+    """float32 [n] ``scores`` as the bytes of a .npy file."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(scores, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
 
 
 def threshold_origin(entry: contract.ThresholdEntry) -> str:

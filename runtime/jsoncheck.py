@@ -16,6 +16,7 @@ from aeflow.errors import ArtifactError
 
 RULES = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}
 SHA256 = "[0-9a-f]{64}"
+CALIBRATION_SCORES = "calibration_scores.npy"  # ae.onnx's calibration scores, float32 [n], for p-values
 
 
 def show(value) -> str:
@@ -117,7 +118,7 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
     checked against itself and ``threshold``; returned as the dict it is."""
     params = {k for keys in RULES.values() for k in keys}
     c.obj(cal, field, ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
-                       "previous_threshold", "versions"), tuple(params))
+                       "previous_threshold", "versions"), (*params, "scores"))
     f, rule = field + ".", cal["rule"]
     if not isinstance(rule, str) or rule not in RULES:
         c.fail(f + "rule", f"has an unexpected value, found {show(rule)}")
@@ -141,6 +142,10 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
     c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
     c.num(cal["previous_threshold"], f + "previous_threshold", 0.0)
     c.table(cal["versions"], f + "versions", lambda v, g: c.text(v, g, max_len=100))
+    if "scores" in cal:  # the calibration scores p-values compare with (absent before they were kept)
+        sc = c.obj(cal["scores"], f + "scores", ("file", "sha256", "n"))
+        c.same(sc["file"], f + "scores.file", CALIBRATION_SCORES)
+        c.text(sc["sha256"], f + "scores.sha256", SHA256), c.same(sc["n"], f + "scores.n", n)
     return cal
 
 

@@ -59,8 +59,10 @@ class ScoredInput:
 
 def p_values(scorer, scores: np.ndarray) -> np.ndarray | None:
     """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), or None
-    where the scorer has none (precision int8, or a run exported without validation scores)."""
-    if scorer.precision != "fp32" or scorer.metadata.validation_scores is None:
+    where the scorer has none (precision int8, or a run exported without validation scores and
+    never calibrated since)."""
+    meta = scorer.metadata
+    if scorer.precision != "fp32" or (meta.validation_scores is None and "scores" not in (meta.calibration or {})):
         return None
     return scorer.p_values_of(scores)
 

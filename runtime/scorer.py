@@ -156,16 +156,21 @@ class AnomalyScorer(Rebuildable):
         return self.score(x)
 
     def p_values_of(self, scores: np.ndarray) -> np.ndarray:
-        """Conformal p-values of ``scores`` (float [N]) against ae.onnx's validation scores, float64 [N]."""
-        from aeflow.runtime.conformal import conformal_p_values, validation_scores
+        """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores:
+        those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
+        threshold.json binds ('aeflow calibrate'), else export's validation scores."""
+        from aeflow.runtime.conformal import conformal_p_values, reference_scores
 
         if self.precision != "fp32":
-            raise UsageError("p-values compare with ae.onnx's validation scores; use precision='fp32'")
-        return conformal_p_values(scores, validation_scores(self.directory, self._meta, self._verify))
+            raise UsageError("p-values compare with ae.onnx's reference scores; use precision='fp32'")
+        if self._calibration is not None and self._calibration.scores is not None:
+            return conformal_p_values(scores, self._calibration.scores)
+        return conformal_p_values(scores, reference_scores(self.directory, self._meta, self._verify))
 
     def p_value(self, x) -> np.ndarray:
-        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{validation scores >= score}) / (n + 1);
-        on normal images like the validation ones, p < alpha flags at most a fraction alpha."""
+        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1), the
+        reference being the calibration scores (``p_values_of``) or export's validation scores; on
+        normal images like the reference ones, p < alpha flags at most a fraction alpha."""
         return self.p_values_of(self.score(x))
 
     def normalized_score(self, x) -> np.ndarray:

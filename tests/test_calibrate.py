@@ -237,3 +237,71 @@ def test_refusals_are_one_line_and_change_nothing(halves, bundled, tmp_path, arg
     assert words in line
     assert sha256_file(art / "threshold.json") == before
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep"]
+
+
+# ---------------------------------------------------------------- p-values against the calibration scores
+
+
+def test_p_values_use_the_calibration_scores(halves, bundled, tmp_path):
+    a, b = halves
+    r = calibrate(str(a), "-o", str(tmp_path / "run2"), "-q")
+    assert r.exit_code == 0, r.output
+    reference = AnomalyScorer(bundled, device="cpu").score(np.load(a)).astype(np.float64)  # independent of the file
+    images = np.load(b)[:50]
+    s = AnomalyScorer(bundled, device="cpu").score(images).astype(np.float64)
+    want = (1 + (reference[None, :] >= s[:, None]).sum(axis=1)) / (reference.size + 1)
+    run2 = AnomalyScorer(tmp_path / "run2", device="cpu")
+    np.testing.assert_allclose(run2.p_value(images), want, rtol=0, atol=1e-12)
+    rec = run2.metadata.calibration["scores"]
+    assert rec == {"file": "calibration_scores.npy", "n": 500,
+                   "sha256": sha256_file(tmp_path / "run2" / "calibration_scores.npy")}
+    out = tmp_path / "p.csv"  # the p_value column of the CLI's output says the same
+    r = CliRunner().invoke(cli, ["score", str(b), "--artifacts", str(tmp_path / "run2"), "--device", "cpu",
+                                 "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    import csv
+    rows = list(csv.DictReader(out.open()))
+    np.testing.assert_allclose([float(row["p_value"]) for row in rows[:50]], want, rtol=1e-6)
+    # the -o copy is self-contained: moved elsewhere (the source gone from view), it still loads and gives them
+    moved = tmp_path / "elsewhere" / "run2"
+    shutil.move(tmp_path / "run2", moved)
+    np.testing.assert_allclose(AnomalyScorer(moved, device="cpu").p_value(images), want, rtol=0, atol=1e-12)
+    # a tampered file is refused with one line; verify=False reads it as it is
+    np.save(moved / "calibration_scores.npy", np.zeros(500, dtype=np.float32))
+    with pytest.raises(ArtifactError, match="calibration_scores.npy: missing or not the file"):
+        AnomalyScorer(moved, device="cpu").p_value(images)
+    assert AnomalyScorer(moved, device="cpu", verify=False).p_value(images).max() == 1 / 501
+    r = run_cli("score", str(b), "--artifacts", str(moved), "--device", "cpu", "-o", str(tmp_path / "q.csv"))
+    assert "calibration_scores.npy" in assert_one_line_error(r, 1)
+    assert not (tmp_path / "q.csv").exists()
+    # a record's scores field is checked by the contract (the file name is fixed, n is the record's)
+    doc = json.loads((moved / "threshold.json").read_text())
+    for field, value in (("file", "../x.npy"), ("n", 499), ("sha256", "x")):
+        bad = json.loads(json.dumps(doc))
+        bad["calibration"]["scores"][field] = value
+        with pytest.raises(ArtifactError, match=f"calibration.scores.{field}"):
+            contract.ThresholdMeta.from_json(contract.seal(bad))
+
+
+def test_in_memory_and_saved_calibration_p_values(halves, tmp_path):
+    a, b = halves
+    scorer = AnomalyScorer(device="cpu")
+    images = np.load(b)[:20]
+    before = scorer.p_value(images)  # export's validation scores (an old folder: no calibration scores)
+    assert "scores" not in (scorer.metadata.calibration or {})
+    scorer.calibrate(np.load(a), k=3)
+    ref = np.sort(scorer.score(np.load(a)))
+    s = scorer.score(images)
+    want = (1 + ref.size - np.searchsorted(ref, s, side="left")) / (ref.size + 1)
+    now = scorer.p_value(images)  # not saved yet: the calibration scores already
+    np.testing.assert_array_equal(now, want)
+    assert not np.array_equal(now, before)
+    scorer.save_calibration(tmp_path / "c")
+    np.testing.assert_array_equal(AnomalyScorer(tmp_path / "c", device="cpu").p_value(images), want)
+    # calibrating the copy in place replaces the scores file and its record together
+    again = AnomalyScorer(tmp_path / "c", device="cpu")
+    again.calibrate(np.load(b), k=3)
+    again.save_calibration()
+    fresh = AnomalyScorer(tmp_path / "c", device="cpu")
+    assert fresh.metadata.calibration["scores"]["n"] == 500
+    np.testing.assert_array_equal(fresh.p_value(images), again.p_value(images))
