@@ -84,7 +84,9 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     threshold.json is replaced in one step in --artifacts DIR, or, with -o OUTDIR, written
     with a copy of the artifacts into OUTDIR (DIR unchanged). It keeps the graph's sha256 and
     export's validation figures and records the rule, n, the data's names and sha256, the date
-    and the previous threshold under "calibration". The bundled artifacts are never changed.
+    and the previous threshold under "calibration"; ae.onnx's scores go to
+    calibration_scores.npy (bound by its sha256 there), and p-values then compare with them.
+    The bundled artifacts are never changed.
 
     \b
     Example:
