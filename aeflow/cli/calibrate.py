@@ -81,12 +81,10 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     and how many of the next n normal images it will flag (a distribution-free prediction
     interval, which also covers the chance of a finite set).
 
-    threshold.json is replaced in one step in --artifacts DIR, or, with -o OUTDIR, written
-    with a copy of the artifacts into OUTDIR (DIR unchanged). It keeps the graph's sha256 and
-    export's validation figures and records the rule, n, the data's names and sha256, the date
-    and the previous threshold under "calibration"; ae.onnx's scores go to
-    calibration_scores.npy (bound by its sha256 there), and p-values then compare with them.
-    The bundled artifacts are never changed.
+    threshold.json is replaced in one step in --artifacts DIR, or, with -o OUTDIR, written with
+    a copy of the artifacts into OUTDIR (DIR unchanged), recording the rule, n, the data's names
+    and sha256, the date and the previous threshold under "calibration"; ae.onnx's scores, kept in
+    calibration_scores.npy, become the p-values' reference. The bundled artifacts never change.
 
     \b
     Example:

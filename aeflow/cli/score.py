@@ -211,7 +211,8 @@ and 1,000 Fashion-MNIST test images, labelled). Where labels are known the table
 I (false alarms) and type II (misses) errors; with up to 20 images and no -o it also lists
 each image's score (--json: under "images"). Rows hold the raw score, the normalised score (min(score / (2 x
 threshold), 1): the threshold reads 0.5), the conformal p_value against the validation
-scores export kept, or the calibration scores after 'aeflow calibrate' (empty where the artifacts have none, and for int8), the prediction (predicted_anomaly) and the input's
+scores export kept, or the calibration scores after 'aeflow calibrate' (empty where the
+artifacts have none, and for int8), the prediction (predicted_anomaly) and the input's
 own label (label_anomaly, empty where unknown). The output file and the --maps folder are
 written completely or not at all (also on Ctrl-C).
 
