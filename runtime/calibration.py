@@ -149,9 +149,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                                         "n": int(cal.scores.size)}
             doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
         if out is None:
-            if scores is not None:
-                write_bytes_atomic(directory / CALIBRATION_SCORES, scores, replace=True)
-            write_metadata(directory / contract.THRESHOLD_JSON, doc)
+            _write_in_place(directory, doc, scores)
             return directory / contract.THRESHOLD_JSON
         with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
@@ -161,6 +159,23 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                 write_bytes_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     return Path(out) / contract.THRESHOLD_JSON
+
+
+def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
+    """The scores file (when ``scores``), then threshold.json; where the latter fails (Ctrl-C
+    included) the scores file is put back as it was, so the old threshold.json still matches it."""
+    path = directory / CALIBRATION_SCORES
+    old = path.read_bytes() if scores is not None and path.is_file() else None
+    if scores is not None:
+        write_bytes_atomic(path, scores, replace=True)
+    try:
+        write_metadata(directory / contract.THRESHOLD_JSON, doc)
+    except BaseException:
+        if scores is not None and old is not None:
+            write_bytes_atomic(path, old, replace=True)
+        elif scores is not None:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _npy_bytes(scores: np.ndarray) -> bytes:

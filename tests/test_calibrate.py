@@ -305,3 +305,22 @@ def test_in_memory_and_saved_calibration_p_values(halves, tmp_path):
     fresh = AnomalyScorer(tmp_path / "c", device="cpu")
     assert fresh.metadata.calibration["scores"]["n"] == 500
     np.testing.assert_array_equal(fresh.p_value(images), again.p_value(images))
+
+
+def test_a_failed_in_place_write_leaves_the_scores_file_as_it_was(halves, tmp_path, monkeypatch):
+    a, b = halves
+    scorer = AnomalyScorer(device="cpu")
+    scorer.calibrate(np.load(a), k=3)
+    scorer.save_calibration(tmp_path / "c")
+    before = {f: sha256_file(tmp_path / "c" / f) for f in ("threshold.json", "calibration_scores.npy")}
+    again = AnomalyScorer(tmp_path / "c", device="cpu")
+    again.calibrate(np.load(b), k=3)
+    import aeflow.runtime.calibration as calibration
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(calibration, "write_metadata", fail)
+    with pytest.raises(OSError):
+        again.save_calibration()
+    assert {f: sha256_file(tmp_path / "c" / f) for f in before} == before
+    assert AnomalyScorer(tmp_path / "c", device="cpu").p_value(np.load(b)[:5]).shape == (5,)
