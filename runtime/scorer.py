@@ -165,7 +165,11 @@ class AnomalyScorer(Rebuildable):
             raise UsageError("p-values compare with ae.onnx's reference scores; use precision='fp32'")
         if self._calibration is not None and self._calibration.scores is not None:
             return conformal_p_values(scores, self._calibration.scores)
-        return conformal_p_values(scores, reference_scores(self.directory, self._meta, self._verify))
+        meta, reference = self.__dict__.get("_reference", (None, None))  # read and checked once per
+        if meta is not self._meta:                                        # threshold.json, not per batch
+            meta, reference = self._meta, reference_scores(self.directory, self._meta, self._verify)
+            self._reference = meta, reference
+        return conformal_p_values(scores, reference)
 
     def p_value(self, x) -> np.ndarray:
         """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1), the
