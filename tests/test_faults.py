@@ -157,6 +157,20 @@ def test_signal_during_score_exits_128_plus_signal(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
+
+def test_signal_while_the_interpreter_finalizes_keeps_the_exit_code():
+    """A SIGTERM after the command has ended, while the interpreter tears its modules down (it has
+    reset the signal handlers by then), does not turn exit 0 into death by the signal (-15)."""
+    code = ("import json, os, signal, sys\n"
+            "class Late:\n"
+            "    def __del__(self): os.kill(os.getpid(), signal.SIGTERM)\n"
+            "json.late = Late()  # deleted during module teardown\n"
+            "sys.argv = ['aeflow', '--version']\n"
+            "from aeflow.cli import main\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", (proc.returncode, proc.stderr)
+
 # ---------------------------------------------------------------- full disk, no inodes, stdout
 
 @contextmanager

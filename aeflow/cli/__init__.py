@@ -6,6 +6,7 @@ error, a signal, a closed or full stdout) into one line on stderr and the exit c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import importlib
@@ -289,7 +290,16 @@ def main() -> None:
     """Console-script entry point."""
     global _PROCESS
     _PROCESS = True
+    # registered first, so it runs after every other exit handler (Dask's, multiprocessing's):
+    # from there on the interpreter's finalization would reset the handlers to the default, and a
+    # SIGTERM would end the process by the signal (-15) instead of with the command's exit code
+    atexit.register(_ignore_end_signals)
     cli.main()
+
+
+def _ignore_end_signals() -> None:
+    for s in END_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
