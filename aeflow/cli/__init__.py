@@ -290,14 +290,20 @@ def main() -> None:
     """Console-script entry point."""
     global _PROCESS
     _PROCESS = True
-    # registered first, so it runs after every other exit handler (Dask's, multiprocessing's):
-    # from there on the interpreter's finalization would reset the handlers to the default, and a
-    # SIGTERM would end the process by the signal (-15) instead of with the command's exit code
-    atexit.register(_ignore_end_signals)
+    atexit.register(_leave)  # registered first, so it runs after every other exit handler
     cli.main()
 
 
-def _ignore_end_signals() -> None:
+def _leave() -> None:
+    """The last exit handler (Dask's and multiprocessing's have run): once the command has ended,
+    leave with its exit code through ``os._exit`` rather than the interpreter's finalization, which
+    resets the signal handlers (a SIGTERM during it would end the process by the signal, -15) and
+    tears every module down (a share of each cold start)."""
+    if _ENDED_WITH:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(_ENDED_WITH[0])
     for s in END_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
 
