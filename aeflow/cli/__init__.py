@@ -291,6 +291,10 @@ def main() -> None:
     global _PROCESS
     _PROCESS = True
     atexit.register(_leave)  # registered first, so it runs after every other exit handler
+    # multiprocessing's resource tracker (started later, with these flags) unlinks the semaphores
+    # that a cut-short exit leaves (a signal or os._exit while Dask's loop thread closes a worker's
+    # queues) and would warn twice about each on stderr, after the command's one line
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     cli.main()
 
 
