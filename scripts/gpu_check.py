@@ -2,12 +2,11 @@
 """``make gpu-check``: prove aeflow's CUDA path on this machine and measure it, in one command.
 
 With an NVIDIA GPU and a Python that imports aeflow and onnxruntime-gpu (nothing installed, no
-network), it runs each step in a child process started from the output folder (so a source
-checkout never shadows the installed aeflow): ``aeflow info --device cuda --json``, ``aeflow
-verify --device cuda --json``, pytest on the CUDA tests and ``aeflow bench --device cuda --json``;
-then prints one table and writes env.json, info.json, verify.json, tests.json (+ tests.xml),
-bench.json and summary.json under ``--out`` (default: a new temp folder). Exit 0 when every step
-passed, else 1. Without an NVIDIA GPU it says so in one line and exits 0, running nothing.
+network), each step runs in a child process started from the output folder (so a source checkout
+never shadows the installed aeflow): ``aeflow info``, ``aeflow verify``, pytest on the CUDA tests and
+``aeflow bench``, all with ``--device cuda``. It prints one table and writes env.json, one JSON per
+step (+ tests.xml) and summary.json under ``--out`` (default: a new temp folder); exit 0 when every
+step passed, else 1. Without an NVIDIA GPU: one line, exit 0, nothing run.
 """
 
 from __future__ import annotations
@@ -39,23 +38,14 @@ def gpu_here() -> bool:
     return False
 
 
-def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str, float]:
-    """``python ARGS`` from ``out`` with a time limit: (exit code, stdout, stderr, seconds)."""
-    t0 = time.perf_counter()
+def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str]:
+    """``python ARGS`` from ``out`` with a time limit: (exit code, stdout, stderr)."""
     try:
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=out, timeout=limit)
-        return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
+        return proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as e:
         text = [d.decode(errors="replace") if isinstance(d, bytes) else d or "" for d in (e.stdout, e.stderr)]
-        return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s", time.perf_counter() - t0
-
-
-def steps(out: Path) -> dict[str, list[str]]:
-    return {"info": ["-m", "aeflow", "info", "--device", "cuda", "--json"],
-            "verify": ["-m", "aeflow", "verify", "--device", "cuda", "--json"],
-            "tests": ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments",
-                      "--junitxml", str(out / "tests.xml"), *(str(REPO / "tests" / f) for f in TEST_FILES)],
-            "bench": ["-m", "aeflow", "bench", "--device", "cuda", "--json"]}
+        return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s"
 
 
 def detail_lines(name: str, doc: dict) -> list[tuple[str, str, str]]:
@@ -72,8 +62,13 @@ def detail_lines(name: str, doc: dict) -> list[tuple[str, str, str]]:
 def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
     """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
     table, summary = [], {"out": str(out), "steps": {}}
-    for name, args in steps(out).items():
-        code, stdout, stderr, seconds = run_step(args, out, max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic())))
+    tests = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments",
+             "--junitxml", str(out / "tests.xml"), *(str(REPO / "tests" / f) for f in TEST_FILES)]
+    for name in STEP_LIMITS:
+        t0 = time.perf_counter()
+        args = tests if name == "tests" else ["-m", "aeflow", name, "--device", "cuda", "--json"]
+        code, stdout, stderr = run_step(args, out, max(1.0, min(STEP_LIMITS[name], deadline - time.monotonic())))
+        seconds = time.perf_counter() - t0
         try:
             doc = json.loads(stdout)
         except ValueError:  # pytest's: its summary line and the failed tests (pytest -q lists them)
@@ -93,7 +88,7 @@ def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON files (created; default: a new temp folder)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON files (default: a new temp folder)")
     parser.add_argument("--budget", type=float, default=290.0, help="seconds for the whole run (default 290)")
     opts = parser.parse_args(argv)
     if not gpu_here():

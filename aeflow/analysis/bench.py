@@ -1,18 +1,13 @@
-"""``aeflow bench``: what the runtime costs, section by section, in one process on the same inputs.
+"""``aeflow bench``: what the runtime costs, in one process, on the same inputs.
 
-Sections, in order: the machine's GEMM limit; scoring per engine and batch size, with its share of
-the limit and the peers a user would pick instead; sampling per method
-against the homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from
-files (.npy against a folder of PNGs); the cold start of a new process. Engines are
-warmed up and interleaved within each repeat, inputs rotate; figures are medians with [min - max].
-onnxruntime's threads do not spin while torch shares the process (``ort-fp32-spin``: spinning on,
-as ``aeflow score`` runs). A section is a ``Section``: JSON key, title, columns, ``rows(run)``.
-
-The peers: OpenVINO (``pip install 'aeflow[bench]'``) on the same ae.onnx, float32 forced (AMX or
-AVX-512 BF16 CPUs would otherwise run bfloat16), and ``torch.compile`` (inductor) on the same
-checkpoint. Compiling takes minutes and cannot be interrupted, so a child process (``python -m
-aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``) compiles and times it under a time
-limit, interleaved with PyTorch eager and onnxruntime float32; its ratios are the ones reported.
+Sections in order: the machine's GEMM limit; scoring per engine and batch size, its share of the
+limit and the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx with
+float32 forced, ``torch.compile`` in a child process under a time limit: ``python -m
+aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the
+homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from files (.npy
+against PNGs); the cold start of a new process. Engines are warmed up and interleaved, inputs
+rotate; figures are medians with [min - max]. onnxruntime's threads do not spin while torch shares
+the process (``ort-fp32-spin``: spinning on, as ``aeflow score`` runs).
 """
 
 from __future__ import annotations
@@ -25,9 +20,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
@@ -54,12 +48,11 @@ API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\
 
 @dataclass
 class Run:
-    """One run as each section's ``rows`` gets it: the checked artifacts, the options (``quick``:
-    smaller sizes, short repeats, no torch.compile), the results so far, and the notes and
-    providers the sections add."""
+    """The checked artifacts, the options (``quick``: smaller sizes, no torch.compile), the results
+    so far, and the notes and providers the sections add."""
 
     directory: Path
-    meta: dict
+    meta: object
     device: str
     repeats: int
     threads: int
@@ -72,41 +65,23 @@ class Run:
 
     def __post_init__(self):
         self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
-
-    @cached_property
-    def torch(self) -> tuple[Callable | None, Callable | None]:
-        """(PyTorch eager scoring, the homework's sampler), or (None, None) with a note."""
+        self.torch_score = self.homework = None
         try:
             from aeflow.export import reference
         except ImportError:
             self.notes.append("PyTorch (the train extra) is not installed: no torch-eager or homework rows")
-            return None, None
+            return
         if not all((self.directory / n).is_file() for n in ("ae.pt", "flow.pt")):
             self.notes.append(f"ae.pt or flow.pt is not in {self.directory}: no PyTorch rows")
-            return None, None
+            return
         reference.set_threads(self.threads)
-        return (reference.autoencoder_scorer(self.directory / "ae.pt"),
-                reference.homework_sampler(self.directory / "flow.pt"))
+        self.torch_score = reference.autoencoder_scorer(self.directory / "ae.pt")
+        self.homework = reference.homework_sampler(self.directory / "flow.pt")
 
     def session(self, which: str, spinning: bool, golden: bool = True):
         """A checked onnxruntime session of graph ``which`` as the runtime loads it."""
         return load_graph(self.directory, self.meta, which, self.device, self.threads, spinning, self.verify,
                           golden and self.verify)
-
-
-class Section(NamedTuple):
-    """A table: JSON ``key``, ``title``, ``columns`` (header, row key, format spec: ``s`` aligns
-    left, a trailing ``x`` prints a ratio) and ``rows``."""
-
-    key: str
-    title: str
-    columns: tuple[tuple[str, str, str], ...]
-    rows: Callable[[Run], list[dict]]
-
-
-def limit_rows(run: Run) -> list[dict]:
-    n = QUICK_LIMIT_SIZE if run.quick else LIMIT_SIZE
-    return gemm_limits(n, run.threads, max(1, min(run.repeats, 5)), run.notes)
 
 
 def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -129,7 +104,7 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
 
 
 def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
-    """Print the torch-compile rows as JSON."""
+    """Print the torch-compile rows as JSON (timed beside PyTorch eager and onnxruntime float32)."""
     import torch
 
     from aeflow.export import reference
@@ -182,18 +157,16 @@ def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, sec
 
 def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The scoring engines: float32 [N, 1, H, W] -> score float32 [N]."""
-    torch_score = run.torch[0]
-    engines = {TORCH: torch_score} if torch_score else {}
+    engines = {TORCH: run.torch_score} if run.torch_score else {}
     if run.meta.int8 is None:
         run.notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
     for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
-        session = run.session(which, spinning=torch_score is None)
+        session = run.session(which, spinning=run.torch_score is None)
         run.providers[name] = provider_of(session)
         engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
-    openvino = openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes)
-    if openvino is not None:
+    if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
         engines[OPENVINO] = openvino
-    if torch_score:
+    if run.torch_score:
         spin = run.session("ae", spinning=True, golden=False)
         engines[FP32_SPIN] = lambda x: spin.run(["score"], {"images": x})[0]
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
@@ -212,16 +185,16 @@ def scoring_rows(run: Run) -> list[dict]:
         for name, t in measure(engines, buffers, run.repeats, run.seconds_per_repeat).items():
             diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
-    if run.torch[0] and not run.quick:
+    if run.torch_score and run.quick:
+        run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
+    elif run.torch_score:
         run.progress("torch.compile, in a child process")
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
-    elif run.torch[0]:
-        run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
     for r in rows:
         r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
         precision = "int8" if r["engine"] == INT8 else "fp32"
-        limits = [x["gflops"]["max"] for x in run.results.get("limit", ()) if x["precision"] == precision]
+        limits = [x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == precision]
         r["share_of_limit"] = r["gflops"] / max(limits) if limits else None
         for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
             if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
@@ -239,14 +212,14 @@ def sampling_rows(run: Run) -> list[dict]:
     run.providers["sampler"] = sampler.provider
     flow = load_graph(run.directory, sampler.metadata, "flow", run.device, run.threads, golden=False)
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    methods = {HOMEWORK: run.torch[1]} if run.torch[1] else {}
+    methods = {HOMEWORK: run.homework} if run.homework else {}
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
     methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
     rows = []
     for name, fn in methods.items():
         run.progress(f"sampling, {name}")
-        fn(min(n, 10_000), 12345)  # warm-up: sessions, lazily built tables
+        fn(min(n, 10_000), 12345)  # warm-up
         times = []
         for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
             t0 = time.perf_counter()
@@ -271,7 +244,7 @@ def files_rows(run: Run) -> list[dict]:
     n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
-    rates: tuple[list[float], list[float]] = ([], [])
+    npy, png = [], []
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
         paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
         np.save(paths[0], images)
@@ -279,21 +252,19 @@ def files_rows(run: Run) -> list[dict]:
         for i, im in enumerate(images):
             Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
         for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
-            for rate, path in zip(rates, paths):
+            for rate, path in zip((npy, png), paths):
                 time.sleep(PHASE_GAP_S)
                 t0 = time.perf_counter()
                 with open_source(path) as src:
                     scorer.score_source(src)
                 rate += [n / (time.perf_counter() - t0)] * (r > 0)
-    npy, png = rates
     return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
             {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    """Seconds from a new process to its exit, as a CLI user and an embedded caller pay on every
-    call, each command interleaved after one untimed round (warm file cache), with the ratio to the
-    floor every such process pays and the goals met or not."""
+    """Seconds from a new process to its exit, each command interleaved after one untimed round
+    (warm file cache), with the ratio to the floor every such process pays and the goals met or not."""
     from PIL import Image
 
     script, image, d = Path(sys.executable).with_name("aeflow"), demo_images(run.directory)[0], str(run.directory)
@@ -303,7 +274,8 @@ def cold_start_rows(run: Run) -> list[dict]:
         Image.fromarray(image).save(png)
         np.save(npy, image[None])
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
-                    SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d], API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
+                    SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d],
+                    API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
         times: dict[str, list[float]] = {what: [] for what in commands}
         for r in range(1 + (1 if run.quick else 5)):
             for what, cmd in commands.items():
@@ -314,44 +286,37 @@ def cold_start_rows(run: Run) -> list[dict]:
                     raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
-    rows = [{"what": what, "seconds": spread(t), "vs_floor": float(np.median(t) / np.median(times[FLOOR])),
-             "goal_s": GOALS_S.get(what)} for what, t in times.items()]
-    for r in rows:
-        r["goal"] = r["goal_s"] and f"<= {r['goal_s']} s: {'met' if r['seconds']['median'] <= r['goal_s'] else 'NOT met'}"
+    rows = []
+    for what, t in times.items():
+        goal, median = GOALS_S.get(what), float(np.median(t))
+        rows.append({"what": what, "seconds": spread(t), "vs_floor": median / float(np.median(times[FLOOR])),
+                     "goal_s": goal, "goal": goal and f"<= {goal} s: {'met' if median <= goal else 'NOT met'}"})
     return rows
 
 
-SECTIONS = [
-    Section("limit", "the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for "
-            "int8; the limit is the best repeat)",
-            (("engine", "name", "s"), ("", "precision", "s"), ("n^3", "size", "d"), ("GFLOP/s", "gflops", ",.1f")),
-            limit_rows),
-    Section("scoring", f"scoring the autoencoder (images/s; latency per call; {FLOPS_PER_IMAGE / 1e6:.2f} MFLOP an "
-            "image; limit: share of the GEMM limit of its precision; max diff: score difference to ort-fp32)",
-            (("batch", "batch", "d"), ("engine", "engine", "s"), ("images/s", "images_per_s", ",.0f"),
-             ("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"), ("GFLOP/s", "gflops", ".1f"),
-             ("limit", "share_of_limit", ".0%"), ("vs torch", "vs_torch", ".2fx"), ("vs fp32", "vs_fp32", ".2fx"),
-             ("max diff", "max_abs_diff_vs_ort_fp32", ".1e")),
-            scoring_rows),
-    Section("sampling", "sampling the flow (seconds for n samples; the last two rows: what one pass costs)",
-            (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"),
-             ("samples/s", "samples_per_s", ",.0f"), ("vs homework", "vs_homework", ".2fx"),
-             ("x forward", "x_forward", ".2f")),
-            sampling_rows),
-    Section("files", "scoring from files, opened and scored end to end (the two inputs alternate)",
-            (("input", "input", "s"), ("n", "n", ",d"), ("images/s", "images_per_s", ",.0f"),
-             ("vs .npy", "vs_npy", ".2f")),
-            files_rows),
-    Section("cold_start", "cold start: a new process from start to exit",
-            (("command", "what", "s"), ("seconds", "seconds", ".3f"), ("x floor", "vs_floor", ".2fx"),
-             ("goal", "goal", "s")),
-            cold_start_rows),
-]
+# each section's JSON key, title and columns (header, row key, format: "s" aligns left, a trailing "x" a ratio)
+TABLES = (
+    ("limit", "the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for int8; "
+     "the limit is the best repeat)",
+     (("engine", "name", "s"), ("", "precision", "s"), ("n^3", "size", "d"), ("GFLOP/s", "gflops", ",.1f"))),
+    ("scoring", f"scoring the autoencoder (images/s; latency per call; {FLOPS_PER_IMAGE / 1e6:.2f} MFLOP an image; "
+     "limit: share of the GEMM limit of its precision; max diff: score difference to ort-fp32)",
+     (("batch", "batch", "d"), ("engine", "engine", "s"), ("images/s", "images_per_s", ",.0f"),
+      ("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"), ("GFLOP/s", "gflops", ".1f"),
+      ("limit", "share_of_limit", ".0%"), ("vs torch", "vs_torch", ".2fx"), ("vs fp32", "vs_fp32", ".2fx"),
+      ("max diff", "max_abs_diff_vs_ort_fp32", ".1e"))),
+    ("sampling", "sampling the flow (seconds for n samples; the last two rows: what one pass costs)",
+     (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"),
+      ("samples/s", "samples_per_s", ",.0f"), ("vs homework", "vs_homework", ".2fx"), ("x forward", "x_forward", ".2f"))),
+    ("files", "scoring from files, opened and scored end to end (the two inputs alternate)",
+     (("input", "input", "s"), ("n", "n", ",d"), ("images/s", "images_per_s", ",.0f"), ("vs .npy", "vs_npy", ".2f"))),
+    ("cold_start", "cold start: a new process from start to exit",
+     (("command", "what", "s"), ("seconds", "seconds", ".3f"), ("x floor", "vs_floor", ".2fx"), ("goal", "goal", "s"))),
+)
 
 
 def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, threads: int | None = None,
-              verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None,
-              sections: list[Section] = SECTIONS) -> dict:
+              verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Every section in order (``repeats``: None is 5, quick 2; ``threads``: None is the CPUs this
     process may use): the JSON-ready ``machine``, ``providers``, ``settings``, each section's rows
     under its key, ``versions`` and ``notes``."""
@@ -360,14 +325,18 @@ def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, 
     run = Run(directory, read_threshold(directory, verify), device, repeats or (2 if quick else 5), threads, verify,
               quick, progress)
     load = os.getloadavg()
-    for section in sections:
-        progress(section.key.replace("_", " "))
-        run.results[section.key] = section.rows(run)
+    progress("limit")
+    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, threads,
+                                       max(1, min(run.repeats, 5)), run.notes)
+    for key, rows in (("scoring", scoring_rows), ("sampling", sampling_rows), ("files", files_rows),
+                      ("cold_start", cold_start_rows)):
+        progress(key.replace("_", " "))
+        run.results[key] = rows(run)
     machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
-    config = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
-                                           "seconds_per_repeat")}
-    return {"machine": machine, "providers": run.providers, "settings": config, **run.results,
+    settings = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
+                                             "seconds_per_repeat")}
+    return {"machine": machine, "providers": run.providers, "settings": settings, **run.results,
             "versions": package_versions(), "notes": run.notes}
 
 
@@ -377,17 +346,16 @@ def _cell(value, fmt: str) -> str:
     return "" if value is None else f"{value:{fmt.rstrip('x')}}" + "x" * fmt.endswith("x")
 
 
-def format_table(result: dict, sections: list[Section] = SECTIONS) -> str:
+def format_table(result: dict) -> str:
     """The result as plain-text tables, one per section, then the notes."""
     m = result["machine"]
     providers = ", ".join(f"{k} {short_provider(v)}" for k, v in result["providers"].items())
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
-    for sec in sections:
-        cells = [[c[0] for c in sec.columns]] + [[_cell(r.get(key), fmt) for _, key, fmt in sec.columns]
-                                                 for r in result.get(sec.key, ())]
-        lines += ["", sec.title, *text_table(cells, tuple(i for i, c in enumerate(sec.columns) if c[2] != "s"))]
+    for key, title, columns in TABLES:
+        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), fmt) for _, k, fmt in columns] for r in result.get(key, ())]
+        lines += ["", title, *text_table(cells, tuple(i for i, c in enumerate(columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 
 

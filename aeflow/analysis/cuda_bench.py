@@ -1,13 +1,6 @@
-"""``aeflow bench --device cuda``: the GPU path against the device's own limits, in one run.
-
-Rows: scoring device-resident (bound session, and the CUDA-graph session where onnxruntime
-captures one), host-fed from uint8 and float32 (``AnomalyScorer.score``, PCIe included), latency
-of one image, and flow_sampler.onnx over z already on the device. Limits, measured in the same run
-with onnxruntime alone: device-to-device and host-to-device (pageable) copies and a float32 MatMul
-with TF32 off. Each row's share: FLOP/s of the MatMul's, the bytes it must move of the copy's.
-Every row is checked against the CPU with ``aeflow.parity``'s tolerances (the sampler outside
-flow.json's float64 intervals, which the runtime polishes on the host).
-"""
+"""``aeflow bench --device cuda``: the GPU path against the device's own limits (copies, a float32
+MatMul with TF32 off, measured in the same run), every row checked against the CPU with
+``aeflow.parity``'s tolerances (the sampler outside flow.json's float64 intervals)."""
 
 from __future__ import annotations
 
