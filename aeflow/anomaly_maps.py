@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-from aeflow.errors import OutputError, UsageError
+from aeflow.errors import OutputError
 from aeflow.files import describe_os_error, name_max, publish_folder, staging_folder, untrack, write_bytes_atomic
 from aeflow.metrics import normalized_scores
 
@@ -24,15 +25,6 @@ INFERNO = np.array([
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
 ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
 _PAD, _BAR, _BG, _FG = 12, 16, (255, 255, 255), (20, 20, 20)
-
-
-def pil(purpose: str = "anomaly maps"):
-    """Pillow's ``Image``, ``ImageDraw`` and ``ImageFont``, or a one-line ``UsageError``."""
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise UsageError(f"{purpose} need Pillow, which aeflow depends on: pip install pillow") from None
-    return Image, ImageDraw, ImageFont
 
 
 def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
@@ -52,7 +44,6 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _font(size: int):
-    _, _, ImageFont = pil()
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: the fixed bitmap font
@@ -63,7 +54,6 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
               vmax: float = VMAX) -> bytes:
     """PNG bytes: ``image``, ``reconstruction`` (float [H, W] in [0, 1]) in grey and ``amap`` (float
     [H, W]) on the inferno scale with a colour bar, zoomed ``ZOOM`` times, under ``title``."""
-    Image, ImageDraw, _ = pil()
     h, w = (ZOOM * k for k in np.shape(image)[-2:])
     line_h = 18
     top = _PAD + line_h * len(title) + 4 + line_h          # title lines, then tile captions
@@ -85,7 +75,6 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
 
 def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> None:
     """The colour bar at (x, top): vmax at the top, 0 at the bottom, five labelled ticks."""
-    Image = pil()[0]
     ramp = colorize(np.linspace(vmax, 0, height)[:, None].repeat(_BAR, axis=1), vmax)
     canvas.paste(Image.fromarray(ramp, "RGB"), (x, top))
     draw.rectangle((x, top, x + _BAR - 1, top + height - 1), outline=_FG)
@@ -144,7 +133,6 @@ class MapWriter:
     together (``publish``) or removed (``discard``); name lengths checked before any work."""
 
     def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
-        pil()
         self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
         limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)

@@ -21,13 +21,9 @@ from aeflow.runtime.artifacts import artifacts_dir
 HOMEWORK_REFERENCE = {"in_dist": "mnist-test", "in_dist_n": 10_000, "anomaly_set": "kmnist-test", "threshold": 0.0329,
                       "type_i": 0.0104, "type_ii": 0.0295, "final_loss": 0.011, "train_images": 50_000,
                       "validation_images": 10_000, "epochs": 10}
-DEFAULT_IN_DIST = "mnist-test"
-DEFAULT_ANOMALIES = ("kmnist-test",)
-OFFLINE_ANOMALIES = "fashion-mnist-test"
+DEFAULT_IN_DIST, DEFAULT_ANOMALIES, OFFLINE_ANOMALIES = "mnist-test", ("kmnist-test",), "fashion-mnist-test"
 DATA_SET_NAMES = tuple(f"{name}-{split}" for name in DATASETS for split in ("test", "train"))
-TARGET_TYPE_I = 0.01
-SCORE_CHUNK = 4096
-EXTREMES = 8
+TARGET_TYPE_I, SCORE_CHUNK, EXTREMES = 0.01, 4096, 8
 
 
 @dataclass
@@ -86,11 +82,11 @@ def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
     """Fill each set's ``scores`` (float32 [N]) with ``scorer.score``, showing progress."""
     with progress_bar(sum(len(s.images) for s in sets), "scoring", quiet, show=lambda item: item) as bar:
         for s in sets:
-            out = []
+            out = [np.zeros(0, np.float32)]
             for i in range(0, len(s.images), SCORE_CHUNK):
                 out.append(np.asarray(scorer.score(s.images[i:i + SCORE_CHUNK]), dtype=np.float32))
                 bar.update(len(out[-1]), s.name)
-            s.scores = np.concatenate(out) if out else np.zeros(0, np.float32)
+            s.scores = np.concatenate(out)
 
 
 def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
@@ -178,9 +174,10 @@ def _notes(summary: dict) -> list[str]:
     ref, notes = HOMEWORK_REFERENCE, []
     names = [a["name"] for a in summary["anomalies"]]
     if ref["anomaly_set"] not in names:
-        notes.append(f"the anomaly set{'s' if len(names) > 1 else ''} ({', '.join(names)}) "
-                     f"{'differ' if len(names) > 1 else 'differs'} from the homework's {ref['anomaly_set']} (KMNIST): "
-                     f"the type II errors are not directly comparable with its {ref['type_ii']:.2%}")
+        many = len(names) > 1
+        notes.append(f"the anomaly set{'s' * many} ({', '.join(names)}) {'differ' if many else 'differs'} from the "
+                     f"homework's {ref['anomaly_set']} (KMNIST): the type II errors are not directly comparable "
+                     f"with its {ref['type_ii']:.2%}")
     if summary["in_dist"]["name"] != ref["in_dist"]:
         notes.append(f"the in-distribution set {summary['in_dist']['name']} is not the homework's {ref['in_dist']}")
     n_train = summary["artifacts_data"]["train_images"]
@@ -250,7 +247,8 @@ def table_rows(summary: dict) -> list[tuple[str, str, str]]:
         rows.append((f"type II error ({a['name']})", _pct(a["type_ii"]),
                      _pct(ref["type_ii"]) + ("" if a["name"] == ref["anomaly_set"] else f" ({ref['anomaly_set']})")))
         rows.append((f"AUROC ({a['name']})", f"{a['auroc']:.4f}", "-"))
-    rows.append((f"threshold for {at['type_i_target']:.0%} type I", f"{at['threshold']:.6f} (type I {_pct(at['type_i'])})", "-"))
+    rows.append((f"threshold for {at['type_i_target']:.0%} type I", f"{at['threshold']:.6f} (type I {_pct(at['type_i'])})",
+                 "-"))
     rows += [(f"  type II there ({a['name']})", _pct(a["type_ii_at_target"]), "-") for a in summary["anomalies"]]
     rows += [
         ("training images", f"{data['train_images']:,} ({data['source']})", f"{ref['train_images']:,} (MNIST train)"),

@@ -28,11 +28,8 @@ TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)
 
 
 def require_matplotlib() -> None:
-    """``UsageError`` in one line when matplotlib (or Pillow, for the anomaly maps) is missing."""
-    from aeflow.anomaly_maps import pil
-
+    """``UsageError`` in one line when matplotlib is missing."""
     pyplot("--report")
-    pil("--report's anomaly maps")
 
 
 def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
