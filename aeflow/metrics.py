@@ -85,10 +85,9 @@ def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float
 
 
 def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Scores (float [N], >= 0) read on [0, 1] with the threshold at 0.5: float32 [N] =
-    ``min(score / (2 * threshold), 1)`` computed in float64 (anomalib's min-max normalisation with
-    min 0 and max twice the threshold). Decisions use the raw score. A threshold of 0 reads every
-    positive score as 1 and 0 as 0.5.
+    """Scores (float [N], >= 0) read on [0, 1] with the threshold at 0.5: float32 [N] = ``min(score / (2 * threshold),
+    1)`` computed in float64 (anomalib's min-max normalisation with min 0 and max twice the threshold). Decisions use
+    the raw score. A threshold of 0 reads every positive score as 1 and 0 as 0.5.
 
     >>> normalized_scores(np.array([0.0, 0.01, 0.02, 0.05], np.float32), 0.02).tolist()
     [0.0, 0.25, 0.5, 1.0]
@@ -180,11 +179,10 @@ def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
 
 
 def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.95) -> tuple[int, int]:
-    """Distribution-free prediction interval ``(lower, upper)`` (ints in [0, m]) for how many of
-    ``m`` new normal images a threshold flags, when ``flagged`` of the ``n`` it was set on lie above
-    it. The count is Beta-Binomial(m, n - r + 1, r) for the r-th smallest of n scores; the bounds
-    are the (1 -+ confidence) / 2 quantiles with r on either side of the threshold. It covers the
-    rate seen on a new set (``clopper_pearson``: the long-run rate).
+    """Distribution-free prediction interval ``(lower, upper)`` (ints in [0, m]) for how many of ``m`` new normal
+    images a threshold flags, when ``flagged`` of the ``n`` it was set on lie above it. The count is Beta-Binomial(m,
+    n - r + 1, r) for the r-th smallest of n scores; the bounds are the (1 -+ confidence) / 2 quantiles with r on
+    either side of the threshold. It covers the rate seen on a new set (``clopper_pearson``: the long-run rate).
 
     >>> false_alarm_prediction(24, 500, 500)
     (12, 40)

@@ -81,8 +81,7 @@ def format_table(rows: list[Comparison], title: str = "") -> str:
 
 
 def flow_check_points(seed: int = 0) -> np.ndarray:
-    """Inputs for the flow's parity checks: a grid over [-5, 5], random points, and the tails
-    (float32 [N])."""
+    """Inputs for the flow's parity checks: a grid over [-5, 5], random points, and the tails (float32 [N])."""
     rng = np.random.default_rng(seed)
     return np.concatenate([
         np.linspace(-5, 5, 2001),

@@ -46,12 +46,11 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
 def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[float],
                   int8_graph: Path | None, images: np.ndarray | None = None,
                   points: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every array of golden.npz: the autoencoder ``model`` on ``images`` (float32 [64, 1, H, W],
-    default ``golden_images``) and the ``flow`` on ``points`` (float32 [256], default
-    ``golden_points``), PyTorch, eval mode; either model may be None (not exported); the int8 graph
-    (when given) run by onnxruntime on the CPU in one batch (its reference is its own integer
-    arithmetic); the sampler graph's float64 targets (``golden_targets``) from flow.json's
-    ``components``, ``sampler_graph`` entry and ``x_bracket``."""
+    """Every array of golden.npz: the autoencoder ``model`` on ``images`` (float32 [64, 1, H, W], default
+    ``golden_images``) and the ``flow`` on ``points`` (float32 [256], default ``golden_points``), PyTorch, eval mode;
+    either model may be None (not exported); the int8 graph (when given) run by onnxruntime on the CPU in one batch
+    (its reference is its own integer arithmetic); the sampler graph's float64 targets (``golden_targets``) from
+    flow.json's ``components``, ``sampler_graph`` entry and ``x_bracket``."""
     out = {}
     if model is not None:
         images = golden_images() if images is None else images

@@ -28,10 +28,9 @@ def threshold_fields(th: Threshold) -> dict:
 
 def threshold_metadata(ae_graph: Path, opset: int, th: Threshold, cfg: dict, final_loss: float, evaluation: dict,
                        versions: dict, int8: dict | None, golden: Path, checkpoint: Path) -> ThresholdMeta:
-    """threshold.json for the graph at ``ae_graph``: ``th`` from its validation scores (golden.npz
-    keeps them: ``validation_scores``), ``cfg`` the autoencoder checkpoint's config (its
-    ``image_shape``, absent: 28 x 28), ``evaluation`` as ``aeflow.metrics.evaluate`` returns it (or
-    {}), ``int8`` the int8 entry (JSON) or None."""
+    """threshold.json for the graph at ``ae_graph``: ``th`` from its validation scores (golden.npz keeps them:
+    ``validation_scores``), ``cfg`` the autoencoder checkpoint's config (its ``image_shape``, absent: 28 x 28),
+    ``evaluation`` as ``aeflow.metrics.evaluate`` returns it (or {}), ``int8`` the int8 entry (JSON) or None."""
     image_shape = tuple(cfg.get("image_shape", contract.IMAGE_SHAPE))
     meta = ThresholdMeta(
         graph=Graph.of_file("ae", ae_graph, opset, image_shape), threshold=th.value, k=th.k,

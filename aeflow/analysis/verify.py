@@ -75,9 +75,8 @@ def golden_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow:
 def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow: contract.FlowMeta, device: str,
                            verify: bool,
                            notes: list[str]) -> list[Comparison] | None:
-    """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where
-    torch or the checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the
-    graphs were exported from."""
+    """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where torch or the
+    checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the graphs were exported from."""
     try:
         from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
     except ImportError:
