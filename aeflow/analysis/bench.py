@@ -326,8 +326,7 @@ def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, 
               quick, progress)
     load = os.getloadavg()
     progress("limit")
-    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, threads,
-                                       max(1, min(run.repeats, 5)), run.notes)
+    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, threads, max(1, min(run.repeats, 5)))
     for key, rows in (("scoring", scoring_rows), ("sampling", sampling_rows), ("files", files_rows),
                       ("cold_start", cold_start_rows)):
         progress(key.replace("_", " "))

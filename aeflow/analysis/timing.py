@@ -82,36 +82,21 @@ def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
     return isa + (" + AMX" if "amx_int8" in flags else "")
 
 
-def _matmul_model(n: int, int8: bool) -> bytes:
-    """A serialized ONNX graph A [n, n] x B [n, n], B a constant: float32 MatMul, or MatMulInteger
-    (A uint8, B int8 with 7-bit values as the int8 graph's weights, int32 out)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    b = rng.integers(-63, 64, (n, n), dtype=np.int8) if int8 else rng.random((n, n), dtype=np.float32)
-    a_type, y_type = (TensorProto.UINT8, TensorProto.INT32) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
-    graph = helper.make_graph([helper.make_node("MatMulInteger" if int8 else "MatMul", ["A", "B"], ["Y"])], "limit",
-                              [helper.make_tensor_value_info("A", a_type, [n, n])],
-                              [helper.make_tensor_value_info("Y", y_type, [n, n])], [numpy_helper.from_array(b, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
-def gemm_limits(n: int, threads: int, repeats: int, notes: list[str]) -> list[dict]:
-    """One n^3 matrix product: numpy float32 and (with the ``onnx`` package) onnxruntime MatMul and
-    MatMulInteger u8 x s8 (the int8 graph's kernels). Rows ``{"name", "precision", "size", "gflops"}``."""
+def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
+    """One n^3 matrix product: numpy float32, onnxruntime MatMul and MatMulInteger u8 x s8 (the int8
+    graph's kernels, B with 7-bit values as its weights). Rows ``{"name", "precision", "size", "gflops"}``."""
+    from aeflow.runtime.device import FLOAT, UINT8, tiny_model
     from aeflow.runtime.providers import create_session
 
     rng = np.random.default_rng(1)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)
     runs = [("numpy-sgemm", "fp32", lambda: a @ b)]
-    try:
-        for name, int8, x in (("ort-matmul-fp32", False, a),
-                              ("ort-matmulinteger-int8", True, rng.integers(0, 256, (n, n), dtype=np.uint8))):
-            session = create_session(_matmul_model(n, int8), "cpu", threads, spinning=False)
-            runs.append((name, "int8" if int8 else "fp32", lambda s=session, x=x: s.run(None, {"A": x})))
-    except ImportError:
-        notes.append("the onnx package is not installed: numpy's GEMM limit only")
+    for name, op, (x, y), types in (("ort-matmul-fp32", "MatMul", (a, b), (FLOAT, FLOAT, FLOAT)),
+                                    ("ort-matmulinteger-int8", "MatMulInteger", (a8, b8), (UINT8, 3, 6))):  # s8, s32
+        model = tiny_model([(op, ["A", "B"], ["Y"], {})], [("A", types[0], [n, n]), ("B", types[1], [n, n])],
+                           [("Y", types[2], [n, n])])
+        session = create_session(model, "cpu", threads, spinning=False)
+        runs.append((name, "int8" if x is a8 else "fp32", lambda s=session, x=x, y=y: s.run(None, {"A": x, "B": y})))
     return [{"name": name, "precision": precision, "size": n,
              "gflops": spread([2.0 * n ** 3 / t / 1e9 for t in time_calls(fn, repeats)])} for name, precision, fn in runs]
