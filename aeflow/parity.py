@@ -7,16 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|.
-# log p(x) reaches -100 and below in the tails, where float32's own spacing exceeds 1e-5, so it is
-# held to 1e-5 absolute up to |log p| = 1 and 1e-5 relative beyond.
-#
-# reconstruction: a float32 forward pass of the bundled autoencoder lies up to 9.9e-6 (PyTorch) and
-# 8.0e-6 (onnxruntime) from the float64 one on the 2,000 demo images (AMD EPYC, AVX-512), so two
-# correct float32 implementations (another GEMM kernel, another CPU's SIMD width) may differ by
-# about 2e-5: 1e-5 had no margin (9.8e-6 seen on an AVX2-only CPU). 5e-5 is 2.5x that, and still
-# catches real defects: one output bias moved by 1e-3 moves a pixel by 2.5e-4, float16 weights by
-# 7.7e-3. The score, a mean over all pixels, stays within 1e-5 (6e-8 seen).
+# name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|. log p(x) reaches
+# -100 in the tails, beyond float32's 1e-5 spacing: 1e-5 absolute up to |log p| = 1, relative beyond.
+# reconstruction: two correct float32 runs (another GEMM kernel or SIMD width) differ by about 2e-5
+# (9.8e-6 seen from float64 on an AVX2-only CPU); 5e-5 still catches a bias moved by 1e-3 (2.5e-4 a
+# pixel) or float16 weights (7.7e-3). The score, a mean over all pixels, stays within 1e-5 (6e-8 seen).
 TOLERANCES: dict[str, tuple[float, float]] = {
     "reconstruction": (5e-5, 0.0),
     "score": (1e-5, 0.0),
@@ -56,8 +51,7 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
     """Compare two arrays of the same shape (float, computed in float64); tolerances default to
     ``TOLERANCES[name]``. Non-finite values must match exactly."""
     d_atol, d_rtol = TOLERANCES.get(name, (1e-5, 0.0))
-    atol = d_atol if atol is None else atol
-    rtol = d_rtol if rtol is None else rtol
+    atol, rtol = d_atol if atol is None else atol, d_rtol if rtol is None else rtol
     a = np.asarray(actual, dtype=np.float64).ravel()
     e = np.asarray(expected, dtype=np.float64).ravel()
     if a.shape != e.shape:
@@ -82,10 +76,6 @@ def format_table(rows: list[Comparison], title: str = "") -> str:
 
 def flow_check_points(seed: int = 0) -> np.ndarray:
     """Inputs for the flow's parity checks: a grid over [-5, 5], random points, and the tails (float32 [N])."""
-    rng = np.random.default_rng(seed)
-    return np.concatenate([
-        np.linspace(-5, 5, 2001),
-        rng.normal(0, 2, 2000),
-        rng.uniform(-5, 5, 1000),
-        [-50.0, -20.0, -10.0, -8.0, -6.0, 6.0, 8.0, 10.0, 20.0, 50.0],
-    ]).astype(np.float32)
+    rng, tails = np.random.default_rng(seed), [6.0, 8.0, 10.0, 20.0, 50.0]
+    return np.concatenate([np.linspace(-5, 5, 2001), rng.normal(0, 2, 2000), rng.uniform(-5, 5, 1000),
+                           -np.array(tails[::-1]), tails]).astype(np.float32)

@@ -49,9 +49,11 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(int(threads))
 
 
-def autoencoder_scorer(checkpoint: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    """Eager scoring with ae.pt: float32 [N, 1, H, W] -> float32 [N] (``torch.inference_mode``)."""
+def autoencoder_scorer(checkpoint: str | os.PathLike, compiled: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Scoring with ae.pt, eager or ``torch.compile``d (inductor): float32 [N, 1, H, W] -> float32 [N]."""
     model = ScoringAutoencoder(load_autoencoder(checkpoint)[0]).eval()
+    if compiled:
+        model = torch.compile(model, backend="inductor", dynamic=False)
     def score(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x))[1].numpy()

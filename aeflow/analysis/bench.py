@@ -111,14 +111,8 @@ def _child(directory: Path, threads: int, repeats: int, seconds: float, batches:
     from aeflow.runtime.providers import create_session
 
     reference.set_threads(threads)
-    compiled = torch.compile(reference.ScoringAutoencoder(reference.load_autoencoder(directory / "ae.pt")[0]).eval(),
-                             backend="inductor", dynamic=False)
     session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
-
-    def run_compiled(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return compiled(torch.from_numpy(x))[1].numpy()
-
+    run_compiled = reference.autoencoder_scorer(directory / "ae.pt", compiled=True)
     engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"), TORCH_COMPILE: run_compiled,
                FP32: lambda x: session.run(["score"], {"images": x})[0]}
     rows = []
