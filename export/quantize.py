@@ -1,15 +1,10 @@
-"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx, checked against the float32 graph.
+"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx (``METHOD``), checked against float32.
 
-``onnxruntime.quantization.quantize_static`` on ae.onnx, QOperator format: every Gemm a ``QGemm``
-with int8 weights per output channel and ``reduce_range`` (7-bit: the u8 x s8 kernels of CPUs
-without VNNI cannot saturate, so every x86 CPU computes the same integers); activations uint8 with
-one scale and zero point per tensor fixed at export (MinMax over the validation images), each Relu
-folded into a zero point; the last QGemm writes float32 itself (no requantisation, scores closer
-to float32's). An image's score cannot depend on its batch (constant scales, exact integer sums,
-an elementwise tail); ``quantize_int8`` checks it bit for bit anyway and raises ``ParityError``,
-writing nothing, when that fails, when int8 decisions agree with float32's on less than
-``AGREEMENT_TARGET`` of a test set, or when type I or II moves by more than ``RATE_TOLERANCE``.
-"""
+Weights int8 per channel with ``reduce_range`` (7-bit: CPUs without VNNI cannot saturate, so every
+x86 CPU computes the same integers), activations uint8 with scales fixed at export, the last QGemm
+writing float32. ``quantize_int8`` raises ``ParityError``, writing nothing, when scores depend on
+the batch, decisions agree with float32's on less than ``AGREEMENT_TARGET`` of a test set, or type
+I or II moves by more than ``RATE_TOLERANCE``."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""``aeflow verify``: are these artifacts right on this machine?
-
-Two comparisons, kept apart so a failure says which thing is wrong:
-
-1. Golden (no torch needed, runs on the edge device): every graph (ae.onnx, ae.int8.onnx,
-   flow.onnx, flow_sampler.onnx) on this machine's provider against golden.npz, the outputs
-   export recorded (PyTorch's; float64 for the sampler), with ``aeflow.parity.TOLERANCES``.
-   A failure means this machine's numerics differ.
-2. Checkpoints (only with torch installed and ae.pt/flow.pt in the folder): the graphs against
-   the checkpoints run eagerly, on the demo images and ``parity.flow_check_points``. The
-   checkpoints' sha256 must be the ones export recorded. A failure while the golden outputs pass
-   means the checkpoint and the graph disagree.
-"""
+"""``aeflow verify``: are these artifacts right on this machine? Two comparisons, so a failure says
+what is wrong: every graph on this machine's provider against golden.npz (no torch needed; a
+failure: this machine's numerics differ), and, with torch and ae.pt/flow.pt (their sha256 the ones
+export recorded), the graphs against the checkpoints run eagerly (a failure: they disagree)."""
 
 from __future__ import annotations
 
