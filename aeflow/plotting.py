@@ -25,11 +25,6 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def save_png(fig, path: str | os.PathLike) -> None:
-    """Write a figure to ``path`` as PNG, atomically, and close it."""
-    write_bytes_atomic(path, png_bytes(fig), replace=True)
-
-
 def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, curves, log: bool = False) -> None:
     """A titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] with a legend, saved at ``path``."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
@@ -37,4 +32,4 @@ def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, c
         ax.plot(x, y, **style)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, yscale="log" if log else "linear")
     ax.legend()
-    save_png(fig, path)
+    write_bytes_atomic(path, png_bytes(fig), replace=True)

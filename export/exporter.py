@@ -21,7 +21,7 @@ from aeflow.errors import ArtifactError, ParityError, UsageError
 from aeflow.export.golden import golden_arrays, golden_images, golden_points, write_golden
 from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
-from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
+from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
 from aeflow.files import staged_folder, write_text_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
@@ -140,8 +140,7 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     session = create_session(tmp / contract.FLOW_FILE, "cpu")
     scaled = lambda x: (np.float32(config.loc) + np.float32(config.scale) * x).astype(np.float32)  # noqa: E731
     x = scaled(flow_check_points())
-    checks += [compare(name, a, b) for name, a, b in zip(("z", "dz_dx", "log_prob"), session.run(None, {"x": x}),
-                                                        torch_flow(flow, x))]
+    checks += flow_checks(session, flow, x)
     _require(checks, "ONNX differs from PyTorch")
     # 12 sigma beyond every component Phi is within 1e-32 of 0 or 1, so f there equals +-W/2
     comp = flow.components()

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from aeflow.parity import compare
 from aeflow.runtime.providers import batched
 from aeflow.train.autoencoder import AEConfig
 from aeflow.train.checkpoint import load_model
@@ -42,6 +43,11 @@ def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """PyTorch's flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
     with torch.inference_mode():
         return tuple(t.numpy() for t in flow(torch.from_numpy(x)))
+
+
+def flow_checks(session, flow: Flow1d, x: np.ndarray) -> list:
+    """flow.onnx's ``session`` against PyTorch's ``flow`` on float32 x [N]: z, dz_dx, log_prob ``Comparison``s."""
+    return [compare(n, a, b) for n, a, b in zip(("z", "dz_dx", "log_prob"), session.run(None, {"x": x}), torch_flow(flow, x))]
 
 
 def set_threads(threads: int) -> None:

@@ -13,7 +13,8 @@ import torch
 
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
-from aeflow.plotting import line_figure, pyplot, save_png
+from aeflow.files import write_bytes_atomic
+from aeflow.plotting import line_figure, png_bytes, pyplot
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
 from aeflow.train.models import Flow1d
@@ -130,7 +131,7 @@ def _figures(out: Path, flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, h
         ax.hist(data, bins=50, color="tab:blue", label=f"{len(data)} points")
         ax.set(title=title, xlabel="x", ylabel="count")
         ax.legend()
-    save_png(fig, out / "flow_data.png")
+    write_bytes_atomic(out / "flow_data.png", png_bytes(fig), replace=True)
     grid = np.linspace(-3, 3, 1000, dtype=np.float32) * np.float32(config.scale) + np.float32(config.loc)
     with torch.no_grad():
         z, _, log_prob = (v.numpy() for v in flow(torch.from_numpy(grid)))

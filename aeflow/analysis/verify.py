@@ -69,7 +69,7 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
     """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where torch or the
     checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the graphs were exported from."""
     try:
-        from aeflow.export.reference import load_autoencoder, load_flow, torch_ae, torch_flow
+        from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
     except ImportError:
         notes.append("PyTorch is not installed: checked against the golden outputs only "
                      "(pip install 'aeflow[train]' to compare with the checkpoints too)")
@@ -92,10 +92,7 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
     rows = [compare("reconstruction", rec, t_rec), compare("score", score, t_score),
             Comparison("decisions", int(clear.sum()), float(disagree), float(disagree), 0.0, 0.0, disagree == 0)]
     flow_sess = load_graph(directory, flow, "flow", device, verify=verify, golden=False)
-    x = flow_check_points()
-    z, dz, lp = flow_sess.run(None, {"x": x})
-    tz, tdz, tlp = torch_flow(load_flow(flow_ckpt)[0], x)
-    return rows + [compare("z", z, tz), compare("dz_dx", dz, tdz), compare("log_prob", lp, tlp)]
+    return rows + flow_checks(flow_sess, load_flow(flow_ckpt)[0], flow_check_points())
 
 
 def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, checkpoints: bool = True) -> Verification:
