@@ -11,7 +11,7 @@ import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
-from aeflow.export.sampler_graph import in_intervals
+from aeflow.runtime.inversion import in_intervals
 from aeflow.files import write_bytes_atomic
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from aeflow.errors import ParityError
 from aeflow.runtime import inversion
 from aeflow.runtime.contract import SAMPLER_FILE, graph_entry
-from aeflow.runtime.inversion import in_intervals  # noqa: F401  (export/golden.py imports it from here)
+from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
 
 TABLE_NODES = 2048  # bulk intervals (evenly spaced in z)

@@ -1,8 +1,5 @@
-"""The ``aeflow evaluate --report`` page: one self-contained HTML file (figures embedded as base64
-PNG data URIs, so it can be mailed alone) plus the same PNGs and the numbers as JSON beside it.
-
-matplotlib is not a runtime dependency: it is imported only here, inside functions.
-"""
+"""The ``aeflow evaluate --report`` page: one self-contained HTML file (figures as base64 PNG data
+URIs, so it can be mailed alone), the same PNGs and the numbers as JSON beside it (matplotlib: lazily)."""
 
 from __future__ import annotations
 
@@ -157,9 +154,8 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
 
 
 def _img(data: bytes, caption: str) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    uri, caption = "data:image/png;base64," + base64.b64encode(data).decode("ascii"), html.escape(caption)
+    return f'<figure><img src="{uri}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
@@ -196,8 +192,6 @@ def write_report(directory: str | os.PathLike, result) -> Path:
             figures.append((file_name, caption, path.read_bytes()))
     if result.flow_curves is not None:
         figures += [(k, cap, data) for k, (cap, data) in flow_pngs(result.flow_curves, summary["flow"]).items()]
-
-    # every file goes into a staging folder first, so an error or Ctrl-C leaves no half report
     with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:
         _write_files(staging, figures, summary, rows)
     return directory / REPORT_HTML
