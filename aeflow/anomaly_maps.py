@@ -116,12 +116,13 @@ def naming(sources) -> list[tuple[int | None, list[str] | None]]:
     plan, seen, stems, clash = [], set(), [], False
     for src in sources:
         files = getattr(src, "files", None)
-        names = [file_name(src.name, i, None, [str(f) for f in files]) for i in range(len(files))] if files else []
+        files = None if files is None else [str(f) for f in files]
+        names = [file_name(src.name, i, None, files) for i in range(len(files or ()))]
         if files is None or len(set(names)) < len(names):
             plan.append(None)
             stems.append(_stem(src.name))
             continue
-        plan.append([str(f) for f in files])
+        plan.append(files)
         clash = clash or not seen.isdisjoint(names)
         seen.update(names)
     clash = clash or len(set(stems)) < len(stems)

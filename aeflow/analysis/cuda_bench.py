@@ -14,7 +14,8 @@ from aeflow.analysis import text_table
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, spread, time_calls
 from aeflow.parity import compare
 from aeflow.runtime import device
-from aeflow.runtime.artifacts import demo_images
+from aeflow.runtime.artifacts import artifacts_dir, demo_images
+from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
 
 TARGETS = {"device-resident fp32": 20e6, "host-fed uint8": 10e6, "sampler graph, device-resident": 1e9}  # on one H100
@@ -93,8 +94,8 @@ def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str =
         except Exception as e:  # e.g. a graph onnxruntime cannot capture: say so, measure the rest
             rows.append({"name": name, "kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
     hx = np.resize(base, (size["host_images"], *base.shape[1:]))
-    for name, data, per in (("host-fed uint8", hx, pixels), ("host-fed float32", hx.astype(np.float32) / np.float32(255),
-                                                               4 * pixels)):
+    hx32 = hx.astype(np.float32) / np.float32(255)
+    for name, data, per in (("host-fed uint8", hx, pixels), ("host-fed float32", hx32, 4 * pixels)):
         rows.append(_row(name, "scoring", [len(data) / t for t in time_calls(lambda: scorer.score(data), repeats)],
                          "images/s", check=check(scorer.score(data)), flops=FLOPS_PER_IMAGE, host_bytes=per,
                          batch=size["batch"]))
@@ -114,9 +115,7 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
-    keep = np.ones(head.size, dtype=bool)
-    for lo, hi in entry.float64_z_intervals:
-        keep &= ~((head >= lo) & (head <= hi))
+    keep = ~in_intervals(head, entry.float64_z_intervals)
     want = cpu._sampler_graph().run(None, {"z": head})[0]
     return _row("sampler graph, device-resident", "sampling", [z.size / t for t in times], "samples/s",
                 check=compare("sample", x[:head.size][keep], want[keep]), flops=0, bytes=8, n=int(z.size))
@@ -141,8 +140,6 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
                    where: str = "cuda") -> dict:
     """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
     ``rows`` (name, kind, unit, median/min/max, shares, target, check)."""
-    from aeflow.runtime.artifacts import artifacts_dir
-
     directory = artifacts_dir(artifacts)
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
     create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
