@@ -18,7 +18,7 @@ import torch
 
 from aeflow.datasets import available, load_images, mixture_log_density, to_float
 from aeflow.errors import ArtifactError, ParityError, UsageError
-from aeflow.export.golden import golden_arrays, golden_images, golden_points, write_golden
+from aeflow.export.golden import golden_images, golden_points, write_golden
 from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
@@ -160,13 +160,7 @@ def write_documents(tmp: Path, ae, flow) -> tuple:
     """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
     them and the golden checks of the graphs as the runtime will load them (CPU)."""
     versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
-    int8_graph = tmp / contract.INT8_FILE if ae and ae.int8 else None
-    arrays = golden_arrays(ae and ae.model, flow and flow.model, flow and flow.model.components(),
-                           flow and flow.sampler, flow and flow.x_bracket, int8_graph,
-                           ae and ae.golden_images, flow and flow.golden_points)
-    if ae is not None:
-        arrays["validation_scores"] = ae.val_scores.astype(np.float32)
-    write_golden(golden_path, arrays)
+    write_golden(golden_path, ae, flow)
     threshold = meta = None
     if flow is not None:
         training = {k: flow.ckpt["config"][k] for k in ("n_components", "epochs", "lr", "batch_size", "n_train",

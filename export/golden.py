@@ -11,7 +11,6 @@ import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
-from aeflow.runtime.inversion import in_intervals
 from aeflow.files import write_bytes_atomic
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
@@ -38,40 +37,35 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
     (``inversion.polish64``): (z float32 [256], x float64 [256])."""
     z = np.linspace(-comp.half_w, comp.half_w, 4098)[1:-1].astype(np.float32).astype(np.float64)
     x = inversion.polish64(comp, z, np.zeros_like(z), *x_bracket)
-    keep = ~in_intervals(z, sampler["float64_z_intervals"]) & (comp.dz_dx(x) >= sampler["trusted_slope"])
+    keep = ~inversion.in_intervals(z, sampler["float64_z_intervals"]) & (comp.dz_dx(x) >= sampler["trusted_slope"])
     pick = np.linspace(0, keep.sum() - 1, contract.GOLDEN_POINTS).round().astype(np.int64)
     return z[keep][pick].astype(np.float32), x[keep][pick]
 
 
-def golden_arrays(model, flow, components: dict, sampler: dict, x_bracket: list[float],
-                  int8_graph: Path | None, images: np.ndarray | None = None,
-                  points: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every array of golden.npz: the autoencoder ``model`` on ``images`` (float32 [64, 1, H, W], default
-    ``golden_images``) and the ``flow`` on ``points`` (float32 [256], default ``golden_points``), PyTorch, eval mode;
-    either model may be None (not exported); the int8 graph (when given) run by onnxruntime on the CPU in one batch
-    (its reference is its own integer arithmetic); the sampler graph's float64 targets (``golden_targets``) from
-    flow.json's ``components``, ``sampler_graph`` entry and ``x_bracket``."""
+def write_golden(path: Path, ae, flow) -> None:
+    """golden.npz at ``path`` (uncompressed: fast to load on the device), atomically: PyTorch's outputs
+    (eval mode) of the staged detector ``ae`` on ``ae.golden_images`` (float32 [64, 1, H, W]) and of the
+    ``flow`` on ``flow.golden_points`` (float32 [256]), either None when not exported; the int8 graph's
+    beside ``path``, run by onnxruntime on the CPU (its reference is its own integer arithmetic); the
+    sampler graph's float64 targets (``golden_targets``); the validation scores (float32 [n])."""
     out = {}
-    if model is not None:
-        images = golden_images() if images is None else images
-        rec, score = torch_ae(model, images)
-        out |= {"ae_images": images, "ae_reconstruction": rec, "ae_score": score}
-    if int8_graph is not None:
-        out["int8_reconstruction"], out["int8_score"] = create_session(int8_graph, "cpu").run(None, {"images": images})
+    if ae is not None:
+        rec, score = torch_ae(ae.model, ae.golden_images)
+        out |= {"ae_images": ae.golden_images, "ae_reconstruction": rec, "ae_score": score}
+        if ae.int8:
+            int8 = create_session(path.parent / contract.INT8_FILE, "cpu")
+            out["int8_reconstruction"], out["int8_score"] = int8.run(None, {"images": ae.golden_images})
     if flow is not None:
-        x = golden_points() if points is None else points
-        out["flow_x"] = x
-        out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow, x)
-        comp = inversion.Components(components["mu"], components["sigma"], components["weight"])
-        out["sampler_z"], out["sampler_x"] = golden_targets(comp, sampler, (x_bracket[0], x_bracket[1]))
+        out["flow_x"] = flow.golden_points
+        out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow.model, flow.golden_points)
+        c = flow.model.components()
+        comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
+        out["sampler_z"], out["sampler_x"] = golden_targets(comp, flow.sampler, tuple(flow.x_bracket))
     for name, a in out.items():
         dtype, shape = artifacts.golden_arrays()[name]
         out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)
-    return out
-
-
-def write_golden(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``arrays`` as an uncompressed .npz (fast to load on the device), atomically."""
+    if ae is not None:
+        out["validation_scores"] = ae.val_scores.astype(np.float32)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **out)
     write_bytes_atomic(path, buf.getvalue(), replace=True)
