@@ -161,17 +161,8 @@ def write_documents(tmp: Path, ae, flow) -> tuple:
     them and the golden checks of the graphs as the runtime will load them (CPU)."""
     versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
     write_golden(golden_path, ae, flow)
-    threshold = meta = None
-    if flow is not None:
-        training = {k: flow.ckpt["config"][k] for k in ("n_components", "epochs", "lr", "batch_size", "n_train",
-                                                        "n_test", "seed")}
-        meta = artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(
-            tmp / contract.FLOW_FILE, flow.opset, flow.model.components(), flow.z_at_bracket, flow.x_bracket,
-            flow.nll, training, flow.sampler, versions, golden_path, flow.path))
-    if ae is not None:
-        threshold = artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(
-            tmp / contract.AE_FILE, ae.opset, ae.threshold, ae.ckpt["config"], ae.ckpt["history"]["epoch_loss"][-1],
-            ae.evaluation, versions, ae.int8, golden_path, ae.path))
+    meta = flow and artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(tmp, flow, versions))
+    threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae, versions))
     checks = []
     for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
         if doc is not None and doc.entry(which) is not None:

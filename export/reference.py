@@ -47,7 +47,8 @@ def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def flow_checks(session, flow: Flow1d, x: np.ndarray) -> list:
     """flow.onnx's ``session`` against PyTorch's ``flow`` on float32 x [N]: z, dz_dx, log_prob ``Comparison``s."""
-    return [compare(n, a, b) for n, a, b in zip(("z", "dz_dx", "log_prob"), session.run(None, {"x": x}), torch_flow(flow, x))]
+    pairs = zip(session.run(None, {"x": x}), torch_flow(flow, x))
+    return [compare(name, a, b) for name, (a, b) in zip(("z", "dz_dx", "log_prob"), pairs)]
 
 
 def set_threads(threads: int) -> None:
