@@ -75,15 +75,18 @@ def _require(checks: list[Comparison], what: str) -> None:
         raise ParityError(f"{what}: {worst}; nothing was written")
 
 
-def evaluate_graph(session, data_dir, threshold: float) -> tuple[dict, list[str]]:
-    """Type I on the MNIST test set, type II and AUROC on each anomaly set found (``metrics.error_rates``),
-    and notes on the sets not found."""
-    _scores = lambda name: run_batched(  # noqa: E731
-        session, to_float(load_images(name, "test", data_dir)), outputs=["score"])[0]
+def test_sets(data_dir, notes: list[str]) -> dict[str, np.ndarray]:
+    """The MNIST test images and those of each anomaly set found in ``data_dir``, float32 [N, 1, 28, 28]
+    by name ("mnist-test" first); a note for each set not found."""
     found = [name for name in ANOMALY_SETS if available(name, "test", data_dir)]
-    notes = [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
-    anomalies = {f"{name}-test": _scores(name) for name in found}
-    return error_rates(_scores("mnist"), anomalies, threshold), notes
+    notes += [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
+    return {f"{name}-test": to_float(load_images(name, "test", data_dir)) for name in ("mnist", *found)}
+
+
+def evaluate_graph(session, sets: dict[str, np.ndarray], threshold: float) -> dict:
+    """Type I on "mnist-test", type II and AUROC on the other ``sets`` (``metrics.error_rates``)."""
+    scores = {name: run_batched(session, images, outputs=["score"])[0] for name, images in sets.items()}
+    return error_rates(scores.pop("mnist-test"), scores, threshold)
 
 
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
@@ -119,12 +122,12 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
     checks += [compare("reconstruction", rec, t_rec), compare("score", val_scores, t_score)]
     _require(checks, "ONNX differs from PyTorch")
     th = threshold_from_scores(val_scores, k=3.0)  # the graph's own scores, the ones the runtime compares
-    evaluation, ev_notes = evaluate_graph(session, data_dir, th.value) if evaluate and not own else ({}, [])
-    notes += ev_notes + (["your own data: type II and AUROC come from 'aeflow evaluate' with labelled anomalies"]
-                         if own else [])
+    sets = test_sets(data_dir, notes) if evaluate and not own else {}
+    evaluation = evaluate_graph(session, sets, th.value) if sets else {}
+    notes += ["your own data: type II and AUROC come from 'aeflow evaluate' with labelled anomalies"] if own else []
     int8 = None
     if quantize == "int8":
-        int8, int8_checks = quantize_int8(tmp, val, data_dir, ANOMALY_SETS)
+        int8, int8_checks = quantize_int8(tmp, val, sets)
         checks += int8_checks
     golden = np.resize(val, (contract.GOLDEN_IMAGES,) + val.shape[1:]) if own else golden_images()
     return SimpleNamespace(model=model, ckpt=ckpt, path=ckpt_path, opset=ae_opset, threshold=th, evaluation=evaluation,

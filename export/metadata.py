@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 from aeflow.files import sha256_file
-from aeflow.metrics import Threshold
 from aeflow.runtime import contract
 from aeflow.runtime.contract import Binding, FlowMeta, Graph, SamplerEntry, ThresholdMeta, Validation
 from aeflow.runtime.inversion import Components
@@ -19,11 +18,6 @@ def bindings(golden: Path, checkpoint: Path, versions: dict) -> dict:
     graphs were exported from) and ``versions``."""
     return {"golden": Binding(contract.GOLDEN_FILE, sha256_file(golden)),
             "checkpoint": Binding(checkpoint.name, sha256_file(checkpoint)), "versions": versions}
-
-
-def threshold_fields(th: Threshold) -> dict:
-    """``threshold``, ``k`` and ``validation`` (JSON) of a threshold from ``metrics.threshold_from_scores``."""
-    return {"threshold": th.value, "k": th.k, "validation": {"mean": th.mean, "std": th.std, "ddof": 1, "n": th.n}}
 
 
 def threshold_metadata(directory: Path, ae, versions: dict) -> ThresholdMeta:

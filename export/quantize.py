@@ -16,9 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from aeflow.datasets import available, load_images, to_float
 from aeflow.errors import ArtifactError, ParityError
-from aeflow.export.metadata import threshold_fields
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare
 from aeflow.runtime import contract
@@ -128,13 +126,13 @@ def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float,
                       rel, 0.99)), "max": float(rel.max())}}, problems
 
 
-def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, anomaly_sets: tuple[str, ...]
+def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict[str, np.ndarray]
                   ) -> tuple[dict, list[Comparison]]:
     """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx; return (threshold.json's ``"int8"``
     entry, [the batch-invariance check]). ``val_images`` (float32 [N, 1, H, W], the float32
     threshold's validation images) calibrate the scales and give the int8 threshold (mean + 3 std,
-    ddof 1, of its own scores); MNIST test and each available ``anomaly_sets`` (test split, from
-    ``data_dir``) measure agreement. ``ParityError`` when a target is missed or scores depend on the batch."""
+    ddof 1, of its own scores); the test ``sets`` (float32 [M, 1, H, W] by name, "mnist-test" the
+    normal one) measure agreement. ``ParityError`` when a target is missed or scores depend on the batch."""
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
     write_int8_graph(tmp / AE_FILE, out, val_images)
@@ -143,8 +141,6 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, 
     if not np.all(np.isfinite(val8)) or np.any(val8 < 0):
         raise ParityError("the int8 graph gives non-finite or negative scores on the validation images; nothing was written")
     th8 = threshold_from_scores(val8)
-    sets = {"mnist-test": to_float(load_images("mnist", "test", data_dir))}
-    sets |= {f"{n}-test": to_float(load_images(n, "test", data_dir)) for n in anomaly_sets if available(n, "test", data_dir)}
     invariance = check_batch_invariance(int8, val_images, sets["mnist-test"][:BATCH], val8)
     if not invariance.passed:
         raise ParityError(f"int8 scores depend on the batch (max difference {invariance.max_abs:.2e} between batch "
@@ -156,5 +152,6 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, data_dir, 
         raise ParityError(f"int8 graph misses its targets: {'; '.join(problems)}; nothing was written")
     opset = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
     method = METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"}
-    return contract.graph_entry("int8", out, opset) | {"method": method, **threshold_fields(th8),
-                                                       "evaluation": evaluation}, [invariance]
+    validation = {"mean": th8.mean, "std": th8.std, "ddof": 1, "n": th8.n}
+    return contract.graph_entry("int8", out, opset) | {"method": method, "threshold": th8.value, "k": th8.k,
+                                                       "validation": validation, "evaluation": evaluation}, [invariance]
