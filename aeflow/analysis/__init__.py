@@ -1,8 +1,5 @@
-"""Tools that measure the runtime: whole-data-set evaluation, the HTML report, the benchmark.
-
-They sit on top of ``aeflow.runtime`` and may load matplotlib or torch lazily; the runtime never
-imports them.
-"""
+"""Tools that measure the runtime (evaluation, the HTML report, verify, the benchmark): on top of
+``aeflow.runtime``, matplotlib and torch loaded lazily; the runtime never imports them."""
 
 
 def text_table(rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:

@@ -78,23 +78,18 @@ class Run:
         self.torch_score = reference.autoencoder_scorer(self.directory / "ae.pt")
         self.homework = reference.homework_sampler(self.directory / "flow.pt")
 
-    def session(self, which: str, spinning: bool, golden: bool = True):
-        """A checked onnxruntime session of graph ``which`` as the runtime loads it."""
-        return load_graph(self.directory, self.meta, which, self.device, self.threads, spinning, self.verify,
-                          golden and self.verify)
-
 
 def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
     """OpenVINO's CPU plugin on ``onnx_path`` (float32 [N, 1, H, W] -> score float32 [N]), or None
     with a note when ``openvino`` is not installed or cannot compile the graph."""
     try:
         import openvino as ov
+
+        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
     except ImportError:
         notes.append("openvino is not installed (pip install 'aeflow[bench]'): no OpenVINO row")
         return None
-    try:
-        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
-            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
     except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
         notes.append(f"OpenVINO could not compile {onnx_path.name} ({str(e).strip().splitlines()[0][:120]}): no row")
         return None
@@ -155,13 +150,14 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     if run.meta.int8 is None:
         run.notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
     for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
-        session = run.session(which, spinning=run.torch_score is None)
+        session = load_graph(run.directory, run.meta, which, run.device, run.threads, run.torch_score is None,
+                             run.verify, run.verify)
         run.providers[name] = provider_of(session)
         engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
     if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
         engines[OPENVINO] = openvino
     if run.torch_score:
-        spin = run.session("ae", spinning=True, golden=False)
+        spin = load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify, False)
         engines[FP32_SPIN] = lambda x: spin.run(["score"], {"images": x})[0]
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
                          f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
