@@ -53,8 +53,6 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
     with open_source(path) as source:
         parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]  # copies: mapped batches die with it
         name = source.name
-    if not parts:
-        raise DataError(f"{path}: holds no images; pass a file or folder with at least one image")
     return ImageSet(name, str(path), np.concatenate(parts))
 
 
