@@ -137,9 +137,9 @@ def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: 
         grid = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
         z_grid, _, lp_grid = (np.asarray(v) for v in sampler.forward(grid))
         bar.update(1, "curves")
-    mass = float(getattr(sampler, "truncation_mass", 1.0))
+    mass = sampler.truncation_mass
     summary = {
-        "provider": getattr(sampler, "provider", None),
+        "provider": sampler.provider,
         "training": {"n_train": n_train, "n_test": n_test, "seed": train_seed},
         "nll": {"train": float(-np.mean(lp_train, dtype=np.float64)), "test": float(-np.mean(lp_test, dtype=np.float64))}
         | {f"true_mixture_{k}": float(-np.mean(mixture_log_density(x))) for k, x in reversed(data.items())},
