@@ -6,15 +6,16 @@ import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import numpy as np
 
 from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
-                                output_option, quiet_option)
-from aeflow.errors import InputError, Interrupted, UsageError
+                                output_option, print_columns, quiet_option)
+from aeflow.checks import expand_inputs
+from aeflow.errors import InputError, Interrupted
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
@@ -22,19 +23,15 @@ from aeflow.progress import progress_bar
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
 
 
-def _rule_text(record: dict) -> str:
-    if record["rule"] == "false-alarm rate":
-        return (f"false-alarm rate {record['false_alarm_rate']:g}: the threshold is the score of rank "
-                f"{record['rank']:,} of {record['n']:,}, ascending")
-    return f"mean + {record['k']:g} std (ddof 1) of the {record['n']:,} scores"
-
-
 def _print(run, directory: Path, out: Path | None) -> None:
     first = next(iter(run.calibrations.values())).record
-    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
-    click.echo(f"calibrated on {first['n']:,} normal images: {names}; provider {run.provider}")
-    click.echo(f"rule: {_rule_text(first)}")
     conf, n = first["interval"]["confidence"], first["n"]
+    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
+    click.echo(f"calibrated on {n:,} normal images: {names}; provider {run.provider}")
+    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
+            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
+            f"of the {n:,} scores")
+    click.echo(f"rule: {rule}")
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
@@ -43,11 +40,29 @@ def _print(run, directory: Path, out: Path | None) -> None:
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print_columns(rows)
     where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else str(run.written)
     click.echo(f"wrote {where}")
+
+
+def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) -> None:
+    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit)
+    only costs a warning on stderr, and exit 0."""
+    try:
+        if as_json:
+            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
+                                   for w, c in run.calibrations.items()}}
+            click.echo(json.dumps(doc, indent=2))
+        elif not quiet:
+            _print(run, directory, out)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
+                   f"({describe_os_error(e)})", err=True)
 
 
 @click.command("calibrate")
@@ -95,33 +110,16 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
-    except UsageError as e:
-        raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted; threshold.json was not changed") from None
-    try:
-        if as_json:
-            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
-                                   for w, c in run.calibrations.items()}}
-            click.echo(json.dumps(doc, indent=2))
-        elif not quiet:
-            _print(run, directory, out)
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except OSError as e:  # threshold.json is written: a reader that quit does not undo that
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
-                   f"({describe_os_error(e)})", err=True)
+    _show(run, directory, out, as_json, quiet)
 
 
 def _check(artifacts, output, k, rate, force, normal):
     """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
     work (``aeflow.runtime.calibration.calibration_target``)."""
-    from aeflow.distributed import expand_inputs
-    from aeflow.runtime.calibration import calibration_target
     from aeflow.runtime.artifacts import artifacts_dir
+    from aeflow.runtime.calibration import calibration_target
 
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
@@ -132,23 +130,12 @@ def _check(artifacts, output, k, rate, force, normal):
     return normal, directory, calibration_target(directory, output, force, normal, cli=True)
 
 
-@dataclass
-class CalibrationRun:
-    """What ``calibrate_files`` did: the calibrations per graph ("ae", "int8" where it exists),
-    the inputs' ``data`` entries, the threshold.json written, and the provider that scored."""
-
-    calibrations: dict
-    data: list[dict]
-    written: Path
-    provider: str
-
-
 def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
-                    batch_size: int, verify: bool, quiet: bool) -> CalibrationRun:
+                    batch_size: int, verify: bool, quiet: bool) -> SimpleNamespace:
     """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
-    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) under a
-    progress bar, and write the calibrated threshold.json
-    (``aeflow.runtime.calibration.write_calibration``: into ``directory``, or a copy in ``out``)."""
+    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) and write the
+    calibrated threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
+    Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
     from aeflow.runtime.artifacts import read_threshold
     from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
     from aeflow.runtime.inputs import open_source
@@ -172,7 +159,8 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
                 provider = scorer.provider
                 scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
                 calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
-    return CalibrationRun(calibrations, data, write_calibration(directory, calibrations, out), provider)
+    written = write_calibration(directory, calibrations, out)
+    return SimpleNamespace(calibrations=calibrations, data=data, written=written, provider=provider)
 
 
 def _only_normal(sources) -> None:
