@@ -337,7 +337,8 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -
     if kind == "file" and path.exists() and not force:
         raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
-        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, or choose a new folder")
+        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, "
+                          f"or choose a new folder")
 
 
 @contextlib.contextmanager
