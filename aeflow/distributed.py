@@ -28,6 +28,9 @@ from aeflow.checks import check_int, check_scheduler, check_threads, expand_inpu
 from aeflow.errors import AeflowError, InputError, OutputError, UsageError
 from aeflow.files import atomic_path, check_target, staged_folder
 from aeflow.optional import require
+from aeflow.runtime.inputs import open_source
+from aeflow.runtime.outputs import ScoredInput, p_values, results_table
+from aeflow.runtime.scorer import AnomalyScorer
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 
@@ -59,8 +62,6 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
          image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
     """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
     tasks of at most ``chunk_size`` images, rounded up to whole batches."""
-    from aeflow.runtime.inputs import open_source
-
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
@@ -69,13 +70,10 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
             shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
-            full = os.path.abspath(p)
-            if not hasattr(src, "window") or src.n <= chunk:
-                tasks.append(Task(len(tasks), k, name, full, 0, src.n, True, src.n, names))
-                continue
-            for start in range(0, src.n, chunk):
-                stop = min(src.n, start + chunk)
-                tasks.append(Task(len(tasks), k, name, full, start, stop, False, src.n,
+            whole = not hasattr(src, "window") or src.n <= chunk
+            for start in [0] if whole else range(0, src.n, chunk):
+                stop = src.n if whole else min(src.n, start + chunk)
+                tasks.append(Task(len(tasks), k, name, os.path.abspath(p), start, stop, whole, src.n,
                                   names[start:stop] if names is not None else None))
     return shards, tasks
 
@@ -86,8 +84,6 @@ _SCORERS_LOCK = threading.Lock()
 
 def _worker_scorer(settings: dict):
     """This process's scorer for ``settings``, built once (sessions are costly to create)."""
-    from aeflow.runtime.scorer import AnomalyScorer
-
     key = json.dumps(settings, sort_keys=True)
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
@@ -98,8 +94,6 @@ def _worker_scorer(settings: dict):
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
     """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
-    from aeflow.runtime.inputs import open_source
-
     t0 = time.perf_counter()
     scorer = _worker_scorer(settings)
     with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
@@ -152,8 +146,6 @@ class _Writer:
             self._file = None
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
-        from aeflow.runtime.outputs import ScoredInput, p_values, results_table
-
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
                                            list(task.files) if task.files is not None else None,
                                            p_values(self._scorer, scores))], self.context,
@@ -231,15 +223,13 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     no ``output``). ``on_progress(done, total)``: after each task. ``context``: the output's
     metadata (default: ``output_context`` and the scheduler's address). Returns a ``DistributedRun``;
     raises one-line ``AeflowError``s naming the failed shard."""
-    from aeflow.runtime.scorer import AnomalyScorer
     _dask()
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
-    scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
-    kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
-        if output is not None else None
+    scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
+    kind = output_kind(output, force, "output", paths, [scorer.directory]) if output is not None else None
     settings = scorer.replace(threads=threads).__getstate__()
-    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size, scorer.image_shape)
+    results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
         raise InputError("no inputs to score")
     if (output is None if keep_scores is None else keep_scores):
@@ -316,7 +306,12 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
         with _local(distributed, where, what, start_timeout) as client:
             yield client
         return
-    with _remote(distributed, where, what) as client:
+    try:
+        client = distributed.Client(where, timeout="10s", security=distributed.security.Security())
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({' '.join(str(e).split())[:160]}); "
+                          f"start it with 'dask scheduler' or check the address") from None
+    with client:
         yield client
 
 
@@ -358,18 +353,8 @@ def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | s
     tls://, certificates in Dask's configuration (``UsageError`` without them)."""
     kind, where = check_scheduler(scheduler, what)
     distributed = _dask()
-    if str(where).startswith("tls://") and distributed.security.Security().get_connection_args("client")["ssl_context"] is None:
+    security = distributed.security.Security()
+    if str(where).startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:
         raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
                          f".client.cert and .client.key in Dask's configuration (or use tcp://)")
     return kind, where
-
-
-@contextlib.contextmanager
-def _remote(distributed, address: str, what: str) -> Iterator[object]:
-    try:
-        client = distributed.Client(address, timeout="10s", security=distributed.security.Security())
-    except (OSError, TimeoutError, ValueError, TypeError) as e:
-        raise AeflowError(f"cannot reach the Dask scheduler at {address} ({' '.join(str(e).split())[:160]}); "
-                          f"start it with 'dask scheduler' or check the address") from None
-    with client:
-        yield client
