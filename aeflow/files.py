@@ -88,9 +88,7 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
         os.replace(tmp, path)
         return
     try:
-        os.link(tmp, path)  # fails with EEXIST instead of replacing: the exclusive publish
-    except FileExistsError:
-        raise
+        os.link(tmp, path)  # fails with EEXIST (FileExistsError) instead of replacing: the exclusive publish
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
@@ -150,11 +148,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def printable_name(name: str) -> str:
     """``name`` as valid Unicode for a UTF-8 output or terminal: a file name that is not valid UTF-8
     (Python holds its stray bytes as surrogates) gets those bytes escaped as ``\\xNN``."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        pass
     try:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:

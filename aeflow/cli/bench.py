@@ -21,11 +21,10 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @no_verify_option
 @json_option
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 (PyTorch
-    eager, onnxruntime float32 and int8, OpenVINO, torch.compile) with images/s, latency, GFLOP/s,
-    share of the limit; sampling per method against the homework's and one flow.onnx pass; scoring
-    from .npy and PNG files; the cold start. Rows whose extra is missing are skipped with a note.
-    With --device cuda: the CUDA rows, against the GPU's own copy and MatMul limits.
+    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 per engine
+    (PyTorch, onnxruntime float32 and int8, OpenVINO, torch.compile) against that limit; sampling;
+    scoring from files; the cold start. Rows whose extra is missing are skipped with a note. With
+    --device cuda: the CUDA rows, against the GPU's own limits.
 
     \b
     Example:

@@ -87,19 +87,15 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 
-    NORMAL: images of normal things only, in any format 'aeflow score' reads (.npy, .npz,
-    IDX, PNG, folders). Each graph (ae.onnx, and ae.int8.onnx where it exists) is calibrated
-    on its own scores. --k K (default 3) sets mean + K std, as export does; --false-alarm-rate P
-    sets the empirical quantile whose false-alarm rate on new normal images is at most P. The
-    table gives the share of the calibration images above the new threshold, an exact
-    (Clopper-Pearson) interval for the long-run false-alarm rate on new normal images like them,
-    and how many of the next n normal images it will flag (a distribution-free prediction
-    interval, which also covers the chance of a finite set).
+    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and
+    ae.int8.onnx where it exists) is calibrated on its own scores. The table gives the share of
+    these images above the new threshold, an exact (Clopper-Pearson) interval for the long-run
+    false-alarm rate, and how many of the next n normal images it will flag (distribution-free).
 
-    threshold.json is replaced in one step in --artifacts DIR, or, with -o OUTDIR, written with
-    a copy of the artifacts into OUTDIR (DIR unchanged), recording the rule, n, the data's names
-    and sha256, the date and the previous threshold under "calibration"; ae.onnx's scores, kept in
-    calibration_scores.npy, become the p-values' reference. The bundled artifacts never change.
+    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a
+    copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
+    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference.
+    The bundled artifacts never change.
 
     \b
     Example:

@@ -159,18 +159,14 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
 
 HELP = """Score images with the autoencoder and flag those above the threshold.
 
-INPUT: .npy, .npz (array 'images'; labels 'is_anomaly' optional), IDX (raw or .gz), a
-28x28 greyscale .png, a folder of them, or .parquet (an image column of PNG bytes, 784 raw
-bytes or list<uint8>; see --column); quoted glob patterns are expanded. Arrays: uint8 0..255
-or float in [0, 1], shaped [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the
-bundled demo set (1,000 MNIST and 1,000 Fashion-MNIST test images, labelled). Where labels
-are known the table shows type I (false alarms) and type II (misses) errors; with up to 20
-images and no -o it also lists each image's score (--json: under "images"). Rows hold the raw
-score, the normalised score (min(score / (2 x threshold), 1): the threshold reads 0.5), the
-conformal p_value against the validation scores export kept, or the calibration scores after
-'aeflow calibrate' (empty where the artifacts have none, and for int8), the prediction
-(predicted_anomaly) and the input's own label (label_anomaly, empty where unknown). The output
-file and the --maps folder are written completely or not at all (also on Ctrl-C).
+INPUT: .npy, .npz (array 'images', labels 'is_anomaly' optional), IDX (raw or .gz), 28x28
+greyscale .png files or folders, .parquet (see --column); quoted globs are expanded. Arrays: uint8
+or float in [0, 1], [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set
+(1,000 MNIST and 1,000 Fashion-MNIST test images, labelled). Labels give type I (false alarms)
+and type II (misses) errors; up to 20 images and no -o also list each image (--json: "images").
+Rows: the score, min(score / (2 x threshold), 1) (the threshold reads 0.5), the conformal p_value
+(against export's validation or calibrate's scores; empty for int8), predicted_anomaly and
+label_anomaly. Outputs are written completely or not at all (also on Ctrl-C).
 
 \b
 Example:

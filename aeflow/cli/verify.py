@@ -23,11 +23,9 @@ def _rows(rows) -> list[dict] | None:
 def command(artifacts, device, no_verify, golden_only, as_json):
     """Check every graph on this machine against the outputs recorded at export.
 
-    Runs without PyTorch (on the edge device itself): each graph's outputs on a fixed input set
-    against golden.npz, with the tolerances of aeflow.parity. With PyTorch installed and ae.pt,
-    flow.pt in the folder, also against the checkpoints. Exits 1 when anything is beyond
-    tolerance, saying whether this machine's numerics differ or the checkpoint and the graph
-    disagree.
+    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the
+    tolerances of aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the
+    checkpoints. Exits 1 when anything is beyond tolerance, saying which side differs.
 
     \b
     Example:
