@@ -256,18 +256,15 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
 
 
 def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool) -> None:
-    """Write the per-image output and publish the maps; on any failure neither is left."""
+    """Write the per-image output and publish the maps (their staging folder is a registered
+    temporary: on any failure neither is left)."""
     try:
         if out is not None:
             write_results(out, results, head, force)
         if maps is not None:
             maps.publish()
-    except BaseException as e:
-        if maps is not None:
-            maps.discard()
-        if isinstance(e, KeyboardInterrupt):
-            raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
-        raise
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
 
 
 def _on_dask(o: SimpleNamespace) -> None:
