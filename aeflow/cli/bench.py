@@ -14,7 +14,7 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @artifacts_option
 @device_option
 @click.option("--repeats", type=click.IntRange(1, 1000), default=None,
-              help="Repeats per measurement (medians are reported; sampling uses at most 3). Default: 5, with --quick 2.")
+              help="Repeats per measurement (medians reported; sampling uses at most 3). Default: 5, --quick 2.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Threads for onnxruntime and PyTorch alike; default: the CPUs this process may use.")
 @click.option("--quick", is_flag=True, help="2 repeats, short repeats, 20,000 samples: a smoke test, not a benchmark.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +11,9 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
-                                output_option, print_columns, quiet_option)
+from aeflow.cli import _stdout_gone
+from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
+                                no_verify_option, output_option, print_columns, quiet_option)
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError, Interrupted
 from aeflow.files import describe_os_error
@@ -56,11 +56,9 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
             click.echo(json.dumps(doc, indent=2))
         elif not quiet:
             _print(run, directory, out)
-        if sys.stdout is not None:
-            sys.stdout.flush()
+        sys.stdout.flush()
     except OSError as e:
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_gone()  # what is still buffered goes nowhere
         click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
                    f"({describe_os_error(e)})", err=True)
 
@@ -78,8 +76,7 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Confidence of the reported interval for the false-alarm rate.")
 @device_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Images per onnxruntime call.")
+@batch_size_option
 @force_option
 @json_option
 @no_verify_option

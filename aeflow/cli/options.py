@@ -21,6 +21,8 @@ no_verify_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+batch_size_option = click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+                                 help="Images per onnxruntime call.")
 
 
 def data_dir_option(help: str = "Folder of IDX files (mnist/, fashion-mnist/, kmnist/); default: download "

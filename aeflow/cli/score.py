@@ -14,8 +14,8 @@ import click
 import numpy as np
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
-from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
-                                output_option, print_columns, quiet_option)
+from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
+                                no_verify_option, output_option, print_columns, quiet_option)
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target, printable_name
 from aeflow.progress import progress_bar
@@ -183,8 +183,7 @@ Example:
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...", type=click.Path(path_type=Path))
 @artifacts_option
 @device_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Images per onnxruntime call.")
+@batch_size_option
 @click.option("--threshold", type=float, default=None,
               help="Flag scores above this instead of the threshold recorded in threshold.json.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
