@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
-from aeflow.errors import AeflowError, InputError, OutputError, UsageError
+from aeflow.errors import AeflowError, InputError, UsageError
 from aeflow.files import atomic_path, check_target, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
@@ -128,22 +128,16 @@ def _pyarrow():
 
 
 class _Writer:
-    """Writes each task's rows as they arrive, staged (published when ``stack`` closes)."""
+    """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
         self._pq, self._scorer, self.kind, self.context = _pyarrow()[1], scorer, kind, context
-        self._waiting, self._next = {}, 0
+        self._waiting, self._next, self._file = {}, 0, None
         if kind == "dataset":
             self._dir = stack.enter_context(staged_folder(output, replace=True))
         else:
             self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
-            self._file = None
-            stack.callback(self._close)
-
-    def _close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+            stack.callback(lambda: self._file is not None and self._file.close())
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
@@ -161,12 +155,6 @@ class _Writer:
             # one dictionary per row group keeps the source names; cast to the first schema
             self._file.write_table(t.cast(self._file.schema) if t.schema != self._file.schema else t)
             self._next += 1
-
-    def finish(self) -> None:
-        if self.kind == "file":
-            if self._file is None:
-                raise OutputError("no rows to write")
-            self._close()
 
 
 @dataclass
@@ -271,8 +259,6 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardR
             done += task.stop - task.start
             if on_progress is not None:
                 on_progress(done, total)
-        if writer is not None:
-            writer.finish()
     except BaseException:
         client.cancel(list(futures), force=True)
         raise
