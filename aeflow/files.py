@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -104,6 +103,8 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     """Yield a temporary path beside ``path`` for the body to write; then fsync it and publish it
     (``publish``). On any exception or signal it is removed; an ``OSError``, or a file that appeared
     at ``path`` during an exclusive publish, becomes a one-line ``OutputError`` starting with ``what``."""
+    import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
+
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     try:
@@ -200,6 +201,8 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         old = None
         if exists:
+            import tempfile
+
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
             os.replace(directory, old / directory.name)
         os.replace(staging, directory)
@@ -221,6 +224,8 @@ def temp_prefix(path: str | os.PathLike) -> str:
 def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False) -> Path:
     """A new, registered empty folder for the files of ``directory``: inside it when it exists
     (unless ``beside``), else beside it. ``OutputError`` (starting with ``what``) when it cannot be made."""
+    import tempfile
+
     directory = Path(directory)
     parent = directory if directory.is_dir() and not beside else Path(os.path.abspath(directory)).parent
     try:
