@@ -14,11 +14,15 @@ import numpy as np
 from aeflow.cli import _stdout_gone
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
                                 no_verify_option, output_option, print_columns, quiet_option)
-from aeflow.checks import expand_inputs
+from aeflow.checks import check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
+from aeflow.runtime.artifacts import artifacts_dir, read_threshold
+from aeflow.runtime.calibration import calibrate_scores, calibration_target, path_entry, write_calibration
+from aeflow.runtime.inputs import open_source
+from aeflow.runtime.scorer import AnomalyScorer
 
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
 
@@ -111,9 +115,6 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
 def _check(artifacts, output, k, rate, force, normal):
     """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
     work (``aeflow.runtime.calibration.calibration_target``)."""
-    from aeflow.runtime.artifacts import artifacts_dir
-    from aeflow.runtime.calibration import calibration_target
-
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
     if artifacts is None and output is None:
@@ -129,18 +130,16 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
     ae.int8.onnx where threshold.json names it, each calibrated on its own scores) and write the
     calibrated threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
     Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
-    from aeflow.runtime.artifacts import read_threshold
-    from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
-    from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.scorer import AnomalyScorer
-
     check_rule(k, rate, confidence)
     meta = read_threshold(directory, verify)
     graphs = ["ae"] + (["int8"] if meta.int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, image_shape=meta.image_shape)) for p in paths]
-        _only_normal(sources)
+        for s in sources:  # anomalies in the set would drag the threshold up (silently)
+            if s.labels is not None and np.any(s.labels):
+                raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled "
+                                 f"anomalous (is_anomaly); calibrate on normal images only")
         data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
         total = sum(s.n for s in sources)
         if rate is not None and total < min_n_for_rate(rate):
@@ -155,10 +154,3 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
     written = write_calibration(directory, calibrations, out)
     return SimpleNamespace(calibrations=calibrations, data=data, written=written, provider=provider)
 
-
-def _only_normal(sources) -> None:
-    """A labelled set with anomalies in it would drag the threshold up (silently): refused."""
-    for s in sources:
-        if s.labels is not None and np.any(s.labels):
-            raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
-                             f"(is_anomaly); calibrate on normal images only")
