@@ -21,6 +21,8 @@ from aeflow.errors import OutputError, UsageError
 
 _live: set[Path] = set()  # temporary files and folders not yet published or removed
 _live_lock = threading.Lock()
+# the signals that end a command (aeflow.cli: one line, exit 128 + the signal), held while a temporary is made
+END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -46,27 +48,23 @@ def untrack(path: str | os.PathLike) -> None:
         _live.discard(Path(path))
 
 
-def remove_temporaries() -> list[Path]:
-    """Remove every registered temporary file or folder still on disk; returns those removed."""
+def remove_temporaries() -> None:
+    """Remove every registered temporary file or folder still on disk."""
     with _live_lock:
         paths = sorted(_live)
         _live.clear()
-    removed = []
     for p in paths:
         with contextlib.suppress(OSError):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
-            removed.append(p)
-    return removed
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay SIGINT, SIGTERM and SIGHUP (where the platform can) until the block ends."""
-    held = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    """Delay END_SIGNALS (where the platform can) until the block ends."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, END_SIGNALS)
     try:
         yield
     finally:

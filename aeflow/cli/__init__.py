@@ -19,10 +19,7 @@ import click
 
 from aeflow import __version__
 from aeflow.errors import AeflowError, Interrupted, ScaleWarning
-from aeflow.files import describe_os_error, remove_temporaries
-
-# every command ends the same way on these: its temporary files removed, one line, exit 128 + signal
-END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+from aeflow.files import END_SIGNALS, describe_os_error, remove_temporaries
 
 # command name -> (module, attribute, one-line help shown by 'aeflow --help' without importing it)
 COMMANDS = {
