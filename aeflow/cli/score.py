@@ -184,15 +184,13 @@ Example:
 @artifacts_option
 @device_option
 @batch_size_option
-@click.option("--threshold", type=float, default=None,
-              help="Flag scores above this instead of the threshold recorded in threshold.json.")
+@click.option("--threshold", type=float, default=None, help="Flag scores above this, not threshold.json's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
 @output_option(f"Write one row per image ({', '.join(COLUMNS)}) as {', '.join(FORMATS)} by extension; "
                f"'-' writes CSV rows (JSON lines with --json) to stdout.")
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Write a PNG per flagged image into DIR: the image, its reconstruction and the anomaly map "
-                   "(needs Pillow).")
+              help="Write a PNG per flagged image into DIR: image, reconstruction, anomaly map (needs Pillow).")
 @click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
 @click.option("--column", default=None, metavar="NAME",
               help="Parquet inputs: the image column (default: 'image', else the only binary/list<uint8> column).")
