@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from aeflow.errors import Interrupted
+from aeflow.files import check_target
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, json_option, no_verify_option,
                                 quiet_option)
@@ -45,7 +46,6 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
     """
     if report_dir is not None:
         from aeflow.analysis.report import require_matplotlib
-        from aeflow.files import check_target
 
         require_matplotlib()
         read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]
