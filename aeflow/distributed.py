@@ -100,11 +100,8 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
                              f"was planned; every machine must see the same files")
-        if task.whole:
-            scores = scorer.score_source(src)
-        else:
-            with src.window(task.start, task.stop) as part:
-                scores = scorer.score_source(part)
+        with contextlib.nullcontext(src) if task.whole else src.window(task.start, task.stop) as part:
+            scores = scorer.score_source(part)
     return scores, time.perf_counter() - t0
 
 
