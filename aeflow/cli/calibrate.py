@@ -15,7 +15,7 @@ from aeflow.cli import _stdout_gone
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
                                 no_verify_option, output_option, print_columns, quiet_option)
 from aeflow.checks import check_rule, expand_inputs
-from aeflow.errors import InputError, Interrupted
+from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
@@ -107,6 +107,8 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
+    except UsageError as e:  # --false-alarm-rate nan passes click's range
+        raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted; threshold.json was not changed") from None
     _show(run, directory, out, as_json, quiet)
