@@ -1,11 +1,8 @@
-"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``).
-
-Each input (a shard; glob patterns expanded) is one task, or one per ``chunk_size`` images where
-it can be split cheaply. A worker rebuilds the pickled ``AnomalyScorer`` once per process and
-returns its task's float32 scores; the client flags them, so every score and decision is bit for
-bit the single process's. ``x.parquet`` (row groups in input order) or ``DIR/`` (one part per
-task) is staged as results arrive and published in one step; a failed task cancels the rest and
-raises one ``AeflowError`` naming its shard. Dask is imported only inside these functions."""
+"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``):
+a task per shard, or per ``chunk_size`` images where it splits cheaply; each worker process builds
+the pickled ``AnomalyScorer`` once and the client flags the float32 scores, so every decision is
+bit for bit the single process's. ``x.parquet`` or ``DIR/`` is staged as results arrive and
+published in one step; a failed task cancels the rest (one ``AeflowError`` naming its shard)."""
 
 from __future__ import annotations
 

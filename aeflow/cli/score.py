@@ -1,6 +1,5 @@
-"""``aeflow score``: anomaly scores for image files, one report (a table or JSON) and optional
-per-image output. ``--scheduler`` hands the work to ``aeflow.distributed`` (Dask), which the
-plain path never imports."""
+"""``aeflow score``: anomaly scores for image files, one report (a table or JSON), optional per-image
+output; ``--scheduler`` hands the work to ``aeflow.distributed`` (Dask), never imported otherwise."""
 
 from __future__ import annotations
 
