@@ -1,12 +1,7 @@
-"""Checks of arguments and options (numbers, seeds, batches, thresholds, threads, calibration
-rules, Dask addresses, input patterns), shared by the library and the CLI.
-
-Each returns the value in its canonical Python type or raises a one-line ``UsageError`` that
-names the argument as the caller spells it (``seed`` in the API, ``--seed`` in the CLI). Floats
-where an integer is due, bools, strings, NaN/Inf, negative, zero and absurdly large values are
-all refused here, before any work, so that no ``ValueError``/``OverflowError``/``MemoryError``
-escapes later.
-"""
+"""Every check of an argument or option, shared by the library and the CLI: each returns the value
+in its canonical type or raises a one-line ``UsageError`` naming it as the caller spells it
+(``seed``, ``--seed``), before any work. Floats where an int is due, bools, strings, NaN/Inf and
+absurd sizes are refused here, so no ``ValueError``/``OverflowError``/``MemoryError`` escapes later."""
 
 from __future__ import annotations
 
@@ -36,8 +31,7 @@ def _show(value) -> str:
 
 
 def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` as an int in [minimum, maximum], or ``UsageError``. Accepts Python and numpy
-    integers; a float where an int is due (even 3.0) is refused."""
+    """``value`` (a Python or numpy integer; not 3.0) as an int in [minimum, maximum]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise UsageError(f"{name} must be an integer, got {_show(value)}")
     value = int(value)
@@ -49,8 +43,7 @@ def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) ->
 
 def check_float(value, name: str, minimum: float | None = None, maximum: float | None = None,
                 above: bool = False) -> float:
-    """``value`` as a finite float in [minimum, maximum] (``above``: strictly above ``minimum``),
-    or ``UsageError``."""
+    """``value`` as a finite float in [minimum, maximum] (``above``: strictly above ``minimum``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UsageError(f"{name} must be a number, got {_show(value)}")
     try:
@@ -68,9 +61,7 @@ def check_float(value, name: str, minimum: float | None = None, maximum: float |
 
 def check_seed(value, name: str = "seed") -> int | None:
     """A random seed: None (fresh entropy) or an int from 0 to 2**63 - 1."""
-    if value is None:
-        return None
-    return check_int(value, name, 0, MAX_SEED)
+    return None if value is None else check_int(value, name, 0, MAX_SEED)
 
 
 def available_memory() -> int | None:
@@ -89,8 +80,8 @@ def available_memory() -> int | None:
 
 
 def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
-    """A batch size: a positive int whose batch fits in the memory available now (``bytes_each``:
-    the working memory one item needs), else ``UsageError`` naming the largest that fits."""
+    """A batch size whose batch fits in the memory available now (``bytes_each``: one item's working
+    memory), else ``UsageError`` naming the largest that fits."""
     value = check_int(value, name, 1, MAX_BATCH)
     avail = available_memory()
     if avail is not None and value * bytes_each > avail:
@@ -101,7 +92,7 @@ def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
 
 
 def check_threshold(value, what: str = "threshold") -> float:
-    """``value`` as a float, or ``UsageError`` unless it is a finite number >= 0."""
+    """``value`` as a finite float >= 0."""
     try:
         t = float(value)
     except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
@@ -112,7 +103,7 @@ def check_threshold(value, what: str = "threshold") -> float:
 
 
 def check_count(n, name: str = "the number of samples") -> int:
-    """A number of samples: an int from 1 to MAX_COUNT, or ``UsageError``."""
+    """A number of samples: an int from 1 to MAX_COUNT."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_COUNT:
         fewer = "; ask for fewer" if isinstance(n, numbers.Integral) and n > MAX_COUNT else ""
         raise UsageError(f"{name} must be a positive number of samples up to {MAX_COUNT:.0e}, got {shorten(str(n))}"
@@ -121,12 +112,8 @@ def check_count(n, name: str = "the number of samples") -> int:
 
 
 def check_threads(threads) -> int | None:
-    """``threads`` as a positive int or None (onnxruntime's choice); ``UsageError`` otherwise."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} or None, got {shorten(str(threads))}")
-    return threads
+    """``threads``: None (onnxruntime's choice) or an int from 1 to MAX_THREADS."""
+    return None if threads is None else check_int(threads, "threads", 1, MAX_THREADS)
 
 
 def _within(value, low: float, high: float, closed: bool = False) -> bool:
@@ -136,9 +123,8 @@ def _within(value, low: float, high: float, closed: bool = False) -> bool:
 
 
 def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
-    """The calibration rule asked for, checked: ``(k, None)`` or ``(None, rate)``; ``k`` defaults
-    to 3 when neither is given. ``UsageError`` for both, k outside (0, 100], a rate outside
-    (0, 1), a confidence outside (0, 1)."""
+    """The calibration rule: ``(k, None)`` (k in (0, 100], default 3) or ``(None, rate)`` (rate in
+    (0, 1)), with a confidence in (0, 1)."""
     if k is not None and false_alarm_rate is not None:
         raise UsageError("pass k or false_alarm_rate, not both")
     if not _within(confidence, 0, 1):
@@ -154,9 +140,8 @@ def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) ->
 
 
 def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
-    """A Dask scheduler address, checked before any work: ``local:N`` -> ("local", N) with N
-    from 1 to 4 per CPU core; ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (PORT 1..65535, an IPv6
-    HOST in brackets) -> ("remote", the address). Anything else: ``UsageError``."""
+    """A Dask scheduler address: ``local:N`` -> ("local", N), N from 1 to 4 per CPU core;
+    ``tcp://`` or ``tls://HOST:PORT`` (an IPv6 HOST in brackets) -> ("remote", the address)."""
     text = str(value).strip()
     if text.startswith("local:"):
         most = 4 * (os.cpu_count() or 1)
@@ -174,7 +159,7 @@ def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
 
 def expand_inputs(patterns) -> list[Path]:
     """Input paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order;
-    ``InputError`` for a pattern that matches nothing."""
+    ``InputError`` for one that matches nothing."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)

@@ -1,18 +1,8 @@
-"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``).
-
-Each input (a shard: ``.npy``, ``.npz``, IDX, a PNG folder, a Parquet file; glob patterns are
-expanded) becomes one task, or one task per ``chunk_size`` images where the shard can be split
-cheaply (arrays and memory-mapped files, PNG folders, Parquet). A worker rebuilds the pickled
-``AnomalyScorer`` once per process (onnxruntime limited to ``threads`` intra-op threads, default 1)
-and returns the float32 scores of its task; the client flags them with the scorer's threshold, so
-every score and decision is bit for bit the single process's (tested). Results are written as
-they arrive: ``-o x.parquet`` as one file (row groups in input order), ``-o DIR/`` as a Parquet
-dataset of one part per task (``part-00000.parquet``, ... in input order), both staged beside the
-output and published in one rename at the end. A failed task cancels the rest and raises one
-``AeflowError`` naming its shard; nothing is published.
-
-Dask is imported only inside these functions: importing this module costs nothing.
-"""
+"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``):
+a task per shard, or per ``chunk_size`` images where it splits cheaply; each worker process builds
+the pickled ``AnomalyScorer`` once and the client flags the float32 scores, so every decision is
+bit for bit the single process's. ``x.parquet`` or ``DIR/`` is staged as results arrive and
+published in one step; a failed task cancels the rest (one ``AeflowError`` naming its shard)."""
 
 from __future__ import annotations
 
@@ -32,24 +22,23 @@ from typing import Callable, Iterator
 import numpy as np
 
 from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
-from aeflow.errors import AeflowError, InputError, OutputError, UsageError
-from aeflow.files import atomic_path, staged_folder
+from aeflow.errors import AeflowError, InputError, UsageError
+from aeflow.files import atomic_path, check_target, staged_folder
+from aeflow.optional import require
+from aeflow.runtime.inputs import open_source
+from aeflow.runtime.outputs import ScoredInput, p_values, results_table
+from aeflow.runtime.scorer import AnomalyScorer
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 
 
 def _dask():
-    from aeflow.optional import require
-
     return require("distributed", "distributed", "distributed scoring")
 
 
-# ---------------------------------------------------------------- inputs and tasks
-
 @dataclass(frozen=True)
 class Task:
-    """Images [start, stop) of shard number ``shard`` (``name``, read from ``path``);
-    ``whole``: the shard cannot be split and is read from its start."""
+    """Images [start, stop) of shard number ``shard`` (``name``, read from ``path``); ``whole``: not split."""
 
     number: int
     shard: int
@@ -68,10 +57,8 @@ class Task:
 
 def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
          image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
-    """Open every shard on the client (headers only: its name, size and labels) as ``image_shape``
-    (H, W) images and cut it into tasks of at most ``chunk_size`` images, rounded up to whole batches."""
-    from aeflow.runtime.inputs import open_source
-
+    """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
+    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
@@ -80,19 +67,13 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
             shards.append(ShardResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
-            splittable = hasattr(src, "window")
-            full = os.path.abspath(p)
-            if not splittable or src.n <= chunk:
-                tasks.append(Task(len(tasks), k, name, full, 0, src.n, True, src.n, names))
-                continue
-            for start in range(0, src.n, chunk):
-                stop = min(src.n, start + chunk)
-                tasks.append(Task(len(tasks), k, name, full, start, stop, False, src.n,
+            whole = not hasattr(src, "window") or src.n <= chunk
+            for start in [0] if whole else range(0, src.n, chunk):
+                stop = src.n if whole else min(src.n, start + chunk)
+                tasks.append(Task(len(tasks), k, name, os.path.abspath(p), start, stop, whole, src.n,
                                   names[start:stop] if names is not None else None))
     return shards, tasks
 
-
-# ---------------------------------------------------------------- on the worker
 
 _SCORERS: dict[str, object] = {}
 _SCORERS_LOCK = threading.Lock()
@@ -100,8 +81,6 @@ _SCORERS_LOCK = threading.Lock()
 
 def _worker_scorer(settings: dict):
     """This process's scorer for ``settings``, built once (sessions are costly to create)."""
-    from aeflow.runtime.scorer import AnomalyScorer
-
     key = json.dumps(settings, sort_keys=True)
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
@@ -112,74 +91,49 @@ def _worker_scorer(settings: dict):
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
     """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
-    from aeflow.runtime.inputs import open_source
-
     t0 = time.perf_counter()
     scorer = _worker_scorer(settings)
     with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
                              f"was planned; every machine must see the same files")
-        if task.whole:
-            scores = scorer.score_source(src)
-        else:
-            with src.window(task.start, task.stop) as part:
-                scores = scorer.score_source(part)
+        with contextlib.nullcontext(src) if task.whole else src.window(task.start, task.stop) as part:
+            scores = scorer.score_source(part)
     return scores, time.perf_counter() - t0
 
 
-# ---------------------------------------------------------------- outputs
-
 def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
                 artifacts=()) -> str:
-    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, or a name
-    without an extension), checked before any work by ``aeflow.files.check_target`` (not one of
-    ``inputs`` or the ``artifacts`` folders, ...); ``UsageError`` for a target that is not Parquet."""
-    from aeflow.files import check_target
-
-    text = str(output)
-    path = Path(text)
+    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, a name without
+    an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
+    text, path = str(output), Path(output)
     _pyarrow()
     if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
         return "dataset"
     if path.suffix.lower() != ".parquet":
-        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder "
-                         f"(DIR/)")
+        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
     check_target(path, "file", what=what, force=force, inputs=inputs, artifacts=artifacts)
     return "file"
 
 
 def _pyarrow():
-    from aeflow.optional import require
-
     return [require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet")]  # said before any work
 
 
 class _Writer:
-    """Writes each task's rows as they arrive, staged; ``publish()`` at the end."""
+    """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
-        self._pa, self._pq = _pyarrow()
-        self._scorer = scorer  # its p-values for the p_value column
-        self.kind, self.context = kind, context
-        self._waiting: dict[int, object] = {}
-        self._next = 0
+        self._pq, self._scorer, self.kind, self.context = _pyarrow()[1], scorer, kind, context
+        self._waiting, self._next, self._file = {}, 0, None
         if kind == "dataset":
             self._dir = stack.enter_context(staged_folder(output, replace=True))
         else:
             self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
-            self._file = None
-            stack.callback(self._close)
-
-    def _close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+            stack.callback(lambda: self._file is not None and self._file.close())
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
-        from aeflow.runtime.outputs import ScoredInput, p_values, results_table
-
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
                                            list(task.files) if task.files is not None else None,
                                            p_values(self._scorer, scores))], self.context,
@@ -196,20 +150,11 @@ class _Writer:
             self._file.write_table(t.cast(self._file.schema) if t.schema != self._file.schema else t)
             self._next += 1
 
-    def finish(self) -> None:
-        if self.kind == "file":
-            if self._file is None:
-                raise OutputError("no rows to write")
-            self._close()
-
-
-# ---------------------------------------------------------------- the job
 
 @dataclass
 class ShardResult:
-    """One input's outcome: images, flagged, worker seconds, scores float32 [n] (when kept),
-    labels bool [n] or None and, where labelled, the counts behind type I and II errors: normal
-    images and those flagged (false alarms), anomalies and those not flagged (misses)."""
+    """One input's outcome: images, flagged, worker seconds, scores float32 [n] (when kept), labels
+    bool [n] or None and, where labelled, normal images, false alarms, anomalies, misses."""
 
     name: str
     images: int
@@ -251,28 +196,22 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      context: dict | None = None) -> DistributedRun:
-    """Score ``inputs`` (paths or glob patterns) on the cluster behind the ``distributed.Client``
-    ``client``, with ``scorer`` (an ``AnomalyScorer``; default: the bundled artifacts on the CPU).
+    """Score ``inputs`` (paths or glob patterns, readable from the client and the workers) on the
+    cluster of ``client`` with ``scorer`` (default: the bundled artifacts on the CPU).
 
-    ``output``: ``x.parquet`` (one file) or ``DIR/`` (a dataset of parts) with the columns of
-    ``aeflow.runtime.outputs`` (index within the source, score, normalized_score, p_value,
-    predicted_anomaly, label_anomaly, source); published complete or not at all. ``column``: the
-    image column of Parquet inputs. ``chunk_size``: images per task where a shard can be split.
-    ``threads``: onnxruntime intra-op threads per worker process. ``keep_scores``: return every
-    score (default: when there is no ``output``). ``on_progress(done, total)``: images scored so
-    far, after each task. ``context``: the output's metadata (default: ``output_context`` and the
-    scheduler's address). Every path must be readable from the client and the workers.
-
-    Returns a ``DistributedRun``. Raises ``AeflowError`` (one line, naming the failed shard)."""
-    from aeflow.runtime.scorer import AnomalyScorer
+    ``output``: ``x.parquet`` or ``DIR/`` with the columns of ``aeflow.runtime.outputs``, complete
+    or not at all. ``column``: Parquet inputs' image column. ``chunk_size``: images per task.
+    ``threads``: onnxruntime threads per worker. ``keep_scores``: return every score (default: when
+    no ``output``). ``on_progress(done, total)``: after each task. ``context``: the output's
+    metadata (default: ``output_context`` and the scheduler's address). Returns a ``DistributedRun``;
+    raises one-line ``AeflowError``s naming the failed shard."""
     _dask()
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
-    scorer = scorer if scorer is not None else AnomalyScorer(device="cpu")
-    kind = output_kind(output, force, "output", expand_inputs(list(inputs)), [scorer.directory]) \
-        if output is not None else None
+    scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
+    kind = output_kind(output, force, "output", paths, [scorer.directory]) if output is not None else None
     settings = scorer.replace(threads=threads).__getstate__()
-    results, tasks = plan(expand_inputs(list(inputs)), column, chunk_size, scorer.batch_size, scorer.image_shape)
+    results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
         raise InputError("no inputs to score")
     if (output is None if keep_scores is None else keep_scores):
@@ -289,8 +228,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
 
 
 def output_context(scorer) -> dict:
-    """What the output's metadata records of ``scorer``: the artifacts folder (absolute), graph,
-    precision, provider, batch size, threshold."""
+    """What the output's metadata records of ``scorer`` (a dict)."""
     return {"artifacts": os.path.abspath(scorer.directory), "graph": scorer.graph.name,
             "precision": scorer.precision, "provider": scorer.provider, "batch_size": scorer.batch_size,
             "threshold": scorer.threshold}
@@ -298,8 +236,8 @@ def output_context(scorer) -> dict:
 
 def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardResult], threshold: float,
          writer, on_progress) -> None:
-    """Submit every task, account for (and write) each result as it arrives; on any failure or
-    interrupt cancel what is left and raise."""
+    """Submit every task and account for (and write) each result as it arrives; on any failure
+    cancel what is left."""
     job = uuid.uuid4().hex  # keys unique to this job: the scheduler may still hold an earlier job's
     futures = {client.submit(score_task, settings, t, column, key=f"aeflow-score-{job}-{t.number}", pure=False): t
                for t in tasks}
@@ -307,7 +245,7 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardR
     try:
         for future in _dask().as_completed(list(futures)):
             task = futures[future]
-            scores, seconds = _result(future, task, len(tasks))
+            scores, seconds = _result(future, task)
             r = results[task.shard]
             r.add(task.start, scores, scores > threshold, seconds)
             if writer is not None:
@@ -315,19 +253,18 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardR
             done += task.stop - task.start
             if on_progress is not None:
                 on_progress(done, total)
-        if writer is not None:
-            writer.finish()
     except BaseException:
         client.cancel(list(futures), force=True)
         raise
 
 
-def _result(future, task: Task, n_tasks: int) -> tuple[np.ndarray, float]:
+def _result(future, task: Task) -> tuple[np.ndarray, float]:
     """A finished task's scores and seconds, or one ``AeflowError`` naming its shard."""
     try:
         scores, seconds = future.result()
-    except AeflowError as e:
-        raise _named(e, task, n_tasks) from None
+    except AeflowError as e:  # the shard named (unless the message does), the outcome said
+        msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
+        raise type(e)(f"{msg}; the job stopped, nothing written") from None
     except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
         first = " ".join(str(e).split())[:200] or type(e).__name__
         raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); nothing written") from None
@@ -337,38 +274,31 @@ def _result(future, task: Task, n_tasks: int) -> tuple[np.ndarray, float]:
     return scores, seconds
 
 
-def _named(e: AeflowError, task: Task, n_tasks: int) -> AeflowError:
-    """``e`` with its shard named (when the message does not already) and the outcome said."""
-    msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
-    return type(e)(f"{msg}; the job stopped, nothing written")
-
-
-# ---------------------------------------------------------------- clusters
-
 @contextlib.contextmanager
 def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120) -> Iterator[object]:
-    """A ``distributed.Client`` for ``scheduler`` (checked by ``aeflow.checks.check_scheduler``):
-    ``local:N`` starts a LocalCluster of N worker processes with one thread each, stopped with
-    its workers on exit, also when a signal or Ctrl-C ends the start; ``tcp://HOST:PORT`` or
-    ``tls://HOST:PORT`` (certificates from Dask's configuration) connects to a running
-    scheduler. ``UsageError`` for another form or tls:// without certificates, ``AeflowError``
-    when the scheduler cannot be reached or the workers do not start within ``start_timeout``
-    seconds. ``what`` names the argument in messages."""
+    """A ``distributed.Client`` for ``scheduler`` (``check_address``): ``local:N`` starts N
+    one-thread worker processes, all stopped on exit (a signal during the start included);
+    ``tcp://`` or ``tls://HOST:PORT`` connects to a running scheduler. ``AeflowError`` when it
+    cannot be reached or the workers do not start within ``start_timeout`` seconds."""
     kind, where = check_address(scheduler, what)
     distributed = _dask()
     if kind == "local":
         with _local(distributed, where, what, start_timeout) as client:
             yield client
         return
-    with _remote(distributed, where, what) as client:
+    try:
+        client = distributed.Client(where, timeout="10s", security=distributed.security.Security())
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({' '.join(str(e).split())[:160]}); "
+                          f"start it with 'dask scheduler' or check the address") from None
+    with client:
         yield client
 
 
 @contextlib.contextmanager
 def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[object]:
-    """A LocalCluster of ``n`` one-thread worker processes and its client. The scheduler starts
-    first and the workers after (``scale``), so that whatever ends the start (a signal, Ctrl-C)
-    finds a cluster object to close; ``_close`` then makes sure no worker process is left."""
+    """A LocalCluster of ``n`` one-thread worker processes and its client. The workers start after
+    the scheduler (``scale``), so that a signal during the start finds a cluster to ``_close``."""
     before = set(multiprocessing.active_children())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "port 8787 in use" and the like: not the user's concern
@@ -388,9 +318,8 @@ def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[obj
 
 
 def _close(cluster, keep: set) -> None:
-    """Close ``cluster`` and kill any worker process that survived a close cut short (an
-    interrupted start leaves distributed unable to close cleanly); keep distributed's own exit
-    handler from trying again (it would print an AssertionError traceback)."""
+    """Close ``cluster``, kill any worker process that survived a close cut short, and keep
+    distributed's exit handler from trying again (an AssertionError traceback)."""
     with contextlib.suppress(Exception):
         cluster.close(timeout=20)
     type(cluster)._instances.discard(cluster)
@@ -400,22 +329,12 @@ def _close(cluster, keep: set) -> None:
 
 
 def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:
-    """``aeflow.checks.check_scheduler``, dask.distributed installed, and for tls:// the
-    certificates Dask's configuration must name (``UsageError`` without them): before any work."""
+    """``aeflow.checks.check_scheduler``, then before any work: dask.distributed installed and, for
+    tls://, certificates in Dask's configuration (``UsageError`` without them)."""
     kind, where = check_scheduler(scheduler, what)
     distributed = _dask()
-    if str(where).startswith("tls://") and distributed.security.Security().get_connection_args("client")["ssl_context"] is None:
+    security = distributed.security.Security()
+    if str(where).startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:
         raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
                          f".client.cert and .client.key in Dask's configuration (or use tcp://)")
     return kind, where
-
-
-@contextlib.contextmanager
-def _remote(distributed, address: str, what: str) -> Iterator[object]:
-    try:
-        client = distributed.Client(address, timeout="10s", security=distributed.security.Security())
-    except (OSError, TimeoutError, ValueError, TypeError) as e:
-        raise AeflowError(f"cannot reach the Dask scheduler at {address} ({' '.join(str(e).split())[:160]}); "
-                          f"start it with 'dask scheduler' or check the address") from None
-    with client:
-        yield client

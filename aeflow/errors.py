@@ -1,32 +1,8 @@
-"""The one exception family aeflow raises for anything a user can fix.
-
-Every message is a single line that says what was wrong and what to do. The CLI prints it as
-``aeflow: error: <message>`` without a traceback and exits with ``exit_code``; the Python API
-raises the same exception with the same message. Catch ``AeflowError`` to catch them all::
-
-    AeflowError          exit 1  base class
-    +-- UsageError       exit 2  an option or argument that cannot work: -n 0, a seed out of
-    |                            range, unknown device/precision/method, --threshold NaN, a
-    |                            missing extra (matplotlib, torch) for the option asked for
-    +-- InputError       exit 1  images that cannot be read or scored: missing/empty/corrupted
-    |                            files, wrong shape or dtype, NaN/Inf, values outside [0, 1],
-    |                            z values outside the flow's range
-    +-- DataError        exit 1  a training/evaluation data set that cannot be found or downloaded
-    +-- ArtifactError    exit 1  missing, corrupted or mismatched artifacts: ONNX graphs that do not
-    |                            load or have other inputs/outputs, malformed threshold.json or
-    |                            flow.json, unknown schema_version, bad threshold, sha256
-    |                            mismatch (--no-verify loads anyway), unsafe or foreign checkpoints
-    +-- DeviceError      exit 1  --device cuda where the CUDA provider cannot run (names what is
-    |                            missing: onnxruntime-gpu, driver, CUDA or cuDNN libraries)
-    +-- OutputError      exit 1  an output that cannot be written: missing or read-only folder,
-    |                            existing file without --force, not enough disk space
-    +-- ParityError      exit 1  exported ONNX outputs that differ from PyTorch beyond tolerance
-    +-- TrainingError    exit 1  training diverged (NaN/Inf loss or parameters); nothing written
-    +-- Interrupted      exit 130 Ctrl-C (128 + the signal for SIGTERM/SIGHUP); the message says
-                                 what was finished and whether any output was written (outputs are
-                                 complete or absent, never partial)
-
-Warnings (``warnings.warn``; the CLI prints ``aeflow: warning: ...`` on stderr): ``ScaleWarning``.
+"""The one exception family aeflow raises for anything a user can fix: a single line saying what was
+wrong and what to do. The CLI prints ``aeflow: error: <message>`` without a traceback and exits with
+``exit_code``; the API raises the same. Catch ``AeflowError`` (exit 1) for all of them: UsageError
+(exit 2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError
+(exit 1) and Interrupted (130; 128 + the signal for SIGTERM/SIGHUP). Warnings: ``ScaleWarning``.
 """
 
 
@@ -44,13 +20,15 @@ class AeflowError(Exception):
 
 
 class UsageError(AeflowError):
-    """An option or argument that cannot work (exit code 2)."""
+    """An option or argument that cannot work (exit code 2): -n 0, a seed out of range, an unknown
+    device, --threshold NaN, a missing extra for the option asked for."""
 
     exit_code = 2
 
 
 class InputError(AeflowError):
-    """Data handed to aeflow (images, files, folders) that it cannot read or score."""
+    """Images it cannot read or score: missing, empty or corrupted files, a wrong shape or dtype,
+    NaN/Inf, values outside [0, 1], z values outside the flow's range."""
 
 
 class DataError(AeflowError):
@@ -58,15 +36,17 @@ class DataError(AeflowError):
 
 
 class ArtifactError(AeflowError):
-    """Missing, corrupted or mismatched artifacts (ONNX graphs, JSON metadata, checkpoints)."""
+    """Missing, corrupted or mismatched artifacts: graphs, threshold.json/flow.json, a sha256 mismatch
+    (--no-verify loads anyway), unsafe or foreign checkpoints."""
 
 
 class DeviceError(AeflowError):
-    """An execution provider that was asked for but cannot run here."""
+    """An execution provider asked for that cannot run here (--device cuda: names what is missing)."""
 
 
 class OutputError(AeflowError):
-    """An output path that cannot be written (missing folder, read-only, exists without --force)."""
+    """An output that cannot be written: a missing or read-only folder, an existing file without
+    --force, not enough disk space."""
 
 
 class ParityError(AeflowError):
@@ -74,7 +54,7 @@ class ParityError(AeflowError):
 
 
 class TrainingError(AeflowError):
-    """Training that cannot give a usable model: the loss or the parameters stopped being finite."""
+    """Training that diverged (NaN/Inf loss or parameters); nothing written."""
 
 
 class ScaleWarning(UserWarning):
@@ -83,6 +63,7 @@ class ScaleWarning(UserWarning):
 
 
 class Interrupted(AeflowError):
-    """Ctrl-C during a long command (exit code 130); the message says whether output was written."""
+    """Ctrl-C (exit code 130) or a signal; the message says what was finished and whether output was
+    written (outputs are complete or absent, never partial)."""
 
     exit_code = 130

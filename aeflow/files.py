@@ -1,16 +1,9 @@
-"""The one owner of every write: the check before any work, and writing so that nothing
-half-written is ever left; hashing.
-
-- ``check_target(path, kind, ...)`` decides, before any work, whether a file or folder may be
-  written: never what the command reads, the artifacts in use or the bundled ones (see there).
-- ``atomic_path(path, replace=...)`` yields a temporary path beside ``path``; the body writes it,
-  then it is fsynced and published under ``path`` in one step; without ``replace`` exclusively (a
-  file that appeared there meanwhile is kept and the write fails). ``staged_folder`` does the same
-  for the files of a folder. On any exception, Ctrl-C or signal the temporaries are removed, and
-  an ``OSError`` (disk full, read-only, ...) becomes a one-line ``OutputError``.
-- Every temporary alive is registered; ``remove_temporaries()`` removes what is left (the CLI
-  calls it when a command ends, by a signal or otherwise). ``locked`` serialises read-modify-writes.
-"""
+"""The one owner of every write. ``check_target`` decides before any work whether a file or folder
+may be written (never an input, the artifacts in use or the bundled ones). ``atomic_path`` and
+``staged_folder`` write beside the target, fsync and publish in one step (without ``replace``
+exclusively); on any exception or signal the temporaries go, and an ``OSError`` becomes a one-line
+``OutputError``. Every live temporary is registered for ``remove_temporaries`` (called when a CLI
+command ends, by a signal or otherwise). ``locked`` serialises read-modify-writes."""
 
 from __future__ import annotations
 
@@ -18,12 +11,18 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Iterator
 
+from aeflow.errors import OutputError, UsageError
+
 _live: set[Path] = set()  # temporary files and folders not yet published or removed
 _live_lock = threading.Lock()
+# the signals that end a command (aeflow.cli: one line, exit 128 + the signal), held while a temporary is made
+END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -49,31 +48,23 @@ def untrack(path: str | os.PathLike) -> None:
         _live.discard(Path(path))
 
 
-def remove_temporaries() -> list[Path]:
-    """Remove every registered temporary file or folder still on disk; returns those removed."""
+def remove_temporaries() -> None:
+    """Remove every registered temporary file or folder still on disk."""
     with _live_lock:
         paths = sorted(_live)
         _live.clear()
-    import shutil
-
-    removed = []
     for p in paths:
         with contextlib.suppress(OSError):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
-            removed.append(p)
-    return removed
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay SIGINT, SIGTERM and SIGHUP (where the platform can) until the block ends."""
-    import signal
-
-    held = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    """Delay END_SIGNALS (where the platform can) until the block ends."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, END_SIGNALS)
     try:
         yield
     finally:
@@ -94,9 +85,7 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
         os.replace(tmp, path)
         return
     try:
-        os.link(tmp, path)  # fails with EEXIST instead of replacing: the exclusive publish
-    except FileExistsError:
-        raise
+        os.link(tmp, path)  # fails with EEXIST (FileExistsError) instead of replacing: the exclusive publish
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
@@ -109,14 +98,10 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` for the body to write; on success it is fsynced and
-    published under ``path`` (``replace=False``: only if nothing appeared there meanwhile, see the
-    module docstring). On any exception or signal the temporary file is removed; ``OSError``
-    (disk full, out of inodes, ...) becomes a one-line ``OutputError``, and so does a file that
-    appeared at ``path`` during an exclusive publish. ``what`` (e.g. "--output") starts the message."""
-    import tempfile  # here, not at the top: reading (cold start of `aeflow score`) never needs it
-
-    from aeflow.errors import OutputError
+    """Yield a temporary path beside ``path`` for the body to write; then fsync it and publish it
+    (``publish``). On any exception or signal it is removed; an ``OSError``, or a file that appeared
+    at ``path`` during an exclusive publish, becomes a one-line ``OutputError`` starting with ``what``."""
+    import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
@@ -129,9 +114,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         publish(tmp, path, replace)
@@ -146,12 +129,10 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         untrack(tmp)
 
 
-def _fsync_files(folder: Path) -> None:
-    """fsync every file below ``folder``."""
-    for f in folder.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -166,11 +147,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def printable_name(name: str) -> str:
     """``name`` as valid Unicode for a UTF-8 output or terminal: a file name that is not valid UTF-8
     (Python holds its stray bytes as surrogates) gets those bytes escaped as ``\\xNN``."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        pass
     try:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
@@ -189,12 +165,7 @@ def human_bytes(n: float) -> str:
 
 
 def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
-    """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (a check before the
-    work; a disk that fills up later still fails cleanly in ``atomic_path``)."""
-    import shutil
-
-    from aeflow.errors import OutputError
-
+    """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (before the work)."""
     path = Path(path)
     try:
         free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
@@ -218,22 +189,16 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool) -> N
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
                    replace: bool = False) -> Path:
-    """The one way a staged folder goes into place: put the files ``names``, written into
-    ``staging`` (a folder on the same file system as ``directory``), into ``directory``. A new
-    ``directory``: the staging folder is renamed onto it in one step (given the usual
-    permissions). An existing one with ``replace``: it is moved aside, the staging folder renamed
-    onto it, and the old one removed (``names`` unused). An existing one otherwise: the files are
-    moved in one by one, in the order given (put the file that indexes the others last), its other
-    files left alone, and the empty staging folder removed. Returns ``directory`` as a Path."""
+    """Put the files ``names`` of ``staging`` (on ``directory``'s file system) into ``directory``: a
+    new one (or any, with ``replace``) by renaming ``staging`` onto it in one step, the old one moved
+    aside first and removed; else moved in one by one in the order given (the index last), its other
+    files left alone. Returns ``directory`` as a Path."""
     staging, directory = Path(staging), Path(directory)
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         old = None
         if exists:
-            import shutil
             import tempfile
 
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
@@ -255,12 +220,9 @@ def temp_prefix(path: str | os.PathLike) -> str:
 
 
 def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False) -> Path:
-    """A new, registered (``track``) empty folder for the files of ``directory``: inside it when
-    it exists (unless ``beside``), else beside it (the same file system either way).
-    ``OutputError`` when it cannot be made; ``what`` starts the message."""
+    """A new, registered empty folder for the files of ``directory``: inside it when it exists
+    (unless ``beside``), else beside it. ``OutputError`` (starting with ``what``) when it cannot be made."""
     import tempfile
-
-    from aeflow.errors import OutputError
 
     directory = Path(directory)
     parent = directory if directory.is_dir() and not beside else Path(os.path.abspath(directory)).parent
@@ -274,20 +236,17 @@ def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
                   replace: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder (``staging_folder``) for the files of ``directory``; when the
-    block succeeds, every file written there is fsynced and published by ``publish_folder``, the
-    names in ``last`` last (e.g. the metadata that names the other files' hashes); ``replace``:
-    the staging folder takes the place of an existing ``directory`` in one step. On any
-    exception (Ctrl-C included) the staging folder is removed and ``directory`` is as it was; an
-    ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
-    import shutil
-
-    from aeflow.errors import OutputError
-
+    """Yield an empty ``staging_folder`` for the files of ``directory``; when the block succeeds,
+    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the
+    others' hashes). On any exception the staging folder is removed and ``directory`` is as it was;
+    an ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
     staging = staging_folder(directory, what, beside=replace)
     try:
         yield staging
-        _fsync_files(staging)
+        for f in staging.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         names = sorted(p.name for p in staging.iterdir())
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
                        replace)
@@ -297,8 +256,6 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
         shutil.rmtree(staging, ignore_errors=True)
         untrack(staging)
 
-
-# ---------------------------------------------------------------- the one check before any write
 
 def _bundled() -> Path:
     import aeflow.artifacts  # the package data folder; imports nothing
@@ -328,18 +285,12 @@ def name_max(folder: str | os.PathLike) -> int:
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
                  inputs=(), artifacts=(), bundled_ok: bool = False, parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written: a "file" (published in
-    one step) or a "folder" (created, or filled: new or empty unless ``force``). Refused with one
-    line, whatever ``force`` says (``UsageError``): ``path`` is, lies inside or (a folder) holds
-    one of ``inputs`` (files or folders read) or of the ``artifacts`` folders in use, or the
-    bundled artifacts (unless ``bundled_ok``: train and export, which make them). Refused with
-    ``OutputError``: a dangling link, a parent that is missing or not writable, a name or
-    temporary name too long, an existing folder for a file, and (unless ``force``) an existing
-    file or a non-empty folder. ``parents``: missing parent folders are made later (train, export;
-    the nearest existing one must be writable). ``hint`` ends the refusals of the first kind.
-    Returns ``path`` as a Path."""
-    from aeflow.errors import OutputError, UsageError
-
+    """The one decision, before any work, whether ``path`` may be written as a "file" or a
+    "folder". ``UsageError`` whatever ``force`` says (ending with ``hint``): ``path`` is, lies in or
+    holds one of ``inputs`` or the ``artifacts`` folders in use, or the bundled artifacts (unless
+    ``bundled_ok``: train, export). ``OutputError``: a dangling link, a parent missing or not
+    writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
+    unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
     path, parent = Path(path), Path(os.path.abspath(path)).parent
     while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
         parent = parent.parent
@@ -363,8 +314,6 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
 
 
 def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -> None:
-    from aeflow.errors import OutputError
-
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")
@@ -384,14 +333,14 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -
     if kind == "file" and path.exists() and not force:
         raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
-        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, or choose a new folder")
+        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, "
+                          f"or choose a new folder")
 
 
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself, so nothing is left
-    behind and a killed holder releases it) for a read-modify-write of a file in it; another
-    holder is waited for. Where the platform or file system has no ``flock``, nothing is locked."""
+    """Hold an exclusive ``flock`` on ``folder`` itself (nothing left behind; a killed holder releases
+    it) for a read-modify-write in it, waiting for another holder. No ``flock`` here: no lock."""
     fd = None
     try:
         import fcntl

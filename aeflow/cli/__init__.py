@@ -1,8 +1,6 @@
-"""The ``aeflow`` command line: click's documented ``LazyGroup`` (each subcommand's module is
-imported only when it runs or shows its help, so ``aeflow --help`` imports neither numpy nor
-onnxruntime), and the one place where every command ends: ``outcome`` turns how it ended (an
-error, a signal, a closed or full stdout) into one line on stderr and the exit code.
-"""
+"""The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand's module is imported
+only when it runs or shows its help), and the one place where every command ends: ``outcome``
+turns how it ended (an error, a signal, a closed or full stdout) into one line and the exit code."""
 
 from __future__ import annotations
 
@@ -21,10 +19,7 @@ import click
 
 from aeflow import __version__
 from aeflow.errors import AeflowError, Interrupted, ScaleWarning
-from aeflow.files import describe_os_error, remove_temporaries
-
-# every command ends the same way on these: its temporary files removed, one line, exit 128 + signal
-END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+from aeflow.files import END_SIGNALS, describe_os_error, remove_temporaries
 
 # command name -> (module, attribute, one-line help shown by 'aeflow --help' without importing it)
 COMMANDS = {
@@ -38,7 +33,6 @@ COMMANDS = {
     "train": ("aeflow.cli.train", "command", "Train the homework's models (needs the train extra)."),
     "export": ("aeflow.cli.export", "command", "Export checkpoints to ONNX and JSON, checked against PyTorch."),
 }
-
 
 # library errors name arguments (device="cuda", verify=False); the command line names its flags
 FLAG_WORDING = (('device="cpu" or "auto"', "--device cpu or auto"), ('device="cuda"', "--device cuda"),
@@ -54,9 +48,7 @@ def cli_message(message: str) -> str:
 
 
 class Signalled(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (or SIGINT) turned into an exception in the main thread, so that every
-    ``with`` block and ``finally`` of the command runs (temporary files are removed) exactly as
-    for Ctrl-C."""
+    """An END_SIGNALS signal as an exception in the main thread: the command cleans up as for Ctrl-C."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -65,8 +57,8 @@ class Signalled(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _signals_end_the_command():
-    """Install handlers that raise ``Signalled`` for END_SIGNALS (later ones are ignored while the
-    command cleans up); yields the list of signals received. Restores the old handlers after."""
+    """Handlers raising ``Signalled`` for END_SIGNALS (later ones ignored while the command cleans
+    up); yields the list of signals received."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -91,16 +83,15 @@ _ENDED_WITH: list[int] = []
 
 
 def _ended(signum, frame):
-    """A signal after the command has ended (its outputs complete or removed, its line printed),
-    e.g. while Dask's threads shut down: exit at once with the command's own code."""
+    """A signal after the command has ended (e.g. while Dask's threads shut down): exit at once with
+    the command's own code."""
     os._exit(_ENDED_WITH[0] if _ENDED_WITH else 128 + signum)
 
 
 class _Stream:
-    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a
-    traceback. stderr (``raises=False``) loses what cannot be written and never fails the
-    command; stdout raises ``OSError`` (EBADF when it was closed at the start), which ends the
-    command with one line and exit 1."""
+    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback:
+    stderr (``raises=False``) loses what cannot be written; stdout raises ``OSError`` (EBADF when
+    closed at the start), which ends the command with one line and exit 1."""
 
     encoding, errors = "utf-8", "backslashreplace"
 
@@ -136,8 +127,8 @@ class _Stream:
 
 
 def _guard_streams() -> None:
-    """Keep file descriptors 0-2 taken (a file the command opens must never become fd 1, where
-    a library's own prints would land in it); a closed stdout and any stderr become ``_Stream``."""
+    """Keep file descriptors 0-2 taken (a file the command opens must never become fd 1); a closed
+    stdout and any stderr become ``_Stream``."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -157,8 +148,7 @@ def _guard_streams() -> None:
 
 
 def _stdout_gone() -> None:
-    """After stdout failed (closed pipe, full disk): send what is left to /dev/null, so that the
-    interpreter's last flush does not print a traceback."""
+    """After stdout failed: send what is left to /dev/null (no traceback from the last flush)."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
@@ -166,8 +156,7 @@ def _stdout_gone() -> None:
 
 
 def _warning_printer(previous):
-    """A ``warnings.showwarning`` that prints aeflow's own warnings as one line on stderr,
-    ``aeflow: warning: ...``, and hands the others to ``previous``."""
+    """A ``warnings.showwarning`` printing aeflow's warnings as one line, ``aeflow: warning: ...``."""
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if issubclass(category, ScaleWarning):
             click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
@@ -177,8 +166,7 @@ def _warning_printer(previous):
 
 
 class _Carried(Exception):
-    """An OSError or KeyboardInterrupt carried past click, which would end a closed stdout with
-    exit 1 and no word, and print an empty line for an interrupt."""
+    """An OSError or KeyboardInterrupt carried past click (which would end it without a word)."""
 
     def __init__(self, error: BaseException):
         super().__init__(error)
@@ -186,9 +174,8 @@ class _Carried(Exception):
 
 
 def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
-    """THE one mapping from how a command ended to its line on stderr (None: none) and exit code:
-    usage 2, signals 128 + the signal (Ctrl-C 130), stdout that cannot be written 1, any other
-    ``AeflowError`` its ``exit_code``, other OSErrors 1."""
+    """THE mapping from how a command ended to its line on stderr (or None) and exit code: usage 2,
+    signals 128 + the signal (Ctrl-C 130), an ``AeflowError`` its ``exit_code``, OSErrors 1."""
     by = f" ({signal.Signals(signum).name})" if signum not in (None, signal.SIGINT) else ""
     code = 128 + signum if signum else 130
     if error is None:
@@ -219,9 +206,8 @@ ENDINGS = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, 
 
 
 class LazyGroup(click.Group):
-    """click's documented ``LazyGroup``: a subcommand's module is imported only when that
-    subcommand runs or shows its help. ``main`` is the one place where a command ends: streams,
-    signals and warnings set up, and ``outcome`` turns how it ended into one line and an exit code."""
+    """click's documented ``LazyGroup``; ``main`` sets up streams, signals and warnings and ends
+    every command through ``outcome``."""
 
     def invoke(self, ctx):
         try:
@@ -233,10 +219,10 @@ class LazyGroup(click.Group):
         return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
 
     def get_command(self, ctx, name):
-        entry = COMMANDS.get(name)
-        if entry is None or importlib.util.find_spec(entry[0]) is None:
+        module, attribute, _ = COMMANDS.get(name, (None, None, None))
+        if module is None or importlib.util.find_spec(module) is None:
             return None
-        return getattr(importlib.import_module(entry[0]), entry[1])
+        return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -291,18 +277,15 @@ def main() -> None:
     global _PROCESS
     _PROCESS = True
     atexit.register(_leave)  # registered first, so it runs after every other exit handler
-    # multiprocessing's resource tracker (started later, with these flags) unlinks the semaphores
-    # that a cut-short exit leaves (a signal or os._exit while Dask's loop thread closes a worker's
-    # queues) and would warn twice about each on stderr, after the command's one line
+    # multiprocessing's resource tracker (started later, with these flags) unlinks the semaphores a
+    # cut-short exit leaves, and would warn about each on stderr after the command's one line
     sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     cli.main()
 
 
 def _leave() -> None:
-    """The last exit handler (Dask's and multiprocessing's have run): once the command has ended,
-    leave with its exit code through ``os._exit`` rather than the interpreter's finalization, which
-    resets the signal handlers (a SIGTERM during it would end the process by the signal, -15) and
-    tears every module down (a share of each cold start)."""
+    """The last exit handler: once the command has ended, leave with its exit code through
+    ``os._exit``, not the interpreter's finalization (where a SIGTERM would end the process, -15)."""
     if _ENDED_WITH:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

@@ -14,18 +14,17 @@ from aeflow.cli.options import artifacts_option, device_option, json_option, no_
 @artifacts_option
 @device_option
 @click.option("--repeats", type=click.IntRange(1, 1000), default=None,
-              help="Repeats per measurement (medians are reported; sampling uses at most 3). Default: 5, with --quick 2.")
+              help="Repeats per measurement (medians reported; sampling uses at most 3). Default: 5, --quick 2.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Threads for onnxruntime and PyTorch alike; default: the CPUs this process may use.")
 @click.option("--quick", is_flag=True, help="2 repeats, short repeats, 20,000 samples: a smoke test, not a benchmark.")
 @no_verify_option
 @json_option
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 (PyTorch
-    eager, onnxruntime float32 and int8, OpenVINO, torch.compile) with images/s, latency, GFLOP/s,
-    share of the limit; sampling per method against the homework's and one flow.onnx pass; scoring
-    from .npy and PNG files; the cold start. Rows whose extra is missing are skipped with a note.
-    With --device cuda: the CUDA rows, against the GPU's own copy and MatMul limits.
+    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 per engine
+    (PyTorch, onnxruntime float32 and int8, OpenVINO, torch.compile) against that limit; sampling;
+    scoring from files; the cold start. Rows whose extra is missing are skipped with a note. With
+    --device cuda: the CUDA rows, against the GPU's own limits.
 
     \b
     Example:

@@ -4,37 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import numpy as np
 
-from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
-                                output_option, quiet_option)
+from aeflow.cli import _stdout_gone
+from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
+                                no_verify_option, output_option, print_columns, quiet_option)
+from aeflow.checks import check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
+from aeflow.runtime.artifacts import artifacts_dir, read_threshold
+from aeflow.runtime.calibration import calibrate_scores, calibration_target, path_entry, write_calibration
+from aeflow.runtime.inputs import open_source
+from aeflow.runtime.scorer import AnomalyScorer
 
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
 
 
-def _rule_text(record: dict) -> str:
-    if record["rule"] == "false-alarm rate":
-        return (f"false-alarm rate {record['false_alarm_rate']:g}: the threshold is the score of rank "
-                f"{record['rank']:,} of {record['n']:,}, ascending")
-    return f"mean + {record['k']:g} std (ddof 1) of the {record['n']:,} scores"
-
-
 def _print(run, directory: Path, out: Path | None) -> None:
     first = next(iter(run.calibrations.values())).record
-    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
-    click.echo(f"calibrated on {first['n']:,} normal images: {names}; provider {run.provider}")
-    click.echo(f"rule: {_rule_text(first)}")
     conf, n = first["interval"]["confidence"], first["n"]
+    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
+    click.echo(f"calibrated on {n:,} normal images: {names}; provider {run.provider}")
+    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
+            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
+            f"of the {n:,} scores")
+    click.echo(f"rule: {rule}")
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
@@ -43,11 +44,27 @@ def _print(run, directory: Path, out: Path | None) -> None:
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print_columns(rows)
     where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else str(run.written)
     click.echo(f"wrote {where}")
+
+
+def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) -> None:
+    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit)
+    only costs a warning on stderr, and exit 0."""
+    try:
+        if as_json:
+            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
+                                   for w, c in run.calibrations.items()}}
+            click.echo(json.dumps(doc, indent=2))
+        elif not quiet:
+            _print(run, directory, out)
+        sys.stdout.flush()
+    except OSError as e:
+        _stdout_gone()  # what is still buffered goes nowhere
+        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
+                   f"({describe_os_error(e)})", err=True)
 
 
 @click.command("calibrate")
@@ -63,8 +80,7 @@ def _print(run, directory: Path, out: Path | None) -> None:
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Confidence of the reported interval for the false-alarm rate.")
 @device_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Images per onnxruntime call.")
+@batch_size_option
 @force_option
 @json_option
 @no_verify_option
@@ -72,19 +88,15 @@ def _print(run, directory: Path, out: Path | None) -> None:
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 
-    NORMAL: images of normal things only, in any format 'aeflow score' reads (.npy, .npz,
-    IDX, PNG, folders). Each graph (ae.onnx, and ae.int8.onnx where it exists) is calibrated
-    on its own scores. --k K (default 3) sets mean + K std, as export does; --false-alarm-rate P
-    sets the empirical quantile whose false-alarm rate on new normal images is at most P. The
-    table gives the share of the calibration images above the new threshold, an exact
-    (Clopper-Pearson) interval for the long-run false-alarm rate on new normal images like them,
-    and how many of the next n normal images it will flag (a distribution-free prediction
-    interval, which also covers the chance of a finite set).
+    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and
+    ae.int8.onnx where it exists) is calibrated on its own scores. The table gives the share of
+    these images above the new threshold, an exact (Clopper-Pearson) interval for the long-run
+    false-alarm rate, and how many of the next n normal images it will flag (distribution-free).
 
-    threshold.json is replaced in one step in --artifacts DIR, or, with -o OUTDIR, written with
-    a copy of the artifacts into OUTDIR (DIR unchanged), recording the rule, n, the data's names
-    and sha256, the date and the previous threshold under "calibration"; ae.onnx's scores, kept in
-    calibration_scores.npy, become the p-values' reference. The bundled artifacts never change.
+    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a
+    copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
+    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference.
+    The bundled artifacts never change.
 
     \b
     Example:
@@ -95,34 +107,16 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
-    except UsageError as e:
+    except UsageError as e:  # --false-alarm-rate nan passes click's range
         raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted; threshold.json was not changed") from None
-    try:
-        if as_json:
-            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
-                                   for w, c in run.calibrations.items()}}
-            click.echo(json.dumps(doc, indent=2))
-        elif not quiet:
-            _print(run, directory, out)
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except OSError as e:  # threshold.json is written: a reader that quit does not undo that
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # what is still buffered goes nowhere
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        click.echo(f"aeflow: warning: wrote {run.written}; cannot write the summary to standard output "
-                   f"({describe_os_error(e)})", err=True)
+    _show(run, directory, out, as_json, quiet)
 
 
 def _check(artifacts, output, k, rate, force, normal):
     """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
     work (``aeflow.runtime.calibration.calibration_target``)."""
-    from aeflow.distributed import expand_inputs
-    from aeflow.runtime.calibration import calibration_target
-    from aeflow.runtime.artifacts import artifacts_dir
-
     if k is not None and rate is not None:
         raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
     if artifacts is None and output is None:
@@ -132,35 +126,22 @@ def _check(artifacts, output, k, rate, force, normal):
     return normal, directory, calibration_target(directory, output, force, normal, cli=True)
 
 
-@dataclass
-class CalibrationRun:
-    """What ``calibrate_files`` did: the calibrations per graph ("ae", "int8" where it exists),
-    the inputs' ``data`` entries, the threshold.json written, and the provider that scored."""
-
-    calibrations: dict
-    data: list[dict]
-    written: Path
-    provider: str
-
-
 def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
-                    batch_size: int, verify: bool, quiet: bool) -> CalibrationRun:
+                    batch_size: int, verify: bool, quiet: bool) -> SimpleNamespace:
     """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
-    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) under a
-    progress bar, and write the calibrated threshold.json
-    (``aeflow.runtime.calibration.write_calibration``: into ``directory``, or a copy in ``out``)."""
-    from aeflow.runtime.artifacts import read_threshold
-    from aeflow.runtime.calibration import calibrate_scores, check_rule, path_entry, write_calibration
-    from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.scorer import AnomalyScorer
-
+    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) and write the
+    calibrated threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
+    Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
     check_rule(k, rate, confidence)
     meta = read_threshold(directory, verify)
     graphs = ["ae"] + (["int8"] if meta.int8 is not None else [])
     calibrations, provider = {}, ""
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(p, image_shape=meta.image_shape)) for p in paths]
-        _only_normal(sources)
+        for s in sources:  # anomalies in the set would drag the threshold up (silently)
+            if s.labels is not None and np.any(s.labels):
+                raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled "
+                                 f"anomalous (is_anomaly); calibrate on normal images only")
         data = [path_entry(p, s.n, s.name, getattr(s, "files", None)) for p, s in zip(paths, sources)]
         total = sum(s.n for s in sources)
         if rate is not None and total < min_n_for_rate(rate):
@@ -172,12 +153,6 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
                 provider = scorer.provider
                 scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
                 calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
-    return CalibrationRun(calibrations, data, write_calibration(directory, calibrations, out), provider)
+    written = write_calibration(directory, calibrations, out)
+    return SimpleNamespace(calibrations=calibrations, data=data, written=written, provider=provider)
 
-
-def _only_normal(sources) -> None:
-    """A labelled set with anomalies in it would drag the threshold up (silently): refused."""
-    for s in sources:
-        if s.labels is not None and np.any(s.labels):
-            raise InputError(f"{s.name}: {int(np.sum(s.labels)):,} of its {s.n:,} images are labelled anomalous "
-                             f"(is_anomaly); calibrate on normal images only")

@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from aeflow.errors import Interrupted
-from aeflow.cli.options import artifacts_option, data_dir_option, device_option, json_option, no_verify_option, quiet_option
+from aeflow.files import check_target
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
+from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, json_option, no_verify_option,
+                                quiet_option)
 
 
 @click.command("evaluate")
@@ -34,8 +36,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
     """Score whole data sets through ONNX Runtime and compare with the homework's figures.
 
     Type I error, type II and AUROC per anomaly set, the threshold for 1% type I, beside the
-    homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds histograms, ROC
-    curves, best/worst reconstructions, anomaly maps, the training loss and the flow's figures.
+    homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds the figures.
 
     \b
     Example:
@@ -45,7 +46,6 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
     """
     if report_dir is not None:
         from aeflow.analysis.report import require_matplotlib
-        from aeflow.files import check_target
 
         require_matplotlib()
         read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]

@@ -8,6 +8,7 @@ import click
 
 from aeflow.cli.options import data_dir_option, output_option
 from aeflow.errors import UsageError
+from aeflow.files import check_target
 from aeflow.optional import require
 
 
@@ -37,20 +38,20 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     if quantize and no_eval:
         raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
-    from aeflow.files import check_target
     from aeflow.parity import format_table
 
     check_target(output, "folder", force=True, bundled_ok=True, parents=True)
     report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold or {"evaluation": {}}
-    if report.threshold is not None:
-        click.echo(f"threshold {th['threshold']:.6f} = mean {th['validation']['mean']:.6f} + 3 x std "
-                   f"{th['validation']['std']:.6f} over {th['validation']['n']} validation images")
-    if th["evaluation"]:
-        click.echo(f"type I (mnist-test): {th['evaluation']['type_i']['rate']:.2%}")
-    for name, v in th["evaluation"].get("type_ii", {}).items():
-        click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {th['evaluation']['auroc'][name]:.4f}")
+    ev, val = th["evaluation"], th.get("validation")
+    if val is not None:
+        click.echo(f"threshold {th['threshold']:.6f} = mean {val['mean']:.6f} + 3 x std {val['std']:.6f} over "
+                   f"{val['n']} validation images")
+    if ev:
+        click.echo(f"type I (mnist-test): {ev['type_i']['rate']:.2%}")
+    for name, v in ev.get("type_ii", {}).items():
+        click.echo(f"type II ({name}): {v['rate']:.2%}   AUROC {ev['auroc'][name]:.4f}")
     if "int8" in th:
         q = th["int8"]["evaluation"]
         click.echo(f"int8: threshold {th['int8']['threshold']:.6f}, type I {q['type_i']['rate']:.2%}, "

@@ -6,20 +6,23 @@ from __future__ import annotations
 import json
 
 import click
+import onnxruntime as ort
 
 from aeflow.cli.options import artifacts_option, device_option, json_option
 from aeflow.errors import AeflowError, ArtifactError
+from aeflow.files import sha256_file
+from aeflow.provenance import cpu_name, package_versions
+from aeflow.runtime import contract
+from aeflow.runtime.artifacts import artifacts_dir, read_metadata
+from aeflow.runtime.calibration import threshold_origin
+from aeflow.runtime.golden import load_graph
+from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs, provider_of
 
 METADATA = (("threshold.json", ("ae", "int8")), ("flow.json", ("flow", "sampler")))
 
 
 def _graph(directory, meta, name: str, which: str, device: str) -> dict:
     """One graph's facts and the verdict of loading it as the runtime does (hash, signature, golden)."""
-    from aeflow.files import sha256_file
-    from aeflow.runtime import contract
-    from aeflow.runtime.golden import load_graph
-    from aeflow.runtime.providers import provider_of
-
     entry = meta.entry(which).graph
     path = directory / contract.GRAPHS[which].file
     g = {"metadata": name, "graph": path.name, "opset": entry.opset, "sha256_recorded": entry.sha256}
@@ -38,12 +41,6 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     """Artifact metadata, every graph loaded as the runtime loads it (sha256, signature, golden
     outputs) with its verdict, providers available versus running, versions (a dict). ``problems``
     lists every failed check, one line each."""
-    import onnxruntime as ort
-
-    from aeflow.provenance import cpu_name, package_versions
-    from aeflow.runtime.artifacts import artifacts_dir, read_metadata
-    from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs
-
     directory = artifacts_dir(artifacts)
     card = directory / "MODEL_CARD.md"
     info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
@@ -71,8 +68,6 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
 
 
 def _print_text(info: dict) -> None:
-    from aeflow.runtime.calibration import threshold_origin
-
     click.echo(f"artifacts: {info['artifacts']}")
     click.echo(f"model card: {info['model_card'] or 'none (re-export to write MODEL_CARD.md)'}")
     th, fl = info["metadata"].get("threshold.json"), info["metadata"].get("flow.json")
@@ -80,11 +75,13 @@ def _print_text(info: dict) -> None:
         size = f"{g['bytes']:,} bytes, " if "bytes" in g else ""
         click.echo(f"  {g['graph']} ({size}opset {g['opset']}) via {g['metadata']}")
         if "sha256_actual" in g:
-            click.echo(f"    sha256 {g['sha256_actual']} {'ok' if g['sha256_ok'] else 'MISMATCH (recorded ' + g['sha256_recorded'] + ')'}")
+            ok = "ok" if g["sha256_ok"] else f"MISMATCH (recorded {g['sha256_recorded']})"
+            click.echo(f"    sha256 {g['sha256_actual']} {ok}")
         click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
     if not isinstance(th, dict) and th is not None:
         v, d, t, ev = th.validation, th.data, th.training, th.evaluation
-        click.echo(f"threshold {th.threshold:.6f} ({threshold_origin(th)}), images {th.image_shape[0]}x{th.image_shape[1]}")
+        click.echo(f"threshold {th.threshold:.6f} ({threshold_origin(th)}), images "
+                   f"{th.image_shape[0]}x{th.image_shape[1]}")
         if th.calibration is not None:
             click.echo(f"  export's threshold {v.mean + th.k * v.std:.6f} (mean {v.mean:.6f} + {th.k} x "
                        f"std {v.std:.6f}, n = {v.n}); the rates below are at export's threshold")

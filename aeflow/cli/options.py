@@ -1,9 +1,5 @@
-"""The options every aeflow command shares, spelled one way for all of them.
-
-``-o/--output`` names whatever a command writes (a file or a folder), ``-q/--quiet`` silences
-progress, ``--force`` allows overwriting, ``--data-dir``, ``--device`` and ``--artifacts`` name
-inputs. This module imports only click, so ``aeflow --help`` stays fast.
-"""
+"""What every aeflow command shares: its options, spelled one way for all (``-o/--output`` names
+whatever a command writes), and the layout of its tables. Imports only click (a fast ``--help``)."""
 
 from __future__ import annotations
 
@@ -25,6 +21,8 @@ no_verify_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+batch_size_option = click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+                                 help="Images per onnxruntime call.")
 
 
 def data_dir_option(help: str = "Folder of IDX files (mnist/, fashion-mnist/, kmnist/); default: download "
@@ -37,3 +35,12 @@ def output_option(help: str, default: Path | None = None, file_okay: bool = True
     """``-o/--output PATH``: what the command writes."""
     return click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=file_okay),
                         default=default, show_default=default is not None, help=help)
+
+
+def print_columns(rows: list[list[str]], err: bool = False, rule_before_last: bool = False) -> None:
+    """Print ``rows`` of strings (the first: the headings) as columns, the first left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, r in enumerate(rows):
+        if rule_before_last and k == len(rows) - 1:
+            click.echo("  ".join("-" * w for w in widths), err=err)
+        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))), err=err)

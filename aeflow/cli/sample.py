@@ -72,6 +72,8 @@ def _check_request(n: int, seed, output: Path | None, histogram: Path | None, fo
             check_target(path, what=what, force=force, artifacts=[artifacts] if artifacts else [])
     if output is not None:
         check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
+    if histogram is not None:
+        pyplot("--histogram")  # one line when matplotlib is missing
 
 
 def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, histogram: Path | None,
@@ -132,8 +134,6 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
     _check_request(n, seed, output, histogram, force, artifacts)
-    if histogram is not None:
-        pyplot("--histogram")  # before any work: one line when matplotlib is missing
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
     s = _draw(sampler, n, seed, method, output, histogram, force, quiet)
     s |= {"seed": seed, "method": method, "graph": GRAPHS[method], "provider": sampler.provider,
@@ -148,5 +148,5 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
                f"  mean {s['mean']:.6f}  std {s['std']:.6f}  min {s['min']:.6f}  max {s['max']:.6f}\n"
                f"  z ~ N(0, 1) truncated to ({s['z_range'][0]:.6f}, {s['z_range'][1]:.6f}), which holds "
                f"{s['truncation_mass']:.6f} of it\n"
-               + (f"  samples written to {output}" if output is not None else "  samples not written (pass --output FILE.npy)")
+               + (f"  samples written to {output}" if output else "  samples not written (pass --output FILE.npy)")
                + (f"\n  histogram written to {histogram}" if histogram is not None else ""))

@@ -18,16 +18,14 @@ def _rows(rows) -> list[dict] | None:
 @artifacts_option
 @device_option
 @no_verify_option
-@click.option("--golden-only", is_flag=True, help="Skip the comparison with the checkpoints even where torch is installed.")
+@click.option("--golden-only", is_flag=True, help="Skip the checkpoints even where torch is installed.")
 @json_option
 def command(artifacts, device, no_verify, golden_only, as_json):
     """Check every graph on this machine against the outputs recorded at export.
 
-    Runs without PyTorch (on the edge device itself): each graph's outputs on a fixed input set
-    against golden.npz, with the tolerances of aeflow.parity. With PyTorch installed and ae.pt,
-    flow.pt in the folder, also against the checkpoints. Exits 1 when anything is beyond
-    tolerance, saying whether this machine's numerics differ or the checkpoint and the graph
-    disagree.
+    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the
+    tolerances of aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the
+    checkpoints. Exits 1 when anything is beyond tolerance, saying which side differs.
 
     \b
     Example:
@@ -42,9 +40,10 @@ def command(artifacts, device, no_verify, golden_only, as_json):
                                "passed": result.passed, "golden": _rows(result.golden),
                                "checkpoints": _rows(result.checkpoints), "notes": result.notes}, indent=2))
     else:
-        click.echo(format_table(result.golden, f"ONNX Runtime ({result.provider}) vs the golden outputs recorded at export"))
+        ort = f"ONNX Runtime ({result.provider})"
+        click.echo(format_table(result.golden, f"{ort} vs the golden outputs recorded at export"))
         if result.checkpoints is not None:
-            click.echo(format_table(result.checkpoints, f"\nONNX Runtime ({result.provider}) vs PyTorch checkpoints (CPU)"))
+            click.echo(format_table(result.checkpoints, f"\n{ort} vs PyTorch checkpoints (CPU)"))
         for note in result.notes:
             click.echo(f"note: {note}")
     result.raise_for_failure()
