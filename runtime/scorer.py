@@ -155,13 +155,16 @@ class AnomalyScorer(Rebuildable):
         """``score`` under PyOD's name and sign (higher = more anomalous), float32 [N]."""
         return self.score(x)
 
-    def p_values_of(self, scores: np.ndarray) -> np.ndarray:
+    def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
         """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores:
         those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
-        threshold.json binds ('aeflow calibrate'), else export's validation scores."""
+        threshold.json binds ('aeflow calibrate'), else export's validation scores. Where there are
+        none (precision int8, an export without validation scores): None if ``missing_ok``, else an error."""
         from aeflow.runtime.conformal import conformal_p_values, reference_scores
 
         if self.precision != "fp32":
+            if missing_ok:
+                return None
             raise UsageError("p-values compare with ae.onnx's reference scores; use precision='fp32'")
         if self._calibration is not None and self._calibration.scores is not None:
             return conformal_p_values(scores, self._calibration.scores)
@@ -169,7 +172,10 @@ class AnomalyScorer(Rebuildable):
         if meta is not self._meta:                                        # threshold.json, not per batch
             meta, reference = self._meta, reference_scores(self.directory, self._meta, self._verify)
             self._reference = meta, reference
-        return conformal_p_values(scores, reference)
+        if reference is None and not missing_ok:
+            raise ArtifactError(f"{self.directory / contract.THRESHOLD_JSON}: no validation scores (exported before "
+                                f"p-values); re-export with 'aeflow export' for p-values")
+        return None if reference is None else conformal_p_values(scores, reference)
 
     def p_value(self, x) -> np.ndarray:
         """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1), the
