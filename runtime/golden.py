@@ -41,26 +41,21 @@ def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> lis
     return rows
 
 
-def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta, name: str) -> None:
-    """``golden_rows``, raising one ``ParityError`` line for the first row beyond tolerance."""
-    for row in golden_rows(session, which, arrays, meta):
-        if not row.passed:
-            if row.name == "components z":
-                raise ArtifactError(f"{contract.GRAPHS[which].metadata}: its components do not reproduce {name} "
-                                    f"(max |z| diff {row.max_abs:.2e}); the metadata and the graph disagree - re-export")
-            raise ParityError(f"{name} on {provider_of(session)}: {row.name} differs from the golden outputs "
-                              f"recorded at export (max abs diff {row.max_abs:.2e}, tolerance {row.tolerance}); this "
-                              f"machine's numerics differ - run 'aeflow verify' for the table, or pass golden=False "
-                              f"to load anyway")
-
-
 def load_graph(directory: Path, meta, which: str, device: str = "auto", threads: int | None = None,
                spinning: bool = True, verify: bool = True, golden: bool = True):
-    """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) in ``directory`` (``meta``:
-    its checked metadata): sha256 (unless ``verify`` is False), signature and golden check (unless ``golden`` is False)."""
+    """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) in ``directory`` (``meta``: its
+    checked metadata): sha256 (unless ``verify`` is False), signature, and the golden check (unless ``golden``
+    is False; ``ParityError`` for the first row beyond tolerance)."""
     path = artifacts.graph_path(directory, meta, which, verify)
     session = create_session(path, device, threads, spinning)
     artifacts.check_signature(session, meta.entry(which).graph.signature, path.name)
-    if golden:
-        check_golden(session, which, artifacts.read_golden(directory, meta, which, verify), meta, path.name)
+    rows = golden_rows(session, which, artifacts.read_golden(directory, meta, which, verify), meta) if golden else []
+    for row in (r for r in rows if not r.passed):
+        if row.name == "components z":
+            raise ArtifactError(f"{contract.GRAPHS[which].metadata}: its components do not reproduce {path.name} "
+                                f"(max |z| diff {row.max_abs:.2e}); the metadata and the graph disagree - re-export")
+        raise ParityError(f"{path.name} on {provider_of(session)}: {row.name} differs from the golden outputs "
+                          f"recorded at export (max abs diff {row.max_abs:.2e}, tolerance {row.tolerance}); this "
+                          f"machine's numerics differ - run 'aeflow verify' for the table, or pass golden=False "
+                          f"to load anyway")
     return session

@@ -10,6 +10,7 @@ import math
 import re
 from typing import NoReturn
 
+from aeflow.checks import shorten
 from aeflow.errors import ArtifactError
 
 RULES = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}
@@ -23,8 +24,7 @@ def show(value) -> str:
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, (dict, list)):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value))
 
 
 class Check:
