@@ -112,10 +112,11 @@ def iter_rows(results: list[ScoredInput]):
     normalized_score to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
+        p, label = cols["p_value"][i], cols["label_anomaly"][i]
         yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
-               "normalized_score": round(cols["normalized_score"][i], 4),
-               "p_value": None if np.isnan(cols["p_value"][i]) else cols["p_value"][i], "predicted_anomaly": cols["predicted_anomaly"][i],
-               "label_anomaly": None if cols["label_anomaly"][i] < 0 else bool(cols["label_anomaly"][i]), "source": source}
+               "normalized_score": round(cols["normalized_score"][i], 4), "p_value": None if np.isnan(p) else p,
+               "predicted_anomaly": cols["predicted_anomaly"][i], "label_anomaly": None if label < 0 else bool(label),
+               "source": source}
 
 
 def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
