@@ -42,21 +42,19 @@ def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """A graph: its file, the JSON recording it, its entry's key there (None: top level), the export
-    that makes it, its golden arrays (inputs first)."""
+    """A graph: its file, the JSON recording it, the export that makes it, its golden arrays (inputs first)."""
 
     file: str
     metadata: str
-    entry: str | None
     export_hint: str
     golden: tuple[str, ...]
 
 
-GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, None, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
-          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "int8", "aeflow export --quantize int8",
+GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
+          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "aeflow export --quantize int8",
                             ("ae_images", "int8_reconstruction", "int8_score")),
-          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, None, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
-          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "sampler_graph", "aeflow export", ("sampler_z", "sampler_x"))}
+          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
+          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "aeflow export", ("sampler_z", "sampler_x"))}
 
 
 def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
