@@ -23,10 +23,9 @@ _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 
 
 def read_errors() -> tuple[type[Exception], ...]:
-    """What damaged data raises while read (evaluated in ``except``, so zipfile loads only on an error)."""
-    import zipfile
-
-    return OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError
+    """What damaged data raises while read: zipfile's error too once zipfile is loaded (only it raises that)."""
+    zf = sys.modules.get("zipfile")
+    return (OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) + ((zf.BadZipFile,) if zf else ())
 
 
 def size(shape) -> str:
