@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -40,8 +40,7 @@ def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
     return f"mean over the {image_shape[0] * image_shape[1]} pixels of (image - reconstruction)^2, image float32 in [0, 1]"
 
 
-@dataclass(frozen=True)
-class GraphSpec:
+class GraphSpec(NamedTuple):
     """A graph: its file, the JSON recording it, the export that makes it, its golden arrays (inputs first)."""
 
     file: str
@@ -90,8 +89,7 @@ def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict
     return doc
 
 
-@dataclass(frozen=True)
-class Graph:
+class Graph(NamedTuple):
     """A graph's entry: which graph (a key of ``GRAPHS``), its sha256, opset and ``signature``."""
 
     which: str
@@ -123,8 +121,7 @@ def graph_entry(which: str, path, opset: int, image_shape: tuple[int, int] = IMA
     return Graph.of_file(which, path, opset, image_shape).to_json()
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """A file the JSON binds by its sha256: golden.npz, or the checkpoint the graphs came from."""
 
     file: str
@@ -144,8 +141,7 @@ def _bindings(c: Check, doc: dict) -> dict:
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class Validation:
+class Validation(NamedTuple):
     """Export's validation scores: mean, std (ddof 1) and their number."""
 
     mean: float
