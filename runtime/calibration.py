@@ -1,7 +1,6 @@
 """Calibration: the threshold from normal images, ``k`` (mean + k std, ddof 1, as export) or
 ``false_alarm_rate`` P (the r-th smallest score, r = n + 1 - floor(P (n + 1)): at most P false alarms
-on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json.
-"""
+on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json."""
 
 from __future__ import annotations
 
