@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import stat
 import sys
-import zipfile
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +20,12 @@ SIDE = 28  # the homework's images, 28x28: the default size
 DEFAULT_SHAPE = (SIDE, SIDE)
 SIDES = (4, 4096)  # the smallest and largest side an image size taken from the data may have
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
-READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
+
+
+def read_errors() -> tuple[type[Exception], ...]:
+    """What damaged data raises while read: zipfile's error too once zipfile is loaded (only it raises that)."""
+    zf = sys.modules.get("zipfile")
+    return (OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) + ((zf.BadZipFile,) if zf else ())
 
 
 def size(shape) -> str:
@@ -230,7 +233,7 @@ class StreamSource(ImageSource):
                     yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.shape[1:]))
                 while self.check_end and f.read(1 << 20):
                     pass
-        except READ_ERRORS as e:
+        except read_errors() as e:
             raise InputError(f"{self.name}: cannot read the {self._what} ({str(e) or type(e).__name__}); "
                              f"the file is corrupted or truncated") from None
 
@@ -254,6 +257,8 @@ class RawFileSource(StreamSource):
 
 def opened_at(path: Path, offset: int, gzipped: bool = False):
     """``path`` opened for reading (decompressed as it goes when ``gzipped``) at byte ``offset``."""
+    if gzipped:
+        import gzip
     f = gzip.open(path, "rb") if gzipped else open(path, "rb")
     f.seek(offset)
     return f

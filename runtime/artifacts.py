@@ -1,14 +1,7 @@
-"""Loading and checking an artifacts folder against the contract (``aeflow.runtime.contract``):
-the folder itself (``artifacts_dir``, ``bundled_dir``), threshold.json and flow.json parsed strictly
-(``read_threshold``, ``read_flow``; at most 1 MB, NaN, Infinity, duplicate keys, any depth or
-integer size refused) into their typed metadata, each graph's file and its recorded sha256
-(``graph_path``), a session's signature (``check_signature``), golden.npz (``read_golden``), the
-checkpoints (``checkpoint_path``) and the demo set (``demo_images``).
-
-Every file is read through one of two doors, ``_regular`` (a regular file, readable) and
-``read_npz`` (arrays of a .npz), so a missing file, a folder, an empty or garbage file each end
-in one ``ArtifactError`` line naming the file.
-"""
+"""Loading and checking an artifacts folder against ``aeflow.runtime.contract``: threshold.json and
+flow.json parsed strictly into their typed metadata, graphs and their sha256s, a session's signature,
+golden.npz, the checkpoints and the demo set. Every file goes through ``_regular`` (and ``read_npz``
+for arrays): a missing, empty or garbage file is one ``ArtifactError`` line naming it."""
 
 from __future__ import annotations
 
@@ -27,8 +20,7 @@ MAX_DEMO_BYTES = 1 << 30
 
 
 def bundled_dir() -> Path:
-    """The artifacts shipped with the package (editable installs and wheels alike), found from the
-    package's import spec: ``importlib.resources`` would cost `aeflow score` a slower cold start."""
+    """The artifacts shipped with the package, from its import spec (``importlib.resources`` is slower)."""
     import importlib.util
 
     return Path(importlib.util.find_spec("aeflow.artifacts").submodule_search_locations[0]).resolve()
@@ -55,8 +47,8 @@ def _regular(path: Path, hint: str = "run 'aeflow export' or restore the file") 
     return path
 
 
-def _read_bytes(path: Path, limit: int, what: str) -> bytes:
-    size = _regular(path).stat().st_size
+def _read_bytes(path: Path, limit: int, what: str, hint: str = "run 'aeflow export' or restore the file") -> bytes:
+    size = _regular(path, hint).stat().st_size
     if size > limit:
         raise ArtifactError(f"{path}: {size:,} bytes, more than {what} can be ({limit:,}); re-export the artifacts")
     try:
@@ -66,8 +58,7 @@ def _read_bytes(path: Path, limit: int, what: str) -> bytes:
 
 
 def read_npz(path: Path, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes), or one
-    ``ArtifactError`` line: not a regular file, too large, empty, not an .npz, a member missing."""
+    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes), or one ``ArtifactError`` line."""
     import io
 
     data = _read_bytes(path, limit, "this file")
@@ -83,8 +74,6 @@ def read_npz(path: Path, names: tuple[str, ...], limit: int) -> dict[str, np.nda
         raise ArtifactError(f"{path}: cannot be read as .npz ({type(e).__name__}); re-export") from None
 
 
-# ---------------------------------------------------------------- threshold.json and flow.json
-
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
@@ -99,10 +88,10 @@ def _no_duplicates(pairs: list) -> dict:
 
 
 def load_json(path: Path) -> dict:
-    """``path`` parsed as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity and
-    duplicate keys refused), or ``ArtifactError`` naming the file."""
-    data = _read_bytes(_regular(path, f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder"),
-                       contract.MAX_JSON_BYTES, "metadata")
+    """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys
+    refused), or ``ArtifactError`` naming the file."""
+    data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata",
+                       f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder")
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except RecursionError:
@@ -115,8 +104,7 @@ def load_json(path: Path) -> dict:
 
 
 def read_metadata(directory: str | os.PathLike, name: str, verify: bool = True) -> ThresholdMeta | FlowMeta:
-    """``directory/name`` (threshold.json or flow.json) as its typed metadata, checked; unless
-    ``verify`` is False, its ``content_sha256`` must match its contents."""
+    """``directory/name`` (threshold.json or flow.json) as its typed metadata, checked (``verify``: the seal too)."""
     path = Path(directory) / name
     return contract.METADATA[name].from_json(load_json(path), path, verify)
 
@@ -132,16 +120,13 @@ def read_flow(directory: str | os.PathLike, verify: bool = True) -> FlowMeta:
 
 
 def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> ThresholdMeta | FlowMeta:
-    """Write ``meta`` sealed (its ``to_json``) at ``path`` atomically, after checking the document
-    as the runtime will read it. Returns the metadata read back from that document."""
-    path = Path(path)
-    doc = meta.to_json()
+    """Write ``meta`` sealed (its ``to_json``) at ``path`` atomically, checked first as the runtime reads
+    it; returns the metadata read back from that document."""
+    path, doc = Path(path), meta.to_json()
     checked = type(meta).from_json(doc, path)
     write_text_atomic(path, json.dumps(doc, indent=2) + "\n", replace=True)
     return checked
 
-
-# ---------------------------------------------------------------- graphs, golden outputs, checkpoints
 
 def check_signature(session, sig: dict, name: str) -> None:
     """``ArtifactError`` (one line) unless ``session``'s inputs and outputs are exactly ``sig``'s
@@ -174,8 +159,7 @@ def _checked_file(path: Path, want: str, recorded_in: str, verify: bool, hint: s
 
 
 def graph_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str, verify: bool = True) -> Path:
-    """The file of graph ``which`` in ``directory`` (``meta``: its checked JSON), checked to exist
-    and, when ``verify``, to have the recorded sha256."""
+    """The file of graph ``which`` in ``directory`` (``meta``: its JSON), checked to exist (and its sha256)."""
     spec, entry = contract.GRAPHS[which], meta.entry(which)
     if entry is None:
         raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
@@ -193,8 +177,8 @@ def golden_arrays(image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> dict[s
 
 def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str,
                 verify: bool = True) -> dict[str, np.ndarray]:
-    """golden.npz's arrays for graph ``which`` (``contract.GRAPHS[which].golden``), the file
-    checked against the sha256 ``meta`` records, the arrays against ``golden_arrays``."""
+    """golden.npz's arrays for graph ``which``, the file checked against ``meta``'s sha256, the arrays
+    against ``golden_arrays``."""
     spec = contract.GRAPHS[which]
     path = _checked_file(Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, spec.metadata, verify)
     want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
@@ -210,8 +194,8 @@ def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, wh
 
 
 def checkpoint_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> Path | None:
-    """The checkpoint the graphs of ``meta`` were exported from, in ``directory`` (None where the
-    JSON names none or the file is absent). ``ArtifactError`` when it is another checkpoint."""
+    """The checkpoint ``meta``'s graphs came from in ``directory`` (None: none named, or absent);
+    ``ArtifactError`` when it is another checkpoint."""
     if meta.checkpoint is None or not (Path(directory) / meta.checkpoint.file).exists():
         return None
     path = _regular(Path(directory) / meta.checkpoint.file, "restore the checkpoint or remove it")

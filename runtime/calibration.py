@@ -1,7 +1,6 @@
 """Calibration: the threshold from normal images, ``k`` (mean + k std, ddof 1, as export) or
 ``false_alarm_rate`` P (the r-th smallest score, r = n + 1 - floor(P (n + 1)): at most P false alarms
-on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json.
-"""
+on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import copy
 import hashlib
 import io
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +33,8 @@ COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.F
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold set on normal images, threshold.json's ``calibration`` record and the scores
-    (float32 [n]) it was set on: ae.onnx's become the p-values' reference (``CALIBRATION_SCORES``)."""
+    """A threshold set on normal images, its ``calibration`` record and the scores (float32 [n]) it
+    was set on: ae.onnx's become the p-values' reference (``CALIBRATION_SCORES``)."""
 
     threshold: float
     record: dict
@@ -45,12 +43,11 @@ class Calibration:
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,
                      false_alarm_rate: float | None = None, confidence: float = CONFIDENCE) -> Calibration:
-    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``,
-    with its record (``data``: ``data_entry``s of what was scored). ``UsageError`` when n is too
-    small for the rule or the threshold would not be positive."""
+    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with
+    its record (``data``: ``data_entry``s); ``UsageError`` for too few scores or a threshold not positive."""
     k, rate = check_rule(k, false_alarm_rate, confidence)
     s = np.asarray(scores, dtype=np.float64).ravel()
-    n = int(s.size)
+    n = s.size
     if not np.all(np.isfinite(s)):
         raise UsageError("the scores hold NaN or Inf")
     value, record = _rule(s, k, rate)
@@ -129,11 +126,10 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None) -> Path:
-    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration), atomically: in
-    ``directory`` (None) under its lock, so concurrent calibrations follow one another, or into a
-    new folder ``out`` with copies of ``COPIED``. ae.onnx's scores go to ``CALIBRATION_SCORES``
-    (written first), bound by their sha256 in the record's ``scores``. The old file is verified even
-    where scoring ran with verify=False (the new one is sealed and must not bless an edit). Returns its path."""
+    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
+    under its lock (``out`` None) or into a new folder ``out`` with copies of ``COPIED``; ae.onnx's scores
+    go first to ``CALIBRATION_SCORES``, bound by their sha256. The old file is verified even where scoring
+    ran with verify=False (the new seal must not bless an edit). Returns the path written."""
     directory, scores = Path(directory), None
     with locked(directory):
         doc = read_threshold(directory, verify=True)
@@ -144,13 +140,17 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                                     f"to calibrate")
             cal.record["previous_threshold"] = float(entry.threshold)
             if which == "ae" and cal.scores is not None:
-                scores = _npy_bytes(cal.scores)
+                buf = io.BytesIO()
+                np.save(buf, np.ascontiguousarray(cal.scores, dtype=np.float32), allow_pickle=False)
+                scores = buf.getvalue()
                 cal.record["scores"] = {"file": CALIBRATION_SCORES, "sha256": hashlib.sha256(scores).hexdigest(),
                                         "n": int(cal.scores.size)}
             doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
         if out is None:
             _write_in_place(directory, doc, scores)
             return directory / contract.THRESHOLD_JSON
+        import shutil
+
         with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
@@ -162,8 +162,8 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; where the latter fails (Ctrl-C
-    included) the scores file is put back as it was, so the old threshold.json still matches it."""
+    """The scores file (when ``scores``), then threshold.json; where the latter fails (Ctrl-C included)
+    the scores file is put back as it was, so the old threshold.json still matches it."""
     path = directory / CALIBRATION_SCORES
     old = path.read_bytes() if scores is not None and path.is_file() else None
     if scores is not None:
@@ -171,18 +171,11 @@ def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes 
     try:
         write_metadata(directory / contract.THRESHOLD_JSON, doc)
     except BaseException:
-        if scores is not None and old is not None:
+        if old is not None:
             write_bytes_atomic(path, old, replace=True)
         elif scores is not None:
             path.unlink(missing_ok=True)
         raise
-
-
-def _npy_bytes(scores: np.ndarray) -> bytes:
-    """float32 [n] ``scores`` as the bytes of a .npy file."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(scores, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
 
 
 def threshold_origin(entry: contract.ThresholdEntry) -> str:

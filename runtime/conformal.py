@@ -1,16 +1,16 @@
 """Conformal p-values of anomaly scores against reference scores of normal images, p = (1 +
 #{reference >= s}) / (n + 1), so P(p <= alpha) <= alpha on normal images exchangeable with them: the
-calibration scores 'aeflow calibrate' kept (``reference_scores``), else export's validation scores.
-"""
+calibration scores 'aeflow calibrate' kept, else export's validation scores (``reference_scores``)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.errors import ArtifactError
-from aeflow.files import sha256_file
 from aeflow.runtime import contract
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
@@ -22,38 +22,29 @@ def conformal_p_values(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (1.0 + at_least) / (ref.size + 1.0)
 
 
-def validation_scores(directory: Path, meta: contract.ThresholdMeta, verify: bool = True) -> np.ndarray:
-    """The validation scores export kept, float32 [n], from golden.npz (sha256 checked if ``verify``)."""
-    path = Path(directory) / contract.GOLDEN_FILE
-    if meta.validation_scores is None:
-        raise ArtifactError(f"{Path(directory) / contract.THRESHOLD_JSON}: no validation scores (exported before "
-                            f"p-values); re-export with 'aeflow export' for p-values")
-    if not path.is_file() or (verify and sha256_file(path) != meta.golden.sha256):
-        raise ArtifactError(f"{path}: missing or not the file threshold.json records; re-export")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            scores = npz["validation_scores"]
-    except Exception as e:  # a damaged zip raises many types
-        raise ArtifactError(f"{path}: no readable validation_scores ({type(e).__name__}); re-export") from None
-    if scores.dtype != np.float32 or scores.shape != (meta.validation_scores,) or not np.isfinite(scores).all():
-        raise ArtifactError(f"{path}: validation_scores is not float32 [{meta.validation_scores}] of finite "
-                            f"values; re-export")
-    return scores
-
-
-def reference_scores(directory: Path, meta: contract.ThresholdMeta, verify: bool = True) -> np.ndarray:
+def reference_scores(directory: Path, meta: contract.ThresholdMeta, verify: bool = True) -> np.ndarray | None:
     """ae.onnx's reference scores for p-values, float32 [n]: the calibration scores threshold.json's
-    ``calibration.scores`` binds (sha256 checked if ``verify``), else ``validation_scores``."""
+    ``calibration.scores`` binds, else the validation scores golden.npz keeps (the file's sha256
+    checked if ``verify``); None where threshold.json records neither (exported before p-values)."""
     record = (meta.calibration or {}).get("scores")
-    if record is None:
-        return validation_scores(directory, meta, verify)
-    path, n = Path(directory) / CALIBRATION_SCORES, record["n"]
-    if not path.is_file() or (verify and sha256_file(path) != record["sha256"]):
-        raise ArtifactError(f"{path}: missing or not the file threshold.json records; calibrate again")
+    if record is not None:
+        path, sha, n, hint = Path(directory) / CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again"
+    elif meta.validation_scores is not None:
+        path, sha, n, hint = Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, meta.validation_scores, \
+            "re-export"
+    else:
+        return None
     try:
-        scores = np.load(path, allow_pickle=False)
-    except Exception as e:  # a damaged .npy raises many types
-        raise ArtifactError(f"{path}: unreadable ({type(e).__name__}); calibrate again") from None
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError:
+        data = b""
+    if not data or (verify and hashlib.sha256(data).hexdigest() != sha):
+        raise ArtifactError(f"{path}: missing or not the file threshold.json records; {hint}")
+    try:
+        scores = np.load(io.BytesIO(data), allow_pickle=False)
+        scores = scores if record is not None else scores["validation_scores"]
+    except Exception as e:  # a damaged .npy or .npz raises many types
+        raise ArtifactError(f"{path}: no readable scores ({type(e).__name__}); {hint}") from None
     if scores.dtype != np.float32 or scores.shape != (n,) or not np.isfinite(scores).all():
-        raise ArtifactError(f"{path}: not float32 [{n}] of finite values; calibrate again")
+        raise ArtifactError(f"{path}: the scores are not float32 [{n}] of finite values; {hint}")
     return scores

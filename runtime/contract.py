@@ -1,16 +1,10 @@
-"""The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures,
-and threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``).
-
-``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results:
-the ``content_sha256`` seal over every other field (an edited number fails), each graph's file,
-sha256, opset and signature (images H x W: ``image_shape``, absent = 28 x 28), threshold = mean +
-k std (or the calibration record that set it), W = the sum of the weights, z_range = +-W/2, an
-ordered x bracket that maps onto the range, the sampler entry's intervals and export check.
-``to_json()`` gives the sealed document back. Every failure is one ``ArtifactError`` line naming the
-file and the field; schema 1 is refused with a line saying how to re-export. The records kept as
-dicts (calibration, evaluation) are checked in ``aeflow.runtime.jsoncheck``; loading and checking
-a folder: ``aeflow.runtime.artifacts``.
-"""
+"""The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures, and
+threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``) whose
+``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results
+(the ``content_sha256`` seal, graphs' sha256s and signatures, threshold = mean + k std or its
+calibration, W and the range, the bracket, the sampler's intervals): one ``ArtifactError`` line
+naming the file and the field. ``to_json()`` gives the sealed document back. The dict records are
+checked in ``aeflow.runtime.jsoncheck``; a folder is loaded by ``aeflow.runtime.artifacts``."""
 
 from __future__ import annotations
 
@@ -18,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -46,28 +40,25 @@ def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
     return f"mean over the {image_shape[0] * image_shape[1]} pixels of (image - reconstruction)^2, image float32 in [0, 1]"
 
 
-@dataclass(frozen=True)
-class GraphSpec:
-    """A graph of the contract: its file, the JSON recording it, the key of its entry there (None:
-    the top level), the export that makes it, and its golden arrays (inputs first)."""
+class GraphSpec(NamedTuple):
+    """A graph: its file, the JSON recording it, the export that makes it, its golden arrays (inputs first)."""
 
     file: str
     metadata: str
-    entry: str | None
     export_hint: str
     golden: tuple[str, ...]
 
 
-GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, None, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
-          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "int8", "aeflow export --quantize int8",
+GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
+          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "aeflow export --quantize int8",
                             ("ae_images", "int8_reconstruction", "int8_score")),
-          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, None, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
-          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "sampler_graph", "aeflow export", ("sampler_z", "sampler_x"))}
+          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
+          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "aeflow export", ("sampler_z", "sampler_x"))}
 
 
 def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
-    """Graph ``which``'s inputs and outputs, all float32: {"inputs": {name: dims}, "outputs": ...},
-    "N" the dynamic batch; the autoencoders' images are [N, 1, H, W]."""
+    """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}, "N" the batch;
+    the autoencoders' images are [N, 1, H, W]."""
     if which in ("ae", "int8"):
         image = ["N", 1, *image_shape]
         return {"inputs": {"images": image}, "outputs": {"reconstruction": image, "score": ["N"]}}
@@ -98,10 +89,7 @@ def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict
     return doc
 
 
-# ---------------------------------------------------------------- graphs and bound files
-
-@dataclass(frozen=True)
-class Graph:
+class Graph(NamedTuple):
     """A graph's entry: which graph (a key of ``GRAPHS``), its sha256, opset and ``signature``."""
 
     which: str
@@ -133,8 +121,7 @@ def graph_entry(which: str, path, opset: int, image_shape: tuple[int, int] = IMA
     return Graph.of_file(which, path, opset, image_shape).to_json()
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """A file the JSON binds by its sha256: golden.npz, or the checkpoint the graphs came from."""
 
     file: str
@@ -146,7 +133,7 @@ class Binding:
 
 def _bindings(c: Check, doc: dict) -> dict:
     """``golden``, ``checkpoint`` (None when absent) and ``versions`` of a document."""
-    out = {"checkpoint": None, "versions": c.table(doc["versions"], "versions", lambda v, f: c.text(v, f, max_len=100))}
+    out = {"checkpoint": None, "versions": c.versions(doc["versions"], "versions")}
     for key, pattern in (("golden", re.escape(GOLDEN_FILE)), ("checkpoint", r"[A-Za-z0-9_.-]+\.pt")):
         if key in doc:
             b = c.obj(doc[key], key, ("file", "sha256"))
@@ -154,10 +141,7 @@ def _bindings(c: Check, doc: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- threshold.json
-
-@dataclass(frozen=True, kw_only=True)
-class Validation:
+class Validation(NamedTuple):
     """Export's validation scores: mean, std (ddof 1) and their number."""
 
     mean: float
@@ -167,8 +151,8 @@ class Validation:
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdEntry:
-    """A graph's threshold: the one in force, export's ``k`` and ``validation`` statistics, and
-    the ``calibration`` record (a dict; None unless 'aeflow calibrate' set the threshold)."""
+    """A graph's threshold in force, export's ``k`` and ``validation``, and the ``calibration``
+    record (a dict; None unless 'aeflow calibrate' set the threshold)."""
 
     graph: Graph
     threshold: float
@@ -204,8 +188,7 @@ class ThresholdEntry:
 
 @dataclass(frozen=True, kw_only=True)
 class Int8Entry(ThresholdEntry):
-    """threshold.json's "int8": the quantised graph and its threshold, how it was quantised
-    (``method``) and how it compares with float32 (``evaluation``), dicts as export wrote them."""
+    """threshold.json's "int8": the quantised graph, its threshold, and export's ``method`` and ``evaluation`` dicts."""
 
     method: dict
     evaluation: dict
@@ -216,9 +199,8 @@ class Int8Entry(ThresholdEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdMeta(ThresholdEntry):
-    """threshold.json: ae.onnx's threshold (``ThresholdEntry``), the ``image_shape`` (H, W), the
-    ``data`` and ``training`` it came from and export's ``evaluation`` (dicts as export wrote them),
-    versions, golden.npz and checkpoint bindings, the ``int8`` entry (None without int8), and how
+    """threshold.json: ae.onnx's ``ThresholdEntry``, ``image_shape`` (H, W), export's ``data``,
+    ``training`` and ``evaluation`` dicts, versions, bindings, the ``int8`` entry (or None) and how
     many validation scores golden.npz keeps for p-values (``validation_scores``; None: none)."""
 
     image_shape: tuple[int, int] = IMAGE_SHAPE
@@ -236,8 +218,7 @@ class ThresholdMeta(ThresholdEntry):
 
     @classmethod
     def from_json(cls, doc, where=THRESHOLD_JSON, verify: bool = True) -> "ThresholdMeta":
-        """threshold.json's document ``doc`` checked (``where``: the file, for messages; ``verify``:
-        check the seal), or ``ArtifactError`` naming the file and the field."""
+        """``doc`` checked (``where``: the file, for messages; ``verify``: the seal), or ``ArtifactError``."""
         c = Check(where)
         _envelope(c, doc, cls.KEYS, ("image_shape", "validation_scores", "checkpoint", "int8", "calibration"), verify)
         shape = doc.get("image_shape", list(IMAGE_SHAPE))
@@ -290,12 +271,10 @@ class ThresholdMeta(ThresholdEntry):
         return replace(self, int8=replace(self.int8, threshold=threshold, calibration=record))
 
 
-# ---------------------------------------------------------------- flow.json
-
 @dataclass(frozen=True, kw_only=True)
 class SamplerEntry:
-    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals and the
-    slope below which it hands over to float64, and export's ``check`` of it (a dict)."""
+    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals handed to
+    float64 and the slope below which it does so, export's ``check`` dict."""
 
     graph: Graph
     newton_steps: int
@@ -341,9 +320,8 @@ class SamplerEntry:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class FlowMeta:
-    """flow.json: flow.onnx, its float64 ``components`` (``inversion.Components``), W and the range
-    +-W/2, the inversion bracket and flow.onnx's z there, ``nll`` and ``training`` (dicts as export
-    wrote them: train and test NLL, the config), the ``sampler`` entry, versions and bindings."""
+    """flow.json: flow.onnx, its float64 ``components``, W and the range +-W/2, the x bracket and
+    flow.onnx's z there, export's ``nll`` and ``training`` dicts, the ``sampler`` entry, bindings."""
 
     graph: Graph
     components: Components

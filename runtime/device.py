@@ -1,7 +1,6 @@
 """onnxruntime's IOBinding: per-thread buffers where the provider computes, reused between batches;
 uint8 converted on the device by ``PREP`` (Cast, Div by 255 in float32: bit for bit ``to_float32``);
-a CUDA graph replayed for full batches, one thread at a time. The scorer uses it on CUDA only.
-"""
+a CUDA graph replayed for full batches, one thread at a time. The scorer uses it on CUDA only."""
 
 from __future__ import annotations
 

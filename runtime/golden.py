@@ -1,13 +1,7 @@
-"""Loading a graph of the contract, and the golden check: this machine's provider against the outputs
-export recorded in golden.npz (PyTorch's, float64 for the sampler), with ``aeflow.parity``'s
-tolerances. numpy + onnxruntime only, so it runs on the edge device.
-
-``load_graph`` is how the runtime opens every graph: the sha256 recorded in the JSON, a session
-(``providers.create_session``), the signature (``artifacts.check_signature``) and, unless
-``golden=False``, the golden check, which takes a few milliseconds (64 images, 256 points) and
-catches a provider with other numerics (TF32 on a GPU, another CPU's kernels) or a mismatched file
-before the first result.
-"""
+"""``load_graph``, how the runtime opens every graph: its recorded sha256, a session, its signature and
+the golden check, this machine's provider against the outputs export recorded in golden.npz
+(PyTorch's, float64 for the sampler) with ``aeflow.parity``'s tolerances. A few milliseconds; it
+catches other numerics (TF32 on a GPU, another CPU's kernels) or a mismatched file before any result."""
 
 from __future__ import annotations
 
@@ -27,10 +21,8 @@ ROW = {"ae_reconstruction": "reconstruction", "ae_score": "score", "int8_reconst
 
 
 def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> list[Comparison]:
-    """Run graph ``which`` (``session``) on its golden inputs and compare every output with the
-    recorded one. For flow.onnx one more row binds flow.json's components to the graph: their
-    float64 z at the golden points against the recorded z. Output shapes that break the contract
-    raise ``ArtifactError``. Returns one Comparison per row."""
+    """Graph ``which`` (``session``) on its golden inputs: one Comparison per output against the recorded
+    one, and for flow.onnx flow.json's components' float64 z there too; ``ArtifactError`` for a wrong shape."""
     names = contract.GRAPHS[which].golden
     inputs = arrays[names[0]]
     outputs = session.run(None, {next(iter(meta.entry(which).graph.signature["inputs"])): inputs})
@@ -49,27 +41,21 @@ def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> lis
     return rows
 
 
-def check_golden(session, which: str, arrays: dict[str, np.ndarray], meta, name: str) -> None:
-    """``golden_rows``, raising one ``ParityError`` line for the first row beyond tolerance."""
-    for row in golden_rows(session, which, arrays, meta):
-        if not row.passed:
-            if row.name == "components z":
-                raise ArtifactError(f"{contract.GRAPHS[which].metadata}: its components do not reproduce {name} "
-                                    f"(max |z| diff {row.max_abs:.2e}); the metadata and the graph disagree - re-export")
-            raise ParityError(f"{name} on {provider_of(session)}: {row.name} differs from the golden outputs "
-                              f"recorded at export (max abs diff {row.max_abs:.2e}, tolerance {row.tolerance}); this "
-                              f"machine's numerics differ - run 'aeflow verify' for the table, or pass golden=False "
-                              f"to load anyway")
-
-
 def load_graph(directory: Path, meta, which: str, device: str = "auto", threads: int | None = None,
                spinning: bool = True, verify: bool = True, golden: bool = True):
-    """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) from ``directory``,
-    whose checked metadata is ``meta`` (``ThresholdMeta``/``FlowMeta``): the file's sha256 checked (unless ``verify`` is False), the
-    signature checked, and the golden check run (unless ``golden`` is False)."""
+    """An onnxruntime session of graph ``which`` (a key of ``contract.GRAPHS``) in ``directory`` (``meta``: its
+    checked metadata): sha256 (unless ``verify`` is False), signature, and the golden check (unless ``golden``
+    is False; ``ParityError`` for the first row beyond tolerance)."""
     path = artifacts.graph_path(directory, meta, which, verify)
     session = create_session(path, device, threads, spinning)
     artifacts.check_signature(session, meta.entry(which).graph.signature, path.name)
-    if golden:
-        check_golden(session, which, artifacts.read_golden(directory, meta, which, verify), meta, path.name)
+    rows = golden_rows(session, which, artifacts.read_golden(directory, meta, which, verify), meta) if golden else []
+    for row in (r for r in rows if not r.passed):
+        if row.name == "components z":
+            raise ArtifactError(f"{contract.GRAPHS[which].metadata}: its components do not reproduce {path.name} "
+                                f"(max |z| diff {row.max_abs:.2e}); the metadata and the graph disagree - re-export")
+        raise ParityError(f"{path.name} on {provider_of(session)}: {row.name} differs from the golden outputs "
+                          f"recorded at export (max abs diff {row.max_abs:.2e}, tolerance {row.tolerance}); this "
+                          f"machine's numerics differ - run 'aeflow verify' for the table, or pass golden=False "
+                          f"to load anyway")
     return session

@@ -7,7 +7,6 @@ import contextlib
 import functools
 import math
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,13 @@ import numpy as np
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError
 from aeflow.idx import read_idx_header
-from aeflow.runtime.arrays import DEFAULT_SHAPE, READ_ERRORS, SIDE, ArraySource, ImageSource, RawFileSource, \
+from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, ArraySource, ImageSource, RawFileSource, \
     StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
-    scale_problem, to_float32
+    read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
 __all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
            "read_images", "scale_problem", "to_float32"]
-_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
@@ -73,9 +71,11 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     return RawFileSource(path, data_at, name, shape, dtype, None, image_shape)
 
 
-def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: str):
+def _member(zf, infos: list, key: str, name: str):
     """(info, shape, dtype) of the member named ``key`` (without folders and ".npy"), or None;
     ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
+    import zipfile
+
     found = [i for i in infos if Path(i.filename).stem == key]
     if len(found) > 1:
         raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
@@ -86,21 +86,23 @@ def _member(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], key: str, name: s
     if info.flag_bits & 0x1:
         raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
                          f"without a password - save it again with np.savez")
-    if info.compress_type not in _ZIP_METHODS:
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
         raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
                          f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
     try:
         with zf.open(info) as f:
             shape, dtype = _header(f, name)
             _check_size(info.file_size - f.tell(), shape, dtype, name, f"member {info.filename}'s")
-    except READ_ERRORS as e:
+    except read_errors() as e:
         raise InputError(f"{name}: cannot read {info.filename} ({e}); the file is corrupted or truncated") from None
     return info, shape, dtype
 
 
 @contextlib.contextmanager
-def _member_data(path: Path, info: zipfile.ZipInfo, name: str):
+def _member_data(path: Path, info, name: str):
     """The member ``info`` of the archive at ``path``, at its first data byte (closing the archive with it)."""
+    import zipfile
+
     with zipfile.ZipFile(path) as z, z.open(info) as f:
         _header(f, name)
         yield f
@@ -109,6 +111,8 @@ def _member_data(path: Path, info: zipfile.ZipInfo, name: str):
 def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     """A .npz file: member ``images`` or the only array, labels ``is_anomaly`` when present, read a
     batch at a time through zipfile (stored or compressed; the CRC is checked at the end)."""
+    import zipfile
+
     try:
         zf = zipfile.ZipFile(path)
         infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
@@ -129,7 +133,7 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
             try:
                 with zf.open(found[0]) as f:
                     labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
-            except (ValueError, *READ_ERRORS) as e:
+            except (ValueError, *read_errors()) as e:
                 raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
     return StreamSource(functools.partial(_member_data, path, info, name), name, shape, dtype, ".npz member", labels,
                         image_shape)

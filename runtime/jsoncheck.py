@@ -1,8 +1,6 @@
-"""Checking the values of a JSON document (threshold.json, flow.json) in plain code: ``Check``'s
-methods each take a value and its dotted field name and raise one ``ArtifactError`` line naming the
-file and the field; ``seal`` and ``content_sha256`` bind a document's fields to its hash. The two
-records the typed metadata keeps as dicts are checked here too: the calibration record
-(``calibration_record``, written by ``aeflow.runtime.calibration``) and export's ``evaluation``."""
+"""Checking a JSON document's values in plain code: ``Check``'s methods take a value and its dotted
+field name and raise one ``ArtifactError`` line naming the file and the field; ``seal`` binds a
+document to its hash; the calibration record and export's ``evaluation`` (kept as dicts) are checked here."""
 
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ import math
 import re
 from typing import NoReturn
 
+from aeflow.checks import shorten
 from aeflow.errors import ArtifactError
 
 RULES = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}
@@ -25,8 +24,7 @@ def show(value) -> str:
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, (dict, list)):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value))
 
 
 class Check:
@@ -52,6 +50,7 @@ class Check:
         return value
 
     def num(self, value, field: str, lo=None, hi=None, lo_open=False, integer=False):
+        """A finite JSON number (``integer``: an int) in [lo, hi] ((lo, hi] when ``lo_open``)."""
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
             self.fail(field, f"must be {'an integer' if integer else 'a number'}, found {show(value)}")
         if isinstance(value, int) and value.bit_length() > 63:
@@ -66,6 +65,9 @@ class Check:
 
     def count(self, value, field: str, lo: int = 0) -> int:
         return self.num(value, field, lo, 10**12, integer=True)
+
+    def rate(self, value, field: str) -> float:
+        return self.num(value, field, 0.0, 1.0)
 
     def text(self, value, field: str, pattern: str | None = None, max_len: int = 1000) -> str:
         if not isinstance(value, str):
@@ -94,8 +96,8 @@ class Check:
             item(v, f"{field}.{k}")
         return value
 
-    def rate(self, value, field: str) -> float:
-        return self.num(value, field, 0.0, 1.0)
+    def versions(self, value, field: str) -> dict:
+        return self.table(value, field, lambda v, f: self.text(v, f, max_len=100))
 
 
 def close(a: float, b: float, rel: float = 1e-9) -> bool:
@@ -114,8 +116,8 @@ def seal(doc: dict) -> dict:
 
 
 def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
-    """``cal``, the record ``aeflow.runtime.calibration`` writes with a threshold (at ``field``),
-    checked against itself and ``threshold``; returned as the dict it is."""
+    """``cal`` (at ``field``), the record ``aeflow.runtime.calibration`` writes, checked against itself
+    and ``threshold``; returned as is."""
     params = {k for keys in RULES.values() for k in keys}
     c.obj(cal, field, ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
                        "previous_threshold", "versions"), (*params, "scores"))
@@ -141,7 +143,7 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
     _intervals_and_data(c, cal, f, n, rate)
     c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
     c.num(cal["previous_threshold"], f + "previous_threshold", 0.0)
-    c.table(cal["versions"], f + "versions", lambda v, g: c.text(v, g, max_len=100))
+    c.versions(cal["versions"], f + "versions")
     if "scores" in cal:  # the calibration scores p-values compare with (absent before they were kept)
         sc = c.obj(cal["scores"], f + "scores", ("file", "sha256", "n"))
         c.same(sc["file"], f + "scores.file", CALIBRATION_SCORES)
@@ -150,8 +152,7 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
 
 
 def _intervals_and_data(c: Check, cal: dict, f: str, n: int, rate: float) -> None:
-    """A calibration record's interval (containing the achieved ``rate``), prediction and inputs
-    (their images adding up to ``n``); ``f``: the record's field prefix."""
+    """A calibration record's interval (holding ``rate``), prediction and inputs (``n`` images in all)."""
     iv = c.obj(cal["interval"], f + "interval", ("method", "confidence", "lower", "upper"))
     pr = c.obj(cal["prediction"], f + "prediction", ("method", "images", "confidence", "lower", "upper"))
     for name, part in (("interval.", iv), ("prediction.", pr)):
@@ -175,8 +176,8 @@ def _intervals_and_data(c: Check, cal: dict, f: str, n: int, rate: float) -> Non
 
 
 def evaluation(c: Check, ev, field: str) -> dict:
-    """``ev`` (at ``field``): type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate},
-    each optional; returned as the dict it is."""
+    """``ev`` (at ``field``): type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}, each
+    optional; returned as is."""
     c.obj(ev, field, (), ("type_i", "type_ii", "auroc"), closed=field == "evaluation")
     if "type_i" in ev:
         t = c.obj(ev["type_i"], field + ".type_i", ("set", "n", "rate"))

@@ -1,11 +1,9 @@
-"""Score results as CSV, JSON, NPY or Parquet (by extension), written atomically, or CSV / JSON lines
-on standard output (``-o -``): one row per image with the columns ``COLUMNS``;
-JSON and Parquet (schema metadata key ``aeflow``) also hold the context (threshold, provider ...).
-"""
+"""Score results, one row per image with the columns ``COLUMNS``, as CSV, JSON, NPY or Parquet (by
+extension, written atomically) or CSV / JSON lines on standard output (``-o -``); JSON and Parquet
+(schema metadata key ``aeflow``) also hold the context (threshold, provider ...)."""
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -38,33 +36,18 @@ class ScoredInput:
     files: list[str] | None = None
     p_values: np.ndarray | None = None
 
+    def __post_init__(self):  # every format is UTF-8 text or Unicode: stray bytes of a name are escaped
+        self.name = printable_name(self.name)
+        self.files = None if self.files is None else [printable_name(f) for f in self.files]
+
     @property
     def sources(self) -> list[str]:
         return self.files if self.files is not None else [self.name] * len(self.scores)
 
-    @property
-    def flags(self) -> np.ndarray:
-        return self.scores > self.threshold
-
-    @property
-    def normalized(self) -> np.ndarray:
-        return normalized_scores(self.scores, self.threshold)
-
-    def __post_init__(self):
-        # every format is UTF-8 text or holds Unicode: stray bytes of a file name are escaped
-        self.name = printable_name(self.name)
-        if self.files is not None:
-            self.files = [printable_name(f) for f in self.files]
-
 
 def p_values(scorer, scores: np.ndarray) -> np.ndarray | None:
-    """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), or None
-    where the scorer has none (precision int8, or a run exported without validation scores and
-    never calibrated since)."""
-    meta = scorer.metadata
-    if scorer.precision != "fp32" or (meta.validation_scores is None and "scores" not in (meta.calibration or {})):
-        return None
-    return scorer.p_values_of(scores)
+    """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), None where it has none."""
+    return scorer.p_values_of(scores, missing_ok=True)
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
@@ -89,10 +72,10 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
     n = [len(r.scores) for r in results]
     return {"index": cat([np.arange(first_index, first_index + k) for k in n], np.int64),
             "score": cat([r.scores for r in results], np.float32),
-            "normalized_score": cat([r.normalized for r in results], np.float32),
+            "normalized_score": cat([normalized_scores(r.scores, r.threshold) for r in results], np.float32),
             "p_value": cat([np.full(k, np.nan) if r.p_values is None else r.p_values for k, r in zip(n, results)],
                            np.float64),
-            "predicted_anomaly": cat([r.flags for r in results], bool),
+            "predicted_anomaly": cat([r.scores > r.threshold for r in results], bool),
             "label_anomaly": cat([np.full(k, -1) if r.labels is None else r.labels.astype(int)
                                   for k, r in zip(n, results)], np.int8)}
 
@@ -129,14 +112,17 @@ def iter_rows(results: list[ScoredInput]):
     normalized_score to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
+        p, label = cols["p_value"][i], cols["label_anomaly"][i]
         yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
-               "normalized_score": round(cols["normalized_score"][i], 4),
-               "p_value": None if np.isnan(cols["p_value"][i]) else cols["p_value"][i], "predicted_anomaly": cols["predicted_anomaly"][i],
-               "label_anomaly": None if cols["label_anomaly"][i] < 0 else bool(cols["label_anomaly"][i]), "source": source}
+               "normalized_score": round(cols["normalized_score"][i], 4), "p_value": None if np.isnan(p) else p,
+               "predicted_anomaly": cols["predicted_anomaly"][i], "label_anomaly": None if label < 0 else bool(label),
+               "source": source}
 
 
 def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
     """A header and one CSV row per image: booleans true/false, an unknown label empty."""
+    import csv
+
     def text(v) -> str:
         return "" if v is None else str(v).lower() if isinstance(v, bool) else f"{v:.9g}" if isinstance(v, float) else str(v)
 

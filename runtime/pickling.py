@@ -1,6 +1,6 @@
-"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder,
-None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose
-metadata differs refuses with one ``ArtifactError``."""
+"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or
+None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose metadata
+differs refuses with one ``ArtifactError``."""
 
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ _LOCK = "_pending_lock"
 def portable_artifacts(directory: Path) -> str | None:
     """``None`` for the bundled folder (the receiver resolves its own), else the absolute path."""
     try:
-        if Path(directory).resolve() == bundled_dir().resolve():
-            return None
+        return None if Path(directory).resolve() == bundled_dir().resolve() else os.path.abspath(directory)
     except OSError:
-        pass
-    return os.path.abspath(directory)
+        return os.path.abspath(directory)
 
 
 def metadata_digest(directory: Path, name: str) -> str | None:
@@ -53,8 +51,7 @@ class Rebuildable:
         return dict(pending) if pending is not None else self.settings()
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__[_PENDING] = dict(state)
-        self.__dict__[_LOCK] = threading.Lock()
+        self.__dict__.update({_PENDING: dict(state), _LOCK: threading.Lock()})
 
     @classmethod
     def from_settings(cls, settings: dict):

@@ -4,11 +4,9 @@ batch's scanlines unfiltered in one Pillow call, each image after a blank filter
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -100,6 +98,8 @@ def decode_many(blobs: list[bytes], names: list[str], image_shape=DEFAULT_SHAPE)
 def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
     """One greyscale PNG's bytes (1, 2, 4 or 8 bits, scaled to 0..255; interlaced or not) of ``image_shape``
     (H, W) decoded by ``Image.open`` into uint8 [H, W]; one-line ``InputError`` naming ``name`` otherwise."""
+    import io
+
     Image = require("PIL.Image", None, "reading PNG images")
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
@@ -157,6 +157,8 @@ class PngFolderSource(ImageSource):
         return clone
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
+        from concurrent.futures import ThreadPoolExecutor
+
         def decode(chunk: list[Path]) -> np.ndarray:  # named under the folder's name as given
             return decode_many([read_bytes(p) for p in chunk], [os.path.join(self.name, p.name) for p in chunk],
                                self.image_shape)

@@ -61,7 +61,8 @@ def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
     if len(installs) < 2:
         return None
     keep = "onnxruntime-gpu" if any(n == "onnxruntime-gpu" for n, _ in installs) else installs[0][0]
-    return (f"{' and '.join(f'{n} {v}' for n, v in installs)} are installed side by side; they share one 'onnxruntime' module and break each other "
+    both = " and ".join(f"{n} {v}" for n, v in installs)
+    return (f"{both} are installed side by side; they share one 'onnxruntime' module and break each other "
             f"silently. Fix: pip uninstall -y {' '.join(n for n, _ in installs)} && pip install {keep}"
             + (" (or pip install 'aeflow[cuda]' for the CUDA libraries too)" if keep == "onnxruntime-gpu" else ""))
 
@@ -79,10 +80,9 @@ def _options(threads: int | None, spinning: bool) -> ort.SessionOptions:
 
 def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
                    spinning: bool = True, cuda_graph: bool = False) -> ort.InferenceSession:
-    """An ``InferenceSession`` for ``model`` (path or bytes): ``cpu``; ``cuda`` or a one-line
-    ``DeviceError`` naming what is missing; ``auto``: CUDA where it really runs, else CPU. A corrupt
-    model: ``ArtifactError``. ``cuda_graph``: onnxruntime's ``enable_cuda_graph`` (replay on CUDA).
-    ``spinning`` False: no busy-waiting threads (another framework shares the CPU)."""
+    """An ``InferenceSession`` for ``model`` (path or bytes) on ``device``: "cpu"; "cuda" or a ``DeviceError``
+    naming what is missing; "auto": CUDA where it really runs. A corrupt model: ``ArtifactError``.
+    ``cuda_graph``: replay on CUDA; ``spinning`` False: no busy-waiting threads."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     opts = _options(threads, spinning)
@@ -91,8 +91,7 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
     # TF32 matmuls would break the 1e-5 parity with PyTorch's float32
     providers = [(CUDA, {"use_tf32": "0", "enable_cuda_graph": str(int(cuda_graph))}), CPU] if want_cuda else [CPU]
     try:
-        if want_cuda:
-            # a CUDA provider that fails to load logs a page of errors; the check below says it in one line
+        if want_cuda:  # a CUDA provider that fails to load logs a page of errors; the check below says one line
             ort.set_default_logger_severity(4)
         session = ort.InferenceSession(source, opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads
+from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads, shorten
 from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
@@ -55,7 +55,7 @@ def _as_floats(values, dtype, name: str) -> np.ndarray:
 def _check_method(method, default: str) -> str:
     """``method`` if it is one of ``METHODS``, ``default`` for None, else ``UsageError``."""
     if method is not None and (not isinstance(method, str) or method not in METHODS):
-        raise UsageError(f"unknown method {str(method)[:40]!r}; choose one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {shorten(repr(method))}; choose one of {', '.join(METHODS)}")
     return default if method is None else method
 
 
@@ -112,8 +112,8 @@ class FlowSampler(Rebuildable):
 
     @functools.cached_property
     def graph_noise(self) -> float:
-        """Twice flow.onnx's largest |z| error against float64 f over +-8 sigma around each component
-        (measured on first use; a race measures the same twice): "bisection" trusts x to noise / f'."""
+        """Twice flow.onnx's largest |z| error against float64 f over +-8 sigma around each component, measured
+        on first use (a race measures the same twice): "bisection" trusts x to noise / f'."""
         c = self._comp
         x = np.clip(np.linspace(c.mu - 8 * c.sigma, c.mu + 8 * c.sigma, NOISE_GRID).T.ravel(), *self.x_bracket
                     ).astype(np.float32).astype(np.float64)
@@ -174,8 +174,8 @@ class FlowSampler(Rebuildable):
         return out
 
     def sample_chunks(self, n: int, seed: int | None = None, method: str | None = None) -> Iterator[np.ndarray]:
-        """Yield ``n`` samples as float32 chunks of at most ``chunk_size`` (the same values for the
-        same seed whatever the chunk size). Memory stays O(chunk_size)."""
+        """Yield ``n`` samples as float32 chunks of at most ``chunk_size`` (the same values for the same seed
+        whatever the chunk size); memory stays O(chunk_size)."""
         n, method = check_count(n), _check_method(method, self.method)
         rng = np.random.default_rng(check_seed(seed))
         for i in range(0, n, self.chunk_size):

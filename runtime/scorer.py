@@ -32,10 +32,8 @@ class AnomalyScorer(Rebuildable):
     ``artifacts``: folder (None: the bundled one); ``device``: "auto", "cpu" or "cuda" (strict);
     ``precision``: "fp32" or "int8"; ``verify``: sha256s; ``golden``: outputs against export's.
     Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W].
-    Pickles hold ``settings()`` (``aeflow.runtime.pickling``); on CUDA batches run through
-    IOBinding (``aeflow.runtime.device``). Thread-safe: calls keep their own buffers, so shared
-    use gives the serial results (setting ``threshold`` meanwhile is the one thing to avoid).
-    """
+    Pickles hold ``settings()``; on CUDA batches run through IOBinding. Thread-safe: calls keep
+    their own buffers (setting ``threshold`` meanwhile is the one thing to avoid)."""
 
     METADATA = "threshold.json"
 
@@ -47,7 +45,7 @@ class AnomalyScorer(Rebuildable):
         check_threads(threads)
         self.directory = artifacts_dir(artifacts)
         self._meta = meta = read_threshold(self.directory, verify)
-        which = "int8" if precision == "int8" else "ae"
+        self._which = which = "int8" if precision == "int8" else "ae"
         self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
         self.graph = self.directory / contract.GRAPHS[which].file
         self.batch_size, self.precision = int(batch_size), precision
@@ -95,12 +93,10 @@ class AnomalyScorer(Rebuildable):
 
     def _bind(self) -> Bound:
         """IOBinding, the uint8 path and a CUDA-graph session where onnxruntime can capture one."""
-        graph = None
-        if self._provider == CUDA:
-            try:
-                graph = create_session(self.graph, "cuda", self._threads, cuda_graph=True)
-            except ArtifactError:  # a node outside CUDA: the plain bound session runs
-                pass
+        try:
+            graph = create_session(self.graph, "cuda", self._threads, cuda_graph=True)
+        except ArtifactError:  # a node outside CUDA: the plain bound session runs
+            graph = None
         return Bound(self._session, True, graph, self.batch_size, self._threads)
 
     def _run(self, outputs: tuple[str, ...], images: np.ndarray) -> list[np.ndarray]:
@@ -108,8 +104,7 @@ class AnomalyScorer(Rebuildable):
         return self._bound.run(images, list(outputs)) if self._bound else self._session.run(list(outputs), {"images": images})
 
     def _each_batch(self, source: ImageSource, outputs: tuple[str, ...], on_batch: Callable[[int], None] | None):
-        """Yield ``(offset, images float32 [b, 1, H, W] or None, [one array per output])`` per batch;
-        ``images`` is None where uint8 went to the graph as uint8."""
+        """Yield ``(offset, images float32 [b, 1, H, W] or None (uint8 sent as uint8), [one array per output])``."""
         (h, w), name = self.image_shape, source.name
         if tuple(source.image_shape) != (h, w):
             raise InputError(f"{name}: images of {size(source.image_shape)} pixels, this run's are {size((h, w))}")
@@ -155,13 +150,16 @@ class AnomalyScorer(Rebuildable):
         """``score`` under PyOD's name and sign (higher = more anomalous), float32 [N]."""
         return self.score(x)
 
-    def p_values_of(self, scores: np.ndarray) -> np.ndarray:
+    def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
         """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores:
         those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
-        threshold.json binds ('aeflow calibrate'), else export's validation scores."""
+        threshold.json binds ('aeflow calibrate'), else export's validation scores. Where there are
+        none (precision int8, an export without validation scores): None if ``missing_ok``, else an error."""
         from aeflow.runtime.conformal import conformal_p_values, reference_scores
 
         if self.precision != "fp32":
+            if missing_ok:
+                return None
             raise UsageError("p-values compare with ae.onnx's reference scores; use precision='fp32'")
         if self._calibration is not None and self._calibration.scores is not None:
             return conformal_p_values(scores, self._calibration.scores)
@@ -169,12 +167,14 @@ class AnomalyScorer(Rebuildable):
         if meta is not self._meta:                                        # threshold.json, not per batch
             meta, reference = self._meta, reference_scores(self.directory, self._meta, self._verify)
             self._reference = meta, reference
-        return conformal_p_values(scores, reference)
+        if reference is None and not missing_ok:
+            raise ArtifactError(f"{self.directory / contract.THRESHOLD_JSON}: no validation scores (exported before "
+                                f"p-values); re-export with 'aeflow export' for p-values")
+        return None if reference is None else conformal_p_values(scores, reference)
 
     def p_value(self, x) -> np.ndarray:
-        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1), the
-        reference being the calibration scores (``p_values_of``) or export's validation scores; on
-        normal images like the reference ones, p < alpha flags at most a fraction alpha."""
+        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1) (see
+        ``p_values_of``); on normal images like the reference ones, p < alpha flags at most a fraction alpha."""
         return self.p_values_of(self.score(x))
 
     def normalized_score(self, x) -> np.ndarray:
@@ -202,8 +202,8 @@ class AnomalyScorer(Rebuildable):
 
     def calibrate(self, x, k: float | None = None, false_alarm_rate: float | None = None,
                   confidence: float = 0.95, name: str = "array") -> float:
-        """Set ``threshold`` from normal images ``x`` and return it: mean + ``k`` std (default 3) or the
-        quantile for ``false_alarm_rate`` (``aeflow.runtime.calibration``); ``save_calibration`` writes it."""
+        """Set ``threshold`` from normal images ``x`` and return it: mean + ``k`` std (default 3) or the quantile
+        for ``false_alarm_rate`` (``aeflow.runtime.calibration``); ``save_calibration`` writes it."""
         from aeflow.runtime.calibration import array_entry, calibrate_scores
 
         check_rule(k, false_alarm_rate, confidence)
@@ -218,7 +218,7 @@ class AnomalyScorer(Rebuildable):
         """The last ``calibrate`` record, else the loaded threshold.json's for this graph, or None."""
         if self._calibration is not None:
             return copy.deepcopy(self._calibration.record)
-        return copy.deepcopy(self._meta.entry("int8" if self.precision == "int8" else "ae").calibration)
+        return copy.deepcopy(self._meta.entry(self._which).calibration)
 
     def save_calibration(self, out: str | os.PathLike | None = None):
         """Write the last ``calibrate`` into threshold.json here (None) or into ``out``, a new copy of the
@@ -230,8 +230,7 @@ class AnomalyScorer(Rebuildable):
         if self._threshold != self._calibration.threshold:
             raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
         out = calibration_target(self.directory, out)
-        which = "int8" if self.precision == "int8" else "ae"
-        written = write_calibration(self.directory, {which: self._calibration}, out)
+        written = write_calibration(self.directory, {self._which: self._calibration}, out)
         if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
             self._meta, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
             self._digest = metadata_digest(self.directory, self.METADATA)

@@ -125,7 +125,7 @@ def cli_run(tmp_path_factory):
 
 def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     from aeflow.export.reference import autoencoder_scorer
-    from aeflow.runtime.conformal import validation_scores
+    from aeflow.runtime.conformal import reference_scores
     from aeflow.runtime.scorer import AnomalyScorer
 
     run, images = cli_run / "run", np.load(cli_run / "normal.npy")
@@ -134,7 +134,7 @@ def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     np.testing.assert_allclose(scores, autoencoder_scorer(run / "ae.pt")(images[:, None] / np.float32(255)), atol=1e-5)
     meta = scorer.metadata
     assert meta.validation.n == meta.validation_scores == 30 and meta.data["train_images"] == 120
-    ref = validation_scores(run, meta)
+    ref = reference_scores(run, meta)
     np.testing.assert_array_equal(scorer.p_value(images), conformal_p_values(scores, ref))
     assert not (run / "flow.json").exists() and (run / "MODEL_CARD.md").is_file()
     assert "model card: " + str(run / "MODEL_CARD.md") in run_cli("info", "--artifacts", str(run)).stdout
