@@ -161,15 +161,20 @@ def test_signal_during_score_exits_128_plus_signal(tmp_path):
 def test_signal_while_the_interpreter_finalizes_keeps_the_exit_code():
     """A SIGTERM after the command has ended, while the interpreter tears its modules down (it has
     reset the signal handlers by then), does not turn exit 0 into death by the signal (-15)."""
-    code = ("import json, os, signal, sys\n"
-            "class Late:\n"
-            "    def __del__(self): os.kill(os.getpid(), signal.SIGTERM)\n"
-            "json.late = Late()  # deleted during module teardown\n"
-            "sys.argv = ['aeflow', '--version']\n"
-            "from aeflow.cli import main\n"
-            "main()\n")
+    _main_after("import json, os, signal\n"
+                "class Late:\n"
+                "    def __del__(self): os.kill(os.getpid(), signal.SIGTERM)\n"
+                "json.late = Late()  # deleted during module teardown\n", "--version")
+
+
+def _main_after(setup: str, *args: str) -> str:
+    """Run ``setup`` then ``aeflow ARGS`` through the console script's ``main`` in a new process; it must
+    exit 0 with nothing on stderr. Returns its stdout."""
+    code = f"import sys\n{setup}sys.argv = ['aeflow', *{list(args)!r}]\nfrom aeflow.cli import main\nmain()\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == "", (proc.returncode, proc.stderr)
+    return proc.stdout
+
 
 LEAKY_COMMAND = """
 import click, multiprocessing
@@ -191,15 +196,8 @@ def test_semaphores_left_by_a_cut_short_exit_are_removed_without_warnings(tmp_pa
     unlinking a worker queue's semaphore and unregistering it. The tracker still removes what is
     left; the command prints its one line and nothing else."""
     (tmp_path / "leaky.py").write_text(LEAKY_COMMAND)
-    code = ("import sys\n"
-            f"sys.path.insert(0, {str(tmp_path)!r})\n"
-            "from aeflow import cli\n"
-            "cli.COMMANDS['leak'] = ('leaky', 'command', 'a semaphore left behind')\n"
-            "sys.argv = ['aeflow', 'leak']\n"
-            "cli.main()\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stderr == "", (proc.returncode, proc.stderr)
-    name = proc.stdout.strip()
+    name = _main_after(f"sys.path.insert(0, {str(tmp_path)!r})\nfrom aeflow import cli\n"
+                       "cli.COMMANDS['leak'] = ('leaky', 'command', 'a semaphore left behind')\n", "leak").strip()
     assert name and not Path("/dev/shm", "sem." + name.lstrip("/")).exists()
 
 
