@@ -84,6 +84,40 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           cwd=cwd, timeout=timeout)
 
 
+def invoke_cli(*args: str, capfd=None) -> subprocess.CompletedProcess:
+    """Run ``aeflow ARGS`` in this process (click's CliRunner, through the same ``cli.main`` as
+    the console script) and report it as ``run_cli`` does, without a new interpreter's start-up.
+    As in a new process, Python warnings print on stderr under the interpreter's default filters;
+    with pytest's ``capfd``, what native code writes straight to file descriptors 1 and 2 is added
+    to stdout and stderr; an exception that escapes the command shows as its traceback, exit 1."""
+    import traceback
+    import warnings
+
+    from click.testing import CliRunner
+
+    from aeflow.cli import cli
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    if capfd is not None:
+        capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.resetwarnings()  # the interpreter's defaults (pytest records and hides warnings)
+        for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        warnings.showwarning = show
+        r = CliRunner().invoke(cli, list(args), prog_name="aeflow")
+    out, err = r.stdout, r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "".join(traceback.format_exception(*r.exc_info))
+    if capfd is not None:
+        native = capfd.readouterr()
+        out, err = out + native.out, err + native.err
+    return subprocess.CompletedProcess(["aeflow", *args], r.exit_code, out, err)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
     """The process failed with ``code`` and printed exactly one line on stderr, no traceback."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)

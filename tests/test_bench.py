@@ -57,9 +57,10 @@ def test_bench_quick_json_with_torch():
     from aeflow.analysis.bench import HOMEWORK, format_table
     from aeflow.provenance import cpu_name
 
-    proc = run_cli("bench", "--quick", "--json", "--device", "cpu")
+    proc = run_cli("bench", "--quick", "--json", "--device", "cpu", "--repeats", "1")  # spreads of 3: the files rows
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
+    assert result["settings"]["repeats"] == 1 and result["settings"]["quick"] is True
     engines = {"torch-eager", "ort-fp32", "ort-int8", "ort-fp32-spin"}
     _check_common(result, engines | ({"openvino-fp32"} if "openvino-fp32" in result["providers"] else set()))
     assert result["sampling"][0]["method"] == HOMEWORK and result["sampling"][0]["vs_homework"] == 1.0

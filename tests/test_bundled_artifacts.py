@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke_cli, run_cli
 
 from aeflow.files import sha256_file
 
@@ -51,9 +51,10 @@ def test_golden_and_checkpoint_parity(bundled, device):
     result.raise_for_failure()
 
 
-def test_verify_cli_passes_and_prints_table():
+def test_verify_cli_passes_and_prints_table(capfd):
+    """In this process (torch is imported once); a new process verifies in test_info_and_verify_without_torch."""
     pytest.importorskip("torch")
-    proc = run_cli("verify", "--device", "cpu")
+    proc = invoke_cli("verify", "--device", "cpu", capfd=capfd)
     assert proc.returncode == 0, proc.stderr
     assert "CPUExecutionProvider" in proc.stdout and "FAIL" not in proc.stdout
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli
+from conftest import assert_one_line_error, copy_artifacts, edit_metadata, invoke_cli, run_cli
 
 from aeflow.errors import ArtifactError, DeviceError, ParityError
 from aeflow.files import sha256_file
@@ -426,12 +426,12 @@ def test_any_damaged_artifact_file_is_one_line(art, name, damage, words, kwargs)
     assert words in e.value.message and "\n" not in e.value.message
 
 
-def test_cli_verify_with_a_garbage_demo_set_and_checkpoint_folder(art):
+def test_cli_verify_with_a_garbage_demo_set_and_checkpoint_folder(art, capfd):
     pytest.importorskip("torch")
     (art / "demo.npz").write_bytes(b"garbage")
     line = assert_one_line_error(run_cli("verify", "--artifacts", str(art), "--device", "cpu"), 1)
     assert "demo.npz: cannot be read as .npz" in line
     (art / "demo.npz").unlink()
-    _folder(art / "flow.pt")
-    line = assert_one_line_error(run_cli("verify", "--artifacts", str(art), "--device", "cpu"), 1)
+    _folder(art / "flow.pt")  # the same path once more, in this process
+    line = assert_one_line_error(invoke_cli("verify", "--artifacts", str(art), "--device", "cpu", capfd=capfd), 1)
     assert "flow.pt: not a regular file" in line

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,16 +209,39 @@ def _live(group: int) -> list[str]:
     return [ln for ln in out.splitlines() if ln.strip() and not ln.strip().startswith("Z")]
 
 
-@pytest.mark.parametrize("delay", [0.8, 2.0, 3.5, 6.0])
-def test_sigterm_while_local_workers_start_or_score(delay, shards, tmp_path):
-    """SIGTERM at several moments of `--scheduler local:2` (imports, scheduler, workers starting,
-    scoring): one line, exit 143 (or 0 when it had finished), no traceback, no process left."""
+def _handles_sigterm(pid: int) -> bool:
+    """The process has installed its SIGTERM handler (Linux: the SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    caught = next((ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:")), None)
+    return caught is None or bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+# the moments are awaited, not guessed from a delay (fixed delays of 3.5 and 6 s fell after the end on
+# a quiet machine), except "starting workers": 0.8 s, as before. Sent as soon as the first worker
+# process exists (psutil's children()), the signal often leaves that child printing a multiprocessing
+# traceback (FileNotFoundError unpickling a SemLock): still open, see issue 17.
+MOMENTS = {
+    "importing": lambda p, d, t: _handles_sigterm(p.pid),  # aeflow's handler is in place, its imports follow
+    "starting workers": lambda p, d, t: t >= 0.8,
+    "scoring": lambda p, d, t: any(n.endswith(".tmp") for n in os.listdir(d)),  # the output is being written
+    "closing the cluster": lambda p, d, t: "x.parquet" in os.listdir(d),  # published, workers going
+}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_sigterm_while_local_workers_start_or_score(moment, shards, tmp_path):
+    """SIGTERM at each moment of `--scheduler local:2` (imports, workers starting, scoring, closing):
+    one line, exit 143 (or 0 when it had finished), no traceback, no process left."""
     from conftest import wait_for
 
+    start = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "aeflow", "score", *shards["paths"], "--scheduler", "local:2", "-o",
                           str(tmp_path / "x.parquet"), "--device", "cpu"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(delay)
+    assert wait_for(lambda: p.poll() is not None or MOMENTS[moment](p, tmp_path, time.monotonic() - start), 120), moment
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -4,12 +4,14 @@ ends with one line and nothing half-written; none kills the process."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -113,19 +115,29 @@ def test_sample_output_and_histogram_compared_as_files(tmp_path):
 
 # ---------------------------------------------------------------- signals
 
-@pytest.mark.parametrize("sig", ["TERM", "HUP", "INT"])
-def test_timeout_signal_during_sample_leaves_no_temp_file(tmp_path, sig):
-    if shutil.which("timeout") is None:
-        pytest.skip("no timeout(1) here")
-    proc = subprocess.run(["timeout", "--preserve-status", "-s", sig, "3", sys.executable, "-m", "aeflow", "sample",
-                           "-n", "500000000", "-o", "big.npy", *CPU, "-q"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    signum = getattr(signal, f"SIG{sig}")
-    line = assert_one_line_error(proc, 128 + signum)
-    assert "no output written" in line, line
+def signal_once(argv: list[str], cwd: Path, started, sig: int) -> subprocess.CompletedProcess:
+    """Run ``python -m aeflow ARGV``, send ``sig`` 0.3 s after ``started(process)`` is true (well
+    inside the phase, past the imports it starts with); how it ended."""
+    proc = subprocess.Popen([sys.executable, "-m", "aeflow", *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: started(proc), 90), "never started"
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # SIGINT: test_errors_table's Ctrl-C test
+def test_signal_during_sample_leaves_no_temp_file(tmp_path, sig):
+    """The signal lands while sample writes its temporary file."""
+    proc = signal_once(["sample", "-n", "500000000", "-o", "big.npy", *CPU, "-q"], tmp_path,
+                       lambda p: temporaries(tmp_path), sig)
+    line = assert_one_line_error(proc, 128 + sig)
+    assert "no output written" in line and signal.Signals(sig).name in line, line
     assert list(tmp_path.iterdir()) == []
-
-
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -147,15 +159,30 @@ def test_signal_while_score_writes_leaves_no_temp_file(tmp_path, sig):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
-def test_signal_during_score_exits_128_plus_signal(tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((400_000, 28, 28), np.uint8))
-    proc = subprocess.run(["timeout", "--preserve-status", "-s", "TERM", "3", sys.executable, "-m", "aeflow",
-                           "score", *["x.npy"] * 8, "-o", "s.csv", *CPU, "-q"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
-    line = assert_one_line_error(proc, 128 + signal.SIGTERM)
-    assert "SIGTERM" in line and "no output written" in line, line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+def reading(pid: int, path: Path) -> bool:
+    """Process ``pid`` has read past the first 64 KiB of ``path`` (Linux: /proc/PID/fdinfo), i.e. it is
+    scoring it; elsewhere, true after 3 s."""
+    fds = Path(f"/proc/{pid}/fd")
+    if not Path("/proc/self/fdinfo").is_dir():
+        time.sleep(2.7)
+        return True
+    with contextlib.suppress(OSError):  # the process or the descriptor went away meanwhile
+        for fd in fds.iterdir():
+            if os.readlink(fd) == str(path):
+                info = (fds.parent / "fdinfo" / fd.name).read_text().split()
+                if int(info[info.index("pos:") + 1]) > 65536:
+                    return True
+    return False
 
+
+def test_signal_during_score_exits_128_plus_signal(tmp_path):
+    """The signal lands while score reads and scores its inputs (before any output exists)."""
+    np.save(tmp_path / "x.npy", np.zeros((100_000, 28, 28), np.uint8))
+    proc = signal_once(["score", *["x.npy"] * 8, "-o", "s.csv", *CPU, "-q"], tmp_path,
+                       lambda p: reading(p.pid, tmp_path / "x.npy"), signal.SIGTERM)
+    line = assert_one_line_error(proc, 128 + signal.SIGTERM)
+    assert "SIGTERM" in line and "interrupted after" in line and "no output written" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
 def test_signal_while_the_interpreter_finalizes_keeps_the_exit_code():

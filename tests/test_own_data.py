@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli, synthetic_digits
+from conftest import assert_one_line_error, invoke_cli, run_cli, synthetic_digits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
@@ -118,7 +118,7 @@ def cli_run(tmp_path_factory):
     for args in (["train", "ae", "--data", str(d / "normal.npy"), "--epochs", "2", "--batch-size", "25",
                   "--val-fraction", "0.2", "-o", str(d / "run"), "-q"],
                  ["export", "-o", str(d / "run")]):
-        proc = run_cli(*args)
+        proc = invoke_cli(*args)  # in this process: torch is imported once
         assert proc.returncode == 0, proc.stderr
     return d
 
@@ -140,22 +140,25 @@ def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     assert "model card: " + str(run / "MODEL_CARD.md") in run_cli("info", "--artifacts", str(run)).stdout
 
 
-def test_cli_flow_on_a_csv_column_and_refusals(cli_run, tmp_path):
-    proc = run_cli("train", "flow", "--data", str(cli_run / "values.csv"), "--column", "v", "--epochs", "3",
-                   "-o", str(tmp_path), "-q")
+def test_cli_flow_on_a_csv_column_and_refusals(cli_run, tmp_path, capfd):
+    proc = invoke_cli("train", "flow", "--data", str(cli_run / "values.csv"), "--column", "v", "--epochs", "3",
+                      "-o", str(tmp_path), "-q")
     assert proc.returncode == 0 and "50 of 300 values held out" in proc.stdout, proc.stderr
     (tmp_path / "bad.txt").write_text("1\n2\nnan\n" * 10)
     for path, column, needle in (("values.csv", None, "pick one with --column"), ("values.csv", "w", "no column 'w'")):
-        line = assert_one_line_error(run_cli("train", "flow", "--data", str(cli_run / path), *(["--column", column] if column else []),
-                                             "-o", str(tmp_path / "x")), 1)
+        line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(cli_run / path),
+                                                *(["--column", column] if column else []), "-o", str(tmp_path / "x"),
+                                                capfd=capfd), 1)
         assert needle in line
-    line = assert_one_line_error(run_cli("train", "flow", "--data", str(tmp_path / "bad.txt"), "-o", str(tmp_path / "x")), 1)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "bad.txt"), "-o",
+                                            str(tmp_path / "x"), capfd=capfd), 1)
     assert "values are NaN or infinite" in line and not (tmp_path / "x").exists()
 
 
-def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path):
+def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path, capfd):
     np.savez(tmp_path / "mixed.npz", images=synthetic_digits(20, 0), is_anomaly=np.arange(20) % 7 == 0)
-    line = assert_one_line_error(run_cli("train", "ae", "--data", str(tmp_path / "mixed.npz"), "-o", str(tmp_path / "r")), 1)
+    line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / "mixed.npz"), "-o",
+                                            str(tmp_path / "r"), capfd=capfd), 1)
     assert "3 of the images are labelled anomalous" in line and not (tmp_path / "r" / "ae.pt").exists()
     with pytest.raises(ArtifactError, match="neither ae.pt nor flow.pt"):
         from aeflow.export.exporter import export_artifacts
@@ -163,19 +166,21 @@ def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path):
         export_artifacts(tmp_path, tmp_path)
 
 
-def test_readme_api_snippet_runs(tmp_path):
+def test_readme_api_snippet_runs(tmp_path, monkeypatch, capsys):
+    """The README's API example, run as written (the autoencoder for 1 epoch) in this process:
+    torch is imported already."""
     import re
-    import subprocess
-    import sys
 
     from conftest import REPO
 
     text = (REPO / "README.md").read_text()
     section = text[text.index("### Python API (PyOD's convention)"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("epochs=20", "epochs=1")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert code.count("epochs=20") == 1
+    code = code.replace("epochs=20", "epochs=1")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("held-out NLL") and "max |ONNX - PyTorch|" in lines[2]
     assert float(lines[2].split("PyTorch| ")[1].split(";")[0]) <= 1e-5
 

@@ -189,9 +189,10 @@ def test_export_quantize_missing_agreement_writes_nothing(checkpoints, demo_data
     assert list(out.iterdir()) == []
 
 
-def test_quantize_with_no_eval_is_a_usage_error():
-    from conftest import assert_one_line_error, run_cli
+def test_quantize_with_no_eval_is_a_usage_error(capfd):
+    """In this process (a new one: test_cli_streams' 'export bad')."""
+    from conftest import assert_one_line_error, invoke_cli
 
     pytest.importorskip("torch")
-    line = assert_one_line_error(run_cli("export", "--quantize", "int8", "--no-eval"), 2)
+    line = assert_one_line_error(invoke_cli("export", "--quantize", "int8", "--no-eval", capfd=capfd), 2)
     assert "--no-eval" in line

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, copy_artifacts, edit_metadata, run_cli, write_idx
+from conftest import assert_one_line_error, copy_artifacts, edit_metadata, invoke_cli, run_cli, write_idx
 
 from aeflow.cli import cli
 from aeflow.runtime.outputs import COLUMNS
@@ -154,7 +154,8 @@ def make_nan_npy(tmp_path):
     ("bad device", 2, "device"),
     ("no int8", 1, "no int8 graph"),
 ])
-def test_errors_are_one_line_and_leave_no_file(tmp_path, bundled, case, code, words):
+def test_errors_are_one_line_and_leave_no_file(tmp_path, bundled, case, code, words, capfd):
+    """In this process (the same failures in a new one: test_errors_table's subset)."""
     out = tmp_path / "out" / "s.csv"
     out.parent.mkdir()
     args = ["-o", str(out)]
@@ -185,7 +186,7 @@ def test_errors_are_one_line_and_leave_no_file(tmp_path, bundled, case, code, wo
         (art / "ae.int8.onnx").unlink()
         edit_metadata(art / "threshold.json", lambda meta: meta.pop("int8"))
         args += ["--artifacts", str(art), "--precision", "int8"]
-    proc = run_cli("score", *args)
+    proc = invoke_cli("score", *args, capfd=capfd)
     line = assert_one_line_error(proc, code)
     assert words in line, line
     assert list(out.parent.iterdir()) == []

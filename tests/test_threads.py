@@ -63,7 +63,8 @@ def test_scorer_threads_match_serial_bit_for_bit():
 
 @pytest.mark.parametrize("method", ["graph", "bisection"])
 def test_sampler_threads_match_serial_bit_for_bit(method):
-    seeds = list(range(CALLS))
+    # bisection is 6x slower a call: every third seed, whose sizes still straddle one chunk (4096)
+    seeds = list(range(0, CALLS, 1 if method == "graph" else 3))
     serial = FlowSampler(device="cpu", method=method, chunk_size=4096)
     want = [serial.sample(3000 + 37 * s, seed=s) for s in seeds]
     shared = FlowSampler(device="cpu", method=method, chunk_size=4096)  # lazy parts built under threads

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke_cli, run_cli
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -26,7 +26,7 @@ def exported(tiny_data_dir, tmp_path_factory):
     for args in (["train", "ae", "--data-dir", str(tiny_data_dir), "--epochs", "2", "--batch-size", "20", "-o", str(out), "-q"],
                  ["train", "flow", "--epochs", "3", "--n-train", "600", "--n-test", "200", "-o", str(out), "-q"],
                  ["export", "--checkpoints", str(out), "-o", str(out), "--data-dir", str(tiny_data_dir)]):
-        proc = run_cli(*args)
+        proc = invoke_cli(*args)  # in this process: torch is imported once (a new process: test_checkpoints_...)
         assert proc.returncode == 0, proc.stderr
     return out
 
@@ -114,28 +114,29 @@ def test_flow_metadata_records_range_and_components(exported):
     assert lo < min(meta["components"]["mu"]) and hi > max(meta["components"]["mu"])
 
 
-def test_run_folder_is_used_end_to_end_and_bundled_files_stay(exported, bundled, tmp_path, no_torch_env):
+def test_run_folder_is_used_end_to_end_and_bundled_files_stay(exported, bundled, tmp_path, no_torch_env, capfd):
     """A new user's run folder: verify (with and without torch) and score use its models, the
     bundled artifacts are untouched, and a checkpoint retrained after export is told apart."""
     import shutil
 
     before = {p.name: sha256_file(p) for p in bundled.iterdir() if p.is_file()}
     meta = json.loads((exported / "threshold.json").read_text())
-    for env in (None, no_torch_env):
-        proc = run_cli("verify", "--artifacts", str(exported), "--device", "cpu", env=env)
+    for proc, with_torch in ((invoke_cli("verify", "--artifacts", str(exported), "--device", "cpu"), True),
+                             (run_cli("verify", "--artifacts", str(exported), "--device", "cpu", env=no_torch_env), False)):
         assert proc.returncode == 0, proc.stderr
-        assert ("PyTorch checkpoints" in proc.stdout) == (env is None)
+        assert ("PyTorch checkpoints" in proc.stdout) == with_torch
     proc = run_cli("score", "--artifacts", str(exported), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert f"threshold {meta['threshold']:.6f}" in proc.stdout
     run = tmp_path / "run"
     shutil.copytree(exported, run)
-    line = assert_one_line_error(run_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100",
-                                         "-o", str(run), "-q"), 1)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100",
+                                            "-o", str(run), "-q", capfd=capfd), 1)
     assert "flow.pt exists; pass --force" in line
-    proc = run_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100", "-o", str(run), "-q", "--force")
+    proc = invoke_cli("train", "flow", "--epochs", "1", "--n-train", "300", "--n-test", "100", "-o", str(run), "-q",
+                      "--force")
     assert proc.returncode == 0, proc.stderr
-    line = assert_one_line_error(run_cli("verify", "--artifacts", str(run), "--device", "cpu"), 1)
+    line = assert_one_line_error(invoke_cli("verify", "--artifacts", str(run), "--device", "cpu", capfd=capfd), 1)
     assert "flow.pt: the checkpoint and the graph disagree" in line
     assert {p.name: sha256_file(p) for p in bundled.iterdir() if p.is_file()} == before
 
@@ -212,17 +213,19 @@ def test_kill_during_export_keeps_previous_artifacts(exported, tiny_data_dir, tm
     (["train", "ae", "--bogus"], 2, "No such option"),
     (["export", "--opset", "5"], 2, "--opset"),
 ])
-def test_bad_options_one_line(args, code, needle):
-    line = assert_one_line_error(run_cli(*args), code)
+def test_bad_options_one_line(args, code, needle, capfd):
+    line = assert_one_line_error(invoke_cli(*args, capfd=capfd), code)
     assert needle in line
 
 
-def test_missing_data_folder_one_line(tmp_path):
-    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path / "nope"), "-o", str(tmp_path)), 1)
+def test_missing_data_folder_one_line(tmp_path, capfd):
+    line = assert_one_line_error(invoke_cli("train", "ae", "--data-dir", str(tmp_path / "nope"), "-o", str(tmp_path),
+                                            capfd=capfd), 1)
     assert "does not exist" in line and "--data-dir" in line
     assert not (tmp_path / "ae.pt").exists()
 
 
-def test_data_folder_without_mnist(tmp_path):
-    line = assert_one_line_error(run_cli("train", "ae", "--data-dir", str(tmp_path), "-o", str(tmp_path)), 1)
+def test_data_folder_without_mnist(tmp_path, capfd):
+    line = assert_one_line_error(invoke_cli("train", "ae", "--data-dir", str(tmp_path), "-o", str(tmp_path),
+                                            capfd=capfd), 1)
     assert "no mnist train images" in line
