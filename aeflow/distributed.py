@@ -313,6 +313,9 @@ def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[obj
                 raise AeflowError(f"{what} local:{n}: the worker processes did not start within "
                                   f"{start_timeout:g} s") from None
             yield client
+    except BaseException:
+        _kill(before)  # cut short: no worker still starting may read the queues that the close removes
+        raise
     finally:
         _close(cluster, before)
 
@@ -323,7 +326,12 @@ def _close(cluster, keep: set) -> None:
     with contextlib.suppress(Exception):
         cluster.close(timeout=20)
     type(cluster)._instances.discard(cluster)
-    for process in set(multiprocessing.active_children()) - keep:  # the cluster's, not the caller's
+    _kill(keep)
+
+
+def _kill(keep: set) -> None:
+    """Kill this process's child processes that are not in ``keep`` (the cluster's, not the caller's)."""
+    for process in set(multiprocessing.active_children()) - keep:
         process.kill()
         process.join(5)
 

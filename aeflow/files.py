@@ -58,17 +58,35 @@ def remove_temporaries() -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
+# the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
+# one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
+RECEIVED: list[int] = []
+_held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
+
+
+def signal_deferred() -> bool:
+    """Whether the main thread is inside ``_signals_held`` (the CLI's handler then only records a signal)."""
+    return _held[0] > 0
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay END_SIGNALS (where the platform can) until the block ends."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, END_SIGNALS)
+    """Delay END_SIGNALS until the block ends (main thread; Python runs handlers only there, whichever
+    thread the signal reached): one received inside is raised as ``KeyboardInterrupt`` at its end."""
+    main = threading.current_thread() is threading.main_thread()
+    _held[0] += main
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _held[0] -= main
+    if main and RECEIVED and not _held[0]:
+        raise KeyboardInterrupt
+
+
+def _refuse_after_signal() -> None:
+    """Publishing is the point of no return: after a signal, the command was interrupted."""
+    if RECEIVED:
+        raise KeyboardInterrupt
 
 
 def describe_os_error(e: OSError) -> str:
@@ -80,7 +98,9 @@ def describe_os_error(e: OSError) -> str:
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
     """Give the complete file ``tmp`` the name ``path`` in one step. ``replace``: overwrite what is
-    there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place)."""
+    there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place).
+    ``KeyboardInterrupt`` instead after a signal (``RECEIVED``)."""
+    _refuse_after_signal()
     if replace:
         os.replace(tmp, path)
         return
@@ -192,7 +212,8 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     """Put the files ``names`` of ``staging`` (on ``directory``'s file system) into ``directory``: a
     new one (or any, with ``replace``) by renaming ``staging`` onto it in one step, the old one moved
     aside first and removed; else moved in one by one in the order given (the index last), its other
-    files left alone. Returns ``directory`` as a Path."""
+    files left alone. Returns ``directory`` as a Path. ``KeyboardInterrupt`` instead after a signal."""
+    _refuse_after_signal()
     staging, directory = Path(staging), Path(directory)
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:

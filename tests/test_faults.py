@@ -228,6 +228,54 @@ def test_semaphores_left_by_a_cut_short_exit_are_removed_without_warnings(tmp_pa
     assert name and not Path("/dev/shm", "sem." + name.lstrip("/")).exists()
 
 
+SIGNAL_COMMANDS = """
+import os, signal, threading, time, click
+from aeflow import files
+
+@click.command()
+@click.argument("out")
+def swallowed(out):
+    with files.atomic_path(out, replace=False) as tmp:
+        tmp.write_text("complete")
+        try:  # a library that catches everything while the signal arrives (numpy's lazy imports did)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException:
+            pass
+        print("went on")
+
+@click.command()
+@click.argument("out")
+def held(out):
+    go = threading.Event()  # a thread started before the block (as onnxruntime's and Dask's are) gets the signal
+    sender = threading.Thread(target=lambda: go.wait() and os.kill(os.getpid(), signal.SIGTERM))
+    sender.start()
+    with files._signals_held():
+        go.set()
+        sender.join()
+        time.sleep(0.05)
+        print("held")  # the handler only records the signal inside the block
+        files.track(out).write_text("temporary")
+    print("never")
+"""
+
+
+@pytest.mark.parametrize("command,printed", [("swallowed", "went on"), ("held", "held")])
+def test_a_signal_swallowed_or_held_still_ends_the_command(command, printed, tmp_path):
+    """A signal whose exception a library swallowed, or that arrived while aeflow.files held signals
+    (a temporary file being made), still ends the command: exit 143, one line, nothing published, no
+    temporary left."""
+    (tmp_path / "signalled.py").write_text(SIGNAL_COMMANDS)
+    out = tmp_path / "out" / "x.txt"
+    out.parent.mkdir()
+    code = (f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom aeflow import cli\n"
+            f"cli.COMMANDS[{command!r}] = ('signalled', {command!r}, '')\n"
+            f"sys.argv = ['aeflow', {command!r}, {str(out)!r}]\ncli.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143 and proc.stderr == "aeflow: interrupted (SIGTERM)\n", (proc.returncode, proc.stderr)
+    assert proc.stdout == printed + "\n"
+    assert os.listdir(out.parent) == []
+
+
 # ---------------------------------------------------------------- full disk, no inodes, stdout
 
 @contextmanager

@@ -17,7 +17,7 @@ import warnings
 
 import click
 
-from aeflow import __version__
+from aeflow import __version__, files
 from aeflow.errors import AeflowError, Interrupted, ScaleWarning
 from aeflow.files import END_SIGNALS, describe_os_error, remove_temporaries
 
@@ -58,8 +58,10 @@ class Signalled(KeyboardInterrupt):
 @contextlib.contextmanager
 def _signals_end_the_command():
     """Handlers raising ``Signalled`` for END_SIGNALS (later ones ignored while the command cleans
-    up); yields the list of signals received."""
-    received: list[int] = []
+    up, or held by ``aeflow.files`` until a temporary file is registered); yields the list of signals
+    received (``aeflow.files.RECEIVED``: nothing is published after one, even if a library swallowed it)."""
+    received = files.RECEIVED
+    received.clear()
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
@@ -68,7 +70,8 @@ def _signals_end_the_command():
         if received:  # a second signal while cleaning up: let the clean-up finish
             return
         received.append(signum)
-        raise Signalled(signum)
+        if not files.signal_deferred():
+            raise Signalled(signum)
 
     old = {s: signal.signal(s, handler) for s in END_SIGNALS}
     try:
@@ -76,6 +79,7 @@ def _signals_end_the_command():
     finally:
         for s, h in old.items():
             signal.signal(s, _ended if _PROCESS else h)
+        received.clear()
 
 
 _PROCESS = False  # True in the aeflow process itself (main), False where a test calls cli.main
@@ -251,6 +255,8 @@ class LazyGroup(click.Group):
                 error = KeyboardInterrupt()
             finally:
                 remove_temporaries()
+            if received and not isinstance(error, (KeyboardInterrupt, click.exceptions.Abort, Interrupted)):
+                error = KeyboardInterrupt()  # a signal that a library swallowed or turned into another error
             line, code = outcome(error, received[0] if received else None)
             _ENDED_WITH.append(code)
         if line:
