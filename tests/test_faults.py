@@ -336,6 +336,15 @@ def test_closed_stdout(tmp_path):
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.parametrize("rows", [["-o", "-"], ["-o", "-", "--json"], ["-o", "-", "--json", "-q"]])
+def test_closed_stdout_for_rows_on_stdout(rows):
+    """``-o -`` (CSV or JSON lines) with stdout closed (``>&-``): one line, exit 1, no traceback."""
+    proc = subprocess.run(["sh", "-c", 'exec "$0" -m aeflow "$@" >&-', sys.executable, "score", *rows, *CPU],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    line = assert_one_line_error(proc, 1)
+    assert line.startswith("aeflow: error: cannot write to standard output ("), line
+
+
 def test_free_space_message_units():
     assert human_bytes(100) == "100 bytes" and human_bytes(4500) == "4.4 KiB"
     assert human_bytes(5 * 2**20) == "5.0 MiB" and human_bytes(3 * 2**30) == "3.0 GiB"

@@ -113,6 +113,10 @@ class _Stream:
             raise TypeError("a text stream")
         return self._do("write", text, empty=len(text)) if text else 0
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
             self._do("flush")
