@@ -101,11 +101,11 @@ class _Stream:
     def _do(self, method: str, *args, empty=None):
         try:
             if self._stream is None:
-                raise OSError(errno.EBADF, "closed")
+                raise OSError(errno.EBADF, "it is closed")
             return getattr(self._stream, method)(*args)
         except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
             if self._raises and method != "isatty":
-                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
+                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "it is closed")
             return empty
 
     def write(self, text: str) -> int:
@@ -126,7 +126,7 @@ class _Stream:
 
     def fileno(self) -> int:
         if self._stream is None:
-            raise OSError(errno.EBADF, "closed")
+            raise OSError(errno.EBADF, "it is closed")
         return self._stream.fileno()
 
 
