@@ -108,7 +108,7 @@ def output_kind(output: str | os.PathLike, force: bool = False, what: str = "out
     an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
     text, path = str(output), Path(output)
     _pyarrow()
-    if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+    if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix:  # False for a name too long
         check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
         return "dataset"
     if path.suffix.lower() != ".parquet":

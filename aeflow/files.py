@@ -93,6 +93,8 @@ def describe_os_error(e: OSError) -> str:
     """A short reason for an OSError: 'no space left on the device', 'read-only file system', ..."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "no space (or no free inodes) left on the device"
+    if e.errno == errno.EPIPE:
+        return "the reader quit"
     return e.strerror or str(e) or type(e).__name__
 
 

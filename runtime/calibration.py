@@ -115,7 +115,7 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
     (never the bundled one), else ``out``, a new or empty folder (anything with ``force``) clear of
     ``inputs`` and ``directory``; one-line errors naming the CLI's options where ``cli``."""
     directory = Path(directory)
-    if out is None or (Path(out).is_dir() and same_file(out, directory)):
+    if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
         what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
         check_target(directory / contract.THRESHOLD_JSON, what=what, force=True,
                      inputs=inputs, hint="pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy")

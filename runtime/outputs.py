@@ -143,8 +143,7 @@ def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
             write_csv_rows(sys.stdout, results)
         sys.stdout.flush()
     except OSError as e:
-        reason = "the reader quit" if isinstance(e, BrokenPipeError) else describe_os_error(e)
-        raise OutputError(f"cannot write to standard output ({reason})") from None
+        raise OutputError(f"cannot write to standard output ({describe_os_error(e)})") from None
 
 
 def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None,

@@ -64,7 +64,8 @@ class Rebuildable:
         state = self.__getstate__()
         if unknown := sorted(set(changes) - set(state)):
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
-        check_threads(changes.get("threads"))
+        if "threads" in changes:
+            changes["threads"] = check_threads(changes["threads"])
         return type(self).from_settings(state | changes)
 
     @property

@@ -82,7 +82,7 @@ class FlowSampler(Rebuildable):
                  golden: bool = True):
         self.method = _check_method(method, METHODS[0])
         self.methods = tuple(sorted(METHODS, key=lambda m: m != self.method))
-        check_threads(threads)
+        threads = check_threads(threads)
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         self.directory = artifacts_dir(artifacts)
         self._meta = meta = read_flow(self.directory, verify)

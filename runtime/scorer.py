@@ -42,7 +42,7 @@ class AnomalyScorer(Rebuildable):
         batch_size = check_batch(batch_size, "batch_size", BYTES_PER_IMAGE)
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        check_threads(threads)
+        threads = check_threads(threads)
         self.directory = artifacts_dir(artifacts)
         self._meta = meta = read_threshold(self.directory, verify)
         self._which = which = "int8" if precision == "int8" else "ae"

@@ -224,6 +224,8 @@ def test_an_edited_threshold_json_is_not_sealed_again_even_unverified(halves, bu
     (["{a}", "--artifacts", "{art}", "--false-alarm-rate", "1.5"], 2, "--false-alarm-rate"),
     (["{a}", "-o", "{full}"], 1, "not empty"),
     (["{tmp}/missing.npy", "--artifacts", "{art}"], 1, "no such file"),
+    (["{tmp}/missing.npy", "--artifacts", "{art}", "--batch-size", "100000000000"], 2, "--batch-size=100,000,000,000"),
+    (["{a}", "--artifacts", "{art}", "--batch-size", "10" * 10], 2, "--batch-size must be an integer from 1"),
 ])
 def test_refusals_are_one_line_and_change_nothing(halves, bundled, tmp_path, args, code, words):
     a, _ = halves

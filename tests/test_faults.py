@@ -404,9 +404,17 @@ def test_closed_stdout(tmp_path):
     finally:
         os.close(w)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "cannot write to standard output" in proc.stderr
+    assert proc.stderr == "aeflow: error: cannot write to standard output (the reader quit)\n"
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 2001
     assert temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("rows", [["-o", "-"], ["-o", "-", "--json"], ["-o", "-", "--json", "-q"]])
+def test_closed_stdout_for_rows_on_stdout(rows):
+    """``-o -`` (CSV or JSON lines) with stdout closed (``>&-``): one line, exit 1, no traceback."""
+    proc = subprocess.run(["sh", "-c", 'exec "$0" -m aeflow "$@" >&-', sys.executable, "score", *rows, *CPU],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert assert_one_line_error(proc, 1) == "aeflow: error: cannot write to standard output (it is closed)"
 
 
 def test_free_space_message_units():

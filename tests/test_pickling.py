@@ -84,6 +84,18 @@ def test_replace_and_thread_settings(images):
         AnomalyScorer(device="cpu", threads=-2)
 
 
+def test_numpy_integer_threads_are_kept_as_int(images):
+    """threads=np.int64(2) is accepted as an integer and kept as a Python int: the settings stay
+    JSON (a Dask worker keys its scorers by them) and the copies score as the original."""
+    import json
+
+    for obj in (AnomalyScorer(device="cpu", threads=np.int64(2)), FlowSampler(device="cpu", threads=np.int64(2)),
+                AnomalyScorer(device="cpu").replace(threads=np.int64(2))):
+        assert type(obj.settings()["threads"]) is int, type(obj.settings()["threads"])
+        assert json.loads(json.dumps(obj.settings()))["threads"] == 2
+        assert type(pickle.loads(pickle.dumps(obj)).settings()["threads"]) is int
+
+
 def test_lazy_rebuild_happens_once_when_threads_race():
     copy = round_trip(AnomalyScorer(device="cpu", batch_size=64))
     barrier = threading.Barrier(4)

@@ -103,6 +103,9 @@ CASES = [
     (("score", "a.npy", "-o", "dangling.csv", "--force"), 1, "nowhere.csv, which does not exist"),
     (("score", "a.npy", "--maps", "dangling_dir", "--force"), 1, "which does not exist"),
     (("score", "a.npy", "-o", "x" * 252 + ".csv"), 1, "longer than the file system allows"),
+    (("calibrate", "a.npy", "-o", "x" * 300), 1, "longer than the file system allows"),
+    (("score", "a.npy", *SCHED, "-o", "x" * 300 + "/"), 1, "longer than the file system allows"),
+    (("score", "a.npy", *SCHED, "-o", "x" * 300 + ".parquet"), 1, "longer than the file system allows"),
     (("score", LONG, "--maps", "m", "--maps-all"), 1, "--maps m: the pictures of"),
 ]
 
@@ -117,6 +120,13 @@ def test_writes_that_meet_what_they_read_are_refused_before_any_work(place, bund
     assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("aeflow: error: "), (r.exit_code, r.stderr)
     assert words in lines[0], lines[0]
     assert snapshot(place) == before and snapshot(bundled) == bundled_before
+
+
+def test_a_name_too_long_is_one_output_error_in_the_api(images, bundled, tmp_path):
+    scorer = AnomalyScorer(copy_artifacts(bundled, tmp_path / "art"), device="cpu")
+    scorer.calibrate(images)
+    with pytest.raises(OutputError, match="longer than the file system allows"):
+        scorer.save_calibration(tmp_path / ("x" * 300))
 
 
 def test_the_api_never_writes_the_bundled_artifacts(images, bundled):
@@ -240,5 +250,5 @@ def test_calibrate_with_a_reader_that_quit_keeps_exit_0(place):
     err = proc.stderr.read()
     assert proc.wait(timeout=240) == 0 and "Traceback" not in err
     assert err.strip().splitlines() == [f"aeflow: warning: wrote art/threshold.json; cannot write the summary to "
-                                        f"standard output (Broken pipe)"]
+                                        f"standard output (the reader quit)"]
     assert sha256_file(place / "art" / "threshold.json") != before

@@ -105,17 +105,21 @@ class _Stream:
     def _do(self, method: str, *args, empty=None):
         try:
             if self._stream is None:
-                raise OSError(errno.EBADF, "closed")
+                raise OSError(errno.EBADF, "it is closed")
             return getattr(self._stream, method)(*args)
         except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
             if self._raises and method != "isatty":
-                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "closed")
+                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "it is closed")
             return empty
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
         return self._do("write", text, empty=len(text)) if text else 0
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
@@ -126,7 +130,7 @@ class _Stream:
 
     def fileno(self) -> int:
         if self._stream is None:
-            raise OSError(errno.EBADF, "closed")
+            raise OSError(errno.EBADF, "it is closed")
         return self._stream.fileno()
 
 

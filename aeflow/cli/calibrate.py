@@ -14,7 +14,7 @@ import numpy as np
 from aeflow.cli import _stdout_gone
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
                                 no_verify_option, output_option, print_columns, quiet_option)
-from aeflow.checks import check_rule, expand_inputs
+from aeflow.checks import check_batch, check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
@@ -22,7 +22,7 @@ from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold
 from aeflow.runtime.calibration import calibrate_scores, calibration_target, path_entry, write_calibration
 from aeflow.runtime.inputs import open_source
-from aeflow.runtime.scorer import AnomalyScorer
+from aeflow.runtime.scorer import BYTES_PER_IMAGE, AnomalyScorer
 
 GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
 
@@ -103,7 +103,7 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    normal, directory, out = _check(artifacts, output, k, rate, force, normal)
+    normal, directory, out = _check(artifacts, output, k, rate, force, normal, batch_size)
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
@@ -114,7 +114,7 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     _show(run, directory, out, as_json, quiet)
 
 
-def _check(artifacts, output, k, rate, force, normal):
+def _check(artifacts, output, k, rate, force, normal, batch_size):
     """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
     work (``aeflow.runtime.calibration.calibration_target``)."""
     if k is not None and rate is not None:
@@ -122,6 +122,7 @@ def _check(artifacts, output, k, rate, force, normal):
     if artifacts is None and output is None:
         raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
                                "of the bundled artifacts (which are never changed)")
+    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
     normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
     return normal, directory, calibration_target(directory, output, force, normal, cli=True)
 

@@ -4,6 +4,7 @@ what can run them."""
 from __future__ import annotations
 
 import json
+import os
 
 import click
 import onnxruntime as ort
@@ -45,7 +46,10 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     card = directory / "MODEL_CARD.md"
     info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
             "graphs": [], "problems": []}
+    held = [name for name, _ in METADATA if os.path.lexists(directory / name)]
     for name, graphs in METADATA:
+        if held and name not in held:  # a run folder of one model (export of ae.pt or flow.pt alone)
+            continue
         try:
             meta = read_metadata(directory, name)
         except AeflowError as e:
