@@ -5,6 +5,7 @@ for arrays): a missing, empty or garbage file is one ``ArtifactError`` line nami
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -57,11 +58,15 @@ def _read_bytes(path: Path, limit: int, what: str, hint: str = "run 'aeflow expo
         raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
 
 
-def read_npz(path: Path, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes), or one ``ArtifactError`` line."""
+def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None = None,
+             recorded_in: str = "") -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes; ``sha256``: those bytes
+    must have it, as ``recorded_in`` records), or one ``ArtifactError`` line."""
     import io
 
     data = _read_bytes(path, limit, "this file")
+    if sha256 is not None:
+        _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [n for n in names if n not in npz.files]
@@ -149,13 +154,16 @@ def _checked_file(path: Path, want: str, recorded_in: str, verify: bool, hint: s
     _regular(path, f"run '{hint}' or restore the file")
     if verify:
         try:
-            have = sha256_file(path)
+            _same_sha256(path, sha256_file(path), want, recorded_in)
         except OSError as e:
             raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
-        if have != want:
-            raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {recorded_in}'s {want[:12]}...; the "
-                                f"file was changed or replaced - re-export, or pass verify=False to load it anyway")
     return path
+
+
+def _same_sha256(path: Path, have: str, want: str, recorded_in: str) -> None:
+    if have != want:
+        raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {recorded_in}'s {want[:12]}...; the "
+                            f"file was changed or replaced - re-export, or pass verify=False to load it anyway")
 
 
 def graph_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str, verify: bool = True) -> Path:
@@ -179,11 +187,10 @@ def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, wh
                 verify: bool = True) -> dict[str, np.ndarray]:
     """golden.npz's arrays for graph ``which``, the file checked against ``meta``'s sha256, the arrays
     against ``golden_arrays``."""
-    spec = contract.GRAPHS[which]
-    path = _checked_file(Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, spec.metadata, verify)
+    spec, path = contract.GRAPHS[which], Path(directory) / contract.GOLDEN_FILE
     want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
     limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (64 << 20)  # + validation scores
-    out = read_npz(path, spec.golden, limit)
+    out = read_npz(path, spec.golden, limit, meta.golden.sha256 if verify else None, spec.metadata)  # one read
     for name, a in out.items():
         dtype, shape = want[name]
         if a.dtype != np.dtype(dtype) or a.shape != shape:

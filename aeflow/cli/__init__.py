@@ -253,14 +253,13 @@ class LazyGroup(click.Group):
                     error = click.exceptions.Exit(rv)
             except ENDINGS as e:
                 error = e
-            except Exception as e:  # after a signal, whatever broke (an import cut short) was the signal
+            except Exception:
                 if not received:
                     raise
-                error = KeyboardInterrupt()
             finally:
                 remove_temporaries()
             if received and not isinstance(error, (KeyboardInterrupt, click.exceptions.Abort, Interrupted)):
-                error = KeyboardInterrupt()  # a signal that a library swallowed or turned into another error
+                error = KeyboardInterrupt()  # whatever broke after a signal, or a signal a library swallowed, was it
             line, code = outcome(error, received[0] if received else None)
             _ENDED_WITH.append(code)
         if line:

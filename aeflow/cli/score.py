@@ -16,7 +16,7 @@ from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
                                 no_verify_option, output_option, print_columns, quiet_option)
 from aeflow.errors import Interrupted
-from aeflow.files import check_space, check_target, printable_name
+from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
@@ -76,7 +76,7 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 on_rec = maps.callback(src.name, position, src.labels) if maps else None
                 scores = scorer.score_source(src, advance, on_rec)
                 files = getattr(src, "files", None)  # a PNG folder: each row names its own file
-                results.append(ScoredInput(printable_name(src.name), scores, scorer.threshold, src.labels,
+                results.append(ScoredInput(src.name, scores, scorer.threshold, src.labels,
                                            [str(f) for f in files] if files is not None else None,
                                            p_values(scorer, scores)))
                 counts.append(_counts(scores, src.labels, scorer.threshold, time.perf_counter() - start))
