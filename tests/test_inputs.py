@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import io
 import struct
 import zlib
@@ -78,6 +80,37 @@ def test_batch_road_equals_pillow_open_on_mixed_files():
     assert np.array_equal(got, x)
     for i in (0, 4, 12):
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(blobs[i]))), x[i])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (5, 97), (64, 3)])
+def test_few_images_without_pillow_equal_the_pillow_batch(shape):
+    """A few files are unfiltered without Pillow, a large batch in one Pillow call: the same pixels,
+    for every filter in every row (random rows, wrap-arounds, flat runs), and the same refusal."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, size=(200, *shape), dtype=np.uint8)
+    x[::3, :, : shape[1] // 2] = 255
+    kinds = ["none", "sub", "up", "average", "paeth"]
+    blobs = [encode_png(im, list(rng.choice(kinds, size=shape[0]))) for im in x]
+    assert len(blobs) * x[0].size > pngfiles._PURE_PIXELS >= 2 * x[0].size
+    assert np.array_equal(pngfiles.decode_many(blobs, ["x.png"] * 200, shape), x)
+    one_by_one = [pngfiles.decode_many(blobs[i:i + 2], ["x.png"] * 2, shape) for i in range(0, 200, 2)]
+    assert np.array_equal(np.concatenate(one_by_one), x)
+    raw = bytearray(zlib.decompress(blobs[0][41:-16]))
+    raw[(shape[0] - 1) * (shape[1] + 1)] = 5  # filter type 5 in the last row
+    bad = blobs[0][:33] + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+    for n in (1, 199):
+        with pytest.raises(InputError, match="bad.png: PNG scanlines cannot be decoded"):
+            pngfiles.decode_many(blobs[:n] + [bad], ["x.png"] * n + ["bad.png"], shape)
+
+
+def test_one_png_scored_without_importing_pillow(tmp_path):
+    """Cold start: one 8-bit PNG is read without importing Pillow (a tenth of the command's time)."""
+    (tmp_path / "one.png").write_bytes(encode_png(images(1, seed=2)[0], "paeth"))
+    code = ("import sys; from aeflow.runtime.inputs import open_source; "
+            f"x = open_source({str(tmp_path / 'one.png')!r}); "
+            "print(next(x.batches(8)).sum(), 'PIL' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(images(1, seed=2)[0].sum(dtype=np.uint64)), "False"]
 
 
 @pytest.mark.parametrize("bits, scale", [(1, 255), (2, 85), (4, 17)])
