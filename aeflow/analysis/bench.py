@@ -12,7 +12,6 @@ the process (``ort-fp32-spin``: spinning on, as ``aeflow score`` runs).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,11 +25,12 @@ from typing import Callable
 import numpy as np
 
 from aeflow.analysis import text_table
-from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
+from aeflow.analysis.timing import (FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, interleaved,
+                                    measure, spread)
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.providers import provider_of, short_provider
+from aeflow.runtime.providers import create_session, provider_of, short_provider
 
 BATCHES = (1, 64, 1024, 8192)
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
@@ -43,7 +43,8 @@ FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
 FLOOR, HELP = "python: import numpy, onnxruntime (the floor)", "aeflow --help"
 SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one image)"
 GOALS_S = {HELP: 0.1, SCORE_PNG: 0.2}
-API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\nAnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))"
+API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\n"
+              "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))")
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Run:
         self.homework = reference.homework_sampler(self.directory / "flow.pt")
 
 
+def _ort(session) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: session.run(["score"], {"images": x})[0]
+
+
 def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
     """OpenVINO's CPU plugin on ``onnx_path`` (float32 [N, 1, H, W] -> score float32 [N]), or None
     with a note when ``openvino`` is not installed or cannot compile the graph."""
@@ -98,36 +103,49 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
     return lambda x: request.infer({"images": x})[score]
 
 
+def timed_rows(engines: dict, directory: Path, batches, repeats: int, seconds: float, peers: tuple[str, ...],
+               progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """``measure``'s figures per batch and engine on the demo images, and the ``peers``' largest
+    score difference to ort-fp32."""
+    rows = []
+    for batch in batches:
+        progress(f"scoring, batch {batch}")
+        buffers = input_buffers(demo_images(directory), batch)
+        reference = engines[FP32](buffers[0])
+        diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
+        for name, t in measure(engines, buffers, repeats, seconds).items():
+            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name)})
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``) at its batch, unless set."""
+    ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
+    for r in rows:
+        for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
+            if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
+                r.setdefault(key, ips[(r["engine"], r["batch"])] / ips[(base, r["batch"])])
+
+
 def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
     """Print the torch-compile rows as JSON (timed beside PyTorch eager and onnxruntime float32)."""
     import torch
 
     from aeflow.export import reference
-    from aeflow.runtime.providers import create_session
 
     reference.set_threads(threads)
-    session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
-    run_compiled = reference.autoencoder_scorer(directory / "ae.pt", compiled=True)
-    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"), TORCH_COMPILE: run_compiled,
-               FP32: lambda x: session.run(["score"], {"images": x})[0]}
-    rows = []
-    for batch in batches:
-        buffers = input_buffers(demo_images(directory), batch)
-        diff = float(np.max(np.abs(run_compiled(buffers[0]) - engines[FP32](buffers[0]))))  # compiles
-        t = measure(engines, buffers, repeats, seconds)
-        ips = {name: t[name]["images_per_s"]["median"] for name in t}
-        rows.append({"engine": TORCH_COMPILE, "batch": batch, **t[TORCH_COMPILE], "max_abs_diff_vs_ort_fp32": diff,
-                     "vs_torch": ips[TORCH_COMPILE] / ips[TORCH], "vs_fp32": ips[TORCH_COMPILE] / ips[FP32]})
-    print(json.dumps({"rows": rows, "torch": torch.__version__}))
+    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"),
+               TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
+               FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
+    rows = timed_rows(engines, directory, batches, repeats, seconds, (TORCH_COMPILE,))
+    add_ratios(rows)
+    print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))
 
 
 def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
                        timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
-    """torch-compile rows from the child process, or [] with a note when PyTorch or ae.pt is
-    missing, compiling fails or the child runs past ``timeout`` seconds."""
-    if importlib.util.find_spec("torch") is None or not (directory / "ae.pt").is_file():
-        notes.append("PyTorch or ae.pt missing: no torch-compile row")
-        return []
+    """torch-compile rows from the child process, or [] with a note when compiling fails or the
+    child runs past ``timeout`` seconds."""
     cmd = [sys.executable, "-m", "aeflow.analysis.bench", str(directory), str(threads), str(repeats), str(seconds),
            *map(str, batches)]
     try:
@@ -152,13 +170,12 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
         session = load_graph(run.directory, run.meta, which, run.device, run.threads, run.torch_score is None,
                              run.verify, run.verify)
-        run.providers[name] = provider_of(session)
-        engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
+        run.providers[name], engines[name] = provider_of(session), _ort(session)
     if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
         engines[OPENVINO] = openvino
     if run.torch_score:
-        spin = load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify, False)
-        engines[FP32_SPIN] = lambda x: spin.run(["score"], {"images": x})[0]
+        engines[FP32_SPIN] = _ort(load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify,
+                                             False))
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
                          f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
     return engines
@@ -167,28 +184,19 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 def scoring_rows(run: Run) -> list[dict]:
     """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
     repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
-    engines, rows = _engines(run), []
-    for batch in BATCHES:
-        run.progress(f"scoring, batch {batch}")
-        buffers = input_buffers(demo_images(run.directory), batch)
-        reference = engines[FP32](buffers[0])
-        for name, t in measure(engines, buffers, run.repeats, run.seconds_per_repeat).items():
-            diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
-            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
+    rows = timed_rows(_engines(run), run.directory, BATCHES, run.repeats, run.seconds_per_repeat, (TORCH, OPENVINO),
+                      run.progress)
     if run.torch_score and run.quick:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     elif run.torch_score:
         run.progress("torch.compile, in a child process")
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
-    ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
     for r in rows:
         r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
         precision = "int8" if r["engine"] == INT8 else "fp32"
-        limits = [x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == precision]
-        r["share_of_limit"] = r["gflops"] / max(limits) if limits else None
-        for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
-            if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
-                r.setdefault(key, ips[(r["engine"], r["batch"])] / ips[(base, r["batch"])])
+        r["share_of_limit"] = r["gflops"] / max(x["gflops"]["max"] for x in run.results["limit"]
+                                                if x["precision"] == precision)
+    add_ratios(rows)
     return sorted(rows, key=lambda r: r["batch"])
 
 
@@ -215,7 +223,7 @@ def sampling_rows(run: Run) -> list[dict]:
             t0 = time.perf_counter()
             fn(n, seed)
             times.append(time.perf_counter() - t0)
-        rows.append({"method": name, "n": n, "seconds": spread(times), "samples_per_s": n / spread(times)["median"]})
+        rows.append({"method": name, "n": n, "seconds": spread(times), "samples_per_s": n / float(np.median(times))})
     medians = {r["method"]: r["seconds"]["median"] for r in rows}
     for r in rows:
         r["vs_homework"] = medians[HOMEWORK] / medians[r["method"]] if HOMEWORK in medians else None
@@ -234,22 +242,27 @@ def files_rows(run: Run) -> list[dict]:
     n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
-    npy, png = [], []
+
+    def score(path: Path) -> None:
+        with open_source(path) as src:
+            scorer.score_source(src)
+
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
-        paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
-        np.save(paths[0], images)
-        paths[1].mkdir()
+        npy, pngs = Path(tmp) / "images.npy", Path(tmp) / "pngs"
+        np.save(npy, images)
+        pngs.mkdir()
         for i, im in enumerate(images):
-            Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
-        for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
-            for rate, path in zip((npy, png), paths):
-                time.sleep(PHASE_GAP_S)
-                t0 = time.perf_counter()
-                with open_source(path) as src:
-                    scorer.score_source(src)
-                rate += [n / (time.perf_counter() - t0)] * (r > 0)
-    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
-            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
+            Image.fromarray(im).save(pngs / f"{i:06d}.png")
+        t = interleaved({"npy": lambda: score(npy), "png": lambda: score(pngs)}, max(3, run.repeats), PHASE_GAP_S)
+    npy_rate, png_rate = n / np.array(t["npy"]), n / np.array(t["png"])
+    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy_rate)},
+            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png_rate), "vs_npy": spread(png_rate / npy_rate)}]
+
+
+def _call(what: str, cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode:
+        raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
 
 
 def cold_start_rows(run: Run) -> list[dict]:
@@ -266,14 +279,7 @@ def cold_start_rows(run: Run) -> list[dict]:
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d],
                     API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
-        times: dict[str, list[float]] = {what: [] for what in commands}
-        for r in range(1 + (1 if run.quick else 5)):
-            for what, cmd in commands.items():
-                t0 = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True)
-                times[what] += [time.perf_counter() - t0] * (r > 0)
-                if proc.returncode:
-                    raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
+        times = interleaved({w: lambda w=w, c=c: _call(w, c) for w, c in commands.items()}, 1 if run.quick else 5)
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
     rows = []
