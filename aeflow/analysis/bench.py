@@ -174,8 +174,8 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
         engines[OPENVINO] = openvino
     if run.torch_score:
-        engines[FP32_SPIN] = _ort(load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify,
-                                             False))
+        spin = load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify, False)
+        engines[FP32_SPIN] = _ort(spin)
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
                          f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
     return engines
@@ -191,11 +191,10 @@ def scoring_rows(run: Run) -> list[dict]:
     elif run.torch_score:
         run.progress("torch.compile, in a child process")
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
+    best = {p: max(x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == p) for p in ("fp32", "int8")}
     for r in rows:
         r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
-        precision = "int8" if r["engine"] == INT8 else "fp32"
-        r["share_of_limit"] = r["gflops"] / max(x["gflops"]["max"] for x in run.results["limit"]
-                                                if x["precision"] == precision)
+        r["share_of_limit"] = r["gflops"] / best["int8" if r["engine"] == INT8 else "fp32"]
     add_ratios(rows)
     return sorted(rows, key=lambda r: r["batch"])
 
@@ -254,9 +253,9 @@ def files_rows(run: Run) -> list[dict]:
         for i, im in enumerate(images):
             Image.fromarray(im).save(pngs / f"{i:06d}.png")
         t = interleaved({"npy": lambda: score(npy), "png": lambda: score(pngs)}, max(3, run.repeats), PHASE_GAP_S)
-    npy_rate, png_rate = n / np.array(t["npy"]), n / np.array(t["png"])
-    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy_rate)},
-            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png_rate), "vs_npy": spread(png_rate / npy_rate)}]
+    npy_ips, png_ips = n / np.array(t["npy"]), n / np.array(t["png"])
+    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy_ips)},
+            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png_ips), "vs_npy": spread(png_ips / npy_ips)}]
 
 
 def _call(what: str, cmd: list[str]) -> None:
@@ -302,8 +301,8 @@ TABLES = (
       ("limit", "share_of_limit", ".0%"), ("vs torch", "vs_torch", ".2fx"), ("vs fp32", "vs_fp32", ".2fx"),
       ("max diff", "max_abs_diff_vs_ort_fp32", ".1e"))),
     ("sampling", "sampling the flow (seconds for n samples; the last two rows: what one pass costs)",
-     (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"),
-      ("samples/s", "samples_per_s", ",.0f"), ("vs homework", "vs_homework", ".2fx"), ("x forward", "x_forward", ".2f"))),
+     (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"), ("samples/s", "samples_per_s", ",.0f"),
+      ("vs homework", "vs_homework", ".2fx"), ("x forward", "x_forward", ".2f"))),
     ("files", "scoring from files, opened and scored end to end (the two inputs alternate)",
      (("input", "input", "s"), ("n", "n", ",d"), ("images/s", "images_per_s", ",.0f"), ("vs .npy", "vs_npy", ".2f"))),
     ("cold_start", "cold start: a new process from start to exit",
@@ -349,7 +348,7 @@ def format_table(result: dict) -> str:
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
     for key, title, columns in TABLES:
-        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), fmt) for _, k, fmt in columns] for r in result.get(key, ())]
+        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
         lines += ["", title, *text_table(cells, tuple(i for i, c in enumerate(columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 

@@ -106,7 +106,8 @@ def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
     a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)
     fp32 = create_session(matmul_model(n), "cpu", threads, spinning=False)
     int8 = create_session(matmul_model(n, "MatMulInteger", (UINT8, 3, 6)), "cpu", threads, spinning=False)  # s8, s32
-    runs = [("numpy-sgemm", "fp32", lambda: a @ b), ("ort-matmul-fp32", "fp32", lambda: fp32.run(None, {"A": a, "B": b})),
+    runs = [("numpy-sgemm", "fp32", lambda: a @ b),
+            ("ort-matmul-fp32", "fp32", lambda: fp32.run(None, {"A": a, "B": b})),
             ("ort-matmulinteger-int8", "int8", lambda: int8.run(None, {"A": a8, "B": b8}))]
     return [{"name": name, "precision": precision, "size": n,
              "gflops": spread([2.0 * n ** 3 / t / 1e9 for t in time_calls(fn, repeats)])} for name, precision, fn in runs]
