@@ -105,26 +105,21 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
 
 def timed_rows(engines: dict, directory: Path, batches, repeats: int, seconds: float, peers: tuple[str, ...],
                progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """``measure``'s figures per batch and engine on the demo images, and the ``peers``' largest
-    score difference to ort-fp32."""
+    """``measure``'s figures per batch and engine on the demo images, the ``peers``' largest score
+    difference to ort-fp32, and images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``)."""
     rows = []
     for batch in batches:
         progress(f"scoring, batch {batch}")
         buffers = input_buffers(demo_images(directory), batch)
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
-        for name, t in measure(engines, buffers, repeats, seconds).items():
+        times = measure(engines, buffers, repeats, seconds)
+        ips = {name: t["images_per_s"]["median"] for name, t in times.items()}
+        for name, t in times.items():
             rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name)})
+            rows[-1] |= {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
+                         if base in ips and name not in (TORCH, base)}
     return rows
-
-
-def add_ratios(rows: list[dict]) -> None:
-    """Each row's images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``) at its batch, unless set."""
-    ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
-    for r in rows:
-        for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
-            if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
-                r.setdefault(key, ips[(r["engine"], r["batch"])] / ips[(base, r["batch"])])
 
 
 def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
@@ -138,7 +133,6 @@ def _child(directory: Path, threads: int, repeats: int, seconds: float, batches:
                TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
                FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
     rows = timed_rows(engines, directory, batches, repeats, seconds, (TORCH_COMPILE,))
-    add_ratios(rows)
     print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))
 
 
@@ -195,7 +189,6 @@ def scoring_rows(run: Run) -> list[dict]:
     for r in rows:
         r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
         r["share_of_limit"] = r["gflops"] / best["int8" if r["engine"] == INT8 else "fp32"]
-    add_ratios(rows)
     return sorted(rows, key=lambda r: r["batch"])
 
 

@@ -43,9 +43,10 @@ def device_name() -> str:
 def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
     """Device-to-device and host-to-device copies (GB/s) and a float32 MatMul n^3, TF32 off
     (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
-    n, m, host = size["copy_bytes"] // 4, size["matmul"], np.ones(size["copy_bytes"], dtype=np.uint8)
-    src, dst, tiny, dst8 = (device._zeros([k], t, where) for k, t in ((n, np.float32), (n, np.float32),
-                                                                      (1, np.float32), (host.size, np.uint8)))
+    n, m = size["copy_bytes"] // 4, size["matmul"]
+    src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
+    host = np.ones(size["copy_bytes"], dtype=np.uint8)
+    dst8 = device._zeros([host.size], np.uint8, where)
 
     def copy():  # a device-to-device copy is asynchronous; the tiny copy back waits for it
         dst.update_inplace(src)
