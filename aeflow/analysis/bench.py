@@ -1,13 +1,11 @@
 """``aeflow bench``: what the runtime costs, in one process, on the same inputs.
 
-Sections in order: the machine's GEMM limit; scoring per engine and batch size, its share of the
-limit and the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx with
-float32 forced, ``torch.compile`` in a child process under a time limit: ``python -m
-aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the
-homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from files (.npy
-against PNGs); the cold start of a new process. Engines are warmed up and interleaved, inputs
-rotate; figures are medians with [min - max]. onnxruntime's threads do not spin while torch shares
-the process (``ort-fp32-spin``: spinning on, as ``aeflow score`` runs).
+Sections in order: the machine's GEMM limit; scoring per engine and batch size against that limit,
+with the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx, float32
+forced, ``torch.compile`` in a child process under a time limit: ``python -m aeflow.analysis.bench
+DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the homework's bisection and
+one flow.onnx pass; scoring from files (.npy against PNGs); the cold start of a new process.
+Engines are warmed up and interleaved, inputs rotate; figures are medians with [min - max].
 """
 
 from __future__ import annotations
@@ -206,21 +204,18 @@ def sampling_rows(run: Run) -> list[dict]:
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
     methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
-    rows = []
+    times = {name: [] for name in methods}
     for name, fn in methods.items():
         run.progress(f"sampling, {name}")
         fn(min(n, 10_000), 12345)  # warm-up
-        times = []
         for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
             t0 = time.perf_counter()
             fn(n, seed)
-            times.append(time.perf_counter() - t0)
-        rows.append({"method": name, "n": n, "seconds": spread(times), "samples_per_s": n / float(np.median(times))})
-    medians = {r["method"]: r["seconds"]["median"] for r in rows}
-    for r in rows:
-        r["vs_homework"] = medians[HOMEWORK] / medians[r["method"]] if HOMEWORK in medians else None
-        r["x_forward"] = medians[r["method"]] / medians[FORWARD]
-    return rows
+            times[name].append(time.perf_counter() - t0)
+    m = {name: float(np.median(t)) for name, t in times.items()}
+    return [{"method": name, "n": n, "seconds": spread(t), "samples_per_s": n / m[name],
+             "vs_homework": m[HOMEWORK] / m[name] if HOMEWORK in m else None, "x_forward": m[name] / m[FORWARD]}
+            for name, t in times.items()]
 
 
 def files_rows(run: Run) -> list[dict]:
@@ -274,12 +269,10 @@ def cold_start_rows(run: Run) -> list[dict]:
         times = interleaved({w: lambda w=w, c=c: _call(w, c) for w, c in commands.items()}, 1 if run.quick else 5)
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
-    rows = []
-    for what, t in times.items():
-        goal, median = GOALS_S.get(what), float(np.median(t))
-        rows.append({"what": what, "seconds": spread(t), "vs_floor": median / float(np.median(times[FLOOR])),
-                     "goal_s": goal, "goal": goal and f"<= {goal} s: {'met' if median <= goal else 'NOT met'}"})
-    return rows
+    m = {what: float(np.median(t)) for what, t in times.items()}
+    met = {what: f"<= {goal} s: {'met' if m[what] <= goal else 'NOT met'}" for what, goal in GOALS_S.items()}
+    return [{"what": what, "seconds": spread(t), "vs_floor": m[what] / m[FLOOR], "goal_s": GOALS_S.get(what),
+             "goal": met.get(what)} for what, t in times.items()]
 
 
 # each section's JSON key, title and columns (header, row key, format: "s" aligns left, a trailing "x" a ratio)
