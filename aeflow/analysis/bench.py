@@ -114,9 +114,9 @@ def timed_rows(engines: dict, directory: Path, batches, repeats: int, seconds: f
         times = measure(engines, buffers, repeats, seconds)
         ips = {name: t["images_per_s"]["median"] for name, t in times.items()}
         for name, t in times.items():
-            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name)})
-            rows[-1] |= {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
-                         if base in ips and name not in (TORCH, base)}
+            ratios = {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
+                      if base in ips and name not in (TORCH, base)}
+            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
     return rows
 
 
