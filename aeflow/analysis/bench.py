@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -45,25 +44,21 @@ API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer
               "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))")
 
 
-@dataclass
 class Run:
-    """The checked artifacts, the options (``quick``: smaller sizes, no torch.compile), the results
-    so far, and the notes and providers the sections add."""
+    """The checked artifacts and the options (``repeats``: None is 5, quick 2; ``threads``: None is
+    the CPUs this process may use; ``quick``: smaller sizes, no torch.compile), PyTorch's scorer and
+    the homework's sampler where they can load, the results so far, and the notes and providers the
+    sections add."""
 
-    directory: Path
-    meta: object
-    device: str
-    repeats: int
-    threads: int
-    verify: bool
-    quick: bool
-    progress: Callable[[str], None]
-    results: dict = field(default_factory=dict)
-    providers: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
+    def __init__(self, artifacts, device: str, repeats: int | None, threads: int | None, verify: bool, quick: bool,
+                 progress: Callable[[str], None]):
+        self.directory = artifacts_dir(artifacts)
+        self.meta = read_threshold(self.directory, verify)
+        self.device, self.verify, self.quick, self.progress = device, verify, quick, progress
+        self.repeats = repeats or (2 if quick else 5)
+        self.threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if quick else (SAMPLES, 0.2)
+        self.results, self.providers, self.notes = {}, {}, []
         self.torch_score = self.homework = None
         try:
             from aeflow.export import reference
@@ -298,21 +293,18 @@ TABLES = (
 
 def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, threads: int | None = None,
               verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Every section in order (``repeats``: None is 5, quick 2; ``threads``: None is the CPUs this
-    process may use): the JSON-ready ``machine``, ``providers``, ``settings``, each section's rows
-    under its key, ``versions`` and ``notes``."""
-    directory = artifacts_dir(artifacts)
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    run = Run(directory, read_threshold(directory, verify), device, repeats or (2 if quick else 5), threads, verify,
-              quick, progress)
+    """Every section in order (options: ``Run``): the JSON-ready ``machine``, ``providers``,
+    ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
+    run = Run(artifacts, device, repeats, threads, verify, quick, progress)
     load = os.getloadavg()
     progress("limit")
-    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, threads, max(1, min(run.repeats, 5)))
+    size = QUICK_LIMIT_SIZE if quick else LIMIT_SIZE
+    run.results["limit"] = gemm_limits(size, run.threads, max(1, min(run.repeats, 5)))
     for key, rows in (("scoring", scoring_rows), ("sampling", sampling_rows), ("files", files_rows),
                       ("cold_start", cold_start_rows)):
         progress(key.replace("_", " "))
         run.results[key] = rows(run)
-    machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
+    machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": run.threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
     settings = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
                                              "seconds_per_repeat")}
