@@ -109,3 +109,12 @@ def test_cpu_isa_reads_the_flags(tmp_path, flags, isa):
     (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     assert cpu_isa(str(tmp_path / "cpuinfo")) == isa
     assert cpu_isa(str(tmp_path / "missing")) == "unknown"
+
+
+def test_interleaved_calls_in_turn_and_times_all_but_the_first_round():
+    from aeflow.analysis.timing import interleaved, time_calls
+
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    assert calls == ["a", "b"] * 3 and {k: len(t) for k, t in times.items()} == {"a": 2, "b": 2}
+    assert len(time_calls(lambda: calls.append("c"), 3)) == 3 and calls.count("c") == 4

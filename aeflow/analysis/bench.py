@@ -1,36 +1,33 @@
 """``aeflow bench``: what the runtime costs, in one process, on the same inputs.
 
-Sections in order: the machine's GEMM limit; scoring per engine and batch size, its share of the
-limit and the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx with
-float32 forced, ``torch.compile`` in a child process under a time limit: ``python -m
-aeflow.analysis.bench DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the
-homework's 30-step bisection, one flow.onnx pass and drawing the z's; scoring from files (.npy
-against PNGs); the cold start of a new process. Engines are warmed up and interleaved, inputs
-rotate; figures are medians with [min - max]. onnxruntime's threads do not spin while torch shares
-the process (``ort-fp32-spin``: spinning on, as ``aeflow score`` runs).
+Sections in order: the machine's GEMM limit; scoring per engine and batch size against that limit,
+with the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx, float32
+forced, ``torch.compile`` in a child process under a time limit: ``python -m aeflow.analysis.bench
+DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the homework's bisection and
+one flow.onnx pass; scoring from files (.npy against PNGs); the cold start of a new process.
+Engines are warmed up and interleaved, inputs rotate; figures are medians with [min - max].
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from aeflow.analysis import text_table
-from aeflow.analysis.timing import FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, measure, spread
+from aeflow.analysis.timing import (FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, interleaved,
+                                    measure, spread)
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.providers import provider_of, short_provider
+from aeflow.runtime.providers import create_session, provider_of, short_provider
 
 BATCHES = (1, 64, 1024, 8192)
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
@@ -43,28 +40,25 @@ FORWARD, DRAW_Z = "flow.onnx forward (one call)", "drawing z (numpy)"
 FLOOR, HELP = "python: import numpy, onnxruntime (the floor)", "aeflow --help"
 SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one image)"
 GOALS_S = {HELP: 0.1, SCORE_PNG: 0.2}
-API_SCRIPT = "import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\nAnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))"
+API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\n"
+              "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))")
 
 
-@dataclass
 class Run:
-    """The checked artifacts, the options (``quick``: smaller sizes, no torch.compile), the results
-    so far, and the notes and providers the sections add."""
+    """The checked artifacts and the options (``repeats``: None is 5, quick 2; ``threads``: None is
+    the CPUs this process may use; ``quick``: smaller sizes, no torch.compile), PyTorch's scorer and
+    the homework's sampler where they can load, the results so far, and the notes and providers the
+    sections add."""
 
-    directory: Path
-    meta: object
-    device: str
-    repeats: int
-    threads: int
-    verify: bool
-    quick: bool
-    progress: Callable[[str], None]
-    results: dict = field(default_factory=dict)
-    providers: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if self.quick else (SAMPLES, 0.2)
+    def __init__(self, artifacts, device: str, repeats: int | None, threads: int | None, verify: bool, quick: bool,
+                 progress: Callable[[str], None]):
+        self.directory = artifacts_dir(artifacts)
+        self.meta = read_threshold(self.directory, verify)
+        self.device, self.verify, self.quick, self.progress = device, verify, quick, progress
+        self.repeats = repeats or (2 if quick else 5)
+        self.threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        self.n_samples, self.seconds_per_repeat = (QUICK_SAMPLES, 0.02) if quick else (SAMPLES, 0.2)
+        self.results, self.providers, self.notes = {}, {}, []
         self.torch_score = self.homework = None
         try:
             from aeflow.export import reference
@@ -77,6 +71,10 @@ class Run:
         reference.set_threads(self.threads)
         self.torch_score = reference.autoencoder_scorer(self.directory / "ae.pt")
         self.homework = reference.homework_sampler(self.directory / "flow.pt")
+
+
+def _ort(session) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: session.run(["score"], {"images": x})[0]
 
 
 def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -98,36 +96,43 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
     return lambda x: request.infer({"images": x})[score]
 
 
+def timed_rows(engines: dict, directory: Path, batches, repeats: int, seconds: float, peers: tuple[str, ...],
+               progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """``measure``'s figures per batch and engine on the demo images, the ``peers``' largest score
+    difference to ort-fp32, and images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``)."""
+    rows = []
+    for batch in batches:
+        progress(f"scoring, batch {batch}")
+        buffers = input_buffers(demo_images(directory), batch)
+        reference = engines[FP32](buffers[0])
+        diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
+        times = measure(engines, buffers, repeats, seconds)
+        ips = {name: t["images_per_s"]["median"] for name, t in times.items()}
+        for name, t in times.items():
+            ratios = {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
+                      if base in ips and name not in (TORCH, base)}
+            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
+    return rows
+
+
 def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
     """Print the torch-compile rows as JSON (timed beside PyTorch eager and onnxruntime float32)."""
     import torch
 
     from aeflow.export import reference
-    from aeflow.runtime.providers import create_session
 
     reference.set_threads(threads)
-    session = create_session(directory / "ae.onnx", "cpu", threads, spinning=False)
-    run_compiled = reference.autoencoder_scorer(directory / "ae.pt", compiled=True)
-    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"), TORCH_COMPILE: run_compiled,
-               FP32: lambda x: session.run(["score"], {"images": x})[0]}
-    rows = []
-    for batch in batches:
-        buffers = input_buffers(demo_images(directory), batch)
-        diff = float(np.max(np.abs(run_compiled(buffers[0]) - engines[FP32](buffers[0]))))  # compiles
-        t = measure(engines, buffers, repeats, seconds)
-        ips = {name: t[name]["images_per_s"]["median"] for name in t}
-        rows.append({"engine": TORCH_COMPILE, "batch": batch, **t[TORCH_COMPILE], "max_abs_diff_vs_ort_fp32": diff,
-                     "vs_torch": ips[TORCH_COMPILE] / ips[TORCH], "vs_fp32": ips[TORCH_COMPILE] / ips[FP32]})
-    print(json.dumps({"rows": rows, "torch": torch.__version__}))
+    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"),
+               TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
+               FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
+    rows = timed_rows(engines, directory, batches, repeats, seconds, (TORCH_COMPILE,))
+    print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))
 
 
 def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
                        timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
-    """torch-compile rows from the child process, or [] with a note when PyTorch or ae.pt is
-    missing, compiling fails or the child runs past ``timeout`` seconds."""
-    if importlib.util.find_spec("torch") is None or not (directory / "ae.pt").is_file():
-        notes.append("PyTorch or ae.pt missing: no torch-compile row")
-        return []
+    """torch-compile rows from the child process, or [] with a note when compiling fails or the
+    child runs past ``timeout`` seconds."""
     cmd = [sys.executable, "-m", "aeflow.analysis.bench", str(directory), str(threads), str(repeats), str(seconds),
            *map(str, batches)]
     try:
@@ -152,13 +157,12 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     for name, which in ((FP32, "ae"), (INT8, "int8"))[:1 + (run.meta.int8 is not None)]:
         session = load_graph(run.directory, run.meta, which, run.device, run.threads, run.torch_score is None,
                              run.verify, run.verify)
-        run.providers[name] = provider_of(session)
-        engines[name] = lambda x, s=session: s.run(["score"], {"images": x})[0]
+        run.providers[name], engines[name] = provider_of(session), _ort(session)
     if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
         engines[OPENVINO] = openvino
     if run.torch_score:
         spin = load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify, False)
-        engines[FP32_SPIN] = lambda x: spin.run(["score"], {"images": x})[0]
+        engines[FP32_SPIN] = _ort(spin)
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
                          f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
     return engines
@@ -167,28 +171,17 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 def scoring_rows(run: Run) -> list[dict]:
     """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
     repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
-    engines, rows = _engines(run), []
-    for batch in BATCHES:
-        run.progress(f"scoring, batch {batch}")
-        buffers = input_buffers(demo_images(run.directory), batch)
-        reference = engines[FP32](buffers[0])
-        for name, t in measure(engines, buffers, run.repeats, run.seconds_per_repeat).items():
-            diff = float(np.max(np.abs(engines[name](buffers[0]) - reference))) if name in (TORCH, OPENVINO) else None
-            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diff})
+    rows = timed_rows(_engines(run), run.directory, BATCHES, run.repeats, run.seconds_per_repeat, (TORCH, OPENVINO),
+                      run.progress)
     if run.torch_score and run.quick:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
     elif run.torch_score:
         run.progress("torch.compile, in a child process")
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
-    ips = {(r["engine"], r["batch"]): r["images_per_s"]["median"] for r in rows}
+    best = {p: max(x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == p) for p in ("fp32", "int8")}
     for r in rows:
         r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
-        precision = "int8" if r["engine"] == INT8 else "fp32"
-        limits = [x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == precision]
-        r["share_of_limit"] = r["gflops"] / max(limits) if limits else None
-        for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32)):
-            if r["engine"] not in (TORCH, base) and (base, r["batch"]) in ips:
-                r.setdefault(key, ips[(r["engine"], r["batch"])] / ips[(base, r["batch"])])
+        r["share_of_limit"] = r["gflops"] / best["int8" if r["engine"] == INT8 else "fp32"]
     return sorted(rows, key=lambda r: r["batch"])
 
 
@@ -206,21 +199,18 @@ def sampling_rows(run: Run) -> list[dict]:
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
     methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
-    rows = []
+    times = {name: [] for name in methods}
     for name, fn in methods.items():
         run.progress(f"sampling, {name}")
         fn(min(n, 10_000), 12345)  # warm-up
-        times = []
         for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
             t0 = time.perf_counter()
             fn(n, seed)
-            times.append(time.perf_counter() - t0)
-        rows.append({"method": name, "n": n, "seconds": spread(times), "samples_per_s": n / spread(times)["median"]})
-    medians = {r["method"]: r["seconds"]["median"] for r in rows}
-    for r in rows:
-        r["vs_homework"] = medians[HOMEWORK] / medians[r["method"]] if HOMEWORK in medians else None
-        r["x_forward"] = medians[r["method"]] / medians[FORWARD]
-    return rows
+            times[name].append(time.perf_counter() - t0)
+    m = {name: float(np.median(t)) for name, t in times.items()}
+    return [{"method": name, "n": n, "seconds": spread(t), "samples_per_s": n / m[name],
+             "vs_homework": m[HOMEWORK] / m[name] if HOMEWORK in m else None, "x_forward": m[name] / m[FORWARD]}
+            for name, t in times.items()]
 
 
 def files_rows(run: Run) -> list[dict]:
@@ -234,22 +224,27 @@ def files_rows(run: Run) -> list[dict]:
     n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
     images = base[np.arange(n) % len(base)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
-    npy, png = [], []
+
+    def score(path: Path) -> None:
+        with open_source(path) as src:
+            scorer.score_source(src)
+
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
-        paths = [Path(tmp) / "images.npy", Path(tmp) / "pngs"]
-        np.save(paths[0], images)
-        paths[1].mkdir()
+        npy, pngs = Path(tmp) / "images.npy", Path(tmp) / "pngs"
+        np.save(npy, images)
+        pngs.mkdir()
         for i, im in enumerate(images):
-            Image.fromarray(im).save(paths[1] / f"{i:06d}.png")
-        for r in range(max(3, run.repeats) + 1):  # the first round warms up: sessions, page cache
-            for rate, path in zip((npy, png), paths):
-                time.sleep(PHASE_GAP_S)
-                t0 = time.perf_counter()
-                with open_source(path) as src:
-                    scorer.score_source(src)
-                rate += [n / (time.perf_counter() - t0)] * (r > 0)
-    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy)},
-            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png), "vs_npy": spread(np.divide(png, npy))}]
+            Image.fromarray(im).save(pngs / f"{i:06d}.png")
+        t = interleaved({"npy": lambda: score(npy), "png": lambda: score(pngs)}, max(3, run.repeats), PHASE_GAP_S)
+    npy_ips, png_ips = n / np.array(t["npy"]), n / np.array(t["png"])
+    return [{"input": "one .npy (uint8)", "n": n, "images_per_s": spread(npy_ips)},
+            {"input": "folder of PNGs", "n": n, "images_per_s": spread(png_ips), "vs_npy": spread(png_ips / npy_ips)}]
+
+
+def _call(what: str, cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode:
+        raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
 
 
 def cold_start_rows(run: Run) -> list[dict]:
@@ -266,22 +261,13 @@ def cold_start_rows(run: Run) -> list[dict]:
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d],
                     API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
-        times: dict[str, list[float]] = {what: [] for what in commands}
-        for r in range(1 + (1 if run.quick else 5)):
-            for what, cmd in commands.items():
-                t0 = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True)
-                times[what] += [time.perf_counter() - t0] * (r > 0)
-                if proc.returncode:
-                    raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-200:]}")
+        times = interleaved({w: lambda w=w, c=c: _call(w, c) for w, c in commands.items()}, 1 if run.quick else 5)
     if sys.dont_write_bytecode:
         run.notes.append("PYTHONDONTWRITEBYTECODE is set: every cold start compiles aeflow from source")
-    rows = []
-    for what, t in times.items():
-        goal, median = GOALS_S.get(what), float(np.median(t))
-        rows.append({"what": what, "seconds": spread(t), "vs_floor": median / float(np.median(times[FLOOR])),
-                     "goal_s": goal, "goal": goal and f"<= {goal} s: {'met' if median <= goal else 'NOT met'}"})
-    return rows
+    m = {what: float(np.median(t)) for what, t in times.items()}
+    met = {what: f"<= {goal} s: {'met' if m[what] <= goal else 'NOT met'}" for what, goal in GOALS_S.items()}
+    return [{"what": what, "seconds": spread(t), "vs_floor": m[what] / m[FLOOR], "goal_s": GOALS_S.get(what),
+             "goal": met.get(what)} for what, t in times.items()]
 
 
 # each section's JSON key, title and columns (header, row key, format: "s" aligns left, a trailing "x" a ratio)
@@ -296,8 +282,8 @@ TABLES = (
       ("limit", "share_of_limit", ".0%"), ("vs torch", "vs_torch", ".2fx"), ("vs fp32", "vs_fp32", ".2fx"),
       ("max diff", "max_abs_diff_vs_ort_fp32", ".1e"))),
     ("sampling", "sampling the flow (seconds for n samples; the last two rows: what one pass costs)",
-     (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"),
-      ("samples/s", "samples_per_s", ",.0f"), ("vs homework", "vs_homework", ".2fx"), ("x forward", "x_forward", ".2f"))),
+     (("method", "method", "s"), ("n", "n", ",d"), ("seconds", "seconds", ".3f"), ("samples/s", "samples_per_s", ",.0f"),
+      ("vs homework", "vs_homework", ".2fx"), ("x forward", "x_forward", ".2f"))),
     ("files", "scoring from files, opened and scored end to end (the two inputs alternate)",
      (("input", "input", "s"), ("n", "n", ",d"), ("images/s", "images_per_s", ",.0f"), ("vs .npy", "vs_npy", ".2f"))),
     ("cold_start", "cold start: a new process from start to exit",
@@ -307,21 +293,18 @@ TABLES = (
 
 def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, threads: int | None = None,
               verify: bool = True, quick: bool = False, progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Every section in order (``repeats``: None is 5, quick 2; ``threads``: None is the CPUs this
-    process may use): the JSON-ready ``machine``, ``providers``, ``settings``, each section's rows
-    under its key, ``versions`` and ``notes``."""
-    directory = artifacts_dir(artifacts)
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    run = Run(directory, read_threshold(directory, verify), device, repeats or (2 if quick else 5), threads, verify,
-              quick, progress)
+    """Every section in order (options: ``Run``): the JSON-ready ``machine``, ``providers``,
+    ``settings``, each section's rows under its key, ``versions`` and ``notes``."""
+    run = Run(artifacts, device, repeats, threads, verify, quick, progress)
     load = os.getloadavg()
     progress("limit")
-    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, threads, max(1, min(run.repeats, 5)))
+    size = QUICK_LIMIT_SIZE if quick else LIMIT_SIZE
+    run.results["limit"] = gemm_limits(size, run.threads, max(1, min(run.repeats, 5)))
     for key, rows in (("scoring", scoring_rows), ("sampling", sampling_rows), ("files", files_rows),
                       ("cold_start", cold_start_rows)):
         progress(key.replace("_", " "))
         run.results[key] = rows(run)
-    machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": threads,
+    machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": run.threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
     settings = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
                                              "seconds_per_repeat")}
@@ -343,7 +326,7 @@ def format_table(result: dict) -> str:
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
     for key, title, columns in TABLES:
-        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), fmt) for _, k, fmt in columns] for r in result.get(key, ())]
+        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
         lines += ["", title, *text_table(cells, tuple(i for i, c in enumerate(columns) if c[2] != "s"))]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from aeflow.analysis import text_table
-from aeflow.analysis.timing import FLOPS_PER_IMAGE, spread, time_calls
+from aeflow.analysis.timing import FLOPS_PER_IMAGE, matmul_model, spread, time_calls
 from aeflow.parity import compare
 from aeflow.runtime import device
 from aeflow.runtime.artifacts import artifacts_dir, demo_images
@@ -23,8 +23,12 @@ FULL = {"batch": 1 << 16, "host_images": 1 << 20, "samples": 10**8, "matmul": 81
 QUICK = {"batch": 1 << 12, "host_images": 1 << 14, "samples": 10**6, "matmul": 1024, "copy_bytes": 1 << 24}
 
 
-def _row(name: str, kind: str, per_s: list[float], unit: str, **extra) -> dict:
-    return {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
+def _row(name: str, kind: str, per_s: list[float], unit: str, check=None, **extra) -> dict:
+    """A row: the spread of ``per_s``, the ``extra`` fields and the check against the CPU, if any."""
+    row = {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
+    if check is not None:
+        row["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
+    return row
 
 
 def device_name() -> str:
@@ -41,27 +45,24 @@ def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
     (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
     n, m = size["copy_bytes"] // 4, size["matmul"]
     src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
+    host = np.ones(size["copy_bytes"], dtype=np.uint8)
+    dst8 = device._zeros([host.size], np.uint8, where)
 
     def copy():  # a device-to-device copy is asynchronous; the tiny copy back waits for it
         dst.update_inplace(src)
         tiny.numpy()
 
-    host = np.ones(size["copy_bytes"], dtype=np.uint8)
-    dst8 = device._zeros([host.size], np.uint8, where)
-    model = device.tiny_model([("MatMul", ["A", "B"], ["Y"], {})], [("A", device.FLOAT, [m, m]), ("B", device.FLOAT, [m, m])],
-                              [("Y", device.FLOAT, [m, m])])
-    session, rng = create_session(model, where), np.random.default_rng(0)
+    session, rng = create_session(matmul_model(m), where), np.random.default_rng(0)
     binding = session.io_binding()
     for name in "AB":
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where, 0))
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where))
     binding.bind_ortvalue_output("Y", device._zeros([m, m], np.float32, where))
-    return [
-        _row("device-to-device copy", "limit", [2 * size["copy_bytes"] / t / 1e9 for t in time_calls(copy, repeats)], "GB/s"),
-        _row("host-to-device copy (pageable)", "limit",
-             [host.size / t / 1e9 for t in time_calls(lambda: dst8.update_inplace(host), repeats)], "GB/s"),
-        _row(f"fp32 MatMul {m}^3, TF32 off", "limit",
-             [2 * m ** 3 / t / 1e12 for t in time_calls(lambda: session.run_with_iobinding(binding), repeats)], "TFLOP/s"),
-    ]
+    rates = lambda fn, work: [work / t for t in time_calls(fn, repeats)]  # noqa: E731
+    return [_row("device-to-device copy", "limit", rates(copy, 2 * size["copy_bytes"] / 1e9), "GB/s"),
+            _row("host-to-device copy (pageable)", "limit", rates(lambda: dst8.update_inplace(host), host.size / 1e9),
+                 "GB/s"),
+            _row(f"fp32 MatMul {m}^3, TF32 off", "limit",
+                 rates(lambda: session.run_with_iobinding(binding), 2 * m ** 3 / 1e12), "TFLOP/s")]
 
 
 def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[float], np.ndarray]:
@@ -89,19 +90,19 @@ def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str =
         try:
             if session is not None:
                 times, scores = _resident(session, x, repeats, "score")
-                rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check=check(scores),
+                rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check(scores),
                                  flops=FLOPS_PER_IMAGE, bytes=2 * 4 * pixels + 4, batch=len(x)))
         except Exception as e:  # e.g. a graph onnxruntime cannot capture: say so, measure the rest
             rows.append({"name": name, "kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
     hx = np.resize(base, (size["host_images"], *base.shape[1:]))
-    hx32 = hx.astype(np.float32) / np.float32(255)
-    for name, data, per in (("host-fed uint8", hx, pixels), ("host-fed float32", hx32, 4 * pixels)):
+    for name, data, per in (("host-fed uint8", hx, pixels),
+                            ("host-fed float32", hx.astype(np.float32) / np.float32(255), 4 * pixels)):
         rows.append(_row(name, "scoring", [len(data) / t for t in time_calls(lambda: scorer.score(data), repeats)],
-                         "images/s", check=check(scorer.score(data)), flops=FLOPS_PER_IMAGE, host_bytes=per,
+                         "images/s", check(scorer.score(data)), flops=FLOPS_PER_IMAGE, host_bytes=per,
                          batch=size["batch"]))
     user = AnomalyScorer(directory, device=where, verify=verify)  # the default batch size, one image
     lat = [t * 1e3 for t in time_calls(lambda: user.score(base[:1]), 20 * repeats)]
-    rows.append(_row("latency, batch 1", "latency", lat, "ms", check=check(user.score(base[:1])),
+    rows.append(_row("latency, batch 1", "latency", lat, "ms", check(user.score(base[:1])),
                      p99=float(np.percentile(lat, 99))))
     return rows
 
@@ -111,41 +112,33 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session, entry = gpu._sampler_graph(), gpu.metadata.sampler
+    session = gpu._sampler_graph()
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(session, z, repeats, "x")
     head = z[:1 << 16]
-    keep = ~in_intervals(head, entry.float64_z_intervals)
+    keep = ~in_intervals(head, gpu.metadata.sampler.float64_z_intervals)
     want = cpu._sampler_graph().run(None, {"z": head})[0]
     return _row("sampler graph, device-resident", "sampling", [z.size / t for t in times], "samples/s",
-                check=compare("sample", x[:head.size][keep], want[keep]), flops=0, bytes=8, n=int(z.size))
+                compare("sample", x[:head.size][keep], want[keep]), flops=0, bytes=8, n=int(z.size))
 
 
-def _shares(rows: list[dict]) -> None:
-    """Each row's share of the limits (FLOP/s of the MatMul's, bytes/s of the copies'), its target."""
+def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = None, verify: bool = True,
+                   where: str = "cuda") -> dict:
+    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
+    ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
+    directory = artifacts_dir(artifacts)
+    size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
+    create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
+    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where)
+    rows.append(sampler_row(directory, size, repeats, verify, where))
     best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
-    for r in (r for r in rows if "median" in r):
+    for r in (r for r in rows if "median" in r):  # FLOP/s of the MatMul's limit, bytes/s of the copies'
         for key, limit, scale, share in (("flops", "fp32", 1e12, "flop_share"), ("bytes", "device-to-device", 1e9,
                                          "byte_share"), ("host_bytes", "host-to-device", 1e9, "byte_share")):
             if r.get(key) and best.get(limit):
                 r[share] = r["median"] * r[key] / (best[limit] * scale)
         if r["name"] in TARGETS:
             r["target"] = TARGETS[r["name"]]
-        if "check" in r:
-            c = r.pop("check")
-            r["check"] = {"passed": c.passed, "max_abs": c.max_abs, "tolerance": c.tolerance}
-
-
-def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = None, verify: bool = True,
-                   where: str = "cuda") -> dict:
-    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
-    ``rows`` (name, kind, unit, median/min/max, shares, target, check)."""
-    directory = artifacts_dir(artifacts)
-    size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
-    create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
-    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where)
-    rows.append(sampler_row(directory, size, repeats, verify, where))
-    _shares(rows)
     return {"device": device_name(), "onnxruntime": ort.__version__, "sizes": size, "repeats": repeats, "rows": rows}
 
 
@@ -158,7 +151,8 @@ def row_cells(r: dict) -> tuple[str, str, str]:
                                                                              ("byte_share", "bytes")) if k in r)
     detail += f", {r['median'] / r['target']:.2f}x the H100 target {r['target']:.0e}" if "target" in r else ""
     check = r.get("check")
-    return r["name"], "-" if check is None else ("ok" if check["passed"] else "FAIL") + f" vs CPU {check['max_abs']:.1e}", detail
+    result = "-" if check is None else ("ok" if check["passed"] else "FAIL") + f" vs CPU {check['max_abs']:.1e}"
+    return r["name"], result, detail
 
 
 def format_rows(result: dict) -> str:

@@ -9,6 +9,9 @@ from typing import Callable
 
 import numpy as np
 
+from aeflow.runtime.device import FLOAT, UINT8, tiny_model
+from aeflow.runtime.providers import create_session
+
 # multiply-adds of the six layers, two FLOPs each (the elementwise tail is left out)
 FLOPS_PER_IMAGE = 2 * (784 * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * 784)
 BUFFERS = 3  # distinct inputs in rotation, so no timing measures a cache holding one input
@@ -21,15 +24,23 @@ def spread(values) -> dict:
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, gap: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of each call of every function in ``fns``, called in turn for ``repeats`` rounds after
+    one untimed round (warm caches); ``gap`` seconds of sleep before each call."""
+    times = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter()
+            fn()
+            times[name] += [time.perf_counter() - t0] * (r > 0)
+    return times
+
+
 def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
     """Seconds of each of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+    return interleaved({"": fn}, repeats)[""]
 
 
 def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 0) -> list[np.ndarray]:
@@ -51,8 +62,7 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
             fn(x)
         slowest = max(slowest, time.perf_counter() - t0)
     calls = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6))))
-    rates = {name: [] for name in engines}
-    latencies = {name: [] for name in engines}
+    rates, latencies = {name: [] for name in engines}, {name: [] for name in engines}
     for r in range(repeats):
         for name, fn in engines.items():
             time.sleep(PHASE_GAP_S)
@@ -82,21 +92,22 @@ def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
     return isa + (" + AMX" if "amx_int8" in flags else "")
 
 
+def matmul_model(n: int, op: str = "MatMul", types: tuple[int, int, int] = (FLOAT, FLOAT, FLOAT)) -> bytes:
+    """The ONNX model Y = ``op``(A, B) of n x n matrices (``types``: the ONNX element types of A, B, Y)."""
+    return tiny_model([(op, ["A", "B"], ["Y"], {})], [("A", types[0], [n, n]), ("B", types[1], [n, n])],
+                      [("Y", types[2], [n, n])])
+
+
 def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
     """One n^3 matrix product: numpy float32, onnxruntime MatMul and MatMulInteger u8 x s8 (the int8
     graph's kernels, B with 7-bit values as its weights). Rows ``{"name", "precision", "size", "gflops"}``."""
-    from aeflow.runtime.device import FLOAT, UINT8, tiny_model
-    from aeflow.runtime.providers import create_session
-
     rng = np.random.default_rng(1)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
     a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)
-    runs = [("numpy-sgemm", "fp32", lambda: a @ b)]
-    for name, op, (x, y), types in (("ort-matmul-fp32", "MatMul", (a, b), (FLOAT, FLOAT, FLOAT)),
-                                    ("ort-matmulinteger-int8", "MatMulInteger", (a8, b8), (UINT8, 3, 6))):  # s8, s32
-        model = tiny_model([(op, ["A", "B"], ["Y"], {})], [("A", types[0], [n, n]), ("B", types[1], [n, n])],
-                           [("Y", types[2], [n, n])])
-        session = create_session(model, "cpu", threads, spinning=False)
-        runs.append((name, "int8" if x is a8 else "fp32", lambda s=session, x=x, y=y: s.run(None, {"A": x, "B": y})))
+    fp32 = create_session(matmul_model(n), "cpu", threads, spinning=False)
+    int8 = create_session(matmul_model(n, "MatMulInteger", (UINT8, 3, 6)), "cpu", threads, spinning=False)  # s8, s32
+    runs = [("numpy-sgemm", "fp32", lambda: a @ b),
+            ("ort-matmul-fp32", "fp32", lambda: fp32.run(None, {"A": a, "B": b})),
+            ("ort-matmulinteger-int8", "int8", lambda: int8.run(None, {"A": a8, "B": b8}))]
     return [{"name": name, "precision": precision, "size": n,
              "gflops": spread([2.0 * n ** 3 / t / 1e9 for t in time_calls(fn, repeats)])} for name, precision, fn in runs]

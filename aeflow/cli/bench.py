@@ -32,13 +32,12 @@ def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
       aeflow bench --quick --json > bench.json
     """
     if device == "cuda":
-        from aeflow.analysis.cuda_bench import format_rows, run_cuda_bench
+        from aeflow.analysis.cuda_bench import format_rows as text, run_cuda_bench
 
         result = run_cuda_bench(artifacts, quick, repeats, not no_verify)
-        click.echo(json.dumps(result, indent=2) if as_json else format_rows(result))
-        return
-    from aeflow.analysis.bench import format_table, run_bench
+    else:
+        from aeflow.analysis.bench import format_table as text, run_bench
 
-    result = run_bench(artifacts, device, repeats, threads, not no_verify, quick,
-                       lambda msg: sys.stderr.isatty() and click.echo(f"bench: {msg}", err=True))
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+        result = run_bench(artifacts, device, repeats, threads, not no_verify, quick,
+                           lambda msg: sys.stderr.isatty() and click.echo(f"bench: {msg}", err=True))
+    click.echo(json.dumps(result, indent=2) if as_json else text(result))
