@@ -1,10 +1,7 @@
 """The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures, and
-threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``) whose
-``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results
-(the ``content_sha256`` seal, graphs' sha256s and signatures, threshold = mean + k std or its
-calibration, W and the range, the bracket, the sampler's intervals): one ``ArtifactError`` line
-naming the file and the field. ``to_json()`` gives the sealed document back. The dict records are
-checked in ``aeflow.runtime.jsoncheck``; a folder is loaded by ``aeflow.runtime.artifacts``."""
+threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``): ``from_json``
+checks every field and the consistency that protects results, one ``ArtifactError`` line naming the file
+and the field; ``to_json()`` gives the sealed document back. A folder is loaded by ``aeflow.runtime.artifacts``."""
 
 from __future__ import annotations
 
