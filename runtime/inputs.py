@@ -14,12 +14,12 @@ import numpy as np
 
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError
-from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, ArraySource, ImageSource, RawFileSource, \
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
     StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
     read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
-__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
+__all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
            "read_images", "scale_problem", "to_float32"]
 
 

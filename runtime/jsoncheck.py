@@ -40,13 +40,11 @@ class Check:
         """A JSON object holding ``keys``; when ``closed``, nothing beyond them and ``optional``."""
         if not isinstance(value, dict):
             self.fail(field, f"must be an object, found {show(value)}")
-        prefix = f"{field}." if field else ""
-        for key in keys:
-            if key not in value:
-                self.fail(prefix + key, "is missing")
+        missing = [key for key in keys if key not in value]
         extra = sorted(set(value) - set(keys) - set(optional)) if closed else []
-        if extra:
-            self.fail(prefix + extra[0][:40], "is not a field of this schema")
+        if missing or extra:
+            self.fail((f"{field}." if field else "") + (missing or extra)[0][:40],
+                      "is missing" if missing else "is not a field of this schema")
         return value
 
     def num(self, value, field: str, lo=None, hi=None, lo_open=False, integer=False):
