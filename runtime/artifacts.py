@@ -69,14 +69,12 @@ def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None 
         _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            missing = [n for n in names if n not in npz.files]
-            if missing:
-                raise ArtifactError(f"{path}: no array {missing[0]!r}; re-export")
-            return {n: npz[n] for n in names}
-    except ArtifactError:
-        raise
+            arrays = {n: npz[n] for n in names if n in npz.files}
     except Exception as e:  # np.load and zipfile raise many types for an empty or damaged file
         raise ArtifactError(f"{path}: cannot be read as .npz ({type(e).__name__}); re-export") from None
+    if missing := [n for n in names if n not in arrays]:
+        raise ArtifactError(f"{path}: no array {missing[0]!r}; re-export")
+    return arrays
 
 
 def _reject_constant(name: str):
