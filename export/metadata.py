@@ -11,6 +11,7 @@ from aeflow.files import sha256_file
 from aeflow.runtime import contract
 from aeflow.runtime.contract import Binding, FlowMeta, Graph, SamplerEntry, ThresholdMeta, Validation
 from aeflow.runtime.inversion import Components
+from aeflow.runtime.jsoncheck import Check
 
 
 def bindings(golden: Path, checkpoint: Path, versions: dict) -> dict:
@@ -45,15 +46,10 @@ def flow_metadata(directory: Path, flow, versions: dict) -> FlowMeta:
     the training config and the sampler graph's entry (``aeflow.export.sampler_graph``)."""
     comp, cfg = flow.model.components(), flow.ckpt["config"]
     w = math.fsum(comp["weight"])
-    entry = dict(flow.sampler)
-    graph = Graph("sampler", entry.pop("sha256"), entry.pop("opset"), contract.signature("sampler"))
-    for key in ("onnx_file", "inputs", "outputs"):
-        entry.pop(key)
-    entry["float64_z_intervals"] = tuple(tuple(p) for p in entry["float64_z_intervals"])
     training = {k: cfg[k] for k in ("n_components", "epochs", "lr", "batch_size", "n_train", "n_test", "seed")}
     return FlowMeta(graph=Graph.of_file("flow", directory / contract.FLOW_FILE, flow.opset), W=w,
                     z_range=(-w / 2, w / 2), components=Components(comp["mu"], comp["sigma"], comp["weight"]),
                     x_bracket=tuple(float(v) for v in flow.x_bracket),
                     z_at_bracket=tuple(float(v) for v in flow.z_at_bracket), nll=flow.nll, training=training,
-                    sampler=SamplerEntry(graph=graph, **entry),
+                    sampler=SamplerEntry.from_json(Check(contract.FLOW_JSON), flow.sampler, w / 2),  # its JSON, checked
                     **bindings(directory / contract.GOLDEN_FILE, flow.path, versions))

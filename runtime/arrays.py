@@ -16,8 +16,7 @@ import numpy as np
 
 from aeflow.errors import InputError
 
-SIDE = 28  # the homework's images, 28x28: the default size
-DEFAULT_SHAPE = (SIDE, SIDE)
+DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
 SIDES = (4, 4096)  # the smallest and largest side an image size taken from the data may have
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 

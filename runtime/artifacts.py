@@ -69,14 +69,12 @@ def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None 
         _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            missing = [n for n in names if n not in npz.files]
-            if missing:
-                raise ArtifactError(f"{path}: no array {missing[0]!r}; re-export")
-            return {n: npz[n] for n in names}
-    except ArtifactError:
-        raise
+            arrays = {n: npz[n] for n in names if n in npz.files}
     except Exception as e:  # np.load and zipfile raise many types for an empty or damaged file
         raise ArtifactError(f"{path}: cannot be read as .npz ({type(e).__name__}); re-export") from None
+    if missing := [n for n in names if n not in arrays]:
+        raise ArtifactError(f"{path}: no array {missing[0]!r}; re-export")
+    return arrays
 
 
 def _reject_constant(name: str):
@@ -86,9 +84,7 @@ def _reject_constant(name: str):
 def _no_duplicates(pairs: list) -> dict:
     doc = dict(pairs)
     if len(doc) != len(pairs):
-        seen = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup[:40]!r}")
+        raise ValueError(f"duplicate key {next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))[:40]!r}")
     return doc
 
 
@@ -150,16 +146,6 @@ def check_signature(session, sig: dict, name: str) -> None:
                                     f"{dims}); this graph breaks the artifact contract - re-export")
 
 
-def _checked_file(path: Path, want: str, recorded_in: str, verify: bool, hint: str = "aeflow export") -> Path:
-    _regular(path, f"run '{hint}' or restore the file")
-    if verify:
-        try:
-            _same_sha256(path, sha256_file(path), want, recorded_in)
-        except OSError as e:
-            raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
-    return path
-
-
 def _same_sha256(path: Path, have: str, want: str, recorded_in: str) -> None:
     if have != want:
         raise ArtifactError(f"{path}: sha256 {have[:12]}... does not match {recorded_in}'s {want[:12]}...; the "
@@ -171,7 +157,13 @@ def graph_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, whi
     spec, entry = contract.GRAPHS[which], meta.entry(which)
     if entry is None:
         raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
-    return _checked_file(Path(directory) / spec.file, entry.graph.sha256, spec.metadata, verify, spec.export_hint)
+    path = _regular(Path(directory) / spec.file, f"run '{spec.export_hint}' or restore the file")
+    if verify:
+        try:
+            _same_sha256(path, sha256_file(path), entry.graph.sha256, spec.metadata)
+        except OSError as e:
+            raise ArtifactError(f"{path}: cannot be read ({e.strerror or e}); restore the file") from None
+    return path
 
 
 def golden_arrays(image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> dict[str, tuple[str, tuple[int, ...]]]:

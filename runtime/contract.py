@@ -1,10 +1,7 @@
 """The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures, and
-threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``) whose
-``from_json(doc, where)`` checks what the runtime reads and the consistency that protects results
-(the ``content_sha256`` seal, graphs' sha256s and signatures, threshold = mean + k std or its
-calibration, W and the range, the bracket, the sampler's intervals): one ``ArtifactError`` line
-naming the file and the field. ``to_json()`` gives the sealed document back. The dict records are
-checked in ``aeflow.runtime.jsoncheck``; a folder is loaded by ``aeflow.runtime.artifacts``."""
+threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``): ``from_json``
+checks every field and the consistency that protects results, one ``ArtifactError`` line naming the file
+and the field; ``to_json()`` gives the sealed document back. A folder is loaded by ``aeflow.runtime.artifacts``."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ import numpy as np
 
 from aeflow.errors import ArtifactError
 from aeflow.files import sha256_file
-from aeflow.runtime.jsoncheck import SHA256, Check, calibration_record, close, content_sha256, evaluation, seal, show
+from aeflow.runtime.jsoncheck import SHA256, Check, calibration_record, content_sha256, evaluation, seal, show
 
 if TYPE_CHECKING:
     from aeflow.runtime.inversion import Components
@@ -172,7 +169,7 @@ class ThresholdEntry:
         cal = doc.get("calibration")
         if cal is not None:
             calibration_record(c, cal, prefix + "calibration", threshold)
-        elif not close(threshold, val.mean + k * val.std):
+        elif not math.isclose(threshold, val.mean + k * val.std, rel_tol=1e-9):
             c.fail(prefix + "threshold", f"{threshold!r} is not validation.mean + k * validation.std "
                                          f"= {val.mean + k * val.std!r}")
         if val.n != n_validation:
@@ -358,10 +355,10 @@ class FlowMeta:
         if c.obj(doc["training"], "training", ("n_components",), closed=False)["n_components"] != k:
             c.fail("training.n_components", f"differs from n_components {k}")
         w = c.num(doc["W"], "W", 0.0, lo_open=True)
-        if not close(w, math.fsum(weight), 1e-12):
+        if not math.isclose(w, math.fsum(weight), rel_tol=1e-12):
             c.fail("W", f"{w!r} is not the sum of components.weight ({math.fsum(weight)!r})")
         z_range, (lo, hi), zb = (c.numbers(doc[n], n, (2, 2)) for n in ("z_range", "x_bracket", "z_at_bracket"))
-        if not (close(z_range[0], -w / 2, 1e-12) and close(z_range[1], w / 2, 1e-12)):
+        if not all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(z_range, (-w / 2, w / 2))):
             c.fail("z_range", f"must be [-W/2, W/2] = [{-w / 2!r}, {w / 2!r}]")
         if not lo < hi:
             c.fail("x_bracket", f"must be ordered, found [{lo!r}, {hi!r}]")

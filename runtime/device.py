@@ -45,7 +45,8 @@ def tiny_model(nodes, inputs, outputs, scalars=(), opset: int = 17) -> bytes:
                           + _msg(4, op) + b"".join(_msg(5, _msg(1, k) + _int(3, v) + _int(20, 2))
                                                     for k, v in attrs.items()))
                      for op, ins, outs, attrs in nodes)
-    graph += _msg(2, "aeflow") + b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v))) for name, v in scalars)
+    graph += _msg(2, "aeflow") + b"".join(_msg(5, _int(2, FLOAT) + _msg(8, name) + _msg(9, struct.pack("<f", v)))
+                                          for name, v in scalars)
     graph += b"".join(_msg(11, _value_info(*i)) for i in inputs) + b"".join(_msg(12, _value_info(*o)) for o in outputs)
     return _int(1, 8) + _msg(7, graph) + _msg(8, _msg(1, "") + _int(2, opset))
 

@@ -7,20 +7,45 @@ import contextlib
 import functools
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError
-from aeflow.idx import read_idx_header
-from aeflow.runtime.arrays import DEFAULT_SHAPE, SIDE, ArraySource, ImageSource, RawFileSource, \
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
     StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
     read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
-__all__ = ["SIDE", "ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
+__all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
            "read_images", "scale_problem", "to_float32"]
+
+
+def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
+    """(shape, offset of the first data byte, gzipped) of an IDX file (MNIST's format, raw or gzip: two zero
+    bytes, type 0x08 (uint8), the number of dimensions, a big-endian uint32 each, then the data); one-line
+    ``InputError`` for a bad magic number, an impossible shape or a raw file shorter than its header says."""
+    try:
+        gz = read_bytes(path, 2) == b"\x1f\x8b"
+        with opened_at(path, 0, gz) as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 and head[:3] == b"\x00\x00\x08" and 1 <= head[3] <= 4 else 0
+            dims = f.read(4 * ndim)
+    except read_errors() as e:
+        raise InputError(f"{path}: cannot read the IDX header ({e}); the file is corrupted") from None
+    if not ndim:
+        raise InputError(f"{path}: bad IDX magic number {int.from_bytes(head, 'big'):#010x}; expected 0x00000803 "
+                         f"(images) or 0x00000801 (labels) - is this an IDX file?")
+    if len(dims) < 4 * ndim:
+        raise InputError(f"{path}: IDX header is truncated; the file is incomplete")
+    shape = struct.unpack(f">{ndim}I", dims)
+    if math.prod(d for d in shape if d) >= 2**62:  # numpy cannot describe it, even with a zero among them
+        raise InputError(f"{path}: IDX header gives an impossible shape {shape}; the file is corrupted")
+    if not gz:
+        _check_size(path.stat().st_size - 4 - 4 * ndim, shape, np.dtype(np.uint8), str(path), "IDX")
+    return shape, 4 + 4 * ndim, gz
 
 
 def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:

@@ -40,13 +40,11 @@ class Check:
         """A JSON object holding ``keys``; when ``closed``, nothing beyond them and ``optional``."""
         if not isinstance(value, dict):
             self.fail(field, f"must be an object, found {show(value)}")
-        prefix = f"{field}." if field else ""
-        for key in keys:
-            if key not in value:
-                self.fail(prefix + key, "is missing")
+        missing = [key for key in keys if key not in value]
         extra = sorted(set(value) - set(keys) - set(optional)) if closed else []
-        if extra:
-            self.fail(prefix + extra[0][:40], "is not a field of this schema")
+        if missing or extra:
+            self.fail((f"{field}." if field else "") + (missing or extra)[0][:40],
+                      "is missing" if missing else "is not a field of this schema")
         return value
 
     def num(self, value, field: str, lo=None, hi=None, lo_open=False, integer=False):
@@ -100,10 +98,6 @@ class Check:
         return self.table(value, field, lambda v, f: self.text(v, f, max_len=100))
 
 
-def close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
-
-
 def content_sha256(doc: dict) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces) of ``doc`` without ``content_sha256``."""
     rest = {k: v for k, v in doc.items() if k != "content_sha256"}
@@ -132,13 +126,13 @@ def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
     if rule == "mean + k std":
         k, mean, std = (c.num(cal[p], f + p, 0.0, 100.0 if p == "k" else None, p == "k") for p in ("k", "mean", "std"))
         c.same(cal["ddof"], f + "ddof", 1)
-        if not close(threshold, mean + k * std):
+        if not math.isclose(threshold, mean + k * std, rel_tol=1e-9):
             c.fail(field, f"threshold {threshold!r} is not calibration.mean + k * calibration.std")
     else:
         c.num(cal["false_alarm_rate"], f + "false_alarm_rate", 0.0, 1.0, True)
         if c.count(cal["rank"], f + "rank", 1) > n:
             c.fail(f + "rank", "is larger than n")
-    if flagged > n or not close(rate, flagged / n):
+    if flagged > n or not math.isclose(rate, flagged / n, rel_tol=1e-9):
         c.fail(f + "achieved_false_alarm_rate", "is not flagged / n")
     _intervals_and_data(c, cal, f, n, rate)
     c.text(cal["date"], f + "date", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")

@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aeflow.errors import AeflowError  # noqa: E402
-from aeflow.idx import read_idx_header  # noqa: E402
 from aeflow.runtime import pngfiles  # noqa: E402
-from aeflow.runtime.inputs import open_source, to_float32  # noqa: E402
+from aeflow.runtime.inputs import open_source, read_idx_header, to_float32  # noqa: E402
 from conftest import write_idx  # noqa: E402
 from pngdata import SIGNATURE, encode_png  # noqa: E402
 

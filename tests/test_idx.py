@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from aeflow.errors import InputError
-from aeflow.idx import read_idx_header
-from aeflow.runtime.inputs import open_idx
+from aeflow.runtime.inputs import open_idx, open_source, read_idx_header
 from conftest import write_idx
 
 
@@ -67,7 +66,7 @@ def test_gzip_of_garbage(tmp_path):
 
 def test_missing_and_empty(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        read_idx(tmp_path / "nope")
+        open_source(tmp_path / "nope")
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(InputError, match="bad IDX magic number 0x00000000"):
         read_idx(tmp_path / "empty")
