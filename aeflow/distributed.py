@@ -28,6 +28,7 @@ from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import ScoredInput, p_values, results_table
 from aeflow.runtime.scorer import AnomalyScorer
+from aeflow.scoring import InputResult, output_context
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 
@@ -56,7 +57,7 @@ class Task:
 
 
 def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
-         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
+         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[InputResult], list[Task]]:
     """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
     tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     chunk = -(-chunk_size // batch_size) * batch_size
@@ -64,7 +65,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     for k, p in enumerate(paths):
         name = str(p)
         with open_source(p, name, column, image_shape=image_shape) as src:
-            shards.append(ShardResult(name, src.n, labels=src.labels))
+            shards.append(InputResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
             whole = not hasattr(src, "window") or src.n <= chunk
@@ -152,40 +153,10 @@ class _Writer:
 
 
 @dataclass
-class ShardResult:
-    """One input's outcome: images, flagged, worker seconds, scores float32 [n] (when kept), labels
-    bool [n] or None and, where labelled, normal images, false alarms, anomalies, misses."""
-
-    name: str
-    images: int
-    flagged: int = 0
-    seconds: float = 0.0
-    labels: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    normal: int = 0
-    false_alarms: int = 0
-    anomalous: int = 0
-    misses: int = 0
-
-    def add(self, start: int, scores: np.ndarray, flags: np.ndarray, seconds: float) -> None:
-        """Account for the scores of images [start, start + len(scores))."""
-        self.flagged += int(flags.sum())
-        self.seconds += seconds
-        if self.scores is not None:
-            self.scores[start:start + len(scores)] = scores
-        if self.labels is not None:
-            lab = self.labels[start:start + len(scores)]
-            self.normal += int((~lab).sum())
-            self.false_alarms += int((flags & ~lab).sum())
-            self.anomalous += int(lab.sum())
-            self.misses += int((~flags & lab).sum())
-
-
-@dataclass
 class DistributedRun:
     """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers."""
 
-    shards: list[ShardResult]
+    shards: list[InputResult]
     tasks: int
     seconds: float
     workers: int
@@ -227,14 +198,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                           len(client.scheduler_info().get("workers", {})))
 
 
-def output_context(scorer) -> dict:
-    """What the output's metadata records of ``scorer`` (a dict)."""
-    return {"artifacts": os.path.abspath(scorer.directory), "graph": scorer.graph.name,
-            "precision": scorer.precision, "provider": scorer.provider, "batch_size": scorer.batch_size,
-            "threshold": scorer.threshold}
-
-
-def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardResult], threshold: float,
+def _run(client, settings: dict, tasks: list[Task], column, results: list[InputResult], threshold: float,
          writer, on_progress) -> None:
     """Submit every task and account for (and write) each result as it arrives; on any failure
     cancel what is left."""
@@ -247,7 +211,7 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardR
             task = futures[future]
             scores, seconds = _result(future, task)
             r = results[task.shard]
-            r.add(task.start, scores, scores > threshold, seconds)
+            r.add(task.start, scores, threshold, seconds)
             if writer is not None:
                 writer.add(task, scores, threshold, None if r.labels is None else r.labels[task.start:task.stop])
             done += task.stop - task.start
