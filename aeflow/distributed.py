@@ -105,30 +105,25 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
 def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
                 artifacts=()) -> str:
-    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, a name without
+    """"file" for ``x.parquet``, "folder" for a dataset (``DIR/``, an existing folder, a name without
     an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
     text, path = str(output), Path(output)
-    _pyarrow()
-    if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix:  # False for a name too long
-        check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
-        return "dataset"
-    if path.suffix.lower() != ".parquet":
+    require("pyarrow.parquet", "distributed", "Parquet")  # said before any work
+    kind = "folder" if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix else "file"
+    if kind == "file" and path.suffix.lower() != ".parquet":
         raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
-    check_target(path, "file", what=what, force=force, inputs=inputs, artifacts=artifacts)
-    return "file"
-
-
-def _pyarrow():
-    return [require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet")]  # said before any work
+    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    return kind
 
 
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
-        self._pq, self._scorer, self.kind, self.context = _pyarrow()[1], scorer, kind, context
+        self._pq = require("pyarrow.parquet", "distributed", "Parquet")
+        self._scorer, self.kind, self.context = scorer, kind, context
         self._waiting, self._next, self._file = {}, 0, None
-        if kind == "dataset":
+        if kind == "folder":
             self._dir = stack.enter_context(staged_folder(output, replace=True))
         else:
             self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
@@ -139,7 +134,7 @@ class _Writer:
                                            list(task.files) if task.files is not None else None,
                                            p_values(self._scorer, scores))], self.context,
                               first_index=task.start)
-        if self.kind == "dataset":
+        if self.kind == "folder":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
             return
         self._waiting[task.number] = table

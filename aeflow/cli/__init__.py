@@ -8,7 +8,6 @@ import atexit
 import contextlib
 import errno
 import importlib
-import importlib.util
 import os
 import signal
 import sys
@@ -47,19 +46,11 @@ def cli_message(message: str) -> str:
     return message
 
 
-class Signalled(KeyboardInterrupt):
-    """An END_SIGNALS signal as an exception in the main thread: the command cleans up as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def _signals_end_the_command():
-    """Handlers raising ``Signalled`` for END_SIGNALS (later ones ignored while the command cleans
-    up, or held by ``aeflow.files`` until a temporary file is registered); yields the list of signals
-    received (``aeflow.files.RECEIVED``: nothing is published after one, even if a library swallowed it)."""
+    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS: the command cleans up as for Ctrl-C
+    (later ones ignored while it does, or held by ``aeflow.files`` until a temporary file is registered);
+    yields the signals received (``aeflow.files.RECEIVED``: nothing is published after one)."""
     received = files.RECEIVED
     received.clear()
     if threading.current_thread() is not threading.main_thread():
@@ -71,7 +62,7 @@ def _signals_end_the_command():
             return
         received.append(signum)
         if not files.signal_deferred():
-            raise Signalled(signum)
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in END_SIGNALS}
     try:
@@ -224,19 +215,15 @@ class LazyGroup(click.Group):
             raise _Carried(e) from None
 
     def list_commands(self, ctx):
-        return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         module, attribute, _ = COMMANDS.get(name, (None, None, None))
-        if module is None or importlib.util.find_spec(module) is None:
-            return None
-        return getattr(importlib.import_module(module), attribute)
+        return getattr(importlib.import_module(module), attribute) if module else None
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
 
     def main(self, args=None, prog_name=None, **extra):
         _guard_streams()
