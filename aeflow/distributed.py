@@ -84,10 +84,9 @@ def _worker_scorer(settings: dict):
     """This process's scorer for ``settings``, built once (sessions are costly to create)."""
     key = json.dumps(settings, sort_keys=True)
     with _SCORERS_LOCK:
-        scorer = _SCORERS.get(key)
-        if scorer is None:
-            scorer = _SCORERS[key] = AnomalyScorer.from_settings(settings)
-    return scorer
+        if key not in _SCORERS:
+            _SCORERS[key] = AnomalyScorer.from_settings(settings)
+        return _SCORERS[key]
 
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:

@@ -126,15 +126,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
     path = Path(path)
-    label = f"{what} {path}" if what else str(path)
+    label, tmp = f"{what} {path}" if what else str(path), None
     try:
         with _signals_held():  # a signal between creating the file and registering it would orphan it
             fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
             tmp = track(tmp)
-    except OSError as e:
-        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
-    os.close(fd)
-    try:
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
@@ -146,9 +143,10 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     except OSError as e:
         raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        untrack(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+            untrack(tmp)
 
 
 def _umask() -> int:
@@ -321,15 +319,13 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
-    for role, others in (("input", inputs), ("artifacts", artifacts)):
-        for other in others:
-            how = _relation(path, kind, other)
-            if how is not None:
-                said = {"is": f"is also an input ({other})", "is inside": f"is inside the input folder {other}",
-                        "holds": f"holds the input {other}"}[how]
-                if role == "artifacts":
-                    said = f"is also an input (the artifacts folder {other})"
-                raise UsageError(f"{what} {path} {said}; {hint}")
+    said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}", "holds": "holds the input {}"}
+    for other in inputs:
+        if how := _relation(path, kind, other):
+            raise UsageError(f"{what} {path} {said[how].format(other)}; {hint}")
+    for other in artifacts:
+        if _relation(path, kind, other):
+            raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
     if not bundled_ok and _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
     _check_place(path, kind, what, force, parents)
