@@ -179,8 +179,6 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
     code = 128 + signum if signum else 130
     if error is None:
         return None, 0
-    if isinstance(error, click.exceptions.Exit):
-        return None, error.exit_code
     if isinstance(error, (click.exceptions.Abort, KeyboardInterrupt)):
         return f"aeflow: interrupted{by}", code
     if isinstance(error, Interrupted):
@@ -200,8 +198,7 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
 
 
 STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
-ENDINGS = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError,
-           OSError)
+ENDINGS = (click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError, OSError)
 
 
 class LazyGroup(click.Group):
@@ -231,13 +228,11 @@ class LazyGroup(click.Group):
         with _signals_end_the_command() as received, warnings.catch_warnings():
             warnings.showwarning = _warning_printer(warnings.showwarning)
             try:
-                try:
-                    rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                try:  # click returns --help's and --version's Exit(0) itself
+                    super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
                     sys.stdout.flush()
                 except _Carried as e:
                     raise e.error from None
-                if isinstance(rv, int) and rv:
-                    error = click.exceptions.Exit(rv)
             except ENDINGS as e:
                 error = e
             except Exception:
