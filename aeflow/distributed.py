@@ -170,7 +170,6 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     no ``output``). ``on_progress(done, total)``: after each task. ``context``: the output's
     metadata (default: ``output_context`` and the scheduler's address). Returns a ``DistributedRun``;
     raises one-line ``AeflowError``s naming the failed shard."""
-    _dask()
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))

@@ -361,13 +361,11 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder`` itself (nothing left behind; a killed holder releases
     it) for a read-modify-write in it, waiting for another holder. No ``flock`` here: no lock."""
     fd = None
-    try:
+    with contextlib.suppress(ImportError, OSError):
         import fcntl
 
         fd = os.open(folder, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        pass
     try:
         yield
     finally:

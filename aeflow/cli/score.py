@@ -66,25 +66,21 @@ def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
     return 4096 + per_row * sum(s.n for s in sources)
 
 
-def _scorer(o: SimpleNamespace) -> AnomalyScorer:
+def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
+    """The scorer the options ask for, and what every report and output file records of the run."""
     scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, verify=not o.no_verify,
                            golden=not o.no_verify)
+    source = "--threshold"
     if o.threshold is not None:
         scorer.threshold = o.threshold
-    return scorer
-
-
-def _head(scorer: AnomalyScorer, o: SimpleNamespace) -> dict:
-    """What every report and output file records of the run (the artifacts folder absolute)."""
-    source = "--threshold"
-    if o.threshold is None:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
+    else:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
         entry = scorer.metadata.entry("ae" if o.precision == "fp32" else "int8")
         source = "threshold.json" if o.precision == "fp32" else "threshold.json, int8"
         if entry.calibration is not None:
             from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
 
             source = f"{source}: {threshold_origin(entry)}"
-    return dict(output_context(scorer), device_requested=o.device, threshold_source=source)
+    return scorer, dict(output_context(scorer), device_requested=o.device, threshold_source=source)
 
 
 # ---------------------------------------------------------------- the report, built once
@@ -189,8 +185,7 @@ def command(**options):
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
         check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used)
-    scorer, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
-    head = _head(scorer, o)
+    head, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
     _publish(out, maps, results, head, o.force)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
@@ -207,10 +202,10 @@ def command(**options):
 
 def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
-    maps, staged: their folder is a registered temporary). Returns the scorer, the results, their
+    maps, staged: their folder is a registered temporary). Returns the run's head, the results, their
     ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
-        scorer = _scorer(o)
+        scorer, head = _scorer(o)
         sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
                    for p in paths]
         if out is not None:
@@ -220,7 +215,7 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
             from aeflow.anomaly_maps import MapWriter
 
             maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources)
-        return (scorer, *_score_all(scorer, sources, quiet, maps), maps)
+        return (head, *_score_all(scorer, sources, quiet, maps), maps)
 
 
 def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool) -> None:
@@ -247,8 +242,8 @@ def _on_dask(o: SimpleNamespace) -> None:
     check_address(o.scheduler, "--scheduler")
     if o.output is not None:
         output_kind(o.output, o.force, "--output", o.inputs, o.used)
-    scorer = _scorer(o)
-    head = dict(_head(scorer, o), scheduler=o.scheduler)  # what the user passed, not an ephemeral address
+    scorer, head = _scorer(o)
+    head["scheduler"] = o.scheduler  # what the user passed, not an ephemeral address
     seen = 0
     with connect(o.scheduler, "--scheduler") as client, \
             progress_bar(1, "scoring on Dask", quiet=o.quiet or o.as_json) as bar:
