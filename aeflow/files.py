@@ -313,9 +313,10 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
     unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
     path, parent = Path(path), Path(os.path.abspath(path)).parent
-    while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
-        parent = parent.parent
-    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(parent)
+    nearest = parent
+    while not nearest.exists() and nearest != nearest.parent:  # the nearest existing parent
+        nearest = nearest.parent
+    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(nearest)
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
@@ -328,17 +329,15 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
             raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
     if not bundled_ok and _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    _check_place(path, kind, what, force, parents)
+    _check_place(path, kind, what, force, nearest if parents else parent)
     return path
 
 
-def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -> None:
+def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) -> None:
+    """``check_target``'s checks of the place (``parent``: the folder that must exist and be writable)."""
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")
-    parent = Path(os.path.abspath(path)).parent
-    while parents and not parent.exists() and parent != parent.parent:
-        parent = parent.parent
     if not parent.is_dir():
         what_is = "is not a folder" if parent.exists() else "does not exist"
         raise OutputError(f"{what} {path}: {parent} {what_is}; create the folder or choose another path")

@@ -85,8 +85,8 @@ def _ended(signum, frame):
 
 class _Stream:
     """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback:
-    stderr (``raises=False``) loses what cannot be written; stdout raises ``OSError`` (EBADF when
-    closed at the start), which ends the command with one line and exit 1."""
+    stderr (``raises=False``) loses what cannot be written; a stdout closed at the start (``stream``
+    None) raises ``OSError`` EBADF on a write, which ends the command with one line and exit 1."""
 
     encoding, errors = "utf-8", "backslashreplace"
 
@@ -94,18 +94,15 @@ class _Stream:
         self._stream, self._raises = stream, raises
 
     def _do(self, method: str, *args, empty=None):
-        try:
-            if self._stream is None:
-                raise OSError(errno.EBADF, "it is closed")
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a full or closed file; None: closed
             return getattr(self._stream, method)(*args)
-        except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
-            if self._raises and method != "isatty":
-                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "it is closed")
-            return empty
+        return empty
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
+        if text and self._raises and self._stream is None:
+            raise OSError(errno.EBADF, "it is closed")
         return self._do("write", text, empty=len(text)) if text else 0
 
     def writelines(self, lines) -> None:
@@ -113,8 +110,7 @@ class _Stream:
             self.write(line)
 
     def flush(self) -> None:
-        if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
-            self._do("flush")
+        self._do("flush")
 
     def isatty(self) -> bool:
         return bool(self._do("isatty", empty=False))
