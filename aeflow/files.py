@@ -218,14 +218,14 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
-        old = None
-        if exists:
-            import tempfile
+        with _signals_held():  # a signal between the two renames would leave the old folder set aside
+            if exists:
+                import tempfile
 
-            old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-        os.replace(staging, directory)
-        if old is not None:
+                old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
+                os.replace(directory, old / directory.name)
+            os.replace(staging, directory)
+        if exists:
             shutil.rmtree(old, ignore_errors=True)
         return directory
     for name in names:
