@@ -111,9 +111,9 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
-        # no hard links on this file system (FAT, some network mounts): claim the name first
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.replace(tmp, path)
+        with _signals_held():  # no hard links here (FAT, some network mounts): claim the name, then fill it
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.replace(tmp, path)
         return
     os.unlink(tmp)
 
