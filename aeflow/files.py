@@ -98,6 +98,11 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
+def cannot_write(label: str, e: OSError) -> OutputError:
+    """The one-line ``OutputError`` for an ``OSError`` while writing ``label`` (the option and path)."""
+    return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
+
+
 def publish(tmp: Path, path: Path, replace: bool) -> None:
     """Give the complete file ``tmp`` the name ``path`` in one step. ``replace``: overwrite what is
     there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place).
@@ -141,7 +146,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
                           f"nothing was written (pass --force to replace it)") from None
     except OSError as e:
-        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(label, e) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -251,7 +256,7 @@ def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False
         with _signals_held():
             return track(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".tmp", dir=parent))
     except OSError as e:
-        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(f"{what} {directory}", e) from None
 
 
 @contextlib.contextmanager
@@ -272,7 +277,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
                        replace)
     except OSError as e:
-        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(f"{what} {directory}", e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         untrack(staging)
