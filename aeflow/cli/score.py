@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import click
-import numpy as np
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
