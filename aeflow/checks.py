@@ -116,27 +116,18 @@ def check_threads(threads) -> int | None:
     return None if threads is None else check_int(threads, "threads", 1, MAX_THREADS)
 
 
-def _within(value, low: float, high: float, closed: bool = False) -> bool:
-    """A real number (not a bool) in (low, high), or (low, high] when ``closed``."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return ok and low < value and (value <= high if closed else value < high)
-
-
 def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
     """The calibration rule: ``(k, None)`` (k in (0, 100], default 3) or ``(None, rate)`` (rate in
     (0, 1)), with a confidence in (0, 1)."""
     if k is not None and false_alarm_rate is not None:
         raise UsageError("pass k or false_alarm_rate, not both")
-    if not _within(confidence, 0, 1):
-        raise UsageError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    rate = {} if false_alarm_rate is None else {"false_alarm_rate": false_alarm_rate}
+    for name, value in ({"confidence": confidence} | rate).items():  # each in (0, 1)
+        if check_float(value, name, 0.0, above=True) >= 1:
+            raise UsageError(f"{name} must be < 1, got {_show(value)}")
     if false_alarm_rate is not None:
-        if not _within(false_alarm_rate, 0, 1):
-            raise UsageError(f"false_alarm_rate must lie strictly between 0 and 1, got {false_alarm_rate!r}")
         return None, float(false_alarm_rate)
-    k = DEFAULT_K if k is None else k
-    if not _within(k, 0, 100, closed=True):
-        raise UsageError(f"k must be a number in (0, 100], got {k!r}")
-    return float(k), None
+    return check_float(DEFAULT_K if k is None else k, "k", 0.0, 100.0, above=True), None
 
 
 def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:

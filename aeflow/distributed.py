@@ -28,6 +28,7 @@ from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.outputs import ScoredInput, p_values, results_table
 from aeflow.runtime.scorer import AnomalyScorer
+from aeflow.scoring import InputResult, output_context
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 
@@ -56,7 +57,7 @@ class Task:
 
 
 def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
-         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[ShardResult], list[Task]]:
+         image_shape: tuple[int, int] = (28, 28)) -> tuple[list[InputResult], list[Task]]:
     """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
     tasks of at most ``chunk_size`` images, rounded up to whole batches."""
     chunk = -(-chunk_size // batch_size) * batch_size
@@ -64,7 +65,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     for k, p in enumerate(paths):
         name = str(p)
         with open_source(p, name, column, image_shape=image_shape) as src:
-            shards.append(ShardResult(name, src.n, labels=src.labels))
+            shards.append(InputResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
             names = tuple(str(f) for f in files) if files is not None else None
             whole = not hasattr(src, "window") or src.n <= chunk
@@ -83,10 +84,9 @@ def _worker_scorer(settings: dict):
     """This process's scorer for ``settings``, built once (sessions are costly to create)."""
     key = json.dumps(settings, sort_keys=True)
     with _SCORERS_LOCK:
-        scorer = _SCORERS.get(key)
-        if scorer is None:
-            scorer = _SCORERS[key] = AnomalyScorer.from_settings(settings)
-    return scorer
+        if key not in _SCORERS:
+            _SCORERS[key] = AnomalyScorer.from_settings(settings)
+        return _SCORERS[key]
 
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
@@ -104,30 +104,25 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 
 def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
                 artifacts=()) -> str:
-    """"file" for ``x.parquet``, "dataset" for a folder (``DIR/``, an existing folder, a name without
+    """"file" for ``x.parquet``, "folder" for a dataset (``DIR/``, an existing folder, a name without
     an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
     text, path = str(output), Path(output)
-    _pyarrow()
-    if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix:  # False for a name too long
-        check_target(path, "folder", what=what, force=force, inputs=inputs, artifacts=artifacts)
-        return "dataset"
-    if path.suffix.lower() != ".parquet":
+    require("pyarrow.parquet", "distributed", "Parquet")  # said before any work
+    kind = "folder" if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix else "file"
+    if kind == "file" and path.suffix.lower() != ".parquet":
         raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
-    check_target(path, "file", what=what, force=force, inputs=inputs, artifacts=artifacts)
-    return "file"
-
-
-def _pyarrow():
-    return [require(m, "distributed", "Parquet") for m in ("pyarrow", "pyarrow.parquet")]  # said before any work
+    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    return kind
 
 
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
     def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
-        self._pq, self._scorer, self.kind, self.context = _pyarrow()[1], scorer, kind, context
+        self._pq = require("pyarrow.parquet", "distributed", "Parquet")
+        self._scorer, self.kind, self.context = scorer, kind, context
         self._waiting, self._next, self._file = {}, 0, None
-        if kind == "dataset":
+        if kind == "folder":
             self._dir = stack.enter_context(staged_folder(output, replace=True))
         else:
             self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
@@ -138,7 +133,7 @@ class _Writer:
                                            list(task.files) if task.files is not None else None,
                                            p_values(self._scorer, scores))], self.context,
                               first_index=task.start)
-        if self.kind == "dataset":
+        if self.kind == "folder":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
             return
         self._waiting[task.number] = table
@@ -152,40 +147,10 @@ class _Writer:
 
 
 @dataclass
-class ShardResult:
-    """One input's outcome: images, flagged, worker seconds, scores float32 [n] (when kept), labels
-    bool [n] or None and, where labelled, normal images, false alarms, anomalies, misses."""
-
-    name: str
-    images: int
-    flagged: int = 0
-    seconds: float = 0.0
-    labels: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    normal: int = 0
-    false_alarms: int = 0
-    anomalous: int = 0
-    misses: int = 0
-
-    def add(self, start: int, scores: np.ndarray, flags: np.ndarray, seconds: float) -> None:
-        """Account for the scores of images [start, start + len(scores))."""
-        self.flagged += int(flags.sum())
-        self.seconds += seconds
-        if self.scores is not None:
-            self.scores[start:start + len(scores)] = scores
-        if self.labels is not None:
-            lab = self.labels[start:start + len(scores)]
-            self.normal += int((~lab).sum())
-            self.false_alarms += int((flags & ~lab).sum())
-            self.anomalous += int(lab.sum())
-            self.misses += int((~flags & lab).sum())
-
-
-@dataclass
 class DistributedRun:
     """What ``score_on_cluster`` did: per-shard results, tasks, wall time, workers."""
 
-    shards: list[ShardResult]
+    shards: list[InputResult]
     tasks: int
     seconds: float
     workers: int
@@ -205,7 +170,6 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     no ``output``). ``on_progress(done, total)``: after each task. ``context``: the output's
     metadata (default: ``output_context`` and the scheduler's address). Returns a ``DistributedRun``;
     raises one-line ``AeflowError``s naming the failed shard."""
-    _dask()
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
@@ -227,14 +191,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                           len(client.scheduler_info().get("workers", {})))
 
 
-def output_context(scorer) -> dict:
-    """What the output's metadata records of ``scorer`` (a dict)."""
-    return {"artifacts": os.path.abspath(scorer.directory), "graph": scorer.graph.name,
-            "precision": scorer.precision, "provider": scorer.provider, "batch_size": scorer.batch_size,
-            "threshold": scorer.threshold}
-
-
-def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardResult], threshold: float,
+def _run(client, settings: dict, tasks: list[Task], column, results: list[InputResult], threshold: float,
          writer, on_progress) -> None:
     """Submit every task and account for (and write) each result as it arrives; on any failure
     cancel what is left."""
@@ -247,7 +204,7 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[ShardR
             task = futures[future]
             scores, seconds = _result(future, task)
             r = results[task.shard]
-            r.add(task.start, scores, scores > threshold, seconds)
+            r.add(task.start, scores, threshold, seconds)
             if writer is not None:
                 writer.add(task, scores, threshold, None if r.labels is None else r.labels[task.start:task.stop])
             done += task.stop - task.start

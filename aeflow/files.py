@@ -98,6 +98,11 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
+def cannot_write(label: str, e: OSError) -> OutputError:
+    """The one-line ``OutputError`` for an ``OSError`` while writing ``label`` (the option and path)."""
+    return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
+
+
 def publish(tmp: Path, path: Path, replace: bool) -> None:
     """Give the complete file ``tmp`` the name ``path`` in one step. ``replace``: overwrite what is
     there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place).
@@ -111,9 +116,9 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             raise
-        # no hard links on this file system (FAT, some network mounts): claim the name first
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.replace(tmp, path)
+        with _signals_held():  # no hard links here (FAT, some network mounts): claim the name, then fill it
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.replace(tmp, path)
         return
     os.unlink(tmp)
 
@@ -126,15 +131,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
     path = Path(path)
-    label = f"{what} {path}" if what else str(path)
+    label, tmp = f"{what} {path}" if what else str(path), None
     try:
         with _signals_held():  # a signal between creating the file and registering it would orphan it
             fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
             tmp = track(tmp)
-    except OSError as e:
-        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
-    os.close(fd)
-    try:
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
@@ -144,11 +146,12 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
                           f"nothing was written (pass --force to replace it)") from None
     except OSError as e:
-        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(label, e) from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        untrack(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+            untrack(tmp)
 
 
 def _umask() -> int:
@@ -220,14 +223,14 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
-        old = None
-        if exists:
-            import tempfile
+        with _signals_held():  # a signal between the two renames would leave the old folder set aside
+            if exists:
+                import tempfile
 
-            old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-        os.replace(staging, directory)
-        if old is not None:
+                old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
+                os.replace(directory, old / directory.name)
+            os.replace(staging, directory)
+        if exists:
             shutil.rmtree(old, ignore_errors=True)
         return directory
     for name in names:
@@ -253,7 +256,7 @@ def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False
         with _signals_held():
             return track(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".tmp", dir=parent))
     except OSError as e:
-        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(f"{what} {directory}", e) from None
 
 
 @contextlib.contextmanager
@@ -274,7 +277,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
                        replace)
     except OSError as e:
-        raise OutputError(f"{what} {directory}: cannot write it ({describe_os_error(e)}); nothing written") from None
+        raise cannot_write(f"{what} {directory}", e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         untrack(staging)
@@ -315,34 +318,31 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
     unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
     path, parent = Path(path), Path(os.path.abspath(path)).parent
-    while not parent.is_dir() and parent != parent.parent:  # the nearest existing folder
-        parent = parent.parent
-    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(parent)
+    nearest = parent
+    while not nearest.exists() and nearest != nearest.parent:  # the nearest existing parent
+        nearest = nearest.parent
+    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(nearest)
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
-    for role, others in (("input", inputs), ("artifacts", artifacts)):
-        for other in others:
-            how = _relation(path, kind, other)
-            if how is not None:
-                said = {"is": f"is also an input ({other})", "is inside": f"is inside the input folder {other}",
-                        "holds": f"holds the input {other}"}[how]
-                if role == "artifacts":
-                    said = f"is also an input (the artifacts folder {other})"
-                raise UsageError(f"{what} {path} {said}; {hint}")
+    said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}", "holds": "holds the input {}"}
+    for other in inputs:
+        if how := _relation(path, kind, other):
+            raise UsageError(f"{what} {path} {said[how].format(other)}; {hint}")
+    for other in artifacts:
+        if _relation(path, kind, other):
+            raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
     if not bundled_ok and _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    _check_place(path, kind, what, force, parents)
+    _check_place(path, kind, what, force, nearest if parents else parent)
     return path
 
 
-def _check_place(path: Path, kind: str, what: str, force: bool, parents: bool) -> None:
+def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) -> None:
+    """``check_target``'s checks of the place (``parent``: the folder that must exist and be writable)."""
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")
-    parent = Path(os.path.abspath(path)).parent
-    while parents and not parent.exists() and parent != parent.parent:
-        parent = parent.parent
     if not parent.is_dir():
         what_is = "is not a folder" if parent.exists() else "does not exist"
         raise OutputError(f"{what} {path}: {parent} {what_is}; create the folder or choose another path")
@@ -365,13 +365,11 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder`` itself (nothing left behind; a killed holder releases
     it) for a read-modify-write in it, waiting for another holder. No ``flock`` here: no lock."""
     fd = None
-    try:
+    with contextlib.suppress(ImportError, OSError):
         import fcntl
 
         fd = os.open(folder, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        pass
     try:
         yield
     finally:

@@ -8,7 +8,6 @@ import atexit
 import contextlib
 import errno
 import importlib
-import importlib.util
 import os
 import signal
 import sys
@@ -47,19 +46,11 @@ def cli_message(message: str) -> str:
     return message
 
 
-class Signalled(KeyboardInterrupt):
-    """An END_SIGNALS signal as an exception in the main thread: the command cleans up as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def _signals_end_the_command():
-    """Handlers raising ``Signalled`` for END_SIGNALS (later ones ignored while the command cleans
-    up, or held by ``aeflow.files`` until a temporary file is registered); yields the list of signals
-    received (``aeflow.files.RECEIVED``: nothing is published after one, even if a library swallowed it)."""
+    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS: the command cleans up as for Ctrl-C
+    (later ones ignored while it does, or held by ``aeflow.files`` until a temporary file is registered);
+    yields the signals received (``aeflow.files.RECEIVED``: nothing is published after one)."""
     received = files.RECEIVED
     received.clear()
     if threading.current_thread() is not threading.main_thread():
@@ -71,7 +62,7 @@ def _signals_end_the_command():
             return
         received.append(signum)
         if not files.signal_deferred():
-            raise Signalled(signum)
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in END_SIGNALS}
     try:
@@ -94,8 +85,8 @@ def _ended(signum, frame):
 
 class _Stream:
     """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback:
-    stderr (``raises=False``) loses what cannot be written; stdout raises ``OSError`` (EBADF when
-    closed at the start), which ends the command with one line and exit 1."""
+    stderr (``raises=False``) loses what cannot be written; a stdout closed at the start (``stream``
+    None) raises ``OSError`` EBADF on a write, which ends the command with one line and exit 1."""
 
     encoding, errors = "utf-8", "backslashreplace"
 
@@ -103,18 +94,15 @@ class _Stream:
         self._stream, self._raises = stream, raises
 
     def _do(self, method: str, *args, empty=None):
-        try:
-            if self._stream is None:
-                raise OSError(errno.EBADF, "it is closed")
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a full or closed file; None: closed
             return getattr(self._stream, method)(*args)
-        except (OSError, ValueError) as e:  # ValueError: an I/O operation on a closed file
-            if self._raises and method != "isatty":
-                raise OSError(getattr(e, "errno", None) or errno.EBADF, getattr(e, "strerror", None) or "it is closed")
-            return empty
+        return empty
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
+        if text and self._raises and self._stream is None:
+            raise OSError(errno.EBADF, "it is closed")
         return self._do("write", text, empty=len(text)) if text else 0
 
     def writelines(self, lines) -> None:
@@ -122,8 +110,7 @@ class _Stream:
             self.write(line)
 
     def flush(self) -> None:
-        if self._stream is not None:  # nothing was written to a closed stream: nothing to flush
-            self._do("flush")
+        self._do("flush")
 
     def isatty(self) -> bool:
         return bool(self._do("isatty", empty=False))
@@ -188,8 +175,6 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
     code = 128 + signum if signum else 130
     if error is None:
         return None, 0
-    if isinstance(error, click.exceptions.Exit):
-        return None, error.exit_code
     if isinstance(error, (click.exceptions.Abort, KeyboardInterrupt)):
         return f"aeflow: interrupted{by}", code
     if isinstance(error, Interrupted):
@@ -209,8 +194,7 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
 
 
 STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
-ENDINGS = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError,
-           OSError)
+ENDINGS = (click.ClickException, click.exceptions.Abort, KeyboardInterrupt, AeflowError, OSError)
 
 
 class LazyGroup(click.Group):
@@ -224,19 +208,15 @@ class LazyGroup(click.Group):
             raise _Carried(e) from None
 
     def list_commands(self, ctx):
-        return [name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         module, attribute, _ = COMMANDS.get(name, (None, None, None))
-        if module is None or importlib.util.find_spec(module) is None:
-            return None
-        return getattr(importlib.import_module(module), attribute)
+        return getattr(importlib.import_module(module), attribute) if module else None
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
 
     def main(self, args=None, prog_name=None, **extra):
         _guard_streams()
@@ -244,13 +224,11 @@ class LazyGroup(click.Group):
         with _signals_end_the_command() as received, warnings.catch_warnings():
             warnings.showwarning = _warning_printer(warnings.showwarning)
             try:
-                try:
-                    rv = super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                try:  # click returns --help's and --version's Exit(0) itself
+                    super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
                     sys.stdout.flush()
                 except _Carried as e:
                     raise e.error from None
-                if isinstance(rv, int) and rv:
-                    error = click.exceptions.Exit(rv)
             except ENDINGS as e:
                 error = e
             except Exception:

@@ -46,10 +46,8 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     card = directory / "MODEL_CARD.md"
     info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
             "graphs": [], "problems": []}
-    held = [name for name, _ in METADATA if os.path.lexists(directory / name)]
-    for name, graphs in METADATA:
-        if held and name not in held:  # a run folder of one model (export of ae.pt or flow.pt alone)
-            continue
+    held = [(name, graphs) for name, graphs in METADATA if os.path.lexists(directory / name)]
+    for name, graphs in held or METADATA:  # a run folder of one model (export of ae.pt or flow.pt alone)
         try:
             meta = read_metadata(directory, name)
         except AeflowError as e:

@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import click
-import numpy as np
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
@@ -24,48 +23,21 @@ from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_
                                      write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
+from aeflow.scoring import InputResult, output_context, total
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
 FEW_IMAGES = 20  # up to this many images (and no -o), the report lists each one
 
 
-def _counts(scores: np.ndarray, labels: np.ndarray | None, threshold: float, seconds: float) -> tuple:
-    """Of float32 scores [n] against ``threshold`` (labels bool [n] or None): images, flagged,
-    seconds and, where labelled, normal images, false alarms, anomalies, misses."""
-    flags = scores > threshold
-    if labels is None:
-        return len(scores), int(flags.sum()), seconds, 0, 0, 0, 0
-    return (len(scores), int(flags.sum()), seconds, int((~labels).sum()), int((flags & ~labels).sum()),
-            int(labels.sum()), int((~flags & labels).sum()))
-
-
-def _row(name: str, images: int, flagged: int, seconds: float, normal=0, alarms=0, anomalous=0, misses=0) -> dict:
-    """One input's (or the total's) row of the report."""
-    return {"name": name, "images": images, "flagged": flagged,
-            "share": flagged / images if images else float("nan"), "seconds": seconds,
-            "images_per_s": images / seconds if seconds > 0 else None,
-            "type_i": {"rate": alarms / normal, "n": normal, "flagged": alarms} if normal else None,
-            "type_ii": {"rate": misses / anomalous, "n": anomalous, "missed": misses} if anomalous else None}
-
-
-def _total(counts: list[tuple], seconds: float | None = None) -> dict:
-    """The total row of ``counts`` (``_counts`` without the name); ``seconds``: the wall time
-    (default: the inputs' seconds added)."""
-    sums = [sum(column) for column in zip(*counts)]
-    if seconds is not None:
-        sums[2] = seconds
-    return _row("total", *sums)
-
-
 def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, maps=None):
-    """Score every source: returns the ``ScoredInput`` of each and its ``_counts``. ``maps``: a
+    """Score every source: returns the ``ScoredInput`` of each and its ``InputResult``. ``maps``: a
     ``MapWriter`` that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
-    total, done = sum(s.n for s in sources), 0
-    results, counts = [], []
+    images, done = sum(s.n for s in sources), 0
+    results, counts = [], []  # the ScoredInput and the InputResult of each source
     places = maps.naming if maps is not None else [(None, None)] * len(sources)
     try:
-        with progress_bar(total, "scoring", quiet=quiet or total <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
+        with progress_bar(images, "scoring", quiet=quiet or images <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
             def advance(b: int) -> None:
                 nonlocal done
                 done += b
@@ -79,9 +51,10 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 results.append(ScoredInput(src.name, scores, scorer.threshold, src.labels,
                                            [str(f) for f in files] if files is not None else None,
                                            p_values(scorer, scores)))
-                counts.append(_counts(scores, src.labels, scorer.threshold, time.perf_counter() - start))
+                counts.append(InputResult(src.name, src.n, labels=src.labels))
+                counts[-1].add(0, scores, scorer.threshold, time.perf_counter() - start)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {done:,} of {total:,} images; no output written") from None
+        raise Interrupted(f"interrupted after {done:,} of {images:,} images; no output written") from None
     return results, counts
 
 
@@ -92,27 +65,21 @@ def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
     return 4096 + per_row * sum(s.n for s in sources)
 
 
-def _scorer(o: SimpleNamespace) -> AnomalyScorer:
+def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
+    """The scorer the options ask for, and what every report and output file records of the run."""
     scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, verify=not o.no_verify,
                            golden=not o.no_verify)
+    source = "--threshold"
     if o.threshold is not None:
         scorer.threshold = o.threshold
-    return scorer
-
-
-def _head(scorer: AnomalyScorer, o: SimpleNamespace) -> dict:
-    """What every report and output file records of the run (the artifacts folder absolute)."""
-    source = "--threshold"
-    if o.threshold is None:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
+    else:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
         entry = scorer.metadata.entry("ae" if o.precision == "fp32" else "int8")
         source = "threshold.json" if o.precision == "fp32" else "threshold.json, int8"
         if entry.calibration is not None:
             from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
 
             source = f"{source}: {threshold_origin(entry)}"
-    return {"artifacts": str(scorer.directory.absolute()), "graph": scorer.graph.name, "precision": o.precision,
-            "device_requested": o.device, "provider": scorer.provider, "batch_size": o.batch_size,
-            "threshold": scorer.threshold, "threshold_source": source}
+    return scorer, dict(output_context(scorer), device_requested=o.device, threshold_source=source)
 
 
 # ---------------------------------------------------------------- the report, built once
@@ -217,10 +184,9 @@ def command(**options):
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
         check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used)
-    scorer, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
-    head = _head(scorer, o)
+    head, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
     _publish(out, maps, results, head, o.force)
-    doc = dict(head, inputs=[_row(r.name, *c) for r, c in zip(results, counts)], total=_total(counts))
+    doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
         write_stdout(results, o.as_json)
         return _report(doc, o, [], err=True)
@@ -235,10 +201,10 @@ def command(**options):
 
 def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
-    maps, staged: their folder is a registered temporary). Returns the scorer, the results, their
-    ``_counts`` and the ``MapWriter`` or None."""
+    maps, staged: their folder is a registered temporary). Returns the run's head, the results, their
+    ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
-        scorer = _scorer(o)
+        scorer, head = _scorer(o)
         sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
                    for p in paths]
         if out is not None:
@@ -248,7 +214,7 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
             from aeflow.anomaly_maps import MapWriter
 
             maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources)
-        return (scorer, *_score_all(scorer, sources, quiet, maps), maps)
+        return (head, *_score_all(scorer, sources, quiet, maps), maps)
 
 
 def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool) -> None:
@@ -275,8 +241,8 @@ def _on_dask(o: SimpleNamespace) -> None:
     check_address(o.scheduler, "--scheduler")
     if o.output is not None:
         output_kind(o.output, o.force, "--output", o.inputs, o.used)
-    scorer = _scorer(o)
-    head = dict(_head(scorer, o), scheduler=o.scheduler)  # what the user passed, not an ephemeral address
+    scorer, head = _scorer(o)
+    head["scheduler"] = o.scheduler  # what the user passed, not an ephemeral address
     seen = 0
     with connect(o.scheduler, "--scheduler") as client, \
             progress_bar(1, "scoring on Dask", quiet=o.quiet or o.as_json) as bar:
@@ -292,10 +258,8 @@ def _on_dask(o: SimpleNamespace) -> None:
                                    on_progress=progress, context=head)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted after {seen:,} images; no output written") from None
-    counts = [(r.images, r.flagged, r.seconds, r.normal, r.false_alarms, r.anomalous, r.misses) for r in run.shards]
-    rows = [_row(r.name, *c) for r, c in zip(run.shards, counts)]
-    doc = dict(head, workers=run.workers, tasks=run.tasks, inputs=rows,
-               total=_total(counts, run.seconds), output=str(o.output) if o.output else None)
+    doc = dict(head, workers=run.workers, tasks=run.tasks, inputs=[r.row() for r in run.shards],
+               total=total(run.shards, run.seconds).row(), output=str(o.output) if o.output else None)
     notes = [f"{run.tasks} task{'s' if run.tasks != 1 else ''} on {run.workers} Dask worker"
              f"{'s' if run.workers != 1 else ''} ({o.scheduler}); images/s per input: per worker, total: wall clock"]
     notes += [f"wrote {o.output} ({doc['total']['images']:,} rows)"] if o.output is not None else []
