@@ -66,3 +66,11 @@ def test_png_folder_rows_name_their_own_files(bundled, tmp_path):
     assert [r["source"] for r in rows] == [str(folder / n) for n in sorted(names)]
     flagged = {r["source"] for r in rows if r["predicted_anomaly"] == "true"}
     assert flagged == {str(folder / "a.png")}  # a.png holds the Fashion-MNIST image
+
+
+def test_bare_aeflow_prints_its_help_as_help():
+    """A bare 'aeflow' shows the help, line by line (it was squashed into one error line)."""
+    r = run_cli()
+    shown = r.stdout + r.stderr
+    assert r.returncode in (0, 2) and "aeflow: error" not in shown  # click 8.1 exits 0, 8.2 and later 2
+    assert "\nCommands:\n" in shown and "\n  score " in shown and shown.count("\n") > 20

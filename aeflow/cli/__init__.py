@@ -179,6 +179,8 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
         return f"aeflow: interrupted{by}", code
     if isinstance(error, Interrupted):
         return f"aeflow: error: {cli_message(error.message)}{by}", code
+    if isinstance(error, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # a bare 'aeflow' (click >= 8.2)
+        return error.ctx.get_help(), 2
     if isinstance(error, click.UsageError):
         cmd = error.ctx.command_path if error.ctx else "aeflow"
         return f"{cmd}: error: {' '.join(error.format_message().split())} (see '{cmd} --help')", 2
