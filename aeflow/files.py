@@ -118,7 +118,12 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
             raise
         with _signals_held():  # no hard links here (FAT, some network mounts): claim the name, then fill it
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):  # the name claimed above is ours: nothing half-done stays
+                    os.unlink(path)
+                raise
         return
     os.unlink(tmp)
 

@@ -61,6 +61,14 @@ def test_exclusive_publish_without_hard_links(tmp_path, monkeypatch):
         write_text_atomic(tmp_path / "a.txt", "two\n", replace=False)
     assert (tmp_path / "a.txt").read_text() == "one\n" and temporaries(tmp_path) == []
 
+    def failing_replace(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", failing_replace)  # the name is claimed, then filling it fails
+    with pytest.raises(OutputError, match="Input/output error"):
+        write_text_atomic(tmp_path / "b.txt", "three\n", replace=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no empty b.txt, no temporary
+
 
 def test_two_writers_of_one_output_one_wins(tmp_path):
     """Two 'aeflow score -o same.csv' at once without --force: exactly one writes, the other fails
