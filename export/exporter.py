@@ -8,7 +8,7 @@ import io
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 
+from aeflow.analysis.verify import golden_comparisons
 from aeflow.datasets import available, load_images, mixture_log_density, to_float
 from aeflow.errors import ArtifactError, ParityError, UsageError
 from aeflow.export.golden import golden_images, golden_points, write_golden
@@ -28,7 +29,6 @@ from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
 from aeflow.runtime import artifacts, contract
-from aeflow.runtime.golden import golden_rows
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
@@ -161,18 +161,12 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
 
 def write_documents(tmp: Path, ae, flow) -> tuple:
     """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
-    them and the golden checks of the graphs as the runtime will load them (CPU)."""
-    versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
-    write_golden(golden_path, ae, flow)
+    them and the golden checks of the graphs as the runtime will load them (CPU, as ``aeflow verify``)."""
+    versions = package_versions()
+    write_golden(tmp / contract.GOLDEN_FILE, ae, flow)
     meta = flow and artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(tmp, flow, versions))
     threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae, versions))
-    checks = []
-    for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
-        if doc is not None and doc.entry(which) is not None:
-            session = create_session(tmp / contract.GRAPHS[which].file, "cpu")
-            checks += [replace(c, name=f"golden {c.name}")
-                       for c in golden_rows(session, which, artifacts.read_golden(tmp, doc, which), doc)]
-    return threshold, meta, checks
+    return threshold, meta, golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
 
 
 def _detector(ae, th: dict) -> list[str]:

@@ -24,11 +24,6 @@ TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)
                  ("flow_loss.png", "Flow training and test NLL (from the artifacts)"))
 
 
-def require_matplotlib() -> None:
-    """``UsageError`` in one line when matplotlib is missing."""
-    pyplot("--report")
-
-
 def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
     """A new figure with one titled, labelled axes: ``(fig, ax)``."""
     fig, ax = pyplot().subplots(figsize=size)
@@ -174,7 +169,7 @@ def write_report(directory: str | os.PathLike, result) -> Path:
     """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` of an
     ``evaluation.Evaluation`` into ``directory`` (created if missing), through a staging folder
     beside it: after an error or Ctrl-C no file of the report is there. Returns the HTML path."""
-    require_matplotlib()
+    pyplot("--report")  # one line when matplotlib is missing
     directory, summary = Path(directory), result.summary
     rows, threshold = table_rows(summary), summary["threshold"]["value"]
     sets = [(s.name, s.scores) for s in result.sets]

@@ -10,6 +10,7 @@ import click
 
 from aeflow.errors import Interrupted
 from aeflow.files import check_target
+from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, json_option, no_verify_option,
                                 quiet_option)
@@ -45,9 +46,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
       aeflow evaluate --in-dist digits.npy --anomalies odd.npy --json
     """
     if report_dir is not None:
-        from aeflow.analysis.report import require_matplotlib
-
-        require_matplotlib()
+        pyplot("--report")  # one line when matplotlib is missing
         read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]
         check_target(report_dir, "folder", what="--report", force=True, inputs=read,
                      artifacts=[artifacts] if artifacts is not None else [])
