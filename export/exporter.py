@@ -28,7 +28,7 @@ from aeflow.files import staged_folder, write_text_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
-from aeflow.runtime import artifacts, contract
+from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
@@ -146,16 +146,15 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     checks += flow_checks(session, flow, x)
     _require(checks, "ONNX differs from PyTorch")
     # 12 sigma beyond every component Phi is within 1e-32 of 0 or 1, so f there equals +-W/2
-    comp = flow.components()
-    mu, sigma = np.array(comp["mu"]), np.array(comp["sigma"])
-    x_bracket = [float(np.min(mu - 12 * sigma)), float(np.max(mu + 12 * sigma))]
+    comp = inversion.Components(**flow.components())
+    x_bracket = [float(np.min(comp.mu - 12 * comp.sigma)), float(np.max(comp.mu + 12 * comp.sigma))]
     z_at_bracket = [float(z) for z in session.run(None, {"x": np.array(x_bracket, dtype=np.float32)})[0]]
     sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset,
                                   onnx.load(str(tmp / contract.FLOW_FILE)).ir_version, (config.loc, config.scale))
     nll = {"train": ckpt["history"]["train_nll"][-1], "test": ckpt["history"]["test_nll"][-1]}
     if config.data is None:
         nll["true_mixture_test"] = float(-mixture_log_density(flow_data(config)[1]).mean())
-    return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, x_bracket=x_bracket,
+    return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, comp=comp, x_bracket=x_bracket,
                            z_at_bracket=z_at_bracket, sampler=sampler, nll=nll, golden_points=scaled(golden_points()))
 
 
