@@ -37,9 +37,10 @@ class ImageSet:
     scores: np.ndarray | None = None
 
 
-def load_set(spec: str, data_dir=None) -> ImageSet:
+def load_set(spec: str, data_dir=None, image_shape=(28, 28)) -> ImageSet:
     """DATA: a data set name (``DATA_SET_NAMES``) through ``aeflow.datasets.load_images``, or a path
-    (IDX, .npy, .npz, PNG folder) through the runtime's ``open_source``; else ``UsageError``."""
+    (IDX, .npy, .npz, PNG folder) of ``image_shape`` images through the runtime's ``read_images``;
+    else ``UsageError``."""
     if spec in DATA_SET_NAMES:
         name, _, split = spec.rpartition("-")
         origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
@@ -48,21 +49,18 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
     if not path.exists():
         raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
                          f"nor an existing file or folder")
-    from aeflow.runtime.inputs import open_source
+    from aeflow.runtime.inputs import read_images
 
-    with open_source(path) as source:
-        parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]  # copies: mapped batches die with it
-        name = source.name
-    return ImageSet(name, str(path), np.concatenate(parts))
+    return ImageSet(str(path), str(path), read_images([path], image_shape=image_shape)[0])
 
 
-def load_sets(in_dist: str, anomalies=None, data_dir=None) -> list[ImageSet]:
-    """The in-distribution set, then the anomaly sets (default: the homework's); a default set that
-    cannot be had fails with one line saying how to run offline."""
+def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28)) -> list[ImageSet]:
+    """The in-distribution set, then the anomaly sets (default: the homework's), files of ``image_shape``
+    images; a default set that cannot be had fails with one line saying how to run offline."""
     sets = []
     for spec in (in_dist, *(anomalies or DEFAULT_ANOMALIES)):
         try:
-            sets.append(load_set(spec, data_dir))
+            sets.append(load_set(spec, data_dir, image_shape))
         except DataError as e:
             if anomalies or spec not in (DEFAULT_IN_DIST, *DEFAULT_ANOMALIES) or (not sets and data_dir is not None):
                 raise
@@ -197,7 +195,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
     sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
-    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir), quiet)
+    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir, scorer.image_shape), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
     t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
     rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)
