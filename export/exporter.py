@@ -83,12 +83,6 @@ def test_sets(data_dir, notes: list[str]) -> dict[str, np.ndarray]:
     return {f"{name}-test": to_float(load_images(name, "test", data_dir)) for name in ("mnist", *found)}
 
 
-def evaluate_graph(session, sets: dict[str, np.ndarray], threshold: float) -> dict:
-    """Type I on "mnist-test", type II and AUROC on the other ``sets`` (``metrics.error_rates``)."""
-    scores = {name: run_batched(session, images, outputs=["score"])[0] for name, images in sets.items()}
-    return error_rates(scores.pop("mnist-test"), scores, threshold)
-
-
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
     of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
@@ -123,12 +117,11 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
     _require(checks, "ONNX differs from PyTorch")
     th = threshold_from_scores(val_scores, k=3.0)  # the graph's own scores, the ones the runtime compares
     sets = test_sets(data_dir, notes) if evaluate and not own else {}
-    evaluation = evaluate_graph(session, sets, th.value) if sets else {}
+    scores = {name: run_batched(session, images, outputs=["score"])[0] for name, images in sets.items()}
+    evaluation = error_rates(scores.pop("mnist-test"), scores, th.value) if sets else {}
     notes += ["your own data: type II and AUROC come from 'aeflow evaluate' with labelled anomalies"] if own else []
-    int8 = None
-    if quantize == "int8":
-        int8, int8_checks = quantize_int8(tmp, val, sets)
-        checks += int8_checks
+    int8, int8_checks = quantize_int8(tmp, val, sets) if quantize == "int8" else (None, [])
+    checks += int8_checks
     golden = np.resize(val, (contract.GOLDEN_IMAGES,) + val.shape[1:]) if own else golden_images()
     return SimpleNamespace(model=model, ckpt=ckpt, path=ckpt_path, opset=ae_opset, threshold=th, evaluation=evaluation,
                            int8=int8, val_scores=val_scores, golden_images=golden, data_sha256=data_sha256)
