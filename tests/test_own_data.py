@@ -85,6 +85,22 @@ def test_evaluate_reads_files_at_the_run_image_size(api_run, tmp_path):
     assert summary["in_dist"]["type_i"] == np.mean(AnomalyScorer(out, device="cpu").predict(wide[:60]))
 
 
+def test_evaluate_leaves_a_flow_of_own_values_out_of_the_report_and_refuses_it_for_flow(api_run, tmp_path):
+    """The flow's evaluation measures a flow against the homework's mixture: a flow fitted to one's own
+    values is refused in one line before any scoring with --flow, and left out of --report."""
+    pytest.importorskip("matplotlib")
+    out, _, _, wide, _ = api_run
+    np.save(tmp_path / "normal.npy", wide[:40])
+    np.save(tmp_path / "odd.npy", 255 - wide[:40])
+    data = ("--artifacts", str(out), "--in-dist", str(tmp_path / "normal.npy"), "--anomalies", str(tmp_path / "odd.npy"))
+    line = assert_one_line_error(invoke_cli("evaluate", *data, "--flow"), 2)
+    assert "fitted to your own values" in line
+    proc = invoke_cli("evaluate", *data, "--report", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "report" / "evaluation.json").read_text())["flow"] is None
+    assert not list((tmp_path / "report").glob("flow_*.png"))
+
+
 def test_flow_nll_is_equivariant_under_shift_and_scale():
     """NLL(a x + b) = NLL(x) + log|a|: the fit does not depend on the data's units."""
     x = gamma_values(400, 1)
