@@ -131,29 +131,18 @@ def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[flo
     return lower, upper
 
 
-@dataclass(frozen=True)
-class QuantileThreshold:
-    """``value``: the ``rank``-th smallest of ``n`` scores (1-based), the threshold whose
-    false-alarm rate on new normal images is at most ``rate`` (split-conformal)."""
-
-    value: float
-    rank: int
-    n: int
-    rate: float
-
-
 def min_n_for_rate(rate: float) -> int:
     """The fewest normal scores ``threshold_for_false_alarm_rate`` needs: smallest n with floor(rate (n + 1)) >= 1."""
     return max(1, math.ceil(1.0 / rate - 1e-9) - 1)
 
 
-def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> QuantileThreshold:
-    """The r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate (n + 1)):
-    a new exchangeable normal image scores above it with probability (n - r + 1) / (n + 1) <= rate
+def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> tuple[float, int]:
+    """``(value, r)``: the r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate
+    (n + 1)); a new exchangeable normal image scores above it with probability (n - r + 1) / (n + 1) <= rate
     (split-conformal). ``ValueError`` when n < ``min_n_for_rate(rate)``.
 
-    >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05).value  # 99 scores: r = 95
-    95.0
+    >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05)  # 99 scores: r = 95
+    (95.0, 95)
     """
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     if not 0 < rate < 1:
@@ -165,7 +154,7 @@ def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> QuantileT
         raise ValueError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images, "
                          f"got {s.size:,}")
     rank = s.size + 1 - above
-    return QuantileThreshold(value=float(s[rank - 1]), rank=int(rank), n=int(s.size), rate=float(rate))
+    return float(s[rank - 1]), int(rank)
 
 
 def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:

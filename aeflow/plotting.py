@@ -25,11 +25,19 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, curves, log: bool = False) -> None:
-    """A titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] with a legend, saved at ``path``."""
+def line_png(title: str, xlabel: str, ylabel: str, curves, log: bool = False, hist=None) -> bytes:
+    """PNG bytes of a titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] over
+    an optional histogram ``hist`` (values, keyword arguments of ``hist``), with a legend."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
+    if hist is not None:
+        ax.hist(hist[0], **hist[1])
     for x, y, style in curves:
         ax.plot(x, y, **style)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, yscale="log" if log else "linear")
     ax.legend()
-    write_bytes_atomic(path, png_bytes(fig), replace=True)
+    return png_bytes(fig)
+
+
+def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, curves, log: bool = False) -> None:
+    """``line_png`` of ``curves`` saved at ``path``."""
+    write_bytes_atomic(path, line_png(title, xlabel, ylabel, curves, log), replace=True)

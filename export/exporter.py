@@ -8,7 +8,7 @@ import io
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 
+from aeflow.analysis.verify import golden_comparisons
 from aeflow.datasets import available, load_images, mixture_log_density, to_float
 from aeflow.errors import ArtifactError, ParityError, UsageError
 from aeflow.export.golden import golden_images, golden_points, write_golden
@@ -27,8 +28,7 @@ from aeflow.files import staged_folder, write_text_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
-from aeflow.runtime import artifacts, contract
-from aeflow.runtime.golden import golden_rows
+from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
@@ -83,12 +83,6 @@ def test_sets(data_dir, notes: list[str]) -> dict[str, np.ndarray]:
     return {f"{name}-test": to_float(load_images(name, "test", data_dir)) for name in ("mnist", *found)}
 
 
-def evaluate_graph(session, sets: dict[str, np.ndarray], threshold: float) -> dict:
-    """Type I on "mnist-test", type II and AUROC on the other ``sets`` (``metrics.error_rates``)."""
-    scores = {name: run_batched(session, images, outputs=["score"])[0] for name, images in sets.items()}
-    return error_rates(scores.pop("mnist-test"), scores, threshold)
-
-
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
     of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
@@ -123,12 +117,11 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
     _require(checks, "ONNX differs from PyTorch")
     th = threshold_from_scores(val_scores, k=3.0)  # the graph's own scores, the ones the runtime compares
     sets = test_sets(data_dir, notes) if evaluate and not own else {}
-    evaluation = evaluate_graph(session, sets, th.value) if sets else {}
+    scores = {name: run_batched(session, images, outputs=["score"])[0] for name, images in sets.items()}
+    evaluation = error_rates(scores.pop("mnist-test"), scores, th.value) if sets else {}
     notes += ["your own data: type II and AUROC come from 'aeflow evaluate' with labelled anomalies"] if own else []
-    int8 = None
-    if quantize == "int8":
-        int8, int8_checks = quantize_int8(tmp, val, sets)
-        checks += int8_checks
+    int8, int8_checks = quantize_int8(tmp, val, sets) if quantize == "int8" else (None, [])
+    checks += int8_checks
     golden = np.resize(val, (contract.GOLDEN_IMAGES,) + val.shape[1:]) if own else golden_images()
     return SimpleNamespace(model=model, ckpt=ckpt, path=ckpt_path, opset=ae_opset, threshold=th, evaluation=evaluation,
                            int8=int8, val_scores=val_scores, golden_images=golden, data_sha256=data_sha256)
@@ -146,33 +139,26 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     checks += flow_checks(session, flow, x)
     _require(checks, "ONNX differs from PyTorch")
     # 12 sigma beyond every component Phi is within 1e-32 of 0 or 1, so f there equals +-W/2
-    comp = flow.components()
-    mu, sigma = np.array(comp["mu"]), np.array(comp["sigma"])
-    x_bracket = [float(np.min(mu - 12 * sigma)), float(np.max(mu + 12 * sigma))]
+    comp = inversion.Components(**flow.components())
+    x_bracket = [float(np.min(comp.mu - 12 * comp.sigma)), float(np.max(comp.mu + 12 * comp.sigma))]
     z_at_bracket = [float(z) for z in session.run(None, {"x": np.array(x_bracket, dtype=np.float32)})[0]]
     sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset,
                                   onnx.load(str(tmp / contract.FLOW_FILE)).ir_version, (config.loc, config.scale))
     nll = {"train": ckpt["history"]["train_nll"][-1], "test": ckpt["history"]["test_nll"][-1]}
     if config.data is None:
         nll["true_mixture_test"] = float(-mixture_log_density(flow_data(config)[1]).mean())
-    return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, x_bracket=x_bracket,
+    return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, comp=comp, x_bracket=x_bracket,
                            z_at_bracket=z_at_bracket, sampler=sampler, nll=nll, golden_points=scaled(golden_points()))
 
 
 def write_documents(tmp: Path, ae, flow) -> tuple:
     """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
-    them and the golden checks of the graphs as the runtime will load them (CPU)."""
-    versions, golden_path = package_versions(), tmp / contract.GOLDEN_FILE
-    write_golden(golden_path, ae, flow)
+    them and the golden checks of the graphs as the runtime will load them (CPU, as ``aeflow verify``)."""
+    versions = package_versions()
+    write_golden(tmp / contract.GOLDEN_FILE, ae, flow)
     meta = flow and artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(tmp, flow, versions))
     threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae, versions))
-    checks = []
-    for which, doc in (("ae", threshold), ("int8", threshold), ("flow", meta), ("sampler", meta)):
-        if doc is not None and doc.entry(which) is not None:
-            session = create_session(tmp / contract.GRAPHS[which].file, "cpu")
-            checks += [replace(c, name=f"golden {c.name}")
-                       for c in golden_rows(session, which, artifacts.read_golden(tmp, doc, which), doc)]
-    return threshold, meta, checks
+    return threshold, meta, golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
 
 
 def _detector(ae, th: dict) -> list[str]:

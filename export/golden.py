@@ -58,9 +58,7 @@ def write_golden(path: Path, ae, flow) -> None:
     if flow is not None:
         out["flow_x"] = flow.golden_points
         out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow.model, flow.golden_points)
-        c = flow.model.components()
-        comp = inversion.Components(c["mu"], c["sigma"], c["weight"])
-        out["sampler_z"], out["sampler_x"] = golden_targets(comp, flow.sampler, tuple(flow.x_bracket))
+        out["sampler_z"], out["sampler_x"] = golden_targets(flow.comp, flow.sampler, tuple(flow.x_bracket))
     for name, a in out.items():
         dtype, shape = artifacts.golden_arrays()[name]
         out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)

@@ -1,10 +1,7 @@
-"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx (``METHOD``), checked against float32.
-
-Weights int8 per channel with ``reduce_range`` (7-bit: CPUs without VNNI cannot saturate, so every
-x86 CPU computes the same integers), activations uint8 with scales fixed at export, the last QGemm
-writing float32. ``quantize_int8`` raises ``ParityError``, writing nothing, when scores depend on
-the batch, decisions agree with float32's on less than ``AGREEMENT_TARGET`` of a test set, or type
-I or II moves by more than ``RATE_TOLERANCE``."""
+"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records, weights int8 per channel
+with ``reduce_range`` (7 bits: CPUs without VNNI cannot saturate, so every x86 CPU computes the same integers).
+``quantize_int8`` raises ``ParityError``, writing nothing, when scores depend on the batch, decisions agree with
+float32's on less than ``AGREEMENT_TARGET`` of a test set, or type I or II moves by more than ``RATE_TOLERANCE``."""
 
 from __future__ import annotations
 

@@ -33,16 +33,18 @@ def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tupl
     """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
     score float32 [N]), in batches of ``batch``."""
     wrapper = ScoringAutoencoder(model).eval()
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return [t.numpy() for t in wrapper(torch.from_numpy(x))]
-    return tuple(batched(run, images, batch))
+    return tuple(batched(lambda x: _run(wrapper, x), images, batch))
 
 
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PyTorch's flow.onnx: float32 x [N] -> (z, dz_dx, log_prob), float32 [N] each."""
+    return tuple(_run(flow, x))
+
+
+def _run(module: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    """``module``'s outputs for the float32 array ``x``, in inference mode, as numpy arrays."""
     with torch.inference_mode():
-        return tuple(t.numpy() for t in flow(torch.from_numpy(x)))
+        return [t.numpy() for t in module(torch.from_numpy(x))]
 
 
 def flow_checks(session, flow: Flow1d, x: np.ndarray) -> list:
@@ -61,10 +63,7 @@ def autoencoder_scorer(checkpoint: str | os.PathLike, compiled: bool = False) ->
     model = ScoringAutoencoder(load_autoencoder(checkpoint)[0]).eval()
     if compiled:
         model = torch.compile(model, backend="inductor", dynamic=False)
-    def score(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x))[1].numpy()
-    return score
+    return lambda x: _run(model, x)[1]
 
 
 def homework_sampler(checkpoint: str | os.PathLike) -> Callable[[int, int], np.ndarray]:

@@ -192,12 +192,11 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     return figures | {"slow_z_intervals": slow}
 
 
-def write_sampler_graph(flow, comp_json: dict, x_bracket: tuple[float, float], path: str | Path,
+def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,
                         opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, flow.json components
-    ``comp_json``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check.
+    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, its float64 components
+    ``comp``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check.
     Returns flow.json's "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
-    comp = inversion.Components(comp_json["mu"], comp_json["sigma"], comp_json["weight"])
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)

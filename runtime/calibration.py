@@ -78,8 +78,8 @@ def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, di
             raise UsageError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images "
                              f"(the threshold is the ceil((1 - rate) (n + 1))-th smallest score), got {n:,}; "
                              f"pass more images or a larger rate")
-        q = threshold_for_false_alarm_rate(s, rate)
-        return q.value, {"rule": "false-alarm rate", "false_alarm_rate": rate, "rank": q.rank}
+        value, rank = threshold_for_false_alarm_rate(s, rate)
+        return value, {"rule": "false-alarm rate", "false_alarm_rate": rate, "rank": rank}
     if n < 2:
         raise UsageError(f"mean + k std needs at least 2 normal images, got {n}")
     th = threshold_from_scores(s, k)

@@ -53,9 +53,9 @@ def test_clopper_pearson_solves_the_exact_binomial_equations(flagged, n):
 
 def test_quantile_rank_and_the_smallest_n():
     s = np.arange(1.0, 100.0)  # 99 scores 1..99
-    q = metrics.threshold_for_false_alarm_rate(s, 0.05)
-    assert (q.rank, q.value) == (95, 95.0) and np.sum(s > q.value) == 4  # (4 + 1) / 100 = P
-    assert metrics.threshold_for_false_alarm_rate(s[::-1], 0.05).value == 95.0
+    value, rank = metrics.threshold_for_false_alarm_rate(s, 0.05)
+    assert (rank, value) == (95, 95.0) and np.sum(s > value) == 4  # (4 + 1) / 100 = P
+    assert metrics.threshold_for_false_alarm_rate(s[::-1], 0.05)[0] == 95.0
     for rate in (0.5, 0.1, 0.05, 0.01, 0.003, 0.001):
         n = metrics.min_n_for_rate(rate)
         metrics.threshold_for_false_alarm_rate(np.arange(float(n)), rate)
@@ -73,7 +73,7 @@ def test_false_alarm_rate_and_intervals_hold_on_synthetic_scores():
     true_rates, covered, predicted = [], {"rate": 0, "k": 0}, {"rate": 0, "k": 0}
     for _ in range(trials):
         s, fresh = rng.exponential(size=n), rng.exponential(size=n)
-        for rule, t in (("rate", metrics.threshold_for_false_alarm_rate(s, rate).value),
+        for rule, t in (("rate", metrics.threshold_for_false_alarm_rate(s, rate)[0]),
                         ("k", metrics.threshold_from_scores(s, 3.0).value)):
             flagged = int(np.sum(s > t))
             lo, hi = metrics.clopper_pearson(flagged, n)

@@ -70,6 +70,37 @@ def test_other_image_size_exports_with_its_shape_and_parity(api_run):
     assert "12x16" in card and "1-D flow" in card and meta.golden.sha256
 
 
+def test_evaluate_reads_files_at_the_run_image_size(api_run, tmp_path):
+    """``aeflow evaluate`` on a 12x16 run reads 12x16 files (it once expected 28x28 whatever the run)."""
+    out, _, _, wide, _ = api_run
+    np.save(tmp_path / "normal.npy", wide[:60])
+    np.save(tmp_path / "odd.npy", 255 - wide[:60])
+    proc = invoke_cli("evaluate", "--artifacts", str(out), "--in-dist", str(tmp_path / "normal.npy"),
+                      "--anomalies", str(tmp_path / "odd.npy"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["in_dist"]["n"] == 60 and summary["anomalies"][0]["n"] == 60
+    from aeflow.runtime.scorer import AnomalyScorer
+
+    assert summary["in_dist"]["type_i"] == np.mean(AnomalyScorer(out, device="cpu").predict(wide[:60]))
+
+
+def test_evaluate_leaves_a_flow_of_own_values_out_of_the_report_and_refuses_it_for_flow(api_run, tmp_path):
+    """The flow's evaluation measures a flow against the homework's mixture: a flow fitted to one's own
+    values is refused in one line before any scoring with --flow, and left out of --report."""
+    pytest.importorskip("matplotlib")
+    out, _, _, wide, _ = api_run
+    np.save(tmp_path / "normal.npy", wide[:40])
+    np.save(tmp_path / "odd.npy", 255 - wide[:40])
+    data = ("--artifacts", str(out), "--in-dist", str(tmp_path / "normal.npy"), "--anomalies", str(tmp_path / "odd.npy"))
+    line = assert_one_line_error(invoke_cli("evaluate", *data, "--flow"), 2)
+    assert "fitted to your own values" in line
+    proc = invoke_cli("evaluate", *data, "--report", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "report" / "evaluation.json").read_text())["flow"] is None
+    assert not list((tmp_path / "report").glob("flow_*.png"))
+
+
 def test_flow_nll_is_equivariant_under_shift_and_scale():
     """NLL(a x + b) = NLL(x) + log|a|: the fit does not depend on the data's units."""
     x = gamma_values(400, 1)

@@ -115,7 +115,7 @@ def test_export_rebuilds_the_bundled_graph(tmp_path, bundled):
 
     meta = json.loads((bundled / "flow.json").read_text())
     flow, _ = load_flow(bundled / "flow.pt")
-    entry = sg.write_sampler_graph(flow, meta["components"], tuple(meta["x_bracket"]), tmp_path / sg.SAMPLER_FILE,
+    entry = sg.write_sampler_graph(flow, Components(**meta["components"]), tuple(meta["x_bracket"]), tmp_path / sg.SAMPLER_FILE,
                                    meta["opset"])
     rebuilt = onnx.load(tmp_path / sg.SAMPLER_FILE)
     _same_graph(rebuilt, onnx.load(bundled / sg.SAMPLER_FILE))

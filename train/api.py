@@ -8,11 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aeflow.datasets import split_indices
 from aeflow.export.exporter import export_artifacts
-from aeflow.export.reference import torch_ae
+from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on
@@ -84,8 +83,7 @@ class FlowModel:
 
     def score_samples(self, values) -> np.ndarray:
         """log p(x), float32 [N] (PyTorch)."""
-        with torch.no_grad():
-            return self.model_(torch.from_numpy(np.asarray(values, dtype=np.float32)))[2].numpy()
+        return torch_flow(self.model_, np.asarray(values, dtype=np.float32))[2]
 
     def export(self, directory: str | os.PathLike):
         """Write flow.pt and export the folder for ``FlowSampler(directory)``; returns the report."""

@@ -14,7 +14,8 @@ from aeflow.analysis import text_table
 from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
 from aeflow.progress import progress_bar
-from aeflow.runtime.artifacts import artifacts_dir
+from aeflow.runtime.artifacts import artifacts_dir, read_flow
+from aeflow.runtime.contract import FLOW_JSON
 
 # The seed notebook's own figures (homework.md, Problem 1): trained on 50,000 MNIST images for 10
 # epochs, threshold mean + 3 std of 10,000 validation scores, anomalies from KMNIST.
@@ -37,9 +38,10 @@ class ImageSet:
     scores: np.ndarray | None = None
 
 
-def load_set(spec: str, data_dir=None) -> ImageSet:
+def load_set(spec: str, data_dir=None, image_shape=(28, 28)) -> ImageSet:
     """DATA: a data set name (``DATA_SET_NAMES``) through ``aeflow.datasets.load_images``, or a path
-    (IDX, .npy, .npz, PNG folder) through the runtime's ``open_source``; else ``UsageError``."""
+    (IDX, .npy, .npz, PNG folder) of ``image_shape`` images through the runtime's ``read_images``;
+    else ``UsageError``."""
     if spec in DATA_SET_NAMES:
         name, _, split = spec.rpartition("-")
         origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
@@ -48,21 +50,18 @@ def load_set(spec: str, data_dir=None) -> ImageSet:
     if not path.exists():
         raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
                          f"nor an existing file or folder")
-    from aeflow.runtime.inputs import open_source
+    from aeflow.runtime.inputs import read_images
 
-    with open_source(path) as source:
-        parts = [np.array(batch) for batch in source.batches(SCORE_CHUNK)]  # copies: mapped batches die with it
-        name = source.name
-    return ImageSet(name, str(path), np.concatenate(parts))
+    return ImageSet(str(path), str(path), read_images([path], image_shape=image_shape)[0])
 
 
-def load_sets(in_dist: str, anomalies=None, data_dir=None) -> list[ImageSet]:
-    """The in-distribution set, then the anomaly sets (default: the homework's); a default set that
-    cannot be had fails with one line saying how to run offline."""
+def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28)) -> list[ImageSet]:
+    """The in-distribution set, then the anomaly sets (default: the homework's), files of ``image_shape``
+    images; a default set that cannot be had fails with one line saying how to run offline."""
     sets = []
     for spec in (in_dist, *(anomalies or DEFAULT_ANOMALIES)):
         try:
-            sets.append(load_set(spec, data_dir))
+            sets.append(load_set(spec, data_dir, image_shape))
         except DataError as e:
             if anomalies or spec not in (DEFAULT_IN_DIST, *DEFAULT_ANOMALIES) or (not sets and data_dir is not None):
                 raise
@@ -115,13 +114,22 @@ def _mean_std(x: np.ndarray) -> dict:
     return {"mean": float(np.mean(x, dtype=np.float64)), "std": float(np.std(x, dtype=np.float64, ddof=1))}
 
 
+def mixture_flow(sampler):
+    """``sampler`` where its flow.json describes a flow of the homework's mixture (export records the true
+    mixture's test NLL only for one), else a one-line ``UsageError``: the evaluation measures it against that."""
+    if "true_mixture_test" not in sampler.metadata.nll:
+        raise UsageError(f"{sampler.directory / FLOW_JSON}: this flow was fitted to your own values; the flow's "
+                         f"evaluation measures it against the homework's mixture, on which it was not trained")
+    return sampler
+
+
 def evaluate_flow(sampler, n_kl: int = 200_000, n_samples: int = 100_000, seed: int = 0,
                   quiet: bool = False) -> tuple[dict, dict]:
     """The flow (a ``FlowSampler``) as homework Problems 2 and 4 ask: NLL of its training and test
     data (regenerated from flow.json's ``training``) under the model and the true mixture, z on the
     training data, KL(data || model) over ``n_kl`` fresh points (seed ``training seed + 2``) and
     ``n_samples`` samples with ``seed``. Returns (JSON-ready summary, curves for the report's figures)."""
-    meta = sampler.metadata  # checked by the contract: every field below is there, typed
+    meta = mixture_flow(sampler).metadata  # checked by the contract: every field below is there, typed
     n_train, n_test, train_seed = (meta.training[k] for k in ("n_train", "n_test", "seed"))
     if n_kl < 2 or n_samples < 1:
         raise UsageError("the KL estimate needs at least 2 points and sampling at least 1")
@@ -168,6 +176,15 @@ class Evaluation:
     flow_curves: dict | None = None
 
 
+def _flow_sampler(directory: Path, flow: bool | None, device: str, verify: bool):
+    """The run's ``FlowSampler`` where ``flow`` (None: where the run holds a flow of the mixture), else None."""
+    from aeflow.runtime.sampler import FlowSampler
+
+    if flow is None:
+        flow = (directory / FLOW_JSON).is_file() and "true_mixture_test" in read_flow(directory, verify).nll
+    return mixture_flow(FlowSampler(directory, device=device, verify=verify, golden=verify)) if flow else None
+
+
 def _notes(summary: dict) -> list[str]:
     ref, notes = HOMEWORK_REFERENCE, []
     names = [a["name"] for a in summary["anomalies"]]
@@ -186,18 +203,18 @@ def _notes(summary: dict) -> list[str]:
 
 
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
-             data_dir=None, device: str = "auto", flow: bool = False, with_extremes: bool = False,
+             data_dir=None, device: str = "auto", flow: bool | None = False, with_extremes: bool = False,
              verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
     """Score ``in_dist`` and the anomaly sets (DATA, see ``load_set``) with ``AnomalyScorer``: type I,
     type II and AUROC at the artifacts' threshold and at the one giving ``target_type_i``; with
-    ``flow`` also ``evaluate_flow``, with ``with_extremes`` the best and worst reconstructions."""
+    ``flow`` also ``evaluate_flow`` (None: where the run holds a flow of the homework's mixture, as the
+    report wants), with ``with_extremes`` the best and worst reconstructions."""
     from aeflow.runtime.calibration import threshold_origin
-    from aeflow.runtime.sampler import FlowSampler
     from aeflow.runtime.scorer import AnomalyScorer
 
     scorer = AnomalyScorer(artifacts=artifacts, device=device, verify=verify, golden=verify)
-    sampler = FlowSampler(artifacts=artifacts, device=device, verify=verify, golden=verify) if flow else None
-    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir), quiet)
+    sampler = _flow_sampler(scorer.directory, flow, device, verify)
+    score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir, scorer.image_shape), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
     t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
     rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)

@@ -15,25 +15,13 @@ import numpy as np
 from aeflow import metrics
 from aeflow.analysis.evaluation import table_rows
 from aeflow.files import staged_folder, write_bytes_atomic, write_text_atomic
-from aeflow.plotting import png_bytes, pyplot
+from aeflow.plotting import line_png, png_bytes, pyplot
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "evaluation.json"
 MAPS_PER_SET = 3  # anomaly-map pictures of the highest-scoring images of each set
 TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)"),
                  ("flow_loss.png", "Flow training and test NLL (from the artifacts)"))
-
-
-def require_matplotlib() -> None:
-    """``UsageError`` in one line when matplotlib is missing."""
-    pyplot("--report")
-
-
-def _axes(title: str, xlabel: str, ylabel: str, size=(7, 4)):
-    """A new figure with one titled, labelled axes: ``(fig, ax)``."""
-    fig, ax = pyplot().subplots(figsize=size)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    return fig, ax
 
 
 def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
@@ -50,7 +38,8 @@ def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
 def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, at: dict) -> bytes:
     """Each set's scores (``(name, float [N])``, in-distribution first) on log-spaced bins, with the
     artifacts' threshold and the one for ``at["type_i_target"]`` (``at["threshold"]``) as lines."""
-    fig, ax = _axes("Anomaly scores (reconstruction MSE) per set", "score (log scale)", "density", (8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
+    ax.set(title="Anomaly scores (reconstruction MSE) per set", xlabel="score (log scale)", ylabel="density")
     positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
     bins = np.geomspace(positive.min(), positive.max(), 80)
     for name, s in sets:
@@ -123,34 +112,29 @@ def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     """The flow's four figures from ``evaluate_flow``'s (summary, curves): file name -> (caption, PNG bytes)."""
-    grid, kl, zs = curves["grid"], summary["kl"], summary["z_train"]
-    out = {}
-    fig, ax = _axes("Learned density against the true mixture", "x", "p(x)")
-    ax.plot(grid, np.exp(curves["log_prob_grid"]), label="learned density (flow.onnx)")
-    ax.plot(grid, np.exp(curves["true_log_prob_grid"]), "--", label="true mixture density")
-    out["flow_density.png"] = (f"Learned vs true density; KL(data || model) = {kl['estimate']:.4f} "
-                               f"± {kl['stderr']:.4f} nats", fig)
-    fig, ax = _axes("Flow map x -> z", "x", "z")
-    ax.plot(grid, curves["z_grid"], label="z = f(x)")
-    lo, hi = summary["z_range"]
-    ax.axhline(lo, color="gray", ls=":", label=f"range of f: ({lo:.3f}, {hi:.3f})")
-    ax.axhline(hi, color="gray", ls=":")
-    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", fig)
-    fig, ax = _axes("z on the training data against the target N(0, 1)", "z", "density")
-    z, zz = curves["z_train"], np.linspace(-4, 4, 400)
-    ax.hist(z, bins=60, density=True, alpha=0.6, label=f"z = f(x) on the {len(z):,} training points")
-    ax.plot(zz, np.exp(-0.5 * zz * zz) / np.sqrt(2 * np.pi), color="black", label="N(0, 1)")
-    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", fig)
-    fig, ax = _axes("Samples from the flow against its density", "x", "density")
-    s, width = curves["samples"], (float(grid[-1]) - float(grid[0])) / 120
+    grid, kl, zs, (lo, hi) = curves["grid"], summary["kl"], summary["z_train"], summary["z_range"]
+    z, s, zz, ends = curves["z_train"], curves["samples"], np.linspace(-4, 4, 400), [grid[0], grid[-1]]
+    out = {"flow_density.png": (
+        f"Learned vs true density; KL(data || model) = {kl['estimate']:.4f} ± {kl['stderr']:.4f} nats",
+        line_png("Learned density against the true mixture", "x", "p(x)", [
+            (grid, np.exp(curves["log_prob_grid"]), dict(label="learned density (flow.onnx)")),
+            (grid, np.exp(curves["true_log_prob_grid"]), dict(ls="--", label="true mixture density"))]))}
+    out["flow_map.png"] = ("The map x -> z (monotone, bounded)", line_png("Flow map x -> z", "x", "z", [
+        (grid, curves["z_grid"], dict(label="z = f(x)")),
+        (ends, [lo, lo], dict(color="gray", ls=":", label=f"range of f: ({lo:.3f}, {hi:.3f})")),
+        (ends, [hi, hi], dict(color="gray", ls=":"))]))
+    out["flow_z.png"] = (f"z on the training data: mean {zs['mean']:.4f}, std {zs['std']:.4f}", line_png(
+        "z on the training data against the target N(0, 1)", "z", "density",
+        [(zz, np.exp(-0.5 * zz * zz) / np.sqrt(2 * np.pi), dict(color="black", label="N(0, 1)"))],
+        hist=(z, dict(bins=60, density=True, alpha=0.6, label=f"z = f(x) on the {len(z):,} training points"))))
     # normalised by all samples, so the few outside the plotted range do not inflate the bars
-    ax.hist(s, bins=120, range=(float(grid[0]), float(grid[-1])), weights=np.full(len(s), 1.0 / (len(s) * width)),
-            alpha=0.6, label=f"{len(s):,} samples (FlowSampler.sample)")
-    ax.plot(grid, curves["sample_density_grid"], color="black", label="model density (normalised over its range)")
-    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", fig)
-    for caption, fig in out.values():
-        fig.axes[0].legend()
-    return {name: (caption, png_bytes(fig)) for name, (caption, fig) in out.items()}
+    span = (float(grid[0]), float(grid[-1]))
+    out["flow_samples.png"] = (f"{len(s):,} samples, seed {summary['samples']['seed']}", line_png(
+        "Samples from the flow against its density", "x", "density",
+        [(grid, curves["sample_density_grid"], dict(color="black", label="model density (normalised over its range)"))],
+        hist=(s, dict(bins=120, range=span, weights=np.full(len(s), 120.0 / (len(s) * (span[1] - span[0]))),
+                      alpha=0.6, label=f"{len(s):,} samples (FlowSampler.sample)"))))
+    return out
 
 
 def _img(data: bytes, caption: str) -> str:
@@ -174,7 +158,7 @@ def write_report(directory: str | os.PathLike, result) -> Path:
     """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` of an
     ``evaluation.Evaluation`` into ``directory`` (created if missing), through a staging folder
     beside it: after an error or Ctrl-C no file of the report is there. Returns the HTML path."""
-    require_matplotlib()
+    pyplot("--report")  # one line when matplotlib is missing
     directory, summary = Path(directory), result.summary
     rows, threshold = table_rows(summary), summary["threshold"]["value"]
     sets = [(s.name, s.scores) for s in result.sets]

@@ -21,10 +21,9 @@ from aeflow.metrics import min_n_for_rate
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold
 from aeflow.runtime.calibration import calibrate_scores, calibration_target, path_entry, write_calibration
+from aeflow.runtime.contract import GRAPHS
 from aeflow.runtime.inputs import open_source
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, AnomalyScorer
-
-GRAPH_FILES = {"ae": "ae.onnx", "int8": "ae.int8.onnx"}
 
 
 def _print(run, directory: Path, out: Path | None) -> None:
@@ -40,7 +39,7 @@ def _print(run, directory: Path, out: Path | None) -> None:
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
         r, iv, pr = cal.record, cal.record["interval"], cal.record["prediction"]
-        rows.append([GRAPH_FILES[which], f"{r['previous_threshold']:.6f}", f"{cal.threshold:.6f}",
+        rows.append([GRAPHS[which].file, f"{r['previous_threshold']:.6f}", f"{cal.threshold:.6f}",
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
@@ -55,7 +54,7 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
     try:
         if as_json:
             doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-                   "calibration": {GRAPH_FILES[w]: dict(c.record, threshold=c.threshold)
+                   "calibration": {GRAPHS[w].file: dict(c.record, threshold=c.threshold)
                                    for w, c in run.calibrations.items()}}
             click.echo(json.dumps(doc, indent=2))
         elif not quiet:

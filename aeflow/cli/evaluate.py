@@ -10,6 +10,7 @@ import click
 
 from aeflow.errors import Interrupted
 from aeflow.files import check_target
+from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, json_option, no_verify_option,
                                 quiet_option)
@@ -27,7 +28,7 @@ from aeflow.cli.options import (artifacts_option, data_dir_option, device_option
 @click.option("-o", "--output", "--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
-                                            "(always part of --report).")
+                                            "(part of --report where the run holds the homework's flow).")
 @device_option
 @no_verify_option
 @json_option
@@ -45,13 +46,11 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
       aeflow evaluate --in-dist digits.npy --anomalies odd.npy --json
     """
     if report_dir is not None:
-        from aeflow.analysis.report import require_matplotlib
-
-        require_matplotlib()
+        pyplot("--report")  # one line when matplotlib is missing
         read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]
         check_target(report_dir, "folder", what="--report", force=True, inputs=read,
                      artifacts=[artifacts] if artifacts is not None else [])
-        flow = True
+        flow = flow or None  # the report shows a flow of the homework's mixture where the run holds one
     try:
         result = evaluate(artifacts, in_dist, anomalies or None, data_dir, device, flow=flow,
                           with_extremes=report_dir is not None, verify=not no_verify, quiet=quiet or as_json)
