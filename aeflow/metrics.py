@@ -1,4 +1,4 @@
-"""Threshold and error-rate maths shared by export, calibration and evaluation (numpy only)."""
+"""Threshold, error-rate and p-value maths shared by export, calibration, evaluation and scoring (numpy only)."""
 
 from __future__ import annotations
 
@@ -184,3 +184,11 @@ def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.9
         return lower, m
     upper = int(np.searchsorted(_beta_binomial_cdf(m, flagged + 1, n - flagged), 1 - alpha / 2, side="left"))
     return lower, min(upper, m)
+
+
+def conformal_p_values(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Conformal p-values p = (1 + #{reference >= s}) / (n + 1), so P(p <= alpha) <= alpha on normal
+    images exchangeable with the reference ones: float [N] scores, float [n] reference -> float64 [N]."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    at_least = ref.size - np.searchsorted(ref, np.asarray(scores, dtype=np.float64).ravel(), side="left")
+    return (1.0 + at_least) / (ref.size + 1.0)

@@ -6,6 +6,7 @@ for arrays): a missing, empty or garbage file is one ``ArtifactError`` line nami
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from aeflow.errors import ArtifactError
 from aeflow.files import sha256_file, write_text_atomic
 from aeflow.runtime import contract
 from aeflow.runtime.contract import FlowMeta, ThresholdMeta
+from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
 MAX_DEMO_BYTES = 1 << 30
 
@@ -62,8 +64,6 @@ def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None 
              recorded_in: str = "") -> dict[str, np.ndarray]:
     """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes; ``sha256``: those bytes
     must have it, as ``recorded_in`` records), or one ``ArtifactError`` line."""
-    import io
-
     data = _read_bytes(path, limit, "this file")
     if sha256 is not None:
         _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
@@ -219,3 +219,31 @@ def demo_images(directory: str | os.PathLike | None = None,
         raise ArtifactError(f"{path}: array 'images' is {images.dtype} {list(images.shape)} (expected uint8 "
                             f"[N, {image_shape[0]}, {image_shape[1]}]); re-export")
     return images
+
+
+def reference_scores(directory: Path, meta: ThresholdMeta, verify: bool = True) -> np.ndarray | None:
+    """ae.onnx's reference scores for p-values, float32 [n]: the calibration scores threshold.json's
+    ``calibration.scores`` binds, else the validation scores golden.npz keeps (the file's sha256
+    checked if ``verify``); None where threshold.json records neither (exported before p-values)."""
+    record = (meta.calibration or {}).get("scores")
+    if record is not None:
+        path, sha, n, hint = Path(directory) / CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again"
+    elif meta.validation_scores is not None:
+        path, sha, n, hint = Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, meta.validation_scores, \
+            "re-export"
+    else:
+        return None
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError:
+        data = b""
+    if not data or (verify and hashlib.sha256(data).hexdigest() != sha):
+        raise ArtifactError(f"{path}: missing or not the file threshold.json records; {hint}")
+    try:
+        scores = np.load(io.BytesIO(data), allow_pickle=False)
+        scores = scores if record is not None else scores["validation_scores"]
+    except Exception as e:  # a damaged .npy or .npz raises many types
+        raise ArtifactError(f"{path}: no readable scores ({type(e).__name__}); {hint}") from None
+    if scores.dtype != np.float32 or scores.shape != (n,) or not np.isfinite(scores).all():
+        raise ArtifactError(f"{path}: the scores are not float32 [{n}] of finite values; {hint}")
+    return scores

@@ -15,7 +15,7 @@ from aeflow.errors import ArtifactError, InputError, ScaleWarning, UsageError
 from aeflow.metrics import normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.arrays import size
-from aeflow.runtime.artifacts import artifacts_dir, read_threshold
+from aeflow.runtime.artifacts import artifacts_dir, read_threshold, reference_scores
 from aeflow.runtime.device import Bound
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import ArraySource, ImageSource, scale_problem, to_float32
@@ -155,7 +155,7 @@ class AnomalyScorer(Rebuildable):
         those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
         threshold.json binds ('aeflow calibrate'), else export's validation scores. Where there are
         none (precision int8, an export without validation scores): None if ``missing_ok``, else an error."""
-        from aeflow.runtime.conformal import conformal_p_values, reference_scores
+        from aeflow.metrics import conformal_p_values
 
         if self.precision != "fp32":
             if missing_ok:

@@ -13,7 +13,7 @@ pytest.importorskip("onnx")
 
 from aeflow.errors import ArtifactError, DataError, InputError  # noqa: E402
 from aeflow.runtime import artifacts, contract  # noqa: E402
-from aeflow.runtime.conformal import conformal_p_values  # noqa: E402
+from aeflow.metrics import conformal_p_values  # noqa: E402
 from aeflow.train.api import AutoencoderDetector, FlowModel  # noqa: E402
 
 
@@ -156,7 +156,7 @@ def cli_run(tmp_path_factory):
 
 def test_cli_detector_scores_like_pytorch_with_p_values(cli_run):
     from aeflow.export.reference import autoencoder_scorer
-    from aeflow.runtime.conformal import reference_scores
+    from aeflow.runtime.artifacts import reference_scores
     from aeflow.runtime.scorer import AnomalyScorer
 
     run, images = cli_run / "run", np.load(cli_run / "normal.npy")
