@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from aeflow.runtime.scorer import AnomalyScorer
 from aeflow.scoring import InputResult, output_context
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
+PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-\d{5,}\.parquet")  # a dataset's parts, one per task
 
 
 def _dask():
@@ -112,6 +114,12 @@ def output_kind(output: str | os.PathLike, force: bool = False, what: str = "out
     if kind == "file" and path.suffix.lower() != ".parquet":
         raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
     check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    others = sorted(p.name for p in path.iterdir() if not PART.fullmatch(p.name)) if kind == "folder" and \
+        path.is_dir() else []
+    if others:  # --force replaces a dataset of ours, never a folder of the user's files
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "
+                         f"choose a new or empty folder")
     return kind
 
 
@@ -134,7 +142,7 @@ class _Writer:
                                            p_values(self._scorer, scores))], self.context,
                               first_index=task.start)
         if self.kind == "folder":
-            self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")
+            self._pq.write_table(table, self._dir / PART_NAME.format(task.number))
             return
         self._waiting[task.number] = table
         while self._next in self._waiting:  # one file, in input order

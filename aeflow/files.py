@@ -233,7 +233,11 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
                 import tempfile
 
                 old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
-                os.replace(directory, old / directory.name)
+                try:
+                    os.replace(directory, old / directory.name)
+                except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
+                    old.rmdir()
+                    raise
             os.replace(staging, directory)
         if exists:
             shutil.rmtree(old, ignore_errors=True)

@@ -120,6 +120,14 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
     assert table.column("p_value").null_count == table.num_rows  # int8: no p-values (as AnomalyScorer.p_value)
     with pytest.raises(OutputError, match="exists"):
         score_on_cluster(client, [pattern], tmp_path / "out/", scorer)
+    again = score_on_cluster(client, files[:1], tmp_path / "out", scorer, force=True)  # ours: replaced whole
+    assert again.tasks < run.tasks and sorted(os.listdir(tmp_path / "out")) == parts[:again.tasks]
+    assert np.array_equal(pq.read_table(tmp_path / "out").column("score").to_numpy(), reference[files[0]][0])
+    (tmp_path / "out" / "notes.txt").write_text("mine")  # a user's file: --force never deletes it
+    (tmp_path / "out" / "photos").mkdir()
+    with pytest.raises(UsageError, match=r"more than an earlier run's Parquet parts \(notes.txt, photos\)"):
+        score_on_cluster(client, [pattern], tmp_path / "out", scorer, force=True)
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(parts[:again.tasks] + ["notes.txt", "photos"])
 
 
 def test_failed_shard_named_in_one_line_nothing_published(client, shards, tmp_path):

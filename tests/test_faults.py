@@ -70,6 +70,26 @@ def test_exclusive_publish_without_hard_links(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no empty b.txt, no temporary
 
 
+def test_folder_that_cannot_be_set_aside_is_left_as_it_was(tmp_path, monkeypatch):
+    """Replacing a folder that cannot be moved (the current folder, a mount point): one error, the
+    folder untouched, no empty folder left beside it."""
+    from aeflow.files import publish_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "new.txt").write_text("new")
+
+    def busy(src, dst):
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(os, "replace", busy)
+    with pytest.raises(OSError):
+        publish_folder(tmp_path / "staging", tmp_path / "out", ["new.txt"], replace=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "staging"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]
+
+
 def test_two_writers_of_one_output_one_wins(tmp_path):
     """Two 'aeflow score -o same.csv' at once without --force: exactly one writes, the other fails
     with one line (at the start or at publish), and the file is the winner's, complete."""
