@@ -779,7 +779,7 @@ def test_ctrl_c_while_writing_report_leaves_no_half_report(tmp_path, monkeypatch
             (target / "keep.txt").write_text("mine\n")
         before = listing(tmp_path)
         r = CliRunner().invoke(cli, ["evaluate", "--in-dist", str(tmp_path / "normal.npy"), "--anomalies",
-                                     str(tmp_path / "odd.npy"), "--report", str(target), *CPU, "--quiet"])
+                                     str(tmp_path / "odd.npy"), "--report", str(target), *CPU, "--quiet", "--force"])
         assert r.exit_code == 130, r.output
         assert "no report written" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert listing(tmp_path) == before

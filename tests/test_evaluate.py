@@ -129,9 +129,15 @@ def test_report_is_self_contained(demo_split, tmp_path, bundled):
     normal, odd = demo_split
     out = tmp_path / "report"
     out.mkdir()
-    (out / "scores.png").write_bytes(b"old")  # an existing folder is fine: its files are replaced
-    summary = json.loads(invoke("--in-dist", str(normal), "--anomalies", str(odd), "--report", str(out),
-                                "--json").output)
+    (out / "scores.png").write_bytes(b"old")  # a folder with files: only --force writes into it
+    (out / "notes.txt").write_text("mine")
+    args = ("--in-dist", str(normal), "--anomalies", str(odd), "--report", str(out), "--json")
+    refused = CliRunner().invoke(cli, ["evaluate", "--device", "cpu", *args])
+    assert refused.exit_code == 1 and "not empty; pass --force" in refused.output, refused.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "scores.png"]
+    assert (out / "scores.png").read_bytes() == b"old"
+    summary = json.loads(invoke(*args, "--force").output)
+    assert (out / "notes.txt").read_text() == "mine"  # its other files stay
     page = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     # scores, ROC, two reconstruction grids, 4 flow figures, the worst images' anomaly maps, plus

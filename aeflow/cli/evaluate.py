@@ -12,8 +12,8 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_target
 from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
-from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, json_option, no_verify_option,
-                                quiet_option)
+from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, force_option, json_option,
+                                no_verify_option, quiet_option)
 
 
 @click.command("evaluate")
@@ -29,11 +29,12 @@ from aeflow.cli.options import (artifacts_option, data_dir_option, device_option
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
                                             "(part of --report where the run holds the homework's flow).")
+@force_option
 @device_option
 @no_verify_option
 @json_option
 @quiet_option
-def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, no_verify, as_json, quiet):
+def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, device, no_verify, as_json, quiet):
     """Score whole data sets through ONNX Runtime and compare with the homework's figures.
 
     Type I error, type II and AUROC per anomaly set, the threshold for 1% type I, beside the
@@ -48,7 +49,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, device, n
     if report_dir is not None:
         pyplot("--report")  # one line when matplotlib is missing
         read = [p for p in (in_dist, *anomalies, data_dir) if p is not None and Path(p).exists()]
-        check_target(report_dir, "folder", what="--report", force=True, inputs=read,
+        check_target(report_dir, "folder", what="--report", force=force, inputs=read,
                      artifacts=[artifacts] if artifacts is not None else [])
         flow = flow or None  # the report shows a flow of the homework's mixture where the run holds one
     try:
