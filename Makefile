@@ -27,12 +27,15 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-# regenerate every bundled artifact from scratch (offline: DATA_DIR holds IDX files)
+# regenerate every bundled artifact from scratch (offline: DATA_DIR holds IDX files): built in
+# build/artifacts, then copied over artifacts/ (aeflow itself never writes the bundled folder)
 artifacts: $(VENV)/.dev
-	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) -o artifacts --quiet --force
-	$(BIN)/aeflow train flow -o artifacts --quiet --force
-	$(BIN)/aeflow export --data-dir $(DATA_DIR) -o artifacts --quantize int8
-	$(BIN)/python -m aeflow.export.demo_set --data-dir $(DATA_DIR) --out artifacts/demo.npz
+	rm -rf build/artifacts
+	$(BIN)/aeflow train ae --data-dir $(DATA_DIR) --epochs $(AE_EPOCHS) -o build/artifacts --quiet
+	$(BIN)/aeflow train flow -o build/artifacts --quiet
+	$(BIN)/aeflow export --data-dir $(DATA_DIR) -o build/artifacts --quantize int8
+	$(BIN)/python -m aeflow.export.demo_set --data-dir $(DATA_DIR) --out build/artifacts/demo.npz
+	cp build/artifacts/* artifacts/
 
 bench: $(VENV)/.dev
 	$(BIN)/aeflow bench

@@ -98,6 +98,8 @@ CASES = [
     (("score", "a.npy", "-o", "hard.npy", "--force"), 2, "is also an input"),
     (("score", "a.npy", "--maps", "art", "--artifacts", "art", "--force"), 2, "the artifacts folder art"),
     (("score", "a.npy", "-o", "{bundled}/scores.csv"), 2, "bundled artifacts"),
+    (("train", "flow", "--epochs", "1", "-o", "{bundled}", "--force"), 2, "bundled artifacts"),
+    (("export", "-o", "{bundled}/"), 2, "bundled artifacts"),
     (("sample", "-n", "10", "--artifacts", "art", "-o", "art/s.npy", "--force"), 2, "the artifacts folder art"),
     (("evaluate", "--artifacts", "art", "--report", "art"), 2, "the artifacts folder art"),
     (("score", "a.npy", "-o", "dangling.csv", "--force"), 1, "nowhere.csv, which does not exist"),

@@ -15,7 +15,7 @@ from aeflow.optional import require
 @click.command("export")
 @output_option("Run folder: ae.onnx, flow.onnx, threshold.json, flow.json ... are written here, and the "
                "checkpoints are read from here unless --checkpoints names another folder.",
-               default=Path("artifacts"), file_okay=False)
+               default=Path("runs/latest"), file_okay=False)
 @click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding ae.pt and/or flow.pt; default: the -o folder (never the bundled one).")
 @data_dir_option("IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
@@ -40,7 +40,7 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     from aeflow.export.exporter import export_artifacts
     from aeflow.parity import format_table
 
-    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
+    check_target(output, "folder", force=True, parents=True)
     report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
     click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold or {"evaluation": {}}

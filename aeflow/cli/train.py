@@ -12,7 +12,7 @@ from aeflow.files import check_target
 from aeflow.optional import require
 
 _out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
-                     default=Path("artifacts"), file_okay=False)
+                     default=Path("runs/latest"), file_okay=False)
 _seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, init and shuffling.")
 # the config fields as the options spell them, for the one-line errors of the config checks
 FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
@@ -20,8 +20,8 @@ FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed
 
 
 def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
-    """Training never replaces a checkpoint silently (the bundled ones included)."""
-    check_target(output, "folder", force=True, bundled_ok=True, parents=True)
+    """Training never replaces a checkpoint silently, nor writes the bundled folder."""
+    check_target(output, "folder", force=True, parents=True)
     if (output / name).exists() and not force:
         raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
 
