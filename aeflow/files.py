@@ -318,11 +318,12 @@ def name_max(folder: str | os.PathLike) -> int:
 
 
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
-                 inputs=(), artifacts=(), parents: bool = False,
+                 inputs=(), artifacts=(), outputs=(), parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
     """The one decision, before any work, whether ``path`` may be written as a "file" or a
     "folder". ``UsageError`` whatever ``force`` says (ending with ``hint``): ``path`` is, lies in or
-    holds one of ``inputs`` or the ``artifacts`` folders in use, or the bundled artifacts (from every
+    holds one of ``inputs``, the ``artifacts`` folders in use or the command's other ``outputs``
+    ((option, path) pairs), or the bundled artifacts (from every
     command and API call: ``make artifacts`` builds elsewhere and copies). ``OutputError``: a dangling link, a parent missing or not
     writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
     unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
@@ -341,6 +342,9 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     for other in artifacts:
         if _relation(path, kind, other):
             raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
+    for option, other in outputs:
+        if _relation(path, kind, other):
+            raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
     if _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
     _check_place(path, kind, what, force, nearest if parents else parent)

@@ -102,6 +102,7 @@ CASES = [
     (("export", "-o", "{bundled}/"), 2, "bundled artifacts"),
     (("sample", "-n", "10", "--artifacts", "art", "-o", "art/s.npy", "--force"), 2, "the artifacts folder art"),
     (("evaluate", "--artifacts", "art", "--report", "art"), 2, "the artifacts folder art"),
+    (("score", "a.npy", "-o", "o.csv", "--maps", "o.csv"), 2, "--maps o.csv and -o o.csv overlap"),
     (("score", "a.npy", "-o", "dangling.csv", "--force"), 1, "nowhere.csv, which does not exist"),
     (("score", "a.npy", "--maps", "dangling_dir", "--force"), 1, "which does not exist"),
     (("score", "a.npy", "-o", "x" * 252 + ".csv"), 1, "longer than the file system allows"),

@@ -183,7 +183,8 @@ def command(**options):
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
-        check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used)
+        check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used,
+                     outputs=[("-o", out)] if out else [])
     head, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
     _publish(out, maps, results, head, o.force)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
