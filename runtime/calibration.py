@@ -158,6 +158,9 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
             if scores is not None:
                 write_bytes_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
+            copied = {p.name for p in tmp.iterdir()}
+        for name in set(COPIED) - copied:  # an older copy's files this one lacks (a flow of other artifacts)
+            (Path(out) / name).unlink(missing_ok=True)
     return Path(out) / contract.THRESHOLD_JSON
 
 

@@ -24,7 +24,7 @@ from aeflow.cli import cli
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import locked, sha256_file
 from aeflow.runtime import artifacts, contract
-from aeflow.runtime.calibration import calibrate_scores, write_calibration
+from aeflow.runtime.calibration import COPIED, calibrate_scores, write_calibration
 from aeflow.runtime.outputs import ScoredInput, write_stdout
 from aeflow.runtime.scorer import AnomalyScorer
 from conftest import copy_artifacts
@@ -224,6 +224,24 @@ def test_a_calibrated_copy_is_a_copy_with_the_figures(tmp_path, bundled, images)
     with open(tmp_path / "cal" / "ae.onnx", "r+b") as f:  # an edit in place of the copy
         f.write(b"x")
     assert sha256_file(bundled / "ae.onnx") == before
+
+
+def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_files(tmp_path, bundled, images):
+    """calibrate -o DIR --force over a copy of other artifacts: DIR holds this copy's files only (an
+    older copy's flow stayed beside the new detector), and a user's own file stays."""
+    np.save(tmp_path / "a.npy", images)
+    detector = copy_artifacts(bundled, tmp_path / "detector")
+    for name in ("flow.json", "flow.onnx", "flow_sampler.onnx", "flow.pt"):
+        (detector / name).unlink()
+    assert invoke("calibrate", str(tmp_path / "a.npy"), "-o", str(tmp_path / "cal"), "-q", "--device", "cpu").exit_code == 0
+    (tmp_path / "cal" / "notes.txt").write_text("mine")
+    r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(tmp_path / "detector"), "-o",
+               str(tmp_path / "cal"), "--force", "-q", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    left = {p.name for p in (tmp_path / "cal").iterdir()}
+    assert left == {p.name for p in (tmp_path / "detector").iterdir() if p.name in COPIED} | {
+        "threshold.json", "calibration_scores.npy", "notes.txt"}
+    assert "flow.json" not in left and (tmp_path / "cal" / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("stream, words", [(None, "it is closed"), ("broken", "the reader quit"),
