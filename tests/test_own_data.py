@@ -258,3 +258,10 @@ def test_dask_scores_a_12x16_run_as_the_single_process(api_run, tmp_path):
     scorer = AnomalyScorer(out, device="cpu")
     np.testing.assert_array_equal(table["score"].to_numpy(), scorer.score(wide[:40]))
     np.testing.assert_array_equal(table["p_value"].to_numpy(), scorer.p_values_of(scorer.score(wide[:40])))
+
+
+def test_score_without_input_on_another_size_says_so(api_run):
+    """No INPUT: the demo set is 28x28; a run of 12x16 images says so (it named demo.npz's shape)."""
+    proc = invoke_cli("score", "--artifacts", str(api_run[0]))
+    assert proc.returncode == 2 and "no INPUT given" in proc.stderr and "this run's are 12x16" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

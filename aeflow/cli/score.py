@@ -18,6 +18,7 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
+from aeflow.runtime.contract import IMAGE_SHAPE
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, p_values,
                                      write_results, write_stdout)
@@ -206,6 +207,10 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
     ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
         scorer, head = _scorer(o)
+        if not o.inputs and tuple(scorer.image_shape) != IMAGE_SHAPE:
+            h, w = scorer.image_shape
+            raise click.UsageError(f"no INPUT given, and the demo set is of 28x28 images while this run's are "
+                                   f"{h}x{w}; pass the images to score")
         sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
                    for p in paths]
         if out is not None:
