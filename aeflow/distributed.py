@@ -26,7 +26,7 @@ from aeflow.errors import AeflowError, InputError, UsageError
 from aeflow.files import atomic_path, check_target, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
-from aeflow.runtime.outputs import ScoredInput, p_values, results_table
+from aeflow.runtime.outputs import ScoredInput, results_table
 from aeflow.runtime.scorer import AnomalyScorer
 from aeflow.scoring import InputResult, output_context
 
@@ -131,7 +131,7 @@ class _Writer:
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
                                            list(task.files) if task.files is not None else None,
-                                           p_values(self._scorer, scores))], self.context,
+                                           self._scorer.p_values_of(scores, missing_ok=True))], self.context,
                               first_index=task.start)
         if self.kind == "folder":
             self._pq.write_table(table, self._dir / f"part-{task.number:05d}.parquet")

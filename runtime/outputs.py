@@ -27,7 +27,7 @@ COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly",
 class ScoredInput:
     """One input's results: ``name``, scores float32 [n], ``threshold``, labels (bool [n], True =
     anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``),
-    ``p_values`` float64 [n] (conformal, ``p_values``) or None (unknown: NaN, null or empty)."""
+    ``p_values`` float64 [n] (conformal, ``scorer.p_values_of``) or None (unknown: NaN, null or empty)."""
 
     name: str
     scores: np.ndarray
@@ -43,11 +43,6 @@ class ScoredInput:
     @property
     def sources(self) -> list[str]:
         return self.files if self.files is not None else [self.name] * len(self.scores)
-
-
-def p_values(scorer, scores: np.ndarray) -> np.ndarray | None:
-    """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), None where it has none."""
-    return scorer.p_values_of(scores, missing_ok=True)
 
 
 def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:

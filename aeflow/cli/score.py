@@ -19,7 +19,7 @@ from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, p_values,
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows,
                                      write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
@@ -50,7 +50,7 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 files = getattr(src, "files", None)  # a PNG folder: each row names its own file
                 results.append(ScoredInput(src.name, scores, scorer.threshold, src.labels,
                                            [str(f) for f in files] if files is not None else None,
-                                           p_values(scorer, scores)))
+                                           scorer.p_values_of(scores, missing_ok=True)))
                 counts.append(InputResult(src.name, src.n, labels=src.labels))
                 counts[-1].add(0, scores, scorer.threshold, time.perf_counter() - start)
     except KeyboardInterrupt:
