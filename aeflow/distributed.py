@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
-from aeflow.errors import AeflowError, InputError, UsageError
+from aeflow.errors import AeflowError, InputError, UsageError, one_line
 from aeflow.files import atomic_path, check_target, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
@@ -223,8 +223,7 @@ def _result(future, task: Task) -> tuple[np.ndarray, float]:
         msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
         raise type(e)(f"{msg}; the job stopped, nothing written") from None
     except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
-        first = " ".join(str(e).split())[:200] or type(e).__name__
-        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); nothing written") from None
+        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({one_line(e, 200)}); nothing written") from None
     if len(scores) != task.stop - task.start:
         raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for {task.stop - task.start} "
                           f"images; nothing written")
@@ -246,7 +245,7 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
     try:
         client = distributed.Client(where, timeout="10s", security=distributed.security.Security())
     except (OSError, TimeoutError, ValueError, TypeError) as e:
-        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({' '.join(str(e).split())[:160]}); "
+        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({one_line(e)}); "
                           f"start it with 'dask scheduler' or check the address") from None
     with client:
         yield client
