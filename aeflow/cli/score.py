@@ -13,10 +13,10 @@ import click
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, print_columns, quiet_option)
+                                no_verify_option, output_option, quiet_option)
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
-from aeflow.progress import progress_bar
+from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows,
@@ -105,17 +105,17 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
 
     echo(f"threshold {doc['threshold']:.6f} ({doc['threshold_source']}), provider {short_provider(doc['provider'])} "
          f"({doc['provider']}), precision {doc['precision']}, batch {doc['batch_size']}")
-    print_columns([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
+    echo("\n".join(text_table([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
         [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", _rate(d["type_i"], "flagged"),
          _rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
-        for d in [*doc["inputs"], doc["total"]]], err, rule_before_last=True)
+        for d in [*doc["inputs"], doc["total"]]], range(1, 7), rule_before_last=True)))
     if doc["total"]["type_i"] or doc["total"]["type_ii"]:
         echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
     if doc.get("images"):
-        print_columns([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
+        echo("\n".join(text_table([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
              "-" if r["p_value"] is None else f"{r['p_value']:.4f}", _word(r["predicted_anomaly"]),
-             _word(r["label_anomaly"])] for r in doc["images"]], err)
+             _word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)
