@@ -184,8 +184,9 @@ def command(**options):
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
         check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used)
-    head, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
-    _publish(out, maps, results, head, o.force)
+    with contextlib.ExitStack() as maps_stack:  # the maps' staged_folder: published by _publish
+        head, results, counts, maps = _score(o, paths, out, o.quiet or o.as_json or to_stdout, maps_stack)
+        _publish(out, maps, results, head, o.force, maps_stack)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
         write_stdout(results, o.as_json)
@@ -199,9 +200,9 @@ def command(**options):
     _report(doc, o, notes)
 
 
-def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
+def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool, maps_stack: contextlib.ExitStack):
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
-    maps, staged: their folder is a registered temporary). Returns the run's head, the results, their
+    maps into a staged folder entered on ``maps_stack``). Returns the run's head, the results, their
     ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
         scorer, head = _scorer(o)
@@ -213,18 +214,18 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
         if o.maps_dir is not None:
             from aeflow.anomaly_maps import MapWriter
 
-            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources)
+            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack)
         return (head, *_score_all(scorer, sources, quiet, maps), maps)
 
 
-def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool) -> None:
-    """Write the per-image output and publish the maps (their staging folder is a registered
-    temporary: on any failure neither is left)."""
+def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool,
+             maps_stack: contextlib.ExitStack) -> None:
+    """Write the per-image output, then publish the maps by closing ``maps_stack`` (on any failure
+    before, their staged folder is removed)."""
     try:
         if out is not None:
             write_results(out, results, head, force)
-        if maps is not None:
-            maps.publish()
+        maps_stack.close()
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
 
