@@ -23,10 +23,10 @@ import numpy as np
 
 from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
 from aeflow.errors import AeflowError, InputError, UsageError, one_line
-from aeflow.files import atomic_path, check_target, staged_folder
+from aeflow.files import atomic_path, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
-from aeflow.runtime.outputs import ScoredInput, results_table
+from aeflow.runtime.outputs import ScoredInput, check_output_path, results_table
 from aeflow.runtime.scorer import AnomalyScorer
 from aeflow.scoring import InputResult, output_context
 
@@ -102,19 +102,6 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
     return scores, time.perf_counter() - t0
 
 
-def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
-                artifacts=()) -> str:
-    """"file" for ``x.parquet``, "folder" for a dataset (``DIR/``, an existing folder, a name without
-    an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
-    text, path = str(output), Path(output)
-    require("pyarrow.parquet", "distributed", "Parquet")  # said before any work
-    kind = "folder" if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix else "file"
-    if kind == "file" and path.suffix.lower() != ".parquet":
-        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
-    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
-    return kind
-
-
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
@@ -173,7 +160,9 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
-    kind = output_kind(output, force, "output", paths, [scorer.directory]) if output is not None else None
+    kind = None
+    if output is not None:
+        kind = check_output_path(output, force, paths, [scorer.directory], dask=True, what="output")
     settings = scorer.replace(threads=threads).__getstate__()
     results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:

@@ -45,16 +45,22 @@ class ScoredInput:
         return self.files if self.files is not None else [self.name] * len(self.scores)
 
 
-def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
-    """Before any work: a known extension (``UsageError``), pyarrow for .parquet, and
-    ``aeflow.files.check_target``. Returns ``path`` as a Path."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
-                         f"end the name in {', '.join(FORMATS)}")
-    if path.suffix.lower() == ".parquet":
+def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=(), dask: bool = False,
+                      what: str = "--output") -> str:
+    """The one decision, before any work, on where scoring writes: a file of a known extension, with
+    ``dask`` a .parquet file or a Parquet dataset folder (``DIR/``, an existing folder, a name without
+    an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``.
+    Returns "file" or "folder"."""
+    text, path = str(path), Path(path)
+    kind = "folder" if dask and (text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix) else "file"
+    if dask or path.suffix.lower() == ".parquet":
         require("pyarrow.parquet", "distributed", "writing Parquet")  # a missing pyarrow is said before any work
-    return check_target(path, "file", force=force, inputs=inputs, artifacts=artifacts)
+    if kind == "file" and path.suffix.lower() not in ((".parquet",) if dask else FORMATS):
+        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)"
+                         if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
+                         f"end the name in {', '.join(FORMATS)}")
+    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    return kind
 
 
 def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.ndarray]:

@@ -179,7 +179,9 @@ def command(**options):
         return _on_dask(o)
     to_stdout = o.output is not None and str(o.output) == "-"
     paths = list(o.inputs) or [bundled_dir() / DEMO]
-    out = check_output_path(o.output, o.force, paths, o.used) if o.output is not None and not to_stdout else None
+    out = o.output if o.output is not None and not to_stdout else None
+    if out is not None:
+        check_output_path(out, o.force, paths, o.used)
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
@@ -237,11 +239,11 @@ def _on_dask(o: SimpleNamespace) -> None:
                                "need a single process")
     if not o.inputs:
         raise click.UsageError("--scheduler needs INPUT files (shards)")
-    from aeflow.distributed import check_address, connect, output_kind, score_on_cluster
+    from aeflow.distributed import check_address, connect, score_on_cluster
 
     check_address(o.scheduler, "--scheduler")
     if o.output is not None:
-        output_kind(o.output, o.force, "--output", o.inputs, o.used)
+        check_output_path(o.output, o.force, o.inputs, o.used, dask=True)
     scorer, head = _scorer(o)
     head["scheduler"] = o.scheduler  # what the user passed, not an ephemeral address
     seen = 0
