@@ -26,9 +26,8 @@ from aeflow.errors import AeflowError, InputError, UsageError, one_line
 from aeflow.files import atomic_path, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
-from aeflow.runtime.outputs import ScoredInput, check_output_path, results_table
+from aeflow.runtime.outputs import InputResult, ScoredInput, check_output_path, output_context, results_table
 from aeflow.runtime.scorer import AnomalyScorer
-from aeflow.scoring import InputResult, output_context
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
 

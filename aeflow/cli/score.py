@@ -19,11 +19,10 @@ from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows,
-                                     write_results, write_stdout)
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, check_output_path, iter_rows,
+                                     output_context, total, write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
-from aeflow.scoring import InputResult, output_context, total
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
