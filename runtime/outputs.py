@@ -113,7 +113,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
     an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``.
     Returns "file" or "folder"."""
     text, path = str(path), Path(path)
-    kind = "folder" if dask and (text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix) else "file"
+    kind = "folder" if dask and (text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix) else "file"
     if dask or path.suffix.lower() == ".parquet":
         require("pyarrow.parquet", "distributed", "writing Parquet")  # a missing pyarrow is said before any work
     if kind == "file" and path.suffix.lower() not in ((".parquet",) if dask else FORMATS):
