@@ -3,18 +3,18 @@ side, the error on one fixed "inferno" scale from 0 to ``VMAX`` (above: its top 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aeflow.errors import OutputError
-from aeflow.files import describe_os_error, name_max, publish_folder, staging_folder, untrack, write_bytes_atomic
+from aeflow.files import name_max, staged_folder
 from aeflow.metrics import normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
@@ -130,10 +130,11 @@ def naming(sources) -> list[tuple[int | None, list[str] | None]]:
 
 
 class MapWriter:
-    """Pictures (every image, or those above ``threshold``) staged while scoring runs, then published
-    together (``publish``) or removed (``discard``); name lengths checked before any work."""
+    """Pictures (every image, or those above ``threshold``) written while scoring runs into an
+    ``aeflow.files.staged_folder`` entered on ``stack``: published together into ``directory`` when
+    the stack closes normally, removed on any exception or signal. Name lengths checked first."""
 
-    def __init__(self, directory, threshold: float, all_images: bool = False, sources=()):
+    def __init__(self, directory, threshold: float, all_images: bool, sources, stack: contextlib.ExitStack):
         self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
         limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)
@@ -145,7 +146,7 @@ class MapWriter:
                 raise OutputError(f"--maps {self.directory}: the pictures of {src.name} would be named "
                                   f"{longest[:30]}..., {len(os.fsencode(longest))} bytes, longer than the file "
                                   f"system allows ({limit}); rename the input or score it without --maps")
-        self.staging = staging_folder(self.directory, "--maps")
+        self.staging = stack.enter_context(staged_folder(self.directory, what="--maps"))
 
     def callback(self, name: str, place=(None, None), labels: np.ndarray | None = None):
         """``score_source``'s ``on_reconstruction`` for input ``name`` (``place``: its ``naming``;
@@ -159,23 +160,7 @@ class MapWriter:
                 label = None if labels is None else bool(labels[offset + i])
                 title = describe(name, offset + i, float(scores[i]), float(normalized[k]), self.threshold, label)
                 file = file_name(name, offset + i, *place)
-                write_bytes_atomic(self.staging / file, panel_png(images[i], reconstructions[i], maps[k], title),
-                                   replace=True)
+                (self.staging / file).write_bytes(panel_png(images[i], reconstructions[i], maps[k], title))
                 self.names.append(file)
 
         return on_reconstruction
-
-    def publish(self):
-        """Move the pictures into ``directory``; returns it."""
-        try:
-            return publish_folder(self.staging, self.directory, self.names)
-        except OSError as e:
-            self.discard()
-            raise OutputError(f"--maps {self.directory}: cannot write it ({describe_os_error(e)}); no maps written") from None
-        finally:
-            untrack(self.staging)
-
-    def discard(self) -> None:
-        """Remove the staging folder and what it holds."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        untrack(self.staging)

@@ -11,7 +11,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import threading
 import time
 import uuid
@@ -23,16 +22,15 @@ from typing import Callable, Iterator
 import numpy as np
 
 from aeflow.checks import check_int, check_scheduler, check_threads, expand_inputs
-from aeflow.errors import AeflowError, InputError, UsageError
-from aeflow.files import atomic_path, check_target, staged_folder
+from aeflow.errors import AeflowError, InputError, UsageError, one_line
+from aeflow.files import atomic_path, staged_folder
 from aeflow.optional import require
 from aeflow.runtime.inputs import open_source
-from aeflow.runtime.outputs import ScoredInput, p_values, results_table
+from aeflow.runtime.outputs import (PART_NAME, InputResult, ScoredInput, check_output_path, output_context,
+                                    results_table)
 from aeflow.runtime.scorer import AnomalyScorer
-from aeflow.scoring import InputResult, output_context
 
 DEFAULT_CHUNK = 1 << 18  # images per task where a shard can be split
-PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-\d{5,}\.parquet")  # a dataset's parts, one per task
 
 
 def _dask():
@@ -104,25 +102,6 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
     return scores, time.perf_counter() - t0
 
 
-def output_kind(output: str | os.PathLike, force: bool = False, what: str = "output", inputs=(),
-                artifacts=()) -> str:
-    """"file" for ``x.parquet``, "folder" for a dataset (``DIR/``, an existing folder, a name without
-    an extension), checked by ``aeflow.files.check_target`` before any work; else ``UsageError``."""
-    text, path = str(output), Path(output)
-    require("pyarrow.parquet", "distributed", "Parquet")  # said before any work
-    kind = "folder" if text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix else "file"
-    if kind == "file" and path.suffix.lower() != ".parquet":
-        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)")
-    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
-    others = sorted(p.name for p in path.iterdir() if not PART.fullmatch(p.name)) if kind == "folder" and \
-        path.is_dir() else []
-    if others:  # --force replaces a dataset of ours, never a folder of the user's files
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "
-                         f"choose a new or empty folder")
-    return kind
-
-
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
@@ -139,7 +118,7 @@ class _Writer:
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
         table = results_table([ScoredInput(task.name, scores, threshold, labels,
                                            list(task.files) if task.files is not None else None,
-                                           p_values(self._scorer, scores))], self.context,
+                                           self._scorer.p_values_of(scores, missing_ok=True))], self.context,
                               first_index=task.start)
         if self.kind == "folder":
             self._pq.write_table(table, self._dir / PART_NAME.format(task.number))
@@ -181,7 +160,9 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
-    kind = output_kind(output, force, "output", paths, [scorer.directory]) if output is not None else None
+    kind = None
+    if output is not None:
+        kind = check_output_path(output, force, paths, [scorer.directory], dask=True, what="output")
     settings = scorer.replace(threads=threads).__getstate__()
     results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
@@ -231,8 +212,7 @@ def _result(future, task: Task) -> tuple[np.ndarray, float]:
         msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
         raise type(e)(f"{msg}; the job stopped, nothing written") from None
     except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
-        first = " ".join(str(e).split())[:200] or type(e).__name__
-        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({first}); nothing written") from None
+        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({one_line(e, 200)}); nothing written") from None
     if len(scores) != task.stop - task.start:
         raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for {task.stop - task.start} "
                           f"images; nothing written")
@@ -254,7 +234,7 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
     try:
         client = distributed.Client(where, timeout="10s", security=distributed.security.Security())
     except (OSError, TimeoutError, ValueError, TypeError) as e:
-        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({' '.join(str(e).split())[:160]}); "
+        raise AeflowError(f"cannot reach the Dask scheduler at {where} ({one_line(e)}); "
                           f"start it with 'dask scheduler' or check the address") from None
     with client:
         yield client

@@ -2,7 +2,8 @@
 wrong and what to do. The CLI prints ``aeflow: error: <message>`` without a traceback and exits with
 ``exit_code``; the API raises the same. Catch ``AeflowError`` (exit 1) for all of them: UsageError
 (exit 2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError
-(exit 1) and Interrupted (130; 128 + the signal for SIGTERM/SIGHUP). Warnings: ``ScaleWarning``.
+(exit 1) and Interrupted (130; 128 + the signal for SIGTERM/SIGHUP). Warnings: ``ScaleWarning``. ``one_line``
+cuts a caught exception down to one line for a message.
 """
 
 
@@ -67,3 +68,8 @@ class Interrupted(AeflowError):
     written (outputs are complete or absent, never partial)."""
 
     exit_code = 130
+
+
+def one_line(e: BaseException, limit: int = 160) -> str:
+    """``e``'s message on one line, cut to ``limit`` characters (its type's name when it has none)."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__

@@ -64,16 +64,6 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
     return Comparison(name, int(e.size), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok)
 
 
-def format_table(rows: list[Comparison], title: str = "") -> str:
-    """A plain-text table of comparisons, one line per output."""
-    lines = [title] if title else []
-    lines.append(f"{'output':<34}{'n':>9}{'max abs diff':>15}{'max rel diff':>15}  {'tolerance':<24}result")
-    for r in rows:
-        lines.append(f"{r.name:<34}{r.n:>9}{r.max_abs:>15.3e}{r.max_rel:>15.3e}  {r.tolerance:<24}"
-                     f"{'pass' if r.passed else 'FAIL'}")
-    return "\n".join(lines)
-
-
 def flow_check_points(seed: int = 0) -> np.ndarray:
     """Inputs for the flow's parity checks: a grid over [-5, 5], random points, and the tails (float32 [N])."""
     rng, tails = np.random.default_rng(seed), [6.0, 8.0, 10.0, 20.0, 50.0]

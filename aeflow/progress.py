@@ -1,11 +1,12 @@
-"""Progress bars on stderr, shown only when stderr is a terminal and not ``quiet``."""
+"""What the commands show on a terminal: progress bars on stderr (only when stderr is a terminal and not
+``quiet``) and plain-text tables."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from types import SimpleNamespace
-from typing import Callable, Iterator
+from typing import Callable, Container, Iterator
 
 import click
 
@@ -21,3 +22,13 @@ def progress_bar(length: int, label: str, quiet: bool = False,
     with click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=show,
                            show_eta=True) as bar:
         yield bar
+
+
+def text_table(rows: list[list[str]], right: Container[int] = (), rule_before_last: bool = False) -> list[str]:
+    """Lines of a plain-text table of string cells (the first row: the headings), columns two spaces
+    apart, left-aligned but the column indexes in ``right``; a rule of dashes above the last row
+    (a total) with ``rule_before_last``."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    return lines[:-1] + ["  ".join("-" * w for w in widths), lines[-1]] if rule_before_last else lines

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aeflow.errors import ParityError
 from aeflow.runtime import inversion
-from aeflow.runtime.contract import SAMPLER_FILE, graph_entry
+from aeflow.runtime.contract import SAMPLER_FILE, Graph
 from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
 
@@ -207,7 +207,7 @@ def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float
             if steps == MAX_NEWTON_STEPS:
                 raise
     onnx.save(model, str(path))
-    return graph_entry("sampler", path, opset) | {
+    return Graph.of_file("sampler", path, opset).to_json() | {
         "newton_steps": steps, "table_nodes": TABLE_NODES + 1, "tail_nodes_per_side": TAIL_NODES + 1,
         "tail_mass": TAIL_MASS, "trusted_slope": TRUSTED_SLOPE / unit[1],
         "float64_z_intervals": check.pop("slow_z_intervals"), "check": check}

@@ -113,11 +113,6 @@ class Graph(NamedTuple):
         return {"onnx_file": GRAPHS[self.which].file, "sha256": self.sha256, "opset": self.opset, **self.signature}
 
 
-def graph_entry(which: str, path, opset: int, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
-    """The JSON entry of graph ``which`` written at ``path`` (file name, sha256, opset, signature)."""
-    return Graph.of_file(which, path, opset, image_shape).to_json()
-
-
 class Binding(NamedTuple):
     """A file the JSON binds by its sha256: golden.npz, or the checkpoint the graphs came from."""
 

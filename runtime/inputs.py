@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.checks import expand_inputs
-from aeflow.errors import InputError
+from aeflow.errors import InputError, one_line
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
     StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
     read_errors, scale_problem, to_float32
@@ -68,7 +68,7 @@ def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(f)
     except Exception as e:  # numpy's parser of an untrusted header: ValueError, SyntaxError, TokenError, ...
-        raise InputError(f"{name}: not a readable .npy array ({' '.join(str(e).split())[:120]}); "
+        raise InputError(f"{name}: not a readable .npy array ({one_line(e, 120)}); "
                          f"the file is corrupted or not saved with numpy.save") from None
     if fortran and len(shape) > 1:  # its images are not consecutive records
         raise InputError(f"{name}: a Fortran-ordered array cannot be read a batch at a time; save it C-ordered: "

@@ -1,12 +1,15 @@
-"""Score results, one row per image with the columns ``COLUMNS``, as CSV, JSON, NPY or Parquet (by
-extension, written atomically) or CSV / JSON lines on standard output (``-o -``); JSON and Parquet
-(schema metadata key ``aeflow``) also hold the context (threshold, provider ...)."""
+"""What a scoring run reports and writes, one mechanism for ``aeflow score`` and ``aeflow.distributed``:
+each input's counts (``InputResult``, its report row), the context its outputs record, and the
+results, one row per image with the columns ``COLUMNS``, as CSV, JSON, NPY or Parquet (by extension,
+written atomically) or CSV / JSON lines on standard output (``-o -``); JSON and Parquet (schema
+metadata key ``aeflow``) also hold the context (threshold, provider ...)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +23,74 @@ from aeflow.metrics import normalized_scores
 from aeflow.optional import require
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
+PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-\d{5,}\.parquet")  # a Dask dataset's parts, one per task
 COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly", "label_anomaly", "source")
+COUNTS = ("images", "flagged", "seconds", "normal", "false_alarms", "anomalous", "misses")
+
+
+@dataclass
+class InputResult:
+    """One input's outcome: images, flagged, seconds, scores float32 [n] (when kept), labels bool [n]
+    or None and, where labelled, normal images, false alarms, anomalies, misses."""
+
+    name: str
+    images: int
+    flagged: int = 0
+    seconds: float = 0.0
+    labels: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    normal: int = 0
+    false_alarms: int = 0
+    anomalous: int = 0
+    misses: int = 0
+
+    def __post_init__(self):  # the report is UTF-8: stray bytes of a file name are escaped
+        self.name = printable_name(self.name)
+
+    def add(self, start: int, scores: np.ndarray, threshold: float, seconds: float) -> None:
+        """Account for the float32 scores of images [start, start + len(scores)), flagged above ``threshold``."""
+        flags = scores > threshold
+        self.flagged += int(flags.sum())
+        self.seconds += seconds
+        if self.scores is not None:
+            self.scores[start:start + len(scores)] = scores
+        if self.labels is not None:
+            lab = self.labels[start:start + len(scores)]
+            self.normal += int((~lab).sum())
+            self.false_alarms += int((flags & ~lab).sum())
+            self.anomalous += int(lab.sum())
+            self.misses += int((~flags & lab).sum())
+
+    def row(self) -> dict:
+        """This input's row of the report (``aeflow score``'s table and its --json "inputs")."""
+        n, normal, anomalous = self.images, self.normal, self.anomalous
+        return {"name": self.name, "images": n, "flagged": self.flagged,
+                "share": self.flagged / n if n else float("nan"), "seconds": self.seconds,
+                "images_per_s": n / self.seconds if self.seconds > 0 else None,
+                "type_i": {"rate": self.false_alarms / normal, "n": normal, "flagged": self.false_alarms}
+                if normal else None,
+                "type_ii": {"rate": self.misses / anomalous, "n": anomalous, "missed": self.misses}
+                if anomalous else None}
+
+
+def total(results: list[InputResult], seconds: float | None = None) -> InputResult:
+    """The sum of ``results`` named "total"; ``seconds``: the wall time (default: theirs added)."""
+    sums = {c: sum(getattr(r, c) for r in results) for c in COUNTS}
+    return InputResult("total", **(sums if seconds is None else sums | {"seconds": seconds}))
+
+
+def output_context(scorer) -> dict:
+    """What the outputs' metadata records of ``scorer`` (an ``AnomalyScorer``), the artifacts folder absolute."""
+    return {"artifacts": os.path.abspath(scorer.directory), "graph": scorer.graph.name,
+            "precision": scorer.precision, "provider": scorer.provider, "batch_size": scorer.batch_size,
+            "threshold": scorer.threshold}
 
 
 @dataclass
 class ScoredInput:
     """One input's results: ``name``, scores float32 [n], ``threshold``, labels (bool [n], True =
     anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``),
-    ``p_values`` float64 [n] (conformal, ``p_values``) or None (unknown: NaN, null or empty)."""
+    ``p_values`` float64 [n] (conformal, ``scorer.p_values_of``) or None (unknown: NaN, null or empty)."""
 
     name: str
     scores: np.ndarray
@@ -45,21 +108,28 @@ class ScoredInput:
         return self.files if self.files is not None else [self.name] * len(self.scores)
 
 
-def p_values(scorer, scores: np.ndarray) -> np.ndarray | None:
-    """The p_value column of ``scores`` (float [N]): ``scorer.p_values_of`` (float64 [N]), None where it has none."""
-    return scorer.p_values_of(scores, missing_ok=True)
-
-
-def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=()) -> Path:
-    """Before any work: a known extension (``UsageError``), pyarrow for .parquet, and
-    ``aeflow.files.check_target``. Returns ``path`` as a Path."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise UsageError(f"--output {path}: unknown format {path.suffix or '(no extension)'!r}; "
-                         f"end the name in {', '.join(FORMATS)}")
-    if path.suffix.lower() == ".parquet":
+def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=(), dask: bool = False,
+                      what: str = "--output") -> str:
+    """The one decision, before any work, on where scoring writes: a file of a known extension, with
+    ``dask`` a .parquet file or a Parquet dataset folder (``DIR/``, an existing folder, a name without
+    an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``.
+    Returns "file" or "folder"."""
+    text, path = str(path), Path(path)
+    kind = "folder" if dask and (text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix) else "file"
+    if dask or path.suffix.lower() == ".parquet":
         require("pyarrow.parquet", "distributed", "writing Parquet")  # a missing pyarrow is said before any work
-    return check_target(path, "file", force=force, inputs=inputs, artifacts=artifacts)
+    if kind == "file" and path.suffix.lower() not in ((".parquet",) if dask else FORMATS):
+        raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)"
+                         if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
+                         f"end the name in {', '.join(FORMATS)}")
+    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    others = sorted(p.name for p in path.iterdir() if not PART.fullmatch(p.name)) if kind == "folder" and \
+        path.is_dir() else []
+    if others:  # --force replaces a dataset of ours, never a folder of the user's files
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "
+                         f"choose a new or empty folder")
+    return kind
 
 
 def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from aeflow.errors import InputError
+from aeflow.errors import InputError, one_line
 from aeflow.optional import require
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ImageSource, check_image_shape, check_labels, size
 from aeflow.runtime.pngfiles import SIGNATURE, decode_many, header_shape
@@ -23,10 +23,6 @@ def _image_kind(t, pa) -> str | None:
         return "fixed"
     lists = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
     return "list" if lists and pa.types.is_uint8(t.value_type) else None
-
-
-def _why(e: Exception) -> str:
-    return " ".join(str(e).split())[:160] or type(e).__name__
 
 
 class ParquetSource(ImageSource):
@@ -59,7 +55,7 @@ class ParquetSource(ImageSource):
             labelled = "is_anomaly" in kinds.keys() - {column}
             labels = self._file.read(columns=["is_anomaly"]).column(0) if labelled else None
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise InputError(f"{self.name}: not a readable Parquet file ({_why(e)}); the file is corrupted or "
+            raise InputError(f"{self.name}: not a readable Parquet file ({one_line(e)}); the file is corrupted or "
                              f"truncated") from None
         if (width := t.byte_width if pa.types.is_fixed_size_binary(t) else getattr(t, "list_size", h * w)) != h * w:
             raise InputError(f"{self.name}: column {column!r} holds {width} pixels per image, this run's images are "
@@ -100,7 +96,7 @@ class ParquetSource(ImageSource):
                 if row >= self._stop:
                     break
         except (OSError, pa.ArrowException) as e:
-            raise InputError(f"{self.name}: cannot read row group data ({_why(e)}); the file is corrupted or "
+            raise InputError(f"{self.name}: cannot read row group data ({one_line(e)}); the file is corrupted or "
                              f"truncated") from None
 
     def where(self, row: int) -> str:

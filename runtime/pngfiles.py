@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from aeflow.errors import InputError
+from aeflow.errors import InputError, one_line
 from aeflow.optional import require
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, check_image_shape, not_regular, read_bytes, \
     size
@@ -138,8 +138,7 @@ def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.uint8)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
             MemoryError) as e:  # UnidentifiedImageError is an OSError
-        why = " ".join(str(e).split())[:120] or type(e).__name__
-        raise InputError(f"{name}: PNG cannot be decoded ({why}); the file is corrupted or truncated") from None
+        raise InputError(f"{name}: PNG cannot be decoded ({one_line(e, 120)}); the file is corrupted or truncated") from None
 
 
 def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads, shorten
-from aeflow.errors import InputError, UsageError
+from aeflow.errors import InputError, UsageError, one_line
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
@@ -49,7 +49,7 @@ def _as_floats(values, dtype, name: str) -> np.ndarray:
             raise InputError(f"{name}: complex values (dtype {array.dtype}); pass real numbers")
         return array.astype(dtype).ravel()
     except (TypeError, ValueError, OverflowError) as e:
-        raise InputError(f"{name}: not an array of numbers ({' '.join(str(e).split())[:80]})") from None
+        raise InputError(f"{name}: not an array of numbers ({one_line(e, 80)})") from None
 
 
 def _check_method(method, default: str) -> str:

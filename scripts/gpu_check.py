@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import aeflow
     import onnxruntime as ort
-    from aeflow.analysis import text_table
+    from aeflow.progress import text_table
     from aeflow.analysis.cuda_bench import device_name
     from aeflow.runtime.providers import cuda_missing
 

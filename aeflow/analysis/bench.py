@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from aeflow.analysis import text_table
 from aeflow.analysis.timing import (FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, interleaved,
                                     measure, spread)
+from aeflow.progress import text_table
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph

@@ -10,9 +10,9 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.analysis import text_table
 from aeflow.analysis.timing import FLOPS_PER_IMAGE, matmul_model, spread, time_calls
 from aeflow.parity import compare
+from aeflow.progress import text_table
 from aeflow.runtime import device
 from aeflow.runtime.artifacts import artifacts_dir, demo_images
 from aeflow.runtime.inversion import in_intervals

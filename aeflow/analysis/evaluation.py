@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from aeflow import metrics
-from aeflow.analysis import text_table
 from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
-from aeflow.progress import progress_bar
+from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_JSON
 

@@ -13,12 +13,12 @@ import numpy as np
 
 from aeflow.cli import _stdout_gone
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, print_columns, quiet_option)
+                                no_verify_option, output_option, quiet_option)
 from aeflow.checks import check_batch, check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
 from aeflow.metrics import min_n_for_rate
-from aeflow.progress import progress_bar
+from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold
 from aeflow.runtime.calibration import calibrate_scores, calibration_target, path_entry, write_calibration
 from aeflow.runtime.contract import GRAPHS
@@ -43,7 +43,7 @@ def _print(run, directory: Path, out: Path | None) -> None:
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
-    print_columns(rows)
+    click.echo("\n".join(text_table(rows, right=range(1, 6))))
     where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else str(run.written)
     click.echo(f"wrote {where}")
 

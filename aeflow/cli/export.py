@@ -38,11 +38,11 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     if quantize and no_eval:
         raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
-    from aeflow.parity import format_table
+    from aeflow.cli.verify import comparison_table
 
     check_target(output, "folder", force=True, parents=True)
     report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
-    click.echo(format_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
+    click.echo(comparison_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold or {"evaluation": {}}
     ev, val = th["evaluation"], th.get("validation")
     if val is not None:

@@ -1,5 +1,5 @@
 """What every aeflow command shares: its options, spelled one way for all (``-o/--output`` names
-whatever a command writes), and the layout of its tables. Imports only click (a fast ``--help``)."""
+whatever a command writes). Imports only click (a fast ``--help``)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,3 @@ def output_option(help: str, default: Path | None = None, file_okay: bool = True
     return click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=file_okay),
                         default=default, show_default=default is not None, help=help)
 
-
-def print_columns(rows: list[list[str]], err: bool = False, rule_before_last: bool = False) -> None:
-    """Print ``rows`` of strings (the first: the headings) as columns, the first left-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for k, r in enumerate(rows):
-        if rule_before_last and k == len(rows) - 1:
-            click.echo("  ".join("-" * w for w in widths), err=err)
-        click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))), err=err)

@@ -13,18 +13,17 @@ import click
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, print_columns, quiet_option)
+                                no_verify_option, output_option, quiet_option)
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
-from aeflow.progress import progress_bar
+from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import bundled_dir
 from aeflow.runtime.contract import IMAGE_SHAPE
 from aeflow.runtime.inputs import ImageSource, open_source
-from aeflow.runtime.outputs import (COLUMNS, FORMATS, ScoredInput, check_output_path, iter_rows, p_values,
-                                     write_results, write_stdout)
+from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, check_output_path, iter_rows,
+                                     output_context, total, write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
-from aeflow.scoring import InputResult, output_context, total
 
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
@@ -51,7 +50,7 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
                 files = getattr(src, "files", None)  # a PNG folder: each row names its own file
                 results.append(ScoredInput(src.name, scores, scorer.threshold, src.labels,
                                            [str(f) for f in files] if files is not None else None,
-                                           p_values(scorer, scores)))
+                                           scorer.p_values_of(scores, missing_ok=True)))
                 counts.append(InputResult(src.name, src.n, labels=src.labels))
                 counts[-1].add(0, scores, scorer.threshold, time.perf_counter() - start)
     except KeyboardInterrupt:
@@ -106,17 +105,17 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
 
     echo(f"threshold {doc['threshold']:.6f} ({doc['threshold_source']}), provider {short_provider(doc['provider'])} "
          f"({doc['provider']}), precision {doc['precision']}, batch {doc['batch_size']}")
-    print_columns([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
+    echo("\n".join(text_table([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
         [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", _rate(d["type_i"], "flagged"),
          _rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
-        for d in [*doc["inputs"], doc["total"]]], err, rule_before_last=True)
+        for d in [*doc["inputs"], doc["total"]]], range(1, 7), rule_before_last=True)))
     if doc["total"]["type_i"] or doc["total"]["type_ii"]:
         echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
     if doc.get("images"):
-        print_columns([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
+        echo("\n".join(text_table([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
              "-" if r["p_value"] is None else f"{r['p_value']:.4f}", _word(r["predicted_anomaly"]),
-             _word(r["label_anomaly"])] for r in doc["images"]], err)
+             _word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)
@@ -180,14 +179,17 @@ def command(**options):
         return _on_dask(o)
     to_stdout = o.output is not None and str(o.output) == "-"
     paths = list(o.inputs) or [bundled_dir() / DEMO]
-    out = check_output_path(o.output, o.force, paths, o.used) if o.output is not None and not to_stdout else None
+    out = o.output if o.output is not None and not to_stdout else None
+    if out is not None:
+        check_output_path(out, o.force, paths, o.used)
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
         check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used,
                      outputs=[("-o", out)] if out else [])
-    head, results, counts, maps = _score(o, paths, out, quiet=o.quiet or o.as_json or to_stdout)
-    _publish(out, maps, results, head, o.force)
+    with contextlib.ExitStack() as maps_stack:  # the maps' staged_folder: published by _publish
+        head, results, counts, maps = _score(o, paths, out, o.quiet or o.as_json or to_stdout, maps_stack)
+        _publish(out, maps, results, head, o.force, maps_stack)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
         write_stdout(results, o.as_json)
@@ -201,9 +203,9 @@ def command(**options):
     _report(doc, o, notes)
 
 
-def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
+def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool, maps_stack: contextlib.ExitStack):
     """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
-    maps, staged: their folder is a registered temporary). Returns the run's head, the results, their
+    maps into a staged folder entered on ``maps_stack``). Returns the run's head, the results, their
     ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as stack:
         scorer, head = _scorer(o)
@@ -219,18 +221,18 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
         if o.maps_dir is not None:
             from aeflow.anomaly_maps import MapWriter
 
-            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources)
+            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack)
         return (head, *_score_all(scorer, sources, quiet, maps), maps)
 
 
-def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool) -> None:
-    """Write the per-image output and publish the maps (their staging folder is a registered
-    temporary: on any failure neither is left)."""
+def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool,
+             maps_stack: contextlib.ExitStack) -> None:
+    """Write the per-image output, then publish the maps by closing ``maps_stack`` (on any failure
+    before, their staged folder is removed)."""
     try:
         if out is not None:
             write_results(out, results, head, force)
-        if maps is not None:
-            maps.publish()
+        maps_stack.close()
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
 
@@ -242,11 +244,11 @@ def _on_dask(o: SimpleNamespace) -> None:
                                "need a single process")
     if not o.inputs:
         raise click.UsageError("--scheduler needs INPUT files (shards)")
-    from aeflow.distributed import check_address, connect, output_kind, score_on_cluster
+    from aeflow.distributed import check_address, connect, score_on_cluster
 
     check_address(o.scheduler, "--scheduler")
     if o.output is not None:
-        output_kind(o.output, o.force, "--output", o.inputs, o.used)
+        check_output_path(o.output, o.force, o.inputs, o.used, dask=True)
     scorer, head = _scorer(o)
     head["scheduler"] = o.scheduler  # what the user passed, not an ephemeral address
     seen = 0

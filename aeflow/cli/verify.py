@@ -8,10 +8,18 @@ import json
 import click
 
 from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.progress import text_table
 
 
 def _rows(rows) -> list[dict] | None:
     return None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
+
+
+def comparison_table(rows, title: str) -> str:
+    """``title`` over a plain-text table of ``aeflow.parity.Comparison`` rows, one line per output."""
+    return "\n".join([title, *text_table([["output", "n", "max abs diff", "max rel diff", "tolerance", "result"]] + [
+        [r.name, str(r.n), f"{r.max_abs:.3e}", f"{r.max_rel:.3e}", r.tolerance, "pass" if r.passed else "FAIL"]
+        for r in rows], right=(1, 2, 3))])
 
 
 @click.command("verify")
@@ -32,7 +40,6 @@ def command(artifacts, device, no_verify, golden_only, as_json):
       aeflow verify --device cuda
     """
     from aeflow.analysis.verify import verify_artifacts
-    from aeflow.parity import format_table
 
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
     if as_json:
@@ -41,9 +48,9 @@ def command(artifacts, device, no_verify, golden_only, as_json):
                                "checkpoints": _rows(result.checkpoints), "notes": result.notes}, indent=2))
     else:
         ort = f"ONNX Runtime ({result.provider})"
-        click.echo(format_table(result.golden, f"{ort} vs the golden outputs recorded at export"))
+        click.echo(comparison_table(result.golden, f"{ort} vs the golden outputs recorded at export"))
         if result.checkpoints is not None:
-            click.echo(format_table(result.checkpoints, f"\n{ort} vs PyTorch checkpoints (CPU)"))
+            click.echo(comparison_table(result.checkpoints, f"\n{ort} vs PyTorch checkpoints (CPU)"))
         for note in result.notes:
             click.echo(f"note: {note}")
     result.raise_for_failure()
