@@ -265,3 +265,18 @@ def test_score_without_input_on_another_size_says_so(api_run):
     proc = invoke_cli("score", "--artifacts", str(api_run[0]))
     assert proc.returncode == 2 and "no INPUT given" in proc.stderr and "this run's are 12x16" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_api_export_over_a_checkpoint_needs_force(api_run, tmp_path):
+    """FlowModel/AutoencoderDetector.export never replace a checkpoint without force=True: one line
+    before any work (it said another file 'appeared'), the folder unchanged; with force, replaced."""
+    from aeflow.errors import OutputError
+
+    _, flow, _, _, _ = api_run
+    flow.export(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(OutputError, match=r"flow.pt: file exists; pass --force"):
+        flow.export(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    flow.export(tmp_path, force=True)
+    assert (tmp_path / "flow.json").is_file()

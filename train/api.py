@@ -12,6 +12,7 @@ import numpy as np
 from aeflow.datasets import split_indices
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
+from aeflow.files import check_target
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on
@@ -20,9 +21,11 @@ from aeflow.train.data import as_images, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
 
 
-def _export(directory, name: str, kind: str, model, config, history: dict, validation=None):
-    """Write the checkpoint ``name`` into ``directory`` (never over one) and export all the folder holds."""
-    save_checkpoint(Path(directory) / name, kind, model, asdict(config), history, force=False)
+def _export(directory, name: str, kind: str, model, config, history: dict, validation=None, force: bool = False):
+    """Write the checkpoint ``name`` into ``directory`` (over one only with ``force``; checked before any
+    work) and export all the folder holds."""
+    path = check_target(Path(directory) / name, what="export", force=force, parents=True)
+    save_checkpoint(path, kind, model, asdict(config), history, force=force)
     return export_artifacts(directory, directory, validation=validation)
 
 
@@ -58,10 +61,11 @@ class AutoencoderDetector:
         """int64 [N]: 1 where the score is above ``threshold_``, else 0."""
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
-    def export(self, directory: str | os.PathLike):
-        """Write ae.pt and export the folder (and flow.pt there) for ``AnomalyScorer(directory)``; returns the report."""
+    def export(self, directory: str | os.PathLike, force: bool = False):
+        """Write ae.pt (over one only with ``force``) and export the folder (and flow.pt there) for
+        ``AnomalyScorer(directory)``; returns the report."""
         return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
-                       self._validation)
+                       self._validation, force)
 
 
 class FlowModel:
@@ -85,6 +89,8 @@ class FlowModel:
         """log p(x), float32 [N] (PyTorch)."""
         return torch_flow(self.model_, np.asarray(values, dtype=np.float32))[2]
 
-    def export(self, directory: str | os.PathLike):
-        """Write flow.pt and export the folder for ``FlowSampler(directory)``; returns the report."""
-        return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_)
+    def export(self, directory: str | os.PathLike, force: bool = False):
+        """Write flow.pt (over one only with ``force``) and export the folder for ``FlowSampler(directory)``;
+        returns the report."""
+        return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_,
+                       force=force)
