@@ -250,6 +250,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         files = sorted(p.name for p in tmp.iterdir())
     stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \
         + ([] if flow else [contract.FLOW_JSON])
-    for name in stale:  # metadata no longer bound to golden.npz, a graph threshold.json no longer names
-        (out / name).unlink(missing_ok=True)
+    for name in (n for n in stale if (out / n).is_file()):  # no longer bound to golden.npz or threshold.json
+        (out / name).unlink()
+        notes.append(f"removed {name}: it belonged to the graphs this export replaced" + (
+            " (pass --quantize int8 for a new one)" if name == contract.INT8_FILE else ""))
     return ExportReport(files, checks, threshold, meta, notes)

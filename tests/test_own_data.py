@@ -280,3 +280,12 @@ def test_api_export_over_a_checkpoint_needs_force(api_run, tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     flow.export(tmp_path, force=True)
     assert (tmp_path / "flow.json").is_file()
+
+
+def test_export_says_which_earlier_file_it_removed(api_run, tmp_path):
+    """A file of the graphs an export replaces goes, and the export says so (ae.int8.onnx went silently)."""
+    _, flow, _, _, _ = api_run
+    (tmp_path / "threshold.json").write_text("{}")  # an earlier detector's, without its graph now
+    report = flow.export(tmp_path)
+    assert not (tmp_path / "threshold.json").exists() and (tmp_path / "flow.json").is_file()
+    assert [n for n in report.notes if n.startswith("removed threshold.json: it belonged to")]
