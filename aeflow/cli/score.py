@@ -156,7 +156,7 @@ Example:
 @output_option(f"Write one row per image ({', '.join(COLUMNS)}) as {', '.join(FORMATS)} by extension; "
                f"'-' writes CSV rows (JSON lines with --json) to stdout.")
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Write a PNG per flagged image into DIR: image, reconstruction, anomaly map (needs Pillow).")
+              help="Write a PNG per flagged image into DIR: image, reconstruction, anomaly map.")
 @click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
 @click.option("--column", default=None, metavar="NAME",
               help="Parquet inputs: the image column (default: 'image', else the only binary/list<uint8> column).")
