@@ -65,16 +65,26 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
         else:
             raw = p.read_text().split()
-        values = np.asarray(raw, dtype=np.float64)
+        values = as_real(raw, str(path))
     except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, str(path))
 
 
+def as_real(values, name: str) -> np.ndarray:
+    """``values`` (numbers or their text) as float64, never cast silently: ``DataError`` (one line) for
+    complex values or another dtype that is not real numbers; ``ValueError`` / ``TypeError`` for text."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biufUSO":
+        what = f"complex values (dtype {array.dtype})" if array.dtype.kind == "c" else f"dtype {array.dtype}"
+        raise DataError(f"{name}: {what}; the flow fits real numbers, pass those")
+    return array.astype(np.float64)
+
+
 def checked_values(values, name: str) -> np.ndarray:
-    """``values`` as float64 [N], or ``DataError``: not 1-D numbers, NaN/Inf, fewer than ``MIN_VALUES``, all equal."""
+    """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, fewer than ``MIN_VALUES``, all equal."""
     try:
-        values = np.asarray(values, dtype=np.float64)
+        values = as_real(values, name)
     except (ValueError, TypeError):
         raise DataError(f"{name}: not a list of numbers") from None
     if values.ndim != 1:
