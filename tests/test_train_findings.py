@@ -31,3 +31,41 @@ def test_complex_values_are_refused_not_cast(tmp_path, capfd):
     line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "when.npy"),
                                             "-o", str(tmp_path / "r"), capfd=capfd), 1)
     assert "dtype datetime64[s]" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("values, needle", [(1e8 + np.random.default_rng(0).normal(0, 1, 500), "resolves only steps of 8"),
+                                            (1e300 * np.random.default_rng(0).normal(0, 1, 500), "float32 (range 3.4e38)"),
+                                            (1e-46 * np.random.default_rng(0).normal(0, 1, 500), "resolves only steps")])
+def test_values_float32_cannot_hold_are_refused_before_training(tmp_path, capfd, values, needle):
+    """1e8 + N(0, 1) gave matplotlib's 'Too many bins' traceback with flow.pt left behind; 1e300
+    numpy warnings and a misleading 'diverged ... try a smaller learning rate'."""
+    np.save(tmp_path / "v.npy", values)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "--epochs", "2",
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert needle in line and not (tmp_path / "r").exists()
+    with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        FlowModel(epochs=1).fit(values)
+
+
+def test_a_failed_figure_or_publish_leaves_nothing_of_the_run(tmp_path, monkeypatch):
+    """Figures are made before anything is written; the checkpoint and figures are published together."""
+    from aeflow.errors import OutputError
+    from aeflow.train import flow
+
+    config = lambda: flow.FlowConfig(epochs=2, n_train=200, n_test=50)  # noqa: E731
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+    with monkeypatch.context() as m:
+        m.setattr(flow, "line_png", broken)
+        with pytest.raises(RuntimeError, match="plotting failed"):
+            flow.train_flow(tmp_path / "r", config(), quiet=True)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "flow.pt").write_bytes(b"theirs")  # appeared after the CLI's check: kept, no figures
+    with pytest.raises(OutputError, match="another file appeared"):
+        flow.train_flow(tmp_path / "r", config(), quiet=True)
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["flow.pt"]
+    assert (tmp_path / "r" / "flow.pt").read_bytes() == b"theirs"
+    flow.train_flow(tmp_path / "r", config(), quiet=True, force=True)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
+                                                                   "flow_loss.png", "flow_map.png"]

@@ -16,6 +16,7 @@ from aeflow.runtime import inputs
 from aeflow.runtime.arrays import to_float32
 
 MIN_SIDE, MAX_SIDE, MAX_PIXELS, MIN_VALUES = 4, 1024, 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
+MAX_VALUE, RESOLVED = 1e30, 100  # |values| well inside float32's range (3.4e38); their std spans >= 100 float32 steps
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:
@@ -82,7 +83,8 @@ def as_real(values, name: str) -> np.ndarray:
 
 
 def checked_values(values, name: str) -> np.ndarray:
-    """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, fewer than ``MIN_VALUES``, all equal."""
+    """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, beyond ``MAX_VALUE``, fewer
+    than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1))."""
     try:
         values = as_real(values, name)
     except (ValueError, TypeError):
@@ -92,10 +94,17 @@ def checked_values(values, name: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at row {int(bad[0])}); drop them")
+    if (top := float(np.abs(values).max(initial=0.0))) > MAX_VALUE:
+        raise DataError(f"{name}: values up to {top:.3g}; the exported flow computes in float32 (range 3.4e38): "
+                        f"rescale them to at most {MAX_VALUE:g}")
     if values.size < MIN_VALUES:
         raise DataError(f"{name}: {values.size} values; the flow needs at least {MIN_VALUES}")
     if not values.std() > 0:
         raise DataError(f"{name}: all {values.size} values are equal; the flow needs values that vary")
+    step = float(np.spacing(np.float32(top)))  # float32's resolution at the largest value
+    if not values.std() >= RESOLVED * step:
+        raise DataError(f"{name}: values spread by {values.std():.3g} (std) around {values.mean():.6g}, where float32 "
+                        f"(the exported flow's precision) resolves only steps of {step:.3g}; subtract an offset or rescale first")
     return values
 
 
