@@ -69,3 +69,26 @@ def test_a_failed_figure_or_publish_leaves_nothing_of_the_run(tmp_path, monkeypa
     flow.train_flow(tmp_path / "r", config(), quiet=True, force=True)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
                                                                    "flow_loss.png", "flow_map.png"]
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (28, 28)])
+def test_verify_catches_a_retrained_checkpoint_of_any_run(tmp_path, shape):
+    """verify checked the recorded sha256 only for 28x28 runs holding both models: a detector of
+    own-size images (or a detector alone, or a flow alone) retrained after export passed, exit 0."""
+    from aeflow.analysis.verify import verify_artifacts
+    from aeflow.errors import ArtifactError
+    from aeflow.train.api import AutoencoderDetector
+
+    images = (np.random.default_rng(0).random((40, *shape)) * 255).astype(np.uint8)
+    AutoencoderDetector(epochs=1, batch_size=20).fit(images).export(tmp_path / "run")
+    AutoencoderDetector(epochs=1, batch_size=20, seed=5).fit(images).export(tmp_path / "other")
+    assert verify_artifacts(tmp_path / "run").passed
+    (tmp_path / "run" / "ae.pt").write_bytes((tmp_path / "other" / "ae.pt").read_bytes())
+    with pytest.raises(ArtifactError, match="ae.pt: the checkpoint and the graph disagree"):
+        verify_artifacts(tmp_path / "run")
+    values = np.random.default_rng(1).gamma(2.0, size=200)
+    FlowModel(epochs=1).fit(values).export(tmp_path / "flow")
+    FlowModel(epochs=1, seed=3).fit(values).export(tmp_path / "flow2")
+    (tmp_path / "flow" / "flow.pt").write_bytes((tmp_path / "flow2" / "flow.pt").read_bytes())
+    with pytest.raises(ArtifactError, match="flow.pt: the checkpoint and the graph disagree"):
+        verify_artifacts(tmp_path / "flow")
