@@ -92,3 +92,24 @@ def test_verify_catches_a_retrained_checkpoint_of_any_run(tmp_path, shape):
     (tmp_path / "flow" / "flow.pt").write_bytes((tmp_path / "flow2" / "flow.pt").read_bytes())
     with pytest.raises(ArtifactError, match="flow.pt: the checkpoint and the graph disagree"):
         verify_artifacts(tmp_path / "flow")
+
+
+def test_bench_measures_the_runs_own_image_size(tmp_path, capfd):
+    """bench fed 28x28 demo images to a 12x16 run: onnxruntime's INVALID_ARGUMENT traceback."""
+    import json
+
+    from aeflow.analysis.timing import flops_per_image
+    from aeflow.train.api import AutoencoderDetector
+
+    images = (np.random.default_rng(0).random((40, 12, 16)) * 255).astype(np.uint8)
+    AutoencoderDetector(epochs=1, batch_size=20).fit(images).export(tmp_path / "run")
+    line = assert_one_line_error(invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", capfd=capfd), 1)
+    assert "no demo.npz of 12x16 images in" in line and "uint8 [N, 12, 16]" in line
+    np.savez(tmp_path / "run" / "demo.npz", images=images)
+    proc = invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", "--json", capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["settings"]["image_shape"] == [12, 16] and result["sampling"] == []
+    assert flops_per_image((28, 28)) == 950_272
+    for r in result["scoring"]:
+        assert r["gflops"] == pytest.approx(r["images_per_s"]["median"] * flops_per_image((12, 16)) / 1e9)
