@@ -17,7 +17,7 @@ import numpy as np
 from aeflow.errors import InputError
 
 DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
-SIDES = (4, 4096)  # the smallest and largest side an image size taken from the data may have
+SIDES = (4, 1024)  # the smallest and largest side an image size taken from the data may have (training's limit)
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 
 
@@ -39,11 +39,11 @@ def accepted(image_shape=DEFAULT_SHAPE) -> str:
 
 
 def check_image_shape(image_shape, name: str) -> tuple[int, int]:
-    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of 4..4096 pixels."""
+    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of ``SIDES`` (4..1024) pixels."""
     hw = tuple(int(d) for d in image_shape)
     if len(hw) != 2 or not all(SIDES[0] <= d <= SIDES[1] for d in hw):
         raise InputError(f"{name}: images of {size(hw)} pixels; aeflow reads greyscale images of "
-                         f"{SIDES[0]} to {SIDES[1]} pixels a side")
+                         f"{SIDES[0]} to {SIDES[1]:,} pixels a side")
     return hw
 
 

@@ -113,3 +113,13 @@ def test_bench_measures_the_runs_own_image_size(tmp_path, capfd):
     assert flops_per_image((28, 28)) == 950_272
     for r in result["scoring"]:
         assert r["gflops"] == pytest.approx(r["images_per_s"]["median"] * flops_per_image((12, 16)) / 1e9)
+
+
+def test_the_side_limit_stated_is_the_one_applied(tmp_path, capfd):
+    """1x784 images said '4 to 4096 pixels a side' where training takes 4 to 1,024."""
+    np.save(tmp_path / "flat.npy", np.zeros((30, 1, 784), np.uint8))
+    np.save(tmp_path / "wide.npy", np.zeros((30, 4, 2000), np.uint8))  # inside the old 4096, beyond 1,024
+    for name in ("flat.npy", "wide.npy"):
+        line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / name), "-o", str(tmp_path / "r"),
+                                                capfd=capfd), 1)
+        assert "4 to 1,024 pixels a side" in line and not (tmp_path / "r").exists()
