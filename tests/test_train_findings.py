@@ -123,3 +123,24 @@ def test_the_side_limit_stated_is_the_one_applied(tmp_path, capfd):
         line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / name), "-o", str(tmp_path / "r"),
                                                 capfd=capfd), 1)
         assert "4 to 1,024 pixels a side" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_holding_more_than_its_header_count_is_refused(tmp_path, capfd, suffix):
+    """A header saying 25 images in a file of 50 scored 25 rows, exit 0."""
+    import gzip
+    import struct
+
+    from conftest import write_idx
+
+    images = (np.random.default_rng(0).random((50, 28, 28)) * 255).astype(np.uint8)
+    payload = struct.pack(">HBB3I", 0, 8, 3, 25, 28, 28) + images.tobytes()
+    path = tmp_path / f"short-header{suffix}"
+    path.write_bytes(gzip.compress(payload) if suffix else payload)
+    line = assert_one_line_error(invoke_cli("score", str(path), "-o", str(tmp_path / "s.csv"), capfd=capfd), 1)
+    assert ("holds 39216 bytes, the IDX header promises 19616" in line if not suffix
+            else "holds data after the 25 images its header promises" in line)
+    assert not (tmp_path / "s.csv").exists()
+    write_idx(tmp_path / f"exact{suffix}", images)  # the other input: the same file with its right count
+    proc = invoke_cli("score", str(tmp_path / f"exact{suffix}"), "-o", str(tmp_path / "s.csv"), capfd=capfd)
+    assert proc.returncode == 0 and len((tmp_path / "s.csv").read_text().splitlines()) == 51, proc.stderr
