@@ -144,3 +144,15 @@ def test_idx_holding_more_than_its_header_count_is_refused(tmp_path, capfd, suff
     write_idx(tmp_path / f"exact{suffix}", images)  # the other input: the same file with its right count
     proc = invoke_cli("score", str(tmp_path / f"exact{suffix}"), "-o", str(tmp_path / "s.csv"), capfd=capfd)
     assert proc.returncode == 0 and len((tmp_path / "s.csv").read_text().splitlines()) == 51, proc.stderr
+
+
+def test_a_csv_or_text_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's UTF-8 CSV starts with a BOM: 'no column 'temperature' (columns: \\ufefftemperature, ...)'."""
+    from aeflow.train.data import read_values
+
+    values = np.random.default_rng(0).gamma(2.0, size=60)
+    text = "temperature,site\n" + "".join(f"{float(v)!r},a\n" for v in values)
+    (tmp_path / "values.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    np.testing.assert_array_equal(read_values(tmp_path / "values.csv", "temperature"), values)
+    (tmp_path / "values.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{float(v)!r}\n" for v in values).encode())
+    np.testing.assert_array_equal(read_values(tmp_path / "values.txt"), values)

@@ -61,11 +61,11 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             pq = require("pyarrow.parquet", "distributed", "reading Parquet")
             raw = _column(pq.read_table(p).to_pydict(), column, str(path))
         elif suffix == ".csv":
-            with open(p, newline="") as f:
+            with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
                 rows = list(csv.DictReader(f))
             raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
         else:
-            raw = p.read_text().split()
+            raw = p.read_text(encoding="utf-8-sig").split()
         values = as_real(raw, str(path))
     except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
