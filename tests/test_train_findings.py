@@ -33,9 +33,12 @@ def test_complex_values_are_refused_not_cast(tmp_path, capfd):
     assert "dtype datetime64[s]" in line and not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("values, needle", [(1e8 + np.random.default_rng(0).normal(0, 1, 500), "resolves only steps of 8"),
-                                            (1e300 * np.random.default_rng(0).normal(0, 1, 500), "float32 (range 3.4e38)"),
-                                            (1e-46 * np.random.default_rng(0).normal(0, 1, 500), "resolves only steps")])
+NOISE = np.random.default_rng(0).normal(0, 1, 500)
+
+
+@pytest.mark.parametrize("values, needle", [(1e8 + NOISE, "resolves only steps of 8"),
+                                            (1e300 * NOISE, "float32 (range 3.4e38)"),
+                                            (1e-46 * NOISE, "resolves only steps")])
 def test_values_float32_cannot_hold_are_refused_before_training(tmp_path, capfd, values, needle):
     """1e8 + N(0, 1) gave matplotlib's 'Too many bins' traceback with flow.pt left behind; 1e300
     numpy warnings and a misleading 'diverged ... try a smaller learning rate'."""
@@ -120,8 +123,8 @@ def test_the_side_limit_stated_is_the_one_applied(tmp_path, capfd):
     np.save(tmp_path / "flat.npy", np.zeros((30, 1, 784), np.uint8))
     np.save(tmp_path / "wide.npy", np.zeros((30, 4, 2000), np.uint8))  # inside the old 4096, beyond 1,024
     for name in ("flat.npy", "wide.npy"):
-        line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / name), "-o", str(tmp_path / "r"),
-                                                capfd=capfd), 1)
+        line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / name), "-o",
+                                                str(tmp_path / "r"), capfd=capfd), 1)
         assert "4 to 1,024 pixels a side" in line and not (tmp_path / "r").exists()
 
 

@@ -103,8 +103,9 @@ def checked_values(values, name: str) -> np.ndarray:
         raise DataError(f"{name}: all {values.size} values are equal; the flow needs values that vary")
     step = float(np.spacing(np.float32(top)))  # float32's resolution at the largest value
     if not values.std() >= RESOLVED * step:
-        raise DataError(f"{name}: values spread by {values.std():.3g} (std) around {values.mean():.6g}, where float32 "
-                        f"(the exported flow's precision) resolves only steps of {step:.3g}; subtract an offset or rescale first")
+        raise DataError(f"{name}: values spread by {values.std():.3g} (std) around {values.mean():.6g}, where "
+                        f"float32 (the exported flow's precision) resolves only steps of {step:.3g}; subtract an "
+                        f"offset or rescale first")
     return values
 
 

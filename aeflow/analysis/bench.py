@@ -337,7 +337,8 @@ def format_table(result: dict) -> str:
     for key, title, columns in TABLES:
         cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
         mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
-        lines += ["", title.format(mflop=mflop), *text_table(cells, tuple(i for i, c in enumerate(columns) if c[2] != "s"))]
+        numeric = tuple(i for i, c in enumerate(columns) if c[2] != "s")
+        lines += ["", title.format(mflop=mflop), *text_table(cells, numeric)]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 
 
