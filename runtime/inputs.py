@@ -43,9 +43,9 @@ def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
     shape = struct.unpack(f">{ndim}I", dims)
     if math.prod(d for d in shape if d) >= 2**62:  # numpy cannot describe it, even with a zero among them
         raise InputError(f"{path}: IDX header gives an impossible shape {shape}; the file is corrupted")
-    if not gz and (have := path.stat().st_size) != (need := 4 + 4 * ndim + math.prod(shape)):  # Python ints
-        raise InputError(f"{path}: holds {have} bytes, the IDX header promises {need} {shape}; the file is "
-                         f"{'truncated' if have < need else 'corrupted (data beyond its header count)'}")
+    if not gz and (have := path.stat().st_size - 4 - 4 * ndim) != (need := math.prod(shape)):  # Python ints
+        raise InputError(f"{path}: holds {max(have, 0)} data bytes, the IDX header promises {need} {shape}; the file "
+                         f"is {'truncated' if have < need else 'corrupted (data beyond its header count)'}")
     return shape, 4 + 4 * ndim, gz
 
 

@@ -141,7 +141,7 @@ def test_idx_holding_more_than_its_header_count_is_refused(tmp_path, capfd, suff
     path = tmp_path / f"short-header{suffix}"
     path.write_bytes(gzip.compress(payload) if suffix else payload)
     line = assert_one_line_error(invoke_cli("score", str(path), "-o", str(tmp_path / "s.csv"), capfd=capfd), 1)
-    assert ("holds 39216 bytes, the IDX header promises 19616" in line if not suffix
+    assert ("holds 39200 data bytes, the IDX header promises 19600" in line if not suffix
             else "holds data after the 25 images its header promises" in line)
     assert not (tmp_path / "s.csv").exists()
     write_idx(tmp_path / f"exact{suffix}", images)  # the other input: the same file with its right count
