@@ -159,3 +159,19 @@ def test_a_csv_or_text_file_with_a_byte_order_mark_is_read(tmp_path):
     np.testing.assert_array_equal(read_values(tmp_path / "values.csv", "temperature"), values)
     (tmp_path / "values.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{float(v)!r}\n" for v in values).encode())
     np.testing.assert_array_equal(read_values(tmp_path / "values.txt"), values)
+
+
+def test_flow_figures_of_values_clustered_at_float32_resolution(tmp_path, capfd):
+    """499 values at 1e8 + N(0, 1) and one 0 pass the checks (std 4.5e6); a training split without
+    the 0 made matplotlib raise 'Too many bins' after flow.pt was written."""
+    from aeflow.train.flow import _bins
+
+    for data in (np.full(10, 1e8, np.float32), np.float32(1e8) + np.arange(3, dtype=np.float32) * 8, np.zeros(4)):
+        edges = _bins(data)
+        assert len(edges) == 51 and np.all(np.diff(edges) > 0) and edges[0] <= data.min() <= data.max() <= edges[-1]
+    np.save(tmp_path / "v.npy", np.r_[1e8 + NOISE[:499], 0.0])
+    proc = invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "--epochs", "2", "-o", str(tmp_path / "r"),
+                      capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
+                                                                   "flow_loss.png", "flow_map.png"]

@@ -123,12 +123,23 @@ def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = Fal
     return history
 
 
+def _bins(data: np.ndarray, n: int = 50) -> np.ndarray:
+    """``n`` equal histogram bins (float64 edges [n + 1]) over ``data``, widened where its range is too
+    narrow for them (equal values, or a cluster at float32's resolution): numpy would raise there."""
+    lo, hi = float(data.min()), float(data.max())
+    edges = np.linspace(lo, hi, n + 1)
+    if np.all(np.diff(edges) > 0):
+        return edges
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-3
+    return np.linspace(lo - pad, hi + pad, n + 1)
+
+
 def _figures(flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, history: dict, config: FlowConfig
              ) -> dict[str, bytes]:
     """The homework's four flow figures as PNG bytes by file name (no true density for the user's data)."""
     fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
     for ax, data, title in ((axes[0], train_x, "Training data"), (axes[1], test_x, "Test data")):
-        ax.hist(data, bins=50, color="tab:blue", label=f"{len(data)} points")
+        ax.hist(data.astype(np.float64), bins=_bins(data), color="tab:blue", label=f"{len(data)} points")
         ax.set(title=title, xlabel="x", ylabel="count")
         ax.legend()
     figures = {"flow_data.png": png_bytes(fig)}
