@@ -31,6 +31,10 @@ def test_complex_values_are_refused_not_cast(tmp_path, capfd):
     line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "when.npy"),
                                             "-o", str(tmp_path / "r"), capfd=capfd), 1)
     assert "dtype datetime64[s]" in line and not (tmp_path / "r").exists()
+    np.save(tmp_path / "ic.npy", np.full((30, 12, 16), 0.5 + 0.5j, np.complex64))  # the image path refuses them too
+    line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / "ic.npy"),
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert "complex values (dtype complex64)" in line and not (tmp_path / "r").exists()
 
 
 NOISE = np.random.default_rng(0).normal(0, 1, 500)
