@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 
-from aeflow.files import write_bytes_atomic
 from aeflow.optional import require
 
 
@@ -37,7 +35,3 @@ def line_png(title: str, xlabel: str, ylabel: str, curves, log: bool = False, hi
     ax.legend()
     return png_bytes(fig)
 
-
-def line_figure(path: str | os.PathLike, title: str, xlabel: str, ylabel: str, curves, log: bool = False) -> None:
-    """``line_png`` of ``curves`` saved at ``path``."""
-    write_bytes_atomic(path, line_png(title, xlabel, ylabel, curves, log), replace=True)

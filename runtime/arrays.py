@@ -17,7 +17,7 @@ import numpy as np
 from aeflow.errors import InputError
 
 DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
-SIDES = (4, 4096)  # the smallest and largest side an image size taken from the data may have
+SIDES = (4, 1024)  # the smallest and largest side an image size taken from the data may have (training's limit)
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 
 
@@ -39,11 +39,11 @@ def accepted(image_shape=DEFAULT_SHAPE) -> str:
 
 
 def check_image_shape(image_shape, name: str) -> tuple[int, int]:
-    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of 4..4096 pixels."""
+    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of ``SIDES`` (4..1024) pixels."""
     hw = tuple(int(d) for d in image_shape)
     if len(hw) != 2 or not all(SIDES[0] <= d <= SIDES[1] for d in hw):
         raise InputError(f"{name}: images of {size(hw)} pixels; aeflow reads greyscale images of "
-                         f"{SIDES[0]} to {SIDES[1]} pixels a side")
+                         f"{SIDES[0]} to {SIDES[1]:,} pixels a side")
     return hw
 
 
@@ -207,14 +207,16 @@ class ArraySource(ImageSource):
 
 class StreamSource(ImageSource):
     """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file
-    object at the first record (gzip, zip members). Reading on to the end makes them check their CRC."""
+    object at the first record (gzip, zip members). Reading on to the end makes them check their CRC;
+    ``exact``: data left after the records is an ``InputError`` (an IDX header counting fewer images)."""
 
     check_end = True
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
-                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
+                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE, exact: bool = False):
         self.image_shape = check_layout(shape, dtype, name, image_shape)
         self._opener, self.name, self.n, self._what, self.labels = opener, name, int(shape[0]), what, labels
+        self._exact = exact
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self._record = self.dtype.itemsize * math.prod(self.shape[1:])
 
@@ -230,8 +232,10 @@ class StreamSource(ImageSource):
                                          f"{done + len(data) // record}; the file is truncated")
                     done += b
                     yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.shape[1:]))
-                while self.check_end and f.read(1 << 20):
-                    pass
+                while self.check_end and (rest := f.read(1 << 20)):
+                    if self._exact:
+                        raise InputError(f"{self.name}: the {self._what} holds data after the {self.n} images its "
+                                         f"header promises; the file is corrupted (or its header count is wrong)")
         except read_errors() as e:
             raise InputError(f"{self.name}: cannot read the {self._what} ({str(e) or type(e).__name__}); "
                              f"the file is corrupted or truncated") from None

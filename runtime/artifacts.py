@@ -211,8 +211,9 @@ def demo_images(directory: str | os.PathLike | None = None,
     path = Path(directory) / contract.DEMO_FILE if directory is not None else None
     if path is None or not (path.exists() or path.is_symlink()):
         if tuple(image_shape) != contract.IMAGE_SHAPE:
-            raise ArtifactError(f"no {contract.DEMO_FILE} of {image_shape[0]}x{image_shape[1]} images in {directory}; "
-                                f"re-export")
+            h, w = image_shape
+            raise ArtifactError(f"no {contract.DEMO_FILE} of {h}x{w} images in {directory}: save some of the run's "
+                                f"images there (np.savez(path, images=uint8 [N, {h}, {w}]))")
         path = bundled_dir() / contract.DEMO_FILE
     images = read_npz(path, ("images",), MAX_DEMO_BYTES)["images"]
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != tuple(image_shape) or not len(images):

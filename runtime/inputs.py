@@ -26,7 +26,7 @@ __all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_l
 def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
     """(shape, offset of the first data byte, gzipped) of an IDX file (MNIST's format, raw or gzip: two zero
     bytes, type 0x08 (uint8), the number of dimensions, a big-endian uint32 each, then the data); one-line
-    ``InputError`` for a bad magic number, an impossible shape or a raw file shorter than its header says."""
+    ``InputError`` for a bad magic number, an impossible shape or a raw file not the size its header says."""
     try:
         gz = read_bytes(path, 2) == b"\x1f\x8b"
         with opened_at(path, 0, gz) as f:
@@ -43,8 +43,9 @@ def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
     shape = struct.unpack(f">{ndim}I", dims)
     if math.prod(d for d in shape if d) >= 2**62:  # numpy cannot describe it, even with a zero among them
         raise InputError(f"{path}: IDX header gives an impossible shape {shape}; the file is corrupted")
-    if not gz:
-        _check_size(path.stat().st_size - 4 - 4 * ndim, shape, np.dtype(np.uint8), str(path), "IDX")
+    if not gz and (have := path.stat().st_size - 4 - 4 * ndim) != (need := math.prod(shape)):  # Python ints
+        raise InputError(f"{path}: holds {max(have, 0)} data bytes, the IDX header promises {need} {shape}; the file "
+                         f"is {'truncated' if have < need else 'corrupted (data beyond its header count)'}")
     return shape, 4 + 4 * ndim, gz
 
 
@@ -58,7 +59,7 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     if not gzipped:
         return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
     return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.dtype(np.uint8), ".gz data", None,
-                        image_shape)
+                        image_shape, exact=True)
 
 
 def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -115,8 +115,10 @@ def test_fit_refuses_bad_values_and_images():
         FlowModel().fit(np.r_[gamma_values(50, 0), np.nan])
     with pytest.raises(DataError, match="at least 20"):
         FlowModel().fit(np.arange(5.0))
-    with pytest.raises(DataError, match="3000x3000 pixels"):
+    with pytest.raises(InputError, match="3000x3000 pixels; aeflow reads greyscale images of 4 to 1,024 pixels a side"):
         AutoencoderDetector().fit(np.zeros((2, 3000, 3000), np.uint8))
+    with pytest.raises(DataError, match="300x300 pixels; aeflow trains on sides of 4 to 1,024 pixels"):
+        AutoencoderDetector().fit(np.zeros((2, 300, 300), np.uint8))
     with pytest.raises(InputError, match="pixel values span"):
         AutoencoderDetector().fit(np.full((10, 8, 8), 3.0))
 

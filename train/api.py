@@ -17,7 +17,7 @@ from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on
 from aeflow.train.checkpoint import save_checkpoint
-from aeflow.train.data import as_images, checked_values
+from aeflow.train.data import as_images, as_real, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
 
 
@@ -86,8 +86,8 @@ class FlowModel:
         return self
 
     def score_samples(self, values) -> np.ndarray:
-        """log p(x), float32 [N] (PyTorch)."""
-        return torch_flow(self.model_, np.asarray(values, dtype=np.float32))[2]
+        """log p(x), float32 [N], of real values [N] (PyTorch); ``DataError`` for complex ones."""
+        return torch_flow(self.model_, as_real(values, "values").astype(np.float32))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):
         """Write flow.pt (over one only with ``force``) and export the folder for ``FlowSampler(directory)``;

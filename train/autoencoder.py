@@ -13,7 +13,7 @@ import torch
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import load_images, split_indices, to_float
 from aeflow.errors import ArtifactError
-from aeflow.plotting import line_figure
+from aeflow.plotting import line_png
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_images
 from aeflow.train.models import Autoencoder
@@ -90,9 +90,10 @@ def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool 
     images, train_idx, val_idx = training_images(config)
     config.n_train, config.n_val = len(train_idx), len(val_idx)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
-    save_checkpoint((out := Path(out_dir)) / "ae.pt", "autoencoder", model, asdict(config), history, force)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs
-    line_figure(out / "ae_loss.png", "Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[
+    figure = line_png("Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[
         (range(1, len(losses) + 1), losses, dict(color="tab:red", alpha=0.5, lw=0.8, label="training loss (per iteration)")),
         (np.arange(1, config.epochs + 1) * steps, history["epoch_loss"], dict(color="black", lw=1.5, label="epoch mean"))])
+    save_checkpoint(Path(out_dir) / "ae.pt", "autoencoder", model, asdict(config), history, force,
+                    figures={"ae_loss.png": figure})
     return history

@@ -3,6 +3,7 @@ loaded with ``weights_only=True`` (a crafted file cannot run code), used only wh
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -47,12 +48,25 @@ def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, conf
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
-                    history: dict, force: bool = False) -> None:
-    """Write the checkpoint atomically (its folder made); without ``force`` one that appeared meanwhile is kept."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, replace=force) as tmp:
-        torch.save({"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    "config": config, "history": history}, tmp)
+                    history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
+    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (its folder made): all
+    are written and synced before any is published, the checkpoint first (without ``force`` one that
+    appeared meanwhile is kept), so a failure leaves nothing of them behind, a folder made here included."""
+    folder = Path(path).parent
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, data in (figures or {}).items():
+                stack.enter_context(atomic_path(folder / name, replace=True)).write_bytes(data)
+            with atomic_path(path, replace=force) as tmp:
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                torch.save({"kind": kind, "state_dict": state, "config": config, "history": history}, tmp)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:

@@ -13,14 +13,15 @@ import numpy as np
 from aeflow.errors import DataError
 from aeflow.optional import require
 from aeflow.runtime import inputs
-from aeflow.runtime.arrays import to_float32
+from aeflow.runtime.arrays import SIDES, to_float32
 
-MIN_SIDE, MAX_SIDE, MAX_PIXELS, MIN_VALUES = 4, 1024, 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
+MAX_PIXELS, MIN_VALUES = 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
+MAX_VALUE, RESOLVED = 1e30, 100  # |values| well inside float32's range (3.4e38); their std spans >= 100 float32 steps
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:
-    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
-        raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {MIN_SIDE} to {MAX_SIDE} "
+    if h * w > MAX_PIXELS:  # the readers refused sides outside SIDES, training's limit too
+        raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {SIDES[0]} to {SIDES[1]:,} "
                         f"pixels (at most {MAX_PIXELS:,} in all)")
     return h, w
 
@@ -60,21 +61,32 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             pq = require("pyarrow.parquet", "distributed", "reading Parquet")
             raw = _column(pq.read_table(p).to_pydict(), column, str(path))
         elif suffix == ".csv":
-            with open(p, newline="") as f:
+            with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
                 rows = list(csv.DictReader(f))
             raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
         else:
-            raw = p.read_text().split()
-        values = np.asarray(raw, dtype=np.float64)
+            raw = p.read_text(encoding="utf-8-sig").split()
+        values = as_real(raw, str(path))
     except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, str(path))
 
 
+def as_real(values, name: str) -> np.ndarray:
+    """``values`` (numbers or their text) as float64, never cast silently: ``DataError`` (one line) for
+    complex values or another dtype that is not real numbers; ``ValueError`` / ``TypeError`` for text."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biufUSO":
+        what = f"complex values (dtype {array.dtype})" if array.dtype.kind == "c" else f"dtype {array.dtype}"
+        raise DataError(f"{name}: {what}; the flow fits real numbers, pass those")
+    return array.astype(np.float64)
+
+
 def checked_values(values, name: str) -> np.ndarray:
-    """``values`` as float64 [N], or ``DataError``: not 1-D numbers, NaN/Inf, fewer than ``MIN_VALUES``, all equal."""
+    """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, beyond ``MAX_VALUE``, fewer
+    than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1))."""
     try:
-        values = np.asarray(values, dtype=np.float64)
+        values = as_real(values, name)
     except (ValueError, TypeError):
         raise DataError(f"{name}: not a list of numbers") from None
     if values.ndim != 1:
@@ -82,10 +94,18 @@ def checked_values(values, name: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at row {int(bad[0])}); drop them")
+    if (top := float(np.abs(values).max(initial=0.0))) > MAX_VALUE:
+        raise DataError(f"{name}: values up to {top:.3g}; the exported flow computes in float32 (range 3.4e38): "
+                        f"rescale them to at most {MAX_VALUE:g}")
     if values.size < MIN_VALUES:
         raise DataError(f"{name}: {values.size} values; the flow needs at least {MIN_VALUES}")
     if not values.std() > 0:
         raise DataError(f"{name}: all {values.size} values are equal; the flow needs values that vary")
+    step = float(np.spacing(np.float32(top)))  # float32's resolution at the largest value
+    if not values.std() >= RESOLVED * step:
+        raise DataError(f"{name}: values spread by {values.std():.3g} (std) around {values.mean():.6g}, where "
+                        f"float32 (the exported flow's precision) resolves only steps of {step:.3g}; subtract an "
+                        f"offset or rescale first")
     return values
 
 

@@ -13,8 +13,7 @@ import torch
 
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
-from aeflow.files import write_bytes_atomic
-from aeflow.plotting import line_figure, png_bytes, pyplot
+from aeflow.plotting import line_png, png_bytes, pyplot
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
 from aeflow.train.models import Flow1d
@@ -119,26 +118,39 @@ def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = Fal
     check_flow_config(config)
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
-    save_checkpoint((out := Path(out_dir)) / "flow.pt", "flow", flow, asdict(config), history, force)
-    _figures(out, flow, train_x, test_x, history, config)
+    save_checkpoint(Path(out_dir) / "flow.pt", "flow", flow, asdict(config), history, force,
+                    figures=_figures(flow, train_x, test_x, history, config))
     return history
 
 
-def _figures(out: Path, flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, history: dict, config: FlowConfig):
-    """The homework's four flow figures (no true density for the user's data)."""
+def _bins(data: np.ndarray, n: int = 50) -> np.ndarray:
+    """``n`` equal histogram bins (float64 edges [n + 1]) over ``data``, widened where its range is too
+    narrow for them (equal values, or a cluster at float32's resolution): numpy would raise there."""
+    lo, hi = float(data.min()), float(data.max())
+    edges = np.linspace(lo, hi, n + 1)
+    if np.all(np.diff(edges) > 0):
+        return edges
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-3
+    return np.linspace(lo - pad, hi + pad, n + 1)
+
+
+def _figures(flow: Flow1d, train_x: np.ndarray, test_x: np.ndarray, history: dict, config: FlowConfig
+             ) -> dict[str, bytes]:
+    """The homework's four flow figures as PNG bytes by file name (no true density for the user's data)."""
     fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
     for ax, data, title in ((axes[0], train_x, "Training data"), (axes[1], test_x, "Test data")):
-        ax.hist(data, bins=50, color="tab:blue", label=f"{len(data)} points")
+        ax.hist(data.astype(np.float64), bins=_bins(data), color="tab:blue", label=f"{len(data)} points")
         ax.set(title=title, xlabel="x", ylabel="count")
         ax.legend()
-    write_bytes_atomic(out / "flow_data.png", png_bytes(fig), replace=True)
+    figures = {"flow_data.png": png_bytes(fig)}
     grid = np.linspace(-3, 3, 1000, dtype=np.float32) * np.float32(config.scale) + np.float32(config.loc)
     with torch.no_grad():
         z, _, log_prob = (v.numpy() for v in flow(torch.from_numpy(grid)))
     truth = [(grid, np.exp(mixture_log_density(grid)), dict(ls="--", label="true mixture density"))] \
         if config.data is None else []
-    line_figure(out / "flow_loss.png", "Flow negative log-likelihood", "epoch", "NLL (nats per point)",
-                [(range(1, config.epochs + 1), history[k], dict(label=k.replace("_nll", " NLL"))) for k in history])
-    line_figure(out / "flow_density.png", "Learned distribution", "x", "p(x)",
-                [(grid, np.exp(log_prob), dict(label="learned density"))] + truth)
-    line_figure(out / "flow_map.png", "Flow map x -> z", "x", "z", [(grid, z, dict(label="z = f(x)"))])
+    figures["flow_loss.png"] = line_png("Flow negative log-likelihood", "epoch", "NLL (nats per point)", [
+        (range(1, config.epochs + 1), history[k], dict(label=k.replace("_nll", " NLL"))) for k in history])
+    figures["flow_density.png"] = line_png("Learned distribution", "x", "p(x)",
+                                           [(grid, np.exp(log_prob), dict(label="learned density"))] + truth)
+    figures["flow_map.png"] = line_png("Flow map x -> z", "x", "z", [(grid, z, dict(label="z = f(x)"))])
+    return figures

@@ -21,10 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from aeflow.analysis.timing import (FLOPS_PER_IMAGE, PHASE_GAP_S, cpu_isa, gemm_limits, input_buffers, interleaved,
+from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, input_buffers, interleaved,
                                     measure, spread)
 from aeflow.progress import text_table
 from aeflow.provenance import cpu_name, package_versions
+from aeflow.runtime import contract
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import create_session, provider_of, short_provider
@@ -54,6 +55,8 @@ class Run:
                  progress: Callable[[str], None]):
         self.directory = artifacts_dir(artifacts)
         self.meta = read_threshold(self.directory, verify)
+        self.images = demo_images(self.directory, self.meta.image_shape)  # the run's size; refused before any work
+        self.flops = flops_per_image(self.meta.image_shape)
         self.device, self.verify, self.quick, self.progress = device, verify, quick, progress
         self.repeats = repeats or (2 if quick else 5)
         self.threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
@@ -96,14 +99,14 @@ def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable
     return lambda x: request.infer({"images": x})[score]
 
 
-def timed_rows(engines: dict, directory: Path, batches, repeats: int, seconds: float, peers: tuple[str, ...],
+def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds: float, peers: tuple[str, ...],
                progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """``measure``'s figures per batch and engine on the demo images, the ``peers``' largest score
+    """``measure``'s figures per batch and engine on ``images`` (uint8 [M, H, W]), the ``peers``' largest score
     difference to ort-fp32, and images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``)."""
     rows = []
     for batch in batches:
         progress(f"scoring, batch {batch}")
-        buffers = input_buffers(demo_images(directory), batch)
+        buffers = input_buffers(images, batch)
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
         times = measure(engines, buffers, repeats, seconds)
@@ -125,7 +128,8 @@ def _child(directory: Path, threads: int, repeats: int, seconds: float, batches:
     engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"),
                TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
                FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
-    rows = timed_rows(engines, directory, batches, repeats, seconds, (TORCH_COMPILE,))
+    images = demo_images(directory, read_threshold(directory, False).image_shape)
+    rows = timed_rows(engines, images, batches, repeats, seconds, (TORCH_COMPILE,))
     print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))
 
 
@@ -171,7 +175,7 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 def scoring_rows(run: Run) -> list[dict]:
     """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
     repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
-    rows = timed_rows(_engines(run), run.directory, BATCHES, run.repeats, run.seconds_per_repeat, (TORCH, OPENVINO),
+    rows = timed_rows(_engines(run), run.images, BATCHES, run.repeats, run.seconds_per_repeat, (TORCH, OPENVINO),
                       run.progress)
     if run.torch_score and run.quick:
         run.notes.append("quick run: torch.compile not measured (compiling takes minutes)")
@@ -180,7 +184,7 @@ def scoring_rows(run: Run) -> list[dict]:
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
     best = {p: max(x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == p) for p in ("fp32", "int8")}
     for r in rows:
-        r["gflops"] = r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9
+        r["gflops"] = r["images_per_s"]["median"] * run.flops / 1e9
         r["share_of_limit"] = r["gflops"] / best["int8" if r["engine"] == INT8 else "fp32"]
     return sorted(rows, key=lambda r: r["batch"])
 
@@ -190,6 +194,9 @@ def sampling_rows(run: Run) -> list[dict]:
     one flow.onnx pass over as many points and drawing the z's; ratios to the homework and the pass."""
     from aeflow.runtime.sampler import FlowSampler
 
+    if not (run.directory / contract.FLOW_JSON).exists():  # a detector alone (export writes what the run held)
+        run.notes.append(f"no {contract.FLOW_JSON} in {run.directory}: no sampling rows")
+        return []
     n = run.n_samples
     sampler = FlowSampler(run.directory, run.device, threads=run.threads, verify=run.verify, golden=run.verify)
     run.providers["sampler"] = sampler.provider
@@ -221,12 +228,12 @@ def files_rows(run: Run) -> list[dict]:
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
-    n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, demo_images(run.directory)
+    n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, run.images
     images = base[np.arange(n) % len(base)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
 
     def score(path: Path) -> None:
-        with open_source(path) as src:
+        with open_source(path, image_shape=run.meta.image_shape) as src:
             scorer.score_source(src)
 
     with tempfile.TemporaryDirectory(prefix="aeflow-bench-") as tmp:
@@ -252,7 +259,7 @@ def cold_start_rows(run: Run) -> list[dict]:
     (warm file cache), with the ratio to the floor every such process pays and the goals met or not."""
     from PIL import Image
 
-    script, image, d = Path(sys.executable).with_name("aeflow"), demo_images(run.directory)[0], str(run.directory)
+    script, image, d = Path(sys.executable).with_name("aeflow"), run.images[0], str(run.directory)
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
         png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
@@ -277,7 +284,7 @@ TABLES = (
     ("limit", "the machine's limit: one large matrix product, measured in this run (GFLOP/s, or GOP/s for int8; "
      "the limit is the best repeat)",
      (("engine", "name", "s"), ("", "precision", "s"), ("n^3", "size", "d"), ("GFLOP/s", "gflops", ",.1f"))),
-    ("scoring", f"scoring the autoencoder (images/s; latency per call; {FLOPS_PER_IMAGE / 1e6:.2f} MFLOP an image; "
+    ("scoring", "scoring the autoencoder (images/s; latency per call; {mflop:.2f} MFLOP an image; "
      "limit: share of the GEMM limit of its precision; max diff: score difference to ort-fp32)",
      (("batch", "batch", "d"), ("engine", "engine", "s"), ("images/s", "images_per_s", ",.0f"),
       ("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"), ("GFLOP/s", "gflops", ".1f"),
@@ -309,7 +316,7 @@ def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, 
     machine = {"cpu": cpu_name(), "isa": cpu_isa(), "logical_cpus": os.cpu_count(), "threads": run.threads,
                "load_average_before_after": [load[0], os.getloadavg()[0]]}
     settings = {k: getattr(run, k) for k in ("device", "repeats", "threads", "verify", "quick", "n_samples",
-                                             "seconds_per_repeat")}
+                                             "seconds_per_repeat")} | {"image_shape": list(run.meta.image_shape)}
     return {"machine": machine, "providers": run.providers, "settings": settings, **run.results,
             "versions": package_versions(), "notes": run.notes}
 
@@ -329,7 +336,9 @@ def format_table(result: dict) -> str:
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
     for key, title, columns in TABLES:
         cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
-        lines += ["", title, *text_table(cells, tuple(i for i, c in enumerate(columns) if c[2] != "s"))]
+        mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
+        numeric = tuple(i for i, c in enumerate(columns) if c[2] != "s")
+        lines += ["", title.format(mflop=mflop), *text_table(cells, numeric)]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 
 

@@ -10,11 +10,11 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.analysis.timing import FLOPS_PER_IMAGE, matmul_model, spread, time_calls
+from aeflow.analysis.timing import flops_per_image, matmul_model, spread, time_calls
 from aeflow.parity import compare
 from aeflow.progress import text_table
 from aeflow.runtime import device
-from aeflow.runtime.artifacts import artifacts_dir, demo_images
+from aeflow.runtime.artifacts import artifacts_dir, demo_images, read_threshold
 from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
 
@@ -73,12 +73,15 @@ def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[f
     return times, buffers.outputs[output].numpy().copy()
 
 
-def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda") -> list[dict]:
+def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda",
+                 base: np.ndarray | None = None) -> list[dict]:
     """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the
-    latency of one image, each checked against the CPU's scores of the demo images."""
+    latency of one image, each checked against the CPU's scores of the demo images ``base``
+    (uint8 [M, H, W] of the run's size; None: the bundled 28x28 ones)."""
     from aeflow.runtime.scorer import AnomalyScorer
 
-    base = demo_images()  # uint8 [M, H, W]
+    base = demo_images() if base is None else base
+    flops = flops_per_image(base.shape[1:])
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
     check = lambda got: compare("score", got[:len(base)], want[:len(got)])  # noqa: E731
@@ -91,14 +94,14 @@ def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str =
             if session is not None:
                 times, scores = _resident(session, x, repeats, "score")
                 rows.append(_row(name, "scoring", [len(x) / t for t in times], "images/s", check(scores),
-                                 flops=FLOPS_PER_IMAGE, bytes=2 * 4 * pixels + 4, batch=len(x)))
+                                 flops=flops, bytes=2 * 4 * pixels + 4, batch=len(x)))
         except Exception as e:  # e.g. a graph onnxruntime cannot capture: say so, measure the rest
             rows.append({"name": name, "kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
     hx = np.resize(base, (size["host_images"], *base.shape[1:]))
     for name, data, per in (("host-fed uint8", hx, pixels),
                             ("host-fed float32", hx.astype(np.float32) / np.float32(255), 4 * pixels)):
         rows.append(_row(name, "scoring", [len(data) / t for t in time_calls(lambda: scorer.score(data), repeats)],
-                         "images/s", check(scorer.score(data)), flops=FLOPS_PER_IMAGE, host_bytes=per,
+                         "images/s", check(scorer.score(data)), flops=flops, host_bytes=per,
                          batch=size["batch"]))
     user = AnomalyScorer(directory, device=where, verify=verify)  # the default batch size, one image
     lat = [t * 1e3 for t in time_calls(lambda: user.score(base[:1]), 20 * repeats)]
@@ -128,8 +131,9 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
     ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
     directory = artifacts_dir(artifacts)
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
+    images = demo_images(directory, read_threshold(directory, verify).image_shape)  # the run's size, before any work
     create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
-    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where)
+    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where, images)
     rows.append(sampler_row(directory, size, repeats, verify, where))
     best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
     for r in (r for r in rows if "median" in r):  # FLOP/s of the MatMul's limit, bytes/s of the copies'

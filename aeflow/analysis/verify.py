@@ -67,7 +67,9 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
                            verify: bool,
                            notes: list[str]) -> list[Comparison] | None:
     """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where torch or the
-    checkpoints are missing. ``ArtifactError`` when a checkpoint is not the one the graphs were exported from."""
+    checkpoints are missing. ``ArtifactError`` first when a checkpoint the metadata records is there but is
+    not the one the graphs were exported from (its sha256; any run, torch or not)."""
+    ae_ckpt, flow_ckpt = (checkpoint_path(directory, m) if m is not None else None for m in (threshold, flow))
     try:
         from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
     except ImportError:
@@ -75,10 +77,9 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
                      "(pip install 'aeflow[train]' to compare with the checkpoints too)")
         return None
     if threshold is None or flow is None or threshold.image_shape != contract.IMAGE_SHAPE:
-        notes.append("the checkpoint comparison covers 28x28 runs holding both models: checked against the golden "
-                     "outputs only")
+        notes.append("the checkpoint comparison covers 28x28 runs holding both models: the checkpoints' sha256 "
+                     "checked, the graphs against the golden outputs only")
         return None
-    ae_ckpt, flow_ckpt = checkpoint_path(directory, threshold), checkpoint_path(directory, flow)
     if ae_ckpt is None or flow_ckpt is None:
         notes.append(f"no checkpoints (ae.pt, flow.pt) in {directory}: checked against the golden outputs only")
         return None

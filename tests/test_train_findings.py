@@ -1,0 +1,181 @@
+"""Regressions from an attacker's report on training: complex values cast silently, plots that
+raised after the checkpoint was written, a BOM in an Excel CSV."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, invoke_cli
+
+pytest.importorskip("torch")
+
+from aeflow.errors import DataError  # noqa: E402
+from aeflow.train.api import FlowModel  # noqa: E402
+
+
+def test_complex_values_are_refused_not_cast(tmp_path, capfd):
+    """The imaginary part was dropped with a ComplexWarning and exit 0."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=500) + 1j * rng.normal(size=500)
+    np.save(tmp_path / "vc.npy", values)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "vc.npy"), "--epochs", "1",
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert "complex values (dtype complex128)" in line and not (tmp_path / "r").exists()
+    with pytest.raises(DataError, match="complex values"):
+        FlowModel(epochs=1).fit(values)
+    with pytest.raises(DataError, match="complex values"):
+        FlowModel(epochs=1).fit(list(values))
+    flow = FlowModel(epochs=1).fit(values.real)
+    with pytest.raises(DataError, match="complex values"):
+        flow.score_samples(values[:5])
+    np.save(tmp_path / "when.npy", np.arange(30).astype("datetime64[s]"))  # another dtype that is no real number
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "when.npy"),
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert "dtype datetime64[s]" in line and not (tmp_path / "r").exists()
+    np.save(tmp_path / "ic.npy", np.full((30, 12, 16), 0.5 + 0.5j, np.complex64))  # the image path refuses them too
+    line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / "ic.npy"),
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert "complex values (dtype complex64)" in line and not (tmp_path / "r").exists()
+
+
+NOISE = np.random.default_rng(0).normal(0, 1, 500)
+
+
+@pytest.mark.parametrize("values, needle", [(1e8 + NOISE, "resolves only steps of 8"),
+                                            (1e300 * NOISE, "float32 (range 3.4e38)"),
+                                            (1e-46 * NOISE, "resolves only steps")])
+def test_values_float32_cannot_hold_are_refused_before_training(tmp_path, capfd, values, needle):
+    """1e8 + N(0, 1) gave matplotlib's 'Too many bins' traceback with flow.pt left behind; 1e300
+    numpy warnings and a misleading 'diverged ... try a smaller learning rate'."""
+    np.save(tmp_path / "v.npy", values)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "--epochs", "2",
+                                            "-o", str(tmp_path / "r"), capfd=capfd), 1)
+    assert needle in line and not (tmp_path / "r").exists()
+    with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        FlowModel(epochs=1).fit(values)
+
+
+def test_a_failed_figure_or_publish_leaves_nothing_of_the_run(tmp_path, monkeypatch):
+    """Figures are made before anything is written; the checkpoint and figures are published together."""
+    from aeflow.errors import OutputError
+    from aeflow.train import flow
+
+    config = lambda: flow.FlowConfig(epochs=2, n_train=200, n_test=50)  # noqa: E731
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+    with monkeypatch.context() as m:
+        m.setattr(flow, "line_png", broken)
+        with pytest.raises(RuntimeError, match="plotting failed"):
+            flow.train_flow(tmp_path / "r", config(), quiet=True)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "flow.pt").write_bytes(b"theirs")  # appeared after the CLI's check: kept, no figures
+    with pytest.raises(OutputError, match="another file appeared"):
+        flow.train_flow(tmp_path / "r", config(), quiet=True)
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["flow.pt"]
+    assert (tmp_path / "r" / "flow.pt").read_bytes() == b"theirs"
+    flow.train_flow(tmp_path / "r", config(), quiet=True, force=True)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
+                                                                   "flow_loss.png", "flow_map.png"]
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (28, 28)])
+def test_verify_catches_a_retrained_checkpoint_of_any_run(tmp_path, shape):
+    """verify checked the recorded sha256 only for 28x28 runs holding both models: a detector of
+    own-size images (or a detector alone, or a flow alone) retrained after export passed, exit 0."""
+    from aeflow.analysis.verify import verify_artifacts
+    from aeflow.errors import ArtifactError
+    from aeflow.train.api import AutoencoderDetector
+
+    images = (np.random.default_rng(0).random((40, *shape)) * 255).astype(np.uint8)
+    AutoencoderDetector(epochs=1, batch_size=20).fit(images).export(tmp_path / "run")
+    AutoencoderDetector(epochs=1, batch_size=20, seed=5).fit(images).export(tmp_path / "other")
+    assert verify_artifacts(tmp_path / "run").passed
+    (tmp_path / "run" / "ae.pt").write_bytes((tmp_path / "other" / "ae.pt").read_bytes())
+    with pytest.raises(ArtifactError, match="ae.pt: the checkpoint and the graph disagree"):
+        verify_artifacts(tmp_path / "run")
+    values = np.random.default_rng(1).gamma(2.0, size=200)
+    FlowModel(epochs=1).fit(values).export(tmp_path / "flow")
+    FlowModel(epochs=1, seed=3).fit(values).export(tmp_path / "flow2")
+    (tmp_path / "flow" / "flow.pt").write_bytes((tmp_path / "flow2" / "flow.pt").read_bytes())
+    with pytest.raises(ArtifactError, match="flow.pt: the checkpoint and the graph disagree"):
+        verify_artifacts(tmp_path / "flow")
+
+
+def test_bench_measures_the_runs_own_image_size(tmp_path, capfd):
+    """bench fed 28x28 demo images to a 12x16 run: onnxruntime's INVALID_ARGUMENT traceback."""
+    import json
+
+    from aeflow.analysis.timing import flops_per_image
+    from aeflow.train.api import AutoencoderDetector
+
+    images = (np.random.default_rng(0).random((40, 12, 16)) * 255).astype(np.uint8)
+    AutoencoderDetector(epochs=1, batch_size=20).fit(images).export(tmp_path / "run")
+    line = assert_one_line_error(invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", capfd=capfd), 1)
+    assert "no demo.npz of 12x16 images in" in line and "uint8 [N, 12, 16]" in line
+    np.savez(tmp_path / "run" / "demo.npz", images=images)
+    proc = invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", "--json", capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["settings"]["image_shape"] == [12, 16] and result["sampling"] == []
+    assert flops_per_image((28, 28)) == 950_272
+    for r in result["scoring"]:
+        assert r["gflops"] == pytest.approx(r["images_per_s"]["median"] * flops_per_image((12, 16)) / 1e9)
+
+
+def test_the_side_limit_stated_is_the_one_applied(tmp_path, capfd):
+    """1x784 images said '4 to 4096 pixels a side' where training takes 4 to 1,024."""
+    np.save(tmp_path / "flat.npy", np.zeros((30, 1, 784), np.uint8))
+    np.save(tmp_path / "wide.npy", np.zeros((30, 4, 2000), np.uint8))  # inside the old 4096, beyond 1,024
+    for name in ("flat.npy", "wide.npy"):
+        line = assert_one_line_error(invoke_cli("train", "ae", "--data", str(tmp_path / name), "-o",
+                                                str(tmp_path / "r"), capfd=capfd), 1)
+        assert "4 to 1,024 pixels a side" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_holding_more_than_its_header_count_is_refused(tmp_path, capfd, suffix):
+    """A header saying 25 images in a file of 50 scored 25 rows, exit 0."""
+    import gzip
+    import struct
+
+    from conftest import write_idx
+
+    images = (np.random.default_rng(0).random((50, 28, 28)) * 255).astype(np.uint8)
+    payload = struct.pack(">HBB3I", 0, 8, 3, 25, 28, 28) + images.tobytes()
+    path = tmp_path / f"short-header{suffix}"
+    path.write_bytes(gzip.compress(payload) if suffix else payload)
+    line = assert_one_line_error(invoke_cli("score", str(path), "-o", str(tmp_path / "s.csv"), capfd=capfd), 1)
+    assert ("holds 39200 data bytes, the IDX header promises 19600" in line if not suffix
+            else "holds data after the 25 images its header promises" in line)
+    assert not (tmp_path / "s.csv").exists()
+    write_idx(tmp_path / f"exact{suffix}", images)  # the other input: the same file with its right count
+    proc = invoke_cli("score", str(tmp_path / f"exact{suffix}"), "-o", str(tmp_path / "s.csv"), capfd=capfd)
+    assert proc.returncode == 0 and len((tmp_path / "s.csv").read_text().splitlines()) == 51, proc.stderr
+
+
+def test_a_csv_or_text_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's UTF-8 CSV starts with a BOM: 'no column 'temperature' (columns: \\ufefftemperature, ...)'."""
+    from aeflow.train.data import read_values
+
+    values = np.random.default_rng(0).gamma(2.0, size=60)
+    text = "temperature,site\n" + "".join(f"{float(v)!r},a\n" for v in values)
+    (tmp_path / "values.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    np.testing.assert_array_equal(read_values(tmp_path / "values.csv", "temperature"), values)
+    (tmp_path / "values.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{float(v)!r}\n" for v in values).encode())
+    np.testing.assert_array_equal(read_values(tmp_path / "values.txt"), values)
+
+
+def test_flow_figures_of_values_clustered_at_float32_resolution(tmp_path, capfd):
+    """499 values at 1e8 + N(0, 1) and one 0 pass the checks (std 4.5e6); a training split without
+    the 0 made matplotlib raise 'Too many bins' after flow.pt was written."""
+    from aeflow.train.flow import _bins
+
+    for data in (np.full(10, 1e8, np.float32), np.float32(1e8) + np.arange(3, dtype=np.float32) * 8, np.zeros(4)):
+        edges = _bins(data)
+        assert len(edges) == 51 and np.all(np.diff(edges) > 0) and edges[0] <= data.min() <= data.max() <= edges[-1]
+    np.save(tmp_path / "v.npy", np.r_[1e8 + NOISE[:499], 0.0])
+    proc = invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "--epochs", "2", "-o", str(tmp_path / "r"),
+                      capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
+                                                                   "flow_loss.png", "flow_map.png"]
