@@ -179,3 +179,20 @@ def test_flow_figures_of_values_clustered_at_float32_resolution(tmp_path, capfd)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["flow.pt", "flow_data.png", "flow_density.png",
                                                                    "flow_loss.png", "flow_map.png"]
+
+
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+def test_values_far_from_zero_export_and_sample_to_float32_resolution(offset, tmp_path):
+    """Values at 100 + N(0, 1) or 1000 + N(0, 1): the sampler graph's checks allow float32's step at
+    the data's size (an export of such data was refused), and its samples are within one step of the
+    float64 bisection's."""
+    from aeflow.runtime import FlowSampler
+    from aeflow.train.api import FlowModel
+
+    values = offset + np.random.default_rng(0).standard_normal(1200)
+    FlowModel(epochs=5, seed=0).fit(values).export(tmp_path)
+    sampler = FlowSampler(tmp_path)
+    graph, exact = sampler.sample(50_000, seed=1), sampler.sample(50_000, seed=1, method="bisection")
+    step = float(np.spacing(np.float32(np.abs(graph).max())))
+    assert abs(float(np.median(graph)) - offset) < 0.5 and np.abs(graph.astype(np.float64) - exact).max() <= step
+    assert sampler.metadata.sampler.check["x_tolerance"] >= 2 * float(np.spacing(np.float32(offset)))
