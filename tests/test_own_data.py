@@ -269,25 +269,22 @@ def test_score_without_input_on_another_size_says_so(api_run):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_api_export_over_a_checkpoint_needs_force(api_run, tmp_path):
-    """FlowModel/AutoencoderDetector.export never replace a checkpoint without force=True: one line
-    before any work (it said another file 'appeared'), the folder unchanged; with force, replaced."""
+def test_api_export_over_a_checkpoint_needs_force_and_says_what_it_removed(api_run, tmp_path):
+    """FlowModel.export never replaces a checkpoint without force=True: one line before any work (it
+    said another file 'appeared'), the folder unchanged. With force it exports, and a file of the
+    graphs it replaces goes with a note (ae.int8.onnx went silently)."""
+    import shutil
+
     from aeflow.errors import OutputError
 
-    _, flow, _, _, _ = api_run
-    flow.export(tmp_path)
+    out, flow, _, _, flow_only = api_run
+    for name in flow_only:
+        shutil.copy(out / name, tmp_path / name)
+    (tmp_path / "threshold.json").write_text("{}")  # an earlier detector's, without its graph now
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(OutputError, match=r"flow.pt: file exists; pass --force"):
         flow.export(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
-    flow.export(tmp_path, force=True)
-    assert (tmp_path / "flow.json").is_file()
-
-
-def test_export_says_which_earlier_file_it_removed(api_run, tmp_path):
-    """A file of the graphs an export replaces goes, and the export says so (ae.int8.onnx went silently)."""
-    _, flow, _, _, _ = api_run
-    (tmp_path / "threshold.json").write_text("{}")  # an earlier detector's, without its graph now
-    report = flow.export(tmp_path)
+    report = flow.export(tmp_path, force=True)
     assert not (tmp_path / "threshold.json").exists() and (tmp_path / "flow.json").is_file()
     assert [n for n in report.notes if n.startswith("removed threshold.json: it belonged to")]
