@@ -323,8 +323,8 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     """The one decision, before any work, whether ``path`` may be written as a "file" or a
     "folder". ``UsageError`` whatever ``force`` says (ending with ``hint``): ``path`` is, lies in or
     holds one of ``inputs``, the ``artifacts`` folders in use or the command's other ``outputs``
-    ((option, path) pairs), or the bundled artifacts (from every
-    command and API call: ``make artifacts`` builds elsewhere and copies). ``OutputError``: a dangling link, a parent missing or not
+    ((option, path) pairs), or the bundled artifacts (from every command and API call: ``make
+    artifacts`` builds elsewhere and copies). ``OutputError``: a dangling link, a parent missing or not
     writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
     unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
     path, parent = Path(path), Path(os.path.abspath(path)).parent

@@ -117,8 +117,8 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
     directory = Path(directory)
     if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
         what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
-        check_target(directory / contract.THRESHOLD_JSON, what=what, force=True,
-                     inputs=inputs, hint="pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy")
+        hint = "pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy"
+        check_target(directory / contract.THRESHOLD_JSON, what=what, force=True, inputs=inputs, hint=hint)
         return None
     return check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
                         artifacts=[directory])
