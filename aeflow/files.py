@@ -242,6 +242,8 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         if exists:
             shutil.rmtree(old, ignore_errors=True)
         return directory
+    if folders := [n for n in names if (directory / n).is_dir()]:  # found before any file is moved in
+        raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
     for name in names:
         os.replace(staging / name, directory / name)
     staging.rmdir()

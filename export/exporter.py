@@ -250,8 +250,9 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         files = sorted(p.name for p in tmp.iterdir())
     stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \
         + ([] if flow else [contract.FLOW_JSON])
-    for name in (n for n in stale if (out / n).is_file()):  # no longer bound to golden.npz or threshold.json
-        (out / name).unlink()
-        notes.append(f"removed {name}: it belonged to the graphs this export replaced" + (
-            " (pass --quantize int8 for a new one)" if name == contract.INT8_FILE else ""))
+    for name in (n for n in stale if (out / n).is_file()):  # an earlier export's, bound to what it replaced
+        if name == contract.INT8_FILE or artifacts.is_aeflow_document(out / name):  # never a file of yours
+            (out / name).unlink()
+            notes.append(f"removed {name}: it belonged to the graphs this export replaced" + (
+                " (pass --quantize int8 for a new one)" if name == contract.INT8_FILE else ""))
     return ExportReport(files, checks, threshold, meta, notes)

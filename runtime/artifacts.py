@@ -120,6 +120,16 @@ def read_flow(directory: str | os.PathLike, verify: bool = True) -> FlowMeta:
     return read_metadata(directory, contract.FLOW_JSON, verify)
 
 
+def is_aeflow_document(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a JSON object with a ``schema_version`` (an aeflow threshold.json or
+    flow.json of any version): what an export or a calibrated copy may remove as its own."""
+    try:
+        doc = json.loads(Path(path).read_bytes()[:contract.MAX_JSON_BYTES])
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "schema_version" in doc
+
+
 def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> ThresholdMeta | FlowMeta:
     """Write ``meta`` sealed (its ``to_json``) at ``path`` atomically, checked first as the runtime reads
     it; returns the metadata read back from that document."""

@@ -22,7 +22,7 @@ from aeflow.files import check_target, locked, same_file, sha256_file, staged_fo
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import read_threshold, write_metadata
+from aeflow.runtime.artifacts import is_aeflow_document, read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
@@ -158,8 +158,8 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
             if scores is not None:
                 write_bytes_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
-            copied = {p.name for p in tmp.iterdir()}
-        for name in set(COPIED) - copied:  # an older copy's files this one lacks (a flow of other artifacts)
+            copied, older = {p.name for p in tmp.iterdir()}, is_aeflow_document(Path(out) / contract.THRESHOLD_JSON)
+        for name in sorted(set(COPIED) - copied) if older else ():  # an older copy's files this one lacks
             (Path(out) / name).unlink(missing_ok=True)
     return Path(out) / contract.THRESHOLD_JSON
 

@@ -23,7 +23,7 @@ from aeflow.metrics import normalized_scores
 from aeflow.optional import require
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
-PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-\d{5,}\.parquet")  # a Dask dataset's parts, one per task
+PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-[0-9]{5,}\.parquet")  # a Dask dataset's parts, one per task
 COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly", "label_anomaly", "source")
 COUNTS = ("images", "flagged", "seconds", "normal", "false_alarms", "anomalous", "misses")
 
@@ -123,8 +123,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                          if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
     check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
-    others = sorted(p.name for p in path.iterdir() if not PART.fullmatch(p.name)) if kind == "folder" and \
-        path.is_dir() else []
+    others = sorted(p.name for p in path.iterdir() if not (PART.fullmatch(p.name) and p.is_file())) \
+        if kind == "folder" and path.is_dir() else []  # a part-named folder or link to one is not ours
     if others:  # --force replaces a dataset of ours, never a folder of the user's files
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,14 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
     with pytest.raises(UsageError, match=r"more than an earlier run's Parquet parts \(notes.txt, photos\)"):
         score_on_cluster(client, [pattern], tmp_path / "out", scorer, force=True)
     assert sorted(os.listdir(tmp_path / "out")) == sorted(parts[:again.tasks] + ["notes.txt", "photos"])
+    for name in ("notes.txt", "photos"):
+        shutil.rmtree(tmp_path / "out" / name) if name == "photos" else os.unlink(tmp_path / "out" / name)
+    (tmp_path / "out" / "part-99999.parquet").mkdir()  # a folder with a part's name is not a part
+    (tmp_path / "out" / "part-99999.parquet" / "thesis.tex").write_text("mine")
+    (tmp_path / "out" / "part-\u0660\u0660\u0660\u0660\u0660.parquet").write_text("mine")  # not ASCII digits
+    with pytest.raises(UsageError, match="more than an earlier run's Parquet parts"):
+        score_on_cluster(client, [pattern], tmp_path / "out", scorer, force=True)
+    assert (tmp_path / "out" / "part-99999.parquet" / "thesis.tex").read_text() == "mine"
 
 
 def test_failed_shard_named_in_one_line_nothing_published(client, shards, tmp_path):

@@ -90,6 +90,21 @@ def test_folder_that_cannot_be_set_aside_is_left_as_it_was(tmp_path, monkeypatch
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]
 
 
+def test_a_folder_where_a_file_goes_stops_the_publish_before_any_file_moves(tmp_path):
+    """Files moved into an existing folder one by one (a report, calibrate -o over a copy): a folder
+    standing at one of their names is found first, so no file of the set is moved in."""
+    from aeflow.files import publish_folder
+
+    (tmp_path / "out" / "b.png").mkdir(parents=True)
+    (tmp_path / "out" / "a.html").write_text("old")
+    (tmp_path / "staging").mkdir()
+    for name in ("a.html", "b.png", "c.json"):
+        (tmp_path / "staging" / name).write_text("new")
+    with pytest.raises(IsADirectoryError, match="b.png is a folder where a file goes"):
+        publish_folder(tmp_path / "staging", tmp_path / "out", ["c.json", "b.png", "a.html"])
+    assert (tmp_path / "out" / "a.html").read_text() == "old" and sorted(os.listdir(tmp_path / "out")) == ["a.html", "b.png"]
+
+
 def test_two_writers_of_one_output_one_wins(tmp_path):
     """Two 'aeflow score -o same.csv' at once without --force: exactly one writes, the other fails
     with one line (at the start or at publish), and the file is the winner's, complete."""

@@ -280,7 +280,7 @@ def test_api_export_over_a_checkpoint_needs_force_and_says_what_it_removed(api_r
     out, flow, _, _, flow_only = api_run
     for name in flow_only:
         shutil.copy(out / name, tmp_path / name)
-    (tmp_path / "threshold.json").write_text("{}")  # an earlier detector's, without its graph now
+    shutil.copy(out / "threshold.json", tmp_path)  # an earlier detector's, without its graph now
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(OutputError, match=r"flow.pt: file exists; pass --force"):
         flow.export(tmp_path)

@@ -242,6 +242,14 @@ def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_files(tmp_path, 
     assert left == {p.name for p in (tmp_path / "detector").iterdir() if p.name in COPIED} | {
         "threshold.json", "calibration_scores.npy", "notes.txt"}
     assert "flow.json" not in left and (tmp_path / "cal" / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"  # not an earlier copy: files that merely share a name stay
+    mine.mkdir()
+    (mine / "flow.json").write_text('{"my": "config"}')
+    (mine / "demo.npz").write_bytes(b"mine")
+    r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(detector), "-o", str(mine), "--force", "-q",
+               "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert (mine / "flow.json").read_text() == '{"my": "config"}' and (mine / "threshold.json").is_file()
 
 
 @pytest.mark.parametrize("stream, words", [(None, "it is closed"), ("broken", "the reader quit"),
