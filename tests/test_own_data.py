@@ -288,3 +288,24 @@ def test_api_export_over_a_checkpoint_needs_force_and_says_what_it_removed(api_r
     report = flow.export(tmp_path, force=True)
     assert not (tmp_path / "threshold.json").exists() and (tmp_path / "flow.json").is_file()
     assert [n for n in report.notes if n.startswith("removed threshold.json: it belonged to")]
+
+def test_a_failed_api_export_leaves_the_run_folder_as_it_was(api_run, tmp_path, monkeypatch):
+    """export(force=True) wrote the new checkpoint before exporting: a failed export then left a
+    checkpoint the graphs did not come from ('nothing was written' was false)."""
+    import shutil
+
+    import aeflow.train.api as api
+    from aeflow.errors import ParityError
+
+    out, flow, _, _, flow_only = api_run
+    for name in flow_only:
+        shutil.copy(out / name, tmp_path / name)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fails(*args, **kwargs):
+        raise ParityError("flow_sampler.onnx misses its accuracy targets; nothing was written")
+
+    monkeypatch.setattr(api, "export_artifacts", fails)
+    with pytest.raises(ParityError):
+        FlowModel(epochs=1, seed=7).fit(np.random.default_rng(7).normal(size=300)).export(tmp_path, force=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

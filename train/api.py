@@ -22,11 +22,20 @@ from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train
 
 
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None, force: bool = False):
-    """Write the checkpoint ``name`` into ``directory`` (over one only with ``force``; checked before any
-    work) and export all the folder holds."""
-    path = check_target(Path(directory) / name, what="export", force=force, parents=True)
-    save_checkpoint(path, kind, model, asdict(config), history, force=force)
-    return export_artifacts(directory, directory, validation=validation)
+    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one
+    only with ``force``; checked before any work). The checkpoint is published with the graphs it made:
+    a failed export changes nothing."""
+    import shutil
+    import tempfile
+
+    directory = check_target(Path(directory) / name, what="export", force=force, parents=True).parent
+    with tempfile.TemporaryDirectory(prefix="aeflow-export-") as tmp:
+        save_checkpoint(Path(tmp) / name, kind, model, asdict(config), history, force=True)
+        for other in {contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT} - {name}:
+            if (directory / other).is_file():
+                shutil.copy2(directory / other, Path(tmp) / other)
+        directory.mkdir(parents=True, exist_ok=True)
+        return export_artifacts(Path(tmp), directory, validation=validation)
 
 
 class AutoencoderDetector:
