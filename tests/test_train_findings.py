@@ -1,6 +1,8 @@
 """Regressions from an attacker's report on training: complex values cast silently, plots that
 raised after the checkpoint was written, a BOM in an Excel CSV."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,17 @@ def test_values_far_from_zero_export_and_sample_to_float32_resolution(offset, tm
     step = float(np.spacing(np.float32(np.abs(graph).max())))
     assert abs(float(np.median(graph)) - offset) < 0.5 and np.abs(graph.astype(np.float64) - exact).max() <= step
     assert sampler.metadata.sampler.check["x_tolerance"] >= 2 * float(np.spacing(np.float32(offset)))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0.5\n1.5\n2.5\n", "the first line holds numbers (0.5), not column names"),  # its first value was lost
+    ("t,t\n1,2\n3,4\n", "column names repeat (t)"),  # the second column was read
+    ("t\n1\n2,3\n", "line 3 has 2 fields, the header 1"),  # the extra field was dropped
+    ("", "empty; a CSV needs a header line"),
+])
+def test_a_csv_the_header_rule_cannot_read_is_refused(tmp_path, text, words):
+    from aeflow.train.data import read_values
+
+    (tmp_path / "v.csv").write_text(text)
+    with pytest.raises(DataError, match=re.escape(words)):
+        read_values(tmp_path / "v.csv")

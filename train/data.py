@@ -47,6 +47,31 @@ def _column(table: dict, column: str | None, name: str) -> list:
     return table[column if column is not None else next(iter(table))]
 
 
+def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
+    """A CSV's columns by their header names; ``DataError`` for a first line of numbers (no header: the
+    first value would be taken for a name), names that repeat, or a row of another length."""
+    with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
+        header, *rows = list(csv.reader(f)) or [[]]
+    if not header:
+        raise DataError(f"{name}: empty; a CSV needs a header line naming its columns, then the values")
+    if any(_is_number(h) for h in header):
+        raise DataError(f"{name}: the first line holds numbers ({', '.join(header[:3])}), not column names; add a "
+                        f"header line, or pass the values one a line in a .txt file")
+    if len(set(header)) != len(header):
+        raise DataError(f"{name}: column names repeat ({', '.join(sorted({h for h in header if header.count(h) > 1}))})")
+    if bad := next((i for i, r in enumerate(rows, 2) if len(r) != len(header)), None):
+        raise DataError(f"{name}: line {bad} has {len(rows[bad - 2])} fields, the header {len(header)}")
+    return {h: [r[i] for r in rows] for i, h in enumerate(header)}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarray:
     """Real values from a 1-D .npy, a CSV column (``column``: its header name), a Parquet column or
     a text file of one value a line, as float64 [N] (``checked_values``); ``DataError`` (one line)."""
@@ -61,9 +86,7 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             pq = require("pyarrow.parquet", "distributed", "reading Parquet")
             raw = _column(pq.read_table(p).to_pydict(), column, str(path))
         elif suffix == ".csv":
-            with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
-                rows = list(csv.DictReader(f))
-            raw = _column({k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, column, str(path))
+            raw = _column(_csv_table(p, str(path)), column, str(path))
         else:
             raw = p.read_text(encoding="utf-8-sig").split()
         values = as_real(raw, str(path))
