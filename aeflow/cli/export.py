@@ -30,8 +30,8 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
 
     \b
     Example:
-      aeflow export --data-dir ../shared/data -o artifacts
-      aeflow export --data-dir ../shared/data -o artifacts --quantize int8
+      aeflow export --data-dir ../shared/data -o runs/a
+      aeflow export --data-dir ../shared/data -o runs/a --quantize int8
     """
     for module in ("torch", "onnx"):
         require(module, "train", "export")

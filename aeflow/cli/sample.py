@@ -115,7 +115,8 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
               help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. "
-                   "Both are within 1e-5 of the float64 inverse.")
+                   "Both are within 1e-5 (in the data's scale) of the float64 inverse, or a float32 step "
+                   "where that is coarser.")
 @device_option
 @artifacts_option
 @no_verify_option
@@ -126,7 +127,8 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 
     f maps R onto (-W/2, W/2), so the samples follow the model's density normalised over that range.
-    Every sample is within 1e-5 of the float64 inverse; the same seed gives the same samples.
+    Every sample is within 1e-5 of the float64 inverse (in the data's scale, or a float32 step at
+    the data's size where that is coarser); the same seed gives the same samples.
 
     \b
     Example:
