@@ -123,6 +123,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                          if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
     check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    if kind == "folder" and path.is_symlink():  # publishing would replace the link, not the folder it names
+        raise UsageError(f"{what} {text}: a link to {os.readlink(path)}; pass that folder itself")
     others = sorted(p.name for p in path.iterdir() if not (PART.fullmatch(p.name) and p.is_file())) \
         if kind == "folder" and path.is_dir() else []  # a part-named folder or link to one is not ours
     if others:  # --force replaces a dataset of ours, never a folder of the user's files

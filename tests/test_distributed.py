@@ -137,6 +137,9 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
     with pytest.raises(UsageError, match="more than an earlier run's Parquet parts"):
         score_on_cluster(client, [pattern], tmp_path / "out", scorer, force=True)
     assert (tmp_path / "out" / "part-99999.parquet" / "thesis.tex").read_text() == "mine"
+    (tmp_path / "link").symlink_to(tmp_path / "out")  # the link would be replaced, the folder kept stale
+    with pytest.raises(UsageError, match="a link to .*out; pass that folder itself"):
+        score_on_cluster(client, [pattern], tmp_path / "link", scorer, force=True)
 
 
 def test_failed_shard_named_in_one_line_nothing_published(client, shards, tmp_path):
