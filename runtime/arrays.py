@@ -101,7 +101,7 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
 
 
 def _range_hint(lo: float, hi: float) -> str:
-    if lo >= 0 and 1 < hi <= 255:
+    if lo >= 0 and 10 < hi <= 255:
         return "they look like 0..255: pass uint8 or divide by 255"
     if lo >= -1 - _SLACK and hi <= 1 + _SLACK:
         return "they look like [-1, 1] normalisation: pass (x + 1) / 2"
@@ -120,8 +120,8 @@ def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
     bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)) + offset
     if bad.size:
         more = f" and {bad.size - 5} more ({bad.size} in all)" if bad.size > 5 else ""
-        raise InputError(f"{name}: NaN or Inf in image{'s' if bad.size > 1 else ''} {', '.join(map(str, bad[:5]))}"
-                         f"{more}; fix or drop those images")
+        raise InputError(f"{name}: NaN or Inf (or beyond float32's range) in image{'s' if bad.size > 1 else ''} "
+                         f"{', '.join(map(str, bad[:5]))}{more}; fix or drop those images")
     first = int(np.flatnonzero(((flat < -_SLACK) | (flat > 1 + _SLACK)).any(axis=1))[0]) + offset
     raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; "
                      f"{_range_hint(lo, hi)}")
@@ -154,7 +154,8 @@ def to_float32(batch: np.ndarray, name: str, offset: int = 0, out: np.ndarray | 
         if batch.dtype == np.uint8:
             np.divide(flat, np.float32(255.0), out=dest.reshape(b, h * w), dtype=np.float32)
             return dest
-        np.copyto(dest.reshape(b, h * w), flat, casting="unsafe")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, which check_values names
+            np.copyto(dest.reshape(b, h * w), flat, casting="unsafe")
     check_values(dest, name, offset)
     return dest
 

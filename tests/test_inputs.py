@@ -483,3 +483,20 @@ def test_every_file_error_is_one_input_error(tmp_path, case):
             pass
     msg = one_line_error(e)
     assert ERROR_CASES[case] in msg, msg
+
+
+def test_a_finite_pixel_beyond_float32_and_a_range_up_to_two_are_named_as_they_are():
+    """A finite 1e39 was called 'NaN or Inf' after a RuntimeWarning; pixels up to 2 were said to
+    'look like 0..255'."""
+    import warnings
+
+    x = np.random.default_rng(0).random((3, 28, 28))
+    big = x.copy()
+    big[1, 0, 0] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"NaN or Inf \(or beyond float32's range\) in image 1;"):
+            to_float32(big, "big.npy")
+    with pytest.raises(InputError) as e:
+        to_float32(x * 2, "two.npy")
+    assert "rescale the pixels to [0, 1]" in str(e.value) and "0..255" not in str(e.value)
