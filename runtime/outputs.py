@@ -112,7 +112,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                       what: str = "--output") -> str:
     """The one decision, before any work, on where scoring writes: a file of a known extension, with
     ``dask`` a .parquet file or a Parquet dataset folder (``DIR/``, an existing folder, a name without
-    an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``.
+    an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``; a
+    dataset folder is never a link and (with ``force``) holds only an earlier run's regular part files.
     Returns "file" or "folder"."""
     text, path = str(path), Path(path)
     kind = "folder" if dask and (text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix) else "file"
