@@ -326,3 +326,23 @@ def test_a_failed_in_place_write_leaves_the_scores_file_as_it_was(halves, tmp_pa
         again.save_calibration()
     assert {f: sha256_file(tmp_path / "c" / f) for f in before} == before
     assert AnomalyScorer(tmp_path / "c", device="cpu").p_value(np.load(b)[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("damage", ["missing", "edited"])
+def test_info_and_verify_check_the_calibration_scores_as_scoring_does(halves, tmp_path, damage):
+    """A calibrated copy without its calibration_scores.npy (or with it edited) passed info and verify
+    (exit 0), and then every fp32 'aeflow score' failed on it."""
+    from aeflow.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["calibrate", str(halves[0]), "-o", str(tmp_path / "c"), "-q", "--device", "cpu"]).exit_code == 0
+    scores = tmp_path / "c" / "calibration_scores.npy"
+    if damage == "missing":
+        scores.unlink()
+    else:
+        data = bytearray(scores.read_bytes())
+        data[-1] ^= 1
+        scores.write_bytes(bytes(data))
+    for command in (["info"], ["verify", "--device", "cpu"]):
+        r = runner.invoke(cli, [*command, "--artifacts", str(tmp_path / "c")])
+        assert r.exit_code == 1 and "calibration_scores.npy: missing or not the file threshold.json records" in r.output

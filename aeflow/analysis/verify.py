@@ -14,7 +14,8 @@ from aeflow.datasets import to_float
 from aeflow.errors import ParityError
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import artifacts_dir, checkpoint_path, demo_images, read_flow, read_golden, read_threshold
+from aeflow.runtime.artifacts import (artifacts_dir, checkpoint_path, demo_images, read_flow, read_golden,
+                                      read_threshold, reference_scores)
 from aeflow.runtime.golden import golden_rows, load_graph
 from aeflow.runtime.providers import provider_of, run_batched
 
@@ -105,6 +106,8 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     # a run holds the detector, the flow, or both (export writes what it had)
     has_threshold, has_flow = ((directory / n).exists() for n in (contract.THRESHOLD_JSON, contract.FLOW_JSON))
     threshold = read_threshold(directory, verify) if has_threshold or not has_flow else None
+    if threshold is not None:  # the p-values' reference scores, checked as scoring reads them
+        reference_scores(directory, threshold, verify)
     flow = read_flow(directory, verify) if has_flow or threshold is None else None
     provider, golden = golden_comparisons(directory, threshold, flow, device, verify)
     notes: list[str] = []

@@ -14,7 +14,7 @@ from aeflow.errors import AeflowError, ArtifactError
 from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import artifacts_dir, read_metadata
+from aeflow.runtime.artifacts import artifacts_dir, read_metadata, reference_scores
 from aeflow.runtime.calibration import threshold_origin
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs, provider_of
@@ -58,6 +58,10 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
                 info["metadata"][name] = {"error": e.message}
                 continue
         info["metadata"][name] = meta
+        try:  # the p-values' reference scores (calibration_scores.npy, golden.npz), as scoring reads them
+            reference_scores(directory, meta) if name == contract.THRESHOLD_JSON else None
+        except AeflowError as e:
+            info["problems"].append(e.message)
         for which in graphs:
             if meta.entry(which) is not None:
                 info["graphs"].append(_graph(directory, meta, name, which, device))
