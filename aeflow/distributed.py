@@ -163,7 +163,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     kind = None
     if output is not None:
         kind = check_output_path(output, force, paths, [scorer.directory], dask=True, what="output")
-    settings = scorer.replace(threads=threads).__getstate__()
+    settings = scorer.replace(threads=threads, calibration=None).__getstate__()  # JSON; workers only score
     results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
         raise InputError("no inputs to score")

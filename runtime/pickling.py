@@ -41,9 +41,11 @@ class Rebuildable:
 
     @classmethod
     def _rebuild(cls, settings: dict):
-        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold")})
+        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold", "calibration")})
         if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
             obj.threshold = settings["threshold"]
+        if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
+            obj._calibration = settings["calibration"]
         return obj
 
     def __getstate__(self) -> dict:

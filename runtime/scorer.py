@@ -57,10 +57,11 @@ class AnomalyScorer(Rebuildable):
         self._digest = metadata_digest(self.directory, self.METADATA)
 
     def settings(self) -> dict:
-        """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``."""
+        """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``,
+        and an unsaved ``calibration`` (None if none: its scores are the copy's p-value reference too)."""
         return {"artifacts": self._portable, "device": self._device, "batch_size": self.batch_size,
                 "precision": self.precision, "verify": self._verify, "threads": self._threads,
-                "golden": self._golden, "digest": self._digest,
+                "golden": self._golden, "digest": self._digest, "calibration": self._calibration,
                 "threshold": None if self._threshold == self.default_threshold else self._threshold}
 
     @property

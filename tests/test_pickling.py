@@ -133,3 +133,20 @@ def test_unpickled_in_another_process(tmp_path, images):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "scorer.pkl"), str(tmp_path / "x.npy"),
                     str(tmp_path / "s.npy")], check=True, timeout=120)
     assert np.array_equal(np.load(tmp_path / "s.npy"), scorer.score(images))
+
+
+def test_copies_of_a_calibrated_scorer_keep_its_threshold_and_its_p_values(tmp_path):
+    """A replace() or pickled copy of a scorer calibrated but not saved kept the new threshold and
+    compared p-values with the folder's scores: a mixed state."""
+    import pickle
+
+    from aeflow.runtime import bundled_dir
+
+    with np.load(bundled_dir() / "demo.npz") as d:
+        normal, held = d["images"][~d["is_anomaly"]][:300], d["images"][900:1100]
+    scorer = AnomalyScorer(device="cpu")
+    scorer.calibrate(normal, k=2)
+    for copy in (scorer.replace(threads=1), pickle.loads(pickle.dumps(scorer))):
+        assert copy.threshold == scorer.threshold
+        assert np.array_equal(copy.p_value(held), scorer.p_value(held))
+    assert not np.array_equal(AnomalyScorer(device="cpu").p_value(held), scorer.p_value(held))
