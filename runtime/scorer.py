@@ -221,16 +221,16 @@ class AnomalyScorer(Rebuildable):
             return copy.deepcopy(self._calibration.record)
         return copy.deepcopy(self._meta.entry(self._which).calibration)
 
-    def save_calibration(self, out: str | os.PathLike | None = None):
+    def save_calibration(self, out: str | os.PathLike | None = None, force: bool = False):
         """Write the last ``calibrate`` into threshold.json here (None) or into ``out``, a new copy of the
-        artifacts (never the bundled folder); returns the path."""
+        artifacts (an existing folder with files only with ``force``; never the bundled folder); returns the path."""
         from aeflow.runtime.calibration import calibration_target, write_calibration
 
         if self._calibration is None:
             raise UsageError("nothing to save: call calibrate(x) first")
         if self._threshold != self._calibration.threshold:
             raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
-        out = calibration_target(self.directory, out)
+        out = calibration_target(self.directory, out, force)
         written = write_calibration(self.directory, {self._which: self._calibration}, out)
         if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
             self._meta, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold

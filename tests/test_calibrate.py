@@ -346,3 +346,17 @@ def test_info_and_verify_check_the_calibration_scores_as_scoring_does(halves, tm
     for command in (["info"], ["verify", "--device", "cpu"]):
         r = runner.invoke(cli, [*command, "--artifacts", str(tmp_path / "c")])
         assert r.exit_code == 1 and "calibration_scores.npy: missing or not the file threshold.json records" in r.output
+
+
+def test_save_calibration_into_a_folder_with_files_takes_force(halves, tmp_path):
+    """save_calibration(out) said 'pass --force' with no force argument to pass."""
+    from aeflow.errors import OutputError
+    from aeflow.runtime import AnomalyScorer
+
+    scorer = AnomalyScorer(device="cpu")
+    scorer.calibrate(np.load(halves[0]), k=2)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not empty; pass --force"):
+        scorer.save_calibration(tmp_path)
+    assert scorer.save_calibration(tmp_path, force=True) == tmp_path / "threshold.json"
+    assert (tmp_path / "notes.txt").read_text() == "mine" and AnomalyScorer(tmp_path).threshold == scorer.threshold
