@@ -248,11 +248,23 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
         write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
-    stale = ([] if quantize else [contract.INT8_FILE]) + ([] if ae else [contract.THRESHOLD_JSON]) \
-        + ([] if flow else [contract.FLOW_JSON])
-    for name in (n for n in stale if (out / n).is_file()):  # an earlier export's, bound to what it replaced
-        if name == contract.INT8_FILE or artifacts.is_aeflow_document(out / name):  # never a file of yours
-            (out / name).unlink()
-            notes.append(f"removed {name}: it belonged to the graphs this export replaced" + (
-                " (pass --quantize int8 for a new one)" if name == contract.INT8_FILE else ""))
+    notes += _remove_earlier(out, bool(ae), bool(flow), quantize)
     return ExportReport(files, checks, threshold, meta, notes)
+
+
+def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
+    """Remove an earlier export's files that this one did not replace and nothing binds any more: the int8
+    graph without ``quantize``; a model's metadata with its graphs where this export had no checkpoint of
+    it (only where that metadata is aeflow's: never a file of yours). Returns the notes saying so."""
+    notes = []
+    for names, gone in (([contract.INT8_FILE], ae and not quantize),
+                        ([contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE], not ae),
+                        ([contract.FLOW_JSON, contract.FLOW_FILE, contract.SAMPLER_FILE], not flow)):
+        first = out / names[0]
+        if gone and first.is_file() and (len(names) == 1 or artifacts.is_aeflow_document(first)):
+            removed = [n for n in names if (out / n).is_file()]
+            for name in removed:
+                (out / name).unlink()
+            notes.append(f"removed {', '.join(removed)}: the earlier export's, which this one replaced" + (
+                " (pass --quantize int8 for a new int8 graph)" if len(names) == 1 else ""))
+    return notes

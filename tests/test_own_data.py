@@ -280,14 +280,16 @@ def test_api_export_over_a_checkpoint_needs_force_and_says_what_it_removed(api_r
     out, flow, _, _, flow_only = api_run
     for name in flow_only:
         shutil.copy(out / name, tmp_path / name)
-    shutil.copy(out / "threshold.json", tmp_path)  # an earlier detector's, without its graph now
+    for name in ("threshold.json", "ae.onnx"):  # an earlier detector's, no checkpoint of it now
+        shutil.copy(out / name, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(OutputError, match=r"flow.pt: file exists; pass --force"):
         flow.export(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     report = flow.export(tmp_path, force=True)
-    assert not (tmp_path / "threshold.json").exists() and (tmp_path / "flow.json").is_file()
-    assert [n for n in report.notes if n.startswith("removed threshold.json: it belonged to")]
+    assert not (tmp_path / "threshold.json").exists() and not (tmp_path / "ae.onnx").exists()
+    assert (tmp_path / "flow.json").is_file()
+    assert "removed threshold.json, ae.onnx: the earlier export's, which this one replaced" in report.notes
 
 def test_a_failed_api_export_leaves_the_run_folder_as_it_was(api_run, tmp_path, monkeypatch):
     """export(force=True) wrote the new checkpoint before exporting: a failed export then left a
