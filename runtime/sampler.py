@@ -42,14 +42,22 @@ def run_placed(session, name: str, values: np.ndarray, start: int = 0) -> list[n
 
 
 def _as_floats(values, dtype, name: str) -> np.ndarray:
-    """``values`` as a flat array of ``dtype``, or ``InputError`` for what is not real numbers."""
+    """``values`` (real numbers [N], or one) as an array of ``dtype`` [N], or ``InputError``: not real
+    numbers (text, complex, ...), more than one dimension, or finite values beyond ``dtype``'s range."""
     try:
         array = np.asarray(values)
-        if array.dtype.kind == "c":
-            raise InputError(f"{name}: complex values (dtype {array.dtype}); pass real numbers")
-        return array.astype(dtype).ravel()
     except (TypeError, ValueError, OverflowError) as e:
         raise InputError(f"{name}: not an array of numbers ({one_line(e, 80)})") from None
+    if array.dtype.kind not in "iuf":
+        what = "complex values" if array.dtype.kind == "c" else "not real numbers"
+        raise InputError(f"{name}: {what} (dtype {array.dtype}); pass real numbers")
+    if array.ndim > 1:
+        raise InputError(f"{name}: shape {list(array.shape)}; pass a 1-D array [N]")
+    with np.errstate(over="ignore"):  # a finite value beyond the dtype's range becomes inf: said below
+        out = array.astype(dtype).ravel()
+    if not np.isfinite(out).all() and np.isfinite(array).all():
+        raise InputError(f"{name}: values beyond {np.dtype(dtype).name}'s range; rescale them")
+    return out
 
 
 def _check_method(method, default: str) -> str:

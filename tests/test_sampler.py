@@ -4,6 +4,7 @@ the homework's 30-step clamped bisection, the truncated normal, errors, seeds an
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -261,3 +262,21 @@ def test_sha256_checked(tmp_path, bundled):
     with pytest.raises(ArtifactError, match="sha256"):
         FlowSampler(tmp_path, device="cpu")
     assert FlowSampler(tmp_path, device="cpu", verify=False).sample(10, seed=0).shape == (10,)
+
+
+@pytest.mark.parametrize("values, words", [
+    (["1.0", "2.0"], "not real numbers"),  # text was parsed as numbers
+    (np.zeros((2, 3)), "shape [2, 3]; pass a 1-D array"),  # was flattened silently
+    ([1e40], "beyond float32's range"),  # numpy's overflow warning, then inf
+    (np.array([True, False]), "not real numbers"),
+])
+def test_forward_takes_real_numbers_in_one_dimension_as_the_scorer_takes_images(values, words):
+    import warnings
+
+    from aeflow.errors import InputError
+    from aeflow.runtime import FlowSampler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=re.escape(words)):
+            FlowSampler(device="cpu").forward(values)
