@@ -335,7 +335,8 @@ def test_info_and_verify_check_the_calibration_scores_as_scoring_does(halves, tm
     from aeflow.cli import cli
 
     runner = CliRunner()
-    assert runner.invoke(cli, ["calibrate", str(halves[0]), "-o", str(tmp_path / "c"), "-q", "--device", "cpu"]).exit_code == 0
+    made = runner.invoke(cli, ["calibrate", str(halves[0]), "-o", str(tmp_path / "c"), "-q", "--device", "cpu"])
+    assert made.exit_code == 0
     scores = tmp_path / "c" / "calibration_scores.npy"
     if damage == "missing":
         scores.unlink()

@@ -102,7 +102,8 @@ def test_a_folder_where_a_file_goes_stops_the_publish_before_any_file_moves(tmp_
         (tmp_path / "staging" / name).write_text("new")
     with pytest.raises(IsADirectoryError, match="b.png is a folder where a file goes"):
         publish_folder(tmp_path / "staging", tmp_path / "out", ["c.json", "b.png", "a.html"])
-    assert (tmp_path / "out" / "a.html").read_text() == "old" and sorted(os.listdir(tmp_path / "out")) == ["a.html", "b.png"]
+    assert (tmp_path / "out" / "a.html").read_text() == "old"
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.html", "b.png"]
 
 
 def test_two_writers_of_one_output_one_wins(tmp_path):

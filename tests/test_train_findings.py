@@ -195,8 +195,8 @@ def test_flow_figures_of_values_clustered_at_float32_resolution(tmp_path, capfd)
 @pytest.mark.parametrize("offset", [1000.0])
 def test_values_far_from_zero_export_and_sample_to_float32_resolution(offset, tmp_path):
     """Values at 1000 + N(0, 1) (100 + N(0, 1) already failed): the sampler graph's checks allow float32's step at
-    the data's size (an export of such data was refused), and its samples are within one step of the
-    float64 bisection's."""
+    the data's size (an export of such data was refused), and its samples are within the recorded two
+    steps of the float64 bisection's (one, on the machines tried)."""
     from aeflow.runtime import FlowSampler
     from aeflow.train.api import FlowModel
 
@@ -204,9 +204,9 @@ def test_values_far_from_zero_export_and_sample_to_float32_resolution(offset, tm
     FlowModel(epochs=5, seed=0).fit(values).export(tmp_path)
     sampler = FlowSampler(tmp_path)
     graph, exact = sampler.sample(50_000, seed=1), sampler.sample(50_000, seed=1, method="bisection")
-    step = float(np.spacing(np.float32(np.abs(graph).max())))
-    assert abs(float(np.median(graph)) - offset) < 0.5 and np.abs(graph.astype(np.float64) - exact).max() <= step
-    assert sampler.metadata.sampler.check["x_tolerance"] >= 2 * float(np.spacing(np.float32(offset)))
+    tolerance, step = sampler.metadata.sampler.check["x_tolerance"], float(np.spacing(np.float32(offset)))
+    assert abs(float(np.median(graph)) - offset) < 0.5 and tolerance == pytest.approx(2 * step, rel=0.01)
+    assert np.abs(graph.astype(np.float64) - exact).max() <= tolerance  # two float32 steps: the promise
 
 
 @pytest.mark.parametrize("text, words", [
