@@ -124,10 +124,9 @@ def is_aeflow_document(path: str | os.PathLike) -> bool:
     """True when ``path`` is a JSON object with a ``schema_version`` (an aeflow threshold.json or
     flow.json of any version): what an export or a calibrated copy may remove as its own."""
     try:
-        doc = json.loads(Path(path).read_bytes()[:contract.MAX_JSON_BYTES])
-    except (OSError, ValueError):
+        return "schema_version" in load_json(Path(path))
+    except ArtifactError:  # missing, not a regular file, too large, malformed or not an object
         return False
-    return isinstance(doc, dict) and "schema_version" in doc
 
 
 def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> ThresholdMeta | FlowMeta:

@@ -58,10 +58,11 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
                 info["metadata"][name] = {"error": e.message}
                 continue
         info["metadata"][name] = meta
-        try:  # the p-values' reference scores (calibration_scores.npy, golden.npz), as scoring reads them
-            reference_scores(directory, meta) if name == contract.THRESHOLD_JSON else None
-        except AeflowError as e:
-            info["problems"].append(e.message)
+        if name == contract.THRESHOLD_JSON:
+            try:  # the p-values' reference scores (calibration_scores.npy, golden.npz), as scoring reads them
+                reference_scores(directory, meta)
+            except AeflowError as e:
+                info["problems"].append(e.message)
         for which in graphs:
             if meta.entry(which) is not None:
                 info["graphs"].append(_graph(directory, meta, name, which, device))
