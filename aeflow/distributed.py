@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import uuid
@@ -259,7 +260,7 @@ def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[obj
                                   f"{start_timeout:g} s") from None
             yield client
     except BaseException:
-        _kill(before)  # cut short: no worker still starting may read the queues that the close removes
+        _kill(before, quiet_scans=3)  # cut short: no worker still starting may read what the close removes
         raise
     finally:
         _close(cluster, before)
@@ -274,11 +275,36 @@ def _close(cluster, keep: set) -> None:
     _kill(keep)
 
 
-def _kill(keep: set) -> None:
-    """Kill this process's child processes that are not in ``keep`` (the cluster's, not the caller's)."""
+def _kill(keep: set, quiet_scans: int = 1) -> None:
+    """Kill this process's child processes that are not in ``keep`` (the cluster's, not the caller's),
+    then, where /proc lists them, any worker still being spawned (not registered yet: fed no more, it
+    would print an EOFError traceback), until ``quiet_scans`` scans 50 ms apart find none."""
     for process in set(multiprocessing.active_children()) - keep:
         process.kill()
         process.join(5)
+    kept, quiet = {p.pid for p in keep}, 0
+    for _ in range(40):
+        spawning = _spawning_children() - kept
+        for pid in spawning:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        quiet = 0 if spawning else quiet + 1
+        if quiet >= quiet_scans:
+            return
+        time.sleep(0.05)
+
+
+def _spawning_children() -> set[int]:
+    """The pids of this process's children running multiprocessing's spawn_main (Linux /proc; else none)."""
+    found = set()
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            proc = Path(entry.path)
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if parent == os.getpid() and b"spawn_main" in (proc / "cmdline").read_bytes():
+                found.add(int(entry.name))
+    return found
 
 
 def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:

@@ -242,7 +242,8 @@ def _handles_sigterm(pid: int) -> bool:
 # the moments are awaited, not guessed from a delay (fixed delays of 3.5 and 6 s fell after the end on
 # a quiet machine), except "starting workers": 0.8 s, as before. Sent as soon as the first worker
 # process exists (psutil's children()), the signal often leaves that child printing a multiprocessing
-# traceback (FileNotFoundError unpickling a SemLock): still open, see issue 17.
+# traceback (FileNotFoundError unpickling a SemLock, or EOFError): distributed._kill now also kills
+# children still being spawned.
 MOMENTS = {
     "importing": lambda p, d, t: _handles_sigterm(p.pid),  # aeflow's handler is in place, its imports follow
     "starting workers": lambda p, d, t: t >= 0.8,
