@@ -32,13 +32,13 @@ def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
 
 def type_i_error(normal_scores: np.ndarray, threshold: float) -> float:
     """Share of in-distribution images flagged (score strictly above ``threshold``: false alarms)."""
-    s = np.asarray(normal_scores).ravel()
+    s = np.ravel(normal_scores)
     return float(np.mean(s > threshold)) if s.size else float("nan")
 
 
 def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
     """Share of anomalies not flagged (score <= threshold), as in the homework."""
-    s = np.asarray(anomaly_scores).ravel()
+    s = np.ravel(anomaly_scores)
     return float(np.mean(s <= threshold)) if s.size else float("nan")
 
 
@@ -57,14 +57,10 @@ def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray]
     """Type I error on the normal set (float [N]), type II error and AUROC per anomaly set (name ->
     float [M]), as threshold.json's ``evaluation`` records them: ``{"type_i": {"set", "n", "rate"},
     "type_ii": {name: {"n", "rate"}}, "auroc": {name: a}}``."""
-    normal = np.asarray(normal_scores).ravel()
-    out = {"type_i": {"set": normal_set, "n": int(normal.size), "rate": type_i_error(normal, threshold)},
-           "type_ii": {}, "auroc": {}}
-    for name, scores in anomaly_scores.items():
-        s = np.asarray(scores).ravel()
-        out["type_ii"][name] = {"n": int(s.size), "rate": type_ii_error(s, threshold)}
-        out["auroc"][name] = auroc(normal, s)
-    return out
+    normal, sets = np.ravel(normal_scores), {name: np.ravel(s) for name, s in anomaly_scores.items()}
+    return {"type_i": {"set": normal_set, "n": int(normal.size), "rate": type_i_error(normal, threshold)},
+            "type_ii": {name: {"n": int(s.size), "rate": type_ii_error(s, threshold)} for name, s in sets.items()},
+            "auroc": {name: auroc(normal, s) for name, s in sets.items()}}
 
 
 def roc_curve(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,10 +81,8 @@ def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float
 
 
 def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Scores (float [N], >= 0) read on [0, 1] with the threshold at 0.5: float32 [N] = ``min(score / (2 * threshold),
-    1)`` computed in float64 (anomalib's min-max normalisation with min 0 and max twice the threshold). Decisions use
-    the raw score. A threshold of 0 reads every positive score as 1 and 0 as 0.5.
-
+    """Scores (float [N], >= 0) on [0, 1] with the threshold at 0.5: float32 [N] = ``min(score / (2 * threshold), 1)``
+    in float64 (anomalib's min-max normalisation, max twice the threshold); a threshold of 0 reads 0 as 0.5, else 1.
     >>> normalized_scores(np.array([0.0, 0.01, 0.02, 0.05], np.float32), 0.02).tolist()
     [0.0, 0.25, 0.5, 1.0]
     """
@@ -115,11 +109,9 @@ def _binomial_p(k: int, n: int, tail: float) -> float:
 
 
 def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval ``(lower, upper)`` for a rate seen as ``flagged`` of ``n``
-    (ints, 0 <= flagged <= n, n >= 1). For a threshold with ``flagged`` of its ``n`` normal scores
-    above it, also a distribution-free interval for its false-alarm rate on new normal images: the
-    mass above the r-th smallest of n scores is Beta(n - r + 1, r) whatever the distribution.
-
+    """Exact (Clopper-Pearson) interval ``(lower, upper)`` for a rate seen as ``flagged`` of ``n`` (ints,
+    0 <= flagged <= n, n >= 1); for a threshold with ``flagged`` of its ``n`` normal scores above it, a
+    distribution-free interval for its false-alarm rate (the mass above the r-th smallest is Beta(n - r + 1, r)).
     >>> [round(v, 4) for v in clopper_pearson(5, 500)]
     [0.0033, 0.0232]
     """
@@ -137,10 +129,9 @@ def min_n_for_rate(rate: float) -> int:
 
 
 def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> tuple[float, int]:
-    """``(value, r)``: the r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate
-    (n + 1)); a new exchangeable normal image scores above it with probability (n - r + 1) / (n + 1) <= rate
-    (split-conformal). ``ValueError`` when n < ``min_n_for_rate(rate)``.
-
+    """``(value, r)``: the r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate (n + 1)):
+    split-conformal, a new normal image scores above it with probability (n - r + 1) / (n + 1) <= rate.
+    ``ValueError`` when n < ``min_n_for_rate(rate)``.
     >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05)  # 99 scores: r = 95
     (95.0, 95)
     """
@@ -169,10 +160,8 @@ def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
 
 def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.95) -> tuple[int, int]:
     """Distribution-free prediction interval ``(lower, upper)`` (ints in [0, m]) for how many of ``m`` new normal
-    images a threshold flags, when ``flagged`` of the ``n`` it was set on lie above it. The count is Beta-Binomial(m,
-    n - r + 1, r) for the r-th smallest of n scores; the bounds are the (1 -+ confidence) / 2 quantiles with r on
-    either side of the threshold. It covers the rate seen on a new set (``clopper_pearson``: the long-run rate).
-
+    images a threshold flags when ``flagged`` of the ``n`` it was set on lie above it: the (1 -+ confidence) / 2
+    quantiles of Beta-Binomial(m, n - r + 1, r), r on either side (``clopper_pearson``: the long-run rate).
     >>> false_alarm_prediction(24, 500, 500)
     (12, 40)
     """
@@ -180,9 +169,7 @@ def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.9
         raise ValueError("need 0 <= flagged <= n, n >= 1, m >= 1 and 0 < confidence < 1")
     alpha = 1.0 - confidence
     lower = 0 if flagged == 0 else int(np.sum(_beta_binomial_cdf(m, flagged, n - flagged + 1) <= alpha / 2))
-    if flagged == n:
-        return lower, m
-    upper = int(np.searchsorted(_beta_binomial_cdf(m, flagged + 1, n - flagged), 1 - alpha / 2, side="left"))
+    upper = m if flagged == n else int(np.searchsorted(_beta_binomial_cdf(m, flagged + 1, n - flagged), 1 - alpha / 2))
     return lower, min(upper, m)
 
 

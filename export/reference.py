@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from aeflow.parity import compare
-from aeflow.runtime.providers import batched
+from aeflow.runtime.providers import run_batched
 from aeflow.train.autoencoder import AEConfig
 from aeflow.train.checkpoint import load_model
 from aeflow.train.flow import FlowConfig
@@ -33,7 +33,7 @@ def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tupl
     """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
     score float32 [N]), in batches of ``batch``."""
     wrapper = ScoringAutoencoder(model).eval()
-    return tuple(batched(lambda x: _run(wrapper, x), images, batch))
+    return tuple(run_batched(lambda x: _run(wrapper, x), images, batch))
 
 
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

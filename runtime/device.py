@@ -17,11 +17,10 @@ FLOAT, UINT8, _CACHED = 1, 2, 4  # ONNX TensorProto element types; buffer sets k
 
 def _varint(n: int) -> bytes:
     out = bytearray()
-    while True:
-        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if not n:
-            return bytes(out)
+    return bytes(out) + bytes([n])
 
 
 def _msg(field: int, payload: bytes | str) -> bytes:
@@ -118,8 +117,12 @@ class Bound:
         """The named ``outputs`` (None: all; "brightest" with uint8 input) for ``x``, new host arrays."""
         names = outputs or [o.name for o in self.session.get_outputs()]
         if self._graph is not None and len(x) == self._graph_batch and self._graph_lock.acquire(blocking=False):
-            try:
-                return self._replay(x, names)
+            try:  # the CUDA-graph session on fixed buffers (one set per dtype, sharing images and outputs)
+                key = np.dtype(x.dtype).str
+                if key not in self._graph_buffers:
+                    first = next(iter(self._graph_buffers.values()), None)
+                    self._graph_buffers[key] = _Buffers(self._graph, self.prep, x.shape, x.dtype, self.device, first)
+                return self._run(self._graph, self._graph_buffers[key], x, names)
             except Exception as e:  # onnxruntime could not capture or replay: no replay from now on
                 self._graph, self.graph_error = None, f"{type(e).__name__}: {str(e)[:300]}"
             finally:
@@ -134,14 +137,6 @@ class Bound:
         got = [buffers.values[n].numpy() for n in names]
         # a CPU OrtValue's numpy() is a view of the reused buffer; a CUDA one's is a copy already
         return [g.copy() for g in got] if self.device == "cpu" else got
-
-    def _replay(self, x: np.ndarray, names) -> list[np.ndarray]:
-        """The CUDA-graph session on fixed buffers (float32 images written directly or by ``PREP``)."""
-        key = np.dtype(x.dtype).str
-        if key not in self._graph_buffers:
-            first = next(iter(self._graph_buffers.values()), None)
-            self._graph_buffers[key] = _Buffers(self._graph, self.prep, x.shape, x.dtype, self.device, first)
-        return self._run(self._graph, self._graph_buffers[key], x, names)
 
 
 def run_graph(session, name: str, x: np.ndarray) -> list[np.ndarray]:

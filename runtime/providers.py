@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -67,17 +66,6 @@ def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
             + (" (or pip install 'aeflow[cuda]' for the CUDA libraries too)" if keep == "onnxruntime-gpu" else ""))
 
 
-def _options(threads: int | None, spinning: bool) -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level, opts.inter_op_num_threads = 3, 1
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    for pool in ("intra", "inter") if not spinning else ():
-        opts.add_session_config_entry(f"session.{pool}_op.allow_spinning", "0")
-    return opts
-
-
 def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
                    spinning: bool = True, cuda_graph: bool = False) -> ort.InferenceSession:
     """An ``InferenceSession`` for ``model`` (path or bytes) on ``device``: "cpu"; "cuda" or a ``DeviceError``
@@ -85,7 +73,12 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
     ``cuda_graph``: replay on CUDA; ``spinning`` False: no busy-waiting threads."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    opts = _options(threads, spinning)
+    opts = ort.SessionOptions()  # ORT_ENABLE_ALL graph optimisations by default
+    opts.log_severity_level, opts.inter_op_num_threads = 3, 1
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    for pool in ("intra", "inter") if not spinning else ():
+        opts.add_session_config_entry(f"session.{pool}_op.allow_spinning", "0")
     name, source = ("model", model) if isinstance(model, bytes) else (Path(model).name, str(model))
     want_cuda = device == "cuda" or (device == "auto" and not cuda_missing())
     # TF32 matmuls would break the 1e-5 parity with PyTorch's float32
@@ -117,13 +110,8 @@ def short_provider(name: str) -> str:
     return name.replace("ExecutionProvider", "")
 
 
-def batched(run: Callable[[np.ndarray], Sequence[np.ndarray]], x: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
-    """``run`` (x [b, ...] -> k arrays [b, ...]) over ``x`` in slices of ``batch``: k arrays [N, ...]."""
+def run_batched(session, x: np.ndarray, batch: int = 1000, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """``session`` (one input; or a function x [b, ...] -> k arrays [b, ...]) over ``x`` in slices of ``batch``:
+    the named ``outputs`` (None: all), each [N, ...]."""
+    run = session if callable(session) else lambda b: session.run(outputs, {session.get_inputs()[0].name: b})
     return [np.concatenate(p) for p in zip(*(run(x[i:i + batch]) for i in range(0, len(x), batch)))]
-
-
-def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 1000,
-                outputs: list[str] | None = None) -> list[np.ndarray]:
-    """``session`` (one input) over ``x`` in batches: the named ``outputs`` (None: all), each [N, ...]."""
-    name = session.get_inputs()[0].name
-    return batched(lambda b: session.run(outputs, {name: b}), x, batch)

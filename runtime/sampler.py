@@ -73,7 +73,8 @@ class FlowSampler(Rebuildable):
     ``artifacts``: folder with flow.json, flow.onnx, flow_sampler.onnx (None: the bundled one); ``device``
     "auto", "cpu" or "cuda"; ``method``: the default; ``chunk_size``: targets per graph call; ``verify``:
     sha256 and flow.json checks; ``golden``: each graph's golden check on load. ``z_range`` = (-W/2, W/2),
-    ``truncation_mass`` = P(|Z| < W/2). Picklable like ``AnomalyScorer``; threads may share one.
+    ``truncation_mass`` = P(|Z| < W/2); ``provider`` runs flow.onnx; ``metadata``: flow.json (typed, frozen
+    ``contract.FlowMeta``). Picklable like ``AnomalyScorer``; threads may share one.
 
     Example:
         >>> sampler = FlowSampler(device="cpu")
@@ -93,11 +94,12 @@ class FlowSampler(Rebuildable):
         threads = check_threads(threads)
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         self.directory = artifacts_dir(artifacts)
-        self._meta = meta = read_flow(self.directory, verify)
+        self.metadata = meta = read_flow(self.directory, verify)
         self._comp = c = meta.components
         self.z_range, self.x_bracket = (-c.half_w, c.half_w), meta.x_bracket
         self.truncation_mass = math.erf(c.half_w / math.sqrt(2.0))
         self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
+        self.provider = provider_of(self._session)
         self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
         self._sampler, self._lock = None, threading.Lock()
         self._portable, self._digest = portable_artifacts(self.directory), metadata_digest(self.directory, self.METADATA)
@@ -107,16 +109,6 @@ class FlowSampler(Rebuildable):
         return {"artifacts": self._portable, "device": self._device, "method": self.method,
                 "chunk_size": self.chunk_size, "verify": self._verify, "threads": self._threads,
                 "golden": self._golden, "digest": self._digest}
-
-    @property
-    def provider(self) -> str:
-        """The execution provider that really runs flow.onnx, e.g. ``CPUExecutionProvider``."""
-        return provider_of(self._session)
-
-    @property
-    def metadata(self):
-        """flow.json as recorded (typed, frozen: ``aeflow.runtime.contract.FlowMeta``)."""
-        return self._meta
 
     @functools.cached_property
     def graph_noise(self) -> float:
@@ -131,7 +123,7 @@ class FlowSampler(Rebuildable):
         """The session of flow_sampler.onnx, loaded (and checked) once, on first use of "graph"."""
         with self._lock:
             if self._sampler is None:
-                self._sampler = load_graph(self.directory, self._meta, "sampler", self._device, self._threads,
+                self._sampler = load_graph(self.directory, self.metadata, "sampler", self._device, self._threads,
                                            verify=self._verify, golden=self._golden)
         return self._sampler
 
@@ -152,7 +144,7 @@ class FlowSampler(Rebuildable):
             return inversion.invert_by_bisection(lambda x: self._evaluate(x, start), self._comp, z, self.x_bracket,
                                                  self.graph_noise)
         x = run_placed(self._sampler_graph(), "z", z.astype(np.float32), start)[0].astype(np.float64)
-        unsure = ~np.isfinite(x) | inversion.in_intervals(z, self._meta.sampler.float64_z_intervals)
+        unsure = ~np.isfinite(x) | inversion.in_intervals(z, self.metadata.sampler.float64_z_intervals)
         if unsure.any():
             x[unsure] = inversion.polish64(self._comp, z[unsure], x[unsure], *self.x_bracket)
         return x

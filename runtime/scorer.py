@@ -12,7 +12,7 @@ import numpy as np
 
 from aeflow.checks import check_batch, check_rule, check_threads, check_threshold
 from aeflow.errors import ArtifactError, InputError, ScaleWarning, UsageError
-from aeflow.metrics import normalized_scores
+from aeflow.metrics import conformal_p_values, normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.arrays import size
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold, reference_scores
@@ -32,8 +32,9 @@ class AnomalyScorer(Rebuildable):
     ``artifacts``: folder (None: the bundled one); ``device``: "auto", "cpu" or "cuda" (strict);
     ``precision``: "fp32" or "int8"; ``verify``: sha256s; ``golden``: outputs against export's.
     Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W].
-    Pickles hold ``settings()``; on CUDA batches run through IOBinding. Thread-safe: calls keep
-    their own buffers (setting ``threshold`` meanwhile is the one thing to avoid)."""
+    ``provider``: the execution provider that really runs the graph; ``metadata``: threshold.json (typed,
+    frozen ``contract.ThresholdMeta``); ``image_shape``: its (H, W). Pickles hold ``settings()``; on CUDA
+    batches run through IOBinding. Thread-safe: calls keep their own buffers (not ``threshold``'s setter)."""
 
     METADATA = "threshold.json"
 
@@ -44,15 +45,16 @@ class AnomalyScorer(Rebuildable):
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         threads = check_threads(threads)
         self.directory = artifacts_dir(artifacts)
-        self._meta = meta = read_threshold(self.directory, verify)
+        self.metadata = meta = read_threshold(self.directory, verify)
+        self.image_shape = meta.image_shape
         self._which = which = "int8" if precision == "int8" else "ae"
         self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
         self.graph = self.directory / contract.GRAPHS[which].file
         self.batch_size, self.precision = int(batch_size), precision
         self.default_threshold = self._threshold = float(meta.entry(which).threshold)
-        self._calibration, self._provider = None, provider_of(self._session)
+        self._calibration, self.provider = None, provider_of(self._session)
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
-        self._bound = self._bind() if self._provider == CUDA else None
+        self._bound = self._bind() if self.provider == CUDA else None
         self._portable = portable_artifacts(self.directory)  # fixed now: a relative path depends on the cwd
         self._digest = metadata_digest(self.directory, self.METADATA)
 
@@ -73,23 +75,8 @@ class AnomalyScorer(Rebuildable):
     def threshold(self, value: float) -> None:
         self._threshold = check_threshold(value)
 
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(H, W) of the images this run's graph takes (threshold.json's ``image_shape``)."""
-        return self._meta.image_shape
-
-    @property
-    def provider(self) -> str:
-        """The execution provider that really runs the graph, e.g. ``CPUExecutionProvider``."""
-        return self._provider
-
-    @property
-    def metadata(self) -> contract.ThresholdMeta:
-        """threshold.json as recorded (typed, frozen: ``aeflow.runtime.contract.ThresholdMeta``)."""
-        return self._meta
-
     def __repr__(self) -> str:
-        return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self._provider!r}, "
+        return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self.provider!r}, "
                 f"threshold={self._threshold:.6g})")
 
     def _bind(self) -> Bound:
@@ -100,47 +87,37 @@ class AnomalyScorer(Rebuildable):
             graph = None
         return Bound(self._session, True, graph, self.batch_size, self._threads)
 
-    def _run(self, outputs: tuple[str, ...], images: np.ndarray) -> list[np.ndarray]:
-        """One call: float32 (or, bound, uint8) [b, 1, H, W] -> the named outputs (new arrays)."""
-        return self._bound.run(images, list(outputs)) if self._bound else self._session.run(list(outputs), {"images": images})
-
-    def _each_batch(self, source: ImageSource, outputs: tuple[str, ...], on_batch: Callable[[int], None] | None):
-        """Yield ``(offset, images float32 [b, 1, H, W] or None (uint8 sent as uint8), [one array per output])``."""
-        (h, w), name = self.image_shape, source.name
-        if tuple(source.image_shape) != (h, w):
-            raise InputError(f"{name}: images of {size(source.image_shape)} pixels, this run's are {size((h, w))}")
-        buffer, offset, warned = None, 0, False  # the buffer belongs to this call: threads share a scorer
-        as_uint8 = outputs == ("score",) and self._bound is not None and self._bound.prep is not None
-        for batch in source.batches(self.batch_size):
-            if as_uint8 and batch.dtype == np.uint8:
-                *result, brightest = self._run(outputs + ("brightest",), batch.reshape(len(batch), 1, h, w))
-                images, seen = None, np.full((len(batch), 1), brightest, dtype=np.float32)
-            else:
-                if buffer is None and batch.dtype != np.float32:
-                    buffer = np.empty((min(self.batch_size, source.n), 1, h, w), dtype=np.float32)
-                out = buffer if buffer is not None and len(batch) <= len(buffer) else None
-                images = seen = to_float32(batch, name, offset, out, image_shape=(h, w))
-                result = self._run(outputs, images)
-            if not warned and (problem := scale_problem(seen, batch.dtype, name, offset)):
-                warnings.warn(problem, ScaleWarning, stacklevel=4)
-                warned = True
-            yield offset, images, result
-            offset += len(batch)
-            if on_batch is not None:
-                on_batch(len(batch))
-
     def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None,
                      on_reconstruction: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
                      ) -> np.ndarray:
         """float32 [n] scores of ``source``; ``on_batch(b)`` after each batch, ``on_reconstruction(offset,
         images, reconstructions, scores)`` with float32 [b, H, W], [b, H, W], [b] (reused: copy them)."""
-        scores = np.empty(source.n, dtype=np.float32)
-        outputs = ("score",) if on_reconstruction is None else ("reconstruction", "score")
-        hw = self.image_shape
-        for offset, images, out in self._each_batch(source, outputs, on_batch):
-            s = scores[offset:offset + len(out[-1])] = out[-1]
+        (h, w), name = self.image_shape, source.name
+        if tuple(source.image_shape) != (h, w):
+            raise InputError(f"{name}: images of {size(source.image_shape)} pixels, this run's are {size((h, w))}")
+        scores, offset, warned = np.empty(source.n, dtype=np.float32), 0, False
+        buffer = None  # this call's own: threads share a scorer
+        outputs = ["score"] if on_reconstruction is None else ["reconstruction", "score"]
+        as_uint8 = on_reconstruction is None and self._bound is not None and self._bound.prep is not None
+        for batch in source.batches(self.batch_size):
+            if as_uint8 and batch.dtype == np.uint8:  # converted on the device by the PREP graph
+                *out, brightest = self._bound.run(batch.reshape(len(batch), 1, h, w), outputs + ["brightest"])
+                images, seen = None, np.full((len(batch), 1), brightest, dtype=np.float32)
+            else:
+                if buffer is None and batch.dtype != np.float32:
+                    buffer = np.empty((min(self.batch_size, source.n), 1, h, w), dtype=np.float32)
+                fits = buffer if buffer is not None and len(batch) <= len(buffer) else None
+                images = seen = to_float32(batch, name, offset, fits, image_shape=(h, w))
+                out = self._bound.run(images, outputs) if self._bound else self._session.run(outputs, {"images": images})
+            if not warned and (problem := scale_problem(seen, batch.dtype, name, offset)):
+                warnings.warn(problem, ScaleWarning, stacklevel=3)
+                warned = True
+            s = scores[offset:offset + len(batch)] = out[-1]
             if on_reconstruction is not None:
-                on_reconstruction(offset, images.reshape(-1, *hw), out[0].reshape(-1, *hw), s)
+                on_reconstruction(offset, images.reshape(-1, h, w), out[0].reshape(-1, h, w), s)
+            offset += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
         return scores
 
     def score(self, x) -> np.ndarray:
@@ -156,18 +133,15 @@ class AnomalyScorer(Rebuildable):
         those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
         threshold.json binds ('aeflow calibrate'), else export's validation scores. Where there are
         none (precision int8, an export without validation scores): None if ``missing_ok``, else an error."""
-        from aeflow.metrics import conformal_p_values
-
         if self.precision != "fp32":
             if missing_ok:
                 return None
             raise UsageError("p-values compare with ae.onnx's reference scores; use precision='fp32'")
         if self._calibration is not None and self._calibration.scores is not None:
             return conformal_p_values(scores, self._calibration.scores)
-        meta, reference = self.__dict__.get("_reference", (None, None))  # read and checked once per
-        if meta is not self._meta:                                        # threshold.json, not per batch
-            meta, reference = self._meta, reference_scores(self.directory, self._meta, self._verify)
-            self._reference = meta, reference
+        if self.__dict__.get("_reference", (None,))[0] is not self.metadata:  # read once per threshold.json
+            self._reference = self.metadata, reference_scores(self.directory, self.metadata, self._verify)
+        reference = self._reference[1]
         if reference is None and not missing_ok:
             raise ArtifactError(f"{self.directory / contract.THRESHOLD_JSON}: no validation scores (exported before "
                                 f"p-values); re-export with 'aeflow export' for p-values")
@@ -189,10 +163,9 @@ class AnomalyScorer(Rebuildable):
     def reconstruct(self, x) -> np.ndarray:
         """The autoencoder's reconstructions, float32 [N, 1, H, W] in [0, 1]."""
         source = self._source(x)
-        out = np.empty((source.n, 1, *self.image_shape), dtype=np.float32)
-        for offset, _, (r,) in self._each_batch(source, ("reconstruction",), None):
-            out[offset:offset + len(r)] = r
-        return out
+        out = np.empty((source.n, *self.image_shape), dtype=np.float32)
+        self.score_source(source, None, lambda i, _, r, __: np.copyto(out[i:i + len(r)], r))
+        return out[:, None]
 
     def anomaly_map(self, x) -> np.ndarray:
         """``(image - reconstruction) ** 2``, float32 [N, H, W]; its mean is the score (to rounding)."""
@@ -219,7 +192,7 @@ class AnomalyScorer(Rebuildable):
         """The last ``calibrate`` record, else the loaded threshold.json's for this graph, or None."""
         if self._calibration is not None:
             return copy.deepcopy(self._calibration.record)
-        return copy.deepcopy(self._meta.entry(self._which).calibration)
+        return copy.deepcopy(self.metadata.entry(self._which).calibration)
 
     def save_calibration(self, out: str | os.PathLike | None = None, force: bool = False):
         """Write the last ``calibrate`` into threshold.json here (None) or into ``out``, a new copy of the
@@ -233,7 +206,7 @@ class AnomalyScorer(Rebuildable):
         out = calibration_target(self.directory, out, force)
         written = write_calibration(self.directory, {self._which: self._calibration}, out)
         if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
-            self._meta, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
+            self.metadata, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
             self._digest = metadata_digest(self.directory, self.METADATA)
         return written
 
