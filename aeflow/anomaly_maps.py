@@ -1,8 +1,6 @@
 """Anomaly-map PNGs (``score --maps``, the report): image, reconstruction and squared error side by
 side, the error on one fixed "inferno" scale from 0 to ``VMAX`` (above: its top colour), via Pillow."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import io
@@ -18,10 +16,9 @@ from aeflow.files import name_max, staged_folder
 from aeflow.metrics import normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
-INFERNO = np.array([
-    (0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),
-    (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9),
-    (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
+INFERNO = np.array([(0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),
+                    (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9),
+                    (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float64)
 VMAX = 0.5   # squared error at the top of the colour scale (|image - reconstruction| = 0.71)
 ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
 _PAD, _BAR, _BG, _FG = 12, 16, (255, 255, 255), (20, 20, 20)
@@ -103,29 +100,25 @@ def _stem(path: str) -> str:
 def file_name(source: str, index: int, position: int | None = None, files: list[str] | None = None) -> str:
     """``[POSITION-]STEM_INDEX.png`` for image ``index`` of ``source``; for a PNG folder's ``files``
     (one per image) ``[POSITION-]PNGSTEM_map.png``, after the image's own file."""
-    prefix = f"{position}-" if position is not None else ""
-    if files is not None:
-        return f"{prefix}{_stem(files[index])}_map.png"
-    return f"{prefix}{_stem(source)}_{index:06d}.png"
+    prefix = "" if position is None else f"{position}-"
+    return f"{prefix}{_stem(files[index])}_map.png" if files else f"{prefix}{_stem(source)}_{index:06d}.png"
 
 
 def naming(sources) -> list[tuple[int | None, list[str] | None]]:
     """Each source's (``position``, ``files``) for ``file_name``: a PNG folder's files name its pictures
     unless two of its stems clash (then STEM_INDEX); positions (from 1) prefix every name when two
     inputs' names would clash (an ``_map`` name never ends like ``_INDEX``), else None."""
-    plan, seen, stems, clash = [], set(), [], False
+    plan, names, stems = [], [], []
     for src in sources:
-        files = getattr(src, "files", None)
-        files = None if files is None else [str(f) for f in files]
-        names = [file_name(src.name, i, None, files) for i in range(len(files or ()))]
-        if files is None or len(set(names)) < len(names):
-            plan.append(None)
+        files = [str(f) for f in getattr(src, "files", None) or ()] or None
+        own = [file_name(src.name, i, None, files) for i in range(len(files or ()))]
+        if files is None or len(set(own)) < len(own):
+            files = None
             stems.append(_stem(src.name))
-            continue
+        else:
+            names += own
         plan.append(files)
-        clash = clash or not seen.isdisjoint(names)
-        seen.update(names)
-    clash = clash or len(set(stems)) < len(stems)
+    clash = len(set(names)) < len(names) or len(set(stems)) < len(stems)
     return [(k + 1 if clash else None, files) for k, files in enumerate(plan)]
 
 

@@ -1,7 +1,5 @@
 """Threshold, error-rate and p-value maths shared by export, calibration, evaluation and scoring (numpy only)."""
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 

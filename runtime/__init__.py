@@ -1,14 +1,10 @@
-"""aeflow's edge library: numpy + onnxruntime only (no torch, onnx, click or matplotlib)::
-
-    scores = AnomalyScorer().score(images)   # float32 [N]
-    x = FlowSampler().sample(10_000, seed=0)  # float32 [10000]
-"""
+"""aeflow's edge library, numpy + onnxruntime only (no torch, onnx, click or matplotlib): ``AnomalyScorer().score(x)``
+-> float32 [N], ``FlowSampler().sample(n, seed=0)`` -> float32 [n]; each imported on first use (PEP 562)."""
 
 import importlib
 
 from aeflow.errors import AeflowError, ArtifactError, DeviceError, InputError, UsageError
 
-# public name -> its module, imported on first use (PEP 562): ``aeflow score`` loads no sampler
 _LAZY = {"AnomalyScorer": "aeflow.runtime.scorer", "FlowSampler": "aeflow.runtime.sampler",
          "ImageSource": "aeflow.runtime.inputs", "ArraySource": "aeflow.runtime.inputs",
          "open_source": "aeflow.runtime.inputs", "bundled_dir": "aeflow.runtime.artifacts",

@@ -2,8 +2,6 @@
 uint8 converted on the device by ``PREP`` (Cast, Div by 255 in float32: bit for bit ``to_float32``);
 a CUDA graph replayed for full batches, one thread at a time. The scorer uses it on CUDA only."""
 
-from __future__ import annotations
-
 import struct
 import threading
 

@@ -2,8 +2,6 @@
 (-W/2, W/2), for many targets at once (numpy only): float32 bisection through flow.onnx, and a
 float64 finish from the components (``polish64``) where float32 cannot resolve x to 1e-5."""
 
-from __future__ import annotations
-
 import math
 from typing import Callable
 

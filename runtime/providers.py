@@ -1,8 +1,6 @@
 """onnxruntime sessions on the CPU or CUDA provider, saying which one really runs (onnxruntime-gpu
 lists CUDA even without a GPU and silently falls back; only ``session.get_providers()`` tells)."""
 
-from __future__ import annotations
-
 import ctypes
 import os
 from pathlib import Path

@@ -2,8 +2,6 @@
 by "graph" (flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection"
 (through flow.onnx), both within 1e-5 of the float64 inverse. Same seed, same samples, any chunk size."""
 
-from __future__ import annotations
-
 import functools
 import math
 import os

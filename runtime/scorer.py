@@ -1,8 +1,6 @@
 """``AnomalyScorer``: score = mean over H*W pixels in [0, 1] of (image - reconstruction)^2; anomaly
 when strictly above the threshold."""
 
-from __future__ import annotations
-
 import copy
 import os
 import warnings
@@ -27,14 +25,12 @@ BYTES_PER_IMAGE = 16 * 1024  # working memory of one image in a batch: bounds ba
 
 
 class AnomalyScorer(Rebuildable):
-    """Score, flag and reconstruct greyscale H x W images with the exported autoencoder.
-
-    ``artifacts``: folder (None: the bundled one); ``device``: "auto", "cpu" or "cuda" (strict);
-    ``precision``: "fp32" or "int8"; ``verify``: sha256s; ``golden``: outputs against export's.
-    Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W].
-    ``provider``: the execution provider that really runs the graph; ``metadata``: threshold.json (typed,
-    frozen ``contract.ThresholdMeta``); ``image_shape``: its (H, W). Pickles hold ``settings()``; on CUDA
-    batches run through IOBinding. Thread-safe: calls keep their own buffers (not ``threshold``'s setter)."""
+    """Score, flag and reconstruct greyscale H x W images with the exported autoencoder: ``artifacts`` folder
+    (None: the bundled one), ``device`` "auto", "cpu" or "cuda" (strict), ``precision`` "fp32" or "int8",
+    ``verify`` sha256s, ``golden`` outputs against export's. Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W],
+    [N, H, W], [N, H, W, 1] or [N, H*W]. ``provider`` really runs the graph; ``metadata``: threshold.json (frozen
+    ``contract.ThresholdMeta``), ``image_shape`` its (H, W). Pickles hold ``settings()``; on CUDA batches run
+    through IOBinding. Thread-safe: calls keep their own buffers (setting ``threshold`` meanwhile aside)."""
 
     METADATA = "threshold.json"
 
@@ -129,10 +125,9 @@ class AnomalyScorer(Rebuildable):
         return self.score(x)
 
     def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
-        """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores:
-        those of this scorer's last ``calibrate`` (saved or not), else the calibration scores
-        threshold.json binds ('aeflow calibrate'), else export's validation scores. Where there are
-        none (precision int8, an export without validation scores): None if ``missing_ok``, else an error."""
+        """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores: this
+        scorer's last ``calibrate`` (saved or not), else those threshold.json binds ('aeflow calibrate'), else
+        export's validation scores; where none (int8, an old export): None if ``missing_ok``, else an error."""
         if self.precision != "fp32":
             if missing_ok:
                 return None
