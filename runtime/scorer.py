@@ -83,6 +83,10 @@ class AnomalyScorer(Rebuildable):
             graph = None
         return Bound(self._session, True, graph, self.batch_size, self._threads)
 
+    def _run(self, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
+        """One call: float32 (or, bound, uint8) [b, 1, H, W] -> the named outputs (new arrays)."""
+        return self._bound.run(images, outputs) if self._bound else self._session.run(outputs, {"images": images})
+
     def score_source(self, source: ImageSource, on_batch: Callable[[int], None] | None = None,
                      on_reconstruction: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
                      ) -> np.ndarray:
@@ -97,14 +101,14 @@ class AnomalyScorer(Rebuildable):
         as_uint8 = on_reconstruction is None and self._bound is not None and self._bound.prep is not None
         for batch in source.batches(self.batch_size):
             if as_uint8 and batch.dtype == np.uint8:  # converted on the device by the PREP graph
-                *out, brightest = self._bound.run(batch.reshape(len(batch), 1, h, w), outputs + ["brightest"])
+                *out, brightest = self._run(outputs + ["brightest"], batch.reshape(len(batch), 1, h, w))
                 images, seen = None, np.full((len(batch), 1), brightest, dtype=np.float32)
             else:
                 if buffer is None and batch.dtype != np.float32:
                     buffer = np.empty((min(self.batch_size, source.n), 1, h, w), dtype=np.float32)
                 fits = buffer if buffer is not None and len(batch) <= len(buffer) else None
                 images = seen = to_float32(batch, name, offset, fits, image_shape=(h, w))
-                out = self._bound.run(images, outputs) if self._bound else self._session.run(outputs, {"images": images})
+                out = self._run(outputs, images)
             if not warned and (problem := scale_problem(seen, batch.dtype, name, offset)):
                 warnings.warn(problem, ScaleWarning, stacklevel=3)
                 warned = True
