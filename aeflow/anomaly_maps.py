@@ -65,20 +65,16 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
         canvas.paste(Image.fromarray(rgb, "RGB").resize((w, h), Image.NEAREST), (x0, top))
         draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
         draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
-    _colour_bar(canvas, draw, _PAD + 3 * (w + _PAD), top, h, vmax)
-    canvas.save(buf := io.BytesIO(), format="PNG")
-    return buf.getvalue()
-
-
-def _colour_bar(canvas, draw, x: int, top: int, height: int, vmax: float) -> None:
-    """The colour bar at (x, top): vmax at the top, 0 at the bottom, five labelled ticks."""
-    ramp = colorize(np.linspace(vmax, 0, height)[:, None].repeat(_BAR, axis=1), vmax)
+    x = _PAD + 3 * (w + _PAD)  # the colour bar: vmax at the top, 0 at the bottom, five labelled ticks
+    ramp = colorize(np.linspace(vmax, 0, h)[:, None].repeat(_BAR, axis=1), vmax)
     canvas.paste(Image.fromarray(ramp, "RGB"), (x, top))
-    draw.rectangle((x, top, x + _BAR - 1, top + height - 1), outline=_FG)
+    draw.rectangle((x, top, x + _BAR - 1, top + h - 1), outline=_FG)
     for j in range(5):
-        y = top + round((height - 1) * (1 - j / 4))
+        y = top + round((h - 1) * (1 - j / 4))
         draw.line((x + _BAR, y, x + _BAR + 4, y), fill=_FG)
         draw.text((x + _BAR + 6, y - 7), f"{vmax * j / 4:.3g}" + ("+" if j == 4 else ""), fill=_FG, font=_font(12))
+    canvas.save(buf := io.BytesIO(), format="PNG")
+    return buf.getvalue()
 
 
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,

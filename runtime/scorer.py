@@ -124,9 +124,7 @@ class AnomalyScorer(Rebuildable):
         """Anomaly scores (mean squared reconstruction error), float32 [N]; higher = more anomalous."""
         return self.score_source(self._source(x))
 
-    def decision_function(self, x) -> np.ndarray:
-        """``score`` under PyOD's name and sign (higher = more anomalous), float32 [N]."""
-        return self.score(x)
+    decision_function = score  # PyOD's name and sign (higher = more anomalous)
 
     def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
         """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores: this
