@@ -24,9 +24,9 @@ ZOOM = 8     # each image pixel is drawn as ZOOM x ZOOM screen pixels
 _PAD, _BAR, _BG, _FG = 12, 16, (255, 255, 255), (20, 20, 20)
 
 
-def colorize(values: np.ndarray, vmax: float = VMAX) -> np.ndarray:
-    """float [...] on the inferno map over [0, vmax] (clipped) -> uint8 RGB [..., 3]."""
-    t = np.clip(np.asarray(values, dtype=np.float64) / vmax, 0.0, 1.0) * (len(INFERNO) - 1)
+def colorize(values: np.ndarray) -> np.ndarray:
+    """float [...] on the inferno map over [0, VMAX] (clipped) -> uint8 RGB [..., 3]."""
+    t = np.clip(np.asarray(values, dtype=np.float64) / VMAX, 0.0, 1.0) * (len(INFERNO) - 1)
     lo = np.minimum(np.floor(t).astype(np.int64), len(INFERNO) - 2)
     frac = (t - lo)[..., None]
     rgb = INFERNO[lo] * (1 - frac) + INFERNO[lo + 1] * frac
@@ -47,8 +47,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str],
-              vmax: float = VMAX) -> bytes:
+def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, title: list[str]) -> bytes:
     """PNG bytes: ``image``, ``reconstruction`` (float [H, W] in [0, 1]) in grey and ``amap`` (float
     [H, W]) on the inferno scale with a colour bar, zoomed ``ZOOM`` times, under ``title``."""
     h, w = (ZOOM * k for k in np.shape(image)[-2:])
@@ -59,20 +58,20 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
     for i, line in enumerate(title):
         draw.text((_PAD, _PAD + i * line_h), line, fill=_FG, font=_font(14))
     tiles = [(_grey(image), "image"), (_grey(reconstruction), "reconstruction"),
-             (colorize(amap, vmax), "squared error per pixel")]
+             (colorize(amap), "squared error per pixel")]
     for k, (rgb, caption) in enumerate(tiles):
         x0 = _PAD + k * (w + _PAD)
         canvas.paste(Image.fromarray(rgb, "RGB").resize((w, h), Image.NEAREST), (x0, top))
         draw.rectangle((x0 - 1, top - 1, x0 + w, top + h), outline=(160, 160, 160))
         draw.text((x0, top - line_h), caption, fill=_FG, font=_font(12))
-    x = _PAD + 3 * (w + _PAD)  # the colour bar: vmax at the top, 0 at the bottom, five labelled ticks
-    ramp = colorize(np.linspace(vmax, 0, h)[:, None].repeat(_BAR, axis=1), vmax)
+    x = _PAD + 3 * (w + _PAD)  # the colour bar: VMAX at the top, 0 at the bottom, five labelled ticks
+    ramp = colorize(np.linspace(VMAX, 0, h)[:, None].repeat(_BAR, axis=1))
     canvas.paste(Image.fromarray(ramp, "RGB"), (x, top))
     draw.rectangle((x, top, x + _BAR - 1, top + h - 1), outline=_FG)
     for j in range(5):
         y = top + round((h - 1) * (1 - j / 4))
         draw.line((x + _BAR, y, x + _BAR + 4, y), fill=_FG)
-        draw.text((x + _BAR + 6, y - 7), f"{vmax * j / 4:.3g}" + ("+" if j == 4 else ""), fill=_FG, font=_font(12))
+        draw.text((x + _BAR + 6, y - 7), f"{VMAX * j / 4:.3g}" + ("+" if j == 4 else ""), fill=_FG, font=_font(12))
     canvas.save(buf := io.BytesIO(), format="PNG")
     return buf.getvalue()
 

@@ -50,13 +50,12 @@ def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
     return float((below.sum() + 0.5 * (not_above - below).sum()) / (a.size * b.size))
 
 
-def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float,
-                normal_set: str = "mnist-test") -> dict:
+def error_rates(normal_scores: np.ndarray, anomaly_scores: dict[str, np.ndarray], threshold: float) -> dict:
     """Type I error on the normal set (float [N]), type II error and AUROC per anomaly set (name ->
     float [M]), as threshold.json's ``evaluation`` records them: ``{"type_i": {"set", "n", "rate"},
     "type_ii": {name: {"n", "rate"}}, "auroc": {name: a}}``."""
     normal, sets = np.ravel(normal_scores), {name: np.ravel(s) for name, s in anomaly_scores.items()}
-    return {"type_i": {"set": normal_set, "n": int(normal.size), "rate": type_i_error(normal, threshold)},
+    return {"type_i": {"set": "mnist-test", "n": int(normal.size), "rate": type_i_error(normal, threshold)},
             "type_ii": {name: {"n": int(s.size), "rate": type_ii_error(s, threshold)} for name, s in sets.items()},
             "auroc": {name: auroc(normal, s) for name, s in sets.items()}}
 
