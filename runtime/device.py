@@ -72,13 +72,12 @@ class _Buffers:
         if share is not None:
             self.images, self.outputs, self.binding = share.images, share.outputs, share.binding
         else:
-            self.images, self.outputs = _zeros(shape, np.float32, device), {}
-            self.binding = session.io_binding()
+            self.images, self.binding = _zeros(shape, np.float32, device), session.io_binding()
             self.binding.bind_ortvalue_input(session.get_inputs()[0].name, self.images)
-            for out in session.get_outputs():  # symbolic dims (N) take the batch's length
-                dims = [d if isinstance(d, int) else shape[0] for d in out.shape]
-                self.outputs[out.name] = _zeros(dims, np.float32, device)
-                self.binding.bind_ortvalue_output(out.name, self.outputs[out.name])
+            self.outputs = {o.name: _zeros([d if isinstance(d, int) else shape[0] for d in o.shape], np.float32, device)
+                            for o in session.get_outputs()}  # symbolic dims (N) take the batch's length
+            for name, value in self.outputs.items():
+                self.binding.bind_ortvalue_output(name, value)
         self.input, self.prep, self.values = self.images, None, self.outputs
         if np.dtype(dtype) == np.uint8:
             self.input, self.prep = _zeros(shape, np.uint8, device), prep.io_binding()
@@ -103,8 +102,7 @@ class Bound:
     def _buffers(self, shape: tuple, dtype) -> _Buffers:
         cache = self._local.__dict__.setdefault("sets", {})
         key = (shape, np.dtype(dtype).str)
-        buffers = cache.pop(key, None)  # least recently used first
-        if buffers is None:
+        if (buffers := cache.pop(key, None)) is None:  # reinserted below: least recently used first
             if len(cache) >= _CACHED:
                 del cache[next(iter(cache))]
             buffers = _Buffers(self.session, self.prep, shape, dtype, self.device)
