@@ -24,8 +24,8 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
 
 
 def line_png(title: str, xlabel: str, ylabel: str, curves, log: bool = False, hist=None) -> bytes:
-    """PNG bytes of a titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] over
-    an optional histogram ``hist`` (values, keyword arguments of ``hist``), with a legend."""
+    """PNG bytes of a titled figure of ``curves`` [(x, y, ``plot`` keywords)] over an optional histogram ``hist``
+    (values, ``hist`` keywords), with a legend."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
     if hist is not None:
         ax.hist(hist[0], **hist[1])

@@ -25,10 +25,9 @@ QUICK = {"batch": 1 << 12, "host_images": 1 << 14, "samples": 10**6, "matmul": 1
 
 def _row(name: str, kind: str, per_s: list[float], unit: str, check=None, **extra) -> dict:
     """A row: the spread of ``per_s``, the ``extra`` fields and the check against the CPU, if any."""
-    row = {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
     if check is not None:
-        row["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
-    return row
+        extra["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
+    return {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
 
 
 def device_name() -> str:
@@ -41,8 +40,8 @@ def device_name() -> str:
 
 
 def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
-    """Device-to-device and host-to-device copies (GB/s) and a float32 MatMul n^3, TF32 off
-    (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
+    """Device-to-device and host-to-device copies (GB/s), a float32 MatMul n^3 with TF32 off (TFLOP/s), through
+    onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
     n, m = size["copy_bytes"] // 4, size["matmul"]
     src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
     host = np.ones(size["copy_bytes"], dtype=np.uint8)
@@ -75,9 +74,8 @@ def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[f
 
 def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda",
                  base: np.ndarray | None = None) -> list[dict]:
-    """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the
-    latency of one image, each checked against the CPU's scores of the demo images ``base``
-    (uint8 [M, H, W] of the run's size; None: the bundled 28x28 ones)."""
+    """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the latency of one
+    image, each checked against the CPU's scores of ``base`` (uint8 [M, H, W]; None: the bundled demo images)."""
     from aeflow.runtime.scorer import AnomalyScorer
 
     base = demo_images() if base is None else base
@@ -127,8 +125,8 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
 
 def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = None, verify: bool = True,
                    where: str = "cuda") -> dict:
-    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
-    ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
+    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``, ``sizes``,
+    ``repeats``, ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
     directory = artifacts_dir(artifacts)
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
     images = demo_images(directory, read_threshold(directory, verify).image_shape)  # the run's size, before any work
