@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from aeflow.analysis.timing import PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread
+from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread,
+                                    time_calls)
 from aeflow.progress import text_table
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
@@ -177,14 +177,11 @@ def sampling_rows(run: Run) -> list[dict]:
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
     methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
-    times = {name: [] for name in methods}
+    times = {}
     for name, fn in methods.items():
         run.progress(f"sampling, {name}")
-        fn(min(n, 10_000), 12345)  # warm-up
-        for seed in range(max(1, min(run.repeats, 3))):
-            t0 = time.perf_counter()
-            fn(n, seed)
-            times[name].append(time.perf_counter() - t0)
+        seeds = iter([12345, 0, 1, 2])  # the warm-up's, then a new seed (new targets) each repeat
+        times[name] = time_calls(lambda: fn(n, next(seeds)), min(run.repeats, 3))
     m = {name: float(np.median(t)) for name, t in times.items()}
     return [{"method": name, "n": n, "seconds": spread(t), "samples_per_s": n / m[name],
              "vs_homework": m[HOMEWORK] / m[name] if HOMEWORK in m else None, "x_forward": m[name] / m[FORWARD]}

@@ -72,13 +72,12 @@ def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[f
     return times, buffers.outputs[output].numpy().copy()
 
 
-def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda",
-                 base: np.ndarray | None = None) -> list[dict]:
+def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: bool,
+                 where: str = "cuda") -> list[dict]:
     """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the latency of one
-    image, each checked against the CPU's scores of ``base`` (uint8 [M, H, W]; None: the bundled demo images)."""
+    image, each checked against the CPU's scores of the demo images ``base`` (uint8 [M, H, W])."""
     from aeflow.runtime.scorer import AnomalyScorer
 
-    base = demo_images() if base is None else base
     flops = flops_per_image(base.shape[1:])
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
@@ -113,9 +112,8 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session = gpu._sampler_graph()
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
-    times, x = _resident(session, z, repeats, "x")
+    times, x = _resident(gpu._sampler_graph(), z, repeats, "x")
     head = z[:1 << 16]
     keep = ~in_intervals(head, gpu.metadata.sampler.float64_z_intervals)
     want = cpu._sampler_graph().run(None, {"z": head})[0]
@@ -131,7 +129,7 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
     images = demo_images(directory, read_threshold(directory, verify).image_shape)  # the run's size, before any work
     create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
-    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where, images)
+    rows = measure_limits(size, repeats, where) + scoring_rows(directory, images, size, repeats, verify, where)
     rows.append(sampler_row(directory, size, repeats, verify, where))
     best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
     for r in (r for r in rows if "median" in r):  # FLOP/s of the MatMul's limit, bytes/s of the copies'

@@ -113,19 +113,11 @@ def _mean_std(x: np.ndarray) -> dict:
     return {"mean": _mean(x), "std": float(np.std(x, dtype=np.float64, ddof=1))}
 
 
-def mixture_flow(sampler):
-    """``sampler`` where its flow.json describes a flow of the homework's mixture, else a one-line ``UsageError``."""
-    if "true_mixture_test" not in sampler.metadata.nll:
-        raise UsageError(f"{sampler.directory / FLOW_JSON}: this flow was fitted to your own values; the flow's "
-                         f"evaluation measures it against the homework's mixture, on which it was not trained")
-    return sampler
-
-
 def evaluate_flow(sampler, quiet: bool = False) -> tuple[dict, dict]:
-    """The flow (a ``FlowSampler``) as homework Problems 2 and 4 ask: NLL of its training and test data (regenerated
-    from flow.json) under the model and the true mixture, z on the training data, KL(data || model) over ``N_KL``
-    fresh points, ``N_SAMPLES`` samples (seed 0). Returns (JSON-ready summary, curves for the report's figures)."""
-    meta = mixture_flow(sampler).metadata  # checked by the contract: every field below is there, typed
+    """The flow (a ``FlowSampler`` of the mixture) as homework Problems 2 and 4 ask: NLL of its training and test
+    data (regenerated from flow.json) under the model and the true mixture, z on the training data, KL(data ||
+    model) over ``N_KL`` fresh points, ``N_SAMPLES`` samples (seed 0). Returns (JSON summary, the report's curves)."""
+    meta = sampler.metadata  # a flow of the mixture (``_flow_sampler``); the contract checked every field below
     n_train, n_test, train_seed = (meta.training[k] for k in ("n_train", "n_test", "seed"))
     with progress_bar(4, "evaluating flow", quiet) as bar:
         data = {"train": mixture_of_gaussians(n_train, train_seed), "test": mixture_of_gaussians(n_test, train_seed + 1)}
@@ -166,12 +158,17 @@ class Evaluation:
 
 
 def _flow_sampler(directory: Path, flow: bool | None, device: str, verify: bool):
-    """The run's ``FlowSampler`` where ``flow`` (None: where the run holds a flow of the mixture), else None."""
+    """The run's ``FlowSampler`` where ``flow`` (None: where the run holds a flow of the homework's mixture), else
+    None; a one-line ``UsageError`` for a flow fitted to other values."""
     from aeflow.runtime.sampler import FlowSampler
 
     if flow is None:
         flow = (directory / FLOW_JSON).is_file() and "true_mixture_test" in read_flow(directory, verify).nll
-    return mixture_flow(FlowSampler(directory, device=device, verify=verify, golden=verify)) if flow else None
+    sampler = FlowSampler(directory, device=device, verify=verify, golden=verify) if flow else None
+    if sampler is not None and "true_mixture_test" not in sampler.metadata.nll:  # export records it for one only
+        raise UsageError(f"{sampler.directory / FLOW_JSON}: this flow was fitted to your own values; the flow's "
+                         f"evaluation measures it against the homework's mixture, on which it was not trained")
+    return sampler
 
 
 def _notes(summary: dict) -> list[str]:

@@ -51,13 +51,9 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
             seconds: float) -> dict[str, dict]:
     """Every engine on the rotating ``buffers`` (float32 [batch, 1, H, W] each), warmed up, in ``repeats`` interleaved
     rounds of about ``seconds``: per engine ``{"images_per_s": spread, "p50_ms", "p99_ms", "calls"}``."""
-    batch, slowest = len(buffers[0]), 0.0
-    for fn in engines.values():
-        for x in buffers:  # warm-up; the last call, warm, sets how many calls a round makes
-            t0 = time.perf_counter()
-            fn(x)
-        slowest = max(slowest, time.perf_counter() - t0)
-    calls = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6))))
+    # a warm-up call, then a warm call of the slowest engine sets how many calls a round makes
+    slowest = max(time_calls(lambda: fn(buffers[-1]), 1)[0] for fn in engines.values())
+    calls, batch = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6)))), len(buffers[0])
     rates, latencies = {name: [] for name in engines}, {name: [] for name in engines}
     for r in range(repeats):
         for name, fn in engines.items():
