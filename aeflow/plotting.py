@@ -15,10 +15,10 @@ def pyplot(purpose: str = "plotting"):
     return plt
 
 
-def png_bytes(fig, dpi: int = 100) -> bytes:
+def png_bytes(fig) -> bytes:
     """Render a figure to PNG bytes and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     pyplot().close(fig)
     return buf.getvalue()
 

@@ -56,12 +56,10 @@ def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
     for name in "AB":
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where))
     binding.bind_ortvalue_output("Y", device._zeros([m, m], np.float32, where))
-    rates = lambda fn, work: [work / t for t in time_calls(fn, repeats)]  # noqa: E731
-    return [_row("device-to-device copy", "limit", rates(copy, 2 * size["copy_bytes"] / 1e9), "GB/s"),
-            _row("host-to-device copy (pageable)", "limit", rates(lambda: dst8.update_inplace(host), host.size / 1e9),
-                 "GB/s"),
-            _row(f"fp32 MatMul {m}^3, TF32 off", "limit",
-                 rates(lambda: session.run_with_iobinding(binding), 2 * m ** 3 / 1e12), "TFLOP/s")]
+    limits = (("device-to-device copy", copy, 2 * size["copy_bytes"] / 1e9, "GB/s"),
+              ("host-to-device copy (pageable)", lambda: dst8.update_inplace(host), host.size / 1e9, "GB/s"),
+              (f"fp32 MatMul {m}^3, TF32 off", lambda: session.run_with_iobinding(binding), 2e-12 * m ** 3, "TFLOP/s"))
+    return [_row(name, "limit", [work / t for t in time_calls(fn, repeats)], unit) for name, fn, work, unit in limits]
 
 
 def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[float], np.ndarray]:

@@ -35,29 +35,23 @@ class ImageSet:
     scores: np.ndarray | None = None
 
 
-def load_set(spec: str, data_dir=None, image_shape=(28, 28)) -> ImageSet:
-    """DATA: a data set name (``DATA_SET_NAMES``) or a path (IDX, .npy, .npz, PNG folder) of ``image_shape``
-    images; else ``UsageError``."""
-    if spec in DATA_SET_NAMES:
-        name, _, split = spec.rpartition("-")
-        origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
-        return ImageSet(spec, origin, load_images(name, split, data_dir))
-    path = Path(spec)
-    if not path.exists():
-        raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
-                         f"nor an existing file or folder")
-    from aeflow.runtime.inputs import read_images
-
-    return ImageSet(str(path), str(path), read_images([path], image_shape=image_shape)[0])
-
-
 def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28)) -> list[ImageSet]:
-    """The in-distribution set, then the anomaly sets (default: the homework's); a default set that cannot be had
-    fails with one line saying how to run offline."""
+    """The in-distribution set, then the anomaly sets (default: the homework's). DATA: a data set name
+    (``DATA_SET_NAMES``) or a path (IDX, .npy, .npz, PNG folder) of ``image_shape`` images, else ``UsageError``;
+    a default set that cannot be had fails with one line saying how to run offline."""
     sets = []
     for spec in (in_dist, *(anomalies or DEFAULT_ANOMALIES)):
+        if spec not in DATA_SET_NAMES:
+            if not (path := Path(spec)).exists():
+                raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
+                                 f"nor an existing file or folder")
+            from aeflow.runtime.inputs import read_images
+
+            sets.append(ImageSet(str(path), str(path), read_images([path], image_shape=image_shape)[0]))
+            continue
+        origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
         try:
-            sets.append(load_set(spec, data_dir, image_shape))
+            sets.append(ImageSet(spec, origin, load_images(*spec.rsplit("-", 1), data_dir)))
         except DataError as e:
             if anomalies or spec not in (DEFAULT_IN_DIST, *DEFAULT_ANOMALIES) or (not sets and data_dir is not None):
                 raise
@@ -191,7 +185,7 @@ def _notes(summary: dict) -> list[str]:
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
              data_dir=None, device: str = "auto", flow: bool | None = False, with_extremes: bool = False,
              verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
-    """Score ``in_dist`` and the anomaly sets (DATA, see ``load_set``): type I, type II and AUROC at the artifacts'
+    """Score ``in_dist`` and the anomaly sets (DATA, see ``load_sets``): type I, type II and AUROC at the artifacts'
     threshold and at the one giving ``target_type_i``; with ``flow`` also ``evaluate_flow`` (None: where the run
     holds a flow of the homework's mixture), with ``with_extremes`` the best and worst reconstructions."""
     from aeflow.runtime.calibration import threshold_origin

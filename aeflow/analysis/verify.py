@@ -3,7 +3,7 @@ differ) and, with torch and ae.pt/flow.pt (the sha256 export recorded), against 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ class Verification:
     provider: str
     golden: list[Comparison]
     checkpoints: list[Comparison] | None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str]
 
     @property
     def passed(self) -> bool:
