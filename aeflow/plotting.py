@@ -24,8 +24,7 @@ def png_bytes(fig) -> bytes:
 
 
 def line_png(title: str, xlabel: str, ylabel: str, curves, log: bool = False, hist=None) -> bytes:
-    """PNG bytes of a titled figure of ``curves`` [(x, y, ``plot`` keywords)] over an optional histogram ``hist``
-    (values, ``hist`` keywords), with a legend."""
+    """PNG bytes of ``curves`` [(x, y, ``plot`` keywords)] over an optional ``hist`` (values, ``hist`` keywords)."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
     if hist is not None:
         ax.hist(hist[0], **hist[1])

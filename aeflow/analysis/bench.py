@@ -223,8 +223,7 @@ def _call(what: str, cmd: list[str]) -> None:
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    """Seconds from a new process to its exit (warm file cache), the ratio to the floor every such
-    process pays and the goals met or not."""
+    """Seconds from a new process to its exit (warm file cache), the ratio to the floor and the goals met or not."""
     from PIL import Image
 
     script, d = Path(sys.executable).with_name("aeflow"), str(run.directory)

@@ -91,8 +91,7 @@ def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
 
 
 def kl_estimate(log_p_data: np.ndarray, log_p_model: np.ndarray) -> tuple[float, float]:
-    """Monte Carlo KL(data || model) from n >= 2 points drawn from the data (log densities float [n]):
-    ``(mean, std / sqrt(n))`` of the per-point differences."""
+    """Monte Carlo KL(data || model) from n >= 2 data points' log densities (float [n]): ``(mean, std / sqrt(n))``."""
     d = np.asarray(log_p_data, dtype=np.float64) - np.asarray(log_p_model, dtype=np.float64)
     if d.size < 2 or not np.all(np.isfinite(d)):
         raise ValueError("need at least two finite log-density differences")
@@ -142,8 +141,7 @@ def evaluate_flow(sampler, quiet: bool = False) -> tuple[dict, dict]:
 
 @dataclass
 class Evaluation:
-    """``summary`` (JSON-ready), the scored ``sets`` (in-distribution first), ``extremes`` per set name (empty
-    unless asked) and the flow's ``flow_curves`` (or None)."""
+    """``summary`` (JSON-ready), the scored ``sets`` (in-distribution first), ``extremes`` and ``flow_curves``."""
 
     summary: dict
     sets: list[ImageSet]

@@ -53,8 +53,7 @@ def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, a
 
 
 def roc_png(sets: list[tuple[str, np.ndarray]], aurocs: dict[str, float], threshold: float) -> bytes:
-    """ROC curves of each anomaly set against the first (linear and log false-positive axis), AUROC in the legend,
-    the artifacts' threshold marked on each curve."""
+    """ROC curves of each anomaly set against the first (linear and log x), AUROC in the legend, threshold marked."""
     fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.5))
     in_scores = sets[0][1]
     for name, s in sets[1:]:

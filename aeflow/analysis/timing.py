@@ -30,12 +30,12 @@ def spread(values) -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, gap: float = 0.0) -> dict[str, list[float]]:
-    """Seconds of each call of every function in ``fns``, in turn for ``repeats`` rounds after one untimed round
-    (warm caches); ``gap`` seconds of sleep before each call."""
+    """Seconds of each call of ``fns``, in turn for ``repeats`` rounds after an untimed one; ``gap`` s sleep first."""
     times = {name: [] for name in fns}
     for r in range(repeats + 1):
         for name, fn in fns.items():
-            time.sleep(gap)
+            if gap:
+                time.sleep(gap)
             t0 = time.perf_counter()
             fn()
             times[name] += [time.perf_counter() - t0] * (r > 0)
