@@ -75,11 +75,11 @@ def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
                 bar.update(len(s.images[i:i + SCORE_CHUNK]), s.name)
 
 
-def extremes(scorer, image_set: ImageSet, k: int = EXTREMES) -> dict:
-    """The ``k`` lowest- and highest-scoring images of a scored set: ``{"best"|"worst": {"index": int [k],
+def extremes(scorer, image_set: ImageSet) -> dict:
+    """The k = ``EXTREMES`` lowest- and highest-scoring images of a scored set: ``{"best"|"worst": {"index": int [k],
     "scores": float32 [k], "originals", "reconstructions", "maps": float32 [k, H, W]}}``."""
     order = np.argsort(image_set.scores, kind="stable")
-    k, out = min(k, len(order)), {}
+    k, out = min(EXTREMES, len(order)), {}
     for label, idx in (("best", order[:k]), ("worst", order[::-1][:k])):
         chunk = image_set.images[idx]
         originals = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk.astype(np.float32)
@@ -182,9 +182,9 @@ def _notes(summary: dict) -> list[str]:
 
 def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[str, ...] | None = None,
              data_dir=None, device: str = "auto", flow: bool | None = False, with_extremes: bool = False,
-             verify: bool = True, quiet: bool = False, target_type_i: float = TARGET_TYPE_I) -> Evaluation:
+             verify: bool = True, quiet: bool = False) -> Evaluation:
     """Score ``in_dist`` and the anomaly sets (DATA, see ``load_sets``): type I, type II and AUROC at the artifacts'
-    threshold and at the one giving ``target_type_i``; with ``flow`` also ``evaluate_flow`` (None: where the run
+    threshold and at the one giving ``TARGET_TYPE_I``; with ``flow`` also ``evaluate_flow`` (None: where the run
     holds a flow of the homework's mixture), with ``with_extremes`` the best and worst reconstructions."""
     from aeflow.runtime.calibration import threshold_origin
     from aeflow.runtime.scorer import AnomalyScorer
@@ -193,7 +193,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
     sampler = _flow_sampler(scorer.directory, flow, device, verify)
     score_sets(scorer, sets := load_sets(in_dist, anomalies, data_dir, scorer.image_shape), quiet)
     normal, anomaly_sets, meta = sets[0], sets[1:], scorer.metadata
-    t1 = metrics.threshold_for_type_i(normal.scores, target_type_i)
+    t1 = metrics.threshold_for_type_i(normal.scores, TARGET_TYPE_I)
     rates, at_t1 = (metrics.error_rates(normal.scores, {a.name: a.scores for a in anomaly_sets}, t)
                     for t in (scorer.threshold, t1))
     summary = {"artifacts": str(artifacts_dir(artifacts)), "provider": scorer.provider, "device_requested": device,
@@ -207,7 +207,7 @@ def evaluate(artifacts=None, in_dist: str = DEFAULT_IN_DIST, anomalies: tuple[st
                               "type_ii": rates["type_ii"][a.name]["rate"], "auroc": rates["auroc"][a.name],
                               "type_ii_at_target": at_t1["type_ii"][a.name]["rate"],
                               "mean_score": _mean(a.scores)} for a in anomaly_sets],
-               "at_target": {"type_i_target": float(target_type_i), "threshold": t1, "type_i": at_t1["type_i"]["rate"]},
+               "at_target": {"type_i_target": TARGET_TYPE_I, "threshold": t1, "type_i": at_t1["type_i"]["rate"]},
                "homework": HOMEWORK_REFERENCE, "flow": None}
     summary["notes"] = _notes(summary)
     result = Evaluation(summary, sets, {s.name: extremes(scorer, s) for s in sets} if with_extremes else {})

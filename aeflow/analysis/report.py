@@ -90,18 +90,18 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
     return png_bytes(fig)
 
 
-def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET) -> list[tuple[str, bytes]]:
-    """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the ``k``
-    highest-scoring images of one set (``evaluation.extremes``), worst first."""
+def worst_map_pngs(name: str, ext: dict, threshold: float) -> list[tuple[str, bytes]]:
+    """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the
+    ``MAPS_PER_SET`` highest-scoring images of one set (``evaluation.extremes``), worst first."""
     from aeflow.anomaly_maps import VMAX, describe, panel_png
 
     worst = ext["worst"]
-    normalized = metrics.normalized_scores(worst["scores"][:k], threshold)
+    normalized = metrics.normalized_scores(worst["scores"][:MAPS_PER_SET], threshold)
     return [(f"{name}, highest score no. {j + 1}: image {index}, its reconstruction and anomaly map (squared error "
              f"per pixel, colour scale 0 to {VMAX:g} on every map)", panel_png(
                  worst["originals"][j], worst["reconstructions"][j], worst["maps"][j],
                  describe(name, index, float(worst["scores"][j]), float(normalized[j]), threshold, None)))
-            for j, index in enumerate(worst["index"][:k].tolist())]
+            for j, index in enumerate(worst["index"][:MAPS_PER_SET].tolist())]
 
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
