@@ -15,17 +15,16 @@ def pyplot(purpose: str = "plotting"):
     return plt
 
 
-def png_bytes(fig, dpi: int = 100) -> bytes:
+def png_bytes(fig) -> bytes:
     """Render a figure to PNG bytes and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     pyplot().close(fig)
     return buf.getvalue()
 
 
 def line_png(title: str, xlabel: str, ylabel: str, curves, log: bool = False, hist=None) -> bytes:
-    """PNG bytes of a titled, labelled figure of ``curves`` [(x, y, keyword arguments of ``plot``)] over
-    an optional histogram ``hist`` (values, keyword arguments of ``hist``), with a legend."""
+    """PNG bytes of ``curves`` [(x, y, ``plot`` keywords)] over an optional ``hist`` (values, ``hist`` keywords)."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
     if hist is not None:
         ax.hist(hist[0], **hist[1])

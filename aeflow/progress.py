@@ -1,33 +1,30 @@
-"""What the commands show on a terminal: progress bars on stderr (only when stderr is a terminal and not
-``quiet``) and plain-text tables."""
+"""What the commands show on a terminal: progress bars on stderr (a terminal, not ``quiet``) and plain-text tables."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from types import SimpleNamespace
-from typing import Callable, Container, Iterator
+from typing import Container, Iterator
 
 import click
 
 
 @contextlib.contextmanager
-def progress_bar(length: int, label: str, quiet: bool = False,
-                 show: Callable[[object], str | None] | None = None) -> Iterator[object]:
-    """A ``click.progressbar`` of ``length`` steps on stderr, or a silent stand-in: call
-    ``bar.update(steps, item)``; ``show(item)`` gives the text after the bar (a running loss)."""
+def progress_bar(length: int, label: str, quiet: bool = False) -> Iterator[object]:
+    """A ``click.progressbar`` of ``length`` steps on stderr, or a silent stand-in: call ``bar.update(steps, item)``;
+    ``item`` (text: a running loss), if any, shows after the bar."""
     if quiet or not sys.stderr.isatty():
         yield SimpleNamespace(update=lambda n, current_item=None: None)
         return
-    with click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=show,
+    with click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=lambda item: item,
                            show_eta=True) as bar:
         yield bar
 
 
 def text_table(rows: list[list[str]], right: Container[int] = (), rule_before_last: bool = False) -> list[str]:
-    """Lines of a plain-text table of string cells (the first row: the headings), columns two spaces
-    apart, left-aligned but the column indexes in ``right``; a rule of dashes above the last row
-    (a total) with ``rule_before_last``."""
+    """Lines of a plain-text table of string cells (the first row: the headings), columns two spaces apart,
+    left-aligned but the column indexes in ``right``; a rule of dashes above the last row with ``rule_before_last``."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]

@@ -1,13 +1,9 @@
 #!/usr/bin/env python3
 """``make gpu-check``: prove aeflow's CUDA path on this machine and measure it, in one command.
 
-With an NVIDIA GPU and a Python that imports aeflow and onnxruntime-gpu (nothing installed, no
-network), each step runs in a child process started from the output folder (so a source checkout
-never shadows the installed aeflow): ``aeflow info``, ``aeflow verify``, pytest on the CUDA tests and
-``aeflow bench``, all with ``--device cuda``. It prints one table and writes env.json, one JSON per
-step (+ tests.xml) and summary.json under ``--out`` (default: a new temp folder); exit 0 when every
-step passed, else 1. Without an NVIDIA GPU: one line, exit 0, nothing run.
-"""
+``aeflow info``, ``verify``, pytest on the CUDA tests and ``bench``, all with ``--device cuda``, each in a child
+process started from ``--out`` (so a checkout never shadows the installed aeflow): one table, env.json, a JSON per
+step (+ tests.xml) and summary.json; exit 0 when every step passed. Without an NVIDIA GPU: one line, exit 0."""
 
 from __future__ import annotations
 
@@ -48,19 +44,11 @@ def run_step(args: list[str], out: Path, limit: float) -> tuple[int, str, str]:
         return 124, text[0], text[1] + f"\ntimed out after {limit:.0f} s"
 
 
-def detail_lines(name: str, doc: dict) -> list[tuple[str, str, str]]:
-    """(row, result, detail) per golden comparison of ``verify`` and per row of ``bench``."""
+def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
+    """Every step in turn within ``deadline`` (time.monotonic()): the table's rows (a step's, then one per golden
+    comparison of ``verify`` and per row of ``bench``) and the summary."""
     from aeflow.analysis.cuda_bench import row_cells
 
-    if name == "bench":
-        return [(f"bench: {row}", check, detail) for row, check, detail in map(row_cells, doc.get("rows", []))]
-    rows = doc.get("golden", []) + (doc.get("checkpoints") or []) if name == "verify" else []
-    return [(f"verify: {r['name']}", "ok" if r["passed"] else "FAIL", f"max abs diff {r['max_abs']:.2e} "
-             f"(tolerance {r['tolerance']}) on {doc.get('provider', '?')}") for r in rows]
-
-
-def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dict]:
-    """Every step in turn within ``deadline`` (time.monotonic()): the table's rows and the summary."""
     table, summary = [], {"out": str(out), "steps": {}}
     tests = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or library_errors_name_arguments",
              "--junitxml", str(out / "tests.xml"), *(str(REPO / "tests" / f) for f in TEST_FILES)]
@@ -82,7 +70,12 @@ def run_all(out: Path, deadline: float) -> tuple[list[tuple[str, str, str]], dic
             code = code or 1  # a row that disagrees with the CPU fails the check
         summary["steps"][name] = {"exit": code, "seconds": round(seconds, 1), "stderr_tail": stderr[-4000:]}
         table.append((name, "ok" if code == 0 else f"FAIL (exit {code})", f"{seconds:.1f} s  {detail}".rstrip()))
-        table += detail_lines(name, doc)
+        if name == "bench":
+            table += [(f"bench: {row}", check, detail) for row, check, detail in map(row_cells, doc.get("rows", []))]
+        elif name == "verify":
+            table += [(f"verify: {r['name']}", "ok" if r["passed"] else "FAIL", f"max abs diff {r['max_abs']:.2e} "
+                       f"(tolerance {r['tolerance']}) on {doc.get('provider', '?')}")
+                      for r in doc.get("golden", []) + (doc.get("checkpoints") or [])]
     return table, summary
 
 

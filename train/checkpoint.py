@@ -30,7 +30,7 @@ def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, conf
                              f"try a smaller learning rate")
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
-    with progress_bar(config.epochs, f"training {what}", quiet, show=lambda s: s) as bar:
+    with progress_bar(config.epochs, f"training {what}", quiet) as bar:
         for epoch in range(config.epochs):
             perm, losses = torch.randperm(len(x), generator=gen), []
             for b in range(0, len(x), config.batch_size):

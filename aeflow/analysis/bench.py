@@ -1,12 +1,6 @@
-"""``aeflow bench``: what the runtime costs, in one process, on the same inputs.
-
-Sections in order: the machine's GEMM limit; scoring per engine and batch size against that limit,
-with the peers a user would pick instead (PyTorch eager, OpenVINO on the same ae.onnx, float32
-forced, ``torch.compile`` in a child process under a time limit: ``python -m aeflow.analysis.bench
-DIR THREADS REPEATS SECONDS BATCH...``); sampling per method against the homework's bisection and
-one flow.onnx pass; scoring from files (.npy against PNGs); the cold start of a new process.
-Engines are warmed up and interleaved, inputs rotate; figures are medians with [min - max].
-"""
+"""``aeflow bench``: what the runtime costs, in one process, on the same inputs. Sections: the GEMM limit; scoring
+per engine and batch beside its peers (torch.compile in a child process: ``python -m aeflow.analysis.bench DIR
+THREADS REPEATS SECONDS BATCH...``); sampling; scoring from files; cold start. Figures: median [min - max]."""
 
 from __future__ import annotations
 
@@ -15,14 +9,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, input_buffers, interleaved,
-                                    measure, spread)
+from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread,
+                                    time_calls)
 from aeflow.progress import text_table
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
@@ -46,17 +39,14 @@ API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer
 
 
 class Run:
-    """The checked artifacts and the options (``repeats``: None is 5, quick 2; ``threads``: None is
-    the CPUs this process may use; ``quick``: smaller sizes, no torch.compile), PyTorch's scorer and
-    the homework's sampler where they can load, the results so far, and the notes and providers the
-    sections add."""
+    """The checked artifacts, the options (``repeats`` None: 5, quick 2; ``threads`` None: the CPUs this process may
+    use), PyTorch's scorer and the homework's sampler where they load, and the results, notes and providers so far."""
 
     def __init__(self, artifacts, device: str, repeats: int | None, threads: int | None, verify: bool, quick: bool,
                  progress: Callable[[str], None]):
         self.directory = artifacts_dir(artifacts)
         self.meta = read_threshold(self.directory, verify)
         self.images = demo_images(self.directory, self.meta.image_shape)  # the run's size; refused before any work
-        self.flops = flops_per_image(self.meta.image_shape)
         self.device, self.verify, self.quick, self.progress = device, verify, quick, progress
         self.repeats = repeats or (2 if quick else 5)
         self.threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
@@ -80,33 +70,16 @@ def _ort(session) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(["score"], {"images": x})[0]
 
 
-def openvino_engine(onnx_path: Path, threads: int, notes: list[str]) -> Callable[[np.ndarray], np.ndarray] | None:
-    """OpenVINO's CPU plugin on ``onnx_path`` (float32 [N, 1, H, W] -> score float32 [N]), or None
-    with a note when ``openvino`` is not installed or cannot compile the graph."""
-    try:
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
-            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
-    except ImportError:
-        notes.append("openvino is not installed (pip install 'aeflow[bench]'): no OpenVINO row")
-        return None
-    except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
-        notes.append(f"OpenVINO could not compile {onnx_path.name} ({str(e).strip().splitlines()[0][:120]}): no row")
-        return None
-    request, score = compiled.create_infer_request(), compiled.output("score")
-    notes.append(f"{OPENVINO}: OpenVINO {ov.get_version().split('-')[0]} CPU plugin, f32 hint, {threads} threads")
-    return lambda x: request.infer({"images": x})[score]
-
-
 def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds: float, peers: tuple[str, ...],
                progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """``measure``'s figures per batch and engine on ``images`` (uint8 [M, H, W]), the ``peers``' largest score
-    difference to ort-fp32, and images/s over torch-eager's (``vs_torch``) and ort-fp32's (``vs_fp32``)."""
+    """``measure``'s figures per batch and engine on ``images`` (uint8 [M, H, W], drawn into 3 rotating buffers), the
+    ``peers``' largest score difference to ort-fp32, images/s over torch-eager's and ort-fp32's (``vs_*``)."""
     rows = []
     for batch in batches:
         progress(f"scoring, batch {batch}")
-        buffers = input_buffers(images, batch)
+        rng = np.random.default_rng(batch)
+        buffers = [(images[rng.integers(0, len(images), batch)][:, None] / np.float32(255)).astype(np.float32)
+                   for _ in range(3)]
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
         times = measure(engines, buffers, repeats, seconds)
@@ -118,25 +91,9 @@ def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds
     return rows
 
 
-def _child(directory: Path, threads: int, repeats: int, seconds: float, batches: list[int]) -> None:
-    """Print the torch-compile rows as JSON (timed beside PyTorch eager and onnxruntime float32)."""
-    import torch
-
-    from aeflow.export import reference
-
-    reference.set_threads(threads)
-    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"),
-               TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
-               FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
-    images = demo_images(directory, read_threshold(directory, False).image_shape)
-    rows = timed_rows(engines, images, batches, repeats, seconds, (TORCH_COMPILE,))
-    print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))
-
-
 def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, seconds: float, notes: list[str],
                        timeout: float = COMPILE_TIMEOUT_S) -> list[dict]:
-    """torch-compile rows from the child process, or [] with a note when compiling fails or the
-    child runs past ``timeout`` seconds."""
+    """torch-compile rows from the child process, or [] with a note when it fails or runs past ``timeout`` s."""
     cmd = [sys.executable, "-m", "aeflow.analysis.bench", str(directory), str(threads), str(repeats), str(seconds),
            *map(str, batches)]
     try:
@@ -154,7 +111,7 @@ def torch_compile_rows(directory: Path, threads: int, batches, repeats: int, sec
 
 
 def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """The scoring engines: float32 [N, 1, H, W] -> score float32 [N]."""
+    """The scoring engines, float32 [N, 1, H, W] -> score float32 [N]; a note for each one missing."""
     engines = {TORCH: run.torch_score} if run.torch_score else {}
     if run.meta.int8 is None:
         run.notes.append("threshold.json names no int8 graph (export with --quantize int8): no ort-int8 rows")
@@ -162,19 +119,33 @@ def _engines(run: Run) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         session = load_graph(run.directory, run.meta, which, run.device, run.threads, run.torch_score is None,
                              run.verify, run.verify)
         run.providers[name], engines[name] = provider_of(session), _ort(session)
-    if openvino := openvino_engine(graph_path(run.directory, run.meta, "ae", run.verify), run.threads, run.notes):
-        engines[OPENVINO] = openvino
+    onnx = graph_path(run.directory, run.meta, "ae", run.verify)
+    try:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(onnx), "CPU", {"INFERENCE_NUM_THREADS": int(run.threads),
+                                                              "INFERENCE_PRECISION_HINT": "f32",
+                                                              "PERFORMANCE_HINT": "LATENCY"})
+    except ImportError:
+        run.notes.append("openvino is not installed (pip install 'aeflow[bench]'): no OpenVINO row")
+    except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
+        run.notes.append(f"OpenVINO could not compile {onnx.name} ({str(e).strip().splitlines()[0][:120]}): no row")
+    else:
+        request, score = compiled.create_infer_request(), compiled.output("score")
+        engines[OPENVINO] = lambda x: request.infer({"images": x})[score]
+        run.notes.append(f"{OPENVINO}: OpenVINO {ov.get_version().split('-')[0]} CPU plugin, f32 hint, "
+                         f"{run.threads} threads")
     if run.torch_score:
-        spin = load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify, False)
-        engines[FP32_SPIN] = _ort(spin)
+        engines[FP32_SPIN] = _ort(load_graph(run.directory, run.meta, "ae", run.device, run.threads, True, run.verify,
+                                             False))
         run.notes.append(f"{FP32} and {INT8} run with onnxruntime's thread spinning off, as torch shares the "
                          f"process; {FP32_SPIN} is {FP32} with spinning on, as `aeflow score` runs it")
     return engines
 
 
 def scoring_rows(run: Run) -> list[dict]:
-    """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best
-    repeat), ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
+    """images/s per engine and batch, GFLOP/s, share of the GEMM limit of its precision (the best repeat),
+    ratios to torch and ort-fp32, the peers' largest score difference to ort-fp32."""
     rows = timed_rows(_engines(run), run.images, BATCHES, run.repeats, run.seconds_per_repeat, (TORCH, OPENVINO),
                       run.progress)
     if run.torch_score and run.quick:
@@ -184,14 +155,14 @@ def scoring_rows(run: Run) -> list[dict]:
         rows += torch_compile_rows(run.directory, run.threads, BATCHES, run.repeats, run.seconds_per_repeat, run.notes)
     best = {p: max(x["gflops"]["max"] for x in run.results["limit"] if x["precision"] == p) for p in ("fp32", "int8")}
     for r in rows:
-        r["gflops"] = r["images_per_s"]["median"] * run.flops / 1e9
+        r["gflops"] = r["images_per_s"]["median"] * flops_per_image(run.meta.image_shape) / 1e9
         r["share_of_limit"] = r["gflops"] / best["int8" if r["engine"] == INT8 else "fp32"]
     return sorted(rows, key=lambda r: r["batch"])
 
 
 def sampling_rows(run: Run) -> list[dict]:
-    """Seconds for ``n_samples`` samples per method (the homework's where PyTorch is installed),
-    one flow.onnx pass over as many points and drawing the z's; ratios to the homework and the pass."""
+    """Seconds for ``n_samples`` samples per method (and the homework's), one flow.onnx pass over as many
+    points and drawing the z's, a new seed each repeat; ratios to the homework and to the pass."""
     from aeflow.runtime.sampler import FlowSampler
 
     if not (run.directory / contract.FLOW_JSON).exists():  # a detector alone (export writes what the run held)
@@ -206,14 +177,11 @@ def sampling_rows(run: Run) -> list[dict]:
     methods |= {f"ort-{m}": (lambda k, seed, m=m: sampler.sample(k, seed=seed, method=m)) for m in sampler.methods}
     methods |= {FORWARD: lambda k, seed: flow.run(None, {"x": x[:k]}),
                 DRAW_Z: lambda k, seed: sampler.draw_z(np.random.default_rng(seed), k)}
-    times = {name: [] for name in methods}
+    times = {}
     for name, fn in methods.items():
         run.progress(f"sampling, {name}")
-        fn(min(n, 10_000), 12345)  # warm-up
-        for seed in range(max(1, min(run.repeats, 3))):  # a new seed each repeat: new targets
-            t0 = time.perf_counter()
-            fn(n, seed)
-            times[name].append(time.perf_counter() - t0)
+        seeds = iter([12345, 0, 1, 2])  # the warm-up's, then a new seed (new targets) each repeat
+        times[name] = time_calls(lambda: fn(n, next(seeds)), min(run.repeats, 3))
     m = {name: float(np.median(t)) for name, t in times.items()}
     return [{"method": name, "n": n, "seconds": spread(t), "samples_per_s": n / m[name],
              "vs_homework": m[HOMEWORK] / m[name] if HOMEWORK in m else None, "x_forward": m[name] / m[FORWARD]}
@@ -221,15 +189,15 @@ def sampling_rows(run: Run) -> list[dict]:
 
 
 def files_rows(run: Run) -> list[dict]:
-    """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as
-    ``aeflow score`` does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
+    """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as ``aeflow score``
+    does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
     from PIL import Image
 
     from aeflow.runtime.inputs import open_source
     from aeflow.runtime.scorer import AnomalyScorer
 
-    n, base = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES, run.images
-    images = base[np.arange(n) % len(base)]
+    n = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES
+    images = run.images[np.arange(n) % len(run.images)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
 
     def score(path: Path) -> None:
@@ -255,16 +223,15 @@ def _call(what: str, cmd: list[str]) -> None:
 
 
 def cold_start_rows(run: Run) -> list[dict]:
-    """Seconds from a new process to its exit, each command interleaved after one untimed round
-    (warm file cache), with the ratio to the floor every such process pays and the goals met or not."""
+    """Seconds from a new process to its exit (warm file cache), the ratio to the floor and the goals met or not."""
     from PIL import Image
 
-    script, image, d = Path(sys.executable).with_name("aeflow"), run.images[0], str(run.directory)
+    script, d = Path(sys.executable).with_name("aeflow"), str(run.directory)
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
         png, npy = Path(tmp) / "one.png", Path(tmp) / "one.npy"
-        Image.fromarray(image).save(png)
-        np.save(npy, image[None])
+        Image.fromarray(run.images[0]).save(png)
+        np.save(npy, run.images[:1])
         commands = {FLOOR: [sys.executable, "-c", "import numpy, onnxruntime"], HELP: [*aeflow, "--help"],
                     SCORE_PNG: [*aeflow, "score", str(png), "--artifacts", d],
                     API: [sys.executable, "-c", API_SCRIPT, d, str(npy)]}
@@ -307,8 +274,7 @@ def run_bench(artifacts=None, device: str = "auto", repeats: int | None = None, 
     run = Run(artifacts, device, repeats, threads, verify, quick, progress)
     load = os.getloadavg()
     progress("limit")
-    size = QUICK_LIMIT_SIZE if quick else LIMIT_SIZE
-    run.results["limit"] = gemm_limits(size, run.threads, max(1, min(run.repeats, 5)))
+    run.results["limit"] = gemm_limits(QUICK_LIMIT_SIZE if quick else LIMIT_SIZE, run.threads, min(run.repeats, 5))
     for key, rows in (("scoring", scoring_rows), ("sampling", sampling_rows), ("files", files_rows),
                       ("cold_start", cold_start_rows)):
         progress(key.replace("_", " "))
@@ -334,13 +300,23 @@ def format_table(result: dict) -> str:
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
+    mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
     for key, title, columns in TABLES:
         cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
-        mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
-        numeric = tuple(i for i, c in enumerate(columns) if c[2] != "s")
-        lines += ["", title.format(mflop=mflop), *text_table(cells, numeric)]
+        lines += ["", title.format(mflop=mflop), *text_table(cells, [i for i, c in enumerate(columns) if c[2] != "s"])]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 
 
-if __name__ == "__main__":  # the torch.compile child process (``torch_compile_rows``)
-    _child(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), [int(b) for b in sys.argv[5:]])
+if __name__ == "__main__":  # the torch.compile child (``torch_compile_rows``): its rows as JSON, beside eager and fp32
+    import torch
+
+    from aeflow.export import reference
+
+    directory, threads = Path(sys.argv[1]), int(sys.argv[2])
+    reference.set_threads(threads)
+    engines = {TORCH: reference.autoencoder_scorer(directory / "ae.pt"),
+               TORCH_COMPILE: reference.autoencoder_scorer(directory / "ae.pt", compiled=True),
+               FP32: _ort(create_session(directory / "ae.onnx", "cpu", threads, spinning=False))}
+    rows = timed_rows(engines, demo_images(directory, read_threshold(directory, False).image_shape),
+                      [int(b) for b in sys.argv[5:]], int(sys.argv[3]), float(sys.argv[4]), (TORCH_COMPILE,))
+    print(json.dumps({"rows": [r for r in rows if r["engine"] == TORCH_COMPILE], "torch": torch.__version__}))

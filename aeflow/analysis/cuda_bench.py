@@ -25,10 +25,9 @@ QUICK = {"batch": 1 << 12, "host_images": 1 << 14, "samples": 10**6, "matmul": 1
 
 def _row(name: str, kind: str, per_s: list[float], unit: str, check=None, **extra) -> dict:
     """A row: the spread of ``per_s``, the ``extra`` fields and the check against the CPU, if any."""
-    row = {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
     if check is not None:
-        row["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
-    return row
+        extra["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
+    return {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
 
 
 def device_name() -> str:
@@ -41,8 +40,8 @@ def device_name() -> str:
 
 
 def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
-    """Device-to-device and host-to-device copies (GB/s) and a float32 MatMul n^3, TF32 off
-    (TFLOP/s), through onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
+    """Device-to-device and host-to-device copies (GB/s), a float32 MatMul n^3 with TF32 off (TFLOP/s), through
+    onnxruntime's provider for ``where`` ("cuda"; "cpu" in the tests)."""
     n, m = size["copy_bytes"] // 4, size["matmul"]
     src, dst, tiny = (device._zeros([k], np.float32, where) for k in (n, n, 1))
     host = np.ones(size["copy_bytes"], dtype=np.uint8)
@@ -57,12 +56,10 @@ def measure_limits(size: dict, repeats: int, where: str = "cuda") -> list[dict]:
     for name in "AB":
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rng.random((m, m), dtype=np.float32), where))
     binding.bind_ortvalue_output("Y", device._zeros([m, m], np.float32, where))
-    rates = lambda fn, work: [work / t for t in time_calls(fn, repeats)]  # noqa: E731
-    return [_row("device-to-device copy", "limit", rates(copy, 2 * size["copy_bytes"] / 1e9), "GB/s"),
-            _row("host-to-device copy (pageable)", "limit", rates(lambda: dst8.update_inplace(host), host.size / 1e9),
-                 "GB/s"),
-            _row(f"fp32 MatMul {m}^3, TF32 off", "limit",
-                 rates(lambda: session.run_with_iobinding(binding), 2 * m ** 3 / 1e12), "TFLOP/s")]
+    limits = (("device-to-device copy", copy, 2 * size["copy_bytes"] / 1e9, "GB/s"),
+              ("host-to-device copy (pageable)", lambda: dst8.update_inplace(host), host.size / 1e9, "GB/s"),
+              (f"fp32 MatMul {m}^3, TF32 off", lambda: session.run_with_iobinding(binding), 2e-12 * m ** 3, "TFLOP/s"))
+    return [_row(name, "limit", [work / t for t in time_calls(fn, repeats)], unit) for name, fn, work, unit in limits]
 
 
 def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[float], np.ndarray]:
@@ -73,14 +70,12 @@ def _resident(session, x: np.ndarray, repeats: int, output: str) -> tuple[list[f
     return times, buffers.outputs[output].numpy().copy()
 
 
-def scoring_rows(directory, size: dict, repeats: int, verify: bool, where: str = "cuda",
-                 base: np.ndarray | None = None) -> list[dict]:
-    """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the
-    latency of one image, each checked against the CPU's scores of the demo images ``base``
-    (uint8 [M, H, W] of the run's size; None: the bundled 28x28 ones)."""
+def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: bool,
+                 where: str = "cuda") -> list[dict]:
+    """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the latency of one
+    image, each checked against the CPU's scores of the demo images ``base`` (uint8 [M, H, W])."""
     from aeflow.runtime.scorer import AnomalyScorer
 
-    base = demo_images() if base is None else base
     flops = flops_per_image(base.shape[1:])
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
@@ -115,9 +110,8 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
     from aeflow.runtime.sampler import FlowSampler
 
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
-    session = gpu._sampler_graph()
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
-    times, x = _resident(session, z, repeats, "x")
+    times, x = _resident(gpu._sampler_graph(), z, repeats, "x")
     head = z[:1 << 16]
     keep = ~in_intervals(head, gpu.metadata.sampler.float64_z_intervals)
     want = cpu._sampler_graph().run(None, {"z": head})[0]
@@ -127,13 +121,13 @@ def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = 
 
 def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = None, verify: bool = True,
                    where: str = "cuda") -> dict:
-    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``,
-    ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
+    """Every CUDA row (``DeviceError`` where CUDA does not run): ``device``, ``onnxruntime``, ``sizes``,
+    ``repeats``, ``rows`` (name, kind, unit, median/min/max, shares of the limits, target, check)."""
     directory = artifacts_dir(artifacts)
     size, repeats = (QUICK if quick else FULL), repeats or (3 if quick else 7)
     images = demo_images(directory, read_threshold(directory, verify).image_shape)  # the run's size, before any work
     create_session(device.PREP, where)  # strict: one DeviceError line where CUDA cannot run
-    rows = measure_limits(size, repeats, where) + scoring_rows(directory, size, repeats, verify, where, images)
+    rows = measure_limits(size, repeats, where) + scoring_rows(directory, images, size, repeats, verify, where)
     rows.append(sampler_row(directory, size, repeats, verify, where))
     best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
     for r in (r for r in rows if "median" in r):  # FLOP/s of the MatMul's limit, bytes/s of the copies'

@@ -25,8 +25,7 @@ TRAINING_PNGS = (("ae_loss.png", "Autoencoder training loss (from the artifacts)
 
 
 def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
-    """A log x axis labelled in plain numbers at ``subs`` times the powers of ten, minor ticks
-    unlabelled (matplotlib's labels overlap on short ranges)."""
+    """A log x axis labelled in plain numbers at ``subs`` times the powers of ten, minor ticks unlabelled."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
@@ -36,8 +35,8 @@ def _log_x(ax, subs=(1.0, 2.0, 5.0)) -> None:
 
 
 def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, at: dict) -> bytes:
-    """Each set's scores (``(name, float [N])``, in-distribution first) on log-spaced bins, with the
-    artifacts' threshold and the one for ``at["type_i_target"]`` (``at["threshold"]``) as lines."""
+    """Each set's scores (``(name, float [N])``, in-distribution first) on log-spaced bins, the artifacts' threshold
+    and the one for ``at["type_i_target"]`` (``at["threshold"]``) as lines."""
     fig, ax = pyplot().subplots(figsize=(8, 4.5))
     ax.set(title="Anomaly scores (reconstruction MSE) per set", xlabel="score (log scale)", ylabel="density")
     positive = np.concatenate([s[s > 0] for _, s in sets] + [np.array([threshold])])
@@ -54,8 +53,7 @@ def score_histograms_png(sets: list[tuple[str, np.ndarray]], threshold: float, a
 
 
 def roc_png(sets: list[tuple[str, np.ndarray]], aurocs: dict[str, float], threshold: float) -> bytes:
-    """ROC curves of each anomaly set against the first set (linear and log false-positive axis),
-    AUROC in the legend, the artifacts' threshold marked on each curve."""
+    """ROC curves of each anomaly set against the first (linear and log x), AUROC in the legend, threshold marked."""
     fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.5))
     in_scores = sets[0][1]
     for name, s in sets[1:]:
@@ -74,8 +72,8 @@ def roc_png(sets: list[tuple[str, np.ndarray]], aurocs: dict[str, float], thresh
 
 
 def reconstructions_png(name: str, ext: dict) -> bytes:
-    """One set's lowest-scoring images (rows 1-2: originals above reconstructions) and highest
-    (rows 3-4), each titled with its score (``evaluation.extremes``)."""
+    """One set's lowest-scoring images (rows 1-2: originals above reconstructions) and highest (rows 3-4), each
+    titled with its score (``evaluation.extremes``)."""
     k = len(ext["best"]["scores"])
     fig, axes = pyplot().subplots(4, k, figsize=(1.3 * k, 6.2), squeeze=False)
     for block, label in ((0, "best"), (2, "worst")):
@@ -92,22 +90,18 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
     return png_bytes(fig)
 
 
-def worst_map_pngs(name: str, ext: dict, threshold: float, k: int = MAPS_PER_SET) -> list[tuple[str, bytes]]:
-    """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of
-    the ``k`` highest-scoring images of one set (``evaluation.extremes``), worst first."""
+def worst_map_pngs(name: str, ext: dict, threshold: float) -> list[tuple[str, bytes]]:
+    """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the
+    ``MAPS_PER_SET`` highest-scoring images of one set (``evaluation.extremes``), worst first."""
     from aeflow.anomaly_maps import VMAX, describe, panel_png
 
     worst = ext["worst"]
-    k = min(k, len(worst["scores"]))
-    normalized = metrics.normalized_scores(worst["scores"][:k], threshold)
-    out = []
-    for j in range(k):
-        index, score = int(worst["index"][j]), float(worst["scores"][j])
-        title = describe(name, index, score, float(normalized[j]), threshold, None)
-        out.append((f"{name}, highest score no. {j + 1}: image {index}, its reconstruction and anomaly map "
-                    f"(squared error per pixel, colour scale 0 to {VMAX:g} on every map)",
-                    panel_png(worst["originals"][j], worst["reconstructions"][j], worst["maps"][j], title)))
-    return out
+    normalized = metrics.normalized_scores(worst["scores"][:MAPS_PER_SET], threshold)
+    return [(f"{name}, highest score no. {j + 1}: image {index}, its reconstruction and anomaly map (squared error "
+             f"per pixel, colour scale 0 to {VMAX:g} on every map)", panel_png(
+                 worst["originals"][j], worst["reconstructions"][j], worst["maps"][j],
+                 describe(name, index, float(worst["scores"][j]), float(normalized[j]), threshold, None)))
+            for j, index in enumerate(worst["index"][:MAPS_PER_SET].tolist())]
 
 
 def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
@@ -137,31 +131,17 @@ def flow_pngs(curves: dict, summary: dict) -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def _img(data: bytes, caption: str) -> str:
-    uri, caption = "data:image/png;base64," + base64.b64encode(data).decode("ascii"), html.escape(caption)
-    return f'<figure><img src="{uri}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
-
-def _table(rows: list[tuple[str, str, str]]) -> str:
-    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)  # noqa: E731
-    return "<table>" + "".join(f"<tr>{cells(r, 'td' if i else 'th')}</tr>" for i, r in
-                               enumerate([("metric", "this run", "homework"), *rows])) + "</table>"
-
-
 _CSS = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
         "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:90%}"
         ".note{background:#fff7e0;padding:6px 10px;border-left:4px solid #e0a000}")
+FIGURE = '<figure><img src="data:image/png;base64,{}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
 
-def write_report(directory: str | os.PathLike, result) -> Path:
-    """Write ``report.html`` (self-contained), every figure as a PNG and ``evaluation.json`` of an
-    ``evaluation.Evaluation`` into ``directory`` (created if missing), through a staging folder
-    beside it: after an error or Ctrl-C no file of the report is there. Returns the HTML path."""
-    pyplot("--report")  # one line when matplotlib is missing
-    directory, summary = Path(directory), result.summary
-    rows, threshold = table_rows(summary), summary["threshold"]["value"]
-    sets = [(s.name, s.scores) for s in result.sets]
+def _figures(result) -> list[tuple[str, str, bytes]]:
+    """``(file name, caption, PNG bytes)`` of every figure of an ``evaluation.Evaluation``, in page order."""
+    summary, sets = result.summary, [(s.name, s.scores) for s in result.sets]
+    threshold = summary["threshold"]["value"]
     figures = [("scores.png", "Score histograms; solid line: the artifacts' threshold",
                 score_histograms_png(sets, threshold, summary["at_target"])),
                ("roc.png", "ROC curves; dots: the artifacts' threshold",
@@ -176,23 +156,27 @@ def write_report(directory: str | os.PathLike, result) -> Path:
             figures.append((file_name, caption, path.read_bytes()))
     if result.flow_curves is not None:
         figures += [(k, cap, data) for k, (cap, data) in flow_pngs(result.flow_curves, summary["flow"]).items()]
+    return figures
+
+
+def write_report(directory: str | os.PathLike, result) -> Path:
+    """Write ``report.html``, every figure as a PNG and ``evaluation.json`` of an ``evaluation.Evaluation`` into
+    ``directory`` (created if missing) through a staging folder: after an error or Ctrl-C no file of the report is
+    there. Returns the HTML path."""
+    directory, summary, figures = Path(directory), result.summary, _figures(result)
+    rows = [("metric", "this run", "homework"), *table_rows(summary)]
+    body = "<table>" + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
+                               for t, row in zip(["th"] + ["td"] * len(rows), rows)) + "</table>"
+    body += "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary["notes"])
+    body += "".join(FIGURE.format(base64.b64encode(data).decode("ascii"), caption=html.escape(caption))
+                    for _, caption, data in figures)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title><style>{_CSS}</style>"
+            f"</head><body><h1>aeflow evaluation</h1><p>Artifacts {html.escape(str(summary['artifacts']))}, run on "
+            f"{html.escape(str(summary['provider']))}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>{body}"
+            "</body></html>\n")
     with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:
-        _write_files(staging, figures, summary, rows)
+        for file_name, _, data in figures:
+            write_bytes_atomic(staging / file_name, data, replace=True)
+        write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
+        write_text_atomic(staging / REPORT_HTML, page, replace=True)
     return directory / REPORT_HTML
-
-
-def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: dict,
-                 rows: list[tuple[str, str, str]]) -> None:
-    for file_name, _, data in figures:
-        write_bytes_atomic(staging / file_name, data, replace=True)
-    write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary["notes"])
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title>"
-            f"<style>{_CSS}</style></head><body><h1>aeflow evaluation</h1>"
-            f"<p>Artifacts {html.escape(str(summary['artifacts']))}, run on "
-            f"{html.escape(str(summary['provider']))}, {stamp}.</p>"
-            f"{_table(rows)}{notes}"
-            + "".join(_img(data, caption) for _, caption, data in figures)
-            + "</body></html>\n")
-    write_text_atomic(staging / REPORT_HTML, page, replace=True)

@@ -1,5 +1,4 @@
-"""What the ``aeflow bench`` sections share (CPU and CUDA): the timing loops, the spread of
-repeats, the CPU's vector ISA and the machine's own GEMM limit."""
+"""What the ``aeflow bench`` sections share (CPU and CUDA): timing loops, spreads, the CPU's ISA, the GEMM limit."""
 
 from __future__ import annotations
 
@@ -12,13 +11,11 @@ import numpy as np
 from aeflow.runtime.device import FLOAT, UINT8, tiny_model
 from aeflow.runtime.providers import create_session
 
-BUFFERS = 3  # distinct inputs in rotation, so no timing measures a cache holding one input
 PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
 
 
 def flops_per_image(image_shape=(28, 28)) -> int:
-    """Multiply-adds of the autoencoder's six layers for images of ``image_shape`` (H, W), two FLOPs
-    each (the elementwise tail is left out)."""
+    """FLOPs of the autoencoder's six layers (two a multiply-add; the elementwise tail left out) for (H, W) images."""
     pixels = int(np.prod(image_shape))
     return 2 * (pixels * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * pixels)
 
@@ -33,8 +30,7 @@ def spread(values) -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, gap: float = 0.0) -> dict[str, list[float]]:
-    """Seconds of each call of every function in ``fns``, called in turn for ``repeats`` rounds after
-    one untimed round (warm caches); ``gap`` seconds of sleep before each call."""
+    """Seconds of each call of ``fns``, in turn for ``repeats`` rounds after an untimed one; ``gap`` s sleep first."""
     times = {name: [] for name in fns}
     for r in range(repeats + 1):
         for name, fn in fns.items():
@@ -51,25 +47,13 @@ def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
     return interleaved({"": fn}, repeats)[""]
 
 
-def input_buffers(images: np.ndarray, batch: int, n: int = BUFFERS, seed: int = 0) -> list[np.ndarray]:
-    """``n`` distinct float32 [batch, 1, H, W] buffers in [0, 1], drawn with replacement from uint8
-    ``images`` [M, H, W]."""
-    rng = np.random.default_rng(seed + batch)
-    return [(images[rng.integers(0, len(images), batch)][:, None] / np.float32(255)).astype(np.float32)
-            for _ in range(n)]
-
-
 def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np.ndarray], repeats: int,
             seconds: float) -> dict[str, dict]:
-    """Time every engine on ``buffers`` (one batch size), warmed up, in ``repeats`` interleaved
-    rounds of about ``seconds`` each: per engine ``{"images_per_s": spread, "p50_ms", "p99_ms", "calls"}``."""
-    batch, slowest = len(buffers[0]), 0.0
-    for fn in engines.values():
-        for x in buffers:  # warm-up; the last call, warm, sets how many calls a round makes
-            t0 = time.perf_counter()
-            fn(x)
-        slowest = max(slowest, time.perf_counter() - t0)
-    calls = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6))))
+    """Every engine on the rotating ``buffers`` (float32 [batch, 1, H, W] each), warmed up, in ``repeats`` interleaved
+    rounds of about ``seconds``: per engine ``{"images_per_s": spread, "p50_ms", "p99_ms", "calls"}``."""
+    # a warm-up call, then a warm call of the slowest engine sets how many calls a round makes
+    slowest = max(time_calls(lambda: fn(buffers[-1]), 1)[0] for fn in engines.values())
+    calls, batch = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6)))), len(buffers[0])
     rates, latencies = {name: [] for name in engines}, {name: [] for name in engines}
     for r in range(repeats):
         for name, fn in engines.items():
@@ -88,8 +72,7 @@ def measure(engines: dict[str, Callable[[np.ndarray], object]], buffers: list[np
 
 
 def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The widest vector ISA in ``cpuinfo``'s flags (``AVX-512 VNNI``, ``AVX-512``, ``AVX-VNNI``,
-    ``AVX2``, ``SSE``; ``+ AMX`` with AMX-INT8), ``unknown`` where it cannot be read."""
+    """The widest vector ISA in ``cpuinfo``'s flags ("AVX-512 VNNI" ... "SSE", "+ AMX"), or "unknown"."""
     try:
         with open(cpuinfo) as f:
             flags = set(next((line for line in f if line.startswith("flags")), ":").split(":", 1)[1].split())
@@ -107,8 +90,8 @@ def matmul_model(n: int, op: str = "MatMul", types: tuple[int, int, int] = (FLOA
 
 
 def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
-    """One n^3 matrix product: numpy float32, onnxruntime MatMul and MatMulInteger u8 x s8 (the int8
-    graph's kernels, B with 7-bit values as its weights). Rows ``{"name", "precision", "size", "gflops"}``."""
+    """Rows ``{"name", "precision", "size", "gflops"}`` of one n^3 matrix product: numpy float32, onnxruntime MatMul
+    and MatMulInteger u8 x s8 (the int8 graph's kernels, B with 7-bit values as its weights)."""
     rng = np.random.default_rng(1)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
     a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)

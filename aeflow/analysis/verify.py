@@ -1,11 +1,9 @@
-"""``aeflow verify``: are these artifacts right on this machine? Two comparisons, so a failure says
-what is wrong: every graph on this machine's provider against golden.npz (no torch needed; a
-failure: this machine's numerics differ), and, with torch and ae.pt/flow.pt (their sha256 the ones
-export recorded), the graphs against the checkpoints run eagerly (a failure: they disagree)."""
+"""``aeflow verify``: every graph on this machine's provider against golden.npz (a failure: this machine's numerics
+differ) and, with torch and ae.pt/flow.pt (the sha256 export recorded), against the checkpoints run eagerly."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +22,14 @@ DECISION_MARGIN = 1e-6
 
 @dataclass
 class Verification:
-    """What ``verify_artifacts`` compared: the provider that ran, the golden rows (one per graph
-    output, named "<graph>: <output>"), the checkpoint rows (None when not run) and notes."""
+    """What ``verify_artifacts`` compared: the provider that ran, the golden rows (one per graph output, named
+    "<graph>: <output>"), the checkpoint rows (None when not run) and notes."""
 
     directory: Path
     provider: str
     golden: list[Comparison]
     checkpoints: list[Comparison] | None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str]
 
     @property
     def passed(self) -> bool:
@@ -39,12 +37,10 @@ class Verification:
 
     def raise_for_failure(self) -> None:
         """``ParityError`` (one line) saying which comparison failed, when one did."""
-        bad_golden = [r.name for r in self.golden if not r.passed]
-        if bad_golden:
-            raise ParityError(f"this machine's numerics differ: {', '.join(bad_golden)} beyond tolerance against the "
+        if bad := [r.name for r in self.golden if not r.passed]:
+            raise ParityError(f"this machine's numerics differ: {', '.join(bad)} beyond tolerance against the "
                               f"golden outputs on {self.provider}; do not deploy these graphs on this machine")
-        bad = [r.name for r in self.checkpoints or [] if not r.passed]
-        if bad:
+        if bad := [r.name for r in self.checkpoints or [] if not r.passed]:
             raise ParityError(f"the checkpoint and the graph disagree: {', '.join(bad)} beyond tolerance (this machine "
                               f"reproduces the golden outputs); re-export from the checkpoints in {self.directory}")
 
@@ -58,18 +54,15 @@ def golden_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow:
             continue
         session = load_graph(directory, meta, which, device, verify=verify, golden=False)
         provider = provider or provider_of(session)
-        arrays = read_golden(directory, meta, which, verify)
-        file = contract.GRAPHS[which].file
-        rows += [replace(r, name=f"{file}: {r.name}") for r in golden_rows(session, which, arrays, meta)]
+        rows += [replace(r, name=f"{contract.GRAPHS[which].file}: {r.name}")
+                 for r in golden_rows(session, which, read_golden(directory, meta, which, verify), meta)]
     return provider, rows
 
 
 def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow: contract.FlowMeta, device: str,
-                           verify: bool,
-                           notes: list[str]) -> list[Comparison] | None:
-    """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where torch or the
-    checkpoints are missing. ``ArtifactError`` first when a checkpoint the metadata records is there but is
-    not the one the graphs were exported from (its sha256; any run, torch or not)."""
+                           verify: bool, notes: list[str]) -> list[Comparison] | None:
+    """ae.onnx and flow.onnx against the checkpoints (PyTorch, CPU), or None with a note where torch or they are
+    missing. First ``ArtifactError`` where a checkpoint is there but not the one exported (sha256; torch or not)."""
     ae_ckpt, flow_ckpt = (checkpoint_path(directory, m) if m is not None else None for m in (threshold, flow))
     try:
         from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
@@ -84,24 +77,22 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
     if ae_ckpt is None or flow_ckpt is None:
         notes.append(f"no checkpoints (ae.pt, flow.pt) in {directory}: checked against the golden outputs only")
         return None
-    ae = load_graph(directory, threshold, "ae", device, verify=verify, golden=False)
     images = to_float(demo_images(directory, threshold.image_shape))
-    rec, score = run_batched(ae, images, 500)
+    rec, score = run_batched(load_graph(directory, threshold, "ae", device, verify=verify, golden=False), images, 500)
     t_rec, t_score = torch_ae(load_autoencoder(ae_ckpt)[0], images)
     t = threshold.threshold
     clear = np.abs(t_score.astype(np.float64) - t) > DECISION_MARGIN
     disagree = int(np.sum((score[clear] > t) != (t_score[clear] > t)))
     rows = [compare("reconstruction", rec, t_rec), compare("score", score, t_score),
             Comparison("decisions", int(clear.sum()), float(disagree), float(disagree), 0.0, 0.0, disagree == 0)]
-    flow_sess = load_graph(directory, flow, "flow", device, verify=verify, golden=False)
-    return rows + flow_checks(flow_sess, load_flow(flow_ckpt)[0], flow_check_points())
+    return rows + flow_checks(load_graph(directory, flow, "flow", device, verify=verify, golden=False),
+                              load_flow(flow_ckpt)[0], flow_check_points())
 
 
 def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, checkpoints: bool = True) -> Verification:
-    """Check the artifacts in ``artifacts`` (None: the bundled ones) on ``device``: everything the
-    runtime checks at load (contract, sha256, signatures), the golden outputs of every graph, and,
-    when ``checkpoints`` and torch is installed, the graphs against ae.pt and flow.pt. Returns a
-    ``Verification``; call its ``raise_for_failure`` to turn a failed comparison into one line."""
+    """Check ``artifacts`` (None: the bundled ones) on ``device``: what the runtime checks at load (contract, sha256,
+    signatures), the golden outputs of every graph and, with ``checkpoints`` and torch, the graphs against ae.pt
+    and flow.pt. Its ``raise_for_failure`` turns a failed comparison into one line."""
     directory = artifacts_dir(artifacts)
     # a run holds the detector, the flow, or both (export writes what it had)
     has_threshold, has_flow = ((directory / n).exists() for n in (contract.THRESHOLD_JSON, contract.FLOW_JSON))
