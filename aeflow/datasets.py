@@ -17,14 +17,13 @@ DEFAULT_ROOT = Path.home() / ".cache" / "aeflow" / "data"
 
 
 def idx_file(name: str, split: str) -> str:
-    """Where a set's images lie under a data-dir: ``("fashion-mnist", "test")`` ->
-    ``"fashion-mnist/t10k-images-idx3-ubyte"`` (or ``.gz``)."""
+    """Where a set's images lie under a data-dir: ``("kmnist", "test")`` -> ``"kmnist/t10k-images-idx3-ubyte"``."""
     return f"{name}/{'train' if split == 'train' else 't10k'}-images-idx3-ubyte"
 
 
 def idx_path(data_dir: str | os.PathLike, name: str, split: str) -> Path | None:
-    """The IDX images of ``name``/``split`` ("train", "test") in ``data_dir/name/``, or None (never a
-    flat folder: the sets' files share their names, so one set could stand in for another)."""
+    """The IDX images (or ``.gz``) of ``name``/``split`` in ``data_dir/name/`` (the sets' files share their
+    names: never a flat folder), or None."""
     path = Path(data_dir) / idx_file(name, split)
     return next((p for p in (path, path.with_name(path.name + ".gz")) if p.is_file()), None)
 
@@ -72,8 +71,8 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 
 def mixture_of_gaussians(n: int, seed: int, means=(-1.0, 0.2, 1.5), std: float = 0.25) -> np.ndarray:
-    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two
-    components, the rest from the third."""
+    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two components,
+    the rest from the third."""
     rng, k = np.random.default_rng(seed), n // 3
     parts = [rng.normal(means[0], std, k), rng.normal(means[1], std, k), rng.normal(means[2], std, n - 2 * k)]
     return rng.permutation(np.concatenate(parts)).astype(np.float32)
