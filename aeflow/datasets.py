@@ -14,6 +14,7 @@ from aeflow.runtime.inputs import read_images
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "FashionMNIST"}
 DEFAULT_ROOT = Path.home() / ".cache" / "aeflow" / "data"
+MEANS, STD = np.array([-1.0, 0.2, 1.5]), 0.25  # the homework's mixture: three equally weighted components
 
 
 def idx_file(name: str, split: str) -> str:
@@ -70,19 +71,17 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
 
 
-def mixture_of_gaussians(n: int, seed: int, means=(-1.0, 0.2, 1.5), std: float = 0.25) -> np.ndarray:
+def mixture_of_gaussians(n: int, seed: int) -> np.ndarray:
     """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two components,
     the rest from the third."""
     rng, k = np.random.default_rng(seed), n // 3
-    parts = [rng.normal(means[0], std, k), rng.normal(means[1], std, k), rng.normal(means[2], std, n - 2 * k)]
+    parts = [rng.normal(MEANS[0], STD, k), rng.normal(MEANS[1], STD, k), rng.normal(MEANS[2], STD, n - 2 * k)]
     return rng.permutation(np.concatenate(parts)).astype(np.float32)
 
 
-def mixture_log_density(x: np.ndarray, means=(-1.0, 0.2, 1.5), std: float = 0.25,
-                        weights=(1 / 3, 1 / 3, 1 / 3)) -> np.ndarray:
+def mixture_log_density(x: np.ndarray) -> np.ndarray:
     """Log density of the true mixture at ``x`` (float64, the shape of ``x``)."""
     x = np.asarray(x, dtype=np.float64)[..., None]
-    m, w = np.asarray(means), np.asarray(weights)
-    comp = np.log(w) - 0.5 * ((x - m) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+    comp = np.log(np.full(3, 1 / 3)) - 0.5 * ((x - MEANS) / STD) ** 2 - np.log(STD) - 0.5 * np.log(2 * np.pi)
     top = comp.max(axis=-1, keepdims=True)
     return (top + np.log(np.exp(comp - top).sum(axis=-1, keepdims=True)))[..., 0]

@@ -79,11 +79,13 @@ def _signals_held() -> Iterator[None]:
 
 
 def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: Path | None = None) -> Path:
-    """A new temporary file (or folder) in ``parent`` (default: beside ``path``), registered unless it is
-    a ".old" folder, named ``.NAME.*`` with NAME cut to 40 characters so that it fits where ``path`` fits."""
+    """A new temporary file (or folder) in ``parent`` (default: beside ``path``) with the usual permissions,
+    registered unless it is a ".old" folder (it may hold the only copy of the folder it replaces), named
+    ``.NAME.*`` with NAME cut to 40 characters so that it fits where ``path`` fits."""
     import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
-    full = Path(os.path.abspath(path))
+    full, umask = Path(os.path.abspath(path)), os.umask(0)
+    os.umask(umask)
     where = dict(prefix=f".{full.name[:40]}.", suffix=suffix, dir=full.parent if parent is None else parent)
     with _signals_held():  # a signal between creating it and registering it would orphan it
         if folder:
@@ -91,7 +93,9 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
         else:
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
-        return Path(made) if suffix == ".old" else track(made)
+        made = Path(made) if suffix == ".old" else track(made)
+        os.chmod(made, (0o777 if folder else 0o666) & ~umask)  # mkdtemp, mkstemp: 0700, 0600
+        return made
 
 
 def describe_os_error(e: OSError) -> str:
@@ -141,7 +145,6 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     try:
         tmp = _temporary(path)
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         publish(tmp, path, replace)
@@ -153,12 +156,6 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     finally:
         if tmp is not None:
             _discard(tmp)
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -222,7 +219,6 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     staging, directory = Path(staging), Path(directory)
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         with _signals_held():  # a signal between the two renames would leave the old folder set aside
             if exists:
                 old = _temporary(directory, ".old", folder=True)
