@@ -286,8 +286,7 @@ def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | s
     """``check_scheduler``, then before any work: dask.distributed installed, and for tls:// certificates
     in Dask's configuration (``UsageError`` without them)."""
     kind, where = check_scheduler(scheduler, what)
-    distributed = _dask()
-    security = distributed.security.Security()
+    security = _dask().security.Security()
     if str(where).startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:
         raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
                          f".client.cert and .client.key in Dask's configuration (or use tcp://)")

@@ -94,8 +94,9 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
         made = Path(made) if suffix == ".old" else track(made)
-        os.chmod(made, (0o777 if folder else 0o666) & ~umask)  # mkdtemp, mkstemp: 0700, 0600
-        return made
+    with contextlib.suppress(OSError):  # mkdtemp, mkstemp make 0700, 0600 (FAT may refuse a change)
+        os.chmod(made, (0o777 if folder else 0o666) & ~umask)
+    return made
 
 
 def describe_os_error(e: OSError) -> str:
@@ -190,7 +191,7 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (before the work)."""
     path = Path(path)
     try:
-        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+        free = shutil.disk_usage(path.parent).free
     except OSError:
         return
     if need > free:
@@ -298,11 +299,11 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     pairs) or the bundled artifacts. ``OutputError``: a dangling link, a parent missing or not
     writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
     unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
-    path, parent = Path(path), Path(os.path.abspath(path)).parent
-    nearest = parent
+    path, full = Path(path), Path(os.path.abspath(path))
+    nearest = full.parent
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
-    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(nearest)
+    size, limit = len(os.fsencode(full.name)), name_max(nearest)
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
@@ -318,7 +319,7 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
             raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
     if _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    _check_place(path, kind, what, force, nearest if parents else parent)
+    _check_place(path, kind, what, force, nearest if parents else full.parent)
     return path
 
 
