@@ -57,8 +57,7 @@ class Task:
 
 def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
          image_shape: tuple[int, int] = (28, 28)) -> tuple[list[InputResult], list[Task]]:
-    """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
-    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
+    """Open every shard (headers only) and cut it into tasks of at most ``chunk_size`` images, whole batches."""
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
@@ -223,9 +222,8 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
 
 @contextlib.contextmanager
 def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[object]:
-    """A LocalCluster of ``n`` one-thread worker processes and its client. The workers start after the
-    scheduler (``scale``), so that a signal during the start finds a cluster to close; the close kills
-    any worker that survived, and keeps distributed's exit handler from trying again (an AssertionError)."""
+    """A LocalCluster of ``n`` one-thread workers, started after it (so a signal during the start finds a
+    cluster to close) and killed if they outlive the close."""
     before = set(multiprocessing.active_children())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "port 8787 in use" and the like: not the user's concern
@@ -246,7 +244,7 @@ def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[obj
     finally:
         with contextlib.suppress(Exception):
             cluster.close(timeout=20)
-        type(cluster)._instances.discard(cluster)
+        type(cluster)._instances.discard(cluster)  # else distributed's exit handler closes it again (a traceback)
         _kill(before)
 
 
@@ -283,8 +281,7 @@ def _spawning_children() -> set[int]:
 
 
 def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:
-    """``check_scheduler``, then before any work: dask.distributed installed, and for tls:// certificates
-    in Dask's configuration (``UsageError`` without them)."""
+    """``check_scheduler``, then dask.distributed installed and, for tls://, certificates (else ``UsageError``)."""
     kind, where = check_scheduler(scheduler, what)
     security = _dask().security.Security()
     if str(where).startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:

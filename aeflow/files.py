@@ -66,8 +66,8 @@ def signal_deferred() -> bool:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay END_SIGNALS until the block ends (main thread; Python runs handlers only there, whichever
-    thread the signal reached): one received inside is raised as ``KeyboardInterrupt`` at its end."""
+    """Delay END_SIGNALS (the main thread's: Python runs handlers only there) until the block ends: one
+    received inside is raised as ``KeyboardInterrupt`` at its end."""
     main = threading.current_thread() is threading.main_thread()
     _held[0] += main
     try:
@@ -79,9 +79,8 @@ def _signals_held() -> Iterator[None]:
 
 
 def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: Path | None = None) -> Path:
-    """A new temporary file (or folder) in ``parent`` (default: beside ``path``) with the usual permissions,
-    registered unless it is a ".old" folder (it may hold the only copy of the folder it replaces), named
-    ``.NAME.*`` with NAME cut to 40 characters so that it fits where ``path`` fits."""
+    """A new file (or folder) ``.NAME.*`` beside ``path`` (or in ``parent``), NAME cut to 40 characters to fit
+    where ``path`` fits; registered unless ".old" (it may hold the only copy of the folder it replaces)."""
     import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
     full, umask = Path(os.path.abspath(path)), os.umask(0)
@@ -138,9 +137,8 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` for the body to write; then fsync and ``publish`` it. On
-    any exception or signal it is removed; an ``OSError``, or a file that appeared at ``path`` during an
-    exclusive publish, becomes a one-line ``OutputError`` starting with ``what``."""
+    """Yield a temporary path beside ``path`` to write, then fsync and ``publish`` it (removed on any exception
+    or signal). An ``OSError``, or a file appearing at ``path`` meanwhile: one ``OutputError`` line."""
     path = Path(path)
     label, tmp = f"{what} {path}" if what else str(path), None
     try:
@@ -160,8 +158,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when ``a`` and ``b`` are the same file: by device and inode where both exist (hard and
-    symbolic links, ``./x`` and ``x`` alike), by resolved path otherwise."""
+    """Whether ``a`` and ``b`` are the same file: by device and inode where both exist, else by resolved path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -199,22 +196,16 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
                           f"free some space, ask for less, or write elsewhere")
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, replace: bool) -> None:
-    """Write ``data`` to ``path`` atomically (``replace``: see ``atomic_path``)."""
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -> None:
+    """Write ``data`` (a str as UTF-8) to ``path`` atomically (``replace``: see ``atomic_path``)."""
     with atomic_path(path, replace=replace) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (``replace``: see ``atomic_path``)."""
-    write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
-                   replace: bool = False) -> Path:
-    """Put the files ``names`` of ``staging`` into ``directory`` (same file system): a new one (or any,
-    with ``replace``) by renaming ``staging`` onto it in one step, the old one set aside and removed;
-    else moved in one by one in the order given, its other files left alone. Returns ``directory``."""
+                   replace: bool = False) -> None:
+    """Put the files ``names`` of ``staging`` into ``directory``: a new one (or any, with ``replace``) by renaming
+    ``staging`` onto it, the old one set aside; else one by one in the order given, other files left alone."""
     if RECEIVED:  # as in publish
         raise KeyboardInterrupt
     staging, directory = Path(staging), Path(directory)
@@ -231,22 +222,20 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
             os.replace(staging, directory)
         if exists:
             shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return
     if folders := [n for n in names if (directory / n).is_dir()]:  # found before any file is moved in
         raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
     for name in names:
         os.replace(staging / name, directory / name)
     staging.rmdir()
-    return directory
 
 
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
                   replace: bool = False) -> Iterator[Path]:
-    """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``; else beside
-    it) for its files; when the block succeeds, fsync them and ``publish_folder`` them, the names in
-    ``last`` last (the metadata naming the others' hashes). On any exception ``directory`` is as it
-    was; an ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
+    """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``) for its files; then
+    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others'
+    hashes). On any exception ``directory`` is as it was; an ``OSError``: one ``OutputError`` line."""
     directory, staging = Path(directory), None
     try:
         staging = _temporary(directory, folder=True, parent=directory if directory.is_dir() and not replace else None)
@@ -272,8 +261,7 @@ def _bundled() -> Path:
 
 
 def _relation(target: Path, kind: str, other) -> str | None:
-    """How ``target`` meets ``other`` (compared as files: hard links, symbolic links, ``./x``):
-    "is" it, "is inside" the folder ``other``, "holds" it (a folder target), or None."""
+    """How ``target`` meets ``other`` as files: "is" it, "is inside" it, "holds" it (a folder target), or None."""
     t, o = Path(os.path.abspath(target)).resolve(), Path(os.path.abspath(other)).resolve()
     if t == o or same_file(target, other):
         return "is"
@@ -293,12 +281,11 @@ def name_max(folder: str | os.PathLike) -> int:
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
                  inputs=(), artifacts=(), outputs=(), parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder".
-    ``UsageError`` whatever ``force`` says (ending with ``hint``): ``path`` is, lies in or holds one of
-    ``inputs``, the ``artifacts`` folders in use, the command's other ``outputs`` ((option, path)
-    pairs) or the bundled artifacts. ``OutputError``: a dangling link, a parent missing or not
-    writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
-    unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
+    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder". Whatever
+    ``force`` says, ``UsageError`` (ending with ``hint``) where ``path`` is, lies in or holds one of ``inputs``,
+    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts; ``OutputError``
+    for a dangling link, a missing or read-only parent (``parents``: the nearest existing one), a name too
+    long, a folder for a file, and unless ``force`` an existing file or non-empty folder. Returns a Path."""
     path, full = Path(path), Path(os.path.abspath(path))
     nearest = full.parent
     while not nearest.exists() and nearest != nearest.parent:
@@ -347,8 +334,7 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) ->
 
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``folder`` itself (nothing left behind; a killed holder releases
-    it) for a read-modify-write in it, waiting for another holder. No ``flock`` here: no lock."""
+    """An exclusive ``flock`` on ``folder`` for a read-modify-write in it (none where flock is missing)."""
     fd = None
     with contextlib.suppress(ImportError, OSError):
         import fcntl

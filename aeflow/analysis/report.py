@@ -14,7 +14,7 @@ import numpy as np
 
 from aeflow import metrics
 from aeflow.analysis.evaluation import table_rows
-from aeflow.files import staged_folder, write_bytes_atomic, write_text_atomic
+from aeflow.files import staged_folder, write_atomic
 from aeflow.plotting import line_png, png_bytes, pyplot
 
 REPORT_HTML = "report.html"
@@ -184,8 +184,8 @@ def write_report(directory: str | os.PathLike, result) -> Path:
 def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: dict,
                  rows: list[tuple[str, str, str]]) -> None:
     for file_name, _, data in figures:
-        write_bytes_atomic(staging / file_name, data, replace=True)
-    write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
+        write_atomic(staging / file_name, data, replace=True)
+    write_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in summary["notes"])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>aeflow evaluation</title>"
@@ -195,4 +195,4 @@ def _write_files(staging: Path, figures: list[tuple[str, str, bytes]], summary: 
             f"{_table(rows)}{notes}"
             + "".join(_img(data, caption) for _, caption, data in figures)
             + "</body></html>\n")
-    write_text_atomic(staging / REPORT_HTML, page, replace=True)
+    write_atomic(staging / REPORT_HTML, page, replace=True)
