@@ -1,10 +1,9 @@
-"""Every check of an argument or option, shared by the library and the CLI: each returns the value
-in its canonical type or raises a one-line ``UsageError`` naming it as the caller spells it
-(``seed``, ``--seed``), before any work. Floats where an int is due, bools, strings, NaN/Inf and
-absurd sizes are refused here, so no ``ValueError``/``OverflowError``/``MemoryError`` escapes later."""
+"""Every check of an argument or option, for the library and the CLI: the value in its canonical type, or
+one ``UsageError`` line naming it as the caller spells it (``seed``, ``--seed``) before any work."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import numbers
@@ -65,18 +64,10 @@ def check_seed(value, name: str = "seed") -> int | None:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available now (Linux /proc/meminfo or sysconf), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Bytes of memory available now (Linux's /proc/meminfo), None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
+        return next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    return None
 
 
 def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
@@ -117,8 +108,7 @@ def check_threads(threads) -> int | None:
 
 
 def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
-    """The calibration rule: ``(k, None)`` (k in (0, 100], default 3) or ``(None, rate)`` (rate in
-    (0, 1)), with a confidence in (0, 1)."""
+    """The calibration rule: ``(k, None)`` (k in (0, 100], default 3) or ``(None, rate)`` (rate in (0, 1))."""
     if k is not None and false_alarm_rate is not None:
         raise UsageError("pass k or false_alarm_rate, not both")
     rate = {} if false_alarm_rate is None else {"false_alarm_rate": false_alarm_rate}
@@ -131,8 +121,8 @@ def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) ->
 
 
 def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
-    """A Dask scheduler address: ``local:N`` -> ("local", N), N from 1 to 4 per CPU core;
-    ``tcp://`` or ``tls://HOST:PORT`` (an IPv6 HOST in brackets) -> ("remote", the address)."""
+    """``local:N`` -> ("local", N), N from 1 to 4 per CPU core; ``tcp://`` or ``tls://HOST:PORT`` (an IPv6
+    HOST in brackets) -> ("remote", the address)."""
     text = str(value).strip()
     if text.startswith("local:"):
         most = 4 * (os.cpu_count() or 1)
@@ -149,8 +139,7 @@ def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
 
 
 def expand_inputs(patterns) -> list[Path]:
-    """Input paths as given, glob patterns (``*``, ``?``, ``[``, ``**``) expanded in sorted order;
-    ``InputError`` for one that matches nothing."""
+    """Input paths as given, glob patterns expanded in sorted order; ``InputError`` for one matching nothing."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)

@@ -14,17 +14,17 @@ from aeflow.runtime.inputs import read_images
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "FashionMNIST"}
 DEFAULT_ROOT = Path.home() / ".cache" / "aeflow" / "data"
+MEANS, STD = np.array([-1.0, 0.2, 1.5]), 0.25  # the homework's mixture: three equally weighted components
 
 
 def idx_file(name: str, split: str) -> str:
-    """Where a set's images lie under a data-dir: ``("fashion-mnist", "test")`` ->
-    ``"fashion-mnist/t10k-images-idx3-ubyte"`` (or ``.gz``)."""
+    """Where a set's images lie under a data-dir: ``("kmnist", "test")`` -> ``"kmnist/t10k-images-idx3-ubyte"``."""
     return f"{name}/{'train' if split == 'train' else 't10k'}-images-idx3-ubyte"
 
 
 def idx_path(data_dir: str | os.PathLike, name: str, split: str) -> Path | None:
-    """The IDX images of ``name``/``split`` ("train", "test") in ``data_dir/name/``, or None (never a
-    flat folder: the sets' files share their names, so one set could stand in for another)."""
+    """The IDX images (or ``.gz``) of ``name``/``split`` in ``data_dir/name/`` (the sets' files share their
+    names: never a flat folder), or None."""
     path = Path(data_dir) / idx_file(name, split)
     return next((p for p in (path, path.with_name(path.name + ".gz")) if p.is_file()), None)
 
@@ -71,19 +71,17 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
 
 
-def mixture_of_gaussians(n: int, seed: int, means=(-1.0, 0.2, 1.5), std: float = 0.25) -> np.ndarray:
-    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two
-    components, the rest from the third."""
+def mixture_of_gaussians(n: int, seed: int) -> np.ndarray:
+    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two components,
+    the rest from the third."""
     rng, k = np.random.default_rng(seed), n // 3
-    parts = [rng.normal(means[0], std, k), rng.normal(means[1], std, k), rng.normal(means[2], std, n - 2 * k)]
+    parts = [rng.normal(MEANS[0], STD, k), rng.normal(MEANS[1], STD, k), rng.normal(MEANS[2], STD, n - 2 * k)]
     return rng.permutation(np.concatenate(parts)).astype(np.float32)
 
 
-def mixture_log_density(x: np.ndarray, means=(-1.0, 0.2, 1.5), std: float = 0.25,
-                        weights=(1 / 3, 1 / 3, 1 / 3)) -> np.ndarray:
+def mixture_log_density(x: np.ndarray) -> np.ndarray:
     """Log density of the true mixture at ``x`` (float64, the shape of ``x``)."""
     x = np.asarray(x, dtype=np.float64)[..., None]
-    m, w = np.asarray(means), np.asarray(weights)
-    comp = np.log(w) - 0.5 * ((x - m) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+    comp = np.log(np.full(3, 1 / 3)) - 0.5 * ((x - MEANS) / STD) ** 2 - np.log(STD) - 0.5 * np.log(2 * np.pi)
     top = comp.max(axis=-1, keepdims=True)
     return (top + np.log(np.exp(comp - top).sum(axis=-1, keepdims=True)))[..., 0]

@@ -1,8 +1,6 @@
-"""Scoring image shards on a ``dask.distributed`` cluster (``pip install 'aeflow[distributed]'``):
-a task per shard, or per ``chunk_size`` images where it splits cheaply; each worker process builds
-the pickled ``AnomalyScorer`` once and the client flags the float32 scores, so every decision is
-bit for bit the single process's. ``x.parquet`` or ``DIR/`` is staged as results arrive and
-published in one step; a failed task cancels the rest (one ``AeflowError`` naming its shard)."""
+"""Scoring image shards on a ``dask.distributed`` cluster: a task per shard (or per ``chunk_size`` images),
+scored by each worker's copy of the ``AnomalyScorer`` and flagged on the client, so every decision is bit for
+bit the single process's; the Parquet output is staged and published in one step, or not at all."""
 
 from __future__ import annotations
 
@@ -59,8 +57,7 @@ class Task:
 
 def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int,
          image_shape: tuple[int, int] = (28, 28)) -> tuple[list[InputResult], list[Task]]:
-    """Open every shard on the client (headers only) as ``image_shape`` (H, W) images and cut it into
-    tasks of at most ``chunk_size`` images, rounded up to whole batches."""
+    """Open every shard (headers only) and cut it into tasks of at most ``chunk_size`` images, whole batches."""
     chunk = -(-chunk_size // batch_size) * batch_size
     shards, tasks = [], []
     for k, p in enumerate(paths):
@@ -77,23 +74,17 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     return shards, tasks
 
 
-_SCORERS: dict[str, object] = {}
+_SCORERS: dict[str, object] = {}  # this worker process's scorers, built once (sessions are costly to create)
 _SCORERS_LOCK = threading.Lock()
-
-
-def _worker_scorer(settings: dict):
-    """This process's scorer for ``settings``, built once (sessions are costly to create)."""
-    key = json.dumps(settings, sort_keys=True)
-    with _SCORERS_LOCK:
-        if key not in _SCORERS:
-            _SCORERS[key] = AnomalyScorer.from_settings(settings)
-        return _SCORERS[key]
 
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
     """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
-    t0 = time.perf_counter()
-    scorer = _worker_scorer(settings)
+    t0, key = time.perf_counter(), json.dumps(settings, sort_keys=True)
+    with _SCORERS_LOCK:
+        if key not in _SCORERS:
+            _SCORERS[key] = AnomalyScorer.from_settings(settings)
+        scorer = _SCORERS[key]
     with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
@@ -149,21 +140,16 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      context: dict | None = None) -> DistributedRun:
-    """Score ``inputs`` (paths or glob patterns, readable from the client and the workers) on the
-    cluster of ``client`` with ``scorer`` (default: the bundled artifacts on the CPU).
-
-    ``output``: ``x.parquet`` or ``DIR/`` with the columns of ``aeflow.runtime.outputs``, complete
-    or not at all. ``column``: Parquet inputs' image column. ``chunk_size``: images per task.
-    ``threads``: onnxruntime threads per worker. ``keep_scores``: return every score (default: when
-    no ``output``). ``on_progress(done, total)``: after each task. ``context``: the output's
-    metadata (default: ``output_context`` and the scheduler's address). Returns a ``DistributedRun``;
-    raises one-line ``AeflowError``s naming the failed shard."""
+    """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster
+    with ``scorer`` (default: the bundled artifacts, CPU). ``output``: ``x.parquet`` or ``DIR/``, complete
+    or absent; ``column``: Parquet inputs' image column; ``threads``: onnxruntime's per worker;
+    ``keep_scores``: return every score (default: without ``output``); ``on_progress(done, total)``;
+    ``context``: the output's metadata. A failed task cancels the rest: one ``AeflowError`` naming it."""
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
-    kind = None
-    if output is not None:
-        kind = check_output_path(output, force, paths, [scorer.directory], dask=True, what="output")
+    kind = None if output is None else check_output_path(output, force, paths, [scorer.directory], dask=True,
+                                                         what="output")
     settings = scorer.replace(threads=threads, calibration=None).__getstate__()  # JSON; workers only score
     results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
@@ -183,8 +169,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
 
 def _run(client, settings: dict, tasks: list[Task], column, results: list[InputResult], threshold: float,
          writer, on_progress) -> None:
-    """Submit every task and account for (and write) each result as it arrives; on any failure
-    cancel what is left."""
+    """Submit every task and account for (and write) each result as it arrives; on any failure cancel the rest."""
     job = uuid.uuid4().hex  # keys unique to this job: the scheduler may still hold an earlier job's
     futures = {client.submit(score_task, settings, t, column, key=f"aeflow-score-{job}-{t.number}", pure=False): t
                for t in tasks}
@@ -192,7 +177,17 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[InputR
     try:
         for future in _dask().as_completed(list(futures)):
             task = futures[future]
-            scores, seconds = _result(future, task)
+            try:
+                scores, seconds = future.result()
+            except AeflowError as e:  # the shard named (unless the message does), the outcome said
+                msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
+                raise type(e)(f"{msg}; the job stopped, nothing written") from None
+            except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
+                raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({one_line(e, 200)}); "
+                                  f"nothing written") from None
+            if len(scores) != task.stop - task.start:
+                raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for {task.stop - task.start} "
+                                  f"images; nothing written")
             r = results[task.shard]
             r.add(task.start, scores, threshold, seconds)
             if writer is not None:
@@ -205,27 +200,11 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[InputR
         raise
 
 
-def _result(future, task: Task) -> tuple[np.ndarray, float]:
-    """A finished task's scores and seconds, or one ``AeflowError`` naming its shard."""
-    try:
-        scores, seconds = future.result()
-    except AeflowError as e:  # the shard named (unless the message does), the outcome said
-        msg = e.message if task.name in e.message else f"{task.label}: {e.message}"
-        raise type(e)(f"{msg}; the job stopped, nothing written") from None
-    except Exception as e:  # KilledWorker, CommClosedError, an unexpected error on a worker
-        raise AeflowError(f"{task.label}: {type(e).__name__} on the cluster ({one_line(e, 200)}); nothing written") from None
-    if len(scores) != task.stop - task.start:
-        raise AeflowError(f"{task.label}: a worker returned {len(scores)} scores for {task.stop - task.start} "
-                          f"images; nothing written")
-    return scores, seconds
-
-
 @contextlib.contextmanager
 def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120) -> Iterator[object]:
-    """A ``distributed.Client`` for ``scheduler`` (``check_address``): ``local:N`` starts N
-    one-thread worker processes, all stopped on exit (a signal during the start included);
-    ``tcp://`` or ``tls://HOST:PORT`` connects to a running scheduler. ``AeflowError`` when it
-    cannot be reached or the workers do not start within ``start_timeout`` seconds."""
+    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts N one-thread worker processes, all
+    stopped on exit (a signal during the start included); ``tcp://`` or ``tls://HOST:PORT`` connects.
+    ``AeflowError`` when it cannot be reached or the workers do not start within ``start_timeout`` s."""
     kind, where = check_address(scheduler, what)
     distributed = _dask()
     if kind == "local":
@@ -243,8 +222,8 @@ def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120)
 
 @contextlib.contextmanager
 def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[object]:
-    """A LocalCluster of ``n`` one-thread worker processes and its client. The workers start after
-    the scheduler (``scale``), so that a signal during the start finds a cluster to ``_close``."""
+    """A LocalCluster of ``n`` one-thread workers, started after it (so a signal during the start finds a
+    cluster to close) and killed if they outlive the close."""
     before = set(multiprocessing.active_children())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "port 8787 in use" and the like: not the user's concern
@@ -263,16 +242,10 @@ def _local(distributed, n: int, what: str, start_timeout: float) -> Iterator[obj
         _kill(before, quiet_scans=3)  # cut short: no worker still starting may read what the close removes
         raise
     finally:
-        _close(cluster, before)
-
-
-def _close(cluster, keep: set) -> None:
-    """Close ``cluster``, kill any worker process that survived a close cut short, and keep
-    distributed's exit handler from trying again (an AssertionError traceback)."""
-    with contextlib.suppress(Exception):
-        cluster.close(timeout=20)
-    type(cluster)._instances.discard(cluster)
-    _kill(keep)
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=20)
+        type(cluster)._instances.discard(cluster)  # else distributed's exit handler closes it again (a traceback)
+        _kill(before)
 
 
 def _kill(keep: set, quiet_scans: int = 1) -> None:
@@ -308,11 +281,9 @@ def _spawning_children() -> set[int]:
 
 
 def check_address(scheduler: str, what: str = "scheduler") -> tuple[str, int | str]:
-    """``aeflow.checks.check_scheduler``, then before any work: dask.distributed installed and, for
-    tls://, certificates in Dask's configuration (``UsageError`` without them)."""
+    """``check_scheduler``, then dask.distributed installed and, for tls://, certificates (else ``UsageError``)."""
     kind, where = check_scheduler(scheduler, what)
-    distributed = _dask()
-    security = distributed.security.Security()
+    security = _dask().security.Security()
     if str(where).startswith("tls://") and security.get_connection_args("client")["ssl_context"] is None:
         raise UsageError(f"{what} {where}: tls:// needs certificates; set distributed.comm.tls.ca-file, "
                          f".client.cert and .client.key in Dask's configuration (or use tcp://)")

@@ -1,14 +1,10 @@
-"""The one exception family aeflow raises for anything a user can fix: a single line saying what was
-wrong and what to do. The CLI prints ``aeflow: error: <message>`` without a traceback and exits with
-``exit_code``; the API raises the same. Catch ``AeflowError`` (exit 1) for all of them: UsageError
-(exit 2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError
-(exit 1) and Interrupted (130; 128 + the signal for SIGTERM/SIGHUP). Warnings: ``ScaleWarning``. ``one_line``
-cuts a caught exception down to one line for a message.
-"""
+"""The one exception family for anything a user can fix: one line saying what was wrong and what to do.
+The CLI prints ``aeflow: error: <message>`` and exits with ``exit_code``; the API raises the same: UsageError
+(2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError (1), Interrupted."""
 
 
 class AeflowError(Exception):
-    """Base class: a problem the user can fix. ``exit_code`` is what the CLI returns."""
+    """Base class: a problem the user can fix (exit code 1). ``message``: its one line."""
 
     exit_code = 1
 
@@ -21,15 +17,13 @@ class AeflowError(Exception):
 
 
 class UsageError(AeflowError):
-    """An option or argument that cannot work (exit code 2): -n 0, a seed out of range, an unknown
-    device, --threshold NaN, a missing extra for the option asked for."""
+    """An option or argument that cannot work (exit code 2), a missing extra for the option asked for."""
 
     exit_code = 2
 
 
 class InputError(AeflowError):
-    """Images it cannot read or score: missing, empty or corrupted files, a wrong shape or dtype,
-    NaN/Inf, values outside [0, 1], z values outside the flow's range."""
+    """Images it cannot read or score: missing, empty, corrupted, wrong shape or dtype, NaN/Inf, out of range."""
 
 
 class DataError(AeflowError):
@@ -37,8 +31,7 @@ class DataError(AeflowError):
 
 
 class ArtifactError(AeflowError):
-    """Missing, corrupted or mismatched artifacts: graphs, threshold.json/flow.json, a sha256 mismatch
-    (--no-verify loads anyway), unsafe or foreign checkpoints."""
+    """Missing, corrupted or mismatched artifacts or checkpoints (a sha256 mismatch: --no-verify loads anyway)."""
 
 
 class DeviceError(AeflowError):
@@ -46,8 +39,7 @@ class DeviceError(AeflowError):
 
 
 class OutputError(AeflowError):
-    """An output that cannot be written: a missing or read-only folder, an existing file without
-    --force, not enough disk space."""
+    """An output that cannot be written: a missing or read-only folder, a file without --force, a full disk."""
 
 
 class ParityError(AeflowError):
@@ -59,13 +51,12 @@ class TrainingError(AeflowError):
 
 
 class ScaleWarning(UserWarning):
-    """Images whose value range suggests the wrong scale (uint8 holding only 0/1, floats divided by
-    255 twice): they would score as blank images. A warning, not an error: they may be real."""
+    """Images whose value range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255
+    twice): they would score as blank images. A warning, not an error: they may be real."""
 
 
 class Interrupted(AeflowError):
-    """Ctrl-C (exit code 130) or a signal; the message says what was finished and whether output was
-    written (outputs are complete or absent, never partial)."""
+    """Ctrl-C (exit code 130) or a signal (128 + the signal); the message says whether output was written."""
 
     exit_code = 130
 

@@ -1,9 +1,6 @@
-"""The one owner of every write. ``check_target`` decides before any work whether a file or folder
-may be written (never an input, the artifacts in use or the bundled ones). ``atomic_path`` and
-``staged_folder`` write beside the target, fsync and publish in one step (without ``replace``
-exclusively); on any exception or signal the temporaries go, and an ``OSError`` becomes a one-line
-``OutputError``. Every live temporary is registered for ``remove_temporaries`` (called when a CLI
-command ends, by a signal or otherwise). ``locked`` serialises read-modify-writes."""
+"""The one owner of every write: ``check_target`` decides before any work whether a path may be written;
+``atomic_path`` and ``staged_folder`` write beside it, fsync and publish in one step (exclusively unless
+``replace``), leaving nothing on any exception or signal. ``locked`` serialises read-modify-writes."""
 
 from __future__ import annotations
 
@@ -23,6 +20,10 @@ _live: set[Path] = set()  # temporary files and folders not yet published or rem
 _live_lock = threading.Lock()
 # the signals that end a command (aeflow.cli: one line, exit 128 + the signal), held while a temporary is made
 END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
+# one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
+RECEIVED: list[int] = []
+_held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -42,26 +43,20 @@ def track(path: str | os.PathLike) -> Path:
     return path
 
 
-def untrack(path: str | os.PathLike) -> None:
-    """Forget a temporary that was published or removed."""
+def _discard(path: Path) -> None:
+    """Remove a registered temporary file or folder (if still there) and forget it."""
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink()
     with _live_lock:
-        _live.discard(Path(path))
+        _live.discard(path)
 
 
 def remove_temporaries() -> None:
     """Remove every registered temporary file or folder still on disk."""
     with _live_lock:
         paths = sorted(_live)
-        _live.clear()
     for p in paths:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
-# the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
-# one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
-RECEIVED: list[int] = []
-_held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
+        _discard(p)
 
 
 def signal_deferred() -> bool:
@@ -71,8 +66,8 @@ def signal_deferred() -> bool:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay END_SIGNALS until the block ends (main thread; Python runs handlers only there, whichever
-    thread the signal reached): one received inside is raised as ``KeyboardInterrupt`` at its end."""
+    """Delay END_SIGNALS (the main thread's: Python runs handlers only there) until the block ends: one
+    received inside is raised as ``KeyboardInterrupt`` at its end."""
     main = threading.current_thread() is threading.main_thread()
     _held[0] += main
     try:
@@ -83,10 +78,24 @@ def _signals_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _refuse_after_signal() -> None:
-    """Publishing is the point of no return: after a signal, the command was interrupted."""
-    if RECEIVED:
-        raise KeyboardInterrupt
+def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: Path | None = None) -> Path:
+    """A new file (or folder) ``.NAME.*`` beside ``path`` (or in ``parent``), NAME cut to 40 characters to fit
+    where ``path`` fits; registered unless ".old" (it may hold the only copy of the folder it replaces)."""
+    import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
+
+    full, umask = Path(os.path.abspath(path)), os.umask(0)
+    os.umask(umask)
+    where = dict(prefix=f".{full.name[:40]}.", suffix=suffix, dir=full.parent if parent is None else parent)
+    with _signals_held():  # a signal between creating it and registering it would orphan it
+        if folder:
+            made = tempfile.mkdtemp(**where)
+        else:
+            fd, made = tempfile.mkstemp(**where)
+            os.close(fd)
+        made = Path(made) if suffix == ".old" else track(made)
+    with contextlib.suppress(OSError):  # mkdtemp, mkstemp make 0700, 0600 (FAT may refuse a change)
+        os.chmod(made, (0o777 if folder else 0o666) & ~umask)
+    return made
 
 
 def describe_os_error(e: OSError) -> str:
@@ -98,19 +107,17 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
-def cannot_write(label: str, e: OSError) -> OutputError:
-    """The one-line ``OutputError`` for an ``OSError`` while writing ``label`` (the option and path)."""
+def _cannot_write(label: str, e: OSError) -> OutputError:
     return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
 
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
-    """Give the complete file ``tmp`` the name ``path`` in one step. ``replace``: overwrite what is
-    there; else exclusive: ``FileExistsError`` when ``path`` exists (``tmp`` is left in place).
-    ``KeyboardInterrupt`` instead after a signal (``RECEIVED``)."""
-    _refuse_after_signal()
+    """Give the complete file ``tmp`` the name ``path`` in one step: ``replace`` overwrites, else
+    ``FileExistsError`` when ``path`` exists. ``KeyboardInterrupt`` instead after a signal (``RECEIVED``)."""
+    if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
+        raise KeyboardInterrupt
     if replace:
-        os.replace(tmp, path)
-        return
+        return os.replace(tmp, path)
     try:
         os.link(tmp, path)  # fails with EEXIST (FileExistsError) instead of replacing: the exclusive publish
     except OSError as e:
@@ -130,20 +137,13 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` for the body to write; then fsync it and publish it
-    (``publish``). On any exception or signal it is removed; an ``OSError``, or a file that appeared
-    at ``path`` during an exclusive publish, becomes a one-line ``OutputError`` starting with ``what``."""
-    import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
-
+    """Yield a temporary path beside ``path`` to write, then fsync and ``publish`` it (removed on any exception
+    or signal). An ``OSError``, or a file appearing at ``path`` meanwhile: one ``OutputError`` line."""
     path = Path(path)
     label, tmp = f"{what} {path}" if what else str(path), None
     try:
-        with _signals_held():  # a signal between creating the file and registering it would orphan it
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
-            tmp = track(tmp)
-        os.close(fd)
+        tmp = _temporary(path)
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         publish(tmp, path, replace)
@@ -151,23 +151,14 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
                           f"nothing was written (pass --force to replace it)") from None
     except OSError as e:
-        raise cannot_write(label, e) from None
+        raise _cannot_write(label, e) from None
     finally:
         if tmp is not None:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink(missing_ok=True)
-            untrack(tmp)
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+            _discard(tmp)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when ``a`` and ``b`` are the same file: compared by device and inode where both exist
-    (hard links, symbolic links, ``./x`` and ``x`` alike), by resolved path otherwise."""
+    """Whether ``a`` and ``b`` are the same file: by device and inode where both exist, else by resolved path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -175,8 +166,7 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def printable_name(name: str) -> str:
-    """``name`` as valid Unicode for a UTF-8 output or terminal: a file name that is not valid UTF-8
-    (Python holds its stray bytes as surrogates) gets those bytes escaped as ``\\xNN``."""
+    """``name`` as valid Unicode: stray bytes of a file name that is not UTF-8 escaped as ``\\xNN``."""
     try:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
@@ -198,7 +188,7 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (before the work)."""
     path = Path(path)
     try:
-        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+        free = shutil.disk_usage(path.parent).free
     except OSError:
         return
     if need > free:
@@ -206,33 +196,24 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
                           f"free some space, ask for less, or write elsewhere")
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, replace: bool) -> None:
-    """Write ``data`` to ``path`` atomically (``replace``: see ``atomic_path``)."""
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -> None:
+    """Write ``data`` (a str as UTF-8) to ``path`` atomically (``replace``: see ``atomic_path``)."""
     with atomic_path(path, replace=replace) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (``replace``: see ``atomic_path``)."""
-    write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
-                   replace: bool = False) -> Path:
-    """Put the files ``names`` of ``staging`` (on ``directory``'s file system) into ``directory``: a
-    new one (or any, with ``replace``) by renaming ``staging`` onto it in one step, the old one moved
-    aside first and removed; else moved in one by one in the order given (the index last), its other
-    files left alone. Returns ``directory`` as a Path. ``KeyboardInterrupt`` instead after a signal."""
-    _refuse_after_signal()
+                   replace: bool = False) -> None:
+    """Put the files ``names`` of ``staging`` into ``directory``: a new one (or any, with ``replace``) by renaming
+    ``staging`` onto it, the old one set aside; else one by one in the order given, other files left alone."""
+    if RECEIVED:  # as in publish
+        raise KeyboardInterrupt
     staging, directory = Path(staging), Path(directory)
     exists = directory.exists() or directory.is_symlink()
     if not exists or replace:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         with _signals_held():  # a signal between the two renames would leave the old folder set aside
             if exists:
-                import tempfile
-
-                old = Path(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".old", dir=directory.parent))
+                old = _temporary(directory, ".old", folder=True)
                 try:
                     os.replace(directory, old / directory.name)
                 except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
@@ -241,44 +222,23 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
             os.replace(staging, directory)
         if exists:
             shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return
     if folders := [n for n in names if (directory / n).is_dir()]:  # found before any file is moved in
         raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
     for name in names:
         os.replace(staging / name, directory / name)
     staging.rmdir()
-    return directory
-
-
-def temp_prefix(path: str | os.PathLike) -> str:
-    """The start of a temporary name beside ``path``: ``.NAME.`` with NAME cut to 40 characters,
-    so that a name the file system allows also leaves room for its temporary one."""
-    return f".{Path(os.path.abspath(path)).name[:40]}."
-
-
-def staging_folder(directory: str | os.PathLike, what: str, beside: bool = False) -> Path:
-    """A new, registered empty folder for the files of ``directory``: inside it when it exists
-    (unless ``beside``), else beside it. ``OutputError`` (starting with ``what``) when it cannot be made."""
-    import tempfile
-
-    directory = Path(directory)
-    parent = directory if directory.is_dir() and not beside else Path(os.path.abspath(directory)).parent
-    try:
-        with _signals_held():
-            return track(tempfile.mkdtemp(prefix=temp_prefix(directory), suffix=".tmp", dir=parent))
-    except OSError as e:
-        raise cannot_write(f"{what} {directory}", e) from None
 
 
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
                   replace: bool = False) -> Iterator[Path]:
-    """Yield an empty ``staging_folder`` for the files of ``directory``; when the block succeeds,
-    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the
-    others' hashes). On any exception the staging folder is removed and ``directory`` is as it was;
-    an ``OSError`` becomes a one-line ``OutputError`` starting with ``what``."""
-    staging = staging_folder(directory, what, beside=replace)
+    """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``) for its files; then
+    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others'
+    hashes). On any exception ``directory`` is as it was; an ``OSError``: one ``OutputError`` line."""
+    directory, staging = Path(directory), None
     try:
+        staging = _temporary(directory, folder=True, parent=directory if directory.is_dir() and not replace else None)
         yield staging
         for f in staging.rglob("*"):
             if f.is_file():
@@ -288,10 +248,10 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
                        replace)
     except OSError as e:
-        raise cannot_write(f"{what} {directory}", e) from None
+        raise _cannot_write(f"{what} {directory}", e) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        untrack(staging)
+        if staging is not None:
+            _discard(staging)
 
 
 def _bundled() -> Path:
@@ -301,8 +261,7 @@ def _bundled() -> Path:
 
 
 def _relation(target: Path, kind: str, other) -> str | None:
-    """How ``target`` meets ``other`` (compared as files: hard links, symbolic links, ``./x``):
-    "is" it, "is inside" the folder ``other``, "holds" it (a folder target), or None."""
+    """How ``target`` meets ``other`` as files: "is" it, "is inside" it, "holds" it (a folder target), or None."""
     t, o = Path(os.path.abspath(target)).resolve(), Path(os.path.abspath(other)).resolve()
     if t == o or same_file(target, other):
         return "is"
@@ -322,18 +281,16 @@ def name_max(folder: str | os.PathLike) -> int:
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
                  inputs=(), artifacts=(), outputs=(), parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written as a "file" or a
-    "folder". ``UsageError`` whatever ``force`` says (ending with ``hint``): ``path`` is, lies in or
-    holds one of ``inputs``, the ``artifacts`` folders in use or the command's other ``outputs``
-    ((option, path) pairs), or the bundled artifacts (from every command and API call: ``make
-    artifacts`` builds elsewhere and copies). ``OutputError``: a dangling link, a parent missing or not
-    writable (``parents``: the nearest existing one), a name too long, a folder for a file, and
-    unless ``force`` an existing file or non-empty folder. Returns ``path`` as a Path."""
-    path, parent = Path(path), Path(os.path.abspath(path)).parent
-    nearest = parent
-    while not nearest.exists() and nearest != nearest.parent:  # the nearest existing parent
+    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder". Whatever
+    ``force`` says, ``UsageError`` (ending with ``hint``) where ``path`` is, lies in or holds one of ``inputs``,
+    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts; ``OutputError``
+    for a dangling link, a missing or read-only parent (``parents``: the nearest existing one), a name too
+    long, a folder for a file, and unless ``force`` an existing file or non-empty folder. Returns a Path."""
+    path, full = Path(path), Path(os.path.abspath(path))
+    nearest = full.parent
+    while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
-    size, limit = len(os.fsencode(Path(os.path.abspath(path)).name)), name_max(nearest)
+    size, limit = len(os.fsencode(full.name)), name_max(nearest)
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
@@ -349,7 +306,7 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
             raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
     if _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    _check_place(path, kind, what, force, nearest if parents else parent)
+    _check_place(path, kind, what, force, nearest if parents else full.parent)
     return path
 
 
@@ -377,8 +334,7 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) ->
 
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``folder`` itself (nothing left behind; a killed holder releases
-    it) for a read-modify-write in it, waiting for another holder. No ``flock`` here: no lock."""
+    """An exclusive ``flock`` on ``folder`` for a read-modify-write in it (none where flock is missing)."""
     fd = None
     with contextlib.suppress(ImportError, OSError):
         import fcntl

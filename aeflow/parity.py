@@ -1,5 +1,5 @@
-"""Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check, ``aeflow verify``
-and the tests (numpy only)."""
+"""Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check,
+``aeflow verify`` and the tests (numpy only)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,12 @@ import numpy as np
 # (9.8e-6 seen from float64 on an AVX2-only CPU); 5e-5 still catches a bias moved by 1e-3 (2.5e-4 a
 # pixel) or float16 weights (7.7e-3). The score, a mean over all pixels, stays within 1e-5 (6e-8 seen).
 TOLERANCES: dict[str, tuple[float, float]] = {
-    "reconstruction": (5e-5, 0.0),
-    "score": (1e-5, 0.0),
-    "z": (1e-5, 0.0),
-    "dz_dx": (1e-30, 1e-5),
-    "log_prob": (1e-5, 1e-5),
-    "sample": (1e-5, 0.0),
-    # flow.json's float64 components against the graph's float32 z (graph noise ~4e-7)
-    "components z": (1e-5, 0.0),
+    "reconstruction": (5e-5, 0.0), "score": (1e-5, 0.0), "z": (1e-5, 0.0), "dz_dx": (1e-30, 1e-5),
+    "log_prob": (1e-5, 1e-5), "sample": (1e-5, 0.0),
+    "components z": (1e-5, 0.0),  # flow.json's float64 components against the graph's float32 z (noise ~4e-7)
     # int8 graphs are compared with onnxruntime CPU's own outputs at export: a value that rounds to
     # another uint8 step on another machine moves the outputs by about one quantisation step
-    "int8 reconstruction": (2e-3, 0.0),
-    "int8 score": (1e-4, 0.0),
+    "int8 reconstruction": (2e-3, 0.0), "int8 score": (1e-4, 0.0),
 }
 
 

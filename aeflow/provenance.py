@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -12,10 +13,8 @@ def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime",
     """Installed versions of the named distributions (missing ones left out), plus Python's."""
     out = {"python": platform.python_version()}
     for name in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

@@ -24,7 +24,7 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import staged_folder, write_text_atomic
+from aeflow.files import staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.provenance import package_versions
@@ -213,7 +213,7 @@ def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | 
               "unnoticed. Inputs must be prepared exactly as the training data (size, greyscale, scale).",
               "- Re-check the false-alarm rate on your own normal data (`aeflow calibrate`) before relying on it.", "",
               "## Software", "", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
-    write_text_atomic(path, "\n".join(lines), replace=True)
+    write_atomic(path, "\n".join(lines), replace=True)
 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
-from aeflow.files import write_bytes_atomic
+from aeflow.files import write_atomic
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
 
@@ -66,4 +66,4 @@ def write_golden(path: Path, ae, flow) -> None:
         out["validation_scores"] = ae.val_scores.astype(np.float32)
     buf = io.BytesIO()
     np.savez(buf, **out)
-    write_bytes_atomic(path, buf.getvalue(), replace=True)
+    write_atomic(path, buf.getvalue(), replace=True)

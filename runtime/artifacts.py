@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.errors import ArtifactError
-from aeflow.files import sha256_file, write_text_atomic
+from aeflow.files import sha256_file, write_atomic
 from aeflow.runtime import contract
 from aeflow.runtime.contract import FlowMeta, ThresholdMeta
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
@@ -134,7 +134,7 @@ def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> T
     it; returns the metadata read back from that document."""
     path, doc = Path(path), meta.to_json()
     checked = type(meta).from_json(doc, path)
-    write_text_atomic(path, json.dumps(doc, indent=2) + "\n", replace=True)
+    write_atomic(path, json.dumps(doc, indent=2) + "\n", replace=True)
     return checked
 
 

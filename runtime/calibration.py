@@ -18,7 +18,7 @@ import onnxruntime
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder, write_bytes_atomic
+from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
                             threshold_from_scores)
 from aeflow.runtime import contract
@@ -156,7 +156,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
             if scores is not None:
-                write_bytes_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
+                write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
             copied, older = {p.name for p in tmp.iterdir()}, is_aeflow_document(Path(out) / contract.THRESHOLD_JSON)
         for name in sorted(set(COPIED) - copied) if older else ():  # an older copy's files this one lacks
@@ -170,12 +170,12 @@ def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes 
     path = directory / CALIBRATION_SCORES
     old = path.read_bytes() if scores is not None and path.is_file() else None
     if scores is not None:
-        write_bytes_atomic(path, scores, replace=True)
+        write_atomic(path, scores, replace=True)
     try:
         write_metadata(directory / contract.THRESHOLD_JSON, doc)
     except BaseException:
         if old is not None:
-            write_bytes_atomic(path, old, replace=True)
+            write_atomic(path, old, replace=True)
         elif scores is not None:
             path.unlink(missing_ok=True)
         raise

@@ -765,14 +765,14 @@ def test_ctrl_c_while_writing_report_leaves_no_half_report(tmp_path, monkeypatch
         x, odd = demo["images"], demo["is_anomaly"]
     np.save(tmp_path / "normal.npy", x[~odd][:100])
     np.save(tmp_path / "odd.npy", x[odd][:100])
-    real = report.write_text_atomic
+    real = report.write_atomic
 
     def interrupt_html(path, text, **kw):
         if Path(path).name == report.REPORT_HTML:
             raise KeyboardInterrupt
         return real(path, text, **kw)
 
-    monkeypatch.setattr(report, "write_text_atomic", interrupt_html)
+    monkeypatch.setattr(report, "write_atomic", interrupt_html)
     for target in (tmp_path / "new", tmp_path / "old"):
         if target.name == "old":
             target.mkdir()

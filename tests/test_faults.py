@@ -21,7 +21,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli, wait_for
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path, check_target, human_bytes, write_text_atomic
+from aeflow.files import atomic_path, check_target, human_bytes, write_atomic
 
 CPU = ["--device", "cpu"]
 
@@ -55,10 +55,10 @@ def test_exclusive_publish_without_hard_links(tmp_path, monkeypatch):
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_link)
-    write_text_atomic(tmp_path / "a.txt", "one\n", replace=False)
+    write_atomic(tmp_path / "a.txt", "one\n", replace=False)
     assert (tmp_path / "a.txt").read_text() == "one\n"
     with pytest.raises(OutputError, match="appeared"):
-        write_text_atomic(tmp_path / "a.txt", "two\n", replace=False)
+        write_atomic(tmp_path / "a.txt", "two\n", replace=False)
     assert (tmp_path / "a.txt").read_text() == "one\n" and temporaries(tmp_path) == []
 
     def failing_replace(src, dst):
@@ -66,7 +66,7 @@ def test_exclusive_publish_without_hard_links(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", failing_replace)  # the name is claimed, then filling it fails
     with pytest.raises(OutputError, match="Input/output error"):
-        write_text_atomic(tmp_path / "b.txt", "three\n", replace=False)
+        write_atomic(tmp_path / "b.txt", "three\n", replace=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no empty b.txt, no temporary
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from aeflow import metrics
 from aeflow.analysis.evaluation import table_rows
-from aeflow.files import staged_folder, write_bytes_atomic, write_text_atomic
+from aeflow.files import staged_folder, write_atomic
 from aeflow.plotting import line_png, png_bytes, pyplot
 
 REPORT_HTML = "report.html"
@@ -176,7 +176,7 @@ def write_report(directory: str | os.PathLike, result) -> Path:
             "</body></html>\n")
     with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:
         for file_name, _, data in figures:
-            write_bytes_atomic(staging / file_name, data, replace=True)
-        write_text_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
-        write_text_atomic(staging / REPORT_HTML, page, replace=True)
+            write_atomic(staging / file_name, data, replace=True)
+        write_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)
+        write_atomic(staging / REPORT_HTML, page, replace=True)
     return directory / REPORT_HTML
