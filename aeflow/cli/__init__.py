@@ -1,6 +1,5 @@
-"""The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand's module is imported
-only when it runs or shows its help), and the one place where every command ends: ``outcome``
-turns how it ended (an error, a signal, a closed or full stdout) into one line and the exit code."""
+"""The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand is imported only to run or show
+its help); every command ends through ``outcome``: an error, a signal, a closed or full stdout -> one line, one code."""
 
 from __future__ import annotations
 
@@ -48,9 +47,8 @@ def cli_message(message: str) -> str:
 
 @contextlib.contextmanager
 def _signals_end_the_command():
-    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS: the command cleans up as for Ctrl-C
-    (later ones ignored while it does, or held by ``aeflow.files`` until a temporary file is registered);
-    yields the signals received (``aeflow.files.RECEIVED``: nothing is published after one)."""
+    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS, so the command cleans up as for Ctrl-C (later
+    signals ignored; one held by ``aeflow.files`` waits); yields ``files.RECEIVED`` (nothing is published after one)."""
     received = files.RECEIVED
     received.clear()
     if threading.current_thread() is not threading.main_thread():
@@ -58,11 +56,10 @@ def _signals_end_the_command():
         return
 
     def handler(signum, frame):
-        if received:  # a second signal while cleaning up: let the clean-up finish
-            return
-        received.append(signum)
-        if not files.signal_deferred():
-            raise KeyboardInterrupt
+        if not received:  # a second signal while cleaning up: let the clean-up finish
+            received.append(signum)
+            if not files.signal_deferred():
+                raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in END_SIGNALS}
     try:
@@ -78,15 +75,13 @@ _ENDED_WITH: list[int] = []
 
 
 def _ended(signum, frame):
-    """A signal after the command has ended (e.g. while Dask's threads shut down): exit at once with
-    the command's own code."""
+    """A signal after the command ended (e.g. while Dask's threads shut down): exit now, with its code."""
     os._exit(_ENDED_WITH[0] if _ENDED_WITH else 128 + signum)
 
 
 class _Stream:
-    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback:
-    stderr (``raises=False``) loses what cannot be written; a stdout closed at the start (``stream``
-    None) raises ``OSError`` EBADF on a write, which ends the command with one line and exit 1."""
+    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback: stderr
+    loses what cannot be written; a stdout closed at the start (``raises``) fails each write with EBADF."""
 
     encoding, errors = "utf-8", "backslashreplace"
 
@@ -127,12 +122,9 @@ def _guard_streams() -> None:
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
-        except OSError:
+        except OSError:  # 0 to fd - 1 are open: /dev/null opens as fd (the lowest free one)
             with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_RDWR)
-                if null != fd:
-                    os.dup2(null, fd)
-                    os.close(null)
+                os.open(os.devnull, os.O_RDWR)
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
         with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="backslashreplace")
@@ -161,11 +153,7 @@ def _warning_printer(previous):
 
 
 class _Carried(Exception):
-    """An OSError or KeyboardInterrupt carried past click (which would end it without a word)."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(error)
-        self.error = error
+    """An OSError or KeyboardInterrupt (``args[0]``) carried past click, which would end it without a word."""
 
 
 def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
@@ -188,11 +176,11 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
         return f"aeflow: error: {' '.join(error.format_message().split())}", error.exit_code
     if isinstance(error, AeflowError):
         return f"aeflow: error: {cli_message(error.message)}", error.exit_code
-    if getattr(error, "filename", None) is None and error.errno in STDOUT_ERRORS:
+    where = getattr(error, "filename", None)
+    if where is None and error.errno in STDOUT_ERRORS:
         _stdout_gone()  # most often stdout closed (>&-, | head) or full
         return f"aeflow: error: cannot write to standard output ({describe_os_error(error)})", 1
-    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-    return f"aeflow: error: {where}{describe_os_error(error)}", 1
+    return f"aeflow: error: {f'{where}: ' if where else ''}{describe_os_error(error)}", 1
 
 
 STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
@@ -200,8 +188,7 @@ ENDINGS = (click.ClickException, click.exceptions.Abort, KeyboardInterrupt, Aefl
 
 
 class LazyGroup(click.Group):
-    """click's documented ``LazyGroup``; ``main`` sets up streams, signals and warnings and ends
-    every command through ``outcome``."""
+    """click's documented ``LazyGroup``; ``main`` sets up streams, signals and warnings, ends through ``outcome``."""
 
     def invoke(self, ctx):
         try:
@@ -230,7 +217,7 @@ class LazyGroup(click.Group):
                     super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
                     sys.stdout.flush()
                 except _Carried as e:
-                    raise e.error from None
+                    raise e.args[0] from None
             except ENDINGS as e:
                 error = e
             except Exception:
@@ -273,8 +260,8 @@ def main() -> None:
 
 
 def _leave() -> None:
-    """The last exit handler: once the command has ended, leave with its exit code through
-    ``os._exit``, not the interpreter's finalization (where a SIGTERM would end the process, -15)."""
+    """The last exit handler: once the command has ended, leave with its code through ``os._exit``, not the
+    interpreter's finalization (where a SIGTERM would end the process, -15)."""
     if _ENDED_WITH:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -282,7 +269,3 @@ def _leave() -> None:
         os._exit(_ENDED_WITH[0])
     for s in END_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-
-
-if __name__ == "__main__":
-    main()

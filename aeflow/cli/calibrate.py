@@ -12,8 +12,7 @@ import click
 import numpy as np
 
 from aeflow.cli import _stdout_gone
-from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, quiet_option)
+from aeflow.cli.options import output_option, shared
 from aeflow.checks import check_batch, check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
@@ -68,7 +67,7 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
 
 @click.command("calibrate")
 @click.argument("normal", nargs=-1, required=True, metavar="NORMAL...", type=click.Path(path_type=Path))
-@artifacts_option
+@shared("artifacts")
 @output_option("Write a calibrated copy of the artifacts into this new folder (every file copied) "
                "instead of changing --artifacts.", file_okay=False)
 @click.option("--k", "k", type=click.FloatRange(0, 100, min_open=True), default=None,
@@ -78,31 +77,33 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
                                 "is at most P (needs n >= 1/P - 1 images).")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Confidence of the reported interval for the false-alarm rate.")
-@device_option
-@batch_size_option
-@force_option
-@json_option
-@no_verify_option
-@quiet_option
+@shared("device", "batch_size", "force", "json", "no_verify", "quiet")
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 
-    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and
-    ae.int8.onnx where it exists) is calibrated on its own scores. The table gives the share of
-    these images above the new threshold, an exact (Clopper-Pearson) interval for the long-run
-    false-alarm rate, and how many of the next n normal images it will flag (distribution-free).
+    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and ae.int8.onnx
+    where it exists) is calibrated on its own scores. The table gives the share of these images above the
+    new threshold, an exact (Clopper-Pearson) interval for the long-run false-alarm rate, and how many of
+    the next n normal images it will flag (distribution-free).
 
-    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a
-    copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
-    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference.
-    The bundled artifacts never change.
+    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a copy of
+    the artifacts, recording the rule, n, the data's names and sha256, the date and the previous threshold;
+    ae.onnx's scores (calibration_scores.npy) become the p-values' reference. The bundled artifacts never
+    change.
 
     \b
     Example:
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    normal, directory, out = _check(artifacts, output, k, rate, force, normal, batch_size)
+    if k is not None and rate is not None:
+        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
+    if artifacts is None and output is None:
+        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
+                               "of the bundled artifacts (which are never changed)")
+    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
+    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
+    out = calibration_target(directory, output, force, normal, cli=True)
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
@@ -113,24 +114,10 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     _show(run, directory, out, as_json, quiet)
 
 
-def _check(artifacts, output, k, rate, force, normal, batch_size):
-    """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
-    work (``aeflow.runtime.calibration.calibration_target``)."""
-    if k is not None and rate is not None:
-        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
-    if artifacts is None and output is None:
-        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
-                               "of the bundled artifacts (which are never changed)")
-    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
-    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
-    return normal, directory, calibration_target(directory, output, force, normal, cli=True)
-
-
 def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
                     batch_size: int, verify: bool, quiet: bool) -> SimpleNamespace:
-    """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
-    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) and write the
-    calibrated threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
+    """Score the normal images in ``paths`` with every graph of ``directory`` (each calibrated on its own
+    scores) and write threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
     Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
     check_rule(k, rate, confidence)
     meta = read_threshold(directory, verify)

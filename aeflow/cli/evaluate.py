@@ -12,12 +12,11 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_target
 from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
-from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, force_option, json_option,
-                                no_verify_option, quiet_option)
+from aeflow.cli.options import data_dir_option, shared
 
 
 @click.command("evaluate")
-@artifacts_option
+@shared("artifacts")
 @click.option("--in-dist", "in_dist", metavar="DATA", default=DEFAULT_IN_DIST, show_default=True,
               help="In-distribution set: a name (mnist-test, kmnist-test, fashion-mnist-test) or a path "
                    "(IDX, .npy, .npz, PNG folder).")
@@ -29,11 +28,7 @@ from aeflow.cli.options import (artifacts_option, data_dir_option, device_option
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
                                             "(part of --report where the run holds the homework's flow).")
-@force_option
-@device_option
-@no_verify_option
-@json_option
-@quiet_option
+@shared("force", "device", "no_verify", "json", "quiet")
 def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, device, no_verify, as_json, quiet):
     """Score whole data sets through ONNX Runtime and compare with the homework's figures.
 

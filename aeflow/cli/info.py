@@ -9,7 +9,7 @@ import os
 import click
 import onnxruntime as ort
 
-from aeflow.cli.options import artifacts_option, device_option, json_option
+from aeflow.cli.options import shared
 from aeflow.errors import AeflowError, ArtifactError
 from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
@@ -115,9 +115,7 @@ def _print_text(info: dict) -> None:
 
 
 @click.command("info")
-@artifacts_option
-@device_option
-@json_option
+@shared("artifacts", "device", "json")
 def command(artifacts, device, as_json):
     """Show artifact metadata and check every file as the runtime would (contract, sha256, graph
     signatures, golden outputs); exits 1 when a check fails.

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.cli.options import shared
 from aeflow.progress import text_table
 
 
@@ -23,11 +23,9 @@ def comparison_table(rows, title: str) -> str:
 
 
 @click.command("verify")
-@artifacts_option
-@device_option
-@no_verify_option
+@shared("artifacts", "device", "no_verify")
 @click.option("--golden-only", is_flag=True, help="Skip the checkpoints even where torch is installed.")
-@json_option
+@shared("json")
 def command(artifacts, device, no_verify, golden_only, as_json):
     """Check every graph on this machine against the outputs recorded at export.
 
