@@ -25,15 +25,9 @@ from aeflow.runtime.inputs import open_source
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, AnomalyScorer
 
 
-def _print(run, directory: Path, out: Path | None) -> None:
+def _text(run, directory: Path, out: Path | None) -> str:
     first = next(iter(run.calibrations.values())).record
     conf, n = first["interval"]["confidence"], first["n"]
-    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
-    click.echo(f"calibrated on {n:,} normal images: {names}; provider {run.provider}")
-    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
-            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
-            f"of the {n:,} scores")
-    click.echo(f"rule: {rule}")
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
@@ -42,22 +36,25 @@ def _print(run, directory: Path, out: Path | None) -> None:
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
-    click.echo("\n".join(text_table(rows, right=range(1, 6))))
-    where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else str(run.written)
-    click.echo(f"wrote {where}")
+    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
+            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
+            f"of the {n:,} scores")
+    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
+    where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else run.written
+    return "\n".join([f"calibrated on {n:,} normal images: {names}; provider {run.provider}", f"rule: {rule}",
+                      *text_table(rows, right=range(1, 6)), f"wrote {where}"])
 
 
 def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) -> None:
-    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit)
-    only costs a warning on stderr, and exit 0."""
+    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit) only
+    costs a warning on stderr, and exit 0."""
     try:
         if as_json:
-            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-                   "calibration": {GRAPHS[w].file: dict(c.record, threshold=c.threshold)
-                                   for w, c in run.calibrations.items()}}
-            click.echo(json.dumps(doc, indent=2))
+            click.echo(json.dumps({"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                                   "calibration": {GRAPHS[w].file: dict(c.record, threshold=c.threshold)
+                                                   for w, c in run.calibrations.items()}}, indent=2))
         elif not quiet:
-            _print(run, directory, out)
+            click.echo(_text(run, directory, out))
         sys.stdout.flush()
     except OSError as e:
         _stdout_gone()  # what is still buffered goes nowhere

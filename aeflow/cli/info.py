@@ -1,5 +1,4 @@
-"""``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, and
-what can run them."""
+"""``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, what can run them."""
 
 from __future__ import annotations
 
@@ -75,6 +74,7 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
 
 
 def _print_text(info: dict) -> None:
+    """``gather_info``'s dict as text."""
     click.echo(f"artifacts: {info['artifacts']}")
     click.echo(f"model card: {info['model_card'] or 'none (re-export to write MODEL_CARD.md)'}")
     th, fl = info["metadata"].get("threshold.json"), info["metadata"].get("flow.json")
@@ -85,7 +85,7 @@ def _print_text(info: dict) -> None:
             ok = "ok" if g["sha256_ok"] else f"MISMATCH (recorded {g['sha256_recorded']})"
             click.echo(f"    sha256 {g['sha256_actual']} {ok}")
         click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
-    if not isinstance(th, dict) and th is not None:
+    if th is not None and not isinstance(th, dict):
         v, d, t, ev = th.validation, th.data, th.training, th.evaluation
         click.echo(f"threshold {th.threshold:.6f} ({threshold_origin(th)}), images "
                    f"{th.image_shape[0]}x{th.image_shape[1]}")
@@ -100,7 +100,7 @@ def _print_text(info: dict) -> None:
             click.echo("  " + ", ".join(parts))
         if th.int8 is not None:
             click.echo(f"  int8 threshold {th.int8.threshold:.6f} ({threshold_origin(th.int8)})")
-    if not isinstance(fl, dict) and fl is not None:
+    if fl is not None and not isinstance(fl, dict):
         click.echo(f"flow: K = {len(fl.components.mu)}, W = {fl.W:.4f}, range ({fl.z_range[0]:.4f}, "
                    f"{fl.z_range[1]:.4f}), test NLL {fl.nll['test']:.4f}")
     for name, meta in info["metadata"].items():
@@ -132,6 +132,5 @@ def command(artifacts, device, as_json):
         click.echo(json.dumps(info | {"metadata": docs}, indent=2, default=str))
     else:
         _print_text(info)
-    if info["problems"]:
-        more = f" (and {len(info['problems']) - 1} more)" if len(info["problems"]) > 1 else ""
-        raise ArtifactError(f"{info['problems'][0]}{more}")
+    if problems := info["problems"]:
+        raise ArtifactError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
