@@ -1,8 +1,6 @@
 """The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand is imported only to run or show
 its help); every command ends through ``outcome``: an error, a signal, a closed or full stdout -> one line, one code."""
 
-from __future__ import annotations
-
 import atexit
 import contextlib
 import errno

@@ -1,7 +1,5 @@
 """``aeflow bench``: the GEMM limit, scoring per engine and batch size, sampling, files, cold start."""
 
-from __future__ import annotations
-
 import json
 import sys
 

@@ -1,7 +1,5 @@
 """``aeflow calibrate``: set the threshold from your own normal images and write threshold.json."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import sys

@@ -1,8 +1,6 @@
 """``aeflow evaluate``: the homework's figures (type I/II errors, AUROC, the flow's fit) recomputed
 through the runtime on whole data sets, side by side with the homework's, optionally as a report."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, what can run them."""
 
-from __future__ import annotations
-
 import json
 import os
 

@@ -1,8 +1,6 @@
 """What every aeflow command shares: its options, spelled one way for all (``-o/--output`` names
 whatever a command writes). Imports only click (a fast ``--help``)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

@@ -1,7 +1,5 @@
 """``aeflow sample``: draw samples from the 1-D flow by inverting it (flow_sampler.onnx or flow.onnx)."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import time
@@ -134,10 +132,8 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
           "samples_per_second": s["n"] / s["seconds"] if s["seconds"] > 0 else None,
           "z_range": list(sampler.z_range), "truncation_mass": sampler.truncation_mass,
           "output": output and str(output), "histogram": histogram and str(histogram)}
-    if as_json:
-        click.echo(json.dumps(s, indent=2))
-        return
-    click.echo(f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
+    click.echo(json.dumps(s, indent=2) if as_json else
+               f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
                f"{short_provider(s['provider'])})\n"
                f"  mean {s['mean']:.6f}  std {s['std']:.6f}  min {s['min']:.6f}  max {s['max']:.6f}\n"
                f"  z ~ N(0, 1) truncated to ({s['z_range'][0]:.6f}, {s['z_range'][1]:.6f}), which holds "

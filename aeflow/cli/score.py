@@ -1,8 +1,6 @@
 """``aeflow score``: anomaly scores for image files, one report (a table or JSON), optional per-image output;
 ``--scheduler`` hands the work to ``aeflow.distributed`` (Dask), never imported otherwise."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import json
@@ -80,14 +78,6 @@ def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
     return scorer, dict(output_context(scorer), device_requested=o.device, threshold_source=source)
 
 
-def _rate(e: dict | None, key: str) -> str:
-    return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
-
-
-def _word(v: bool | None) -> str:
-    return "-" if v is None else ("anomaly" if v else "normal")
-
-
 def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) -> None:
     """The one report of a run, ``doc`` (head, a row per input, the total, and with few images a
     row per image): printed as JSON with ``--json``, else as tables and ``notes`` unless ``quiet``."""
@@ -96,19 +86,26 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
             click.echo(json.dumps(doc, indent=2))
         return
     echo = functools.partial(click.echo, err=err)
+
+    def rate(e: dict | None, key: str) -> str:
+        return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
+
+    def word(v: bool | None) -> str:
+        return "-" if v is None else ("anomaly" if v else "normal")
+
     echo(f"threshold {doc['threshold']:.6f} ({doc['threshold_source']}), provider {short_provider(doc['provider'])} "
          f"({doc['provider']}), precision {doc['precision']}, batch {doc['batch_size']}")
     echo("\n".join(text_table([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
-        [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", _rate(d["type_i"], "flagged"),
-         _rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
+        [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", rate(d["type_i"], "flagged"),
+         rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
         for d in [*doc["inputs"], doc["total"]]], range(1, 7), rule_before_last=True)))
     if doc["total"]["type_i"] or doc["total"]["type_ii"]:
         echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
     if doc.get("images"):
         echo("\n".join(text_table([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
-             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", _word(r["predicted_anomaly"]),
-             _word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
+             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", word(r["predicted_anomaly"]),
+             word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)

@@ -1,7 +1,5 @@
 """``aeflow train ae`` and ``aeflow train flow`` (torch is imported only when they run)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

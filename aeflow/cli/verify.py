@@ -1,8 +1,6 @@
 """``aeflow verify``: the graphs on this machine's provider against the golden outputs recorded at
 export (no torch needed) and, with torch installed, against their checkpoints."""
 
-from __future__ import annotations
-
 import json
 
 import click
