@@ -4,6 +4,7 @@ its help); every command ends through ``outcome``: an error, a signal, a closed 
 import atexit
 import contextlib
 import errno
+import functools
 import importlib
 import os
 import signal
@@ -140,14 +141,12 @@ def _stdout_gone() -> None:
         os.close(devnull)
 
 
-def _warning_printer(previous):
-    """A ``warnings.showwarning`` printing aeflow's warnings as one line, ``aeflow: warning: ...``."""
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, ScaleWarning):
-            click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-    return show
+def _show_warning(previous, message, category, *where, **named) -> None:
+    """``warnings.showwarning`` printing aeflow's scale warnings as one line, ``aeflow: warning: ...``."""
+    if issubclass(category, ScaleWarning):
+        click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
+    else:
+        previous(message, category, *where, **named)
 
 
 class _Carried(Exception):
@@ -209,7 +208,7 @@ class LazyGroup(click.Group):
         _guard_streams()
         error = None
         with _signals_end_the_command() as received, warnings.catch_warnings():
-            warnings.showwarning = _warning_printer(warnings.showwarning)
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
             try:
                 try:  # click returns --help's and --version's Exit(0) itself
                     super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)

@@ -17,14 +17,13 @@ from aeflow.cli.options import shared
 @click.option("--quick", is_flag=True, help="2 repeats, short repeats, 20,000 samples: a smoke test, not a benchmark.")
 @shared("no_verify", "json")
 def command(artifacts, device, repeats, threads, quick, no_verify, as_json):
-    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 per engine
-    (PyTorch, onnxruntime float32 and int8, OpenVINO, torch.compile) against that limit; sampling;
-    scoring from files; the cold start. Rows whose extra is missing are skipped with a note. With
-    --device cuda: the CUDA rows, against the GPU's own limits.
+    """Benchmark on the same inputs: the machine's GEMM limit; scoring at batch 1 to 8192 per engine (PyTorch,
+    onnxruntime float32 and int8, OpenVINO, torch.compile) against that limit; sampling; scoring from files; the
+    cold start. Rows whose extra is missing are skipped with a note. --device cuda: the CUDA rows, against the
+    GPU's own limits.
 
     \b
     Example:
-      aeflow bench
       aeflow bench --quick --json > bench.json
     """
     if device == "cuda":

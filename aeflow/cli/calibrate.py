@@ -76,15 +76,13 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 
-    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and ae.int8.onnx
-    where it exists) is calibrated on its own scores. The table gives the share of these images above the
-    new threshold, an exact (Clopper-Pearson) interval for the long-run false-alarm rate, and how many of
-    the next n normal images it will flag (distribution-free).
-
-    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a copy of
-    the artifacts, recording the rule, n, the data's names and sha256, the date and the previous threshold;
-    ae.onnx's scores (calibration_scores.npy) become the p-values' reference. The bundled artifacts never
-    change.
+    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and ae.int8.onnx where
+    it exists) is calibrated on its own scores. The table gives the share of these images above the new threshold,
+    an exact (Clopper-Pearson) interval for the long-run false-alarm rate, and how many of the next n normal images
+    it will flag (distribution-free). threshold.json is replaced in one step in --artifacts DIR, or written into
+    OUTDIR (-o) with a copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
+    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference. The bundled
+    artifacts never change.
 
     \b
     Example:

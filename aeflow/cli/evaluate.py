@@ -28,10 +28,8 @@ from aeflow.cli.options import data_dir_option, shared
                                             "(part of --report where the run holds the homework's flow).")
 @shared("force", "device", "no_verify", "json", "quiet")
 def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, device, no_verify, as_json, quiet):
-    """Score whole data sets through ONNX Runtime and compare with the homework's figures.
-
-    Type I error, type II and AUROC per anomaly set, the threshold for 1% type I, beside the
-    homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds the figures.
+    """Score whole data sets through ONNX Runtime: type I, type II and AUROC per anomaly set and the threshold
+    for 1% type I, beside the homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds figures.
 
     \b
     Example:

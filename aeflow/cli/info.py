@@ -25,11 +25,10 @@ def _graph(directory, meta, name: str, which: str, device: str) -> dict:
     path = directory / contract.GRAPHS[which].file
     g = {"metadata": name, "graph": path.name, "opset": entry.opset, "sha256_recorded": entry.sha256}
     if path.is_file():
-        g |= {"bytes": path.stat().st_size, "sha256_actual": sha256_file(path)}
-        g["sha256_ok"] = g["sha256_actual"] == entry.sha256
+        digest = sha256_file(path)
+        g |= {"bytes": path.stat().st_size, "sha256_actual": digest, "sha256_ok": digest == entry.sha256}
     try:
-        g["provider"] = provider_of(load_graph(directory, meta, which, device))
-        g["check"] = "ok"
+        g |= {"provider": provider_of(load_graph(directory, meta, which, device)), "check": "ok"}
     except AeflowError as e:
         g["check"] = e.message
     return g
@@ -115,15 +114,9 @@ def _print_text(info: dict) -> None:
 @click.command("info")
 @shared("artifacts", "device", "json")
 def command(artifacts, device, as_json):
-    """Show artifact metadata and check every file as the runtime would (contract, sha256, graph
-    signatures, golden outputs); exits 1 when a check fails.
-
-    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU; "runs on" is what really runs.
-
-    \b
-    Example:
-      aeflow info --device auto
-    """
+    """Show artifact metadata and check every file as the runtime would (contract, sha256, graph signatures,
+    golden outputs); exits 1 when a check fails. onnxruntime-gpu lists CUDAExecutionProvider even without a
+    GPU; "runs on" is what really runs."""
     info = gather_info(artifacts, device)
     if as_json:
         docs = {n: m if isinstance(m, dict) else m.to_json() for n, m in info["metadata"].items()}

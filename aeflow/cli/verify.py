@@ -9,10 +9,6 @@ from aeflow.cli.options import shared
 from aeflow.progress import text_table
 
 
-def _rows(rows) -> list[dict] | None:
-    return None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
-
-
 def comparison_table(rows, title: str) -> str:
     """``title`` over a plain-text table of ``aeflow.parity.Comparison`` rows, one line per output."""
     return "\n".join([title, *text_table([["output", "n", "max abs diff", "max rel diff", "tolerance", "result"]] + [
@@ -27,21 +23,17 @@ def comparison_table(rows, title: str) -> str:
 def command(artifacts, device, no_verify, golden_only, as_json):
     """Check every graph on this machine against the outputs recorded at export.
 
-    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the
-    tolerances of aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the
-    checkpoints. Exits 1 when anything is beyond tolerance, saying which side differs.
-
-    \b
-    Example:
-      aeflow verify --device cuda
-    """
+    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the tolerances of
+    aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the checkpoints. Exits 1 when
+    anything is beyond tolerance, saying which side differs (e.g. aeflow verify --device cuda)."""
     from aeflow.analysis.verify import verify_artifacts
 
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
     if as_json:
-        click.echo(json.dumps({"artifacts": str(result.directory), "provider": result.provider,
-                               "passed": result.passed, "golden": _rows(result.golden),
-                               "checkpoints": _rows(result.checkpoints), "notes": result.notes}, indent=2))
+        doc = {"artifacts": str(result.directory), "provider": result.provider, "passed": result.passed}
+        doc |= {k: None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
+                for k, rows in (("golden", result.golden), ("checkpoints", result.checkpoints))}
+        click.echo(json.dumps(doc | {"notes": result.notes}, indent=2))
     else:
         ort = f"ONNX Runtime ({result.provider})"
         click.echo(comparison_table(result.golden, f"{ort} vs the golden outputs recorded at export"))
