@@ -95,7 +95,7 @@ class _Stream:
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
-        if text and self._raises and self._stream is None:
+        if text and self._raises:
             raise OSError(errno.EBADF, "it is closed")
         return self._do("write", text, empty=len(text)) if text else 0
 
@@ -209,12 +209,11 @@ class LazyGroup(click.Group):
         error = None
         with _signals_end_the_command() as received, warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
-            try:
-                try:  # click returns --help's and --version's Exit(0) itself
-                    super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
-                    sys.stdout.flush()
-                except _Carried as e:
-                    raise e.args[0] from None
+            try:  # click returns --help's and --version's Exit(0) itself
+                super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                sys.stdout.flush()
+            except _Carried as e:  # an OSError or KeyboardInterrupt, both ENDINGS
+                error = e.args[0]
             except ENDINGS as e:
                 error = e
             except Exception:

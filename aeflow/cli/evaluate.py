@@ -1,5 +1,4 @@
-"""``aeflow evaluate``: the homework's figures (type I/II errors, AUROC, the flow's fit) recomputed
-through the runtime on whole data sets, side by side with the homework's, optionally as a report."""
+"""``aeflow evaluate``: the homework's figures (type I/II, AUROC, the flow's fit) on whole data sets, beside its own."""
 
 import json
 from pathlib import Path
@@ -53,7 +52,6 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, de
 
             write_report(report_dir, result)
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; " + ("no report written" if report_dir is not None else "nothing was written")
-                          ) from None
+        raise Interrupted(f"interrupted; {'no report' if report_dir is not None else 'nothing was'} written") from None
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else
                format_table(summary) + (f"\nreport: {summary['report']}" if summary["report"] else ""))

@@ -1,5 +1,4 @@
-"""What every aeflow command shares: its options, spelled one way for all (``-o/--output`` names
-whatever a command writes). Imports only click (a fast ``--help``)."""
+"""The options aeflow's commands share, spelled one way for all; imports only click (a fast ``--help``)."""
 
 from pathlib import Path
 

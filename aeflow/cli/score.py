@@ -65,12 +65,11 @@ def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
 def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
     """The scorer the options ask for, and what every report and output file records of the run."""
     scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, not o.no_verify, golden=not o.no_verify)
-    source = "--threshold"
     if o.threshold is not None:
-        scorer.threshold = o.threshold
+        scorer.threshold, source = o.threshold, "--threshold"
     else:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
-        entry = scorer.metadata.entry("ae" if o.precision == "fp32" else "int8")
-        source = "threshold.json" if o.precision == "fp32" else "threshold.json, int8"
+        fp32 = o.precision == "fp32"
+        entry, source = scorer.metadata.entry("ae" if fp32 else "int8"), "threshold.json" + ("" if fp32 else ", int8")
         if entry.calibration is not None:
             from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
 
@@ -213,7 +212,7 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
 
 def _on_dask(o: SimpleNamespace) -> None:
     """``--scheduler``: score on Dask (``aeflow.distributed``), the same report."""
-    if o.maps_dir is not None or (o.output is not None and str(o.output) == "-"):
+    if o.maps_dir is not None or str(o.output) == "-":
         raise click.UsageError("--scheduler writes Parquet (-o FILE.parquet or -o DIR/); --maps and -o - "
                                "need a single process")
     if not o.inputs:

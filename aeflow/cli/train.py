@@ -9,10 +9,6 @@ from aeflow.errors import OutputError, UsageError
 from aeflow.files import check_target
 from aeflow.optional import require
 
-# the config fields as the options spell them, for the one-line errors of the config checks
-FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
-         "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
-
 
 def _run_options(command):
     """``-o RUN``, ``--seed``, ``-q`` and ``--force``: what both commands take."""
@@ -22,8 +18,10 @@ def _run_options(command):
                          default=Path("runs/latest"), file_okay=False)(command)
 
 
-def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
-    """Training never replaces a checkpoint silently, nor writes the bundled folder."""
+def _check_run(check, config, output: Path, name: str, force: bool) -> None:
+    """``check(config)``, its errors naming the fields as this command's options spell them; training never
+    replaces a checkpoint silently, nor writes the bundled folder."""
+    check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
     check_target(output, "folder", force=True, parents=True)
     if (output / name).exists() and not force:
         raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
@@ -56,9 +54,9 @@ def train_ae(data, data_dir, output, quiet, force, **fields):
     require("torch", "train", "training")
     from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
 
-    config = AEConfig(**fields, data_dir=data_dir and str(data_dir), data=[str(Path(p).resolve()) for p in data] or None)
-    check_ae_config(config, FLAGS)
-    _refuse_overwrite(output, "ae.pt", force)
+    data = [str(Path(p).resolve()) for p in data] or None
+    config = AEConfig(**fields, data_dir=data_dir and str(data_dir), data=data)
+    _check_run(check_ae_config, config, output, "ae.pt", force)
     hist = train_autoencoder(output, config, quiet, force)
     shape = "x".join(map(str, config.image_shape))
     click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {config.epochs} epochs: "
@@ -90,8 +88,7 @@ def train_flow_cmd(data, output, quiet, force, **fields):
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(**fields, data=str(Path(data).resolve()) if data else None)
-    check_flow_config(config, FLAGS)
-    _refuse_overwrite(output, "flow.pt", force)
+    _check_run(check_flow_config, config, output, "flow.pt", force)
     hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")

@@ -1,5 +1,4 @@
-"""``aeflow verify``: the graphs on this machine's provider against the golden outputs recorded at
-export (no torch needed) and, with torch installed, against their checkpoints."""
+"""``aeflow verify``: the graphs here against export's golden outputs (no torch needed) and, with torch, checkpoints."""
 
 import json
 
