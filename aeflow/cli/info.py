@@ -71,7 +71,6 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
 
 
 def _print_text(info: dict) -> None:
-    """``gather_info``'s dict as text."""
     click.echo(f"artifacts: {info['artifacts']}")
     click.echo(f"model card: {info['model_card'] or 'none (re-export to write MODEL_CARD.md)'}")
     th, fl = info["metadata"].get("threshold.json"), info["metadata"].get("flow.json")

@@ -26,6 +26,7 @@ from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
 FEW_IMAGES = 20  # up to this many images (and no -o), the report lists each one
+WORD = {None: "-", True: "anomaly", False: "normal"}  # a predicted or known label in the report
 
 
 def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, maps=None):
@@ -89,9 +90,6 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
     def rate(e: dict | None, key: str) -> str:
         return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
 
-    def word(v: bool | None) -> str:
-        return "-" if v is None else ("anomaly" if v else "normal")
-
     echo(f"threshold {doc['threshold']:.6f} ({doc['threshold_source']}), provider {short_provider(doc['provider'])} "
          f"({doc['provider']}), precision {doc['precision']}, batch {doc['batch_size']}")
     echo("\n".join(text_table([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
@@ -103,8 +101,8 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
     if doc.get("images"):
         echo("\n".join(text_table([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
-             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", word(r["predicted_anomaly"]),
-             word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
+             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", WORD[r["predicted_anomaly"]],
+             WORD[r["label_anomaly"]]] for r in doc["images"]], range(1, 7))))
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)
