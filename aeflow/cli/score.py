@@ -56,13 +56,6 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     return results, counts
 
 
-def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
-    """About how many bytes the per-image output takes (generously), for the free-space check."""
-    width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
-    per_row = {".csv": 48 + width, ".json": 96 + width}.get(path.suffix.lower(), 16 + 4 * width)
-    return 4096 + per_row * sum(s.n for s in sources)
-
-
 def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
     """The scorer the options ask for, and what every report and output file records of the run."""
     scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, not o.no_verify, golden=not o.no_verify)
@@ -191,8 +184,10 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
                                        "{}x{}; pass the images to score".format(*scorer.image_shape))
             sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
                        for p in paths]
-            if out is not None:
-                check_space(out, _output_bytes(out, sources))
+            if out is not None:  # the per-image output's size, generously: every row as wide as the widest name
+                width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
+                per_row = {".csv": 48 + width, ".json": 96 + width}.get(out.suffix.lower(), 16 + 4 * width)
+                check_space(out, 4096 + per_row * sum(s.n for s in sources))
             maps = None
             if o.maps_dir is not None:
                 from aeflow.anomaly_maps import MapWriter
