@@ -1,12 +1,10 @@
-"""The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand's module is imported
-only when it runs or shows its help), and the one place where every command ends: ``outcome``
-turns how it ended (an error, a signal, a closed or full stdout) into one line and the exit code."""
-
-from __future__ import annotations
+"""The ``aeflow`` command line: click's documented ``LazyGroup`` (a subcommand is imported only to run or show
+its help); every command ends through ``outcome``: an error, a signal, a closed or full stdout -> one line, one code."""
 
 import atexit
 import contextlib
 import errno
+import functools
 import importlib
 import os
 import signal
@@ -48,9 +46,8 @@ def cli_message(message: str) -> str:
 
 @contextlib.contextmanager
 def _signals_end_the_command():
-    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS: the command cleans up as for Ctrl-C
-    (later ones ignored while it does, or held by ``aeflow.files`` until a temporary file is registered);
-    yields the signals received (``aeflow.files.RECEIVED``: nothing is published after one)."""
+    """Handlers raising ``KeyboardInterrupt`` for END_SIGNALS, so the command cleans up as for Ctrl-C (later
+    signals ignored; one held by ``aeflow.files`` waits); yields ``files.RECEIVED`` (nothing is published after one)."""
     received = files.RECEIVED
     received.clear()
     if threading.current_thread() is not threading.main_thread():
@@ -58,11 +55,10 @@ def _signals_end_the_command():
         return
 
     def handler(signum, frame):
-        if received:  # a second signal while cleaning up: let the clean-up finish
-            return
-        received.append(signum)
-        if not files.signal_deferred():
-            raise KeyboardInterrupt
+        if not received:  # a second signal while cleaning up: let the clean-up finish
+            received.append(signum)
+            if not files.signal_deferred():
+                raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in END_SIGNALS}
     try:
@@ -78,15 +74,13 @@ _ENDED_WITH: list[int] = []
 
 
 def _ended(signum, frame):
-    """A signal after the command has ended (e.g. while Dask's threads shut down): exit at once with
-    the command's own code."""
+    """A signal after the command ended (e.g. while Dask's threads shut down): exit now, with its code."""
     os._exit(_ENDED_WITH[0] if _ENDED_WITH else 128 + signum)
 
 
 class _Stream:
-    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback:
-    stderr (``raises=False``) loses what cannot be written; a stdout closed at the start (``stream``
-    None) raises ``OSError`` EBADF on a write, which ends the command with one line and exit 1."""
+    """A standard stream that a closed (``>&-``), full or broken stream cannot turn into a traceback: stderr
+    loses what cannot be written; a stdout closed at the start (``raises``) fails each write with EBADF."""
 
     encoding, errors = "utf-8", "backslashreplace"
 
@@ -101,7 +95,7 @@ class _Stream:
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # click probes for a binary stream with b""
             raise TypeError("a text stream")
-        if text and self._raises and self._stream is None:
+        if text and self._raises:
             raise OSError(errno.EBADF, "it is closed")
         return self._do("write", text, empty=len(text)) if text else 0
 
@@ -127,12 +121,9 @@ def _guard_streams() -> None:
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
-        except OSError:
+        except OSError:  # 0 to fd - 1 are open: /dev/null opens as fd (the lowest free one)
             with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_RDWR)
-                if null != fd:
-                    os.dup2(null, fd)
-                    os.close(null)
+                os.open(os.devnull, os.O_RDWR)
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
         with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="backslashreplace")
@@ -150,22 +141,16 @@ def _stdout_gone() -> None:
         os.close(devnull)
 
 
-def _warning_printer(previous):
-    """A ``warnings.showwarning`` printing aeflow's warnings as one line, ``aeflow: warning: ...``."""
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, ScaleWarning):
-            click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-    return show
+def _show_warning(previous, message, category, *where, **named) -> None:
+    """``warnings.showwarning`` printing aeflow's scale warnings as one line, ``aeflow: warning: ...``."""
+    if issubclass(category, ScaleWarning):
+        click.echo(f"aeflow: warning: {' '.join(str(message).split())}", err=True)
+    else:
+        previous(message, category, *where, **named)
 
 
 class _Carried(Exception):
-    """An OSError or KeyboardInterrupt carried past click (which would end it without a word)."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(error)
-        self.error = error
+    """An OSError or KeyboardInterrupt (``args[0]``) carried past click, which would end it without a word."""
 
 
 def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
@@ -188,11 +173,11 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
         return f"aeflow: error: {' '.join(error.format_message().split())}", error.exit_code
     if isinstance(error, AeflowError):
         return f"aeflow: error: {cli_message(error.message)}", error.exit_code
-    if getattr(error, "filename", None) is None and error.errno in STDOUT_ERRORS:
+    where = getattr(error, "filename", None)
+    if where is None and error.errno in STDOUT_ERRORS:
         _stdout_gone()  # most often stdout closed (>&-, | head) or full
         return f"aeflow: error: cannot write to standard output ({describe_os_error(error)})", 1
-    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-    return f"aeflow: error: {where}{describe_os_error(error)}", 1
+    return f"aeflow: error: {f'{where}: ' if where else ''}{describe_os_error(error)}", 1
 
 
 STDOUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
@@ -200,8 +185,7 @@ ENDINGS = (click.ClickException, click.exceptions.Abort, KeyboardInterrupt, Aefl
 
 
 class LazyGroup(click.Group):
-    """click's documented ``LazyGroup``; ``main`` sets up streams, signals and warnings and ends
-    every command through ``outcome``."""
+    """click's documented ``LazyGroup``; ``main`` sets up streams, signals and warnings, ends through ``outcome``."""
 
     def invoke(self, ctx):
         try:
@@ -224,13 +208,12 @@ class LazyGroup(click.Group):
         _guard_streams()
         error = None
         with _signals_end_the_command() as received, warnings.catch_warnings():
-            warnings.showwarning = _warning_printer(warnings.showwarning)
-            try:
-                try:  # click returns --help's and --version's Exit(0) itself
-                    super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
-                    sys.stdout.flush()
-                except _Carried as e:
-                    raise e.error from None
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            try:  # click returns --help's and --version's Exit(0) itself
+                super().main(args=args, prog_name=prog_name or "aeflow", standalone_mode=False, **extra)
+                sys.stdout.flush()
+            except _Carried as e:  # an OSError or KeyboardInterrupt, both ENDINGS
+                error = e.args[0]
             except ENDINGS as e:
                 error = e
             except Exception:
@@ -273,8 +256,8 @@ def main() -> None:
 
 
 def _leave() -> None:
-    """The last exit handler: once the command has ended, leave with its exit code through
-    ``os._exit``, not the interpreter's finalization (where a SIGTERM would end the process, -15)."""
+    """The last exit handler: once the command has ended, leave with its code through ``os._exit``, not the
+    interpreter's finalization (where a SIGTERM would end the process, -15)."""
     if _ENDED_WITH:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -282,7 +265,3 @@ def _leave() -> None:
         os._exit(_ENDED_WITH[0])
     for s in END_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-
-
-if __name__ == "__main__":
-    main()

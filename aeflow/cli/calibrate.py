@@ -1,7 +1,5 @@
 """``aeflow calibrate``: set the threshold from your own normal images and write threshold.json."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import sys
@@ -12,8 +10,7 @@ import click
 import numpy as np
 
 from aeflow.cli import _stdout_gone
-from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, quiet_option)
+from aeflow.cli.options import output_option, shared
 from aeflow.checks import check_batch, check_rule, expand_inputs
 from aeflow.errors import InputError, Interrupted, UsageError
 from aeflow.files import describe_os_error
@@ -26,15 +23,9 @@ from aeflow.runtime.inputs import open_source
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, AnomalyScorer
 
 
-def _print(run, directory: Path, out: Path | None) -> None:
+def _text(run, directory: Path, out: Path | None) -> str:
     first = next(iter(run.calibrations.values())).record
     conf, n = first["interval"]["confidence"], first["n"]
-    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
-    click.echo(f"calibrated on {n:,} normal images: {names}; provider {run.provider}")
-    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
-            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
-            f"of the {n:,} scores")
-    click.echo(f"rule: {rule}")
     rows = [["graph", "previous", "threshold", "false alarms here", f"long-run rate ({conf:.0%})",
              f"on {n:,} new images ({conf:.0%})"]]
     for which, cal in run.calibrations.items():
@@ -43,22 +34,25 @@ def _print(run, directory: Path, out: Path | None) -> None:
                      f"{r['achieved_false_alarm_rate']:.2%} ({r['flagged']:,}/{n:,})",
                      f"{iv['lower']:.2%} - {iv['upper']:.2%}",
                      f"{pr['lower']:,} - {pr['upper']:,} ({pr['lower'] / n:.1%} - {pr['upper'] / n:.1%})"])
-    click.echo("\n".join(text_table(rows, right=range(1, 6))))
-    where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else str(run.written)
-    click.echo(f"wrote {where}")
+    rule = (f"false-alarm rate {first['false_alarm_rate']:g}: the threshold is the score of rank {first['rank']:,} "
+            f"of {n:,}, ascending" if first["rule"] == "false-alarm rate" else f"mean + {first['k']:g} std (ddof 1) "
+            f"of the {n:,} scores")
+    names = ", ".join(f"{d['name']} ({d['n']:,})" for d in run.data)
+    where = f"{run.written} (with the artifact files of {directory}, which is unchanged)" if out else run.written
+    return "\n".join([f"calibrated on {n:,} normal images: {names}; provider {run.provider}", f"rule: {rule}",
+                      *text_table(rows, right=range(1, 6)), f"wrote {where}"])
 
 
 def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) -> None:
-    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit)
-    only costs a warning on stderr, and exit 0."""
+    """The summary on stdout; threshold.json is written, so a stdout that fails (a reader that quit) only
+    costs a warning on stderr, and exit 0."""
     try:
         if as_json:
-            doc = {"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
-                   "calibration": {GRAPHS[w].file: dict(c.record, threshold=c.threshold)
-                                   for w, c in run.calibrations.items()}}
-            click.echo(json.dumps(doc, indent=2))
+            click.echo(json.dumps({"artifacts": str(directory), "output": str(run.written), "provider": run.provider,
+                                   "calibration": {GRAPHS[w].file: dict(c.record, threshold=c.threshold)
+                                                   for w, c in run.calibrations.items()}}, indent=2))
         elif not quiet:
-            _print(run, directory, out)
+            click.echo(_text(run, directory, out))
         sys.stdout.flush()
     except OSError as e:
         _stdout_gone()  # what is still buffered goes nowhere
@@ -68,7 +62,7 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
 
 @click.command("calibrate")
 @click.argument("normal", nargs=-1, required=True, metavar="NORMAL...", type=click.Path(path_type=Path))
-@artifacts_option
+@shared("artifacts")
 @output_option("Write a calibrated copy of the artifacts into this new folder (every file copied) "
                "instead of changing --artifacts.", file_okay=False)
 @click.option("--k", "k", type=click.FloatRange(0, 100, min_open=True), default=None,
@@ -78,31 +72,31 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
                                 "is at most P (needs n >= 1/P - 1 images).")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Confidence of the reported interval for the false-alarm rate.")
-@device_option
-@batch_size_option
-@force_option
-@json_option
-@no_verify_option
-@quiet_option
+@shared("device", "batch_size", "force", "json", "no_verify", "quiet")
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 
-    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and
-    ae.int8.onnx where it exists) is calibrated on its own scores. The table gives the share of
-    these images above the new threshold, an exact (Clopper-Pearson) interval for the long-run
-    false-alarm rate, and how many of the next n normal images it will flag (distribution-free).
-
-    threshold.json is replaced in one step in --artifacts DIR, or written into OUTDIR (-o) with a
-    copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
-    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference.
-    The bundled artifacts never change.
+    NORMAL: normal images only, in any format 'aeflow score' reads. Each graph (ae.onnx, and ae.int8.onnx where
+    it exists) is calibrated on its own scores. The table gives the share of these images above the new threshold,
+    an exact (Clopper-Pearson) interval for the long-run false-alarm rate, and how many of the next n normal images
+    it will flag (distribution-free). threshold.json is replaced in one step in --artifacts DIR, or written into
+    OUTDIR (-o) with a copy of the artifacts, recording the rule, n, the data's names and sha256, the date and the
+    previous threshold; ae.onnx's scores (calibration_scores.npy) become the p-values' reference. The bundled
+    artifacts never change.
 
     \b
     Example:
       aeflow calibrate line3/normal/ --artifacts runs/a                  # mean + 3 std, in place
       aeflow calibrate normal.npy --false-alarm-rate 0.01 -o runs/line3  # a calibrated copy of the bundled ones
     """
-    normal, directory, out = _check(artifacts, output, k, rate, force, normal, batch_size)
+    if k is not None and rate is not None:
+        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
+    if artifacts is None and output is None:
+        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
+                               "of the bundled artifacts (which are never changed)")
+    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
+    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
+    out = calibration_target(directory, output, force, normal, cli=True)
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
                               quiet or as_json)
@@ -113,24 +107,10 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     _show(run, directory, out, as_json, quiet)
 
 
-def _check(artifacts, output, k, rate, force, normal, batch_size):
-    """The calibration's inputs (globs expanded), artifacts folder and target, checked before any
-    work (``aeflow.runtime.calibration.calibration_target``)."""
-    if k is not None and rate is not None:
-        raise click.UsageError("--k and --false-alarm-rate exclude each other; pass one")
-    if artifacts is None and output is None:
-        raise click.UsageError("pass --artifacts DIR to calibrate that folder, or -o OUTDIR for a calibrated copy "
-                               "of the bundled artifacts (which are never changed)")
-    check_batch(batch_size, "--batch-size", BYTES_PER_IMAGE)
-    normal, directory = expand_inputs(normal), artifacts_dir(artifacts)
-    return normal, directory, calibration_target(directory, output, force, normal, cli=True)
-
-
 def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
                     batch_size: int, verify: bool, quiet: bool) -> SimpleNamespace:
-    """Score the normal images in ``paths`` with every graph of ``directory`` (ae.onnx, and
-    ae.int8.onnx where threshold.json names it, each calibrated on its own scores) and write the
-    calibrated threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
+    """Score the normal images in ``paths`` with every graph of ``directory`` (each calibrated on its own
+    scores) and write threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
     Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
     check_rule(k, rate, confidence)
     meta = read_threshold(directory, verify)

@@ -1,7 +1,4 @@
-"""``aeflow evaluate``: the homework's figures (type I/II errors, AUROC, the flow's fit) recomputed
-through the runtime on whole data sets, side by side with the homework's, optionally as a report."""
-
-from __future__ import annotations
+"""``aeflow evaluate``: the homework's figures (type I/II, AUROC, the flow's fit) on whole data sets, beside its own."""
 
 import json
 from pathlib import Path
@@ -12,12 +9,11 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_target
 from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
-from aeflow.cli.options import (artifacts_option, data_dir_option, device_option, force_option, json_option,
-                                no_verify_option, quiet_option)
+from aeflow.cli.options import data_dir_option, shared
 
 
 @click.command("evaluate")
-@artifacts_option
+@shared("artifacts")
 @click.option("--in-dist", "in_dist", metavar="DATA", default=DEFAULT_IN_DIST, show_default=True,
               help="In-distribution set: a name (mnist-test, kmnist-test, fashion-mnist-test) or a path "
                    "(IDX, .npy, .npz, PNG folder).")
@@ -29,16 +25,10 @@ from aeflow.cli.options import (artifacts_option, data_dir_option, device_option
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
                                             "(part of --report where the run holds the homework's flow).")
-@force_option
-@device_option
-@no_verify_option
-@json_option
-@quiet_option
+@shared("force", "device", "no_verify", "json", "quiet")
 def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, device, no_verify, as_json, quiet):
-    """Score whole data sets through ONNX Runtime and compare with the homework's figures.
-
-    Type I error, type II and AUROC per anomaly set, the threshold for 1% type I, beside the
-    homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds the figures.
+    """Score whole data sets through ONNX Runtime: type I, type II and AUROC per anomaly set and the threshold
+    for 1% type I, beside the homework's (type I 1.04%, type II 2.95% against KMNIST). --report DIR adds figures.
 
     \b
     Example:
@@ -62,7 +52,6 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, de
 
             write_report(report_dir, result)
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; " + ("no report written" if report_dir is not None else "nothing was written")
-                          ) from None
+        raise Interrupted(f"interrupted; {'no report' if report_dir is not None else 'nothing was'} written") from None
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else
                format_table(summary) + (f"\nreport: {summary['report']}" if summary["report"] else ""))

@@ -1,7 +1,5 @@
 """``aeflow export``: checkpoints -> ONNX graphs and JSON metadata, checked against PyTorch."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

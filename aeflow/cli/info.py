@@ -1,7 +1,4 @@
-"""``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, and
-what can run them."""
-
-from __future__ import annotations
+"""``aeflow info``: what the artifacts are, whether they pass every check the runtime makes, what can run them."""
 
 import json
 import os
@@ -9,7 +6,7 @@ import os
 import click
 import onnxruntime as ort
 
-from aeflow.cli.options import artifacts_option, device_option, json_option
+from aeflow.cli.options import shared
 from aeflow.errors import AeflowError, ArtifactError
 from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
@@ -28,11 +25,10 @@ def _graph(directory, meta, name: str, which: str, device: str) -> dict:
     path = directory / contract.GRAPHS[which].file
     g = {"metadata": name, "graph": path.name, "opset": entry.opset, "sha256_recorded": entry.sha256}
     if path.is_file():
-        g |= {"bytes": path.stat().st_size, "sha256_actual": sha256_file(path)}
-        g["sha256_ok"] = g["sha256_actual"] == entry.sha256
+        digest = sha256_file(path)
+        g |= {"bytes": path.stat().st_size, "sha256_actual": digest, "sha256_ok": digest == entry.sha256}
     try:
-        g["provider"] = provider_of(load_graph(directory, meta, which, device))
-        g["check"] = "ok"
+        g |= {"provider": provider_of(load_graph(directory, meta, which, device)), "check": "ok"}
     except AeflowError as e:
         g["check"] = e.message
     return g
@@ -85,7 +81,7 @@ def _print_text(info: dict) -> None:
             ok = "ok" if g["sha256_ok"] else f"MISMATCH (recorded {g['sha256_recorded']})"
             click.echo(f"    sha256 {g['sha256_actual']} {ok}")
         click.echo(f"    check: {g['check']}" + (f", runs on {g['provider']}" if "provider" in g else ""))
-    if not isinstance(th, dict) and th is not None:
+    if th is not None and not isinstance(th, dict):
         v, d, t, ev = th.validation, th.data, th.training, th.evaluation
         click.echo(f"threshold {th.threshold:.6f} ({threshold_origin(th)}), images "
                    f"{th.image_shape[0]}x{th.image_shape[1]}")
@@ -100,7 +96,7 @@ def _print_text(info: dict) -> None:
             click.echo("  " + ", ".join(parts))
         if th.int8 is not None:
             click.echo(f"  int8 threshold {th.int8.threshold:.6f} ({threshold_origin(th.int8)})")
-    if not isinstance(fl, dict) and fl is not None:
+    if fl is not None and not isinstance(fl, dict):
         click.echo(f"flow: K = {len(fl.components.mu)}, W = {fl.W:.4f}, range ({fl.z_range[0]:.4f}, "
                    f"{fl.z_range[1]:.4f}), test NLL {fl.nll['test']:.4f}")
     for name, meta in info["metadata"].items():
@@ -115,25 +111,16 @@ def _print_text(info: dict) -> None:
 
 
 @click.command("info")
-@artifacts_option
-@device_option
-@json_option
+@shared("artifacts", "device", "json")
 def command(artifacts, device, as_json):
-    """Show artifact metadata and check every file as the runtime would (contract, sha256, graph
-    signatures, golden outputs); exits 1 when a check fails.
-
-    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU; "runs on" is what really runs.
-
-    \b
-    Example:
-      aeflow info --device auto
-    """
+    """Show artifact metadata and check every file as the runtime would (contract, sha256, graph signatures,
+    golden outputs); exits 1 when a check fails. onnxruntime-gpu lists CUDAExecutionProvider even without a
+    GPU; "runs on" is what really runs."""
     info = gather_info(artifacts, device)
     if as_json:
         docs = {n: m if isinstance(m, dict) else m.to_json() for n, m in info["metadata"].items()}
         click.echo(json.dumps(info | {"metadata": docs}, indent=2, default=str))
     else:
         _print_text(info)
-    if info["problems"]:
-        more = f" (and {len(info['problems']) - 1} more)" if len(info["problems"]) > 1 else ""
-        raise ArtifactError(f"{info['problems'][0]}{more}")
+    if problems := info["problems"]:
+        raise ArtifactError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

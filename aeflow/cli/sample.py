@@ -1,7 +1,5 @@
 """``aeflow sample``: draw samples from the 1-D flow by inverting it (flow_sampler.onnx or flow.onnx)."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import time
@@ -15,8 +13,7 @@ from aeflow.errors import Interrupted, UsageError
 from aeflow.files import atomic_path, check_space, check_target, same_file
 from aeflow.plotting import pyplot
 from aeflow.progress import progress_bar
-from aeflow.cli.options import (artifacts_option, device_option, force_option, json_option, no_verify_option,
-                                output_option, quiet_option)
+from aeflow.cli.options import output_option, shared
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.sampler import GRAPHS, METHODS, FlowSampler
 
@@ -114,20 +111,13 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
 @click.option("--histogram", type=click.Path(path_type=Path), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
-              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. "
-                   "Both are within 1e-5 (in the data's scale) of the float64 inverse, or a float32 step "
-                   "where that is coarser.")
-@device_option
-@artifacts_option
-@no_verify_option
-@force_option
-@json_option
-@quiet_option
+              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx.")
+@shared("device", "artifacts", "no_verify", "force", "json", "quiet")
 def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
 
-    f maps R onto (-W/2, W/2), so the samples follow the model's density normalised over that range.
-    Every sample is within 1e-5 of the float64 inverse (in the data's scale, or a float32 step at
+    f maps R onto (-W/2, W/2), so the samples follow the model's density normalised over that range. Both
+    methods put every sample within 1e-5 of the float64 inverse (in the data's scale, or a float32 step at
     the data's size where that is coarser); the same seed gives the same samples.
 
     \b
@@ -142,10 +132,8 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
           "samples_per_second": s["n"] / s["seconds"] if s["seconds"] > 0 else None,
           "z_range": list(sampler.z_range), "truncation_mass": sampler.truncation_mass,
           "output": output and str(output), "histogram": histogram and str(histogram)}
-    if as_json:
-        click.echo(json.dumps(s, indent=2))
-        return
-    click.echo(f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
+    click.echo(json.dumps(s, indent=2) if as_json else
+               f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
                f"{short_provider(s['provider'])})\n"
                f"  mean {s['mean']:.6f}  std {s['std']:.6f}  min {s['min']:.6f}  max {s['max']:.6f}\n"
                f"  z ~ N(0, 1) truncated to ({s['z_range'][0]:.6f}, {s['z_range'][1]:.6f}), which holds "

@@ -1,9 +1,8 @@
-"""``aeflow score``: anomaly scores for image files, one report (a table or JSON), optional per-image
-output; ``--scheduler`` hands the work to ``aeflow.distributed`` (Dask), never imported otherwise."""
-
-from __future__ import annotations
+"""``aeflow score``: anomaly scores for image files, one report (a table or JSON), optional per-image output;
+``--scheduler`` hands the work to ``aeflow.distributed`` (Dask), never imported otherwise."""
 
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -12,8 +11,7 @@ from types import SimpleNamespace
 import click
 
 from aeflow.checks import check_batch, check_threshold, expand_inputs
-from aeflow.cli.options import (artifacts_option, batch_size_option, device_option, force_option, json_option,
-                                no_verify_option, output_option, quiet_option)
+from aeflow.cli.options import output_option, shared
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar, text_table
@@ -28,13 +26,13 @@ from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
 DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
 FEW_IMAGES = 20  # up to this many images (and no -o), the report lists each one
+WORD = {None: "-", True: "anomaly", False: "normal"}  # a predicted or known label in the report
 
 
 def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, maps=None):
-    """Score every source: returns the ``ScoredInput`` of each and its ``InputResult``. ``maps``: a
-    ``MapWriter`` that gets each batch's reconstructions. Ctrl-C -> ``Interrupted``."""
-    images, done = sum(s.n for s in sources), 0
-    results, counts = [], []  # the ScoredInput and the InputResult of each source
+    """The ``ScoredInput`` and ``InputResult`` of every source; ``maps``, a ``MapWriter``, gets each batch's
+    reconstructions. Ctrl-C -> ``Interrupted``."""
+    images, done, results, counts = sum(s.n for s in sources), 0, [], []
     places = maps.naming if maps is not None else [(None, None)] * len(sources)
     try:
         with progress_bar(images, "scoring", quiet=quiet or images <= BAR_AFTER_BATCHES * scorer.batch_size) as bar:
@@ -58,38 +56,19 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     return results, counts
 
 
-def _output_bytes(path: Path, sources: list[ImageSource]) -> int:
-    """About how many bytes the per-image output takes (generously), for the free-space check."""
-    width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
-    per_row = {".csv": 48 + width, ".json": 96 + width}.get(path.suffix.lower(), 16 + 4 * width)
-    return 4096 + per_row * sum(s.n for s in sources)
-
-
 def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
     """The scorer the options ask for, and what every report and output file records of the run."""
-    scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, verify=not o.no_verify,
-                           golden=not o.no_verify)
-    source = "--threshold"
+    scorer = AnomalyScorer(o.artifacts, o.device, o.batch_size, o.precision, not o.no_verify, golden=not o.no_verify)
     if o.threshold is not None:
-        scorer.threshold = o.threshold
+        scorer.threshold, source = o.threshold, "--threshold"
     else:  # threshold.json or its int8 entry, and how 'aeflow calibrate' set it
-        entry = scorer.metadata.entry("ae" if o.precision == "fp32" else "int8")
-        source = "threshold.json" if o.precision == "fp32" else "threshold.json, int8"
+        fp32 = o.precision == "fp32"
+        entry, source = scorer.metadata.entry("ae" if fp32 else "int8"), "threshold.json" + ("" if fp32 else ", int8")
         if entry.calibration is not None:
             from aeflow.runtime.calibration import threshold_origin  # only for a calibrated folder: cold start
 
             source = f"{source}: {threshold_origin(entry)}"
     return scorer, dict(output_context(scorer), device_requested=o.device, threshold_source=source)
-
-
-# ---------------------------------------------------------------- the report, built once
-
-def _rate(e: dict | None, key: str) -> str:
-    return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
-
-
-def _word(v: bool | None) -> str:
-    return "-" if v is None else ("anomaly" if v else "normal")
 
 
 def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) -> None:
@@ -99,57 +78,52 @@ def _report(doc: dict, o: SimpleNamespace, notes: list[str], err: bool = False) 
         if o.as_json and not err:
             click.echo(json.dumps(doc, indent=2))
         return
+    echo = functools.partial(click.echo, err=err)
 
-    def echo(line: str) -> None:
-        click.echo(line, err=err)
+    def rate(e: dict | None, key: str) -> str:
+        return "-" if e is None else f"{e['rate']:.2%} ({e[key]}/{e['n']})"
 
     echo(f"threshold {doc['threshold']:.6f} ({doc['threshold_source']}), provider {short_provider(doc['provider'])} "
          f"({doc['provider']}), precision {doc['precision']}, batch {doc['batch_size']}")
     echo("\n".join(text_table([["input", "images", "flagged", "share", "type I", "type II", "images/s"]] + [
-        [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", _rate(d["type_i"], "flagged"),
-         _rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
+        [d["name"], f"{d['images']:,}", f"{d['flagged']:,}", f"{d['share']:.2%}", rate(d["type_i"], "flagged"),
+         rate(d["type_ii"], "missed"), f"{d['images_per_s']:,.0f}" if d["images_per_s"] else "-"]
         for d in [*doc["inputs"], doc["total"]]], range(1, 7), rule_before_last=True)))
     if doc["total"]["type_i"] or doc["total"]["type_ii"]:
         echo("type I: normal images flagged (false alarms); type II: anomalies not flagged (misses)")
     if doc.get("images"):
         echo("\n".join(text_table([["input", "index", "score", "normalised", "p-value", "predicted", "label"]] + [
             [r["source"], str(r["index"]), f"{r['score']:.6f}", f"{r['normalized_score']:.3f}",
-             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", _word(r["predicted_anomaly"]),
-             _word(r["label_anomaly"])] for r in doc["images"]], range(1, 7))))
+             "-" if r["p_value"] is None else f"{r['p_value']:.4f}", WORD[r["predicted_anomaly"]],
+             WORD[r["label_anomaly"]]] for r in doc["images"]], range(1, 7))))
         echo("normalised: min(score / (2 x threshold), 1), so the threshold reads 0.5; predicted: score > threshold")
     for line in notes:
         echo(line)
 
 
-# ---------------------------------------------------------------- the command
-
 HELP = """Score images with the autoencoder and flag those above the threshold.
 
-INPUT: .npy, .npz (array 'images', labels 'is_anomaly' optional), IDX (raw or .gz), 28x28
-greyscale .png files or folders, .parquet (see --column); quoted globs are expanded. Arrays: uint8
-or float in [0, 1], [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set
-(1,000 MNIST and 1,000 Fashion-MNIST test images, labelled). Labels give type I (false alarms)
-and type II (misses) errors; up to 20 images and no -o also list each image (--json: "images").
-Rows: the score, min(score / (2 x threshold), 1) (the threshold reads 0.5), the conformal p_value
-(against export's validation or calibrate's scores; empty for int8), predicted_anomaly and
-label_anomaly. Outputs are written completely or not at all (also on Ctrl-C).
+INPUT: .npy, .npz (array 'images', labels 'is_anomaly' optional), IDX (raw or .gz), 28x28 greyscale .png
+files or folders, .parquet (see --column); quoted globs are expanded. Arrays: uint8 or float in [0, 1],
+[N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST and 1,000
+Fashion-MNIST test images, labelled). Labels give type I (false alarms) and type II (misses) errors; up to
+20 images and no -o also list each image (--json: "images"). Rows: the score, min(score / (2 x threshold),
+1) (the threshold reads 0.5), the conformal p_value (against export's validation or calibrate's scores; empty
+for int8), predicted_anomaly and label_anomaly. Outputs are written completely or not at all (also on Ctrl-C).
 
 \b
 Example:
   aeflow score                                  # the bundled demo set
   aeflow score t10k-images-idx3-ubyte.gz -o scores.csv
-  aeflow score digits/ --threshold 0.05 --json
   aeflow score digits/ -o - | sort -t, -k2 -g   # CSV rows to stdout
-  aeflow score digits/ --maps maps/            # a picture per flagged image
+  aeflow score digits/ --maps maps/             # a picture per flagged image
   aeflow score 'shards/*.npy' --scheduler local:2 -o scores.parquet
 """
 
 
 @click.command("score", help=HELP)
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...", type=click.Path(path_type=Path))
-@artifacts_option
-@device_option
-@batch_size_option
+@shared("artifacts", "device", "batch_size")
 @click.option("--threshold", type=float, default=None, help="Flag scores above this, not threshold.json's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
@@ -163,10 +137,7 @@ Example:
 @click.option("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
               help="Score on Dask: local:N starts N worker processes here, tcp://HOST:PORT (or tls://) uses a "
                    "running scheduler; -o then names a .parquet file or a folder DIR/ (needs the distributed extra).")
-@force_option
-@json_option
-@no_verify_option
-@quiet_option
+@shared("force", "json", "no_verify", "quiet")
 def command(**options):
     """``aeflow score`` (its help: ``HELP``)."""
     o = SimpleNamespace(**options)
@@ -177,9 +148,9 @@ def command(**options):
     o.used = [o.artifacts] if o.artifacts is not None else []
     if o.scheduler is not None:
         return _on_dask(o)
-    to_stdout = o.output is not None and str(o.output) == "-"
+    to_stdout = str(o.output) == "-"
     paths = list(o.inputs) or [bundled_dir() / DEMO]
-    out = o.output if o.output is not None and not to_stdout else None
+    out = None if to_stdout else o.output
     if out is not None:
         check_output_path(out, o.force, paths, o.used)
     if o.maps_all and o.maps_dir is None:
@@ -187,9 +158,7 @@ def command(**options):
     if o.maps_dir is not None:
         check_target(o.maps_dir, "folder", what="--maps", force=o.force, inputs=paths, artifacts=o.used,
                      outputs=[("-o", out)] if out else [])
-    with contextlib.ExitStack() as maps_stack:  # the maps' staged_folder: published by _publish
-        head, results, counts, maps = _score(o, paths, out, o.quiet or o.as_json or to_stdout, maps_stack)
-        _publish(out, maps, results, head, o.force, maps_stack)
+    head, results, counts, maps = _score(o, paths, out, o.quiet or o.as_json or to_stdout)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
         write_stdout(results, o.as_json)
@@ -203,43 +172,40 @@ def command(**options):
     _report(doc, o, notes)
 
 
-def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool, maps_stack: contextlib.ExitStack):
-    """Open the inputs, load the scorer, check the free space for ``out``, score (and draw the
-    maps into a staged folder entered on ``maps_stack``). Returns the run's head, the results, their
-    ``InputResult``s and the ``MapWriter`` or None."""
-    with contextlib.ExitStack() as stack:
-        scorer, head = _scorer(o)
-        if not o.inputs and tuple(scorer.image_shape) != IMAGE_SHAPE:
-            h, w = scorer.image_shape
-            raise click.UsageError(f"no INPUT given, and the demo set is of 28x28 images while this run's are "
-                                   f"{h}x{w}; pass the images to score")
-        sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
-                   for p in paths]
-        if out is not None:
-            check_space(out, _output_bytes(out, sources))
-        maps = None
-        if o.maps_dir is not None:
-            from aeflow.anomaly_maps import MapWriter
+def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
+    """Open the inputs, load the scorer, check the free space for ``out``, score (the maps drawn into a staged
+    folder), write ``out``, then publish the maps (removed on any failure before). Returns the run's head, the
+    results, their ``InputResult``s and the ``MapWriter`` or None."""
+    with contextlib.ExitStack() as maps_stack:
+        with contextlib.ExitStack() as stack:
+            scorer, head = _scorer(o)
+            if not o.inputs and tuple(scorer.image_shape) != IMAGE_SHAPE:
+                raise click.UsageError("no INPUT given, and the demo set is of 28x28 images while this run's are "
+                                       "{}x{}; pass the images to score".format(*scorer.image_shape))
+            sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
+                       for p in paths]
+            if out is not None:  # the per-image output's size, generously: every row as wide as the widest name
+                width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
+                per_row = {".csv": 48 + width, ".json": 96 + width}.get(out.suffix.lower(), 16 + 4 * width)
+                check_space(out, 4096 + per_row * sum(s.n for s in sources))
+            maps = None
+            if o.maps_dir is not None:
+                from aeflow.anomaly_maps import MapWriter
 
-            maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack)
-        return (head, *_score_all(scorer, sources, quiet, maps), maps)
-
-
-def _publish(out: Path | None, maps, results: list[ScoredInput], head: dict, force: bool,
-             maps_stack: contextlib.ExitStack) -> None:
-    """Write the per-image output, then publish the maps by closing ``maps_stack`` (on any failure
-    before, their staged folder is removed)."""
-    try:
-        if out is not None:
-            write_results(out, results, head, force)
-        maps_stack.close()
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
+                maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack)
+            results, counts = _score_all(scorer, sources, quiet, maps)
+        try:
+            if out is not None:
+                write_results(out, results, head, o.force)
+            maps_stack.close()
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while writing {out or maps.directory}; no output written") from None
+    return head, results, counts, maps
 
 
 def _on_dask(o: SimpleNamespace) -> None:
     """``--scheduler``: score on Dask (``aeflow.distributed``), the same report."""
-    if o.maps_dir is not None or (o.output is not None and str(o.output) == "-"):
+    if o.maps_dir is not None or str(o.output) == "-":
         raise click.UsageError("--scheduler writes Parquet (-o FILE.parquet or -o DIR/); --maps and -o - "
                                "need a single process")
     if not o.inputs:

@@ -1,26 +1,27 @@
 """``aeflow train ae`` and ``aeflow train flow`` (torch is imported only when they run)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
-from aeflow.cli.options import data_dir_option, force_option, output_option, quiet_option
+from aeflow.cli.options import data_dir_option, output_option, shared
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import check_target
 from aeflow.optional import require
 
-_out = output_option("Run folder for the checkpoint and figures (export reads it from there).",
-                     default=Path("runs/latest"), file_okay=False)
-_seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, init and shuffling.")
-# the config fields as the options spell them, for the one-line errors of the config checks
-FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
-         "n_components": "--components", "n_train": "--n-train", "n_test": "--n-test", "val_fraction": "--val-fraction"}
+
+def _run_options(command):
+    """``-o RUN``, ``--seed``, ``-q`` and ``--force``: what both commands take."""
+    command = click.option("--seed", type=int, default=0, show_default=True,
+                           help="Seed of the split, init and shuffling.")(shared("quiet", "force")(command))
+    return output_option("Run folder for the checkpoint and figures (export reads it from there).",
+                         default=Path("runs/latest"), file_okay=False)(command)
 
 
-def _refuse_overwrite(output: Path, name: str, force: bool) -> None:
-    """Training never replaces a checkpoint silently, nor writes the bundled folder."""
+def _check_run(check, config, output: Path, name: str, force: bool) -> None:
+    """``check(config)``, its errors naming the fields as this command's options spell them; training never
+    replaces a checkpoint silently, nor writes the bundled folder."""
+    check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
     check_target(output, "folder", force=True, parents=True)
     if (output / name).exists() and not force:
         raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
@@ -35,15 +36,12 @@ def command():
 @click.option("--data", "data", multiple=True, help="Your normal images (any format 'aeflow score' reads; "
               "repeat for more files); default: MNIST from --data-dir.")
 @data_dir_option()
-@_out
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per step.")
 @click.option("--val-fraction", type=float, default=1 / 6, help="Share held out for the threshold (default 1/6).")
-@_seed
-@quiet_option
-@force_option
-def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed, quiet, force):
+@_run_options
+def train_ae(data, data_dir, output, quiet, force, **fields):
     """Train the H*W-256-128-32 autoencoder (784-256-... on MNIST) with MSE.
 
     \b
@@ -56,14 +54,12 @@ def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed,
     require("torch", "train", "training")
     from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder
 
-    config = AEConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, val_fraction=val_fraction,
-                      data_dir=str(data_dir) if data_dir else None,
-                      data=[str(Path(p).resolve()) for p in data] or None)
-    check_ae_config(config, FLAGS)
-    _refuse_overwrite(output, "ae.pt", force)
+    data = [str(Path(p).resolve()) for p in data] or None
+    config = AEConfig(**fields, data_dir=data_dir and str(data_dir), data=data)
+    _check_run(check_ae_config, config, output, "ae.pt", force)
     hist = train_autoencoder(output, config, quiet, force)
     shape = "x".join(map(str, config.image_shape))
-    click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {epochs} epochs: "
+    click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {config.epochs} epochs: "
                f"final epoch loss {hist['epoch_loss'][-1]:.6f}")
     click.echo(f"wrote {output / 'ae.pt'} and {output / 'ae_loss.png'}")
 
@@ -73,17 +69,14 @@ def train_ae(data, data_dir, output, epochs, lr, batch_size, val_fraction, seed,
               help="Your real values (1-D .npy, CSV or Parquet column, text of one value a line); "
                    "default: the three-Gaussian mixture. 1/6 is held out.")
 @click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
-@_out
 @click.option("--components", "n_components", type=int, default=5, show_default=True, help="Number of Gaussian CDFs K.")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=5e-2, show_default=True, help="Adam learning rate.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Points per step.")
 @click.option("--n-train", type=int, default=5000, show_default=True, help="Training points from the mixture.")
 @click.option("--n-test", type=int, default=1000, show_default=True, help="Test points from the mixture.")
-@_seed
-@quiet_option
-@force_option
-def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n_train, n_test, seed, quiet, force):
+@_run_options
+def train_flow_cmd(data, output, quiet, force, **fields):
     """Train the 1-D flow by maximum likelihood on the three-Gaussian mixture or your values.
 
     \b
@@ -94,11 +87,8 @@ def train_flow_cmd(data, column, output, n_components, epochs, lr, batch_size, n
     require("torch", "train", "training")
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
-    config = FlowConfig(n_components=n_components, epochs=epochs, lr=lr, batch_size=batch_size,
-                        n_train=n_train, n_test=n_test, seed=seed,
-                        data=str(Path(data).resolve()) if data else None, column=column)
-    check_flow_config(config, FLAGS)
-    _refuse_overwrite(output, "flow.pt", force)
+    config = FlowConfig(**fields, data=str(Path(data).resolve()) if data else None)
+    _check_run(check_flow_config, config, output, "flow.pt", force)
     hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")

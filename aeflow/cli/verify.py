@@ -1,18 +1,11 @@
-"""``aeflow verify``: the graphs on this machine's provider against the golden outputs recorded at
-export (no torch needed) and, with torch installed, against their checkpoints."""
-
-from __future__ import annotations
+"""``aeflow verify``: the graphs here against export's golden outputs (no torch needed) and, with torch, checkpoints."""
 
 import json
 
 import click
 
-from aeflow.cli.options import artifacts_option, device_option, json_option, no_verify_option
+from aeflow.cli.options import shared
 from aeflow.progress import text_table
-
-
-def _rows(rows) -> list[dict] | None:
-    return None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
 
 
 def comparison_table(rows, title: str) -> str:
@@ -23,29 +16,23 @@ def comparison_table(rows, title: str) -> str:
 
 
 @click.command("verify")
-@artifacts_option
-@device_option
-@no_verify_option
+@shared("artifacts", "device", "no_verify")
 @click.option("--golden-only", is_flag=True, help="Skip the checkpoints even where torch is installed.")
-@json_option
+@shared("json")
 def command(artifacts, device, no_verify, golden_only, as_json):
     """Check every graph on this machine against the outputs recorded at export.
 
-    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the
-    tolerances of aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the
-    checkpoints. Exits 1 when anything is beyond tolerance, saying which side differs.
-
-    \b
-    Example:
-      aeflow verify --device cuda
-    """
+    Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the tolerances of
+    aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the checkpoints. Exits 1 when
+    anything is beyond tolerance, saying which side differs (e.g. aeflow verify --device cuda)."""
     from aeflow.analysis.verify import verify_artifacts
 
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
     if as_json:
-        click.echo(json.dumps({"artifacts": str(result.directory), "provider": result.provider,
-                               "passed": result.passed, "golden": _rows(result.golden),
-                               "checkpoints": _rows(result.checkpoints), "notes": result.notes}, indent=2))
+        doc = {"artifacts": str(result.directory), "provider": result.provider, "passed": result.passed}
+        doc |= {k: None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
+                for k, rows in (("golden", result.golden), ("checkpoints", result.checkpoints))}
+        click.echo(json.dumps(doc | {"notes": result.notes}, indent=2))
     else:
         ort = f"ONNX Runtime ({result.provider})"
         click.echo(comparison_table(result.golden, f"{ort} vs the golden outputs recorded at export"))
