@@ -1,6 +1,5 @@
-"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or
-None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose metadata
-differs refuses with one ``ArtifactError``."""
+"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or None
+for the bundled one, the metadata's sha256) and rebuild on first use; other metadata is one ``ArtifactError``."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime.artifacts import bundled_dir
 
-_PENDING = "_pending_settings"
-_LOCK = "_pending_lock"
+_PENDING, _LOCK = "_pending_settings", "_pending_lock"
 
 
 def portable_artifacts(directory: Path) -> str | None:
@@ -38,15 +36,6 @@ class Rebuildable:
     unpickling or ``replace`` the first missing attribute builds the object, once, under a lock."""
 
     METADATA = ""
-
-    @classmethod
-    def _rebuild(cls, settings: dict):
-        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold", "calibration")})
-        if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
-            obj.threshold = settings["threshold"]
-        if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
-            obj._calibration = settings["calibration"]
-        return obj
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -82,7 +71,12 @@ class Rebuildable:
         with d[_LOCK]:
             if _PENDING in d:
                 settings = d[_PENDING]
-                fresh = type(self)._rebuild(settings)
+                fresh = type(self)(**{k: v for k, v in settings.items()
+                                      if k not in ("digest", "threshold", "calibration")})
+                if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
+                    fresh.threshold = settings["threshold"]
+                if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
+                    fresh._calibration = settings["calibration"]
                 digest = metadata_digest(fresh.directory, self.METADATA)
                 if settings.get("digest") and digest != settings["digest"]:
                     where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
