@@ -60,8 +60,7 @@ def _read_bytes(path: Path, limit: int, what: str, hint: str = "run 'aeflow expo
 
 def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None = None,
              recorded_in: str = "") -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes; ``sha256``: those bytes
-    must have it, as ``recorded_in`` records), or one ``ArtifactError`` line."""
+    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes, with ``recorded_in``'s ``sha256``)."""
     data = _read_bytes(path, limit, "this file")
     if sha256 is not None:
         _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
@@ -87,8 +86,7 @@ def _no_duplicates(pairs: list) -> dict:
 
 
 def load_json(path: Path) -> dict:
-    """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys
-    refused), or ``ArtifactError`` naming the file."""
+    """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys refused)."""
     data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata",
                        f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder")
     try:
@@ -180,8 +178,7 @@ def golden_arrays(image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> dict[s
 
 def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str,
                 verify: bool = True) -> dict[str, np.ndarray]:
-    """golden.npz's arrays for graph ``which``, the file checked against ``meta``'s sha256, the arrays against
-    ``golden_arrays``."""
+    """golden.npz's arrays for graph ``which``, checked against ``meta``'s sha256 and ``golden_arrays``."""
     spec, path = contract.GRAPHS[which], Path(directory) / contract.GOLDEN_FILE
     want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
     limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (64 << 20)  # + validation scores

@@ -34,8 +34,7 @@ COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.F
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold set on normal images, its ``calibration`` record and the scores (float32 [n]) it
-    was set on: ae.onnx's become the p-values' reference (``CALIBRATION_SCORES``)."""
+    """A threshold set on normal images, its ``calibration`` record and the scores it was set on (float32 [n])."""
 
     threshold: float
     record: dict
@@ -44,8 +43,8 @@ class Calibration:
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,
                      false_alarm_rate: float | None = None, confidence: float = CONFIDENCE) -> Calibration:
-    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with
-    its record (``data``: ``data_entry``s); ``UsageError`` for too few scores or a threshold not positive."""
+    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with its
+    record (``data``: ``path_entry``/``array_entry`` dicts); ``UsageError`` for too few scores or a threshold <= 0."""
     k, rate = check_rule(k, false_alarm_rate, confidence)
     s = np.asarray(scores, dtype=np.float64).ravel()
     n = s.size
@@ -160,8 +159,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; where the latter fails (Ctrl-C included)
-    the scores file is put back as it was, so the old threshold.json still matches it."""
+    """The scores file (when ``scores``), then threshold.json; if that fails (Ctrl-C too) the scores file is restored."""
     path = directory / CALIBRATION_SCORES
     old = path.read_bytes() if scores is not None and path.is_file() else None
     if scores is not None:

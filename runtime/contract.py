@@ -53,8 +53,7 @@ GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images"
 
 
 def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
-    """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}, "N" the batch;
-    the autoencoders' images are [N, 1, H, W]."""
+    """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}; "N" is the batch."""
     if which in ("ae", "int8"):
         image = ["N", 1, *image_shape]
         return {"inputs": {"images": image}, "outputs": {"reconstruction": image, "score": ["N"]}}
@@ -143,8 +142,7 @@ class Validation(NamedTuple):
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdEntry:
-    """A graph's threshold in force, export's ``k`` and ``validation``, and the ``calibration``
-    record (a dict; None unless 'aeflow calibrate' set the threshold)."""
+    """A graph's threshold, export's ``k`` and ``validation``, the ``calibration`` record (None: export's)."""
 
     graph: Graph
     threshold: float
@@ -261,8 +259,7 @@ class ThresholdMeta(ThresholdEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerEntry:
-    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals handed to
-    float64 and the slope below which it does so, export's ``check`` dict."""
+    """flow.json's "sampler_graph": the graph, its build, where float64 takes over, export's ``check``."""
 
     graph: Graph
     newton_steps: int

@@ -15,27 +15,23 @@ from aeflow.runtime.artifacts import bundled_dir
 _PENDING, _LOCK = "_pending_settings", "_pending_lock"
 
 
-def portable_artifacts(directory: Path) -> str | None:
-    """``None`` for the bundled folder (the receiver resolves its own), else the absolute path."""
-    try:
-        return None if Path(directory).resolve() == bundled_dir().resolve() else os.path.abspath(directory)
-    except OSError:
-        return os.path.abspath(directory)
-
-
-def metadata_digest(directory: Path, name: str) -> str | None:
-    """sha256 of ``directory/name``, None when unreadable."""
-    try:
-        return sha256_file(Path(directory) / name)
-    except OSError:
-        return None
-
-
 class Rebuildable:
-    """Mixin: pickle by ``settings()`` (constructor arguments + ``digest`` of ``METADATA``); after
-    unpickling or ``replace`` the first missing attribute builds the object, once, under a lock."""
+    """Mixin: pickle by ``settings()``; after unpickling or ``replace`` the first use builds the object, once."""
 
     METADATA = ""
+
+    def _pin_origin(self) -> None:
+        """Set what a pickle names: ``_portable``, None for the bundled folder (the receiver resolves its own)
+        else the absolute path (now: a relative one depends on the cwd), and ``_digest``, ``METADATA``'s sha256."""
+        try:
+            bundled = Path(self.directory).resolve() == bundled_dir().resolve()
+        except OSError:
+            bundled = False
+        self._portable = None if bundled else os.path.abspath(self.directory)
+        try:
+            self._digest = sha256_file(Path(self.directory) / self.METADATA)
+        except OSError:  # unreadable: nothing to compare a receiver's with
+            self._digest = None
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -77,7 +73,7 @@ class Rebuildable:
                     fresh.threshold = settings["threshold"]
                 if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
                     fresh._calibration = settings["calibration"]
-                digest = metadata_digest(fresh.directory, self.METADATA)
+                digest = fresh._digest
                 if settings.get("digest") and digest != settings["digest"]:
                     where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
                     raise ArtifactError(f"{where}: {self.METADATA} here differs from the one the "
