@@ -142,13 +142,16 @@ class Validation(NamedTuple):
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdEntry:
-    """A graph's threshold, export's ``k`` and ``validation``, the ``calibration`` record (None: export's)."""
+    """A graph's threshold, export's ``k`` and ``validation``, the ``calibration`` record (None: export's);
+    threshold.json's "int8" entry also holds export's ``method`` and ``evaluation`` dicts."""
 
     graph: Graph
     threshold: float
     k: float
     validation: Validation
     calibration: dict | None = None
+    method: dict | None = None
+    evaluation: dict | None = None
 
     @staticmethod
     def _fields(c: Check, doc: dict, prefix: str, which: str, image_shape, n_validation: int) -> dict:
@@ -170,21 +173,12 @@ class ThresholdEntry:
         return dict(graph=Graph.from_json(c, doc, prefix, which, image_shape), threshold=threshold, k=k,
                     validation=val, calibration=cal)
 
-    def _json(self) -> dict:
-        v = self.validation
-        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
-                **self.graph.to_json(), "calibration": self.calibration}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Int8Entry(ThresholdEntry):
-    """threshold.json's "int8": the quantised graph, its threshold, and export's ``method`` and ``evaluation`` dicts."""
-
-    method: dict
-    evaluation: dict
-
     def to_json(self) -> dict:
-        return _optional(self._json() | {"method": self.method, "evaluation": self.evaluation})
+        """The entry's JSON (threshold.json's "int8" entry; its top-level fields for ae.onnx)."""
+        v = self.validation
+        return _optional({"threshold": self.threshold, "k": self.k, **self.graph.to_json(),
+                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
+                          "calibration": self.calibration, "method": self.method, "evaluation": self.evaluation})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +195,7 @@ class ThresholdMeta(ThresholdEntry):
     versions: dict
     golden: Binding
     checkpoint: Binding | None = None
-    int8: Int8Entry | None = None
+    int8: ThresholdEntry | None = None
 
     KEYS = ("schema_version", "threshold", "k", "validation", "score", *GRAPH_KEYS, "data", "training", "evaluation",
             "versions", "golden", "content_sha256")
@@ -230,9 +224,9 @@ class ThresholdMeta(ThresholdEntry):
         if "int8" in doc:
             e = c.obj(doc["int8"], "int8", ("threshold", "k", "validation", *GRAPH_KEYS, "method", "evaluation"),
                       ("calibration",))
-            int8 = Int8Entry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
-                             method=c.obj(e["method"], "int8.method", closed=False),
-                             evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
+            int8 = ThresholdEntry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
+                                  method=c.obj(e["method"], "int8.method", closed=False),
+                                  evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
         n_scores = c.num(doc["validation_scores"], "validation_scores", 2, 10**9, integer=True) \
             if "validation_scores" in doc else None
         return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, validation_scores=n_scores,
@@ -240,9 +234,9 @@ class ThresholdMeta(ThresholdEntry):
 
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
-        return seal(_optional({"schema_version": SCHEMA_VERSION, **self._json(), "image_shape": list(self.image_shape),
-                               "score": score_definition(self.image_shape), "validation_scores": self.validation_scores,
-                               "data": self.data, "training": self.training, "evaluation": self.evaluation,
+        return seal(_optional({"schema_version": SCHEMA_VERSION, **super().to_json(),
+                               "image_shape": list(self.image_shape), "score": score_definition(self.image_shape),
+                               "validation_scores": self.validation_scores, "data": self.data, "training": self.training,
                                "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
                                "int8": self.int8 and self.int8.to_json()}))
 
