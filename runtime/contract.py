@@ -65,11 +65,11 @@ def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
 def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> None:
     """The schema version, the keys, plain JSON throughout and (when ``verify``) the seal."""
     version = doc.get("schema_version") if isinstance(doc, dict) else None
-    if type(version) is int and version == 1:
-        raise ArtifactError(f"{c.where}: schema_version 1 was written by an older aeflow (no golden outputs, "
-                            f"metadata not bound to the graphs); re-export: aeflow export -o DIR, which reads "
-                            f"DIR/ae.pt and DIR/flow.pt")
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        if version == 1 and not isinstance(version, bool):
+            raise ArtifactError(f"{c.where}: schema_version 1 was written by an older aeflow (no golden outputs, "
+                                f"metadata not bound to the graphs); re-export: aeflow export -o DIR, which reads "
+                                f"DIR/ae.pt and DIR/flow.pt")
         raise ArtifactError(f"{c.where}: unknown schema_version {show(version)} (this aeflow reads {SCHEMA_VERSION}); "
                             f"upgrade aeflow or re-export")
     c.obj(doc, "", keys, optional)
@@ -176,8 +176,8 @@ class ThresholdEntry:
     def to_json(self) -> dict:
         """The entry's JSON (threshold.json's "int8" entry; its top-level fields for ae.onnx)."""
         v = self.validation
-        return _optional({"threshold": self.threshold, "k": self.k, **self.graph.to_json(),
-                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
+        return _optional({"threshold": self.threshold, "k": self.k,
+                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}, **self.graph.to_json(),
                           "calibration": self.calibration, "method": self.method, "evaluation": self.evaluation})
 
 
