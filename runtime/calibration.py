@@ -89,13 +89,14 @@ def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, di
 def path_entry(path: str | os.PathLike, n: int, name: str | None = None, files=None) -> dict:
     """One entry of ``calibration.data``: a file (its ``sha256sum``) or a folder whose ``files`` were scored
     (default: its visible files; the sha256 of ``cd DIR && sha256sum *.png | LC_ALL=C sort -k2``)."""
-    kind, sha = "file", None
     if (p := Path(path)).is_dir():
         files = files if files is not None else [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
         names = sorted(files, key=lambda f: os.fsencode(Path(f).name))
         listing = "".join(f"{sha256_file(f)}  {Path(f).name}\n" for f in names).encode("utf-8", "surrogateescape")
         kind, sha = "folder", hashlib.sha256(listing).hexdigest()
-    return {"name": str(name or path)[:1000], "kind": kind, "sha256": sha or sha256_file(p), "n": int(n)}
+    else:
+        kind, sha = "file", sha256_file(p)
+    return {"name": str(name or path)[:1000], "kind": kind, "sha256": sha, "n": int(n)}
 
 
 def array_entry(source: ImageSource, name: str = "array") -> dict:
@@ -159,7 +160,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; if that fails (Ctrl-C too) the scores file is restored."""
+    """The scores file (when ``scores``), then threshold.json; if that fails (Ctrl-C too) the old scores come back."""
     path = directory / CALIBRATION_SCORES
     old = path.read_bytes() if scores is not None and path.is_file() else None
     if scores is not None:

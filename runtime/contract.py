@@ -183,9 +183,8 @@ class ThresholdEntry:
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdMeta(ThresholdEntry):
-    """threshold.json: ae.onnx's ``ThresholdEntry``, ``image_shape`` (H, W), export's ``data``,
-    ``training`` and ``evaluation`` dicts, versions, bindings, the ``int8`` entry (or None) and how
-    many validation scores golden.npz keeps for p-values (``validation_scores``; None: none)."""
+    """threshold.json: ae.onnx's entry, ``image_shape`` (H, W), export's ``data``, ``training`` and ``evaluation``,
+    versions, bindings, the ``int8`` entry and how many validation scores golden.npz keeps (None: none)."""
 
     image_shape: tuple[int, int] = IMAGE_SHAPE
     validation_scores: int | None = None
@@ -234,11 +233,11 @@ class ThresholdMeta(ThresholdEntry):
 
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
-        return seal(_optional({"schema_version": SCHEMA_VERSION, **super().to_json(),
-                               "image_shape": list(self.image_shape), "score": score_definition(self.image_shape),
-                               "validation_scores": self.validation_scores, "data": self.data, "training": self.training,
-                               "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
-                               "int8": self.int8 and self.int8.to_json()}))
+        return seal(_optional({
+            "schema_version": SCHEMA_VERSION, **super().to_json(), "image_shape": list(self.image_shape),
+            "score": score_definition(self.image_shape), "validation_scores": self.validation_scores, "data": self.data,
+            "training": self.training, "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
+            "int8": self.int8 and self.int8.to_json()}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""

@@ -111,8 +111,7 @@ def seal(doc: dict) -> dict:
 
 
 def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
-    """``cal`` (at ``field``), the record ``aeflow.runtime.calibration`` writes, checked against itself
-    and ``threshold``; returned as is."""
+    """``cal`` (at ``field``), the record ``aeflow.runtime.calibration`` writes, checked against ``threshold``."""
     f, rule = field + ".", c.obj(cal, field, ("rule",), closed=False)["rule"]
     if not isinstance(rule, str) or rule not in RULES:
         c.fail(f + "rule", f"has an unexpected value, found {show(rule)}")
@@ -166,8 +165,7 @@ def _intervals_and_data(c: Check, cal: dict, f: str, n: int, rate: float) -> Non
 
 
 def evaluation(c: Check, ev, field: str) -> dict:
-    """``ev`` (at ``field``): type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}, each
-    optional; returned as is."""
+    """``ev`` (at ``field``), each part optional: type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}."""
     c.obj(ev, field, (), ("type_i", "type_ii", "auroc"), closed=field == "evaluation")
     if "type_i" in ev:
         t = c.obj(ev["type_i"], field + ".type_i", ("set", "n", "rate"))
