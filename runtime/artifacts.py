@@ -1,7 +1,5 @@
-"""Loading and checking an artifacts folder against ``aeflow.runtime.contract``: threshold.json and
-flow.json parsed strictly into their typed metadata, graphs and their sha256s, a session's signature,
-golden.npz, the checkpoints and the demo set. Every file goes through ``_regular`` (and ``read_npz``
-for arrays): a missing, empty or garbage file is one ``ArtifactError`` line naming it."""
+"""Loading and checking an artifacts folder against ``aeflow.runtime.contract``: the metadata, graphs, a
+session's signature, golden.npz, checkpoints and the demo set; a bad file is one ``ArtifactError`` line."""
 
 from __future__ import annotations
 
@@ -62,8 +60,7 @@ def _read_bytes(path: Path, limit: int, what: str, hint: str = "run 'aeflow expo
 
 def read_npz(path: Path, names: tuple[str, ...], limit: int, sha256: str | None = None,
              recorded_in: str = "") -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes; ``sha256``: those bytes
-    must have it, as ``recorded_in`` records), or one ``ArtifactError`` line."""
+    """The arrays ``names`` of the .npz at ``path`` (at most ``limit`` bytes, with ``recorded_in``'s ``sha256``)."""
     data = _read_bytes(path, limit, "this file")
     if sha256 is not None:
         _same_sha256(path, hashlib.sha256(data).hexdigest(), sha256, recorded_in)
@@ -82,15 +79,14 @@ def _reject_constant(name: str):
 
 
 def _no_duplicates(pairs: list) -> dict:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        raise ValueError(f"duplicate key {next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))[:40]!r}")
-    return doc
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {next(k for i, k in enumerate(keys) if k in keys[:i])[:40]!r}")
+    return dict(pairs)
 
 
 def load_json(path: Path) -> dict:
-    """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys
-    refused), or ``ArtifactError`` naming the file."""
+    """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys refused)."""
     data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata",
                        f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder")
     try:
@@ -121,8 +117,7 @@ def read_flow(directory: str | os.PathLike, verify: bool = True) -> FlowMeta:
 
 
 def is_aeflow_document(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a JSON object with a ``schema_version`` (an aeflow threshold.json or
-    flow.json of any version): what an export or a calibrated copy may remove as its own."""
+    """True when ``path`` is an aeflow threshold.json or flow.json (any schema): an export's or copy's own."""
     try:
         return "schema_version" in load_json(Path(path))
     except ArtifactError:  # missing, not a regular file, too large, malformed or not an object
@@ -130,20 +125,17 @@ def is_aeflow_document(path: str | os.PathLike) -> bool:
 
 
 def write_metadata(path: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> ThresholdMeta | FlowMeta:
-    """Write ``meta`` sealed (its ``to_json``) at ``path`` atomically, checked first as the runtime reads
-    it; returns the metadata read back from that document."""
-    path, doc = Path(path), meta.to_json()
-    checked = type(meta).from_json(doc, path)
+    """Write ``meta`` sealed at ``path`` atomically, checked first as the runtime reads it; returns it as read."""
+    doc = meta.to_json()
+    checked = type(meta).from_json(doc, Path(path))
     write_atomic(path, json.dumps(doc, indent=2) + "\n", replace=True)
     return checked
 
 
 def check_signature(session, sig: dict, name: str) -> None:
-    """``ArtifactError`` (one line) unless ``session``'s inputs and outputs are exactly ``sig``'s
-    (``contract.signature``): names in order, float32, ranks and fixed dimensions ("N" dynamic)."""
+    """``ArtifactError`` unless ``session``'s inputs and outputs are ``sig``'s: names, float32, ranks, fixed dims."""
     for kind, have in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-        want = sig[kind]
-        if [a.name for a in have] != list(want):
+        if [a.name for a in have] != list(want := sig[kind]):
             raise ArtifactError(f"{name}: unexpected {kind} {[a.name for a in have]} (expected {list(want)}); "
                                 f"this is not an aeflow graph - re-export")
         for arg, dims in zip(have, want.values()):
@@ -186,8 +178,7 @@ def golden_arrays(image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> dict[s
 
 def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, which: str,
                 verify: bool = True) -> dict[str, np.ndarray]:
-    """golden.npz's arrays for graph ``which``, the file checked against ``meta``'s sha256, the arrays
-    against ``golden_arrays``."""
+    """golden.npz's arrays for graph ``which``, checked against ``meta``'s sha256 and ``golden_arrays``."""
     spec, path = contract.GRAPHS[which], Path(directory) / contract.GOLDEN_FILE
     want = golden_arrays(getattr(meta, "image_shape", contract.IMAGE_SHAPE))
     limit = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in want.values()) + (64 << 20)  # + validation scores
@@ -202,12 +193,11 @@ def read_golden(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, wh
 
 
 def checkpoint_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta) -> Path | None:
-    """The checkpoint ``meta``'s graphs came from in ``directory`` (None: none named, or absent);
-    ``ArtifactError`` when it is another checkpoint."""
-    if meta.checkpoint is None or not (Path(directory) / meta.checkpoint.file).exists():
+    """``meta``'s checkpoint in ``directory`` (None: none named, or absent); ``ArtifactError`` for another one."""
+    path = Path(directory) / meta.checkpoint.file if meta.checkpoint else None
+    if path is None or not path.exists():
         return None
-    path = _regular(Path(directory) / meta.checkpoint.file, "restore the checkpoint or remove it")
-    if sha256_file(path) != meta.checkpoint.sha256:
+    if sha256_file(_regular(path, "restore the checkpoint or remove it")) != meta.checkpoint.sha256:
         raise ArtifactError(f"{path}: the checkpoint and the graph disagree: this is not the checkpoint the graphs "
                             f"were exported from (sha256 differs from the JSON's); re-export from it")
     return path
@@ -232,17 +222,14 @@ def demo_images(directory: str | os.PathLike | None = None,
 
 
 def reference_scores(directory: Path, meta: ThresholdMeta, verify: bool = True) -> np.ndarray | None:
-    """ae.onnx's reference scores for p-values, float32 [n]: the calibration scores threshold.json's
-    ``calibration.scores`` binds, else the validation scores golden.npz keeps (the file's sha256
-    checked if ``verify``); None where threshold.json records neither (exported before p-values)."""
+    """ae.onnx's reference scores for p-values, float32 [n]: the calibration scores ``calibration.scores`` binds,
+    else the validation scores golden.npz keeps (sha256 checked if ``verify``); None where neither is recorded."""
     record = (meta.calibration or {}).get("scores")
-    if record is not None:
-        path, sha, n, hint = Path(directory) / CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again"
-    elif meta.validation_scores is not None:
-        path, sha, n, hint = Path(directory) / contract.GOLDEN_FILE, meta.golden.sha256, meta.validation_scores, \
-            "re-export"
-    else:
+    if record is None and meta.validation_scores is None:
         return None
+    path, sha, n, hint = (CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again") if record is not None \
+        else (contract.GOLDEN_FILE, meta.golden.sha256, meta.validation_scores, "re-export")
+    path = Path(directory) / path
     try:
         data = path.read_bytes() if path.is_file() else b""
     except OSError:

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import io
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,7 @@ COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.F
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold set on normal images, its ``calibration`` record and the scores (float32 [n]) it
-    was set on: ae.onnx's become the p-values' reference (``CALIBRATION_SCORES``)."""
+    """A threshold set on normal images, its ``calibration`` record and the scores it was set on (float32 [n])."""
 
     threshold: float
     record: dict
@@ -43,8 +43,8 @@ class Calibration:
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,
                      false_alarm_rate: float | None = None, confidence: float = CONFIDENCE) -> Calibration:
-    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with
-    its record (``data``: ``data_entry``s); ``UsageError`` for too few scores or a threshold not positive."""
+    """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with its
+    record (``data``: ``path_entry``/``array_entry`` dicts); ``UsageError`` for too few scores or a threshold <= 0."""
     k, rate = check_rule(k, false_alarm_rate, confidence)
     s = np.asarray(scores, dtype=np.float64).ravel()
     n = s.size
@@ -86,27 +86,25 @@ def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, di
     return th.value, {"rule": "mean + k std", "k": th.k, "mean": th.mean, "std": th.std, "ddof": 1}
 
 
-def data_entry(name: str, kind: str, sha256: str, n: int) -> dict:
-    """One entry of ``calibration.data``: ``kind`` "file" (``sha256sum``), "folder" (sha256 of
-    ``cd DIR && sha256sum *.png | LC_ALL=C sort -k2``) or "array" (sha256 of the C-order bytes)."""
-    return {"name": str(name)[:1000], "kind": kind, "sha256": sha256, "n": int(n)}
-
-
 def path_entry(path: str | os.PathLike, n: int, name: str | None = None, files=None) -> dict:
-    """``data_entry`` for a file, or a folder whose ``files`` were scored (default: its visible files)."""
+    """One entry of ``calibration.data``: a file (its ``sha256sum``) or a folder whose ``files`` were scored
+    (default: its visible files; the sha256 of ``cd DIR && sha256sum *.png | LC_ALL=C sort -k2``)."""
     if (p := Path(path)).is_dir():
         files = files if files is not None else [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
-        listing = "".join(f"{sha256_file(f)}  {Path(f).name}\n" for f in sorted(files, key=lambda f: os.fsencode(Path(f).name)))
-        return data_entry(name or str(path), "folder", hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest(), n)
-    return data_entry(name or str(path), "file", sha256_file(p), n)
+        names = sorted(files, key=lambda f: os.fsencode(Path(f).name))
+        listing = "".join(f"{sha256_file(f)}  {Path(f).name}\n" for f in names).encode("utf-8", "surrogateescape")
+        kind, sha = "folder", hashlib.sha256(listing).hexdigest()
+    else:
+        kind, sha = "file", sha256_file(p)
+    return {"name": str(name or path)[:1000], "kind": kind, "sha256": sha, "n": int(n)}
 
 
 def array_entry(source: ImageSource, name: str = "array") -> dict:
-    """``data_entry`` for images given as an array, hashed through ``source``'s batches."""
+    """One entry of ``calibration.data`` for images given as an array: the sha256 of their C-order bytes."""
     h = hashlib.sha256()
     for batch in source.batches(4096):
         h.update(np.ascontiguousarray(batch))
-    return data_entry(name, "array", h.hexdigest(), source.n)
+    return {"name": str(name)[:1000], "kind": "array", "sha256": h.hexdigest(), "n": int(source.n)}
 
 
 def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
@@ -127,9 +125,8 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None) -> Path:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
-    under its lock (``out`` None) or into a new folder ``out`` with copies of ``COPIED``; ae.onnx's scores
-    go first to ``CALIBRATION_SCORES``, bound by their sha256. The old file is verified even where scoring
-    ran with verify=False (the new seal must not bless an edit). Returns the path written."""
+    under its lock (``out`` None) or into a new folder ``out`` with copies of ``COPIED``, ae.onnx's scores first
+    (``CALIBRATION_SCORES``); the old file is verified (the new seal must not bless an edit). Returns the path."""
     directory, scores = Path(directory), None
     with locked(directory):
         doc = read_threshold(directory, verify=True)
@@ -149,8 +146,6 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
         if out is None:
             _write_in_place(directory, doc, scores)
             return directory / contract.THRESHOLD_JSON
-        import shutil
-
         with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
@@ -165,8 +160,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; where the latter fails (Ctrl-C included)
-    the scores file is put back as it was, so the old threshold.json still matches it."""
+    """The scores file (when ``scores``), then threshold.json; if that fails (Ctrl-C too) the old scores come back."""
     path = directory / CALIBRATION_SCORES
     old = path.read_bytes() if scores is not None and path.is_file() else None
     if scores is not None:

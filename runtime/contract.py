@@ -1,7 +1,6 @@
 """The artifact contract between ``aeflow export`` and the runtime: file names, graph signatures, and
-threshold.json and flow.json as typed, frozen metadata (``ThresholdMeta``, ``FlowMeta``): ``from_json``
-checks every field and the consistency that protects results, one ``ArtifactError`` line naming the file
-and the field; ``to_json()`` gives the sealed document back. A folder is loaded by ``aeflow.runtime.artifacts``."""
+threshold.json and flow.json as frozen dataclasses whose ``from_json`` checks the fields and their consistency
+(one ``ArtifactError`` line naming file and field) and whose ``to_json`` gives the sealed document back."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images"
 
 
 def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
-    """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}, "N" the batch;
-    the autoencoders' images are [N, 1, H, W]."""
+    """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}; "N" is the batch."""
     if which in ("ae", "int8"):
         image = ["N", 1, *image_shape]
         return {"inputs": {"images": image}, "outputs": {"reconstruction": image, "score": ["N"]}}
@@ -64,7 +62,7 @@ def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
     return {"inputs": {"z": ["N"]}, "outputs": {"x": ["N"]}}
 
 
-def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict:
+def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> None:
     """The schema version, the keys, plain JSON throughout and (when ``verify``) the seal."""
     version = doc.get("schema_version") if isinstance(doc, dict) else None
     if isinstance(version, bool) or version != SCHEMA_VERSION:
@@ -83,7 +81,6 @@ def _envelope(c: Check, doc, keys: tuple, optional: tuple, verify: bool) -> dict
     if verify and c.text(doc["content_sha256"], "content_sha256", SHA256) != digest:
         raise ArtifactError(f"{c.where}: contents do not match its content_sha256; the file was edited after "
                             f"export - re-export, or pass verify=False to load it anyway")
-    return doc
 
 
 class Graph(NamedTuple):
@@ -114,13 +111,10 @@ class Graph(NamedTuple):
 
 
 class Binding(NamedTuple):
-    """A file the JSON binds by its sha256: golden.npz, or the checkpoint the graphs came from."""
+    """A file the JSON binds by its sha256 (``_asdict()`` is its JSON): golden.npz, or the graphs' checkpoint."""
 
     file: str
     sha256: str
-
-    def to_json(self) -> dict:
-        return {"file": self.file, "sha256": self.sha256}
 
 
 def _bindings(c: Check, doc: dict) -> dict:
@@ -133,6 +127,11 @@ def _bindings(c: Check, doc: dict) -> dict:
     return out
 
 
+def _optional(doc: dict) -> dict:
+    """``doc`` without its None values (absent optional fields), bindings as JSON."""
+    return {k: v._asdict() if isinstance(v, Binding) else v for k, v in doc.items() if v is not None}
+
+
 class Validation(NamedTuple):
     """Export's validation scores: mean, std (ddof 1) and their number."""
 
@@ -143,14 +142,16 @@ class Validation(NamedTuple):
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdEntry:
-    """A graph's threshold in force, export's ``k`` and ``validation``, and the ``calibration``
-    record (a dict; None unless 'aeflow calibrate' set the threshold)."""
+    """A graph's threshold, export's ``k`` and ``validation``, the ``calibration`` record (None: export's);
+    threshold.json's "int8" entry also holds export's ``method`` and ``evaluation`` dicts."""
 
     graph: Graph
     threshold: float
     k: float
     validation: Validation
     calibration: dict | None = None
+    method: dict | None = None
+    evaluation: dict | None = None
 
     @staticmethod
     def _fields(c: Check, doc: dict, prefix: str, which: str, image_shape, n_validation: int) -> dict:
@@ -172,28 +173,18 @@ class ThresholdEntry:
         return dict(graph=Graph.from_json(c, doc, prefix, which, image_shape), threshold=threshold, k=k,
                     validation=val, calibration=cal)
 
-    def _json(self) -> dict:
-        v = self.validation
-        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n},
-                **self.graph.to_json(), **({} if self.calibration is None else {"calibration": self.calibration})}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Int8Entry(ThresholdEntry):
-    """threshold.json's "int8": the quantised graph, its threshold, and export's ``method`` and ``evaluation`` dicts."""
-
-    method: dict
-    evaluation: dict
-
     def to_json(self) -> dict:
-        return self._json() | {"method": self.method, "evaluation": self.evaluation}
+        """The entry's JSON (threshold.json's "int8" entry; its top-level fields for ae.onnx)."""
+        v = self.validation
+        return _optional({"threshold": self.threshold, "k": self.k,
+                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}, **self.graph.to_json(),
+                          "calibration": self.calibration, "method": self.method, "evaluation": self.evaluation})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ThresholdMeta(ThresholdEntry):
-    """threshold.json: ae.onnx's ``ThresholdEntry``, ``image_shape`` (H, W), export's ``data``,
-    ``training`` and ``evaluation`` dicts, versions, bindings, the ``int8`` entry (or None) and how
-    many validation scores golden.npz keeps for p-values (``validation_scores``; None: none)."""
+    """threshold.json: ae.onnx's entry, ``image_shape`` (H, W), export's ``data``, ``training`` and ``evaluation``,
+    versions, bindings, the ``int8`` entry and how many validation scores golden.npz keeps (None: none)."""
 
     image_shape: tuple[int, int] = IMAGE_SHAPE
     validation_scores: int | None = None
@@ -203,7 +194,7 @@ class ThresholdMeta(ThresholdEntry):
     versions: dict
     golden: Binding
     checkpoint: Binding | None = None
-    int8: Int8Entry | None = None
+    int8: ThresholdEntry | None = None
 
     KEYS = ("schema_version", "threshold", "k", "validation", "score", *GRAPH_KEYS, "data", "training", "evaluation",
             "versions", "golden", "content_sha256")
@@ -232,9 +223,9 @@ class ThresholdMeta(ThresholdEntry):
         if "int8" in doc:
             e = c.obj(doc["int8"], "int8", ("threshold", "k", "validation", *GRAPH_KEYS, "method", "evaluation"),
                       ("calibration",))
-            int8 = Int8Entry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
-                             method=c.obj(e["method"], "int8.method", closed=False),
-                             evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
+            int8 = ThresholdEntry(**ThresholdEntry._fields(c, e, "int8.", "int8", shape, n_val),
+                                  method=c.obj(e["method"], "int8.method", closed=False),
+                                  evaluation=evaluation(c, e["evaluation"], "int8.evaluation"))
         n_scores = c.num(doc["validation_scores"], "validation_scores", 2, 10**9, integer=True) \
             if "validation_scores" in doc else None
         return cls(**cls._fields(c, doc, "", "ae", shape, n_val), image_shape=shape, validation_scores=n_scores,
@@ -242,15 +233,11 @@ class ThresholdMeta(ThresholdEntry):
 
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
-        top = self._json()
-        doc = {"schema_version": SCHEMA_VERSION, **{k: top.pop(k) for k in ("threshold", "k", "validation")},
-               "image_shape": list(self.image_shape), "score": score_definition(self.image_shape), **top,
-               **({} if self.validation_scores is None else {"validation_scores": self.validation_scores}),
-               "data": self.data, "training": self.training, "evaluation": self.evaluation,
-               "versions": self.versions, "golden": self.golden.to_json()}
-        doc |= {} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}
-        doc |= {} if self.int8 is None else {"int8": self.int8.to_json()}
-        return seal(doc | ({} if self.calibration is None else {"calibration": doc.pop("calibration")}))
+        return seal(_optional({
+            "schema_version": SCHEMA_VERSION, **super().to_json(), "image_shape": list(self.image_shape),
+            "score": score_definition(self.image_shape), "validation_scores": self.validation_scores, "data": self.data,
+            "training": self.training, "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
+            "int8": self.int8 and self.int8.to_json()}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""
@@ -265,8 +252,7 @@ class ThresholdMeta(ThresholdEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerEntry:
-    """flow.json's "sampler_graph": flow_sampler.onnx, how it was built, the z intervals handed to
-    float64 and the slope below which it does so, export's ``check`` dict."""
+    """flow.json's "sampler_graph": the graph, its build, where float64 takes over, export's ``check``."""
 
     graph: Graph
     newton_steps: int
@@ -283,6 +269,7 @@ class SamplerEntry:
 
     @classmethod
     def from_json(cls, c: Check, doc, half_w: float) -> "SamplerEntry":
+        """flow.json's "sampler_graph" ``doc`` checked for a range of +-``half_w``."""
         f = "sampler_graph."
         c.obj(doc, f[:-1], (*GRAPH_KEYS, *cls.BUILD, "tail_mass", "trusted_slope", "float64_z_intervals", "check"))
         build = {k: c.num(doc[k], f + k, *bounds, integer=True) for k, bounds in cls.BUILD.items()}
@@ -340,9 +327,9 @@ class FlowMeta:
         _envelope(c, doc, cls.KEYS, ("checkpoint",), verify)
         k = c.num(doc["n_components"], "n_components", 1, MAX_COMPONENTS, integer=True)
         comp = c.obj(doc["components"], "components", ("mu", "sigma", "weight"))
-        mu, sigma, weight = (c.numbers(comp[n], f"components.{n}", (1, MAX_COMPONENTS), lo=None if n == "mu" else 0.0,
-                                       lo_open=True) for n in ("mu", "sigma", "weight"))
-        for name, values in (("mu", mu), ("sigma", sigma), ("weight", weight)):
+        cols = {n: c.numbers(comp[n], f"components.{n}", (1, MAX_COMPONENTS), lo=None if n == "mu" else 0.0,
+                             lo_open=True) for n in ("mu", "sigma", "weight")}
+        for name, values in cols.items():
             if len(values) != k:
                 c.fail(f"components.{name}", f"has {len(values)} values, n_components is {k}")
         c.same(doc["target"], "target", FLOW_TARGET)
@@ -350,14 +337,14 @@ class FlowMeta:
         if c.obj(doc["training"], "training", ("n_components",), closed=False)["n_components"] != k:
             c.fail("training.n_components", f"differs from n_components {k}")
         w = c.num(doc["W"], "W", 0.0, lo_open=True)
-        if not math.isclose(w, math.fsum(weight), rel_tol=1e-12):
-            c.fail("W", f"{w!r} is not the sum of components.weight ({math.fsum(weight)!r})")
+        if not math.isclose(w, math.fsum(cols["weight"]), rel_tol=1e-12):
+            c.fail("W", f"{w!r} is not the sum of components.weight ({math.fsum(cols['weight'])!r})")
         z_range, (lo, hi), zb = (c.numbers(doc[n], n, (2, 2)) for n in ("z_range", "x_bracket", "z_at_bracket"))
         if not all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(z_range, (-w / 2, w / 2))):
             c.fail("z_range", f"must be [-W/2, W/2] = [{-w / 2!r}, {w / 2!r}]")
         if not lo < hi:
             c.fail("x_bracket", f"must be ordered, found [{lo!r}, {hi!r}]")
-        model = Components(mu, sigma, weight)
+        model = Components(**cols)
         beyond = model.tail_mass(np.array([lo, hi]), np.array([-1.0, 1.0]))  # float64 mass beyond the bracket
         if not np.all(beyond <= 1e-12 * w):
             c.fail("x_bracket", f"does not map onto the range (mass {float(beyond.max()):.3g} beyond its ends)")
@@ -370,12 +357,12 @@ class FlowMeta:
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
         comp = {n: getattr(self.components, n).tolist() for n in ("mu", "sigma", "weight")}
-        doc = {"schema_version": SCHEMA_VERSION, **self.graph.to_json(), "n_components": len(comp["mu"]),
-               "components": comp, "W": self.W, "z_range": list(self.z_range), "x_bracket": list(self.x_bracket),
-               "z_at_bracket": list(self.z_at_bracket), "target": FLOW_TARGET, "nll": self.nll,
-               "training": self.training, "sampler_graph": self.sampler.to_json(), "versions": self.versions,
-               "golden": self.golden.to_json()}
-        return seal(doc | ({} if self.checkpoint is None else {"checkpoint": self.checkpoint.to_json()}))
+        return seal(_optional({
+            "schema_version": SCHEMA_VERSION, **self.graph.to_json(), "n_components": len(comp["mu"]),
+            "components": comp, "W": self.W, "z_range": list(self.z_range), "x_bracket": list(self.x_bracket),
+            "z_at_bracket": list(self.z_at_bracket), "target": FLOW_TARGET, "nll": self.nll, "training": self.training,
+            "sampler_graph": self.sampler.to_json(), "versions": self.versions, "golden": self.golden,
+            "checkpoint": self.checkpoint}))
 
     def entry(self, which: str) -> "FlowMeta | SamplerEntry":
         """The entry of graph "flow" (this object) or "sampler"."""

@@ -1,7 +1,5 @@
-"""``load_graph``, how the runtime opens every graph: its recorded sha256, a session, its signature and
-the golden check, this machine's provider against the outputs export recorded in golden.npz
-(PyTorch's, float64 for the sampler) with ``aeflow.parity``'s tolerances. A few milliseconds; it
-catches other numerics (TF32 on a GPU, another CPU's kernels) or a mismatched file before any result."""
+"""``load_graph``, how the runtime opens every graph: sha256, session, signature and the golden check (this
+machine's outputs against golden.npz's, ``aeflow.parity``'s tolerances: other numerics caught before any result)."""
 
 from __future__ import annotations
 
@@ -21,8 +19,8 @@ ROW = {"ae_reconstruction": "reconstruction", "ae_score": "score", "int8_reconst
 
 
 def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> list[Comparison]:
-    """Graph ``which`` (``session``) on its golden inputs: one Comparison per output against the recorded
-    one, and for flow.onnx flow.json's components' float64 z there too; ``ArtifactError`` for a wrong shape."""
+    """Graph ``which`` (``session``) on its golden inputs: one Comparison per output (for flow.onnx also the
+    components' float64 z) against the recorded one; ``ArtifactError`` for a wrong shape."""
     names = contract.GRAPHS[which].golden
     inputs = arrays[names[0]]
     outputs = session.run(None, {next(iter(meta.entry(which).graph.signature["inputs"])): inputs})

@@ -1,6 +1,5 @@
-"""Checking a JSON document's values in plain code: ``Check``'s methods take a value and its dotted
-field name and raise one ``ArtifactError`` line naming the file and the field; ``seal`` binds a
-document to its hash; the calibration record and export's ``evaluation`` (kept as dicts) are checked here."""
+"""JSON values checked in plain code (``Check``: one ``ArtifactError`` line naming file and field), ``seal``,
+and the checks of the calibration record and export's ``evaluation`` (both kept as dicts)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,8 @@ from aeflow.checks import shorten
 from aeflow.errors import ArtifactError
 
 RULES = {"mean + k std": ("k", "mean", "std", "ddof"), "false-alarm rate": ("false_alarm_rate", "rank")}
+RECORD = ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
+          "previous_threshold", "versions")
 SHA256 = "[0-9a-f]{64}"
 CALIBRATION_SCORES = "calibration_scores.npy"  # ae.onnx's calibration scores, float32 [n], for p-values
 
@@ -110,17 +111,11 @@ def seal(doc: dict) -> dict:
 
 
 def calibration_record(c: Check, cal, field: str, threshold: float) -> dict:
-    """``cal`` (at ``field``), the record ``aeflow.runtime.calibration`` writes, checked against itself
-    and ``threshold``; returned as is."""
-    params = {k for keys in RULES.values() for k in keys}
-    c.obj(cal, field, ("rule", "n", "flagged", "achieved_false_alarm_rate", "interval", "prediction", "data", "date",
-                       "previous_threshold", "versions"), (*params, "scores"))
-    f, rule = field + ".", cal["rule"]
+    """``cal`` (at ``field``), the record ``aeflow.runtime.calibration`` writes, checked against ``threshold``."""
+    f, rule = field + ".", c.obj(cal, field, ("rule",), closed=False)["rule"]
     if not isinstance(rule, str) or rule not in RULES:
         c.fail(f + "rule", f"has an unexpected value, found {show(rule)}")
-    for key in (*RULES[rule], *sorted((params - set(RULES[rule])) & set(cal))):
-        if key not in cal or key not in RULES[rule]:
-            c.fail(f + key, f"is missing (rule {rule!r})" if key not in cal else f"does not belong to rule {rule!r}")
+    c.obj(cal, field, (*RECORD, *RULES[rule]), ("scores",))  # the other rule's parameters: not fields here
     n, flagged = c.count(cal["n"], f + "n", 1), c.count(cal["flagged"], f + "flagged")
     rate = c.rate(cal["achieved_false_alarm_rate"], f + "achieved_false_alarm_rate")
     if rule == "mean + k std":
@@ -170,8 +165,7 @@ def _intervals_and_data(c: Check, cal: dict, f: str, n: int, rate: float) -> Non
 
 
 def evaluation(c: Check, ev, field: str) -> dict:
-    """``ev`` (at ``field``): type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}, each
-    optional; returned as is."""
+    """``ev`` (at ``field``), each part optional: type_i {set, n, rate}, type_ii {set: {n, rate}}, auroc {set: rate}."""
     c.obj(ev, field, (), ("type_i", "type_ii", "auroc"), closed=field == "evaluation")
     if "type_i" in ev:
         t = c.obj(ev["type_i"], field + ".type_i", ("set", "n", "rate"))

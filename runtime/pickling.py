@@ -1,6 +1,5 @@
-"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or
-None for the bundled one, the metadata's sha256) and rebuild on first use; a receiver whose metadata
-differs refuses with one ``ArtifactError``."""
+"""Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or None
+for the bundled one, the metadata's sha256) and rebuild on first use; other metadata is one ``ArtifactError``."""
 
 from __future__ import annotations
 
@@ -13,40 +12,26 @@ from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime.artifacts import bundled_dir
 
-_PENDING = "_pending_settings"
-_LOCK = "_pending_lock"
-
-
-def portable_artifacts(directory: Path) -> str | None:
-    """``None`` for the bundled folder (the receiver resolves its own), else the absolute path."""
-    try:
-        return None if Path(directory).resolve() == bundled_dir().resolve() else os.path.abspath(directory)
-    except OSError:
-        return os.path.abspath(directory)
-
-
-def metadata_digest(directory: Path, name: str) -> str | None:
-    """sha256 of ``directory/name``, None when unreadable."""
-    try:
-        return sha256_file(Path(directory) / name)
-    except OSError:
-        return None
+_PENDING, _LOCK = "_pending_settings", "_pending_lock"
 
 
 class Rebuildable:
-    """Mixin: pickle by ``settings()`` (constructor arguments + ``digest`` of ``METADATA``); after
-    unpickling or ``replace`` the first missing attribute builds the object, once, under a lock."""
+    """Mixin: pickle by ``settings()``; after unpickling or ``replace`` the first use builds the object, once."""
 
     METADATA = ""
 
-    @classmethod
-    def _rebuild(cls, settings: dict):
-        obj = cls(**{k: v for k, v in settings.items() if k not in ("digest", "threshold", "calibration")})
-        if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
-            obj.threshold = settings["threshold"]
-        if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
-            obj._calibration = settings["calibration"]
-        return obj
+    def _pin_origin(self) -> None:
+        """Set what a pickle names: ``_portable``, None for the bundled folder (the receiver resolves its own)
+        else the absolute path (now: a relative one depends on the cwd), and ``_digest``, ``METADATA``'s sha256."""
+        try:
+            bundled = Path(self.directory).resolve() == bundled_dir().resolve()
+        except OSError:
+            bundled = False
+        self._portable = None if bundled else os.path.abspath(self.directory)
+        try:
+            self._digest = sha256_file(Path(self.directory) / self.METADATA)
+        except OSError:  # unreadable: nothing to compare a receiver's with
+            self._digest = None
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -82,8 +67,13 @@ class Rebuildable:
         with d[_LOCK]:
             if _PENDING in d:
                 settings = d[_PENDING]
-                fresh = type(self)._rebuild(settings)
-                digest = metadata_digest(fresh.directory, self.METADATA)
+                fresh = type(self)(**{k: v for k, v in settings.items()
+                                      if k not in ("digest", "threshold", "calibration")})
+                if settings.get("threshold") is not None:  # the scorer's threshold, set after construction
+                    fresh.threshold = settings["threshold"]
+                if settings.get("calibration") is not None:  # an unsaved calibration: the p-values' reference too
+                    fresh._calibration = settings["calibration"]
+                digest = fresh._digest
                 if settings.get("digest") and digest != settings["digest"]:
                     where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
                     raise ArtifactError(f"{where}: {self.METADATA} here differs from the one the "

@@ -17,7 +17,7 @@ from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
 from aeflow.runtime.device import run_graph
 from aeflow.runtime.golden import load_graph
-from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
+from aeflow.runtime.pickling import Rebuildable
 from aeflow.runtime.providers import provider_of
 
 GRAPHS = {"graph": SAMPLER_FILE, "bisection": FLOW_FILE}  # method -> the graph it runs
@@ -100,7 +100,7 @@ class FlowSampler(Rebuildable):
         self.provider = provider_of(self._session)
         self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
         self._sampler, self._lock = None, threading.Lock()
-        self._portable, self._digest = portable_artifacts(self.directory), metadata_digest(self.directory, self.METADATA)
+        self._pin_origin()
 
     def settings(self) -> dict:
         """What a pickle holds: the constructor's arguments (``artifacts`` absolute or None) and flow.json's sha256."""

@@ -17,7 +17,7 @@ from aeflow.runtime.artifacts import artifacts_dir, read_threshold, reference_sc
 from aeflow.runtime.device import Bound
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import ArraySource, ImageSource, scale_problem, to_float32
-from aeflow.runtime.pickling import Rebuildable, metadata_digest, portable_artifacts
+from aeflow.runtime.pickling import Rebuildable
 from aeflow.runtime.providers import CUDA, create_session, provider_of
 
 PRECISIONS = ("fp32", "int8")
@@ -51,8 +51,7 @@ class AnomalyScorer(Rebuildable):
         self._calibration, self.provider = None, provider_of(self._session)
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
         self._bound = self._bind() if self.provider == CUDA else None
-        self._portable = portable_artifacts(self.directory)  # fixed now: a relative path depends on the cwd
-        self._digest = metadata_digest(self.directory, self.METADATA)
+        self._pin_origin()
 
     def settings(self) -> dict:
         """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``,
@@ -204,7 +203,7 @@ class AnomalyScorer(Rebuildable):
         written = write_calibration(self.directory, {self._which: self._calibration}, out)
         if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
             self.metadata, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
-            self._digest = metadata_digest(self.directory, self.METADATA)
+            self._pin_origin()
         return written
 
     def _source(self, x) -> ImageSource:
