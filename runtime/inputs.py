@@ -4,7 +4,6 @@ checked against the bytes they hold before anything is allocated); ``read_images
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import struct
@@ -15,7 +14,7 @@ import numpy as np
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError, one_line
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
-    StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
+    StreamSource, accepted, check_labels, check_layout, not_regular, opened_at, read_bytes, \
     read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
@@ -55,11 +54,10 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     if len(shape) != 3:
         hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
         raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, H, W]")
-    image_shape = image_shape or check_image_shape(shape[1:], name)
-    if not gzipped:
+    if not gzipped:  # image_shape=None: check_layout takes (H, W) from the shape
         return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
-    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.dtype(np.uint8), ".gz data", None,
-                        image_shape, exact=True)
+    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.uint8, ".gz data", None, image_shape,
+                        "exact")
 
 
 def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -161,8 +159,7 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
                     labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
             except (ValueError, *read_errors()) as e:
                 raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
-    return StreamSource(functools.partial(_member_data, path, info, name), name, shape, dtype, ".npz member", labels,
-                        image_shape)
+    return StreamSource(lambda: _member_data(path, info, name), name, shape, dtype, ".npz member", labels, image_shape)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,

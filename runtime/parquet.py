@@ -74,7 +74,7 @@ class ParquetSource(ImageSource):
                              f"or store PNG bytes")
         return header_shape(first, self.where(0))
 
-    def close(self) -> None:
+    def __exit__(self, *exc) -> None:
         self._file.close()
 
     def window(self, start: int, stop: int) -> "ParquetSource":

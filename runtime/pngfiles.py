@@ -98,28 +98,26 @@ def decode_many(blobs: list[bytes], names: list[str], image_shape=DEFAULT_SHAPE)
     """PNG files' bytes, each of ``image_shape`` (H, W), as uint8 [n, H, W]: the short road in one
     Pillow call for the batch (without Pillow for a few images), the rest one by one; one-line
     ``InputError`` naming the first bad file."""
-    (h, w), n = image_shape, len(blobs)
-    out, fast, where = np.empty((n, h, w), dtype=np.uint8), [], []
+    (h, w), fast = image_shape, {}
+    out = np.empty((len(blobs), h, w), dtype=np.uint8)
     for i, (data, name) in enumerate(zip(blobs, names)):
         _check_size(header_shape(data, name), image_shape, name)
         if (lines := _scanlines(data, name, h * (w + 1))) is None:
             out[i] = decode_png(data, name, image_shape)
         else:
-            fast.append(lines)
-            where.append(i)
-    if fast and len(fast) * h * w <= _PURE_PIXELS:  # a few images: no Pillow import (a tenth of a cold start)
-        out[where] = [_unfilter(lines, h, w, names[i]) for lines, i in zip(fast, where)]
-    elif fast:
+            fast[i] = lines
+    if len(fast) * h * w > _PURE_PIXELS:  # else no Pillow import (a tenth of a cold start)
         Image = require("PIL.Image", None, "reading PNG images")
         blank = bytes(w + 1)  # filter 0, w zeros: the "previous row" of each image's first row
         try:
-            rows = np.asarray(Image.frombytes("L", (w, (h + 1) * len(fast)), zlib.compress(blank + blank.join(fast), 0),
-                                              "zip", "L"))
-        except (OSError, ValueError) as e:  # an unknown filter type in some row
-            bad = next((names[i] for i, r in zip(where, fast) if any(r[k] > 4 for k in range(0, len(r), w + 1))),
-                       names[where[0]])
-            raise InputError(f"{bad}: PNG scanlines cannot be decoded ({e}); the file is corrupted") from None
-        out[where] = rows.reshape(len(fast), h + 1, w)[:, 1:]
+            rows = Image.frombytes("L", (w, (h + 1) * len(fast)), zlib.compress(blank + blank.join(fast.values()), 0),
+                                   "zip", "L")
+            out[list(fast)] = np.asarray(rows).reshape(len(fast), h + 1, w)[:, 1:]
+            return out
+        except (OSError, ValueError):  # an unknown filter type in some row: _unfilter names the file and the row
+            pass
+    for i, lines in fast.items():
+        out[i] = _unfilter(lines, h, w, names[i])
     return out
 
 
