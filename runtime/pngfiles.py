@@ -136,7 +136,8 @@ def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.uint8)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
             MemoryError) as e:  # UnidentifiedImageError is an OSError
-        raise InputError(f"{name}: PNG cannot be decoded ({one_line(e, 120)}); the file is corrupted or truncated") from None
+        raise InputError(f"{name}: PNG cannot be decoded ({one_line(e, 120)}); the file is corrupted or "
+                         f"truncated") from None
 
 
 def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:
