@@ -253,8 +253,8 @@ def opened_at(path: Path, offset: int, gzipped: bool = False):
 
 
 def not_regular(path: Path) -> str | None:
-    """Why ``path`` cannot be read ('a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or
-    None for a regular file or folder (or a link to one)."""
+    """Why ``path`` cannot be read ('missing', 'a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or None
+    for a regular file or folder (or a link to one)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -170,10 +170,9 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     p, name = Path(path), name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name, image_shape=image_shape)
-    if not p.exists() and not p.is_symlink():
-        raise InputError(f"{name}: no such file or folder; check the path")
     if why := not_regular(p):
-        raise InputError(f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
+        raise InputError(f"{name}: no such file or folder; check the path" if why == "missing" else
+                         f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
     head, suffix = read_bytes(p, 8), p.suffix.lower()
     if not head:
         raise InputError(f"{name}: the file is empty")

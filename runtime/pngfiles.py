@@ -194,13 +194,12 @@ class PngFolderSource(ImageSource):
             step = max(64, -(-len(chunk) // self._threads))
             return [pool.submit(decode, chunk[i:i + step]) for i in range(0, len(chunk), step)]
 
-        with ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png") as pool:
+        pool = ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png")
+        try:
             pending = submit(pool, 0)
-            try:
-                for start in range(0, self.n, size):
-                    parts = [f.result() for f in pending]
-                    pending = submit(pool, start + size) if start + size < self.n else []
-                    yield np.concatenate(parts) if len(parts) > 1 else parts[0]
-            finally:
-                for f in pending:
-                    f.cancel()
+            for start in range(0, self.n, size):
+                parts = [f.result() for f in pending]
+                pending = submit(pool, start + size)  # none after the last batch
+                yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+        finally:
+            pool.shutdown(cancel_futures=True)
