@@ -1,6 +1,5 @@
-"""Image arrays (layouts and dtypes: README, "Inputs"), their checks, float32 [b, 1, H, W], and the reader protocol
-``ImageSource`` with the sources the formats build on. Files are read with plain reads, never memory-mapped (a file
-truncated meanwhile would kill the process with SIGBUS): a file cut short is an ``InputError``."""
+"""Image arrays (layouts, dtypes: README, "Inputs"): checks, float32 [b, 1, H, W], the reader protocol ``ImageSource``
+and its sources. Files are read, never memory-mapped (SIGBUS if cut meanwhile): one cut short is an ``InputError``."""
 
 from __future__ import annotations
 
@@ -100,8 +99,7 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
 
 
 def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
-    """``InputError`` when float images ``x`` [b, ...] hold NaN or Inf (naming the images, counted from
-    ``offset``) or values outside [0, 1] (naming the range and the rescaling that fits)."""
+    """``InputError`` for NaN or Inf in float images ``x`` [b, ...] (named from ``offset``) or values outside [0, 1]."""
     lo, hi = float(x.min()), float(x.max())
     if np.isfinite(lo) and np.isfinite(hi) and lo >= -_SLACK and hi <= 1 + _SLACK:
         return
@@ -231,16 +229,14 @@ class StreamSource(ImageSource):
 class RawFileSource(StreamSource):
     """Records at byte ``data_at`` of an uncompressed file (.npy, raw IDX); a window opens at its own offset."""
 
-    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype: np.dtype,
-                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
-        super().__init__(lambda: opened_at(path, data_at), name, shape, dtype, "file", labels, image_shape, None)
+    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype, image_shape=DEFAULT_SHAPE):
+        super().__init__(lambda: opened_at(path, data_at), name, shape, dtype, "file", None, image_shape, None)
         self._path, self._data_at = path, data_at
 
     def window(self, start: int, stop: int) -> "RawFileSource":
         """Images [start, stop) of this file."""
-        labels = None if self.labels is None else self.labels[start:stop]
         return RawFileSource(self._path, self._data_at + start * self._record, self.name,
-                             (stop - start, *self.shape[1:]), self.dtype, labels, self.image_shape)
+                             (stop - start, *self.shape[1:]), self.dtype, self.image_shape)
 
 
 def opened_at(path: Path, offset: int, gzipped: bool = False):
@@ -253,8 +249,7 @@ def opened_at(path: Path, offset: int, gzipped: bool = False):
 
 
 def not_regular(path: Path) -> str | None:
-    """Why ``path`` cannot be read ('missing', 'a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or None
-    for a regular file or folder (or a link to one)."""
+    """Why ``path`` cannot be read ('missing', 'a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), else None."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -23,9 +23,8 @@ __all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_l
 
 
 def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
-    """(shape, offset of the first data byte, gzipped) of an IDX file (MNIST's format, raw or gzip: two zero
-    bytes, type 0x08 (uint8), the number of dimensions, a big-endian uint32 each, then the data); one-line
-    ``InputError`` for a bad magic number, an impossible shape or a raw file not the size its header says."""
+    """(shape, offset of the first data byte, gzipped) of an IDX file (raw or gzip: 00 00 08 NDIM, a big-endian uint32
+    a dimension, uint8 data); ``InputError`` for a bad magic, an impossible shape or a raw file of another size."""
     try:
         gz = read_bytes(path, 2) == b"\x1f\x8b"
         with opened_at(path, 0, gz) as f:
@@ -55,7 +54,7 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
         hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
         raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, H, W]")
     if not gzipped:  # image_shape=None: check_layout takes (H, W) from the shape
-        return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
+        return RawFileSource(path, offset, name, shape, np.uint8, image_shape)
     return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.uint8, ".gz data", None, image_shape,
                         "exact")
 
@@ -92,12 +91,11 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
         raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
     image_shape = check_layout(shape, dtype, name, image_shape)
     _check_size(path.stat().st_size - data_at, shape, dtype, name, "the")
-    return RawFileSource(path, data_at, name, shape, dtype, None, image_shape)
+    return RawFileSource(path, data_at, name, shape, dtype, image_shape)
 
 
 def _member(zf, infos: list, key: str, name: str):
-    """(info, shape, dtype) of the member named ``key`` (without folders and ".npy"), or None;
-    ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
+    """(info, shape, dtype) of the one member named ``key`` (no folder, no ".npy"), or None; ``InputError`` if bad."""
     import zipfile
 
     found = [i for i in infos if Path(i.filename).stem == key]
@@ -164,9 +162,8 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,
                 image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX),
-    of ``image_shape`` (H, W) images (None: the file's size), labelled ``name`` (default: the path);
-    one-line ``InputError`` for anything missing, empty, unreadable, of another layout or size."""
+    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX) of
+    ``image_shape`` (H, W) images (None: the file's), named ``name`` (default: the path); else ``InputError``."""
     p, name = Path(path), name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name, image_shape=image_shape)

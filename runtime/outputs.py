@@ -186,7 +186,8 @@ def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
     import csv
 
     def text(v) -> str:
-        return "" if v is None else str(v).lower() if isinstance(v, bool) else f"{v:.9g}" if isinstance(v, float) else str(v)
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else \
+            f"{v:.9g}" if isinstance(v, float) else str(v)
 
     w = csv.writer(stream, lineterminator="\n")
     w.writerow(COLUMNS)

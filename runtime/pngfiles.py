@@ -43,8 +43,7 @@ def _check_size(found, image_shape, name: str) -> None:
 
 
 def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
-    """The ``raw`` bytes of inflated scanlines of an 8-bit greyscale PNG that is not interlaced (chunk
-    CRCs checked), None for any other PNG; ``InputError`` for a truncated or corrupted file."""
+    """The ``raw`` inflated scanline bytes of an 8-bit, non-interlaced greyscale PNG (CRCs checked), else None."""
     if data[24] != 8 or data[25] != 0 or data[28] != 0:  # depth, colour type, interlace
         return None
     idat, pos, kind = [], 8, b""
@@ -71,9 +70,8 @@ def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
 
 
 def _unfilter(lines: bytes, h: int, w: int, name: str) -> np.ndarray:
-    """An 8-bit greyscale image's inflated scanlines (each a filter byte then ``w`` bytes) unfiltered as
-    the PNG standard says, into uint8 [h, w]: rows in numpy where a row depends only on the row above,
-    a pixel loop for Average and Paeth; ``InputError`` for an unknown filter type."""
+    """An 8-bit greyscale image's inflated scanlines (a filter byte, ``w`` bytes) unfiltered into uint8 [h, w]: numpy
+    for None, Sub and Up, a pixel loop for Average and Paeth; ``InputError`` for an unknown filter type."""
     rows, out = np.frombuffer(lines, np.uint8).reshape(h, w + 1), np.zeros((h + 1, w), np.uint8)
     for y, (kind, x) in enumerate(zip(rows[:, 0].tolist(), rows[:, 1:])):
         if kind in (0, 1, 2):
@@ -95,9 +93,8 @@ def _unfilter(lines: bytes, h: int, w: int, name: str) -> np.ndarray:
 
 
 def decode_many(blobs: list[bytes], names: list[str], image_shape=DEFAULT_SHAPE) -> np.ndarray:
-    """PNG files' bytes, each of ``image_shape`` (H, W), as uint8 [n, H, W]: the short road in one
-    Pillow call for the batch (without Pillow for a few images), the rest one by one; one-line
-    ``InputError`` naming the first bad file."""
+    """PNG files' bytes, each of ``image_shape`` (H, W), as uint8 [n, H, W]: the short road in one Pillow call (none
+    for a few images), the rest one by one; one-line ``InputError`` naming the first bad file."""
     (h, w), fast = image_shape, {}
     out = np.empty((len(blobs), h, w), dtype=np.uint8)
     for i, (data, name) in enumerate(zip(blobs, names)):
