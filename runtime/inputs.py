@@ -187,7 +187,7 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     return open_idx(p, name, image_shape)
 
 
-def read_images(paths, image_shape=None, column: str | None = None, batch_size: int = 4096):
+def read_images(paths, image_shape=None, column: str | None = None):
     """Every image of ``paths`` (files, folders, glob patterns) in memory: ``(images, labels, (H, W))``:
     uint8 [N, H, W] if every file holds uint8, else float32 in [0, 1]; bool [N] ``is_anomaly`` if some
     file has them (else None). ``image_shape=None``: the first file's size, which every file must have."""
@@ -195,7 +195,7 @@ def read_images(paths, image_shape=None, column: str | None = None, batch_size: 
     for path in expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         with open_source(path, column=column, image_shape=shape) as src:
             shape, done = src.image_shape, 0
-            for batch in src.batches(batch_size):
+            for batch in src.batches(4096):
                 x = batch if batch.dtype == np.uint8 else to_float32(batch, src.name, done, image_shape=shape)
                 parts.append(np.array(x).reshape(-1, *shape))
                 done += len(x)
