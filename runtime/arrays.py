@@ -251,7 +251,7 @@ def not_regular(path: Path) -> str | None:
     """Why ``path`` cannot be read ('missing', 'a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), else None."""
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file on the way, as in file.npy/x
         return f"a dangling link (to {os.readlink(path)}, which does not exist)" if path.is_symlink() else "missing"
     except OSError as e:
         return f"not readable ({e.strerror or e})"

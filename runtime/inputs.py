@@ -96,8 +96,6 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
 
 def _member(zf, infos: list, key: str, name: str):
     """(info, shape, dtype) of the one member named ``key`` (no folder, no ".npy"), or None; ``InputError`` if bad."""
-    import zipfile
-
     found = [i for i in infos if Path(i.filename).stem == key]
     if len(found) > 1:
         raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
@@ -108,7 +106,7 @@ def _member(zf, infos: list, key: str, name: str):
     if info.flag_bits & 0x1:
         raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
                          f"without a password - save it again with np.savez")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+    if info.compress_type not in (0, 8, 12, 14):  # zipfile reads: stored, deflated, bzip2, lzma
         raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
                          f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
     try:
