@@ -176,7 +176,7 @@ def check_labels(labels, n: int, name: str) -> np.ndarray:
 class ArraySource(ImageSource):
     """Images in an array of an accepted layout, checked here; ``np.matrix`` reads as its 2-D array."""
 
-    def __init__(self, array, name: str = "array", image_shape=DEFAULT_SHAPE):
+    def __init__(self, array, name: str = "array", labels=None, image_shape=DEFAULT_SHAPE):
         masked = sys.modules.get("numpy.ma")  # np.ma itself costs ~10 ms of every cold start; none exists without it
         if masked is not None and isinstance(array, masked.MaskedArray):
             raise InputError(f"{name}: a masked array; fill the masked pixels first, e.g. x.filled(0)")
@@ -187,6 +187,7 @@ class ArraySource(ImageSource):
                              f"{accepted(image_shape or DEFAULT_SHAPE)}") from None
         self.image_shape = check_layout(array.shape, array.dtype, name, image_shape)
         self.array, self.name, self.n = array, name, int(array.shape[0])
+        self.labels = None if labels is None else check_labels(labels, self.n, name)
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         return (self.array[start:start + size] for start in range(0, self.n, size))

@@ -23,8 +23,8 @@ __all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_l
 
 
 def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
-    """(shape, offset of the first data byte, gzipped) of an IDX file (raw or gzip: 00 00 08 NDIM, a big-endian uint32
-    a dimension, uint8 data); ``InputError`` for a bad magic, an impossible shape or a raw file of another size."""
+    """(shape, offset of the first data byte, gzipped) of an IDX file (raw or gzip: bytes 00 00 08 NDIM, a big-endian
+    uint32 per dimension, uint8 data); ``InputError`` for a bad magic, an impossible shape, a raw file's wrong size."""
     try:
         gz = read_bytes(path, 2) == b"\x1f\x8b"
         with opened_at(path, 0, gz) as f:

@@ -141,7 +141,7 @@ def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:
     """One greyscale PNG of ``image_shape`` (H, W; None: its own), as a batch of one (uint8 [1, H, W])."""
     data = read_bytes(path)
     image_shape = image_shape or check_image_shape(header_shape(data, name), name)
-    return ArraySource(decode_many([data], [name], image_shape), name, image_shape)
+    return ArraySource(decode_many([data], [name], image_shape), name, None, image_shape)
 
 
 def _listing(folder: Path) -> list[Path]:
