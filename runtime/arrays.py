@@ -1,6 +1,5 @@
-"""Image arrays (layouts and dtypes: README, "Inputs"; checks; float32 [b, 1, H, W]) and the reader protocol,
-``ImageSource``, with the sources the formats build on. Files are read with plain reads, never memory-mapped
-(a file truncated meanwhile would kill the process with SIGBUS): a file cut short is an ``InputError``."""
+"""Image arrays (layouts, dtypes: README, "Inputs"): checks, float32 [b, 1, H, W], the reader protocol ``ImageSource``
+and its sources. Files are read, never memory-mapped (SIGBUS if cut meanwhile): one cut short is an ``InputError``."""
 
 from __future__ import annotations
 
@@ -86,33 +85,21 @@ def _shape_problem(shape: tuple[int, ...], image_shape) -> str | None:
 
 
 def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape=DEFAULT_SHAPE) -> tuple[int, int]:
-    """The (H, W) of a batch of ``shape``/``dtype`` holding ``image_shape`` images (None: the size
-    its shape says; a flat [N, D] batch does not say it); one-line ``InputError`` naming ``name``."""
+    """The (H, W) of a batch of ``shape``/``dtype`` holding ``image_shape`` images (None: the size its shape says;
+    a flat [N, D] batch does not say it); one-line ``InputError`` naming ``name``."""
     shape = tuple(int(d) for d in shape)
     problem = _dtype_problem(np.dtype(dtype))
-    if problem is None and image_shape is None:
-        if (image_shape := _image_sizes(shape)) is None:
-            raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
-                             f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
+    if problem is None and image_shape is None and (image_shape := _image_sizes(shape)) is None:
+        raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
+                         f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
     image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
     if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")
     return image_shape
 
 
-def _range_hint(lo: float, hi: float) -> str:
-    if lo >= 0 and 10 < hi <= 255:
-        return "they look like 0..255: pass uint8 or divide by 255"
-    if lo >= -1 - _SLACK and hi <= 1 + _SLACK:
-        return "they look like [-1, 1] normalisation: pass (x + 1) / 2"
-    if -5 < lo < 0 and 1 < hi < 10:
-        return "they look standardised (mean/std): undo it (for MNIST x * 0.3081 + 0.1307)"
-    return "rescale the pixels to [0, 1]"
-
-
 def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
-    """``InputError`` when float images ``x`` [b, ...] hold NaN or Inf (naming the images, counted
-    from ``offset``) or values outside [0, 1] (naming the range and the rescaling that fits)."""
+    """``InputError`` for NaN or Inf in float images ``x`` [b, ...] (named from ``offset``) or values outside [0, 1]."""
     lo, hi = float(x.min()), float(x.max())
     if np.isfinite(lo) and np.isfinite(hi) and lo >= -_SLACK and hi <= 1 + _SLACK:
         return
@@ -123,8 +110,11 @@ def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
         raise InputError(f"{name}: NaN or Inf (or beyond float32's range) in image{'s' if bad.size > 1 else ''} "
                          f"{', '.join(map(str, bad[:5]))}{more}; fix or drop those images")
     first = int(np.flatnonzero(((flat < -_SLACK) | (flat > 1 + _SLACK)).any(axis=1))[0]) + offset
-    raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; "
-                     f"{_range_hint(lo, hi)}")
+    hint = ("they look like 0..255: pass uint8 or divide by 255" if lo >= 0 and 10 < hi <= 255 else
+            "they look like [-1, 1] normalisation: pass (x + 1) / 2" if lo >= -1 - _SLACK and hi <= 1 + _SLACK else
+            "they look standardised (mean/std): undo it (for MNIST x * 0.3081 + 0.1307)" if -5 < lo < 0 and 1 < hi < 10
+            else "rescale the pixels to [0, 1]")
+    raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; {hint}")
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
@@ -166,14 +156,11 @@ class ImageSource:
 
     labels: np.ndarray | None = None
 
-    def close(self) -> None:
-        pass
-
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        pass
 
 
 def check_labels(labels, n: int, name: str) -> np.ndarray:
@@ -207,18 +194,15 @@ class ArraySource(ImageSource):
 
 
 class StreamSource(ImageSource):
-    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file
-    object at the first record (gzip, zip members). Reading on to the end makes them check their CRC;
-    ``exact``: data left after the records is an ``InputError`` (an IDX header counting fewer images)."""
-
-    check_end = True
+    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file object at the first
+    record. ``end``: "read" reads on to the end (gzip and zip members check their CRC there), "exact" also refuses
+    data after the records (an IDX header counting fewer images), None stops at the last record."""
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
-                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE, exact: bool = False):
+                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE, end: str | None = "read"):
         self.image_shape = check_layout(shape, dtype, name, image_shape)
         self._opener, self.name, self.n, self._what, self.labels = opener, name, int(shape[0]), what, labels
-        self._exact = exact
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.shape, self.dtype, self._end = tuple(shape), np.dtype(dtype), end
         self._record = self.dtype.itemsize * math.prod(self.shape[1:])
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
@@ -233,8 +217,8 @@ class StreamSource(ImageSource):
                                          f"{done + len(data) // record}; the file is truncated")
                     done += b
                     yield np.frombuffer(data, dtype=self.dtype).reshape((b, *self.shape[1:]))
-                while self.check_end and (rest := f.read(1 << 20)):
-                    if self._exact:
+                while self._end and f.read(1 << 20):
+                    if self._end == "exact":
                         raise InputError(f"{self.name}: the {self._what} holds data after the {self.n} images its "
                                          f"header promises; the file is corrupted (or its header count is wrong)")
         except read_errors() as e:
@@ -245,18 +229,14 @@ class StreamSource(ImageSource):
 class RawFileSource(StreamSource):
     """Records at byte ``data_at`` of an uncompressed file (.npy, raw IDX); a window opens at its own offset."""
 
-    check_end = False
-
-    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype: np.dtype,
-                 labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE):
-        super().__init__(lambda: opened_at(path, data_at), name, shape, dtype, "file", labels, image_shape)
+    def __init__(self, path: Path, data_at: int, name: str, shape: tuple[int, ...], dtype, image_shape=DEFAULT_SHAPE):
+        super().__init__(lambda: opened_at(path, data_at), name, shape, dtype, "file", None, image_shape, None)
         self._path, self._data_at = path, data_at
 
     def window(self, start: int, stop: int) -> "RawFileSource":
         """Images [start, stop) of this file."""
-        labels = None if self.labels is None else self.labels[start:stop]
         return RawFileSource(self._path, self._data_at + start * self._record, self.name,
-                             (stop - start, *self.shape[1:]), self.dtype, labels, self.image_shape)
+                             (stop - start, *self.shape[1:]), self.dtype, self.image_shape)
 
 
 def opened_at(path: Path, offset: int, gzipped: bool = False):
@@ -269,11 +249,10 @@ def opened_at(path: Path, offset: int, gzipped: bool = False):
 
 
 def not_regular(path: Path) -> str | None:
-    """Why ``path`` cannot be read ('a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), or
-    None for a regular file or folder (or a link to one)."""
+    """Why ``path`` cannot be read ('missing', 'a dangling link (to X, ...)', 'a FIFO (named pipe)', ...), else None."""
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file on the way, as in file.npy/x
         return f"a dangling link (to {os.readlink(path)}, which does not exist)" if path.is_symlink() else "missing"
     except OSError as e:
         return f"not readable ({e.strerror or e})"

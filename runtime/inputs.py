@@ -4,7 +4,6 @@ checked against the bytes they hold before anything is allocated); ``read_images
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import struct
@@ -15,7 +14,7 @@ import numpy as np
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError, one_line
 from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
-    StreamSource, accepted, check_image_shape, check_labels, check_layout, not_regular, opened_at, read_bytes, \
+    StreamSource, accepted, check_labels, check_layout, not_regular, opened_at, read_bytes, \
     read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
@@ -24,9 +23,8 @@ __all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_l
 
 
 def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
-    """(shape, offset of the first data byte, gzipped) of an IDX file (MNIST's format, raw or gzip: two zero
-    bytes, type 0x08 (uint8), the number of dimensions, a big-endian uint32 each, then the data); one-line
-    ``InputError`` for a bad magic number, an impossible shape or a raw file not the size its header says."""
+    """(shape, offset of the first data byte, gzipped) of an IDX file (raw or gzip: bytes 00 00 08 NDIM, a big-endian
+    uint32 per dimension, uint8 data); ``InputError`` for a bad magic, an impossible shape, a raw file's wrong size."""
     try:
         gz = read_bytes(path, 2) == b"\x1f\x8b"
         with opened_at(path, 0, gz) as f:
@@ -55,11 +53,10 @@ def open_idx(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     if len(shape) != 3:
         hint = " - a labels file? pass the images file" if len(shape) == 1 else ""
         raise InputError(f"{name}: IDX file of shape {shape}{hint}; expected images [N, H, W]")
-    image_shape = image_shape or check_image_shape(shape[1:], name)
-    if not gzipped:
-        return RawFileSource(path, offset, name, shape, np.dtype(np.uint8), None, image_shape)
-    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.dtype(np.uint8), ".gz data", None,
-                        image_shape, exact=True)
+    if not gzipped:  # image_shape=None: check_layout takes (H, W) from the shape
+        return RawFileSource(path, offset, name, shape, np.uint8, image_shape)
+    return StreamSource(lambda: opened_at(path, offset, True), name, shape, np.uint8, ".gz data", None, image_shape,
+                        "exact")
 
 
 def _header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -94,14 +91,11 @@ def open_npy(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
         raise InputError(f"{name}: cannot read it ({e.strerror or e})") from None
     image_shape = check_layout(shape, dtype, name, image_shape)
     _check_size(path.stat().st_size - data_at, shape, dtype, name, "the")
-    return RawFileSource(path, data_at, name, shape, dtype, None, image_shape)
+    return RawFileSource(path, data_at, name, shape, dtype, image_shape)
 
 
 def _member(zf, infos: list, key: str, name: str):
-    """(info, shape, dtype) of the member named ``key`` (without folders and ".npy"), or None;
-    ``InputError`` when several match, encrypted, of an unknown compression, or shorter than its header says."""
-    import zipfile
-
+    """(info, shape, dtype) of the one member named ``key`` (no folder, no ".npy"), or None; ``InputError`` if bad."""
     found = [i for i in infos if Path(i.filename).stem == key]
     if len(found) > 1:
         raise InputError(f"{name}: {len(found)} members match '{key}' ({', '.join(i.filename for i in found[:3])}); "
@@ -112,7 +106,7 @@ def _member(zf, infos: list, key: str, name: str):
     if info.flag_bits & 0x1:
         raise InputError(f"{name}: member {info.filename} is encrypted; numpy and aeflow read only archives "
                          f"without a password - save it again with np.savez")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+    if info.compress_type not in (0, 8, 12, 14):  # zipfile reads: stored, deflated, bzip2, lzma
         raise InputError(f"{name}: member {info.filename} uses zip compression method {info.compress_type}, which "
                          f"numpy and aeflow cannot read; save it again with np.savez or np.savez_compressed")
     try:
@@ -161,22 +155,19 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
                     labels = check_labels(np.lib.format.read_array(f, allow_pickle=False), shape[0], name)
             except (ValueError, *read_errors()) as e:
                 raise InputError(f"{name}: cannot read 'is_anomaly' ({e}); the file is corrupted") from None
-    return StreamSource(functools.partial(_member_data, path, info, name), name, shape, dtype, ".npz member", labels,
-                        image_shape)
+    return StreamSource(lambda: _member_data(path, info, name), name, shape, dtype, ".npz member", labels, image_shape)
 
 
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,
                 image_shape=DEFAULT_SHAPE) -> ImageSource:
-    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX),
-    of ``image_shape`` (H, W) images (None: the file's size), labelled ``name`` (default: the path);
-    one-line ``InputError`` for anything missing, empty, unreadable, of another layout or size."""
+    """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX) of
+    ``image_shape`` (H, W) images (None: the file's), named ``name`` (default: the path); else ``InputError``."""
     p, name = Path(path), name or str(path)
     if p.is_dir():
         return PngFolderSource(p, name, image_shape=image_shape)
-    if not p.exists() and not p.is_symlink():
-        raise InputError(f"{name}: no such file or folder; check the path")
     if why := not_regular(p):
-        raise InputError(f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
+        raise InputError(f"{name}: no such file or folder; check the path" if why == "missing" else
+                         f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
     head, suffix = read_bytes(p, 8), p.suffix.lower()
     if not head:
         raise InputError(f"{name}: the file is empty")
@@ -194,7 +185,7 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     return open_idx(p, name, image_shape)
 
 
-def read_images(paths, image_shape=None, column: str | None = None, batch_size: int = 4096):
+def read_images(paths, image_shape=None, column: str | None = None):
     """Every image of ``paths`` (files, folders, glob patterns) in memory: ``(images, labels, (H, W))``:
     uint8 [N, H, W] if every file holds uint8, else float32 in [0, 1]; bool [N] ``is_anomaly`` if some
     file has them (else None). ``image_shape=None``: the first file's size, which every file must have."""
@@ -202,7 +193,7 @@ def read_images(paths, image_shape=None, column: str | None = None, batch_size: 
     for path in expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         with open_source(path, column=column, image_shape=shape) as src:
             shape, done = src.image_shape, 0
-            for batch in src.batches(batch_size):
+            for batch in src.batches(4096):
                 x = batch if batch.dtype == np.uint8 else to_float32(batch, src.name, done, image_shape=shape)
                 parts.append(np.array(x).reshape(-1, *shape))
                 done += len(x)

@@ -1,8 +1,5 @@
-"""What a scoring run reports and writes, one mechanism for ``aeflow score`` and ``aeflow.distributed``:
-each input's counts (``InputResult``, its report row), the context its outputs record, and the
-results, one row per image with the columns ``COLUMNS``, as CSV, JSON, NPY or Parquet (by extension,
-written atomically) or CSV / JSON lines on standard output (``-o -``); JSON and Parquet (schema
-metadata key ``aeflow``) also hold the context (threshold, provider ...)."""
+"""What ``aeflow score`` and ``aeflow.distributed`` report (``InputResult``) and write: one row per image
+(``COLUMNS``) as CSV, JSON, NPY or Parquet (by extension, atomically) or on standard output (``-o -``)."""
 
 from __future__ import annotations
 
@@ -25,7 +22,6 @@ from aeflow.optional import require
 FORMATS = (".csv", ".json", ".npy", ".parquet")
 PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-[0-9]{5,}\.parquet")  # a Dask dataset's parts, one per task
 COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly", "label_anomaly", "source")
-COUNTS = ("images", "flagged", "seconds", "normal", "false_alarms", "anomalous", "misses")
 
 
 @dataclass
@@ -75,7 +71,8 @@ class InputResult:
 
 def total(results: list[InputResult], seconds: float | None = None) -> InputResult:
     """The sum of ``results`` named "total"; ``seconds``: the wall time (default: theirs added)."""
-    sums = {c: sum(getattr(r, c) for r in results) for c in COUNTS}
+    sums = {c: sum(getattr(r, c) for r in results)
+            for c in ("images", "flagged", "seconds", "normal", "false_alarms", "anomalous", "misses")}
     return InputResult("total", **(sums if seconds is None else sums | {"seconds": seconds}))
 
 
@@ -88,9 +85,8 @@ def output_context(scorer) -> dict:
 
 @dataclass
 class ScoredInput:
-    """One input's results: ``name``, scores float32 [n], ``threshold``, labels (bool [n], True =
-    anomaly) or None, ``files`` (a PNG folder's file per row) or None (every row is ``name``),
-    ``p_values`` float64 [n] (conformal, ``scorer.p_values_of``) or None (unknown: NaN, null or empty)."""
+    """One input's rows: scores float32 [n], labels bool [n] (True = anomaly) or None, ``files`` (a PNG folder's
+    file per row; None: every row is ``name``), conformal ``p_values`` float64 [n] or None (unknown)."""
 
     name: str
     scores: np.ndarray
@@ -110,11 +106,9 @@ class ScoredInput:
 
 def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), artifacts=(), dask: bool = False,
                       what: str = "--output") -> str:
-    """The one decision, before any work, on where scoring writes: a file of a known extension, with
-    ``dask`` a .parquet file or a Parquet dataset folder (``DIR/``, an existing folder, a name without
-    an extension), else ``UsageError``; pyarrow for Parquet; then ``aeflow.files.check_target``; a
-    dataset folder is never a link and (with ``force``) holds only an earlier run's regular part files.
-    Returns "file" or "folder"."""
+    """"file" or "folder": the one decision, before any work, on where scoring writes (a file of a known extension;
+    with ``dask`` a .parquet file or a dataset folder: ``DIR/``, a folder, a name without extension), else
+    ``UsageError``; then ``aeflow.files.check_target``; a dataset folder is no link and holds only our parts."""
     text, path = str(path), Path(path)
     kind = "folder" if dask and (text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix) else "file"
     if dask or path.suffix.lower() == ".parquet":
@@ -136,9 +130,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
 
 
 def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.ndarray]:
-    """The ``COLUMNS`` but source: index int64 (from ``first_index``), score and normalized_score
-    float32, p_value float64 (NaN unknown), predicted_anomaly bool, label_anomaly int8 (1 anomaly,
-    0 normal, -1 unknown)."""
+    """The ``COLUMNS`` but source: index int64 (from ``first_index``), score and normalized_score float32,
+    p_value float64 (NaN unknown), predicted_anomaly bool, label_anomaly int8 (1 anomaly, 0 normal, -1 unknown)."""
     def cat(parts, dtype):
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
@@ -156,15 +149,11 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
 def results_array(results: list[ScoredInput]) -> np.ndarray:
     """All rows as a structured array with the fields of ``COLUMNS`` (source str)."""
     cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
-    out = np.empty(len(cols["index"]), dtype=[(k, v.dtype) for k, v in cols.items()])
-    for k, v in cols.items():
-        out[k] = v
-    return out
+    return np.rec.fromarrays(list(cols.values()), names=list(cols))
 
 
 def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
-    """The rows as a pyarrow Table (label_anomaly bool with nulls, source dictionary-encoded);
-    ``first_index``: see ``columns`` (a chunk of an input)."""
+    """The rows (from ``first_index``) as a pyarrow Table: label_anomaly bool with nulls, source a dictionary."""
     pa = require("pyarrow", "distributed", "writing Parquet")
     cols = columns(results, first_index)
     if any(r.files is not None for r in results):
@@ -181,8 +170,8 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
 
 
 def iter_rows(results: list[ScoredInput]):
-    """One dict per image (keys ``COLUMNS``): score to 9 significant digits (a float32 round-trips),
-    normalized_score to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
+    """One dict per image (keys ``COLUMNS``): score to 9 significant digits (a float32 round-trips), normalized_score
+    to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
         p, label = cols["p_value"][i], cols["label_anomaly"][i]
@@ -197,7 +186,8 @@ def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
     import csv
 
     def text(v) -> str:
-        return "" if v is None else str(v).lower() if isinstance(v, bool) else f"{v:.9g}" if isinstance(v, float) else str(v)
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else \
+            f"{v:.9g}" if isinstance(v, float) else str(v)
 
     w = csv.writer(stream, lineterminator="\n")
     w.writerow(COLUMNS)
@@ -205,8 +195,7 @@ def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
 
 
 def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
-    """``-o -``: the rows on standard output as CSV or JSON lines; one-line ``OutputError`` where
-    stdout is closed, full or a pipe whose reader quit."""
+    """``-o -``: the rows on stdout as CSV or JSON lines; ``OutputError`` if it is closed, full or a broken pipe."""
     try:
         if sys.stdout is None:
             raise OSError(errno.EBADF, "it is closed")
@@ -221,20 +210,20 @@ def write_stdout(results: list[ScoredInput], as_json: bool = False) -> None:
 
 def write_results(path: str | os.PathLike, results: list[ScoredInput], context: dict | None = None,
                   force: bool = False) -> Path:
-    """``results`` to ``path`` (checked by ``check_output_path``) in its extension's format,
-    atomically: complete or absent; without ``force`` a file that appeared meanwhile stays."""
+    """``results`` to ``path`` (checked by ``check_output_path``) in its extension's format, atomically: complete
+    or absent; without ``force`` a file that appeared meanwhile stays."""
     path, suffix = Path(path), Path(path).suffix.lower()
     with atomic_path(path, replace=force, what="--output") as tmp:  # OSError -> OutputError there
         if suffix == ".parquet":
             pq = require("pyarrow.parquet", "distributed", "writing Parquet")
             pq.write_table(results_table(results, context), tmp)
-            return path
-        with open(tmp, "wb" if suffix == ".npy" else "w", **({} if suffix == ".npy" else
-                                                             {"newline": "", "encoding": "utf-8"})) as f:
-            if suffix == ".csv":
-                write_csv_rows(f, results)
-            elif suffix == ".json":
-                f.write(json.dumps(dict(context or {}, rows=list(iter_rows(results)))) + "\n")
-            else:  # np.save on a name would append ".npy"
+        elif suffix == ".npy":
+            with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
                 np.save(f, results_array(results), allow_pickle=False)
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                if suffix == ".csv":
+                    write_csv_rows(f, results)
+                else:
+                    f.write(json.dumps(dict(context or {}, rows=list(iter_rows(results)))) + "\n")
     return path

@@ -74,7 +74,7 @@ class ParquetSource(ImageSource):
                              f"or store PNG bytes")
         return header_shape(first, self.where(0))
 
-    def close(self) -> None:
+    def __exit__(self, *exc) -> None:
         self._file.close()
 
     def window(self, start: int, stop: int) -> "ParquetSource":
@@ -128,7 +128,6 @@ class ParquetSource(ImageSource):
                 raise InputError(f"{self.where(first + i)}: {len(blobs[i])} bytes, neither a PNG nor {h * w} raw "
                                  f"pixels ({size(self.image_shape)})")
             out[i] = np.frombuffer(blobs[i], np.uint8).reshape(h, w)
-        if png_rows:
-            out[png_rows] = decode_many([blobs[i] for i in png_rows], [self.where(first + i) for i in png_rows],
-                                        self.image_shape)
+        out[png_rows] = decode_many([blobs[i] for i in png_rows], [self.where(first + i) for i in png_rows],
+                                    self.image_shape)
         return out

@@ -43,8 +43,7 @@ def _check_size(found, image_shape, name: str) -> None:
 
 
 def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
-    """The ``raw`` bytes of inflated scanlines of an 8-bit greyscale PNG that is not interlaced (chunk
-    CRCs checked), None for any other PNG; ``InputError`` for a truncated or corrupted file."""
+    """The ``raw`` inflated scanline bytes of an 8-bit, non-interlaced greyscale PNG (CRCs checked), else None."""
     if data[24] != 8 or data[25] != 0 or data[28] != 0:  # depth, colour type, interlace
         return None
     idat, pos, kind = [], 8, b""
@@ -71,9 +70,8 @@ def _scanlines(data: bytes, name: str, raw: int) -> bytes | None:
 
 
 def _unfilter(lines: bytes, h: int, w: int, name: str) -> np.ndarray:
-    """An 8-bit greyscale image's inflated scanlines (each a filter byte then ``w`` bytes) unfiltered as
-    the PNG standard says, into uint8 [h, w]: rows in numpy where a row depends only on the row above,
-    a pixel loop for Average and Paeth; ``InputError`` for an unknown filter type."""
+    """An 8-bit greyscale image's inflated scanlines (a filter byte, ``w`` bytes) unfiltered into uint8 [h, w]: numpy
+    for None, Sub and Up, a pixel loop for Average and Paeth; ``InputError`` for an unknown filter type."""
     rows, out = np.frombuffer(lines, np.uint8).reshape(h, w + 1), np.zeros((h + 1, w), np.uint8)
     for y, (kind, x) in enumerate(zip(rows[:, 0].tolist(), rows[:, 1:])):
         if kind in (0, 1, 2):
@@ -95,31 +93,28 @@ def _unfilter(lines: bytes, h: int, w: int, name: str) -> np.ndarray:
 
 
 def decode_many(blobs: list[bytes], names: list[str], image_shape=DEFAULT_SHAPE) -> np.ndarray:
-    """PNG files' bytes, each of ``image_shape`` (H, W), as uint8 [n, H, W]: the short road in one
-    Pillow call for the batch (without Pillow for a few images), the rest one by one; one-line
-    ``InputError`` naming the first bad file."""
-    (h, w), n = image_shape, len(blobs)
-    out, fast, where = np.empty((n, h, w), dtype=np.uint8), [], []
+    """PNG files' bytes, each of ``image_shape`` (H, W), as uint8 [n, H, W]: the short road in one Pillow call (none
+    for a few images), the rest one by one; one-line ``InputError`` naming the first bad file."""
+    (h, w), fast = image_shape, {}
+    out = np.empty((len(blobs), h, w), dtype=np.uint8)
     for i, (data, name) in enumerate(zip(blobs, names)):
         _check_size(header_shape(data, name), image_shape, name)
         if (lines := _scanlines(data, name, h * (w + 1))) is None:
             out[i] = decode_png(data, name, image_shape)
         else:
-            fast.append(lines)
-            where.append(i)
-    if fast and len(fast) * h * w <= _PURE_PIXELS:  # a few images: no Pillow import (a tenth of a cold start)
-        out[where] = [_unfilter(lines, h, w, names[i]) for lines, i in zip(fast, where)]
-    elif fast:
+            fast[i] = lines
+    if len(fast) * h * w > _PURE_PIXELS:  # else no Pillow import (a tenth of a cold start)
         Image = require("PIL.Image", None, "reading PNG images")
         blank = bytes(w + 1)  # filter 0, w zeros: the "previous row" of each image's first row
         try:
-            rows = np.asarray(Image.frombytes("L", (w, (h + 1) * len(fast)), zlib.compress(blank + blank.join(fast), 0),
-                                              "zip", "L"))
-        except (OSError, ValueError) as e:  # an unknown filter type in some row
-            bad = next((names[i] for i, r in zip(where, fast) if any(r[k] > 4 for k in range(0, len(r), w + 1))),
-                       names[where[0]])
-            raise InputError(f"{bad}: PNG scanlines cannot be decoded ({e}); the file is corrupted") from None
-        out[where] = rows.reshape(len(fast), h + 1, w)[:, 1:]
+            rows = Image.frombytes("L", (w, (h + 1) * len(fast)), zlib.compress(blank + blank.join(fast.values()), 0),
+                                   "zip", "L")
+            out[list(fast)] = np.asarray(rows).reshape(len(fast), h + 1, w)[:, 1:]
+            return out
+        except (OSError, ValueError):  # an unknown filter type in some row: _unfilter names the file and the row
+            pass
+    for i, lines in fast.items():
+        out[i] = _unfilter(lines, h, w, names[i])
     return out
 
 
@@ -138,7 +133,8 @@ def decode_png(data: bytes, name: str, image_shape=DEFAULT_SHAPE) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.uint8)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
             MemoryError) as e:  # UnidentifiedImageError is an OSError
-        raise InputError(f"{name}: PNG cannot be decoded ({one_line(e, 120)}); the file is corrupted or truncated") from None
+        raise InputError(f"{name}: PNG cannot be decoded ({one_line(e, 120)}); the file is corrupted or "
+                         f"truncated") from None
 
 
 def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:
@@ -195,13 +191,12 @@ class PngFolderSource(ImageSource):
             step = max(64, -(-len(chunk) // self._threads))
             return [pool.submit(decode, chunk[i:i + step]) for i in range(0, len(chunk), step)]
 
-        with ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png") as pool:
+        pool = ThreadPoolExecutor(self._threads, thread_name_prefix="aeflow-png")
+        try:
             pending = submit(pool, 0)
-            try:
-                for start in range(0, self.n, size):
-                    parts = [f.result() for f in pending]
-                    pending = submit(pool, start + size) if start + size < self.n else []
-                    yield np.concatenate(parts) if len(parts) > 1 else parts[0]
-            finally:
-                for f in pending:
-                    f.cancel()
+            for start in range(0, self.n, size):
+                parts = [f.result() for f in pending]
+                pending = submit(pool, start + size)  # none after the last batch
+                yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+        finally:
+            pool.shutdown(cancel_futures=True)
