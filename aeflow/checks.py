@@ -1,8 +1,6 @@
 """Every check of an argument or option, for the library and the CLI: the value in its canonical type, or
 one ``UsageError`` line naming it as the caller spells it (``seed``, ``--seed``) before any work."""
 
-from __future__ import annotations
-
 import contextlib
 import glob
 import math

@@ -1,8 +1,6 @@
 """Image data sets as uint8 arrays: torchvision downloads (online) or IDX files in a data-dir, one
 folder per set with the standard names, gzipped or not (``mnist/train-images-idx3-ubyte.gz``)."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -2,8 +2,6 @@
 scored by each worker's copy of the ``AnomalyScorer`` and flagged on the client, so every decision is bit for
 bit the single process's; the Parquet output is staged and published in one step, or not at all."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import logging

@@ -2,8 +2,6 @@
 ``atomic_path`` and ``staged_folder`` write beside it, fsync and publish in one step (exclusively unless
 ``replace``), leaving nothing on any exception or signal. ``locked`` serialises read-modify-writes."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import hashlib

@@ -1,7 +1,5 @@
 """Optional imports: a module from one of aeflow's extras, or one line naming what to install."""
 
-from __future__ import annotations
-
 import importlib
 from types import ModuleType
 

@@ -1,8 +1,6 @@
 """Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check,
 ``aeflow verify`` and the tests (numpy only)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import numpy as np

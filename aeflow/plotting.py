@@ -1,7 +1,5 @@
 """matplotlib, loaded lazily on the Agg backend: it is optional at run time (figures only)."""
 
-from __future__ import annotations
-
 import io
 
 from aeflow.optional import require

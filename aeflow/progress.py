@@ -1,7 +1,5 @@
 """What the commands show on a terminal: progress bars on stderr (a terminal, not ``quiet``) and plain-text tables."""
 
-from __future__ import annotations
-
 import contextlib
 import sys
 from types import SimpleNamespace

@@ -1,7 +1,5 @@
 """Package versions and machine facts recorded in artifacts and benchmark reports."""
 
-from __future__ import annotations
-
 import contextlib
 import platform
 from importlib import metadata

@@ -1,8 +1,6 @@
 """Image arrays (layouts, dtypes: README, "Inputs"): checks, float32 [b, 1, H, W], the reader protocol ``ImageSource``
 and its sources. Files are read, never memory-mapped (SIGBUS if cut meanwhile): one cut short is an ``InputError``."""
 
-from __future__ import annotations
-
 import math
 import os
 import stat

@@ -1,8 +1,6 @@
 """Loading and checking an artifacts folder against ``aeflow.runtime.contract``: the metadata, graphs, a
 session's signature, golden.npz, checkpoints and the demo set; a bad file is one ``ArtifactError`` line."""
 
-from __future__ import annotations
-
 import hashlib
 import io
 import json

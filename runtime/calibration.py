@@ -2,8 +2,6 @@
 ``false_alarm_rate`` P (the r-th smallest score, r = n + 1 - floor(P (n + 1)): at most P false alarms
 on new normal images), recorded with exact Clopper-Pearson and prediction intervals in threshold.json."""
 
-from __future__ import annotations
-
 import copy
 import hashlib
 import io

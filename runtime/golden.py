@@ -1,8 +1,6 @@
 """``load_graph``, how the runtime opens every graph: sha256, session, signature and the golden check (this
 machine's outputs against golden.npz's, ``aeflow.parity``'s tolerances: other numerics caught before any result)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np

@@ -1,8 +1,6 @@
 """Image inputs: ``open_source`` picks the reader for a path (IDX, .npy and .npz here, whose headers are
 checked against the bytes they hold before anything is allocated); ``read_images`` reads whole files."""
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os

@@ -1,8 +1,6 @@
 """JSON values checked in plain code (``Check``: one ``ArtifactError`` line naming file and field), ``seal``,
 and the checks of the calibration record and export's ``evaluation`` (both kept as dicts)."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import math

@@ -1,8 +1,6 @@
 """What ``aeflow score`` and ``aeflow.distributed`` report (``InputResult``) and write: one row per image
 (``COLUMNS``) as CSV, JSON, NPY or Parquet (by extension, atomically) or on standard output (``-o -``)."""
 
-from __future__ import annotations
-
 import errno
 import json
 import os

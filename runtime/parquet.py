@@ -1,8 +1,6 @@
 """Parquet files of images (one row per image; column types: README, "Parquet"), read in streamed
 batches with pyarrow; only ``open_source`` imports this module, and only for a Parquet file."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Iterator

@@ -1,8 +1,6 @@
 """Pickling by settings: the scorer and sampler pickle what they were built from (artifacts folder or None
 for the bundled one, the metadata's sha256) and rebuild on first use; other metadata is one ``ArtifactError``."""
 
-from __future__ import annotations
-
 import os
 import threading
 from pathlib import Path

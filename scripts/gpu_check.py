@@ -5,8 +5,6 @@
 process started from ``--out`` (so a checkout never shadows the installed aeflow): one table, env.json, a JSON per
 step (+ tests.xml) and summary.json; exit 0 when every step passed. Without an NVIDIA GPU: one line, exit 0."""
 
-from __future__ import annotations
-
 import argparse
 import ctypes
 import json

@@ -2,8 +2,6 @@
 per engine and batch beside its peers (torch.compile in a child process: ``python -m aeflow.analysis.bench DIR
 THREADS REPEATS SECONDS BATCH...``); sampling; scoring from files; cold start. Figures: median [min - max]."""
 
-from __future__ import annotations
-
 import json
 import os
 import subprocess

@@ -2,8 +2,6 @@
 MatMul with TF32 off, measured in the same run), every row checked against the CPU with
 ``aeflow.parity``'s tolerances (the sampler outside flow.json's float64 intervals)."""
 
-from __future__ import annotations
-
 import shutil
 import subprocess
 

@@ -1,8 +1,6 @@
 """What ``aeflow evaluate`` computes: error rates and AUROC of the anomaly scorer on whole data
 sets, and how well the flow's density matches the true mixture (numpy + onnxruntime only)."""
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,8 +1,6 @@
 """The ``aeflow evaluate --report`` page: one self-contained HTML file (figures as base64 PNG data
 URIs, so it can be mailed alone), the same PNGs and the numbers as JSON beside it (matplotlib: lazily)."""
 
-from __future__ import annotations
-
 import base64
 import html
 import json

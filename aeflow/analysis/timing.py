@@ -1,7 +1,5 @@
 """What the ``aeflow bench`` sections share (CPU and CUDA): timing loops, spreads, the CPU's ISA, the GEMM limit."""
 
-from __future__ import annotations
-
 import math
 import time
 from typing import Callable

@@ -1,8 +1,6 @@
 """``aeflow verify``: every graph on this machine's provider against golden.npz (a failure: this machine's numerics
 differ) and, with torch and ae.pt/flow.pt (the sha256 export recorded), against the checkpoints run eagerly."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, replace
 from pathlib import Path
 
