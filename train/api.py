@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,12 +24,8 @@ from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train
 
 
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None, force: bool = False):
-    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one
-    only with ``force``; checked before any work). The checkpoint is published with the graphs it made:
-    a failed export changes nothing."""
-    import shutil
-    import tempfile
-
+    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one only
+    with ``force``; checked before any work), published with the graphs it made: a failed export changes nothing."""
     directory = check_target(Path(directory) / name, what="export", force=force, parents=True).parent
     with tempfile.TemporaryDirectory(prefix="aeflow-export-") as tmp:
         save_checkpoint(Path(tmp) / name, kind, model, asdict(config), history, force=True)
@@ -39,8 +37,8 @@ def _export(directory, name: str, kind: str, model, config, history: dict, valid
 
 
 class AutoencoderDetector:
-    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation
-    split's scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
+    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation split's
+    scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
 
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 100, seed: int = 0,
                  val_fraction: float = 1 / 6, quiet: bool = True):
@@ -71,8 +69,7 @@ class AutoencoderDetector:
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
     def export(self, directory: str | os.PathLike, force: bool = False):
-        """Write ae.pt (over one only with ``force``) and export the folder (and flow.pt there) for
-        ``AnomalyScorer(directory)``; returns the report."""
+        """Write ae.pt (over one only with ``force``), export it (and flow.pt there) for ``AnomalyScorer``."""
         return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
                        self._validation, force)
 
@@ -99,7 +96,6 @@ class FlowModel:
         return torch_flow(self.model_, as_real(values, "values").astype(np.float32))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):
-        """Write flow.pt (over one only with ``force``) and export the folder for ``FlowSampler(directory)``;
-        returns the report."""
+        """Write flow.pt (over one only with ``force``), export it (and ae.pt there) for ``FlowSampler``."""
         return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_,
                        force=force)

@@ -70,17 +70,10 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
     """Train on float32 [N, 1, H, W] images in [0, 1]; returns the model (eval mode) and
     ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
     torch.manual_seed(config.seed)
-    model = Autoencoder(train_images.shape[-2:])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    history: dict[str, list[float]] = {"loss": [], "epoch_loss": []}
-    def after_epoch(epoch: int, losses: list[float]) -> str:
-        history["loss"] += losses
-        history["epoch_loss"].append(float(np.mean(losses)))
-        return f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}"
-    loss_fn = torch.nn.MSELoss()
-    run_epochs(model, optimizer, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: loss_fn(model(x), x),
-               config, "autoencoder", quiet, after_epoch)
-    return model.eval(), history
+    model, mse = Autoencoder(train_images.shape[-2:]), torch.nn.MSELoss()
+    epochs = run_epochs(model, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: mse(model(x), x),
+                        config, "autoencoder", quiet, lambda losses: f"loss {losses[-1]:.6f}")
+    return model.eval(), {"loss": [v for e in epochs for v in e], "epoch_loss": [float(np.mean(e)) for e in epochs]}
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
