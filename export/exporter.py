@@ -47,9 +47,10 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike,
-                 input_names: list[str], output_names: list[str], opset: int | None) -> int:
-    """Write ``module`` as a checked, self-contained ONNX graph with a dynamic batch; returns its opset."""
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, input_names: list[str],
+                 output_names: list[str], opset: int | None) -> tuple[int, int, object]:
+    """Write ``module`` as a checked, self-contained ONNX graph with a dynamic batch; returns its opset, IR
+    version and a CPU session of it."""
     module.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter chats and warns
         warnings.simplefilter("ignore")
@@ -63,7 +64,8 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.
         node.metadata_props.extend(keep)
     onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return opset, model.ir_version, create_session(path, "cpu")
 
 
 def _require(checks: list[Comparison], what: str) -> None:
@@ -106,9 +108,8 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
         raise UsageError("--quantize int8 checks the int8 graph on the MNIST test sets; it is for MNIST detectors")
     data_dir = data_dir if data_dir is not None else cfg["data_dir"]
     val, data_sha256 = validation_images(cfg, data_dir) if validation is None else (validation, cfg["data_sha256"])
-    ae_opset = export_graph(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape), tmp / contract.AE_FILE,
-                            ["images"], ["reconstruction", "score"], opset)
-    session = create_session(tmp / contract.AE_FILE, "cpu")
+    ae_opset, _, session = export_graph(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape),
+                                        tmp / contract.AE_FILE, ["images"], ["reconstruction", "score"], opset)
     (rec, val_scores), (t_rec, t_score) = run_batched(session, val), torch_ae(model, val)
     checks += [compare("reconstruction", rec, t_rec), compare("score", val_scores, t_score)]
     _require(checks, "ONNX differs from PyTorch")
@@ -128,9 +129,8 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     """flow.onnx and flow_sampler.onnx in ``tmp``, checked against PyTorch over the data's range."""
     flow, ckpt = load_flow(ckpt_path)
     config = FlowConfig(**ckpt["config"])
-    flow_opset = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
-                              ["z", "dz_dx", "log_prob"], opset)
-    session = create_session(tmp / contract.FLOW_FILE, "cpu")
+    flow_opset, ir_version, session = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
+                                                   ["z", "dz_dx", "log_prob"], opset)
     scaled = lambda x: (np.float32(config.loc) + np.float32(config.scale) * x).astype(np.float32)  # noqa: E731
     checks += flow_checks(session, flow, scaled(flow_check_points()))
     _require(checks, "ONNX differs from PyTorch")
@@ -138,8 +138,8 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     comp = inversion.Components(**flow.components())
     x_bracket = [float(np.min(comp.mu - 12 * comp.sigma)), float(np.max(comp.mu + 12 * comp.sigma))]
     z_at_bracket = [float(z) for z in session.run(None, {"x": np.array(x_bracket, dtype=np.float32)})[0]]
-    sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset,
-                                  onnx.load(str(tmp / contract.FLOW_FILE)).ir_version, (config.loc, config.scale))
+    sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset, ir_version,
+                                  (config.loc, config.scale))
     nll = {"train": ckpt["history"]["train_nll"][-1], "test": ckpt["history"]["test_nll"][-1]}
     if config.data is None:
         nll["true_mixture_test"] = float(-mixture_log_density(flow_data(config)[1]).mean())

@@ -146,5 +146,5 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict
     opset = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
     method = METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"}
     validation = {"mean": th8.mean, "std": th8.std, "ddof": 1, "n": th8.n}
-    return contract.Graph.of_file("int8", out, opset).to_json() | {"method": method, "threshold": th8.value, "k": th8.k,
-                                                                   "validation": validation, "evaluation": evaluation}, [invariance]
+    entry = {"method": method, "threshold": th8.value, "k": th8.k, "validation": validation, "evaluation": evaluation}
+    return contract.Graph.of_file("int8", out, opset).to_json() | entry, [invariance]

@@ -176,19 +176,17 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     side = np.where(z >= 0, 1.0, -1.0)
     residual = np.abs(comp.tail_mass(xs, side) - (half - side * z))  # |f64(x) - z|, exact up to the edges
     step = 2.0 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)  # float32's resolution at x
-    figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),  # errors beyond that resolution
-               "max_abs_x_error_trusted": float(np.maximum(np.abs(xs - ref) - step, 0.0)[trusted].max(initial=0.0)),
-               "max_abs_residual": float(np.maximum(residual - step * comp.dz_dx(ref), 0.0)[graph_only].max(initial=0.0)),
-               "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE}
+    err = float(np.maximum(np.abs(xs - ref) - step, 0.0)[trusted].max(initial=0.0))  # errors beyond it
+    res = float(np.maximum(residual - step * comp.dz_dx(ref), 0.0)[graph_only].max(initial=0.0))
     problems = [msg for bad, msg in (
         (not finite.all(), f"{int((~finite).sum())} non-finite outputs"),
-        (figures["max_abs_x_error_trusted"] > x_tol, f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} "
-                                                     f"where f' >= {slope:g} (tolerance {x_tol:g})"),
-        (figures["max_abs_residual"] > RESIDUAL_TOLERANCE,
-         f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
+        (err > x_tol, f"max |x - x_ref| {err:.2e} where f' >= {slope:g} (tolerance {x_tol:g})"),
+        (res > RESIDUAL_TOLERANCE, f"max |f(x) - z| {res:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
-    return figures | {"slow_z_intervals": slow}
+    return {"targets": int(z.size), "trusted_targets": int(trusted.sum()), "max_abs_x_error_trusted": err,
+            "max_abs_residual": res, "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE,
+            "slow_z_intervals": slow}
 
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -11,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aeflow.datasets import split_indices
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.files import check_target
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
-from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on
+from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on, training_images
 from aeflow.train.checkpoint import save_checkpoint
 from aeflow.train.data import as_images, as_real, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
@@ -49,11 +47,8 @@ class AutoencoderDetector:
     def fit(self, X, y=None) -> "AutoencoderDetector":
         """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in
         [0, 1]); ``y`` is ignored (PyOD's signature). Returns self."""
-        images, cfg = as_images(X), self.config
-        train_idx, val_idx = split_indices(len(images), cfg.seed, cfg.val_fraction)
-        cfg.n_train, cfg.n_val, cfg.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
-        cfg.data_source, cfg.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
-        self.model_, self.history_ = train_autoencoder_on(images[train_idx], cfg, self.quiet)
+        images, train_idx, val_idx = training_images(self.config, as_images(X))
+        self.model_, self.history_ = train_autoencoder_on(images[train_idx], self.config, self.quiet)
         self._validation = images[val_idx]
         self.threshold_ = threshold_from_scores(self.decision_function(self._validation)).value
         self.decision_scores_ = self.decision_function(images)

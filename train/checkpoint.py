@@ -1,5 +1,5 @@
-"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``
-loaded with ``weights_only=True`` (a crafted file cannot run code), used only when finite and fitting the model."""
+"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``, loaded
+with ``weights_only=True`` (a crafted file cannot run code) and used only when finite and fitting the model."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
-    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (its folder made): all
-    are written and synced before any is published, the checkpoint first (without ``force`` one that
-    appeared meanwhile is kept), so a failure leaves nothing of them behind, a folder made here included."""
+    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (folder made), all synced before
+    any is published, the checkpoint first (without ``force`` one that appeared meanwhile is kept): a failure
+    leaves nothing behind, a folder made here included."""
     folder = Path(path).parent
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,8 +106,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
 
 
 def load_model(path: str | os.PathLike, kind: str, cls, build) -> tuple[torch.nn.Module, dict]:
-    """``build(cls(**config))`` (eval mode) holding the weights of the checkpoint at ``path``, and the
-    checkpoint dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
+    """``build(cls(**config))`` (eval mode) with the weights of the checkpoint at ``path``, and the checkpoint
+    dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
     ckpt = load_checkpoint(path, kind)
     try:
         cfg = cls(**ckpt["config"])
