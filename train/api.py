@@ -30,7 +30,6 @@ def _export(directory, name: str, kind: str, model, config, history: dict, valid
         for other in {contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT} - {name}:
             if (directory / other).is_file():
                 shutil.copy2(directory / other, Path(tmp) / other)
-        directory.mkdir(parents=True, exist_ok=True)
         return export_artifacts(Path(tmp), directory, validation=validation)
 
 
