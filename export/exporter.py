@@ -59,9 +59,8 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, inp
                           external_data=False, dynamo=True)
     model = onnx.load(str(path))
     for node in model.graph.node:  # stack traces hold the checkout's paths: drop them, same graph anywhere
-        keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
-        del node.metadata_props[:]
-        node.metadata_props.extend(keep)
+        for prop in [p for p in node.metadata_props if "stack_trace" in p.key]:
+            node.metadata_props.remove(prop)
     onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -206,9 +205,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
                      validation: np.ndarray | None = None) -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
-    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an
-    array. ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8
-    targets. The other model's JSON left by an earlier export (bound to the old golden.npz) is removed."""
+    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an array.
+    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
     ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))

@@ -51,9 +51,8 @@ def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> No
 
 
 def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``images`` (float32 [N, 1, H, W] in [0, 1]), else those ``config`` names (``data``, else MNIST from
-    ``data_dir``), and the seeded split (train_idx, val_idx); sets the data fields and sizes of ``config``,
-    ``ArtifactError`` if its files changed."""
+    """``images`` (float32 [N, 1, H, W] in [0, 1]), else those ``config`` names (``data``, else MNIST), and the
+    seeded split (train_idx, val_idx); sets ``config``'s data fields and sizes, ``ArtifactError`` if they changed."""
     if images is not None:
         config.data_source, config.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
     elif config.data:
