@@ -69,29 +69,23 @@ def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np
     return values[train_idx].astype(np.float32), values[test_idx].astype(np.float32)
 
 
-def _start(config: FlowConfig, train_x: np.ndarray) -> Flow1d:
-    """The seeded flow; on the user's data its components start at the quantiles of the standardized data
-    (sigmas at the gap to the next quantile, >= 0.1), and training decays the rate to 0 (cosine), so the
-    fit ends at a minimum, not in SGD noise."""
+def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
+                  ) -> tuple[Flow1d, dict]:
+    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the per-epoch
+    ``train_nll`` (mean over the batches) and ``test_nll`` (exact). On the user's data it trains on the
+    standardized values, its components starting at their quantiles, and the rate decays to 0 (cosine), so
+    the fit ends at a minimum, not in SGD noise."""
     torch.manual_seed(config.seed)
     flow = Flow1d(config.n_components)
-    if config.data is not None:
-        k, u = config.n_components, train_x.astype(np.float64)
+    if config.data is not None:  # train on (x - loc) / scale in float64, as float32
+        train_x, test_x = (((v.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
+                           for v in (train_x, test_x))
+        k, u = config.n_components, train_x.astype(np.float64)  # sigmas at the gap to the next quantile, >= 0.1
         gap = np.diff(np.quantile(u, np.arange(k + 1) / k)) if k > 1 else np.array([1.0])
         with torch.no_grad():
             flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
             flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
-    return flow
-
-
-def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
-                  ) -> tuple[Flow1d, dict]:
-    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the
-    per-epoch ``train_nll`` (mean over the batches) and ``test_nll`` (exact)."""
-    if config.data is not None:  # train on (x - loc) / scale in float64, as float32
-        train_x, test_x = (((v.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
-                           for v in (train_x, test_x))
-    flow, x_test, test_nll = _start(config, train_x), torch.from_numpy(test_x), []
+    x_test, test_nll = torch.from_numpy(test_x), []
     def progress(losses: list[float]) -> str:
         with torch.no_grad():
             test_nll.append(float(-flow(x_test)[2].mean()))
