@@ -81,9 +81,8 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train on the images ``config`` names, write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``, return
-    the history; ``TrainingError`` (nothing written) when training diverges."""
-    check_ae_config(config)
+    """Train on the images ``config`` (as ``check_ae_config`` passed it) names, write ``ae.pt`` and ``ae_loss.png``
+    into ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
     images, train_idx, val_idx = training_images(config)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs

@@ -102,9 +102,8 @@ def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, q
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train, write ``flow.pt`` and its four figures into ``out_dir``, return the history; ``TrainingError``
-    (nothing written) when training diverges."""
-    check_flow_config(config)
+    """Train with ``config`` (as ``check_flow_config`` passed it), write ``flow.pt`` and its four figures into
+    ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
     save_checkpoint(Path(out_dir) / "flow.pt", "flow", flow, asdict(config), history, force,
