@@ -239,9 +239,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
-    """Remove an earlier export's files that this one did not replace and nothing binds any more: the int8
-    graph without ``quantize``; a model's metadata with its graphs where this export had no checkpoint of
-    it (only where that metadata is aeflow's: never a file of yours). Returns the notes saying so."""
+    """Remove an earlier export's files that nothing binds any more, returning notes: the int8 graph without
+    ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
     notes = []
     for names, gone in (([contract.INT8_FILE], ae and not quantize),
                         ([contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE], not ae),

@@ -40,10 +40,9 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
 
 
 def write_golden(path: Path, ae, flow) -> None:
-    """golden.npz at ``path`` (uncompressed: fast to load), atomically: PyTorch's outputs of the staged ``ae`` on
-    its golden_images (float32 [64, 1, H, W]) and ``flow`` on its golden_points (float32 [256]), either None
-    when not exported; the int8 graph's on the CPU (its reference is its own integer arithmetic); the sampler
-    graph's float64 targets; the validation scores (float32 [n])."""
+    """golden.npz at ``path`` (uncompressed, atomic): PyTorch's outputs of the staged ``ae`` on its golden_images
+    (float32 [64, 1, H, W]) and ``flow`` on its golden_points (float32 [256]), either None; the int8 graph's on
+    the CPU (its own integer arithmetic); the sampler's float64 targets; the validation scores (float32 [n])."""
     out = {}
     if ae is not None:
         rec, score = torch_ae(ae.model, ae.golden_images)

@@ -46,7 +46,7 @@ def flow_metadata(directory: Path, flow) -> FlowMeta:
     w, keys = math.fsum(comp["weight"]), ("n_components", "epochs", "lr", "batch_size", "n_train", "n_test", "seed")
     return FlowMeta(graph=Graph.of_file("flow", directory / contract.FLOW_FILE, flow.opset), W=w,
                     z_range=(-w / 2, w / 2), components=Components(comp["mu"], comp["sigma"], comp["weight"]),
-                    x_bracket=tuple(float(v) for v in flow.x_bracket),
-                    z_at_bracket=tuple(float(v) for v in flow.z_at_bracket), nll=flow.nll, training={k: cfg[k] for k in keys},
+                    x_bracket=tuple(float(v) for v in flow.x_bracket), training={k: cfg[k] for k in keys},
+                    z_at_bracket=tuple(float(v) for v in flow.z_at_bracket), nll=flow.nll,
                     sampler=SamplerEntry.from_json(Check(contract.FLOW_JSON), flow.sampler, w / 2),  # its JSON, checked
                     **bindings(directory, flow.path))

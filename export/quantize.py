@@ -120,11 +120,10 @@ def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float,
 
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict[str, np.ndarray]
                   ) -> tuple[dict, list[Comparison]]:
-    """Write ``tmp_dir``/ae.int8.onnx from its ae.onnx; return (threshold.json's ``"int8"`` entry, [its
-    batch-invariance check]). The validation images (float32 [N, 1, H, W]) calibrate it and give its
-    threshold (mean + 3 std of its scores); the test ``sets`` (float32 [M, 1, H, W] by name, "mnist-test" the
-    normal one) measure agreement. ``ParityError`` when scores depend on the batch, decisions agree with
-    float32's on less than ``AGREEMENT_TARGET`` of a set, or type I or II moves by more than ``RATE_TOLERANCE``."""
+    """Write ``tmp_dir``/ae.int8.onnx from its ae.onnx; return (threshold.json's ``"int8"`` entry, [its batch check]).
+    ``val_images`` (float32 [N, 1, H, W]) calibrate it and give its threshold (mean + 3 std); the test ``sets``
+    (float32 [M, 1, H, W] by name, "mnist-test" normal) measure agreement. ``ParityError`` when scores depend on
+    the batch, decisions agree on less than ``AGREEMENT_TARGET`` of a set, or type I/II move over ``RATE_TOLERANCE``."""
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
     write_int8_graph(tmp / AE_FILE, out, val_images)

@@ -23,9 +23,8 @@ HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "
 def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool, progress,
                decay: bool = False) -> list[list[float]]:
     """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
-    batches of ``config.batch_size``, minimising ``loss_of(batch)``; ``progress(per-batch losses)`` is called
-    after each epoch and returns the text to show. Returns each epoch's per-batch losses; ``TrainingError``
-    as soon as a loss or, at the end, a parameter is not finite."""
+    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``progress(losses)`` the text after each
+    epoch. Returns each epoch's per-batch losses; ``TrainingError`` once a loss or parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")

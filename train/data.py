@@ -27,9 +27,8 @@ def _training_shape(h: int, w: int) -> tuple[int, int]:
 
 
 def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
-    """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1], and
-    ``{"name", "sha256" (of the pixels)}``; one-line ``DataError`` / ``InputError`` for mixed or absurd
-    sizes, images labelled anomalous, or none."""
+    """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1], and ``{"name",
+    "sha256" (of the pixels)}``; one-line errors for mixed or absurd sizes, images labelled anomalous, or none."""
     images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
