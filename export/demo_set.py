@@ -16,10 +16,8 @@ def make_demo_set(data_dir: str | None, n_per_set: int = 1000, seed: int = 0) ->
     where present, else Fashion-MNIST's); returns the arrays to save."""
     rng = np.random.default_rng(seed)
     anomaly = "kmnist" if available("kmnist", "test", data_dir) and data_dir is not None else "fashion-mnist"
-    parts = []
-    for name in ("mnist", anomaly):
-        images = load_images(name, "test", data_dir)
-        parts.append(images[np.sort(rng.choice(len(images), size=n_per_set, replace=False))])
+    sets = [load_images(name, "test", data_dir) for name in ("mnist", anomaly)]
+    parts = [images[np.sort(rng.choice(len(images), size=n_per_set, replace=False))] for images in sets]
     return {"images": np.concatenate(parts), "is_anomaly": np.repeat([False, True], n_per_set),
             "source": np.repeat(["mnist-test", f"{anomaly}-test"], n_per_set)}
 

@@ -1,5 +1,5 @@
-"""``aeflow export``: checkpoints -> graphs, metadata, golden.npz and MODEL_CARD.md, written into a staging
-folder and published only when checked against PyTorch and the golden outputs (a failed export changes nothing)."""
+"""``aeflow export``: checkpoints -> graphs, metadata, golden.npz and MODEL_CARD.md, staged and published only
+when checked against PyTorch and the golden outputs (a failed export changes nothing)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from aeflow.export.sampler_graph import write_sampler_graph
 from aeflow.files import staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
-from aeflow.provenance import package_versions
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.train.autoencoder import AEConfig, training_images
@@ -48,10 +47,10 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike,
-                 input_names: list[str], output_names: list[str], opset: int | None) -> int:
-    """Write ``module`` as a self-contained ONNX graph (dynamo exporter) with a dynamic batch dimension,
-    check the file, return its opset."""
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, input_names: list[str],
+                 output_names: list[str], opset: int | None) -> tuple[int, int, object]:
+    """Write ``module`` as a checked, self-contained ONNX graph with a dynamic batch; returns its opset, IR
+    version and a CPU session of it."""
     module.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter chats and warns
         warnings.simplefilter("ignore")
@@ -60,12 +59,12 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: str | os.
                           external_data=False, dynamo=True)
     model = onnx.load(str(path))
     for node in model.graph.node:  # stack traces hold the checkout's paths: drop them, same graph anywhere
-        keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
-        del node.metadata_props[:]
-        node.metadata_props.extend(keep)
+        for prop in [p for p in node.metadata_props if "stack_trace" in p.key]:
+            node.metadata_props.remove(prop)
     onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return opset, model.ir_version, create_session(path, "cpu")
 
 
 def _require(checks: list[Comparison], what: str) -> None:
@@ -76,25 +75,24 @@ def _require(checks: list[Comparison], what: str) -> None:
 
 
 def test_sets(data_dir, notes: list[str]) -> dict[str, np.ndarray]:
-    """The MNIST test images and those of each anomaly set found in ``data_dir``, float32 [N, 1, 28, 28]
-    by name ("mnist-test" first); a note for each set not found."""
+    """The MNIST and anomaly test sets found in ``data_dir``, float32 [N, 1, 28, 28] by name ("mnist-test"
+    first); a note for each set not found."""
     found = [name for name in ANOMALY_SETS if available(name, "test", data_dir)]
     notes += [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
     return {f"{name}-test": to_float(load_images(name, "test", data_dir)) for name in ("mnist", *found)}
 
 
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
-    """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the sha256
-    of the training pixels; ``ArtifactError`` unless they are the ones it was trained with."""
+    """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the training
+    pixels' sha256; ``ArtifactError`` unless they are the ones it was trained with."""
     if cfg["data_source"] == "array":
         raise ArtifactError("ae.pt was fitted on an array: export it with AutoencoderDetector.export, which holds "
                             "its validation images (export a flow into that folder first, or into another)")
     config = AEConfig(**{**cfg, "data_dir": data_dir})
     images, train_idx, val_idx = training_images(config)
     if len(train_idx) != cfg["n_train"] or list(images.shape[-2:]) != list(cfg.get("image_shape", [28, 28])):
-        raise ArtifactError(
-            f"the training set found has {len(images)} images, but ae.pt was trained on a split of "
-            f"{cfg['n_train'] + cfg['n_val']}; pass data_dir=DIR, the folder it was trained from")
+        raise ArtifactError(f"the training set found has {len(images)} images, but ae.pt was trained on a split of "
+                            f"{cfg['n_train'] + cfg['n_val']}; pass data_dir=DIR, the folder it was trained from")
     return images[val_idx], config.data_sha256
 
 
@@ -109,9 +107,8 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
         raise UsageError("--quantize int8 checks the int8 graph on the MNIST test sets; it is for MNIST detectors")
     data_dir = data_dir if data_dir is not None else cfg["data_dir"]
     val, data_sha256 = validation_images(cfg, data_dir) if validation is None else (validation, cfg["data_sha256"])
-    ae_opset = export_graph(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape), tmp / contract.AE_FILE,
-                            ["images"], ["reconstruction", "score"], opset)
-    session = create_session(tmp / contract.AE_FILE, "cpu")
+    ae_opset, _, session = export_graph(ScoringAutoencoder(model), torch.rand(4, 1, *model.image_shape),
+                                        tmp / contract.AE_FILE, ["images"], ["reconstruction", "score"], opset)
     (rec, val_scores), (t_rec, t_score) = run_batched(session, val), torch_ae(model, val)
     checks += [compare("reconstruction", rec, t_rec), compare("score", val_scores, t_score)]
     _require(checks, "ONNX differs from PyTorch")
@@ -131,34 +128,22 @@ def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespa
     """flow.onnx and flow_sampler.onnx in ``tmp``, checked against PyTorch over the data's range."""
     flow, ckpt = load_flow(ckpt_path)
     config = FlowConfig(**ckpt["config"])
-    flow_opset = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
-                              ["z", "dz_dx", "log_prob"], opset)
-    session = create_session(tmp / contract.FLOW_FILE, "cpu")
+    flow_opset, ir_version, session = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
+                                                   ["z", "dz_dx", "log_prob"], opset)
     scaled = lambda x: (np.float32(config.loc) + np.float32(config.scale) * x).astype(np.float32)  # noqa: E731
-    x = scaled(flow_check_points())
-    checks += flow_checks(session, flow, x)
+    checks += flow_checks(session, flow, scaled(flow_check_points()))
     _require(checks, "ONNX differs from PyTorch")
     # 12 sigma beyond every component Phi is within 1e-32 of 0 or 1, so f there equals +-W/2
     comp = inversion.Components(**flow.components())
     x_bracket = [float(np.min(comp.mu - 12 * comp.sigma)), float(np.max(comp.mu + 12 * comp.sigma))]
     z_at_bracket = [float(z) for z in session.run(None, {"x": np.array(x_bracket, dtype=np.float32)})[0]]
-    sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset,
-                                  onnx.load(str(tmp / contract.FLOW_FILE)).ir_version, (config.loc, config.scale))
+    sampler = write_sampler_graph(flow, comp, tuple(x_bracket), tmp / contract.SAMPLER_FILE, flow_opset, ir_version,
+                                  (config.loc, config.scale))
     nll = {"train": ckpt["history"]["train_nll"][-1], "test": ckpt["history"]["test_nll"][-1]}
     if config.data is None:
         nll["true_mixture_test"] = float(-mixture_log_density(flow_data(config)[1]).mean())
     return SimpleNamespace(model=flow, ckpt=ckpt, path=ckpt_path, opset=flow_opset, comp=comp, x_bracket=x_bracket,
                            z_at_bracket=z_at_bracket, sampler=sampler, nll=nll, golden_points=scaled(golden_points()))
-
-
-def write_documents(tmp: Path, ae, flow) -> tuple:
-    """golden.npz (with the validation scores), then threshold.json and flow.json bound to it; returns
-    them and the golden checks of the graphs as the runtime will load them (CPU, as ``aeflow verify``)."""
-    versions = package_versions()
-    write_golden(tmp / contract.GOLDEN_FILE, ae, flow)
-    meta = flow and artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(tmp, flow, versions))
-    threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae, versions))
-    return threshold, meta, golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
 
 
 def _detector(ae, th: dict) -> list[str]:
@@ -220,9 +205,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
                      validation: np.ndarray | None = None) -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
-    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an
-    array. ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8
-    targets. The other model's JSON left by an earlier export (bound to the old golden.npz) is removed."""
+    detector's images (default: where it trained from); ``validation``: those of a detector fitted on an array.
+    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
     ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
@@ -239,8 +223,10 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
         flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
-        threshold, meta, golden_checks = write_documents(tmp, ae, flow)
-        checks += golden_checks
+        write_golden(tmp / contract.GOLDEN_FILE, ae, flow)  # then the metadata bound to it, checked as verify does
+        meta = flow and artifacts.write_metadata(tmp / contract.FLOW_JSON, flow_metadata(tmp, flow))
+        threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae))
+        checks += golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
         _require(checks, "the exported graphs miss their golden outputs")
         if checkpoints.resolve() != out.resolve():
             for src in filter(None, (ae_pt, flow_pt)):
@@ -253,9 +239,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
-    """Remove an earlier export's files that this one did not replace and nothing binds any more: the int8
-    graph without ``quantize``; a model's metadata with its graphs where this export had no checkpoint of
-    it (only where that metadata is aeflow's: never a file of yours). Returns the notes saying so."""
+    """Remove an earlier export's files that nothing binds any more, returning notes: the int8 graph without
+    ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
     notes = []
     for names, gone in (([contract.INT8_FILE], ae and not quantize),
                         ([contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE], not ae),

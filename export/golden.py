@@ -1,17 +1,15 @@
-"""golden.npz: PyTorch's own outputs on a small fixed input set for every graph, recorded at export
-so that ``aeflow verify`` and the runtime's load-time check (``aeflow.runtime.golden``) can compare
-a machine's provider with them without torch. Arrays and shapes: ``artifacts.golden_arrays``."""
+"""golden.npz: PyTorch's outputs on a fixed input set for every graph, recorded at export, which ``aeflow verify``
+and the runtime's load-time check compare a provider with, without torch (arrays: ``artifacts.golden_arrays``)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.export.reference import torch_ae, torch_flow
-from aeflow.files import write_atomic
+from aeflow.files import atomic_path
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session
 
@@ -32,9 +30,8 @@ def golden_points() -> np.ndarray:
 
 def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[float, float]
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """256 targets z (float32, evenly spread over the range where flow_sampler.onnx promises 1e-5:
-    outside ``float64_z_intervals`` and where f' >= ``trusted_slope``) and their float64 preimages
-    (``inversion.polish64``): (z float32 [256], x float64 [256])."""
+    """256 targets z spread evenly where flow_sampler.onnx promises 1e-5 (outside ``float64_z_intervals``, f' >=
+    ``trusted_slope``) and their float64 preimages: (z float32 [256], x float64 [256])."""
     z = np.linspace(-comp.half_w, comp.half_w, 4098)[1:-1].astype(np.float32).astype(np.float64)
     x = inversion.polish64(comp, z, np.zeros_like(z), *x_bracket)
     keep = ~inversion.in_intervals(z, sampler["float64_z_intervals"]) & (comp.dz_dx(x) >= sampler["trusted_slope"])
@@ -43,11 +40,9 @@ def golden_targets(comp: inversion.Components, sampler: dict, x_bracket: tuple[f
 
 
 def write_golden(path: Path, ae, flow) -> None:
-    """golden.npz at ``path`` (uncompressed: fast to load on the device), atomically: PyTorch's outputs
-    (eval mode) of the staged detector ``ae`` on ``ae.golden_images`` (float32 [64, 1, H, W]) and of the
-    ``flow`` on ``flow.golden_points`` (float32 [256]), either None when not exported; the int8 graph's
-    beside ``path``, run by onnxruntime on the CPU (its reference is its own integer arithmetic); the
-    sampler graph's float64 targets (``golden_targets``); the validation scores (float32 [n])."""
+    """golden.npz at ``path`` (uncompressed, atomic): PyTorch's outputs of the staged ``ae`` on its golden_images
+    (float32 [64, 1, H, W]) and ``flow`` on its golden_points (float32 [256]), either None; the int8 graph's on
+    the CPU (its own integer arithmetic); the sampler's float64 targets; the validation scores (float32 [n])."""
     out = {}
     if ae is not None:
         rec, score = torch_ae(ae.model, ae.golden_images)
@@ -64,6 +59,5 @@ def write_golden(path: Path, ae, flow) -> None:
         out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)
     if ae is not None:
         out["validation_scores"] = ae.val_scores.astype(np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, **out)
-    write_atomic(path, buf.getvalue(), replace=True)
+    with atomic_path(path, replace=True) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **out)

@@ -1,7 +1,5 @@
-"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records, weights int8 per channel
-with ``reduce_range`` (7 bits: CPUs without VNNI cannot saturate, so every x86 CPU computes the same integers).
-``quantize_int8`` raises ``ParityError``, writing nothing, when scores depend on the batch, decisions agree with
-float32's on less than ``AGREEMENT_TARGET`` of a test set, or type I or II moves by more than ``RATE_TOLERANCE``."""
+"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records, weights int8 per channel with
+``reduce_range`` (7 bits: CPUs without VNNI cannot saturate, so every x86 CPU computes the same integers)."""
 
 from __future__ import annotations
 
@@ -31,8 +29,7 @@ METHOD = {
     "note": "an image's score does not depend on the batch size or the other images in its batch "
             "(bit-identical, checked at export)",
 }
-BATCH = 1000
-CALIBRATION_BATCH = 128
+BATCH, CALIBRATION_BATCH = 1000, 128
 INVARIANCE_BATCHES = (1, 7)  # besides BATCH: checked bit for bit at export
 
 
@@ -42,18 +39,17 @@ def scores_of(session: ort.InferenceSession, images: np.ndarray, batch: int = BA
 
 
 def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray) -> None:
-    """Quantise ae.onnx (``fp32_path``) into ``out_path`` as ``METHOD`` says, activation scales
-    calibrated on float32 images ``calibration`` [N, 1, H, W] (MinMax over batches of
-    ``CALIBRATION_BATCH``); onnx.checker clean with six QGemm layers, or ``ArtifactError``."""
+    """Quantise ae.onnx (``fp32_path``) into ``out_path`` as ``METHOD`` says, activation scales calibrated on
+    float32 images ``calibration`` [N, 1, H, W]; onnx.checker clean with six QGemm layers, or ``ArtifactError``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
     class Reader(CalibrationDataReader):
-        batches = iter(range(0, len(calibration), CALIBRATION_BATCH))
+        batches = iter([{"images": calibration[i:i + CALIBRATION_BATCH]}
+                        for i in range(0, len(calibration), CALIBRATION_BATCH)])
 
         def get_next(self):
-            i = next(self.batches, None)
-            return None if i is None else {"images": calibration[i:i + CALIBRATION_BATCH]}
+            return next(self.batches, None)
 
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing that does not apply here
@@ -89,13 +85,12 @@ def _float_output(model: onnx.ModelProto) -> None:
 
 
 def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, companions: np.ndarray,
-                           reference: np.ndarray, seed: int = 0) -> Comparison:
-    """Score float32 ``images`` [N, 1, H, W] at each batch size of ``INVARIANCE_BATCHES`` and shuffled
-    among ``companions`` [M, 1, H, W]: passes only when every score is bit-identical to ``reference``
-    (float32 [N], at batch ``BATCH``)."""
+                           reference: np.ndarray) -> Comparison:
+    """Score float32 ``images`` [N, 1, H, W] at each of ``INVARIANCE_BATCHES`` and shuffled among ``companions``
+    [M, 1, H, W]: passes only when every score is bit-identical to ``reference`` (float32 [N], batch ``BATCH``)."""
     runs = [scores_of(session, images, b) for b in INVARIANCE_BATCHES]
     mixed = np.concatenate([images, companions])
-    order = np.random.default_rng(seed).permutation(len(mixed))
+    order = np.random.default_rng(0).permutation(len(mixed))
     shuffled = np.empty(len(mixed), np.float32)
     shuffled[order] = scores_of(session, mixed[order])
     runs.append(shuffled[:len(images)])
@@ -103,8 +98,8 @@ def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, co
 
 
 def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float, th8: float) -> tuple[dict, list[str]]:
-    """threshold.json's int8 ``evaluation`` from the float32 and int8 scores per test set (float32
-    [N] each, ``mnist-test`` the normal set), and the targets it misses (``[]``: none)."""
+    """threshold.json's int8 ``evaluation`` from the float32 and int8 scores by test set (float32 [N] each,
+    ``mnist-test`` the normal set), and the targets it misses."""
     same = {k: (s8[k] > th8) == (s32[k] > th32) for k in s32}
     by_set = {k: float(v.mean()) for k, v in same.items()}
     ev8, ev32 = (error_rates(s["mnist-test"], {k: v for k, v in s.items() if k != "mnist-test"}, t)
@@ -125,11 +120,10 @@ def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float,
 
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict[str, np.ndarray]
                   ) -> tuple[dict, list[Comparison]]:
-    """Write ``tmp_dir``/ae.int8.onnx from ``tmp_dir``/ae.onnx; return (threshold.json's ``"int8"``
-    entry, [the batch-invariance check]). ``val_images`` (float32 [N, 1, H, W], the float32
-    threshold's validation images) calibrate the scales and give the int8 threshold (mean + 3 std,
-    ddof 1, of its own scores); the test ``sets`` (float32 [M, 1, H, W] by name, "mnist-test" the
-    normal one) measure agreement. ``ParityError`` when a target is missed or scores depend on the batch."""
+    """Write ``tmp_dir``/ae.int8.onnx from its ae.onnx; return (threshold.json's ``"int8"`` entry, [its batch check]).
+    ``val_images`` (float32 [N, 1, H, W]) calibrate it and give its threshold (mean + 3 std); the test ``sets``
+    (float32 [M, 1, H, W] by name, "mnist-test" normal) measure agreement. ``ParityError`` when scores depend on
+    the batch, decisions agree on less than ``AGREEMENT_TARGET`` of a set, or type I/II move over ``RATE_TOLERANCE``."""
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
     write_int8_graph(tmp / AE_FILE, out, val_images)
@@ -150,5 +144,5 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict
     opset = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
     method = METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"}
     validation = {"mean": th8.mean, "std": th8.std, "ddof": 1, "n": th8.n}
-    return contract.Graph.of_file("int8", out, opset).to_json() | {"method": method, "threshold": th8.value, "k": th8.k,
-                                                       "validation": validation, "evaluation": evaluation}, [invariance]
+    entry = {"method": method, "threshold": th8.value, "k": th8.k, "validation": validation, "evaluation": evaluation}
+    return contract.Graph.of_file("int8", out, opset).to_json() | entry, [invariance]

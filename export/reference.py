@@ -1,5 +1,5 @@
-"""The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``):
-the checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
+"""The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``): the
+checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
 
 from __future__ import annotations
 
@@ -29,11 +29,10 @@ def load_flow(path: str | os.PathLike) -> tuple[Flow1d, dict]:
     return load_model(path, "flow", FlowConfig, lambda cfg: Flow1d(cfg.n_components))
 
 
-def torch_ae(model: Autoencoder, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W],
-    score float32 [N]), in batches of ``batch``."""
+def torch_ae(model: Autoencoder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's ae.onnx: float32 images [N, 1, H, W] -> (reconstruction float32 [N, 1, H, W], score float32 [N])."""
     wrapper = ScoringAutoencoder(model).eval()
-    return tuple(run_batched(lambda x: _run(wrapper, x), images, batch))
+    return tuple(run_batched(lambda x: _run(wrapper, x), images, BATCH))
 
 
 def torch_flow(flow: Flow1d, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,7 +1,6 @@
-"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: an inverse table (cubic Hermite pieces solved in
-float64, even in z in the bulk and in log tail mass in the tails) gives a start and a bracket, then fixed
-safeguarded Newton steps with flow.onnx's ops (no data-dependent control flow: CUDA graphs capture it).
-``check_sampler_graph`` measures it against float64; flow.json records where f' < ``TRUSTED_SLOPE``."""
+"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: a float64-solved cubic inverse table (even in z, and in
+log tail mass in the tails) gives a start and bracket, then fixed safeguarded Newton steps with flow.onnx's ops
+(no data-dependent control flow); checked against float64, flow.json records where f' < ``TRUSTED_SLOPE``."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from aeflow.errors import ParityError
@@ -29,13 +29,10 @@ RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same error, with 
 
 
 def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """flow.onnx's float32 constants of a trained ``Flow1d``, computed as its forward does:
-    (means, exp(-log_sigma), weights), float32 [K] each."""
-    import torch
-
+    """flow.onnx's constants of a trained ``Flow1d`` as its forward computes them: (means, exp(-log_sigma),
+    weights), float32 [K] each."""
     with torch.no_grad():
-        return (flow.mus.detach().numpy().astype(np.float32), torch.exp(-flow.log_sigmas).numpy().astype(np.float32),
-                torch.exp(flow.weight_logits).numpy().astype(np.float32))
+        return tuple(t.numpy() for t in (flow.mus.detach(), torch.exp(-flow.log_sigmas), torch.exp(flow.weight_logits)))
 
 
 def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
@@ -65,7 +62,8 @@ def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -
 
 
 class _Builder:
-    """Collects nodes and initializers; ``const`` and ``op`` (one output, named uniquely) return the name."""
+    """Collects nodes and initializers; ``const`` returns its name, ``op`` its output's (``outputs`` > 0:
+    a list of that many), named uniquely after the op."""
 
     def __init__(self):
         self.nodes, self.inits, self.count = [], [], 0
@@ -74,51 +72,46 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
+    def op(self, op_type: str, *inputs: str, outputs: int = 0, **attrs):
         self.count += 1
-        out = f"{op_type.lower()}_{self.count}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
-        return out
+        name = f"{op_type.lower()}_{self.count}"
+        outs = [f"{name}_{i}" for i in range(outputs)] or [name]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, **attrs))
+        return outs if outputs else name
 
 
-def _newton_step(b: _Builder, x: str, lo: str, hi: str, k: dict[str, str]) -> tuple[str, str, str]:
+def _newton_step(b: _Builder, x: str, lo: str, hi: str) -> tuple[str, str, str]:
     """One safeguarded Newton step on ``z`` -> (x, lo, hi): f with flow.onnx's op sequence, f' from its t."""
-    t = b.op("Mul", b.op("Sub", b.op("Reshape", x, k["col_shape"]), k["mus"]), k["inv_sigma"])
-    erf = b.op("Erf", b.op("Mul", t, k["rsqrt2"]))
-    fz = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, k["half"]), k["weight"]), k["axis1"], keepdims=0)
-    gauss = b.op("Exp", b.op("Mul", b.op("Mul", t, t), k["minus_half"]))
-    slope = b.op("ReduceSum", b.op("Mul", gauss, k["slope_coef"]), k["axis1"], keepdims=0)
+    t = b.op("Mul", b.op("Sub", b.op("Reshape", x, "col_shape"), "mus"), "inv_sigma")
+    erf = b.op("Erf", b.op("Mul", t, "rsqrt2"))
+    fz = b.op("ReduceSum", b.op("Mul", b.op("Mul", erf, "half"), "weight"), "axis1", keepdims=0)
+    gauss = b.op("Exp", b.op("Mul", b.op("Mul", t, t), "minus_half"))
+    slope = b.op("ReduceSum", b.op("Mul", gauss, "slope_coef"), "axis1", keepdims=0)
     r = b.op("Sub", fz, "z")
-    lo = b.op("Where", b.op("Less", r, k["zero"]), x, lo)
-    hi = b.op("Where", b.op("Greater", r, k["zero"]), x, hi)
+    lo = b.op("Where", b.op("Less", r, "zero"), x, lo)
+    hi = b.op("Where", b.op("Greater", r, "zero"), x, hi)
     xn = b.op("Sub", x, b.op("Div", r, slope))
     inside = b.op("And", b.op("GreaterOrEqual", xn, lo), b.op("LessOrEqual", xn, hi))  # False for NaN
-    return b.op("Where", inside, xn, b.op("Mul", b.op("Add", lo, hi), k["half"])), lo, hi
+    return b.op("Where", inside, xn, b.op("Mul", b.op("Add", lo, hi), "half")), lo, hi
 
 
-def _table_start(b: _Builder, tables: tuple, half_w: float, k: dict[str, str]) -> tuple[str, str, str]:
+def _table_start(b: _Builder) -> tuple[str, str, str]:
     """(x, lo, hi) for input ``z``: the interval from the target's coordinate ((z - z0) / dz in the
     bulk, log(TAIL_MASS / m) / ds in the tails), its row gathered, the cubic at u clipped to the ends."""
-    table, z0, inv_dz, inv_ds = tables
-    mass = b.op("Max", b.op("Sub", b.const("half_w", half_w), b.op("Abs", "z")), b.const("floor", TAIL_FLOOR))
-    in_tail = b.op("Less", mass, b.const("tail_mass", TAIL_MASS))
-    c_bulk = b.op("Mul", b.op("Sub", "z", b.const("z0", z0)), b.const("inv_dz", inv_dz))
-    c_tail = b.op("Mul", b.op("Sub", b.const("log_tail_mass", math.log(TAIL_MASS)), b.op("Log", mass)),
-                  b.const("inv_ds", inv_ds))
-    j_bulk = b.op("Clip", b.op("Floor", c_bulk), b.const("zero_f", 0.0), b.const("last_bulk", TABLE_NODES - 1))
-    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", b.const("last_tail", TAIL_NODES - 1))
+    mass = b.op("Max", b.op("Sub", "half_w", b.op("Abs", "z")), "floor")
+    in_tail = b.op("Less", mass, "tail_mass")
+    c_bulk = b.op("Mul", b.op("Sub", "z", "z0"), "inv_dz")
+    c_tail = b.op("Mul", b.op("Sub", "log_tail_mass", b.op("Log", mass)), "inv_ds")
+    j_bulk = b.op("Clip", b.op("Floor", c_bulk), "zero_f", "last_bulk")
+    j_tail = b.op("Clip", b.op("Floor", c_tail), "zero_f", "last_tail")
     coord = b.op("Where", in_tail, c_tail, c_bulk)
     j_local = b.op("Where", in_tail, j_tail, j_bulk)
-    u = b.op("Clip", b.op("Sub", coord, j_local), "zero_f", b.const("one", 1.0))
-    offset = b.op("Where", b.op("Greater", "z", "zero"), b.const("upper_offset", TABLE_NODES),
-                  b.const("lower_offset", TABLE_NODES + TAIL_NODES))
+    u = b.op("Clip", b.op("Sub", coord, j_local), "zero_f", "one")
+    offset = b.op("Where", b.op("Greater", "z", "zero"), "upper_offset", "lower_offset")
     j = b.op("Cast", b.op("Add", j_local, b.op("Where", in_tail, offset, "zero")), to=TensorProto.INT64)
-    rows = b.op("Gather", b.const("table", table), j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
-    b.count += 1  # its six columns, sizes as an input (opset 13 and later)
-    cols = [f"split_{b.count}_{i}" for i in range(6)]
-    sizes = b.const(f"split_sizes_{b.count}", [1] * 6, np.int64)
-    b.nodes.append(helper.make_node("Split", [rows, sizes], cols, name=f"split_{b.count}", axis=1))
-    c0, c1, c2, c3, lo, hi = (b.op("Squeeze", c, k["axis1"]) for c in cols)
+    rows = b.op("Gather", "table", j, axis=0)  # one Gather of [N, 6]: 7 ms less per 1e6
+    sizes = b.const(f"split_sizes_{b.count + 1}", [1] * 6, np.int64)  # its six columns (sizes an input: opset 13+)
+    c0, c1, c2, c3, lo, hi = (b.op("Squeeze", c, "axis1") for c in b.op("Split", rows, sizes, outputs=6, axis=1))
     x = b.op("Add", c0, b.op("Mul", u, b.op("Add", c1, b.op("Mul", u, b.op("Add", c2, b.op("Mul", u, c3))))))
     return b.op("Min", b.op("Max", x, lo), hi), lo, hi
 
@@ -126,17 +119,19 @@ def _table_start(b: _Builder, tables: tuple, half_w: float, k: dict[str, str]) -
 def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: tuple, half_w: float,
                         steps: int = 1, opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
     """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N], with ``steps`` Newton steps,
-    checked by onnx.checker; ``consts`` as ``flow_constants`` returns them."""
-    b, (mu, inv_sigma, weight) = _Builder(), consts
-    k = {"col_shape": b.const("col_shape", [-1, 1], np.int64), "mus": b.const("mus", mu),
-         "inv_sigma": b.const("inv_sigma", inv_sigma), "rsqrt2": b.const("rsqrt2", 1 / math.sqrt(2)),
-         "half": b.const("half", 0.5), "weight": b.const("weight", weight),
-         "axis1": b.const("axis1", [1], np.int64), "minus_half": b.const("minus_half", -0.5),
-         "slope_coef": b.const("slope_coef", weight.astype(np.float64) * inv_sigma / math.sqrt(2 * math.pi)),
-         "zero": b.const("zero", 0.0)}
-    x, lo, hi = _table_start(b, tables, half_w, k)
+    checked by onnx.checker; ``consts`` as ``flow_constants`` returns them, ``tables`` as ``inverse_tables``."""
+    b, (mu, inv_sigma, weight), (table, z0, inv_dz, inv_ds) = _Builder(), consts, tables
+    for name, value in {"col_shape": [-1, 1], "mus": mu, "inv_sigma": inv_sigma, "rsqrt2": 1 / math.sqrt(2),
+                        "half": 0.5, "weight": weight, "axis1": [1], "minus_half": -0.5, "slope_coef": weight.astype(np.float64)
+                        * inv_sigma / math.sqrt(2 * math.pi), "zero": 0.0, "half_w": half_w, "floor": TAIL_FLOOR,
+                        "tail_mass": TAIL_MASS, "z0": z0, "inv_dz": inv_dz, "log_tail_mass": math.log(TAIL_MASS),
+                        "inv_ds": inv_ds, "zero_f": 0.0, "last_bulk": TABLE_NODES - 1, "last_tail": TAIL_NODES - 1,
+                        "one": 1.0, "upper_offset": TABLE_NODES, "lower_offset": TABLE_NODES + TAIL_NODES,
+                        "table": table}.items():  # in the bundled graph's order
+        b.const(name, value, np.int64 if name in ("col_shape", "axis1") else np.float32)
+    x, lo, hi = _table_start(b)
     for _ in range(steps):
-        x, lo, hi = _newton_step(b, x, lo, hi, k)
+        x, lo, hi = _newton_step(b, x, lo, hi)
     b.nodes.append(helper.make_node("Identity", [x], ["x"], name="output"))
     graph = helper.make_graph(b.nodes, "aeflow_flow_sampler", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N"])],
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])], b.inits)
@@ -181,19 +176,17 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     side = np.where(z >= 0, 1.0, -1.0)
     residual = np.abs(comp.tail_mass(xs, side) - (half - side * z))  # |f64(x) - z|, exact up to the edges
     step = 2.0 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)  # float32's resolution at x
-    figures = {"targets": int(z.size), "trusted_targets": int(trusted.sum()),  # errors beyond that resolution
-               "max_abs_x_error_trusted": float(np.maximum(np.abs(xs - ref) - step, 0.0)[trusted].max(initial=0.0)),
-               "max_abs_residual": float(np.maximum(residual - step * comp.dz_dx(ref), 0.0)[graph_only].max(initial=0.0)),
-               "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE}
+    err = float(np.maximum(np.abs(xs - ref) - step, 0.0)[trusted].max(initial=0.0))  # errors beyond it
+    res = float(np.maximum(residual - step * comp.dz_dx(ref), 0.0)[graph_only].max(initial=0.0))
     problems = [msg for bad, msg in (
         (not finite.all(), f"{int((~finite).sum())} non-finite outputs"),
-        (figures["max_abs_x_error_trusted"] > x_tol, f"max |x - x_ref| {figures['max_abs_x_error_trusted']:.2e} "
-                                                     f"where f' >= {slope:g} (tolerance {x_tol:g})"),
-        (figures["max_abs_residual"] > RESIDUAL_TOLERANCE,
-         f"max |f(x) - z| {figures['max_abs_residual']:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
+        (err > x_tol, f"max |x - x_ref| {err:.2e} where f' >= {slope:g} (tolerance {x_tol:g})"),
+        (res > RESIDUAL_TOLERANCE, f"max |f(x) - z| {res:.2e} (tolerance {RESIDUAL_TOLERANCE})")) if bad]
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
-    return figures | {"slow_z_intervals": slow}
+    return {"targets": int(z.size), "trusted_targets": int(trusted.sum()), "max_abs_x_error_trusted": err,
+            "max_abs_residual": res, "x_tolerance": x_tol, "residual_tolerance": RESIDUAL_TOLERANCE,
+            "slow_z_intervals": slow}
 
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,

@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from aeflow.datasets import split_indices
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.files import check_target
 from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
-from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on
+from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on, training_images
 from aeflow.train.checkpoint import save_checkpoint
 from aeflow.train.data import as_images, as_real, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
 
 
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None, force: bool = False):
-    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one
-    only with ``force``; checked before any work). The checkpoint is published with the graphs it made:
-    a failed export changes nothing."""
-    import shutil
-    import tempfile
-
+    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one only
+    with ``force``; checked before any work), published with the graphs it made: a failed export changes nothing."""
     directory = check_target(Path(directory) / name, what="export", force=force, parents=True).parent
     with tempfile.TemporaryDirectory(prefix="aeflow-export-") as tmp:
         save_checkpoint(Path(tmp) / name, kind, model, asdict(config), history, force=True)
         for other in {contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT} - {name}:
             if (directory / other).is_file():
                 shutil.copy2(directory / other, Path(tmp) / other)
-        directory.mkdir(parents=True, exist_ok=True)
         return export_artifacts(Path(tmp), directory, validation=validation)
 
 
 class AutoencoderDetector:
-    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation
-    split's scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
+    """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation split's
+    scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
 
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 100, seed: int = 0,
                  val_fraction: float = 1 / 6, quiet: bool = True):
@@ -51,11 +46,8 @@ class AutoencoderDetector:
     def fit(self, X, y=None) -> "AutoencoderDetector":
         """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in
         [0, 1]); ``y`` is ignored (PyOD's signature). Returns self."""
-        images, cfg = as_images(X), self.config
-        train_idx, val_idx = split_indices(len(images), cfg.seed, cfg.val_fraction)
-        cfg.n_train, cfg.n_val, cfg.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
-        cfg.data_source, cfg.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
-        self.model_, self.history_ = train_autoencoder_on(images[train_idx], cfg, self.quiet)
+        images, train_idx, val_idx = training_images(self.config, as_images(X))
+        self.model_, self.history_ = train_autoencoder_on(images[train_idx], self.config, self.quiet)
         self._validation = images[val_idx]
         self.threshold_ = threshold_from_scores(self.decision_function(self._validation)).value
         self.decision_scores_ = self.decision_function(images)
@@ -71,8 +63,7 @@ class AutoencoderDetector:
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
     def export(self, directory: str | os.PathLike, force: bool = False):
-        """Write ae.pt (over one only with ``force``) and export the folder (and flow.pt there) for
-        ``AnomalyScorer(directory)``; returns the report."""
+        """Write ae.pt (over one only with ``force``), export it (and flow.pt there) for ``AnomalyScorer``."""
         return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
                        self._validation, force)
 
@@ -99,7 +90,6 @@ class FlowModel:
         return torch_flow(self.model_, as_real(values, "values").astype(np.float32))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):
-        """Write flow.pt (over one only with ``force``) and export the folder for ``FlowSampler(directory)``;
-        returns the report."""
+        """Write flow.pt (over one only with ``force``), export it (and ae.pt there) for ``FlowSampler``."""
         return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_,
                        force=force)

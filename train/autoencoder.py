@@ -50,45 +50,40 @@ def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> No
     check_float(config.val_fraction, name("val_fraction"), 0.0, 0.99, above=True)
 
 
-def training_images(config: AEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The images ``config`` names (``data``, else MNIST from ``data_dir``), float32 [N, 1, H, W] in [0, 1],
-    and the seeded split (train_idx, val_idx); sets the data fields, ``ArtifactError`` if they changed."""
-    if config.data:
+def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``images`` (float32 [N, 1, H, W] in [0, 1]), else those ``config`` names (``data``, else MNIST), and the
+    seeded split (train_idx, val_idx); sets ``config``'s data fields and sizes, ``ArtifactError`` if they changed."""
+    if images is not None:
+        config.data_source, config.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
+    elif config.data:
         images, info = read_images(config.data)
         if config.data_sha256 and info["sha256"] != config.data_sha256:
             raise ArtifactError(f"{info['name'][:200]}: the images differ from those the autoencoder was trained on "
                                 f"(sha256 of the pixels); pass the same files")
-        config.data_source, config.data_sha256, config.image_shape = info["name"], info["sha256"], info["image_shape"]
+        config.data_source, config.data_sha256 = info["name"], info["sha256"]
     else:
         images = to_float(load_images("mnist", "train", config.data_dir))
         config.data_source = f"IDX files in {config.data_dir}" if config.data_dir else "torchvision download"
         config.data_sha256 = config.data_sha256 or hashlib.sha256(images.tobytes()).hexdigest()
-    return (images, *split_indices(len(images), config.seed, config.val_fraction))
+    train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
+    config.n_train, config.n_val, config.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
+    return images, train_idx, val_idx
 
 
 def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False) -> tuple[Autoencoder, dict]:
     """Train on float32 [N, 1, H, W] images in [0, 1]; returns the model (eval mode) and
     ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
     torch.manual_seed(config.seed)
-    model = Autoencoder(train_images.shape[-2:])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    history: dict[str, list[float]] = {"loss": [], "epoch_loss": []}
-    def after_epoch(epoch: int, losses: list[float]) -> str:
-        history["loss"] += losses
-        history["epoch_loss"].append(float(np.mean(losses)))
-        return f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.6f}"
-    loss_fn = torch.nn.MSELoss()
-    run_epochs(model, optimizer, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: loss_fn(model(x), x),
-               config, "autoencoder", quiet, after_epoch)
-    return model.eval(), history
+    model, mse = Autoencoder(train_images.shape[-2:]), torch.nn.MSELoss()
+    epochs = run_epochs(model, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: mse(model(x), x),
+                        config, "autoencoder", quiet, lambda losses: f"loss {losses[-1]:.6f}")
+    return model.eval(), {"loss": [v for e in epochs for v in e], "epoch_loss": [float(np.mean(e)) for e in epochs]}
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train on the images ``config`` names, write ``ae.pt`` and ``ae_loss.png`` into ``out_dir``, return
-    the history; ``TrainingError`` (nothing written) when training diverges."""
-    check_ae_config(config)
+    """Train on the images ``config`` (as ``check_ae_config`` passed it) names, write ``ae.pt`` and ``ae_loss.png``
+    into ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
     images, train_idx, val_idx = training_images(config)
-    config.n_train, config.n_val = len(train_idx), len(val_idx)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs
     figure = line_png("Autoencoder training loss (MSE)", "iteration", "loss", log=True, curves=[

@@ -1,5 +1,5 @@
-"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``
-loaded with ``weights_only=True`` (a crafted file cannot run code), used only when finite and fitting the model."""
+"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``, loaded
+with ``weights_only=True`` (a crafted file cannot run code) and used only when finite and fitting the model."""
 
 from __future__ import annotations
 
@@ -20,15 +20,17 @@ NEWER_FIELDS = {"data", "data_sha256", "image_shape", "column", "loc", "scale"} 
 HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "test_nll")}
 
 
-def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, config, what: str, quiet: bool,
-               after_epoch) -> None:
-    """``config.epochs`` seeded passes over ``x`` in batches of ``config.batch_size``, minimising
-    ``loss_of(batch)``; ``after_epoch(epoch, per-batch losses)`` returns the progress text.
-    ``TrainingError`` as soon as a loss or, at the end, a parameter is not finite."""
+def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool, progress,
+               decay: bool = False) -> list[list[float]]:
+    """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
+    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``progress(losses)`` the text after each
+    epoch. Returns each epoch's per-batch losses; ``TrainingError`` once a loss or parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
-    gen = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if decay else None
+    gen, epochs = torch.Generator().manual_seed(config.seed), []
     model.train()
     with progress_bar(config.epochs, f"training {what}", quiet) as bar:
         for epoch in range(config.epochs):
@@ -41,17 +43,21 @@ def run_epochs(model: torch.nn.Module, optimizer, x: torch.Tensor, loss_of, conf
                 losses.append(loss.item())
                 if not math.isfinite(losses[-1]):
                     raise diverged(f"the loss became {losses[-1]} in epoch {epoch + 1}")
-            bar.update(1, after_epoch(epoch, losses))
+            epochs.append(losses)
+            bar.update(1, f"epoch {epoch + 1}/{config.epochs} {progress(losses)}")
+            if schedule is not None:
+                schedule.step()
     bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
     if bad is not None:
         raise diverged(f"parameter '{bad}' holds NaN or Inf")
+    return epochs
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
-    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (its folder made): all
-    are written and synced before any is published, the checkpoint first (without ``force`` one that
-    appeared meanwhile is kept), so a failure leaves nothing of them behind, a folder made here included."""
+    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (folder made), all synced before
+    any is published, the checkpoint first (without ``force`` one that appeared meanwhile is kept): a failure
+    leaves nothing behind, a folder made here included."""
     folder = Path(path).parent
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,8 +105,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
 
 
 def load_model(path: str | os.PathLike, kind: str, cls, build) -> tuple[torch.nn.Module, dict]:
-    """``build(cls(**config))`` (eval mode) holding the weights of the checkpoint at ``path``, and the
-    checkpoint dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
+    """``build(cls(**config))`` (eval mode) with the weights of the checkpoint at ``path``, and the checkpoint
+    dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
     ckpt = load_checkpoint(path, kind)
     try:
         cfg = cls(**ckpt["config"])

@@ -27,16 +27,14 @@ def _training_shape(h: int, w: int) -> tuple[int, int]:
 
 
 def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
-    """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1],
-    of one size, and ``{"name", "sha256" (of the pixels), "image_shape"}``; one-line ``DataError`` /
-    ``InputError`` for mixed or absurd sizes, images labelled anomalous, or none."""
+    """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1], and ``{"name",
+    "sha256" (of the pixels)}``; one-line errors for mixed or absurd sizes, images labelled anomalous, or none."""
     images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
                         f"train on normal images only - drop them first")
     x = to_float32(images, "images", image_shape=_training_shape(h, w))
-    return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest(),
-               "image_shape": [h, w]}
+    return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
 
 
 def _column(table: dict, column: str | None, name: str) -> list:

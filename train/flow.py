@@ -60,8 +60,8 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and
-    test sets; sets n_train, n_test, loc, scale and data_sha256 of ``config``."""
+    """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and test sets;
+    sets ``config``'s n_train, n_test, loc, scale and data_sha256."""
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
     config.n_train, config.n_test = len(train_idx), len(test_idx)
     config.loc, config.scale = float(values.mean()), float(values.std())
@@ -69,41 +69,30 @@ def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np
     return values[train_idx].astype(np.float32), values[test_idx].astype(np.float32)
 
 
-def _start(config: FlowConfig, train_x: np.ndarray):
-    """The seeded flow and its Adam optimizer; on the user's data the components start at the
-    quantiles of the standardized data (sigmas at the gap to the next quantile, >= 0.1) and the rate
-    decays to 0 (cosine), so the fit ends at a minimum, not in SGD noise."""
-    torch.manual_seed(config.seed)
-    flow = Flow1d(config.n_components)
-    if config.data is None:
-        return flow, torch.optim.Adam(flow.parameters(), lr=config.lr), None
-    k, u = config.n_components, train_x.astype(np.float64)
-    gap = np.diff(np.quantile(u, np.arange(k + 1) / k)) if k > 1 else np.array([1.0])
-    with torch.no_grad():
-        flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
-        flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
-    optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
-    return flow, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
-
-
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
-    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the
-    per-epoch ``train_nll`` (mean over the batches) and ``test_nll`` (exact)."""
+    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the per-epoch
+    ``train_nll`` (mean over the batches) and ``test_nll`` (exact). On the user's data it trains on the
+    standardized values, its components starting at their quantiles, and the rate decays to 0 (cosine), so
+    the fit ends at a minimum, not in SGD noise."""
+    torch.manual_seed(config.seed)
+    flow = Flow1d(config.n_components)
     if config.data is not None:  # train on (x - loc) / scale in float64, as float32
         train_x, test_x = (((v.astype(np.float64) - config.loc) / config.scale).astype(np.float32)
                            for v in (train_x, test_x))
-    flow, optimizer, decay = _start(config, train_x)
-    x_test = torch.from_numpy(test_x)
-    history: dict[str, list[float]] = {"train_nll": [], "test_nll": []}
-    def after_epoch(epoch: int, losses: list[float]) -> str:
-        history["train_nll"].append(sum(losses) / len(losses))
+        k, u = config.n_components, train_x.astype(np.float64)  # sigmas at the gap to the next quantile, >= 0.1
+        gap = np.diff(np.quantile(u, np.arange(k + 1) / k)) if k > 1 else np.array([1.0])
         with torch.no_grad():
-            history["test_nll"].append(float(-flow(x_test)[2].mean()))
-        if decay is not None:
-            decay.step()
-        return f"epoch {epoch + 1}/{config.epochs} test NLL {history['test_nll'][-1]:.4f}"
-    run_epochs(flow, optimizer, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", quiet, after_epoch)
+            flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
+            flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
+    x_test, test_nll = torch.from_numpy(test_x), []
+    def progress(losses: list[float]) -> str:
+        with torch.no_grad():
+            test_nll.append(float(-flow(x_test)[2].mean()))
+        return f"test NLL {test_nll[-1]:.4f}"
+    epochs = run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", quiet,
+                        progress, decay=config.data is not None)
+    history = {"train_nll": [sum(e) / len(e) for e in epochs], "test_nll": test_nll}
     if config.data is not None:  # mu -> loc + scale mu, sigma -> scale sigma: z unchanged, NLLs + log scale
         with torch.no_grad():
             flow.mus.copy_((config.loc + config.scale * flow.mus.double()).float())
@@ -113,9 +102,8 @@ def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, q
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train the flow, write ``flow.pt`` and its four figures into ``out_dir``, return the history;
-    ``TrainingError`` (nothing written) when training diverges."""
-    check_flow_config(config)
+    """Train with ``config`` (as ``check_flow_config`` passed it), write ``flow.pt`` and its four figures into
+    ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
     save_checkpoint(Path(out_dir) / "flow.pt", "flow", flow, asdict(config), history, force,
@@ -127,10 +115,7 @@ def _bins(data: np.ndarray, n: int = 50) -> np.ndarray:
     """``n`` equal histogram bins (float64 edges [n + 1]) over ``data``, widened where its range is too
     narrow for them (equal values, or a cluster at float32's resolution): numpy would raise there."""
     lo, hi = float(data.min()), float(data.max())
-    edges = np.linspace(lo, hi, n + 1)
-    if np.all(np.diff(edges) > 0):
-        return edges
-    pad = max(abs(lo), abs(hi), 1.0) * 1e-3
+    pad = 0.0 if np.all(np.diff(np.linspace(lo, hi, n + 1)) > 0) else max(abs(lo), abs(hi), 1.0) * 1e-3
     return np.linspace(lo - pad, hi + pad, n + 1)
 
 

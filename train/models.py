@@ -23,8 +23,8 @@ class _Layers(nn.Module):
 
 
 class Autoencoder(nn.Module):
-    """H*W -> 256 -> 128 -> 32 (ReLU) and its mirror with a sigmoid output: float32 [N, 1, H, W] in
-    [0, 1] -> reconstruction of the same shape (the homework's 784-256-128-32 for 28x28)."""
+    """H*W -> 256 -> 128 -> 32 (ReLU) and its mirror with a sigmoid output (the homework's 784-256-128-32 for
+    28x28): float32 [N, 1, H, W] in [0, 1] -> reconstruction of the same shape."""
 
     def __init__(self, image_shape: tuple[int, int] = (28, 28)):
         super().__init__()
@@ -39,8 +39,7 @@ class Autoencoder(nn.Module):
 
 
 class ScoringAutoencoder(nn.Module):
-    """What ae.onnx holds: images [N, 1, H, W] -> (reconstruction [N, 1, H, W], score [N]), the
-    score the per-image mean squared error over the H*W pixels."""
+    """What ae.onnx holds: images [N, 1, H, W] -> (reconstruction [N, 1, H, W], score [N]: per-image MSE)."""
 
     def __init__(self, autoencoder: Autoencoder):
         super().__init__()
@@ -53,8 +52,8 @@ class ScoringAutoencoder(nn.Module):
 
 
 class Flow1d(nn.Module):
-    """z = sum_k w_k (Phi((x - mu_k) / sigma_k) - 1/2), a monotone map of R onto (-W/2, W/2), with
-    the homework's parameters ``mus`` (randn), ``log_sigmas`` (0), ``weight_logits`` (1), w = exp(logit)."""
+    """z = sum_k w_k (Phi((x - mu_k) / sigma_k) - 1/2), a monotone map of R onto (-W/2, W/2), with the
+    homework's parameters ``mus`` (randn), ``log_sigmas`` (0), ``weight_logits`` (1), w = exp(logit)."""
 
     def __init__(self, n_components: int = 5):
         super().__init__()
