@@ -1,8 +1,6 @@
 """The labelled demo set bundled with aeflow (``python -m aeflow.export.demo_set --data-dir DIR``):
 ``images`` uint8 [N, 28, 28], ``is_anomaly`` bool [N], ``source`` str [N]."""
 
-from __future__ import annotations
-
 import argparse
 
 import numpy as np

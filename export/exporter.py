@@ -1,8 +1,6 @@
 """``aeflow export``: checkpoints -> graphs, metadata, golden.npz and MODEL_CARD.md, staged and published only
 when checked against PyTorch and the golden outputs (a failed export changes nothing)."""
 
-from __future__ import annotations
-
 import contextlib
 import io
 import os

@@ -1,8 +1,6 @@
 """golden.npz: PyTorch's outputs on a fixed input set for every graph, recorded at export, which ``aeflow verify``
 and the runtime's load-time check compare a provider with, without torch (arrays: ``artifacts.golden_arrays``)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np

@@ -1,8 +1,6 @@
 """threshold.json and flow.json as export builds them: the contract's own types, checked and sealed by
 ``artifacts.write_metadata``, so what export writes is what the runtime accepts."""
 
-from __future__ import annotations
-
 import math
 from pathlib import Path
 

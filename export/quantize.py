@@ -1,8 +1,6 @@
 """``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records, weights int8 per channel with
 ``reduce_range`` (7 bits: CPUs without VNNI cannot saturate, so every x86 CPU computes the same integers)."""
 
-from __future__ import annotations
-
 import logging
 import os
 from pathlib import Path

@@ -1,8 +1,6 @@
 """The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``): the
 checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
 
-from __future__ import annotations
-
 import os
 from typing import Callable
 

@@ -2,8 +2,6 @@
 log tail mass in the tails) gives a start and bracket, then fixed safeguarded Newton steps with flow.onnx's ops
 (no data-dependent control flow); checked against float64, flow.json records where f' < ``TRUSTED_SLOPE``."""
 
-from __future__ import annotations
-
 import math
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """PyOD's convention (train extra): ``fit`` your normal data, ``export`` a folder the runtime loads."""
 
-from __future__ import annotations
-
 import os
 import shutil
 import tempfile

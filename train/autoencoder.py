@@ -1,7 +1,5 @@
 """Training the autoencoder (homework Problem 1): Adam, MSE, batches of 100, on MNIST or your images."""
 
-from __future__ import annotations
-
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field

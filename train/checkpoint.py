@@ -1,8 +1,6 @@
 """The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``, loaded
 with ``weights_only=True`` (a crafted file cannot run code) and used only when finite and fitting the model."""
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os

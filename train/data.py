@@ -1,8 +1,6 @@
 """The user's training data: images (the runtime's readers, size from the data) and real values
 (1-D .npy, CSV or Parquet column, text of one value a line); every problem is one ``DataError`` line."""
 
-from __future__ import annotations
-
 import csv
 import hashlib
 import os

@@ -1,7 +1,5 @@
 """Training the 1-D flow (homework Problem 2) by maximum likelihood, on the mixture or your values."""
 
-from __future__ import annotations
-
 import hashlib
 import math
 import os

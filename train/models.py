@@ -1,7 +1,5 @@
 """The homework's two models: the MLP autoencoder (Problem 1) and the 1-D flow (Problem 2)."""
 
-from __future__ import annotations
-
 import math
 
 import torch
