@@ -201,17 +201,21 @@ def checkpoint_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta
     return path
 
 
+def demo_file(directory: str | os.PathLike | None = None) -> Path:
+    """``directory/demo.npz`` where it exists, else the bundled demo set's (28 x 28 images)."""
+    path = Path(directory) / contract.DEMO_FILE if directory is not None else None
+    return path if path is not None and (path.exists() or path.is_symlink()) else bundled_dir() / contract.DEMO_FILE
+
+
 def demo_images(directory: str | os.PathLike | None = None,
                 image_shape: tuple[int, int] = contract.IMAGE_SHAPE) -> np.ndarray:
-    """The demo images, uint8 [N, H, W]: ``directory/demo.npz`` where it exists, else the bundled
-    demo set (28 x 28 only). ``ArtifactError`` (one line) for a damaged file or other images."""
-    path = Path(directory) / contract.DEMO_FILE if directory is not None else None
-    if path is None or not (path.exists() or path.is_symlink()):
-        if tuple(image_shape) != contract.IMAGE_SHAPE:
-            h, w = image_shape
-            raise ArtifactError(f"no {contract.DEMO_FILE} of {h}x{w} images in {directory}: save some of the run's "
-                                f"images there (np.savez(path, images=uint8 [N, {h}, {w}]))")
-        path = bundled_dir() / contract.DEMO_FILE
+    """The demo images of ``demo_file(directory)``, uint8 [N, H, W]. ``ArtifactError`` (one line) for a
+    damaged file or other images, or other sizes than 28 x 28 without the run's own demo.npz."""
+    path = demo_file(directory)
+    if path == bundled_dir() / contract.DEMO_FILE and tuple(image_shape) != contract.IMAGE_SHAPE:
+        h, w = image_shape
+        raise ArtifactError(f"no {contract.DEMO_FILE} of {h}x{w} images in {directory}: save some of the run's "
+                            f"images there (np.savez(path, images=uint8 [N, {h}, {w}]))")
     images = read_npz(path, ("images",), MAX_DEMO_BYTES)["images"]
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != tuple(image_shape) or not len(images):
         raise ArtifactError(f"{path}: array 'images' is {images.dtype} {list(images.shape)} (expected uint8 "

@@ -112,18 +112,28 @@ def _retrain(model, run) -> None:
     save_checkpoint(run / name, kind, model.model_, asdict(model.config), model.history_, force=True)
 
 
-def test_bench_measures_the_runs_own_image_size(tmp_path, capfd):
-    """bench fed 28x28 demo images to a 12x16 run: onnxruntime's INVALID_ARGUMENT traceback."""
+def test_bench_and_score_use_the_runs_own_demo_set(tmp_path, capfd):
+    """bench fed 28x28 demo images to a 12x16 run: onnxruntime's INVALID_ARGUMENT traceback; score
+    without INPUT read the bundled demo set even where the run folder held its own."""
     import json
 
     from aeflow.analysis.timing import flops_per_image
+    from aeflow.runtime import AnomalyScorer
     from aeflow.train.api import AutoencoderDetector
 
     images = (np.random.default_rng(0).random((40, 12, 16)) * 255).astype(np.uint8)
     AutoencoderDetector(epochs=1, batch_size=20).fit(images).export(tmp_path / "run")
     line = assert_one_line_error(invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", capfd=capfd), 1)
     assert "no demo.npz of 12x16 images in" in line and "uint8 [N, 12, 16]" in line
+    line = assert_one_line_error(invoke_cli("score", "--artifacts", str(tmp_path / "run"), capfd=capfd), 2)
+    assert "bundled demo set is of 28x28 images while this run's are 12x16" in line
     np.savez(tmp_path / "run" / "demo.npz", images=images)
+    proc = invoke_cli("score", "--artifacts", str(tmp_path / "run"), "--json", capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["total"]["images"] == 40 and doc["inputs"][0]["name"] == "demo.npz"
+    expected = AnomalyScorer(artifacts=tmp_path / "run").score(images)
+    assert doc["total"]["flagged"] == int((expected > doc["threshold"]).sum())
     proc = invoke_cli("bench", "--artifacts", str(tmp_path / "run"), "--quick", "--json", capfd=capfd)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

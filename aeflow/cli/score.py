@@ -15,7 +15,7 @@ from aeflow.cli.options import output_option, shared
 from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar, text_table
-from aeflow.runtime.artifacts import bundled_dir
+from aeflow.runtime.artifacts import bundled_dir, demo_file
 from aeflow.runtime.contract import IMAGE_SHAPE
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, check_output_path, iter_rows,
@@ -105,9 +105,9 @@ HELP = """Score images with the autoencoder and flag those above the threshold.
 
 INPUT: .npy, .npz (array 'images', labels 'is_anomaly' optional), IDX (raw or .gz), 28x28 greyscale .png
 files or folders, .parquet (see --column); quoted globs are expanded. Arrays: uint8 or float in [0, 1],
-[N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the bundled demo set (1,000 MNIST and 1,000
-Fashion-MNIST test images, labelled). Labels give type I (false alarms) and type II (misses) errors; up to
-20 images and no -o also list each image (--json: "images"). Rows: the score, min(score / (2 x threshold),
+[N, 1, 28, 28], [N, 28, 28] or [N, 784]. Without INPUT: the artifacts folder's demo.npz, by default the
+bundled demo set (1,000 MNIST and 1,000 Fashion-MNIST test images, labelled). Labels give type I (false
+alarms) and type II (misses) errors; up to 20 images and no -o also list each image (--json: "images"). Rows: the score, min(score / (2 x threshold),
 1) (the threshold reads 0.5), the conformal p_value (against export's validation or calibrate's scores; empty
 for int8), predicted_anomaly and label_anomaly. Outputs are written completely or not at all (also on Ctrl-C).
 
@@ -149,7 +149,7 @@ def command(**options):
     if o.scheduler is not None:
         return _on_dask(o)
     to_stdout = str(o.output) == "-"
-    paths = list(o.inputs) or [bundled_dir() / DEMO]
+    paths = list(o.inputs) or [demo_file(o.artifacts)]
     out = None if to_stdout else o.output
     if out is not None:
         check_output_path(out, o.force, paths, o.used)
@@ -179,9 +179,10 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
     with contextlib.ExitStack() as maps_stack:
         with contextlib.ExitStack() as stack:
             scorer, head = _scorer(o)
-            if not o.inputs and tuple(scorer.image_shape) != IMAGE_SHAPE:
-                raise click.UsageError("no INPUT given, and the demo set is of 28x28 images while this run's are "
-                                       "{}x{}; pass the images to score".format(*scorer.image_shape))
+            if not o.inputs and paths[0] == bundled_dir() / DEMO and tuple(scorer.image_shape) != IMAGE_SHAPE:
+                raise click.UsageError("no INPUT given, and the bundled demo set is of 28x28 images while this run's "
+                                       "are {}x{}; pass the images to score (or save some as the run's demo.npz, "
+                                       "uint8 'images' [N, H, W])".format(*scorer.image_shape))
             sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
                        for p in paths]
             if out is not None:  # the per-image output's size, generously: every row as wide as the widest name
