@@ -37,6 +37,14 @@ def artifacts_dir(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
+def graphs_without_metadata(directory: Path) -> list[str]:
+    """One line for each graph file in ``directory`` whose metadata file (threshold.json or flow.json) is
+    missing, e.g. deleted by hand: that model is neither loaded nor checked."""
+    return [f"{directory / spec.file}: {spec.metadata} is missing beside it, so this model is not checked; "
+            f"restore {spec.metadata} or re-export" for spec in contract.GRAPHS.values()
+            if os.path.lexists(directory / spec.file) and not os.path.lexists(directory / spec.metadata)]
+
+
 def _regular(path: Path, hint: str = "run 'aeflow export' or restore the file") -> Path:
     """``path`` when it is a regular file (links followed), else ``ArtifactError`` saying what it is."""
     if not path.exists():

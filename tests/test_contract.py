@@ -358,7 +358,9 @@ def _flip_table_byte(path):
     (lambda d: _flip_table_byte(d / contract.INT8_FILE), "ae.int8.onnx: sha256"),
     (lambda d: edit_metadata(d / FL, _set("components.mu.0", 1.86), seal=False), "flow.json: contents do not match"),
     (lambda d: edit_metadata(d / TH, _set("int8.threshold", 0.5), seal=False), "threshold.json: contents do not match"),
-], ids=["sampler-graph", "int8-graph", "flow-json", "threshold-json"])
+    (lambda d: (d / TH).unlink(), "ae.onnx: threshold.json is missing beside it"),
+    (lambda d: (d / FL).unlink(), "flow.onnx: flow.json is missing beside it"),
+], ids=["sampler-graph", "int8-graph", "flow-json", "threshold-json", "threshold-json-deleted", "flow-json-deleted"])
 def test_info_and_verify_fail_on_any_edit_without_torch(art, no_torch_env, damage, words):
     damage(art)
     line = assert_one_line_error(run_cli("info", "--artifacts", str(art), "--device", "cpu", env=no_torch_env), 1)

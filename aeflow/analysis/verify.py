@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from aeflow.datasets import to_float
-from aeflow.errors import ParityError
+from aeflow.errors import ArtifactError, ParityError
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import (artifacts_dir, checkpoint_path, demo_images, read_flow, read_golden,
-                                      read_threshold, reference_scores)
+from aeflow.runtime.artifacts import (artifacts_dir, checkpoint_path, demo_images, graphs_without_metadata, read_flow,
+                                      read_golden, read_threshold, reference_scores)
 from aeflow.runtime.golden import golden_rows, load_graph
 from aeflow.runtime.providers import provider_of, run_batched
 
@@ -92,6 +92,8 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     signatures), the golden outputs of every graph and, with ``checkpoints`` and torch, the graphs against ae.pt
     and flow.pt. Its ``raise_for_failure`` turns a failed comparison into one line."""
     directory = artifacts_dir(artifacts)
+    if orphans := graphs_without_metadata(directory):  # a damaged folder, not a run of one model
+        raise ArtifactError(orphans[0])
     # a run holds the detector, the flow, or both (export writes what it had)
     has_threshold, has_flow = ((directory / n).exists() for n in (contract.THRESHOLD_JSON, contract.FLOW_JSON))
     threshold = read_threshold(directory, verify) if has_threshold or not has_flow else None

@@ -11,7 +11,7 @@ from aeflow.errors import AeflowError, ArtifactError
 from aeflow.files import sha256_file
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import artifacts_dir, read_metadata, reference_scores
+from aeflow.runtime.artifacts import artifacts_dir, graphs_without_metadata, read_metadata, reference_scores
 from aeflow.runtime.calibration import threshold_origin
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import onnxruntime_conflict, onnxruntime_installs, provider_of
@@ -63,6 +63,7 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
             if meta.entry(which) is not None:
                 info["graphs"].append(_graph(directory, meta, name, which, device))
     info["problems"] += [g["check"] for g in info["graphs"] if g["check"] != "ok"]
+    info["problems"] += graphs_without_metadata(directory)
     installs = onnxruntime_installs()
     return info | {"providers_available": ort.get_available_providers(),
                    "onnxruntime_installs": [f"{n} {v}" for n, v in installs],
