@@ -223,6 +223,16 @@ def test_cli_scheduler_address_before_any_work(address, word, shards, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("output", [".", "./", "..", "sub/.."])
+def test_cli_dataset_folder_holding_the_current_one_refused_before_any_work(output, shards, tmp_path):
+    """-o . went through the whole cluster run, then failed to rename the current folder."""
+    (tmp_path / "sub").mkdir()
+    proc = run_cli("score", shards["paths"][0], "--scheduler", "local:1", "-o", output, "--force",
+                   cwd=tmp_path / "sub")
+    assert "the current folder (or one holding it) cannot become the dataset" in assert_one_line_error(proc, 2)
+    assert os.listdir(tmp_path) == ["sub"] and os.listdir(tmp_path / "sub") == []
+
+
 def _live(group: int) -> list[str]:
     """Processes of a process group still alive (zombies waiting for init do not count)."""
     out = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(group)], capture_output=True, text=True).stdout
