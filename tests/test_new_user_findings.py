@@ -74,3 +74,19 @@ def test_bare_aeflow_prints_its_help_as_help():
     shown = r.stdout + r.stderr
     assert r.returncode in (0, 2) and "aeflow: error" not in shown  # click 8.1 exits 0, 8.2 and later 2
     assert "\nCommands:\n" in shown and "\n  score " in shown and shown.count("\n") > 20
+
+
+@pytest.mark.parametrize("command, before, after", [("ae", "--data-dir", "--epochs"),
+                                                    ("flow", "--column", "--components")])
+def test_train_help_lists_the_run_folder_after_the_data_options(command, before, after):
+    """-o RUN stays where a reader of the data options looks for it (it had moved down to --seed)."""
+    r = run_cli("train", command, "--help")
+    names = [next(w for w in line.split() if w.startswith("--")) for line in r.stdout.splitlines()
+             if line.startswith("  -")]
+    assert r.returncode == 0 and names.index(before) + 1 == names.index("--output") == names.index(after) - 1
+
+
+def test_verify_help_gives_its_example_as_an_example():
+    """The example had been folded into 'saying which side differs (e.g. aeflow verify --device cuda)'."""
+    r = run_cli("verify", "--help")
+    assert r.returncode == 0 and "(e.g. aeflow verify" not in r.stdout and "aeflow verify" in r.stdout

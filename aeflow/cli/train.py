@@ -10,12 +10,14 @@ from aeflow.files import check_target
 from aeflow.optional import require
 
 
+_output = output_option("Run folder for the checkpoint and figures (export reads it from there).",
+                        default=Path("runs/latest"), file_okay=False)
+
+
 def _run_options(command):
-    """``-o RUN``, ``--seed``, ``-q`` and ``--force``: what both commands take."""
-    command = click.option("--seed", type=int, default=0, show_default=True,
-                           help="Seed of the split, init and shuffling.")(shared("quiet", "force")(command))
-    return output_option("Run folder for the checkpoint and figures (export reads it from there).",
-                         default=Path("runs/latest"), file_okay=False)(command)
+    """``--seed``, ``-q`` and ``--force``: what both commands take last."""
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of the split, init and shuffling.")(shared("quiet", "force")(command))
 
 
 def _check_run(check, config, output: Path, name: str, force: bool) -> None:
@@ -36,6 +38,7 @@ def command():
 @click.option("--data", "data", multiple=True, help="Your normal images (any format 'aeflow score' reads; "
               "repeat for more files); default: MNIST from --data-dir.")
 @data_dir_option()
+@_output
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per step.")
@@ -69,6 +72,7 @@ def train_ae(data, data_dir, output, quiet, force, **fields):
               help="Your real values (1-D .npy, CSV or Parquet column, text of one value a line); "
                    "default: the three-Gaussian mixture. 1/6 is held out.")
 @click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
+@_output
 @click.option("--components", "n_components", type=int, default=5, show_default=True, help="Number of Gaussian CDFs K.")
 @click.option("--epochs", type=int, default=100, show_default=True, help="Passes over the training set.")
 @click.option("--lr", type=float, default=5e-2, show_default=True, help="Adam learning rate.")

@@ -24,7 +24,7 @@ def command(artifacts, device, no_verify, golden_only, as_json):
 
     Runs without PyTorch: each graph's outputs on a fixed input set against golden.npz (the tolerances of
     aeflow.parity); with PyTorch and ae.pt, flow.pt in the folder, also against the checkpoints. Exits 1 when
-    anything is beyond tolerance, saying which side differs (e.g. aeflow verify --device cuda)."""
+    anything is beyond tolerance, saying which side differs. On a GPU: aeflow verify --device cuda."""
     from aeflow.analysis.verify import verify_artifacts
 
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
