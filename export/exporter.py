@@ -210,7 +210,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
     if not (ae_pt or flow_pt):
         raise ArtifactError(f"{checkpoints}: checkpoints not found (neither ae.pt nor flow.pt); run 'aeflow train "
-                            f"ae' or 'aeflow train flow -o {checkpoints}' first, or pass --checkpoints DIR")
+                            f"ae -o {checkpoints}' and/or 'aeflow train flow -o {checkpoints}' first, or pass "
+                            f"--checkpoints DIR")
     if quantize and not ae_pt:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
     for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before

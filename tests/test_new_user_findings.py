@@ -90,3 +90,18 @@ def test_verify_help_gives_its_example_as_an_example():
     """The example had been folded into 'saying which side differs (e.g. aeflow verify --device cuda)'."""
     r = run_cli("verify", "--help")
     assert r.returncode == 0 and "(e.g. aeflow verify" not in r.stdout and "aeflow verify" in r.stdout
+
+
+def test_train_flow_column_without_data_is_refused(tmp_path):
+    """--column without --data was ignored: the flow trained on the mixture, exit 0."""
+    pytest.importorskip("torch")
+    line = assert_one_line_error(run_cli("train", "flow", "--column", "x", "-o", str(tmp_path / "run")), 2)
+    assert "--column" in line and "--data" in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, words", [("score", "no summary"), ("calibrate", "no summary"),
+                                            ("sample", "No progress bars.")])
+def test_quiet_help_says_what_it_drops(command, words):
+    """score -q and calibrate -q drop the summary too; their help said only 'No progress bars'."""
+    r = run_cli(command, "--help")
+    assert r.returncode == 0 and words in next(ln for ln in r.stdout.splitlines() if "--quiet" in ln)

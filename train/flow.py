@@ -11,6 +11,7 @@ import torch
 
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
+from aeflow.errors import UsageError
 from aeflow.plotting import line_png, png_bytes, pyplot
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
@@ -48,6 +49,8 @@ def check_flow_config(config: FlowConfig, flags: dict[str, str] | None = None) -
     for f in ("batch_size", "n_train", "n_test"):
         check_batch(getattr(config, f), name(f), BYTES_PER_POINT, "points")
     check_int(config.seed, name("seed"), 0, 2**63 - 2)  # the test set uses seed + 1
+    if config.column is not None and config.data is None:
+        raise UsageError(f"{name('column')} names a column of your data file: pass {name('data')} FILE too")
 
 
 def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:

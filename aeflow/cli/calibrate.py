@@ -72,7 +72,7 @@ def _show(run, directory: Path, out: Path | None, as_json: bool, quiet: bool) ->
                                 "is at most P (needs n >= 1/P - 1 images).")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Confidence of the reported interval for the false-alarm rate.")
-@shared("device", "batch_size", "force", "json", "no_verify", "quiet")
+@shared("device", "batch_size", "force", "json", "no_verify", "quiet_summary")
 def command(normal, artifacts, output, k, rate, confidence, device, batch_size, force, as_json, no_verify, quiet):
     """Set the anomaly threshold from your own normal images and write it into threshold.json.
 

@@ -18,6 +18,7 @@ SHARED = {
     "no_verify": click.option("--no-verify", is_flag=True, help="Load files even when their sha256 or golden "
                               "outputs do not match (not recommended)."),
     "quiet": click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    "quiet_summary": click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary."),
 }
 
 

@@ -137,7 +137,7 @@ Example:
 @click.option("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
               help="Score on Dask: local:N starts N worker processes here, tcp://HOST:PORT (or tls://) uses a "
                    "running scheduler; -o then names a .parquet file or a folder DIR/ (needs the distributed extra).")
-@shared("force", "json", "no_verify", "quiet")
+@shared("force", "json", "no_verify", "quiet_summary")
 def command(**options):
     """``aeflow score`` (its help: ``HELP``)."""
     o = SimpleNamespace(**options)
