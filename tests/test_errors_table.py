@@ -783,3 +783,16 @@ def test_ctrl_c_while_writing_report_leaves_no_half_report(tmp_path, monkeypatch
         assert r.exit_code == 130, r.output
         assert "no report written" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert listing(tmp_path) == before
+
+
+def test_an_eof_error_from_a_library_is_an_error_not_an_interruption(monkeypatch, capfd):
+    """click turns an EOFError (np.load of a truncated file, pickle, gzip) into Abort: 'aeflow: interrupted',
+    exit 130, as if Ctrl-C had been pressed."""
+    import aeflow.cli.info as info
+
+    def truncated(*args, **kwargs):
+        raise EOFError("No data left in file")
+
+    monkeypatch.setattr(info, "gather_info", truncated)
+    line = assert_one_line_error(invoke_cli("info", capfd=capfd), 1)
+    assert "a file ended before its data did (No data left in file)" in line and "interrupted" not in line

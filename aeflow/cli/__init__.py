@@ -150,7 +150,8 @@ def _show_warning(previous, message, category, *where, **named) -> None:
 
 
 class _Carried(Exception):
-    """An OSError or KeyboardInterrupt (``args[0]``) carried past click, which would end it without a word."""
+    """An OSError, KeyboardInterrupt or EOFError (``args[0]``) carried past click, which would end it without a
+    word (or call it an interruption)."""
 
 
 def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None, int]:
@@ -173,6 +174,8 @@ def outcome(error: BaseException | None, signum: int | None) -> tuple[str | None
         return f"aeflow: error: {' '.join(error.format_message().split())}", error.exit_code
     if isinstance(error, AeflowError):
         return f"aeflow: error: {cli_message(error.message)}", error.exit_code
+    if isinstance(error, EOFError):  # a library reading a truncated file
+        return f"aeflow: error: a file ended before its data did ({error or 'EOFError'}); check the inputs", 1
     where = getattr(error, "filename", None)
     if where is None and error.errno in STDOUT_ERRORS:
         _stdout_gone()  # most often stdout closed (>&-, | head) or full
@@ -190,7 +193,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (OSError, KeyboardInterrupt) as e:
+        except (OSError, KeyboardInterrupt, EOFError) as e:  # click turns an EOFError into "interrupted"
             raise _Carried(e) from None
 
     def list_commands(self, ctx):
