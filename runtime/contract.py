@@ -232,12 +232,17 @@ class ThresholdMeta(ThresholdEntry):
                    data=data, training=training, evaluation=ev, int8=int8, **_bindings(c, doc))
 
     def to_json(self) -> dict:
-        """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back)."""
+        """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back) in export's key order, the
+        calibration record last: the bundled files are written back byte for byte."""
+        entry = super().to_json()  # threshold, k, validation, the graph's keys, calibration, evaluation
+        head = {k: entry.pop(k) for k in ("threshold", "k", "validation")}
+        calibration, evaluation = entry.pop("calibration", None), entry.pop("evaluation", None)
         return seal(_optional({
-            "schema_version": SCHEMA_VERSION, **super().to_json(), "image_shape": list(self.image_shape),
-            "score": score_definition(self.image_shape), "validation_scores": self.validation_scores, "data": self.data,
-            "training": self.training, "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
-            "int8": self.int8 and self.int8.to_json()}))
+            "schema_version": SCHEMA_VERSION, **head, "image_shape": list(self.image_shape),
+            "score": score_definition(self.image_shape), **entry, "validation_scores": self.validation_scores,
+            "data": self.data, "training": self.training, "evaluation": evaluation,
+            "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
+            "int8": self.int8 and self.int8.to_json(), "calibration": calibration}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""

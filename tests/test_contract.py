@@ -40,8 +40,19 @@ def test_bundled_metadata_is_valid_sealed_and_round_trips(bundled):
         assert doc["content_sha256"] == contract.content_sha256(doc)
         assert doc == raw  # every field written back as export wrote it, the seal included
         assert type(meta).from_json(doc).to_json() == doc
+        # byte for byte, key order included: 'make artifacts' rewrites the bundled files as they are
+        assert json.dumps(doc, indent=2) + "\n" == (bundled / name).read_text()
     assert artifacts.read_threshold(bundled).image_shape == (28, 28)
     load_all(bundled)
+
+
+def test_a_calibration_record_is_written_last(art):
+    """threshold.json keeps export's order, then the calibration record (a refactor moved it and 'evaluation'
+    between the graph's fields and 'image_shape')."""
+    meta = artifacts.read_threshold(art)
+    doc = meta.calibrated("ae", meta.threshold * 1.5, {"rule": "test"}).to_json()
+    assert list(doc)[-2:] == ["calibration", "content_sha256"]
+    assert [k for k in doc if k not in ("calibration",)] == list(meta.to_json())
 
 
 def test_files_without_image_shape_load_as_28x28(art):

@@ -231,3 +231,15 @@ def test_a_csv_the_header_rule_cannot_read_is_refused(tmp_path, text, words):
     (tmp_path / "v.csv").write_text(text)
     with pytest.raises(DataError, match=re.escape(words)):
         read_values(tmp_path / "v.csv")
+
+
+def test_an_empty_npy_of_values_is_one_line_not_an_interruption(tmp_path, capfd):
+    """np.load raises EOFError for an empty file, which click takes for Ctrl-D: 'aeflow: interrupted', exit 130."""
+    from aeflow.train.data import read_values
+
+    (tmp_path / "v.npy").write_bytes(b"")
+    with pytest.raises(DataError, match="not a list of numbers"):
+        read_values(tmp_path / "v.npy")
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "-o",
+                                            str(tmp_path / "r"), capfd=capfd), 1)
+    assert "v.npy: not a list of numbers" in line and not (tmp_path / "r").exists()

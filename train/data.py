@@ -86,7 +86,7 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
         else:
             raw = p.read_text(encoding="utf-8-sig").split()
         values = as_real(raw, str(path))
-    except (ValueError, TypeError, UnicodeDecodeError, OSError) as e:
+    except (ValueError, TypeError, UnicodeDecodeError, OSError, EOFError) as e:  # EOFError: an empty .npy
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, str(path))
 
