@@ -243,3 +243,13 @@ def test_an_empty_npy_of_values_is_one_line_not_an_interruption(tmp_path, capfd)
     line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "-o",
                                             str(tmp_path / "r"), capfd=capfd), 1)
     assert "v.npy: not a list of numbers" in line and not (tmp_path / "r").exists()
+
+
+def test_values_from_a_folder_or_nothing_say_which(tmp_path):
+    """read_values(a folder) said 'no such file'."""
+    from aeflow.train.data import read_values
+
+    with pytest.raises(DataError, match="a folder, not a file; pass one file of values"):
+        read_values(tmp_path)
+    with pytest.raises(DataError, match="no such file; pass one file of values"):
+        read_values(tmp_path / "absent.csv")

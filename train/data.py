@@ -73,7 +73,7 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     a text file of one value a line, as float64 [N] (``checked_values``); ``DataError`` (one line)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {'a folder, not a file' if p.is_dir() else 'no such file'}; pass one file of values")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":

@@ -111,7 +111,8 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
 @click.option("--histogram", type=click.Path(path_type=Path), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
-              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx.")
+              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. Both are "
+                   "within 1e-5 (in the data's scale) of the float64 inverse, or a float32 step where that is coarser.")
 @shared("device", "artifacts", "no_verify", "force", "json", "quiet")
 def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.
