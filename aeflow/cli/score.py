@@ -109,7 +109,8 @@ files or folders, .parquet (see --column); quoted globs are expanded. Arrays: ui
 bundled demo set (1,000 MNIST and 1,000 Fashion-MNIST test images, labelled). Labels give type I (false
 alarms) and type II (misses) errors; up to 20 images and no -o also list each image (--json: "images").
 Rows: the score, min(score / (2 x threshold), 1) (the threshold reads 0.5), the conformal p_value (against
-export's validation or calibrate's scores; empty for int8), predicted_anomaly and label_anomaly. Outputs are written completely or not at all (also on Ctrl-C).
+export's validation or calibrate's scores; empty for int8), predicted_anomaly and label_anomaly. Outputs are
+written completely or not at all (also on Ctrl-C).
 
 \b
 Example:
