@@ -165,9 +165,12 @@ def test_crafted_checkpoint_is_refused(tmp_path):
 
     with open(tmp_path / "ae.pt", "wb") as f:
         pickle.dump({"kind": "autoencoder", "state_dict": Evil()}, f, protocol=2)
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError) as excinfo:
         load_checkpoint(tmp_path / "ae.pt", "autoencoder")
     assert not (tmp_path / "pwned").exists()
+    line = str(excinfo.value)  # torch's first line, cut with "..." where it is long, never mid-word unmarked
+    assert "refused to load, it holds more than weights (" in line and "\n" not in line
+    assert line.endswith("...)") or len(line.split("(", 1)[1]) <= 121
 
 
 def test_failed_parity_writes_nothing(exported, tiny_data_dir, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from aeflow.checks import shorten
 from aeflow.errors import ArtifactError, TrainingError
 from aeflow.files import atomic_path
 from aeflow.progress import progress_bar
@@ -84,7 +85,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = (str(e).strip().splitlines() or ["unsafe content"])[0]
-        raise ArtifactError(f"{path}: refused to load, it holds more than weights ({first[:120]})") from None
+        raise ArtifactError(f"{path}: refused to load, it holds more than weights ({shorten(first, 120)})") from None
     except Exception as e:  # noqa: BLE001 - any other failure of a damaged file is one line
         raise ArtifactError(f"{path}: not a readable checkpoint ({type(e).__name__}); re-run training") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
