@@ -61,6 +61,14 @@ class AnomalyScorer(Rebuildable):
                 "golden": self._golden, "digest": self._digest, "calibration": self._calibration,
                 "threshold": None if self._threshold == self.default_threshold else self._threshold}
 
+    def replace(self, **changes):
+        """A copy with some settings changed; after ``calibrate`` not for the other graph (its scores differ)."""
+        state = self.__getstate__()
+        if state["calibration"] is not None and changes.get("precision", state["precision"]) != state["precision"]:
+            raise UsageError(f"replace(precision={changes['precision']!r}): this scorer's threshold was calibrated on "
+                             f"{state['precision']} scores; replace first, then calibrate the copy")
+        return super().replace(**changes)
+
     @property
     def threshold(self) -> float:
         """Scores strictly above it are anomalies; defaults to the recorded one, settable."""

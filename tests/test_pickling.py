@@ -150,3 +150,19 @@ def test_copies_of_a_calibrated_scorer_keep_its_threshold_and_its_p_values(tmp_p
         assert copy.threshold == scorer.threshold
         assert np.array_equal(copy.p_value(held), scorer.p_value(held))
     assert not np.array_equal(AnomalyScorer(device="cpu").p_value(held), scorer.p_value(held))
+
+
+def test_a_calibrated_scorer_refuses_a_copy_for_the_other_graph(tmp_path):
+    """replace(precision="int8") of a scorer calibrated on ae.onnx's scores gave an int8 scorer with
+    ae.onnx's calibrated threshold, and save_calibration() then wrote it as ae.int8.onnx's threshold."""
+    from aeflow.runtime import bundled_dir
+
+    with np.load(bundled_dir() / "demo.npz") as d:
+        normal = d["images"][~d["is_anomaly"]][:300]
+    scorer = AnomalyScorer(device="cpu", golden=False)
+    scorer.calibrate(normal, false_alarm_rate=0.01)
+    with pytest.raises(UsageError, match="calibrate"):
+        scorer.replace(precision="int8")
+    assert scorer.replace(precision="fp32", threads=1).threshold == scorer.threshold
+    uncalibrated = AnomalyScorer(device="cpu", golden=False).replace(precision="int8")
+    assert uncalibrated.threshold == uncalibrated.default_threshold
