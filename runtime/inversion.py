@@ -8,9 +8,9 @@ from typing import Callable
 import numpy as np
 
 F32_RESOLUTION = float(np.finfo(np.float32).eps)  # float32 spacing at |x| = 1
-# a float32 root is trusted while noise / f'(x) + two float32 spacings of x stay below this
-# (room left for the output's float32 rounding within 1e-5); beyond it polish64 takes over
-FLOAT32_ERROR_BUDGET = 4e-6
+# a float32 root is trusted while noise / f'(x) + two float32 spacings of x stay below this share of
+# the x tolerance (room left for the output's float32 rounding); beyond it polish64 takes over
+FLOAT32_ERROR_SHARE = 0.4
 _SQRT1_2, _INV_SQRT_2PI = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi)
 _erf, _erfc = np.frompyfunc(math.erf, 1, 1), np.frompyfunc(math.erfc, 1, 1)
 
@@ -74,11 +74,12 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
 
 
 def invert_by_bisection(evaluate: Callable[[np.ndarray], np.ndarray], comp: Components, z: np.ndarray,
-                        bracket: tuple[float, float], noise: float) -> np.ndarray:
+                        bracket: tuple[float, float], noise: float, x_tolerance: float = 1e-5) -> np.ndarray:
     """The "bisection" method: the homework's bisection of every target at once, float32 midpoints,
     through the graph's float32 f (``evaluate``: x float64 [M] -> f(x) float64 [M], error in z at
-    most ``noise``) down to float32 resolution, then ``polish64`` where noise / f'(x) + two float32
-    spacings of x exceed ``FLOAT32_ERROR_BUDGET``. z float64 [M] inside (-W/2, W/2) -> x float64 [M].
+    most ``noise``) down to float32 resolution (or a tenth of ``x_tolerance``, flow.json's, where finer),
+    then ``polish64`` where noise / f'(x) + two float32 spacings of x exceed ``FLOAT32_ERROR_SHARE`` of
+    ``x_tolerance``. z float64 [M] inside (-W/2, W/2) -> x float64 [M].
 
     Example:
         >>> comp = Components([0.0], [1.0], [2.0])  # f(x) = erf(x / sqrt(2)), W = 2
@@ -89,14 +90,14 @@ def invert_by_bisection(evaluate: Callable[[np.ndarray], np.ndarray], comp: Comp
     """
     lo, hi = bracket
     x_lo, x_hi = np.full(z.shape, lo, dtype=np.float32), np.full(z.shape, hi, dtype=np.float32)
-    for _ in range(max(1, math.ceil(math.log2((hi - lo) / F32_RESOLUTION)))):
+    for _ in range(max(1, math.ceil(math.log2((hi - lo) / min(F32_RESOLUTION, 0.1 * x_tolerance))))):
         mid = (x_lo + x_hi) / np.float32(2)
         above = evaluate(mid.astype(np.float64)) >= z
         x_hi, x_lo = np.where(above, mid, x_hi), np.where(above, x_lo, mid)
     x = ((x_lo + x_hi) / np.float32(2)).astype(np.float64)
     spacing = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
     with np.errstate(divide="ignore"):
-        unsure = ~(noise / comp.dz_dx(x) + 2 * spacing <= FLOAT32_ERROR_BUDGET)
+        unsure = ~(noise / comp.dz_dx(x) + 2 * spacing <= FLOAT32_ERROR_SHARE * x_tolerance)
     if unsure.any():
         x[unsure] = polish64(comp, z[unsure], x[unsure], *bracket)
     return x

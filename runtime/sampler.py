@@ -140,7 +140,7 @@ class FlowSampler(Rebuildable):
         """x float64 for targets z float64 [M] that sit at positions start..start+M-1."""
         if method == "bisection":
             return inversion.invert_by_bisection(lambda x: self._evaluate(x, start), self._comp, z, self.x_bracket,
-                                                 self.graph_noise)
+                                                 self.graph_noise, self.metadata.sampler.check["x_tolerance"])
         x = run_placed(self._sampler_graph(), "z", z.astype(np.float32), start)[0].astype(np.float64)
         unsure = ~np.isfinite(x) | inversion.in_intervals(z, self.metadata.sampler.float64_z_intervals)
         if unsure.any():

@@ -219,6 +219,21 @@ def test_values_far_from_zero_export_and_sample_to_float32_resolution(offset, tm
     assert np.abs(graph.astype(np.float64) - exact).max() <= tolerance  # two float32 steps: the promise
 
 
+def test_bisection_of_values_at_a_small_scale_keeps_the_recorded_tolerance(tmp_path):
+    """Values at 1e-3 * N(0, 1): "bisection" trusted float32 roots to 4e-6 in absolute terms, 400 times the
+    1e-5 of the data's spread that the graph keeps (most samples were 10-45x beyond flow.json's x_tolerance)."""
+    from aeflow.runtime import FlowSampler
+    from aeflow.runtime.inversion import polish64
+
+    FlowModel(epochs=5, seed=0).fit(1e-3 * np.random.default_rng(0).standard_normal(1200)).export(tmp_path)
+    sampler = FlowSampler(tmp_path, device="cpu")
+    z = sampler.draw_z(np.random.default_rng(5), 20_000)
+    exact = polish64(sampler._comp, z, np.full(z.shape, np.nan), *sampler.x_bracket)
+    for method in ("graph", "bisection"):
+        error = np.abs(sampler.invert(z, method=method).astype(np.float64) - exact).max()
+        assert error <= sampler.metadata.sampler.check["x_tolerance"], (method, error)
+
+
 @pytest.mark.parametrize("text, words", [
     ("0.5\n1.5\n2.5\n", "the first line holds numbers (0.5), not column names"),  # its first value was lost
     ("t,t\n1,2\n3,4\n", "column names repeat (t)"),  # the second column was read
