@@ -234,6 +234,21 @@ def test_bisection_of_values_at_a_small_scale_keeps_the_recorded_tolerance(tmp_p
         assert error <= sampler.metadata.sampler.check["x_tolerance"], (method, error)
 
 
+def test_an_estimator_used_before_fit_says_so_in_one_line(tmp_path):
+    """decision_function, predict, score_samples and export before fit raised AttributeError: 'model_'."""
+    from aeflow.errors import UsageError
+    from aeflow.train.api import AutoencoderDetector
+
+    images = np.zeros((3, 28, 28), dtype=np.uint8)
+    calls = [lambda: AutoencoderDetector().decision_function(images), lambda: AutoencoderDetector().predict(images),
+             lambda: AutoencoderDetector().export(tmp_path), lambda: FlowModel().score_samples([0.0, 1.0]),
+             lambda: FlowModel().export(tmp_path)]
+    for call in calls:
+        with pytest.raises(UsageError, match=r"is not fitted yet; call fit\(\.\.\.\) first"):
+            call()
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("text, words", [
     ("0.5\n1.5\n2.5\n", "the first line holds numbers (0.5), not column names"),  # its first value was lost
     ("t,t\n1,2\n3,4\n", "column names repeat (t)"),  # the second column was read

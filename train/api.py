@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aeflow.errors import UsageError
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.files import check_target
@@ -29,6 +30,13 @@ def _export(directory, name: str, kind: str, model, config, history: dict, valid
             if (directory / other).is_file():
                 shutil.copy2(directory / other, Path(tmp) / other)
         return export_artifacts(Path(tmp), directory, validation=validation)
+
+
+def _fitted(estimator):
+    """``estimator``'s fitted model; one-line ``UsageError`` before ``fit``."""
+    if "model_" not in vars(estimator):
+        raise UsageError(f"this {type(estimator).__name__} is not fitted yet; call fit(...) first")
+    return estimator.model_
 
 
 class AutoencoderDetector:
@@ -54,7 +62,7 @@ class AutoencoderDetector:
 
     def decision_function(self, X) -> np.ndarray:
         """Anomaly scores float32 [N] (PyTorch; the exported graph agrees within 1e-5)."""
-        return torch_ae(self.model_, as_images(X))[1]
+        return torch_ae(_fitted(self), as_images(X))[1]
 
     def predict(self, X) -> np.ndarray:
         """int64 [N]: 1 where the score is above ``threshold_``, else 0."""
@@ -62,7 +70,7 @@ class AutoencoderDetector:
 
     def export(self, directory: str | os.PathLike, force: bool = False):
         """Write ae.pt (over one only with ``force``), export it (and flow.pt there) for ``AnomalyScorer``."""
-        return _export(directory, contract.AE_CHECKPOINT, "autoencoder", self.model_, self.config, self.history_,
+        return _export(directory, contract.AE_CHECKPOINT, "autoencoder", _fitted(self), self.config, self.history_,
                        self._validation, force)
 
 
@@ -85,9 +93,9 @@ class FlowModel:
 
     def score_samples(self, values) -> np.ndarray:
         """log p(x), float32 [N], of real values [N] (PyTorch); ``DataError`` for complex ones."""
-        return torch_flow(self.model_, as_real(values, "values").astype(np.float32))[2]
+        return torch_flow(_fitted(self), as_real(values, "values").astype(np.float32))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):
         """Write flow.pt (over one only with ``force``), export it (and ae.pt there) for ``FlowSampler``."""
-        return _export(directory, contract.FLOW_CHECKPOINT, "flow", self.model_, self.config, self.history_,
+        return _export(directory, contract.FLOW_CHECKPOINT, "flow", _fitted(self), self.config, self.history_,
                        force=force)
