@@ -45,13 +45,20 @@ class Rebuildable:
         return obj
 
     def replace(self, **changes):
-        """A copy with some settings changed (e.g. ``threads=1``), built on first use."""
+        """A copy with some settings changed (e.g. ``threads=1``), built on first use (for another
+        ``artifacts`` folder at once, which pins that folder's metadata)."""
         state = self.__getstate__()
-        if unknown := sorted(set(changes) - set(state)):
-            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(state))}")
+        settable = sorted(set(state) - {"digest", "calibration"})
+        if unknown := sorted(set(changes) - set(settable)):
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(settable)}")
         if "threads" in changes:
             changes["threads"] = check_threads(changes["threads"])
-        return type(self).from_settings(state | changes)
+        if "artifacts" in changes:
+            changes["digest"] = None
+        copy = type(self).from_settings(state | changes)
+        if "artifacts" in changes:
+            copy.directory  # built now: its digest is the new folder's
+        return copy
 
     @property
     def loaded(self) -> bool:

@@ -62,11 +62,13 @@ class AnomalyScorer(Rebuildable):
                 "threshold": None if self._threshold == self.default_threshold else self._threshold}
 
     def replace(self, **changes):
-        """A copy with some settings changed; after ``calibrate`` not for the other graph (its scores differ)."""
+        """A copy with some settings changed; after ``calibrate`` not for another graph or folder (other scores)."""
         state = self.__getstate__()
-        if state["calibration"] is not None and changes.get("precision", state["precision"]) != state["precision"]:
-            raise UsageError(f"replace(precision={changes['precision']!r}): this scorer's threshold was calibrated on "
-                             f"{state['precision']} scores; replace first, then calibrate the copy")
+        if state["calibration"] is not None and ("artifacts" in changes or
+                                                 changes.get("precision", state["precision"]) != state["precision"]):
+            change = ", ".join(f"{k}={changes[k]!r}" for k in ("artifacts", "precision") if k in changes)
+            raise UsageError(f"replace({change}): this scorer's threshold was calibrated on the scores of "
+                             f"{self.graph}; replace first, then calibrate the copy")
         return super().replace(**changes)
 
     @property

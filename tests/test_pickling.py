@@ -166,3 +166,24 @@ def test_a_calibrated_scorer_refuses_a_copy_for_the_other_graph(tmp_path):
     assert scorer.replace(precision="fp32", threads=1).threshold == scorer.threshold
     uncalibrated = AnomalyScorer(device="cpu", golden=False).replace(precision="int8")
     assert uncalibrated.threshold == uncalibrated.default_threshold
+
+
+def test_replace_artifacts_gives_a_scorer_of_that_folder(tmp_path):
+    """replace(artifacts=other) kept the first folder's digest: always an ArtifactError ('differs from the one
+    the AnomalyScorer was created with') on first use; a calibrated scorer's copy would carry its calibration."""
+    from aeflow.runtime import bundled_dir
+
+    other = tmp_path / "other"
+    shutil.copytree(bundled_dir(), other, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    with open(other / "threshold.json", "a") as f:  # the same document, other bytes: another digest
+        f.write("\n")
+    images = demo_images()[:50]
+    scorer = AnomalyScorer(device="cpu", golden=False)
+    copy = scorer.replace(artifacts=other)
+    assert copy.directory == other and np.array_equal(copy.score(images), scorer.score(images))
+    assert round_trip(copy).score(images).shape == (50,)  # pins the new folder's threshold.json
+    with pytest.raises(UsageError, match="not a setting one may change|unknown setting"):
+        scorer.replace(digest="0" * 64)
+    scorer.calibrate(images, k=3)
+    with pytest.raises(UsageError, match="calibrate"):
+        scorer.replace(artifacts=other)
