@@ -48,7 +48,7 @@ class Rebuildable:
         """A copy with some settings changed (e.g. ``threads=1``), built on first use (for another
         ``artifacts`` folder at once, which pins that folder's metadata)."""
         state = self.__getstate__()
-        settable = sorted(set(state) - {"digest", "calibration"})
+        settable = sorted(set(state) - {"digest"})
         if unknown := sorted(set(changes) - set(settable)):
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(settable)}")
         if "threads" in changes:
