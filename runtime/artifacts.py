@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aeflow.errors import ArtifactError
+from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import sha256_file, write_atomic
 from aeflow.runtime import contract
 from aeflow.runtime.contract import FlowMeta, ThresholdMeta
@@ -29,6 +29,8 @@ def artifacts_dir(path: str | os.PathLike | None = None) -> Path:
     """``path`` (checked to be a folder) or the bundled folder."""
     if path is None:
         return bundled_dir()
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"artifacts must be a folder path (str or pathlib.Path), got {type(path).__name__}")
     p = Path(path)
     if not p.is_dir():
         what = "is not a folder" if p.exists() else "does not exist"

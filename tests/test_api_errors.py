@@ -48,6 +48,8 @@ CASES = [
     ("precision", lambda: AnomalyScorer(precision="fp8"), UsageError, "fp8"),
     ("device", lambda: AnomalyScorer(device="gpu"), UsageError, "gpu"),
     ("artifacts missing", lambda: AnomalyScorer("no/such/folder"), ArtifactError, "does not exist"),
+    ("artifacts not a path", lambda: AnomalyScorer(123), UsageError, "a folder path"),  # was TypeError
+    ("sampler artifacts not a path", lambda: FlowSampler(["runs/a"]), UsageError, "a folder path"),
     ("sample 0", lambda: sampler().sample(0), UsageError, "positive"),
     ("sample -3", lambda: list(sampler().sample_chunks(-3)), UsageError, "positive"),
     ("sample 2.5", lambda: sampler().sample(2.5), UsageError, "positive"),
