@@ -204,3 +204,19 @@ def test_bad_data_and_outputs_are_one_line(demo_split, tmp_path, args, code, wor
     args = [a.format(**fill) for a in args]
     proc = run_cli("evaluate", "--device", "cpu", "--in-dist", str(normal), *args, cwd=tmp_path)
     assert words in assert_one_line_error(proc, code)
+
+
+def test_labels_that_contradict_the_role_are_refused(bundled, demo_split, tmp_path):
+    """A labelled .npz holding anomalies given as --in-dist (or normal images as --anomalies) is refused in one
+    line: its labels were ignored, and the type I / type II figures silently counted the other class."""
+    normal, odd = demo_split
+    with np.load(bundled / "demo.npz") as demo:
+        np.savez(tmp_path / "mixed.npz", images=demo["images"], is_anomaly=demo["is_anomaly"])
+        n_odd, n = int(demo["is_anomaly"].sum()), len(demo["is_anomaly"])
+    np.savez(tmp_path / "normal.npz", images=np.load(normal), is_anomaly=np.zeros(len(np.load(normal)), bool))
+    mixed, normal_npz = str(tmp_path / "mixed.npz"), str(tmp_path / "normal.npz")
+    line = assert_one_line_error(run_cli("evaluate", "--in-dist", mixed, "--anomalies", str(odd)), 1)
+    assert f"{n_odd:,} of its {n:,} images are labelled anomalous" in line and "--in-dist" in line
+    line = assert_one_line_error(run_cli("evaluate", "--in-dist", str(normal), "--anomalies", normal_npz), 1)
+    assert "labelled normal" in line and "--anomalies" in line
+    invoke("--in-dist", normal_npz, "--anomalies", str(odd))  # labels that agree are fine

@@ -188,6 +188,10 @@ def test_cli_flow_on_a_csv_column_and_refusals(cli_run, tmp_path, capfd):
     line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "bad.txt"), "-o",
                                             str(tmp_path / "x"), capfd=capfd), 1)
     assert "values are NaN or infinite" in line and not (tmp_path / "x").exists()
+    csv = str(cli_run / "values.csv")  # a repeated --data was dropped silently (click kept the last one)
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", csv, "--data", csv, "--column", "v", "-o",
+                                            str(tmp_path / "x"), capfd=capfd), 2)
+    assert "--data names one file of values for the flow, got 2" in line and not (tmp_path / "x").exists()
 
 
 def test_labelled_anomalies_and_empty_runs_refused(cli_run, tmp_path, capfd):

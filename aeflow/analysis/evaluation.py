@@ -45,7 +45,13 @@ def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28))
                                  f"nor an existing file or folder")
             from aeflow.runtime.inputs import read_images
 
-            sets.append(ImageSet(str(path), str(path), read_images([path], image_shape=image_shape)[0]))
+            images, labels, _ = read_images([path], image_shape=image_shape)
+            if labels is not None and (wrong := int(np.sum(labels != bool(sets)))):
+                said, role = ("normal", "--anomalies takes anomalies") if sets else \
+                    ("anomalous", "--in-dist takes normal images")
+                raise DataError(f"{spec}: {wrong:,} of its {len(labels):,} images are labelled {said} (is_anomaly); "
+                                f"{role} only")
+            sets.append(ImageSet(str(path), str(path), images))
             continue
         origin = f"IDX files in {data_dir}" if data_dir is not None else "torchvision download"
         try:

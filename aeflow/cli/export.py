@@ -17,7 +17,8 @@ from aeflow.optional import require
 @click.option("--checkpoints", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding ae.pt and/or flow.pt; default: the -o folder (never the bundled one).")
 @data_dir_option("IDX folder for validation and evaluation images; default: the one ae.pt was trained from.")
-@click.option("--opset", type=click.IntRange(17, 23), default=None, help="ONNX opset; default: the exporter's.")
+@click.option("--opset", type=click.IntRange(18, 23), default=None,  # torch's exporter starts at 18
+              help="ONNX opset; default: the exporter's.")
 @click.option("--no-eval", is_flag=True, help="Skip type I/II evaluation on the test sets.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "

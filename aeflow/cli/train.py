@@ -68,7 +68,7 @@ def train_ae(data, data_dir, output, quiet, force, **fields):
 
 
 @command.command("flow")
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
+@click.option("--data", type=click.Path(dir_okay=False), multiple=True,
               help="Your real values (1-D .npy, CSV or Parquet column, text of one value a line); "
                    "default: the three-Gaussian mixture. 1/6 is held out.")
 @click.option("--column", default=None, help="The column to read from a CSV or Parquet file.")
@@ -88,10 +88,12 @@ def train_flow_cmd(data, output, quiet, force, **fields):
       aeflow train flow -o runs/a
       aeflow train flow --data sensor.csv --column temperature -o runs/mine
     """
+    if len(data) > 1:  # click would keep the last one silently
+        raise UsageError(f"--data names one file of values for the flow, got {len(data)} ({', '.join(data)})")
     require("torch", "train", "training")
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
-    config = FlowConfig(**fields, data=str(Path(data).resolve()) if data else None)
+    config = FlowConfig(**fields, data=str(Path(data[0]).resolve()) if data else None)
     _check_run(check_flow_config, config, output, "flow.pt", force)
     hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
