@@ -16,7 +16,7 @@ import torch
 
 from aeflow.analysis.verify import golden_comparisons
 from aeflow.datasets import available, load_images, mixture_log_density, to_float
-from aeflow.errors import ArtifactError, ParityError, UsageError
+from aeflow.errors import ArtifactError, OutputError, ParityError, UsageError
 from aeflow.export.golden import golden_images, golden_points, write_golden
 from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
@@ -201,22 +201,14 @@ def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
-                     validation: np.ndarray | None = None) -> ExportReport:
+                     validation: np.ndarray | None = None, force: bool = False) -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
     detector's images (default: where it trained from); ``validation``: those of a detector fitted on an array.
-    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets."""
+    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets;
+    ``OutputError`` before any work where ``out_dir`` holds an export of a model with no checkpoint here
+    (it would be removed: only with ``force``)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
-    ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
-                      for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
-    if not (ae_pt or flow_pt):
-        raise ArtifactError(f"{checkpoints}: checkpoints not found (neither ae.pt nor flow.pt); run 'aeflow train "
-                            f"ae -o {checkpoints}' and/or 'aeflow train flow -o {checkpoints}' first, or pass "
-                            f"--checkpoints DIR")
-    if quantize and not ae_pt:
-        raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
-    for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before
-        if path:                                                          # any data is read
-            load(path)
+    ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
@@ -235,6 +227,27 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         files = sorted(p.name for p in tmp.iterdir())
     notes += _remove_earlier(out, bool(ae), bool(flow), quantize)
     return ExportReport(files, checks, threshold, meta, notes)
+
+
+def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[Path | None, Path | None]:
+    """ae.pt and flow.pt in ``checkpoints`` (None where absent), each loaded and checked, before any work; an
+    error where neither is there, or where ``out`` holds an export of a model without one (unless ``force``)."""
+    ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
+                      for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
+    if not (ae_pt or flow_pt):
+        raise ArtifactError(f"{checkpoints}: checkpoints not found (neither ae.pt nor flow.pt); run 'aeflow train "
+                            f"ae -o {checkpoints}' and/or 'aeflow train flow -o {checkpoints}' first, or pass "
+                            f"--checkpoints DIR")
+    if quantize and not ae_pt:
+        raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
+    for ckpt, meta_name, model in ((ae_pt, contract.THRESHOLD_JSON, "detector"), (flow_pt, contract.FLOW_JSON, "flow")):
+        if not (ckpt or force) and (out / meta_name).is_file() and artifacts.is_aeflow_document(out / meta_name):
+            raise OutputError(f"{out} holds an exported {model} ({meta_name}) and {checkpoints} no checkpoint of it: "
+                              f"this export would remove it; pass --force for that, or export into another folder")
+    for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before
+        if path:                                                          # any data is read
+            load(path)
+    return ae_pt, flow_pt
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:

@@ -295,6 +295,24 @@ def test_api_export_over_a_checkpoint_needs_force_and_says_what_it_removed(api_r
     assert (tmp_path / "flow.json").is_file()
     assert "removed threshold.json, ae.onnx: the earlier export's, which this one replaced" in report.notes
 
+def test_cli_export_never_removes_another_models_export_without_force(api_run, tmp_path, capfd):
+    """export -o RUN --checkpoints OTHER (flow.pt only) deleted RUN's exported detector, exit 0, a note only."""
+    import shutil
+
+    out = api_run[0]
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    shutil.copy(out / "flow.pt", tmp_path / "other")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    args = ("export", "-o", str(tmp_path / "run"), "--checkpoints", str(tmp_path / "other"))
+    line = assert_one_line_error(invoke_cli(*args, capfd=capfd), 1)
+    assert "holds an exported detector (threshold.json)" in line and "--force" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    proc = invoke_cli(*args, "--force", capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed threshold.json, ae.onnx" in proc.stdout and not (tmp_path / "run" / "ae.onnx").exists()
+
+
 def test_a_failed_api_export_leaves_the_run_folder_as_it_was(api_run, tmp_path, monkeypatch):
     """export(force=True) wrote the new checkpoint before exporting: a failed export then left a
     checkpoint the graphs did not come from ('nothing was written' was false)."""

@@ -23,7 +23,9 @@ from aeflow.optional import require
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also write ae.int8.onnx (static int8: scores independent of the batch) with its own threshold; "
                    "fails unless its decisions agree with float32 on >= 99.5% of each test set.")
-def command(output, checkpoints, data_dir, opset, no_eval, quantize):
+@click.option("--force", is_flag=True, help="Remove an earlier export of a model with no checkpoint now (e.g. the "
+              "detector's, exporting flow.pt alone into its folder).")
+def command(output, checkpoints, data_dir, opset, no_eval, quantize, force):
     """Export the models the run holds (ae.pt, flow.pt) to ONNX, with the threshold, checked against PyTorch:
     nothing is written unless every check passes (max abs difference <= 1e-5).
 
@@ -40,7 +42,7 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize):
     from aeflow.cli.verify import comparison_table
 
     check_target(output, "folder", force=True, parents=True)
-    report = export_artifacts(checkpoints or output, output, data_dir, opset, evaluate=not no_eval, quantize=quantize)
+    report = export_artifacts(checkpoints or output, output, data_dir, opset, not no_eval, quantize, force=force)
     click.echo(comparison_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold or {"evaluation": {}}
     ev, val = th["evaluation"], th.get("validation")
