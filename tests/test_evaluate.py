@@ -192,6 +192,7 @@ def test_data_dir_names_and_offline_hint(tiny_data_dir):
     (["--anomalies", "missing/odd.npy"], 2, "nor an existing file"),
     (["--anomalies", "{bad}"], 1, "unknown format"),
     (["--anomalies", "{normal}"], 2, "given twice"),
+    (["--anomalies", "{link}"], 2, "given twice"),  # a link to it (AUROC 0.5 was reported)
     (["--anomalies", "kmnist-test", "--data-dir", "{tmp}"], 1, "no kmnist test images"),
     (["--anomalies", "{odd}", "--report", "{tmp}/missing/report"], 1, "does not exist"),
     (["--anomalies", "{odd}", "--report", "{bad}"], 1, "not a folder"),
@@ -200,7 +201,8 @@ def test_bad_data_and_outputs_are_one_line(demo_split, tmp_path, args, code, wor
     normal, odd = demo_split
     bad = tmp_path / "notes.txt"
     bad.write_text("not images\n")
-    fill = {"normal": normal, "odd": odd, "bad": bad, "tmp": tmp_path}
+    (tmp_path / "link.npy").symlink_to(normal)
+    fill = {"normal": normal, "odd": odd, "bad": bad, "tmp": tmp_path, "link": tmp_path / "link.npy"}
     args = [a.format(**fill) for a in args]
     proc = run_cli("evaluate", "--device", "cpu", "--in-dist", str(normal), *args, cwd=tmp_path)
     assert words in assert_one_line_error(proc, code)

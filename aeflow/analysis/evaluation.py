@@ -10,6 +10,7 @@ import numpy as np
 from aeflow import metrics
 from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density, mixture_of_gaussians
 from aeflow.errors import DataError, UsageError
+from aeflow.files import same_file
 from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_JSON
@@ -63,8 +64,8 @@ def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28))
             raise DataError(f"the default set {spec} {where}; offline, pass --anomalies {OFFLINE_ANOMALIES} with a "
                             f"--data-dir DIR holding DIR/{idx_file('mnist', 'test')}[.gz] and "
                             f"DIR/{idx_file(*OFFLINE_ANOMALIES.rpartition('-')[::2])}[.gz] (or --anomalies PATH)") from None
-    names = [s.name for s in sets]
-    if len(set(names)) != len(names):
+    names, files = [s.name for s in sets], [s.name for s in sets if s.origin == s.name]
+    if len(set(names)) != len(names) or any(same_file(a, b) for i, a in enumerate(files) for b in files[:i]):
         raise UsageError(f"the same set is given twice ({', '.join(names)}); pass each DATA once")
     return sets
 
