@@ -105,3 +105,11 @@ def test_quiet_help_says_what_it_drops(command, words):
     """score -q and calibrate -q drop the summary too; their help said only 'No progress bars'."""
     r = run_cli(command, "--help")
     assert r.returncode == 0 and words in next(ln for ln in r.stdout.splitlines() if "--quiet" in ln)
+
+
+def test_train_flow_mixture_sizes_beside_data_are_refused(tmp_path):
+    """--n-train with --data was ignored without a word (1/6 of the values is held out instead)."""
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).normal(size=200))
+    line = assert_one_line_error(run_cli("train", "flow", "--data", str(tmp_path / "w.npy"), "--n-train", "50",
+                                         "-o", str(tmp_path / "run")), 2)
+    assert "--n-train size the mixture's sets" in line and not (tmp_path / "run").exists()

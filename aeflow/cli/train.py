@@ -88,14 +88,24 @@ def train_flow_cmd(data, output, quiet, force, **fields):
       aeflow train flow -o runs/a
       aeflow train flow --data sensor.csv --column temperature -o runs/mine
     """
-    if len(data) > 1:  # click would keep the last one silently
-        raise UsageError(f"--data names one file of values for the flow, got {len(data)} ({', '.join(data)})")
+    values = _values_file(data)
     require("torch", "train", "training")
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
-    config = FlowConfig(**fields, data=str(Path(data[0]).resolve()) if data else None)
+    config = FlowConfig(**fields, data=values)
     _check_run(check_flow_config, config, output, "flow.pt", force)
     hist = train_flow(output, config, quiet, force)
-    held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if data else ""
+    held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if values else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")
     click.echo(f"wrote {output / 'flow.pt'} and the flow_*.png figures in {output}")
+
+
+def _values_file(data: tuple[str, ...]) -> str | None:
+    """``train flow``'s one --data file (absolute), or None; the mixture's --n-train / --n-test refused beside it."""
+    if len(data) > 1:  # click would keep the last one silently
+        raise UsageError(f"--data names one file of values for the flow, got {len(data)} ({', '.join(data)})")
+    given = [f"--{f.replace('_', '-')}" for f in ("n_train", "n_test")
+             if click.get_current_context().get_parameter_source(f).name == "COMMANDLINE"]
+    if data and given:
+        raise UsageError(f"{' and '.join(given)} size the mixture's sets; with --data, 1/6 of your values is held out")
+    return str(Path(data[0]).resolve()) if data else None
