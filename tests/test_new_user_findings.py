@@ -112,4 +112,4 @@ def test_train_flow_mixture_sizes_beside_data_are_refused(tmp_path):
     np.save(tmp_path / "w.npy", np.random.default_rng(0).normal(size=200))
     line = assert_one_line_error(run_cli("train", "flow", "--data", str(tmp_path / "w.npy"), "--n-train", "50",
                                          "-o", str(tmp_path / "run")), 2)
-    assert "--n-train size the mixture's sets" in line and not (tmp_path / "run").exists()
+    assert "--n-train sizes the mixture's sets" in line and not (tmp_path / "run").exists()

@@ -107,5 +107,6 @@ def _values_file(data: tuple[str, ...]) -> str | None:
     given = [f"--{f.replace('_', '-')}" for f in ("n_train", "n_test")
              if click.get_current_context().get_parameter_source(f).name == "COMMANDLINE"]
     if data and given:
-        raise UsageError(f"{' and '.join(given)} size the mixture's sets; with --data, 1/6 of your values is held out")
+        raise UsageError(f"{' and '.join(given)} {'size' if len(given) > 1 else 'sizes'} the mixture's sets; with "
+                         f"--data, 1/6 of your values is held out")
     return str(Path(data[0]).resolve()) if data else None
