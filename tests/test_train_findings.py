@@ -283,3 +283,15 @@ def test_values_from_a_folder_or_nothing_say_which(tmp_path):
         read_values(tmp_path)
     with pytest.raises(DataError, match="no such file; pass one file of values"):
         read_values(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize("values, words", [
+    (np.r_[np.zeros(50), np.ones(50)], "only 2 distinct values for 5 components"),
+    (np.arange(100) % 5, "only 5 distinct values for 5 components"),
+    (np.arange(100) % 2 == 0, "dtype bool; the flow fits real numbers"),
+])
+def test_values_a_continuous_flow_cannot_fit_are_refused_at_fit(values, words):
+    """Two-valued or boolean values were fitted (the likelihood has no maximum there); export then failed
+    with a parity error about dz_dx."""
+    with pytest.raises(DataError, match=words):
+        FlowModel(epochs=1).fit(values)

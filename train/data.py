@@ -95,7 +95,7 @@ def as_real(values, name: str) -> np.ndarray:
     """``values`` (numbers or their text) as float64, never cast silently: ``DataError`` (one line) for
     complex values or another dtype that is not real numbers; ``ValueError`` / ``TypeError`` for text."""
     array = np.asarray(values)
-    if array.dtype.kind not in "biufUSO":
+    if array.dtype.kind not in "iufUSO":  # bool too: True/False are not measurements
         what = f"complex values (dtype {array.dtype})" if array.dtype.kind == "c" else f"dtype {array.dtype}"
         raise DataError(f"{name}: {what}; the flow fits real numbers, pass those")
     return array.astype(np.float64)

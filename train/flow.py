@@ -11,7 +11,7 @@ import torch
 
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import mixture_log_density, mixture_of_gaussians, split_indices
-from aeflow.errors import UsageError
+from aeflow.errors import DataError, UsageError
 from aeflow.plotting import line_png, png_bytes, pyplot
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_values
@@ -57,12 +57,16 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
     """The seeded train and test sets, float32 [n_train], [n_test]: the user's values, else the mixture."""
     if config.data is None:
         return mixture_of_gaussians(config.n_train, config.seed), mixture_of_gaussians(config.n_test, config.seed + 1)
-    return split_values(read_values(config.data, config.column), config)
+    return split_values(read_values(config.data, config.column), config, config.data)
 
 
-def split_values(values: np.ndarray, config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_values(values: np.ndarray, config: FlowConfig, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
     """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and test sets;
-    sets ``config``'s n_train, n_test, loc, scale and data_sha256."""
+    sets ``config``'s n_train, n_test, loc, scale and data_sha256. ``DataError`` for at most K distinct values
+    (the likelihood then has no maximum: each component can collapse onto one value)."""
+    if (distinct := np.unique(values).size) <= config.n_components:
+        raise DataError(f"{name}: only {distinct} distinct values for {config.n_components} components; the flow "
+                        f"models continuous values (each component would collapse onto one): pass more varied values")
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
     config.n_train, config.n_test = len(train_idx), len(test_idx)
     config.loc, config.scale = float(values.mean()), float(values.std())
