@@ -68,7 +68,8 @@ def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, inp
 def _require(checks: list[Comparison], what: str) -> None:
     failed = [c for c in checks if not c.passed]
     if failed:
-        worst = ", ".join(f"{c.name} max diff {c.max_abs:.2e} (tolerance {c.tolerance})" for c in failed)
+        worst = ", ".join(f"{c.name} max diff {c.max_abs:.2e} abs, {c.max_rel:.2e} rel (tolerance {c.tolerance})"
+                          for c in failed)
         raise ParityError(f"{what}: {worst}; nothing was written")
 
 
