@@ -86,7 +86,7 @@ def check_threshold(value, what: str = "threshold") -> float:
         t = float(value)
     except (TypeError, ValueError, OverflowError):  # 10**400 overflows a float
         t = math.nan
-    if isinstance(value, bool) or not math.isfinite(t) or t < 0:
+    if isinstance(value, (bool, str, bytes)) or not math.isfinite(t) or t < 0:  # text is no number, as elsewhere
         raise UsageError(f"{what} must be a finite number >= 0, got {_show(value)}")
     return t
 

@@ -89,7 +89,7 @@ def test_threshold_override_and_validation(demo):
     assert sc.predict(demo[0]).sum() == (s > np.median(s)).sum()
     sc.threshold = 0
     assert sc.predict(demo[0]).all()
-    for bad in (float("nan"), -0.1, float("inf"), "high", None, True):
+    for bad in (float("nan"), -0.1, float("inf"), "high", "0.1", b"0.1", None, True):  # text: no number
         with pytest.raises(UsageError):
             sc.threshold = bad
     assert sc.threshold == 0
