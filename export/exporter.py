@@ -230,6 +230,11 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     return ExportReport(files, checks, threshold, meta, notes)
 
 
+# each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
+MODEL_FILES = {"detector": [contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE],
+               "flow": [contract.FLOW_JSON, contract.FLOW_FILE, contract.SAMPLER_FILE]}
+
+
 def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[Path | None, Path | None]:
     """ae.pt and flow.pt in ``checkpoints`` (None where absent), each loaded and checked, before any work; an
     error where neither is there, or where ``out`` holds an export of a model without one (unless ``force``)."""
@@ -241,9 +246,9 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[P
                             f"--checkpoints DIR")
     if quantize and not ae_pt:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
-    for ckpt, meta_name, model in ((ae_pt, contract.THRESHOLD_JSON, "detector"), (flow_pt, contract.FLOW_JSON, "flow")):
-        if not (ckpt or force) and (out / meta_name).is_file() and artifacts.is_aeflow_document(out / meta_name):
-            raise OutputError(f"{out} holds an exported {model} ({meta_name}) and {checkpoints} no checkpoint of it: "
+    for ckpt, (model, names) in zip((ae_pt, flow_pt), MODEL_FILES.items()):
+        if not (ckpt or force) and artifacts.is_aeflow_document(out / names[0]):
+            raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass --force for that, or export into another folder")
     for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before
         if path:                                                          # any data is read
@@ -255,9 +260,8 @@ def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
     """Remove an earlier export's files that nothing binds any more, returning notes: the int8 graph without
     ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
     notes = []
-    for names, gone in (([contract.INT8_FILE], ae and not quantize),
-                        ([contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE], not ae),
-                        ([contract.FLOW_JSON, contract.FLOW_FILE, contract.SAMPLER_FILE], not flow)):
+    for names, gone in (([contract.INT8_FILE], ae and not quantize), (MODEL_FILES["detector"], not ae),
+                        (MODEL_FILES["flow"], not flow)):
         first = out / names[0]
         if gone and first.is_file() and (len(names) == 1 or artifacts.is_aeflow_document(first)):
             removed = [n for n in names if (out / n).is_file()]
