@@ -231,8 +231,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 # each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
-MODEL_FILES = {"detector": [contract.THRESHOLD_JSON, contract.AE_FILE, contract.INT8_FILE],
-               "flow": [contract.FLOW_JSON, contract.FLOW_FILE, contract.SAMPLER_FILE]}
+MODEL_FILES = {model: [meta, *(g.file for g in contract.GRAPHS.values() if g.metadata == meta)]
+               for model, meta in (("detector", contract.THRESHOLD_JSON), ("flow", contract.FLOW_JSON))}
 
 
 def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[Path | None, Path | None]:

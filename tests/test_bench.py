@@ -16,12 +16,12 @@ def _spread_ok(s) -> bool:
 def _check_common(result: dict, engines: set[str]) -> None:
     from aeflow.analysis.bench import BATCHES, DRAW_Z, FORWARD, QUICK_FILE_IMAGES, QUICK_SAMPLES
     from aeflow.analysis.bench import FLOOR, HELP, SCORE_PNG
-    from aeflow.analysis.timing import FLOPS_PER_IMAGE
+    from aeflow.analysis.timing import flops_per_image
 
     limits = {r["name"]: r for r in result["limit"]}
     assert set(limits) == {"numpy-sgemm", "ort-matmul-fp32", "ort-matmulinteger-int8"}
     assert all(_spread_ok(r["gflops"]) for r in limits.values())
-    assert FLOPS_PER_IMAGE == 950_272
+    assert flops_per_image() == 950_272
     assert result["machine"]["threads"] >= 1 and result["machine"]["cpu"] and result["machine"]["isa"]
     assert result["providers"]["ort-fp32"].endswith("ExecutionProvider")
     assert result["providers"]["sampler"].endswith("ExecutionProvider")
@@ -30,7 +30,7 @@ def _check_common(result: dict, engines: set[str]) -> None:
     assert [r["batch"] for r in rows] == sorted(r["batch"] for r in rows)
     for r in rows:
         assert _spread_ok(r["images_per_s"]) and 0 < r["p50_ms"] <= r["p99_ms"] and r["calls"] >= 1
-        assert r["gflops"] == pytest.approx(r["images_per_s"]["median"] * FLOPS_PER_IMAGE / 1e9)
+        assert r["gflops"] == pytest.approx(r["images_per_s"]["median"] * flops_per_image() / 1e9)
         precision = "int8" if r["engine"] == "ort-int8" else "fp32"
         limit = max(x["gflops"]["max"] for x in limits.values() if x["precision"] == precision)
         assert r["share_of_limit"] == pytest.approx(r["gflops"] / limit)

@@ -98,7 +98,7 @@ def as_real(values, name: str) -> np.ndarray:
     if array.dtype.kind not in "iufUSO":  # bool too: True/False are not measurements
         what = f"complex values (dtype {array.dtype})" if array.dtype.kind == "c" else f"dtype {array.dtype}"
         raise DataError(f"{name}: {what}; the flow fits real numbers, pass those")
-    return array.astype(np.float64)
+    return array.astype(np.float64, copy=False)  # read_values' array, then checked_values: one conversion
 
 
 def checked_values(values, name: str) -> np.ndarray:

@@ -18,9 +18,6 @@ def flops_per_image(image_shape=(28, 28)) -> int:
     return 2 * (pixels * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * pixels)
 
 
-FLOPS_PER_IMAGE = flops_per_image()  # the homework's 28x28
-
-
 def spread(values) -> dict:
     """``{"median", "min", "max"}`` of ``values`` (a sequence of floats)."""
     a = np.asarray(values, dtype=np.float64)

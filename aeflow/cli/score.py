@@ -16,14 +16,13 @@ from aeflow.errors import Interrupted
 from aeflow.files import check_space, check_target
 from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.artifacts import bundled_dir, demo_file
-from aeflow.runtime.contract import IMAGE_SHAPE
+from aeflow.runtime.contract import DEMO_FILE, IMAGE_SHAPE
 from aeflow.runtime.inputs import ImageSource, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, check_output_path, iter_rows,
                                      output_context, total, write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
 
-DEMO = "demo.npz"
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
 FEW_IMAGES = 20  # up to this many images (and no -o), the report lists each one
 WORD = {None: "-", True: "anomaly", False: "normal"}  # a predicted or known label in the report
@@ -180,12 +179,12 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
     with contextlib.ExitStack() as maps_stack:
         with contextlib.ExitStack() as stack:
             scorer, head = _scorer(o)
-            if not o.inputs and paths[0] == bundled_dir() / DEMO and tuple(scorer.image_shape) != IMAGE_SHAPE:
+            if not o.inputs and paths[0] == bundled_dir() / DEMO_FILE and tuple(scorer.image_shape) != IMAGE_SHAPE:
                 raise click.UsageError("no INPUT given, and the bundled demo set is of 28x28 images while this run's "
                                        "are {}x{}; pass the images to score (or save some as the run's demo.npz, "
                                        "uint8 'images' [N, H, W])".format(*scorer.image_shape))
-            sources = [stack.enter_context(open_source(p, None if o.inputs else DEMO, o.column, scorer.image_shape))
-                       for p in paths]
+            shown = None if o.inputs else DEMO_FILE
+            sources = [stack.enter_context(open_source(p, shown, o.column, scorer.image_shape)) for p in paths]
             if out is not None:  # the per-image output's size, generously: every row as wide as the widest name
                 width = max(len(s.name.encode("utf-8", "surrogateescape")) for s in sources)
                 per_row = {".csv": 48 + width, ".json": 96 + width}.get(out.suffix.lower(), 16 + 4 * width)
