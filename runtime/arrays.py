@@ -12,9 +12,9 @@ from typing import Iterator
 import numpy as np
 
 from aeflow.errors import InputError
+from aeflow.runtime.contract import MAX_SIDE, MIN_SIDE
 
 DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
-SIDES = (4, 1024)  # the smallest and largest side an image size taken from the data may have (training's limit)
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 
 
@@ -36,11 +36,11 @@ def accepted(image_shape=DEFAULT_SHAPE) -> str:
 
 
 def check_image_shape(image_shape, name: str) -> tuple[int, int]:
-    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of ``SIDES`` (4..1024) pixels."""
+    """``image_shape`` as (H, W) ints; one-line ``InputError`` unless two sides of ``MIN_SIDE..MAX_SIDE`` pixels."""
     hw = tuple(int(d) for d in image_shape)
-    if len(hw) != 2 or not all(SIDES[0] <= d <= SIDES[1] for d in hw):
+    if len(hw) != 2 or not all(MIN_SIDE <= d <= MAX_SIDE for d in hw):
         raise InputError(f"{name}: images of {size(hw)} pixels; aeflow reads greyscale images of "
-                         f"{SIDES[0]} to {SIDES[1]:,} pixels a side")
+                         f"{MIN_SIDE} to {MAX_SIDE:,} pixels a side")
     return hw
 
 

@@ -26,7 +26,7 @@ AE_CHECKPOINT, FLOW_CHECKPOINT = "ae.pt", "flow.pt"
 MAX_JSON_BYTES = 1 << 20  # today's files are ~3 KB
 FLOW_TARGET = "N(0, 1)"
 GOLDEN_IMAGES, GOLDEN_POINTS = 64, 256
-IMAGE_SHAPE, MIN_SIDE, MAX_PIXELS = (28, 28), 4, 4_194_304
+IMAGE_SHAPE, MIN_SIDE, MAX_SIDE, MAX_PIXELS = (28, 28), 4, 1024, 1 << 16  # sizes read, trained and exported
 MAX_COMPONENTS = 64
 GRAPH_KEYS = ("onnx_file", "sha256", "opset", "inputs", "outputs")
 
@@ -206,9 +206,9 @@ class ThresholdMeta(ThresholdEntry):
         _envelope(c, doc, cls.KEYS, ("image_shape", "validation_scores", "checkpoint", "int8", "calibration"), verify)
         shape = doc.get("image_shape", list(IMAGE_SHAPE))
         ok = isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)
-        if not ok or min(shape) < MIN_SIDE or shape[0] * shape[1] > MAX_PIXELS:
-            c.fail("image_shape", f"must be [H, W] with H, W >= {MIN_SIDE} and H * W <= {MAX_PIXELS:,}, "
-                                  f"found {shape if ok else show(shape)}")
+        if not ok or min(shape) < MIN_SIDE or max(shape) > MAX_SIDE or shape[0] * shape[1] > MAX_PIXELS:
+            c.fail("image_shape", f"must be [H, W] with H, W of {MIN_SIDE} to {MAX_SIDE:,} and "
+                                  f"H * W <= {MAX_PIXELS:,}, found {shape if ok else show(shape)}")
         shape = tuple(shape)
         c.same(doc["score"], "score", score_definition(shape))
         data = c.obj(doc["data"], "data", ("source", "train_images", "validation_images", "anomaly_sets"), closed=False)

@@ -98,7 +98,7 @@ FIELD_CASES = [
     (TH, "onnx_file", "../ae.onnx", "field 'onnx_file' must be \"ae.onnx\""),
     (TH, "sha256", "abc", "field 'sha256' is not a valid value"),
     (TH, "outputs.score", ["N", 1], "field 'outputs' must be the graph's signature"),
-    (TH, "image_shape", [2, 28], "field 'image_shape' must be [H, W] with H, W >= 4 and H * W <= 4,194,304"),
+    (TH, "image_shape", [2, 28], "field 'image_shape' must be [H, W] with H, W of 4 to 1,024 and H * W <= 65,536"),
     (TH, "image_shape", [4096, 2048], "field 'image_shape' must be [H, W]"),
     (TH, "image_shape", [28.0, 28], "field 'image_shape' must be [H, W]"),
     (TH, "image_shape", [32, 32], "field 'score' must be \"mean over the 1024 pixels"),
@@ -163,6 +163,29 @@ def test_image_shape_is_recorded_and_checked_against_the_graph(art):
     assert meta.image_shape == (32, 32) and meta.to_json()["image_shape"] == [32, 32]
     with pytest.raises(ArtifactError, match=r"input 'images' is tensor\(float\) \['N', 1, 28, 28\] \(expected tensor\(float\) \['N', 1, 32, 32\]\)"):
         AnomalyScorer(art, device="cpu")
+
+
+def test_image_shape_is_refused_at_load_unless_the_readers_feed_it(art):
+    """The README's image sizes (sides 4 to 1,024, at most 65,536 pixels: what training makes and the readers
+    read) are the contract's: a size beyond them is refused at load with one line, never loaded to refuse
+    every input; one inside them fails only later, on the 28 x 28 graph's signature."""
+    from aeflow.errors import InputError
+    from aeflow.runtime.arrays import check_image_shape
+
+    for shape in [(4, 4), (1024, 64), (64, 1024), (256, 256), (3, 28), (2048, 16), (16, 1025), (4, 4096), (300, 300)]:
+        edit_metadata(art / TH, image_shape=list(shape), score=contract.score_definition(shape))
+        readers_ok = min(shape) >= 4 and max(shape) <= 1024
+        if readers_ok and shape[0] * shape[1] <= 65_536:
+            assert check_image_shape(shape, "x") == shape
+            with pytest.raises(ArtifactError, match="inputs' must be the graph's signature"):
+                artifacts.read_threshold(art)
+            continue
+        if not readers_ok:
+            with pytest.raises(InputError):
+                check_image_shape(shape, "x")
+        with pytest.raises(ArtifactError, match="field 'image_shape' must be") as e:
+            artifacts.read_threshold(art)
+        assert "\n" not in e.value.message, shape
 
 
 @pytest.mark.parametrize("text, words", [

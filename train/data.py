@@ -11,15 +11,15 @@ import numpy as np
 from aeflow.errors import DataError
 from aeflow.optional import require
 from aeflow.runtime import inputs
-from aeflow.runtime.arrays import SIDES, to_float32
+from aeflow.runtime.arrays import to_float32
+from aeflow.runtime.contract import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 
-MAX_PIXELS, MIN_VALUES = 1 << 16, 20  # 256x256 pixels: fc1 alone has 16.8M weights
-MAX_VALUE, RESOLVED = 1e30, 100  # |values| well inside float32's range (3.4e38); their std spans >= 100 float32 steps
+MIN_VALUES, MAX_VALUE, RESOLVED = 20, 1e30, 100  # |values| well inside float32's 3.4e38; std spans >= 100 float32 steps
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:
-    if h * w > MAX_PIXELS:  # the readers refused sides outside SIDES, training's limit too
-        raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {SIDES[0]} to {SIDES[1]:,} "
+    if h * w > MAX_PIXELS:  # the readers refused sides outside MIN_SIDE..MAX_SIDE, training's limit too
+        raise DataError(f"images of {h}x{w} pixels; aeflow trains on sides of {MIN_SIDE} to {MAX_SIDE:,} "
                         f"pixels (at most {MAX_PIXELS:,} in all)")
     return h, w
 
