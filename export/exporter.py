@@ -95,11 +95,12 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
     return images[val_idx], config.data_sha256
 
 
-def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, quantize: str | None,
+def stage_detector(tmp: Path, loaded: tuple, data_dir, opset, evaluate: bool, quantize: str | None,
                    checks: list, notes: list, validation: np.ndarray | None = None) -> SimpleNamespace:
-    """ae.onnx (and ae.int8.onnx) in ``tmp``, checked against PyTorch on the validation images (re-read
-    unless given), the threshold from the graph's own validation scores; MNIST test sets evaluated."""
-    model, ckpt = load_autoencoder(ckpt_path)
+    """ae.onnx (and ae.int8.onnx) in ``tmp`` for ``loaded`` (ae.pt's path, model and dict), checked against PyTorch
+    on the validation images (re-read unless given), the threshold from the graph's own validation scores; MNIST
+    test sets evaluated."""
+    ckpt_path, model, ckpt = loaded
     cfg = ckpt["config"]
     own = bool(cfg.get("data")) or validation is not None
     if own and quantize:
@@ -123,9 +124,10 @@ def stage_detector(tmp: Path, ckpt_path: Path, data_dir, opset, evaluate: bool, 
                            int8=int8, val_scores=val_scores, golden_images=golden, data_sha256=data_sha256)
 
 
-def stage_flow(tmp: Path, ckpt_path: Path, opset, checks: list) -> SimpleNamespace:
-    """flow.onnx and flow_sampler.onnx in ``tmp``, checked against PyTorch over the data's range."""
-    flow, ckpt = load_flow(ckpt_path)
+def stage_flow(tmp: Path, loaded: tuple, opset, checks: list) -> SimpleNamespace:
+    """flow.onnx and flow_sampler.onnx in ``tmp`` for ``loaded`` (flow.pt's path, model and dict), checked against
+    PyTorch over the data's range."""
+    ckpt_path, flow, ckpt = loaded
     config = FlowConfig(**ckpt["config"])
     flow_opset, ir_version, session = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
                                                    ["z", "dz_dx", "log_prob"], opset)
@@ -209,7 +211,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     ``OutputError`` before any work where ``out_dir`` holds an export of a model with no checkpoint here
     (it would be removed: only with ``force``)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
-    ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)
+    ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
@@ -221,8 +223,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         checks += golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
         _require(checks, "the exported graphs miss their golden outputs")
         if checkpoints.resolve() != out.resolve():
-            for src in filter(None, (ae_pt, flow_pt)):
-                shutil.copy2(src, tmp / src.name)
+            for staged in filter(None, (ae, flow)):
+                shutil.copy2(staged.path, tmp / staged.path.name)
         threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
         write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
@@ -235,9 +237,10 @@ MODEL_FILES = {model: [meta, *(g.file for g in contract.GRAPHS.values() if g.met
                for model, meta in (("detector", contract.THRESHOLD_JSON), ("flow", contract.FLOW_JSON))}
 
 
-def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[Path | None, Path | None]:
-    """ae.pt and flow.pt in ``checkpoints`` (None where absent), each loaded and checked, before any work; an
-    error where neither is there, or where ``out`` holds an export of a model without one (unless ``force``)."""
+def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[tuple | None, tuple | None]:
+    """ae.pt and flow.pt in ``checkpoints`` (None where absent), each loaded and checked before any work, as (path,
+    model, dict); an error where neither is there, or where ``out`` holds an export of a model without one (unless
+    ``force``)."""
     ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
     if not (ae_pt or flow_pt):
@@ -250,10 +253,8 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[P
         if not (ckpt or force) and artifacts.is_aeflow_document(out / names[0]):
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass --force for that, or export into another folder")
-    for path, load in ((ae_pt, load_autoencoder), (flow_pt, load_flow)):  # every checkpoint checked before
-        if path:                                                          # any data is read
-            load(path)
-    return ae_pt, flow_pt
+    # every checkpoint checked before any data is read
+    return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
