@@ -222,3 +222,22 @@ def test_labels_that_contradict_the_role_are_refused(bundled, demo_split, tmp_pa
     line = assert_one_line_error(run_cli("evaluate", "--in-dist", str(normal), "--anomalies", normal_npz), 1)
     assert "labelled normal" in line and "--anomalies" in line
     invoke("--in-dist", normal_npz, "--anomalies", str(odd))  # labels that agree are fine
+
+
+def test_sets_are_scored_in_the_scorers_one_pass():
+    """Each set goes through ``score_source`` whole: the scores of one call on all its images, and a scale
+    warning (a 0/1 mask) once, naming the set and where it starts - not once per slice, as images 0 onwards."""
+    import warnings
+
+    from aeflow.analysis.evaluation import ImageSet, score_sets
+    from aeflow.errors import ScaleWarning
+
+    scorer = AnomalyScorer(device="cpu")
+    masks = (np.random.default_rng(0).random((5000, 28, 28)) < 0.2).astype(np.uint8)
+    sets = [ImageSet("masks.npy", "masks.npy", masks)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_sets(scorer, sets, quiet=True)
+        lines = [str(w.message) for w in caught if issubclass(w.category, ScaleWarning)]
+        np.testing.assert_array_equal(sets[0].scores, scorer.score(masks))
+    assert len(lines) == 1 and lines[0].startswith("masks.npy: uint8 pixels hold only 0 and 1 in images 0..")

@@ -12,6 +12,7 @@ from aeflow.datasets import DATASETS, idx_file, load_images, mixture_log_density
 from aeflow.errors import DataError, UsageError
 from aeflow.files import same_file
 from aeflow.progress import progress_bar, text_table
+from aeflow.runtime.arrays import ArraySource
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_JSON
 
@@ -21,7 +22,7 @@ HOMEWORK_REFERENCE = {"in_dist": "mnist-test", "in_dist_n": 10_000, "anomaly_set
                       "validation_images": 10_000, "epochs": 10}
 DEFAULT_IN_DIST, DEFAULT_ANOMALIES, OFFLINE_ANOMALIES = "mnist-test", ("kmnist-test",), "fashion-mnist-test"
 DATA_SET_NAMES = tuple(f"{name}-{split}" for name in DATASETS for split in ("test", "train"))
-TARGET_TYPE_I, SCORE_CHUNK, EXTREMES, N_KL, N_SAMPLES = 0.01, 4096, 8, 200_000, 100_000
+TARGET_TYPE_I, EXTREMES, N_KL, N_SAMPLES = 0.01, 8, 200_000, 100_000
 
 
 @dataclass
@@ -71,13 +72,11 @@ def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28))
 
 
 def score_sets(scorer, sets: list[ImageSet], quiet: bool = False) -> None:
-    """Fill each set's ``scores`` (float32 [N]) with ``scorer.score``, showing progress."""
+    """Fill each set's ``scores`` (float32 [N]) with ``scorer.score_source``, showing progress."""
     with progress_bar(sum(len(s.images) for s in sets), "scoring", quiet) as bar:
         for s in sets:
-            s.scores = np.zeros(len(s.images), np.float32)
-            for i in range(0, len(s.images), SCORE_CHUNK):
-                s.scores[i:i + SCORE_CHUNK] = scorer.score(s.images[i:i + SCORE_CHUNK])
-                bar.update(len(s.images[i:i + SCORE_CHUNK]), s.name)
+            source = ArraySource(s.images, s.name, image_shape=scorer.image_shape)
+            s.scores = scorer.score_source(source, on_batch=lambda b: bar.update(b, s.name))
 
 
 def extremes(scorer, image_set: ImageSet) -> dict:
