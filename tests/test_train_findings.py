@@ -295,3 +295,26 @@ def test_values_a_continuous_flow_cannot_fit_are_refused_at_fit(values, words):
     with a parity error about dz_dx."""
     with pytest.raises(DataError, match=words):
         FlowModel(epochs=1).fit(values)
+
+
+def test_the_flows_test_nll_history_is_returned_by_training_one_per_epoch():
+    """run_epochs returns the held-out NLL of each epoch (not filled in by a progress callback): one per epoch,
+    the last the trained flow's NLL of the test values, recomputed here in float64 from its components."""
+    import math
+
+    import torch
+
+    from aeflow.train.checkpoint import run_epochs
+    from aeflow.train.flow import FlowConfig, flow_data, train_flow_on
+
+    config = FlowConfig(epochs=4, n_train=500, n_test=200)
+    train_x, test_x = flow_data(config)
+    flow, history = train_flow_on(train_x, test_x, config, quiet=True)
+    assert len(history["test_nll"]) == len(history["train_nll"]) == 4
+    c = {k: np.array(v, np.float64) for k, v in flow.components().items()}
+    t = (test_x.astype(np.float64)[:, None] - c["mu"]) / c["sigma"]
+    z = (c["weight"] * 0.5 * np.vectorize(math.erf)(t / math.sqrt(2))).sum(axis=1)
+    dz_dx = (c["weight"] / c["sigma"] * np.exp(-0.5 * t * t)).sum(axis=1) / math.sqrt(2 * math.pi)
+    nll = -np.mean(-0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(dz_dx))
+    assert history["test_nll"][-1] == pytest.approx(nll, rel=1e-5)
+    assert run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", True)[1] == []

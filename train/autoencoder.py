@@ -73,8 +73,8 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
     ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
     torch.manual_seed(config.seed)
     model, mse = Autoencoder(train_images.shape[-2:]), torch.nn.MSELoss()
-    epochs = run_epochs(model, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: mse(model(x), x),
-                        config, "autoencoder", quiet, lambda losses: f"loss {losses[-1]:.6f}")
+    epochs, _ = run_epochs(model, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: mse(model(x), x),
+                           config, "autoencoder", quiet)
     return model.eval(), {"loss": [v for e in epochs for v in e], "epoch_loss": [float(np.mean(e)) for e in epochs]}
 
 

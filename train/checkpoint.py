@@ -19,17 +19,18 @@ NEWER_FIELDS = {"data", "data_sha256", "image_shape", "column", "loc", "scale"} 
 HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "test_nll")}
 
 
-def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool, progress,
-               decay: bool = False) -> list[list[float]]:
+def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool,
+               held_out=None, decay: bool = False) -> tuple[list[list[float]], list[float]]:
     """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
-    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``progress(losses)`` the text after each
-    epoch. Returns each epoch's per-batch losses; ``TrainingError`` once a loss or parameter is not finite."""
+    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``held_out()`` (if given: a held-out loss)
+    measured without gradients after each epoch. Returns each epoch's per-batch losses and the held-out losses
+    (empty without ``held_out``); ``TrainingError`` once a loss or parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if decay else None
-    gen, epochs = torch.Generator().manual_seed(config.seed), []
+    gen, epochs, held = torch.Generator().manual_seed(config.seed), [], []
     model.train()
     with progress_bar(config.epochs, f"training {what}", quiet) as bar:
         for epoch in range(config.epochs):
@@ -43,13 +44,17 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
                 if not math.isfinite(losses[-1]):
                     raise diverged(f"the loss became {losses[-1]} in epoch {epoch + 1}")
             epochs.append(losses)
-            bar.update(1, f"epoch {epoch + 1}/{config.epochs} {progress(losses)}")
+            if held_out is not None:
+                with torch.no_grad():
+                    held.append(float(held_out()))
+            text = f"held-out loss {held[-1]:.4f}" if held else f"loss {losses[-1]:.6f}"
+            bar.update(1, f"epoch {epoch + 1}/{config.epochs} {text}")
             if schedule is not None:
                 schedule.step()
     bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
     if bad is not None:
         raise diverged(f"parameter '{bad}' holds NaN or Inf")
-    return epochs
+    return epochs, held
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,

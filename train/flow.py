@@ -90,13 +90,9 @@ def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, q
         with torch.no_grad():
             flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
             flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
-    x_test, test_nll = torch.from_numpy(test_x), []
-    def progress(losses: list[float]) -> str:
-        with torch.no_grad():
-            test_nll.append(float(-flow(x_test)[2].mean()))
-        return f"test NLL {test_nll[-1]:.4f}"
-    epochs = run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", quiet,
-                        progress, decay=config.data is not None)
+    x_test, nll = torch.from_numpy(test_x), lambda x: -flow(x)[2].mean()
+    epochs, test_nll = run_epochs(flow, torch.from_numpy(train_x), nll, config, "flow", quiet,
+                                  held_out=lambda: nll(x_test), decay=config.data is not None)
     history = {"train_nll": [sum(e) / len(e) for e in epochs], "test_nll": test_nll}
     if config.data is not None:  # mu -> loc + scale mu, sigma -> scale sigma: z unchanged, NLLs + log scale
         with torch.no_grad():
