@@ -22,6 +22,7 @@ END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") 
 # one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
 RECEIVED: list[int] = []
 _held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
+FORCE = "--force (force=True in Python)"  # what the refusals below ask for: the CLI's flag or the API's argument
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -147,7 +148,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         publish(tmp, path, replace)
     except FileExistsError:
         raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
-                          f"nothing was written (pass --force to replace it)") from None
+                          f"nothing was written; pass {FORCE} to replace it") from None
     except OSError as e:
         raise _cannot_write(label, e) from None
     finally:
@@ -324,9 +325,9 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) ->
     if kind == "folder" and path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path}: exists and is not a folder; pass a folder path")
     if kind == "file" and path.exists() and not force:
-        raise OutputError(f"{what} {path}: file exists; pass --force to overwrite it")
+        raise OutputError(f"{what} {path}: file exists; pass {FORCE} to overwrite it")
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
-        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass --force to write into it, "
+        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass {FORCE} to write into it, "
                           f"or choose a new folder")
 
 

@@ -22,7 +22,7 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import staged_folder, write_atomic
+from aeflow.files import FORCE, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
@@ -252,7 +252,7 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
     for ckpt, (model, names) in zip((ae_pt, flow_pt), MODEL_FILES.items()):
         if not (ckpt or force) and artifacts.is_aeflow_document(out / names[0]):
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
-                              f"this export would remove it; pass --force for that, or export into another folder")
+                              f"this export would remove it; pass {FORCE} for that, or export into another folder")
     # every checkpoint checked before any data is read
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
 
