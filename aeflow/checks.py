@@ -61,11 +61,18 @@ def check_seed(value, name: str = "seed") -> int | None:
     return None if value is None else check_int(value, name, 0, MAX_SEED)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux's /proc/meminfo), None where unknown."""
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
-        return next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
-    return None
+def available_memory(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory available now, None where unknown: Linux's MemAvailable, or in a container (cgroup v2)
+    the limit left, memory.max - memory.current + the reclaimable page cache (inactive_file), if smaller."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, IndexError), open(meminfo) as f:
+        found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")][:1]
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        limit, stat = (Path(cgroup, name).read_text() for name in ("memory.max", "memory.stat"))
+        if limit.strip() != "max":
+            cache = next((int(line.split()[1]) for line in stat.splitlines() if line.startswith("inactive_file ")), 0)
+            found.append(max(0, int(limit) - int(Path(cgroup, "memory.current").read_text()) + cache))
+    return min(found, default=None)
 
 
 def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
