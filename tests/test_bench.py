@@ -121,3 +121,25 @@ def test_interleaved_calls_in_turn_and_times_all_but_the_first_round():
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
     assert calls == ["a", "b"] * 3 and {k: len(t) for k, t in times.items()} == {"a": 2, "b": 2}
     assert len(time_calls(lambda: calls.append("c"), 3)) == 3 and calls.count("c") == 4
+
+
+def test_sampling_warms_up_on_one_chunk_and_times_all_n_with_new_seeds(bundled, monkeypatch):
+    """The untimed warm-up call of each sampling method draws one chunk (it drew all n, ~4 s a method at 1e6);
+    the timed calls draw n each, seeds 0, 1, 2."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from aeflow.analysis.bench import sampling_rows
+    from aeflow.runtime.sampler import DEFAULT_CHUNK, FlowSampler
+
+    calls, real, n = [], FlowSampler.sample, 100_000
+    monkeypatch.setattr(FlowSampler, "sample", lambda self, k, seed=None, method=None:
+                        calls.append((method, k, seed)) or real(self, k, seed, method))
+    run = SimpleNamespace(directory=bundled, notes=[], n_samples=n, device="cpu", threads=1, verify=False,
+                          providers={}, repeats=5, progress=lambda text: None,
+                          homework=lambda k, seed: calls.append(("homework", k, seed)) or np.zeros(k, np.float32))
+    rows = sampling_rows(run)
+    for method in ("homework", "graph", "bisection"):
+        assert [c[1:] for c in calls if c[0] == method] == [(DEFAULT_CHUNK, 12345), (n, 0), (n, 1), (n, 2)], method
+    assert [r["n"] for r in rows] == [n] * 5
