@@ -97,9 +97,8 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
 
 def stage_detector(tmp: Path, loaded: tuple, data_dir, opset, evaluate: bool, quantize: str | None,
                    checks: list, notes: list, validation: np.ndarray | None = None) -> SimpleNamespace:
-    """ae.onnx (and ae.int8.onnx) in ``tmp`` for ``loaded`` (ae.pt's path, model and dict), checked against PyTorch
-    on the validation images (re-read unless given), the threshold from the graph's own validation scores; MNIST
-    test sets evaluated."""
+    """ae.onnx (and ae.int8.onnx) in ``tmp`` for ``loaded`` (ae.pt's path, model, dict), checked against PyTorch on
+    the validation images (re-read unless given), threshold from the graph's own validation scores; test sets evaluated."""
     ckpt_path, model, ckpt = loaded
     cfg = ckpt["config"]
     own = bool(cfg.get("data")) or validation is not None
@@ -238,9 +237,8 @@ MODEL_FILES = {model: [meta, *(g.file for g in contract.GRAPHS.values() if g.met
 
 
 def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[tuple | None, tuple | None]:
-    """ae.pt and flow.pt in ``checkpoints`` (None where absent), each loaded and checked before any work, as (path,
-    model, dict); an error where neither is there, or where ``out`` holds an export of a model without one (unless
-    ``force``)."""
+    """ae.pt and flow.pt in ``checkpoints`` as (path, model, dict), None where absent, loaded and checked first;
+    an error where neither is there, or where ``out`` holds an export of a model without one (unless ``force``)."""
     ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
     if not (ae_pt or flow_pt):
@@ -253,7 +251,6 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
         if not (ckpt or force) and artifacts.is_aeflow_document(out / names[0]):
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass {FORCE} for that, or export into another folder")
-    # every checkpoint checked before any data is read
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
 
 
