@@ -22,7 +22,7 @@ END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") 
 # one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
 RECEIVED: list[int] = []
 _held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
-FORCE = "--force (force=True in Python)"  # what the refusals below ask for: the CLI's flag or the API's argument
+FORCE = "force=True"  # what the refusals below ask for; the command line says --force (cli.FLAG_WORDING)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

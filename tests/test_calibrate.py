@@ -357,7 +357,7 @@ def test_save_calibration_into_a_folder_with_files_takes_force(halves, tmp_path)
     scorer = AnomalyScorer(device="cpu")
     scorer.calibrate(np.load(halves[0]), k=2)
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"not empty; pass --force \(force=True in Python\)"):
+    with pytest.raises(OutputError, match=r"not empty; pass force=True"):
         scorer.save_calibration(tmp_path)
     assert scorer.save_calibration(tmp_path, force=True) == tmp_path / "threshold.json"
     assert (tmp_path / "notes.txt").read_text() == "mine" and AnomalyScorer(tmp_path).threshold == scorer.threshold

@@ -34,7 +34,7 @@ COMMANDS = {
 # library errors name arguments (device="cuda", verify=False); the command line names its flags
 FLAG_WORDING = (('device="cpu" or "auto"', "--device cpu or auto"), ('device="cuda"', "--device cuda"),
                 ('device="cpu"', "--device cpu"), ("verify=False", "--no-verify"), ("golden=False", "--no-verify"),
-                ("artifacts=DIR", "--artifacts DIR"), ("data_dir=DIR", "--data-dir DIR"))
+                ("artifacts=DIR", "--artifacts DIR"), ("data_dir=DIR", "--data-dir DIR"), ("force=True", "--force"))
 
 
 def cli_message(message: str) -> str:
