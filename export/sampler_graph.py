@@ -25,6 +25,7 @@ MAX_NEWTON_STEPS = 3  # the export writes the fewest steps (1, 2 or 3) that pass
 TRUSTED_SLOPE = 0.1  # graph error in z <= 7e-7: x within 7e-6 where f' >= this; below, a float64 finish
 X_TOLERANCE = 1e-5  # max |x - x_ref| where f' >= TRUSTED_SLOPE, in the data's scale (or 2 float32 steps at its size)
 RESIDUAL_TOLERANCE = 2e-6  # max |f64(x) - z| everywhere: that same error, with margin
+FLOAT64_PIECES = 64  # at most this many table pieces finished in float64 where the graph misses (5 seen)
 
 
 def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,9 +210,14 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     if intervals is None:
         intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
     figures, _, problems = _measure(model, comp, x_bracket, unit, intervals, seed)
+    _refuse(problems)
+    return figures
+
+
+def _refuse(problems: list[str]) -> None:
+    """``ParityError`` naming the ``problems`` (what the graph misses), if any."""
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
-    return figures
 
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,
@@ -219,17 +225,19 @@ def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float
     """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, its float64 components
     ``comp``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check. Where even
     ``MAX_NEWTON_STEPS`` miss (a table piece spanning a steep stretch of x(z), as between clusters far apart),
-    those pieces join the float64 intervals, checked again on fresh targets. Returns flow.json's
-    "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
+    those pieces (up to ``FLOAT64_PIECES``; more: a broken graph) join the float64 intervals, checked again on
+    fresh targets. Returns flow.json's "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
     intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
-        check, missed, _ = _measure(model, comp, x_bracket, unit, intervals, seed=0)
+        check, missed, problems = _measure(model, comp, x_bracket, unit, intervals, seed=0)
         if not missed.size:
             break
-    else:  # at most the table's 2,560 pieces: within flow.json's 10,000 intervals
-        intervals = merged_intervals([*intervals, *piece_intervals(comp.half_w, missed)]).tolist()
+    else:
+        pieces = np.unique(piece_intervals(comp.half_w, missed), axis=0)
+        _refuse(problems if len(pieces) > FLOAT64_PIECES else [])
+        intervals = merged_intervals([*intervals, *pieces]).tolist()
         check = check_sampler_graph(model, comp, x_bracket, unit, intervals, seed=1)
     onnx.save(model, str(path))
     return Graph.of_file("sampler", path, opset).to_json() | {

@@ -177,6 +177,25 @@ def test_clusters_far_apart_finish_in_float64_where_the_graph_misses(tmp_path):
     assert unsure[:draws.size].mean() < 0.01
 
 
+def test_a_graph_that_misses_everywhere_is_refused_not_finished_in_float64(tmp_path, bundled, monkeypatch):
+    """Only a few table pieces (``FLOAT64_PIECES``) may go to float64: a graph whose means are 1e-3 off (its
+    Newton steps solve another flow) misses in every piece, and export refuses it, saving nothing."""
+    pytest.importorskip("torch")
+    from aeflow.export import sampler_graph as sg
+    from aeflow.export.reference import load_flow
+    from aeflow.runtime.inversion import Components
+
+    meta = json.loads((bundled / "flow.json").read_text())
+    flow, _ = load_flow(bundled / "flow.pt")
+    constants = sg.flow_constants
+    monkeypatch.setattr(sg, "MAX_NEWTON_STEPS", 1)
+    monkeypatch.setattr(sg, "flow_constants", lambda f: (constants(f)[0] + np.float32(1e-3), *constants(f)[1:]))
+    with pytest.raises(ParityError, match="misses its accuracy targets"):
+        sg.write_sampler_graph(flow, Components(**meta["components"]), tuple(meta["x_bracket"]),
+                               tmp_path / sg.SAMPLER_FILE, meta["opset"])
+    assert not any(tmp_path.iterdir())
+
+
 def test_in_intervals_takes_any_list_of_intervals():
     """flow.json's float64 intervals in any order, overlapping or touching, looked up in O(log K) per target,
     against a direct test of every interval."""
