@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from aeflow.errors import InputError, UsageError
+from aeflow.errors import InputError, UsageError, one_line
 
 MAX_SEED = 2**63 - 1  # numpy's Generator takes any int >= 0, torch.manual_seed at most 2**64 - 1
 MAX_BATCH = 2**48  # no machine holds more items in one batch; bigger numbers are typos
@@ -156,3 +156,25 @@ def expand_inputs(patterns) -> list[Path]:
         else:
             paths.append(Path(text))
     return paths
+
+
+def as_floats(values, dtype, name: str):
+    """``values`` (real numbers: array-like [N], or one number) as a numpy array of ``dtype`` (np.float32 or
+    np.float64) [N], else ``InputError`` (one line): not real numbers (text, complex, bool, ...), more than one
+    dimension, or finite values beyond ``dtype``'s range (float32's: 3.4e38). NaN and inf pass as they are."""
+    import numpy as np  # here, not above: the CLI's --help imports no numpy
+
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"{name}: not an array of numbers ({one_line(e, 80)})") from None
+    if array.dtype.kind not in "iuf":
+        what = "complex values" if array.dtype.kind == "c" else "not real numbers"
+        raise InputError(f"{name}: {what} (dtype {array.dtype}); pass real numbers")
+    if array.ndim > 1:
+        raise InputError(f"{name}: shape {list(array.shape)}; pass a 1-D array [N]")
+    with np.errstate(over="ignore"):  # a finite value beyond the dtype's range becomes inf: said below
+        out = array.astype(dtype).ravel()
+    if not np.isfinite(out).all() and np.isfinite(array).all():
+        raise InputError(f"{name}: values beyond {np.dtype(dtype).name}'s range; rescale them")
+    return out

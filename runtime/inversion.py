@@ -41,10 +41,24 @@ class Components:
         return 0.5 * (_erfc(self._t(x) * side[:, None] * _SQRT1_2).astype(np.float64) * self.weight).sum(axis=1)
 
 
-def in_intervals(z: np.ndarray, intervals: list[list[float]]) -> np.ndarray:
-    """bool [M]: z float64 [M] inside any of the closed ``intervals`` [[a, b], ...]."""
+def merged_intervals(intervals) -> np.ndarray:
+    """The union of the closed ``intervals`` [[a, b], ...] (a <= b, any order): sorted disjoint rows, float64 [K, 2]."""
     iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
-    return ((z[:, None] >= iv[:, 0]) & (z[:, None] <= iv[:, 1])).any(axis=1)
+    if not iv.size:
+        return iv
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    ends = np.maximum.accumulate(iv[:, 1])
+    first = np.concatenate([[True], iv[1:, 0] > ends[:-1]])  # the rows that start a run
+    return np.stack([iv[first, 0], ends[np.append(first[1:], True)]], axis=1)
+
+
+def in_intervals(z: np.ndarray, intervals) -> np.ndarray:
+    """bool [M]: z float64 [M] inside any of the closed ``intervals`` [[a, b], ...] (O(M log K) for K of them)."""
+    iv = merged_intervals(intervals)
+    if not iv.size:
+        return np.zeros(np.shape(z), dtype=bool)
+    i = np.searchsorted(iv[:, 0], z, side="right") - 1
+    return (i >= 0) & (z <= iv[np.maximum(i, 0), 1])
 
 
 def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import numpy as np
 
-from aeflow.checks import available_memory, check_batch, check_count, check_seed, check_threads, shorten
-from aeflow.errors import InputError, UsageError, one_line
+from aeflow.checks import as_floats, available_memory, check_batch, check_count, check_seed, check_threads, shorten
+from aeflow.errors import InputError, UsageError
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
@@ -37,25 +37,6 @@ def run_placed(session, name: str, values: np.ndarray, start: int = 0) -> list[n
     batch = np.zeros(lead + n + (-(lead + n) % SLOTS), dtype=np.float32)
     batch[lead:lead + n] = values
     return [o[lead:lead + n] for o in run_graph(session, name, batch)]
-
-
-def _as_floats(values, dtype, name: str) -> np.ndarray:
-    """``values`` (real numbers [N], or one) as an array of ``dtype`` [N], or ``InputError``: not real
-    numbers (text, complex, ...), more than one dimension, or finite values beyond ``dtype``'s range."""
-    try:
-        array = np.asarray(values)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InputError(f"{name}: not an array of numbers ({one_line(e, 80)})") from None
-    if array.dtype.kind not in "iuf":
-        what = "complex values" if array.dtype.kind == "c" else "not real numbers"
-        raise InputError(f"{name}: {what} (dtype {array.dtype}); pass real numbers")
-    if array.ndim > 1:
-        raise InputError(f"{name}: shape {list(array.shape)}; pass a 1-D array [N]")
-    with np.errstate(over="ignore"):  # a finite value beyond the dtype's range becomes inf: said below
-        out = array.astype(dtype).ravel()
-    if not np.isfinite(out).all() and np.isfinite(array).all():
-        raise InputError(f"{name}: values beyond {np.dtype(dtype).name}'s range; rescale them")
-    return out
 
 
 def _check_method(method, default: str) -> str:
@@ -132,7 +113,7 @@ class FlowSampler(Rebuildable):
     def forward(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The flow at x (array-like [N] of real numbers, cast to float32; complex input is an
         ``InputError``): (z, dz_dx, log_prob), float32 [N] each, computed by flow.onnx in chunks."""
-        x = _as_floats(x, np.float32, "x")
+        x = as_floats(x, np.float32, "x")
         parts = [run_placed(self._session, "x", x[i:i + self.chunk_size], i) for i in range(0, x.size, self.chunk_size)]
         return tuple(np.concatenate([p[k] for p in parts] or [np.empty(0, np.float32)]) for k in range(3))
 
@@ -150,7 +131,7 @@ class FlowSampler(Rebuildable):
     def invert(self, z, method: str | None = None) -> np.ndarray:
         """x float32 [N] with f(x) = z within 1e-5 of the float64 inverse, for z array-like [N] of real
         numbers (float64) strictly inside ``z_range`` (else ``InputError``); ``method``: None, the default."""
-        method, z = _check_method(method, self.method), _as_floats(z, np.float64, "z")
+        method, z = _check_method(method, self.method), as_floats(z, np.float64, "z")
         bad = ~(np.abs(z) < self.z_range[1])  # NaN included
         if bad.any():
             raise InputError(f"{int(bad.sum())} of {z.size} z value{'s' if z.size != 1 else ''} lie outside the "

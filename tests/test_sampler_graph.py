@@ -136,3 +136,76 @@ def test_export_rebuilds_the_bundled_graph(tmp_path, bundled):
     start_only = sg.build_sampler_graph(sg.flow_constants(flow), tables, comp.half_w, steps=0)
     with pytest.raises(ParityError, match="misses its accuracy targets"):
         sg.check_sampler_graph(start_only, comp, tuple(meta["x_bracket"]))
+
+
+# a flow fitted to two clusters 50 sigma apart (N(0, 1) and N(50, 1), 2000 points each; FlowModel's defaults)
+CLUSTERS = {"mu": [-2.58, -0.657, -22.28, 50.39, 52.36], "sigma": [1.469, 1.257, 2153.6, 1.169, 1.458],
+            "weight": [1.756, 1.926, 0.124, 1.646, 2.022]}
+
+
+def test_clusters_far_apart_finish_in_float64_where_the_graph_misses(tmp_path):
+    """Export refused two clusters 50 sigma apart: the gap between them (43 units of x) fell inside one table
+    piece, whose cubic started that piece's steep stretch up to 8 units off, beyond 3 Newton steps (0.82 left).
+    Such pieces now join the float64 intervals: the runtime's result stays within x_tolerance of a float64
+    bisection (test_sampler's Reference64), and the graph still serves all but a sliver of the targets."""
+    torch = pytest.importorskip("torch")
+    from aeflow.export import sampler_graph as sg
+    from aeflow.runtime.inversion import Components, in_intervals, polish64
+    from aeflow.runtime.providers import create_session
+    from aeflow.train.models import Flow1d
+    from test_sampler import Reference64
+
+    flow = Flow1d(5)
+    with torch.no_grad():
+        flow.mus.copy_(torch.tensor(CLUSTERS["mu"]))
+        flow.log_sigmas.copy_(torch.tensor(CLUSTERS["sigma"]).log())
+        flow.weight_logits.copy_(torch.tensor(CLUSTERS["weight"]).log())
+    comp = Components(**flow.components())
+    bracket = (float(np.min(comp.mu - 12 * comp.sigma)), float(np.max(comp.mu + 12 * comp.sigma)))
+    entry = sg.write_sampler_graph(flow, comp, bracket, tmp_path / sg.SAMPLER_FILE, unit=(24.965, 24.999))
+    assert entry["newton_steps"] == sg.MAX_NEWTON_STEPS and entry["check"]["max_abs_x_error_trusted"] <= 2.5e-4
+    rng = np.random.default_rng(7)
+    draws = rng.standard_normal(20_000)
+    draws = draws[np.abs(draws) < comp.half_w]  # the sampler's draws, then the whole range and the gap
+    z = np.concatenate([draws, rng.uniform(-comp.half_w, comp.half_w, 20_000), np.linspace(0.0, 0.02, 20_001)])
+    x = create_session(tmp_path / sg.SAMPLER_FILE, "cpu").run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
+    unsure = ~np.isfinite(x) | in_intervals(z, entry["float64_z_intervals"])  # as FlowSampler._invert_chunk
+    x[unsure] = polish64(comp, z[unsure], x[unsure], *bracket)
+    exact = Reference64({"components": flow.components(), "x_bracket": bracket}).invert(z)
+    step = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)  # the float32 output's rounding
+    assert np.max(np.abs(x.astype(np.float32) - exact) - step) <= entry["check"]["x_tolerance"]
+    assert unsure[:draws.size].mean() < 0.01
+
+
+def test_a_graph_that_misses_everywhere_is_refused_not_finished_in_float64(tmp_path, bundled, monkeypatch):
+    """Only a few table pieces (``FLOAT64_PIECES``) may go to float64: a graph whose means are 1e-3 off (its
+    Newton steps solve another flow) misses in every piece, and export refuses it, saving nothing."""
+    pytest.importorskip("torch")
+    from aeflow.export import sampler_graph as sg
+    from aeflow.export.reference import load_flow
+    from aeflow.runtime.inversion import Components
+
+    meta = json.loads((bundled / "flow.json").read_text())
+    flow, _ = load_flow(bundled / "flow.pt")
+    constants = sg.flow_constants
+    monkeypatch.setattr(sg, "MAX_NEWTON_STEPS", 1)
+    monkeypatch.setattr(sg, "flow_constants", lambda f: (constants(f)[0] + np.float32(1e-3), *constants(f)[1:]))
+    with pytest.raises(ParityError, match="misses its accuracy targets"):
+        sg.write_sampler_graph(flow, Components(**meta["components"]), tuple(meta["x_bracket"]),
+                               tmp_path / sg.SAMPLER_FILE, meta["opset"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_in_intervals_takes_any_list_of_intervals():
+    """flow.json's float64 intervals in any order, overlapping or touching, looked up in O(log K) per target,
+    against a direct test of every interval."""
+    from aeflow.runtime.inversion import in_intervals, merged_intervals
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a = rng.uniform(-1, 1, rng.integers(0, 8))
+        iv = np.stack([a, a + rng.uniform(0, 0.4, a.size) * (rng.random(a.size) < 0.8)], axis=1)
+        z = np.concatenate([rng.uniform(-1.5, 1.5, 300), iv.ravel(), [np.nan]])
+        want = ((z[:, None] >= iv[:, 0]) & (z[:, None] <= iv[:, 1])).any(axis=1)
+        np.testing.assert_array_equal(in_intervals(z, iv.tolist()), want)
+    assert merged_intervals([[3, 4], [0, 1], [0.5, 2], [4, 5]]).tolist() == [[0, 2], [3, 5]]

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, invoke_cli
 
 pytest.importorskip("torch")
 
-from aeflow.errors import DataError  # noqa: E402
+from aeflow.errors import DataError, InputError  # noqa: E402
 from aeflow.train.api import FlowModel  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def test_complex_values_are_refused_not_cast(tmp_path, capfd):
     with pytest.raises(DataError, match="complex values"):
         FlowModel(epochs=1).fit(list(values))
     flow = FlowModel(epochs=1).fit(values.real)
-    with pytest.raises(DataError, match="complex values"):
+    with pytest.raises(InputError, match="complex values"):  # FlowSampler.forward's check (aeflow.checks.as_floats)
         flow.score_samples(values[:5])
     np.save(tmp_path / "when.npy", np.arange(30).astype("datetime64[s]"))  # another dtype that is no real number
     line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "when.npy"),
@@ -232,6 +232,22 @@ def test_bisection_of_values_at_a_small_scale_keeps_the_recorded_tolerance(tmp_p
     for method in ("graph", "bisection"):
         error = np.abs(sampler.invert(z, method=method).astype(np.float64) - exact).max()
         assert error <= sampler.metadata.sampler.check["x_tolerance"], (method, error)
+
+
+def test_score_samples_checks_values_as_forward_does():
+    """score_samples flattened 2-D values, read text ("1.5") and gave -inf with a RuntimeWarning beyond float32's
+    range; it refuses them with FlowSampler.forward's one line, and scores what forward takes."""
+    from aeflow.runtime.sampler import FlowSampler
+
+    flow, sampler = FlowModel(epochs=1).fit(np.random.default_rng(0).normal(size=60)), FlowSampler(device="cpu")
+    for bad in ([[0.0, 1.0], [2.0, 3.0]], ["1.5", "2"], [1e39, 0.0], [1 + 1j], [True, False], [[1.0], 2.0]):
+        with pytest.raises(InputError) as got:
+            flow.score_samples(bad)
+        with pytest.raises(InputError) as want:
+            sampler.forward(bad)
+        assert str(got.value) == str(want.value).replace("x:", "values:", 1) and "\n" not in str(got.value)
+    for good in ([0.5, 2.0], np.arange(3, dtype=np.int64), 1.5, np.array([1e38])):
+        assert flow.score_samples(good).shape == (np.size(good),) and flow.score_samples(good).dtype == np.float32
 
 
 def test_an_estimator_used_before_fit_says_so_in_one_line(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aeflow.checks import as_floats
 from aeflow.errors import UsageError
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
@@ -16,7 +17,7 @@ from aeflow.metrics import threshold_from_scores
 from aeflow.runtime import contract
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on, training_images
 from aeflow.train.checkpoint import save_checkpoint
-from aeflow.train.data import as_images, as_real, checked_values
+from aeflow.train.data import as_images, checked_values
 from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train_flow_on
 
 
@@ -92,8 +93,9 @@ class FlowModel:
         return self
 
     def score_samples(self, values) -> np.ndarray:
-        """log p(x), float32 [N], of real values [N] (PyTorch); ``DataError`` for complex ones."""
-        return torch_flow(_fitted(self), as_real(values, "values").astype(np.float32))[2]
+        """log p(x), float32 [N], of real values [N] (PyTorch); ``InputError`` (one line) as ``FlowSampler.forward``:
+        not real numbers (text, complex), not 1-D, or beyond float32's range."""
+        return torch_flow(_fitted(self), as_floats(values, np.float32, "values"))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):
         """Write flow.pt (over one only with ``force``), export it (and ae.pt there) for ``FlowSampler``."""
