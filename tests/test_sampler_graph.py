@@ -165,9 +165,9 @@ def test_clusters_far_apart_finish_in_float64_where_the_graph_misses(tmp_path):
     entry = sg.write_sampler_graph(flow, comp, bracket, tmp_path / sg.SAMPLER_FILE, unit=(24.965, 24.999))
     assert entry["newton_steps"] == sg.MAX_NEWTON_STEPS and entry["check"]["max_abs_x_error_trusted"] <= 2.5e-4
     rng = np.random.default_rng(7)
-    draws = rng.standard_normal(20_000)
+    draws = rng.standard_normal(5_000)
     draws = draws[np.abs(draws) < comp.half_w]  # the sampler's draws, then the whole range and the gap
-    z = np.concatenate([draws, rng.uniform(-comp.half_w, comp.half_w, 20_000), np.linspace(0.0, 0.02, 20_001)])
+    z = np.concatenate([draws, rng.uniform(-comp.half_w, comp.half_w, 5_000), np.linspace(0.0, 0.02, 5_001)])
     x = create_session(tmp_path / sg.SAMPLER_FILE, "cpu").run(None, {"z": z.astype(np.float32)})[0].astype(np.float64)
     unsure = ~np.isfinite(x) | in_intervals(z, entry["float64_z_intervals"])  # as FlowSampler._invert_chunk
     x[unsure] = polish64(comp, z[unsure], x[unsure], *bracket)
