@@ -311,43 +311,32 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     if _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
     if (inputs or artifacts) and path.exists():  # only then: a new target (the common case) lists nothing
-        _check_identities(path, kind, names, what, hint, inputs, artifacts)
+        _check_identities(path, names, what, hint, [*inputs, *artifacts])
     _check_place(path, kind, what, force, nearest if parents else full.parent)
     return path
 
 
-def _files(path: str | os.PathLike) -> list[Path]:
-    """``path`` itself, or for a folder its visible files (sub-folders not entered): what the readers read."""
-    path = Path(path)
-    if not path.is_dir():
-        return [path]
-    with contextlib.suppress(OSError):
-        return [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and p.is_file()]
-    return []
-
-
 def _identities(paths) -> dict[tuple[int, int], Path]:
-    """Each existing file of ``paths`` by its (device, inode), links followed."""
+    """Each file of ``paths`` (of a folder: its own visible entries, what the readers read) by (device, inode),
+    links followed."""
     found = {}
-    for p in paths:
+    for p in map(Path, paths):
         with contextlib.suppress(OSError):
-            st = os.stat(p)
-            found.setdefault((st.st_dev, st.st_ino), p)
+            for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")) if p.is_dir() else [p]:
+                with contextlib.suppress(OSError):
+                    st = os.stat(f)
+                    found.setdefault((st.st_dev, st.st_ino), f)
     return found
 
 
-def _check_identities(path: Path, kind: str, names, what: str, hint: str, inputs, artifacts) -> None:
+def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
     """``UsageError`` where a file the existing target ``path`` would replace (the folder's ``names``, else all
-    its files) is a file of ``inputs`` or of the ``artifacts`` folders, however either is spelled or linked."""
-    targets = _identities([path] if kind == "file" else [path / n for n in names] if names else _files(path))
-    if not targets:
-        return
-    for group, is_artifacts in ((inputs, False), (artifacts, True)):
-        for other in group:
-            for key, read in _identities(_files(other)).items():
-                if key in targets:
-                    where = f"{read}, of the artifacts folder {other}" if is_artifacts else read
-                    raise UsageError(f"{what} {targets[key]} is also an input ({where}); {hint}")
+    its files) is a file of ``others`` (the inputs and artifacts folders), however either is spelled or linked."""
+    targets = _identities([path / n for n in names] or [path])
+    for other in others if targets else []:
+        for key, read in _identities([other]).items():
+            if key in targets:
+                raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
 
 
 def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) -> None:

@@ -113,9 +113,9 @@ CASES = [
     (("score", "a.npy", *SCHED, "-o", "x" * 300 + ".parquet"), 1, "longer than the file system allows"),
     (("score", LONG, "--maps", "m", "--maps-all"), 1, "--maps m: the pictures of"),
     # a hard link of a file of the artifacts in use (however spelled), a trailing separator on a file
-    (("score", "a.npy", "--artifacts", "art", "-o", "th_hard.json", "--force"), 2, "the artifacts folder art"),
-    (("sample", "-n", "9", "--artifacts", "art", "-o", "fl_hard.npy", "--force"), 2, "(art/flow.json, of the"),
-    (("score", "a.npy", "--artifacts", "art", "-o", "pngs/../th_hard.json", "--force"), 2, "the artifacts folder"),
+    (("score", "a.npy", "--artifacts", "art", "-o", "th_hard.json", "--force"), 2, "also an input (art/threshold.json)"),
+    (("sample", "-n", "9", "--artifacts", "art", "-o", "fl_hard.npy", "--force"), 2, "also an input (art/flow.json)"),
+    (("score", "a.npy", "--artifacts", "art", "-o", "pngs/../th_hard.json", "--force"), 2, "(art/threshold.json)"),
     (("sample", "-n", "10", "-o", "ts.npy/"), 1, "ts.npy/: ends with '/', which names a folder"),
     (("sample", "-n", "10", "--histogram", "ts.png/"), 1, "ts.png/: ends with '/', which names a folder"),
     (("score", "a.npy", "-o", "ts.csv/"), 1, "ts.csv/: ends with '/', which names a folder"),
