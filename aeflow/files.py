@@ -278,14 +278,18 @@ def name_max(folder: str | os.PathLike) -> int:
 
 
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
-                 inputs=(), artifacts=(), outputs=(), parents: bool = False,
+                 inputs=(), artifacts=(), outputs=(), names=(), parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder". Whatever
-    ``force`` says, ``UsageError`` (ending with ``hint``) where ``path`` is, lies in or holds one of ``inputs``,
-    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts; ``OutputError``
-    for a dangling link, a missing or read-only parent (``parents``: the nearest existing one), a name too
-    long, a folder for a file, and unless ``force`` an existing file or non-empty folder. Returns a Path."""
-    path, full = Path(path), Path(os.path.abspath(path))
+    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder" (or into a
+    folder by ``names``, each then checked as a file). Whatever ``force`` says, ``UsageError`` (ending with
+    ``hint``) where ``path`` is, lies in or holds one of ``inputs``, ``artifacts`` in use, other ``outputs``
+    ((option, path) pairs) or the bundled artifacts, or where a file it would replace is one of theirs by device
+    and inode; ``OutputError`` for a dangling link, a missing or read-only parent (``parents``: the nearest
+    existing one), a name too long, a folder for a file (a trailing separator too), and unless ``force`` an
+    existing file or non-empty folder. Returns a Path."""
+    text, path, full = os.fspath(path), Path(path), Path(os.path.abspath(path))
+    if kind == "file" and text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise OutputError(f"{what} {text}: ends with {text[-1]!r}, which names a folder; give a file name")
     nearest = full.parent
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
@@ -294,9 +298,10 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
     said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}", "holds": "holds the input {}"}
-    for other in inputs:
-        if how := _relation(path, kind, other):
-            raise UsageError(f"{what} {path} {said[how].format(other)}; {hint}")
+    for target, target_kind in [(path / name, "file") for name in names] or [(path, kind)]:
+        for other in inputs:
+            if how := _relation(target, target_kind, other):
+                raise UsageError(f"{what} {target} {said[how].format(other)}; {hint}")
     for other in artifacts:
         if _relation(path, kind, other):
             raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
@@ -305,8 +310,33 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
             raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
     if _relation(path, kind, _bundled()):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
+    if (inputs or artifacts) and path.exists():  # only then: a new target (the common case) lists nothing
+        _check_identities(path, names, what, hint, [*inputs, *artifacts])
     _check_place(path, kind, what, force, nearest if parents else full.parent)
     return path
+
+
+def _identities(paths) -> dict[tuple[int, int], Path]:
+    """Each file of ``paths`` (of a folder: its own visible entries, what the readers read) by (device, inode),
+    links followed."""
+    found = {}
+    for p in map(Path, paths):
+        with contextlib.suppress(OSError):
+            for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")) if p.is_dir() else [p]:
+                with contextlib.suppress(OSError):
+                    st = os.stat(f)
+                    found.setdefault((st.st_dev, st.st_ino), f)
+    return found
+
+
+def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
+    """``UsageError`` where a file the existing target ``path`` would replace (the folder's ``names``, else all
+    its files) is a file of ``others`` (the inputs and artifacts folders), however either is spelled or linked."""
+    targets = _identities([path / n for n in names] or [path])
+    for other in others if targets else []:
+        for key, read in _identities([other]).items():
+            if key in targets:
+                raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
 
 
 def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) -> None:

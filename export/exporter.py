@@ -22,7 +22,8 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import FORCE, staged_folder, write_atomic
+from aeflow.checks import expand_inputs
+from aeflow.files import FORCE, check_target, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
@@ -203,14 +204,19 @@ def write_model_card(path: Path, ae, flow, threshold: dict | None, meta: dict | 
 
 def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                      opset: int | None = None, evaluate: bool = True, quantize: str | None = None,
-                     validation: np.ndarray | None = None, force: bool = False) -> ExportReport:
+                     validation: np.ndarray | None = None, force: bool = False, what: str = "out_dir") -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
     detector's images (default: where it trained from); ``validation``: those of a detector fitted on an array.
     ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets;
     ``OutputError`` before any work where ``out_dir`` holds an export of a model with no checkpoint here
-    (it would be removed: only with ``force``)."""
+    (it would be removed: only with ``force``), and ``UsageError`` where a file it writes is one the checkpoints
+    record as their data (``what``: the name of ``out_dir`` in that message)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
+    check_target(out, "folder", what=what, force=True, parents=True)  # the place first, then what it reads
     ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None
+    copies = [contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT] if checkpoints.resolve() != out.resolve() else []
+    check_target(out, "folder", what=what, force=True, parents=True, names=EXPORT_FILES + copies,
+                 inputs=_recorded_data(ae_pt, flow_pt))
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
@@ -231,6 +237,9 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     return ExportReport(files, checks, threshold, meta, notes)
 
 
+# every file an export may write or remove (besides the checkpoints it copies)
+EXPORT_FILES = [*(g.file for g in contract.GRAPHS.values()), contract.THRESHOLD_JSON, contract.FLOW_JSON,
+                contract.GOLDEN_FILE, "MODEL_CARD.md"]
 # each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
 MODEL_FILES = {model: [meta, *(g.file for g in contract.GRAPHS.values() if g.metadata == meta)]
                for model, meta in (("detector", contract.THRESHOLD_JSON), ("flow", contract.FLOW_JSON))}
@@ -252,6 +261,14 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass {FORCE} for that, or export into another folder")
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
+
+
+def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
+    """The data files the loaded checkpoints record (an autoencoder's list, which export reads again; a flow's
+    one file), glob patterns expanded."""
+    ae_data = ae_pt and ae_pt[2]["config"].get("data") or []
+    flow_data = flow_pt and flow_pt[2]["config"].get("data")
+    return expand_inputs(ae_data + ([flow_data] if flow_data else []))
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:

@@ -115,7 +115,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
         raise UsageError(f"{what} {text}: distributed scoring writes Parquet: name a .parquet file or a folder (DIR/)"
                          if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
-    check_target(path, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
+    check_target(text, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
     if kind == "folder" and Path.cwd().resolve().is_relative_to(path.resolve()):  # a rename would move it away
         raise UsageError(f"{what} {text}: the current folder (or one holding it) cannot become the dataset; "
                          f"name a new folder, e.g. {what} scores/")

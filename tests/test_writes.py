@@ -55,6 +55,8 @@ def place(tmp_path, images, bundled, monkeypatch):
     (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
     (tmp_path / "dangling_dir").symlink_to(tmp_path / "nowhere")
     os.link(tmp_path / "a.npy", tmp_path / "hard.npy")
+    os.link(tmp_path / "art" / contract.THRESHOLD_JSON, tmp_path / "th_hard.json")
+    os.link(tmp_path / "art" / contract.FLOW_JSON, tmp_path / "fl_hard.npy")
     np.save(tmp_path / LONG, images[:3])
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -110,6 +112,13 @@ CASES = [
     (("score", "a.npy", *SCHED, "-o", "x" * 300 + "/"), 1, "longer than the file system allows"),
     (("score", "a.npy", *SCHED, "-o", "x" * 300 + ".parquet"), 1, "longer than the file system allows"),
     (("score", LONG, "--maps", "m", "--maps-all"), 1, "--maps m: the pictures of"),
+    # a hard link of a file of the artifacts in use (however spelled), a trailing separator on a file
+    (("score", "a.npy", "--artifacts", "art", "-o", "th_hard.json", "--force"), 2, "also an input (art/threshold.json)"),
+    (("sample", "-n", "9", "--artifacts", "art", "-o", "fl_hard.npy", "--force"), 2, "also an input (art/flow.json)"),
+    (("score", "a.npy", "--artifacts", "art", "-o", "pngs/../th_hard.json", "--force"), 2, "(art/threshold.json)"),
+    (("sample", "-n", "10", "-o", "ts.npy/"), 1, "ts.npy/: ends with '/', which names a folder"),
+    (("sample", "-n", "10", "--histogram", "ts.png/"), 1, "ts.png/: ends with '/', which names a folder"),
+    (("score", "a.npy", "-o", "ts.csv/"), 1, "ts.csv/: ends with '/', which names a folder"),
 ]
 
 
@@ -123,6 +132,40 @@ def test_writes_that_meet_what_they_read_are_refused_before_any_work(place, bund
     assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("aeflow: error: "), (r.exit_code, r.stderr)
     assert words in lines[0], lines[0]
     assert snapshot(place) == before and snapshot(bundled) == bundled_before
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+def test_maps_over_a_file_an_input_folder_reads_through_a_link_is_refused(tmp_path, images, monkeypatch, link):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "smaps").mkdir()
+    Image.fromarray(images[0]).save(tmp_path / "sp" / "b.png")
+    Image.fromarray(images[1]).save(tmp_path / "smaps" / "b_map.png")
+    link(tmp_path / "smaps" / "b_map.png", tmp_path / "sp" / "x.png")  # sp/x.png (an input) is smaps/b_map.png
+    before = snapshot(tmp_path)
+    r = invoke("score", "sp", "--maps", "smaps", "--maps-all", "--force", "--device", "cpu")
+    assert r.exit_code == 2 and "--maps smaps/b_map.png is also an input (sp/x.png)" in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_train_and_export_never_write_over_the_data_they_read(tmp_path, images, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / "golden.npz", images=images)  # export writes a golden.npz of its own
+    Image.fromarray(images[0]).save(tmp_path / "run" / "ae_loss.png")  # train ae writes its loss figure there
+    before = snapshot(tmp_path)
+    r = invoke("train", "ae", "--data", "run/golden.npz", "--data", "run/ae_loss.png", "--epochs", "1", "-o", "run")
+    assert r.exit_code == 2 and "--output run/ae_loss.png is also an input" in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+    r = invoke("train", "ae", "--data", "run/golden.npz", "--epochs", "1", "-o", "run", "-q")
+    assert r.exit_code == 0, r.stderr
+    before = snapshot(tmp_path)
+    for args in (("-o", "run"), ("--checkpoints", "run", "-o", "run/../run")):
+        r = invoke("export", *args, "--no-eval")
+        assert r.exit_code == 2 and "golden.npz is also an input" in r.stderr, r.stderr
+        assert snapshot(tmp_path) == before
 
 
 def test_a_name_too_long_is_one_output_error_in_the_api(images, bundled, tmp_path):

@@ -30,7 +30,7 @@ def _export(directory, name: str, kind: str, model, config, history: dict, valid
         for other in {contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT} - {name}:
             if (directory / other).is_file():
                 shutil.copy2(directory / other, Path(tmp) / other)
-        return export_artifacts(Path(tmp), directory, validation=validation, force=force)
+        return export_artifacts(Path(tmp), directory, validation=validation, force=force, what="export")
 
 
 def _fitted(estimator):

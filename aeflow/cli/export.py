@@ -6,7 +6,6 @@ import click
 
 from aeflow.cli.options import data_dir_option, output_option
 from aeflow.errors import UsageError
-from aeflow.files import check_target
 from aeflow.optional import require
 
 
@@ -41,8 +40,8 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize, force):
     from aeflow.export.exporter import export_artifacts
     from aeflow.cli.verify import comparison_table
 
-    check_target(output, "folder", force=True, parents=True)
-    report = export_artifacts(checkpoints or output, output, data_dir, opset, not no_eval, quantize, force=force)
+    report = export_artifacts(checkpoints or output, output, data_dir, opset, not no_eval, quantize, force=force,
+                               what="--output")
     click.echo(comparison_table(report.checks, "ONNX Runtime (CPU) vs PyTorch"))
     th = report.threshold or {"evaluation": {}}
     ev, val = th["evaluation"], th.get("validation")

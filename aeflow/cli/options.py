@@ -37,7 +37,9 @@ def data_dir_option(help: str = "Folder of IDX files (mnist/, fashion-mnist/, km
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
 
 
-def output_option(help: str, default: Path | None = None, file_okay: bool = True):
-    """``-o/--output PATH``: what the command writes."""
-    return click.option("-o", "--output", "output", type=click.Path(path_type=Path, file_okay=file_okay),
+def output_option(help: str, default: Path | None = None, file_okay: bool = True, spelled: bool = False):
+    """``-o/--output PATH``: what the command writes; ``spelled``: the text as given (a str: a Path would drop
+    the trailing separator that names a folder, which ``check_target`` refuses for a file)."""
+    return click.option("-o", "--output", "output", type=click.Path(path_type=None if spelled else Path,
+                                                                    file_okay=file_okay),
                         default=default, show_default=default is not None, help=help)

@@ -54,23 +54,26 @@ def _histogram(path: Path, sampler: FlowSampler, edges: np.ndarray, counts: np.n
     plt.close(fig)
 
 
-def _check_request(n: int, seed, output: Path | None, histogram: Path | None, force: bool, artifacts) -> None:
-    """Before any work: ``UsageError`` for a bad count, seed or file name, ``OutputError`` for an unwritable output."""
+def _check_request(n: int, seed, output: str | None, histogram: str | None, force: bool,
+                   artifacts) -> tuple[Path | None, Path | None]:
+    """Before any work: ``UsageError`` for a bad count, seed or file name, ``OutputError`` for an unwritable output.
+    Returns ``output`` and ``histogram`` (as given: a trailing separator is refused) as Paths, or None."""
     check_count(n, "-n")
     check_seed(seed, "--seed")
-    if output is not None and output.suffix.lower() not in BYTES_PER_SAMPLE:
+    if output is not None and Path(output).suffix.lower() not in BYTES_PER_SAMPLE:
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
-    if histogram is not None and histogram.suffix.lower() not in (".png", ".pdf", ".svg"):
+    if histogram is not None and Path(histogram).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
     if output is not None and histogram is not None and same_file(output, histogram):
         raise UsageError("--output and --histogram name the same file")
-    for path, what in ((output, "--output"), (histogram, "--histogram")):
-        if path is not None:
-            check_target(path, what=what, force=force, artifacts=[artifacts] if artifacts else [])
+    used = [artifacts] if artifacts else []
+    output, histogram = (path and check_target(path, what=what, force=force, artifacts=used)
+                         for path, what in ((output, "--output"), (histogram, "--histogram")))
     if output is not None:
         check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
     if histogram is not None:
         pyplot("--histogram")  # one line when matplotlib is missing
+    return output, histogram
 
 
 def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, histogram: Path | None,
@@ -107,8 +110,8 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
 @click.command("sample")
 @click.option("-n", "n", type=int, required=True, help="Number of samples (a positive integer).")
 @click.option("--seed", type=int, default=None, help="Random seed (numpy Generator) for reproducible samples.")
-@output_option("Write the samples (float32) to FILE.npy or FILE.csv.")
-@click.option("--histogram", type=click.Path(path_type=Path), default=None,
+@output_option("Write the samples (float32) to FILE.npy or FILE.csv.", spelled=True)
+@click.option("--histogram", type=click.Path(), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
               help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. Both are "
@@ -126,7 +129,7 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
       aeflow sample -n 1000000 --seed 0 -o samples.npy --histogram samples.png
       aeflow sample -n 10000 --seed 1 --method bisection --json
     """
-    _check_request(n, seed, output, histogram, force, artifacts)
+    output, histogram = _check_request(n, seed, output, histogram, force, artifacts)
     sampler = FlowSampler(artifacts, device=device, method=method, verify=not no_verify, golden=not no_verify)
     s = _draw(sampler, n, seed, method, output, histogram, force, quiet)
     s |= {"seed": seed, "method": method, "graph": GRAPHS[method], "provider": sampler.provider,

@@ -128,7 +128,7 @@ Example:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
 @output_option(f"Write one row per image ({', '.join(COLUMNS)}) as {', '.join(FORMATS)} by extension; "
-               f"'-' writes CSV rows (JSON lines with --json) to stdout.")
+               f"'-' writes CSV rows (JSON lines with --json) to stdout.", spelled=True)
 @click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Write a PNG per flagged image into DIR: image, reconstruction, anomaly map.")
 @click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
@@ -148,11 +148,11 @@ def command(**options):
     o.used = [o.artifacts] if o.artifacts is not None else []
     if o.scheduler is not None:
         return _on_dask(o)
-    to_stdout = str(o.output) == "-"
+    to_stdout = o.output == "-"
     paths = list(o.inputs) or [demo_file(o.artifacts)]
-    out = None if to_stdout else o.output
+    out = None if to_stdout or o.output is None else Path(o.output)
     if out is not None:
-        check_output_path(out, o.force, paths, o.used)
+        check_output_path(o.output, o.force, paths, o.used)
     if o.maps_all and o.maps_dir is None:
         raise click.UsageError("--maps-all needs --maps DIR")
     if o.maps_dir is not None:
@@ -206,7 +206,7 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
 
 def _on_dask(o: SimpleNamespace) -> None:
     """``--scheduler``: score on Dask (``aeflow.distributed``), the same report."""
-    if o.maps_dir is not None or str(o.output) == "-":
+    if o.maps_dir is not None or o.output == "-":
         raise click.UsageError("--scheduler writes Parquet (-o FILE.parquet or -o DIR/); --maps and -o - "
                                "need a single process")
     if not o.inputs:

@@ -4,12 +4,15 @@ from pathlib import Path
 
 import click
 
+from aeflow.checks import expand_inputs
 from aeflow.cli.options import data_dir_option, output_option, shared
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import check_target
 from aeflow.optional import require
 
 
+# what 'train flow' writes into its run folder, the checkpoint first
+FLOW_FILES = ("flow.pt", "flow_data.png", "flow_loss.png", "flow_density.png", "flow_map.png")
 _output = output_option("Run folder for the checkpoint and figures (export reads it from there).",
                         default=Path("runs/latest"), file_okay=False)
 
@@ -20,13 +23,14 @@ def _run_options(command):
                         help="Seed of the split, init and shuffling.")(shared("quiet", "force")(command))
 
 
-def _check_run(check, config, output: Path, name: str, force: bool) -> None:
-    """``check(config)``, its errors naming the fields as this command's options spell them; training never
-    replaces a checkpoint silently, nor writes the bundled folder."""
+def _check_run(check, config, output: Path, names: tuple[str, ...], data, force: bool) -> None:
+    """``check(config)``, its errors naming the fields as this command's options spell them; training writes
+    ``names`` (the checkpoint first) into ``output``: never over a checkpoint silently, nor the bundled folder,
+    nor the ``data`` files it reads."""
     check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
-    check_target(output, "folder", force=True, parents=True)
-    if (output / name).exists() and not force:
-        raise OutputError(f"{output / name} exists; pass --force to overwrite it, or -o a new run folder")
+    check_target(output, "folder", force=True, inputs=expand_inputs(data), names=names, parents=True)
+    if (output / names[0]).exists() and not force:
+        raise OutputError(f"{output / names[0]} exists; pass --force to overwrite it, or -o a new run folder")
 
 
 @click.group("train")
@@ -59,7 +63,7 @@ def train_ae(data, data_dir, output, quiet, force, **fields):
 
     data = [str(Path(p).resolve()) for p in data] or None
     config = AEConfig(**fields, data_dir=data_dir and str(data_dir), data=data)
-    _check_run(check_ae_config, config, output, "ae.pt", force)
+    _check_run(check_ae_config, config, output, ("ae.pt", "ae_loss.png"), data or (), force)
     hist = train_autoencoder(output, config, quiet, force)
     shape = "x".join(map(str, config.image_shape))
     click.echo(f"trained on {config.n_train} images of {shape} ({config.n_val} held out), {config.epochs} epochs: "
@@ -93,7 +97,7 @@ def train_flow_cmd(data, output, quiet, force, **fields):
     from aeflow.train.flow import FlowConfig, check_flow_config, train_flow
 
     config = FlowConfig(**fields, data=values)
-    _check_run(check_flow_config, config, output, "flow.pt", force)
+    _check_run(check_flow_config, config, output, FLOW_FILES, [values] if values else (), force)
     hist = train_flow(output, config, quiet, force)
     held = f" ({config.n_test} of {config.n_train + config.n_test} values held out)" if values else ""
     click.echo(f"final NLL: train {hist['train_nll'][-1]:.4f}, test {hist['test_nll'][-1]:.4f}{held}")
