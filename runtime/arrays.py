@@ -89,7 +89,7 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
     problem = _dtype_problem(np.dtype(dtype))
     if problem is None and image_shape is None and (image_shape := _image_sizes(shape)) is None:
         raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
-                         f"(one image: [1, H, W])")
+                         f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
     image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
     if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")

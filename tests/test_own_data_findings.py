@@ -86,7 +86,7 @@ def test_detector_reads_what_the_scorer_reads_and_refuses_the_rest_alike(detecto
             with pytest.raises(InputError) as got:
                 call(bad)
             assert str(got.value) == str(want.value) and "image_shape" not in str(got.value)
-    with pytest.raises(InputError, match=r"does not say the image size; reshape it to \[N, H, W\] \(one image"):
+    with pytest.raises(InputError, match=r"shape \(4, 784\) does not say the image size"):
         type(detector)(epochs=1).fit(x.reshape(4, 784))  # fit takes the size from the images: none given here
 
 
