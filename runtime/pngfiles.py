@@ -143,8 +143,7 @@ def open_png(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ArraySource:
 
 
 def _listing(folder: Path) -> list[Path]:
-    """The PNG files of ``folder`` in name order (hidden ones skipped); ``InputError`` for anything else, a
-    sub-folder beside PNG files too (its images would be left out)."""
+    """The PNG files of ``folder`` in name order (hidden ones skipped); ``InputError`` for anything else."""
     try:
         visible = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
     except OSError as e:

@@ -39,8 +39,7 @@ class AEConfig:
 
 
 def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> None:
-    """Each field in its canonical type (a numpy integer seed becomes an int), or ``UsageError`` for one that cannot
-    train; ``flags`` names the fields as the CLI spells them."""
+    """Each field in its canonical type (an int seed), else ``UsageError``; ``flags``: the CLI's names of fields."""
     name = lambda f: (flags or {}).get(f, f)  # noqa: E731
     config.epochs = check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
     config.lr = check_float(config.lr, name("lr"), 0.0, above=True)

@@ -44,9 +44,8 @@ def _column(table: dict, column: str | None, name: str) -> list:
 
 
 def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
-    """A CSV's columns by their header names (spaces around them dropped; blank lines skipped); ``DataError`` for a
-    first line of numbers (no header: the first value would be taken for a name), names that repeat, or a row of
-    another length."""
+    """A CSV's columns by their header names (stripped; blank lines skipped); ``DataError`` for a first line of
+    numbers (no header: the first value would be taken for a name), names that repeat, or a row of another length."""
     with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
         reader = csv.reader(f)
         rows = [(reader.line_num, r) for r in reader if len(r) > 1 or "".join(r).strip()]  # (line, fields)
@@ -65,11 +64,11 @@ def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
 
 def _one_a_line(text: str, name: str) -> list[str]:
     """The values of a text file of one value a line (blank lines skipped); ``DataError`` for a line holding more."""
-    lines = text.splitlines()
-    if bad := next((i for i, line in enumerate(lines, 1) if len(line.split()) > 1), None):
-        raise DataError(f"{name}: line {bad} holds {len(lines[bad - 1].split())} values; a text file of values holds "
-                        f"one a line - for a table, pass a CSV with a header line and pick the column with --column")
-    return [line.strip() for line in lines if line.strip()]
+    rows = [line.split() for line in text.splitlines()]
+    if bad := next((i for i, r in enumerate(rows, 1) if len(r) > 1), None):
+        raise DataError(f"{name}: line {bad} holds {len(rows[bad - 1])} values; a text file of values holds one a "
+                        f"line - for a table, pass a CSV with a header line and pick the column with --column")
+    return [r[0] for r in rows if r]
 
 
 def _is_number(text: str) -> bool:

@@ -42,8 +42,7 @@ class FlowConfig:
 
 
 def check_flow_config(config: FlowConfig, flags: dict[str, str] | None = None) -> None:
-    """Each field in its canonical type (a numpy integer seed becomes an int), or ``UsageError`` for one that cannot
-    train; ``flags`` names the fields as the CLI spells them."""
+    """Each field in its canonical type (an int seed), else ``UsageError``; ``flags``: the CLI's names of fields."""
     name = lambda f: (flags or {}).get(f, f)  # noqa: E731
     config.n_components = check_int(config.n_components, name("n_components"), 1, MAX_COMPONENTS)
     config.epochs = check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
