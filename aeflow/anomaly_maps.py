@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from aeflow.errors import OutputError
 from aeflow.files import name_max, staged_folder
-from aeflow.metrics import normalized_scores
+from aeflow.metrics import above_threshold, normalized_scores
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
 INFERNO = np.array([(0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),
@@ -79,7 +79,7 @@ def panel_png(image: np.ndarray, reconstruction: np.ndarray, amap: np.ndarray, t
 def describe(source: str, index: int, score: float, normalized: float, threshold: float,
              label: bool | None) -> list[str]:
     """A picture's title lines: source, decision, label where known, score, normalised score, threshold."""
-    verdict = "ANOMALY (score > threshold)" if score > threshold else "normal (score <= threshold)"
+    verdict = "ANOMALY (score > threshold)" if above_threshold(score, threshold) else "normal (score <= threshold)"
     known = "" if label is None else f"; label: {'anomaly' if label else 'normal'}"
     return [f"{source}, image {index}: {verdict}{known}",
             f"score {score:.5f} (mean of the map), normalised {normalized:.3f}, threshold {threshold:.5f}"]
@@ -141,7 +141,8 @@ class MapWriter:
         ``labels``: bool [n] or None)."""
 
         def on_reconstruction(offset: int, images: np.ndarray, reconstructions: np.ndarray, scores: np.ndarray):
-            chosen = np.arange(len(scores)) if self.all_images else np.flatnonzero(scores > self.threshold)
+            chosen = np.arange(len(scores)) if self.all_images else \
+                np.flatnonzero(above_threshold(scores, self.threshold))
             maps = np.square(images[chosen] - reconstructions[chosen])
             normalized = normalized_scores(scores[chosen], self.threshold)
             for k, i in enumerate(chosen.tolist()):

@@ -102,7 +102,7 @@ def check_count(n, name: str = "the number of samples") -> int:
     """A number of samples: an int from 1 to MAX_COUNT."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_COUNT:
         fewer = "; ask for fewer" if isinstance(n, numbers.Integral) and n > MAX_COUNT else ""
-        raise UsageError(f"{name} must be a positive number of samples up to {MAX_COUNT:.0e}, got {shorten(str(n))}"
+        raise UsageError(f"{name} must be a positive number of samples up to {MAX_COUNT:.0e}, got {_show(n)}"
                          f"{fewer}")
     return int(n)
 

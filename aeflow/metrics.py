@@ -28,16 +28,22 @@ def threshold_from_scores(scores: np.ndarray, k: float = 3.0) -> Threshold:
     return Threshold(value=mean + k * std, mean=mean, std=std, k=float(k), n=int(s.size))
 
 
+def above_threshold(scores, threshold: float) -> np.ndarray:
+    """THE decision: bool [N], True where a score (float [N]) is strictly above ``threshold``, compared in float64
+    (NumPy 2 would round the threshold to float32 scores' precision: a score just above it would pass)."""
+    return np.greater(scores, np.float64(threshold))
+
+
 def type_i_error(normal_scores: np.ndarray, threshold: float) -> float:
     """Share of in-distribution images flagged (score strictly above ``threshold``: false alarms)."""
     s = np.ravel(normal_scores)
-    return float(np.mean(s > threshold)) if s.size else float("nan")
+    return float(np.mean(above_threshold(s, threshold))) if s.size else float("nan")
 
 
 def type_ii_error(anomaly_scores: np.ndarray, threshold: float) -> float:
     """Share of anomalies not flagged (score <= threshold), as in the homework."""
     s = np.ravel(anomaly_scores)
-    return float(np.mean(s <= threshold)) if s.size else float("nan")
+    return float(np.mean(~above_threshold(s, threshold))) if s.size else float("nan")
 
 
 def auroc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, to
 from aeflow.export.sampler_graph import write_sampler_graph
 from aeflow.checks import expand_inputs
 from aeflow.files import FORCE, check_target, staged_folder, write_atomic
-from aeflow.metrics import error_rates, threshold_from_scores
+from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
@@ -161,7 +161,7 @@ def _detector(ae, th: dict) -> list[str]:
         f"- **Threshold**: {th['threshold']:.6g} = mean {v['mean']:.6g} + {th['k']:g} x std {v['std']:.6g} of the "
         f"{v['n']} validation scores (the homework's rule); an image is anomalous when its score is above it",
         f"- **False-alarm rate on the validation images**: "
-        f"{np.mean(ae.val_scores.astype(np.float64) > th['threshold']):.2%}",
+        f"{type_i_error(ae.val_scores, th['threshold']):.2%}",
         *([f"- **Type I** on {t1['set']} ({t1['n']} images): {t1['rate']:.2%}"] if t1 else []),
         *([f"- **Type II** on {name} ({t2['n']} images): {t2['rate']:.2%}, AUROC {ev['auroc'][name]:.4f}"
            for name, t2 in ev.get("type_ii", {}).items()] or

@@ -18,8 +18,8 @@ from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder, write_atomic
-from aeflow.metrics import (clopper_pearson, false_alarm_prediction, min_n_for_rate, threshold_for_false_alarm_rate,
-                            threshold_from_scores)
+from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
+                            threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import is_aeflow_document, read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
@@ -52,7 +52,7 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
     if not value > 0:
         raise UsageError(f"the calibrated threshold would be {value!r}; a threshold must be positive - "
                          f"are the images blank?")
-    flagged = int(np.sum(s > value))
+    flagged = int(np.sum(above_threshold(s, value)))
     (lower, upper), (low_count, high_count) = clopper_pearson(flagged, n, confidence), \
         false_alarm_prediction(flagged, n, n, confidence)
     record.update(

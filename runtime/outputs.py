@@ -14,7 +14,7 @@ import numpy as np
 
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import atomic_path, check_target, describe_os_error, printable_name
-from aeflow.metrics import normalized_scores
+from aeflow.metrics import above_threshold, normalized_scores
 from aeflow.optional import require
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
@@ -43,7 +43,7 @@ class InputResult:
 
     def add(self, start: int, scores: np.ndarray, threshold: float, seconds: float) -> None:
         """Account for the float32 scores of images [start, start + len(scores)), flagged above ``threshold``."""
-        flags = scores > threshold
+        flags = above_threshold(scores, threshold)
         self.flagged += int(flags.sum())
         self.seconds += seconds
         if self.scores is not None:
@@ -142,7 +142,7 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
             "normalized_score": cat([normalized_scores(r.scores, r.threshold) for r in results], np.float32),
             "p_value": cat([np.full(k, np.nan) if r.p_values is None else r.p_values for k, r in zip(n, results)],
                            np.float64),
-            "predicted_anomaly": cat([r.scores > r.threshold for r in results], bool),
+            "predicted_anomaly": cat([above_threshold(r.scores, r.threshold) for r in results], bool),
             "label_anomaly": cat([np.full(k, -1) if r.labels is None else r.labels.astype(int)
                                   for k, r in zip(n, results)], np.int8)}
 

@@ -148,12 +148,14 @@ def _listing(folder: Path) -> list[Path]:
         visible = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
     except OSError as e:
         raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    files = [p for p in visible if p.is_file()]
     bad = [f"{p.name} is {why}" for p in visible if (why := not_regular(p))] or \
-        [f"{p.name} is not a .png file" for p in visible if p.is_file() and p.suffix.lower() != ".png"]
+        [f"{p.name} is {'a sub-folder' if p.is_dir() else 'not a .png file'}" for p in visible
+         if (p.is_dir() and files) or (p.is_file() and p.suffix.lower() != ".png")]
     if bad:
         shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise InputError(f"{folder}: holds what aeflow does not read ({shown}); move it out or pass the PNG files")
-    if not (files := [p for p in visible if p.is_file()]):
+    if not files:
         subdirs = ", ".join(p.name for p in visible[:3])
         hint = f"; it has sub-folders ({subdirs}): pass those" if subdirs else "; pass a folder of PNGs"
         raise InputError(f"{folder}: no PNG images in the folder{hint}")

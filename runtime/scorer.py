@@ -10,7 +10,7 @@ import numpy as np
 
 from aeflow.checks import check_batch, check_rule, check_threads, check_threshold
 from aeflow.errors import ArtifactError, InputError, ScaleWarning, UsageError
-from aeflow.metrics import conformal_p_values, normalized_scores
+from aeflow.metrics import above_threshold, conformal_p_values, normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.arrays import size
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold, reference_scores
@@ -164,7 +164,7 @@ class AnomalyScorer(Rebuildable):
 
     def predict(self, x) -> np.ndarray:
         """bool [N]: True where the score is strictly above ``threshold``."""
-        return self.score(x) > self._threshold
+        return above_threshold(self.score(x), self._threshold)
 
     def reconstruct(self, x) -> np.ndarray:
         """The autoencoder's reconstructions, float32 [N, 1, H, W] in [0, 1]."""

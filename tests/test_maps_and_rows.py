@@ -125,7 +125,8 @@ def test_dash_output_writes_csv_rows_to_stdout(inputs, scorer):
     assert tuple(rows[0]) == COLUMNS and len(rows) == 32
     s = np.r_[scorer.score(x), scorer.score(y)]
     np.testing.assert_array_equal(np.array([float(row["score"]) for row in rows], np.float32), s)
-    assert [row["predicted_anomaly"] for row in rows] == ["true" if v > scorer.threshold else "false" for v in s]
+    flags = ["true" if v > scorer.threshold else "false" for v in s.tolist()]  # in float64
+    assert [row["predicted_anomaly"] for row in rows] == flags
     assert [row["label_anomaly"] for row in rows] == ["true" if v else "false" for v in labels] + [""] * 20
     assert [row["source"] for row in rows] == [str(npz)] * 12 + [str(npy)] * 20
     assert [int(row["index"]) for row in rows] == list(range(12)) + list(range(20))
@@ -141,7 +142,7 @@ def test_dash_output_writes_json_lines_with_json(inputs, scorer):
     assert [row["label_anomaly"] for row in rows] == labels.tolist() + [None] * 20
     s = np.r_[scorer.score(x), scorer.score(y)]
     np.testing.assert_array_equal(np.array([row["score"] for row in rows], np.float32), s)
-    assert [row["predicted_anomaly"] for row in rows] == (s > scorer.threshold).tolist()
+    assert [row["predicted_anomaly"] for row in rows] == (s.astype(np.float64) > scorer.threshold).tolist()
     np.testing.assert_allclose([row["normalized_score"] for row in rows], np.minimum(s / (2 * scorer.threshold), 1),
                                atol=5e-5)
     assert r.stderr == ""
@@ -156,7 +157,7 @@ def test_few_images_are_listed_one_per_line(inputs, scorer):
     assert [int(ln[1]) for ln in lines] == list(range(12))
     assert [ln[2] for ln in lines] == [f"{v:.6f}" for v in s.tolist()]
     assert [ln[4] for ln in lines] == [f"{v:.4f}" for v in scorer.p_values_of(s)]
-    assert [ln[5] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s]
+    assert [ln[5] for ln in lines] == ["anomaly" if v > scorer.threshold else "normal" for v in s.tolist()]
     assert [ln[6] for ln in lines] == ["anomaly" if v else "normal" for v in labels]
     many = score(str(npz), str(npy))  # 32 images: the summary only
     assert many.exit_code == 0 and "normalised" not in many.stdout

@@ -333,4 +333,4 @@ def test_the_flows_test_nll_history_is_returned_by_training_one_per_epoch():
     dz_dx = (c["weight"] / c["sigma"] * np.exp(-0.5 * t * t)).sum(axis=1) / math.sqrt(2 * math.pi)
     nll = -np.mean(-0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(dz_dx))
     assert history["test_nll"][-1] == pytest.approx(nll, rel=1e-5)
-    assert run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", True)[1] == []
+    assert run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", True)[1] == {}

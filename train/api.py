@@ -13,7 +13,7 @@ from aeflow.errors import UsageError
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
 from aeflow.files import check_target
-from aeflow.metrics import threshold_from_scores
+from aeflow.metrics import above_threshold, threshold_from_scores
 from aeflow.runtime import contract
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on, training_images
 from aeflow.train.checkpoint import save_checkpoint
@@ -58,16 +58,17 @@ class AutoencoderDetector:
         self._validation = images[val_idx]
         self.threshold_ = threshold_from_scores(self.decision_function(self._validation)).value
         self.decision_scores_ = self.decision_function(images)
-        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+        self.labels_ = above_threshold(self.decision_scores_, self.threshold_).astype(np.int64)
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly scores float32 [N] (PyTorch; the exported graph agrees within 1e-5)."""
-        return torch_ae(_fitted(self), as_images(X))[1]
+        """Anomaly scores float32 [N] of images of the fitted size (the layouts ``AnomalyScorer`` reads; PyTorch,
+        the exported graph agrees within 1e-5)."""
+        return torch_ae(_fitted(self), as_images(X, image_shape=self.config.image_shape))[1]
 
     def predict(self, X) -> np.ndarray:
         """int64 [N]: 1 where the score is above ``threshold_``, else 0."""
-        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+        return above_threshold(self.decision_function(X), self.threshold_).astype(np.int64)
 
     def export(self, directory: str | os.PathLike, force: bool = False):
         """Write ae.pt (over one only with ``force``), export it (and flow.pt there) for ``AnomalyScorer``."""

@@ -39,13 +39,13 @@ class AEConfig:
 
 
 def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> None:
-    """``UsageError`` for a field that cannot train; ``flags`` names the fields as the CLI spells them."""
+    """Each field in its canonical type (an int seed), else ``UsageError``; ``flags``: the CLI's names of fields."""
     name = lambda f: (flags or {}).get(f, f)  # noqa: E731
-    check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
-    check_float(config.lr, name("lr"), 0.0, above=True)
-    check_batch(config.batch_size, name("batch_size"), BYTES_PER_IMAGE)
-    check_int(config.seed, name("seed"), 0, 2**63 - 1)
-    check_float(config.val_fraction, name("val_fraction"), 0.0, 0.99, above=True)
+    config.epochs = check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
+    config.lr = check_float(config.lr, name("lr"), 0.0, above=True)
+    config.batch_size = check_batch(config.batch_size, name("batch_size"), BYTES_PER_IMAGE)
+    config.seed = check_int(config.seed, name("seed"), 0, 2**63 - 1)
+    config.val_fraction = check_float(config.val_fraction, name("val_fraction"), 0.0, 0.99, above=True)
 
 
 def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,17 +20,18 @@ HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "
 
 
 def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool,
-               held_out=None, decay: bool = False) -> tuple[list[list[float]], list[float]]:
+               measure=None, decay: bool = False) -> tuple[list[list[float]], dict[str, list[float]]]:
     """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
-    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``held_out()`` (if given: a held-out loss)
-    measured without gradients after each epoch. Returns each epoch's per-batch losses and the held-out losses
-    (empty without ``held_out``); ``TrainingError`` once a loss or parameter is not finite."""
+    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``measure()`` (if given: {name: a loss of the
+    model as it stands, e.g. over a whole set}) evaluated without gradients after each epoch. Returns each epoch's
+    per-batch losses and {name: one value per epoch} (empty without ``measure``); ``TrainingError`` once a loss or
+    parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if decay else None
-    gen, epochs, held = torch.Generator().manual_seed(config.seed), [], []
+    gen, epochs, measured = torch.Generator().manual_seed(config.seed), [], {}
     model.train()
     with progress_bar(config.epochs, f"training {what}", quiet) as bar:
         for epoch in range(config.epochs):
@@ -44,17 +45,18 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
                 if not math.isfinite(losses[-1]):
                     raise diverged(f"the loss became {losses[-1]} in epoch {epoch + 1}")
             epochs.append(losses)
-            if held_out is not None:
+            if measure is not None:
                 with torch.no_grad():
-                    held.append(float(held_out()))
-            text = f"held-out loss {held[-1]:.4f}" if held else f"loss {losses[-1]:.6f}"
+                    for name, value in measure().items():
+                        measured.setdefault(name, []).append(float(value))
+            text = ", ".join(f"{k} {v[-1]:.4f}" for k, v in measured.items()) or f"loss {losses[-1]:.6f}"
             bar.update(1, f"epoch {epoch + 1}/{config.epochs} {text}")
             if schedule is not None:
                 schedule.step()
     bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
     if bad is not None:
         raise diverged(f"parameter '{bad}' holds NaN or Inf")
-    return epochs, held
+    return epochs, measured
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,

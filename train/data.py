@@ -44,10 +44,12 @@ def _column(table: dict, column: str | None, name: str) -> list:
 
 
 def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
-    """A CSV's columns by their header names; ``DataError`` for a first line of numbers (no header: the
-    first value would be taken for a name), names that repeat, or a row of another length."""
+    """A CSV's columns by their header names (stripped; blank lines skipped); ``DataError`` for a first line of
+    numbers (no header: the first value would be taken for a name), names that repeat, or a row of another length."""
     with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
-        header, *rows = list(csv.reader(f)) or [[]]
+        reader = csv.reader(f)
+        rows = [(reader.line_num, r) for r in reader if len(r) > 1 or "".join(r).strip()]  # (line, fields)
+    header = [h.strip() for h in rows.pop(0)[1]] if rows else []
     if not header:
         raise DataError(f"{name}: empty; a CSV needs a header line naming its columns, then the values")
     if any(_is_number(h) for h in header):
@@ -55,9 +57,18 @@ def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
                         f"header line, or pass the values one a line in a .txt file")
     if len(set(header)) != len(header):
         raise DataError(f"{name}: column names repeat ({', '.join(sorted({h for h in header if header.count(h) > 1}))})")
-    if bad := next((i for i, r in enumerate(rows, 2) if len(r) != len(header)), None):
-        raise DataError(f"{name}: line {bad} has {len(rows[bad - 2])} fields, the header {len(header)}")
-    return {h: [r[i] for r in rows] for i, h in enumerate(header)}
+    if bad := next(((i, r) for i, r in rows if len(r) != len(header)), None):
+        raise DataError(f"{name}: line {bad[0]} has {len(bad[1])} fields, the header {len(header)}")
+    return {h: [r[i] for _, r in rows] for i, h in enumerate(header)}
+
+
+def _one_a_line(text: str, name: str) -> list[str]:
+    """The values of a text file of one value a line (blank lines skipped); ``DataError`` for a line holding more."""
+    rows = [line.split() for line in text.splitlines()]
+    if bad := next((i for i, r in enumerate(rows, 1) if len(r) > 1), None):
+        raise DataError(f"{name}: line {bad} holds {len(rows[bad - 1])} values; a text file of values holds one a "
+                        f"line - for a table, pass a CSV with a header line and pick the column with --column")
+    return [r[0] for r in rows if r]
 
 
 def _is_number(text: str) -> bool:
@@ -75,6 +86,9 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     if not p.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if p.is_dir() else 'no such file'}; pass one file of values")
     suffix = p.suffix.lower()
+    if column is not None and suffix not in (".csv", ".parquet"):
+        raise DataError(f"{path}: --column picks a column of a CSV or Parquet file; this file has no named "
+                        f"columns - drop --column")
     try:
         if suffix == ".npy":
             raw = np.load(p, allow_pickle=False)
@@ -84,7 +98,7 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
         elif suffix == ".csv":
             raw = _column(_csv_table(p, str(path)), column, str(path))
         else:
-            raw = p.read_text(encoding="utf-8-sig").split()
+            raw = _one_a_line(p.read_text(encoding="utf-8-sig"), str(path))
         values = as_real(raw, str(path))
     except (ValueError, TypeError, UnicodeDecodeError, OSError, EOFError) as e:  # EOFError: an empty .npy
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
@@ -128,8 +142,9 @@ def checked_values(values, name: str) -> np.ndarray:
     return values
 
 
-def as_images(x, name: str = "array") -> np.ndarray:
-    """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]) as float32
-    [N, 1, H, W] in [0, 1]; one-line ``DataError`` / ``InputError`` otherwise."""
-    source = inputs.ArraySource(x, name, image_shape=None)
+def as_images(x, name: str = "images", image_shape=None) -> np.ndarray:
+    """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]; of ``image_shape``
+    (H, W) if given, then [N, H*W] too, as ``AnomalyScorer`` reads them) as float32 [N, 1, H, W] in [0, 1];
+    one-line ``DataError`` / ``InputError`` otherwise."""
+    source = inputs.ArraySource(x, name, image_shape=image_shape)
     return to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))

@@ -20,6 +20,7 @@ from aeflow.train.models import Flow1d
 MAX_EPOCHS, MAX_COMPONENTS = 1_000_000, 10_000
 BYTES_PER_POINT = 1024  # one training point's activations over the components, gradients, scratch
 HELD_OUT = 1 / 6  # the share of the user's values held out for the test NLL
+CHUNK = 2**22  # points x components in one forward pass of a whole set's NLL (tensors of 16 MiB)
 
 
 @dataclass
@@ -41,14 +42,14 @@ class FlowConfig:
 
 
 def check_flow_config(config: FlowConfig, flags: dict[str, str] | None = None) -> None:
-    """``UsageError`` for a field that cannot train; ``flags`` names the fields as the CLI spells them."""
+    """Each field in its canonical type (an int seed), else ``UsageError``; ``flags``: the CLI's names of fields."""
     name = lambda f: (flags or {}).get(f, f)  # noqa: E731
-    check_int(config.n_components, name("n_components"), 1, MAX_COMPONENTS)
-    check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
-    check_float(config.lr, name("lr"), 0.0, above=True)
+    config.n_components = check_int(config.n_components, name("n_components"), 1, MAX_COMPONENTS)
+    config.epochs = check_int(config.epochs, name("epochs"), 1, MAX_EPOCHS)
+    config.lr = check_float(config.lr, name("lr"), 0.0, above=True)
     for f in ("batch_size", "n_train", "n_test"):
-        check_batch(getattr(config, f), name(f), BYTES_PER_POINT, "points")
-    check_int(config.seed, name("seed"), 0, 2**63 - 2)  # the test set uses seed + 1
+        setattr(config, f, check_batch(getattr(config, f), name(f), BYTES_PER_POINT, "points"))
+    config.seed = check_int(config.seed, name("seed"), 0, 2**63 - 2)  # the test set uses seed + 1
     if config.column is not None and config.data is None:
         raise UsageError(f"{name('column')} names a column of your data file: pass {name('data')} FILE too")
 
@@ -77,9 +78,9 @@ def split_values(values: np.ndarray, config: FlowConfig, name: str = "values") -
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
     """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the per-epoch
-    ``train_nll`` (mean over the batches) and ``test_nll`` (exact). On the user's data it trains on the
-    standardized values, its components starting at their quantiles, and the rate decays to 0 (cosine), so
-    the fit ends at a minimum, not in SGD noise."""
+    ``train_nll`` and ``test_nll`` (the model's mean NLL of each whole set after the epoch). On the user's data it
+    trains on the standardized values, its components starting at their quantiles, and the rate decays to 0
+    (cosine), so the fit ends at a minimum, not in SGD noise."""
     torch.manual_seed(config.seed)
     flow = Flow1d(config.n_components)
     if config.data is not None:  # train on (x - loc) / scale in float64, as float32
@@ -90,16 +91,22 @@ def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, q
         with torch.no_grad():
             flow.mus.copy_(torch.from_numpy(np.quantile(u, (np.arange(k) + 0.5) / k)))
             flow.log_sigmas.copy_(torch.from_numpy(np.log(np.maximum(gap, 0.1))))
-    x_test, nll = torch.from_numpy(test_x), lambda x: -flow(x)[2].mean()
-    epochs, test_nll = run_epochs(flow, torch.from_numpy(train_x), nll, config, "flow", quiet,
-                                  held_out=lambda: nll(x_test), decay=config.data is not None)
-    history = {"train_nll": [sum(e) / len(e) for e in epochs], "test_nll": test_nll}
+    sets = {"train_nll": torch.from_numpy(train_x), "test_nll": torch.from_numpy(test_x)}
+    _, history = run_epochs(flow, sets["train_nll"], lambda x: -flow(x)[2].mean(), config, "flow", quiet,
+                            measure=lambda: {k: _mean_nll(flow, x) for k, x in sets.items()},
+                            decay=config.data is not None)
     if config.data is not None:  # mu -> loc + scale mu, sigma -> scale sigma: z unchanged, NLLs + log scale
         with torch.no_grad():
             flow.mus.copy_((config.loc + config.scale * flow.mus.double()).float())
             flow.log_sigmas.add_(math.log(config.scale))
         history = {k: [v + math.log(config.scale) for v in h] for k, h in history.items()}
     return flow.eval(), history
+
+
+def _mean_nll(flow: Flow1d, x: torch.Tensor) -> float:
+    """The flow's mean NLL of the values ``x`` float32 [N]: log p summed in float64 over chunks of ``CHUNK``."""
+    step = max(1, CHUNK // flow.mus.numel())
+    return -sum(float(flow(part)[2].double().sum()) for part in x.split(step)) / len(x)
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:

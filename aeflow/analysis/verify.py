@@ -8,6 +8,7 @@ import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.errors import ArtifactError, ParityError
+from aeflow.metrics import above_threshold
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import (artifacts_dir, checkpoint_path, demo_images, graphs_without_metadata, read_flow,
@@ -80,7 +81,7 @@ def checkpoint_comparisons(directory: Path, threshold: contract.ThresholdMeta, f
     t_rec, t_score = torch_ae(load_autoencoder(ae_ckpt)[0], images)
     t = threshold.threshold
     clear = np.abs(t_score.astype(np.float64) - t) > DECISION_MARGIN
-    disagree = int(np.sum((score[clear] > t) != (t_score[clear] > t)))
+    disagree = int(np.sum(above_threshold(score[clear], t) != above_threshold(t_score[clear], t)))
     rows = [compare("reconstruction", rec, t_rec), compare("score", score, t_score),
             Comparison("decisions", int(clear.sum()), float(disagree), float(disagree), 0.0, 0.0, disagree == 0)]
     return rows + flow_checks(load_graph(directory, flow, "flow", device, verify=verify, golden=False),
