@@ -225,12 +225,12 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
                 raise
             if not (force and directory.is_dir()):
                 raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
-    taken = [n for n in names if os.path.lexists(directory / n)]
-    if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
-        raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
-    if taken and not force:
-        raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory / taken[0]))
-    with _signals_held():  # the set goes in whole, or (an error) stops before any file that was there
+    with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
+        taken = [n for n in names if os.path.lexists(directory / n)]
+        if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
+            raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
+        if taken and not force:
+            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory / taken[0]))
         for name in names:
             publish(staging / name, directory / name, force)  # exclusive unless force: never over a newcomer
     staging.rmdir()
