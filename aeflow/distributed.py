@@ -143,9 +143,8 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
     with ``scorer`` (default: the bundled artifacts, CPU). ``output``: ``x.parquet`` or ``DIR/``, complete
     or absent; ``column``: Parquet inputs' image column; ``threads``: onnxruntime's per worker;
     ``keep_scores``: return every score (default: without ``output``); ``on_progress(done, total)``;
-    ``context``: the output's metadata; ``what``: how errors name ``output``. A failed task cancels the rest:
-    one ``AeflowError`` naming it; a file or folder that appeared at ``output`` meanwhile is kept (with ``force``
-    a dataset folder is replaced whole, unless it appeared meanwhile)."""
+    ``context``: the output's metadata; ``what``: its name in errors. A failed task cancels the rest: one
+    ``AeflowError`` naming it; what appeared at ``output`` meanwhile is kept (``aeflow.files.staged_folder``)."""
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))

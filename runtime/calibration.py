@@ -125,10 +125,9 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
-    under its lock (``out`` None) or into a folder ``out`` (its files replaced only with ``force``; ``what``
-    names it in errors) with copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), and an older
-    copy's ``MODEL_FILES`` this one lacks removed; the old file is verified (the new seal must not bless an
-    edit). Returns the path."""
+    under its lock (``out`` None) or into ``out`` (``what`` in errors; files replaced only with ``force``) with
+    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), an older copy's ``MODEL_FILES`` this
+    one lacks removed; the old file is verified (the new seal must not bless an edit). Returns the path."""
     directory, scores = Path(directory), None
     with locked(directory):
         doc = read_threshold(directory, verify=True)
