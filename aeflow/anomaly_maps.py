@@ -120,9 +120,11 @@ def naming(sources) -> list[tuple[int | None, list[str] | None]]:
 class MapWriter:
     """Pictures (every image, or those above ``threshold``) written while scoring runs into an
     ``aeflow.files.staged_folder`` entered on ``stack``: published together into ``directory`` when
-    the stack closes normally, removed on any exception or signal. Name lengths checked first."""
+    the stack closes normally (over files of their names only with ``force``), removed on any exception or
+    signal. Name lengths checked first."""
 
-    def __init__(self, directory, threshold: float, all_images: bool, sources, stack: contextlib.ExitStack):
+    def __init__(self, directory, threshold: float, all_images: bool, sources, stack: contextlib.ExitStack,
+                 force: bool = False):
         self.directory, self.threshold, self.all_images = Path(directory), float(threshold), all_images
         self.names: list[str] = []
         limit = name_max(self.directory if self.directory.is_dir() else Path(os.path.abspath(self.directory)).parent)
@@ -134,7 +136,7 @@ class MapWriter:
                 raise OutputError(f"--maps {self.directory}: the pictures of {src.name} would be named "
                                   f"{longest[:30]}..., {len(os.fsencode(longest))} bytes, longer than the file "
                                   f"system allows ({limit}); rename the input or score it without --maps")
-        self.staging = stack.enter_context(staged_folder(self.directory, what="--maps"))
+        self.staging = stack.enter_context(staged_folder(self.directory, what="--maps", force=force))
 
     def callback(self, name: str, place=(None, None), labels: np.ndarray | None = None):
         """``score_source``'s ``on_reconstruction`` for input ``name`` (``place``: its ``naming``;

@@ -95,14 +95,15 @@ def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarr
 class _Writer:
     """Writes each task's rows as they arrive, staged; ``stack`` closes the file, then publishes it."""
 
-    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer):
+    def __init__(self, output: Path, kind: str, context: dict, force: bool, stack: contextlib.ExitStack, scorer,
+                 what: str):
         self._pq = require("pyarrow.parquet", "distributed", "Parquet")
         self._scorer, self.kind, self.context = scorer, kind, context
         self._waiting, self._next, self._file = {}, 0, None
         if kind == "folder":
-            self._dir = stack.enter_context(staged_folder(output, replace=True))
+            self._dir = stack.enter_context(staged_folder(output, what=what, replace=force, force=force))
         else:
-            self._tmp = stack.enter_context(atomic_path(output, replace=force, what="--output"))
+            self._tmp = stack.enter_context(atomic_path(output, replace=force, what=what))
             stack.callback(lambda: self._file is not None and self._file.close())
 
     def add(self, task: Task, scores: np.ndarray, threshold: float, labels: np.ndarray | None) -> None:
@@ -137,17 +138,18 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                      scorer=None, *, column: str | None = None, chunk_size: int = DEFAULT_CHUNK,
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
-                     context: dict | None = None) -> DistributedRun:
+                     context: dict | None = None, what: str = "output") -> DistributedRun:
     """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster
     with ``scorer`` (default: the bundled artifacts, CPU). ``output``: ``x.parquet`` or ``DIR/``, complete
     or absent; ``column``: Parquet inputs' image column; ``threads``: onnxruntime's per worker;
     ``keep_scores``: return every score (default: without ``output``); ``on_progress(done, total)``;
-    ``context``: the output's metadata. A failed task cancels the rest: one ``AeflowError`` naming it."""
+    ``context``: the output's metadata; ``what``: its name in errors. A failed task cancels the rest: one
+    ``AeflowError`` naming it; what appeared at ``output`` meanwhile is kept (``aeflow.files.staged_folder``)."""
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
     kind = None if output is None else check_output_path(output, force, paths, [scorer.directory], dask=True,
-                                                         what="output")
+                                                         what=what)
     settings = scorer.replace(threads=threads, calibration=None).__getstate__()  # JSON; workers only score
     results, tasks = plan(paths, column, chunk_size, scorer.batch_size, scorer.image_shape)
     if not tasks:
@@ -159,7 +161,7 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
         context = dict(output_context(scorer), scheduler=str(getattr(client.scheduler, "address", "")))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writer = _Writer(Path(output), kind, context, force, stack, scorer) if kind else None
+        writer = _Writer(Path(output), kind, context, force, stack, scorer, what) if kind else None
         _run(client, settings, tasks, column, results, scorer.threshold, writer, on_progress)
     return DistributedRun(results, len(tasks), time.perf_counter() - t0,
                           len(client.scheduler_info().get("workers", {})))

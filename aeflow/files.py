@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 from aeflow.errors import OutputError, UsageError
 
@@ -110,11 +110,14 @@ def _cannot_write(label: str, e: OSError) -> OutputError:
     return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
 
 
+def _appeared(label: str) -> OutputError:
+    return OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
+                       f"nothing was written; pass {FORCE} to replace it")
+
+
 def publish(tmp: Path, path: Path, replace: bool) -> None:
     """Give the complete file ``tmp`` the name ``path`` in one step: ``replace`` overwrites, else
-    ``FileExistsError`` when ``path`` exists. ``KeyboardInterrupt`` instead after a signal (``RECEIVED``)."""
-    if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
-        raise KeyboardInterrupt
+    ``FileExistsError`` when ``path`` exists."""
     if replace:
         return os.replace(tmp, path)
     try:
@@ -145,10 +148,11 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
+            raise KeyboardInterrupt
         publish(tmp, path, replace)
     except FileExistsError:
-        raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
-                          f"nothing was written; pass {FORCE} to replace it") from None
+        raise _appeared(label) from None
     except OSError as e:
         raise _cannot_write(label, e) from None
     finally:
@@ -202,41 +206,64 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
-                   replace: bool = False) -> None:
-    """Put the files ``names`` of ``staging`` into ``directory``: a new one (or any, with ``replace``) by renaming
-    ``staging`` onto it, the old one set aside; else one by one in the order given, other files left alone."""
-    if RECEIVED:  # as in publish
+                   replace: Collection[str] | None = None, force: bool = False) -> None:
+    """Put the files ``names`` of ``staging`` into ``directory``. A ``staging`` beside it becomes ``directory`` in
+    one rename, which the kernel refuses where a folder with files appeared there meanwhile: ``FileExistsError``
+    (``force``: the files go into it); ``replace`` (the names the folder held at the start): that folder is set
+    aside and removed, unless it holds others now. A ``staging`` inside it gives up its files one by one in the
+    order given, other files left alone, none over a file unless ``force``: every name is checked before any moves."""
+    if RECEIVED:  # as in atomic_path
         raise KeyboardInterrupt
     staging, directory = Path(staging), Path(directory)
-    exists = directory.exists() or directory.is_symlink()
-    if not exists or replace:
-        with _signals_held():  # a signal between the two renames would leave the old folder set aside
-            if exists:
-                old = _temporary(directory, ".old", folder=True)
-                try:
-                    os.replace(directory, old / directory.name)
-                except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
-                    old.rmdir()
-                    raise
-            os.replace(staging, directory)
-        if exists:
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    if folders := [n for n in names if (directory / n).is_dir()]:  # found before any file is moved in
-        raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
-    for name in names:
-        os.replace(staging / name, directory / name)
+    if not same_file(staging.parent, directory):
+        if replace is not None and directory.is_dir():
+            return _replace_folder(staging, directory, set(replace))
+        try:
+            return os.rename(staging, directory)  # over nothing, or an empty folder
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            if not (force and directory.is_dir()):
+                raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
+    with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
+        taken = [n for n in names if os.path.lexists(directory / n)]
+        if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
+            raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
+        if taken and not force:
+            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory / taken[0]))
+        for name in names:
+            publish(staging / name, directory / name, force)  # exclusive unless force: never over a newcomer
     staging.rmdir()
+
+
+def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
+    """Make ``staging`` the folder ``directory``, the old one set aside, then removed if it holds only ``held``."""
+    with _signals_held():  # a signal between the renames would leave the old folder set aside
+        old = _temporary(directory, ".old", folder=True)
+        try:
+            os.replace(directory, old / directory.name)
+        except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
+            old.rmdir()
+            raise
+        if set(os.listdir(old / directory.name)) - held:  # a file appeared in it meanwhile: all put back
+            os.replace(old / directory.name, directory)
+            old.rmdir()
+            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
+        os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
-                  replace: bool = False) -> Iterator[Path]:
+                  replace: bool = False, force: bool = False) -> Iterator[Path]:
     """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``) for its files; then
-    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others'
-    hashes). On any exception ``directory`` is as it was; an ``OSError``: one ``OutputError`` line."""
+    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others' hashes):
+    ``replace`` replaces the folder as it is now whole, ``force`` files of those names. On any exception
+    ``directory`` is as it was; an ``OSError``: one ``OutputError`` line; a file or folder that appeared
+    meanwhile where ``force`` does not allow it is kept: one line saying so."""
     directory, staging = Path(directory), None
     try:
+        held = os.listdir(directory) if replace and directory.is_dir() else None  # not what appears meanwhile
         staging = _temporary(directory, folder=True, parent=directory if directory.is_dir() and not replace else None)
         yield staging
         for f in staging.rglob("*"):
@@ -245,7 +272,9 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
                     os.fsync(fh.fileno())
         names = sorted(p.name for p in staging.iterdir())
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
-                       replace)
+                       held, force)
+    except FileExistsError:
+        raise _appeared(f"{what} {directory}") from None
     except OSError as e:
         raise _cannot_write(f"{what} {directory}", e) from None
     finally:

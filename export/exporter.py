@@ -219,7 +219,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                  inputs=_recorded_data(ae_pt, flow_pt))
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
-    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON)) as tmp:
+    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True) as tmp:  # its own names
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
         flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
         write_golden(tmp / contract.GOLDEN_FILE, ae, flow)  # then the metadata bound to it, checked as verify does

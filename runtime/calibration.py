@@ -25,9 +25,11 @@ from aeflow.runtime.artifacts import is_aeflow_document, read_threshold, write_m
 from aeflow.runtime.inputs import ImageSource
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
-COPIED = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
-          contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, "demo.npz", "ae_loss.png",
-          "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png", "MODEL_CARD.md", CALIBRATION_SCORES)
+# the model's files: graphs, metadata and the files they bind; a copy over an older one removes those it lacks
+MODEL_FILES = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
+               contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, CALIBRATION_SCORES)
+COPIED = MODEL_FILES + ("demo.npz", "ae_loss.png", "flow_loss.png", "flow_data.png", "flow_density.png",
+                        "flow_map.png", "MODEL_CARD.md")
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,11 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
-                      out: str | os.PathLike | None = None) -> Path:
+                      out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
-    under its lock (``out`` None) or into a new folder ``out`` with copies of ``COPIED``, ae.onnx's scores first
-    (``CALIBRATION_SCORES``); the old file is verified (the new seal must not bless an edit). Returns the path."""
+    under its lock (``out`` None) or into ``out`` (``what`` in errors; files replaced only with ``force``) with
+    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), an older copy's ``MODEL_FILES`` this
+    one lacks removed; the old file is verified (the new seal must not bless an edit). Returns the path."""
     directory, scores = Path(directory), None
     with locked(directory):
         doc = read_threshold(directory, verify=True)
@@ -144,7 +147,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
         if out is None:
             _write_in_place(directory, doc, scores)
             return directory / contract.THRESHOLD_JSON
-        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what="out") as tmp:
+        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
@@ -152,7 +155,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
                 write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
             copied, older = {p.name for p in tmp.iterdir()}, is_aeflow_document(Path(out) / contract.THRESHOLD_JSON)
-        for name in sorted(set(COPIED) - copied) if older else ():  # an older copy's files this one lacks
+        for name in sorted(set(MODEL_FILES) - copied) if older else ():  # another model's, not the user's files
             (Path(out) / name).unlink(missing_ok=True)
     return Path(out) / contract.THRESHOLD_JSON
 

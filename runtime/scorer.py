@@ -210,7 +210,7 @@ class AnomalyScorer(Rebuildable):
         if self._threshold != self._calibration.threshold:
             raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
         out = calibration_target(self.directory, out, force)
-        written = write_calibration(self.directory, {self._which: self._calibration}, out)
+        written = write_calibration(self.directory, {self._which: self._calibration}, out, force)
         if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
             self.metadata, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
             self._pin_origin()

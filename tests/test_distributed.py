@@ -143,6 +143,52 @@ def test_dataset_output_globs_and_int8(client, shards, tmp_path):
         score_on_cluster(client, [pattern], tmp_path / "link", scorer, force=True)
 
 
+def test_a_dataset_folder_keeps_what_appeared_meanwhile(client, shards, tmp_path):
+    """-o DIR/ without force: a folder DIR with a user's file, made while the tasks run, is kept (one line
+    naming output); with force the parts go in beside the file; and a dataset being replaced whole with force
+    is put back as it was when a file was put into it meanwhile (README: your files are never deleted)."""
+    from aeflow.distributed import score_on_cluster
+
+    out = tmp_path / "ds"
+
+    def appear(done: int, total: int) -> None:  # on the client, after each task
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("mine")
+
+    with pytest.raises(OutputError, match=f"^output {out}: another file appeared there while aeflow was writing"):
+        score_on_cluster(client, shards["paths"][:1], f"{out}/", chunk_size=100, on_progress=appear)
+    assert os.listdir(out) == ["notes.txt"]
+    shutil.rmtree(out)
+    run = score_on_cluster(client, shards["paths"][:1], f"{out}/", chunk_size=100, force=True, on_progress=appear)
+    parts = [f"part-{i:05d}.parquet" for i in range(run.tasks)]
+    assert sorted(os.listdir(out)) == ["notes.txt", *parts]
+    os.unlink(out / "notes.txt")
+    with pytest.raises(OutputError, match="another file appeared there"):
+        score_on_cluster(client, shards["paths"][:1], f"{out}/", chunk_size=300, force=True, on_progress=appear)
+    assert sorted(os.listdir(out)) == ["notes.txt", *parts] and sorted(os.listdir(tmp_path)) == ["ds"]
+
+
+def test_cli_dataset_race_names_the_option(client, shards, tmp_path, monkeypatch):
+    """The same race through 'aeflow score --scheduler ... -o DIR/': the line names --output."""
+    from click.testing import CliRunner
+
+    import aeflow.distributed as distributed
+    from aeflow.cli import cli
+
+    out, real = tmp_path / "ds", distributed._Writer.add
+
+    def appear(self, *args):
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("mine")
+        return real(self, *args)
+
+    monkeypatch.setattr(distributed._Writer, "add", appear)
+    r = CliRunner().invoke(cli, ["score", shards["paths"][0], "--scheduler", client.scheduler.address, "-o",
+                                 f"{out}/", "-q", "--device", "cpu"])
+    assert r.exit_code == 1 and r.stderr.startswith(f"aeflow: error: --output {out}: another file appeared"), r.stderr
+    assert os.listdir(out) == ["notes.txt"]
+
+
 def test_failed_shard_named_in_one_line_nothing_published(client, shards, tmp_path):
     from aeflow.distributed import score_on_cluster
 

@@ -85,25 +85,84 @@ def test_folder_that_cannot_be_set_aside_is_left_as_it_was(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "replace", busy)
     with pytest.raises(OSError):
-        publish_folder(tmp_path / "staging", tmp_path / "out", ["new.txt"], replace=True)
+        publish_folder(tmp_path / "staging", tmp_path / "out", ["new.txt"], replace=["old.txt"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "staging"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]
 
 
 def test_a_folder_where_a_file_goes_stops_the_publish_before_any_file_moves(tmp_path):
-    """Files moved into an existing folder one by one (a report, calibrate -o over a copy): a folder
-    standing at one of their names is found first, so no file of the set is moved in."""
+    """Files moved into an existing folder one by one (a report, calibrate -o over a copy, with force): a
+    folder standing at one of their names is found first, so no file of the set is moved in."""
     from aeflow.files import publish_folder
 
     (tmp_path / "out" / "b.png").mkdir(parents=True)
     (tmp_path / "out" / "a.html").write_text("old")
-    (tmp_path / "staging").mkdir()
+    (tmp_path / "out" / ".staging").mkdir()
     for name in ("a.html", "b.png", "c.json"):
-        (tmp_path / "staging" / name).write_text("new")
+        (tmp_path / "out" / ".staging" / name).write_text("new")
     with pytest.raises(IsADirectoryError, match="b.png is a folder where a file goes"):
-        publish_folder(tmp_path / "staging", tmp_path / "out", ["c.json", "b.png", "a.html"])
+        publish_folder(tmp_path / "out" / ".staging", tmp_path / "out", ["c.json", "b.png", "a.html"], force=True)
     assert (tmp_path / "out" / "a.html").read_text() == "old"
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.html", "b.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".staging", "a.html", "b.png"]
+
+
+def staged(target, theirs=None, **kw) -> None:
+    """Stage a.txt and b.txt for the folder ``target``; meanwhile make ``target`` with ``theirs`` in it."""
+    from aeflow.files import staged_folder
+
+    with staged_folder(target, what="--maps", **kw) as staging:
+        for name in ("a.txt", "b.txt"):
+            (staging / name).write_text("ours")
+        if theirs:
+            target.mkdir(exist_ok=True)
+            (target / theirs).write_text("theirs")
+
+
+def contents(folder: Path) -> dict:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_a_folder_that_appeared_meanwhile_is_kept(tmp_path):
+    """A folder with a file made at a new output folder while aeflow works: the rename onto it is
+    refused by the kernel, it is kept, one line; with force our files go in beside the file."""
+    with pytest.raises(OutputError, match=f"^--maps {tmp_path / 'new'}: another file appeared there"):
+        staged(tmp_path / "new", "notes.txt")
+    assert contents(tmp_path / "new") == {"notes.txt": "theirs"}
+    shutil.rmtree(tmp_path / "new")
+    staged(tmp_path / "new", "notes.txt", force=True)
+    assert contents(tmp_path / "new") == {"notes.txt": "theirs", "a.txt": "ours", "b.txt": "ours"}
+    assert [p.name for p in tmp_path.iterdir()] == ["new"]  # no staging left
+
+
+def test_a_name_that_appeared_in_an_empty_folder_is_kept_and_nothing_moves_in(tmp_path):
+    """An existing empty output folder: a file made meanwhile at one of the names (the last one published)
+    is kept and none of the others is moved in (every name checked first); with force it is replaced,
+    other files kept."""
+    (tmp_path / "maps").mkdir()
+    with pytest.raises(OutputError, match="another file appeared there"):
+        staged(tmp_path / "maps", "b.txt")
+    assert contents(tmp_path / "maps") == {"b.txt": "theirs"}
+    (tmp_path / "maps" / "mine.txt").write_text("mine")
+    staged(tmp_path / "maps", "b.txt", force=True)
+    assert contents(tmp_path / "maps") == {"b.txt": "ours", "a.txt": "ours", "mine.txt": "mine"}
+
+
+def test_a_folder_replaced_whole_keeps_a_file_put_into_it_meanwhile(tmp_path):
+    """``replace`` (a Dask dataset with --force) replaces the folder as it was at the start: a file put
+    into it meanwhile puts it all back and is one line; a folder that appeared meanwhile is never
+    replaced whole (without force: kept, one line)."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "a.txt").write_text("old")
+    with pytest.raises(OutputError, match="another file appeared there"):
+        staged(tmp_path / "ds", "notes.txt", replace=True, force=True)
+    assert contents(tmp_path / "ds") == {"a.txt": "old", "notes.txt": "theirs"}
+    os.unlink(tmp_path / "ds" / "notes.txt")
+    staged(tmp_path / "ds", replace=True, force=True)  # as it was: replaced whole
+    assert contents(tmp_path / "ds") == {"a.txt": "ours", "b.txt": "ours"}
+    with pytest.raises(OutputError, match="another file appeared there"):
+        staged(tmp_path / "new", "notes.txt", replace=True)
+    assert contents(tmp_path / "new") == {"notes.txt": "theirs"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "new"]  # nothing set aside is left
 
 
 def test_two_writers_of_one_output_one_wins(tmp_path):

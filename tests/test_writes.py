@@ -269,22 +269,30 @@ def test_a_calibrated_copy_is_a_copy_with_the_figures(tmp_path, bundled, images)
     assert sha256_file(bundled / "ae.onnx") == before
 
 
-def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_files(tmp_path, bundled, images):
-    """calibrate -o DIR --force over a copy of other artifacts: DIR holds this copy's files only (an
-    older copy's flow stayed beside the new detector), and a user's own file stays."""
+def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_model_files(tmp_path, bundled, images):
+    """calibrate -o DIR --force over a copy of other artifacts: DIR holds this copy's model files only (an
+    older copy's flow stayed beside the new detector); a user's own file, and the older copy's demo set
+    and model card (which this copy lacks; the user may have edited them) stay."""
     np.save(tmp_path / "a.npy", images)
     detector = copy_artifacts(bundled, tmp_path / "detector")
-    for name in ("flow.json", "flow.onnx", "flow_sampler.onnx", "flow.pt"):
+    flow = ("flow.json", "flow.onnx", "flow_sampler.onnx", "flow.pt")
+    for name in (*flow, "demo.npz"):  # copy_artifacts copies no figures, no model card
         (detector / name).unlink()
     assert invoke("calibrate", str(tmp_path / "a.npy"), "-o", str(tmp_path / "cal"), "-q", "--device", "cpu").exit_code == 0
+    older = {p.name for p in (tmp_path / "cal").iterdir()}
+    assert {"MODEL_CARD.md", "demo.npz", "flow_map.png", *flow} <= older
     (tmp_path / "cal" / "notes.txt").write_text("mine")
+    (tmp_path / "cal" / "MODEL_CARD.md").write_text("my notes")
     r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(tmp_path / "detector"), "-o",
                str(tmp_path / "cal"), "--force", "-q", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     left = {p.name for p in (tmp_path / "cal").iterdir()}
     assert left == {p.name for p in (tmp_path / "detector").iterdir() if p.name in COPIED} | {
-        "threshold.json", "calibration_scores.npy", "notes.txt"}
-    assert "flow.json" not in left and (tmp_path / "cal" / "notes.txt").read_text() == "mine"
+        "threshold.json", "calibration_scores.npy", "notes.txt", "demo.npz", "MODEL_CARD.md", "ae_loss.png",
+        "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png"}
+    assert left == older - set(flow) | {"notes.txt"} and "flow.json" not in left and (tmp_path / "cal" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "cal" / "MODEL_CARD.md").read_text() == "my notes"
+    assert sha256_file(tmp_path / "cal" / "demo.npz") == sha256_file(bundled / "demo.npz")
     mine = tmp_path / "mine"  # not an earlier copy: files that merely share a name stay
     mine.mkdir()
     (mine / "flow.json").write_text('{"my": "config"}')
@@ -293,6 +301,70 @@ def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_files(tmp_path, 
                "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert (mine / "flow.json").read_text() == '{"my": "config"}' and (mine / "threshold.json").is_file()
+
+
+APPEARED = "another file appeared there while aeflow was writing; it was kept and nothing was written; pass --force"
+
+
+def test_a_calibrated_copy_keeps_a_folder_that_appeared_meanwhile(place, monkeypatch):
+    """calibrate -o NEW: a folder NEW with a user's file, made while calibrate works, is kept; one line
+    naming --output (as a full disk's would), exit 1; with --force the copy goes in beside the file."""
+    import aeflow.runtime.calibration as calibration
+
+    real = calibration.write_metadata
+
+    def appear(path, meta):  # while the copy is staged
+        (place / "co").mkdir(exist_ok=True)
+        (place / "co" / "notes.txt").write_text("mine")
+        return real(path, meta)
+
+    monkeypatch.setattr(calibration, "write_metadata", appear)
+    r = invoke("calibrate", "a.npy", "--artifacts", "art", "-o", "co", "-q", "--device", "cpu")
+    assert (r.exit_code, r.stderr) == (1, f"aeflow: error: --output co: {APPEARED} to replace it\n")
+    assert os.listdir(place / "co") == ["notes.txt"]
+    shutil.rmtree(place / "co")
+    r = invoke("calibrate", "a.npy", "--artifacts", "art", "-o", "co", "-q", "--device", "cpu", "--force")
+    assert r.exit_code == 0 and (place / "co" / "notes.txt").read_text() == "mine", r.stderr
+    assert artifacts.read_threshold(place / "co").threshold > 0
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_maps_keep_what_appeared_meanwhile(place, monkeypatch, existing):
+    """score --maps DIR: a folder made at a new DIR while scoring runs, or a picture's name made in an
+    empty DIR, is kept (one line, no picture moved in); with --force the pictures go in, only theirs replaced."""
+    import aeflow.cli.score as score
+
+    real, maps = score._score_all, place / "maps"
+
+    def appear(*args, **kwargs):
+        out = real(*args, **kwargs)
+        maps.mkdir(exist_ok=True)
+        (maps / "a_000000.png").write_bytes(b"mine")
+        return out
+
+    if existing:
+        maps.mkdir()
+    monkeypatch.setattr(score, "_score_all", appear)
+    r = invoke("score", "a.npy", "--maps", "maps", "--maps-all", "-q", "--device", "cpu")
+    assert (r.exit_code, r.stderr) == (1, f"aeflow: error: --maps maps: {APPEARED} to replace it\n")
+    assert os.listdir(maps) == ["a_000000.png"] and (maps / "a_000000.png").read_bytes() == b"mine"
+    (maps / "notes.txt").write_text("mine")
+    r = invoke("score", "a.npy", "--maps", "maps", "--maps-all", "-q", "--device", "cpu", "--force")
+    assert r.exit_code == 0, r.stderr
+    assert len(os.listdir(maps)) == 21 and (maps / "notes.txt").read_text() == "mine"
+    assert (maps / "a_000000.png").read_bytes() != b"mine"
+
+
+def test_rows_that_cannot_reach_stdout_publish_no_maps(place):
+    """score -o - --maps DIR: the rows on stdout are part of the result, so a reader that quit leaves no
+    pictures (and a rerun is not refused for a folder of them)."""
+    proc = subprocess.Popen([os.sys.executable, "-m", "aeflow", "score", "a.npy", "-o", "-", "--maps", "m",
+                             "--maps-all", "-q", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader quits before the rows are written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=240) == 1 and err == "aeflow: error: cannot write to standard output (the reader quit)\n"
+    assert not (place / "m").exists() and not [p for p in os.listdir(place) if p.startswith(".m")]
 
 
 @pytest.mark.parametrize("stream, words", [(None, "it is closed"), ("broken", "the reader quit"),

@@ -157,10 +157,10 @@ def _figures(result) -> list[tuple[str, str, bytes]]:
     return figures
 
 
-def write_report(directory: str | os.PathLike, result) -> Path:
+def write_report(directory: str | os.PathLike, result, force: bool = False) -> Path:
     """Write ``report.html``, every figure as a PNG and ``evaluation.json`` of an ``evaluation.Evaluation`` into
-    ``directory`` (created if missing) through a staging folder: after an error or Ctrl-C no file of the report is
-    there. Returns the HTML path."""
+    ``directory`` (created if missing; files of those names replaced only with ``force``) through a staging
+    folder: after an error or Ctrl-C no file of the report is there. Returns the HTML path."""
     directory, summary, figures = Path(directory), result.summary, _figures(result)
     rows = [("metric", "this run", "homework"), *table_rows(summary)]
     body = "<table>" + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
@@ -172,7 +172,7 @@ def write_report(directory: str | os.PathLike, result) -> Path:
             f"</head><body><h1>aeflow evaluation</h1><p>Artifacts {html.escape(str(summary['artifacts']))}, run on "
             f"{html.escape(str(summary['provider']))}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>{body}"
             "</body></html>\n")
-    with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report") as staging:
+    with staged_folder(directory, last=(REPORT_JSON, REPORT_HTML), what="--report", force=force) as staging:
         for file_name, _, data in figures:
             write_atomic(staging / file_name, data, replace=True)
         write_atomic(staging / REPORT_JSON, json.dumps(summary, indent=2, default=str) + "\n", replace=True)

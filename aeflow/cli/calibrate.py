@@ -99,7 +99,7 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
     out = calibration_target(directory, output, force, normal, cli=True)
     try:
         run = calibrate_files(normal, directory, out, k, rate, confidence, device, batch_size, not no_verify,
-                              quiet or as_json)
+                              quiet or as_json, force)
     except UsageError as e:  # --false-alarm-rate nan passes click's range
         raise UsageError(e.message.replace("false_alarm_rate", "--false-alarm-rate")) from None
     except KeyboardInterrupt:
@@ -108,9 +108,10 @@ def command(normal, artifacts, output, k, rate, confidence, device, batch_size, 
 
 
 def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rate, confidence: float, device: str,
-                    batch_size: int, verify: bool, quiet: bool) -> SimpleNamespace:
+                    batch_size: int, verify: bool, quiet: bool, force: bool = False) -> SimpleNamespace:
     """Score the normal images in ``paths`` with every graph of ``directory`` (each calibrated on its own
-    scores) and write threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``).
+    scores) and write threshold.json (``write_calibration``: into ``directory``, or a copy in ``out``, its
+    files replaced only with ``force``).
     Returns ``calibrations`` per graph, the inputs' ``data`` entries, the file ``written``, the ``provider``."""
     check_rule(k, rate, confidence)
     meta = read_threshold(directory, verify)
@@ -133,6 +134,6 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
                 provider = scorer.provider
                 scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
                 calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
-    written = write_calibration(directory, calibrations, out)
+    written = write_calibration(directory, calibrations, out, force, what="--output")
     return SimpleNamespace(calibrations=calibrations, data=data, written=written, provider=provider)
 

@@ -50,7 +50,7 @@ def command(artifacts, in_dist, anomalies, data_dir, report_dir, flow, force, de
         if report_dir is not None:
             from aeflow.analysis.report import write_report
 
-            write_report(report_dir, result)
+            write_report(report_dir, result, force)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {'no report' if report_dir is not None else 'nothing was'} written") from None
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else

@@ -161,7 +161,6 @@ def command(**options):
     head, results, counts, maps = _score(o, paths, out, o.quiet or o.as_json or to_stdout)
     doc = dict(head, inputs=[c.row() for c in counts], total=total(counts).row())
     if to_stdout:
-        write_stdout(results, o.as_json)
         return _report(doc, o, [], err=True)
     n_maps = len(maps.names) if maps else 0
     doc |= {"output": str(out) if out else None, "maps": str(o.maps_dir) if maps else None, "maps_written": n_maps}
@@ -174,8 +173,8 @@ def command(**options):
 
 def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool):
     """Open the inputs, load the scorer, check the free space for ``out``, score (the maps drawn into a staged
-    folder), write ``out``, then publish the maps (removed on any failure before). Returns the run's head, the
-    results, their ``InputResult``s and the ``MapWriter`` or None."""
+    folder), write ``out`` (or the rows to stdout), then publish the maps (removed on any failure before).
+    Returns the run's head, the results, their ``InputResult``s and the ``MapWriter`` or None."""
     with contextlib.ExitStack() as maps_stack:
         with contextlib.ExitStack() as stack:
             scorer, head = _scorer(o)
@@ -193,8 +192,10 @@ def _score(o: SimpleNamespace, paths: list[Path], out: Path | None, quiet: bool)
             if o.maps_dir is not None:
                 from aeflow.anomaly_maps import MapWriter
 
-                maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack)
+                maps = MapWriter(o.maps_dir, scorer.threshold, o.maps_all, sources, maps_stack, o.force)
             results, counts = _score_all(scorer, sources, quiet, maps)
+        if str(o.output) == "-":  # the rows are part of the result: the maps only after they were written
+            write_stdout(results, o.as_json)
         try:
             if out is not None:
                 write_results(out, results, head, o.force)
@@ -230,7 +231,7 @@ def _on_dask(o: SimpleNamespace) -> None:
 
         try:
             run = score_on_cluster(client, o.inputs, o.output, scorer, column=o.column, force=o.force,
-                                   on_progress=progress, context=head)
+                                   on_progress=progress, context=head, what="--output")
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted after {seen:,} images; no output written") from None
     doc = dict(head, workers=run.workers, tasks=run.tasks, inputs=[r.row() for r in run.shards],
