@@ -171,12 +171,13 @@ def results_table(results: list[ScoredInput], context: dict | None = None, first
 
 
 def iter_rows(results: list[ScoredInput]):
-    """One dict per image (keys ``COLUMNS``): score to 9 significant digits (a float32 round-trips), normalized_score
+    """One dict per image (keys ``COLUMNS``): score exact (the float32 as the float64 the threshold is compared
+    with, so a reader deciding ``score > threshold`` again agrees with ``predicted_anomaly``), normalized_score
     to 4 decimals, p_value float (17 digits: exact) or None, label_anomaly bool or None."""
     cols = {k: v.tolist() for k, v in columns(results).items()}
     for i, source in enumerate(s for r in results for s in r.sources):
         p, label = cols["p_value"][i], cols["label_anomaly"][i]
-        yield {"index": cols["index"][i], "score": float(f"{cols['score'][i]:.9g}"),
+        yield {"index": cols["index"][i], "score": cols["score"][i],
                "normalized_score": round(cols["normalized_score"][i], 4), "p_value": None if np.isnan(p) else p,
                "predicted_anomaly": cols["predicted_anomaly"][i], "label_anomaly": None if label < 0 else bool(label),
                "source": source}
@@ -187,8 +188,7 @@ def write_csv_rows(stream: TextIO, results: list[ScoredInput]) -> None:
     import csv
 
     def text(v) -> str:
-        return "" if v is None else str(v).lower() if isinstance(v, bool) else \
-            f"{v:.9g}" if isinstance(v, float) else str(v)
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # floats: exact
 
     w = csv.writer(stream, lineterminator="\n")
     w.writerow(COLUMNS)

@@ -133,6 +133,23 @@ def test_dash_output_writes_csv_rows_to_stdout(inputs, scorer):
     assert "threshold" in r.stderr and "total" in r.stderr  # the summary goes to stderr
 
 
+@pytest.mark.parametrize("form", ["csv", "json"])
+def test_rows_read_back_decide_as_predicted_when_a_score_ties_the_threshold(inputs, scorer, form):
+    """The threshold is one image's float32 score (as calibrate --false-alarm-rate makes it): the score written
+    to 9 digits rounded above it, and a reader deciding score > threshold again disagreed with the row's flag."""
+    _, npy, _, _, y = inputs
+    s = scorer.score(y)
+    tie = next(v for v in s.tolist() if float(f"{v:.9g}") != v)  # one whose 9-digit text is not the float64
+    r = score(str(npy), "--threshold", repr(tie), "-o", "-", *(["--json"] if form == "json" else []))
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout))) if form == "csv" else \
+        [json.loads(line) for line in r.stdout.splitlines()]
+    written = np.array([float(row["score"]) for row in rows])
+    flags = [row["predicted_anomaly"] in (True, "true") for row in rows]
+    assert (written > tie).tolist() == flags == (s.astype(np.float64) > tie).tolist()
+    np.testing.assert_array_equal(written, s.astype(np.float64))  # exact
+
+
 def test_dash_output_writes_json_lines_with_json(inputs, scorer):
     npz, npy, x, labels, y = inputs
     r = score(str(npz), str(npy), "-o", "-", "--json")
