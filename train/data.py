@@ -116,8 +116,8 @@ def _converted(cells: Callable[[], Iterator[tuple[int, str]]], name: str) -> np.
                             f"it") from None
     x = np.frombuffer(values, np.float64)
     bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:  # the line of the first: read again (an error, not the common case)
-        line, text = next(itertools.islice(cells(), int(bad[0]), None))
+    if bad.size:  # the first one's line: read again (only on this error; "?" if the file changed meanwhile)
+        line, text = next(itertools.islice(cells(), int(bad[0]), None), ("?", "nan"))
         if text.strip().lstrip("+-")[:3].lower() not in ("nan", "inf"):
             raise DataError(f"{name}: line {line} holds {shorten(text)}, beyond float64's range; rescale the "
                             f"values to at most {MAX_VALUE:g}")
