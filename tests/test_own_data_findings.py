@@ -1,9 +1,11 @@
 """People's own data (the review of 2026-12-07): a text file of one value a line, --column only for tables, CSV
 blank lines and spaced headers, the detector on images of another size, numpy seeds, "score > threshold" decided
-in float64 everywhere, the flow's train NLL of the final model, a sub-folder beside PNGs."""
+in float64 everywhere, the flow's train NLL of the final model, a sub-folder beside PNGs; then (the readers' attack)
+text values converted one by one, CSV headers, empty rows and values, file line numbers, score's --column."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -209,3 +211,136 @@ def test_a_sub_folder_beside_pngs_is_refused_hidden_entries_skipped(tmp_path, ca
 
     with pytest.raises(InputError, match=r"\(sub is a sub-folder\)"):  # training reads folders through the same listing
         read_images([tmp_path / "pngs"])
+
+
+def _rows(values, fmt="{!r}\n") -> str:
+    return "".join(fmt.format(v) for v in values)
+
+
+def test_text_values_are_converted_one_by_one_not_padded_to_the_longest_line(tmp_path):
+    """np.asarray(list of str) made every row as wide as the longest line: one 10,000-digit value among 3M lines
+    asked for 112 GiB (a MemoryError traceback). Here 2,000 values and a 20,000-digit one: 160 MB before."""
+    import tracemalloc
+
+    from aeflow.train.data import read_values
+
+    values = _values(2000)
+    (tmp_path / "v.txt").write_text(_rows(values) + "0." + "1" * 20_000 + "\n")
+    tracemalloc.start()
+    try:
+        got = read_values(tmp_path / "v.txt")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, values + [1 / 9])  # 0.111...: 1/9 to 20,000 digits, the same float64
+    assert peak < 20e6, peak
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("1\x00", r"v.txt: line 4 holds '1\x00', not a number; fix or drop it"),  # numpy's str dropped the NUL: 1.0
+    ("1e400", "v.txt: line 4 holds 1e400, beyond float64's range; rescale the values to at most 1e+30"),
+    ("-1E+999", "v.txt: line 4 holds -1E+999, beyond float64's range"),
+    ("-Infinity", "v.txt: 1 values are NaN or infinite (first at line 4); drop them"),
+    ("1,5", "v.txt: line 4 holds '1,5', not a number"),  # it said 'not a list of numbers (...)', no line
+])
+def test_a_value_that_is_not_a_float64_names_its_line(tmp_path, bad, words):
+    from aeflow.train.data import read_values
+
+    (tmp_path / "v.txt").write_text(f"1\n\n2\n{bad}\n" + _rows(_values(30)))
+    with pytest.raises(DataError) as e:
+        read_values(tmp_path / "v.txt")
+    assert words in str(e.value), str(e.value)
+
+
+def test_csv_first_line_is_numbers_only_when_all_are_and_empty_names_may_repeat(tmp_path):
+    """A header naming a column 2024, NaN or Infinity was refused as 'the first line holds numbers'; Excel's
+    'temperature,,' as 'column names repeat ()' even with --column temperature."""
+    from aeflow.train.data import read_values
+
+    a, b = _values(50), _values(50, seed=4)
+    cases = {"years.csv": ("sensor,2023,2024\n" + "".join(f"s{i},{x!r},{y!r}\n" for i, (x, y) in enumerate(zip(a, b))),
+                           "2024", b),
+             "nan.csv": ("id,NaN\n" + "".join(f"{i},{x!r}\n" for i, x in enumerate(a)), "NaN", a),
+             "inf.csv": ("Infinity\n" + _rows(a), None, a),
+             "commas.csv": ("temperature,,\n" + _rows(a, "{!r},,\n"), "temperature", a),
+             "names.csv": (",t,,u,t\n" + "".join(f",1,,{x!r},2\n" for x in a), "u", a)}
+    for name, (text, column, want) in cases.items():
+        (tmp_path / name).write_text(text)
+        np.testing.assert_array_equal(read_values(tmp_path / name, column), want, err_msg=name)
+    for text, column, words in (("1.5,nan\n" + _rows(a, "{!r},1\n"), None, "the first line holds numbers (1.5, nan)"),
+                                ("t,,t\n" + _rows(a, "{!r},,1\n"), "t", "column names repeat (t)"),
+                                ("t,,\n" + _rows(a, "{!r},,\n"), None, "3 columns (t, , ); pick one with --column")):
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(DataError, match=re.escape(words)):
+            read_values(tmp_path / "bad.csv", column)
+
+
+def test_csv_rows_of_empty_fields_are_skipped_and_an_empty_value_names_its_line(tmp_path, capfd):
+    """Excel's trailing ',,' rows were refused without a line number; a one-column CSV's "" was dropped (49 of 50
+    values trained on) while a two-column CSV's was refused without a line number."""
+    from aeflow.train.data import read_values
+
+    a = _values(50)
+    (tmp_path / "excel.csv").write_text("id,temperature,note\r\n" + "".join(f"{i},{x!r},ok\r\n" for i, x in
+                                                                           enumerate(a)) + ",,\r\n , ,\r\n,,\r\n")
+    np.testing.assert_array_equal(read_values(tmp_path / "excel.csv", "temperature"), a)
+    for name, head, row in (("one.csv", "temperature\n", '""\n'), ("two.csv", "id,temperature\n", '30,""\n'),
+                            ("bare.csv", "id,temperature\n", "30, \n")):
+        fmt = "{!r}\n" if name == "one.csv" else "1,{!r}\n"
+        (tmp_path / name).write_text(head + _rows(a[:30], fmt) + row + _rows(a[31:], fmt))
+        with pytest.raises(DataError, match=re.escape(f"{name}: line 32: no value in column 'temperature'; fill it "
+                                                      f"in or drop the row")):
+            read_values(tmp_path / name, None if name == "one.csv" else "temperature")
+    line = assert_one_line_error(invoke_cli("train", "flow", "--data", str(tmp_path / "one.csv"), "--epochs", "1",
+                                            "-o", str(tmp_path / "run"), capfd=capfd), 1)
+    assert "line 32: no value in column 'temperature'" in line and not (tmp_path / "run").exists()
+
+
+def test_nan_in_a_file_names_its_line_in_an_array_its_row(tmp_path):
+    """'first at row 2' (0-based, blank lines and the header not counted) for a NaN on line 6 of a text file."""
+    from aeflow.train.data import checked_values, read_values
+
+    (tmp_path / "v.txt").write_text("1\n\n\n2\n\nnan\n" + _rows(range(3, 40)))
+    (tmp_path / "v.csv").write_text("v\n1\nnan\n" + _rows(range(3, 40)))
+    for name, line in (("v.txt", 6), ("v.csv", 3)):
+        with pytest.raises(DataError, match=re.escape(f"1 values are NaN or infinite (first at line {line})")):
+            read_values(tmp_path / name)
+    with pytest.raises(DataError, match=re.escape("values: 1 values are NaN or infinite (first at row 2)")):
+        checked_values(np.r_[1.0, 2.0, np.nan, np.arange(3.0, 40.0)], "values")  # FlowModel().fit's check
+
+
+def test_text_values_read_as_python_float_reads_them_and_csv_limits_are_one_line(tmp_path):
+    """1_000 and full-width digits are numbers to Python's float() (documented: kept); a CSV field over the csv
+    module's 131,072 characters raised csv.Error (a traceback)."""
+    from aeflow.train.data import read_values
+
+    (tmp_path / "v.txt").write_text("1_000\n\uff11\uff12\n" + _rows(_values(30)))
+    np.testing.assert_array_equal(read_values(tmp_path / "v.txt")[:2], [1000.0, 12.0])
+    (tmp_path / "v.csv").write_text("v\n" + "1" * 200_000 + "\n" + _rows(_values(30)))
+    with pytest.raises(DataError, match="v.csv: not a list of numbers .*field larger than field limit"):
+        read_values(tmp_path / "v.csv")
+
+
+@pytest.mark.parametrize("extra", [[], ["--scheduler", "local:1"]])
+def test_score_refuses_column_when_no_input_is_parquet(bundled, tmp_path, capfd, extra):
+    """--column was ignored for .npy inputs (exit 0), on the Dask path too."""
+    np.save(tmp_path / "x.npy", demo_images()[:3])
+    out = tmp_path / ("s.parquet" if extra else "s.csv")
+    for inputs in ([str(tmp_path / "x.npy")], []):
+        if extra and not inputs:
+            continue  # --scheduler needs INPUT files: its own line
+        line = assert_one_line_error(invoke_cli("score", *inputs, "--column", "no_such_column", "-o", str(out),
+                                                *extra, capfd=capfd), 2)
+        assert "--column picks the image column of Parquet inputs, and no INPUT is a Parquet file" in line, line
+        assert not out.exists()
+
+
+def test_score_takes_column_for_parquet_found_by_its_magic_bytes(bundled, tmp_path, capfd):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = demo_images()[:3]
+    pq.write_table(pa.table({"pixels": [im.tobytes() for im in x]}), tmp_path / "shard")  # no .parquet suffix
+    np.save(tmp_path / "x.npy", x)
+    proc = invoke_cli("score", str(tmp_path / "x.npy"), str(tmp_path / "shard"), "--column", "pixels", "--device",
+                      "cpu", "--json", capfd=capfd)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["total"]["images"] == 6, proc.stderr

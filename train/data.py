@@ -1,13 +1,19 @@
 """The user's training data: images (the runtime's readers, size from the data) and real values
 (1-D .npy, CSV or Parquet column, text of one value a line); every problem is one ``DataError`` line."""
 
+import array
+import collections
 import csv
 import hashlib
+import itertools
+import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from aeflow.checks import shorten
 from aeflow.errors import DataError
 from aeflow.optional import require
 from aeflow.runtime import inputs
@@ -35,48 +41,96 @@ def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
     return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
 
 
-def _column(table: dict, column: str | None, name: str) -> list:
-    if column is None and len(table) != 1:
-        raise DataError(f"{name}: {len(table)} columns ({', '.join(list(table)[:5])}); pick one with --column")
-    if column is not None and column not in table:
-        raise DataError(f"{name}: no column {column!r} (columns: {', '.join(list(table)[:10])})")
-    return table[column if column is not None else next(iter(table))]
+def _pick(names: list[str], column: str | None, name: str) -> int:
+    """The index of ``column`` (None: the only column) among a table's column ``names``; empty names may
+    repeat (a CSV's trailing commas), the picked one may not."""
+    counts = collections.Counter(names)
+    if column is None and len(names) != 1:
+        if repeats := sorted(h for h, n in counts.items() if h and n > 1):
+            raise DataError(f"{name}: column names repeat ({', '.join(repeats)})")
+        raise DataError(f"{name}: {len(names)} columns ({', '.join(names[:5])}); pick one with --column")
+    if column is not None and column not in counts:
+        raise DataError(f"{name}: no column {column!r} (columns: {', '.join(names[:10])})")
+    if counts[column] > 1:
+        raise DataError(f"{name}: column names repeat ({column})")
+    return names.index(column) if column is not None else 0
 
 
-def _csv_table(p: Path, name: str) -> dict[str, list[str]]:
-    """A CSV's columns by their header names (stripped; blank lines skipped); ``DataError`` for a first line of
-    numbers (no header: the first value would be taken for a name), names that repeat, or a row of another length."""
+def _parquet_column(p: Path, column: str | None, name: str):
+    """The picked column of a Parquet file (only that one read) as a numpy array; ``DataError`` for a null."""
+    pq = require("pyarrow.parquet", "distributed", "reading Parquet")
+    names = pq.read_schema(p).names
+    picked = names[_pick(names, column, name)]
+    values = pq.read_table(p, columns=[picked]).column(0)
+    if values.null_count:
+        row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{name}: row {row}: no value in column {picked!r}; fill it in or drop the row")
+    return values.to_numpy()
+
+
+def _csv_cells(p: Path, column: str | None, name: str) -> Iterator[tuple[int, str]]:
+    """(line, text) of the picked column's values, rows of empty fields skipped like blank lines; ``DataError`` for
+    a first line of numbers only (no header: the first values would be taken for names), a row of another length
+    or an empty value."""
     with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
         reader = csv.reader(f)
-        rows = [(reader.line_num, r) for r in reader if len(r) > 1 or "".join(r).strip()]  # (line, fields)
-    header = [h.strip() for h in rows.pop(0)[1]] if rows else []
-    if not header:
-        raise DataError(f"{name}: empty; a CSV needs a header line naming its columns, then the values")
-    if any(_is_number(h) for h in header):
-        raise DataError(f"{name}: the first line holds numbers ({', '.join(header[:3])}), not column names; add a "
-                        f"header line, or pass the values one a line in a .txt file")
-    if len(set(header)) != len(header):
-        raise DataError(f"{name}: column names repeat ({', '.join(sorted({h for h in header if header.count(h) > 1}))})")
-    if bad := next(((i, r) for i, r in rows if len(r) != len(header)), None):
-        raise DataError(f"{name}: line {bad[0]} has {len(bad[1])} fields, the header {len(header)}")
-    return {h: [r[i] for _, r in rows] for i, h in enumerate(header)}
+        header = [h.strip() for h in next((r for r in reader if "".join(r).strip()), [])]
+        if not header:
+            raise DataError(f"{name}: empty; a CSV needs a header line naming its columns, then the values")
+        if _numbers_only(header):
+            raise DataError(f"{name}: the first line holds numbers ({', '.join(header[:3])}), not column names; "
+                            f"add a header line, or pass the values one a line in a .txt file")
+        i, width = _pick(header, column, name), len(header)
+        for row in reader:
+            if len(row) == width and row[i].strip():
+                yield reader.line_num, row[i]
+            elif "".join(row).strip() or row == [""]:  # [""]: a one-column CSV's explicit empty value
+                if len(row) != width:
+                    raise DataError(f"{name}: line {reader.line_num} has {len(row)} fields, the header {width}")
+                raise DataError(f"{name}: line {reader.line_num}: no value in column {header[i]!r}; fill it in "
+                                f"or drop the row")
 
 
-def _one_a_line(text: str, name: str) -> list[str]:
-    """The values of a text file of one value a line (blank lines skipped); ``DataError`` for a line holding more."""
-    rows = [line.split() for line in text.splitlines()]
-    if bad := next((i for i, r in enumerate(rows, 1) if len(r) > 1), None):
-        raise DataError(f"{name}: line {bad} holds {len(rows[bad - 1])} values; a text file of values holds one a "
-                        f"line - for a table, pass a CSV with a header line and pick the column with --column")
-    return [r[0] for r in rows if r]
+def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
+    """(line, text) of a text file of one value a line (blank lines skipped); ``DataError`` for a line holding more."""
+    with open(p, encoding="utf-8-sig") as f:
+        for line, text in enumerate(f, 1):
+            fields = text.split()
+            if len(fields) == 1:
+                yield line, fields[0]
+            elif fields:
+                raise DataError(f"{name}: line {line} holds {len(fields)} values; a text file of values holds one "
+                                f"a line - for a table, pass a CSV with a header line and pick the column with "
+                                f"--column")
 
 
-def _is_number(text: str) -> bool:
+def _converted(cells: Callable[[], Iterator[tuple[int, str]]], name: str) -> np.ndarray:
+    """float64 [N] of the values ``cells()`` yields as (line, text), converted one by one (no row is as wide as
+    the longest); ``DataError`` naming the line of one that is not a number, NaN, infinite or beyond float64."""
+    values = array.array("d")
+    for line, text in cells():
+        try:
+            values.append(float(text))
+        except ValueError:
+            raise DataError(f"{name}: line {line} holds {shorten(repr(text))}, not a number; fix or drop "
+                            f"it") from None
+    x = np.frombuffer(values, np.float64)
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:  # the first one's line: read again (only on this error; "?" if the file changed meanwhile)
+        line, text = next(itertools.islice(cells(), int(bad[0]), None), ("?", "nan"))
+        if text.strip().lstrip("+-")[:3].lower() not in ("nan", "inf"):
+            raise DataError(f"{name}: line {line} holds {shorten(text)}, beyond float64's range; rescale the "
+                            f"values to at most {MAX_VALUE:g}")
+        raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at line {line}); drop them")
+    return x
+
+
+def _numbers_only(names: list[str]) -> bool:
+    """Whether a CSV's first line holds only numbers, one finite (NaN or Infinity alone may name columns)."""
     try:
-        float(text)
+        return any(math.isfinite(v) for v in [float(h) for h in names])  # every one a number
     except ValueError:
         return False
-    return True
 
 
 def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarray:
@@ -85,24 +139,21 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if p.is_dir() else 'no such file'}; pass one file of values")
-    suffix = p.suffix.lower()
+    suffix, name = p.suffix.lower(), str(path)
     if column is not None and suffix not in (".csv", ".parquet"):
         raise DataError(f"{path}: --column picks a column of a CSV or Parquet file; this file has no named "
                         f"columns - drop --column")
     try:
         if suffix == ".npy":
-            raw = np.load(p, allow_pickle=False)
+            values = as_real(np.load(p, allow_pickle=False), name)
         elif suffix == ".parquet":
-            pq = require("pyarrow.parquet", "distributed", "reading Parquet")
-            raw = _column(pq.read_table(p).to_pydict(), column, str(path))
-        elif suffix == ".csv":
-            raw = _column(_csv_table(p, str(path)), column, str(path))
+            values = as_real(_parquet_column(p, column, name), name)
         else:
-            raw = _one_a_line(p.read_text(encoding="utf-8-sig"), str(path))
-        values = as_real(raw, str(path))
-    except (ValueError, TypeError, UnicodeDecodeError, OSError, EOFError) as e:  # EOFError: an empty .npy
+            cells = _csv_cells if suffix == ".csv" else _text_cells
+            values = _converted(lambda: cells(p, column, name), name)
+    except (ValueError, TypeError, OSError, EOFError, csv.Error) as e:  # EOFError: an empty .npy
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
-    return checked_values(values, str(path))
+    return checked_values(values, name)
 
 
 def as_real(values, name: str) -> np.ndarray:
