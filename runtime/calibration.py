@@ -21,11 +21,11 @@ from aeflow.files import check_target, locked, same_file, sha256_file, staged_fo
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import is_aeflow_document, read_threshold, write_metadata
+from aeflow.runtime.artifacts import read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 
-# the model's files: graphs, metadata and the files they bind; a copy over an older one removes those it lacks
+# the model's files: graphs, metadata and the files they bind (the scores last); a copy is not made beside another's
 MODEL_FILES = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
                contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, CALIBRATION_SCORES)
 COPIED = MODEL_FILES + ("demo.npz", "ae_loss.png", "flow_loss.png", "flow_data.png", "flow_density.png",
@@ -110,54 +110,64 @@ def array_entry(source: ImageSource, name: str = "array") -> dict:
 def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
                        inputs=(), cli: bool = False) -> Path | None:
     """Before any work (``aeflow.files.check_target``): None for ``directory``'s own threshold.json
-    (never the bundled one), else ``out``, a new or empty folder (anything with ``force``) clear of
-    ``inputs`` and ``directory``; one-line errors naming the CLI's options where ``cli``."""
+    (never the bundled one), else ``out``, a new or empty folder (anything with ``force`` but another model's
+    files) clear of ``inputs`` and ``directory``; one-line errors naming the CLI's options where ``cli``."""
     directory = Path(directory)
     if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
         what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
         hint = "pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy"
         check_target(directory / contract.THRESHOLD_JSON, what=what, force=True, inputs=inputs, hint=hint)
         return None
-    return check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
-                        artifacts=[directory])
+    out = check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
+                       artifacts=[directory])
+    if stale := [n for n in MODEL_FILES[:-1] if os.path.lexists(out / n) and not (directory / n).is_file()]:
+        raise UsageError(f"{'--output' if cli else 'out'} {out} holds {', '.join(stale)}, another model's files that a "
+                         f"calibrated copy of {directory} lacks and would leave inconsistent; choose a new folder")
+    return out
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
     under its lock (``out`` None) or into ``out`` (``what`` in errors; files replaced only with ``force``) with
-    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), an older copy's ``MODEL_FILES`` this
-    one lacks removed; the old file is verified (the new seal must not bless an edit). Returns the path."""
-    directory, scores = Path(directory), None
-    with locked(directory):
-        doc = read_threshold(directory, verify=True)
-        for which, cal in calibrations.items():
-            entry = doc.entry(which)
-            if entry is None:
-                raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
-                                    f"to calibrate")
-            cal.record["previous_threshold"] = float(entry.threshold)
-            if which == "ae" and cal.scores is not None:
-                buf = io.BytesIO()
-                np.save(buf, np.ascontiguousarray(cal.scores, dtype=np.float32), allow_pickle=False)
-                scores = buf.getvalue()
-                cal.record["scores"] = {"file": CALIBRATION_SCORES, "sha256": hashlib.sha256(scores).hexdigest(),
-                                        "n": int(cal.scores.size)}
-            doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
-        if out is None:
+    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), published once ``directory``'s lock
+    is let go (two copies made crosswise never wait on each other). Returns the path written."""
+    directory = Path(directory)
+    if out is None:
+        with locked(directory):
+            doc, scores = _calibrated(directory, calibrations)
             _write_in_place(directory, doc, scores)
-            return directory / contract.THRESHOLD_JSON
-        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
+        return directory / contract.THRESHOLD_JSON
+    with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
+        with locked(directory):  # read and copied as one state of the folder
+            doc, scores = _calibrated(directory, calibrations)
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
-            if scores is not None:
-                write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
-            write_metadata(tmp / contract.THRESHOLD_JSON, doc)
-            copied, older = {p.name for p in tmp.iterdir()}, is_aeflow_document(Path(out) / contract.THRESHOLD_JSON)
-        for name in sorted(set(MODEL_FILES) - copied) if older else ():  # another model's, not the user's files
-            (Path(out) / name).unlink(missing_ok=True)
+        if scores is not None:
+            write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
+        write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     return Path(out) / contract.THRESHOLD_JSON
+
+
+def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[contract.ThresholdMeta, bytes | None]:
+    """``directory``'s threshold.json (verified: the new seal must not bless an edit) with ``calibrations`` set,
+    and ae.onnx's calibration scores as .npy bytes (None when not calibrated here)."""
+    doc, scores = read_threshold(directory, verify=True), None
+    for which, cal in calibrations.items():
+        entry = doc.entry(which)
+        if entry is None:
+            raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
+                                f"to calibrate")
+        cal.record["previous_threshold"] = float(entry.threshold)
+        if which == "ae" and cal.scores is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(cal.scores, dtype=np.float32), allow_pickle=False)
+            scores = buf.getvalue()
+            cal.record["scores"] = {"file": CALIBRATION_SCORES, "sha256": hashlib.sha256(scores).hexdigest(),
+                                    "n": int(cal.scores.size)}
+        doc = doc.calibrated(which, cal.threshold, copy.deepcopy(cal.record))
+    return doc, scores
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:

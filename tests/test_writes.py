@@ -24,7 +24,7 @@ from aeflow.cli import cli
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import locked, sha256_file
 from aeflow.runtime import artifacts, contract
-from aeflow.runtime.calibration import COPIED, calibrate_scores, write_calibration
+from aeflow.runtime.calibration import calibrate_scores, write_calibration
 from aeflow.runtime.outputs import ScoredInput, write_stdout
 from aeflow.runtime.scorer import AnomalyScorer
 from conftest import copy_artifacts
@@ -216,6 +216,29 @@ def test_in_place_calibrations_follow_one_another(place):
     assert meta.calibration["previous_threshold"] == first.threshold  # nothing silently lost
 
 
+def test_copies_made_crosswise_at_once_never_wait_on_each_other(tmp_path, bundled, monkeypatch):
+    """calibrate --artifacts X -o Y --force and --artifacts Y -o X --force at once: each held its own folder's
+    lock while it waited for the other's to publish - a deadlock. The source's lock is let go first now."""
+    from aeflow.runtime import calibration
+
+    x, y = copy_artifacts(bundled, tmp_path / "x"), copy_artifacts(bundled, tmp_path / "y")
+    both_staged, write = threading.Barrier(2, timeout=10), calibration.write_metadata
+
+    def staged(path, doc):  # each copy staged (the old code held its source's lock here), then both publish
+        write(path, doc)
+        both_staged.wait()
+
+    monkeypatch.setattr(calibration, "write_metadata", staged)
+    runs = [threading.Thread(target=write_calibration, args=(a, {"ae": _calibration([0.01, 0.02, 0.04], 1.0)}, b),
+                             kwargs={"force": True}, daemon=True) for a, b in ((x, y), (y, x))]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(30)
+    assert not any(t.is_alive() for t in runs)
+    assert artifacts.read_threshold(x).calibration and artifacts.read_threshold(y).calibration
+
+
 def test_two_calibrate_commands_at_once_both_land(place):
     original = artifacts.read_threshold(place / "art").threshold
     procs = [subprocess.Popen([os.sys.executable, "-m", "aeflow", "calibrate", "a.npy", "--artifacts", "art", "--k", k,
@@ -269,38 +292,33 @@ def test_a_calibrated_copy_is_a_copy_with_the_figures(tmp_path, bundled, images)
     assert sha256_file(bundled / "ae.onnx") == before
 
 
-def test_a_copy_calibrated_over_an_older_copy_keeps_none_of_its_model_files(tmp_path, bundled, images):
-    """calibrate -o DIR --force over a copy of other artifacts: DIR holds this copy's model files only (an
-    older copy's flow stayed beside the new detector); a user's own file, and the older copy's demo set
-    and model card (which this copy lacks; the user may have edited them) stay."""
+def test_a_copy_over_another_models_files_is_refused_and_a_recalibration_keeps_the_users_files(tmp_path, bundled,
+                                                                                                 images):
+    """calibrate -o DIR --force over a folder holding another model's files (a run's flow.pt and flow graphs, an
+    earlier copy of other artifacts) deleted them (or left them beside the new detector, inconsistent): refused
+    before any work, nothing changed. Over a copy of the same artifacts, the user's own files stay."""
     np.save(tmp_path / "a.npy", images)
     detector = copy_artifacts(bundled, tmp_path / "detector")
-    flow = ("flow.json", "flow.onnx", "flow_sampler.onnx", "flow.pt")
-    for name in (*flow, "demo.npz"):  # copy_artifacts copies no figures, no model card
+    for name in ("flow.json", "flow.onnx", "flow_sampler.onnx", "flow.pt", "demo.npz"):
         (detector / name).unlink()
     assert invoke("calibrate", str(tmp_path / "a.npy"), "-o", str(tmp_path / "cal"), "-q", "--device", "cpu").exit_code == 0
-    older = {p.name for p in (tmp_path / "cal").iterdir()}
-    assert {"MODEL_CARD.md", "demo.npz", "flow_map.png", *flow} <= older
-    (tmp_path / "cal" / "notes.txt").write_text("mine")
-    (tmp_path / "cal" / "MODEL_CARD.md").write_text("my notes")
-    r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(tmp_path / "detector"), "-o",
-               str(tmp_path / "cal"), "--force", "-q", "--device", "cpu")
-    assert r.exit_code == 0, r.stderr
-    left = {p.name for p in (tmp_path / "cal").iterdir()}
-    assert left == {p.name for p in (tmp_path / "detector").iterdir() if p.name in COPIED} | {
-        "threshold.json", "calibration_scores.npy", "notes.txt", "demo.npz", "MODEL_CARD.md", "ae_loss.png",
-        "flow_loss.png", "flow_data.png", "flow_density.png", "flow_map.png"}
-    assert left == older - set(flow) | {"notes.txt"} and "flow.json" not in left and (tmp_path / "cal" / "notes.txt").read_text() == "mine"
-    assert (tmp_path / "cal" / "MODEL_CARD.md").read_text() == "my notes"
-    assert sha256_file(tmp_path / "cal" / "demo.npz") == sha256_file(bundled / "demo.npz")
-    mine = tmp_path / "mine"  # not an earlier copy: files that merely share a name stay
-    mine.mkdir()
-    (mine / "flow.json").write_text('{"my": "config"}')
-    (mine / "demo.npz").write_bytes(b"mine")
+    before = {p.name: sha256_file(p) for p in (tmp_path / "cal").iterdir()}
+    r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(detector), "-o", str(tmp_path / "cal"),
+               "--force", "-q", "--device", "cpu")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "holds flow.json, flow.onnx, flow_sampler.onnx, flow.pt, another model's files" in r.stderr
+    assert {p.name: sha256_file(p) for p in (tmp_path / "cal").iterdir()} == before
+    mine = tmp_path / "mine"
+    assert invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(detector), "-o", str(mine), "-q",
+                  "--device", "cpu").exit_code == 0
+    (mine / "notes.txt").write_text("mine")
+    (mine / "demo.npz").write_bytes(b"my demo set")
+    (mine / "MODEL_CARD.md").write_text("my notes")
     r = invoke("calibrate", str(tmp_path / "a.npy"), "--artifacts", str(detector), "-o", str(mine), "--force", "-q",
                "--device", "cpu")
     assert r.exit_code == 0, r.stderr
-    assert (mine / "flow.json").read_text() == '{"my": "config"}' and (mine / "threshold.json").is_file()
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "demo.npz").read_bytes() == b"my demo set"
+    assert (mine / "threshold.json").is_file() and (mine / "MODEL_CARD.md").read_text() == "my notes"
 
 
 APPEARED = "another file appeared there while aeflow was writing; it was kept and nothing was written; pass --force"
