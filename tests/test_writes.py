@@ -160,6 +160,9 @@ def test_train_and_export_never_write_over_the_data_they_read(tmp_path, images, 
     assert r.exit_code == 2 and "--output run/ae_loss.png is also an input" in r.stderr, r.stderr
     assert snapshot(tmp_path) == before
     r = invoke("train", "ae", "--data", "run/golden.npz", "--epochs", "1", "-o", "run", "-q")
+    assert r.exit_code == 1 and "run/ae_loss.png exists; pass --force" in r.stderr, r.stderr  # no checkpoint there,
+    assert snapshot(tmp_path) == before  # but a figure of that name is never replaced silently either
+    r = invoke("train", "ae", "--data", "run/golden.npz", "--epochs", "1", "-o", "run", "-q", "--force")
     assert r.exit_code == 0, r.stderr
     before = snapshot(tmp_path)
     for args in (("-o", "run"), ("--checkpoints", "run", "-o", "run/../run")):

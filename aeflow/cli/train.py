@@ -1,5 +1,6 @@
 """``aeflow train ae`` and ``aeflow train flow`` (torch is imported only when they run)."""
 
+import os
 from pathlib import Path
 
 import click
@@ -25,12 +26,12 @@ def _run_options(command):
 
 def _check_run(check, config, output: Path, names: tuple[str, ...], data, force: bool) -> None:
     """``check(config)``, its errors naming the fields as this command's options spell them; training writes
-    ``names`` (the checkpoint first) into ``output``: never over a checkpoint silently, nor the bundled folder,
-    nor the ``data`` files it reads."""
+    ``names`` (the checkpoint first) into ``output``: never over one of them silently (a checkpoint, a figure),
+    nor the bundled folder, nor the ``data`` files it reads."""
     check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
     check_target(output, "folder", force=True, inputs=expand_inputs(data), names=names, parents=True)
-    if (output / names[0]).exists() and not force:
-        raise OutputError(f"{output / names[0]} exists; pass --force to overwrite it, or -o a new run folder")
+    if not force and (taken := [n for n in names if os.path.lexists(output / n)]):
+        raise OutputError(f"{output / taken[0]} exists; pass --force to overwrite it, or -o a new run folder")
 
 
 @click.group("train")
