@@ -4,6 +4,8 @@
 
 import contextlib
 import errno
+import fnmatch
+import glob
 import hashlib
 import os
 import shutil
@@ -12,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Collection, Iterator
 
+from aeflow.checks import expand_inputs
 from aeflow.errors import OutputError, UsageError
 
 _live: set[Path] = set()  # temporary files and folders not yet published or removed
@@ -288,14 +291,43 @@ def _bundled() -> Path:
     return Path(aeflow.artifacts.__path__[0]).resolve()
 
 
-def _relation(target: Path, kind: str, other) -> str | None:
-    """How ``target`` meets ``other`` as files: "is" it, "is inside" it, "holds" it (a folder target), or None."""
-    t, o = Path(os.path.abspath(target)).resolve(), Path(os.path.abspath(other)).resolve()
-    if t == o or same_file(target, other):
-        return "is"
-    if o in t.parents:
-        return "is inside"
-    return "holds" if kind == "folder" and t in o.parents else None
+def _real(paths) -> list[str]:
+    """Each of ``paths`` absolute, links resolved; each folder is resolved once (a glob's thousands share a few)."""
+    folders, out = {}, []
+    for path in map(os.path.abspath, paths):
+        head, name = os.path.split(path)
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        out.append(os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[head], name))
+    return out
+
+
+def _key(path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, links followed; None where it does not exist."""
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    return None
+
+
+def _overlap(targets: list[tuple[Path, str]], others) -> tuple[Path, object, str] | None:
+    """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (the same
+    path, links resolved, or the same file by device and inode), "is inside" it or (a folder) "holds" it; else
+    None. Each path is resolved once."""
+    others = list(others)
+    real_targets, real_others = _real(t for t, _ in targets), _real(others)
+    keys = [_key(t) for t, _ in targets]
+    other_keys = [_key(o) for o in others] if any(keys) else [None] * len(others)
+    for (target, kind), t, key in zip(targets, real_targets, keys):
+        inside, holding = t.rstrip(os.sep) + os.sep, kind == "folder"
+        for other, o, other_key in zip(others, real_others, other_keys):
+            if t == o or (key is not None and key == other_key):
+                return target, other, "is"
+            if t.startswith(o.rstrip(os.sep) + os.sep):
+                return target, other, "is inside"
+            if holding and o.startswith(inside):
+                return target, other, "holds"
+    return None
 
 
 def name_max(folder: str | os.PathLike) -> int:
@@ -326,23 +358,37 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
-    said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}", "holds": "holds the input {}"}
-    for target, target_kind in [(path / name, "file") for name in names] or [(path, kind)]:
-        for other in inputs:
-            if how := _relation(target, target_kind, other):
-                raise UsageError(f"{what} {target} {said[how].format(other)}; {hint}")
+    patterns = [p for p in map(os.fspath, inputs) if glob.has_magic(p) and not os.path.exists(p)]
+    inputs = expand_inputs(inputs)  # a pattern: its files now, and (below) any file it would match later
+    targets = [(path / name, "file") for name in names] or [(path, kind)]
+    _check_inputs(targets, inputs, patterns, what, hint)
     for other in artifacts:
-        if _relation(path, kind, other):
+        if _overlap([(path, kind)], [other]):
             raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
     for option, other in outputs:
-        if _relation(path, kind, other):
+        if _overlap([(path, kind)], [other]):
             raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
-    if _relation(path, kind, _bundled()):
+    if _overlap([(path, kind)], [_bundled()]):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
     if (inputs or artifacts) and path.exists():  # only then: a new target (the common case) lists nothing
         _check_identities(path, names, what, hint, [*inputs, *artifacts])
-    _check_place(path, kind, what, force, nearest if parents else full.parent)
+    _check_place(path, kind, what, force, nearest if parents else full.parent, names)
     return path
+
+
+def _check_inputs(targets: list[tuple[Path, str]], inputs, patterns, what: str, hint: str) -> None:
+    """``UsageError`` where a target (path, kind) is, lies in or holds one of ``inputs``, or where one of the glob
+    ``patterns`` the inputs came from would match it (a recorded pattern is expanded again later)."""
+    if found := _overlap(targets, inputs):
+        said = {"is": "is also an input", "is inside": "is inside the input folder", "holds": "holds the input"}
+        target, other, how = found
+        raise UsageError(f"{what} {target} {said[how]} {f'({other})' if how == 'is' else other}; {hint}")
+    for pattern in patterns:
+        spelled = {os.path.abspath(pattern), os.path.realpath(pattern)}
+        for target, _ in targets:
+            if any(fnmatch.fnmatchcase(t, p) for t in _real([target]) + [os.path.abspath(target)] for p in spelled):
+                raise UsageError(f"{what} {target} is matched by the input pattern {pattern} (it would be read "
+                                 f"as an input); {hint}")
 
 
 def _identities(paths) -> dict[tuple[int, int], Path]:
@@ -368,26 +414,36 @@ def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
                 raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
 
 
-def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path) -> None:
-    """``check_target``'s checks of the place (``parent``: the folder that must exist and be writable)."""
+def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path, names=()) -> None:
+    """``check_target``'s checks of the place: ``parent`` must exist and be writable, or where ``path`` is an
+    existing folder (its files are staged inside it) only ``path``; each file written is ``_check_file``'d."""
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")
-    if not parent.is_dir():
-        what_is = "is not a folder" if parent.exists() else "does not exist"
-        raise OutputError(f"{what} {path}: {parent} {what_is}; create the folder or choose another path")
-    for folder in [parent] + ([path] if kind == "folder" and path.is_dir() else []):
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
-    if kind == "file" and path.is_dir():
-        raise OutputError(f"{what} {path}: is a folder; give a file name")
     if kind == "folder" and path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path}: exists and is not a folder; pass a folder path")
-    if kind == "file" and path.exists() and not force:
-        raise OutputError(f"{what} {path}: file exists; pass {FORCE} to overwrite it")
+    folder = path if kind == "folder" and path.is_dir() else parent
+    if not folder.is_dir():
+        what_is = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"{what} {path}: {folder} {what_is}; create the folder or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
         raise OutputError(f"{what} {path}: the folder exists and is not empty; pass {FORCE} to write into it, "
                           f"or choose a new folder")
+    for file in [path / name for name in names] if kind == "folder" else [path]:
+        _check_file(file, what, force)
+
+
+def _check_file(path: Path, what: str, force: bool) -> None:
+    """``OutputError`` where the file ``path`` to be written is a folder, or (links followed) a pipe, device or
+    socket, which a rename would replace; unless ``force`` where it exists."""
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder where a file goes; remove it or choose another path")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{what} {path}: exists and is not a regular file (a pipe or device?); choose another path")
+    if path.exists() and not force:
+        raise OutputError(f"{what} {path}: file exists; pass {FORCE} to overwrite it")
 
 
 @contextlib.contextmanager
