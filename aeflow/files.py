@@ -292,13 +292,12 @@ def _bundled() -> Path:
 
 
 def _real(paths) -> list[str]:
-    """Each of ``paths`` absolute, links resolved; each folder is resolved once (a glob's thousands share a few)."""
+    """Each of ``paths`` absolute, links resolved; each folder once (a glob's thousands share a few)."""
     folders, out = {}, []
     for path in map(os.path.abspath, paths):
         head, name = os.path.split(path)
-        if head not in folders:
-            folders[head] = os.path.realpath(head)
-        out.append(os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[head], name))
+        folder = folders[head] = folders.get(head) or os.path.realpath(head)
+        out.append(os.path.realpath(path) if os.path.islink(path) else os.path.join(folder, name))
     return out
 
 
@@ -310,23 +309,25 @@ def _key(path) -> tuple[int, int] | None:
     return None
 
 
-def _overlap(targets: list[tuple[Path, str]], others) -> tuple[Path, object, str] | None:
+def _overlap(targets: list[tuple[Path, str]], others, patterns=()) -> tuple[Path, object, str] | None:
     """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (the same
-    path, links resolved, or the same file by device and inode), "is inside" it or (a folder) "holds" it; else
-    None. Each path is resolved once."""
+    path, links resolved, or the same file by device and inode), "is inside" it, (a folder) "holds" it, or one of
+    the glob ``patterns`` "matches" it; else None. Each path is resolved once."""
     others = list(others)
-    real_targets, real_others = _real(t for t, _ in targets), _real(others)
     keys = [_key(t) for t, _ in targets]
     other_keys = [_key(o) for o in others] if any(keys) else [None] * len(others)
-    for (target, kind), t, key in zip(targets, real_targets, keys):
-        inside, holding = t.rstrip(os.sep) + os.sep, kind == "folder"
+    spelled, real_others = [(p, {os.path.abspath(p), os.path.realpath(p)}) for p in patterns], _real(others)
+    for (target, kind), t, key in zip(targets, _real(t for t, _ in targets), keys):
         for other, o, other_key in zip(others, real_others, other_keys):
             if t == o or (key is not None and key == other_key):
                 return target, other, "is"
             if t.startswith(o.rstrip(os.sep) + os.sep):
                 return target, other, "is inside"
-            if holding and o.startswith(inside):
+            if kind == "folder" and o.startswith(t.rstrip(os.sep) + os.sep):
                 return target, other, "holds"
+        for pattern, forms in spelled:
+            if any(fnmatch.fnmatchcase(s, p) for s in (t, os.path.abspath(target)) for p in forms):
+                return target, pattern, "matches"
     return None
 
 
@@ -343,11 +344,11 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
                  hint: str = "write the output elsewhere") -> Path:
     """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder" (or into a
     folder by ``names``, each then checked as a file). Whatever ``force`` says, ``UsageError`` (ending with
-    ``hint``) where ``path`` is, lies in or holds one of ``inputs``, ``artifacts`` in use, other ``outputs``
-    ((option, path) pairs) or the bundled artifacts, or where a file it would replace is one of theirs by device
-    and inode; ``OutputError`` for a dangling link, a missing or read-only parent (``parents``: the nearest
-    existing one), a name too long, a folder for a file (a trailing separator too), and unless ``force`` an
-    existing file or non-empty folder. Returns a Path."""
+    ``hint``) where ``path`` is, lies in or holds one of ``inputs`` (or a glob pattern among them would match it),
+    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts, or where a file it
+    would replace is one of theirs by device and inode; ``OutputError`` for a dangling link, a missing or read-only
+    parent (``parents``: the nearest existing one; of an existing folder: itself), a name too long, a folder, pipe
+    or device for a file (a trailing separator too), and unless ``force`` an existing file or non-empty folder."""
     text, path, full = os.fspath(path), Path(path), Path(os.path.abspath(path))
     if kind == "file" and text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
         raise OutputError(f"{what} {text}: ends with {text[-1]!r}, which names a folder; give a file name")
@@ -358,10 +359,12 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     if size > limit:  # first: a longer name makes every later call fail
         raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
                           f"choose a shorter name")
+    said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}",
+            "holds": "holds the input {}", "matches": "is matched by the input pattern {}"}
     patterns = [p for p in map(os.fspath, inputs) if glob.has_magic(p) and not os.path.exists(p)]
-    inputs = expand_inputs(inputs)  # a pattern: its files now, and (below) any file it would match later
-    targets = [(path / name, "file") for name in names] or [(path, kind)]
-    _check_inputs(targets, inputs, patterns, what, hint)
+    inputs = expand_inputs(inputs)  # a pattern: its files now, and any file it would match later (recorded)
+    if found := _overlap([(path / name, "file") for name in names] or [(path, kind)], inputs, patterns):
+        raise UsageError(f"{what} {found[0]} {said[found[2]].format(found[1])}; {hint}")
     for other in artifacts:
         if _overlap([(path, kind)], [other]):
             raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
@@ -376,21 +379,6 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     return path
 
 
-def _check_inputs(targets: list[tuple[Path, str]], inputs, patterns, what: str, hint: str) -> None:
-    """``UsageError`` where a target (path, kind) is, lies in or holds one of ``inputs``, or where one of the glob
-    ``patterns`` the inputs came from would match it (a recorded pattern is expanded again later)."""
-    if found := _overlap(targets, inputs):
-        said = {"is": "is also an input", "is inside": "is inside the input folder", "holds": "holds the input"}
-        target, other, how = found
-        raise UsageError(f"{what} {target} {said[how]} {f'({other})' if how == 'is' else other}; {hint}")
-    for pattern in patterns:
-        spelled = {os.path.abspath(pattern), os.path.realpath(pattern)}
-        for target, _ in targets:
-            if any(fnmatch.fnmatchcase(t, p) for t in _real([target]) + [os.path.abspath(target)] for p in spelled):
-                raise UsageError(f"{what} {target} is matched by the input pattern {pattern} (it would be read "
-                                 f"as an input); {hint}")
-
-
 def _identities(paths) -> dict[tuple[int, int], Path]:
     """Each file of ``paths`` (of a folder: its own visible entries, what the readers read) by (device, inode),
     links followed."""
@@ -398,9 +386,8 @@ def _identities(paths) -> dict[tuple[int, int], Path]:
     for p in map(Path, paths):
         with contextlib.suppress(OSError):
             for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")) if p.is_dir() else [p]:
-                with contextlib.suppress(OSError):
-                    st = os.stat(f)
-                    found.setdefault((st.st_dev, st.st_ino), f)
+                if (key := _key(f)) is not None:
+                    found.setdefault(key, f)
     return found
 
 
@@ -416,7 +403,8 @@ def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
 
 def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path, names=()) -> None:
     """``check_target``'s checks of the place: ``parent`` must exist and be writable, or where ``path`` is an
-    existing folder (its files are staged inside it) only ``path``; each file written is ``_check_file``'d."""
+    existing folder (its files are staged inside it) only ``path``; no file written may be a folder, a pipe or a
+    device (links followed), nor exist unless ``force``."""
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")
@@ -431,19 +419,13 @@ def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path, na
     if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
         raise OutputError(f"{what} {path}: the folder exists and is not empty; pass {FORCE} to write into it, "
                           f"or choose a new folder")
-    for file in [path / name for name in names] if kind == "folder" else [path]:
-        _check_file(file, what, force)
-
-
-def _check_file(path: Path, what: str, force: bool) -> None:
-    """``OutputError`` where the file ``path`` to be written is a folder, or (links followed) a pipe, device or
-    socket, which a rename would replace; unless ``force`` where it exists."""
-    if path.is_dir():
-        raise OutputError(f"{what} {path}: is a folder where a file goes; remove it or choose another path")
-    if path.exists() and not path.is_file():
-        raise OutputError(f"{what} {path}: exists and is not a regular file (a pipe or device?); choose another path")
-    if path.exists() and not force:
-        raise OutputError(f"{what} {path}: file exists; pass {FORCE} to overwrite it")
+    for file in [path / name for name in names] if kind == "folder" else [path]:  # a rename would replace it
+        if file.is_dir():
+            raise OutputError(f"{what} {file}: is a folder where a file goes; remove it or choose another path")
+        if file.exists() and not file.is_file():
+            raise OutputError(f"{what} {file}: is not a regular file (a pipe or device?); choose another path")
+        if file.exists() and not force:
+            raise OutputError(f"{what} {file}: file exists; pass {FORCE} to overwrite it")
 
 
 @contextlib.contextmanager

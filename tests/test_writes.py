@@ -127,8 +127,8 @@ CASES = [
     # a folder, pipe or device where a file goes (a folder target's names too), whatever --force says
     (("train", "ae", "--data", "a.npy", "--epochs", "1", "-o", "run"), 1, "run/ae_loss.png: is a folder where a file"),
     (("train", "ae", "--data", "a.npy", "--epochs", "1", "-o", "piped", "--force"), 1,
-     "piped/ae_loss.png: exists and is not a regular file"),
-    (("score", "a.npy", "-o", "pipe.csv", "--force"), 1, "pipe.csv: exists and is not a regular file"),
+     "piped/ae_loss.png: is not a regular file"),
+    (("score", "a.npy", "-o", "pipe.csv", "--force"), 1, "pipe.csv: is not a regular file"),
     # a file the inputs' glob pattern (recorded, expanded again later) would match
     (("train", "ae", "--data", "shards/*", "--epochs", "1", "-o", "shards"), 2,
      "shards/ae.pt is matched by the input pattern"),
