@@ -22,7 +22,6 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.checks import expand_inputs
 from aeflow.files import FORCE, check_target, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
@@ -265,10 +264,10 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
 
 def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
     """The data files the loaded checkpoints record (an autoencoder's list, which export reads again; a flow's
-    one file), glob patterns expanded."""
+    one file), glob patterns as recorded (``check_target`` expands them, and refuses a file they would match)."""
     ae_data = ae_pt and ae_pt[2]["config"].get("data") or []
     flow_data = flow_pt and flow_pt[2]["config"].get("data")
-    return expand_inputs(ae_data + ([flow_data] if flow_data else []))
+    return ae_data + ([flow_data] if flow_data else [])
 
 
 def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:

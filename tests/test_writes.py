@@ -58,6 +58,10 @@ def place(tmp_path, images, bundled, monkeypatch):
     os.link(tmp_path / "art" / contract.THRESHOLD_JSON, tmp_path / "th_hard.json")
     os.link(tmp_path / "art" / contract.FLOW_JSON, tmp_path / "fl_hard.npy")
     np.save(tmp_path / LONG, images[:3])
+    (tmp_path / "run" / "ae_loss.png").mkdir(parents=True)  # a folder where train writes its loss figure
+    (tmp_path / "piped").mkdir()
+    os.mkfifo(tmp_path / "piped" / "ae_loss.png")  # a named pipe a reader waits on: never renamed over
+    os.mkfifo(tmp_path / "pipe.csv")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -68,7 +72,8 @@ def snapshot(folder) -> dict:
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
             p = os.path.join(root, name)
-            kind = "link" if os.path.islink(p) else "dir" if os.path.isdir(p) else "file"
+            kind = "link" if os.path.islink(p) else "dir" if os.path.isdir(p) else "file" if os.path.isfile(p) \
+                else "other"  # a pipe: never opened (that would block)
             out[os.path.relpath(p, folder)] = (kind, sha256_file(p) if kind == "file" else None)
     return out
 
@@ -119,6 +124,14 @@ CASES = [
     (("sample", "-n", "10", "-o", "ts.npy/"), 1, "ts.npy/: ends with '/', which names a folder"),
     (("sample", "-n", "10", "--histogram", "ts.png/"), 1, "ts.png/: ends with '/', which names a folder"),
     (("score", "a.npy", "-o", "ts.csv/"), 1, "ts.csv/: ends with '/', which names a folder"),
+    # a folder, pipe or device where a file goes (a folder target's names too), whatever --force says
+    (("train", "ae", "--data", "a.npy", "--epochs", "1", "-o", "run"), 1, "run/ae_loss.png: is a folder where a file"),
+    (("train", "ae", "--data", "a.npy", "--epochs", "1", "-o", "piped", "--force"), 1,
+     "piped/ae_loss.png: is not a regular file"),
+    (("score", "a.npy", "-o", "pipe.csv", "--force"), 1, "pipe.csv: is not a regular file"),
+    # a file the inputs' glob pattern (recorded, expanded again later) would match
+    (("train", "ae", "--data", "shards/*", "--epochs", "1", "-o", "shards"), 2,
+     "shards/ae.pt is matched by the input pattern"),
 ]
 
 
@@ -169,6 +182,56 @@ def test_train_and_export_never_write_over_the_data_they_read(tmp_path, images, 
         r = invoke("export", *args, "--no-eval")
         assert r.exit_code == 2 and "golden.npz is also an input" in r.stderr, r.stderr
         assert snapshot(tmp_path) == before
+
+
+def test_export_never_writes_a_file_the_recorded_data_pattern_would_match(tmp_path, images, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "G").mkdir()
+    np.savez(tmp_path / "G" / "a.npz", images=images)
+    r = invoke("train", "ae", "--data", "G/*.npz", "--epochs", "1", "-o", "G", "-q")  # ae.pt, ae_loss.png: no match
+    assert r.exit_code == 0, r.stderr
+    before = snapshot(tmp_path)
+    r = invoke("export", "--checkpoints", "G", "-o", "G", "--no-eval")  # its golden.npz would join the data
+    assert r.exit_code == 2 and "G/golden.npz is matched by the input pattern" in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+    assert invoke("export", "--checkpoints", "G", "-o", "G2", "--no-eval").exit_code == 0
+
+
+def test_an_existing_folder_needs_only_itself_writable_not_its_parent(place, monkeypatch):
+    """A card mounted at a read-only folder: the files are staged inside the existing folder."""
+    (place / "mnt" / "card").mkdir(parents=True)
+    (place / "mnt").chmod(0o555)
+    access, read_only = os.access, os.path.realpath(place / "mnt")
+    monkeypatch.setattr(os, "access", lambda p, mode: os.path.realpath(p) != read_only and access(p, mode))
+    try:
+        for args in (("calibrate", "a.npy", "-o", "mnt/card"), ("score", "a.npy", "--maps", "mnt/card/../card",
+                                                                "--maps-all")):
+            r = invoke(*args, "-q", "--device", "cpu", "--force")
+            assert r.exit_code == 0, r.stderr
+        assert {"threshold.json", "a_000000.png"} <= set(os.listdir(place / "mnt" / "card"))
+        r = invoke("calibrate", "a.npy", "-o", "mnt/new", "-q", "--device", "cpu")  # a new folder: the parent
+        assert r.exit_code == 1 and "mnt is not writable" in r.stderr, r.stderr
+    finally:
+        (place / "mnt").chmod(0o755)
+
+
+def test_each_input_and_target_is_resolved_once(tmp_path, monkeypatch):
+    """Thousands of inputs (a glob) and a folder target's names: not one resolution per (target, input) pair."""
+    from aeflow.files import check_target
+
+    (tmp_path / "in").mkdir()
+    for i in range(200):
+        (tmp_path / "in" / f"{i}.npy").touch()
+    (tmp_path / "run").mkdir()
+    calls, realpath = [], os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda *a, **k: calls.append(a) or realpath(*a, **k))
+    inputs = sorted((tmp_path / "in").iterdir())
+    check_target(tmp_path / "run", "folder", force=True, inputs=inputs, names=["a", "b", "c"])
+    assert len(calls) < 20, len(calls)
+    with pytest.raises(UsageError, match="is inside the input folder"):
+        check_target(tmp_path / "in" / "sub", "folder", inputs=[tmp_path / "in"])
 
 
 def test_a_name_too_long_is_one_output_error_in_the_api(images, bundled, tmp_path):

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from aeflow.checks import expand_inputs
 from aeflow.cli.options import data_dir_option, output_option, shared
 from aeflow.errors import OutputError, UsageError
 from aeflow.files import check_target
@@ -29,7 +28,7 @@ def _check_run(check, config, output: Path, names: tuple[str, ...], data, force:
     ``names`` (the checkpoint first) into ``output``: never over one of them silently (a checkpoint, a figure),
     nor the bundled folder, nor the ``data`` files it reads."""
     check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
-    check_target(output, "folder", force=True, inputs=expand_inputs(data), names=names, parents=True)
+    check_target(output, "folder", force=True, inputs=data, names=names, parents=True)  # patterns too
     if not force and (taken := [n for n in names if os.path.lexists(output / n)]):
         raise OutputError(f"{output / taken[0]} exists; pass --force to overwrite it, or -o a new run folder")
 
