@@ -37,10 +37,11 @@ class Comparison:
     atol: float
     rtol: float
     passed: bool
+    log_relative: bool = False  # rtol times 1 + |ln expected| (LOG_RELATIVE), kept when a caller renames the row
 
     @property
     def tolerance(self) -> str:
-        rel = f"{self.rtol:g} rel" + (" x (1+|ln|)" if self.name in LOG_RELATIVE else "")
+        rel = f"{self.rtol:g} rel" + (" x (1+|ln|)" if self.log_relative else "")
         parts = ([f"{self.atol:g} abs"] if self.atol > 1e-20 else []) + ([rel] if self.rtol else [])
         return " + ".join(parts) or "0 (bit-identical)"
 
@@ -63,7 +64,8 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
     rel = diff / size
     scale = size * (1.0 + np.abs(np.log(size))) if name in LOG_RELATIVE else np.abs(e[finite])
     ok = bool(np.all(diff <= atol + rtol * scale)) and same_nonfinite
-    return Comparison(name, int(e.size), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok)
+    return Comparison(name, int(e.size), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok,
+                      name in LOG_RELATIVE)
 
 
 def flow_check_points(seed: int = 0) -> np.ndarray:

@@ -57,6 +57,8 @@ def test_verify_cli_passes_and_prints_table(capfd):
     proc = invoke_cli("verify", "--device", "cpu", capfd=capfd)
     assert proc.returncode == 0, proc.stderr
     assert "CPUExecutionProvider" in proc.stdout and "FAIL" not in proc.stdout
+    dz_dx = [line for line in proc.stdout.splitlines() if "dz_dx" in line]
+    assert len(dz_dx) == 2 and all("1e-05 rel x (1+|ln|)" in line for line in dz_dx)  # the golden row's too
 
 
 def test_verify_refuses_tampered_graph(bundled, tmp_path):
