@@ -216,6 +216,9 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     copies = [contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT] if checkpoints.resolve() != out.resolve() else []
     check_target(out, "folder", what=what, force=True, parents=True, names=EXPORT_FILES + copies,
                  inputs=_recorded_data(ae_pt, flow_pt))
+    if not force and (foreign := _not_exported(out, EXPORT_FILES + copies)):
+        raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
+                          f"replace it, or export into another folder")
     checks, notes = [], []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True) as tmp:  # its own names
@@ -260,6 +263,15 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass {FORCE} for that, or export into another folder")
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
+
+
+def _not_exported(out: Path, names: list[str]) -> list[str]:
+    """Those of ``names`` in ``out`` that no earlier export wrote: a metadata file that is not aeflow's, or any
+    of them where neither metadata file is aeflow's (a re-export replaces its own files freely)."""
+    metadata = (contract.THRESHOLD_JSON, contract.FLOW_JSON)
+    earlier = any(artifacts.is_aeflow_document(out / m) for m in metadata)
+    return [n for n in names if os.path.lexists(out / n)
+            and not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n)))]
 
 
 def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
