@@ -147,16 +147,16 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
         if out is None:
             _write_in_place(directory, doc, scores)
             return directory / contract.THRESHOLD_JSON
-        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
+        stale = []  # another model's files (not the user's), removed as the copy is published
+        with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force, remove=stale) as tmp:
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
             if scores is not None:
                 write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
             write_metadata(tmp / contract.THRESHOLD_JSON, doc)
-            copied, older = {p.name for p in tmp.iterdir()}, is_aeflow_document(Path(out) / contract.THRESHOLD_JSON)
-        for name in sorted(set(MODEL_FILES) - copied) if older else ():  # another model's, not the user's files
-            (Path(out) / name).unlink(missing_ok=True)
+            if is_aeflow_document(Path(out) / contract.THRESHOLD_JSON):
+                stale += sorted(set(MODEL_FILES) - {p.name for p in tmp.iterdir()})
     return Path(out) / contract.THRESHOLD_JSON
 
 
