@@ -609,8 +609,7 @@ def test_a_signal_during_a_folder_publish_ends_it_whole_and_says_so(command, tmp
             f"sys.argv = ['aeflow', {command!r}, {str(out)!r}]\ncli.main()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 143 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
-    assert proc.stderr == f"aeflow: error: interrupted after writing {out} (complete); nothing else was written " \
-                          f"(SIGTERM)\n", proc.stderr
+    assert proc.stderr == f"aeflow: error: interrupted after writing {out} (complete) (SIGTERM)\n", proc.stderr
     expected = {"into": {"a.bin": "new", "z.json": "new", "part-0.txt": "old", "part-1.txt": "old"},
                 "replacing": {"part-0.txt": "new"}}[command]
     assert {p.name: p.read_text() for p in out.iterdir()} == expected

@@ -228,8 +228,7 @@ class LazyGroup(click.Group):
             if received and not isinstance(error, (KeyboardInterrupt, click.exceptions.Abort, Interrupted)):
                 error = KeyboardInterrupt()  # whatever broke after a signal, or a signal a library swallowed, was it
             if received and files.PUBLISHED:  # the signal came as (or after) a folder was published whole
-                error = Interrupted(f"interrupted after writing {', '.join(map(str, files.PUBLISHED))} (complete); "
-                                    f"nothing else was written")
+                error = Interrupted(f"interrupted after writing {', '.join(map(str, files.PUBLISHED))} (complete)")
             line, code = outcome(error, received[0] if received else None)
             _ENDED_WITH.append(code)
         if line:
