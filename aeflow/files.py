@@ -24,6 +24,7 @@ END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") 
 # the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
 # one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
 RECEIVED: list[int] = []
+PUBLISHED: list[Path] = []  # the folders this command published (aeflow.cli clears it with RECEIVED)
 _held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
 FORCE = "force=True"  # what the refusals below ask for; the command line says --force (cli.FLAG_WORDING)
 
@@ -209,59 +210,73 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
-                   replace: Collection[str] | None = None, force: bool = False) -> None:
+                   replace: Collection[str] | None = None, force: bool = False, remove: Collection[str] = ()) -> None:
     """Put the files ``names`` of ``staging`` into ``directory``. A ``staging`` beside it becomes ``directory`` in
     one rename, which the kernel refuses where a folder with files appeared there meanwhile: ``FileExistsError``
     (``force``: the files go into it); ``replace`` (the names the folder held at the start): that folder is set
     aside and removed, unless it holds others now. A ``staging`` inside it gives up its files one by one in the
-    order given, other files left alone, none over a file unless ``force``: every name is checked before any moves."""
-    if RECEIVED:  # as in atomic_path
-        raise KeyboardInterrupt
+    order given, other files left alone, none over a file unless ``force``: every name is checked before any moves.
+    Then the files ``remove`` (stale beside the new ones) go. One step for signals: one received meanwhile ends
+    the command after it, ``directory`` recorded in ``PUBLISHED`` (aeflow.cli says it was written)."""
     staging, directory = Path(staging), Path(directory)
-    if not same_file(staging.parent, directory):
-        if replace is not None and directory.is_dir():
-            return _replace_folder(staging, directory, set(replace))
-        try:
-            return os.rename(staging, directory)  # over nothing, or an empty folder
-        except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                raise
-            if not (force and directory.is_dir()):
-                raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
     with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
-        taken = [n for n in names if os.path.lexists(directory / n)]
-        if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
-            raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
-        if taken and not force:
-            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory / taken[0]))
-        for name in names:
-            publish(staging / name, directory / name, force)  # exclusive unless force: never over a newcomer
-    staging.rmdir()
+        if RECEIVED:  # as in atomic_path
+            raise KeyboardInterrupt
+        if same_file(staging.parent, directory) or not _rename(staging, directory, replace, force):
+            taken = [n for n in names if os.path.lexists(directory / n)]
+            if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
+                raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
+            if taken and not force:
+                raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory / taken[0]))
+            for name in names:
+                publish(staging / name, directory / name, force)  # exclusive unless force: never over a newcomer
+            staging.rmdir()
+        for name in remove:
+            (directory / name).unlink(missing_ok=True)
+        PUBLISHED.append(directory)
+
+
+def _rename(staging: Path, directory: Path, replace: Collection[str] | None, force: bool) -> bool:
+    """``publish_folder``'s ``staging`` beside ``directory`` made that folder; False where, with ``force``, its
+    files must go into a folder that appeared there meanwhile."""
+    if replace is not None and directory.is_dir():
+        _replace_folder(staging, directory, set(replace))
+        return True
+    try:
+        os.rename(staging, directory)  # over nothing, or an empty folder
+        return True
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        if not (force and directory.is_dir()):
+            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
+    return False
 
 
 def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
-    """Make ``staging`` the folder ``directory``, the old one set aside, then removed if it holds only ``held``."""
-    with _signals_held():  # a signal between the renames would leave the old folder set aside
-        old = _temporary(directory, ".old", folder=True)
-        try:
-            os.replace(directory, old / directory.name)
-        except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
-            old.rmdir()
-            raise
-        if set(os.listdir(old / directory.name)) - held:  # a file appeared in it meanwhile: all put back
-            os.replace(old / directory.name, directory)
-            old.rmdir()
-            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
-        os.replace(staging, directory)
+    """Make ``staging`` the folder ``directory``, the old one set aside, then removed if it holds only ``held``
+    (with signals held, as ``publish_folder`` calls it: no set-aside folder stays)."""
+    old = _temporary(directory, ".old", folder=True)
+    try:
+        os.replace(directory, old / directory.name)
+    except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
+        old.rmdir()
+        raise
+    if set(os.listdir(old / directory.name)) - held:  # a file appeared in it meanwhile: all put back
+        os.replace(old / directory.name, directory)
+        old.rmdir()
+        raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
+    os.replace(staging, directory)
     shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
-                  replace: bool = False, force: bool = False) -> Iterator[Path]:
+                  replace: bool = False, force: bool = False, remove: list[str] | None = None) -> Iterator[Path]:
     """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``) for its files; then
     fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others' hashes):
-    ``replace`` replaces the folder as it is now whole, ``force`` files of those names. On any exception
+    ``replace`` replaces the folder as it is now whole, ``force`` files of those names; ``remove``: names of stale files
+    to remove with them (the body may add to the list). On any exception
     ``directory`` is as it was; an ``OSError``: one ``OutputError`` line; a file or folder that appeared
     meanwhile where ``force`` does not allow it is kept: one line saying so."""
     directory, staging = Path(directory), None
@@ -275,7 +290,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
                     os.fsync(fh.fileno())
         names = sorted(p.name for p in staging.iterdir())
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
-                       held, force)
+                       held, force, remove or ())
     except FileExistsError:
         raise _appeared(f"{what} {directory}") from None
     except OSError as e:

@@ -219,9 +219,9 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     if not force and (foreign := _not_exported(out, EXPORT_FILES + copies)):
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
-    checks, notes = [], []
+    checks, notes, stale = [], [], []
     out.mkdir(parents=True, exist_ok=True)
-    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True) as tmp:  # its own names
+    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
         flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
         write_golden(tmp / contract.GOLDEN_FILE, ae, flow)  # then the metadata bound to it, checked as verify does
@@ -235,7 +235,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
         write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
-    notes += _remove_earlier(out, bool(ae), bool(flow), quantize)
+        notes += _earlier(out, bool(ae), bool(flow), quantize, stale)  # removed as the new files are published
     return ExportReport(files, checks, threshold, meta, notes)
 
 
@@ -282,17 +282,16 @@ def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
     return ae_data + ([flow_data] if flow_data else [])
 
 
-def _remove_earlier(out: Path, ae: bool, flow: bool, quantize) -> list[str]:
-    """Remove an earlier export's files that nothing binds any more, returning notes: the int8 graph without
-    ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
+def _earlier(out: Path, ae: bool, flow: bool, quantize, stale: list[str]) -> list[str]:
+    """Add to ``stale`` an earlier export's files that nothing binds any more, returning notes: the int8 graph
+    without ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
     notes = []
     for names, gone in (([contract.INT8_FILE], ae and not quantize), (MODEL_FILES["detector"], not ae),
                         (MODEL_FILES["flow"], not flow)):
         first = out / names[0]
         if gone and first.is_file() and (len(names) == 1 or artifacts.is_aeflow_document(first)):
             removed = [n for n in names if (out / n).is_file()]
-            for name in removed:
-                (out / name).unlink()
+            stale += removed
             notes.append(f"removed {', '.join(removed)}: the earlier export's, which this one replaced" + (
                 " (pass --quantize int8 for a new int8 graph)" if len(names) == 1 else ""))
     return notes

@@ -564,3 +564,53 @@ def test_input_truncated_while_scored_is_an_error_not_sigbus(tmp_path, kind):
                           timeout=120)
     assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)  # -7 would be SIGBUS
     assert "truncated" in proc.stdout or "corrupted" in proc.stdout, proc.stdout
+
+
+PUBLISH_COMMANDS = """
+import os, shutil, signal, click
+from aeflow import files
+
+def _kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+@click.command()
+@click.argument("out")
+def into(out):  # an export over an earlier one: the signal lands after the last new file is published
+    real = files.publish
+    files.publish = lambda tmp, path, replace: (real(tmp, path, replace), path.name == "z.json" and _kill())
+    with files.staged_folder(out, last=("z.json",), force=True, remove=["stale.json"]) as tmp:
+        (tmp / "a.bin").write_text("new")
+        (tmp / "z.json").write_text("new")
+    print("never")
+
+@click.command()
+@click.argument("out")
+def replacing(out):  # score --scheduler -o DIR/ --force: the signal lands as the old folder is removed
+    real = shutil.rmtree
+    files.shutil.rmtree = lambda p, *a, **k: (str(p).endswith(".old") and _kill(), real(p, *a, **k))
+    with files.staged_folder(out, replace=True, force=True) as tmp:
+        (tmp / "part-0.txt").write_text("new")
+    print("never")
+"""
+
+
+@pytest.mark.parametrize("command", ["into", "replacing"])
+def test_a_signal_during_a_folder_publish_ends_it_whole_and_says_so(command, tmp_path):
+    """A signal while a folder is published (files moved in one by one, an earlier export's stale files
+    removed; or the old folder set aside and removed) is held to the end of that one step: the folder is
+    whole and consistent (the stale file gone, no set-aside folder left), and the line says it was written."""
+    (tmp_path / "published.py").write_text(PUBLISH_COMMANDS)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a.bin", "z.json", "stale.json", "part-0.txt", "part-1.txt"):
+        (out / name).write_text("old")
+    code = (f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom aeflow import cli\n"
+            f"cli.COMMANDS[{command!r}] = ('published', {command!r}, '')\n"
+            f"sys.argv = ['aeflow', {command!r}, {str(out)!r}]\ncli.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr == f"aeflow: error: interrupted after writing {out} (complete) (SIGTERM)\n", proc.stderr
+    expected = {"into": {"a.bin": "new", "z.json": "new", "part-0.txt": "old", "part-1.txt": "old"},
+                "replacing": {"part-0.txt": "new"}}[command]
+    assert {p.name: p.read_text() for p in out.iterdir()} == expected
+    assert sorted(os.listdir(tmp_path)) == ["out", "published.py"]

@@ -313,6 +313,36 @@ def test_cli_export_never_removes_another_models_export_without_force(api_run, t
     assert "removed threshold.json, ae.onnx" in proc.stdout and not (tmp_path / "run" / "ae.onnx").exists()
 
 
+def test_a_signal_during_the_export_publish_leaves_a_consistent_run_and_says_it_was_written(api_run, tmp_path,
+                                                                                            capfd, monkeypatch):
+    """A SIGTERM as export --force published its files (held to the end of that step) exited 143 saying only
+    'interrupted', the new files in place but the earlier detector's not yet removed; now they go in the same
+    step, the line says the folder was written, and verify passes on it."""
+    import os
+    import shutil
+    import signal
+
+    from aeflow import files
+
+    shutil.copytree(api_run[0], tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    shutil.copy(api_run[0] / "flow.pt", tmp_path / "other")
+    real = files.publish
+
+    def publish(tmp, path, replace):
+        real(tmp, path, replace)
+        if path == tmp_path / "run" / "flow.json":  # the last file: before the earlier detector's removal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(files, "publish", publish)
+    proc = invoke_cli("export", "-o", str(tmp_path / "run"), "--checkpoints", str(tmp_path / "other"), "--force",
+                      capfd=capfd)
+    line = assert_one_line_error(proc, 143)
+    assert f"interrupted after writing {tmp_path / 'run'} (complete) (SIGTERM)" in line, line
+    assert not (tmp_path / "run" / "ae.onnx").exists() and not (tmp_path / "run" / "threshold.json").exists()
+    assert invoke_cli("verify", "--artifacts", str(tmp_path / "run"), capfd=capfd).returncode == 0
+
+
 def test_a_failed_api_export_leaves_the_run_folder_as_it_was(api_run, tmp_path, monkeypatch):
     """export(force=True) wrote the new checkpoint before exporting: a failed export then left a
     checkpoint the graphs did not come from ('nothing was written' was false)."""
