@@ -164,6 +164,14 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
             _discard(tmp)
 
 
+def keep_copy(path: Path) -> Path:
+    """A copy of the file ``path`` beside it (``.NAME.*.old``, untracked: it may hold the only copy of it) to put
+    back with one ``os.replace``, which a signal does not stop (nothing is published after one)."""
+    kept = _temporary(path, ".old")
+    shutil.copyfile(path, kept)
+    return kept
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether ``a`` and ``b`` are the same file: by device and inode where both exist, else by resolved path."""
     try:

@@ -17,7 +17,7 @@ import onnxruntime
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import check_target, locked, same_file, sha256_file, staged_folder, write_atomic
+from aeflow.files import check_target, keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
@@ -171,19 +171,25 @@ def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; if that fails (Ctrl-C too) the old scores come back."""
-    path = directory / CALIBRATION_SCORES
-    old = path.read_bytes() if scores is not None and path.is_file() else None
-    if scores is not None:
-        write_atomic(path, scores, replace=True)
+    """The scores file (when ``scores``), then threshold.json; if that fails (a signal too) the old scores come
+    back in one rename of a copy kept beside them (a rename, as nothing may be published after a signal)."""
+    path, kept = directory / CALIBRATION_SCORES, None
     try:
-        write_metadata(directory / contract.THRESHOLD_JSON, doc)
-    except BaseException:
-        if old is not None:
-            write_atomic(path, old, replace=True)
-        elif scores is not None:
-            path.unlink(missing_ok=True)
-        raise
+        if scores is not None and path.is_file():
+            kept = keep_copy(path)
+        if scores is not None:
+            write_atomic(path, scores, replace=True)
+        try:
+            write_metadata(directory / contract.THRESHOLD_JSON, doc)
+        except BaseException:
+            if kept is not None:
+                os.replace(kept, path)
+            elif scores is not None:
+                path.unlink(missing_ok=True)
+            raise
+    finally:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
 
 
 def threshold_origin(entry: contract.ThresholdEntry) -> str:

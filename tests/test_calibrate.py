@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, copy_artifacts, run_cli
 
 from aeflow import metrics
 from aeflow.cli import cli
@@ -362,3 +362,31 @@ def test_save_calibration_into_a_folder_with_files_takes_force(halves, tmp_path)
         scorer.save_calibration(tmp_path)
     assert scorer.save_calibration(tmp_path, force=True) == tmp_path / "threshold.json"
     assert (tmp_path / "notes.txt").read_text() == "mine" and AnomalyScorer(tmp_path).threshold == scorer.threshold
+
+
+def test_a_signal_while_threshold_json_is_written_puts_the_old_scores_back(halves, bundled, tmp_path, monkeypatch):
+    """In place, the scores file goes first, then threshold.json; a signal during the second put the old scores
+    back with write_atomic, which refused to publish after a signal: new scores beside the old threshold.json,
+    a folder that no longer loads. The undo now lands."""
+    from aeflow import files
+    from aeflow.runtime import calibration
+
+    calibrated, normal = copy_artifacts(bundled, tmp_path / "art"), np.load(halves[0])
+    scorer = AnomalyScorer(calibrated, device="cpu")
+    scorer.calibrate(normal[:200], k=3)
+    scorer.save_calibration()
+    before = {n: sha256_file(calibrated / n) for n in ("threshold.json", "calibration_scores.npy")}
+
+    def interrupted(path, doc):  # the signal handler's effect: recorded, then KeyboardInterrupt
+        files.RECEIVED.append(15)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibration, "write_metadata", interrupted)
+    scorer.calibrate(normal[200:], k=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scorer.save_calibration()
+    finally:
+        files.RECEIVED.clear()
+    assert {n: sha256_file(calibrated / n) for n in before} == before
+    AnomalyScorer(calibrated, device="cpu").score(normal[:5])  # loads: the pair is consistent
