@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aeflow.errors import OutputError
-from aeflow.files import name_max, staged_folder
+from aeflow.files import staged_folder
 from aeflow.metrics import above_threshold, normalized_scores
+from aeflow.targets import name_max
 
 # matplotlib's "inferno" at 17 evenly spaced points, 8-bit RGB; interpolated linearly in between
 INFERNO = np.array([(0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),

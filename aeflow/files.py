@@ -1,11 +1,9 @@
-"""The one owner of every write: ``check_target`` decides before any work whether a path may be written;
-``atomic_path`` and ``staged_folder`` write beside it, fsync and publish in one step (exclusively unless
+"""The one owner of every write (``aeflow.targets.check_target`` decides before any work whether a path may be
+written): ``atomic_path`` and ``staged_folder`` write beside it, fsync and publish in one step (exclusively unless
 ``replace``), leaving nothing on any exception or signal. ``locked`` serialises read-modify-writes."""
 
 import contextlib
 import errno
-import fnmatch
-import glob
 import hashlib
 import os
 import shutil
@@ -14,8 +12,7 @@ import threading
 from pathlib import Path
 from typing import Collection, Iterator
 
-from aeflow.checks import expand_inputs
-from aeflow.errors import OutputError, UsageError
+from aeflow.errors import OutputError
 
 _live: set[Path] = set()  # temporary files and folders not yet published or removed
 _live_lock = threading.Lock()
@@ -306,149 +303,6 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
     finally:
         if staging is not None:
             _discard(staging)
-
-
-def _bundled() -> Path:
-    import aeflow.artifacts  # the package data folder; imports nothing
-
-    return Path(aeflow.artifacts.__path__[0]).resolve()
-
-
-def _real(paths) -> list[str]:
-    """Each of ``paths`` absolute, links resolved; each folder once (a glob's thousands share a few)."""
-    folders, out = {}, []
-    for path in map(os.path.abspath, paths):
-        head, name = os.path.split(path)
-        folder = folders[head] = folders.get(head) or os.path.realpath(head)
-        out.append(os.path.realpath(path) if os.path.islink(path) else os.path.join(folder, name))
-    return out
-
-
-def _key(path) -> tuple[int, int] | None:
-    """(device, inode) of ``path``, links followed; None where it does not exist."""
-    with contextlib.suppress(OSError, ValueError):
-        st = os.stat(path)
-        return st.st_dev, st.st_ino
-    return None
-
-
-def _overlap(targets: list[tuple[Path, str]], others, patterns=()) -> tuple[Path, object, str] | None:
-    """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (the same
-    path, links resolved, or the same file by device and inode), "is inside" it, (a folder) "holds" it, or one of
-    the glob ``patterns`` "matches" it; else None. Each path is resolved once."""
-    others = list(others)
-    keys = [_key(t) for t, _ in targets]
-    other_keys = [_key(o) for o in others] if any(keys) else [None] * len(others)
-    spelled, real_others = [(p, {os.path.abspath(p), os.path.realpath(p)}) for p in patterns], _real(others)
-    for (target, kind), t, key in zip(targets, _real(t for t, _ in targets), keys):
-        for other, o, other_key in zip(others, real_others, other_keys):
-            if t == o or (key is not None and key == other_key):
-                return target, other, "is"
-            if t.startswith(o.rstrip(os.sep) + os.sep):
-                return target, other, "is inside"
-            if kind == "folder" and o.startswith(t.rstrip(os.sep) + os.sep):
-                return target, other, "holds"
-        for pattern, forms in spelled:
-            if any(fnmatch.fnmatchcase(s, p) for s in (t, os.path.abspath(target)) for p in forms):
-                return target, pattern, "matches"
-    return None
-
-
-def name_max(folder: str | os.PathLike) -> int:
-    """The longest file name (bytes) the file system of ``folder`` allows (255 where unknown)."""
-    try:
-        return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
-def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
-                 inputs=(), artifacts=(), outputs=(), names=(), parents: bool = False,
-                 hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder" (or into a
-    folder by ``names``, each then checked as a file). Whatever ``force`` says, ``UsageError`` (ending with
-    ``hint``) where ``path`` is, lies in or holds one of ``inputs`` (or a glob pattern among them would match it),
-    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts, or where a file it
-    would replace is one of theirs by device and inode; ``OutputError`` for a dangling link, a missing or read-only
-    parent (``parents``: the nearest existing one; of an existing folder: itself), a name too long, a folder, pipe
-    or device for a file (a trailing separator too), and unless ``force`` an existing file or non-empty folder."""
-    text, path, full = os.fspath(path), Path(path), Path(os.path.abspath(path))
-    if kind == "file" and text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
-        raise OutputError(f"{what} {text}: ends with {text[-1]!r}, which names a folder; give a file name")
-    nearest = full.parent
-    while not nearest.exists() and nearest != nearest.parent:
-        nearest = nearest.parent
-    size, limit = len(os.fsencode(full.name)), name_max(nearest)
-    if size > limit:  # first: a longer name makes every later call fail
-        raise OutputError(f"{what} {path}: the name is {size} bytes, longer than the file system allows ({limit}); "
-                          f"choose a shorter name")
-    said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}",
-            "holds": "holds the input {}", "matches": "is matched by the input pattern {}"}
-    patterns = [p for p in map(os.fspath, inputs) if glob.has_magic(p) and not os.path.exists(p)]
-    inputs = expand_inputs(inputs)  # a pattern: its files now, and any file it would match later (recorded)
-    if found := _overlap([(path / name, "file") for name in names] or [(path, kind)], inputs, patterns):
-        raise UsageError(f"{what} {found[0]} {said[found[2]].format(found[1])}; {hint}")
-    for other in artifacts:
-        if _overlap([(path, kind)], [other]):
-            raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
-    for option, other in outputs:
-        if _overlap([(path, kind)], [other]):
-            raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
-    if _overlap([(path, kind)], [_bundled()]):
-        raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    if (inputs or artifacts) and path.exists():  # only then: a new target (the common case) lists nothing
-        _check_identities(path, names, what, hint, [*inputs, *artifacts])
-    _check_place(path, kind, what, force, nearest if parents else full.parent, names)
-    return path
-
-
-def _identities(paths) -> dict[tuple[int, int], Path]:
-    """Each file of ``paths`` (of a folder: its own visible entries, what the readers read) by (device, inode),
-    links followed."""
-    found = {}
-    for p in map(Path, paths):
-        with contextlib.suppress(OSError):
-            for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")) if p.is_dir() else [p]:
-                if (key := _key(f)) is not None:
-                    found.setdefault(key, f)
-    return found
-
-
-def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
-    """``UsageError`` where a file the existing target ``path`` would replace (the folder's ``names``, else all
-    its files) is a file of ``others`` (the inputs and artifacts folders), however either is spelled or linked."""
-    targets = _identities([path / n for n in names] or [path])
-    for other in others if targets else []:
-        for key, read in _identities([other]).items():
-            if key in targets:
-                raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
-
-
-def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path, names=()) -> None:
-    """``check_target``'s checks of the place: ``parent`` must exist and be writable, or where ``path`` is an
-    existing folder (its files are staged inside it) only ``path``; no file written may be a folder, a pipe or a
-    device (links followed), nor exist unless ``force``."""
-    if path.is_symlink() and not path.exists():
-        raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
-                          f"or choose another path")
-    if kind == "folder" and path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path}: exists and is not a folder; pass a folder path")
-    folder = path if kind == "folder" and path.is_dir() else parent
-    if not folder.is_dir():
-        what_is = "is not a folder" if folder.exists() else "does not exist"
-        raise OutputError(f"{what} {path}: {folder} {what_is}; create the folder or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: {folder} is not writable; choose another path")
-    if kind == "folder" and path.is_dir() and not force and any(path.iterdir()):
-        raise OutputError(f"{what} {path}: the folder exists and is not empty; pass {FORCE} to write into it, "
-                          f"or choose a new folder")
-    for file in [path / name for name in names] if kind == "folder" else [path]:  # a rename would replace it
-        if file.is_dir():
-            raise OutputError(f"{what} {file}: is a folder where a file goes; remove it or choose another path")
-        if file.exists() and not file.is_file():
-            raise OutputError(f"{what} {file}: is not a regular file (a pipe or device?); choose another path")
-        if file.exists() and not force:
-            raise OutputError(f"{what} {file}: file exists; pass {FORCE} to overwrite it")
 
 
 @contextlib.contextmanager

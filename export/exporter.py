@@ -22,11 +22,12 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import FORCE, check_target, staged_folder, write_atomic
+from aeflow.files import FORCE, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
+from aeflow.targets import check_target
 from aeflow.train.autoencoder import AEConfig, training_images
 from aeflow.train.flow import FlowConfig, flow_data
 from aeflow.train.models import ScoringAutoencoder

@@ -17,13 +17,14 @@ import onnxruntime
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import check_target, keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
+from aeflow.files import keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
+from aeflow.targets import check_target
 
 # the model's files: graphs, metadata and the files they bind (the scores last); a copy is not made beside another's
 MODEL_FILES = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
@@ -109,7 +110,7 @@ def array_entry(source: ImageSource, name: str = "array") -> dict:
 
 def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
                        inputs=(), cli: bool = False) -> Path | None:
-    """Before any work (``aeflow.files.check_target``): None for ``directory``'s own threshold.json
+    """Before any work (``aeflow.targets.check_target``): None for ``directory``'s own threshold.json
     (never the bundled one), else ``out``, a new or empty folder (anything with ``force`` but another model's
     files) clear of ``inputs`` and ``directory``; one-line errors naming the CLI's options where ``cli``."""
     directory = Path(directory)

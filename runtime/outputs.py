@@ -13,9 +13,10 @@ from typing import TextIO
 import numpy as np
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path, check_target, describe_os_error, printable_name
+from aeflow.files import atomic_path, describe_os_error, printable_name
 from aeflow.metrics import above_threshold, normalized_scores
 from aeflow.optional import require
+from aeflow.targets import check_target
 
 FORMATS = (".csv", ".json", ".npy", ".parquet")
 PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-[0-9]{5,}\.parquet")  # a Dask dataset's parts, one per task
@@ -106,7 +107,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                       what: str = "--output") -> str:
     """"file" or "folder": the one decision, before any work, on where scoring writes (a file of a known extension;
     with ``dask`` a .parquet file or a dataset folder: ``DIR/``, a folder, a name without extension), else
-    ``UsageError``; then ``aeflow.files.check_target``; a dataset folder is no link and holds only our parts."""
+    ``UsageError``; then ``aeflow.targets.check_target``; a dataset folder is no link and holds only our parts."""
     text, path = str(path), Path(path)
     kind = "folder" if dask and (text.endswith(("/", os.sep)) or os.path.isdir(path) or not path.suffix) else "file"
     if dask or path.suffix.lower() == ".parquet":

@@ -21,7 +21,8 @@ import pytest
 from conftest import assert_one_line_error, run_cli, wait_for
 
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import atomic_path, check_target, human_bytes, write_atomic
+from aeflow.files import atomic_path, human_bytes, write_atomic
+from aeflow.targets import check_target
 
 CPU = ["--device", "cpu"]
 

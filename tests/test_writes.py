@@ -1,4 +1,4 @@
-"""One owner for every write (``aeflow.files.check_target``): every command and API call that writes
+"""One owner for every write (``aeflow.targets.check_target``): every command and API call that writes
 refuses, before any work and whatever ``--force`` says, a target that is or holds what it reads
 (inputs, the artifacts in use, the bundled artifacts), a dangling link or a name the file system
 cannot hold; nothing on disk changes. Also: calibrate's lock, copies, globs, folder hash and
@@ -219,7 +219,7 @@ def test_an_existing_folder_needs_only_itself_writable_not_its_parent(place, mon
 
 def test_each_input_and_target_is_resolved_once(tmp_path, monkeypatch):
     """Thousands of inputs (a glob) and a folder target's names: not one resolution per (target, input) pair."""
-    from aeflow.files import check_target
+    from aeflow.targets import check_target
 
     (tmp_path / "in").mkdir()
     for i in range(200):

@@ -12,9 +12,9 @@ from aeflow.checks import as_floats
 from aeflow.errors import UsageError
 from aeflow.export.exporter import export_artifacts
 from aeflow.export.reference import torch_ae, torch_flow
-from aeflow.files import check_target
 from aeflow.metrics import above_threshold, threshold_from_scores
 from aeflow.runtime import contract
+from aeflow.targets import check_target
 from aeflow.train.autoencoder import AEConfig, check_ae_config, train_autoencoder_on, training_images
 from aeflow.train.checkpoint import save_checkpoint
 from aeflow.train.data import as_images, checked_values

@@ -6,10 +6,10 @@ from pathlib import Path
 import click
 
 from aeflow.errors import Interrupted
-from aeflow.files import check_target
 from aeflow.plotting import pyplot
 from aeflow.analysis.evaluation import DEFAULT_IN_DIST, evaluate, format_table
 from aeflow.cli.options import data_dir_option, shared
+from aeflow.targets import check_target
 
 
 @click.command("evaluate")

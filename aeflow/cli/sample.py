@@ -10,12 +10,13 @@ import numpy as np
 
 from aeflow.checks import check_count, check_seed
 from aeflow.errors import Interrupted, UsageError
-from aeflow.files import atomic_path, check_space, check_target, same_file
+from aeflow.files import atomic_path, check_space, same_file
 from aeflow.plotting import pyplot
 from aeflow.progress import progress_bar
 from aeflow.cli.options import output_option, shared
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.sampler import GRAPHS, METHODS, FlowSampler
+from aeflow.targets import check_target
 
 BYTES_PER_SAMPLE = {".npy": 4, ".csv": 16}  # .csv: "%.9g" plus newline, generously
 HIST_BINS = 200

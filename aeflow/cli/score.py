@@ -13,7 +13,7 @@ import click
 from aeflow.checks import check_batch, check_threshold, expand_inputs
 from aeflow.cli.options import output_option, shared
 from aeflow.errors import Interrupted
-from aeflow.files import check_space, check_target
+from aeflow.files import check_space
 from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.arrays import read_bytes
 from aeflow.runtime.artifacts import bundled_dir, demo_file
@@ -23,6 +23,7 @@ from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, 
                                      output_context, total, write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
 from aeflow.runtime.scorer import BYTES_PER_IMAGE, PRECISIONS, AnomalyScorer
+from aeflow.targets import check_target
 
 BAR_AFTER_BATCHES = 4  # a progress bar only when scoring takes more batches than this
 FEW_IMAGES = 20  # up to this many images (and no -o), the report lists each one

@@ -7,8 +7,8 @@ import click
 
 from aeflow.cli.options import data_dir_option, output_option, shared
 from aeflow.errors import OutputError, UsageError
-from aeflow.files import check_target
 from aeflow.optional import require
+from aeflow.targets import check_target
 
 
 # what 'train flow' writes into its run folder, the checkpoint first
