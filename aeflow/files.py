@@ -165,7 +165,13 @@ def keep_copy(path: Path) -> Path:
     """A copy of the file ``path`` beside it (``.NAME.*.old``, untracked: it may hold the only copy of it) to put
     back with one ``os.replace``, which a signal does not stop (nothing is published after one)."""
     kept = _temporary(path, ".old")
-    shutil.copyfile(path, kept)
+    try:
+        shutil.copyfile(path, kept)
+    except BaseException as e:
+        kept.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _cannot_write(str(kept), e) from None
+        raise
     return kept
 
 
@@ -271,7 +277,12 @@ def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
         os.replace(old / directory.name, directory)
         old.rmdir()
         raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
-    os.replace(staging, directory)
+    try:
+        os.replace(staging, directory)
+    except OSError:  # the user's folder back where it was
+        os.replace(old / directory.name, directory)
+        old.rmdir()
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import FORCE, staged_folder, write_atomic
+from aeflow.files import FORCE, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
@@ -217,7 +217,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     copies = [contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT] if checkpoints.resolve() != out.resolve() else []
     check_target(out, "folder", what=what, force=True, parents=True, names=EXPORT_FILES + copies,
                  inputs=_recorded_data(ae_pt, flow_pt))
-    if not force and (foreign := _not_exported(out, EXPORT_FILES + copies)):
+    if not force and (foreign := _not_exported(out, EXPORT_FILES + copies, checkpoints)):
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
     checks, notes, stale = [], [], []
@@ -266,12 +266,15 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
 
 
-def _not_exported(out: Path, names: list[str]) -> list[str]:
+def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:
     """Those of ``names`` in ``out`` that no earlier export wrote: a metadata file that is not aeflow's, or any
-    of them where neither metadata file is aeflow's (a re-export replaces its own files freely)."""
+    of them where neither metadata file is aeflow's (a re-export replaces its own files freely); a checkpoint
+    the same bytes as the one exported is no loss (the Python API exports a run's own flow.pt beside its ae.pt)."""
     metadata = (contract.THRESHOLD_JSON, contract.FLOW_JSON)
     earlier = any(artifacts.is_aeflow_document(out / m) for m in metadata)
-    return [n for n in names if os.path.lexists(out / n)
+    same = {n for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT) if (out / n).is_file()
+            and (checkpoints / n).is_file() and sha256_file(out / n) == sha256_file(checkpoints / n)}
+    return [n for n in names if os.path.lexists(out / n) and n not in same
             and not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n)))]
 
 
@@ -280,7 +283,7 @@ def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
     one file), glob patterns as recorded (``check_target`` expands them, and refuses a file they would match)."""
     ae_data = ae_pt and ae_pt[2]["config"].get("data") or []
     flow_data = flow_pt and flow_pt[2]["config"].get("data")
-    return ae_data + ([flow_data] if flow_data else [])
+    return ae_data + ([flow_data] if flow_data and flow_data != "array" else [])  # "array": fitted in Python
 
 
 def _earlier(out: Path, ae: bool, flow: bool, quantize, stale: list[str]) -> list[str]:

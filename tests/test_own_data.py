@@ -363,3 +363,19 @@ def test_a_failed_api_export_leaves_the_run_folder_as_it_was(api_run, tmp_path, 
     with pytest.raises(ParityError):
         FlowModel(epochs=1, seed=7).fit(np.random.default_rng(7).normal(size=300)).export(tmp_path, force=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_api_exports_beside_a_cli_trained_flow_and_into_a_folder_named_array(api_run, tmp_path, monkeypatch):
+    """A run folder holding only a flow.pt (trained, not yet exported): AutoencoderDetector.export(run) was
+    refused ("flow.pt exists and is not an earlier aeflow export's file"), though it exports that very flow.pt
+    beside the detector. And a flow fitted in Python records data="array", which export took for an input
+    path: exporting into ./array was refused as "inside the input folder array"."""
+    out, flow, det, _, _ = api_run
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "flow.pt").write_bytes((out / "flow.pt").read_bytes())
+    det.export(tmp_path / "run")
+    assert {"threshold.json", "flow.json", "ae.pt", "flow.pt"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert (tmp_path / "run" / "flow.pt").read_bytes() == (out / "flow.pt").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    flow.export("array")
+    assert (tmp_path / "array" / "flow.json").is_file()
