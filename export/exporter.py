@@ -269,13 +269,14 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
 def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:
     """Those of ``names`` in ``out`` that no earlier export wrote: a metadata file that is not aeflow's, or any
     of them where neither metadata file is aeflow's (a re-export replaces its own files freely); a checkpoint
-    the same bytes as the one exported is no loss (the Python API exports a run's own flow.pt beside its ae.pt)."""
+    unless it is the same bytes as the one exported (the Python API exports a run's own flow.pt beside ae.pt)."""
     metadata = (contract.THRESHOLD_JSON, contract.FLOW_JSON)
     earlier = any(artifacts.is_aeflow_document(out / m) for m in metadata)
-    same = {n for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT) if (out / n).is_file()
-            and (checkpoints / n).is_file() and sha256_file(out / n) == sha256_file(checkpoints / n)}
+    ckpts = (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)  # trained, never an export's own: same bytes only
+    same = {n for n in ckpts if (out / n).is_file() and (checkpoints / n).is_file()
+            and sha256_file(out / n) == sha256_file(checkpoints / n)}
     return [n for n in names if os.path.lexists(out / n) and n not in same
-            and not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n)))]
+            and (n in ckpts or not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n))))]
 
 
 def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:

@@ -125,9 +125,11 @@ def read_flow(directory: str | os.PathLike, verify: bool = True) -> FlowMeta:
 
 
 def is_aeflow_document(path: str | os.PathLike) -> bool:
-    """True when ``path`` is an aeflow threshold.json or flow.json (any schema): an export's or copy's own."""
+    """True when ``path`` is an aeflow threshold.json or flow.json (any schema) in its own right: an export's or
+    copy's own (a link to one elsewhere, or a file merely holding a "schema_version", is not)."""
     try:
-        return "schema_version" in load_json(Path(path))
+        doc = load_json(Path(path))
+        return not Path(path).is_symlink() and {"schema_version", "onnx_file", "content_sha256"} <= set(doc)
     except ArtifactError:  # missing, not a regular file, too large, malformed or not an object
         return False
 

@@ -21,7 +21,7 @@ from aeflow.files import keep_copy, locked, same_file, sha256_file, staged_folde
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
-from aeflow.runtime.artifacts import read_threshold, write_metadata
+from aeflow.runtime.artifacts import load_json, read_threshold, write_metadata
 from aeflow.runtime.inputs import ImageSource
 from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 from aeflow.targets import check_target
@@ -121,6 +121,8 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
         return None
     out = check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
                        artifacts=[directory])
+    check_target(out, "folder", what="--output" if cli else "out", force=True, inputs=inputs,  # each name it writes
+                 names=(*COPIED, contract.THRESHOLD_JSON, CALIBRATION_SCORES))
     if stale := [n for n in MODEL_FILES[:-1] if os.path.lexists(out / n) and not (directory / n).is_file()]:
         raise UsageError(f"{'--output' if cli else 'out'} {out} holds {', '.join(stale)}, another model's files that a "
                          f"calibrated copy of {directory} lacks and would leave inconsistent; choose a new folder")
@@ -183,6 +185,8 @@ def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes 
         try:
             write_metadata(directory / contract.THRESHOLD_JSON, doc)
         except BaseException:
+            if _holds(directory / contract.THRESHOLD_JSON, doc):  # a signal just after it landed: the new pair
+                raise
             if kept is not None:
                 os.replace(kept, path)
             elif scores is not None:
@@ -191,6 +195,14 @@ def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes 
     finally:
         if kept is not None:
             kept.unlink(missing_ok=True)
+
+
+def _holds(path: Path, doc: contract.ThresholdMeta) -> bool:
+    """Whether the file ``path`` is ``doc`` as written (its seal), e.g. published just before a signal."""
+    try:
+        return load_json(path).get("content_sha256") == doc.to_json()["content_sha256"]
+    except ArtifactError:
+        return False
 
 
 def threshold_origin(entry: contract.ThresholdEntry) -> str:

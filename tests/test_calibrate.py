@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from fractions import Fraction
 
@@ -390,3 +391,38 @@ def test_a_signal_while_threshold_json_is_written_puts_the_old_scores_back(halve
         files.RECEIVED.clear()
     assert {n: sha256_file(calibrated / n) for n in before} == before
     AnomalyScorer(calibrated, device="cpu").score(normal[:5])  # loads: the pair is consistent
+
+
+def test_a_signal_just_after_threshold_json_landed_keeps_the_new_pair(halves, bundled, tmp_path, monkeypatch):
+    """A signal right after threshold.json was published (before write_metadata returned) put the old scores
+    back beside the NEW threshold.json: a folder that no longer loaded. The new pair now stands."""
+    from aeflow.runtime import calibration
+
+    calibrated, normal = copy_artifacts(bundled, tmp_path / "art"), np.load(halves[0])
+    scorer = AnomalyScorer(calibrated, device="cpu")
+    scorer.calibrate(normal[:200], k=3)
+    scorer.save_calibration()
+    write = calibration.write_metadata
+
+    def landed_then_interrupted(path, doc):
+        write(path, doc)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibration, "write_metadata", landed_then_interrupted)
+    scorer.calibrate(normal[200:], k=2)
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save_calibration()
+    again = AnomalyScorer(calibrated, device="cpu")  # the scores file is the one threshold.json records
+    assert again.threshold == scorer.threshold and again.p_value(normal[:5]).shape == (5,)
+
+
+def test_calibrate_copy_refuses_a_pipe_or_folder_of_its_names_before_any_work(halves, bundled, tmp_path):
+    """calibrate -o X --force replaced a FIFO named golden.npz (export refused the same); a folder named
+    X/ae.onnx was refused only after the scoring."""
+    for make, name in ((os.mkfifo, "golden.npz"), (os.mkdir, "ae.onnx")):
+        out = tmp_path / f"x_{name}"
+        out.mkdir()
+        make(out / name)
+        r = run_cli("calibrate", str(halves[0]), "-o", str(out), "--force", "--device", "cpu")
+        assert r.returncode != 0 and r.stderr.count("\n") == 1 and name in r.stderr, r.stderr
+        assert sorted(p.name for p in out.iterdir()) == [name]

@@ -379,3 +379,27 @@ def test_the_api_exports_beside_a_cli_trained_flow_and_into_a_folder_named_array
     monkeypatch.chdir(tmp_path)
     flow.export("array")
     assert (tmp_path / "array" / "flow.json").is_file()
+
+
+def test_export_never_replaces_a_runs_own_checkpoint_or_a_file_that_only_looks_like_aeflows(api_run, tmp_path):
+    """export --checkpoints A -o B replaced B's own trained ae.pt (any aeflow threshold.json in B made every
+    name 'an earlier export's'); a flow.json holding just a "schema_version" counted as aeflow's."""
+    import shutil
+
+    from aeflow.errors import OutputError
+    from aeflow.export.exporter import export_artifacts
+
+    out = api_run[0]
+    for name in ("threshold.json", "ae.onnx", "golden.npz"):
+        shutil.copy(out / name, tmp_path)
+    (tmp_path / "ae.pt").write_bytes(b"my own training")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(OutputError, match=r"ae.pt exists and is not an earlier aeflow export's file"):
+        export_artifacts(out, tmp_path, evaluate=False)
+    (tmp_path / "ae.pt").unlink()
+    (tmp_path / "flow.json").write_text('{"schema_version": 3, "mine": true}')
+    with pytest.raises(OutputError, match=r"flow.json exists and is not an earlier aeflow export's file"):
+        export_artifacts(out, tmp_path, evaluate=False)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    mine = b'{"schema_version": 3, "mine": true}'
+    assert after == {**{k: v for k, v in before.items() if k != "ae.pt"}, "flow.json": mine}

@@ -480,3 +480,16 @@ def test_calibrate_with_a_reader_that_quit_keeps_exit_0(place):
     assert err.strip().splitlines() == [f"aeflow: warning: wrote art/threshold.json; cannot write the summary to "
                                         f"standard output (the reader quit)"]
     assert sha256_file(place / "art" / "threshold.json") != before
+
+
+def test_train_sees_an_existing_checkpoint_through_a_missing_folder_and_dotdot(tmp_path, images, monkeypatch):
+    """-o nosuch/../R: os.path.lexists("nosuch/../R/ae.pt") is False (nosuch does not exist) while the write
+    goes to R/ae.pt: it trained, then said another file 'appeared'. Refused up front now."""
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "x.npy", images[:50])
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "ae.pt").write_bytes(b"trained before")
+    r = invoke("train", "ae", "--data", "x.npy", "--epochs", "1", "-o", "nosuch/../R", "-q")
+    assert r.exit_code == 1 and "ae.pt exists; pass --force" in r.stderr, r.stderr
+    assert (tmp_path / "R" / "ae.pt").read_bytes() == b"trained before"

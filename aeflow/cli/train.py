@@ -29,7 +29,7 @@ def _check_run(check, config, output: Path, names: tuple[str, ...], data, force:
     nor the bundled folder, nor the ``data`` files it reads."""
     check(config, {p.name: p.opts[-1] for p in click.get_current_context().command.params})
     check_target(output, "folder", force=True, inputs=data, names=names, parents=True)  # patterns too
-    if not force and (taken := [n for n in names if os.path.lexists(output / n)]):
+    if not force and (taken := [n for n in names if os.path.lexists(os.path.join(os.path.abspath(output), n))]):
         raise OutputError(f"{output / taken[0]} exists; pass --force to overwrite it, or -o a new run folder")
 
 
