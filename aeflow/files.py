@@ -111,9 +111,9 @@ def _cannot_write(label: str, e: OSError) -> OutputError:
     return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
 
 
-def _appeared(label: str) -> OutputError:
+def _appeared(label: str, force: bool = False) -> OutputError:
     return OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
-                       f"nothing was written; pass {FORCE} to replace it")
+                       f"nothing was written" + ("" if force else f"; pass {FORCE} to replace it"))
 
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
@@ -308,7 +308,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
         publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
                        held, force, remove or ())
     except FileExistsError:
-        raise _appeared(f"{what} {directory}") from None
+        raise _appeared(f"{what} {directory}", force) from None
     except OSError as e:
         raise _cannot_write(f"{what} {directory}", e) from None
     finally:

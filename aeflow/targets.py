@@ -37,6 +37,16 @@ def _key(path) -> tuple[int, int] | None:
     return None
 
 
+def _glob_matches(path: str, pattern: str) -> bool:
+    """Whether ``glob.glob(pattern)`` would list ``path`` (both absolute): part by part, ``*`` never across a
+    separator nor onto a hidden name the pattern does not spell; ``**`` anywhere: fnmatch's wider match."""
+    if "**" in pattern:
+        return fnmatch.fnmatchcase(path, pattern)
+    names, parts = path.split(os.sep), pattern.split(os.sep)
+    return len(names) == len(parts) and all(fnmatch.fnmatchcase(n, q) and (not n.startswith(".") or q.startswith("."))
+                                            for n, q in zip(names, parts))
+
+
 def _overlap(targets: list[tuple[Path, str]], others, patterns=()) -> tuple[Path, object, str] | None:
     """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (the same
     path, links resolved, or the same file by device and inode), "is inside" it, (a folder) "holds" it, or one of
@@ -54,7 +64,7 @@ def _overlap(targets: list[tuple[Path, str]], others, patterns=()) -> tuple[Path
             if kind == "folder" and o.startswith(t.rstrip(os.sep) + os.sep):
                 return target, other, "holds"
         for pattern, forms in spelled:
-            if any(fnmatch.fnmatchcase(s, p) for s in (t, os.path.abspath(target)) for p in forms):
+            if any(_glob_matches(s, p) for s in (t, os.path.abspath(target)) for p in forms):
                 return target, pattern, "matches"
     return None
 

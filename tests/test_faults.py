@@ -154,8 +154,9 @@ def test_a_folder_replaced_whole_keeps_a_file_put_into_it_meanwhile(tmp_path):
     replaced whole (without force: kept, one line)."""
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "a.txt").write_text("old")
-    with pytest.raises(OutputError, match="another file appeared there"):
+    with pytest.raises(OutputError, match="another file appeared there") as refused:
         staged(tmp_path / "ds", "notes.txt", replace=True, force=True)
+    assert "pass force=True" not in str(refused.value)  # force was passed: no advice to pass it
     assert contents(tmp_path / "ds") == {"a.txt": "old", "notes.txt": "theirs"}
     os.unlink(tmp_path / "ds" / "notes.txt")
     staged(tmp_path / "ds", replace=True, force=True)  # as it was: replaced whole

@@ -493,3 +493,20 @@ def test_train_sees_an_existing_checkpoint_through_a_missing_folder_and_dotdot(t
     r = invoke("train", "ae", "--data", "x.npy", "--epochs", "1", "-o", "nosuch/../R", "-q")
     assert r.exit_code == 1 and "ae.pt exists; pass --force" in r.stderr, r.stderr
     assert (tmp_path / "R" / "ae.pt").read_bytes() == b"trained before"
+
+
+def test_a_pattern_refuses_what_glob_would_read_not_more(tmp_path, images, monkeypatch):
+    """The pattern refusal matched with fnmatch: '*' crossed '/' and matched hidden names, so imgs/sub/new.png
+    and imgs/.new.png were refused for 'imgs/*.png', though glob never reads them."""
+    from aeflow.targets import check_target
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    Image.fromarray(images[0]).save(tmp_path / "imgs" / "a.png")
+    for ok in ("imgs/sub/new.png", "imgs/.new.png", "imgs/new.npy"):
+        check_target(ok, inputs=["imgs/*.png"])
+    with pytest.raises(UsageError, match="matched by the input pattern"):
+        check_target("imgs/new.png", inputs=["imgs/*.png"])
+    Image.fromarray(images[0]).save(tmp_path / "imgs" / ".b.png")
+    with pytest.raises(UsageError, match="matched by the input pattern"):
+        check_target("imgs/.new.png", inputs=["imgs/.*.png"])
