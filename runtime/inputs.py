@@ -156,6 +156,19 @@ def open_npz(path: Path, name: str, image_shape=DEFAULT_SHAPE) -> ImageSource:
     return StreamSource(lambda: _member_data(path, info, name), name, shape, dtype, ".npz member", labels, image_shape)
 
 
+MAGICS = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
+
+
+def file_kind(path: Path, head: bytes | None = None) -> str | None:
+    """The format of the file ``path`` (a key of ``MAGICS``) by its suffix, else by its first bytes ``head``
+    (read here when None); None for neither (IDX, or unknown)."""
+    suffix = path.suffix.lower()
+    if suffix in MAGICS:
+        return suffix
+    head = read_bytes(path, 8) if head is None else head
+    return next((k for k, m in MAGICS.items() if head.startswith(m)), None)
+
+
 def open_source(path: str | os.PathLike, name: str | None = None, column: str | None = None,
                 image_shape=DEFAULT_SHAPE) -> ImageSource:
     """The reader for ``path`` (a PNG folder, .npy, .npz, .png, .parquet with its image ``column``, IDX) of
@@ -166,11 +179,10 @@ def open_source(path: str | os.PathLike, name: str | None = None, column: str | 
     if why := not_regular(p):
         raise InputError(f"{name}: no such file or folder; check the path" if why == "missing" else
                          f"{name}: is {why}; aeflow reads regular files and folders of PNGs")
-    head, suffix = read_bytes(p, 8), p.suffix.lower()
+    head = read_bytes(p, 8)
     if not head:
         raise InputError(f"{name}: the file is empty")
-    magics = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parquet": b"PAR1"}
-    kind = suffix if suffix in magics else next((k for k, m in magics.items() if head.startswith(m)), None)
+    kind = file_kind(p, head)
     if kind == ".parquet":
         from aeflow.runtime.parquet import ParquetSource
 

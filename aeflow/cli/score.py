@@ -15,10 +15,9 @@ from aeflow.cli.options import output_option, shared
 from aeflow.errors import Interrupted
 from aeflow.files import check_space
 from aeflow.progress import progress_bar, text_table
-from aeflow.runtime.arrays import read_bytes
 from aeflow.runtime.artifacts import bundled_dir, demo_file
 from aeflow.runtime.contract import DEMO_FILE, IMAGE_SHAPE
-from aeflow.runtime.inputs import ImageSource, open_source
+from aeflow.runtime.inputs import ImageSource, file_kind, open_source
 from aeflow.runtime.outputs import (COLUMNS, FORMATS, InputResult, ScoredInput, check_output_path, iter_rows,
                                      output_context, total, write_results, write_stdout)
 from aeflow.runtime.providers import short_provider
@@ -55,11 +54,6 @@ def _score_all(scorer: AnomalyScorer, sources: list[ImageSource], quiet: bool, m
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {done:,} of {images:,} images; no output written") from None
     return results, counts
-
-
-def _is_parquet(path: Path) -> bool:
-    """Whether ``path`` is a Parquet file, by its suffix or its magic bytes (as ``open_source`` tells)."""
-    return path.suffix.lower() == ".parquet" or (path.is_file() and read_bytes(path, 4) == b"PAR1")
 
 
 def _scorer(o: SimpleNamespace) -> tuple[AnomalyScorer, dict]:
@@ -152,7 +146,7 @@ def command(**options):
     if o.threshold is not None:
         o.threshold = check_threshold(o.threshold, "--threshold")
     check_batch(o.batch_size, "--batch-size", BYTES_PER_IMAGE)
-    if o.column is not None and not any(_is_parquet(p) for p in o.inputs):
+    if o.column is not None and not any(p.is_file() and file_kind(p) == ".parquet" for p in map(Path, o.inputs)):
         raise click.UsageError("--column picks the image column of Parquet inputs, and no INPUT is a Parquet file; "
                                "drop --column")
     o.used = [o.artifacts] if o.artifacts is not None else []
