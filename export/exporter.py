@@ -26,6 +26,7 @@ from aeflow.files import FORCE, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, contract, inversion
+from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.targets import check_target
 from aeflow.train.autoencoder import AEConfig, training_images
@@ -221,6 +222,13 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
     checks, notes, stale = [], [], []
+    if ae_pt and (calibrated := _calibration_of(out)):
+        if not force:
+            raise OutputError(f"{out / contract.THRESHOLD_JSON} holds a calibration ({calibrated}) that this export "
+                              f"would replace with the training threshold; export into another folder, or pass "
+                              f"{FORCE} and calibrate again")
+        notes.append(f"replaced the calibration ({calibrated}): the threshold is the training one again")
+        stale += [CALIBRATION_SCORES] if (out / CALIBRATION_SCORES).is_file() else []
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
@@ -243,9 +251,6 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
 # every file an export may write or remove (besides the checkpoints it copies)
 EXPORT_FILES = [*(g.file for g in contract.GRAPHS.values()), contract.THRESHOLD_JSON, contract.FLOW_JSON,
                 contract.GOLDEN_FILE, "MODEL_CARD.md"]
-# each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
-MODEL_FILES = {model: [meta, *(g.file for g in contract.GRAPHS.values() if g.metadata == meta)]
-               for model, meta in (("detector", contract.THRESHOLD_JSON), ("flow", contract.FLOW_JSON))}
 
 
 def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[tuple | None, tuple | None]:
@@ -259,7 +264,7 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
                             f"--checkpoints DIR")
     if quantize and not ae_pt:
         raise UsageError(f"--quantize int8 quantizes the detector, and {checkpoints} holds no ae.pt")
-    for ckpt, (model, names) in zip((ae_pt, flow_pt), MODEL_FILES.items()):
+    for ckpt, (model, names) in zip((ae_pt, flow_pt), contract.MODEL_FILES.items()):
         if not (ckpt or force) and artifacts.is_aeflow_document(out / names[0]):
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass {FORCE} for that, or export into another folder")
@@ -279,6 +284,17 @@ def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:
             and (n in ckpts or not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n))))]
 
 
+def _calibration_of(out: Path) -> str | None:
+    """How the detector's threshold in ``out``'s threshold.json was calibrated (graph and date), None where it was
+    not (or the file is not aeflow's): an export replaces a calibration only with ``force``."""
+    if not artifacts.is_aeflow_document(out / contract.THRESHOLD_JSON):
+        return None
+    doc = artifacts.load_json(out / contract.THRESHOLD_JSON)
+    found = [(which, entry["calibration"]) for which, entry in (("ae.onnx", doc), ("ae.int8.onnx", doc.get("int8")))
+             if isinstance(entry, dict) and isinstance(entry.get("calibration"), dict)]
+    return ", ".join(f"{which}'s of {str(cal.get('date', '?'))[:10]}" for which, cal in found) or None
+
+
 def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
     """The data files the loaded checkpoints record (an autoencoder's list, which export reads again; a flow's
     one file), glob patterns as recorded (``check_target`` expands them, and refuses a file they would match)."""
@@ -291,8 +307,8 @@ def _earlier(out: Path, ae: bool, flow: bool, quantize, stale: list[str]) -> lis
     """Add to ``stale`` an earlier export's files that nothing binds any more, returning notes: the int8 graph
     without ``quantize``; the metadata (if aeflow's) and graphs of a model this export had no checkpoint of."""
     notes = []
-    for names, gone in (([contract.INT8_FILE], ae and not quantize), (MODEL_FILES["detector"], not ae),
-                        (MODEL_FILES["flow"], not flow)):
+    for names, gone in (((contract.INT8_FILE,), ae and not quantize), (contract.MODEL_FILES["detector"], not ae),
+                        (contract.MODEL_FILES["flow"], not flow)):
         first = out / names[0]
         if gone and first.is_file() and (len(names) == 1 or artifacts.is_aeflow_document(first)):
             removed = [n for n in names if (out / n).is_file()]

@@ -27,9 +27,9 @@ from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
 from aeflow.targets import check_target
 
 # the model's files: graphs, metadata and the files they bind (the scores last); a copy is not made beside another's
-MODEL_FILES = (contract.AE_FILE, contract.INT8_FILE, contract.GOLDEN_FILE, contract.FLOW_JSON, contract.FLOW_FILE,
-               contract.SAMPLER_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, CALIBRATION_SCORES)
-COPIED = MODEL_FILES + ("demo.npz", "ae_loss.png", "flow_loss.png", "flow_data.png", "flow_density.png",
+MODEL_FILES = (*(n for names in contract.MODEL_FILES.values() for n in names if n != contract.THRESHOLD_JSON),
+               contract.GOLDEN_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, CALIBRATION_SCORES)
+COPIED = MODEL_FILES + (contract.DEMO_FILE, "ae_loss.png", "flow_loss.png", "flow_data.png", "flow_density.png",
                         "flow_map.png", "MODEL_CARD.md")
 
 

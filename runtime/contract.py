@@ -52,6 +52,11 @@ GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images"
           "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "aeflow export", ("sampler_z", "sampler_x"))}
 
 
+# each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
+MODEL_FILES = {model: (meta, *(g.file for g in GRAPHS.values() if g.metadata == meta))
+               for model, meta in (("detector", THRESHOLD_JSON), ("flow", FLOW_JSON))}
+
+
 def signature(which: str, image_shape: tuple[int, int] = IMAGE_SHAPE) -> dict:
     """Graph ``which``'s float32 inputs and outputs {"inputs": {name: dims}, ...}; "N" is the batch."""
     if which in ("ae", "int8"):

@@ -403,3 +403,26 @@ def test_export_never_replaces_a_runs_own_checkpoint_or_a_file_that_only_looks_l
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     mine = b'{"schema_version": 3, "mine": true}'
     assert after == {**{k: v for k, v in before.items() if k != "ae.pt"}, "flow.json": mine}
+
+
+def test_export_never_drops_a_calibration_silently(api_run, tmp_path, capfd):
+    """Re-exporting a calibrated run put the training threshold back without a word (calibration_scores.npy was
+    left unbound): now refused before any work, the folder unchanged; with force a note says so and the scores go."""
+    import shutil
+
+    from aeflow.runtime import AnomalyScorer
+
+    out, _, det, wide, _ = api_run
+    run = shutil.copytree(out, tmp_path / "run")
+    trained = json.loads((run / "threshold.json").read_text())["threshold"]
+    scorer = AnomalyScorer(run)
+    scorer.calibrate(wide, k=2)
+    scorer.save_calibration()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    line = assert_one_line_error(invoke_cli("export", "-o", str(run), "--checkpoints", str(run), capfd=capfd), 1)
+    assert "threshold.json holds a calibration (ae.onnx's of " in line and "replace with the training threshold" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    report = det.export(run, force=True)  # fitted on an array: the API exports it
+    doc = json.loads((run / "threshold.json").read_text())
+    assert doc["threshold"] == trained and "calibration" not in doc and not (run / "calibration_scores.npy").exists()
+    assert any(note.startswith("replaced the calibration (ae.onnx's of ") for note in report.notes)
