@@ -21,7 +21,8 @@ END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") 
 # the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
 # one, even where the exception it raised was swallowed (e.g. inside a library's lazy import)
 RECEIVED: list[int] = []
-PUBLISHED: list[Path] = []  # the folders this command published (aeflow.cli clears it with RECEIVED)
+# the outputs this command published whole, files and folders; None outside a command line (aeflow.cli sets a list)
+PUBLISHED: list[Path] | None = None
 _held = [0]  # depth of the main thread's _signals_held blocks: a signal is only recorded inside them
 FORCE = "force=True"  # what the refusals below ask for; the command line says --force (cli.FLAG_WORDING)
 
@@ -152,6 +153,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
         if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
             raise KeyboardInterrupt
         publish(tmp, path, replace)
+        _published(path)
     except FileExistsError:
         raise _appeared(label) from None
     except OSError as e:
@@ -159,6 +161,18 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
     finally:
         if tmp is not None:
             _discard(tmp)
+
+
+def _published(path: Path) -> None:
+    """Record ``path`` in ``PUBLISHED`` (where a command line keeps it), unless it went into a temporary folder."""
+    if PUBLISHED is not None and not any(parent in _live for parent in Path(os.path.abspath(path)).parents):
+        PUBLISHED.append(Path(path))
+
+
+def forget_published(path: str | os.PathLike) -> None:
+    """Take ``path`` out of ``PUBLISHED``: what it held before was put back."""
+    if PUBLISHED is not None and Path(path) in PUBLISHED:
+        PUBLISHED.remove(Path(path))
 
 
 def keep_copy(path: Path) -> Path:
@@ -244,7 +258,7 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
             staging.rmdir()
         for name in remove:
             (directory / name).unlink(missing_ok=True)
-        PUBLISHED.append(directory)
+        _published(directory)
 
 
 def _rename(staging: Path, directory: Path, replace: Collection[str] | None, force: bool) -> bool:

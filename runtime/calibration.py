@@ -17,7 +17,7 @@ import onnxruntime
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
+from aeflow.files import forget_published, keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
 from aeflow.runtime import contract
@@ -191,6 +191,7 @@ def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes 
                 os.replace(kept, path)
             elif scores is not None:
                 path.unlink(missing_ok=True)
+            forget_published(path)
             raise
     finally:
         if kept is not None:

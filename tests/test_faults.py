@@ -616,3 +616,34 @@ def test_a_signal_during_a_folder_publish_ends_it_whole_and_says_so(command, tmp
                 "replacing": {"part-0.txt": "new"}}[command]
     assert {p.name: p.read_text() for p in out.iterdir()} == expected
     assert sorted(os.listdir(tmp_path)) == ["out", "published.py"]
+
+
+SIGNAL_AFTER_A_FILE = """
+import os, signal, sys, time
+from aeflow import cli
+from aeflow.cli import sample
+
+real = sample._histogram
+
+def _kill(*args, **kwargs):  # the signal lands after the histogram was published, before the samples are
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+
+sample._histogram = _kill
+sys.argv = ["aeflow", "sample", "-n", "1000", "--seed", "0", "-o", sys.argv[1], "--histogram", sys.argv[2], "-q",
+            "--device", "cpu"]
+cli.main()
+"""
+
+
+def test_a_signal_after_one_file_was_published_says_it_was_written(tmp_path):
+    """sample -o s.npy --histogram h.png, a signal after h.png was published and before s.npy is: the line said
+    'no output written' beside a whole h.png. It names what was written (a single file counts as a folder does)."""
+    pytest.importorskip("matplotlib")
+    out, hist = tmp_path / "s.npy", tmp_path / "h.png"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_A_FILE, str(out), str(hist)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr == f"aeflow: error: interrupted after writing {hist} (complete) (SIGTERM)\n", proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["h.png"] and hist.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

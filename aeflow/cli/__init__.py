@@ -50,7 +50,7 @@ def _signals_end_the_command():
     signals ignored; one held by ``aeflow.files`` waits); yields ``files.RECEIVED`` (nothing is published after one)."""
     received = files.RECEIVED
     received.clear()
-    files.PUBLISHED.clear()
+    files.PUBLISHED = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
@@ -227,7 +227,7 @@ class LazyGroup(click.Group):
                 remove_temporaries()
             if received and not isinstance(error, (KeyboardInterrupt, click.exceptions.Abort, Interrupted)):
                 error = KeyboardInterrupt()  # whatever broke after a signal, or a signal a library swallowed, was it
-            if received and files.PUBLISHED:  # the signal came as (or after) a folder was published whole
+            if received and files.PUBLISHED:  # the signal came as (or after) an output was published whole
                 error = Interrupted(f"interrupted after writing {', '.join(map(str, files.PUBLISHED))} (complete)")
             line, code = outcome(error, received[0] if received else None)
             _ENDED_WITH.append(code)
