@@ -233,3 +233,26 @@ def test_data_folder_without_mnist(tmp_path, capfd):
     line = assert_one_line_error(invoke_cli("train", "ae", "--data-dir", str(tmp_path), "-o", str(tmp_path),
                                             capfd=capfd), 1)
     assert "no mnist train images" in line
+
+
+def test_export_refuses_other_mnist_training_images_than_the_recorded_ones(exported, tiny_data_dir, tmp_path, capfd):
+    """ae.pt records the sha256 of its training pixels; export --data-dir OTHER (as many images, other pixels) set
+    the threshold on images that were not its held-out split, and recorded the first folder: now one line, nothing
+    written. The recorded folder still exports."""
+    import shutil
+
+    from conftest import synthetic_digits, write_idx
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data_dir, other)
+    write_idx(other / "mnist" / "train-images-idx3-ubyte.gz", synthetic_digits(120, 7))  # same count and size
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(exported / "ae.pt", run)
+    line = assert_one_line_error(invoke_cli("export", "--checkpoints", str(run), "-o", str(run), "--data-dir",
+                                            str(other), capfd=capfd), 1)
+    assert "the MNIST training images differ from those the autoencoder was trained on" in line, line
+    assert sorted(p.name for p in run.iterdir()) == ["ae.pt"]
+    proc = invoke_cli("export", "--checkpoints", str(run), "-o", str(run), "--data-dir", str(tiny_data_dir),
+                      capfd=capfd)
+    assert proc.returncode == 0 and (run / "threshold.json").is_file(), proc.stderr

@@ -62,7 +62,11 @@ def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple
     else:
         images = to_float(load_images("mnist", "train", config.data_dir))
         config.data_source = f"IDX files in {config.data_dir}" if config.data_dir else "torchvision download"
-        config.data_sha256 = config.data_sha256 or hashlib.sha256(images.tobytes()).hexdigest()
+        if (sha256 := hashlib.sha256(images.tobytes()).hexdigest()) != (config.data_sha256 or sha256):
+            raise ArtifactError(f"{config.data_source}: the MNIST training images differ from those the autoencoder "
+                                f"was trained on (sha256 of the pixels); pass data_dir=DIR, the folder it was "
+                                f"trained from")
+        config.data_sha256 = sha256
     train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
     config.n_train, config.n_val, config.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
     return images, train_idx, val_idx
