@@ -143,8 +143,9 @@ def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
     return "remote", text
 
 
-def expand_inputs(patterns) -> list[Path]:
-    """Input paths as given, glob patterns expanded in sorted order; ``InputError`` for one matching nothing."""
+def expand_inputs(patterns, distinct: bool = True) -> list[Path]:
+    """Input paths as given, glob patterns expanded in sorted order; ``InputError`` for one matching nothing and,
+    where ``distinct``, for an input given twice (by any spelling or link, or inside a folder also given)."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -155,6 +156,25 @@ def expand_inputs(patterns) -> list[Path]:
             paths.extend(Path(p) for p in found)
         else:
             paths.append(Path(text))
+    return _distinct(paths) if distinct else paths
+
+
+def _distinct(paths: list[Path]) -> list[Path]:
+    """``paths``, or ``InputError`` where two are one file (device and inode) or one lies inside a folder given."""
+    seen, folders = {}, {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # a missing input is its reader's to say
+            st = path.stat()
+            if (other := seen.setdefault((st.st_dev, st.st_ino), path)) is not path:
+                raise InputError(f"{path}: given twice (also as {other}); pass each input once")
+            if path.is_dir():
+                folders[os.path.realpath(path)] = path
+    for path in paths if folders else ():
+        parent = os.path.dirname(os.path.realpath(path))
+        while parent not in folders and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+        if parent in folders:
+            raise InputError(f"{path}: inside {folders[parent]}, also given; pass each input once")
     return paths
 
 

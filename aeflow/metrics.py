@@ -128,7 +128,14 @@ def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[flo
 
 def min_n_for_rate(rate: float) -> int:
     """The fewest normal scores ``threshold_for_false_alarm_rate`` needs: smallest n with floor(rate (n + 1)) >= 1."""
-    return max(1, math.ceil(1.0 / rate - 1e-9) - 1)
+    return max(1, math.ceil(1 / _as_written(rate)) - 1)
+
+
+def _as_written(rate: float):
+    """``rate`` as its shortest decimal, exactly (a Fraction): 0.29 * 100 is 29, where float's is 28.999..."""
+    from fractions import Fraction  # not at the top: scoring imports this module, and fractions imports decimal
+
+    return Fraction(repr(float(rate)))
 
 
 def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> tuple[float, int]:
@@ -143,7 +150,7 @@ def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> tuple[flo
         raise ValueError("the false-alarm rate must lie strictly between 0 and 1")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or Inf")
-    above = math.floor(rate * (s.size + 1) + 1e-9)  # images above the threshold, plus one
+    above = math.floor(_as_written(rate) * (s.size + 1))  # images above the threshold, plus one
     if above < 1:
         raise ValueError(f"a false-alarm rate of {rate:g} needs at least {min_n_for_rate(rate):,} normal images, "
                          f"got {s.size:,}")

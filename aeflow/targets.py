@@ -100,7 +100,7 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     said = {"is": "is also an input ({})", "is inside": "is inside the input folder {}",
             "holds": "holds the input {}", "matches": "is matched by the input pattern {}"}
     patterns = [p for p in map(os.fspath, inputs) if glob.has_magic(p) and not os.path.exists(p)]
-    inputs = expand_inputs(inputs)  # a pattern: its files now, and any file it would match later (recorded)
+    inputs = expand_inputs(inputs, distinct=False)  # a pattern: its files now, and any it would match later
     if found := _overlap([(path / name, "file") for name in names] or [(path, kind)], inputs, patterns):
         raise UsageError(f"{what} {found[0]} {said[found[2]].format(found[1])}; {hint}")
     for other in artifacts:

@@ -64,6 +64,21 @@ def test_quantile_rank_and_the_smallest_n():
             metrics.threshold_for_false_alarm_rate(np.arange(float(n - 1)), rate)
 
 
+@pytest.mark.parametrize("text", ["0.0999999999995", "0.29", "0.07", "0.1", "0.3333333333333333", "0.0101"])
+def test_the_rank_is_the_formula_on_the_rate_as_written(text):
+    """r = n + 1 - floor(P (n + 1)) for P as written, in rationals: a fudge (+1e-9) gave rank 90 for P =
+    0.0999999999995, n = 99 (a chance 10/100 > P of a false alarm); float arithmetic gives 0.29 * 100 = 28.99..."""
+    exact = Fraction(text)
+    for n in range(1, 400):
+        above = math.floor(exact * (n + 1))
+        if above < 1:
+            with pytest.raises(ValueError, match="needs at least"):
+                metrics.threshold_for_false_alarm_rate(np.arange(1.0, n + 1.0), float(text))
+            continue
+        assert metrics.threshold_for_false_alarm_rate(np.arange(1.0, n + 1.0), float(text))[1] == n + 1 - above
+        assert Fraction(above, n + 1) <= exact and metrics.min_n_for_rate(float(text)) <= n
+
+
 def test_false_alarm_rate_and_intervals_hold_on_synthetic_scores():
     """Exponential scores: the true false-alarm rate of a threshold t is exp(-t). Over 1,000
     calibrations on 200 scores, by either rule, the Clopper-Pearson interval covers the true rate
@@ -426,3 +441,28 @@ def test_calibrate_copy_refuses_a_pipe_or_folder_of_its_names_before_any_work(ha
         r = run_cli("calibrate", str(halves[0]), "-o", str(out), "--force", "--device", "cpu")
         assert r.returncode != 0 and r.stderr.count("\n") == 1 and name in r.stderr, r.stderr
         assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_an_input_given_twice_is_refused_before_any_work(halves, tmp_path, monkeypatch):
+    """calibrate in/a.npy ./in/a.npy (or a glob and one of its matches, a link to it, a folder and a file in it)
+    counted the images twice: n doubled and the recorded intervals shrank as if they were new images."""
+    from PIL import Image
+
+    from aeflow.errors import InputError
+    from aeflow.runtime.inputs import read_images
+
+    a, _ = halves
+    monkeypatch.chdir(a.parent)
+    (tmp_path / "link.npy").symlink_to(a)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(2):
+        Image.fromarray(np.load(a)[i]).save(pngs / f"{i}.png")
+    for inputs in ([a.name, f"./{a.name}"], ["*.npy", a.name], [str(a), str(tmp_path / "link.npy")],
+                   [str(pngs), str(pngs / "1.png")], [str(pngs / "0.png"), str(tmp_path / "pngs/../pngs")]):
+        r = calibrate(*inputs, "-o", str(tmp_path / "cal"))
+        assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "pass each input once" in r.stderr, (inputs, r.stderr)
+        assert not (tmp_path / "cal").exists()
+        with pytest.raises(InputError, match="pass each input once"):
+            read_images(inputs)
+    assert calibrate(a.name, "-o", str(tmp_path / "cal"), "-q").exit_code == 0

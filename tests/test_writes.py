@@ -333,7 +333,7 @@ def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):
                       for n in ("0.png", "1.png", "2.png"))
     assert data[2]["sha256"] == hashlib.sha256(listing.encode()).hexdigest()
     if shutil.which("sha256sum") and shutil.which("sh"):  # the README's recipe
-        recipe = "cd pngs && sha256sum -- *.png | LC_ALL=C sort -k2 | sha256sum"
+        recipe = "cd pngs && sha256sum -- *.[pP][nN][gG] | LC_ALL=C sort -k2 | sha256sum"
         assert subprocess.run(["sh", "-c", recipe], capture_output=True, text=True).stdout.split()[0] == data[2]["sha256"]
 
 
