@@ -29,8 +29,9 @@ from aeflow.targets import check_target
 # the model's files: graphs, metadata and the files they bind (the scores last); a copy is not made beside another's
 MODEL_FILES = (*(n for names in contract.MODEL_FILES.values() for n in names if n != contract.THRESHOLD_JSON),
                contract.GOLDEN_FILE, contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT, CALIBRATION_SCORES)
+CARD, CARD_HEAD, CARD_SECTION = "MODEL_CARD.md", "# Model card\n\nWritten by `aeflow export`", "## Calibration"
 COPIED = MODEL_FILES + (contract.DEMO_FILE, "ae_loss.png", "flow_loss.png", "flow_data.png", "flow_density.png",
-                        "flow_map.png", "MODEL_CARD.md")
+                        "flow_map.png", CARD)
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
             for name in COPIED:
                 if (directory / name).is_file():
                     shutil.copyfile(directory / name, tmp / name)  # copies: editing one never edits the other
-        if scores is not None:
-            write_atomic(tmp / CALIBRATION_SCORES, scores, replace=True)
+        for name, data in ((CALIBRATION_SCORES, scores), (CARD, _card(tmp / CARD, doc))):
+            if data is not None:
+                write_atomic(tmp / name, data, replace=True)
         write_metadata(tmp / contract.THRESHOLD_JSON, doc)
     return Path(out) / contract.THRESHOLD_JSON
 
@@ -174,28 +176,59 @@ def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[
 
 
 def _write_in_place(directory: Path, doc: contract.ThresholdMeta, scores: bytes | None) -> None:
-    """The scores file (when ``scores``), then threshold.json; if that fails (a signal too) the old scores come
-    back in one rename of a copy kept beside them (a rename, as nothing may be published after a signal)."""
-    path, kept = directory / CALIBRATION_SCORES, None
+    """The scores file (when ``scores``) and export's model card, then threshold.json; if any of it fails (a signal
+    too) the old files come back, each in one rename of a copy kept beside it (nothing is published after a signal)."""
+    writes = {directory / CALIBRATION_SCORES: scores, directory / CARD: _card(directory / CARD, doc)}
+    kept, written = {}, []
     try:
-        if scores is not None and path.is_file():
-            kept = keep_copy(path)
-        if scores is not None:
-            write_atomic(path, scores, replace=True)
-        try:
-            write_metadata(directory / contract.THRESHOLD_JSON, doc)
-        except BaseException:
-            if _holds(directory / contract.THRESHOLD_JSON, doc):  # a signal just after it landed: the new pair
-                raise
-            if kept is not None:
-                os.replace(kept, path)
-            elif scores is not None:
+        for path, data in ((p, d) for p, d in writes.items() if d is not None):
+            if path.is_file():
+                kept[path] = keep_copy(path)
+            written.append(path)
+            write_atomic(path, data, replace=True)
+        write_metadata(directory / contract.THRESHOLD_JSON, doc)
+    except BaseException:
+        if _holds(directory / contract.THRESHOLD_JSON, doc):  # a signal just after it landed: the new set
+            raise
+        for path in written:
+            if path in kept:
+                os.replace(kept.pop(path), path)
+            else:
                 path.unlink(missing_ok=True)
             forget_published(path)
-            raise
+        raise
     finally:
-        if kept is not None:
-            kept.unlink(missing_ok=True)
+        for copy_ in kept.values():
+            copy_.unlink(missing_ok=True)
+
+
+def _card(path: Path, doc: contract.ThresholdMeta) -> str | None:
+    """Export's MODEL_CARD.md at ``path`` with a section on ``doc``'s calibrated thresholds (replacing an earlier
+    one, before the limits); None where there is no card of export's (a user's own is left alone)."""
+    try:
+        card = path.read_text("utf-8") if path.is_file() and not path.is_symlink() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not card.startswith(CARD_HEAD):
+        return None
+    lines = [CARD_SECTION, "", "The threshold in force was set by `aeflow calibrate`; the detector's figures above "
+             "are export's.", ""]
+    for which in ("ae", "int8"):
+        if (entry := doc.entry(which)) is not None and (cal := entry.calibration) is not None:
+            names = ", ".join(d["name"] for d in cal["data"][:3]) + (", ..." if len(cal["data"]) > 3 else "")
+            lines.append(f"- **{contract.GRAPHS[which].file}**: threshold {entry.threshold:.6g}, "
+                         f"{threshold_origin(entry)} ({names}); {cal['flagged']:,} of them above it "
+                         f"({cal['achieved_false_alarm_rate']:.2%}; {cal['interval']['confidence']:.0%} interval "
+                         f"{cal['interval']['lower']:.2%} - {cal['interval']['upper']:.2%})")
+    if "scores" in (doc.calibration or {}):
+        lines.append(f"- **p-values** compare with the {doc.calibration['n']:,} calibration scores "
+                     f"({CALIBRATION_SCORES}), not the validation scores")
+    section = "\n".join(lines) + "\n\n"
+    before, found, after = card.partition(CARD_SECTION)
+    if found:  # an earlier calibration's section: replaced up to the next heading
+        return before + section + ("## " + after.split("\n## ", 1)[1] if "\n## " in after else "")
+    before, found, after = card.partition("## Intended use")
+    return before + section + found + after if found else card.rstrip("\n") + "\n\n" + section
 
 
 def _holds(path: Path, doc: contract.ThresholdMeta) -> bool:

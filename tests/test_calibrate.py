@@ -331,7 +331,7 @@ def test_a_failed_in_place_write_leaves_the_scores_file_as_it_was(halves, tmp_pa
     scorer = AnomalyScorer(device="cpu")
     scorer.calibrate(np.load(a), k=3)
     scorer.save_calibration(tmp_path / "c")
-    before = {f: sha256_file(tmp_path / "c" / f) for f in ("threshold.json", "calibration_scores.npy")}
+    before = {f: sha256_file(tmp_path / "c" / f) for f in ("threshold.json", "calibration_scores.npy", "MODEL_CARD.md")}
     again = AnomalyScorer(tmp_path / "c", device="cpu")
     again.calibrate(np.load(b), k=3)
     import aeflow.runtime.calibration as calibration
@@ -388,10 +388,11 @@ def test_a_signal_while_threshold_json_is_written_puts_the_old_scores_back(halve
     from aeflow.runtime import calibration
 
     calibrated, normal = copy_artifacts(bundled, tmp_path / "art"), np.load(halves[0])
+    shutil.copy(bundled / "MODEL_CARD.md", calibrated)
     scorer = AnomalyScorer(calibrated, device="cpu")
     scorer.calibrate(normal[:200], k=3)
     scorer.save_calibration()
-    before = {n: sha256_file(calibrated / n) for n in ("threshold.json", "calibration_scores.npy")}
+    before = {n: sha256_file(calibrated / n) for n in ("threshold.json", "calibration_scores.npy", "MODEL_CARD.md")}
 
     def interrupted(path, doc):  # the signal handler's effect: recorded, then KeyboardInterrupt
         files.RECEIVED.append(15)
@@ -466,3 +467,28 @@ def test_an_input_given_twice_is_refused_before_any_work(halves, tmp_path, monke
         with pytest.raises(InputError, match="pass each input once"):
             read_images(inputs)
     assert calibrate(a.name, "-o", str(tmp_path / "cal"), "-q").exit_code == 0
+
+
+def test_the_model_card_says_which_threshold_is_in_force(halves, bundled, tmp_path):
+    """A calibrated copy (and an in-place calibration) kept export's MODEL_CARD.md byte for byte: its threshold and
+    p-value lines named export's figures while threshold.json held another. Now a section says what is in force
+    (replaced by the next calibration); export's own lines stay; a card that is not export's is left alone."""
+    a, b = halves
+    r = calibrate(str(a), "-o", str(tmp_path / "c"), "-q")
+    assert r.exit_code == 0, r.stderr
+    card = (tmp_path / "c" / "MODEL_CARD.md").read_text()
+    meta = json.loads((tmp_path / "c" / "threshold.json").read_text())
+    export_card = (bundled / "MODEL_CARD.md").read_text()
+    assert card.startswith(export_card.split("## Intended use")[0]) and card.endswith(export_card.split("\n\n## Intended")[1])
+    assert f"- **ae.onnx**: threshold {meta['threshold']:.6g}, calibrated " in card
+    assert f"- **ae.int8.onnx**: threshold {meta['int8']['threshold']:.6g}, calibrated " in card
+    assert "compare with the 500 calibration scores (calibration_scores.npy)" in card
+    r = calibrate(str(b), "--artifacts", str(tmp_path / "c"), "--false-alarm-rate", "0.05", "-q")
+    assert r.exit_code == 0, r.stderr
+    again = (tmp_path / "c" / "MODEL_CARD.md").read_text()
+    threshold = json.loads((tmp_path / "c" / "threshold.json").read_text())["threshold"]
+    assert again.count("## Calibration") == 1 and f"threshold {threshold:.6g}, calibrated " in again
+    assert "false-alarm rate 0.05 of 500 normal images" in again and meta["threshold"] != threshold
+    (tmp_path / "c" / "MODEL_CARD.md").write_text("my own notes\n")
+    assert calibrate(str(a), "--artifacts", str(tmp_path / "c"), "-q").exit_code == 0
+    assert (tmp_path / "c" / "MODEL_CARD.md").read_text() == "my own notes\n"
