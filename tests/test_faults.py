@@ -282,12 +282,13 @@ def reading(pid: int, path: Path) -> bool:
 
 def test_signal_during_score_exits_128_plus_signal(tmp_path):
     """The signal lands while score reads and scores its inputs (before any output exists)."""
-    np.save(tmp_path / "x.npy", np.zeros((100_000, 28, 28), np.uint8))
-    proc = signal_once(["score", *["x.npy"] * 8, "-o", "s.csv", *CPU, "-q"], tmp_path,
+    for name in ("x.npy", "y.npy"):  # each input once: one given twice is refused
+        np.save(tmp_path / name, np.zeros((100_000, 28, 28), np.uint8))
+    proc = signal_once(["score", "x.npy", "y.npy", "-o", "s.csv", *CPU, "-q"], tmp_path,
                        lambda p: reading(p.pid, tmp_path / "x.npy"), signal.SIGTERM)
     line = assert_one_line_error(proc, 128 + signal.SIGTERM)
     assert "SIGTERM" in line and "interrupted after" in line and "no output written" in line, line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
 
 
 def test_signal_while_the_interpreter_finalizes_keeps_the_exit_code():
