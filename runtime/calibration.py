@@ -16,7 +16,7 @@ import onnxruntime
 
 from aeflow import __version__
 from aeflow.checks import CONFIDENCE, check_rule
-from aeflow.errors import ArtifactError, UsageError
+from aeflow.errors import ArtifactError, OutputError, UsageError
 from aeflow.files import forget_published, keep_copy, locked, same_file, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import (above_threshold, clopper_pearson, false_alarm_prediction, min_n_for_rate,
                             threshold_for_false_alarm_rate, threshold_from_scores)
@@ -118,7 +118,9 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
     if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
         what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
         hint = "pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy"
-        check_target(directory / contract.THRESHOLD_JSON, what=what, force=True, inputs=inputs, hint=hint)
+        for name in (contract.THRESHOLD_JSON, CALIBRATION_SCORES, CARD):  # every file it writes, inputs too
+            check_target(directory / name, what=what, force=True, inputs=inputs, hint=hint)
+        _scores_not_ours(directory, hint)
         return None
     out = check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
                        artifacts=[directory])
@@ -128,6 +130,16 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
         raise UsageError(f"{'--output' if cli else 'out'} {out} holds {', '.join(stale)}, another model's files that a "
                          f"calibrated copy of {directory} lacks and would leave inconsistent; choose a new folder")
     return out
+
+
+def _scores_not_ours(directory: Path, hint: str) -> None:
+    """``OutputError`` where ``directory`` holds a calibration_scores.npy that its threshold.json does not bind
+    (a file of the user's, which an in-place calibration would replace)."""
+    path, record = directory / CALIBRATION_SCORES, (read_threshold(directory, verify=False).calibration or {})
+    if os.path.lexists(path) and not (path.is_file() and not path.is_symlink() and "scores" in record
+                                      and sha256_file(path) == record["scores"]["sha256"]):
+        raise OutputError(f"{path} exists and is not the calibration scores {contract.THRESHOLD_JSON} records; move "
+                          f"it away, or {hint}")
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],

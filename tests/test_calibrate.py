@@ -18,7 +18,7 @@ from conftest import assert_one_line_error, copy_artifacts, run_cli
 
 from aeflow import metrics
 from aeflow.cli import cli
-from aeflow.errors import ArtifactError, UsageError
+from aeflow.errors import ArtifactError, OutputError, UsageError
 from aeflow.files import sha256_file
 from aeflow.runtime import contract
 from aeflow.runtime.scorer import AnomalyScorer
@@ -492,3 +492,28 @@ def test_the_model_card_says_which_threshold_is_in_force(halves, bundled, tmp_pa
     (tmp_path / "c" / "MODEL_CARD.md").write_text("my own notes\n")
     assert calibrate(str(a), "--artifacts", str(tmp_path / "c"), "-q").exit_code == 0
     assert (tmp_path / "c" / "MODEL_CARD.md").read_text() == "my own notes\n"
+
+
+def test_in_place_calibration_never_replaces_an_input_or_a_users_file(halves, bundled, tmp_path):
+    """In place, calibrate wrote RUN/calibration_scores.npy unchecked: the user's images saved under that name and
+    given as NORMAL became 500 float32 scores (exit 0), and a file of the user's of that name was replaced too. Both
+    are refused before any work, from the CLI and the API; the scores threshold.json binds are replaced as before."""
+    a, _ = halves
+    run = copy_artifacts(bundled, tmp_path / "run")
+    scores = run / "calibration_scores.npy"
+    shutil.copy(a, scores)
+    r = calibrate(str(scores), "--artifacts", str(run))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "is also an input" in r.stderr, r.stderr
+    assert sha256_file(scores) == sha256_file(a)
+    scorer = AnomalyScorer(run, device="cpu")
+    scorer.calibrate(np.load(a), k=3)
+    with pytest.raises(OutputError, match="is not the calibration scores threshold.json records; move it away"):
+        scorer.save_calibration()
+    r = calibrate(str(a), "--artifacts", str(run))
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "is not the calibration scores threshold.json records" in r.stderr
+    assert sha256_file(scores) == sha256_file(a) and "calibration" not in json.loads((run / "threshold.json").read_text())
+    scores.unlink()
+    for _ in range(2):  # its own scores file: replaced by the next calibration
+        assert calibrate(str(a), "--artifacts", str(run), "-q").exit_code == 0
+    assert np.load(scores).dtype == np.float32
