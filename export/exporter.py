@@ -25,8 +25,7 @@ from aeflow.export.sampler_graph import write_sampler_graph
 from aeflow.files import FORCE, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
-from aeflow.runtime import artifacts, contract, inversion
-from aeflow.runtime.jsoncheck import CALIBRATION_SCORES
+from aeflow.runtime import artifacts, calibration, contract, inversion
 from aeflow.runtime.providers import create_session, run_batched
 from aeflow.targets import check_target
 from aeflow.train.autoencoder import AEConfig, training_images
@@ -228,7 +227,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                               f"would replace with the training threshold; export into another folder, or pass "
                               f"{FORCE} and calibrate again")
         notes.append(f"replaced the calibration ({calibrated}): the threshold is the training one again")
-        stale += [CALIBRATION_SCORES] if (out / CALIBRATION_SCORES).is_file() else []
+        stale += [calibration.CALIBRATION_SCORES] if calibration.bound_scores(out) else []  # not a user's file
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)

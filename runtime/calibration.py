@@ -135,11 +135,16 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
 def _scores_not_ours(directory: Path, hint: str) -> None:
     """``OutputError`` where ``directory`` holds a calibration_scores.npy that its threshold.json does not bind
     (a file of the user's, which an in-place calibration would replace)."""
-    path, record = directory / CALIBRATION_SCORES, (read_threshold(directory, verify=False).calibration or {})
-    if os.path.lexists(path) and not (path.is_file() and not path.is_symlink() and "scores" in record
-                                      and sha256_file(path) == record["scores"]["sha256"]):
+    if os.path.lexists(path := directory / CALIBRATION_SCORES) and not bound_scores(directory):
         raise OutputError(f"{path} exists and is not the calibration scores {contract.THRESHOLD_JSON} records; move "
                           f"it away, or {hint}")
+
+
+def bound_scores(directory: Path) -> bool:
+    """Whether ``directory``'s calibration_scores.npy is a regular file that its threshold.json binds (sha256)."""
+    path, record = directory / CALIBRATION_SCORES, (read_threshold(directory, verify=False).calibration or {})
+    return path.is_file() and not path.is_symlink() and "scores" in record \
+        and sha256_file(path) == record["scores"]["sha256"]
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
