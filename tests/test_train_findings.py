@@ -334,3 +334,20 @@ def test_the_flows_test_nll_history_is_returned_by_training_one_per_epoch():
     nll = -np.mean(-0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(dz_dx))
     assert history["test_nll"][-1] == pytest.approx(nll, rel=1e-5)
     assert run_epochs(flow, torch.from_numpy(train_x), lambda x: -flow(x)[2].mean(), config, "flow", True)[1] == {}
+
+
+def test_values_are_read_by_their_format_and_text_takes_comments(tmp_path):
+    """Values in an .npz, or an .npy without its suffix, were read as text ("'utf-8' codec can't decode byte");
+    a '# comment' line was "line 1 holds 3 values". Now: an .npy by its magic, the .npz refused naming the format,
+    comment lines skipped."""
+    from aeflow.train.data import read_values
+
+    values = np.random.default_rng(0).normal(size=50)
+    np.save(tmp_path / "v.npy", values)
+    (tmp_path / "v.npy").rename(tmp_path / "values")
+    np.testing.assert_array_equal(read_values(tmp_path / "values"), values)
+    np.savez(tmp_path / "v.npz", values=values)
+    with pytest.raises(DataError, match=r"v.npz: an .npz archive, not a list of values; save them as a 1-D .npy"):
+        read_values(tmp_path / "v.npz")
+    (tmp_path / "c.txt").write_text("# sensor 7, degrees\n" + "\n".join(f"{float(v)!r}  # ok" for v in values) + "\n")
+    np.testing.assert_array_equal(read_values(tmp_path / "c.txt"), values)

@@ -92,10 +92,11 @@ def _csv_cells(p: Path, column: str | None, name: str) -> Iterator[tuple[int, st
 
 
 def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
-    """(line, text) of a text file of one value a line (blank lines skipped); ``DataError`` for a line holding more."""
+    """(line, text) of a text file of one value a line (blank lines and '#' comments skipped); ``DataError`` for a
+    line holding more."""
     with open(p, encoding="utf-8-sig") as f:
         for line, text in enumerate(f, 1):
-            fields = text.split()
+            fields = text.partition("#")[0].split()
             if len(fields) == 1:
                 yield line, fields[0]
             elif fields:
@@ -139,7 +140,10 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if p.is_dir() else 'no such file'}; pass one file of values")
-    suffix, name = p.suffix.lower(), str(path)
+    suffix, name = inputs.file_kind(p) or p.suffix.lower(), str(path)  # by its first bytes if not by its suffix
+    if suffix in (".npz", ".png"):
+        raise DataError(f"{path}: {'an .npz archive' if suffix == '.npz' else 'a PNG image'}, not a list of values; "
+                        f"save them as a 1-D .npy (np.save), a CSV column or a text file of one value a line")
     if column is not None and suffix not in (".csv", ".parquet"):
         raise DataError(f"{path}: --column picks a column of a CSV or Parquet file; this file has no named "
                         f"columns - drop --column")
