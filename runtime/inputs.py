@@ -18,6 +18,8 @@ from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
 __all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
            "read_images", "scale_problem", "to_float32"]
+# the IDX data types other than uint8 (0x08), which aeflow does not read
+IDX_TYPES = {b"\x09": "int8", b"\x0b": "int16", b"\x0c": "int32", b"\x0d": "float32", b"\x0e": "float64"}
 
 
 def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
@@ -31,6 +33,9 @@ def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
             dims = f.read(4 * ndim)
     except read_errors() as e:
         raise InputError(f"{path}: cannot read the IDX header ({e}); the file is corrupted") from None
+    if not ndim and head[:2] == b"\x00\x00" and head[2:3] in IDX_TYPES and 1 <= head[3] <= 4:
+        raise InputError(f"{path}: an IDX file of {IDX_TYPES[head[2:3]]} values; aeflow reads IDX images of uint8 "
+                         f"(type 0x08): convert it, or save the images as .npy")
     if not ndim:
         raise InputError(f"{path}: bad IDX magic number {int.from_bytes(head, 'big'):#010x}; expected 0x00000803 "
                          f"(images) or 0x00000801 (labels) - is this an IDX file?")

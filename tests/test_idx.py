@@ -79,3 +79,17 @@ def test_header_with_a_zero_and_huge_dimensions(tmp_path):
     (tmp_path / "odd").write_bytes(struct.pack(">HBB4I", 0, 8, 4, 0, 2**21, 2**21, 2**21))
     with pytest.raises(InputError, match="impossible shape"):
         read_idx(tmp_path / "odd")
+
+
+@pytest.mark.parametrize("code, name", [(0x0D, "float32"), (0x0B, "int16")])
+def test_an_idx_file_of_other_values_than_uint8_is_named(tmp_path, code, name):
+    """A valid IDX of float32 (type 0x0D) got "bad IDX magic number ... - is this an IDX file?"."""
+    import struct
+
+    from aeflow.errors import InputError
+    from aeflow.runtime.inputs import read_images
+
+    path = tmp_path / "x.idx"
+    path.write_bytes(struct.pack(">HBBIII", 0, code, 3, 2, 28, 28) + bytes(2 * 28 * 28 * 4))
+    with pytest.raises(InputError, match=rf"x.idx: an IDX file of {name} values; aeflow reads IDX images of uint8"):
+        read_images([path])

@@ -48,9 +48,10 @@ def _pick(names: list[str], column: str | None, name: str) -> int:
     if column is None and len(names) != 1:
         if repeats := sorted(h for h, n in counts.items() if h and n > 1):
             raise DataError(f"{name}: column names repeat ({', '.join(repeats)})")
-        raise DataError(f"{name}: {len(names)} columns ({', '.join(names[:5])}); pick one with --column")
+        raise DataError(f"{name}: {len(names)} columns ({', '.join(names[:5])}{', ...' * (len(names) > 5)}); pick "
+                        f"one with --column")
     if column is not None and column not in counts:
-        raise DataError(f"{name}: no column {column!r} (columns: {', '.join(names[:10])})")
+        raise DataError(f"{name}: no column {column!r} (columns: {', '.join(names[:10])}{', ...' * (len(names) > 10)})")
     if counts[column] > 1:
         raise DataError(f"{name}: column names repeat ({column})")
     return names.index(column) if column is not None else 0
