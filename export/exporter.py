@@ -221,13 +221,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
     checks, notes, stale = [], [], []
-    if ae_pt and (calibrated := _calibration_of(out)):
-        if not force:
-            raise OutputError(f"{out / contract.THRESHOLD_JSON} holds a calibration ({calibrated}) that this export "
-                              f"would replace with the training threshold; export into another folder, or pass "
-                              f"{FORCE} and calibrate again")
-        notes.append(f"replaced the calibration ({calibrated}): the threshold is the training one again")
-        stale += [calibration.CALIBRATION_SCORES] if calibration.bound_scores(out) else []  # not a user's file
+    if ae_pt:
+        _calibration(out, force, notes, stale)
     out.mkdir(parents=True, exist_ok=True)
     with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
@@ -283,15 +278,22 @@ def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:
             and (n in ckpts or not (earlier and (n not in metadata or artifacts.is_aeflow_document(out / n))))]
 
 
-def _calibration_of(out: Path) -> str | None:
-    """How the detector's threshold in ``out``'s threshold.json was calibrated (graph and date), None where it was
-    not (or the file is not aeflow's): an export replaces a calibration only with ``force``."""
+def _calibration(out: Path, force: bool, notes: list[str], stale: list[str]) -> None:
+    """Where ``out``'s threshold.json (aeflow's) holds a calibration, which a detector's export replaces: an
+    ``OutputError`` unless ``force``; else a note, and the calibration scores it binds added to ``stale``."""
     if not artifacts.is_aeflow_document(out / contract.THRESHOLD_JSON):
-        return None
+        return
     doc = artifacts.load_json(out / contract.THRESHOLD_JSON)
     found = [(which, entry["calibration"]) for which, entry in (("ae.onnx", doc), ("ae.int8.onnx", doc.get("int8")))
              if isinstance(entry, dict) and isinstance(entry.get("calibration"), dict)]
-    return ", ".join(f"{which}'s of {str(cal.get('date', '?'))[:10]}" for which, cal in found) or None
+    if not (calibrated := ", ".join(f"{which}'s of {str(cal.get('date', '?'))[:10]}" for which, cal in found)):
+        return
+    if not force:
+        raise OutputError(f"{out / contract.THRESHOLD_JSON} holds a calibration ({calibrated}) that this export "
+                          f"would replace with the training threshold; export into another folder, or pass "
+                          f"{FORCE} and calibrate again")
+    notes.append(f"replaced the calibration ({calibrated}): the threshold is the training one again")
+    stale += [calibration.CALIBRATION_SCORES] if calibration.bound_scores(out) else []  # not a user's file
 
 
 def _recorded_data(ae_pt: tuple | None, flow_pt: tuple | None) -> list:
