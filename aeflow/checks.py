@@ -149,13 +149,15 @@ def expand_inputs(patterns, distinct: bool = True) -> list[Path]:
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
-        if glob.has_magic(text) and not Path(text).exists():
-            found = sorted(glob.glob(text, recursive=True))
-            if not found:
-                raise InputError(f"{text}: no file or folder matches the pattern")
-            paths.extend(Path(p) for p in found)
-        else:
-            paths.append(Path(text))
+        found = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else []
+        if os.path.lexists(text) or not glob.has_magic(text):  # a name: itself, unless a pattern matching others
+            if others := [p for p in found if p != text]:
+                raise InputError(f"{text}: names a file and is a pattern matching {len(others):,} other(s); for "
+                                 f"the file alone write its special characters in brackets (e.g. [*]), or rename it")
+            found = [text]
+        if not found:
+            raise InputError(f"{text}: no file or folder matches the pattern")
+        paths.extend(Path(p) for p in found)
     return _distinct(paths) if distinct else paths
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,24 @@ def test_non_utf8_file_name_is_escaped_in_outputs(tmp_path, fmt):
     else:
         sources = set(np.load(out)["source"].tolist())
     assert sources == {name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")}
+
+
+def test_a_file_named_like_a_pattern_is_itself_or_refused_when_the_pattern_matches_others(tmp_path, monkeypatch):
+    """'gl/b*.npy' where a file is literally named b*.npy scored that file alone and silently skipped bx.npy,
+    which the pattern also matches: now refused in one line; b[*].npy names the file alone, and a folder named
+    'run[1]' (a pattern matching nothing else) is itself."""
+    from aeflow.checks import expand_inputs
+    from aeflow.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("b*.npy", "bx.npy", "run[1]/x.npy"):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"b\*.npy: names a file and is a pattern matching 1 other\(s\)"):
+        expand_inputs(["b*.npy"])
+    assert expand_inputs(["b[*].npy"]) == [Path("b*.npy")]
+    assert expand_inputs(["b?.npy"]) == [Path("b*.npy"), Path("bx.npy")]
+    assert expand_inputs(["run[1]/x.npy"]) == [Path("run[1]/x.npy")]
+    assert expand_inputs(["nosuch.npy"]) == [Path("nosuch.npy")]
+    with pytest.raises(InputError, match="no file or folder matches the pattern"):
+        expand_inputs(["nosuch*.npy"])
