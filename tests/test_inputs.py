@@ -437,7 +437,7 @@ def make_error_case(tmp_path, case: str):
         p = tmp_path / "a-idx3-ubyte"
         write_idx(p, x)
         data = bytearray(p.read_bytes())
-        data[2] = 0x0D  # float type code
+        data[2] = 0x07  # no IDX type (0x0D, float32, is named: test_idx)
         p.write_bytes(bytes(data))
     elif case == "idx promises more":
         p = tmp_path / "a-idx3-ubyte"
