@@ -353,6 +353,41 @@ def test_out_of_range_floats_suggest_the_scale(scale, hint):
     assert hint in msg and "expected [0, 1]" in msg
 
 
+def squares(n: int = 4, ring: float = 0.12) -> np.ndarray:
+    """White squares on black, float32 [n, 28, 28]; ``ring`` > 0 sharpens their edges (x + ring * (2x - the two
+    neighbours) on each axis) beyond [0, 1] by up to 2 * ring, as a bicubic resize or an unsharp mask does."""
+    x = np.zeros((n, 28, 28), np.float32)
+    for i in range(n):
+        x[i, 4 + i:18 + i, 6:20 - i] = 1
+    for axis in (1, 2):
+        x = x + ring * (2 * x - np.roll(x, 1, axis) - np.roll(x, -1, axis))
+    return x
+
+
+@pytest.mark.parametrize("edit", [lambda x: x, lambda x: np.minimum(x, 1), lambda x: np.maximum(x, 0)])
+def test_a_small_overshoot_is_told_to_clip(edit):
+    """A resize's or sharpening's ringing (-0.24..1.24 at a few edge pixels) was read as standardised data or
+    [-1, 1] normalisation, whose advice is accepted and gives other images: the advice is np.clip."""
+    x = edit(squares())
+    with pytest.raises(InputError) as e:
+        to_float32(x, "x")
+    msg = one_line_error(e)
+    assert "clip them, np.clip(x, 0, 1)" in msg and "standardised" not in msg and "(x + 1) / 2" not in msg
+    assert to_float32(np.clip(x, 0, 1), "x").min() >= 0
+
+
+@pytest.mark.parametrize("transform, hint", [
+    (lambda x: x - 0.1307, "rescale the pixels to [0, 1]"),  # shifted: most pixels beyond, no overshoot
+    (lambda x: (x - 0.485) / 0.229, "undo it with the mean and std used"),  # not MNIST's constants
+    (lambda x: x * 2.6 - 1.3, "undo it with the mean and std used"),  # [-1, 1] resized: not (x + 1) / 2
+    (lambda x: (x - 0.1307) / 0.3081, "x * 0.3081 + 0.1307"),
+])
+def test_range_hints_fire_only_where_they_fit(transform, hint):
+    with pytest.raises(InputError) as e:
+        to_float32(transform(squares(ring=0)), "x")
+    assert hint in one_line_error(e)
+
+
 def test_labels_must_match_the_images(tmp_path):
     np.savez(tmp_path / "a.npz", images=images(4), is_anomaly=np.zeros(3, bool))
     with pytest.raises(InputError) as e:
