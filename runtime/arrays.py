@@ -57,9 +57,12 @@ def _dtype_problem(dtype: np.dtype) -> str | None:
 
 
 def _image_sizes(shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]), else None."""
+    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]; colour [N, 3|4, H, W] and
+    [N, H, W, 3|4] too, which ``_shape_problem`` refuses by name), else None."""
     if len(shape) == 4 and 1 in (shape[1], shape[3]):
         return shape[2:] if shape[1] == 1 else shape[1:3]
+    if len(shape) == 4 and (shape[1] in (3, 4) or shape[3] in (3, 4)):
+        return shape[1:3] if shape[3] in (3, 4) else shape[2:]
     return shape[1:] if len(shape) == 3 else None
 
 
@@ -90,8 +93,10 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
     shape = tuple(int(d) for d in shape)
     problem = _dtype_problem(np.dtype(dtype))
     if problem is None and image_shape is None and (image_shape := _image_sizes(shape)) is None:
-        raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
-                         f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
+        raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] (flat rows of "
+                         f"H*W pixels need the size given, image_shape=(H, W))" if len(shape) <= 2 else  # not others:
+                         f"{name}: shape {shape} (not a batch of greyscale images); expected [N, 1, H, W], [N, H, W] "
+                         f"or [N, H, W, 1] (uint8 0..255 or float in [0, 1])")  # a reshape would interleave channels
     image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
     if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")

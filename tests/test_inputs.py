@@ -14,7 +14,7 @@ import pytest
 
 from aeflow.errors import InputError
 from aeflow.runtime import pngfiles
-from aeflow.runtime.inputs import ArraySource, check_layout, open_source, to_float32
+from aeflow.runtime.inputs import ArraySource, check_layout, open_source, read_images, to_float32
 from conftest import write_idx
 from pngdata import chunk, encode_adam7, encode_png, write_png
 
@@ -312,6 +312,29 @@ def test_shape_errors_name_the_shape_and_what_is_accepted(shape, words):
     assert all(w in msg for w in words), msg
     if shape[0] != 0:
         assert "[N, 28, 28]" in msg
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (2, 28, 28, 3), (2, 28, 28, 4), (2, 4, 20, 32)])
+def test_colour_is_named_when_the_size_comes_from_the_images(shape, tmp_path):
+    """Training (image_shape=None) said 'does not say the image size; reshape it to [N, H, W]' of colour arrays,
+    and x.reshape(N, 28, 84) then trained on interleaved channels: it says what scoring says."""
+    with pytest.raises(InputError) as want:
+        check_layout(shape, np.uint8, "x.npy", image_shape=shape[1:3] if shape[3] in (3, 4) else shape[2:])
+    with pytest.raises(InputError) as got:
+        check_layout(shape, np.uint8, "x.npy", image_shape=None)
+    assert one_line_error(got) == str(want.value) and "colour images" in str(want.value)
+    np.save(tmp_path / "rgb.npy", np.zeros(shape, np.uint8))
+    with pytest.raises(InputError, match="colour images: aeflow scores greyscale, convert them to one channel"):
+        read_images([tmp_path / "rgb.npy"])
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 2), (2, 28, 28, 8), (2, 1, 28, 28, 1)])
+def test_other_channels_are_not_told_to_reshape(shape):
+    """[N, H, W, C] of other C does not say its size either, but reshaping it to [N, H, W * C] interleaves them."""
+    with pytest.raises(InputError) as e:
+        check_layout(shape, np.uint8, "x.npy", image_shape=None)
+    msg = one_line_error(e)
+    assert "not a batch of greyscale images" in msg and "reshape" not in msg and "[N, H, W, 1]" in msg
 
 
 @pytest.mark.parametrize("dtype, word", [
