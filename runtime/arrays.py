@@ -145,8 +145,8 @@ def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 
     where = f"images {offset}..{offset + len(images) - 1}"
     if np.dtype(dtype) == np.uint8:
         return (f"{name}: uint8 pixels hold only 0 and 1 in {where} (a binarised mask?); uint8 is read as "
-                f"0..255, so these score as blank images - pass x * 255 if 1 means white")
-    return (f"{name}: the brightest pixel is {hi:.3g} in {where} (divided by 255 twice?); these score as "
+                f"0..255, so these read as blank images - pass x * 255 if 1 means white")
+    return (f"{name}: the brightest pixel is {hi:.3g} in {where} (divided by 255 twice?); these read as "
             f"blank images - pass x * 255 if so")
 
 
