@@ -97,11 +97,10 @@ def _missing_hint(path: Path) -> str:
     """What to do when metadata ``path`` is missing: export, unless its folder holds only the other model's export
     and not this model's checkpoint (export changes nothing there): then train this model first."""
     folder, ae = path.parent, path.name == contract.THRESHOLD_JSON
-    other, checkpoint = (contract.FLOW_JSON, contract.AE_CHECKPOINT) if ae else (contract.THRESHOLD_JSON,
-                                                                                  contract.FLOW_CHECKPOINT)
+    other, checkpoint, model, its = ("flow.json", "ae.pt", "detector", "ae") if ae else (
+        "threshold.json", "flow.pt", "flow", "flow")
     if path.name in contract.METADATA and (folder / other).is_file() and not os.path.lexists(folder / checkpoint):
-        model, command = ("detector", "train ae") if ae else ("flow", "train flow")
-        return (f"{folder} holds only the {'flow' if ae else 'detector'} and no {checkpoint}: run 'aeflow {command} "
+        return (f"{folder} holds only the {'flow' if ae else 'detector'} and no {checkpoint}: run 'aeflow train {its} "
                 f"-o {folder}' and 'aeflow export -o {folder}' for a {model}, or pass an artifacts folder with one")
     return f"run 'aeflow export -o {folder}' or pass the right artifacts folder"
 

@@ -32,8 +32,7 @@ def _training_shape(h: int, w: int) -> tuple[int, int]:
 
 
 def _warn_scale(x: np.ndarray, dtype: np.dtype, name: str) -> None:
-    """Scoring's ``ScaleWarning`` for training images ``x`` (float32 [N, 1, H, W] from ``dtype``) that read as blank
-    (0/1 uint8 masks, floats divided by 255 twice): a detector of blank images otherwise, trained without a word."""
+    """Scoring's ``ScaleWarning`` for training images ``x`` (float32 [N, 1, H, W] from ``dtype``) that read as blank."""
     if problem := scale_problem(x, dtype, name):
         warnings.warn(problem, ScaleWarning, stacklevel=4)  # the caller of fit (or of read_images)
 
@@ -206,7 +205,7 @@ def checked_values(values, name: str) -> np.ndarray:
 def as_images(x, name: str = "images", image_shape=None, training: bool = False) -> np.ndarray:
     """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]; of ``image_shape``
     (H, W) if given, then [N, H*W] too, as ``AnomalyScorer`` reads them) as float32 [N, 1, H, W] in [0, 1];
-    one-line ``DataError`` / ``InputError`` otherwise; ``training``: a ``ScaleWarning`` for images that read as blank."""
+    one-line ``DataError`` / ``InputError`` otherwise; ``training``: ``ScaleWarning`` for images that read as blank."""
     source = inputs.ArraySource(x, name, image_shape=image_shape)
     images = to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))
     if training:
