@@ -90,7 +90,8 @@ def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
     [0.0, 0.25, 0.5, 1.0]
     """
     s, t = np.asarray(scores, dtype=np.float64).ravel(), float(threshold)
-    ratio = s / (2.0 * t) if t > 0 else np.where(s > 0, 1.0, 0.5)
+    with np.errstate(over="ignore"):  # a subnormal threshold: the ratio is beyond float64, inf, then 1
+        ratio = s / (2.0 * t) if t > 0 else np.where(s > 0, 1.0, 0.5)
     return np.clip(ratio, 0.0, 1.0).astype(np.float32)
 
 

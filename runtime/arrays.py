@@ -16,6 +16,8 @@ from aeflow.runtime.contract import MAX_SIDE, MIN_SIDE
 
 DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
+_OVERSHOOT = 1 / 3  # how far a resize (bicubic, Lanczos) or noise takes [0, 1] pixels beyond: at most about this
+_MNIST_LO, _MNIST_HI = -0.1307 / 0.3081, (1 - 0.1307) / 0.3081  # MNIST-standardised pixels span -0.4242..2.8215
 
 
 def read_errors() -> tuple[type[Exception], ...]:
@@ -55,9 +57,12 @@ def _dtype_problem(dtype: np.dtype) -> str | None:
 
 
 def _image_sizes(shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]), else None."""
+    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]; colour [N, 3|4, H, W] and
+    [N, H, W, 3|4] too, which ``_shape_problem`` refuses by name), else None."""
     if len(shape) == 4 and 1 in (shape[1], shape[3]):
         return shape[2:] if shape[1] == 1 else shape[1:3]
+    if len(shape) == 4 and (shape[1] in (3, 4) or shape[3] in (3, 4)):
+        return shape[1:3] if shape[3] in (3, 4) else shape[2:]
     return shape[1:] if len(shape) == 3 else None
 
 
@@ -88,8 +93,10 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
     shape = tuple(int(d) for d in shape)
     problem = _dtype_problem(np.dtype(dtype))
     if problem is None and image_shape is None and (image_shape := _image_sizes(shape)) is None:
-        raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] "
-                         f"(flat rows of H*W pixels need the size given, image_shape=(H, W))")
+        raise InputError(f"{name}: shape {shape} does not say the image size; reshape it to [N, H, W] (flat rows of "
+                         f"H*W pixels need the size given, image_shape=(H, W))" if len(shape) <= 2 else  # not others:
+                         f"{name}: shape {shape} (not a batch of greyscale images); expected [N, 1, H, W], [N, H, W] "
+                         f"or [N, H, W, 1] (uint8 0..255 or float in [0, 1])")  # a reshape would interleave channels
     image_shape = check_image_shape(image_shape or DEFAULT_SHAPE, name)
     if problem := problem or _shape_problem(shape, image_shape):
         raise InputError(f"{name}: {problem}")
@@ -107,12 +114,26 @@ def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
         more = f" and {bad.size - 5} more ({bad.size} in all)" if bad.size > 5 else ""
         raise InputError(f"{name}: NaN or Inf (or beyond float32's range) in image{'s' if bad.size > 1 else ''} "
                          f"{', '.join(map(str, bad[:5]))}{more}; fix or drop those images")
-    first = int(np.flatnonzero(((flat < -_SLACK) | (flat > 1 + _SLACK)).any(axis=1))[0]) + offset
-    hint = ("they look like 0..255: pass uint8 or divide by 255" if lo >= 0 and 10 < hi <= 255 else
-            "they look like [-1, 1] normalisation: pass (x + 1) / 2" if lo >= -1 - _SLACK and hi <= 1 + _SLACK else
-            "they look standardised (mean/std): undo it (for MNIST x * 0.3081 + 0.1307)" if -5 < lo < 0 and 1 < hi < 10
-            else "rescale the pixels to [0, 1]")
-    raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; {hint}")
+    out = (flat < -_SLACK) | (flat > 1 + _SLACK)
+    first = int(np.flatnonzero(out.any(axis=1))[0]) + offset
+    raise InputError(f"{name}: pixel values span {lo:g}..{hi:g} (first at image {first}), expected [0, 1]; "
+                     f"{_range_hint(lo, hi, float(out.mean()))}")
+
+
+def _range_hint(lo: float, hi: float, share_out: float) -> str:
+    """What finite pixels spanning ``lo..hi``, ``share_out`` of them outside [0, 1], look like: each diagnosis only
+    where following its advice gives [0, 1] images again, else a plain 'rescale'."""
+    if lo >= 0 and 10 < hi <= 255:
+        return "they look like 0..255: pass uint8 or divide by 255"
+    if lo >= -_OVERSHOOT and hi <= 1 + _OVERSHOOT and share_out < 0.5:  # shifted data have most pixels beyond
+        return "a small overshoot of [0, 1] (a resize or noise?): clip them, np.clip(x, 0, 1)"
+    if -1 - _SLACK <= lo <= -0.5 and hi <= 1 + _SLACK:
+        return "they look like [-1, 1] normalisation: pass (x + 1) / 2"
+    if abs(lo - _MNIST_LO) < 5e-3 and hi <= _MNIST_HI + 5e-3:
+        return "they look MNIST-standardised (mean/std): undo it, x * 0.3081 + 0.1307"
+    if -5 < lo < 0 and 1 < hi < 10:
+        return "they look standardised (mean/std): undo it with the mean and std used, x * std + mean"
+    return "rescale the pixels to [0, 1]"
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
@@ -124,8 +145,8 @@ def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 
     where = f"images {offset}..{offset + len(images) - 1}"
     if np.dtype(dtype) == np.uint8:
         return (f"{name}: uint8 pixels hold only 0 and 1 in {where} (a binarised mask?); uint8 is read as "
-                f"0..255, so these score as blank images - pass x * 255 if 1 means white")
-    return (f"{name}: the brightest pixel is {hi:.3g} in {where} (divided by 255 twice?); these score as "
+                f"0..255, so these read as blank images - pass x * 255 if 1 means white")
+    return (f"{name}: the brightest pixel is {hi:.3g} in {where} (divided by 255 twice?); these read as "
             f"blank images - pass x * 255 if so")
 
 

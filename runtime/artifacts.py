@@ -93,10 +93,21 @@ def _no_duplicates(pairs: list) -> dict:
     return dict(pairs)
 
 
+def _missing_hint(path: Path) -> str:
+    """What to do when metadata ``path`` is missing: export, unless its folder holds only the other model's export
+    and not this model's checkpoint (export changes nothing there): then train this model first."""
+    folder, ae = path.parent, path.name == contract.THRESHOLD_JSON
+    other, checkpoint, model, its = ("flow.json", "ae.pt", "detector", "ae") if ae else (
+        "threshold.json", "flow.pt", "flow", "flow")
+    if path.name in contract.METADATA and (folder / other).is_file() and not os.path.lexists(folder / checkpoint):
+        return (f"{folder} holds only the {'flow' if ae else 'detector'} and no {checkpoint}: run 'aeflow train {its} "
+                f"-o {folder}' and 'aeflow export -o {folder}' for a {model}, or pass an artifacts folder with one")
+    return f"run 'aeflow export -o {folder}' or pass the right artifacts folder"
+
+
 def load_json(path: Path) -> dict:
     """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys refused)."""
-    data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata",
-                       f"run 'aeflow export -o {path.parent}' or pass the right artifacts folder")
+    data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata", _missing_hint(path))
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except RecursionError:

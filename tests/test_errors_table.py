@@ -377,6 +377,16 @@ def remove(name: str):
     return lambda d: (d / name).unlink()
 
 
+def only_the_other_model(*names: str, checkpoint: str | None = None):
+    """A run folder holding one model's export (``names`` removed), with ``checkpoint`` of the other if given."""
+    def damage(d: Path) -> None:
+        for name in names:
+            (d / name).unlink()
+        if checkpoint:
+            (d / checkpoint).write_bytes(b"trained, not exported")
+    return damage
+
+
 def set_json(name: str, **changes):
     return lambda d: edit_json(d / name, **changes)
 
@@ -415,6 +425,13 @@ ARTIFACT_CASES = [
     Case("onnx_file escapes folder", damaged(set_json("threshold.json", onnx_file="../ae.onnx")), 1,
          "field 'onnx_file' must be \"ae.onnx\"", api_scorer),
     Case("flow.json missing", damaged(remove("flow.json"), "sample"), 1, "flow.json: not found", api_sampler),
+    # a run of one model: export again changes nothing, so it was a circular hint there
+    Case("flow-only run", damaged(only_the_other_model("threshold.json", "ae.onnx", "ae.int8.onnx")), 1,
+         "art holds only the flow and no ae.pt: run 'aeflow train ae -o", api_scorer),
+    Case("detector-only run", damaged(only_the_other_model("flow.json", "flow.onnx", "flow_sampler.onnx"), "sample"),
+         1, "art holds only the detector and no flow.pt: run 'aeflow train flow -o", api_sampler),
+    Case("flow-only run beside ae.pt", damaged(only_the_other_model("threshold.json", "ae.onnx", checkpoint="ae.pt")),
+         1, "threshold.json: not found; run 'aeflow export -o", api_scorer),
     Case("flow.json malformed", damaged(write("flow.json", "{nope"), "sample"), 1, "malformed JSON", api_sampler),
     Case("flow.json schema 99", damaged(set_json("flow.json", schema_version=99), "sample"), 1, "schema_version",
          api_sampler),

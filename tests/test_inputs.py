@@ -14,7 +14,7 @@ import pytest
 
 from aeflow.errors import InputError
 from aeflow.runtime import pngfiles
-from aeflow.runtime.inputs import ArraySource, check_layout, open_source, to_float32
+from aeflow.runtime.inputs import ArraySource, check_layout, open_source, read_images, to_float32
 from conftest import write_idx
 from pngdata import chunk, encode_adam7, encode_png, write_png
 
@@ -314,6 +314,29 @@ def test_shape_errors_name_the_shape_and_what_is_accepted(shape, words):
         assert "[N, 28, 28]" in msg
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (2, 28, 28, 3), (2, 28, 28, 4), (2, 4, 20, 32)])
+def test_colour_is_named_when_the_size_comes_from_the_images(shape, tmp_path):
+    """Training (image_shape=None) said 'does not say the image size; reshape it to [N, H, W]' of colour arrays,
+    and x.reshape(N, 28, 84) then trained on interleaved channels: it says what scoring says."""
+    with pytest.raises(InputError) as want:
+        check_layout(shape, np.uint8, "x.npy", image_shape=shape[1:3] if shape[3] in (3, 4) else shape[2:])
+    with pytest.raises(InputError) as got:
+        check_layout(shape, np.uint8, "x.npy", image_shape=None)
+    assert one_line_error(got) == str(want.value) and "colour images" in str(want.value)
+    np.save(tmp_path / "rgb.npy", np.zeros(shape, np.uint8))
+    with pytest.raises(InputError, match="colour images: aeflow scores greyscale, convert them to one channel"):
+        read_images([tmp_path / "rgb.npy"])
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 2), (2, 28, 28, 8), (2, 1, 28, 28, 1)])
+def test_other_channels_are_not_told_to_reshape(shape):
+    """[N, H, W, C] of other C does not say its size either, but reshaping it to [N, H, W * C] interleaves them."""
+    with pytest.raises(InputError) as e:
+        check_layout(shape, np.uint8, "x.npy", image_shape=None)
+    msg = one_line_error(e)
+    assert "not a batch of greyscale images" in msg and "reshape" not in msg and "[N, H, W, 1]" in msg
+
+
 @pytest.mark.parametrize("dtype, word", [
     (np.int64, "int64"), (np.bool_, "bool"), (np.complex64, "complex"), (object, "object"), ("<U3", "strings"),
     (np.uint16, "uint16"),
@@ -351,6 +374,41 @@ def test_out_of_range_floats_suggest_the_scale(scale, hint):
         to_float32(x, "x")
     msg = one_line_error(e)
     assert hint in msg and "expected [0, 1]" in msg
+
+
+def squares(n: int = 4, ring: float = 0.12) -> np.ndarray:
+    """White squares on black, float32 [n, 28, 28]; ``ring`` > 0 sharpens their edges (x + ring * (2x - the two
+    neighbours) on each axis) beyond [0, 1] by up to 2 * ring, as a bicubic resize or an unsharp mask does."""
+    x = np.zeros((n, 28, 28), np.float32)
+    for i in range(n):
+        x[i, 4 + i:18 + i, 6:20 - i] = 1
+    for axis in (1, 2):
+        x = x + ring * (2 * x - np.roll(x, 1, axis) - np.roll(x, -1, axis))
+    return x
+
+
+@pytest.mark.parametrize("edit", [lambda x: x, lambda x: np.minimum(x, 1), lambda x: np.maximum(x, 0)])
+def test_a_small_overshoot_is_told_to_clip(edit):
+    """A resize's or sharpening's ringing (-0.24..1.24 at a few edge pixels) was read as standardised data or
+    [-1, 1] normalisation, whose advice is accepted and gives other images: the advice is np.clip."""
+    x = edit(squares())
+    with pytest.raises(InputError) as e:
+        to_float32(x, "x")
+    msg = one_line_error(e)
+    assert "clip them, np.clip(x, 0, 1)" in msg and "standardised" not in msg and "(x + 1) / 2" not in msg
+    assert to_float32(np.clip(x, 0, 1), "x").min() >= 0
+
+
+@pytest.mark.parametrize("transform, hint", [
+    (lambda x: x - 0.1307, "rescale the pixels to [0, 1]"),  # shifted: most pixels beyond, no overshoot
+    (lambda x: (x - 0.485) / 0.229, "undo it with the mean and std used"),  # not MNIST's constants
+    (lambda x: x * 2.6 - 1.3, "undo it with the mean and std used"),  # [-1, 1] resized: not (x + 1) / 2
+    (lambda x: (x - 0.1307) / 0.3081, "x * 0.3081 + 0.1307"),
+])
+def test_range_hints_fire_only_where_they_fit(transform, hint):
+    with pytest.raises(InputError) as e:
+        to_float32(transform(squares(ring=0)), "x")
+    assert hint in one_line_error(e)
 
 
 def test_labels_must_match_the_images(tmp_path):

@@ -104,6 +104,20 @@ def test_normalized_score_puts_the_threshold_at_one_half(demo, scorer):
     assert metrics.normalized_scores(np.array([0.0, 0.1]), 0.0).tolist() == [0.5, 1.0]
 
 
+def test_normalized_score_of_extreme_thresholds_is_a_number_without_a_warning():
+    """--threshold 5e-324 (a finite number >= 0, accepted) printed numpy's two-line overflow warning into the CSV:
+    score / (2 * t) is beyond float64, so the score reads 1 (0 and a score of 0 read 0; a huge threshold reads 0)."""
+    import warnings
+
+    s = np.array([0.0, 1e-30, 0.002])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.normalized_scores(s, 5e-324).tolist() == [0.0, 1.0, 1.0]
+        assert metrics.normalized_scores(s, 1e-310).tolist() == [0.0, 1.0, 1.0]
+        assert metrics.normalized_scores(np.array([5e-324]), 5e-324).tolist() == [0.5]
+        assert metrics.normalized_scores(s, float(np.finfo(np.float64).max)).tolist() == [0.0, 0.0, 0.0]
+
+
 # ---------------------------------------------------------------- rows on stdout, the few-images table
 
 

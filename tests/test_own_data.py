@@ -123,6 +123,33 @@ def test_fit_refuses_bad_values_and_images():
         AutoencoderDetector().fit(np.full((10, 8, 8), 3.0))
 
 
+def test_training_warns_of_images_that_read_as_blank(tmp_path):
+    """train ae, export (which reads them again) and fit took 0/1 uint8 masks and floats divided by 255 twice
+    without a word, where score warns: a detector of blank images. They warn as score does: one ScaleWarning."""
+    import warnings
+
+    from aeflow.errors import ScaleWarning
+
+    digits = synthetic_digits(40, 7)
+    mask, twice = (digits > 127).astype(np.uint8), digits.astype(np.float32) / 255 / 255
+    for x, words in ((mask, "uint8 pixels hold only 0 and 1 in images 0..39"), (twice, "divided by 255 twice")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            AutoencoderDetector(epochs=1, batch_size=20).fit(x)
+        scale = [w for w in caught if issubclass(w.category, ScaleWarning)]
+        assert len(scale) == 1 and words in str(scale[0].message) and scale[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)
+        AutoencoderDetector(epochs=1, batch_size=20).fit(digits)  # the right scale: no warning
+    np.save(tmp_path / "mask.npy", mask)
+    for args in (["train", "ae", "--data", str(tmp_path / "mask.npy"), "--epochs", "1", "-o", str(tmp_path), "-q"],
+                 ["export", "-o", str(tmp_path)]):
+        proc = invoke_cli(*args)
+        warned = [line for line in proc.stderr.splitlines() if "warning" in line]
+        assert proc.returncode == 0 and len(warned) == 1, proc.stderr
+        assert warned[0].startswith(f"aeflow: warning: {tmp_path / 'mask.npy'}: uint8 pixels hold only 0 and 1")
+
+
 def test_mixed_sizes_refused_in_one_line(tmp_path):
     from aeflow.train import data
 

@@ -53,7 +53,7 @@ class AutoencoderDetector:
     def fit(self, X, y=None) -> "AutoencoderDetector":
         """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in
         [0, 1]); ``y`` is ignored (PyOD's signature). Returns self."""
-        images, train_idx, val_idx = training_images(self.config, as_images(X))
+        images, train_idx, val_idx = training_images(self.config, as_images(X, training=True))
         self.model_, self.history_ = train_autoencoder_on(images[train_idx], self.config, self.quiet)
         self._validation = images[val_idx]
         self.threshold_ = threshold_from_scores(self.decision_function(self._validation)).value

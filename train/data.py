@@ -8,16 +8,17 @@ import hashlib
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.checks import shorten
-from aeflow.errors import DataError
+from aeflow.errors import DataError, ScaleWarning
 from aeflow.optional import require
 from aeflow.runtime import inputs
-from aeflow.runtime.arrays import to_float32
+from aeflow.runtime.arrays import scale_problem, to_float32
 from aeflow.runtime.contract import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 
 MIN_VALUES, MAX_VALUE, RESOLVED = 20, 1e30, 100  # |values| well inside float32's 3.4e38; std spans >= 100 float32 steps
@@ -30,14 +31,22 @@ def _training_shape(h: int, w: int) -> tuple[int, int]:
     return h, w
 
 
+def _warn_scale(x: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """Scoring's ``ScaleWarning`` for training images ``x`` (float32 [N, 1, H, W] from ``dtype``) that read as blank."""
+    if problem := scale_problem(x, dtype, name):
+        warnings.warn(problem, ScaleWarning, stacklevel=4)  # the caller of fit (or of read_images)
+
+
 def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
     """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1], and ``{"name",
-    "sha256" (of the pixels)}``; one-line errors for mixed or absurd sizes, images labelled anomalous, or none."""
+    "sha256" (of the pixels)}``; one-line errors for mixed or absurd sizes, images labelled anomalous, or none;
+    a ``ScaleWarning`` for images that read as blank."""
     images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
                         f"train on normal images only - drop them first")
     x = to_float32(images, "images", image_shape=_training_shape(h, w))
+    _warn_scale(x, images.dtype, shorten(", ".join(map(str, paths)), 200))
     return x, {"name": ", ".join(map(str, paths))[:1000], "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
 
 
@@ -198,9 +207,12 @@ def checked_values(values, name: str) -> np.ndarray:
     return values
 
 
-def as_images(x, name: str = "images", image_shape=None) -> np.ndarray:
+def as_images(x, name: str = "images", image_shape=None, training: bool = False) -> np.ndarray:
     """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]; of ``image_shape``
     (H, W) if given, then [N, H*W] too, as ``AnomalyScorer`` reads them) as float32 [N, 1, H, W] in [0, 1];
-    one-line ``DataError`` / ``InputError`` otherwise."""
+    one-line ``DataError`` / ``InputError`` otherwise; ``training``: ``ScaleWarning`` for images that read as blank."""
     source = inputs.ArraySource(x, name, image_shape=image_shape)
-    return to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))
+    images = to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))
+    if training:
+        _warn_scale(images, source.array.dtype, name)
+    return images
