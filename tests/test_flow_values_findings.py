@@ -4,6 +4,7 @@ summary that printed 0.000000 for values around 1e-10."""
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -53,14 +54,31 @@ def test_one_outlier_that_float32_would_collapse_the_rest_onto_is_refused(tmp_pa
 
 
 def test_values_below_a_spread_of_1e30_are_refused_and_outliers_float32_resolves_pass():
-    """Values of spread 1e-31 were accepted (1 / sigma beyond float32's range); an outlier of 1e3 or 1e4 beside
+    """Values of spread 1e-31 were accepted (1 / sigma beyond float32's range); an outlier of 1e3 or 3e3 beside
     N(0, 1), and Cauchy or log-normal values, fit and stay accepted."""
     iqr = np.subtract(*np.percentile(BULK * 1e-31, [75, 25]))
     with pytest.raises(DataError, match=f"spans only {iqr:.3g}; .* rescale them to spread by at least 1e-30"):
         checked_values(BULK * 1e-31, "v")
-    for values in (np.r_[BULK, 1e3], np.r_[BULK, -1e4], RNG.standard_cauchy(300), RNG.lognormal(0, 2, 300),
+    for values in (np.r_[BULK, 1e3], np.r_[BULK, -3e3], RNG.standard_cauchy(300), RNG.lognormal(0, 2, 300),
                    BULK * 1e-29, BULK * 1e29):
         assert checked_values(values, "v").size == values.size
+
+
+def test_values_whose_std_a_few_far_values_set_train_with_a_warning(tmp_path, capfd):
+    """299 N(0, 1) values and one of 5e4 trained without a word, and the flow (trained at the std's scale, 2900)
+    put 6% of its samples in the data's middle half; the same for a Cauchy draw of std 1250 times its IQR."""
+    values = np.r_[BULK, 5e4]
+    np.save(tmp_path / "v.npy", values)
+    proc = invoke_cli("train", "flow", "--data", str(tmp_path / "v.npy"), "--epochs", "1", "-o", str(tmp_path / "r"),
+                      "-q", capfd=capfd)
+    iqr = np.subtract(*np.percentile(values, [75, 25]))
+    assert proc.returncode == 0 and (tmp_path / "r" / "flow.pt").exists()
+    assert f"aeflow: warning: {tmp_path / 'v.npy'}: std {values.std():.3g} is {values.std() / iqr:.0f} times the " \
+           f"middle half's spread ({iqr:.3g})" in proc.stderr and "log-transform" in proc.stderr, proc.stderr
+    for ordinary in (BULK, np.r_[BULK, 100.0], RNG.lognormal(0, 2, 300), np.random.default_rng(2).standard_cauchy(300)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            checked_values(ordinary, "v")
 
 
 @pytest.mark.parametrize("repeats, components", [(200, 5), (75, 5), (100, 3), (30, 10)])

@@ -8,13 +8,14 @@ import hashlib
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from aeflow.checks import shorten
-from aeflow.errors import DataError
+from aeflow.errors import DataError, ScaleWarning
 from aeflow.optional import require
 from aeflow.runtime import inputs
 from aeflow.runtime.arrays import to_float32
@@ -22,6 +23,7 @@ from aeflow.runtime.contract import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 
 MIN_VALUES, MAX_VALUE, RESOLVED = 20, 1e30, 100  # |values| well inside float32's 3.4e38; std spans >= 100 float32 steps
 MIN_SPREAD = 1e-30  # the middle half's spread: the flow's 1 / sigma and dz/dx stay well inside float32's range
+FEW_SET_SCALE = 200  # std / middle half's spread beyond which the flow (trained at the std's scale) missed the bulk
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:
@@ -171,7 +173,7 @@ def checked_values(values, name: str) -> np.ndarray:
     """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, beyond ``MAX_VALUE``, fewer
     than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1)), by std or in
     their middle half (the interquartile range of the distinct values: N(0, 1) and one value 1e25), or by less than
-    ``MIN_SPREAD`` there."""
+    ``MIN_SPREAD`` there; a ``ScaleWarning`` where the std exceeds ``FEW_SET_SCALE`` times that middle spread."""
     try:
         values = as_real(values, name)
     except (ValueError, TypeError):
@@ -201,6 +203,10 @@ def checked_values(values, name: str) -> np.ndarray:
         raise DataError(f"{name}: the middle half of the values spans {middle:.3g} but they reach {top:.3g}, where "
                         f"float32 (the exported flow's precision) resolves only steps of {step:.3g}; drop or clip "
                         f"the outliers, or log-transform the values")
+    if (std := float(values.std())) > FEW_SET_SCALE * middle:
+        warnings.warn(f"{name}: std {std:.3g} is {std / middle:.0f} times the middle half's spread ({middle:.3g}): a "
+                      f"few values far from the rest set the scale the flow trains at, and it may miss the rest; "
+                      f"drop or clip the outliers, or log-transform the values", ScaleWarning, stacklevel=2)
     return values
 
 
