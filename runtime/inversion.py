@@ -62,10 +62,12 @@ def in_intervals(z: np.ndarray, intervals) -> np.ndarray:
 
 
 def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """x float64 [M] with f(x) = z (float64 [M], |z| < W/2) to a relative step of 1e-13, from starts
-    x0 float64 [M] (non-finite: the bracket's middle) in the bracket [lo, hi]: safeguarded Newton on
+    """x float64 [M] with f(x) = z (float64 [M], |z| < W/2) to a relative step of 1e-13 (of |x|, or of a
+    hundredth of the bracket where |x| is smaller), from starts x0 float64 [M] (non-finite: the bracket's
+    middle) in the bracket [lo, hi]: safeguarded Newton on
     log G = log(W/2 - |z|) (G the tail mass on z's side), the bracket's midpoint when a step leaves it."""
     side, log_target = np.where(z >= 0, 1.0, -1.0), np.log(comp.half_w - np.abs(z))
+    floor = 0.01 * (hi - lo)  # near x = 0 the step is relative to the bracket, the data's scale (any scale)
     a, b = np.full(z.shape, lo, dtype=np.float64), np.full(z.shape, hi, dtype=np.float64)
     x = np.clip(np.where(np.isfinite(x0), x0, 0.5 * (lo + hi)), lo, hi)
     active = np.arange(z.size)
@@ -73,7 +75,7 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
         if not active.size:
             break
         xa, sa, aa, ba = x[active], side[active], a[active], b[active]
-        g, fp, tol = comp.tail_mass(xa, sa), comp.dz_dx(xa), 1e-13 * np.maximum(1.0, np.abs(xa))
+        g, fp, tol = comp.tail_mass(xa, sa), comp.dz_dx(xa), 1e-13 * np.maximum(floor, np.abs(xa))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = np.log(g) - log_target[active]  # > 0: G too large, the root lies further along +side
             root_above = (d > 0) == (sa > 0)

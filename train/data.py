@@ -22,6 +22,8 @@ from aeflow.runtime.arrays import scale_problem, to_float32
 from aeflow.runtime.contract import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 
 MIN_VALUES, MAX_VALUE, RESOLVED = 20, 1e30, 100  # |values| well inside float32's 3.4e38; std spans >= 100 float32 steps
+MIN_SPREAD = 1e-30  # the middle half's spread: the flow's 1 / sigma and dz/dx stay well inside float32's range
+FEW_SET_SCALE = 200  # std / middle half's spread beyond which the flow (trained at the std's scale) missed the bulk
 
 
 def _training_shape(h: int, w: int) -> tuple[int, int]:
@@ -182,7 +184,9 @@ def as_real(values, name: str) -> np.ndarray:
 
 def checked_values(values, name: str) -> np.ndarray:
     """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, beyond ``MAX_VALUE``, fewer
-    than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1))."""
+    than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1)), by std or in
+    their middle half (the interquartile range of the distinct values: N(0, 1) and one value 1e25), or by less than
+    ``MIN_SPREAD`` there; a ``ScaleWarning`` where the std exceeds ``FEW_SET_SCALE`` times that middle spread."""
     try:
         values = as_real(values, name)
     except (ValueError, TypeError):
@@ -204,6 +208,18 @@ def checked_values(values, name: str) -> np.ndarray:
         raise DataError(f"{name}: values spread by {values.std():.3g} (std) around {values.mean():.6g}, where "
                         f"float32 (the exported flow's precision) resolves only steps of {step:.3g}; subtract an "
                         f"offset or rescale first")
+    middle = float(np.subtract(*np.percentile(np.unique(values), [75, 25])))  # outliers and repeats cannot set it
+    if not middle >= MIN_SPREAD:
+        raise DataError(f"{name}: the middle half of the values spans only {middle:.3g}; the exported flow computes in "
+                        f"float32: rescale them to spread by at least {MIN_SPREAD:g}")
+    if not middle >= RESOLVED * step:
+        raise DataError(f"{name}: the middle half of the values spans {middle:.3g} but they reach {top:.3g}, where "
+                        f"float32 (the exported flow's precision) resolves only steps of {step:.3g}; drop or clip "
+                        f"the outliers, or log-transform the values")
+    if (std := float(values.std())) > FEW_SET_SCALE * middle:
+        warnings.warn(f"{name}: std {std:.3g} is {std / middle:.0f} times the middle half's spread ({middle:.3g}): a "
+                      f"few values far from the rest set the scale the flow trains at, and it may miss the rest; "
+                      f"drop or clip the outliers, or log-transform the values", ScaleWarning, stacklevel=2)
     return values
 
 

@@ -63,11 +63,17 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def split_values(values: np.ndarray, config: FlowConfig, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
     """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and test sets;
-    sets ``config``'s n_train, n_test, loc, scale and data_sha256. ``DataError`` for at most K distinct values
-    (the likelihood then has no maximum: each component can collapse onto one value)."""
-    if (distinct := np.unique(values).size) <= config.n_components:
-        raise DataError(f"{name}: only {distinct} distinct values for {config.n_components} components; the flow "
+    sets ``config``'s n_train, n_test, loc, scale and data_sha256. ``DataError`` for at most K distinct values,
+    or one value repeated in a component's share (1/K) of them (at least 3): the likelihood then has no maximum,
+    a component collapses onto the value."""
+    k, (distinct, counts) = config.n_components, np.unique(values, return_counts=True)
+    if distinct.size <= k:
+        raise DataError(f"{name}: only {distinct.size} distinct values for {k} components; the flow "
                         f"models continuous values (each component would collapse onto one): pass more varied values")
+    if (most := int(counts.max())) >= max(3, values.size / k):
+        raise DataError(f"{name}: {most} of the {values.size} values equal {distinct[counts.argmax()]:.6g}, at least "
+                        f"a component's share (1/{k}); a component would collapse onto it: add dequantisation noise "
+                        f"(e.g. uniform within the values' rounding step) or drop the repeats")
     train_idx, test_idx = split_indices(values.size, config.seed, HELD_OUT)
     config.n_train, config.n_test = len(train_idx), len(test_idx)
     config.loc, config.scale = float(values.mean()), float(values.std())

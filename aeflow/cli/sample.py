@@ -108,6 +108,11 @@ def _draw(sampler: FlowSampler, n: int, seed, method: str, output: Path | None, 
             "min": float(low), "max": float(high), "seconds": seconds}
 
 
+def _number(v: float) -> str:
+    """``v`` with 6 decimals where they show 5 to 10 digits (0.01 <= |v| < 1e4, or 0), else 7 significant digits."""
+    return f"{v:.6f}" if v == 0 or 0.01 <= abs(v) < 1e4 else f"{v:.6e}"
+
+
 @click.command("sample")
 @click.option("-n", "n", type=int, required=True, help="Number of samples (a positive integer).")
 @click.option("--seed", type=int, default=None, help="Random seed (numpy Generator) for reproducible samples.")
@@ -140,7 +145,8 @@ def command(n, seed, output, histogram, method, device, artifacts, no_verify, fo
     click.echo(json.dumps(s, indent=2) if as_json else
                f"sampled {s['n']:,} x from {s['graph']} in {s['seconds']:.3f} s (method {method}, provider "
                f"{short_provider(s['provider'])})\n"
-               f"  mean {s['mean']:.6f}  std {s['std']:.6f}  min {s['min']:.6f}  max {s['max']:.6f}\n"
+               f"  mean {_number(s['mean'])}  std {_number(s['std'])}  min {_number(s['min'])}  "
+               f"max {_number(s['max'])}\n"
                f"  z ~ N(0, 1) truncated to ({s['z_range'][0]:.6f}, {s['z_range'][1]:.6f}), which holds "
                f"{s['truncation_mass']:.6f} of it\n"
                + (f"  samples written to {output}" if output else "  samples not written (pass --output FILE.npy)")
