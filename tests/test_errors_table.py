@@ -230,7 +230,7 @@ INPUT_CASES = [
     Case("npz corrupted", score_file(lambda t: flip(npz(t, True), 300, 37, 400)), 1, "corrupted"),
     Case("npz stored truncated", score_file(lambda t: cut(npz(t, False), 100)), 1, "truncated"),
     Case("idx truncated", score_file(lambda t: cut(idx_file(t), 100)), 1, "truncated"),
-    Case("idx wrong magic", score_file(bad_magic_idx), 1, "magic number"),
+    Case("idx of float32", score_file(bad_magic_idx), 1, "an IDX file of float32 values"),
     Case("idx header promises more", score_file(short_header_idx), 1, "promises 784000"),
     Case("gz truncated", score_file(lambda t: cut(idx_file(t, gz=True), 500)), 1, "truncated"),
     Case("gz corrupted", score_file(lambda t: flip(idx_file(t, gz=True), 100, 50, 20)), 1, "corrupted"),
