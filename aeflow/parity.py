@@ -1,7 +1,7 @@
 """Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check,
 ``aeflow verify`` and the tests (numpy only)."""
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 LOG_RELATIVE = {"dz_dx"}  # rtol scaled by 1 + |ln expected| (see above)
 
 
-@dataclass(frozen=True)
-class Comparison:
+class Comparison(NamedTuple):
     """One output compared: the largest absolute and relative differences, and the verdict."""
 
     name: str
