@@ -1,13 +1,12 @@
 """Threshold, error-rate and p-value maths shared by export, calibration, evaluation and scoring (numpy only)."""
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Threshold:
+class Threshold(NamedTuple):
     """``value = mean + k * std`` of validation scores, std with ``ddof=1`` as ``torch.std``."""
 
     value: float

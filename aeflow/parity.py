@@ -1,7 +1,7 @@
 """Comparing ONNX outputs with PyTorch's: one tolerance policy for export, the runtime's golden check,
 ``aeflow verify`` and the tests (numpy only)."""
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 LOG_RELATIVE = {"dz_dx"}  # rtol scaled by 1 + |ln expected| (see above)
 
 
-@dataclass(frozen=True)
-class Comparison:
+class Comparison(NamedTuple):
     """One output compared: the largest absolute and relative differences, and the verdict."""
 
     name: str
@@ -57,14 +56,17 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
     e = np.asarray(expected, dtype=np.float64).ravel()
     if a.shape != e.shape:
         return Comparison(name, int(e.size), float("inf"), float("inf"), atol, rtol, False)
-    finite = np.isfinite(a) & np.isfinite(e)
-    same_nonfinite = bool(np.all((a[~finite] == e[~finite]) | (np.isnan(a[~finite]) & np.isnan(e[~finite]))))
-    diff = np.abs(a[finite] - e[finite])
-    size = np.maximum(np.abs(e[finite]), np.finfo(np.float64).tiny)
+    n, finite = int(e.size), np.isfinite(a) & np.isfinite(e)
+    a_other, e_other = a[~finite], e[~finite]
+    same_nonfinite = bool(np.all((a_other == e_other) | (np.isnan(a_other) & np.isnan(e_other))))
+    if not finite.all():  # as a rule all are: no copies then
+        a, e = a[finite], e[finite]
+    diff, magnitude = np.abs(a - e), np.abs(e)
+    size = np.maximum(magnitude, np.finfo(np.float64).tiny)
     rel = diff / size
-    scale = size * (1.0 + np.abs(np.log(size))) if name in LOG_RELATIVE else np.abs(e[finite])
+    scale = size * (1.0 + np.abs(np.log(size))) if name in LOG_RELATIVE else magnitude
     ok = bool(np.all(diff <= atol + rtol * scale)) and same_nonfinite
-    return Comparison(name, int(e.size), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok,
+    return Comparison(name, n, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok,
                       name in LOG_RELATIVE)
 
 

@@ -260,8 +260,7 @@ class ThresholdMeta(ThresholdEntry):
         return replace(self, int8=replace(self.int8, threshold=threshold, calibration=record))
 
 
-@dataclass(frozen=True, kw_only=True)
-class SamplerEntry:
+class SamplerEntry(NamedTuple):
     """flow.json's "sampler_graph": the graph, its build, where float64 takes over, export's ``check``."""
 
     graph: Graph

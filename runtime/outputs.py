@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -23,24 +22,16 @@ PART_NAME, PART = "part-{:05d}.parquet", re.compile(r"part-[0-9]{5,}\.parquet") 
 COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly", "label_anomaly", "source")
 
 
-@dataclass
 class InputResult:
     """One input's outcome: images, flagged, seconds, scores float32 [n] (when kept), labels bool [n]
     or None and, where labelled, normal images, false alarms, anomalies, misses."""
 
-    name: str
-    images: int
-    flagged: int = 0
-    seconds: float = 0.0
-    labels: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    normal: int = 0
-    false_alarms: int = 0
-    anomalous: int = 0
-    misses: int = 0
-
-    def __post_init__(self):  # the report is UTF-8: stray bytes of a file name are escaped
-        self.name = printable_name(self.name)
+    def __init__(self, name: str, images: int, flagged: int = 0, seconds: float = 0.0,
+                 labels: np.ndarray | None = None, scores: np.ndarray | None = None, normal: int = 0,
+                 false_alarms: int = 0, anomalous: int = 0, misses: int = 0):
+        self.name = printable_name(name)  # the report is UTF-8: stray bytes of a file name are escaped
+        self.images, self.flagged, self.seconds, self.labels, self.scores = images, flagged, seconds, labels, scores
+        self.normal, self.false_alarms, self.anomalous, self.misses = normal, false_alarms, anomalous, misses
 
     def add(self, start: int, scores: np.ndarray, threshold: float, seconds: float) -> None:
         """Account for the float32 scores of images [start, start + len(scores)), flagged above ``threshold``."""
@@ -82,21 +73,15 @@ def output_context(scorer) -> dict:
             "threshold": scorer.threshold}
 
 
-@dataclass
 class ScoredInput:
     """One input's rows: scores float32 [n], labels bool [n] (True = anomaly) or None, ``files`` (a PNG folder's
     file per row; None: every row is ``name``), conformal ``p_values`` float64 [n] or None (unknown)."""
 
-    name: str
-    scores: np.ndarray
-    threshold: float
-    labels: np.ndarray | None = None
-    files: list[str] | None = None
-    p_values: np.ndarray | None = None
-
-    def __post_init__(self):  # every format is UTF-8 text or Unicode: stray bytes of a name are escaped
-        self.name = printable_name(self.name)
-        self.files = None if self.files is None else [printable_name(f) for f in self.files]
+    def __init__(self, name: str, scores: np.ndarray, threshold: float, labels: np.ndarray | None = None,
+                 files: list[str] | None = None, p_values: np.ndarray | None = None):
+        # every format is UTF-8 text or Unicode: stray bytes of a name are escaped
+        self.name, self.files = printable_name(name), None if files is None else [printable_name(f) for f in files]
+        self.scores, self.threshold, self.labels, self.p_values = scores, threshold, labels, p_values
 
     @property
     def sources(self) -> list[str]:

@@ -14,7 +14,6 @@ from aeflow.metrics import above_threshold, conformal_p_values, normalized_score
 from aeflow.runtime import contract
 from aeflow.runtime.arrays import size
 from aeflow.runtime.artifacts import artifacts_dir, read_threshold, reference_scores
-from aeflow.runtime.device import Bound
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.inputs import ArraySource, ImageSource, scale_problem, to_float32
 from aeflow.runtime.pickling import Rebuildable
@@ -84,8 +83,11 @@ class AnomalyScorer(Rebuildable):
         return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self.provider!r}, "
                 f"threshold={self._threshold:.6g})")
 
-    def _bind(self) -> Bound:
-        """IOBinding, the uint8 path and a CUDA-graph session where onnxruntime can capture one."""
+    def _bind(self):
+        """A ``device.Bound`` (imported on CUDA only): IOBinding, the uint8 path and a CUDA-graph session where
+        onnxruntime can capture one."""
+        from aeflow.runtime.device import Bound
+
         try:
             graph = create_session(self.graph, "cuda", self._threads, cuda_graph=True)
         except ArtifactError:  # a node outside CUDA: the plain bound session runs

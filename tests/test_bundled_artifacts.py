@@ -85,6 +85,10 @@ def test_info_and_verify_without_torch(no_torch_env):
     assert proc.returncode == 0, proc.stderr
     assert "golden outputs" in proc.stdout and "PyTorch is not installed" in proc.stdout
     assert "all 9 outputs within tolerance" in proc.stdout
+    proc = run_cli("verify", "--device", "cpu", "--json", env=no_torch_env)  # each row: its fields and tolerance
+    rows = json.loads(proc.stdout)["golden"]
+    assert len(rows) == 9 and all(r["passed"] for r in rows) and rows[0]["tolerance"] == "5e-05 abs"
+    assert set(rows[0]) == {"name", "n", "max_abs", "max_rel", "atol", "rtol", "passed", "log_relative", "tolerance"}
 
 
 def test_cuda_is_strict_where_it_cannot_run():

@@ -61,10 +61,10 @@ def test_cli_help_imports_neither_numpy_nor_onnxruntime():
 
 
 def test_score_command_loads_neither_the_sampler_nor_analysis():
-    """Cold start: `aeflow score` imports what scoring needs (aeflow.runtime's names load lazily)."""
+    """Cold start: `aeflow score` imports what scoring needs (aeflow.runtime's names load lazily, IOBinding on CUDA)."""
     code = ("import sys, aeflow.cli.score\n"
             "print(sorted(m for m in sys.modules if m.startswith(('aeflow.runtime.sampler', 'aeflow.runtime.inversion', "
-            "'aeflow.analysis', 'aeflow.export'))))")
+            "'aeflow.runtime.device', 'aeflow.analysis', 'aeflow.export'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -1,7 +1,7 @@
 """``aeflow verify``: every graph on this machine's provider against golden.npz (a failure: this machine's numerics
 differ) and, with torch and ae.pt/flow.pt (the sha256 export recorded), against the checkpoints run eagerly."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ def golden_comparisons(directory: Path, threshold: contract.ThresholdMeta, flow:
             continue
         session = load_graph(directory, meta, which, device, verify=verify, golden=False)
         provider = provider or provider_of(session)
-        rows += [replace(r, name=f"{contract.GRAPHS[which].file}: {r.name}")
+        rows += [r._replace(name=f"{contract.GRAPHS[which].file}: {r.name}")
                  for r in golden_rows(session, which, read_golden(directory, meta, which, verify), meta)]
     return provider, rows
 

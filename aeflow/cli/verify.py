@@ -30,7 +30,7 @@ def command(artifacts, device, no_verify, golden_only, as_json):
     result = verify_artifacts(artifacts, device, not no_verify, checkpoints=not golden_only)
     if as_json:
         doc = {"artifacts": str(result.directory), "provider": result.provider, "passed": result.passed}
-        doc |= {k: None if rows is None else [r.__dict__ | {"tolerance": r.tolerance} for r in rows]
+        doc |= {k: None if rows is None else [r._asdict() | {"tolerance": r.tolerance} for r in rows]
                 for k, rows in (("golden", result.golden), ("checkpoints", result.checkpoints))}
         click.echo(json.dumps(doc | {"notes": result.notes}, indent=2))
     else:
