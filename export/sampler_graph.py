@@ -217,7 +217,8 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
 def _refuse(problems: list[str]) -> None:
     """``ParityError`` naming the ``problems`` (what the graph misses), if any."""
     if problems:
-        raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written")
+        raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written "
+                          f"(a flow far from trained can do this: train it longer, or with fewer --components)")
 
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,
