@@ -232,7 +232,7 @@ def _card(path: Path, doc: contract.ThresholdMeta) -> str | None:
              "are export's.", ""]
     for which in ("ae", "int8"):
         if (entry := doc.entry(which)) is not None and (cal := entry.calibration) is not None:
-            names = ", ".join(d["name"] for d in cal["data"][:3]) + (", ..." if len(cal["data"]) > 3 else "")
+            names = ", ".join(_printable(d["name"]) for d in cal["data"][:3]) + ", ..." * (len(cal["data"]) > 3)
             lines.append(f"- **{contract.GRAPHS[which].file}**: threshold {entry.threshold:.6g}, "
                          f"{threshold_origin(entry)} ({names}); {cal['flagged']:,} of them above it "
                          f"({cal['achieved_false_alarm_rate']:.2%}; {cal['interval']['confidence']:.0%} interval "
@@ -240,12 +240,18 @@ def _card(path: Path, doc: contract.ThresholdMeta) -> str | None:
     if "scores" in (doc.calibration or {}):
         lines.append(f"- **p-values** compare with the {doc.calibration['n']:,} calibration scores "
                      f"({CALIBRATION_SCORES}), not the validation scores")
-    section = "\n".join(lines) + "\n\n"
-    before, found, after = card.partition(CARD_SECTION)
-    if found:  # an earlier calibration's section: replaced up to the next heading
-        return before + section + ("## " + after.split("\n## ", 1)[1] if "\n## " in after else "")
-    before, found, after = card.partition("## Intended use")
-    return before + section + found + after if found else card.rstrip("\n") + "\n\n" + section
+    old = card.split("\n")
+    heads = [i for i, line in enumerate(old) if line.startswith("## ")]  # an earlier section: replaced up to the next
+    start = next((i for i in heads if old[i] == CARD_SECTION), None)
+    end = next((i for i in heads if i > start), len(old)) if start is not None else None
+    if start is None:  # a first section goes before the limits (or last)
+        start = end = next((i for i in heads if old[i].startswith("## Intended use")), len(old))
+    return "\n".join(old[:start] + lines + [""] + old[end:]).rstrip("\n") + "\n"
+
+
+def _printable(name: str) -> str:
+    """``name`` on one line of Markdown: characters that are not printable written as Python escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _holds(path: Path, doc: contract.ThresholdMeta) -> bool:

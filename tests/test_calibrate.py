@@ -489,6 +489,12 @@ def test_the_model_card_says_which_threshold_is_in_force(halves, bundled, tmp_pa
     threshold = json.loads((tmp_path / "c" / "threshold.json").read_text())["threshold"]
     assert again.count("## Calibration") == 1 and f"threshold {threshold:.6g}, calibrated " in again
     assert "false-alarm rate 0.05 of 500 normal images" in again and meta["threshold"] != threshold
+    odd = again.replace("- **Data**: ", "- **Data**: runs/## Calibration/x.npy ", 1)  # a heading inside a line
+    (tmp_path / "c" / "MODEL_CARD.md").write_text(odd)
+    assert calibrate(str(a), "--artifacts", str(tmp_path / "c"), "-q").exit_code == 0
+    third = (tmp_path / "c" / "MODEL_CARD.md").read_text()
+    assert third.split("\n## Calibration\n")[0] == odd.split("\n## Calibration\n")[0]
+    assert third.count("## Calibration\n") == 1
     (tmp_path / "c" / "MODEL_CARD.md").write_text("my own notes\n")
     assert calibrate(str(a), "--artifacts", str(tmp_path / "c"), "-q").exit_code == 0
     assert (tmp_path / "c" / "MODEL_CARD.md").read_text() == "my own notes\n"
