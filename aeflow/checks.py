@@ -162,21 +162,17 @@ def expand_inputs(patterns, distinct: bool = True) -> list[Path]:
 
 
 def _distinct(paths: list[Path]) -> list[Path]:
-    """``paths``, or ``InputError`` where two are one file (device and inode) or one lies inside a folder given."""
-    seen, folders = {}, {}
+    """``paths``, or ``InputError`` where one file is read twice (device and inode): given twice, by any spelling or
+    link, or given and also inside a folder given (a folder's visible entries, as its reader reads them)."""
+    seen = {}
     for path in paths:
-        with contextlib.suppress(OSError):  # a missing input is its reader's to say
-            st = path.stat()
-            if (other := seen.setdefault((st.st_dev, st.st_ino), path)) is not path:
-                raise InputError(f"{path}: given twice (also as {other}); pass each input once")
-            if path.is_dir():
-                folders[os.path.realpath(path)] = path
-    for path in paths if folders else ():
-        parent = os.path.dirname(os.path.realpath(path))
-        while parent not in folders and parent != os.path.dirname(parent):
-            parent = os.path.dirname(parent)
-        if parent in folders:
-            raise InputError(f"{path}: inside {folders[parent]}, also given; pass each input once")
+        with contextlib.suppress(OSError):  # what cannot be read is its reader's to say
+            inside = [path / n for n in sorted(os.listdir(path)) if not n.startswith(".")] if path.is_dir() else []
+            for entry, label in [(path, str(path))] + [(e, f"{e} in the folder {path}") for e in inside]:
+                st = entry.stat()
+                if (key := (st.st_dev, st.st_ino)) in seen:
+                    raise InputError(f"{label}: read twice (also as {seen[key]}); pass each input once")
+                seen[key] = label
     return paths
 
 

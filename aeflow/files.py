@@ -15,7 +15,7 @@ from typing import Collection, Iterator
 from aeflow.errors import OutputError
 
 _live: set[Path] = set()  # temporary files and folders not yet published or removed
-_live_lock = threading.Lock()
+_live_lock = threading.RLock()  # re-entrant: a signal's clean-up may run where the main thread was holding it
 # the signals that end a command (aeflow.cli: one line, exit 128 + the signal), held while a temporary is made
 END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 # the END_SIGNALS this command received (aeflow.cli's handler records them): nothing is published after
@@ -178,13 +178,16 @@ def forget_published(path: str | os.PathLike) -> None:
 def keep_copy(path: Path) -> Path:
     """A copy of the file ``path`` beside it (``.NAME.*.old``, untracked: it may hold the only copy of it) to put
     back with one ``os.replace``, which a signal does not stop (nothing is published after one)."""
-    kept = _temporary(path, ".old")
+    kept = None
     try:
-        shutil.copyfile(path, kept)
+        with _signals_held():  # a signal raises after the block, where the copy is known and removed
+            kept = _temporary(path, ".old")
+            shutil.copyfile(path, kept)
     except BaseException as e:
-        kept.unlink(missing_ok=True)
+        if kept is not None:
+            kept.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _cannot_write(str(kept), e) from None
+            raise _cannot_write(str(kept or path), e) from None
         raise
     return kept
 

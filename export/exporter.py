@@ -313,6 +313,8 @@ def _earlier(out: Path, ae: bool, flow: bool, quantize, stale: list[str]) -> lis
         first = out / names[0]
         if gone and first.is_file() and (len(names) == 1 or artifacts.is_aeflow_document(first)):
             removed = [n for n in names if (out / n).is_file()]
+            removed += [calibration.CALIBRATION_SCORES] if first.name == contract.THRESHOLD_JSON \
+                and calibration.bound_scores(out) else []  # the detector's calibration scores go with it
             stale += removed
             notes.append(f"removed {', '.join(removed)}: the earlier export's, which this one replaced" + (
                 " (pass --quantize int8 for a new int8 graph)" if len(names) == 1 else ""))

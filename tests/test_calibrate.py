@@ -467,6 +467,14 @@ def test_an_input_given_twice_is_refused_before_any_work(halves, tmp_path, monke
         with pytest.raises(InputError, match="pass each input once"):
             read_images(inputs)
     assert calibrate(a.name, "-o", str(tmp_path / "cal"), "-q").exit_code == 0
+    split = tmp_path / "split"  # a folder whose files are links into another folder given: read twice
+    split.mkdir()
+    (split / "0.png").symlink_to(pngs / "0.png")
+    os.link(pngs / "1.png", split / "1.png")
+    with pytest.raises(InputError, match=r"split/0.png in the folder .*split: read twice \(also as .*pngs/0.png in"):
+        read_images([pngs, split])
+    os.link(a, pngs / ".hidden.npy")  # hidden: the folder's reader skips it, so it is read once
+    assert len(read_images([pngs, pngs / ".hidden.npy"])[0]) == 2 + len(np.load(a))
 
 
 def test_the_model_card_says_which_threshold_is_in_force(halves, bundled, tmp_path):

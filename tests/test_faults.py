@@ -648,3 +648,19 @@ def test_a_signal_after_one_file_was_published_says_it_was_written(tmp_path):
     assert proc.returncode == 143 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stderr == f"aeflow: error: interrupted after writing {hist} (complete) (SIGTERM)\n", proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["h.png"] and hist.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_signal_while_a_copy_is_kept_leaves_no_copy(tmp_path, monkeypatch):
+    """keep_copy (in-place calibrate's undo copies): a signal while .NAME.*.old was made and filled left it behind
+    (it is untracked), since the KeyboardInterrupt came before keep_copy knew its name."""
+    from aeflow import files
+
+    (tmp_path / "scores.npy").write_bytes(b"old")
+    real = files.shutil.copyfile
+    monkeypatch.setattr(files.shutil, "copyfile", lambda a, b: (real(a, b), files.RECEIVED.append(15)))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            files.keep_copy(tmp_path / "scores.npy")
+    finally:
+        files.RECEIVED.clear()
+    assert sorted(os.listdir(tmp_path)) == ["scores.npy"]

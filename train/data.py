@@ -152,7 +152,8 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if p.is_dir() else 'no such file'}; pass one file of values")
-    suffix, name = inputs.file_kind(p) or p.suffix.lower(), str(path)  # by its first bytes if not by its suffix
+    suffix, name = p.suffix.lower(), str(path)
+    suffix = suffix if suffix in (".csv", ".txt") else inputs.file_kind(p) or suffix  # else its first bytes may say
     if suffix in (".npz", ".png"):
         raise DataError(f"{path}: {'an .npz archive' if suffix == '.npz' else 'a PNG image'}, not a list of values; "
                         f"save them as a 1-D .npy (np.save), a CSV column or a text file of one value a line")
