@@ -218,7 +218,8 @@ def _refuse(problems: list[str]) -> None:
     """``ParityError`` naming the ``problems`` (what the graph misses), if any."""
     if problems:
         raise ParityError(f"{SAMPLER_FILE} misses its accuracy targets: {'; '.join(problems)}; nothing was written "
-                          f"(a flow far from trained can do this: train it longer, or with fewer --components)")
+                          f"(a flow with more components than its data need, or far from trained: train it with fewer "
+                          f"--components, or longer)")
 
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,

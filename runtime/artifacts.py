@@ -252,7 +252,8 @@ def reference_scores(directory: Path, meta: ThresholdMeta, verify: bool = True) 
     record = (meta.calibration or {}).get("scores")
     if record is None and meta.validation_scores is None:
         return None
-    path, sha, n, hint = (CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again") if record is not None \
+    path, sha, n, hint = (CALIBRATION_SCORES, record["sha256"], record["n"], "calibrate again (a changed file moved "
+                          "away first)") if record is not None \
         else (contract.GOLDEN_FILE, meta.golden.sha256, meta.validation_scores, "re-export")
     path = Path(directory) / path
     try:

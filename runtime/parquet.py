@@ -68,8 +68,8 @@ class ParquetSource(ImageSource):
     def _first_png_shape(self) -> tuple[int, int]:
         first = next(self._file.iter_batches(batch_size=1, columns=[self.column])).column(0)[0].as_py()
         if self._kind != "binary" or not first or first[:8] != SIGNATURE:
-            raise InputError(f"{self.where(0)}: raw pixels do not say the image size; store PNG bytes or lists of "
-                             f"H*W pixels, or give the size in Python (image_shape=(H, W))")
+            raise InputError(f"{self.where(0)}: raw pixels do not say the image size; store PNG bytes, or give the "
+                             f"size in Python (image_shape=(H, W))")
         return header_shape(first, self.where(0))
 
     def __exit__(self, *exc) -> None:
