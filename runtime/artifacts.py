@@ -107,7 +107,8 @@ def _missing_hint(path: Path) -> str:
 
 def load_json(path: Path) -> dict:
     """``path`` as one JSON object (at most ``contract.MAX_JSON_BYTES``; NaN, Infinity, duplicate keys refused)."""
-    data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata", _missing_hint(path))
+    hint = "restore it" if path.is_file() else _missing_hint(path)  # the hint's look around: only where it is missing
+    data = _read_bytes(path, contract.MAX_JSON_BYTES, "metadata", hint)
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except RecursionError:

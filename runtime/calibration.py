@@ -141,10 +141,17 @@ def _scores_not_ours(directory: Path, hint: str) -> None:
 
 
 def bound_scores(directory: Path) -> bool:
-    """Whether ``directory``'s calibration_scores.npy is a regular file that its threshold.json binds (sha256)."""
-    path, record = directory / CALIBRATION_SCORES, (read_threshold(directory, verify=False).calibration or {})
-    return path.is_file() and not path.is_symlink() and "scores" in record \
-        and sha256_file(path) == record["scores"]["sha256"]
+    """Whether ``directory``'s calibration_scores.npy is a regular file that its threshold.json binds (sha256); the
+    record as written, unchecked: export asks this of an earlier export it replaces, whatever its state."""
+    path = directory / CALIBRATION_SCORES
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        record = load_json(directory / contract.THRESHOLD_JSON).get("calibration")
+    except ArtifactError:
+        return False
+    scores = record.get("scores") if isinstance(record, dict) else None
+    return isinstance(scores, dict) and scores.get("sha256") == sha256_file(path)
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
