@@ -146,12 +146,13 @@ def bound_scores(directory: Path) -> bool:
     path = directory / CALIBRATION_SCORES
     if not path.is_file() or path.is_symlink():
         return False
-    try:
-        record = load_json(directory / contract.THRESHOLD_JSON).get("calibration")
-    except ArtifactError:
-        return False
-    scores = record.get("scores") if isinstance(record, dict) else None
-    return isinstance(scores, dict) and scores.get("sha256") == sha256_file(path)
+    with locked(directory):  # the pair as one calibration wrote it, not half of another's
+        try:
+            record = load_json(directory / contract.THRESHOLD_JSON).get("calibration")
+        except ArtifactError:
+            return False
+        scores = record.get("scores") if isinstance(record, dict) else None
+        return isinstance(scores, dict) and scores.get("sha256") == sha256_file(path)
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],

@@ -321,6 +321,29 @@ def test_two_calibrate_commands_at_once_both_land(place):
     assert first["previous_threshold"] == original
 
 
+def test_bound_scores_never_reads_half_of_another_calibration(place, images):
+    """A calibration in place writes calibration_scores.npy, then threshold.json: a reader between the two
+    (a second calibrate's check) once saw the new scores with the old record and refused them as a user's."""
+    from aeflow.runtime.calibration import bound_scores
+    scorer = AnomalyScorer(place / "art", device="cpu")
+    scorer.calibrate(images, k=2)
+    scorer.save_calibration()
+    done, seen = threading.Event(), []
+
+    def recalibrate():
+        for i in range(30):
+            scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
+            scorer.save_calibration()
+        done.set()
+
+    writer = threading.Thread(target=recalibrate)
+    writer.start()
+    while not done.is_set():
+        seen.append(bound_scores(place / "art"))
+    writer.join()
+    assert seen and all(seen)
+
+
 def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(place / "pngs" / ".hidden.png")  # not read, not hashed
     r = invoke("calibrate", "shards/*.npy", "pngs", "--artifacts", "art", "--json", "--device", "cpu")
