@@ -214,7 +214,7 @@ def test_sample_output_and_histogram_compared_as_files(tmp_path):
     (tmp_path / "h.png").write_text("old\n")
     os.link(tmp_path / "h.png", tmp_path / "s.csv")  # the names differ, the file is one
     proc = run_cli("sample", "-n", "10", "-o", "s.csv", "--histogram", "./h.png", "--force", *CPU, cwd=tmp_path)
-    assert "same file" in assert_one_line_error(proc, 2)
+    assert "overlap" in assert_one_line_error(proc, 2)
     assert (tmp_path / "h.png").read_text() == "old\n"
 
 

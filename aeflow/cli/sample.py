@@ -10,7 +10,7 @@ import numpy as np
 
 from aeflow.checks import check_count, check_seed
 from aeflow.errors import Interrupted, UsageError
-from aeflow.files import atomic_path, check_space, same_file
+from aeflow.files import atomic_path, check_space
 from aeflow.plotting import pyplot
 from aeflow.progress import progress_bar
 from aeflow.cli.options import output_option, shared
@@ -65,14 +65,13 @@ def _check_request(n: int, seed, output: str | None, histogram: str | None, forc
         raise UsageError(f"--output {output}: use a .npy or .csv file name")
     if histogram is not None and Path(histogram).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--histogram {histogram}: use a .png, .pdf or .svg file name")
-    if output is not None and histogram is not None and same_file(output, histogram):
-        raise UsageError("--output and --histogram name the same file")
     used = [artifacts] if artifacts else []
-    output, histogram = (path and check_target(path, what=what, force=force, artifacts=used)
-                         for path, what in ((output, "--output"), (histogram, "--histogram")))
     if output is not None:
+        output = check_target(output, what="--output", force=force, artifacts=used)
         check_space(output, n * BYTES_PER_SAMPLE[output.suffix.lower()] + 4096)
     if histogram is not None:
+        histogram = check_target(histogram, what="--histogram", force=force, artifacts=used,
+                                 outputs=[("--output", output)] if output else [])
         pyplot("--histogram")  # one line when matplotlib is missing
     return output, histogram
 
@@ -120,8 +119,7 @@ def _number(v: float) -> str:
 @click.option("--histogram", type=click.Path(), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
-              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx. Both are "
-                   "within 1e-5 (in the data's scale) of the float64 inverse, or a float32 step where that is coarser.")
+              help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx.")
 @shared("device", "artifacts", "no_verify", "force", "json", "quiet")
 def command(n, seed, output, histogram, method, device, artifacts, no_verify, force, as_json, quiet):
     """Draw N samples x = f^-1(z) from the 1-D flow, z ~ N(0, 1) truncated to the flow's range.

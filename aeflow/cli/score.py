@@ -228,8 +228,7 @@ def _on_dask(o: SimpleNamespace) -> None:
             progress_bar(1, "scoring on Dask", quiet=o.quiet or o.as_json) as bar:
         def progress(done: int, total: int) -> None:
             nonlocal seen
-            if hasattr(bar, "length"):
-                bar.length = total  # known once the shards are opened
+            bar.length = total  # known once the shards are opened
             bar.update(done - seen)
             seen = done
 
