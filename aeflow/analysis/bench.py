@@ -1,6 +1,5 @@
-"""``aeflow bench``: what the runtime costs, in one process, on the same inputs. Sections: the GEMM limit; scoring
-per engine and batch beside its peers (torch.compile in a child process: ``python -m aeflow.analysis.bench DIR
-THREADS REPEATS SECONDS BATCH...``); sampling; scoring from files; cold start. Figures: median [min - max]."""
+"""``aeflow bench``: the GEMM limit, scoring per engine and batch beside its peers (torch.compile in a child process,
+this module's ``__main__``), sampling, scoring from files, cold start. Figures: median [min - max]."""
 
 import json
 import os
@@ -14,6 +13,7 @@ import numpy as np
 
 from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread,
                                     time_calls)
+from aeflow.datasets import to_float
 from aeflow.progress import text_table
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
@@ -76,8 +76,7 @@ def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds
     for batch in batches:
         progress(f"scoring, batch {batch}")
         rng = np.random.default_rng(batch)
-        buffers = [(images[rng.integers(0, len(images), batch)][:, None] / np.float32(255)).astype(np.float32)
-                   for _ in range(3)]
+        buffers = [to_float(images[rng.integers(0, len(images), batch)]) for _ in range(3)]
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
         times = measure(engines, buffers, repeats, seconds)
