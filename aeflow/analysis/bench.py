@@ -1,23 +1,24 @@
 """``aeflow bench``: the GEMM limit, scoring per engine and batch beside its peers (torch.compile in a child process,
-this module's ``__main__``), sampling, scoring from files, cold start. Figures: median [min - max]."""
+this module's ``__main__``), sampling, scoring from files, cold start; the timing helpers the CUDA rows use too."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread,
-                                    time_calls)
 from aeflow.datasets import to_float
 from aeflow.progress import text_table
-from aeflow.provenance import cpu_name, package_versions
+from aeflow.provenance import cpu_isa, cpu_name, package_versions
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
+from aeflow.runtime.device import FLOAT, UINT8, tiny_model
 from aeflow.runtime.golden import load_graph
 from aeflow.runtime.providers import create_session, provider_of, short_provider
 
@@ -34,6 +35,58 @@ SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one imag
 GOALS = {HELP: (0.1, " s"), SCORE_PNG: (1.3, "x the floor")}  # help in seconds; a scoring run against its floor
 API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\n"
               "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))")
+PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
+
+
+def flops_per_image(image_shape=(28, 28)) -> int:
+    """FLOPs of the autoencoder's six layers (two a multiply-add; the elementwise tail left out) for (H, W) images."""
+    pixels = int(np.prod(image_shape))
+    return 2 * (pixels * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * pixels)
+
+
+def spread(values) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats)."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, gap: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of each call of ``fns``, in turn for ``repeats`` rounds after an untimed one; ``gap`` s sleep first."""
+    times = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter()
+            fn()
+            times[name] += [time.perf_counter() - t0] * (r > 0)
+    return times
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    return interleaved({"": fn}, repeats)[""]
+
+
+def matmul_model(n: int, op: str = "MatMul", types: tuple[int, int, int] = (FLOAT, FLOAT, FLOAT)) -> bytes:
+    """The ONNX model Y = ``op``(A, B) of n x n matrices (``types``: the ONNX element types of A, B, Y)."""
+    return tiny_model([(op, ["A", "B"], ["Y"], {})], [("A", types[0], [n, n]), ("B", types[1], [n, n])],
+                      [("Y", types[2], [n, n])])
+
+
+def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
+    """Rows ``{"name", "precision", "size", "gflops"}`` of one n^3 matrix product: numpy float32, onnxruntime MatMul
+    and MatMulInteger u8 x s8 (the int8 graph's kernels, B with 7-bit values as its weights)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)
+    fp32 = create_session(matmul_model(n), "cpu", threads, spinning=False)
+    int8 = create_session(matmul_model(n, "MatMulInteger", (UINT8, 3, 6)), "cpu", threads, spinning=False)  # s8, s32
+    runs = [("numpy-sgemm", "fp32", lambda: a @ b),
+            ("ort-matmul-fp32", "fp32", lambda: fp32.run(None, {"A": a, "B": b})),
+            ("ort-matmulinteger-int8", "int8", lambda: int8.run(None, {"A": a8, "B": b8}))]
+    return [{"name": name, "precision": precision, "size": n,
+             "gflops": spread([2.0 * n ** 3 / t / 1e9 for t in time_calls(fn, repeats)])} for name, precision, fn in runs]
 
 
 class Run:
@@ -70,8 +123,9 @@ def _ort(session) -> Callable[[np.ndarray], np.ndarray]:
 
 def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds: float, peers: tuple[str, ...],
                progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """``measure``'s figures per batch and engine on ``images`` (uint8 [M, H, W], drawn into 3 rotating buffers), the
-    ``peers``' largest score difference to ort-fp32, images/s over torch-eager's and ort-fp32's (``vs_*``)."""
+    """Per batch, every engine on 3 rotating buffers of ``images`` (uint8 [M, H, W]), warmed up, in ``repeats`` rounds
+    of about ``seconds`` taken in turn: images/s, p50/p99 ms, the ``peers``' largest score difference to ort-fp32,
+    images/s over torch-eager's and ort-fp32's (``vs_*``)."""
     rows = []
     for batch in batches:
         progress(f"scoring, batch {batch}")
@@ -79,12 +133,25 @@ def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds
         buffers = [to_float(images[rng.integers(0, len(images), batch)]) for _ in range(3)]
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
-        times = measure(engines, buffers, repeats, seconds)
-        ips = {name: t["images_per_s"]["median"] for name, t in times.items()}
+        # a warm-up call, then a warm call of the slowest engine sets how many calls a round makes
+        slowest = max(time_calls(lambda: fn(buffers[-1]), 1)[0] for fn in engines.values())
+        calls = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6))))
+        times = {name: np.empty((repeats, calls)) for name in engines}
+        for r in range(repeats):
+            for name, fn in engines.items():
+                time.sleep(PHASE_GAP_S)
+                for c in range(calls):
+                    x = buffers[(r * calls + c) % len(buffers)]
+                    t0 = time.perf_counter()
+                    fn(x)
+                    times[name][r, c] = time.perf_counter() - t0
+        rates = {name: batch * calls / t.sum(axis=1) for name, t in times.items()}
         for name, t in times.items():
-            ratios = {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
-                      if base in ips and name not in (TORCH, base)}
-            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
+            ratios = {key: np.median(rates[name]) / np.median(rates[base]) for key, base in
+                      (("vs_torch", TORCH), ("vs_fp32", FP32)) if base in rates and name not in (TORCH, base)}
+            rows.append({"engine": name, "batch": batch, "images_per_s": spread(rates[name]),
+                         "p50_ms": float(np.percentile(t, 50)) * 1e3, "p99_ms": float(np.percentile(t, 99)) * 1e3,
+                         "calls": t.size, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
     return rows
 
 

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.analysis.timing import flops_per_image, matmul_model, spread, time_calls
+from aeflow.analysis.bench import flops_per_image, matmul_model, spread, time_calls
 from aeflow.datasets import to_float
 from aeflow.parity import compare
 from aeflow.progress import text_table
