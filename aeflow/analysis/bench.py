@@ -364,9 +364,9 @@ def format_table(result: dict) -> str:
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
-    mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
+    mflop = flops_per_image(result["settings"]["image_shape"]) / 1e6
     for key, title, columns in TABLES:
-        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
+        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result[key]]
         lines += ["", title.format(mflop=mflop), *text_table(cells, [i for i, c in enumerate(columns) if c[2] != "s"])]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 
