@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from aeflow.datasets import to_float
 from aeflow.progress import text_table
@@ -20,7 +21,10 @@ from aeflow.runtime import contract
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
 from aeflow.runtime.device import FLOAT, UINT8, tiny_model
 from aeflow.runtime.golden import load_graph
+from aeflow.runtime.inputs import open_source
 from aeflow.runtime.providers import create_session, provider_of, short_provider
+from aeflow.runtime.sampler import FlowSampler
+from aeflow.runtime.scorer import AnomalyScorer
 
 BATCHES = (1, 64, 1024, 8192)
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
@@ -227,8 +231,6 @@ def scoring_rows(run: Run) -> list[dict]:
 def sampling_rows(run: Run) -> list[dict]:
     """Seconds for ``n_samples`` samples per method (and the homework's), one flow.onnx pass over as many
     points and drawing the z's, a new seed each repeat; ratios to the homework and to the pass."""
-    from aeflow.runtime.sampler import FlowSampler
-
     if not (run.directory / contract.FLOW_JSON).exists():  # a detector alone (export writes what the run held)
         run.notes.append(f"no {contract.FLOW_JSON} in {run.directory}: no sampling rows")
         return []
@@ -255,11 +257,6 @@ def sampling_rows(run: Run) -> list[dict]:
 def files_rows(run: Run) -> list[dict]:
     """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as ``aeflow score``
     does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
-    from PIL import Image
-
-    from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.scorer import AnomalyScorer
-
     n = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES
     images = run.images[np.arange(n) % len(run.images)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
@@ -288,8 +285,6 @@ def _call(what: str, cmd: list[str]) -> None:
 
 def cold_start_rows(run: Run) -> list[dict]:
     """Seconds from a new process to its exit (warm file cache), the ratio to the floor and the goals met or not."""
-    from PIL import Image
-
     script, d = Path(sys.executable).with_name("aeflow"), str(run.directory)
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:

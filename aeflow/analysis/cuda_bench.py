@@ -15,6 +15,8 @@ from aeflow.runtime import device
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, read_threshold
 from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
+from aeflow.runtime.sampler import FlowSampler
+from aeflow.runtime.scorer import AnomalyScorer
 
 TARGETS = {"device-resident fp32": 20e6, "host-fed uint8": 10e6, "sampler graph, device-resident": 1e9}  # on one H100
 FULL = {"batch": 1 << 16, "host_images": 1 << 20, "samples": 10**8, "matmul": 8192, "copy_bytes": 1 << 30}
@@ -78,8 +80,6 @@ def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: 
                  where: str = "cuda") -> list[dict]:
     """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the latency of one
     image, each checked against the CPU's scores of the demo images ``base`` (uint8 [M, H, W])."""
-    from aeflow.runtime.scorer import AnomalyScorer
-
     flops = flops_per_image(base.shape[1:])
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
@@ -111,8 +111,6 @@ def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: 
 
 def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = "cuda") -> dict:
     """Samples/s of flow_sampler.onnx over z already on the device, checked against the CPU."""
-    from aeflow.runtime.sampler import FlowSampler
-
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(gpu._sampler_graph(), z, repeats, "x")
