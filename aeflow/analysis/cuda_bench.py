@@ -110,7 +110,8 @@ def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: 
 
 
 def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = "cuda") -> dict:
-    """Samples/s of flow_sampler.onnx over z already on the device, checked against the CPU."""
+    """Samples/s of flow_sampler.onnx over z already on the device, checked against the CPU outside flow.json's
+    float64 intervals."""
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(gpu._sampler_graph(), z, repeats, "x")
