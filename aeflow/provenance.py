@@ -3,7 +3,6 @@
 import contextlib
 import platform
 from importlib import metadata
-from pathlib import Path
 
 
 def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript", "torch",
@@ -16,10 +15,25 @@ def package_versions(names=("aeflow", "numpy", "onnxruntime-gpu", "onnxruntime",
     return out
 
 
+def _cpuinfo(key: str, path: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first ``key`` line of ``path`` (Linux), or None."""
+    try:
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
+    except OSError:
+        return None
+
+
 def cpu_name() -> str:
     """A human-readable CPU model name (Linux /proc/cpuinfo, else platform.processor())."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The widest vector ISA in ``cpuinfo``'s flags ("AVX-512 VNNI" ... "SSE", "+ AMX"), or "unknown"."""
+    if (line := _cpuinfo("flags", cpuinfo)) is None:
+        return "unknown"
+    flags = set(line.split())
+    isa = next((name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512bw", "AVX-512"),
+                                        ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2")) if flag in flags), "SSE")
+    return isa + (" + AMX" if "amx_int8" in flags else "")

@@ -16,7 +16,7 @@ def _spread_ok(s) -> bool:
 def _check_common(result: dict, engines: set[str]) -> None:
     from aeflow.analysis.bench import BATCHES, DRAW_Z, FORWARD, QUICK_FILE_IMAGES, QUICK_SAMPLES
     from aeflow.analysis.bench import FLOOR, HELP, SCORE_PNG
-    from aeflow.analysis.timing import flops_per_image
+    from aeflow.analysis.bench import flops_per_image
 
     limits = {r["name"]: r for r in result["limit"]}
     assert set(limits) == {"numpy-sgemm", "ort-matmul-fp32", "ort-matmulinteger-int8"}
@@ -107,7 +107,7 @@ def test_torch_compile_child_timeout_is_a_note(bundled):
                                         ("avx2 avx512bw avx512_vnni amx_int8", "AVX-512 VNNI + AMX"),
                                         ("avx2 avx_vnni", "AVX-VNNI"), ("sse2", "SSE")])
 def test_cpu_isa_reads_the_flags(tmp_path, flags, isa):
-    from aeflow.analysis.timing import cpu_isa
+    from aeflow.provenance import cpu_isa
 
     (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     assert cpu_isa(str(tmp_path / "cpuinfo")) == isa
@@ -115,7 +115,7 @@ def test_cpu_isa_reads_the_flags(tmp_path, flags, isa):
 
 
 def test_interleaved_calls_in_turn_and_times_all_but_the_first_round():
-    from aeflow.analysis.timing import interleaved, time_calls
+    from aeflow.analysis.bench import interleaved, time_calls
 
     calls = []
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)

@@ -117,7 +117,7 @@ def test_bench_and_score_use_the_runs_own_demo_set(tmp_path, capfd):
     without INPUT read the bundled demo set even where the run folder held its own."""
     import json
 
-    from aeflow.analysis.timing import flops_per_image
+    from aeflow.analysis.bench import flops_per_image
     from aeflow.runtime import AnomalyScorer
     from aeflow.train.api import AutoencoderDetector
 

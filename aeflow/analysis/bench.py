@@ -1,25 +1,30 @@
-"""``aeflow bench``: what the runtime costs, in one process, on the same inputs. Sections: the GEMM limit; scoring
-per engine and batch beside its peers (torch.compile in a child process: ``python -m aeflow.analysis.bench DIR
-THREADS REPEATS SECONDS BATCH...``); sampling; scoring from files; cold start. Figures: median [min - max]."""
+"""``aeflow bench``: the GEMM limit, scoring per engine and batch beside its peers (torch.compile in a child process,
+this module's ``__main__``), sampling, scoring from files, cold start; the timing helpers the CUDA rows use too."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
-from aeflow.analysis.timing import (PHASE_GAP_S, cpu_isa, flops_per_image, gemm_limits, interleaved, measure, spread,
-                                    time_calls)
+from aeflow.datasets import to_float
 from aeflow.progress import text_table
-from aeflow.provenance import cpu_name, package_versions
+from aeflow.provenance import cpu_isa, cpu_name, package_versions
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, graph_path, read_threshold
+from aeflow.runtime.device import FLOAT, UINT8, tiny_model
 from aeflow.runtime.golden import load_graph
+from aeflow.runtime.inputs import open_source
 from aeflow.runtime.providers import create_session, provider_of, short_provider
+from aeflow.runtime.sampler import FlowSampler
+from aeflow.runtime.scorer import AnomalyScorer
 
 BATCHES = (1, 64, 1024, 8192)
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
@@ -34,6 +39,58 @@ SCORE_PNG, API = "aeflow score one.png", "python: AnomalyScorer().score(one imag
 GOALS = {HELP: (0.1, " s"), SCORE_PNG: (1.3, "x the floor")}  # help in seconds; a scoring run against its floor
 API_SCRIPT = ("import sys, numpy as np\nfrom aeflow.runtime import AnomalyScorer\n"
               "AnomalyScorer(sys.argv[1]).score(np.load(sys.argv[2]))")
+PHASE_GAP_S = 0.02  # lets spinning threads (onnxruntime's, OpenMP's) go idle before the next engine
+
+
+def flops_per_image(image_shape=(28, 28)) -> int:
+    """FLOPs of the autoencoder's six layers (two a multiply-add; the elementwise tail left out) for (H, W) images."""
+    pixels = int(np.prod(image_shape))
+    return 2 * (pixels * 256 + 256 * 128 + 128 * 32 + 32 * 128 + 128 * 256 + 256 * pixels)
+
+
+def spread(values) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` (a sequence of floats)."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, gap: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of each call of ``fns``, in turn for ``repeats`` rounds after an untimed one; ``gap`` s sleep first."""
+    times = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter()
+            fn()
+            times[name] += [time.perf_counter() - t0] * (r > 0)
+    return times
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    return interleaved({"": fn}, repeats)[""]
+
+
+def matmul_model(n: int, op: str = "MatMul", types: tuple[int, int, int] = (FLOAT, FLOAT, FLOAT)) -> bytes:
+    """The ONNX model Y = ``op``(A, B) of n x n matrices (``types``: the ONNX element types of A, B, Y)."""
+    return tiny_model([(op, ["A", "B"], ["Y"], {})], [("A", types[0], [n, n]), ("B", types[1], [n, n])],
+                      [("Y", types[2], [n, n])])
+
+
+def gemm_limits(n: int, threads: int, repeats: int) -> list[dict]:
+    """Rows ``{"name", "precision", "size", "gflops"}`` of one n^3 matrix product: numpy float32, onnxruntime MatMul
+    and MatMulInteger u8 x s8 (the int8 graph's kernels, B with 7-bit values as its weights)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a8, b8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-63, 64, (n, n), dtype=np.int8)
+    fp32 = create_session(matmul_model(n), "cpu", threads, spinning=False)
+    int8 = create_session(matmul_model(n, "MatMulInteger", (UINT8, 3, 6)), "cpu", threads, spinning=False)  # s8, s32
+    runs = [("numpy-sgemm", "fp32", lambda: a @ b),
+            ("ort-matmul-fp32", "fp32", lambda: fp32.run(None, {"A": a, "B": b})),
+            ("ort-matmulinteger-int8", "int8", lambda: int8.run(None, {"A": a8, "B": b8}))]
+    return [{"name": name, "precision": precision, "size": n,
+             "gflops": spread([2.0 * n ** 3 / t / 1e9 for t in time_calls(fn, repeats)])} for name, precision, fn in runs]
 
 
 class Run:
@@ -70,22 +127,35 @@ def _ort(session) -> Callable[[np.ndarray], np.ndarray]:
 
 def timed_rows(engines: dict, images: np.ndarray, batches, repeats: int, seconds: float, peers: tuple[str, ...],
                progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """``measure``'s figures per batch and engine on ``images`` (uint8 [M, H, W], drawn into 3 rotating buffers), the
-    ``peers``' largest score difference to ort-fp32, images/s over torch-eager's and ort-fp32's (``vs_*``)."""
+    """Per batch, every engine on 3 rotating buffers of ``images`` (uint8 [M, H, W]), warmed up, in ``repeats`` rounds
+    of about ``seconds`` taken in turn: images/s, p50/p99 ms, the ``peers``' largest score difference to ort-fp32,
+    images/s over torch-eager's and ort-fp32's (``vs_*``)."""
     rows = []
     for batch in batches:
         progress(f"scoring, batch {batch}")
         rng = np.random.default_rng(batch)
-        buffers = [(images[rng.integers(0, len(images), batch)][:, None] / np.float32(255)).astype(np.float32)
-                   for _ in range(3)]
+        buffers = [to_float(images[rng.integers(0, len(images), batch)]) for _ in range(3)]
         reference = engines[FP32](buffers[0])
         diffs = {p: float(np.max(np.abs(engines[p](buffers[0]) - reference))) for p in peers if p in engines}
-        times = measure(engines, buffers, repeats, seconds)
-        ips = {name: t["images_per_s"]["median"] for name, t in times.items()}
+        # a warm-up call, then a warm call of the slowest engine sets how many calls a round makes
+        slowest = max(time_calls(lambda: fn(buffers[-1]), 1)[0] for fn in engines.values())
+        calls = max(1, min(2000, math.ceil(seconds / max(slowest, 1e-6))))
+        times = {name: np.empty((repeats, calls)) for name in engines}
+        for r in range(repeats):
+            for name, fn in engines.items():
+                time.sleep(PHASE_GAP_S)
+                for c in range(calls):
+                    x = buffers[(r * calls + c) % len(buffers)]
+                    t0 = time.perf_counter()
+                    fn(x)
+                    times[name][r, c] = time.perf_counter() - t0
+        rates = {name: batch * calls / t.sum(axis=1) for name, t in times.items()}
         for name, t in times.items():
-            ratios = {key: ips[name] / ips[base] for key, base in (("vs_torch", TORCH), ("vs_fp32", FP32))
-                      if base in ips and name not in (TORCH, base)}
-            rows.append({"engine": name, "batch": batch, **t, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
+            ratios = {key: np.median(rates[name]) / np.median(rates[base]) for key, base in
+                      (("vs_torch", TORCH), ("vs_fp32", FP32)) if base in rates and name not in (TORCH, base)}
+            rows.append({"engine": name, "batch": batch, "images_per_s": spread(rates[name]),
+                         "p50_ms": float(np.percentile(t, 50)) * 1e3, "p99_ms": float(np.percentile(t, 99)) * 1e3,
+                         "calls": t.size, "max_abs_diff_vs_ort_fp32": diffs.get(name), **ratios})
     return rows
 
 
@@ -161,8 +231,6 @@ def scoring_rows(run: Run) -> list[dict]:
 def sampling_rows(run: Run) -> list[dict]:
     """Seconds for ``n_samples`` samples per method (and the homework's), one flow.onnx pass over as many
     points and drawing the z's, a new seed each repeat; ratios to the homework and to the pass."""
-    from aeflow.runtime.sampler import FlowSampler
-
     if not (run.directory / contract.FLOW_JSON).exists():  # a detector alone (export writes what the run held)
         run.notes.append(f"no {contract.FLOW_JSON} in {run.directory}: no sampling rows")
         return []
@@ -189,11 +257,6 @@ def sampling_rows(run: Run) -> list[dict]:
 def files_rows(run: Run) -> list[dict]:
     """The same demo images (uint8) as one .npy and as a folder of PNGs, opened and scored as ``aeflow score``
     does, alternating; the PNG row's ``vs_npy`` is the ratio per repeat."""
-    from PIL import Image
-
-    from aeflow.runtime.inputs import open_source
-    from aeflow.runtime.scorer import AnomalyScorer
-
     n = QUICK_FILE_IMAGES if run.quick else FILE_IMAGES
     images = run.images[np.arange(n) % len(run.images)]
     scorer = AnomalyScorer(run.directory, run.device, verify=run.verify)
@@ -222,8 +285,6 @@ def _call(what: str, cmd: list[str]) -> None:
 
 def cold_start_rows(run: Run) -> list[dict]:
     """Seconds from a new process to its exit (warm file cache), the ratio to the floor and the goals met or not."""
-    from PIL import Image
-
     script, d = Path(sys.executable).with_name("aeflow"), str(run.directory)
     aeflow = [str(script)] if script.is_file() else [sys.executable, "-m", "aeflow"]
     with tempfile.TemporaryDirectory(prefix="aeflow-coldstart-") as tmp:
@@ -298,9 +359,9 @@ def format_table(result: dict) -> str:
     lines = [f"aeflow bench: {m['cpu']} ({m['isa']}), {m['logical_cpus']} logical CPUs, {m['threads']} threads; "
              f"providers: {providers}", "load average before/after: {:.2f} / {:.2f} (other processes share the CPU "
              "when these exceed 0); figures: median [min - max]".format(*m["load_average_before_after"])]
-    mflop = flops_per_image(result["settings"].get("image_shape", (28, 28))) / 1e6
+    mflop = flops_per_image(result["settings"]["image_shape"]) / 1e6
     for key, title, columns in TABLES:
-        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result.get(key, ())]
+        cells = [[c[0] for c in columns]] + [[_cell(r.get(k), f) for _, k, f in columns] for r in result[key]]
         lines += ["", title.format(mflop=mflop), *text_table(cells, [i for i, c in enumerate(columns) if c[2] != "s"])]
     return "\n".join(lines + [f"note: {note}" for note in result["notes"]])
 

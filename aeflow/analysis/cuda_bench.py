@@ -1,39 +1,47 @@
-"""``aeflow bench --device cuda``: the GPU path against the device's own limits (copies, a float32
-MatMul with TF32 off, measured in the same run), every row checked against the CPU with
-``aeflow.parity``'s tolerances (the sampler outside flow.json's float64 intervals)."""
+"""``aeflow bench --device cuda``: the GPU path against the device's own limits measured in the same run (copies, a
+float32 MatMul with TF32 off), every row checked against the CPU with ``aeflow.parity``'s tolerances."""
 
-import shutil
+import itertools
 import subprocess
 
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.analysis.timing import flops_per_image, matmul_model, spread, time_calls
+from aeflow.analysis.bench import flops_per_image, matmul_model, spread, time_calls
+from aeflow.datasets import to_float
 from aeflow.parity import compare
 from aeflow.progress import text_table
 from aeflow.runtime import device
 from aeflow.runtime.artifacts import artifacts_dir, demo_images, read_threshold
 from aeflow.runtime.inversion import in_intervals
 from aeflow.runtime.providers import create_session
+from aeflow.runtime.sampler import FlowSampler
+from aeflow.runtime.scorer import AnomalyScorer
 
 TARGETS = {"device-resident fp32": 20e6, "host-fed uint8": 10e6, "sampler graph, device-resident": 1e9}  # on one H100
 FULL = {"batch": 1 << 16, "host_images": 1 << 20, "samples": 10**8, "matmul": 8192, "copy_bytes": 1 << 30}
 QUICK = {"batch": 1 << 12, "host_images": 1 << 14, "samples": 10**6, "matmul": 1024, "copy_bytes": 1 << 24}
+# a row's share of a limit: (the row's work field, the limit row's first word, the limit's unit, the share's key)
+SHARES = (("flops", "fp32", 1e12, "flop_share"), ("bytes", "device-to-device", 1e9, "byte_share"),
+          ("host_bytes", "host-to-device", 1e9, "byte_share"))
 
 
 def _row(name: str, kind: str, per_s: list[float], unit: str, check=None, **extra) -> dict:
-    """A row: the spread of ``per_s``, the ``extra`` fields and the check against the CPU, if any."""
+    """A row: the spread of ``per_s``, the ``extra`` fields, the H100 target and the check against the CPU, if any."""
     if check is not None:
         extra["check"] = {"passed": check.passed, "max_abs": check.max_abs, "tolerance": check.tolerance}
+    if name in TARGETS:
+        extra["target"] = TARGETS[name]
     return {"name": name, "kind": kind, "unit": unit, **spread(per_s), **extra}
 
 
 def device_name() -> str:
-    """The GPU's name, driver and memory from nvidia-smi, or "unknown" where it is absent."""
-    if shutil.which("nvidia-smi") is None:
+    """The GPU's name, driver and memory from nvidia-smi, or "unknown"."""
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except OSError:
         return "unknown (no nvidia-smi)"
-    proc = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=30)
     return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else "unknown"
 
 
@@ -72,13 +80,11 @@ def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: 
                  where: str = "cuda") -> list[dict]:
     """Images/s device-resident (bound session, CUDA graph), host-fed (uint8, float32) and the latency of one
     image, each checked against the CPU's scores of the demo images ``base`` (uint8 [M, H, W])."""
-    from aeflow.runtime.scorer import AnomalyScorer
-
     flops = flops_per_image(base.shape[1:])
     want = AnomalyScorer(directory, device="cpu", verify=verify).score(base)
     scorer = AnomalyScorer(directory, device=where, batch_size=size["batch"], verify=verify)
     check = lambda got: compare("score", got[:len(base)], want[:len(got)])  # noqa: E731
-    x = np.resize(base, (size["batch"], 1, *base.shape[1:])).astype(np.float32) / np.float32(255)
+    x = to_float(np.resize(base, (size["batch"], *base.shape[1:])))
     pixels, rows = base[0].size, []
     # a captured graph replays the buffers of the binding it was captured with: its own session here
     graph = create_session(scorer.graph, where, cuda_graph=True) if scorer._bound and scorer._bound._graph else None
@@ -104,9 +110,8 @@ def scoring_rows(directory, base: np.ndarray, size: dict, repeats: int, verify: 
 
 
 def sampler_row(directory, size: dict, repeats: int, verify: bool, where: str = "cuda") -> dict:
-    """Samples/s of flow_sampler.onnx over z already on the device, checked against the CPU."""
-    from aeflow.runtime.sampler import FlowSampler
-
+    """Samples/s of flow_sampler.onnx over z already on the device, checked against the CPU outside flow.json's
+    float64 intervals."""
     gpu, cpu = FlowSampler(directory, device=where, verify=verify), FlowSampler(directory, device="cpu", verify=verify)
     z = gpu.draw_z(np.random.default_rng(0), size["samples"]).astype(np.float32)
     times, x = _resident(gpu._sampler_graph(), z, repeats, "x")
@@ -128,13 +133,9 @@ def run_cuda_bench(artifacts=None, quick: bool = False, repeats: int | None = No
     rows = measure_limits(size, repeats, where) + scoring_rows(directory, images, size, repeats, verify, where)
     rows.append(sampler_row(directory, size, repeats, verify, where))
     best = {r["name"].split(" ")[0]: r["max"] for r in rows if r["kind"] == "limit"}
-    for r in (r for r in rows if "median" in r):  # FLOP/s of the MatMul's limit, bytes/s of the copies'
-        for key, limit, scale, share in (("flops", "fp32", 1e12, "flop_share"), ("bytes", "device-to-device", 1e9,
-                                         "byte_share"), ("host_bytes", "host-to-device", 1e9, "byte_share")):
-            if r.get(key) and best.get(limit):
-                r[share] = r["median"] * r[key] / (best[limit] * scale)
-        if r["name"] in TARGETS:
-            r["target"] = TARGETS[r["name"]]
+    for r, (key, limit, scale, share) in itertools.product(rows, SHARES):
+        if r.get(key) and best.get(limit):
+            r[share] = r["median"] * r[key] / (best[limit] * scale)
     return {"device": device_name(), "onnxruntime": ort.__version__, "sizes": size, "repeats": repeats, "rows": rows}
 
 

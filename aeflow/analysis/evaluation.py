@@ -15,6 +15,7 @@ from aeflow.progress import progress_bar, text_table
 from aeflow.runtime.arrays import ArraySource
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_JSON
+from aeflow.runtime.inputs import read_images
 
 # the seed notebook's own figures (homework.md, Problem 1)
 HOMEWORK_REFERENCE = {"in_dist": "mnist-test", "in_dist_n": 10_000, "anomaly_set": "kmnist-test", "threshold": 0.0329,
@@ -45,8 +46,6 @@ def load_sets(in_dist: str, anomalies=None, data_dir=None, image_shape=(28, 28))
             if not (path := Path(spec)).exists():
                 raise UsageError(f"DATA {spec!r} is neither a data set name ({', '.join(DATA_SET_NAMES[::2])}) "
                                  f"nor an existing file or folder")
-            from aeflow.runtime.inputs import read_images
-
             images, labels, _ = read_images([path], image_shape=image_shape)
             if labels is not None and (wrong := int(np.sum(labels != bool(sets)))):
                 said, role = ("normal", "--anomalies takes anomalies") if sets else \

@@ -12,6 +12,7 @@ import numpy as np
 
 from aeflow import metrics
 from aeflow.analysis.evaluation import table_rows
+from aeflow.anomaly_maps import VMAX, describe, panel_png
 from aeflow.files import staged_folder, write_atomic
 from aeflow.plotting import line_png, png_bytes, pyplot
 
@@ -91,8 +92,6 @@ def reconstructions_png(name: str, ext: dict) -> bytes:
 def worst_map_pngs(name: str, ext: dict, threshold: float) -> list[tuple[str, bytes]]:
     """``(caption, PNG bytes)`` of the anomaly-map pictures (``aeflow.anomaly_maps.panel_png``) of the
     ``MAPS_PER_SET`` highest-scoring images of one set (``evaluation.extremes``), worst first."""
-    from aeflow.anomaly_maps import VMAX, describe, panel_png
-
     worst = ext["worst"]
     normalized = metrics.normalized_scores(worst["scores"][:MAPS_PER_SET], threshold)
     return [(f"{name}, highest score no. {j + 1}: image {index}, its reconstruction and anomaly map (squared error "
