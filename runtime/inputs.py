@@ -208,7 +208,7 @@ def read_images(paths, image_shape=None, column: str | None = None):
             shape, done = src.image_shape, 0
             for batch in src.batches(4096):
                 x = batch if batch.dtype == np.uint8 else to_float32(batch, src.name, done, image_shape=shape)
-                parts.append(np.array(x).reshape(-1, *shape))
+                parts.append(x.reshape(-1, *shape))  # np.concatenate copies them once
                 done += len(x)
             labels.append(np.zeros(src.n, dtype=bool) if src.labels is None else src.labels)
             known |= src.labels is not None
