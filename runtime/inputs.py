@@ -163,8 +163,7 @@ MAGICS = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parq
 
 
 def file_kind(path: Path, head: bytes | None = None) -> str | None:
-    """The format of the file ``path`` (a key of ``MAGICS``) by its suffix, else by its first bytes ``head``
-    (read here when None); None for neither (IDX, or unknown)."""
+    """The format of ``path`` (a key of ``MAGICS``) by its suffix, else by its first bytes ``head``, or None (IDX)."""
     suffix = path.suffix.lower()
     if suffix in MAGICS:
         return suffix
