@@ -21,8 +21,7 @@ def idx_file(name: str, split: str) -> str:
 
 
 def idx_path(data_dir: str | os.PathLike, name: str, split: str) -> Path | None:
-    """The IDX images (or ``.gz``) of ``name``/``split`` in ``data_dir/name/`` (the sets' files share their
-    names: never a flat folder), or None."""
+    """The IDX images (or ``.gz``) of ``name``/``split`` in ``data_dir/name/`` (sets share file names), or None."""
     path = Path(data_dir) / idx_file(name, split)
     return next((p for p in (path, path.with_name(path.name + ".gz")) if p.is_file()), None)
 
@@ -70,8 +69,7 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 
 def mixture_of_gaussians(n: int, seed: int) -> np.ndarray:
-    """The homework's 1-D data, float32 [n], shuffled: n // 3 points from each of the first two components,
-    the rest from the third."""
+    """The homework's 1-D data, float32 [n], shuffled: n // 3 points of two components each, the rest of the third."""
     rng, k = np.random.default_rng(seed), n // 3
     parts = [rng.normal(MEANS[0], STD, k), rng.normal(MEANS[1], STD, k), rng.normal(MEANS[2], STD, n - 2 * k)]
     return rng.permutation(np.concatenate(parts)).astype(np.float32)

@@ -12,9 +12,8 @@ from typing import Iterator
 import numpy as np
 
 from aeflow.errors import InputError
-from aeflow.runtime.contract import MAX_SIDE, MIN_SIDE
+from aeflow.runtime.contract import IMAGE_SHAPE as DEFAULT_SHAPE, MAX_SIDE, MIN_SIDE
 
-DEFAULT_SHAPE = (28, 28)  # the homework's images: the default size
 _SLACK = 1e-6  # float32 rounding of x / 255 may land a hair beyond 1
 _OVERSHOOT = 1 / 3  # how far a resize (bicubic, Lanczos) or noise takes [0, 1] pixels beyond: at most about this
 _MNIST_LO, _MNIST_HI = -0.1307 / 0.3081, (1 - 0.1307) / 0.3081  # MNIST-standardised pixels span -0.4242..2.8215
@@ -57,8 +56,7 @@ def _dtype_problem(dtype: np.dtype) -> str | None:
 
 
 def _image_sizes(shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The (H, W) a batch of ``shape`` holds ([N, 1, H, W], [N, H, W], [N, H, W, 1]; colour [N, 3|4, H, W] and
-    [N, H, W, 3|4] too, which ``_shape_problem`` refuses by name), else None."""
+    """The (H, W) a batch of ``shape`` holds, grey or colour (which ``_shape_problem`` refuses by name), else None."""
     if len(shape) == 4 and 1 in (shape[1], shape[3]):
         return shape[2:] if shape[1] == 1 else shape[1:3]
     if len(shape) == 4 and (shape[1] in (3, 4) or shape[3] in (3, 4)):
@@ -106,7 +104,7 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str, image_shape
 def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
     """``InputError`` for NaN or Inf in float images ``x`` [b, ...] (named from ``offset``) or values outside [0, 1]."""
     lo, hi = float(x.min()), float(x.max())
-    if np.isfinite(lo) and np.isfinite(hi) and lo >= -_SLACK and hi <= 1 + _SLACK:
+    if -_SLACK <= lo and hi <= 1 + _SLACK:  # False for NaN and Inf too
         return
     flat = x.reshape(len(x), -1)
     bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)) + offset
@@ -121,8 +119,7 @@ def check_values(x: np.ndarray, name: str, offset: int = 0) -> None:
 
 
 def _range_hint(lo: float, hi: float, share_out: float) -> str:
-    """What finite pixels spanning ``lo..hi``, ``share_out`` of them outside [0, 1], look like: each diagnosis only
-    where following its advice gives [0, 1] images again, else a plain 'rescale'."""
+    """Advice for finite pixels spanning ``lo..hi`` (``share_out`` outside [0, 1]) that gives [0, 1] images again."""
     if lo >= 0 and 10 < hi <= 255:
         return "they look like 0..255: pass uint8 or divide by 255"
     if lo >= -_OVERSHOOT and hi <= 1 + _OVERSHOOT and share_out < 0.5:  # shifted data have most pixels beyond
@@ -137,8 +134,7 @@ def _range_hint(lo: float, hi: float, share_out: float) -> str:
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
-    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) have their
-    brightest pixel above 0 but at most 1/255 (a 0/1 uint8 mask, floats divided by 255 twice), else None."""
+    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) are at most 1/255, else None."""
     hi = float(images.max()) if images.size else 0.0
     if not 0.0 < hi <= 1.0 / 255.0 + _SLACK:
         return None
@@ -213,9 +209,8 @@ class ArraySource(ImageSource):
 
 
 class StreamSource(ImageSource):
-    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()``, a file object at the first
-    record. ``end``: "read" reads on to the end (gzip and zip members check their CRC there), "exact" also refuses
-    data after the records (an IDX header counting fewer images), None stops at the last record."""
+    """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()`` (a file at the first record).
+    ``end``: "read" reads to the end (where gzip and zip check CRCs), "exact" also refuses data after the records."""
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
                  labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE, end: str | None = "read"):

@@ -11,13 +11,12 @@ import numpy as np
 
 from aeflow.checks import expand_inputs
 from aeflow.errors import InputError, one_line
-from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, \
-    StreamSource, accepted, check_labels, check_layout, not_regular, opened_at, read_bytes, \
-    read_errors, scale_problem, to_float32
+from aeflow.runtime.arrays import DEFAULT_SHAPE, ArraySource, ImageSource, RawFileSource, StreamSource, check_labels, \
+    check_layout, not_regular, opened_at, read_bytes, read_errors, scale_problem, to_float32
 from aeflow.runtime.pngfiles import SIGNATURE, PngFolderSource, open_png
 
-__all__ = ["ArraySource", "ImageSource", "PngFolderSource", "accepted", "check_layout", "open_source",
-           "read_images", "scale_problem", "to_float32"]
+__all__ = ["ArraySource", "ImageSource", "PngFolderSource", "check_layout", "open_source", "read_images",
+           "scale_problem", "to_float32"]
 # the IDX data types other than uint8 (0x08), which aeflow does not read
 IDX_TYPES = {b"\x09": "int8", b"\x0b": "int16", b"\x0c": "int32", b"\x0d": "float32", b"\x0e": "float64"}
 
@@ -28,20 +27,19 @@ def read_idx_header(path: Path) -> tuple[tuple[int, ...], int, bool]:
     try:
         gz = read_bytes(path, 2) == b"\x1f\x8b"
         with opened_at(path, 0, gz) as f:
-            head = f.read(4)
-            ndim = head[3] if len(head) == 4 and head[:3] == b"\x00\x00\x08" and 1 <= head[3] <= 4 else 0
-            dims = f.read(4 * ndim)
+            head = f.read(20)  # the magic number, at most 4 dimensions
     except read_errors() as e:
         raise InputError(f"{path}: cannot read the IDX header ({e}); the file is corrupted") from None
-    if not ndim and head[:2] == b"\x00\x00" and head[2:3] in IDX_TYPES and 1 <= head[3] <= 4:
+    ndim = head[3] if len(head) >= 4 and head[:2] == b"\x00\x00" and 1 <= head[3] <= 4 else 0
+    if ndim and head[2:3] in IDX_TYPES:
         raise InputError(f"{path}: an IDX file of {IDX_TYPES[head[2:3]]} values; aeflow reads IDX images of uint8 "
                          f"(type 0x08): convert it, or save the images as .npy")
-    if not ndim:
-        raise InputError(f"{path}: bad IDX magic number {int.from_bytes(head, 'big'):#010x}; expected 0x00000803 "
+    if not ndim or head[2] != 8:
+        raise InputError(f"{path}: bad IDX magic number {int.from_bytes(head[:4], 'big'):#010x}; expected 0x00000803 "
                          f"(images) or 0x00000801 (labels) - is this an IDX file?")
-    if len(dims) < 4 * ndim:
+    if len(head) < 4 + 4 * ndim:
         raise InputError(f"{path}: IDX header is truncated; the file is incomplete")
-    shape = struct.unpack(f">{ndim}I", dims)
+    shape = struct.unpack_from(f">{ndim}I", head, 4)
     if math.prod(d for d in shape if d) >= 2**62:  # numpy cannot describe it, even with a zero among them
         raise InputError(f"{path}: IDX header gives an impossible shape {shape}; the file is corrupted")
     if not gz and (have := path.stat().st_size - 4 - 4 * ndim) != (need := math.prod(shape)):  # Python ints
@@ -165,8 +163,7 @@ MAGICS = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04", ".png": SIGNATURE, ".parq
 
 
 def file_kind(path: Path, head: bytes | None = None) -> str | None:
-    """The format of the file ``path`` (a key of ``MAGICS``) by its suffix, else by its first bytes ``head``
-    (read here when None); None for neither (IDX, or unknown)."""
+    """The format of ``path`` (a key of ``MAGICS``) by its suffix, else by its first bytes ``head``, or None (IDX)."""
     suffix = path.suffix.lower()
     if suffix in MAGICS:
         return suffix
@@ -210,7 +207,7 @@ def read_images(paths, image_shape=None, column: str | None = None):
             shape, done = src.image_shape, 0
             for batch in src.batches(4096):
                 x = batch if batch.dtype == np.uint8 else to_float32(batch, src.name, done, image_shape=shape)
-                parts.append(np.array(x).reshape(-1, *shape))
+                parts.append(x.reshape(-1, *shape))  # np.concatenate copies them once
                 done += len(x)
             labels.append(np.zeros(src.n, dtype=bool) if src.labels is None else src.labels)
             known |= src.labels is not None

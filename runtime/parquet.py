@@ -87,9 +87,8 @@ class ParquetSource(ImageSource):
         try:
             for batch in self._file.iter_batches(batch_size=size, columns=[self.column]):
                 lo, hi = max(self._start, row), min(self._stop, row + batch.num_rows)
-                if lo < hi:
-                    images = self._to_uint8(batch.column(0).slice(lo - row, hi - lo), lo)
-                    yield from (images[i:i + size] for i in range(0, len(images), size))
+                if lo < hi:  # batches hold at most size rows
+                    yield self._to_uint8(batch.column(0).slice(lo - row, hi - lo), lo)
                 row += batch.num_rows
                 if row >= self._stop:
                     break

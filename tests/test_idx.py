@@ -93,3 +93,10 @@ def test_an_idx_file_of_other_values_than_uint8_is_named(tmp_path, code, name):
     path.write_bytes(struct.pack(">HBBIII", 0, code, 3, 2, 28, 28) + bytes(2 * 28 * 28 * 4))
     with pytest.raises(InputError, match=rf"x.idx: an IDX file of {name} values; aeflow reads IDX images of uint8"):
         read_images([path])
+
+
+def test_a_three_byte_file_of_another_type_is_bad_magic(tmp_path):
+    """Three bytes 00 00 0D (float32's type, no dimension count) raised IndexError."""
+    (tmp_path / "x.idx").write_bytes(b"\x00\x00\x0d")
+    with pytest.raises(InputError, match="bad IDX magic number 0x0000000d"):
+        read_idx(tmp_path / "x.idx")
