@@ -134,7 +134,7 @@ def _range_hint(lo: float, hi: float, share_out: float) -> str:
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
-    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) are at most 1/255, else None."""
+    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) have their brightest pixel in (0, 1/255], else None."""
     hi = float(images.max()) if images.size else 0.0
     if not 0.0 < hi <= 1.0 / 255.0 + _SLACK:
         return None
@@ -210,7 +210,8 @@ class ArraySource(ImageSource):
 
 class StreamSource(ImageSource):
     """C-ordered records of ``shape``/``dtype`` read a batch at a time from ``opener()`` (a file at the first record).
-    ``end``: "read" reads to the end (where gzip and zip check CRCs), "exact" also refuses data after the records."""
+    ``end``: "read" reads to the end (where gzip and zip check CRCs), "exact" also refuses data after the records,
+    None stops at the last record."""
 
     def __init__(self, opener, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
                  labels: np.ndarray | None = None, image_shape=DEFAULT_SHAPE, end: str | None = "read"):
