@@ -134,7 +134,8 @@ def _range_hint(lo: float, hi: float, share_out: float) -> str:
 
 
 def scale_problem(images: np.ndarray, dtype: np.dtype, name: str, offset: int = 0) -> str | None:
-    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) have their brightest pixel in (0, 1/255], else None."""
+    """A one-line warning when converted images (float32 [b, 1, H, W] from ``dtype``) have their brightest
+    pixel in (0, 1/255], else None."""
     hi = float(images.max()) if images.size else 0.0
     if not 0.0 < hi <= 1.0 / 255.0 + _SLACK:
         return None
