@@ -23,14 +23,14 @@ COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly",
 
 
 class InputResult:
-    """One input's outcome: images, flagged, seconds, scores float32 [n] (when kept), labels bool [n]
-    or None and, where labelled, normal images, false alarms, anomalies, misses."""
+    """One input's outcome: images, flagged, seconds, labels bool [n] or None and, where labelled, normal
+    images, false alarms, anomalies, misses."""
 
     def __init__(self, name: str, images: int, flagged: int = 0, seconds: float = 0.0,
-                 labels: np.ndarray | None = None, scores: np.ndarray | None = None, normal: int = 0,
+                 labels: np.ndarray | None = None, normal: int = 0,
                  false_alarms: int = 0, anomalous: int = 0, misses: int = 0):
         self.name = printable_name(name)  # the report is UTF-8: stray bytes of a file name are escaped
-        self.images, self.flagged, self.seconds, self.labels, self.scores = images, flagged, seconds, labels, scores
+        self.images, self.flagged, self.seconds, self.labels = images, flagged, seconds, labels
         self.normal, self.false_alarms, self.anomalous, self.misses = normal, false_alarms, anomalous, misses
 
     def add(self, start: int, scores: np.ndarray, threshold: float, seconds: float) -> None:
@@ -38,8 +38,6 @@ class InputResult:
         flags = above_threshold(scores, threshold)
         self.flagged += int(flags.sum())
         self.seconds += seconds
-        if self.scores is not None:
-            self.scores[start:start + len(scores)] = scores
         if self.labels is not None:
             lab = self.labels[start:start + len(scores)]
             self.normal += int((~lab).sum())
@@ -102,14 +100,17 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                          if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
     check_target(text, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
-    if kind == "folder" and Path.cwd().resolve().is_relative_to(path.resolve()):  # a rename would move it away
+    if kind == "file":
+        return kind
+    if Path.cwd().resolve().is_relative_to(path.resolve()):  # a rename would move it away
         raise UsageError(f"{what} {text}: the current folder (or one holding it) cannot become the dataset; "
                          f"name a new folder, e.g. {what} scores/")
-    if kind == "folder" and path.is_symlink():  # publishing would replace the link, not the folder it names
+    if path.is_symlink():  # publishing would replace the link, not the folder it names
         raise UsageError(f"{what} {text}: a link to {os.readlink(path)}; pass that folder itself")
+    # --force replaces a dataset of ours, never a folder of the user's files (a part-named folder or link is not ours)
     others = sorted(p.name for p in path.iterdir() if not (PART.fullmatch(p.name) and p.is_file())) \
-        if kind == "folder" and path.is_dir() else []  # a part-named folder or link to one is not ours
-    if others:  # --force replaces a dataset of ours, never a folder of the user's files
+        if path.is_dir() else []
+    if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "
                          f"choose a new or empty folder")
@@ -131,12 +132,6 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
             "predicted_anomaly": cat([above_threshold(r.scores, r.threshold) for r in results], bool),
             "label_anomaly": cat([np.full(k, -1) if r.labels is None else r.labels.astype(int)
                                   for k, r in zip(n, results)], np.int8)}
-
-
-def results_array(results: list[ScoredInput]) -> np.ndarray:
-    """All rows as a structured array with the fields of ``COLUMNS`` (source str)."""
-    cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
-    return np.rec.fromarrays(list(cols.values()), names=list(cols))
 
 
 def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
@@ -204,9 +199,10 @@ def write_results(path: str | os.PathLike, results: list[ScoredInput], context: 
         if suffix == ".parquet":
             pq = require("pyarrow.parquet", "distributed", "writing Parquet")
             pq.write_table(results_table(results, context), tmp)
-        elif suffix == ".npy":
+        elif suffix == ".npy":  # a structured array with the fields of COLUMNS (source str)
+            cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
             with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
-                np.save(f, results_array(results), allow_pickle=False)
+                np.save(f, np.rec.fromarrays(list(cols.values()), names=list(cols)), allow_pickle=False)
         else:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 if suffix == ".csv":
