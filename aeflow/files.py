@@ -124,8 +124,7 @@ def _one_line(label: str, force: bool = False) -> Iterator[None]:
 
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
-    """Give the complete file ``tmp`` the name ``path`` in one step: ``replace`` overwrites, else
-    ``FileExistsError`` when ``path`` exists."""
+    """Name the complete file ``tmp`` ``path`` in one step; ``FileExistsError`` where it exists, unless ``replace``."""
     if replace:
         return os.replace(tmp, path)
     try:
@@ -220,7 +219,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
+def check_space(path: str | os.PathLike, need: int) -> None:
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (before the work)."""
     path = Path(path)
     try:
@@ -228,7 +227,7 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
     except OSError:
         return
     if need > free:
-        raise OutputError(f"{what} {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
+        raise OutputError(f"--output {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
                           f"free some space, ask for less, or write elsewhere")
 
 
