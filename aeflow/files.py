@@ -107,10 +107,6 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
-def _cannot_write(label: str, e: OSError) -> OutputError:
-    return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
-
-
 @contextlib.contextmanager
 def _one_line(label: str, force: bool = False) -> Iterator[None]:
     """An ``OSError`` in the block as one ``OutputError`` line; a file that appeared meanwhile: kept, said so."""
@@ -120,7 +116,7 @@ def _one_line(label: str, force: bool = False) -> Iterator[None]:
         raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and nothing "
                           f"was written" + ("" if force else f"; pass {FORCE} to replace it")) from None
     except OSError as e:
-        raise _cannot_write(label, e) from None
+        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
 
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
@@ -179,16 +175,15 @@ def forget_published(path: str | os.PathLike) -> None:
 def keep_copy(path: Path) -> Path:
     """An untracked copy ``.NAME.*.old`` of the file ``path`` beside it, to put back with one ``os.replace``."""
     kept = None
-    try:
-        with _signals_held():  # a signal raises after the block, where the copy is known and removed
-            kept = _temporary(path, ".old")
-            shutil.copyfile(path, kept)
-    except BaseException as e:
-        if kept is not None:
-            kept.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise _cannot_write(str(kept or path), e) from None
-        raise
+    with _one_line(str(path)):
+        try:
+            with _signals_held():  # a signal raises after the block, where the copy is known and removed
+                kept = _temporary(path, ".old")
+                shutil.copyfile(path, kept)
+        except BaseException:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+            raise
     return kept
 
 
