@@ -23,14 +23,14 @@ COLUMNS = ("index", "score", "normalized_score", "p_value", "predicted_anomaly",
 
 
 class InputResult:
-    """One input's outcome: images, flagged, seconds, labels bool [n] or None and, where labelled, normal
-    images, false alarms, anomalies, misses."""
+    """One input's outcome: images, flagged, seconds, scores float32 [n] (when kept), labels bool [n]
+    or None and, where labelled, normal images, false alarms, anomalies, misses."""
 
     def __init__(self, name: str, images: int, flagged: int = 0, seconds: float = 0.0,
-                 labels: np.ndarray | None = None, normal: int = 0,
+                 labels: np.ndarray | None = None, scores: np.ndarray | None = None, normal: int = 0,
                  false_alarms: int = 0, anomalous: int = 0, misses: int = 0):
         self.name = printable_name(name)  # the report is UTF-8: stray bytes of a file name are escaped
-        self.images, self.flagged, self.seconds, self.labels = images, flagged, seconds, labels
+        self.images, self.flagged, self.seconds, self.labels, self.scores = images, flagged, seconds, labels, scores
         self.normal, self.false_alarms, self.anomalous, self.misses = normal, false_alarms, anomalous, misses
 
     def add(self, start: int, scores: np.ndarray, threshold: float, seconds: float) -> None:
@@ -38,6 +38,8 @@ class InputResult:
         flags = above_threshold(scores, threshold)
         self.flagged += int(flags.sum())
         self.seconds += seconds
+        if self.scores is not None:
+            self.scores[start:start + len(scores)] = scores
         if self.labels is not None:
             lab = self.labels[start:start + len(scores)]
             self.normal += int((~lab).sum())
