@@ -242,7 +242,19 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
         if RECEIVED:  # as in atomic_path
             raise KeyboardInterrupt
-        if same_file(staging.parent, directory) or not _rename(staging, directory, replace, force):
+        inside = same_file(staging.parent, directory)
+        if not inside and replace is not None and directory.is_dir():
+            _replace_folder(staging, directory, set(replace))
+        elif not inside:
+            try:
+                os.rename(staging, directory)  # over nothing, or an empty folder
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                if not (force and directory.is_dir()):
+                    raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
+                inside = True  # with force, the files go into the folder that appeared meanwhile
+        if inside:
             taken = [n for n in names if os.path.lexists(directory / n)]
             if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
                 raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
@@ -254,22 +266,6 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         for name in remove:
             (directory / name).unlink(missing_ok=True)
         _published(directory)
-
-
-def _rename(staging: Path, directory: Path, replace: Collection[str] | None, force: bool) -> bool:
-    """Rename ``staging`` to ``directory``; False where, with ``force``, its files go into one that appeared."""
-    if replace is not None and directory.is_dir():
-        _replace_folder(staging, directory, set(replace))
-        return True
-    try:
-        os.rename(staging, directory)  # over nothing, or an empty folder
-        return True
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise
-        if not (force and directory.is_dir()):
-            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
-    return False
 
 
 def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
