@@ -39,8 +39,8 @@ def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) ->
 
 
 def check_float(value, name: str, minimum: float | None = None, maximum: float | None = None,
-                above: bool = False) -> float:
-    """``value`` as a finite float in [minimum, maximum] (``above``: strictly above ``minimum``)."""
+                above: bool = False, below: bool = False) -> float:
+    """``value`` as a finite float in [minimum, maximum] (``above``, ``below``: not the bound itself)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UsageError(f"{name} must be a number, got {_show(value)}")
     try:
@@ -51,8 +51,8 @@ def check_float(value, name: str, minimum: float | None = None, maximum: float |
         raise UsageError(f"{name} must be a finite number, got {_show(value)}")
     if minimum is not None and (f < minimum or (above and f == minimum)):
         raise UsageError(f"{name} must be {'>' if above else '>='} {minimum:g}, got {_show(value)}")
-    if maximum is not None and f > maximum:
-        raise UsageError(f"{name} must be <= {maximum:g}, got {_show(value)}")
+    if maximum is not None and (f > maximum or (below and f == maximum)):
+        raise UsageError(f"{name} must be {'<' if below else '<='} {maximum:g}, got {_show(value)}")
     return f
 
 
@@ -62,8 +62,8 @@ def check_seed(value, name: str = "seed") -> int | None:
 
 
 def available_memory(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int | None:
-    """Bytes of memory available now, None where unknown: Linux's MemAvailable, or in a container (cgroup v2)
-    the limit left, memory.max - memory.current + the reclaimable page cache (inactive_file), if smaller."""
+    """Bytes of memory available now (None: unknown): Linux's MemAvailable, or a cgroup v2 container's limit
+    left (memory.max - memory.current + inactive_file) if smaller."""
     found = []
     with contextlib.suppress(OSError, ValueError, IndexError), open(meminfo) as f:
         found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")][:1]
@@ -76,8 +76,7 @@ def available_memory(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgro
 
 
 def check_batch(value, name: str, bytes_each: int, what: str = "images") -> int:
-    """A batch size whose batch fits in the memory available now (``bytes_each``: one item's working
-    memory), else ``UsageError`` naming the largest that fits."""
+    """A batch size whose batch (``bytes_each`` per item) fits in the memory available now, else ``UsageError``."""
     value = check_int(value, name, 1, MAX_BATCH)
     avail = available_memory()
     if avail is not None and value * bytes_each > avail:
@@ -116,12 +115,9 @@ def check_rule(k=None, false_alarm_rate=None, confidence: float = CONFIDENCE) ->
     """The calibration rule: ``(k, None)`` (k in (0, 100], default 3) or ``(None, rate)`` (rate in (0, 1))."""
     if k is not None and false_alarm_rate is not None:
         raise UsageError("pass k or false_alarm_rate, not both")
-    rate = {} if false_alarm_rate is None else {"false_alarm_rate": false_alarm_rate}
-    for name, value in ({"confidence": confidence} | rate).items():  # each in (0, 1)
-        if check_float(value, name, 0.0, above=True) >= 1:
-            raise UsageError(f"{name} must be < 1, got {_show(value)}")
+    check_float(confidence, "confidence", 0.0, 1.0, above=True, below=True)
     if false_alarm_rate is not None:
-        return None, float(false_alarm_rate)
+        return None, check_float(false_alarm_rate, "false_alarm_rate", 0.0, 1.0, above=True, below=True)
     return check_float(DEFAULT_K if k is None else k, "k", 0.0, 100.0, above=True), None
 
 
@@ -145,7 +141,7 @@ def check_scheduler(value, name: str = "scheduler") -> tuple[str, int | str]:
 
 def expand_inputs(patterns, distinct: bool = True) -> list[Path]:
     """Input paths as given, glob patterns expanded in sorted order; ``InputError`` for one matching nothing and,
-    where ``distinct``, for an input given twice (by any spelling or link, or inside a folder also given)."""
+    where ``distinct``, for a file read twice (``_distinct``)."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -178,8 +174,7 @@ def _distinct(paths: list[Path]) -> list[Path]:
 
 def as_floats(values, dtype, name: str):
     """``values`` (real numbers: array-like [N], or one number) as a numpy array of ``dtype`` (np.float32 or
-    np.float64) [N], else ``InputError`` (one line): not real numbers (text, complex, bool, ...), more than one
-    dimension, or finite values beyond ``dtype``'s range (float32's: 3.4e38). NaN and inf pass as they are."""
+    np.float64) [N]; ``InputError`` for other values, dimensions, or finite values beyond ``dtype``'s range."""
     import numpy as np  # here, not above: the CLI's --help imports no numpy
 
     try:

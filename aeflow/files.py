@@ -67,8 +67,7 @@ def signal_deferred() -> bool:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Delay END_SIGNALS (the main thread's: Python runs handlers only there) until the block ends: one
-    received inside is raised as ``KeyboardInterrupt`` at its end."""
+    """Delay END_SIGNALS (the main thread's) to the block's end, raised there as ``KeyboardInterrupt``."""
     main = threading.current_thread() is threading.main_thread()
     _held[0] += main
     try:
@@ -81,7 +80,7 @@ def _signals_held() -> Iterator[None]:
 
 def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: Path | None = None) -> Path:
     """A new file (or folder) ``.NAME.*`` beside ``path`` (or in ``parent``), NAME cut to 40 characters to fit
-    where ``path`` fits; registered unless ".old" (it may hold the only copy of the folder it replaces)."""
+    where ``path`` fits; tracked unless ".old" (it may hold the only copy of what it replaces)."""
     import tempfile  # not at the top: neither 'aeflow --help' nor reading needs it (cold start)
 
     full, umask = Path(os.path.abspath(path)), os.umask(0)
@@ -108,18 +107,20 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
-def _cannot_write(label: str, e: OSError) -> OutputError:
-    return OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written")
-
-
-def _appeared(label: str, force: bool = False) -> OutputError:
-    return OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and "
-                       f"nothing was written" + ("" if force else f"; pass {FORCE} to replace it"))
+@contextlib.contextmanager
+def _one_line(label: str, force: bool = False) -> Iterator[None]:
+    """An ``OSError`` in the block as one ``OutputError`` line; a file that appeared meanwhile: kept, said so."""
+    try:
+        yield
+    except FileExistsError:
+        raise OutputError(f"{label}: another file appeared there while aeflow was writing; it was kept and nothing "
+                          f"was written" + ("" if force else f"; pass {FORCE} to replace it")) from None
+    except OSError as e:
+        raise OutputError(f"{label}: cannot write it ({describe_os_error(e)}); nothing written") from None
 
 
 def publish(tmp: Path, path: Path, replace: bool) -> None:
-    """Give the complete file ``tmp`` the name ``path`` in one step: ``replace`` overwrites, else
-    ``FileExistsError`` when ``path`` exists."""
+    """Name the complete file ``tmp`` ``path`` in one step; ``FileExistsError`` where it exists, unless ``replace``."""
     if replace:
         return os.replace(tmp, path)
     try:
@@ -142,25 +143,21 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write, then fsync and ``publish`` it (removed on any exception
-    or signal). An ``OSError``, or a file appearing at ``path`` meanwhile: one ``OutputError`` line."""
-    path = Path(path)
-    label, tmp = f"{what} {path}" if what else str(path), None
-    try:
-        tmp = _temporary(path)
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
-            raise KeyboardInterrupt
-        publish(tmp, path, replace)
-        _published(path)
-    except FileExistsError:
-        raise _appeared(label) from None
-    except OSError as e:
-        raise _cannot_write(label, e) from None
-    finally:
-        if tmp is not None:
-            _discard(tmp)
+    or signal); an ``OSError`` is one ``OutputError`` line."""
+    path, tmp = Path(path), None
+    with _one_line(f"{what} {path}" if what else str(path)):
+        try:
+            tmp = _temporary(path)
+            yield tmp
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
+                raise KeyboardInterrupt
+            publish(tmp, path, replace)
+            _published(path)
+        finally:
+            if tmp is not None:
+                _discard(tmp)
 
 
 def _published(path: Path) -> None:
@@ -176,19 +173,17 @@ def forget_published(path: str | os.PathLike) -> None:
 
 
 def keep_copy(path: Path) -> Path:
-    """A copy of the file ``path`` beside it (``.NAME.*.old``, untracked: it may hold the only copy of it) to put
-    back with one ``os.replace``, which a signal does not stop (nothing is published after one)."""
+    """An untracked copy ``.NAME.*.old`` of the file ``path`` beside it, to put back with one ``os.replace``."""
     kept = None
-    try:
-        with _signals_held():  # a signal raises after the block, where the copy is known and removed
-            kept = _temporary(path, ".old")
-            shutil.copyfile(path, kept)
-    except BaseException as e:
-        if kept is not None:
-            kept.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise _cannot_write(str(kept or path), e) from None
-        raise
+    with _one_line(str(path)):
+        try:
+            with _signals_held():  # a signal raises after the block, where the copy is known and removed
+                kept = _temporary(path, ".old")
+                shutil.copyfile(path, kept)
+        except BaseException:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+            raise
     return kept
 
 
@@ -219,7 +214,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> None:
+def check_space(path: str | os.PathLike, need: int) -> None:
     """``OutputError`` when ``path``'s folder has fewer than ``need`` bytes free (before the work)."""
     path = Path(path)
     try:
@@ -227,7 +222,7 @@ def check_space(path: str | os.PathLike, need: int, what: str = "--output") -> N
     except OSError:
         return
     if need > free:
-        raise OutputError(f"{what} {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
+        raise OutputError(f"--output {path}: needs about {human_bytes(need)}, only {human_bytes(free)} free there; "
                           f"free some space, ask for less, or write elsewhere")
 
 
@@ -239,18 +234,27 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
                    replace: Collection[str] | None = None, force: bool = False, remove: Collection[str] = ()) -> None:
-    """Put the files ``names`` of ``staging`` into ``directory``. A ``staging`` beside it becomes ``directory`` in
-    one rename, which the kernel refuses where a folder with files appeared there meanwhile: ``FileExistsError``
-    (``force``: the files go into it); ``replace`` (the names the folder held at the start): that folder is set
-    aside and removed, unless it holds others now. A ``staging`` inside it gives up its files one by one in the
-    order given, other files left alone, none over a file unless ``force``: every name is checked before any moves.
-    Then the files ``remove`` (stale beside the new ones) go. One step for signals: one received meanwhile ends
-    the command after it, ``directory`` recorded in ``PUBLISHED`` (aeflow.cli says it was written)."""
+    """Put the files ``names`` of ``staging`` into ``directory``, then delete its files ``remove``; one step for
+    signals. A ``staging`` beside it is renamed to it (``replace``: the names it held, then set aside and removed);
+    one inside it moves its files in the order given, each checked first, none over a file unless ``force``.
+    ``FileExistsError`` where something appeared meanwhile that ``force`` does not allow."""
     staging, directory = Path(staging), Path(directory)
     with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
         if RECEIVED:  # as in atomic_path
             raise KeyboardInterrupt
-        if same_file(staging.parent, directory) or not _rename(staging, directory, replace, force):
+        inside = same_file(staging.parent, directory)
+        if not inside and replace is not None and directory.is_dir():
+            _replace_folder(staging, directory, set(replace))
+        elif not inside:
+            try:
+                os.rename(staging, directory)  # over nothing, or an empty folder
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                if not (force and directory.is_dir()):
+                    raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
+                inside = True  # with force, the files go into the folder that appeared meanwhile
+        if inside:
             taken = [n for n in names if os.path.lexists(directory / n)]
             if folders := [n for n in taken if (directory / n).is_dir()]:  # found before any file is moved in
                 raise IsADirectoryError(errno.EISDIR, f"{folders[0]} is a folder where a file goes")
@@ -264,39 +268,19 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         _published(directory)
 
 
-def _rename(staging: Path, directory: Path, replace: Collection[str] | None, force: bool) -> bool:
-    """``publish_folder``'s ``staging`` beside ``directory`` made that folder; False where, with ``force``, its
-    files must go into a folder that appeared there meanwhile."""
-    if replace is not None and directory.is_dir():
-        _replace_folder(staging, directory, set(replace))
-        return True
-    try:
-        os.rename(staging, directory)  # over nothing, or an empty folder
-        return True
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise
-        if not (force and directory.is_dir()):
-            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory)) from None
-    return False
-
-
 def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
-    """Make ``staging`` the folder ``directory``, the old one set aside, then removed if it holds only ``held``
-    (with signals held, as ``publish_folder`` calls it: no set-aside folder stays)."""
+    """Make ``staging`` the folder ``directory``; the old one, set aside, removed if it holds only ``held``."""
     old = _temporary(directory, ".old", folder=True)
     try:
         os.replace(directory, old / directory.name)
-    except OSError:  # e.g. the current folder ("-o ."): nothing moved, nothing set aside stays
+    except OSError:  # e.g. a parent that is not writable: nothing moved, nothing set aside stays
         old.rmdir()
         raise
-    if set(os.listdir(old / directory.name)) - held:  # a file appeared in it meanwhile: all put back
-        os.replace(old / directory.name, directory)
-        old.rmdir()
-        raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
     try:
+        if set(os.listdir(old / directory.name)) - held:  # a file appeared in it meanwhile
+            raise FileExistsError(errno.EEXIST, "it appeared meanwhile", str(directory))
         os.replace(staging, directory)
-    except OSError:  # the user's folder back where it was
+    except OSError:  # the user's folder back where it was, whole
         os.replace(old / directory.name, directory)
         old.rmdir()
         raise
@@ -306,31 +290,25 @@ def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
                   replace: bool = False, force: bool = False, remove: list[str] | None = None) -> Iterator[Path]:
-    """Yield a new empty folder (inside ``directory`` when it exists, unless ``replace``) for its files; then
-    fsync them and ``publish_folder`` them, the names in ``last`` last (the metadata naming the others' hashes):
-    ``replace`` replaces the folder as it is now whole, ``force`` files of those names; ``remove``: names of stale files
-    to remove with them (the body may add to the list). On any exception
-    ``directory`` is as it was; an ``OSError``: one ``OutputError`` line; a file or folder that appeared
-    meanwhile where ``force`` does not allow it is kept: one line saying so."""
+    """Yield a new empty folder for the files of ``directory``, then fsync and ``publish_folder`` them, ``last``
+    last (the metadata naming the others' hashes); ``remove``: stale names the body may add to. On any exception
+    ``directory`` is as it was; an ``OSError``: one ``OutputError`` line."""
     directory, staging = Path(directory), None
-    try:
-        held = os.listdir(directory) if replace and directory.is_dir() else None  # not what appears meanwhile
-        staging = _temporary(directory, folder=True, parent=directory if directory.is_dir() and not replace else None)
-        yield staging
-        for f in staging.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        names = sorted(p.name for p in staging.iterdir())
-        publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
-                       held, force, remove or ())
-    except FileExistsError:
-        raise _appeared(f"{what} {directory}", force) from None
-    except OSError as e:
-        raise _cannot_write(f"{what} {directory}", e) from None
-    finally:
-        if staging is not None:
-            _discard(staging)
+    with _one_line(f"{what} {directory}", force):
+        try:
+            held = os.listdir(directory) if replace and directory.is_dir() else None  # not what appears meanwhile
+            staging = _temporary(directory, folder=True, parent=None if replace or not directory.is_dir() else directory)
+            yield staging
+            for f in staging.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            names = sorted(p.name for p in staging.iterdir())
+            publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
+                           held, force, remove or ())
+        finally:
+            if staging is not None:
+                _discard(staging)
 
 
 @contextlib.contextmanager

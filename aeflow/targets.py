@@ -48,9 +48,9 @@ def _glob_matches(path: str, pattern: str) -> bool:
 
 
 def _overlap(targets: list[tuple[Path, str]], others, patterns=()) -> tuple[Path, object, str] | None:
-    """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (the same
-    path, links resolved, or the same file by device and inode), "is inside" it, (a folder) "holds" it, or one of
-    the glob ``patterns`` "matches" it; else None. Each path is resolved once."""
+    """The first (target, other, how) where a target (path, "file" or "folder") "is" one of ``others`` (links
+    resolved, or by device and inode), "is inside" it, (a folder) "holds" it, or a glob of ``patterns`` "matches"
+    it; else None."""
     others = list(others)
     keys = [_key(t) for t, _ in targets]
     other_keys = [_key(o) for o in others] if any(keys) else [None] * len(others)
@@ -80,13 +80,11 @@ def name_max(folder: str | os.PathLike) -> int:
 def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--output", force: bool = False,
                  inputs=(), artifacts=(), outputs=(), names=(), parents: bool = False,
                  hint: str = "write the output elsewhere") -> Path:
-    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder" (or into a
-    folder by ``names``, each then checked as a file). Whatever ``force`` says, ``UsageError`` (ending with
-    ``hint``) where ``path`` is, lies in or holds one of ``inputs`` (or a glob pattern among them would match it),
-    ``artifacts`` in use, other ``outputs`` ((option, path) pairs) or the bundled artifacts, or where a file it
-    would replace is one of theirs by device and inode; ``OutputError`` for a dangling link, a missing or read-only
-    parent (``parents``: the nearest existing one; of an existing folder: itself), a name too long, a folder, pipe
-    or device for a file (a trailing separator too), and unless ``force`` an existing file or non-empty folder."""
+    """The one decision, before any work, whether ``path`` may be written as a "file" or a "folder" (into which
+    only ``names``, if given). Whatever ``force`` says, ``UsageError`` where it is, lies in or holds one of
+    ``inputs`` (or a pattern of them matches it), ``artifacts``, other ``outputs`` ((option, path) pairs) or the
+    bundled artifacts; ``OutputError`` for a bad place (``parents``: the nearest existing folder is checked) or,
+    unless ``force``, an existing file or non-empty folder."""
     text, path, full = os.fspath(path), Path(path), Path(os.path.abspath(path))
     if kind == "file" and text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
         raise OutputError(f"{what} {text}: ends with {text[-1]!r}, which names a folder; give a file name")
@@ -103,16 +101,18 @@ def check_target(path: str | os.PathLike, kind: str = "file", *, what: str = "--
     inputs = expand_inputs(inputs, distinct=False)  # a pattern: its files now, and any it would match later
     if found := _overlap([(path / name, "file") for name in names] or [(path, kind)], inputs, patterns):
         raise UsageError(f"{what} {found[0]} {said[found[2]].format(found[1])}; {hint}")
-    for other in artifacts:
-        if _overlap([(path, kind)], [other]):
-            raise UsageError(f"{what} {path} is also an input (the artifacts folder {other}); {hint}")
+    if found := _overlap([(path, kind)], artifacts):
+        raise UsageError(f"{what} {path} is also an input (the artifacts folder {found[1]}); {hint}")
     for option, other in outputs:
         if _overlap([(path, kind)], [other]):
             raise UsageError(f"{what} {path} and {option} {other} overlap; give each output its own place")
     if _overlap([(path, kind)], [_bundled()]):
         raise UsageError(f"{what} {path}: the bundled artifacts ({_bundled()}) are never changed; {hint}")
-    if (inputs or artifacts) and path.exists():  # only then: a new target (the common case) lists nothing
-        _check_identities(path, names, what, hint, [*inputs, *artifacts])
+    if (inputs or artifacts) and path.exists():  # a file it replaces read under another name (a new one: none)
+        targets = _identities([path / n for n in names] or [path])
+        for key, read in (_identities([*inputs, *artifacts]) if targets else {}).items():
+            if key in targets:
+                raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
     _check_place(path, kind, what, force, nearest if parents else full.parent, names)
     return path
 
@@ -129,20 +129,9 @@ def _identities(paths) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _check_identities(path: Path, names, what: str, hint: str, others) -> None:
-    """``UsageError`` where a file the existing target ``path`` would replace (the folder's ``names``, else all
-    its files) is a file of ``others`` (the inputs and artifacts folders), however either is spelled or linked."""
-    targets = _identities([path / n for n in names] or [path])
-    for other in others if targets else []:
-        for key, read in _identities([other]).items():
-            if key in targets:
-                raise UsageError(f"{what} {targets[key]} is also an input ({read}); {hint}")
-
-
 def _check_place(path: Path, kind: str, what: str, force: bool, parent: Path, names=()) -> None:
-    """``check_target``'s checks of the place: ``parent`` must exist and be writable, or where ``path`` is an
-    existing folder (its files are staged inside it) only ``path``; no file written may be a folder, a pipe or a
-    device (links followed), nor exist unless ``force``."""
+    """``check_target``'s checks of the place: ``parent`` (or the existing folder ``path``) a writable folder; no
+    file written a folder, pipe or device (links followed), nor existing unless ``force``."""
     if path.is_symlink() and not path.exists():
         raise OutputError(f"{what} {path}: a link to {os.readlink(path)}, which does not exist; remove the link "
                           f"or choose another path")

@@ -102,14 +102,17 @@ def check_output_path(path: str | os.PathLike, force: bool = False, inputs=(), a
                          if dask else f"{what} {path}: unknown format {path.suffix or '(no extension)'!r}; "
                          f"end the name in {', '.join(FORMATS)}")
     check_target(text, kind, what=what, force=force, inputs=inputs, artifacts=artifacts)
-    if kind == "folder" and Path.cwd().resolve().is_relative_to(path.resolve()):  # a rename would move it away
+    if kind == "file":
+        return kind
+    if Path.cwd().resolve().is_relative_to(path.resolve()):  # a rename would move it away
         raise UsageError(f"{what} {text}: the current folder (or one holding it) cannot become the dataset; "
                          f"name a new folder, e.g. {what} scores/")
-    if kind == "folder" and path.is_symlink():  # publishing would replace the link, not the folder it names
+    if path.is_symlink():  # publishing would replace the link, not the folder it names
         raise UsageError(f"{what} {text}: a link to {os.readlink(path)}; pass that folder itself")
+    # --force replaces a dataset of ours, never a folder of the user's files (a part-named folder or link is not ours)
     others = sorted(p.name for p in path.iterdir() if not (PART.fullmatch(p.name) and p.is_file())) \
-        if kind == "folder" and path.is_dir() else []  # a part-named folder or link to one is not ours
-    if others:  # --force replaces a dataset of ours, never a folder of the user's files
+        if path.is_dir() else []
+    if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UsageError(f"{what} {text}: the folder holds more than an earlier run's Parquet parts ({shown}); "
                          f"choose a new or empty folder")
@@ -131,12 +134,6 @@ def columns(results: list[ScoredInput], first_index: int = 0) -> dict[str, np.nd
             "predicted_anomaly": cat([above_threshold(r.scores, r.threshold) for r in results], bool),
             "label_anomaly": cat([np.full(k, -1) if r.labels is None else r.labels.astype(int)
                                   for k, r in zip(n, results)], np.int8)}
-
-
-def results_array(results: list[ScoredInput]) -> np.ndarray:
-    """All rows as a structured array with the fields of ``COLUMNS`` (source str)."""
-    cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
-    return np.rec.fromarrays(list(cols.values()), names=list(cols))
 
 
 def results_table(results: list[ScoredInput], context: dict | None = None, first_index: int = 0):
@@ -204,9 +201,10 @@ def write_results(path: str | os.PathLike, results: list[ScoredInput], context: 
         if suffix == ".parquet":
             pq = require("pyarrow.parquet", "distributed", "writing Parquet")
             pq.write_table(results_table(results, context), tmp)
-        elif suffix == ".npy":
+        elif suffix == ".npy":  # a structured array with the fields of COLUMNS (source str)
+            cols = dict(columns(results), source=np.array([s for r in results for s in r.sources], dtype=str))
             with open(tmp, "wb") as f:  # np.save on a name would append ".npy"
-                np.save(f, results_array(results), allow_pickle=False)
+                np.save(f, np.rec.fromarrays(list(cols.values()), names=list(cols)), allow_pickle=False)
         else:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 if suffix == ".csv":
