@@ -48,13 +48,9 @@ def _check_method(method, default: str) -> str:
 
 
 class FlowSampler(Rebuildable):
-    """flow.onnx (and flow_sampler.onnx, loaded on first use of "graph") inverted to sample the flow.
-
-    ``artifacts``: folder with flow.json, flow.onnx, flow_sampler.onnx (None: the bundled one); ``device``
-    "auto", "cpu" or "cuda"; ``method``: the default; ``chunk_size``: targets per graph call; ``verify``:
-    sha256 and flow.json checks; ``golden``: each graph's golden check on load. ``z_range`` = (-W/2, W/2),
-    ``truncation_mass`` = P(|Z| < W/2); ``provider`` runs flow.onnx; ``metadata``: flow.json (typed, frozen
-    ``contract.FlowMeta``). Picklable like ``AnomalyScorer``; threads may share one.
+    """flow.onnx (and flow_sampler.onnx, loaded on first use of "graph") inverted to sample the flow: ``artifacts``
+    None for the bundled folder, ``chunk_size`` targets per graph call, ``z_range`` (-W/2, W/2), ``truncation_mass``
+    P(|Z| < W/2), ``metadata`` flow.json. Picklable like ``AnomalyScorer``; threads may share one.
 
     Example:
         >>> sampler = FlowSampler(device="cpu")
