@@ -63,7 +63,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
         with open_source(p, name, column, image_shape=image_shape) as src:
             shards.append(InputResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
-            names = tuple(str(f) for f in files) if files is not None else None
+            names = None if files is None else tuple(map(str, files))
             whole = not hasattr(src, "window") or src.n <= chunk
             for start in [0] if whole else range(0, src.n, chunk):
                 stop = src.n if whole else min(src.n, start + chunk)
@@ -139,12 +139,10 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      context: dict | None = None, what: str = "output") -> DistributedRun:
-    """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster
-    with ``scorer`` (default: the bundled artifacts, CPU). ``output``: ``x.parquet`` or ``DIR/``, complete
-    or absent; ``column``: Parquet inputs' image column; ``threads``: onnxruntime's per worker;
-    ``keep_scores``: return every score (default: without ``output``); ``on_progress(done, total)``;
-    ``context``: the output's metadata; ``what``: its name in errors. A failed task cancels the rest: one
-    ``AeflowError`` naming it; what appeared at ``output`` meanwhile is kept (``aeflow.files.staged_folder``)."""
+    """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster with
+    ``scorer`` (default: the bundled artifacts, CPU) into ``output`` (``x.parquet`` or ``DIR/``: complete or absent);
+    ``keep_scores``: return every score (default: without ``output``); ``context``: the output's metadata. A failed
+    task cancels the rest: one ``AeflowError`` naming it."""
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))

@@ -1,6 +1,5 @@
-"""The one exception family for anything a user can fix: one line saying what was wrong and what to do.
-The CLI prints ``aeflow: error: <message>`` and exits with ``exit_code``; the API raises the same: UsageError
-(2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError (1), Interrupted."""
+"""The one exception family for anything a user can fix: one line saying what was wrong and what to do; the
+CLI prints ``aeflow: error: <message>`` and exits with ``exit_code``."""
 
 
 class AeflowError(Exception):
@@ -51,9 +50,8 @@ class TrainingError(AeflowError):
 
 
 class ScaleWarning(UserWarning):
-    """Images whose value range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255
-    twice): they would score as blank images; values for the flow whose std a few far values set. A warning,
-    not an error: they may be real."""
+    """Values whose range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255 twice; the flow's
+    values whose std a few far values set): a warning, as they may be real."""
 
 
 class Interrupted(AeflowError):
