@@ -200,9 +200,8 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[InputR
 
 @contextlib.contextmanager
 def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120) -> Iterator[object]:
-    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts N one-thread worker processes, all
-    stopped on exit (a signal during the start included); ``tcp://`` or ``tls://HOST:PORT`` connects.
-    ``AeflowError`` when it cannot be reached or the workers do not start within ``start_timeout`` s."""
+    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts N one-thread worker processes, all stopped
+    on exit; ``tcp://`` or ``tls://HOST:PORT`` connects; ``AeflowError`` where that fails."""
     kind, where = check_address(scheduler, what)
     distributed = _dask()
     if kind == "local":

@@ -149,10 +149,9 @@ def bound_scores(directory: Path) -> bool:
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
-    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
-    under its lock (``out`` None) or into ``out`` (``what`` in errors; files replaced only with ``force``) with
-    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), published once ``directory``'s lock
-    is let go (two copies made crosswise never wait on each other). Returns the path written."""
+    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory`` under
+    its lock (``out`` None) or into ``out`` with copies of ``COPIED``, published once ``directory``'s lock is let
+    go (two copies made crosswise never wait on each other). Returns the path written."""
     directory = Path(directory)
     if out is None:
         with locked(directory):

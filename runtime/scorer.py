@@ -133,9 +133,8 @@ class AnomalyScorer(Rebuildable):
     decision_function = score  # PyOD's name and sign (higher = more anomalous)
 
     def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
-        """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores: this
-        scorer's last ``calibrate`` (saved or not), else those threshold.json binds ('aeflow calibrate'), else
-        export's validation scores; where none (int8, an old export): None if ``missing_ok``, else an error."""
+        """Conformal p-values of ``scores`` (float [N]), float64 [N], against the last ``calibrate``'s scores, else
+        threshold.json's; where none (int8, an old export): None if ``missing_ok``, else an error."""
         if self.precision != "fp32":
             if missing_ok:
                 return None
@@ -151,8 +150,7 @@ class AnomalyScorer(Rebuildable):
         return None if reference is None else conformal_p_values(scores, reference)
 
     def p_value(self, x) -> np.ndarray:
-        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1) (see
-        ``p_values_of``); on normal images like the reference ones, p < alpha flags at most a fraction alpha."""
+        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1)."""
         return self.p_values_of(self.score(x))
 
     def normalized_score(self, x) -> np.ndarray:
