@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 import uuid
 import warnings
@@ -72,17 +71,13 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     return shards, tasks
 
 
-_SCORERS: dict[str, object] = {}  # this worker process's scorers, built once (sessions are costly to create)
-_SCORERS_LOCK = threading.Lock()
+_SCORERS: dict[str, object] = {}  # this worker process's scorers, each built once, on first use (its own lock)
 
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
     """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
-    t0, key = time.perf_counter(), json.dumps(settings, sort_keys=True)
-    with _SCORERS_LOCK:
-        if key not in _SCORERS:
-            _SCORERS[key] = AnomalyScorer.from_settings(settings)
-        scorer = _SCORERS[key]
+    t0 = time.perf_counter()
+    scorer = _SCORERS.setdefault(json.dumps(settings, sort_keys=True), AnomalyScorer.from_settings(settings))
     with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.errors import ArtifactError, DeviceError, UsageError
+from aeflow.errors import ArtifactError, DeviceError, UsageError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -82,8 +82,8 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
             ort.set_default_logger_severity(4)
         session = ort.InferenceSession(source, opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{name}: onnxruntime cannot load it ({first[:200]}); re-export or restore the file") from None
+        raise ArtifactError(f"{name}: onnxruntime cannot load it ({one_line(e, 200)}); re-export or restore the "
+                            f"file") from None
     finally:
         if want_cuda:
             ort.set_default_logger_severity(2)
