@@ -1,5 +1,6 @@
-"""The one exception family for anything a user can fix: one line saying what was wrong and what to do; the
-CLI prints ``aeflow: error: <message>`` and exits with ``exit_code``."""
+"""The one exception family for anything a user can fix: one line saying what was wrong and what to do.
+The CLI prints ``aeflow: error: <message>`` and exits with ``exit_code``; the API raises the same: UsageError
+(2), InputError, DataError, ArtifactError, DeviceError, OutputError, ParityError, TrainingError (1), Interrupted."""
 
 
 class AeflowError(Exception):
