@@ -1,7 +1,6 @@
-"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2),
-by "graph" (flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection"
-(through flow.onnx), both within flow.json's x_tolerance of the float64 inverse (1e-5 x the data's spread; 1e-5
-for the homework's flow). Same seed, same samples, any chunk size."""
+"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2), by "graph"
+(flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection" (through flow.onnx), both
+within flow.json's x_tolerance of the float64 inverse. Same seed, same samples, any chunk size."""
 
 import functools
 import math
