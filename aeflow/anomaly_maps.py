@@ -119,10 +119,8 @@ def naming(sources) -> list[tuple[int | None, list[str] | None]]:
 
 
 class MapWriter:
-    """Pictures (every image, or those above ``threshold``) written while scoring runs into an
-    ``aeflow.files.staged_folder`` entered on ``stack``: published together into ``directory`` when
-    the stack closes normally (over files of their names only with ``force``), removed on any exception or
-    signal. Name lengths checked first."""
+    """Pictures (every image, or those above ``threshold``) written while scoring runs into a ``staged_folder``
+    entered on ``stack``: published into ``directory`` when it closes normally, removed on any exception or signal."""
 
     def __init__(self, directory, threshold: float, all_images: bool, sources, stack: contextlib.ExitStack,
                  force: bool = False):

@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 import uuid
 import warnings
@@ -63,7 +62,7 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
         with open_source(p, name, column, image_shape=image_shape) as src:
             shards.append(InputResult(name, src.n, labels=src.labels))
             files = getattr(src, "files", None)  # rows name their own file, as in the single process
-            names = tuple(str(f) for f in files) if files is not None else None
+            names = None if files is None else tuple(map(str, files))
             whole = not hasattr(src, "window") or src.n <= chunk
             for start in [0] if whole else range(0, src.n, chunk):
                 stop = src.n if whole else min(src.n, start + chunk)
@@ -72,17 +71,13 @@ def plan(paths: list[Path], column: str | None, chunk_size: int, batch_size: int
     return shards, tasks
 
 
-_SCORERS: dict[str, object] = {}  # this worker process's scorers, built once (sessions are costly to create)
-_SCORERS_LOCK = threading.Lock()
+_SCORERS: dict[str, object] = {}  # this worker process's scorers, each built once, on first use (its own lock)
 
 
 def score_task(settings: dict, task: Task, column: str | None) -> tuple[np.ndarray, float]:
     """Run on a worker: the float32 scores of ``task``'s images and the seconds it took."""
-    t0, key = time.perf_counter(), json.dumps(settings, sort_keys=True)
-    with _SCORERS_LOCK:
-        if key not in _SCORERS:
-            _SCORERS[key] = AnomalyScorer.from_settings(settings)
-        scorer = _SCORERS[key]
+    t0 = time.perf_counter()
+    scorer = _SCORERS.setdefault(json.dumps(settings, sort_keys=True), AnomalyScorer.from_settings(settings))
     with open_source(task.path, task.name, column, image_shape=scorer.image_shape) as src:
         if src.n != task.shard_images:
             raise InputError(f"{task.name}: holds {src.n} images on this worker, {task.shard_images} where the job "
@@ -139,12 +134,10 @@ def score_on_cluster(client, inputs: list[str | os.PathLike], output: str | os.P
                      threads: int = 1, force: bool = False, keep_scores: bool | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      context: dict | None = None, what: str = "output") -> DistributedRun:
-    """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster
-    with ``scorer`` (default: the bundled artifacts, CPU). ``output``: ``x.parquet`` or ``DIR/``, complete
-    or absent; ``column``: Parquet inputs' image column; ``threads``: onnxruntime's per worker;
-    ``keep_scores``: return every score (default: without ``output``); ``on_progress(done, total)``;
-    ``context``: the output's metadata; ``what``: its name in errors. A failed task cancels the rest: one
-    ``AeflowError`` naming it; what appeared at ``output`` meanwhile is kept (``aeflow.files.staged_folder``)."""
+    """Score ``inputs`` (paths or glob patterns the client and the workers read) on ``client``'s cluster with
+    ``scorer`` (default: the bundled artifacts, CPU) into ``output`` (``x.parquet`` or ``DIR/``: complete or absent);
+    ``keep_scores``: return every score (default: without ``output``); ``context``: the output's metadata. A failed
+    task cancels the rest: one ``AeflowError`` naming it."""
     if check_int(chunk_size, "chunk_size") and check_threads(threads) is None:
         raise UsageError("threads must be a positive integer under a scheduler")
     scorer, paths = scorer if scorer is not None else AnomalyScorer(device="cpu"), expand_inputs(list(inputs))
@@ -202,9 +195,8 @@ def _run(client, settings: dict, tasks: list[Task], column, results: list[InputR
 
 @contextlib.contextmanager
 def connect(scheduler: str, what: str = "scheduler", start_timeout: float = 120) -> Iterator[object]:
-    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts N one-thread worker processes, all
-    stopped on exit (a signal during the start included); ``tcp://`` or ``tls://HOST:PORT`` connects.
-    ``AeflowError`` when it cannot be reached or the workers do not start within ``start_timeout`` s."""
+    """A ``distributed.Client`` for ``scheduler``: ``local:N`` starts N one-thread worker processes, all stopped
+    on exit; ``tcp://`` or ``tls://HOST:PORT`` connects; ``AeflowError`` where that fails."""
     kind, where = check_address(scheduler, what)
     distributed = _dask()
     if kind == "local":

@@ -51,9 +51,8 @@ class TrainingError(AeflowError):
 
 
 class ScaleWarning(UserWarning):
-    """Images whose value range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255
-    twice): they would score as blank images; values for the flow whose std a few far values set. A warning,
-    not an error: they may be real."""
+    """Values whose range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255 twice; the flow's
+    values whose std a few far values set): a warning, as they may be real."""
 
 
 class Interrupted(AeflowError):

@@ -83,11 +83,8 @@ def threshold_for_type_i(normal_scores: np.ndarray, rate: float = 0.01) -> float
 
 
 def normalized_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Scores (float [N], >= 0) on [0, 1] with the threshold at 0.5: float32 [N] = ``min(score / (2 * threshold), 1)``
-    in float64 (anomalib's min-max normalisation, max twice the threshold); a threshold of 0 reads 0 as 0.5, else 1.
-    >>> normalized_scores(np.array([0.0, 0.01, 0.02, 0.05], np.float32), 0.02).tolist()
-    [0.0, 0.25, 0.5, 1.0]
-    """
+    """Scores (float [N], >= 0) -> float32 [N] ``min(score / (2 * threshold), 1)`` in float64: the threshold at
+    0.5 (anomalib's min-max normalisation); a threshold of 0 reads 0 as 0.5, else 1."""
     s, t = np.asarray(scores, dtype=np.float64).ravel(), float(threshold)
     with np.errstate(over="ignore"):  # a subnormal threshold: the ratio is beyond float64, inf, then 1
         ratio = s / (2.0 * t) if t > 0 else np.where(s > 0, 1.0, 0.5)
@@ -112,12 +109,9 @@ def _binomial_p(k: int, n: int, tail: float) -> float:
 
 
 def clopper_pearson(flagged: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval ``(lower, upper)`` for a rate seen as ``flagged`` of ``n`` (ints,
-    0 <= flagged <= n, n >= 1); for a threshold with ``flagged`` of its ``n`` normal scores above it, a
-    distribution-free interval for its false-alarm rate (the mass above the r-th smallest is Beta(n - r + 1, r)).
-    >>> [round(v, 4) for v in clopper_pearson(5, 500)]
-    [0.0033, 0.0232]
-    """
+    """Exact (Clopper-Pearson) interval ``(lower, upper)`` for a rate seen as ``flagged`` of ``n`` (ints, n >= 1):
+    for a threshold with ``flagged`` of its ``n`` normal scores above it, a distribution-free interval for its
+    false-alarm rate (the mass above the r-th smallest is Beta(n - r + 1, r))."""
     if n < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
         raise ValueError("need 0 <= flagged <= n, n >= 1 and 0 < confidence < 1")
     alpha = 1.0 - confidence
@@ -141,10 +135,7 @@ def _as_written(rate: float):
 def threshold_for_false_alarm_rate(scores: np.ndarray, rate: float) -> tuple[float, int]:
     """``(value, r)``: the r-th smallest of ``scores`` (float [n], normal images), r = n + 1 - floor(rate (n + 1)):
     split-conformal, a new normal image scores above it with probability (n - r + 1) / (n + 1) <= rate.
-    ``ValueError`` when n < ``min_n_for_rate(rate)``.
-    >>> threshold_for_false_alarm_rate(np.arange(1.0, 100.0), 0.05)  # 99 scores: r = 95
-    (95.0, 95)
-    """
+    ``ValueError`` when n < ``min_n_for_rate(rate)``."""
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     if not 0 < rate < 1:
         raise ValueError("the false-alarm rate must lie strictly between 0 and 1")
@@ -171,10 +162,7 @@ def _beta_binomial_cdf(m: int, a: float, b: float) -> np.ndarray:
 def false_alarm_prediction(flagged: int, n: int, m: int, confidence: float = 0.95) -> tuple[int, int]:
     """Distribution-free prediction interval ``(lower, upper)`` (ints in [0, m]) for how many of ``m`` new normal
     images a threshold flags when ``flagged`` of the ``n`` it was set on lie above it: the (1 -+ confidence) / 2
-    quantiles of Beta-Binomial(m, n - r + 1, r), r on either side (``clopper_pearson``: the long-run rate).
-    >>> false_alarm_prediction(24, 500, 500)
-    (12, 40)
-    """
+    quantiles of Beta-Binomial(m, n - r + 1, r), r on either side (``clopper_pearson``: the long-run rate)."""
     if n < 1 or m < 1 or not 0 <= flagged <= n or not 0 < confidence < 1:
         raise ValueError("need 0 <= flagged <= n, n >= 1, m >= 1 and 0 < confidence < 1")
     alpha = 1.0 - confidence

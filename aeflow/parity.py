@@ -5,16 +5,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-# name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|. log p(x) reaches
-# -100 in the tails, beyond float32's 1e-5 spacing: 1e-5 absolute up to |log p| = 1, relative beyond.
-# dz_dx = exp(log dz/dx), computed through its float32 log (log w - log sigma - t^2 / 2), whose rounding
-# is relative: an error of a few |ln dz_dx| x 6e-8 in that log is the same relative error in dz_dx
-# (flows fitted to integers 0..254: 1.5e-5 at dz_dx 7e-17, 2.3e-5 at 4e-22). So dz_dx takes log p's
-# tolerance on its log: a relative error up to rtol * (1 + |ln dz_dx|) (LOG_RELATIVE), 2e-5 to 4e-5 in
-# the bulk (|ln| 1 to 3), where a dz_dx off by 1e-4 still fails; 30 times what those flows showed.
-# reconstruction: two correct float32 runs (another GEMM kernel or SIMD width) differ by about 2e-5
-# (9.8e-6 seen from float64 on an AVX2-only CPU); 5e-5 still catches a bias moved by 1e-3 (2.5e-4 a
-# pixel) or float16 weights (7.7e-3). The score, a mean over all pixels, stays within 1e-5 (6e-8 seen).
+# name -> (atol, rtol): pass where |actual - expected| <= atol + rtol * |expected|. log p(x) reaches -100 in the
+# tails: 1e-5 absolute up to |log p| = 1, relative beyond. dz_dx is computed through its float32 log, whose
+# rounding (a few |ln dz_dx| x 6e-8) is relative in dz_dx: rtol * (1 + |ln dz_dx|) (LOG_RELATIVE), 30 times what
+# flows fitted to integers showed. reconstruction: two correct float32 runs (another GEMM kernel or SIMD width)
+# differ by about 2e-5; 5e-5 still catches a bias moved by 1e-3 or float16 weights. The score stays within 1e-5.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "reconstruction": (5e-5, 0.0), "score": (1e-5, 0.0), "z": (1e-5, 0.0), "dz_dx": (1e-30, 1e-5),
     "log_prob": (1e-5, 1e-5), "sample": (1e-5, 0.0),
@@ -57,8 +52,7 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float | N
     if a.shape != e.shape:
         return Comparison(name, int(e.size), float("inf"), float("inf"), atol, rtol, False)
     n, finite = int(e.size), np.isfinite(a) & np.isfinite(e)
-    a_other, e_other = a[~finite], e[~finite]
-    same_nonfinite = bool(np.all((a_other == e_other) | (np.isnan(a_other) & np.isnan(e_other))))
+    same_nonfinite = np.array_equal(a[~finite], e[~finite], equal_nan=True)
     if not finite.all():  # as a rule all are: no copies then
         a, e = a[finite], e[finite]
     diff, magnitude = np.abs(a - e), np.abs(e)

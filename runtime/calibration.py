@@ -114,30 +114,23 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
     """Before any work (``aeflow.targets.check_target``): None for ``directory``'s own threshold.json
     (never the bundled one), else ``out``, a new or empty folder (anything with ``force`` but another model's
     files) clear of ``inputs`` and ``directory``; one-line errors naming the CLI's options where ``cli``."""
-    directory = Path(directory)
+    directory, what = Path(directory), "--output" if cli else "out"
     if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
-        what = ("--output" if cli else "out") if out is not None else ("--artifacts" if cli else "artifacts")
+        what = what if out is not None else ("--artifacts" if cli else "artifacts")
         hint = "pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy"
         for name in (contract.THRESHOLD_JSON, CALIBRATION_SCORES, CARD):  # every file it writes, inputs too
             check_target(directory / name, what=what, force=True, inputs=inputs, hint=hint)
-        _scores_not_ours(directory, hint)
+        if os.path.lexists(path := directory / CALIBRATION_SCORES) and not bound_scores(directory):  # the user's
+            raise OutputError(f"{path} exists and is not the calibration scores {contract.THRESHOLD_JSON} records; "
+                              f"move it away, or {hint}")
         return None
-    out = check_target(out, "folder", what="--output" if cli else "out", force=force, inputs=inputs,
-                       artifacts=[directory])
-    check_target(out, "folder", what="--output" if cli else "out", force=True, inputs=inputs,  # each name it writes
+    out = check_target(out, "folder", what=what, force=force, inputs=inputs, artifacts=[directory])
+    check_target(out, "folder", what=what, force=True, inputs=inputs,  # each name it writes
                  names=(*COPIED, contract.THRESHOLD_JSON, CALIBRATION_SCORES))
     if stale := [n for n in MODEL_FILES[:-1] if os.path.lexists(out / n) and not (directory / n).is_file()]:
-        raise UsageError(f"{'--output' if cli else 'out'} {out} holds {', '.join(stale)}, another model's files that a "
-                         f"calibrated copy of {directory} lacks and would leave inconsistent; choose a new folder")
+        raise UsageError(f"{what} {out} holds {', '.join(stale)}, another model's files that a calibrated copy of "
+                         f"{directory} lacks and would leave inconsistent; choose a new folder")
     return out
-
-
-def _scores_not_ours(directory: Path, hint: str) -> None:
-    """``OutputError`` where ``directory`` holds a calibration_scores.npy that its threshold.json does not bind
-    (a file of the user's, which an in-place calibration would replace)."""
-    if os.path.lexists(path := directory / CALIBRATION_SCORES) and not bound_scores(directory):
-        raise OutputError(f"{path} exists and is not the calibration scores {contract.THRESHOLD_JSON} records; move "
-                          f"it away, or {hint}")
 
 
 def bound_scores(directory: Path) -> bool:
@@ -157,10 +150,9 @@ def bound_scores(directory: Path) -> bool:
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
                       out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
-    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory``
-    under its lock (``out`` None) or into ``out`` (``what`` in errors; files replaced only with ``force``) with
-    copies of ``COPIED``, ae.onnx's scores first (``CALIBRATION_SCORES``), published once ``directory``'s lock
-    is let go (two copies made crosswise never wait on each other). Returns the path written."""
+    """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory`` under
+    its lock (``out`` None) or into ``out`` with copies of ``COPIED``, published once ``directory``'s lock is let
+    go (two copies made crosswise never wait on each other). Returns the path written."""
     directory = Path(directory)
     if out is None:
         with locked(directory):

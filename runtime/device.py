@@ -88,9 +88,8 @@ class _Buffers:
 
 
 class Bound:
-    """``session`` (one input; float32 outputs) through IOBinding with per-thread buffers. ``uint8``:
-    accept uint8 too (``PREP``); ``graph``: a ``cuda_graph=True`` session replayed for batches of
-    ``graph_batch`` rows (after a failed replay ``graph_error`` says why, and the plain one runs)."""
+    """``session`` (one input; float32 outputs) through IOBinding with per-thread buffers; ``uint8``: via ``PREP``;
+    ``graph``: a ``cuda_graph=True`` session replayed for ``graph_batch`` rows (if that fails, ``graph_error``)."""
 
     def __init__(self, session, uint8: bool = False, graph=None, graph_batch: int = 0, threads: int | None = None):
         self.session, self.device = session, device_of(session)

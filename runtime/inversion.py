@@ -62,10 +62,8 @@ def in_intervals(z: np.ndarray, intervals) -> np.ndarray:
 
 
 def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """x float64 [M] with f(x) = z (float64 [M], |z| < W/2) to a relative step of 1e-13 (of |x|, or of a
-    hundredth of the bracket where |x| is smaller), from starts x0 float64 [M] (non-finite: the bracket's
-    middle) in the bracket [lo, hi]: safeguarded Newton on
-    log G = log(W/2 - |z|) (G the tail mass on z's side), the bracket's midpoint when a step leaves it."""
+    """x float64 [M] with f(x) = z (float64 [M], |z| < W/2) to a relative step of 1e-13, from starts x0 float64 [M]
+    (non-finite: mid-bracket) in [lo, hi]: safeguarded Newton on log G = log(W/2 - |z|), G the tail mass."""
     side, log_target = np.where(z >= 0, 1.0, -1.0), np.log(comp.half_w - np.abs(z))
     floor = 0.01 * (hi - lo)  # near x = 0 the step is relative to the bracket, the data's scale (any scale)
     a, b = np.full(z.shape, lo, dtype=np.float64), np.full(z.shape, hi, dtype=np.float64)
@@ -91,11 +89,9 @@ def polish64(comp: Components, z: np.ndarray, x0: np.ndarray, lo: float, hi: flo
 
 def invert_by_bisection(evaluate: Callable[[np.ndarray], np.ndarray], comp: Components, z: np.ndarray,
                         bracket: tuple[float, float], noise: float, x_tolerance: float = 1e-5) -> np.ndarray:
-    """The "bisection" method: the homework's bisection of every target at once, float32 midpoints,
-    through the graph's float32 f (``evaluate``: x float64 [M] -> f(x) float64 [M], error in z at
-    most ``noise``) down to float32 resolution (or a tenth of ``x_tolerance``, flow.json's, where finer),
-    then ``polish64`` where noise / f'(x) + two float32 spacings of x exceed ``FLOAT32_ERROR_SHARE`` of
-    ``x_tolerance``. z float64 [M] inside (-W/2, W/2) -> x float64 [M].
+    """The "bisection" method: z float64 [M] inside (-W/2, W/2) -> x float64 [M], every target bisected at once
+    (float32 midpoints) through the graph's f (``evaluate``: x float64 [M] -> f(x) float64 [M], error at most
+    ``noise``), then ``polish64`` where float32 cannot resolve x to ``FLOAT32_ERROR_SHARE`` of ``x_tolerance``.
 
     Example:
         >>> comp = Components([0.0], [1.0], [2.0])  # f(x) = erf(x / sqrt(2)), W = 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aeflow.checks import check_threads
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import sha256_file
+from aeflow.files import same_file, sha256_file
 from aeflow.runtime.artifacts import bundled_dir
 
 _PENDING, _LOCK = "_pending_settings", "_pending_lock"
@@ -21,11 +21,7 @@ class Rebuildable:
     def _pin_origin(self) -> None:
         """Set what a pickle names: ``_portable``, None for the bundled folder (the receiver resolves its own)
         else the absolute path (now: a relative one depends on the cwd), and ``_digest``, ``METADATA``'s sha256."""
-        try:
-            bundled = Path(self.directory).resolve() == bundled_dir().resolve()
-        except OSError:
-            bundled = False
-        self._portable = None if bundled else os.path.abspath(self.directory)
+        self._portable = None if same_file(self.directory, bundled_dir()) else os.path.abspath(self.directory)
         try:
             self._digest = sha256_file(Path(self.directory) / self.METADATA)
         except OSError:  # unreadable: nothing to compare a receiver's with

@@ -1,6 +1,7 @@
 """onnxruntime sessions on the CPU or CUDA provider, saying which one really runs (onnxruntime-gpu
 lists CUDA even without a GPU and silently falls back; only ``session.get_providers()`` tells)."""
 
+import contextlib
 import ctypes
 import os
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from aeflow.errors import ArtifactError, DeviceError, UsageError
+from aeflow.errors import ArtifactError, DeviceError, UsageError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -16,10 +17,8 @@ CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 def _loadable(*names: str) -> bool:
     for name in names:
-        try:
+        with contextlib.suppress(OSError):
             return bool(ctypes.CDLL(name))
-        except OSError:
-            pass
     return False
 
 
@@ -29,10 +28,8 @@ def cuda_missing() -> list[str]:
         return ["a CUDA build of onnxruntime (pip install onnxruntime-gpu)"]
     if not _loadable("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         return ["an NVIDIA GPU driver (libcuda.so.1 not found)"]
-    try:
+    with contextlib.suppress(Exception):  # older onnxruntime has none
         ort.preload_dlls()  # picks up the nvidia-* pip packages where they are installed
-    except Exception:  # older onnxruntime has none
-        pass
     return [what for libs, what in ((("libcudart.so.13", "libcudart.so.12", "libcudart.so"),
                                      "the CUDA runtime libraries (libcudart, libcublas)"),
                                     (("libcudnn.so.9", "libcudnn.so"), "cuDNN 9 (libcudnn.so.9)")) if not _loadable(*libs)]
@@ -67,8 +64,7 @@ def onnxruntime_conflict(installs: list[tuple[str, str]]) -> str | None:
 def create_session(model: str | os.PathLike | bytes, device: str = "auto", threads: int | None = None,
                    spinning: bool = True, cuda_graph: bool = False) -> ort.InferenceSession:
     """An ``InferenceSession`` for ``model`` (path or bytes) on ``device``: "cpu"; "cuda" or a ``DeviceError``
-    naming what is missing; "auto": CUDA where it really runs. A corrupt model: ``ArtifactError``.
-    ``cuda_graph``: replay on CUDA; ``spinning`` False: no busy-waiting threads."""
+    naming what is missing; "auto": CUDA where it really runs. A corrupt model: ``ArtifactError``."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     opts = ort.SessionOptions()  # ORT_ENABLE_ALL graph optimisations by default
@@ -86,8 +82,8 @@ def create_session(model: str | os.PathLike | bytes, device: str = "auto", threa
             ort.set_default_logger_severity(4)
         session = ort.InferenceSession(source, opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{name}: onnxruntime cannot load it ({first[:200]}); re-export or restore the file") from None
+        raise ArtifactError(f"{name}: onnxruntime cannot load it ({one_line(e, 200)}); re-export or restore the "
+                            f"file") from None
     finally:
         if want_cuda:
             ort.set_default_logger_severity(2)

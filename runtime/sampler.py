@@ -1,7 +1,6 @@
-"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2),
-by "graph" (flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection"
-(through flow.onnx), both within flow.json's x_tolerance of the float64 inverse (1e-5 x the data's spread; 1e-5
-for the homework's flow). Same seed, same samples, any chunk size."""
+"""Sampling the 1-D flow with ONNX Runtime: x = f^-1(z), z ~ N(0, 1) truncated to f's range (-W/2, W/2), by "graph"
+(flow_sampler.onnx, float64 finish in flow.json's ``float64_z_intervals``) or "bisection" (through flow.onnx), both
+within flow.json's x_tolerance of the float64 inverse. Same seed, same samples, any chunk size."""
 
 import functools
 import math
@@ -48,13 +47,9 @@ def _check_method(method, default: str) -> str:
 
 
 class FlowSampler(Rebuildable):
-    """flow.onnx (and flow_sampler.onnx, loaded on first use of "graph") inverted to sample the flow.
-
-    ``artifacts``: folder with flow.json, flow.onnx, flow_sampler.onnx (None: the bundled one); ``device``
-    "auto", "cpu" or "cuda"; ``method``: the default; ``chunk_size``: targets per graph call; ``verify``:
-    sha256 and flow.json checks; ``golden``: each graph's golden check on load. ``z_range`` = (-W/2, W/2),
-    ``truncation_mass`` = P(|Z| < W/2); ``provider`` runs flow.onnx; ``metadata``: flow.json (typed, frozen
-    ``contract.FlowMeta``). Picklable like ``AnomalyScorer``; threads may share one.
+    """flow.onnx (and flow_sampler.onnx, loaded on first use of "graph") inverted to sample the flow: ``artifacts``
+    None for the bundled folder, ``chunk_size`` targets per graph call, ``z_range`` (-W/2, W/2), ``truncation_mass``
+    P(|Z| < W/2), ``metadata`` flow.json. Picklable like ``AnomalyScorer``; threads may share one.
 
     Example:
         >>> sampler = FlowSampler(device="cpu")

@@ -24,12 +24,10 @@ BYTES_PER_IMAGE = 16 * 1024  # working memory of one image in a batch: bounds ba
 
 
 class AnomalyScorer(Rebuildable):
-    """Score, flag and reconstruct greyscale H x W images with the exported autoencoder: ``artifacts`` folder
-    (None: the bundled one), ``device`` "auto", "cpu" or "cuda" (strict), ``precision`` "fp32" or "int8",
-    ``verify`` sha256s, ``golden`` outputs against export's. Inputs: uint8 0..255 or float in [0, 1], [N, 1, H, W],
-    [N, H, W], [N, H, W, 1] or [N, H*W]. ``provider`` really runs the graph; ``metadata``: threshold.json (frozen
-    ``contract.ThresholdMeta``), ``image_shape`` its (H, W). Pickles hold ``settings()``; on CUDA batches run
-    through IOBinding. Thread-safe: calls keep their own buffers (setting ``threshold`` meanwhile aside)."""
+    """Score, flag and reconstruct greyscale H x W images with the exported autoencoder (``artifacts`` None: the
+    bundled folder; ``device`` "auto", "cpu" or "cuda", strict; ``precision`` "fp32" or "int8"). Inputs: uint8
+    0..255 or float in [0, 1], [N, 1, H, W], [N, H, W], [N, H, W, 1] or [N, H*W]. ``provider`` really runs the
+    graph; ``metadata``: threshold.json. Picklable by ``settings()``; thread-safe (each call its own buffers)."""
 
     METADATA = "threshold.json"
 
@@ -49,12 +47,20 @@ class AnomalyScorer(Rebuildable):
         self.default_threshold = self._threshold = float(meta.entry(which).threshold)
         self._calibration, self.provider = None, provider_of(self._session)
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
-        self._bound = self._bind() if self.provider == CUDA else None
+        self._bound = None
+        if self.provider == CUDA:  # IOBinding, the uint8 path and a CUDA graph where onnxruntime captures one
+            from aeflow.runtime.device import Bound
+
+            try:
+                replay = create_session(self.graph, "cuda", threads, cuda_graph=True)
+            except ArtifactError:  # a node outside CUDA: the plain bound session runs
+                replay = None
+            self._bound = Bound(self._session, True, replay, self.batch_size, threads)
         self._pin_origin()
 
     def settings(self) -> dict:
-        """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``,
-        and an unsaved ``calibration`` (None if none: its scores are the copy's p-value reference too)."""
+        """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``
+        and an unsaved ``calibration``."""
         return {"artifacts": self._portable, "device": self._device, "batch_size": self.batch_size,
                 "precision": self.precision, "verify": self._verify, "threads": self._threads,
                 "golden": self._golden, "digest": self._digest, "calibration": self._calibration,
@@ -82,17 +88,6 @@ class AnomalyScorer(Rebuildable):
     def __repr__(self) -> str:
         return (f"AnomalyScorer({str(self.directory)!r}, precision={self.precision!r}, provider={self.provider!r}, "
                 f"threshold={self._threshold:.6g})")
-
-    def _bind(self):
-        """A ``device.Bound`` (imported on CUDA only): IOBinding, the uint8 path and a CUDA-graph session where
-        onnxruntime can capture one."""
-        from aeflow.runtime.device import Bound
-
-        try:
-            graph = create_session(self.graph, "cuda", self._threads, cuda_graph=True)
-        except ArtifactError:  # a node outside CUDA: the plain bound session runs
-            graph = None
-        return Bound(self._session, True, graph, self.batch_size, self._threads)
 
     def _run(self, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
         """One call: float32 (or, bound, uint8) [b, 1, H, W] -> the named outputs (new arrays)."""
@@ -138,9 +133,8 @@ class AnomalyScorer(Rebuildable):
     decision_function = score  # PyOD's name and sign (higher = more anomalous)
 
     def p_values_of(self, scores: np.ndarray, missing_ok: bool = False) -> np.ndarray | None:
-        """Conformal p-values of ``scores`` (float [N]), float64 [N], against ae.onnx's reference scores: this
-        scorer's last ``calibrate`` (saved or not), else those threshold.json binds ('aeflow calibrate'), else
-        export's validation scores; where none (int8, an old export): None if ``missing_ok``, else an error."""
+        """Conformal p-values of ``scores`` (float [N]), float64 [N], against the last ``calibrate``'s scores, else
+        threshold.json's; where none (int8, an old export): None if ``missing_ok``, else an error."""
         if self.precision != "fp32":
             if missing_ok:
                 return None
@@ -156,8 +150,7 @@ class AnomalyScorer(Rebuildable):
         return None if reference is None else conformal_p_values(scores, reference)
 
     def p_value(self, x) -> np.ndarray:
-        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1) (see
-        ``p_values_of``); on normal images like the reference ones, p < alpha flags at most a fraction alpha."""
+        """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1)."""
         return self.p_values_of(self.score(x))
 
     def normalized_score(self, x) -> np.ndarray:
