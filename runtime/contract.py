@@ -178,12 +178,14 @@ class ThresholdEntry:
         return dict(graph=Graph.from_json(c, doc, prefix, which, image_shape), threshold=threshold, k=k,
                     validation=val, calibration=cal)
 
-    def to_json(self) -> dict:
-        """The entry's JSON (threshold.json's "int8" entry; its top-level fields for ae.onnx)."""
+    def _head(self) -> dict:
         v = self.validation
-        return _optional({"threshold": self.threshold, "k": self.k,
-                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}, **self.graph.to_json(),
-                          "calibration": self.calibration, "method": self.method, "evaluation": self.evaluation})
+        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}}
+
+    def to_json(self) -> dict:
+        """threshold.json's "int8" entry."""
+        return _optional({**self._head(), **self.graph.to_json(), "calibration": self.calibration,
+                          "method": self.method, "evaluation": self.evaluation})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,15 +241,12 @@ class ThresholdMeta(ThresholdEntry):
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back) in export's key order, the
         calibration record last: the bundled files are written back byte for byte."""
-        entry = super().to_json()  # threshold, k, validation, the graph's keys, calibration, evaluation
-        head = {k: entry.pop(k) for k in ("threshold", "k", "validation")}
-        calibration, evaluation = entry.pop("calibration", None), entry.pop("evaluation", None)
         return seal(_optional({
-            "schema_version": SCHEMA_VERSION, **head, "image_shape": list(self.image_shape),
-            "score": score_definition(self.image_shape), **entry, "validation_scores": self.validation_scores,
-            "data": self.data, "training": self.training, "evaluation": evaluation,
-            "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
-            "int8": self.int8 and self.int8.to_json(), "calibration": calibration}))
+            "schema_version": SCHEMA_VERSION, **self._head(), "image_shape": list(self.image_shape),
+            "score": score_definition(self.image_shape), **self.graph.to_json(),
+            "validation_scores": self.validation_scores, "data": self.data, "training": self.training,
+            "evaluation": self.evaluation, "versions": self.versions, "golden": self.golden,
+            "checkpoint": self.checkpoint, "int8": self.int8 and self.int8.to_json(), "calibration": self.calibration}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""
