@@ -224,7 +224,7 @@ class ThresholdMeta(ThresholdEntry):
         training = c.obj(doc["training"], "training", ("epochs", "final_loss"), closed=False)
         c.count(training["epochs"], "training.epochs", 1), c.num(training["final_loss"], "training.final_loss", 0.0)
         ev = evaluation(c, doc["evaluation"], "evaluation")
-        if not isinstance(data["anomaly_sets"], list) or sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
+        if sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
             c.fail("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
         int8 = None
         if "int8" in doc:
