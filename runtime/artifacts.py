@@ -182,7 +182,8 @@ def graph_path(directory: str | os.PathLike, meta: ThresholdMeta | FlowMeta, whi
     spec, entry = contract.GRAPHS[which], meta.entry(which)
     if entry is None:
         raise ArtifactError(f"no int8 graph in {directory}: run 'aeflow export --quantize int8'")
-    path = _regular(Path(directory) / spec.file, f"run '{spec.export_hint}' or restore the file")
+    export = "aeflow export --quantize int8" if which == "int8" else "aeflow export"
+    path = _regular(Path(directory) / spec.file, f"run '{export}' or restore the file")
     if verify:
         try:
             _same_sha256(path, sha256_file(path), entry.graph.sha256, spec.metadata)

@@ -37,19 +37,17 @@ def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
 
 
 class GraphSpec(NamedTuple):
-    """A graph: its file, the JSON recording it, the export that makes it, its golden arrays (inputs first)."""
+    """A graph: its file, the JSON recording it, its golden arrays (inputs first)."""
 
     file: str
     metadata: str
-    export_hint: str
     golden: tuple[str, ...]
 
 
-GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
-          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "aeflow export --quantize int8",
-                            ("ae_images", "int8_reconstruction", "int8_score")),
-          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
-          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "aeflow export", ("sampler_z", "sampler_x"))}
+GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, ("ae_images", "ae_reconstruction", "ae_score")),
+          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, ("ae_images", "int8_reconstruction", "int8_score")),
+          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
+          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, ("sampler_z", "sampler_x"))}
 
 
 # each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
