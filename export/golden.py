@@ -44,7 +44,8 @@ def write_golden(path: Path, ae, flow) -> None:
     out = {}
     if ae is not None:
         rec, score = torch_ae(ae.model, ae.golden_images)
-        out |= {"ae_images": ae.golden_images, "ae_reconstruction": rec, "ae_score": score}
+        out |= {"ae_images": ae.golden_images, "ae_reconstruction": rec, "ae_score": score,
+                "validation_scores": ae.val_scores.astype(np.float32)}
         if ae.int8:
             int8 = create_session(path.parent / contract.INT8_FILE, "cpu")
             out["int8_reconstruction"], out["int8_score"] = int8.run(None, {"images": ae.golden_images})
@@ -52,10 +53,5 @@ def write_golden(path: Path, ae, flow) -> None:
         out["flow_x"] = flow.golden_points
         out["flow_z"], out["flow_dz_dx"], out["flow_log_prob"] = torch_flow(flow.model, flow.golden_points)
         out["sampler_z"], out["sampler_x"] = golden_targets(flow.comp, flow.sampler, tuple(flow.x_bracket))
-    for name, a in out.items():
-        dtype, shape = artifacts.golden_arrays()[name]
-        out[name] = np.ascontiguousarray(a, dtype=dtype).reshape(shape[:2] + a.shape[2:] if len(shape) == 4 else shape)
-    if ae is not None:
-        out["validation_scores"] = ae.val_scores.astype(np.float32)
     with atomic_path(path, replace=True) as tmp, open(tmp, "wb") as f:
         np.savez(f, **out)

@@ -37,19 +37,17 @@ def score_definition(image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
 
 
 class GraphSpec(NamedTuple):
-    """A graph: its file, the JSON recording it, the export that makes it, its golden arrays (inputs first)."""
+    """A graph: its file, the JSON recording it, its golden arrays (inputs first)."""
 
     file: str
     metadata: str
-    export_hint: str
     golden: tuple[str, ...]
 
 
-GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, "aeflow export", ("ae_images", "ae_reconstruction", "ae_score")),
-          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, "aeflow export --quantize int8",
-                            ("ae_images", "int8_reconstruction", "int8_score")),
-          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, "aeflow export", ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
-          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, "aeflow export", ("sampler_z", "sampler_x"))}
+GRAPHS = {"ae": GraphSpec(AE_FILE, THRESHOLD_JSON, ("ae_images", "ae_reconstruction", "ae_score")),
+          "int8": GraphSpec(INT8_FILE, THRESHOLD_JSON, ("ae_images", "int8_reconstruction", "int8_score")),
+          "flow": GraphSpec(FLOW_FILE, FLOW_JSON, ("flow_x", "flow_z", "flow_dz_dx", "flow_log_prob")),
+          "sampler": GraphSpec(SAMPLER_FILE, FLOW_JSON, ("sampler_z", "sampler_x"))}
 
 
 # each model's files in an export: its metadata first (an earlier export is recognised by it), then its graphs
@@ -178,12 +176,14 @@ class ThresholdEntry:
         return dict(graph=Graph.from_json(c, doc, prefix, which, image_shape), threshold=threshold, k=k,
                     validation=val, calibration=cal)
 
-    def to_json(self) -> dict:
-        """The entry's JSON (threshold.json's "int8" entry; its top-level fields for ae.onnx)."""
+    def _head(self) -> dict:
         v = self.validation
-        return _optional({"threshold": self.threshold, "k": self.k,
-                          "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}, **self.graph.to_json(),
-                          "calibration": self.calibration, "method": self.method, "evaluation": self.evaluation})
+        return {"threshold": self.threshold, "k": self.k, "validation": {"mean": v.mean, "std": v.std, "ddof": 1, "n": v.n}}
+
+    def to_json(self) -> dict:
+        """threshold.json's "int8" entry."""
+        return _optional({**self._head(), **self.graph.to_json(), "calibration": self.calibration,
+                          "method": self.method, "evaluation": self.evaluation})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,7 +222,7 @@ class ThresholdMeta(ThresholdEntry):
         training = c.obj(doc["training"], "training", ("epochs", "final_loss"), closed=False)
         c.count(training["epochs"], "training.epochs", 1), c.num(training["final_loss"], "training.final_loss", 0.0)
         ev = evaluation(c, doc["evaluation"], "evaluation")
-        if not isinstance(data["anomaly_sets"], list) or sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
+        if sorted(ev.get("type_ii", {})) != data["anomaly_sets"]:
             c.fail("data.anomaly_sets", "differs from the sets of evaluation.type_ii")
         int8 = None
         if "int8" in doc:
@@ -239,15 +239,12 @@ class ThresholdMeta(ThresholdEntry):
     def to_json(self) -> dict:
         """The sealed document (``from_json(meta.to_json())`` gives ``meta`` back) in export's key order, the
         calibration record last: the bundled files are written back byte for byte."""
-        entry = super().to_json()  # threshold, k, validation, the graph's keys, calibration, evaluation
-        head = {k: entry.pop(k) for k in ("threshold", "k", "validation")}
-        calibration, evaluation = entry.pop("calibration", None), entry.pop("evaluation", None)
         return seal(_optional({
-            "schema_version": SCHEMA_VERSION, **head, "image_shape": list(self.image_shape),
-            "score": score_definition(self.image_shape), **entry, "validation_scores": self.validation_scores,
-            "data": self.data, "training": self.training, "evaluation": evaluation,
-            "versions": self.versions, "golden": self.golden, "checkpoint": self.checkpoint,
-            "int8": self.int8 and self.int8.to_json(), "calibration": calibration}))
+            "schema_version": SCHEMA_VERSION, **self._head(), "image_shape": list(self.image_shape),
+            "score": score_definition(self.image_shape), **self.graph.to_json(),
+            "validation_scores": self.validation_scores, "data": self.data, "training": self.training,
+            "evaluation": self.evaluation, "versions": self.versions, "golden": self.golden,
+            "checkpoint": self.checkpoint, "int8": self.int8 and self.int8.to_json(), "calibration": self.calibration}))
 
     def entry(self, which: str) -> ThresholdEntry | None:
         """The entry of graph "ae" (this object) or "int8" (None when absent)."""

@@ -10,28 +10,23 @@ from aeflow.parity import Comparison, compare
 from aeflow.runtime import artifacts, contract
 from aeflow.runtime.providers import create_session, provider_of
 
-# golden array -> the row name in verify's table (and the key of aeflow.parity.TOLERANCES)
-ROW = {"ae_reconstruction": "reconstruction", "ae_score": "score", "int8_reconstruction": "int8 reconstruction",
-       "int8_score": "int8 score", "flow_z": "z", "flow_dz_dx": "dz_dx", "flow_log_prob": "log_prob",
-       "sampler_x": "sample"}
-
 
 def golden_rows(session, which: str, arrays: dict[str, np.ndarray], meta) -> list[Comparison]:
     """Graph ``which`` (``session``) on its golden inputs: one Comparison per output (for flow.onnx also the
     components' float64 z) against the recorded one; ``ArtifactError`` for a wrong shape."""
-    names = contract.GRAPHS[which].golden
-    inputs = arrays[names[0]]
-    outputs = session.run(None, {next(iter(meta.entry(which).graph.signature["inputs"])): inputs})
-    rows = []
-    for name, got in zip(names[1:], outputs):
+    names, sig = contract.GRAPHS[which].golden, meta.entry(which).graph.signature
+    inputs, rows = arrays[names[0]], []
+    outputs = session.run(None, {next(iter(sig["inputs"])): inputs})
+    for name, output, got in zip(names[1:], sig["outputs"], outputs):
         want = arrays[name]
         if got.shape != want.shape:
-            raise ArtifactError(f"{contract.GRAPHS[which].file}: output {ROW[name].split()[-1]!r} has shape "
-                                f"{list(got.shape)} for {len(inputs)} inputs (expected {list(want.shape)}); this graph "
-                                f"breaks the artifact contract - re-export")
+            raise ArtifactError(f"{contract.GRAPHS[which].file}: output {output!r} has shape {list(got.shape)} for "
+                                f"{len(inputs)} inputs (expected {list(want.shape)}); this graph breaks the artifact "
+                                f"contract - re-export")
+        # a row is named by its output as aeflow.parity.TOLERANCES keys them (and verify's table shows them)
+        row = "sample" if which == "sampler" else f"int8 {output}" if which == "int8" else output
         # samples of a flow fitted at another scale: sampler_graph's x tolerance is in the data's units
-        atol = meta.sampler.check["x_tolerance"] if name == "sampler_x" else None
-        rows.append(compare(ROW[name], got, want, atol=atol))
+        rows.append(compare(row, got, want, atol=meta.sampler.check["x_tolerance"] if which == "sampler" else None))
     if which == "flow":
         rows.append(compare("components z", meta.components.z(inputs.astype(np.float64)), arrays["flow_z"]))
     return rows

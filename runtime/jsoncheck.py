@@ -19,7 +19,7 @@ CALIBRATION_SCORES = "calibration_scores.npy"  # ae.onnx's calibration scores, f
 
 def show(value) -> str:
     """A short, always printable rendering of a JSON value."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+    if isinstance(value, int) and value.bit_length() > 64:
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, (dict, list)):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"

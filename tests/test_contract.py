@@ -193,11 +193,12 @@ def test_image_shape_is_refused_at_load_unless_the_readers_feed_it(art):
     ('{"schema_version": 2, "threshold": NaN}', "NaN is not a JSON number"),
     ('{"schema_version": 2, "threshold": Infinity}', "Infinity is not a JSON number"),
     ('{"schema_version": 2, "schema_version": 2}', "duplicate key 'schema_version'"),
+    ("{" + ",".join(f'"k{i}":0' for i in range(80_000)) + ',"k79999":1}', "duplicate key 'k79999'"),  # linear
     ('{"threshold": ' + "9" * 5000 + "}", "malformed JSON"),
     ("[1, 2]", "expected a JSON object"),
     ('{"schema_version": 1, "threshold": 0.1}', "schema_version 1 was written by an older aeflow"),
     ('{"a": "' + "x" * (2 << 20) + '"}', "more than metadata can be"),
-], ids=["deep", "nan", "inf", "duplicate", "huge-int", "list", "schema-1", "huge-file"])
+], ids=["deep", "nan", "inf", "duplicate", "duplicate-last-of-80000", "huge-int", "list", "schema-1", "huge-file"])
 def test_malformed_json_is_one_line(art, text, words):
     (art / TH).write_text(text)
     with pytest.raises(ArtifactError) as e:
