@@ -312,14 +312,15 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
 
 
 @contextlib.contextmanager
-def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """An exclusive ``flock`` on ``folder`` for a read-modify-write in it (none where flock is missing)."""
+def locked(folder: str | os.PathLike, shared: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` for a read-modify-write in it, a ``shared`` one to read several of its
+    files as one state (none where flock is missing). Not re-entrant: never nest two on one folder."""
     fd = None
     with contextlib.suppress(ImportError, OSError):
         import fcntl
 
         fd = os.open(folder, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     try:
         yield
     finally:

@@ -12,6 +12,7 @@ import numpy as np
 
 from aeflow.checks import as_floats, available_memory, check_batch, check_count, check_seed, check_threads, shorten
 from aeflow.errors import InputError, UsageError
+from aeflow.files import locked
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
 from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
@@ -69,15 +70,16 @@ class FlowSampler(Rebuildable):
         threads = check_threads(threads)
         self.chunk_size = check_batch(chunk_size, "chunk_size", BYTES_PER_TARGET, "targets")
         self.directory = artifacts_dir(artifacts)
-        self.metadata = meta = read_flow(self.directory, verify)
+        self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
+        self._sampler, self._lock = None, threading.Lock()
+        with locked(self.directory, shared=True):  # one state of the folder, not half of an export
+            self.metadata = meta = read_flow(self.directory, verify)
+            self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
+            self._pin_origin()
+        self.provider = provider_of(self._session)
         self._comp = c = meta.components
         self.z_range, self.x_bracket = (-c.half_w, c.half_w), meta.x_bracket
         self.truncation_mass = math.erf(c.half_w / math.sqrt(2.0))
-        self._session = load_graph(self.directory, meta, "flow", device, threads, verify=verify, golden=golden)
-        self.provider = provider_of(self._session)
-        self._device, self._threads, self._verify, self._golden = device, threads, verify, golden
-        self._sampler, self._lock = None, threading.Lock()
-        self._pin_origin()
 
     def settings(self) -> dict:
         """What a pickle holds: the constructor's arguments (``artifacts`` absolute or None) and flow.json's sha256."""

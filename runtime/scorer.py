@@ -10,6 +10,7 @@ import numpy as np
 
 from aeflow.checks import check_batch, check_rule, check_threads, check_threshold
 from aeflow.errors import ArtifactError, InputError, ScaleWarning, UsageError
+from aeflow.files import locked
 from aeflow.metrics import above_threshold, conformal_p_values, normalized_scores
 from aeflow.runtime import contract
 from aeflow.runtime.arrays import size
@@ -38,25 +39,31 @@ class AnomalyScorer(Rebuildable):
             raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         threads = check_threads(threads)
         self.directory = artifacts_dir(artifacts)
-        self.metadata = meta = read_threshold(self.directory, verify)
-        self.image_shape = meta.image_shape
         self._which = which = "int8" if precision == "int8" else "ae"
-        self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
         self.graph = self.directory / contract.GRAPHS[which].file
-        self.batch_size, self.precision = int(batch_size), precision
-        self.default_threshold = self._threshold = float(meta.entry(which).threshold)
-        self._calibration, self.provider = None, provider_of(self._session)
+        self.batch_size, self.precision, self._calibration, self._bound = int(batch_size), precision, None, None
         self._device, self._verify, self._threads, self._golden = device, verify, threads, golden
-        self._bound = None
-        if self.provider == CUDA:  # IOBinding, the uint8 path and a CUDA graph where onnxruntime captures one
-            from aeflow.runtime.device import Bound
+        with locked(self.directory, shared=True):  # one state of the folder, not half of a calibration or an export
+            self.metadata = meta = read_threshold(self.directory, verify)
+            self._session = load_graph(self.directory, meta, which, device, threads, verify=verify, golden=golden)
+            self.provider = provider_of(self._session)
+            if self.provider == CUDA:  # IOBinding, the uint8 path and a CUDA graph where onnxruntime captures one
+                self._bound = self._bind(threads)
+            self._pin_origin()
+            if which == "ae":  # the p-values' reference of this threshold.json, not a later calibration's
+                self._reference = meta, reference_scores(self.directory, meta, verify)
+        self.image_shape = meta.image_shape
+        self.default_threshold = self._threshold = float(meta.entry(which).threshold)
 
-            try:
-                replay = create_session(self.graph, "cuda", threads, cuda_graph=True)
-            except ArtifactError:  # a node outside CUDA: the plain bound session runs
-                replay = None
-            self._bound = Bound(self._session, True, replay, self.batch_size, threads)
-        self._pin_origin()
+    def _bind(self, threads: int | None):
+        """The CUDA session's IOBinding runner, with a CUDA-graph replay session where onnxruntime captures one."""
+        from aeflow.runtime.device import Bound
+
+        try:
+            replay = create_session(self.graph, "cuda", threads, cuda_graph=True)
+        except ArtifactError:  # a node outside CUDA: the plain bound session runs
+            replay = None
+        return Bound(self._session, True, replay, self.batch_size, threads)
 
     def settings(self) -> dict:
         """What a pickle holds: the constructor's arguments, ``threshold`` (None unless changed), ``digest``

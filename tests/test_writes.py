@@ -344,6 +344,30 @@ def test_bound_scores_never_reads_half_of_another_calibration(place, images):
     assert seen and all(seen)
 
 
+def test_a_scorer_loaded_while_the_folder_is_calibrated_holds_one_state_of_it(place, images):
+    """Loading read threshold.json, then calibration_scores.npy and its sha256 for the pickle, unlocked: a
+    calibration in place between the reads failed the load ("calibrate again") or pinned another file's digest."""
+    done, seen, errors = threading.Event(), {}, []
+
+    def recalibrate():
+        scorer = AnomalyScorer(place / "art", device="cpu", golden=False)
+        for i in range(20):
+            scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
+            scorer.save_calibration()
+        done.set()
+
+    writer = threading.Thread(target=recalibrate)
+    writer.start()
+    while not done.is_set():
+        try:
+            loaded = AnomalyScorer(place / "art", device="cpu", golden=False)
+            seen.setdefault(loaded._digest, set()).add((loaded.threshold, loaded.p_value(images[:3]).tobytes()))
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            errors.append(str(e))
+    writer.join()
+    assert not errors and seen and all(len(states) == 1 for states in seen.values())
+
+
 def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(place / "pngs" / ".hidden.png")  # not read, not hashed
     r = invoke("calibrate", "shards/*.npy", "pngs", "--artifacts", "art", "--json", "--device", "cpu")
