@@ -21,11 +21,9 @@ HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "
 
 def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool,
                measure=None, decay: bool = False) -> tuple[list[list[float]], dict[str, list[float]]]:
-    """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
-    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``measure()`` (if given: {name: a loss of the
-    model as it stands, e.g. over a whole set}) evaluated without gradients after each epoch. Returns each epoch's
-    per-batch losses and {name: one value per epoch} (empty without ``measure``); ``TrainingError`` once a loss or
-    parameter is not finite."""
+    """``config.epochs`` seeded Adam passes (cosine decay to 0 with ``decay``) over ``x`` minimising ``loss_of(batch)``,
+    ``measure()`` ({name: value}) taken without gradients after each epoch. Returns each epoch's per-batch losses and
+    {name: one value per epoch}; ``TrainingError`` once a loss or parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
@@ -61,9 +59,9 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
-    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (folder made), all synced before
-    any is published, the checkpoint first (without ``force`` one that appeared meanwhile is kept): a failure
-    leaves nothing behind, a folder made here included."""
+    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it, all synced before any is published
+    (without ``force`` a checkpoint that appeared meanwhile is kept); a failure leaves nothing, a folder made here
+    included."""
     folder = Path(path).parent
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)

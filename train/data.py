@@ -5,11 +5,10 @@ import array
 import collections
 import csv
 import hashlib
-import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,24 +116,26 @@ def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
                                 f"--column")
 
 
-def _converted(cells: Callable[[], Iterator[tuple[int, str]]], name: str) -> np.ndarray:
-    """float64 [N] of the values ``cells()`` yields as (line, text), converted one by one (no row is as wide as
+def _converted(cells: Iterator[tuple[int, str]], name: str) -> np.ndarray:
+    """float64 [N] of the values ``cells`` yields as (line, text), converted one by one (no row is as wide as
     the longest); ``DataError`` naming the line of one that is not a number, NaN, infinite or beyond float64."""
-    values = array.array("d")
-    for line, text in cells():
+    values, first = array.array("d"), None
+    for line, text in cells:
         try:
             values.append(float(text))
         except ValueError:
             raise DataError(f"{name}: line {line} holds {shorten(repr(text))}, not a number; fix or drop "
                             f"it") from None
+        if first is None and not math.isfinite(values[-1]):
+            first = line, text
     x = np.frombuffer(values, np.float64)
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:  # the first one's line: read again (only on this error; "?" if the file changed meanwhile)
-        line, text = next(itertools.islice(cells(), int(bad[0]), None), ("?", "nan"))
+    if first is not None:
+        line, text = first
         if text.strip().lstrip("+-")[:3].lower() not in ("nan", "inf"):
             raise DataError(f"{name}: line {line} holds {shorten(text)}, beyond float64's range; rescale the "
                             f"values to at most {MAX_VALUE:g}")
-        raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at line {line}); drop them")
+        raise DataError(f"{name}: {int((~np.isfinite(x)).sum())} values are NaN or infinite (first at line {line}); "
+                        f"drop them")
     return x
 
 
@@ -167,7 +168,7 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             values = as_real(_parquet_column(p, column, name), name)
         else:
             cells = _csv_cells if suffix == ".csv" else _text_cells
-            values = _converted(lambda: cells(p, column, name), name)
+            values = _converted(cells(p, column, name), name)
     except (ValueError, TypeError, OSError, EOFError, csv.Error) as e:  # EOFError: an empty .npy
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, name)
