@@ -1,5 +1,5 @@
-"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``, loaded
-with ``weights_only=True`` (a crafted file cannot run code) and used only when finite and fitting the model."""
+"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}`` (loaded
+with ``weights_only=True``, used only when finite and fitting the model)."""
 
 import contextlib
 import math
@@ -80,8 +80,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, 
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
-    """The checkpoint dict of ``kind`` ("autoencoder" or "flow") at ``path``; ``ArtifactError`` when it is
-    missing, unreadable, holds more than weights, or lacks finite float weights, a config or its history."""
+    """The checkpoint dict of ``kind`` ("autoencoder" or "flow") at ``path``, else ``ArtifactError``."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found; run 'aeflow train' first, or pass the folder "
@@ -109,8 +108,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
 
 
 def load_model(path: str | os.PathLike, kind: str, cls, build) -> tuple[torch.nn.Module, dict]:
-    """``build(cls(**config))`` (eval mode) with the weights of the checkpoint at ``path``, and the checkpoint
-    dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
+    """``build(cls(**config))`` (eval mode) with the checkpoint's weights, and its dict; else ``ArtifactError``."""
     ckpt = load_checkpoint(path, kind)
     try:
         cfg = cls(**ckpt["config"])
