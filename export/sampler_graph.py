@@ -147,14 +147,13 @@ def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], table
     return model
 
 
-def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float,
-                   unit: tuple[float, float]) -> list[list[float]]:
-    """z intervals [a, b] whose preimages have f' < ``bound`` (a float64 scan of x over loc +- 50 scale)."""
+def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], unit: tuple[float, float]) -> list:
+    """z intervals [a, b] whose preimages have f' < ``TRUSTED_SLOPE`` (a float64 scan of x over loc +- 50 scale)."""
     lo, hi = x_bracket
     x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
                                           400_001), [hi]])
     z, last = comp.z(x), x.size - 1
-    edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < bound).astype(np.int8), [0]]))
+    edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < TRUSTED_SLOPE / unit[1]).astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of slow points
     return [[-comp.half_w if i == 0 else float(z[i - 1]), comp.half_w if j == last else float(z[j + 1])]
             for i, j in zip(starts, stops)]
@@ -196,7 +195,7 @@ def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_br
     """flow.json's figures of the graph outside ``intervals`` (None: ``slow_intervals``), or ``ParityError`` where
     it misses ``X_TOLERANCE`` (f' >= ``TRUSTED_SLOPE``) or ``RESIDUAL_TOLERANCE``."""
     if intervals is None:
-        intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
+        intervals = slow_intervals(comp, x_bracket, unit)
     figures, _, problems = _measure(model, comp, x_bracket, unit, intervals, seed)
     _refuse(problems)
     return figures
@@ -216,7 +215,7 @@ def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float
     loc, scale) with the fewest Newton steps that pass; pieces where ``MAX_NEWTON_STEPS`` miss (up to
     ``FLOAT64_PIECES``) go to float64. Returns flow.json's "sampler_graph" entry, or ``ParityError``."""
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
-    intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
+    intervals = slow_intervals(comp, x_bracket, unit)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         check, missed, problems = _measure(model, comp, x_bracket, unit, intervals, seed=0)
