@@ -82,8 +82,7 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train on the images ``config`` (as ``check_ae_config`` passed it) names, write ``ae.pt`` and ``ae_loss.png``
-    into ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
+    """Train on ``config``'s images, write ae.pt and ae_loss.png into ``out_dir`` (none if it diverges): the history."""
     images, train_idx, val_idx = training_images(config)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs

@@ -60,8 +60,7 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
     """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it, all synced before any is published
-    (without ``force`` a checkpoint that appeared meanwhile is kept); a failure leaves nothing, a folder made here
-    included."""
+    (without ``force`` one that appeared meanwhile is kept); a failure leaves nothing, a folder made here included."""
     folder = Path(path).parent
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)

@@ -116,8 +116,7 @@ def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
 
 
 def _converted(cells: Iterator[tuple[int, str]], name: str) -> np.ndarray:
-    """float64 [N] of the values ``cells`` yields as (line, text), converted one by one (no row is as wide as
-    the longest); ``DataError`` naming the line of one that is not a number, NaN, infinite or beyond float64."""
+    """float64 [N] of the (line, text) ``cells``; ``DataError`` naming the line of one that is not a finite number."""
     values, first = array.array("d"), None
     for line, text in cells:
         try:

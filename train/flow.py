@@ -112,8 +112,7 @@ def _mean_nll(flow: Flow1d, x: torch.Tensor) -> float:
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train with ``config`` (as ``check_flow_config`` passed it), write ``flow.pt`` and its four figures into
-    ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
+    """Train with ``config``, write flow.pt and its four figures into ``out_dir`` (none if it diverges): the history."""
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
     save_checkpoint(Path(out_dir) / "flow.pt", "flow", flow, asdict(config), history, force,
