@@ -10,8 +10,7 @@ from aeflow.files import atomic_path
 
 
 def make_demo_set(data_dir: str | None, n_per_set: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n_per_set`` seeded images from the MNIST test set, then as many anomalies (KMNIST's test set
-    where present, else Fashion-MNIST's); returns the arrays to save."""
+    """``n_per_set`` seeded MNIST test images, then as many anomalies (KMNIST's where present, else Fashion-MNIST's)."""
     rng = np.random.default_rng(seed)
     anomaly = "kmnist" if available("kmnist", "test", data_dir) and data_dir is not None else "fashion-mnist"
     sets = [load_images(name, "test", data_dir) for name in ("mnist", anomaly)]

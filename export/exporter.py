@@ -48,8 +48,7 @@ class ExportReport:
 
 def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, input_names: list[str],
                  output_names: list[str], opset: int | None) -> tuple[int, int, object]:
-    """Write ``module`` as a checked, self-contained ONNX graph with a dynamic batch; returns its opset, IR
-    version and a CPU session of it."""
+    """Write ``module`` as a checked ONNX graph with a dynamic batch: its opset, IR version and a CPU session."""
     module.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter chats and warns
         warnings.simplefilter("ignore")
@@ -75,16 +74,14 @@ def _require(checks: list[Comparison], what: str) -> None:
 
 
 def test_sets(data_dir, notes: list[str]) -> dict[str, np.ndarray]:
-    """The MNIST and anomaly test sets found in ``data_dir``, float32 [N, 1, 28, 28] by name ("mnist-test"
-    first); a note for each set not found."""
+    """The test sets found in ``data_dir``, float32 [N, 1, 28, 28] by name ("mnist-test" first); notes the others."""
     found = [name for name in ANOMALY_SETS if available(name, "test", data_dir)]
     notes += [f"{name} test set not in {data_dir}: no type II figure for it" for name in ANOMALY_SETS if name not in found]
     return {f"{name}-test": to_float(load_images(name, "test", data_dir)) for name in ("mnist", *found)}
 
 
 def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
-    """The validation images of the autoencoder config ``cfg``, float32 [n_val, 1, H, W], and the training
-    pixels' sha256; ``ArtifactError`` unless they are the ones it was trained with."""
+    """The validation images of the config ``cfg`` (float32 [n_val, 1, H, W]) and the training pixels' sha256."""
     if cfg["data_source"] == "array":
         raise ArtifactError("ae.pt was fitted on an array: export it with AutoencoderDetector.export, which holds "
                             "its validation images (export a flow into that folder first, or into another)")
@@ -98,8 +95,8 @@ def validation_images(cfg: dict, data_dir) -> tuple[np.ndarray, str]:
 
 def stage_detector(tmp: Path, loaded: tuple, data_dir, opset, evaluate: bool, quantize: str | None,
                    checks: list, notes: list, validation: np.ndarray | None = None) -> SimpleNamespace:
-    """ae.onnx (and ae.int8.onnx) in ``tmp`` for ``loaded`` (ae.pt's path, model, dict), checked against PyTorch on
-    the validation images (re-read unless given), threshold from the graph's own validation scores; test sets evaluated."""
+    """ae.onnx (and ae.int8.onnx) in ``tmp`` for ``loaded`` (ae.pt's path, model, dict), checked against PyTorch
+    on the validation images (re-read unless given), with the threshold of the graph's own scores."""
     ckpt_path, model, ckpt = loaded
     cfg = ckpt["config"]
     own = bool(cfg.get("data")) or validation is not None
@@ -125,8 +122,7 @@ def stage_detector(tmp: Path, loaded: tuple, data_dir, opset, evaluate: bool, qu
 
 
 def stage_flow(tmp: Path, loaded: tuple, opset, checks: list) -> SimpleNamespace:
-    """flow.onnx and flow_sampler.onnx in ``tmp`` for ``loaded`` (flow.pt's path, model and dict), checked against
-    PyTorch over the data's range."""
+    """flow.onnx and flow_sampler.onnx in ``tmp`` for ``loaded`` (flow.pt's path, model, dict), checked."""
     ckpt_path, flow, ckpt = loaded
     config = FlowConfig(**ckpt["config"])
     flow_opset, ir_version, session = export_graph(flow, torch.linspace(-3, 3, 8), tmp / contract.FLOW_FILE, ["x"],
@@ -207,10 +203,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
                      validation: np.ndarray | None = None, force: bool = False, what: str = "out_dir") -> ExportReport:
     """Export what ``checkpoints`` holds (ae.pt, flow.pt, or both) into ``out_dir``; ``data_dir``: an MNIST
     detector's images (default: where it trained from); ``validation``: those of a detector fitted on an array.
-    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets;
-    ``OutputError`` before any work where ``out_dir`` holds an export of a model with no checkpoint here
-    (it would be removed: only with ``force``), and ``UsageError`` where a file it writes is one the checkpoints
-    record as their data (``what``: the name of ``out_dir`` in that message)."""
+    ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets; the
+    folder's refusals come before any work (``what``: ``out_dir``'s name in them)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
     check_target(out, "folder", what=what, force=True, parents=True)  # the place first, then what it reads
     ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None
@@ -248,8 +242,8 @@ EXPORT_FILES = [*(g.file for g in contract.GRAPHS.values()), contract.THRESHOLD_
 
 
 def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[tuple | None, tuple | None]:
-    """ae.pt and flow.pt in ``checkpoints`` as (path, model, dict), None where absent, loaded and checked first;
-    an error where neither is there, or where ``out`` holds an export of a model without one (unless ``force``)."""
+    """ae.pt and flow.pt in ``checkpoints`` as (path, model, dict), None where absent; refused where neither is
+    there, or (unless ``force``) where ``out`` holds an export of a model without one."""
     ae_pt, flow_pt = (checkpoints / n if (checkpoints / n).is_file() else None
                       for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT))
     if not (ae_pt or flow_pt):
@@ -266,9 +260,8 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
 
 
 def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:
-    """Those of ``names`` in ``out`` that no earlier export wrote: a metadata file that is not aeflow's, or any
-    of them where neither metadata file is aeflow's (a re-export replaces its own files freely); a checkpoint
-    unless it is the same bytes as the one exported (the Python API exports a run's own flow.pt beside ae.pt)."""
+    """Those of ``names`` in ``out`` that no earlier export wrote (an export's metadata is aeflow's; a checkpoint
+    there is the same bytes as the one exported)."""
     metadata = (contract.THRESHOLD_JSON, contract.FLOW_JSON)
     earlier = any(artifacts.is_aeflow_document(out / m) for m in metadata)
     ckpts = (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)  # trained, never an export's own: same bytes only

@@ -1,5 +1,5 @@
-"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records, weights int8 per channel with
-``reduce_range`` (7 bits: CPUs without VNNI cannot saturate, so every x86 CPU computes the same integers)."""
+"""``aeflow export --quantize int8``: ae.onnx -> ae.int8.onnx as ``METHOD`` records (``reduce_range``: 7-bit weights,
+so CPUs without VNNI cannot saturate and every x86 CPU computes the same integers)."""
 
 import logging
 import os
@@ -36,9 +36,9 @@ def scores_of(session: ort.InferenceSession, images: np.ndarray, batch: int = BA
     return run_batched(session, images, batch, outputs=["score"])[0]
 
 
-def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray) -> None:
-    """Quantise ae.onnx (``fp32_path``) into ``out_path`` as ``METHOD`` says, activation scales calibrated on
-    float32 images ``calibration`` [N, 1, H, W]; onnx.checker clean with six QGemm layers, or ``ArtifactError``."""
+def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray) -> int:
+    """Quantise ae.onnx into ``out_path`` as ``METHOD`` says, calibrated on float32 images ``calibration``
+    [N, 1, H, W]; returns its opset, or ``ArtifactError`` unless it has six QGemm layers."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -65,11 +65,11 @@ def write_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     gemms = [n.op_type for n in model.graph.node if n.op_type in ("Gemm", "QGemm", "MatMul")]
     if gemms != ["QGemm"] * 6:
         raise ArtifactError(f"{out_path}: expected six QGemm layers after quantisation, found {gemms}")
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _float_output(model: onnx.ModelProto) -> None:
-    """Let the last QGemm write float32 itself, in place: its output scale and zero point go, with
-    the DequantizeLinear that read its uint8 output."""
+    """Let the last QGemm write float32 itself, in place of the DequantizeLinear that read its uint8 output."""
     g = model.graph
     dq = next(n for n in g.node if n.op_type == "DequantizeLinear")
     last = next(n for n in g.node if n.output[0] == dq.input[0])
@@ -84,8 +84,8 @@ def _float_output(model: onnx.ModelProto) -> None:
 
 def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, companions: np.ndarray,
                            reference: np.ndarray) -> Comparison:
-    """Score float32 ``images`` [N, 1, H, W] at each of ``INVARIANCE_BATCHES`` and shuffled among ``companions``
-    [M, 1, H, W]: passes only when every score is bit-identical to ``reference`` (float32 [N], batch ``BATCH``)."""
+    """Scores of float32 ``images`` [N, 1, H, W] at each of ``INVARIANCE_BATCHES`` and shuffled among ``companions``
+    [M, 1, H, W], compared bit for bit with ``reference`` (float32 [N])."""
     runs = [scores_of(session, images, b) for b in INVARIANCE_BATCHES]
     mixed = np.concatenate([images, companions])
     order = np.random.default_rng(0).permutation(len(mixed))
@@ -96,8 +96,7 @@ def check_batch_invariance(session: ort.InferenceSession, images: np.ndarray, co
 
 
 def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float, th8: float) -> tuple[dict, list[str]]:
-    """threshold.json's int8 ``evaluation`` from the float32 and int8 scores by test set (float32 [N] each,
-    ``mnist-test`` the normal set), and the targets it misses."""
+    """threshold.json's int8 ``evaluation`` from float32 and int8 scores (float32 [N] by set), and the targets missed."""
     same = {k: (s8[k] > th8) == (s32[k] > th32) for k in s32}
     by_set = {k: float(v.mean()) for k, v in same.items()}
     ev8, ev32 = (error_rates(s["mnist-test"], {k: v for k, v in s.items() if k != "mnist-test"}, t)
@@ -118,13 +117,12 @@ def _compare(s32: dict[str, np.ndarray], s8: dict[str, np.ndarray], th32: float,
 
 def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict[str, np.ndarray]
                   ) -> tuple[dict, list[Comparison]]:
-    """Write ``tmp_dir``/ae.int8.onnx from its ae.onnx; return (threshold.json's ``"int8"`` entry, [its batch check]).
-    ``val_images`` (float32 [N, 1, H, W]) calibrate it and give its threshold (mean + 3 std); the test ``sets``
-    (float32 [M, 1, H, W] by name, "mnist-test" normal) measure agreement. ``ParityError`` when scores depend on
-    the batch, decisions agree on less than ``AGREEMENT_TARGET`` of a set, or type I/II move over ``RATE_TOLERANCE``."""
+    """Write ``tmp_dir``/ae.int8.onnx, calibrated and thresholded on ``val_images`` (float32 [N, 1, H, W]), measured on
+    the test ``sets`` (float32 [M, 1, H, W] by name); returns (threshold.json's ``"int8"`` entry, [its batch check]),
+    or ``ParityError`` when scores depend on the batch or decisions and error rates miss their targets."""
     tmp = Path(tmp_dir)
     out = tmp / INT8_FILE
-    write_int8_graph(tmp / AE_FILE, out, val_images)
+    opset = write_int8_graph(tmp / AE_FILE, out, val_images)
     fp32, int8 = (create_session(p, "cpu", spinning=False) for p in (tmp / AE_FILE, out))
     val8 = scores_of(int8, val_images)
     if not np.all(np.isfinite(val8)) or np.any(val8 < 0):
@@ -139,7 +137,6 @@ def quantize_int8(tmp_dir: str | os.PathLike, val_images: np.ndarray, sets: dict
                                     threshold_from_scores(scores_of(fp32, val_images)).value, th8.value)
     if problems:
         raise ParityError(f"int8 graph misses its targets: {'; '.join(problems)}; nothing was written")
-    opset = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
     method = METHOD | {"calibration": f"MinMax over the {len(val_images)} validation images"}
     validation = {"mean": th8.mean, "std": th8.std, "ddof": 1, "n": th8.n}
     entry = {"method": method, "threshold": th8.value, "k": th8.k, "validation": validation, "evaluation": evaluation}

@@ -1,5 +1,4 @@
-"""The PyTorch side of every comparison (export, golden.npz, ``aeflow verify``, ``aeflow bench``): the
-checkpoints run eagerly, and the homework's own sampler. Needs the train extra."""
+"""The PyTorch side of every comparison (export, golden.npz, verify, bench) and the homework's sampler."""
 
 import os
 from typing import Callable
@@ -64,8 +63,8 @@ def autoencoder_scorer(checkpoint: str | os.PathLike, compiled: bool = False) ->
 
 
 def homework_sampler(checkpoint: str | os.PathLike) -> Callable[[int, int], np.ndarray]:
-    """The homework's sampler with flow.pt: ``sample(n, seed)`` -> float32 [n], z ~ N(0, 1) inverted
-    by 30 bisection steps on [-3, 3] (out-of-range z end at the edges, as in the homework)."""
+    """The homework's sampler with flow.pt: ``sample(n, seed)`` -> float32 [n], z ~ N(0, 1) inverted by 30
+    bisection steps on [-3, 3] (out-of-range z end at the edges)."""
     flow = load_flow(checkpoint)[0]
     def sample(n: int, seed: int) -> np.ndarray:
         with torch.no_grad():
@@ -73,8 +72,7 @@ def homework_sampler(checkpoint: str | os.PathLike) -> Callable[[int, int], np.n
             x_low, x_high = torch.full((n,), HOMEWORK_BRACKET[0]), torch.full((n,), HOMEWORK_BRACKET[1])
             for _ in range(HOMEWORK_STEPS):
                 m = (x_low + x_high) / 2
-                f = flow(m)[0]
-                x_high[f >= z] = m[f >= z]
-                x_low[f < z] = m[f < z]
+                above = flow(m)[0] >= z
+                x_low, x_high = torch.where(above, x_low, m), torch.where(above, m, x_high)
             return ((x_low + x_high) / 2).numpy()
     return sample

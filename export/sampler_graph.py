@@ -1,7 +1,6 @@
-"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: a float64-solved cubic inverse table (even in z, and in
-log tail mass in the tails) gives a start and bracket, then fixed safeguarded Newton steps with flow.onnx's ops
-(no data-dependent control flow); checked against float64, flow.json records where f' < ``TRUSTED_SLOPE`` and
-the table pieces where the graph misses its targets: the runtime finishes those in float64."""
+"""``flow_sampler.onnx``, z float32 [N] -> x float32 [N]: a cubic inverse table solved in float64 gives a start and
+bracket, then fixed safeguarded Newton steps with flow.onnx's ops; flow.json records the z intervals the runtime
+finishes in float64 (f' < ``TRUSTED_SLOPE``, and table pieces where the graph misses its targets)."""
 
 import math
 from pathlib import Path
@@ -29,31 +28,27 @@ FLOAT64_PIECES = 64  # at most this many table pieces finished in float64 where 
 
 
 def flow_constants(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """flow.onnx's constants of a trained ``Flow1d`` as its forward computes them: (means, exp(-log_sigma),
-    weights), float32 [K] each."""
+    """A ``Flow1d``'s (means, exp(-log_sigma), weights), float32 [K] each, as its forward computes them."""
     with torch.no_grad():
         return tuple(t.numpy() for t in (flow.mus.detach(), torch.exp(-flow.log_sigmas), torch.exp(flow.weight_logits)))
 
 
 def _pieces(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
-    """float64 [L, 6] rows of the cubic Hermite pieces through nodes x [L+1] with dx/du ``slope``
-    [L+1]: coefficients, then the pieces' ends in increasing order."""
+    """Cubic Hermite pieces through nodes x [L+1] with dx/du ``slope`` [L+1]: float64 [L, 6] (coefficients, ends)."""
     d, m0, m1 = np.diff(x), slope[:-1], slope[1:]
     ends = np.sort(np.stack([x[:-1], x[1:]], axis=1), axis=1)
     return np.concatenate([np.stack([x[:-1], m0, 3 * d - 2 * m0 - m1, m0 + m1 - 2 * d], axis=1), ends], axis=1)
 
 
 def _nodes(half_w: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The table's nodes: bulk z float64 [TABLE_NODES + 1], tail masses float64 [TAIL_NODES + 1] (z = +-(W/2 - m))
-    and the step ds in log tail mass."""
+    """Bulk z float64 [TABLE_NODES + 1], tail masses m float64 [TAIL_NODES + 1] (z = +-(W/2 - m)), the log-mass step."""
     ds = math.log(TAIL_MASS / TAIL_FLOOR) / TAIL_NODES
     bulk = np.linspace(-(half_w - TAIL_MASS), half_w - TAIL_MASS, TABLE_NODES + 1)
     return bulk, TAIL_MASS * np.exp(-ds * np.arange(TAIL_NODES + 1)), ds
 
 
 def piece_intervals(half_w: float, z: np.ndarray) -> np.ndarray:
-    """The z ranges [a, b] of the table pieces holding the targets z float64 [M] (every target starts from its
-    piece's cubic alone), float64 [M, 2]; beyond the last tail nodes a piece reaches +-W/2."""
+    """The z ranges [a, b] (float64 [M, 2]) of the table pieces holding the targets z float64 [M]."""
     bulk, mass, _ = _nodes(half_w)
     knots = np.unique(np.concatenate([[-half_w], mass - half_w, bulk, half_w - mass, [half_w]]))
     i = np.clip(np.searchsorted(knots, z, side="right"), 1, knots.size - 1)
@@ -61,9 +56,8 @@ def piece_intervals(half_w: float, z: np.ndarray) -> np.ndarray:
 
 
 def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -> tuple:
-    """The table for the flow ``comp``: (rows float32 [L, 6], z0, 1 / dz, 1 / ds), per interval x(u) =
-    c0 + c1 u + c2 u^2 + c3 u^3 (u in [0, 1]) and its ends, bulk then upper then lower tail; nodes
-    solved in float64 (``inversion.polish64``), every value rounded to float32 once at the end."""
+    """(rows float32 [L, 6]: x(u) = c0 + c1 u + c2 u^2 + c3 u^3 and its ends, bulk then upper then lower tail; z0,
+    1 / dz, 1 / ds) for the flow ``comp``, nodes solved in float64 and rounded to float32 once."""
     lo, hi = x_bracket
     z_nodes, mass, ds = _nodes(comp.half_w)
     dz = z_nodes[1] - z_nodes[0]
@@ -77,8 +71,7 @@ def inverse_tables(comp: inversion.Components, x_bracket: tuple[float, float]) -
 
 
 class _Builder:
-    """Collects nodes and initializers; ``const`` returns its name, ``op`` its output's (``outputs`` > 0:
-    a list of that many), named uniquely after the op."""
+    """Collects nodes and initializers; ``const`` and ``op`` return the names of what they add."""
 
     def __init__(self):
         self.nodes, self.inits, self.count = [], [], 0
@@ -111,8 +104,7 @@ def _newton_step(b: _Builder, x: str, lo: str, hi: str) -> tuple[str, str, str]:
 
 
 def _table_start(b: _Builder) -> tuple[str, str, str]:
-    """(x, lo, hi) for input ``z``: the interval from the target's coordinate ((z - z0) / dz in the
-    bulk, log(TAIL_MASS / m) / ds in the tails), its row gathered, the cubic at u clipped to the ends."""
+    """(x, lo, hi) for input ``z``: its table piece's cubic, clipped to the piece's ends."""
     mass = b.op("Max", b.op("Sub", "half_w", b.op("Abs", "z")), "floor")
     in_tail = b.op("Less", mass, "tail_mass")
     c_bulk = b.op("Mul", b.op("Sub", "z", "z0"), "inv_dz")
@@ -133,8 +125,7 @@ def _table_start(b: _Builder) -> tuple[str, str, str]:
 
 def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], tables: tuple, half_w: float,
                         steps: int = 1, opset: int = 20, ir_version: int = 10) -> onnx.ModelProto:
-    """The sampler graph, ``z`` float32 [N] -> ``x`` float32 [N], with ``steps`` Newton steps,
-    checked by onnx.checker; ``consts`` as ``flow_constants`` returns them, ``tables`` as ``inverse_tables``."""
+    """The checked graph ``z`` float32 [N] -> ``x`` float32 [N] with ``steps`` Newton steps."""
     b, (mu, inv_sigma, weight), (table, z0, inv_dz, inv_ds) = _Builder(), consts, tables
     for name, value in {"col_shape": [-1, 1], "mus": mu, "inv_sigma": inv_sigma, "rsqrt2": 1 / math.sqrt(2),
                         "half": 0.5, "weight": weight, "axis1": [1], "minus_half": -0.5, "slope_coef": weight.astype(np.float64)
@@ -156,15 +147,13 @@ def build_sampler_graph(consts: tuple[np.ndarray, np.ndarray, np.ndarray], table
     return model
 
 
-def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], bound: float,
-                   unit: tuple[float, float]) -> list[list[float]]:
-    """z intervals [a, b] (float64, widened by one scan step) whose preimages have f' < ``bound``,
-    from a float64 scan of x over loc +- 50 scale (``unit``, clipped to the bracket) and the bracket's ends."""
+def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], unit: tuple[float, float]) -> list:
+    """z intervals [a, b] whose preimages have f' < ``TRUSTED_SLOPE`` (a float64 scan of x over loc +- 50 scale)."""
     lo, hi = x_bracket
     x = np.concatenate([[lo], np.linspace(max(lo, unit[0] - 50.0 * unit[1]), min(hi, unit[0] + 50.0 * unit[1]),
                                           400_001), [hi]])
     z, last = comp.z(x), x.size - 1
-    edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < bound).astype(np.int8), [0]]))
+    edges = np.diff(np.concatenate([[0], (comp.dz_dx(x) < TRUSTED_SLOPE / unit[1]).astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of slow points
     return [[-comp.half_w if i == 0 else float(z[i - 1]), comp.half_w if j == last else float(z[j + 1])]
             for i, j in zip(starts, stops)]
@@ -172,9 +161,8 @@ def slow_intervals(comp: inversion.Components, x_bracket: tuple[float, float], b
 
 def _measure(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
              unit: tuple[float, float], intervals, seed: int) -> tuple[dict, np.ndarray, list[str]]:
-    """The graph (onnxruntime, CPU) against the float64 inverse on a grid, uniform and normal draws (``seed``)
-    and points 1e-9..1e-2 inside each edge, targets in ``intervals`` left to float64: (figures, the targets z
-    float64 it misses, what it misses) (see ``check_sampler_graph``)."""
+    """The graph against the float64 inverse on a grid, draws (``seed``) and the edges, outside ``intervals``:
+    (figures, the targets z float64 it misses, what it misses)."""
     bulk = np.float32(abs(unit[0]) + 5.0 * unit[1])  # the data's size: float32 resolves x no finer than this
     x_tol, slope = max(X_TOLERANCE * unit[1], 2.0 * float(np.spacing(bulk))), TRUSTED_SLOPE / unit[1]
     rng, half = np.random.default_rng(seed), comp.half_w
@@ -204,11 +192,10 @@ def _measure(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tupl
 
 def check_sampler_graph(model: onnx.ModelProto, comp: inversion.Components, x_bracket: tuple[float, float],
                         unit: tuple[float, float] = (0.0, 1.0), intervals=None, seed: int = 0) -> dict:
-    """The graph against the float64 inverse outside the z ``intervals`` the runtime finishes in float64 (None:
-    ``slow_intervals``): flow.json's figures, or ``ParityError`` for a non-finite output, beyond ``X_TOLERANCE``
-    where f' >= ``TRUSTED_SLOPE`` or beyond ``RESIDUAL_TOLERANCE`` anywhere (in ``unit``'s scale)."""
+    """flow.json's figures of the graph outside ``intervals`` (None: ``slow_intervals``), or ``ParityError`` where
+    it misses ``X_TOLERANCE`` (f' >= ``TRUSTED_SLOPE``) or ``RESIDUAL_TOLERANCE``."""
     if intervals is None:
-        intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
+        intervals = slow_intervals(comp, x_bracket, unit)
     figures, _, problems = _measure(model, comp, x_bracket, unit, intervals, seed)
     _refuse(problems)
     return figures
@@ -224,13 +211,11 @@ def _refuse(problems: list[str]) -> None:
 
 def write_sampler_graph(flow, comp: inversion.Components, x_bracket: tuple[float, float], path: str | Path,
                         opset: int = 20, ir_version: int = 10, unit: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Build, check and save ``flow_sampler.onnx`` for the trained ``flow`` (Flow1d, its float64 components
-    ``comp``, data's (loc, scale) ``unit``) with the fewest Newton steps that pass the check. Where even
-    ``MAX_NEWTON_STEPS`` miss (a table piece spanning a steep stretch of x(z), as between clusters far apart),
-    those pieces (up to ``FLOAT64_PIECES``; more: a broken graph) join the float64 intervals, checked again on
-    fresh targets. Returns flow.json's "sampler_graph" entry, or raises ``ParityError`` (saving nothing)."""
+    """Save the checked ``flow_sampler.onnx`` for ``flow`` (``comp``: its float64 components, ``unit``: the data's
+    loc, scale) with the fewest Newton steps that pass; pieces where ``MAX_NEWTON_STEPS`` miss (up to
+    ``FLOAT64_PIECES``) go to float64. Returns flow.json's "sampler_graph" entry, or ``ParityError``."""
     tables, consts = inverse_tables(comp, x_bracket), flow_constants(flow)
-    intervals = slow_intervals(comp, x_bracket, TRUSTED_SLOPE / unit[1], unit)
+    intervals = slow_intervals(comp, x_bracket, unit)
     for steps in range(1, MAX_NEWTON_STEPS + 1):
         model = build_sampler_graph(consts, tables, comp.half_w, steps, opset, ir_version)
         check, missed, problems = _measure(model, comp, x_bracket, unit, intervals, seed=0)

@@ -22,8 +22,7 @@ from aeflow.train.flow import FlowConfig, check_flow_config, split_values, train
 
 
 def _export(directory, name: str, kind: str, model, config, history: dict, validation=None, force: bool = False):
-    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over an earlier one only
-    with ``force``; checked before any work), published with the graphs it made: a failed export changes nothing."""
+    """Export the checkpoint ``name`` with the folder's other one into ``directory`` (over one only with ``force``)."""
     directory = check_target(Path(directory) / name, what="export", force=force, parents=True).parent
     with tempfile.TemporaryDirectory(prefix="aeflow-export-") as tmp:
         save_checkpoint(Path(tmp) / name, kind, model, asdict(config), history, force=True)
@@ -42,7 +41,7 @@ def _fitted(estimator):
 
 class AutoencoderDetector:
     """The homework's autoencoder sized to your images, threshold mean + 3 std of a seeded validation split's
-    scores (per-image mean squared error, higher = more anomalous); labels: 1 = anomaly."""
+    scores (per-image MSE); labels: 1 = anomaly."""
 
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 100, seed: int = 0,
                  val_fraction: float = 1 / 6, quiet: bool = True):
@@ -51,8 +50,7 @@ class AutoencoderDetector:
         self.quiet = quiet
 
     def fit(self, X, y=None) -> "AutoencoderDetector":
-        """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in
-        [0, 1]); ``y`` is ignored (PyOD's signature). Returns self."""
+        """Train on normal images X ([N, H, W], [N, 1, H, W] or [N, H, W, 1], uint8 or float in [0, 1])."""
         images, train_idx, val_idx = training_images(self.config, as_images(X, training=True))
         self.model_, self.history_ = train_autoencoder_on(images[train_idx], self.config, self.quiet)
         self._validation = images[val_idx]
@@ -62,8 +60,7 @@ class AutoencoderDetector:
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly scores float32 [N] of images of the fitted size (the layouts ``AnomalyScorer`` reads; PyTorch,
-        the exported graph agrees within 1e-5)."""
+        """PyTorch's anomaly scores float32 [N] of images of the fitted size (``AnomalyScorer``'s layouts)."""
         return torch_ae(_fitted(self), as_images(X, image_shape=self.config.image_shape))[1]
 
     def predict(self, X) -> np.ndarray:
@@ -94,8 +91,7 @@ class FlowModel:
         return self
 
     def score_samples(self, values) -> np.ndarray:
-        """log p(x), float32 [N], of real values [N] (PyTorch); ``InputError`` (one line) as ``FlowSampler.forward``:
-        not real numbers (text, complex), not 1-D, or beyond float32's range."""
+        """log p(x), float32 [N], of real values [N] (PyTorch); ``InputError`` as ``FlowSampler.forward``."""
         return torch_flow(_fitted(self), as_floats(values, np.float32, "values"))[2]
 
     def export(self, directory: str | os.PathLike, force: bool = False):

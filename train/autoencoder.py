@@ -49,8 +49,8 @@ def check_ae_config(config: AEConfig, flags: dict[str, str] | None = None) -> No
 
 
 def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``images`` (float32 [N, 1, H, W] in [0, 1]), else those ``config`` names (``data``, else MNIST), and the
-    seeded split (train_idx, val_idx); sets ``config``'s data fields and sizes, ``ArtifactError`` if they changed."""
+    """``images`` (float32 [N, 1, H, W] in [0, 1]), else those ``config`` names, and the seeded split (train_idx,
+    val_idx); sets ``config``'s data fields, ``ArtifactError`` where its data changed."""
     if images is not None:
         config.data_source, config.data_sha256 = "array", hashlib.sha256(images.tobytes()).hexdigest()
     elif config.data:
@@ -73,8 +73,7 @@ def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple
 
 
 def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool = False) -> tuple[Autoencoder, dict]:
-    """Train on float32 [N, 1, H, W] images in [0, 1]; returns the model (eval mode) and
-    ``{"loss": per-iteration losses, "epoch_loss": per-epoch means}``."""
+    """Train on float32 [N, 1, H, W] images in [0, 1]: the model and {"loss": per batch, "epoch_loss": per epoch}."""
     torch.manual_seed(config.seed)
     model, mse = Autoencoder(train_images.shape[-2:]), torch.nn.MSELoss()
     epochs, _ = run_epochs(model, torch.from_numpy(np.ascontiguousarray(train_images)), lambda x: mse(model(x), x),
@@ -83,8 +82,7 @@ def train_autoencoder_on(train_images: np.ndarray, config: AEConfig, quiet: bool
 
 
 def train_autoencoder(out_dir: str | os.PathLike, config: AEConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train on the images ``config`` (as ``check_ae_config`` passed it) names, write ``ae.pt`` and ``ae_loss.png``
-    into ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
+    """Train on ``config``'s images, write ae.pt and ae_loss.png into ``out_dir`` (none if it diverges): the history."""
     images, train_idx, val_idx = training_images(config)
     model, history = train_autoencoder_on(images[train_idx], config, quiet)
     losses, steps = history["loss"], len(history["loss"]) // config.epochs

@@ -1,5 +1,5 @@
-"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}``, loaded
-with ``weights_only=True`` (a crafted file cannot run code) and used only when finite and fitting the model."""
+"""The training loop both models share, and checkpoints ``{"kind", "state_dict", "config", "history"}`` (loaded
+with ``weights_only=True``, used only when finite and fitting the model)."""
 
 import contextlib
 import math
@@ -21,11 +21,9 @@ HISTORY_FIELDS = {"autoencoder": ("loss", "epoch_loss"), "flow": ("train_nll", "
 
 def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: str, quiet: bool,
                measure=None, decay: bool = False) -> tuple[list[list[float]], dict[str, list[float]]]:
-    """``config.epochs`` seeded passes of Adam (lr ``config.lr``, cosine decay to 0 with ``decay``) over ``x`` in
-    batches of ``config.batch_size`` minimising ``loss_of(batch)``, ``measure()`` (if given: {name: a loss of the
-    model as it stands, e.g. over a whole set}) evaluated without gradients after each epoch. Returns each epoch's
-    per-batch losses and {name: one value per epoch} (empty without ``measure``); ``TrainingError`` once a loss or
-    parameter is not finite."""
+    """``config.epochs`` seeded Adam passes (cosine decay to 0 with ``decay``) over ``x`` minimising ``loss_of(batch)``,
+    ``measure()`` ({name: value}) taken without gradients after each epoch. Returns each epoch's per-batch losses and
+    {name: one value per epoch}; ``TrainingError`` once a loss or parameter is not finite."""
     def diverged(detail: str) -> TrainingError:
         return TrainingError(f"training the {what} diverged: {detail} (lr {config.lr:g}); nothing was written - "
                              f"try a smaller learning rate")
@@ -61,9 +59,8 @@ def run_epochs(model: torch.nn.Module, x: torch.Tensor, loss_of, config, what: s
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, config: dict,
                     history: dict, force: bool = False, figures: dict[str, bytes] | None = None) -> None:
-    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it (folder made), all synced before
-    any is published, the checkpoint first (without ``force`` one that appeared meanwhile is kept): a failure
-    leaves nothing behind, a folder made here included."""
+    """Write the checkpoint and the PNG ``figures`` {file name: bytes} beside it, all synced before any is published
+    (without ``force`` one that appeared meanwhile is kept); a failure leaves nothing, a folder made here included."""
     folder = Path(path).parent
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,8 +79,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, model: torch.nn.Module, 
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
-    """The checkpoint dict of ``kind`` ("autoencoder" or "flow") at ``path``; ``ArtifactError`` when it is
-    missing, unreadable, holds more than weights, or lacks finite float weights, a config or its history."""
+    """The checkpoint dict of ``kind`` ("autoencoder" or "flow") at ``path``, else ``ArtifactError``."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found; run 'aeflow train' first, or pass the folder "
@@ -111,8 +107,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
 
 
 def load_model(path: str | os.PathLike, kind: str, cls, build) -> tuple[torch.nn.Module, dict]:
-    """``build(cls(**config))`` (eval mode) with the weights of the checkpoint at ``path``, and the checkpoint
-    dict; ``ArtifactError`` unless the config builds a model whose names and shapes the weights have."""
+    """``build(cls(**config))`` (eval mode) with the checkpoint's weights, and its dict; else ``ArtifactError``."""
     ckpt = load_checkpoint(path, kind)
     try:
         cfg = cls(**ckpt["config"])

@@ -3,13 +3,13 @@
 
 import array
 import collections
+import contextlib
 import csv
 import hashlib
-import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,7 @@ def _warn_scale(x: np.ndarray, dtype: np.dtype, name: str) -> None:
 
 def read_images(paths: list[str | os.PathLike]) -> tuple[np.ndarray, dict]:
     """Every image in ``paths`` (any format ``aeflow score`` reads) as float32 [N, 1, H, W] in [0, 1], and ``{"name",
-    "sha256" (of the pixels)}``; one-line errors for mixed or absurd sizes, images labelled anomalous, or none;
-    a ``ScaleWarning`` for images that read as blank."""
+    "sha256" (of the pixels)}``; ``DataError`` for images labelled anomalous, ``ScaleWarning`` for blank ones."""
     images, labels, (h, w) = inputs.read_images(paths, image_shape=None)
     if labels is not None and labels.any():
         raise DataError(f"{int(labels.sum())} of the images are labelled anomalous (is_anomaly); "
@@ -81,17 +80,17 @@ def _parquet_column(p: Path, column: str | None, name: str):
 
 
 def _csv_cells(p: Path, column: str | None, name: str) -> Iterator[tuple[int, str]]:
-    """(line, text) of the picked column's values, rows of empty fields skipped like blank lines; ``DataError`` for
-    a first line of numbers only (no header: the first values would be taken for names), a row of another length
-    or an empty value."""
+    """(line, text) of the picked column's values, empty rows skipped; ``DataError`` for a first line of numbers
+    (no header), a row of another length or an empty value."""
     with open(p, newline="", encoding="utf-8-sig") as f:  # an Excel CSV starts with a byte order mark
         reader = csv.reader(f)
         header = [h.strip() for h in next((r for r in reader if "".join(r).strip()), [])]
         if not header:
             raise DataError(f"{name}: empty; a CSV needs a header line naming its columns, then the values")
-        if _numbers_only(header):
-            raise DataError(f"{name}: the first line holds numbers ({', '.join(header[:3])}), not column names; "
-                            f"add a header line, or pass the values one a line in a .txt file")
+        with contextlib.suppress(ValueError):  # all numbers, one finite (NaN or Infinity alone may name columns)
+            if any(math.isfinite(v) for v in [float(h) for h in header]):
+                raise DataError(f"{name}: the first line holds numbers ({', '.join(header[:3])}), not column "
+                                f"names; add a header line, or pass the values one a line in a .txt file")
         i, width = _pick(header, column, name), len(header)
         for row in reader:
             if len(row) == width and row[i].strip():
@@ -104,8 +103,7 @@ def _csv_cells(p: Path, column: str | None, name: str) -> Iterator[tuple[int, st
 
 
 def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
-    """(line, text) of a text file of one value a line (blank lines and '#' comments skipped); ``DataError`` for a
-    line holding more."""
+    """(line, text) of each value in a text file of one value a line (blanks and '#' comments skipped)."""
     with open(p, encoding="utf-8-sig") as f:
         for line, text in enumerate(f, 1):
             fields = text.partition("#")[0].split()
@@ -117,33 +115,26 @@ def _text_cells(p: Path, column: None, name: str) -> Iterator[tuple[int, str]]:
                                 f"--column")
 
 
-def _converted(cells: Callable[[], Iterator[tuple[int, str]]], name: str) -> np.ndarray:
-    """float64 [N] of the values ``cells()`` yields as (line, text), converted one by one (no row is as wide as
-    the longest); ``DataError`` naming the line of one that is not a number, NaN, infinite or beyond float64."""
-    values = array.array("d")
-    for line, text in cells():
+def _converted(cells: Iterator[tuple[int, str]], name: str) -> np.ndarray:
+    """float64 [N] of the (line, text) ``cells``; ``DataError`` naming the line of one that is not a finite number."""
+    values, first = array.array("d"), None
+    for line, text in cells:
         try:
             values.append(float(text))
         except ValueError:
             raise DataError(f"{name}: line {line} holds {shorten(repr(text))}, not a number; fix or drop "
                             f"it") from None
+        if first is None and not math.isfinite(values[-1]):
+            first = line, text
     x = np.frombuffer(values, np.float64)
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:  # the first one's line: read again (only on this error; "?" if the file changed meanwhile)
-        line, text = next(itertools.islice(cells(), int(bad[0]), None), ("?", "nan"))
+    if first is not None:
+        line, text = first
         if text.strip().lstrip("+-")[:3].lower() not in ("nan", "inf"):
             raise DataError(f"{name}: line {line} holds {shorten(text)}, beyond float64's range; rescale the "
                             f"values to at most {MAX_VALUE:g}")
-        raise DataError(f"{name}: {bad.size} values are NaN or infinite (first at line {line}); drop them")
+        raise DataError(f"{name}: {int((~np.isfinite(x)).sum())} values are NaN or infinite (first at line {line}); "
+                        f"drop them")
     return x
-
-
-def _numbers_only(names: list[str]) -> bool:
-    """Whether a CSV's first line holds only numbers, one finite (NaN or Infinity alone may name columns)."""
-    try:
-        return any(math.isfinite(v) for v in [float(h) for h in names])  # every one a number
-    except ValueError:
-        return False
 
 
 def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarray:
@@ -167,15 +158,14 @@ def read_values(path: str | os.PathLike, column: str | None = None) -> np.ndarra
             values = as_real(_parquet_column(p, column, name), name)
         else:
             cells = _csv_cells if suffix == ".csv" else _text_cells
-            values = _converted(lambda: cells(p, column, name), name)
+            values = _converted(cells(p, column, name), name)
     except (ValueError, TypeError, OSError, EOFError, csv.Error) as e:  # EOFError: an empty .npy
         raise DataError(f"{path}: not a list of numbers ({str(e).splitlines()[0][:80]})") from None
     return checked_values(values, name)
 
 
 def as_real(values, name: str) -> np.ndarray:
-    """``values`` (numbers or their text) as float64, never cast silently: ``DataError`` (one line) for
-    complex values or another dtype that is not real numbers; ``ValueError`` / ``TypeError`` for text."""
+    """``values`` as float64: ``DataError`` for complex or other non-real dtypes, ``ValueError`` for text."""
     array = np.asarray(values)
     if array.dtype.kind not in "iufUSO":  # bool too: True/False are not measurements
         what = f"complex values (dtype {array.dtype})" if array.dtype.kind == "c" else f"dtype {array.dtype}"
@@ -184,10 +174,8 @@ def as_real(values, name: str) -> np.ndarray:
 
 
 def checked_values(values, name: str) -> np.ndarray:
-    """``values`` as float64 [N], or ``DataError``: not 1-D real numbers, NaN/Inf, beyond ``MAX_VALUE``, fewer
-    than ``MIN_VALUES``, all equal, or spread by less than ``RESOLVED`` float32 steps (1e8 + N(0, 1)), by std or in
-    their middle half (the interquartile range of the distinct values: N(0, 1) and one value 1e25), or by less than
-    ``MIN_SPREAD`` there; a ``ScaleWarning`` where the std exceeds ``FEW_SET_SCALE`` times that middle spread."""
+    """``values`` as float64 [N], or ``DataError`` where the flow cannot fit them in float32 (each check says why);
+    a ``ScaleWarning`` where a few far values set the scale (std over ``FEW_SET_SCALE`` times the middle half's)."""
     try:
         values = as_real(values, name)
     except (ValueError, TypeError):
@@ -225,9 +213,8 @@ def checked_values(values, name: str) -> np.ndarray:
 
 
 def as_images(x, name: str = "images", image_shape=None, training: bool = False) -> np.ndarray:
-    """Greyscale images ([N, H, W], [N, 1, H, W] or [N, H, W, 1]; uint8 or float in [0, 1]; of ``image_shape``
-    (H, W) if given, then [N, H*W] too, as ``AnomalyScorer`` reads them) as float32 [N, 1, H, W] in [0, 1];
-    one-line ``DataError`` / ``InputError`` otherwise; ``training``: ``ScaleWarning`` for images that read as blank."""
+    """Greyscale images as ``AnomalyScorer`` reads them (of ``image_shape`` if given) as float32 [N, 1, H, W] in
+    [0, 1]; ``training``: a ``ScaleWarning`` for images that read as blank."""
     source = inputs.ArraySource(x, name, image_shape=image_shape)
     images = to_float32(source.array, name, image_shape=_training_shape(*source.image_shape))
     if training:

@@ -62,10 +62,8 @@ def flow_data(config: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_values(values: np.ndarray, config: FlowConfig, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
-    """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and test sets;
-    sets ``config``'s n_train, n_test, loc, scale and data_sha256. ``DataError`` for at most K distinct values,
-    or one value repeated in a component's share (1/K) of them (at least 3): the likelihood then has no maximum,
-    a component collapses onto the value."""
+    """Checked float64 values [N] split with ``config.seed`` (1/6 held out) into float32 train and test sets, the
+    data's fields of ``config`` set; ``DataError`` where a component would collapse onto a value (no maximum)."""
     k, (distinct, counts) = config.n_components, np.unique(values, return_counts=True)
     if distinct.size <= k:
         raise DataError(f"{name}: only {distinct.size} distinct values for {k} components; the flow "
@@ -83,10 +81,8 @@ def split_values(values: np.ndarray, config: FlowConfig, name: str = "values") -
 
 def train_flow_on(train_x: np.ndarray, test_x: np.ndarray, config: FlowConfig, quiet: bool = False
                   ) -> tuple[Flow1d, dict]:
-    """Train by minimising the NLL; returns the model (of x, whatever scale it trained at) and the per-epoch
-    ``train_nll`` and ``test_nll`` (the model's mean NLL of each whole set after the epoch). On the user's data it
-    trains on the standardized values, its components starting at their quantiles, and the rate decays to 0
-    (cosine), so the fit ends at a minimum, not in SGD noise."""
+    """Train on float32 [N] values by minimising the NLL: the model of x and per-epoch ``train_nll``, ``test_nll``
+    (of each whole set). The user's data train standardized, from quantiles, the rate decaying to 0 (cosine)."""
     torch.manual_seed(config.seed)
     flow = Flow1d(config.n_components)
     if config.data is not None:  # train on (x - loc) / scale in float64, as float32
@@ -116,8 +112,7 @@ def _mean_nll(flow: Flow1d, x: torch.Tensor) -> float:
 
 
 def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = False, force: bool = False) -> dict:
-    """Train with ``config`` (as ``check_flow_config`` passed it), write ``flow.pt`` and its four figures into
-    ``out_dir``, return the history; ``TrainingError`` (nothing written) when training diverges."""
+    """Train with ``config``, write flow.pt and its four figures into ``out_dir`` (none if it diverges): the history."""
     train_x, test_x = flow_data(config)
     flow, history = train_flow_on(train_x, test_x, config, quiet)
     save_checkpoint(Path(out_dir) / "flow.pt", "flow", flow, asdict(config), history, force,
@@ -126,8 +121,7 @@ def train_flow(out_dir: str | os.PathLike, config: FlowConfig, quiet: bool = Fal
 
 
 def _bins(data: np.ndarray, n: int = 50) -> np.ndarray:
-    """``n`` equal histogram bins (float64 edges [n + 1]) over ``data``, widened where its range is too
-    narrow for them (equal values, or a cluster at float32's resolution): numpy would raise there."""
+    """``n`` equal histogram bins (float64 edges [n + 1]) over ``data``, widened where numpy would find none."""
     lo, hi = float(data.min()), float(data.max())
     pad = 0.0 if np.all(np.diff(np.linspace(lo, hi, n + 1)) > 0) else max(abs(lo), abs(hi), 1.0) * 1e-3
     return np.linspace(lo - pad, hi + pad, n + 1)
