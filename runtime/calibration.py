@@ -36,17 +36,21 @@ COPIED = MODEL_FILES + (contract.DEMO_FILE, "ae_loss.png", "flow_loss.png", "flo
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold set on normal images, its ``calibration`` record and the scores it was set on (float32 [n])."""
+    """A threshold set on normal images, its ``calibration`` record, the scores it was set on (float32 [n]) and
+    the sha256 of the graph that scored them (None: not known, not checked)."""
 
     threshold: float
     record: dict
     scores: np.ndarray | None = None
+    graph: str | None = None
 
 
 def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: float, k: float | None = None,
-                     false_alarm_rate: float | None = None, confidence: float = CONFIDENCE) -> Calibration:
+                     false_alarm_rate: float | None = None, confidence: float = CONFIDENCE,
+                     graph: str | None = None) -> Calibration:
     """The threshold for normal images' ``scores`` (float [n]) by rule ``k`` or ``false_alarm_rate``, with its
-    record (``data``: ``path_entry``/``array_entry`` dicts); ``UsageError`` for too few scores or a threshold <= 0."""
+    record (``data``: ``path_entry``/``array_entry`` dicts; ``graph``: the scoring graph's sha256); ``UsageError``
+    for too few scores or a threshold <= 0."""
     k, rate = check_rule(k, false_alarm_rate, confidence)
     s = np.asarray(scores, dtype=np.float64).ravel()
     n = s.size
@@ -69,7 +73,7 @@ def calibrate_scores(scores: np.ndarray, data: list[dict], previous_threshold: f
         previous_threshold=float(previous_threshold),
         versions={"aeflow": __version__, "numpy": np.__version__, "onnxruntime": onnxruntime.__version__},
     )
-    return Calibration(float(value), record, np.array(scores, dtype=np.float32).ravel())
+    return Calibration(float(value), record, np.array(scores, dtype=np.float32).ravel(), graph)
 
 
 def _rule(s: np.ndarray, k: float | None, rate: float | None) -> tuple[float, dict]:
@@ -149,16 +153,17 @@ def bound_scores(directory: Path) -> bool:
 
 
 def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Calibration],
-                      out: str | os.PathLike | None = None, force: bool = False, what: str = "out") -> Path:
+                      out: str | os.PathLike | None = None, force: bool = False,
+                      what: str = "out") -> tuple[Path, contract.ThresholdMeta]:
     """Write threshold.json with ``calibrations`` ("ae"/"int8" -> Calibration) atomically, in ``directory`` under
     its lock (``out`` None) or into ``out`` with copies of ``COPIED``, published once ``directory``'s lock is let
-    go (two copies made crosswise never wait on each other). Returns the path written."""
+    go (two copies made crosswise never wait on each other). Returns the path written and its document."""
     directory = Path(directory)
     if out is None:
         with locked(directory):
             doc, scores = _calibrated(directory, calibrations)
             _write_in_place(directory, doc, scores)
-        return directory / contract.THRESHOLD_JSON
+        return directory / contract.THRESHOLD_JSON, doc
     with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
         with locked(directory):  # read and copied as one state of the folder
             doc, scores = _calibrated(directory, calibrations)
@@ -169,7 +174,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
             if data is not None:
                 write_atomic(tmp / name, data, replace=True)
         write_metadata(tmp / contract.THRESHOLD_JSON, doc)
-    return Path(out) / contract.THRESHOLD_JSON
+    return Path(out) / contract.THRESHOLD_JSON, doc
 
 
 def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[contract.ThresholdMeta, bytes | None]:
@@ -181,6 +186,9 @@ def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[
         if entry is None:
             raise ArtifactError(f"no {contract.GRAPHS[which].file} entry in {directory / contract.THRESHOLD_JSON} "
                                 f"to calibrate")
+        if cal.graph is not None and cal.graph != entry.graph.sha256:  # read under the lock that export takes
+            raise ArtifactError(f"{directory / contract.GRAPHS[which].file} changed after the images were scored "
+                                f"(exported again meanwhile?); nothing written: calibrate again")
         cal.record["previous_threshold"] = float(entry.threshold)
         if which == "ae" and cal.scores is not None:
             buf = io.BytesIO()

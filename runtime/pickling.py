@@ -3,12 +3,12 @@ for the bundled one, the metadata's sha256) and rebuild on first use; other meta
 
 import os
 import threading
-from pathlib import Path
 
 from aeflow.checks import check_threads
 from aeflow.errors import ArtifactError, UsageError
-from aeflow.files import same_file, sha256_file
+from aeflow.files import same_file
 from aeflow.runtime.artifacts import bundled_dir
+from aeflow.runtime.jsoncheck import content_sha256
 
 _PENDING, _LOCK = "_pending_settings", "_pending_lock"
 
@@ -20,12 +20,10 @@ class Rebuildable:
 
     def _pin_origin(self) -> None:
         """Set what a pickle names: ``_portable``, None for the bundled folder (the receiver resolves its own)
-        else the absolute path (now: a relative one depends on the cwd), and ``_digest``, ``METADATA``'s sha256."""
+        else the absolute path (now: a relative one depends on the cwd), and ``_digest``, the sha256 of the
+        ``metadata`` read (its fields, as ``content_sha256`` seals them; not the file again, which may be newer)."""
         self._portable = None if same_file(self.directory, bundled_dir()) else os.path.abspath(self.directory)
-        try:
-            self._digest = sha256_file(Path(self.directory) / self.METADATA)
-        except OSError:  # unreadable: nothing to compare a receiver's with
-            self._digest = None
+        self._digest = content_sha256(self.metadata.to_json())
 
     def __getstate__(self) -> dict:
         pending = self.__dict__.get(_PENDING)
@@ -79,7 +77,8 @@ class Rebuildable:
                     where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
                     raise ArtifactError(f"{where}: {self.METADATA} here differs from the one the "
                                         f"{type(self).__name__} was created with (sha256 {str(digest)[:12]}... vs "
-                                        f"{settings['digest'][:12]}...); install the same artifacts on every machine")
+                                        f"{settings['digest'][:12]}...); install the same artifacts on every machine, "
+                                        f"and after a calibration or an export there, create it again")
                 d.update(fresh.__dict__)
                 del d[_PENDING]
         return object.__getattribute__(self, name)

@@ -191,7 +191,7 @@ class AnomalyScorer(Rebuildable):
         check_rule(k, false_alarm_rate, confidence)
         source = self._source(x)
         cal = calibrate_scores(self.score_source(source), [array_entry(source, name)], self._threshold, k,
-                               false_alarm_rate, confidence)
+                               false_alarm_rate, confidence, self.metadata.entry(self._which).graph.sha256)
         self._threshold, self._calibration = cal.threshold, cal
         return cal.threshold
 
@@ -212,9 +212,9 @@ class AnomalyScorer(Rebuildable):
         if self._threshold != self._calibration.threshold:
             raise UsageError(f"threshold was set to {self._threshold!r} after calibrate(); calibrate again to save")
         out = calibration_target(self.directory, out, force)
-        written = write_calibration(self.directory, {self._which: self._calibration}, out, force)
-        if out is None:  # this scorer now stands for the new threshold.json (a pickle carries its digest)
-            self.metadata, self.default_threshold = read_threshold(self.directory, verify=True), self._threshold
+        written, doc = write_calibration(self.directory, {self._which: self._calibration}, out, force)
+        if out is None:  # this scorer now stands for the threshold.json it wrote (a pickle carries its digest)
+            self.metadata, self.default_threshold = doc, self._threshold
             self._pin_origin()
         return written
 

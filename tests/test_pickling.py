@@ -14,6 +14,7 @@ import pytest
 
 from aeflow.errors import ArtifactError, UsageError
 from aeflow.runtime import AnomalyScorer, FlowSampler, demo_images
+from conftest import edit_metadata
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,12 @@ def test_receiver_refuses_different_artifacts(bundled, tmp_path, images):
     scorer = AnomalyScorer(tmp_path / "art", device="cpu")
     sampler = FlowSampler(tmp_path / "art", device="cpu")
     blob, blob_s = pickle.dumps(scorer), pickle.dumps(sampler)
-    for name in ("threshold.json", "flow.json"):
+    for name in ("threshold.json", "flow.json"):  # the same document in other bytes is the same metadata
         path = tmp_path / "art" / name
-        path.write_text(path.read_text() + "\n")  # still valid, but another file
+        path.write_text(path.read_text() + "\n")
+    assert np.array_equal(pickle.loads(blob).score(images), scorer.score(images))
+    for name in ("threshold.json", "flow.json"):  # still valid, other fields
+        edit_metadata(tmp_path / "art" / name, edit=lambda m: m["training"].update(epochs=m["training"]["epochs"] + 1))
     copy = pickle.loads(blob)
     with pytest.raises(ArtifactError, match="threshold.json here differs"):
         copy.score(images)

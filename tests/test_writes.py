@@ -21,13 +21,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from aeflow.cli import cli
-from aeflow.errors import OutputError, UsageError
+from aeflow.errors import ArtifactError, OutputError, UsageError
 from aeflow.files import locked, sha256_file
 from aeflow.runtime import artifacts, contract
 from aeflow.runtime.calibration import calibrate_scores, write_calibration
 from aeflow.runtime.outputs import ScoredInput, write_stdout
 from aeflow.runtime.scorer import AnomalyScorer
-from conftest import copy_artifacts
+from conftest import copy_artifacts, edit_metadata
 
 LONG = "b" * 245 + ".npy"  # its pictures would be named b..b_000002.png: 256 bytes
 
@@ -366,6 +366,20 @@ def test_a_scorer_loaded_while_the_folder_is_calibrated_holds_one_state_of_it(pl
             errors.append(str(e))
     writer.join()
     assert not errors and seen and all(len(states) == 1 for states in seen.values())
+
+
+def test_a_calibration_is_refused_for_a_graph_exported_after_its_images_were_scored(place, images):
+    """save_calibration put the threshold of the graph that scored the images on whatever graph the folder held
+    when it wrote (an export landed meanwhile): the new graph flagged nearly every normal image."""
+    art = place / "art"
+    scorer = AnomalyScorer(art, device="cpu", golden=False)
+    scorer.calibrate(images, k=3)
+    shutil.copy(art / "ae.int8.onnx", art / "ae.onnx")  # another export's detector, of the same signature
+    edit_metadata(art / "threshold.json", sha256=hashlib.sha256((art / "ae.onnx").read_bytes()).hexdigest())
+    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    with pytest.raises(ArtifactError, match="ae.onnx changed after the images were scored"):
+        scorer.save_calibration()
+    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
 
 
 def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):

@@ -133,7 +133,8 @@ def calibrate_files(paths: list[Path], directory: Path, out: Path | None, k, rat
                 scorer = AnomalyScorer(directory, device, batch_size, "int8" if which == "int8" else "fp32", verify)
                 provider = scorer.provider
                 scores = np.concatenate([scorer.score_source(s, bar.update) for s in sources])
-                calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence)
-    written = write_calibration(directory, calibrations, out, force, what="--output")
+                calibrations[which] = calibrate_scores(scores, data, scorer.threshold, k, rate, confidence,
+                                                       scorer.metadata.entry(which).graph.sha256)
+    written, _ = write_calibration(directory, calibrations, out, force, what="--output")
     return SimpleNamespace(calibrations=calibrations, data=data, written=written, provider=provider)
 
