@@ -11,13 +11,14 @@ from typing import Iterator
 import numpy as np
 
 from aeflow.checks import as_floats, available_memory, check_batch, check_count, check_seed, check_threads, shorten
-from aeflow.errors import InputError, UsageError
+from aeflow.errors import ArtifactError, InputError, UsageError
 from aeflow.files import locked
 from aeflow.runtime import inversion
 from aeflow.runtime.artifacts import artifacts_dir, read_flow
-from aeflow.runtime.contract import FLOW_FILE, SAMPLER_FILE
+from aeflow.runtime.contract import FLOW_FILE, FLOW_JSON, SAMPLER_FILE
 from aeflow.runtime.device import run_graph
 from aeflow.runtime.golden import load_graph
+from aeflow.runtime.jsoncheck import content_sha256
 from aeflow.runtime.pickling import Rebuildable
 from aeflow.runtime.providers import provider_of
 
@@ -97,9 +98,13 @@ class FlowSampler(Rebuildable):
         return 2.0 * float(np.max(np.abs(self._evaluate(x) - c.z(x))))
 
     def _sampler_graph(self):
-        """The session of flow_sampler.onnx, loaded (and checked) once, on first use of "graph"."""
-        with self._lock:
+        """The session of flow_sampler.onnx, loaded (and checked) once, on first use of "graph", where the folder
+        still holds the flow.json this sampler read (``ArtifactError`` after another export)."""
+        with self._lock, locked(self.directory, shared=True):
             if self._sampler is None:
+                if content_sha256(read_flow(self.directory, verify=False).to_json()) != self._digest:
+                    raise ArtifactError(f"{self.directory / FLOW_JSON}: changed since this FlowSampler was created "
+                                        f"(exported again?); create it again to sample with the new flow")
                 self._sampler = load_graph(self.directory, self.metadata, "sampler", self._device, self._threads,
                                            verify=self._verify, golden=self._golden)
         return self._sampler

@@ -51,7 +51,7 @@ class AnomalyScorer(Rebuildable):
                 self._bound = self._bind(threads)
             self._pin_origin()
             if which == "ae":  # the p-values' reference of this threshold.json, not a later calibration's
-                self._reference = meta, reference_scores(self.directory, meta, verify)
+                self._reference = meta, self._reference_scores(meta)
         self.image_shape = meta.image_shape
         self.default_threshold = self._threshold = float(meta.entry(which).threshold)
 
@@ -149,12 +149,20 @@ class AnomalyScorer(Rebuildable):
         if self._calibration is not None and self._calibration.scores is not None:
             return conformal_p_values(scores, self._calibration.scores)
         if self.__dict__.get("_reference", (None,))[0] is not self.metadata:  # read once per threshold.json
-            self._reference = self.metadata, reference_scores(self.directory, self.metadata, self._verify)
-        reference = self._reference[1]
+            self._reference = self.metadata, self._reference_scores(self.metadata)
+        if isinstance(reference := self._reference[1], ArtifactError):
+            raise ArtifactError(reference.message)
         if reference is None and not missing_ok:
             raise ArtifactError(f"{self.directory / contract.THRESHOLD_JSON}: no validation scores (exported before "
                                 f"p-values); re-export with 'aeflow export' for p-values")
         return None if reference is None else conformal_p_values(scores, reference)
+
+    def _reference_scores(self, meta) -> np.ndarray | ArtifactError | None:
+        """``meta``'s reference scores for p-values, or the error reading them (raised when p-values are asked)."""
+        try:
+            return reference_scores(self.directory, meta, self._verify)
+        except ArtifactError as e:
+            return e
 
     def p_value(self, x) -> np.ndarray:
         """Conformal p-values, float64 [N] in (0, 1]: (1 + #{reference scores >= score}) / (n + 1)."""

@@ -26,6 +26,7 @@ from aeflow.files import locked, sha256_file
 from aeflow.runtime import artifacts, contract
 from aeflow.runtime.calibration import calibrate_scores, write_calibration
 from aeflow.runtime.outputs import ScoredInput, write_stdout
+from aeflow.runtime.sampler import FlowSampler
 from aeflow.runtime.scorer import AnomalyScorer
 from conftest import copy_artifacts, edit_metadata
 
@@ -380,6 +381,44 @@ def test_a_calibration_is_refused_for_a_graph_exported_after_its_images_were_sco
     with pytest.raises(ArtifactError, match="ae.onnx changed after the images were scored"):
         scorer.save_calibration()
     assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+
+
+def test_verify_and_info_read_one_state_of_a_folder_being_calibrated(place, images):
+    """verify and info read threshold.json, then calibration_scores.npy, unlocked: a calibration in place between
+    the two reads failed them with "calibrate again"."""
+    from aeflow.analysis.verify import verify_artifacts
+    from aeflow.cli.info import gather_info
+
+    done, problems = threading.Event(), []
+
+    def recalibrate():
+        scorer = AnomalyScorer(place / "art", device="cpu", golden=False)
+        for i in range(20):
+            scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
+            scorer.save_calibration()
+        done.set()
+
+    writer = threading.Thread(target=recalibrate)
+    writer.start()
+    while not done.is_set():
+        try:
+            verify_artifacts(place / "art", device="cpu", checkpoints=False).raise_for_failure()
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            problems.append(str(e))
+        problems += gather_info(place / "art", device="cpu")["problems"]
+    writer.join()
+    assert not problems
+
+
+def test_a_flow_sampler_refuses_the_sampler_graph_of_a_later_export(place):
+    """flow_sampler.onnx loads at the first sample: after an export replaced the folder, a sampler built before
+    sampled with the new graph against the old flow.json (silently, without verify)."""
+    sampler = FlowSampler(place / "art", device="cpu", verify=False)
+    edit_metadata(place / "art" / "flow.json", edit=lambda m: m["training"].update(epochs=m["training"]["epochs"] + 1))
+    with pytest.raises(ArtifactError, match="flow.json: changed since this FlowSampler was created"):
+        sampler.sample(10, seed=0)
+    assert FlowSampler(place / "art", device="cpu", verify=False).sample(10, seed=0).shape == (10,)
+    assert sampler.sample(10, seed=0, method="bisection").shape == (10,)  # flow.onnx: loaded with flow.json
 
 
 def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):

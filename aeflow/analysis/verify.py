@@ -8,6 +8,7 @@ import numpy as np
 
 from aeflow.datasets import to_float
 from aeflow.errors import ArtifactError, ParityError
+from aeflow.files import locked
 from aeflow.metrics import above_threshold
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import contract
@@ -93,6 +94,11 @@ def verify_artifacts(artifacts=None, device: str = "auto", verify: bool = True, 
     signatures), the golden outputs of every graph and, with ``checkpoints`` and torch, the graphs against ae.pt
     and flow.pt. Its ``raise_for_failure`` turns a failed comparison into one line."""
     directory = artifacts_dir(artifacts)
+    with locked(directory, shared=True):  # one state of the folder, not half of an export or a calibration
+        return _verify(directory, device, verify, checkpoints)
+
+
+def _verify(directory: Path, device: str, verify: bool, checkpoints: bool) -> Verification:
     if orphans := graphs_without_metadata(directory):  # a damaged folder, not a run of one model
         raise ArtifactError(orphans[0])
     # a run holds the detector, the flow, or both (export writes what it had)

@@ -8,7 +8,7 @@ import onnxruntime as ort
 
 from aeflow.cli.options import shared
 from aeflow.errors import AeflowError, ArtifactError
-from aeflow.files import sha256_file
+from aeflow.files import locked, sha256_file
 from aeflow.provenance import cpu_name, package_versions
 from aeflow.runtime import contract
 from aeflow.runtime.artifacts import artifacts_dir, graphs_without_metadata, read_metadata, reference_scores
@@ -39,6 +39,17 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
     outputs) with its verdict, providers available versus running, versions (a dict). ``problems``
     lists every failed check, one line each."""
     directory = artifacts_dir(artifacts)
+    with locked(directory, shared=True):  # one state of the folder, not half of an export or a calibration
+        info = _folder_info(directory, device)
+    installs = onnxruntime_installs()
+    return info | {"providers_available": ort.get_available_providers(),
+                   "onnxruntime_installs": [f"{n} {v}" for n, v in installs],
+                   "onnxruntime_conflict": onnxruntime_conflict(installs), "device_requested": device,
+                   "cpu": cpu_name(), "versions": package_versions()}
+
+
+def _folder_info(directory, device: str) -> dict:
+    """``gather_info``'s part read from the folder: metadata, graphs, problems."""
     card = directory / "MODEL_CARD.md"
     info = {"artifacts": str(directory), "model_card": str(card) if card.is_file() else None, "metadata": {},
             "graphs": [], "problems": []}
@@ -64,11 +75,7 @@ def gather_info(artifacts=None, device: str = "auto") -> dict:
                 info["graphs"].append(_graph(directory, meta, name, which, device))
     info["problems"] += [g["check"] for g in info["graphs"] if g["check"] != "ok"]
     info["problems"] += graphs_without_metadata(directory)
-    installs = onnxruntime_installs()
-    return info | {"providers_available": ort.get_available_providers(),
-                   "onnxruntime_installs": [f"{n} {v}" for n, v in installs],
-                   "onnxruntime_conflict": onnxruntime_conflict(installs), "device_requested": device,
-                   "cpu": cpu_name(), "versions": package_versions()}
+    return info
 
 
 def _print_text(info: dict) -> None:
