@@ -36,6 +36,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: str | os.PathLike) -> str | None:
+    """``sha256_file`` of a regular file, None where there is none (absent, a folder)."""
+    try:
+        return sha256_file(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
 def track(path: str | os.PathLike) -> Path:
     """Register a temporary file or folder for ``remove_temporaries``; returns it as a Path."""
     path = Path(path)
@@ -233,15 +241,21 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, replace: bool) -
 
 
 def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, names: list[str],
-                   replace: Collection[str] | None = None, force: bool = False, remove: Collection[str] = ()) -> None:
+                   replace: Collection[str] | None = None, force: bool = False, remove: Collection[str] = (),
+                   unchanged: dict[str, str | None] | None = None) -> None:
     """Put the files ``names`` of ``staging`` into ``directory``, then delete its files ``remove``; one step for
     signals. A ``staging`` beside it is renamed to it (``replace``: the names it held, then set aside and removed);
     one inside it moves its files in the order given, each checked first, none over a file unless ``force``.
-    ``FileExistsError`` where something appeared meanwhile that ``force`` does not allow."""
+    ``FileExistsError`` where something appeared meanwhile that ``force`` does not allow; ``OutputError`` where a
+    file of ``unchanged`` (name -> the sha256 the work began from, None: absent) is another now."""
     staging, directory = Path(staging), Path(directory)
     with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
         if RECEIVED:  # as in atomic_path
             raise KeyboardInterrupt
+        for name, digest in (unchanged or {}).items():
+            if file_digest(directory / name) != digest:
+                raise OutputError(f"{directory / name}: another command wrote it while aeflow worked from it; "
+                                  f"nothing written - run again")
         inside = same_file(staging.parent, directory)
         if not inside and replace is not None and directory.is_dir():
             _replace_folder(staging, directory, set(replace))
@@ -289,10 +303,11 @@ def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:
 
 @contextlib.contextmanager
 def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what: str = "--output",
-                  replace: bool = False, force: bool = False, remove: list[str] | None = None) -> Iterator[Path]:
+                  replace: bool = False, force: bool = False, remove: list[str] | None = None,
+                  unchanged: dict[str, str | None] | None = None) -> Iterator[Path]:
     """Yield a new empty folder for the files of ``directory``, then fsync and ``publish_folder`` them, ``last``
-    last (the metadata naming the others' hashes); ``remove``: stale names the body may add to. On any exception
-    ``directory`` is as it was; an ``OSError``: one ``OutputError`` line."""
+    last (the metadata naming the others' hashes); ``remove``: stale names the body may add to; ``unchanged``: as
+    ``publish_folder`` checks it. On any exception ``directory`` is as it was; an ``OSError``: one ``OutputError``."""
     directory, staging = Path(directory), None
     with _one_line(f"{what} {directory}", force):
         try:
@@ -305,7 +320,7 @@ def staged_folder(directory: str | os.PathLike, last: tuple[str, ...] = (), what
                         os.fsync(fh.fileno())
             names = sorted(p.name for p in staging.iterdir())
             publish_folder(staging, directory, [n for n in names if n not in last] + [n for n in last if n in names],
-                           held, force, remove or ())
+                           held, force, remove or (), unchanged)
         finally:
             if staging is not None:
                 _discard(staging)

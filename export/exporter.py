@@ -22,7 +22,7 @@ from aeflow.export.metadata import flow_metadata, threshold_metadata
 from aeflow.export.quantize import quantize_int8
 from aeflow.export.reference import flow_checks, load_autoencoder, load_flow, torch_ae
 from aeflow.export.sampler_graph import write_sampler_graph
-from aeflow.files import FORCE, sha256_file, staged_folder, write_atomic
+from aeflow.files import FORCE, file_digest, sha256_file, staged_folder, write_atomic
 from aeflow.metrics import error_rates, threshold_from_scores, type_i_error
 from aeflow.parity import Comparison, compare, flow_check_points
 from aeflow.runtime import artifacts, calibration, contract, inversion
@@ -215,10 +215,12 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
     checks, notes, stale = [], [], []
+    seen = {contract.THRESHOLD_JSON: file_digest(out / contract.THRESHOLD_JSON)}  # another by publish time: refused
     if ae_pt:
         _calibration(out, force, notes, stale)
     out.mkdir(parents=True, exist_ok=True)
-    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale) as tmp:
+    with staged_folder(out, last=(contract.THRESHOLD_JSON, contract.FLOW_JSON), force=True, remove=stale,
+                       unchanged=seen) as tmp:
         ae = ae_pt and stage_detector(tmp, ae_pt, data_dir, opset, evaluate, quantize, checks, notes, validation)
         flow = flow_pt and stage_flow(tmp, flow_pt, opset, checks)
         write_golden(tmp / contract.GOLDEN_FILE, ae, flow)  # then the metadata bound to it, checked as verify does

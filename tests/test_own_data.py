@@ -432,6 +432,34 @@ def test_export_never_replaces_a_runs_own_checkpoint_or_a_file_that_only_looks_l
     assert after == {**{k: v for k, v in before.items() if k != "ae.pt"}, "flow.json": mine}
 
 
+def test_export_keeps_a_calibration_that_lands_while_it_works(api_run, tmp_path, monkeypatch):
+    """export checked for a calibration before its work only: one saved while it staged was replaced by the
+    training threshold, without a note, its calibration_scores.npy left unbound. Now refused as it publishes."""
+    import shutil
+
+    from aeflow.errors import OutputError
+    from aeflow.export import exporter
+    from aeflow.runtime import AnomalyScorer
+
+    out, _, det, wide, _ = api_run
+    run = shutil.copytree(out, tmp_path / "run")
+    stage = exporter.stage_detector
+
+    def calibrated_meanwhile(*args, **kwargs):
+        staged = stage(*args, **kwargs)
+        scorer = AnomalyScorer(run)
+        scorer.calibrate(wide, k=2)
+        scorer.save_calibration()
+        return staged
+
+    monkeypatch.setattr(exporter, "stage_detector", calibrated_meanwhile)
+    with pytest.raises(OutputError, match="threshold.json: another command wrote it while aeflow worked from it"):
+        det.export(run, force=True)
+    doc = json.loads((run / "threshold.json").read_text())
+    assert doc["calibration"]["rule"] == "mean + k std" and AnomalyScorer(run).threshold == doc["threshold"]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
 def test_export_never_drops_a_calibration_silently(api_run, tmp_path, capfd):
     """Re-exporting a calibrated run put the training threshold back without a word (calibration_scores.npy was
     left unbound): now refused before any work, the folder unchanged; with force a note says so and the scores go."""
