@@ -207,6 +207,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     folder's refusals come before any work (``what``: ``out_dir``'s name in them)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
     check_target(out, "folder", what=what, force=True, parents=True)  # the place first, then what it reads
+    read = {n: file_digest(checkpoints / n) for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)}
     ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None
     copies = [contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT] if checkpoints.resolve() != out.resolve() else []
     check_target(out, "folder", what=what, force=True, parents=True, names=EXPORT_FILES + copies,
@@ -215,7 +216,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         raise OutputError(f"{out / foreign[0]} exists and is not an earlier aeflow export's file; pass {FORCE} to "
                           f"replace it, or export into another folder")
     checks, notes, stale = [], [], []
-    seen = {contract.THRESHOLD_JSON: file_digest(out / contract.THRESHOLD_JSON)}  # another by publish time: refused
+    seen = {contract.THRESHOLD_JSON: file_digest(out / contract.THRESHOLD_JSON)} | ({} if copies else read)
     if ae_pt:
         _calibration(out, force, notes, stale)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,9 +229,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         threshold = ae and artifacts.write_metadata(tmp / contract.THRESHOLD_JSON, threshold_metadata(tmp, ae))
         checks += golden_comparisons(tmp, threshold, meta, "cpu", verify=True)[1]
         _require(checks, "the exported graphs miss their golden outputs")
-        if checkpoints.resolve() != out.resolve():
-            for staged in filter(None, (ae, flow)):
-                shutil.copy2(staged.path, tmp / staged.path.name)
+        if copies:
+            _copy_checkpoints([staged.path for staged in (ae, flow) if staged], tmp, read)
         threshold, meta = (m and m.to_json() for m in (threshold, meta))  # the documents as written
         write_model_card(tmp / "MODEL_CARD.md", ae, flow, threshold, meta)
         files = sorted(p.name for p in tmp.iterdir())
@@ -259,6 +259,16 @@ def _checkpoints(checkpoints: Path, out: Path, quantize, force: bool) -> tuple[t
             raise OutputError(f"{out} holds an exported {model} ({names[0]}) and {checkpoints} no checkpoint of it: "
                               f"this export would remove it; pass {FORCE} for that, or export into another folder")
     return ae_pt and (ae_pt, *load_autoencoder(ae_pt)), flow_pt and (flow_pt, *load_flow(flow_pt))
+
+
+def _copy_checkpoints(paths: list[Path], tmp: Path, read: dict[str, str | None]) -> None:
+    """Copy the checkpoints exported from into ``tmp``; ``OutputError`` where one is not the file export read
+    (sha256 in ``read``, taken before loading it: trained again meanwhile)."""
+    for path in paths:
+        shutil.copy2(path, tmp / path.name)
+        if file_digest(tmp / path.name) != read[path.name]:
+            raise OutputError(f"{path}: another command wrote it while aeflow exported from it; nothing written - "
+                              f"export again")
 
 
 def _not_exported(out: Path, names: list[str], checkpoints: Path) -> list[str]:

@@ -460,6 +460,33 @@ def test_export_keeps_a_calibration_that_lands_while_it_works(api_run, tmp_path,
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("into", ["another folder", "the run folder"])
+def test_export_refuses_a_checkpoint_trained_again_while_it_exported(api_run, tmp_path, monkeypatch, into):
+    """threshold.json recorded the sha256 of the ae.pt found at its end, and the copy was that file too, though the
+    graphs came from the one loaded at the start ('train -o RUN --force' meanwhile): refused now, nothing written."""
+    import shutil
+
+    from aeflow.errors import OutputError
+    from aeflow.export import exporter
+
+    run = shutil.copytree(api_run[0], tmp_path / "run")
+    dest = run if into == "the run folder" else tmp_path / "out"
+    stage = exporter.stage_detector
+
+    def trained_meanwhile(*args, **kwargs):
+        staged = stage(*args, **kwargs)
+        with open(run / "ae.pt", "ab") as f:  # another training's checkpoint, as far as its bytes go
+            f.write(b"\0")
+        return staged
+
+    monkeypatch.setattr(exporter, "stage_detector", trained_meanwhile)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()} if dest.exists() else {}
+    with pytest.raises(OutputError, match="ae.pt: another command wrote it while aeflow"):
+        exporter.export_artifacts(run, dest, evaluate=False, force=True, validation=api_run[2]._validation)
+    after = {p.name: p.read_bytes() for p in dest.iterdir()} if dest.exists() else {}
+    assert {k: v for k, v in after.items() if k != "ae.pt"} == {k: v for k, v in before.items() if k != "ae.pt"}
+
+
 def test_export_never_drops_a_calibration_silently(api_run, tmp_path, capfd):
     """Re-exporting a calibrated run put the training threshold back without a word (calibration_scores.npy was
     left unbound): now refused before any work, the folder unchanged; with force a note says so and the scores go."""
