@@ -104,7 +104,8 @@ class FlowSampler(Rebuildable):
             if self._sampler is None:
                 if content_sha256(read_flow(self.directory, verify=False).to_json()) != self._digest:
                     raise ArtifactError(f"{self.directory / FLOW_JSON}: changed since this FlowSampler was created "
-                                        f"(exported again?); load it again (a new FlowSampler, or the command run again)")
+                                        f"(exported again?); load it again (a new FlowSampler, or the command run "
+                                        f"again)")
                 self._sampler = load_graph(self.directory, self.metadata, "sampler", self._device, self._threads,
                                            verify=self._verify, golden=self._golden)
         return self._sampler
