@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Collection, Iterator
@@ -101,8 +102,11 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
         made = Path(made) if suffix == ".old" else track(made)
+    mode = (0o777 if folder else 0o666) & ~umask
+    with contextlib.suppress(OSError):
+        mode = mode if folder else stat.S_IMODE(os.stat(full).st_mode)  # a file replaced keeps its permissions
     with contextlib.suppress(OSError):  # mkdtemp, mkstemp make 0700, 0600 (FAT may refuse a change)
-        os.chmod(made, (0o777 if folder else 0o666) & ~umask)
+        os.chmod(made, mode)
     return made
 
 

@@ -421,6 +421,27 @@ def test_a_flow_sampler_refuses_the_sampler_graph_of_a_later_export(place):
     assert sampler.sample(10, seed=0, method="bisection").shape == (10,)  # flow.onnx: loaded with flow.json
 
 
+def test_a_file_replaced_keeps_its_permissions(place):
+    """Replacing a file wrote a new one with the umask's mode: an in-place calibration made a threshold.json kept
+    0640 (or 0444 for the world) 0644, and 'score -o out.csv --force' did the same to the user's file."""
+    (place / "out.csv").write_text("mine\n")
+    for path, mode in ((place / "art" / "threshold.json", 0o640), (place / "art" / "MODEL_CARD.md", 0o604),
+                       (place / "out.csv", 0o600)):
+        if path.exists():
+            path.chmod(mode)
+    assert invoke("calibrate", "a.npy", "--artifacts", "art", "--device", "cpu").exit_code == 0
+    assert invoke("score", "a.npy", "--artifacts", "art", "-o", "out.csv", "--force", "--device", "cpu").exit_code == 0
+    assert (place / "art" / "threshold.json").stat().st_mode & 0o777 == 0o640
+    assert (place / "out.csv").stat().st_mode & 0o777 == 0o600 and (place / "out.csv").read_text() != "mine\n"
+    assert (place / "art" / "calibration_scores.npy").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_calibrate_takes_globs_and_hashes_exactly_the_files_scored(place):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(place / "pngs" / ".hidden.png")  # not read, not hashed
     r = invoke("calibrate", "shards/*.npy", "pngs", "--artifacts", "art", "--json", "--device", "cpu")
