@@ -102,11 +102,8 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
         made = Path(made) if suffix == ".old" else track(made)
-    mode = (0o777 if folder else 0o666) & ~umask
-    with contextlib.suppress(OSError):
-        mode = mode if folder else stat.S_IMODE(os.stat(full).st_mode)  # a file replaced keeps its permissions
     with contextlib.suppress(OSError):  # mkdtemp, mkstemp make 0700, 0600 (FAT may refuse a change)
-        os.chmod(made, mode)
+        os.chmod(made, (0o777 if folder else 0o666) & ~umask)
     return made
 
 
@@ -165,6 +162,8 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
                 os.fsync(f.fileno())
             if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
                 raise KeyboardInterrupt
+            with contextlib.suppress(OSError):  # a file replaced keeps its permissions (set once it is written)
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             publish(tmp, path, replace)
             _published(path)
         finally:
@@ -192,6 +191,7 @@ def keep_copy(path: Path) -> Path:
             with _signals_held():  # a signal raises after the block, where the copy is known and removed
                 kept = _temporary(path, ".old")
                 shutil.copyfile(path, kept)
+                shutil.copymode(path, kept)  # put back with its permissions
         except BaseException:
             if kept is not None:
                 kept.unlink(missing_ok=True)
