@@ -6,6 +6,7 @@ pickling after a save, and the ``-o -`` writers on a closed, full or broken stdo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -322,50 +323,52 @@ def test_two_calibrate_commands_at_once_both_land(place):
     assert first["previous_threshold"] == original
 
 
-def test_bound_scores_never_reads_half_of_another_calibration(place, images):
-    """A calibration in place writes calibration_scores.npy, then threshold.json: a reader between the two
-    (a second calibrate's check) once saw the new scores with the old record and refused them as a user's."""
-    from aeflow.runtime.calibration import bound_scores
-    scorer = AnomalyScorer(place / "art", device="cpu")
-    scorer.calibrate(images, k=2)
-    scorer.save_calibration()
-    done, seen = threading.Event(), []
+@contextlib.contextmanager
+def _calibrating(art, images, times: int = 20):
+    """A thread calibrating ``art`` in place ``times`` times; yields the Event set once it is done."""
+    done = threading.Event()
 
     def recalibrate():
-        for i in range(30):
+        scorer = AnomalyScorer(art, device="cpu", golden=False)
+        for i in range(times):
             scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
             scorer.save_calibration()
         done.set()
 
     writer = threading.Thread(target=recalibrate)
     writer.start()
-    while not done.is_set():
-        seen.append(bound_scores(place / "art"))
-    writer.join()
+    try:
+        yield done
+    finally:
+        writer.join()
+
+
+def test_bound_scores_never_reads_half_of_another_calibration(place, images):
+    """A calibration in place writes calibration_scores.npy, then threshold.json: a reader between the two
+    (a second calibrate's check) once saw the new scores with the old record and refused them as a user's."""
+    from aeflow.runtime.calibration import bound_scores
+
+    scorer = AnomalyScorer(place / "art", device="cpu", golden=False)
+    scorer.calibrate(images, k=2)
+    scorer.save_calibration()
+    seen = []
+    with _calibrating(place / "art", images, 30) as done:
+        while not done.is_set():
+            seen.append(bound_scores(place / "art"))
     assert seen and all(seen)
 
 
 def test_a_scorer_loaded_while_the_folder_is_calibrated_holds_one_state_of_it(place, images):
     """Loading read threshold.json, then calibration_scores.npy and its sha256 for the pickle, unlocked: a
     calibration in place between the reads failed the load ("calibrate again") or pinned another file's digest."""
-    done, seen, errors = threading.Event(), {}, []
-
-    def recalibrate():
-        scorer = AnomalyScorer(place / "art", device="cpu", golden=False)
-        for i in range(20):
-            scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
-            scorer.save_calibration()
-        done.set()
-
-    writer = threading.Thread(target=recalibrate)
-    writer.start()
-    while not done.is_set():
-        try:
-            loaded = AnomalyScorer(place / "art", device="cpu", golden=False)
-            seen.setdefault(loaded._digest, set()).add((loaded.threshold, loaded.p_value(images[:3]).tobytes()))
-        except Exception as e:  # noqa: BLE001 - any failure is the finding
-            errors.append(str(e))
-    writer.join()
+    seen, errors = {}, []
+    with _calibrating(place / "art", images) as done:
+        while not done.is_set():
+            try:
+                loaded = AnomalyScorer(place / "art", device="cpu", golden=False)
+                seen.setdefault(loaded._digest, set()).add((loaded.threshold, loaded.p_value(images[:3]).tobytes()))
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(str(e))
     assert not errors and seen and all(len(states) == 1 for states in seen.values())
 
 
@@ -389,24 +392,14 @@ def test_verify_and_info_read_one_state_of_a_folder_being_calibrated(place, imag
     from aeflow.analysis.verify import verify_artifacts
     from aeflow.cli.info import gather_info
 
-    done, problems = threading.Event(), []
-
-    def recalibrate():
-        scorer = AnomalyScorer(place / "art", device="cpu", golden=False)
-        for i in range(20):
-            scorer.calibrate(images[: 20 + i % 10], k=2 + i % 3)
-            scorer.save_calibration()
-        done.set()
-
-    writer = threading.Thread(target=recalibrate)
-    writer.start()
-    while not done.is_set():
-        try:
-            verify_artifacts(place / "art", device="cpu", checkpoints=False).raise_for_failure()
-        except Exception as e:  # noqa: BLE001 - any failure is the finding
-            problems.append(str(e))
-        problems += gather_info(place / "art", device="cpu")["problems"]
-    writer.join()
+    problems = []
+    with _calibrating(place / "art", images) as done:
+        while not done.is_set():
+            try:
+                verify_artifacts(place / "art", device="cpu", checkpoints=False).raise_for_failure()
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                problems.append(str(e))
+            problems += gather_info(place / "art", device="cpu")["problems"]
     assert not problems
 
 
@@ -425,13 +418,14 @@ def test_a_file_replaced_keeps_its_permissions(place):
     """Replacing a file wrote a new one with the umask's mode: an in-place calibration made a threshold.json kept
     0640 (or 0444 for the world) 0644, and 'score -o out.csv --force' did the same to the user's file."""
     (place / "out.csv").write_text("mine\n")
+    shutil.copy(artifacts.bundled_dir() / "MODEL_CARD.md", place / "art")
     for path, mode in ((place / "art" / "threshold.json", 0o640), (place / "art" / "MODEL_CARD.md", 0o604),
                        (place / "out.csv", 0o600)):
-        if path.exists():
-            path.chmod(mode)
+        path.chmod(mode)
     assert invoke("calibrate", "a.npy", "--artifacts", "art", "--device", "cpu").exit_code == 0
     assert invoke("score", "a.npy", "--artifacts", "art", "-o", "out.csv", "--force", "--device", "cpu").exit_code == 0
     assert (place / "art" / "threshold.json").stat().st_mode & 0o777 == 0o640
+    assert (place / "art" / "MODEL_CARD.md").stat().st_mode & 0o777 == 0o604
     assert (place / "out.csv").stat().st_mode & 0o777 == 0o600 and (place / "out.csv").read_text() != "mine\n"
     assert (place / "art" / "calibration_scores.npy").stat().st_mode & 0o777 == 0o666 & ~_umask()
 
