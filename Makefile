@@ -21,8 +21,8 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
-	$(BIN)/aeflow score
-	$(BIN)/aeflow sample -n 10000 --seed 0 --output samples.npy --force
+	@$(BIN)/aeflow score
+	@$(BIN)/aeflow sample -n 10000 --seed 0 --output samples.npy --force
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
@@ -46,7 +46,7 @@ bench: $(VENV)/.dev
 # On an offline GPU machine without onnxruntime-gpu: scripts/gpu_box.sh.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
-	$(GPU_PYTHON) scripts/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
+	@$(GPU_PYTHON) scripts/gpu_check.py $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache samples.npy

@@ -30,19 +30,29 @@ FORCE = "force=True"  # what the refusals below ask for; the command line says -
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return _sha256(f)
+
+
+def _sha256(f) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:  # 64 KiB blocks reuse one heap block: a 1 MiB one is fresh memory each time
-        for block in iter(lambda: f.read(1 << 16), b""):
-            h.update(block)
+    for block in iter(lambda: f.read(1 << 16), b""):  # 64 KiB blocks reuse one heap block; 1 MiB ones would not
+        h.update(block)
     return h.hexdigest()
 
 
 def file_digest(path: str | os.PathLike) -> str | None:
-    """``sha256_file`` of a regular file, None where there is none (absent, a folder)."""
+    """``sha256_file`` of a regular file (links followed), None where there is none (absent, a folder, a pipe or a
+    device, which are never read: a pipe would block, /dev/zero never end)."""
     try:
-        return sha256_file(path)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with open(fd, "rb") as f:
+        return _sha256(f)
 
 
 def track(path: str | os.PathLike) -> Path:
@@ -102,9 +112,27 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
         made = Path(made) if suffix == ".old" else track(made)
-    with contextlib.suppress(OSError):  # mkdtemp, mkstemp make 0700, 0600 (FAT may refuse a change)
-        os.chmod(made, (0o777 if folder else 0o666) & ~umask)
+    kept = None if folder else _kept_mode(full)  # writable by its owner until published, never wider than it was
+    _chmod(made, (0o777 if folder else 0o666) & ~umask if kept is None else kept | 0o200)  # mk*temp: 0700, 0600
     return made
+
+
+def _chmod(path: Path, mode: int | None) -> None:
+    """``os.chmod`` where ``mode`` is given and the file system allows it (FAT may refuse a change)."""
+    if mode is not None:
+        with contextlib.suppress(OSError):
+            os.chmod(path, mode)
+
+
+def _kept_mode(path: str | os.PathLike) -> int | None:
+    """The permissions (``rwx`` bits) that a file replacing ``path`` takes: those of a regular file there that this
+    user owns (not a link's target's, not another user's file, which the new owner would lock them out of)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+    return st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) and mine else None
 
 
 def describe_os_error(e: OSError) -> str:
@@ -162,8 +190,7 @@ def atomic_path(path: str | os.PathLike, *, replace: bool, what: str = "") -> It
                 os.fsync(f.fileno())
             if RECEIVED:  # publishing is the point of no return: after a signal, the command was interrupted
                 raise KeyboardInterrupt
-            with contextlib.suppress(OSError):  # a file replaced keeps its permissions (set once it is written)
-                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            _chmod(tmp, _kept_mode(path))  # a file replaced keeps its permissions
             publish(tmp, path, replace)
             _published(path)
         finally:
@@ -256,10 +283,7 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
     with locked(directory), _signals_held():  # another aeflow's set waits; this one goes in whole, or not at all
         if RECEIVED:  # as in atomic_path
             raise KeyboardInterrupt
-        for name, digest in (unchanged or {}).items():
-            if file_digest(directory / name) != digest:
-                raise OutputError(f"{directory / name}: another command wrote it while aeflow worked from it; "
-                                  f"nothing written - run again")
+        _as_found(staging, directory, names, unchanged or {})
         inside = same_file(staging.parent, directory)
         if not inside and replace is not None and directory.is_dir():
             _replace_folder(staging, directory, set(replace))
@@ -284,6 +308,17 @@ def publish_folder(staging: str | os.PathLike, directory: str | os.PathLike, nam
         for name in remove:
             (directory / name).unlink(missing_ok=True)
         _published(directory)
+
+
+def _as_found(staging: Path, directory: Path, names: list[str], unchanged: dict[str, str | None]) -> None:
+    """Before ``publish_folder`` moves a file: ``OutputError`` where a file of ``unchanged`` is another now; each
+    staged file that replaces one of ``directory`` takes its permissions."""
+    for name, digest in unchanged.items():
+        if file_digest(directory / name) != digest:
+            raise OutputError(f"{directory / name}: another command wrote it while aeflow worked from it; "
+                              f"nothing written - run again")
+    for name in names:
+        _chmod(staging / name, _kept_mode(directory / name))
 
 
 def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:

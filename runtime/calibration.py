@@ -143,7 +143,7 @@ def bound_scores(directory: Path) -> bool:
     path = directory / CALIBRATION_SCORES
     if not path.is_file() or path.is_symlink():
         return False
-    with locked(directory):  # the pair as one calibration wrote it, not half of another's
+    with locked(directory, shared=True):  # the pair as one calibration wrote it, not half of another's
         try:
             record = load_json(directory / contract.THRESHOLD_JSON).get("calibration")
         except ArtifactError:
@@ -165,7 +165,7 @@ def write_calibration(directory: str | os.PathLike, calibrations: dict[str, Cali
             _write_in_place(directory, doc, scores)
         return directory / contract.THRESHOLD_JSON, doc
     with staged_folder(out, last=(contract.THRESHOLD_JSON,), what=what, force=force) as tmp:
-        with locked(directory):  # read and copied as one state of the folder
+        with locked(directory, shared=True):  # read and copied as one state of the folder
             doc, scores = _calibrated(directory, calibrations)
             for name in COPIED:
                 if (directory / name).is_file():
@@ -188,7 +188,8 @@ def _calibrated(directory: Path, calibrations: dict[str, Calibration]) -> tuple[
                                 f"to calibrate")
         if cal.graph is not None and cal.graph != entry.graph.sha256:  # read under the lock that export takes
             raise ArtifactError(f"{directory / contract.GRAPHS[which].file} changed after the images were scored "
-                                f"(exported again meanwhile?); nothing written: calibrate again")
+                                f"(exported again meanwhile?); nothing written: calibrate again (in Python: with a "
+                                f"new AnomalyScorer)")
         cal.record["previous_threshold"] = float(entry.threshold)
         if which == "ae" and cal.scores is not None:
             buf = io.BytesIO()

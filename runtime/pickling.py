@@ -76,9 +76,10 @@ class Rebuildable:
                 if settings.get("digest") and digest != settings["digest"]:
                     where = fresh.directory if settings.get("artifacts") else f"the bundled artifacts ({fresh.directory})"
                     raise ArtifactError(f"{where}: {self.METADATA} here differs from the one the "
-                                        f"{type(self).__name__} was created with (sha256 {str(digest)[:12]}... vs "
-                                        f"{settings['digest'][:12]}...); install the same artifacts on every machine, "
-                                        f"and after a calibration or an export there, create it again")
+                                        f"{type(self).__name__} was created with (content_sha256 here "
+                                        f"{str(digest)[:12]}..., the sender's {settings['digest'][:12]}...); install "
+                                        f"the same artifacts on every machine, and after a calibration or an export "
+                                        f"there, create it again")
                 d.update(fresh.__dict__)
                 del d[_PENDING]
         return object.__getattribute__(self, name)

@@ -428,6 +428,38 @@ def test_a_file_replaced_keeps_its_permissions(place):
     assert (place / "art" / "MODEL_CARD.md").stat().st_mode & 0o777 == 0o604
     assert (place / "out.csv").stat().st_mode & 0o777 == 0o600 and (place / "out.csv").read_text() != "mine\n"
     assert (place / "art" / "calibration_scores.npy").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    (place / "art" / "threshold.json").chmod(0o600)  # a folder's files replaced: each keeps its own
+    assert invoke("calibrate", "a.npy", "--artifacts", "art", "-o", "copy", "--device", "cpu").exit_code == 0
+    (place / "copy" / "threshold.json").chmod(0o640)
+    assert invoke("calibrate", "a.npy", "--artifacts", "art", "-o", "copy", "--force", "--device", "cpu").exit_code == 0
+    assert (place / "copy" / "threshold.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_permissions_kept_are_a_files_own_rwx_bits(tmp_path):
+    """The mode copied was S_IMODE of the target followed through links: setuid kept on a file now the writer's,
+    a link replaced by a file with its target's mode."""
+    from aeflow.files import write_atomic
+
+    (tmp_path / "s").write_text("x")
+    (tmp_path / "s").chmod(0o4755)
+    (tmp_path / "t").write_text("x")
+    (tmp_path / "t").chmod(0o600)
+    (tmp_path / "link").symlink_to(tmp_path / "t")
+    for name in ("s", "link"):
+        write_atomic(tmp_path / name, "new", replace=True)
+    assert (tmp_path / "s").stat().st_mode & 0o7777 == 0o755
+    assert not (tmp_path / "link").is_symlink() and (tmp_path / "link").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_file_digest_never_reads_a_pipe_or_a_device(tmp_path):
+    """export hashed its checkpoints before checking they were files: a FIFO flow.pt hung it, /dev/zero never ended."""
+    from aeflow.files import file_digest
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "f").write_bytes(b"abc")
+    assert [file_digest(tmp_path / n) for n in ("fifo", "zero", "missing", ".")] == [None] * 4
+    assert file_digest(tmp_path / "f") == hashlib.sha256(b"abc").hexdigest()
 
 
 def _umask() -> int:
