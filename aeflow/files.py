@@ -112,8 +112,8 @@ def _temporary(path: Path, suffix: str = ".tmp", folder: bool = False, parent: P
             fd, made = tempfile.mkstemp(**where)
             os.close(fd)
         made = Path(made) if suffix == ".old" else track(made)
-    kept = None if folder else _kept_mode(full)  # writable by its owner until published, never wider than it was
-    _chmod(made, (0o777 if folder else 0o666) & ~umask if kept is None else kept | 0o200)  # mk*temp: 0700, 0600
+    kept = None if folder else _kept_mode(full)  # until published: read and written by its owner, others as before
+    _chmod(made, (0o777 if folder else 0o666) & ~umask if kept is None else kept | 0o600)  # mk*temp: 0700, 0600
     return made
 
 
