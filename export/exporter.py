@@ -206,6 +206,8 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets; the
     folder's refusals come before any work (``what``: ``out_dir``'s name in them)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
+    if quantize and not evaluate:  # the int8 graph is held to float32's decisions on the test sets
+        raise UsageError("int8 quantization is checked on the test sets; drop --no-eval (evaluate=False)")
     check_target(out, "folder", what=what, force=True, parents=True)  # the place first, then what it reads
     read = {n: file_digest(checkpoints / n) for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)}
     ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None

@@ -487,6 +487,17 @@ def test_export_refuses_a_checkpoint_trained_again_while_it_exported(api_run, tm
     assert {k: v for k, v in after.items() if k != "ae.pt"} == {k: v for k, v in before.items() if k != "ae.pt"}
 
 
+def test_export_api_refuses_int8_without_the_evaluation_first(tmp_path):
+    """export_artifacts(evaluate=False, quantize="int8") raised KeyError 'mnist-test' after the work (only the CLI
+    refused --quantize with --no-eval)."""
+    from aeflow.errors import UsageError
+    from aeflow.export.exporter import export_artifacts
+
+    with pytest.raises(UsageError, match="int8 quantization is checked on the test sets"):
+        export_artifacts(tmp_path, tmp_path / "out", evaluate=False, quantize="int8")
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_never_drops_a_calibration_silently(api_run, tmp_path, capfd):
     """Re-exporting a calibrated run put the training threshold back without a word (calibration_scores.npy was
     left unbound): now refused before any work, the folder unchanged; with force a note says so and the scores go."""

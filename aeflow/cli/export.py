@@ -5,7 +5,6 @@ from pathlib import Path
 import click
 
 from aeflow.cli.options import data_dir_option, output_option
-from aeflow.errors import UsageError
 from aeflow.optional import require
 
 
@@ -35,8 +34,6 @@ def command(output, checkpoints, data_dir, opset, no_eval, quantize, force):
     """
     for module in ("torch", "onnx"):
         require(module, "train", "export")
-    if quantize and no_eval:
-        raise UsageError("--quantize int8 checks the int8 graph on the test sets; drop --no-eval")
     from aeflow.export.exporter import export_artifacts
     from aeflow.cli.verify import comparison_table
 
