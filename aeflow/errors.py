@@ -52,7 +52,8 @@ class TrainingError(AeflowError):
 
 class ScaleWarning(UserWarning):
     """Values whose range suggests the wrong scale (uint8 holding only 0/1, floats divided by 255 twice; the flow's
-    values whose std a few far values set): a warning, as they may be real."""
+    values whose std a few far values set), or too few validation images to set a threshold on: a warning, as they
+    may be what the user meant."""
 
 
 class Interrupted(AeflowError):

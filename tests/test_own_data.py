@@ -123,6 +123,19 @@ def test_fit_refuses_bad_values_and_images():
         AutoencoderDetector().fit(np.full((10, 8, 8), 3.0))
 
 
+def test_training_warns_of_too_few_validation_images(tmp_path):
+    """40 images gave a threshold from 7 validation scores (mean + 3 std of 7 numbers) without a word."""
+    import warnings
+
+    from aeflow.errors import ScaleWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AutoencoderDetector(epochs=1, batch_size=20).fit(synthetic_digits(40, 7))
+    few = [w for w in caught if issubclass(w.category, ScaleWarning)]
+    assert len(few) == 1 and "only 7 validation images" in str(few[0].message) and few[0].filename == __file__
+
+
 def test_training_warns_of_images_that_read_as_blank(tmp_path):
     """train ae, export (which reads them again) and fit took 0/1 uint8 masks and floats divided by 255 twice
     without a word, where score warns: a detector of blank images. They warn as score does: one ScaleWarning."""
@@ -130,9 +143,9 @@ def test_training_warns_of_images_that_read_as_blank(tmp_path):
 
     from aeflow.errors import ScaleWarning
 
-    digits = synthetic_digits(40, 7)
+    digits = synthetic_digits(120, 7)  # 20 validation images: no warning of too few
     mask, twice = (digits > 127).astype(np.uint8), digits.astype(np.float32) / 255 / 255
-    for x, words in ((mask, "uint8 pixels hold only 0 and 1 in images 0..39"), (twice, "divided by 255 twice")):
+    for x, words in ((mask, "uint8 pixels hold only 0 and 1 in images 0..119"), (twice, "divided by 255 twice")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             AutoencoderDetector(epochs=1, batch_size=20).fit(x)

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from aeflow.checks import check_batch, check_float, check_int
 from aeflow.datasets import load_images, split_indices, to_float
-from aeflow.errors import ArtifactError
+from aeflow.errors import ArtifactError, ScaleWarning
 from aeflow.plotting import line_png
 from aeflow.train.checkpoint import run_epochs, save_checkpoint
 from aeflow.train.data import read_images
@@ -18,6 +19,7 @@ from aeflow.train.models import Autoencoder
 
 MAX_EPOCHS = 1_000_000
 BYTES_PER_IMAGE = 64 * 1024  # one training image's activations, gradients and optimizer scratch
+MIN_VALIDATION = 20  # below it the std behind the threshold has a standard error of 1/6 of it or more
 
 
 @dataclass
@@ -69,6 +71,10 @@ def training_images(config: AEConfig, images: np.ndarray | None = None) -> tuple
         config.data_sha256 = sha256
     train_idx, val_idx = split_indices(len(images), config.seed, config.val_fraction)
     config.n_train, config.n_val, config.image_shape = len(train_idx), len(val_idx), list(images.shape[-2:])
+    if config.n_val < MIN_VALIDATION:
+        warnings.warn(f"only {config.n_val} validation images: the threshold, mean + 3 std of their scores, is a "
+                      f"rough estimate; train on more images, or raise the validation fraction, or calibrate on "
+                      f"more normal images later", ScaleWarning, stacklevel=3)  # fit's caller
     return images, train_idx, val_idx
 
 
