@@ -122,8 +122,8 @@ def calibration_target(directory: str | os.PathLike, out: str | os.PathLike | No
     if out is None or (os.path.isdir(out) and same_file(out, directory)):  # isdir: False for a name too long
         what = what if out is not None else ("--artifacts" if cli else "artifacts")
         hint = "pass -o OUTDIR, another folder, for a calibrated copy" if cli else "pass out=DIR for a copy"
-        for name in (contract.THRESHOLD_JSON, CALIBRATION_SCORES, CARD):  # every file it writes, inputs too
-            check_target(directory / name, what=what, force=True, inputs=inputs, hint=hint)
+        check_target(directory, "folder", what=what, force=True, inputs=inputs, hint=hint,  # every file it writes
+                     names=(contract.THRESHOLD_JSON, CALIBRATION_SCORES, CARD))
         if os.path.lexists(path := directory / CALIBRATION_SCORES) and not bound_scores(directory):  # the user's
             raise OutputError(f"{path} exists and is not the calibration scores {contract.THRESHOLD_JSON} records; "
                               f"move it away, or {hint}")
