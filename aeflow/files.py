@@ -124,15 +124,16 @@ def _chmod(path: Path, mode: int | None) -> None:
             os.chmod(path, mode)
 
 
-def _kept_mode(path: str | os.PathLike) -> int | None:
-    """The permissions (``rwx`` bits) that a file replacing ``path`` takes: those of a regular file there that this
-    user owns (not a link's target's, not another user's file, which the new owner would lock them out of)."""
+def _kept_mode(path: str | os.PathLike, folder: bool = False) -> int | None:
+    """The permissions (``rwx`` bits) that a file (``folder``: a folder) replacing ``path`` takes: those of one there
+    that this user owns (not a link's target's, not another user's, which the new owner would lock them out of)."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
     mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
-    return st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) and mine else None
+    kind = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
+    return st.st_mode & 0o777 if kind and mine else None
 
 
 def describe_os_error(e: OSError) -> str:
@@ -319,6 +320,7 @@ def _as_found(staging: Path, directory: Path, names: list[str], unchanged: dict[
                               f"nothing written - run again")
     for name in names:
         _chmod(staging / name, _kept_mode(directory / name))
+    _chmod(staging, _kept_mode(directory, folder=True))  # a folder replaced whole keeps its own permissions too
 
 
 def _replace_folder(staging: Path, directory: Path, held: set[str]) -> None:

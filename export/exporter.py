@@ -206,8 +206,7 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
     ``ParityError`` (writing nothing) when a graph misses PyTorch, its golden outputs or the int8 targets; the
     folder's refusals come before any work (``what``: ``out_dir``'s name in them)."""
     checkpoints, out = Path(checkpoints), Path(out_dir)
-    if quantize and not evaluate:  # the int8 graph is held to float32's decisions on the test sets
-        raise UsageError("int8 quantization is checked on the test sets; drop --no-eval (evaluate=False)")
+    _check_quantize(quantize, evaluate)
     check_target(out, "folder", what=what, force=True, parents=True)  # the place first, then what it reads
     read = {n: file_digest(checkpoints / n) for n in (contract.AE_CHECKPOINT, contract.FLOW_CHECKPOINT)}
     ae_pt, flow_pt = _checkpoints(checkpoints, out, quantize, force)  # (path, model, dict) each, or None
@@ -238,6 +237,15 @@ def export_artifacts(checkpoints: str | os.PathLike, out_dir: str | os.PathLike,
         files = sorted(p.name for p in tmp.iterdir())
         notes += _earlier(out, bool(ae), bool(flow), quantize, stale)  # removed as the new files are published
     return ExportReport(files, checks, threshold, meta, notes)
+
+
+def _check_quantize(quantize: str | None, evaluate: bool) -> None:
+    """``UsageError`` for a quantization other than None or "int8", or int8 without the evaluation, which holds
+    the int8 graph to float32's decisions on the test sets."""
+    if quantize not in (None, "int8"):
+        raise UsageError(f"unknown quantization {quantize!r}; choose 'int8' or None")
+    if quantize and not evaluate:
+        raise UsageError("int8 quantization is checked on the test sets; drop --no-eval (evaluate=False)")
 
 
 # every file an export may write or remove (besides the checkpoints it copies)

@@ -508,6 +508,8 @@ def test_export_api_refuses_int8_without_the_evaluation_first(tmp_path):
 
     with pytest.raises(UsageError, match="int8 quantization is checked on the test sets"):
         export_artifacts(tmp_path, tmp_path / "out", evaluate=False, quantize="int8")
+    with pytest.raises(UsageError, match="unknown quantization 'fp16'"):  # it wrote no int8 graph, silently
+        export_artifacts(tmp_path, tmp_path / "out", quantize="fp16")
     assert not (tmp_path / "out").exists()
 
 

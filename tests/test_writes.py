@@ -462,6 +462,35 @@ def test_file_digest_never_reads_a_pipe_or_a_device(tmp_path):
     assert file_digest(tmp_path / "f") == hashlib.sha256(b"abc").hexdigest()
 
 
+def test_a_folder_replaced_whole_keeps_its_permissions(tmp_path):
+    """A Dask dataset folder (-o DS/ --force) is replaced by a staging folder made with the umask's mode: a 0700
+    folder became 0755, and parts written there later readable by all."""
+    from aeflow.files import staged_folder
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "part.0.parquet").write_bytes(b"old")
+    (tmp_path / "ds").chmod(0o700)
+    with staged_folder(tmp_path / "ds", replace=True, force=True) as tmp:
+        (tmp / "part.0.parquet").write_bytes(b"new")
+    assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "ds" / "part.0.parquet").read_bytes() == b"new"
+
+
+def test_outputs_are_never_required_to_be_readable():
+    """click.Path checks that an existing path is readable by default: a user's write-only output file (0200) could
+    not be replaced ("Path ... is not readable") though aeflow never reads it."""
+    import click
+
+    checked = []
+    for name in cli.list_commands(None):
+        command = cli.get_command(None, name)
+        for param in command.params:
+            if param.name in ("output", "histogram", "maps_dir", "report_dir") and isinstance(param.type, click.Path):
+                checked.append(f"{name} {param.name}")
+                assert param.type.readable is False, f"{name} {param.name}"
+    assert {"score output", "score maps_dir", "sample histogram", "evaluate report_dir"} <= set(checked)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

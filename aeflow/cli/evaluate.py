@@ -21,7 +21,8 @@ from aeflow.targets import check_target
               help="Anomaly set, repeatable (default: kmnist-test, as the homework; offline use "
                    "--data-dir ../shared/data --anomalies fashion-mnist-test).")
 @data_dir_option("Folder of IDX files for the named sets (default: download with torchvision).")
-@click.option("-o", "--output", "--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+@click.option("-o", "--output", "--report", "report_dir", type=click.Path(path_type=Path, readable=False),
+              default=None, metavar="DIR",
               help="Write report.html (self-contained), its PNGs and evaluation.json into DIR (needs matplotlib).")
 @click.option("--flow", is_flag=True, help="Also evaluate the flow: NLL, KL(data || model), z and samples "
                                             "(part of --report where the run holds the homework's flow).")

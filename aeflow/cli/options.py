@@ -41,5 +41,5 @@ def output_option(help: str, default: Path | None = None, file_okay: bool = True
     """``-o/--output PATH``: what the command writes; ``spelled``: the text as given (a str: a Path would drop
     the trailing separator that names a folder, which ``check_target`` refuses for a file)."""
     return click.option("-o", "--output", "output", type=click.Path(path_type=None if spelled else Path,
-                                                                    file_okay=file_okay),
+                                                                    file_okay=file_okay, readable=False),  # never read
                         default=default, show_default=default is not None, help=help)

@@ -116,7 +116,7 @@ def _number(v: float) -> str:
 @click.option("-n", "n", type=int, required=True, help="Number of samples (a positive integer).")
 @click.option("--seed", type=int, default=None, help="Random seed (numpy Generator) for reproducible samples.")
 @output_option("Write the samples (float32) to FILE.npy or FILE.csv.", spelled=True)
-@click.option("--histogram", type=click.Path(), default=None,
+@click.option("--histogram", type=click.Path(readable=False), default=None,
               help="Plot a histogram with the model density to FILE.png/.pdf/.svg (needs matplotlib).")
 @click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
               help="Inversion: graph runs flow_sampler.onnx (fast); bisection bisects through flow.onnx.")

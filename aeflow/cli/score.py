@@ -130,7 +130,7 @@ Example:
               help="fp32 (ae.onnx) or int8 (the quantised graph from 'aeflow export --quantize int8').")
 @output_option(f"Write one row per image ({', '.join(COLUMNS)}) as {', '.join(FORMATS)} by extension; "
                f"'-' writes CSV rows (JSON lines with --json) to stdout.", spelled=True)
-@click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+@click.option("--maps", "maps_dir", type=click.Path(path_type=Path, readable=False), default=None, metavar="DIR",
               help="Write a PNG per flagged image into DIR: image, reconstruction, anomaly map.")
 @click.option("--maps-all", is_flag=True, help="With --maps: a PNG for every image, not only the flagged ones.")
 @click.option("--column", default=None, metavar="NAME",
