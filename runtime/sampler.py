@@ -100,6 +100,8 @@ class FlowSampler(Rebuildable):
     def _sampler_graph(self):
         """The session of flow_sampler.onnx, loaded (and checked) once, on first use of "graph", where the folder
         still holds the flow.json this sampler read (``ArtifactError`` after another export)."""
+        if self._sampler is not None:  # every chunk asks: no lock once loaded
+            return self._sampler
         with self._lock, locked(self.directory, shared=True):
             if self._sampler is None:
                 if content_sha256(read_flow(self.directory, verify=False).to_json()) != self._digest:
